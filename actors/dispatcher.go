@@ -1,0 +1,141 @@
+package actors
+
+import (
+	"sort"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+)
+
+// dispatcherActor matches free worker slots to queued jobs. It keeps a view of
+// every worker's capabilities and free slots, asks the queue actor to claim
+// jobs for all workers with free slots at once, and hands each claim to the
+// worker actor that sends it. One claim request is in flight at a time; the
+// database does the matching (by plugin, priority, id), so a job no worker
+// can run never blocks the others.
+type dispatcherActor struct {
+	deps  deps
+	peers peers
+	log   zerolog.Logger
+
+	workers  map[string]*slotView
+	claiming bool // a ClaimJobs is in flight
+	dirty    bool // jobs may be claimable that were not at the last claim
+	stopped  bool
+	retry    timer // after a failed claim
+}
+
+// slotView is the dispatcher's picture of one worker.
+type slotView struct {
+	pid     *actor.PID
+	plugins []string
+	free    int
+}
+
+func newDispatcherProps(d deps, p peers) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &dispatcherActor{deps: d, peers: p, log: d.log.With().Str("component", "dispatcher").Logger()}
+	})
+}
+
+func (a *dispatcherActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.workers = map[string]*slotView{}
+		a.dirty = true
+		// A restarted dispatcher has lost its view: ask every worker again.
+		ctx.Send(a.peers.supervisor, &CapacityRequest{})
+	case *WorkerAvailable:
+		a.workers[m.Worker] = &slotView{pid: m.PID, plugins: m.Plugins, free: m.Slots - m.Running}
+		a.dirty = true
+		a.claim(ctx)
+	case *SlotsFreed:
+		if w, ok := a.workers[m.Worker]; ok {
+			w.free += m.N
+			a.dirty = true
+			a.claim(ctx)
+		}
+	case *WorkerGone:
+		delete(a.workers, m.Worker)
+	case *QueueChanged:
+		a.dirty = true
+		a.claim(ctx)
+	case *JobsClaimed:
+		a.claimed(ctx, m)
+	case *tick:
+		if a.retry.current(m) {
+			a.retry.fired()
+			a.claim(ctx)
+		}
+	case *StopDispatching:
+		a.stopped = true
+	case *crash:
+		panic("injected crash: dispatcher")
+	case *actor.Stopping, *actor.Restarting:
+		a.retry.stop()
+	}
+}
+
+// claim asks the queue actor for jobs for every worker with free slots,
+// unless a request is already in flight or nothing changed since the last
+// one came back short.
+func (a *dispatcherActor) claim(ctx actor.Context) {
+	if a.claiming || !a.dirty || a.stopped || a.retry.armed() {
+		return
+	}
+	var reqs []ClaimRequest
+	total := 0
+	for key, w := range a.workers {
+		if w.free > 0 {
+			reqs = append(reqs, ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free})
+			total += w.free
+		}
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	// Most free slots first: the claim statements run in this order, so the
+	// highest-priority jobs go to the emptiest workers.
+	sort.Slice(reqs, func(i, j int) bool {
+		if reqs[i].Limit != reqs[j].Limit {
+			return reqs[i].Limit > reqs[j].Limit
+		}
+		return reqs[i].Worker < reqs[j].Worker
+	})
+	a.claiming = true
+	a.dirty = false
+	ctx.Request(a.peers.queue, &ClaimJobs{Requests: reqs})
+}
+
+func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
+	a.claiming = false
+	if m.Err != nil {
+		a.dirty = true
+		a.retry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(100*time.Millisecond, 5*time.Second, 1))
+		return
+	}
+	byWorker := map[string][]JobClaim{}
+	for _, c := range m.Claims {
+		byWorker[c.Ref.Worker] = append(byWorker[c.Ref.Worker], c)
+	}
+	for key, claims := range byWorker {
+		w, ok := a.workers[key]
+		if !ok {
+			// The worker left while the claim was in flight.
+			for _, c := range claims {
+				ctx.Send(a.peers.queue, &ConcludeJob{Ref: c.Ref, Kind: ConcludeRequeue,
+					Message: "worker left before dispatch"})
+			}
+			continue
+		}
+		w.free -= len(claims)
+		ctx.Send(w.pid, &AssignJobs{Claims: claims})
+	}
+	// A full claim means more jobs may be waiting; a short one means the
+	// queue had nothing more for these workers until something changes.
+	if len(m.Claims)+m.Failed >= m.Requested {
+		a.dirty = true
+	}
+	a.claim(ctx)
+}

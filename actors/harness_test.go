@@ -1,0 +1,166 @@
+package actors_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
+)
+
+// harness is a real Sentinel on 127.0.0.1 with a random port and a SQLite
+// file in a temp dir, plus helpers to seed files, plugins and jobs.
+type harness struct {
+	t        *testing.T
+	cfg      config.Config
+	dbPath   string
+	store    *db.DB
+	router   *transport.Router
+	s        *actors.Sentinel
+	endpoint string
+	root     string
+	rootID   int64
+}
+
+// fastConfig shrinks every interval so that liveness paths run in test time.
+func fastConfig() config.Config {
+	cfg := config.Default()
+	cfg.Bind = "tcp://127.0.0.1:0"
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.WorkerTimeout = time.Second
+	cfg.RecoveryGrace = time.Second
+	cfg.RetryBackoff = 20 * time.Millisecond
+	cfg.RetryBackoffMax = 200 * time.Millisecond
+	cfg.PollInterval = 50 * time.Millisecond
+	return cfg
+}
+
+func newHarness(t *testing.T, tweak func(*config.Config)) *harness {
+	t.Helper()
+	cfg := fastConfig()
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	dir := t.TempDir()
+	h := &harness{t: t, cfg: cfg, dbPath: filepath.Join(dir, "casparian_flow.db"), root: filepath.Join(dir, "files")}
+	if err := os.MkdirAll(h.root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, err := db.Open(context.Background(), "sqlite://"+h.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store = store
+	t.Cleanup(func() { store.Close() })
+	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	return h
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	router, err := transport.ListenRouter(h.cfg.Bind, transport.RouterOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
+	s, err := actors.Start(actors.Options{Config: h.cfg, DB: h.store, Router: router, Logger: log})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.router, h.s, h.endpoint = router, s, router.Endpoint()
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	if h.s == nil {
+		return
+	}
+	if err := h.s.Stop(context.Background()); err != nil {
+		h.t.Errorf("stop: %v", err)
+	}
+	h.router.Close()
+	h.s = nil
+}
+
+// file writes a real file under the source root and records its version.
+func (h *harness) file(name, content string) int64 {
+	h.t.Helper()
+	if err := os.WriteFile(filepath.Join(h.root, name), []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	id, err := h.store.FileVersionAdd(context.Background(), h.rootID, name, fmt.Sprintf("hash-%s-%d", name, len(content)),
+		int64(len(content)), time.Now(), nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return id
+}
+
+func (h *harness) plugin(name string) {
+	h.t.Helper()
+	if _, err := h.store.PluginManifestActivate(context.Background(), name, "1.0.0", "# source of "+name, "", "art-"+name); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) enqueue(fileVersionID int64, plugin string, priority int64) int64 {
+	h.t.Helper()
+	id, err := h.store.JobEnqueue(context.Background(), fileVersionID, plugin, priority, "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return id
+}
+
+func (h *harness) job(id int64) db.Job {
+	h.t.Helper()
+	j, err := h.store.JobGet(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return j
+}
+
+func (h *harness) counts() map[db.JobStatus]int64 {
+	h.t.Helper()
+	c, err := h.store.JobsCountByStatus(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+func (h *harness) worker(opts testworker.Options) *testworker.Worker {
+	h.t.Helper()
+	opts.Endpoint = h.endpoint
+	w, err := testworker.Start(context.Background(), opts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(w.Close)
+	return w
+}
+
+// eventually polls cond every 10 ms until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,221 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/casparian/sentinel/transport"
+)
+
+// Every in-process message of the actor tree is declared here, always sent
+// and matched as a pointer. Each comment names the sender and the receiver.
+
+// Peer names a connected ZeroMQ peer: its opaque identity and the printable
+// key the rest of the system (and the database's claimed_by) uses for it.
+type Peer struct {
+	Key      string
+	Identity []byte
+}
+
+// JobRef names one claim of one job. A state change applies only while the
+// job is still RUNNING under this worker and attempt (fencing).
+type JobRef struct {
+	JobID   int64
+	Worker  string
+	Attempt int64
+}
+
+// --- router goroutine → socket actor ---
+
+// FramesReceived carries one raw multipart message read by the ROUTER.
+type FramesReceived struct{ In transport.Inbound }
+
+// --- socket actor → supervisor ---
+
+// IdentifyReceived is a decoded IDENTIFY.
+type IdentifyReceived struct {
+	From  Peer
+	Hello *transport.Identify
+}
+
+// HeartbeatReceived is a decoded HEARTBEAT from a worker.
+type HeartbeatReceived struct {
+	From Peer
+	Beat *transport.Heartbeat
+}
+
+// ConcludeReceived is a decoded CONCLUDE (job receipt).
+type ConcludeReceived struct {
+	From    Peer
+	JobID   int64
+	Receipt *transport.Conclude
+}
+
+// ErrReceived is a decoded ERR sent by a worker.
+type ErrReceived struct {
+	From  Peer
+	JobID int64
+	Err   *transport.Err
+}
+
+// OtherReceived is any other valid message from a peer (ENV_READY, DEPLOY,
+// and opcodes a worker should not send); it still proves the peer is alive.
+type OtherReceived struct {
+	From  Peer
+	Op    transport.Opcode
+	JobID int64
+}
+
+// --- any actor → socket actor ---
+
+// SendMessage asks the socket actor to encode and send one message.
+type SendMessage struct {
+	To      Peer
+	Op      transport.Opcode
+	JobID   int64
+	Payload any // a transport payload struct, or nil for an empty payload
+}
+
+// --- worker actor → dispatcher ---
+
+// WorkerAvailable announces a worker's full capacity: sent when the worker
+// actor starts (after it has rebuilt its running jobs), on re-IDENTIFY and in
+// answer to CapacityRequest. It replaces whatever the dispatcher knew.
+type WorkerAvailable struct {
+	Worker  string
+	PID     *actor.PID
+	Plugins []string
+	Slots   int
+	Running int
+}
+
+// SlotsFreed tells the dispatcher that N of a worker's jobs ended. Deltas,
+// not totals, so that they commute with AssignJobs in flight.
+type SlotsFreed struct {
+	Worker string
+	N      int
+}
+
+// --- supervisor → dispatcher ---
+
+// WorkerGone removes a worker from dispatching.
+type WorkerGone struct{ Worker string }
+
+// --- dispatcher → supervisor → every worker actor ---
+
+// CapacityRequest asks every worker actor to send WorkerAvailable again; a
+// restarted dispatcher rebuilds its view this way.
+type CapacityRequest struct{}
+
+// --- dispatcher → queue actor (request) ---
+
+// ClaimJobs asks the queue actor to claim jobs for workers with free slots.
+type ClaimJobs struct{ Requests []ClaimRequest }
+
+// ClaimRequest asks for up to Limit jobs that Worker can run.
+type ClaimRequest struct {
+	Worker  string
+	Plugins []string
+	Limit   int
+}
+
+// --- queue actor → dispatcher (response to ClaimJobs) ---
+
+// JobsClaimed is the result of ClaimJobs. Err set means nothing was claimed.
+type JobsClaimed struct {
+	Claims    []JobClaim
+	Failed    int // claimed but impossible to dispatch; already FAILED
+	Requested int
+	Err       error
+}
+
+// JobClaim is one claimed job with its DISPATCH payload ready to send.
+type JobClaim struct {
+	Ref        JobRef
+	RetryCount int64
+	Dispatch   *transport.Dispatch
+}
+
+// --- dispatcher → worker actor ---
+
+// AssignJobs hands claimed jobs to the worker actor that must send them.
+type AssignJobs struct{ Claims []JobClaim }
+
+// --- worker actor / dispatcher → queue actor ---
+
+// ConclusionKind says what a conclusion does to a job.
+type ConclusionKind int
+
+// The kinds of conclusion.
+const (
+	ConcludeComplete ConclusionKind = iota + 1 // COMPLETED
+	ConcludeFail                               // FAILED, terminal
+	ConcludeRequeue                            // QUEUED again, or FAILED over the retry limit
+)
+
+// ConcludeJob records how one claimed job ended. The queue actor batches
+// these into one transaction.
+type ConcludeJob struct {
+	Ref       JobRef
+	Kind      ConclusionKind
+	Message   string
+	Metrics   map[string]int64
+	Artifacts []map[string]string
+	NextRunAt time.Time // Requeue only
+}
+
+// RequeueWorkerJobs requeues every RUNNING job claimed by Worker (it was
+// lost). Sent by the supervisor when a worker actor terminates.
+type RequeueWorkerJobs struct {
+	Worker string
+	Reason string
+}
+
+// RequeueOrphans requeues RUNNING jobs whose claimant is not among the
+// connected workers: jobs of a previous run nobody re-claimed, and claims that
+// raced with a worker's removal. Sent by the supervisor on a timer.
+type RequeueOrphans struct{ Connected map[string]bool }
+
+// --- worker actor → queue actor (request) / queue actor → worker actor ---
+
+// RunningJobsQuery asks for the RUNNING claims of one worker.
+type RunningJobsQuery struct{ Worker string }
+
+// RunningJobs answers RunningJobsQuery.
+type RunningJobs struct {
+	Refs []JobRef
+	Err  error
+}
+
+// --- queue actor → dispatcher ---
+
+// QueueChanged says claimable jobs may exist that did not before: another
+// process wrote the queue, or a backoff expired.
+type QueueChanged struct{}
+
+// --- timers → the actor that armed them ---
+
+// tick is a timer firing inside one actor; gen tells a stale timer of a
+// previous incarnation from the current one.
+type tick struct{ gen uint64 }
+
+// flushConclusions is sent by the queue actor to itself; by the time it is
+// processed, every conclusion queued before it is in the batch.
+type flushConclusions struct{}
+
+// --- cmd / tests → actors ---
+
+// StopDispatching makes the dispatcher claim nothing more (graceful stop).
+type StopDispatching struct{}
+
+// WorkersQuery asks the supervisor for the connected workers.
+type WorkersQuery struct{}
+
+// WorkersList answers WorkersQuery.
+type WorkersList struct{ Workers []string }
+
+// crash makes the target actor panic; Sentinel.InjectPanic sends it, so tests
+// can prove that supervision restarts each actor kind without losing a job.
+// target is "supervisor", "queue", "dispatcher", "socket" or a worker key.
+type crash struct{ target string }

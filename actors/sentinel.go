@@ -1,0 +1,169 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/transport"
+)
+
+// Options wires a Sentinel to the parts it does not own.
+type Options struct {
+	Config config.Config
+	DB     *db.DB
+	Router *transport.Router
+	Logger zerolog.Logger
+}
+
+// Sentinel is a running actor tree bound to a router and a database. It is not
+// an actor: it is the handle cmd/ and tests use to start, watch and stop one.
+type Sentinel struct {
+	system *actor.ActorSystem
+	top    *actor.PID
+	router *transport.Router
+	stats  *Stats
+	log    zerolog.Logger
+
+	fatal     chan error
+	fatalOnce sync.Once
+	stopOnce  sync.Once
+}
+
+// Start spawns the actor tree and starts moving messages from the router.
+// The router and the database stay owned by the caller, who closes them after
+// Stop.
+func Start(opts Options) (*Sentinel, error) {
+	if opts.DB == nil || opts.Router == nil {
+		return nil, errors.New("start sentinel: database and router are required")
+	}
+	s := &Sentinel{
+		router: opts.Router,
+		stats:  &Stats{},
+		log:    opts.Logger,
+		fatal:  make(chan error, 1),
+	}
+	s.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
+	}))
+	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger}
+	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
+		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
+	}))
+	top, err := s.system.Root.SpawnNamed(props, "sentinel")
+	if err != nil {
+		return nil, fmt.Errorf("spawn supervisor: %w", err)
+	}
+	s.top = top
+	socket := s.system.NewLocalPID(top.Id + "/socket")
+	root := s.system.Root
+	s.router.Start(func(in transport.Inbound) { root.Send(socket, &FramesReceived{In: in}) })
+	return s, nil
+}
+
+// Stats returns the live counters.
+func (s *Sentinel) Stats() *Stats { return s.stats }
+
+// Fatal delivers an error when supervision gave up on the whole tree; the
+// process should then exit non-zero and let its service manager restart it.
+func (s *Sentinel) Fatal() <-chan error { return s.fatal }
+
+func (s *Sentinel) giveUp(reason any) {
+	s.fatalOnce.Do(func() {
+		s.log.Error().Interface("reason", reason).Msg("supervisor gave up: too many restarts")
+		s.fatal <- fmt.Errorf("actor tree gave up: %v", reason)
+	})
+}
+
+// Workers lists the keys of the connected workers.
+func (s *Sentinel) Workers(timeout time.Duration) ([]string, error) {
+	res, err := s.system.Root.RequestFuture(s.top, &WorkersQuery{}, timeout).Result()
+	if err != nil {
+		return nil, err
+	}
+	return res.(*WorkersList).Workers, nil
+}
+
+// InjectPanic makes one actor panic: "supervisor", "queue", "dispatcher",
+// "socket" or a worker key. Tests use it to prove supervision.
+func (s *Sentinel) InjectPanic(target string) {
+	s.system.Root.Send(s.top, &crash{target: target})
+}
+
+// Stop shuts down in order: stop dispatching, stop reading the socket, write
+// the pending conclusions, stop the actors. Jobs still RUNNING stay so in the
+// database and are adopted by their workers (or requeued) at the next start.
+func (s *Sentinel) Stop(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		root := s.system.Root
+		root.Send(s.top, &StopDispatching{})
+		err = s.router.Close()
+		queue := s.system.NewLocalPID(s.top.Id + "/queue")
+		if e := root.PoisonFuture(queue).Wait(); e != nil && err == nil {
+			err = fmt.Errorf("stop queue: %w", e)
+		}
+		if e := root.StopFuture(s.top).Wait(); e != nil && err == nil {
+			err = fmt.Errorf("stop supervisor: %w", e)
+		}
+		s.system.Shutdown()
+	})
+	return err
+}
+
+// topStrategy supervises the supervisor itself: restart it a few times, then
+// stop it and report, because a tree that keeps failing needs a fresh process.
+type topStrategy struct {
+	max      int
+	window   time.Duration
+	stats    *Stats
+	onGiveUp func(reason any)
+}
+
+func (t *topStrategy) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason any, _ any) {
+	t.stats.ActorRestarts.Add(1)
+	rs.Fail()
+	if rs.NumberOfFailures(t.window) > t.max {
+		sup.StopChildren(child)
+		t.onGiveUp(reason)
+		return
+	}
+	sup.RestartChildren(child)
+}
+
+// renameMessageAttr renames protoactor's "message" attribute, which would
+// collide with zerolog's own message field.
+type renameMessageAttr struct{ slog.Handler }
+
+func (h renameMessageAttr) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "message" {
+			a.Key = "actor_message"
+		}
+		out.AddAttrs(a)
+		return true
+	})
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h renameMessageAttr) WithAttrs(attrs []slog.Attr) slog.Handler {
+	for i := range attrs {
+		if attrs[i].Key == "message" {
+			attrs[i].Key = "actor_message"
+		}
+	}
+	return renameMessageAttr{h.Handler.WithAttrs(attrs)}
+}
+
+func (h renameMessageAttr) WithGroup(name string) slog.Handler {
+	return renameMessageAttr{h.Handler.WithGroup(name)}
+}

@@ -1,0 +1,216 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/transport"
+)
+
+// supervisorActor is the top of the tree. It spawns the queue, dispatcher and
+// socket actors and one worker actor per connected ZeroMQ identity, routes
+// decoded messages to the worker they come from, and cleans up after workers
+// that are gone. It restarts any child that panics (OneForOne, bounded).
+type supervisorActor struct {
+	deps    deps
+	log     zerolog.Logger
+	workers map[string]*actor.PID // by Peer.Key
+	specs   map[string]*workerSpec
+	byPID   map[string]string // PID.Id → key, to clean up on Terminated
+	peers   peers
+	timer   timer
+	stopped bool
+}
+
+// deps are what the tree needs from outside; they outlive every restart.
+type deps struct {
+	cfg    config.Config
+	db     *db.DB
+	router *transport.Router
+	stats  *Stats
+	log    zerolog.Logger
+}
+
+// peers are the well-known children. Their PIDs are fixed by name, so a
+// restarted child keeps its address and nobody needs to be told.
+type peers struct {
+	supervisor, queue, dispatcher, socket *actor.PID
+}
+
+// childStrategy restarts a panicking child at most 5 times within 30 s (a
+// burst), then stops it; for a worker actor that means the worker is dropped
+// and its jobs requeued, for a core actor the supervisor escalates.
+func childStrategy(stats *Stats) actor.SupervisorStrategy {
+	return actor.NewOneForOneStrategy(5, 30*time.Second, func(reason any) actor.Directive {
+		stats.ActorRestarts.Add(1)
+		return actor.RestartDirective
+	})
+}
+
+func newSupervisorProps(d deps) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &supervisorActor{deps: d, log: d.log.With().Str("component", "supervisor").Logger()}
+	}, actor.WithSupervisor(childStrategy(d.stats)))
+}
+
+func (a *supervisorActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *IdentifyReceived:
+		a.identify(ctx, m)
+	case *HeartbeatReceived:
+		a.route(ctx, m.From, m)
+	case *ConcludeReceived:
+		a.route(ctx, m.From, m)
+	case *ErrReceived:
+		a.route(ctx, m.From, m)
+	case *OtherReceived:
+		a.route(ctx, m.From, m)
+	case *CapacityRequest:
+		for _, pid := range a.workers {
+			ctx.Send(pid, m)
+		}
+	case *WorkersQuery:
+		list := make([]string, 0, len(a.workers))
+		for k := range a.workers {
+			list = append(list, k)
+		}
+		ctx.Respond(&WorkersList{Workers: list})
+	case *tick:
+		a.sweepOrphans(ctx, m)
+	case *actor.Terminated:
+		a.childTerminated(ctx, m.Who)
+	case *StopDispatching:
+		a.stopped = true
+		ctx.Send(a.peers.dispatcher, m)
+	case *crash:
+		a.crashChild(ctx, m)
+	case *actor.Stopping:
+		a.stopped = true
+		a.timer.stop()
+	case *actor.Restarting:
+		// Children are stopped before the restart; their jobs stay RUNNING
+		// and are adopted when the workers re-identify (or swept later).
+		a.stopped = true
+		a.timer.stop()
+	}
+}
+
+func (a *supervisorActor) start(ctx actor.Context) {
+	a.workers = map[string]*actor.PID{}
+	a.specs = map[string]*workerSpec{}
+	a.byPID = map[string]string{}
+	sys := ctx.ActorSystem()
+	self := ctx.Self()
+	a.peers = peers{
+		supervisor: self,
+		queue:      sys.NewLocalPID(self.Id + "/queue"),
+		dispatcher: sys.NewLocalPID(self.Id + "/dispatcher"),
+		socket:     sys.NewLocalPID(self.Id + "/socket"),
+	}
+	a.spawn(ctx, newQueueProps(a.deps, a.peers), "queue")
+	a.spawn(ctx, newDispatcherProps(a.deps, a.peers), "dispatcher")
+	a.spawn(ctx, newSocketProps(a.deps.router, a.deps.cfg.MaxMessageSize, a.deps.stats, a.deps.log), "socket")
+	// The first sweep waits for the recovery grace, so that workers of the
+	// previous run can re-identify and keep their RUNNING jobs.
+	a.timer.arm(sys, self, a.deps.cfg.RecoveryGrace)
+}
+
+func (a *supervisorActor) spawn(ctx actor.Context, props *actor.Props, name string) {
+	if _, err := ctx.SpawnNamed(props, name); err != nil {
+		// Only a duplicate name fails, which means the tree is corrupt.
+		panic("spawn " + name + ": " + err.Error())
+	}
+}
+
+func (a *supervisorActor) identify(ctx actor.Context, m *IdentifyReceived) {
+	if a.stopped {
+		return
+	}
+	if pid, ok := a.workers[m.From.Key]; ok {
+		ctx.Send(pid, m)
+		return
+	}
+	spec := &workerSpec{peer: m.From, hello: *m.Hello}
+	pid := ctx.SpawnPrefix(newWorkerProps(a.deps, a.peers, spec), "worker-")
+	a.workers[m.From.Key] = pid
+	a.specs[m.From.Key] = spec
+	a.byPID[pid.Id] = m.From.Key
+	a.deps.stats.WorkersRegistered.Add(1)
+	a.log.Info().Str("worker_id", m.From.Key).Strs("capabilities", m.Hello.Capabilities).
+		Int("slots", m.Hello.Slots()).Str("name", m.Hello.WorkerID).Msg("worker registered")
+}
+
+// route hands a message to the worker actor of its sender; a sender that never
+// identified (or was dropped, or predates a restart) is told to IDENTIFY.
+func (a *supervisorActor) route(ctx actor.Context, from Peer, m any) {
+	if pid, ok := a.workers[from.Key]; ok {
+		ctx.Send(pid, m)
+		return
+	}
+	a.deps.stats.UnknownWorkers.Add(1)
+	ctx.Send(a.peers.socket, &SendMessage{To: from, Op: transport.OpErr,
+		Payload: &transport.Err{Message: transport.UnknownWorkerMessage}})
+}
+
+
+func (a *supervisorActor) childTerminated(ctx actor.Context, who *actor.PID) {
+	key, ok := a.byPID[who.Id]
+	if !ok {
+		if !a.stopped {
+			// A core child over its restart limit: give up on the whole tree
+			// so the process exits and compose/systemd restarts it.
+			panic("core actor stopped: " + who.Id)
+		}
+		return
+	}
+	delete(a.byPID, who.Id)
+	if a.workers[key] == who {
+		delete(a.workers, key)
+		delete(a.specs, key)
+	}
+	if a.stopped {
+		return // shutdown: running jobs are reconciled at the next start
+	}
+	a.deps.stats.WorkersRemoved.Add(1)
+	ctx.Send(a.peers.dispatcher, &WorkerGone{Worker: key})
+	ctx.Send(a.peers.queue, &RequeueWorkerJobs{Worker: key, Reason: "worker lost"})
+	a.log.Warn().Str("worker_id", key).Msg("worker removed; its running jobs are requeued")
+}
+
+// sweepOrphans requeues RUNNING jobs that no connected worker holds. It runs
+// once after the recovery grace and then every worker timeout: a backstop
+// for claims that raced with a worker's removal.
+func (a *supervisorActor) sweepOrphans(ctx actor.Context, t *tick) {
+	if !a.timer.current(t) || a.stopped {
+		return
+	}
+	connected := make(map[string]bool, len(a.workers))
+	for k := range a.workers {
+		connected[k] = true
+	}
+	ctx.Send(a.peers.queue, &RequeueOrphans{Connected: connected})
+	a.timer.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.WorkerTimeout)
+}
+
+func (a *supervisorActor) crashChild(ctx actor.Context, m *crash) {
+	switch m.target {
+	case "supervisor":
+		panic("injected crash: supervisor")
+	case "queue":
+		ctx.Send(a.peers.queue, m)
+	case "dispatcher":
+		ctx.Send(a.peers.dispatcher, m)
+	case "socket":
+		ctx.Send(a.peers.socket, m)
+	default:
+		if pid, ok := a.workers[m.target]; ok {
+			ctx.Send(pid, m)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+// Command casparian-sentinel is the Casparian Flow control plane: it binds a
+// ZeroMQ ROUTER, registers workers, claims queued jobs from SQLite, dispatches
+// them and records what the workers conclude.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/transport"
+	"github.com/rs/zerolog"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "casparian-sentinel:", err)
+		os.Exit(1)
+	}
+}
+
+// run starts the Sentinel and blocks until ctx is cancelled (SIGINT/SIGTERM)
+// or supervision gives up. ready, when not nil, receives the bound endpoint
+// once the Sentinel accepts workers (tests use it with port 0).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWithReady(ctx, args, getenv, stdout, stderr, nil)
+}
+
+func runWithReady(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+	cfg, err := config.Load(args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+
+	store, err := db.Open(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer store.Close()
+
+	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
+	if err != nil {
+		return err
+	}
+	defer router.Close()
+
+	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info().Str("bind", router.Endpoint()).Str("database", store.Path()).
+		Dur("heartbeat_interval", cfg.HeartbeatInterval).Dur("worker_timeout", cfg.WorkerTimeout).
+		Msg("sentinel started")
+	if ready != nil {
+		ready <- router.Endpoint()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down")
+	case runErr = <-s.Fatal():
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.Stop(stopCtx); err != nil {
+		log.Error().Err(err).Msg("stop")
+	}
+	log.Info().Msg("sentinel stopped")
+	return runErr
+}
+
+func newLogger(cfg config.Config, w io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("--log-level: %w", err)
+	}
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "console"
+			}
+		}
+	}
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}

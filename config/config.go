@@ -1,0 +1,290 @@
+// Package config holds the Sentinel's settings and loads them from, in rising
+// precedence: defaults, an optional JSON file, CASPARIAN_* environment
+// variables, and command-line flags. It is a leaf package: it imports nothing
+// from this module.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the Sentinel's configuration. The default of every field is set
+// in Default and shown by --help.
+type Config struct {
+	// Bind is the ZeroMQ endpoint the ROUTER socket binds. Default tcp://127.0.0.1:5555.
+	Bind string
+	// Database is the SQLite database: sqlite://relative.db, sqlite:///abs.db or a bare path. Default sqlite://casparian_flow.db.
+	Database string
+	// LogLevel is one of debug, info, warn, error. Default info.
+	LogLevel string
+	// LogFormat is json, console, or auto (console on a terminal, JSON otherwise). Default auto.
+	LogFormat string
+	// HeartbeatInterval is how often the Sentinel sends HEARTBEAT to each worker. Default 5s.
+	HeartbeatInterval time.Duration
+	// WorkerTimeout is how long a silent worker is kept before it is removed and its jobs requeued. Default 30s.
+	WorkerTimeout time.Duration
+	// RecoveryGrace is how long RUNNING jobs left by a previous run wait for their worker to re-identify. Default 30s.
+	RecoveryGrace time.Duration
+	// MaxRetries is how many times a job is requeued after infrastructure faults before it is FAILED. Default 5.
+	MaxRetries int
+	// RetryBackoff is the first retry delay; it doubles per retry, with jitter. Default 1s.
+	RetryBackoff time.Duration
+	// RetryBackoffMax caps the retry delay. Default 5m.
+	RetryBackoffMax time.Duration
+	// PollInterval is how often the database is checked for jobs written by other processes. Default 250ms.
+	PollInterval time.Duration
+	// MaxMessageSize is the largest payload frame accepted, in bytes. Default 16 MiB.
+	MaxMessageSize int
+	// DBTimeout bounds every database call. Default 10s.
+	DBTimeout time.Duration
+	// ShutdownTimeout bounds a graceful stop after SIGINT/SIGTERM. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+// Default returns the configuration used when nothing else is given.
+func Default() Config {
+	return Config{
+		Bind:              "tcp://127.0.0.1:5555",
+		Database:          "sqlite://casparian_flow.db",
+		LogLevel:          "info",
+		LogFormat:         "auto",
+		HeartbeatInterval: 5 * time.Second,
+		WorkerTimeout:     30 * time.Second,
+		RecoveryGrace:     30 * time.Second,
+		MaxRetries:        5,
+		RetryBackoff:      time.Second,
+		RetryBackoffMax:   5 * time.Minute,
+		PollInterval:      250 * time.Millisecond,
+		MaxMessageSize:    16 << 20,
+		DBTimeout:         10 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
+	}
+}
+
+// setting describes one field once, so that the file, the environment and
+// the flags cannot drift apart.
+type setting struct {
+	name  string // flag name; the file key is name with '-' → '_'; the env var is CASPARIAN_ + upper snake
+	usage string
+	str   *string
+	dur   *time.Duration
+	num   *int
+}
+
+func (c *Config) settings() []setting {
+	return []setting{
+		{name: "bind", usage: "ZeroMQ endpoint the ROUTER binds", str: &c.Bind},
+		{name: "database", usage: "SQLite database: sqlite://file.db, sqlite:///abs/file.db or a path", str: &c.Database},
+		{name: "log-level", usage: "log level: debug, info, warn, error", str: &c.LogLevel},
+		{name: "log-format", usage: "log format: json, console, or auto (console on a terminal)", str: &c.LogFormat},
+		{name: "heartbeat-interval", usage: "how often a HEARTBEAT is sent to each worker", dur: &c.HeartbeatInterval},
+		{name: "worker-timeout", usage: "a worker silent this long is removed and its jobs requeued", dur: &c.WorkerTimeout},
+		{name: "recovery-grace", usage: "after a restart, how long RUNNING jobs wait for their worker to re-identify", dur: &c.RecoveryGrace},
+		{name: "max-retries", usage: "requeues after infrastructure faults before a job is FAILED", num: &c.MaxRetries},
+		{name: "retry-backoff", usage: "first retry delay (doubles per retry, with jitter)", dur: &c.RetryBackoff},
+		{name: "retry-backoff-max", usage: "largest retry delay", dur: &c.RetryBackoffMax},
+		{name: "poll-interval", usage: "how often the database is checked for jobs inserted by other processes", dur: &c.PollInterval},
+		{name: "max-message-size", usage: "largest accepted payload frame in bytes", num: &c.MaxMessageSize},
+		{name: "db-timeout", usage: "bound on every database call", dur: &c.DBTimeout},
+		{name: "shutdown-timeout", usage: "bound on a graceful stop after SIGINT/SIGTERM", dur: &c.ShutdownTimeout},
+	}
+}
+
+// EnvName returns the environment variable for a flag name: bind → CASPARIAN_BIND.
+func EnvName(flagName string) string {
+	return "CASPARIAN_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Load builds the configuration from defaults, the file named by --config (or
+// CASPARIAN_CONFIG), the environment and the flags in args. getenv is
+// os.Getenv in production and a map lookup in tests. It returns flag.ErrHelp
+// after printing usage to out when -h or --help is given.
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	cfg := Default()
+	fs := flag.NewFlagSet("casparian-sentinel", flag.ContinueOnError)
+	fs.SetOutput(out)
+	configPath := fs.String("config", "", "optional JSON config file (keys are flag names with _ for -)")
+	for _, s := range cfg.settings() {
+		switch {
+		case s.str != nil:
+			fs.StringVar(s.str, s.name, *s.str, s.usage+" (env "+EnvName(s.name)+")")
+		case s.dur != nil:
+			fs.DurationVar(s.dur, s.name, *s.dur, s.usage+" (env "+EnvName(s.name)+")")
+		case s.num != nil:
+			fs.IntVar(s.num, s.name, *s.num, s.usage+" (env "+EnvName(s.name)+")")
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: casparian-sentinel [flags]\n\n"+
+			"Casparian Sentinel schedules queued jobs (SQLite) onto workers connected over ZeroMQ.\n"+
+			"Settings come from defaults < --config file < CASPARIAN_* environment < flags.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags, see --help)", fs.Arg(0))
+	}
+
+	// Flags were parsed into cfg already; remember them so lower layers cannot override.
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	fromFlags := cfg
+
+	path := *configPath
+	if path == "" {
+		path = getenv("CASPARIAN_CONFIG")
+	}
+	base := Default()
+	if path != "" {
+		if err := base.loadFile(path); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := base.loadEnv(getenv); err != nil {
+		return Config{}, err
+	}
+	// Re-apply the flags given on the command line over file and environment.
+	flagSettings := fromFlags.settings()
+	for i, s := range base.settings() {
+		if !explicit[s.name] {
+			continue
+		}
+		f := flagSettings[i]
+		switch {
+		case s.str != nil:
+			*s.str = *f.str
+		case s.dur != nil:
+			*s.dur = *f.dur
+		case s.num != nil:
+			*s.num = *f.num
+		}
+	}
+	if err := base.Validate(); err != nil {
+		return Config{}, err
+	}
+	return base, nil
+}
+
+func (c *Config) loadFile(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var values map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &values); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	known := map[string]setting{}
+	for _, s := range c.settings() {
+		known[strings.ReplaceAll(s.name, "-", "_")] = s
+	}
+	for key, v := range values {
+		s, ok := known[key]
+		if !ok {
+			return fmt.Errorf("config file %s: unknown key %q", path, key)
+		}
+		var text string
+		if s.num != nil {
+			if err := json.Unmarshal(v, s.num); err != nil {
+				return fmt.Errorf("config file %s: %s: want a number: %w", path, key, err)
+			}
+			continue
+		}
+		if err := json.Unmarshal(v, &text); err != nil {
+			return fmt.Errorf("config file %s: %s: want a string: %w", path, key, err)
+		}
+		if err := s.set(text); err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, key, err)
+		}
+	}
+	return nil
+}
+
+func (c *Config) loadEnv(getenv func(string) string) error {
+	for _, s := range c.settings() {
+		v := getenv(EnvName(s.name))
+		if v == "" {
+			continue
+		}
+		if err := s.set(v); err != nil {
+			return fmt.Errorf("%s: %w", EnvName(s.name), err)
+		}
+	}
+	return nil
+}
+
+func (s setting) set(text string) error {
+	switch {
+	case s.str != nil:
+		*s.str = text
+	case s.dur != nil:
+		d, err := time.ParseDuration(text)
+		if err != nil {
+			return err
+		}
+		*s.dur = d
+	case s.num != nil:
+		var n int
+		if _, err := fmt.Sscan(text, &n); err != nil {
+			return fmt.Errorf("want a whole number, got %q", text)
+		}
+		*s.num = n
+	}
+	return nil
+}
+
+// Validate reports every invalid field by its flag name.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: "+format, append([]any{name}, args...)...))
+	}
+	if !strings.Contains(c.Bind, "://") {
+		bad("bind", "want an endpoint like tcp://127.0.0.1:5555, got %q", c.Bind)
+	}
+	if c.Database == "" {
+		bad("database", "must not be empty")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "want debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "console", "auto":
+	default:
+		bad("log-format", "want json, console or auto, got %q", c.LogFormat)
+	}
+	positive := map[string]time.Duration{
+		"heartbeat-interval": c.HeartbeatInterval, "worker-timeout": c.WorkerTimeout,
+		"retry-backoff": c.RetryBackoff, "retry-backoff-max": c.RetryBackoffMax,
+		"poll-interval": c.PollInterval, "db-timeout": c.DBTimeout, "shutdown-timeout": c.ShutdownTimeout,
+	}
+	for _, s := range c.settings() {
+		if d, ok := positive[s.name]; ok && d <= 0 {
+			bad(s.name, "must be positive, got %s", d)
+		}
+	}
+	if c.RecoveryGrace < 0 {
+		bad("recovery-grace", "must not be negative, got %s", c.RecoveryGrace)
+	}
+	if c.WorkerTimeout > 0 && c.HeartbeatInterval >= c.WorkerTimeout {
+		bad("heartbeat-interval", "must be shorter than --worker-timeout (%s), got %s", c.WorkerTimeout, c.HeartbeatInterval)
+	}
+	if c.MaxRetries < 0 {
+		bad("max-retries", "must not be negative, got %d", c.MaxRetries)
+	}
+	if c.MaxMessageSize < 1024 {
+		bad("max-message-size", "must be at least 1024 bytes, got %d", c.MaxMessageSize)
+	}
+	return errors.Join(errs...)
+}

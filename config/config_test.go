@@ -1,0 +1,247 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// writeConfig writes a JSON config file and returns its path.
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sentinel.json")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func load(t *testing.T, args []string, env map[string]string) (Config, error) {
+	t.Helper()
+	var out bytes.Buffer
+	return Load(args, envFrom(env), &out)
+}
+
+func TestLoad_NothingGivenIsDefault(t *testing.T) {
+	cfg, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg != Default() {
+		t.Errorf("Load() = %+v, want Default() %+v", cfg, Default())
+	}
+	if err := Default().Validate(); err != nil {
+		t.Errorf("Default() is invalid: %v", err)
+	}
+}
+
+func TestLoad_Precedence(t *testing.T) {
+	file := writeConfig(t, `{
+		"bind": "tcp://127.0.0.1:1111",
+		"database": "sqlite://file.db",
+		"worker_timeout": "45s",
+		"heartbeat_interval": "2s",
+		"max_retries": 7,
+		"log_level": "warn"
+	}`)
+	env := map[string]string{
+		"CASPARIAN_BIND":               "tcp://127.0.0.1:2222",
+		"CASPARIAN_HEARTBEAT_INTERVAL": "3s",
+		"CASPARIAN_LOG_LEVEL":          "debug",
+	}
+	// --log-level is given with the default's value: an explicit flag wins
+	// even when it equals the default.
+	cfg, err := load(t, []string{"--config", file, "--bind", "tcp://127.0.0.1:3333", "--log-level", "info"}, env)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"bind: flag over env over file", cfg.Bind, "tcp://127.0.0.1:3333"},
+		{"log-level: explicit default flag over env", cfg.LogLevel, "info"},
+		{"heartbeat-interval: env over file", cfg.HeartbeatInterval, 3 * time.Second},
+		{"worker-timeout: file over default", cfg.WorkerTimeout, 45 * time.Second},
+		{"max-retries: file number", cfg.MaxRetries, 7},
+		{"database: file", cfg.Database, "sqlite://file.db"},
+		{"poll-interval: default", cfg.PollInterval, Default().PollInterval},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestLoad_EnvironmentOverFileWithoutFlags(t *testing.T) {
+	file := writeConfig(t, `{"bind": "tcp://127.0.0.1:1111", "worker_timeout": "45s"}`)
+	cfg, err := load(t, []string{"--config", file}, map[string]string{"CASPARIAN_BIND": "tcp://127.0.0.1:2222"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.Bind != "tcp://127.0.0.1:2222" || cfg.WorkerTimeout != 45*time.Second {
+		t.Errorf("bind %q worker-timeout %s, want env's bind and the file's 45s", cfg.Bind, cfg.WorkerTimeout)
+	}
+}
+
+func TestLoad_ConfigFileFromEnvironment(t *testing.T) {
+	fromEnv := writeConfig(t, `{"worker_timeout": "45s"}`)
+	fromFlag := writeConfig(t, `{"worker_timeout": "50s"}`)
+
+	cfg, err := load(t, nil, map[string]string{"CASPARIAN_CONFIG": fromEnv})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.WorkerTimeout != 45*time.Second {
+		t.Errorf("CASPARIAN_CONFIG not read: worker-timeout %s, want 45s", cfg.WorkerTimeout)
+	}
+
+	cfg, err = load(t, []string{"--config", fromFlag}, map[string]string{"CASPARIAN_CONFIG": fromEnv})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.WorkerTimeout != 50*time.Second {
+		t.Errorf("--config should beat CASPARIAN_CONFIG: worker-timeout %s, want 50s", cfg.WorkerTimeout)
+	}
+}
+
+func TestLoad_FlagsParseEveryKind(t *testing.T) {
+	cfg, err := load(t, []string{
+		"--bind", "ipc:///tmp/sentinel.sock",
+		"--database", "/var/lib/casparian/flow.db",
+		"--log-format", "console",
+		"--heartbeat-interval", "250ms",
+		"--worker-timeout", "2s",
+		"--recovery-grace", "0s",
+		"--max-retries", "0",
+		"--retry-backoff", "10ms",
+		"--retry-backoff-max", "1m",
+		"--poll-interval", "1s",
+		"--max-message-size", "2048",
+		"--db-timeout", "3s",
+		"--shutdown-timeout", "4s",
+	}, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := Config{
+		Bind: "ipc:///tmp/sentinel.sock", Database: "/var/lib/casparian/flow.db",
+		LogLevel: "info", LogFormat: "console",
+		HeartbeatInterval: 250 * time.Millisecond, WorkerTimeout: 2 * time.Second,
+		RecoveryGrace: 0, MaxRetries: 0,
+		RetryBackoff: 10 * time.Millisecond, RetryBackoffMax: time.Minute,
+		PollInterval: time.Second, MaxMessageSize: 2048,
+		DBTimeout: 3 * time.Second, ShutdownTimeout: 4 * time.Second,
+	}
+	if cfg != want {
+		t.Errorf("Load = %+v\nwant   %+v", cfg, want)
+	}
+}
+
+func TestLoad_Help(t *testing.T) {
+	var out bytes.Buffer
+	_, err := Load([]string{"-h"}, envFrom(nil), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Load -h = %v, want flag.ErrHelp", err)
+	}
+	for _, s := range (&Config{}).settings() {
+		if !strings.Contains(out.String(), "-"+s.name+" ") || !strings.Contains(out.String(), EnvName(s.name)) {
+			t.Errorf("usage lacks --%s or %s", s.name, EnvName(s.name))
+		}
+	}
+}
+
+func TestLoad_Errors(t *testing.T) {
+	cases := []struct {
+		name string
+		file string // config file body; "" means none
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{name: "unknown file key", file: `{"worker_timout": "45s"}`,
+			want: []string{"unknown key", `"worker_timout"`}},
+		{name: "number as string in file", file: `{"max_retries": "7"}`,
+			want: []string{"max_retries", "want a number"}},
+		{name: "duration as number in file", file: `{"worker_timeout": 45}`,
+			want: []string{"worker_timeout", "want a string"}},
+		{name: "bad duration in file", file: `{"worker_timeout": "45 seconds"}`,
+			want: []string{"worker_timeout", "45 seconds"}},
+		{name: "file not JSON", file: `worker_timeout = 45s`,
+			want: []string{"config file"}},
+		{name: "invalid value in file is validated", file: `{"log_level": "loud"}`,
+			want: []string{"--log-level", `"loud"`}},
+		{name: "missing file", args: []string{"--config", "/nonexistent/sentinel.json"},
+			want: []string{"config file", "/nonexistent/sentinel.json"}},
+		{name: "bad env number", env: map[string]string{"CASPARIAN_MAX_RETRIES": "many"},
+			want: []string{"CASPARIAN_MAX_RETRIES", `"many"`}},
+		{name: "bad env duration", env: map[string]string{"CASPARIAN_POLL_INTERVAL": "often"},
+			want: []string{"CASPARIAN_POLL_INTERVAL", "often"}},
+		{name: "negative recovery grace", args: []string{"--recovery-grace", "-1s"},
+			want: []string{"--recovery-grace", "must not be negative"}},
+		{name: "empty database", args: []string{"--database", ""},
+			want: []string{"--database", "must not be empty"}},
+		{name: "zero db timeout", args: []string{"--db-timeout", "0s"},
+			want: []string{"--db-timeout", "must be positive"}},
+		{name: "stray argument", args: []string{"--bind", "tcp://127.0.0.1:1", "serve"},
+			want: []string{"unexpected argument", `"serve"`}},
+		{name: "unknown flag", args: []string{"--verbose"},
+			want: []string{"not defined", "-verbose"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.file != "" {
+				args = append([]string{"--config", writeConfig(t, tc.file)}, args...)
+			}
+			_, err := load(t, args, tc.env)
+			if err == nil {
+				t.Fatalf("Load(%q) = nil error", args)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidate_ReportsEveryBadField(t *testing.T) {
+	cfg := Default()
+	cfg.HeartbeatInterval = 0
+	cfg.LogFormat = "xml"
+	cfg.MaxRetries = -2
+	cfg.MaxMessageSize = 1
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("Validate = nil")
+	}
+	for _, name := range []string{"--heartbeat-interval", "--log-format", "--max-retries", "--max-message-size"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	for in, want := range map[string]string{
+		"bind":               "CASPARIAN_BIND",
+		"heartbeat-interval": "CASPARIAN_HEARTBEAT_INTERVAL",
+		"retry-backoff-max":  "CASPARIAN_RETRY_BACKOFF_MAX",
+	} {
+		if got := EnvName(in); got != want {
+			t.Errorf("EnvName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

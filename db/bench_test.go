@@ -1,0 +1,120 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestJobsClaim_StatementsUseIndexes guards the claim path against a table
+// scan: with a large history of finished jobs, a scan would make every claim
+// slower than the jobs it hands out.
+func TestJobsClaim_StatementsUseIndexes(t *testing.T) {
+	db := openTest(t)
+	args := func(n int) []any {
+		a := []any{"w", "w", "t", "t", int64(0)}
+		for range n {
+			a = append(a, "p")
+		}
+		return append(a, 1)
+	}
+	for _, tc := range []struct {
+		name string
+		sql  string
+		args []any
+	}{
+		{"Normalise", normaliseNullsSQL, nil},
+		{"ClaimAny", claimSQL(0), args(0)},
+		{"ClaimOne", claimSQL(1), args(1)},
+		{"ClaimThree", claimSQL(3), args(3)},
+	} {
+		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+tc.sql, tc.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		for _, line := range plan {
+			if strings.HasPrefix(line, "SCAN cf_processing_queue") && !strings.Contains(line, "USING INDEX ix_cf_queue_nulls") {
+				t.Errorf("%s scans the queue: %q", tc.name, plan)
+			}
+		}
+	}
+}
+
+// BenchmarkJobsClaimConclude measures the dispatch loop's database work:
+// claim 64 jobs at a time for one worker and complete them in one batch.
+// It reports jobs/s (claimed, assembled and completed).
+func BenchmarkJobsClaimConclude(b *testing.B) {
+	const batch = 64
+	db := openTest(b)
+	ctx := context.Background()
+	s := seedBasics(b, db, "p")
+	if _, err := db.TopicConfigAdd(ctx, "p", "output", "parquet://out/p.parquet", "", ""); err != nil {
+		b.Fatal(err)
+	}
+	// A finished history makes the table realistic; the queue holds what the
+	// benchmark will claim.
+	fill := func(n int) {
+		b.Helper()
+		err := db.writeTx(ctx, func(tx *sql.Tx) error {
+			st, err := tx.PrepareContext(ctx, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status, priority, retry_count) VALUES (?, 'p', 'QUEUED', ?, 0)`)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			for i := range n {
+				if _, err := st.ExecContext(ctx, s.fv, i%100); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	fill(b.N * batch)
+
+	metrics := map[string]int64{"rows": 1000, "size_bytes": 65536}
+	artifacts := []map[string]string{{"topic": "output", "uri": "parquet://out/p.parquet"}}
+	now := time.Now()
+	b.ResetTimer()
+	start := time.Now()
+	jobs := 0
+	for range b.N {
+		claims, failures, err := db.JobsClaim(ctx, now, []ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: batch}})
+		if err != nil || len(failures) > 0 {
+			b.Fatal(err, failures)
+		}
+		cs := make([]Conclusion, len(claims))
+		for i, c := range claims {
+			cs[i] = Conclusion{Ref: c.Ref, Kind: ConcludeComplete, Metrics: metrics, Artifacts: artifacts}
+		}
+		out, err := db.JobsConclude(ctx, now, cs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, o := range out {
+			if o != OutcomeCompleted {
+				b.Fatalf("outcome %v", o)
+			}
+		}
+		jobs += len(claims)
+	}
+	b.StopTimer()
+	if jobs != b.N*batch {
+		b.Fatalf("completed %d jobs, want %d", jobs, b.N*batch)
+	}
+	b.ReportMetric(float64(jobs)/time.Since(start).Seconds(), "jobs/s")
+}

@@ -1,0 +1,316 @@
+package db
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// DefaultOutputURIFormat is the URI of the `output` sink a dispatch gets when
+// neither the plugin's cf_topic_config nor the job's config_overrides names a
+// topic "output" (every DISPATCH must carry one). The %s is the plugin name,
+// so plugins never share a default file; the worker resolves the relative
+// path against its own output directory.
+const DefaultOutputURIFormat = "parquet://output/%s.parquet"
+
+// Sink modes. NULL or "" in cf_topic_config means SinkModeAppend.
+const (
+	// SinkModeAppend adds the job's rows to what the sink holds.
+	SinkModeAppend = "append"
+	// SinkModeReplace replaces what the sink holds.
+	SinkModeReplace = "replace"
+	// SinkModeError fails the job if the sink already holds data.
+	SinkModeError = "error"
+)
+
+// outputTopic is the topic every dispatch includes.
+const outputTopic = "output"
+
+// systemEnvHash is the env_hash of a manifest without its own environment.
+const systemEnvHash = "system"
+
+// manifest is the part of the newest ACTIVE cf_plugin_manifest a dispatch
+// needs.
+type manifest struct {
+	sourceCode, envHash, artifactHash string
+}
+
+// assembler builds the Dispatch of each job claimed in one JobsClaim call.
+// Manifests and topic configs are looked up once per plugin per call.
+type assembler struct {
+	tx        *sql.Tx
+	filePath  *sql.Stmt
+	manifests map[string]*manifest // nil value: the plugin has no ACTIVE manifest
+	topics    map[string][]Sink
+}
+
+func newAssembler(ctx context.Context, tx *sql.Tx) (*assembler, error) {
+	// LEFT JOINs so a missing link is reported precisely instead of as
+	// "no rows".
+	st, err := tx.PrepareContext(ctx, `SELECT l.id, r.id, r.path, l.rel_path
+	FROM cf_file_version v
+	LEFT JOIN cf_file_location l ON l.id = v.location_id
+	LEFT JOIN cf_source_root r ON r.id = l.source_root_id
+	WHERE v.id = ?`)
+	if err != nil {
+		return nil, fmt.Errorf("prepare file path: %w", err)
+	}
+	return &assembler{
+		tx:        tx,
+		filePath:  st,
+		manifests: make(map[string]*manifest),
+		topics:    make(map[string][]Sink),
+	}, nil
+}
+
+func (a *assembler) close() { a.filePath.Close() }
+
+// dispatch assembles the Dispatch of one claimed job (SPEC B, "How a
+// DISPATCH is assembled"). A job that cannot be dispatched yields a reason
+// for its error_message; err is only for database failures.
+func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, reason string, err error) {
+	plugin := row.plugin.String
+	d.PluginName = plugin
+	d.FileVersionID = row.fileVersionID.Int64
+
+	if !row.fileVersionID.Valid {
+		return d, "dispatch: job has no file_version_id", nil
+	}
+	d.FilePath, reason, err = a.path(ctx, row.fileVersionID.Int64)
+	if err != nil || reason != "" {
+		return d, reason, err
+	}
+
+	m, err := a.manifest(ctx, plugin)
+	if err != nil {
+		return d, "", err
+	}
+	if m == nil {
+		return d, fmt.Sprintf("dispatch: no ACTIVE manifest for plugin %q", plugin), nil
+	}
+	d.SourceCode, d.EnvHash, d.ArtifactHash = m.sourceCode, m.envHash, m.artifactHash
+
+	sinks, err := a.topicSinks(ctx, plugin)
+	if err != nil {
+		return d, "", err
+	}
+	overrides, err := parseOverrides(row.configOverrides.String)
+	if err != nil {
+		return d, "dispatch: " + err.Error(), nil
+	}
+	d.Sinks = mergeSinks(plugin, sinks, overrides)
+	return d, "", nil
+}
+
+// path follows version -> location -> source root and joins the root's path
+// with the location's rel_path.
+func (a *assembler) path(ctx context.Context, versionID int64) (path, reason string, err error) {
+	var locID, rootID sql.NullInt64
+	var root, rel sql.NullString
+	err = a.filePath.QueryRowContext(ctx, versionID).Scan(&locID, &rootID, &root, &rel)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", fmt.Sprintf("dispatch: file version %d not found", versionID), nil
+	case err != nil:
+		return "", "", fmt.Errorf("file path of version %d: %w", versionID, err)
+	case !locID.Valid:
+		return "", fmt.Sprintf("dispatch: file version %d has no file location", versionID), nil
+	case !rootID.Valid:
+		return "", fmt.Sprintf("dispatch: file location %d of version %d has no source root", locID.Int64, versionID), nil
+	case root.String == "" || rel.String == "":
+		return "", fmt.Sprintf("dispatch: file location %d has an empty root path or rel_path", locID.Int64), nil
+	}
+	// A rel_path that climbs out of its root ("../../etc/passwd") would
+	// send a worker to read a file nobody registered.
+	if !filepath.IsLocal(strings.TrimLeft(rel.String, "/")) {
+		return "", fmt.Sprintf("dispatch: rel_path %q of file location %d leaves its source root", rel.String, locID.Int64), nil
+	}
+	return filepath.Join(root.String, rel.String), "", nil
+}
+
+// manifest returns the newest ACTIVE manifest of plugin, or nil if there is
+// none.
+func (a *assembler) manifest(ctx context.Context, plugin string) (*manifest, error) {
+	if m, ok := a.manifests[plugin]; ok {
+		return m, nil
+	}
+	var src, env, artifact sql.NullString
+	err := a.tx.QueryRowContext(ctx, `SELECT source_code, env_hash, artifact_hash
+	FROM cf_plugin_manifest
+	WHERE plugin_name = ? AND status = 'ACTIVE'
+	ORDER BY deployed_at DESC, id DESC
+	LIMIT 1`, plugin).Scan(&src, &env, &artifact)
+	var m *manifest
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("manifest of %q: %w", plugin, err)
+	default:
+		m = &manifest{
+			sourceCode:   src.String,
+			envHash:      orDefault(env.String, systemEnvHash),
+			artifactHash: artifact.String,
+		}
+	}
+	a.manifests[plugin] = m
+	return m, nil
+}
+
+// topicSinks returns the plugin's cf_topic_config rows as sinks, in id order.
+func (a *assembler) topicSinks(ctx context.Context, plugin string) ([]Sink, error) {
+	if s, ok := a.topics[plugin]; ok {
+		return s, nil
+	}
+	rows, err := a.tx.QueryContext(ctx, `SELECT topic_name, uri, mode, schema_json
+	FROM cf_topic_config WHERE plugin_name = ? ORDER BY id`, plugin)
+	if err != nil {
+		return nil, fmt.Errorf("topics of %q: %w", plugin, err)
+	}
+	defer rows.Close()
+	var sinks []Sink
+	for rows.Next() {
+		var topic, uri, mode, schema sql.NullString
+		if err := rows.Scan(&topic, &uri, &mode, &schema); err != nil {
+			return nil, fmt.Errorf("topics of %q: %w", plugin, err)
+		}
+		sinks = append(sinks, Sink{
+			Topic:     topic.String,
+			URI:       uri.String,
+			Mode:      orDefault(mode.String, SinkModeAppend),
+			SchemaDef: schema.String,
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("topics of %q: %w", plugin, err)
+	}
+	a.topics[plugin] = sinks
+	return sinks, nil
+}
+
+// overrideSink is one sink object in config_overrides. The topic is the
+// map key; a "topic" field inside the object is ignored.
+type overrideSink struct {
+	URI       string          `json:"uri"`
+	Mode      string          `json:"mode"`
+	SchemaDef json.RawMessage `json:"schema_def"`
+}
+
+// parseOverrides reads a job's config_overrides, `{topic: sink | [sinks]}`.
+// Empty text, JSON null and {} mean no overrides. A topic mapped to null or
+// [] has its sinks removed.
+func parseOverrides(text string) (map[string][]Sink, error) {
+	raw := bytes.TrimSpace([]byte(text))
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil
+	}
+	var byTopic map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &byTopic); err != nil {
+		return nil, fmt.Errorf("invalid config_overrides: %v", err)
+	}
+	out := make(map[string][]Sink, len(byTopic))
+	for topic, v := range byTopic {
+		v = bytes.TrimSpace(v)
+		var objs []overrideSink
+		switch {
+		case bytes.Equal(v, []byte("null")):
+		case len(v) > 0 && v[0] == '[':
+			if err := json.Unmarshal(v, &objs); err != nil {
+				return nil, fmt.Errorf("invalid config_overrides topic %q: %v", topic, err)
+			}
+		case len(v) > 0 && v[0] == '{':
+			var o overrideSink
+			if err := json.Unmarshal(v, &o); err != nil {
+				return nil, fmt.Errorf("invalid config_overrides topic %q: %v", topic, err)
+			}
+			objs = []overrideSink{o}
+		default:
+			return nil, fmt.Errorf("invalid config_overrides topic %q: want a sink object or a list of them", topic)
+		}
+		sinks := make([]Sink, 0, len(objs))
+		for _, o := range objs {
+			s, err := o.sink(topic)
+			if err != nil {
+				return nil, fmt.Errorf("invalid config_overrides topic %q: %v", topic, err)
+			}
+			sinks = append(sinks, s)
+		}
+		out[topic] = sinks
+	}
+	return out, nil
+}
+
+func (o overrideSink) sink(topic string) (Sink, error) {
+	if o.URI == "" {
+		return Sink{}, errors.New("sink has no uri")
+	}
+	mode := orDefault(o.Mode, SinkModeAppend)
+	switch mode {
+	case SinkModeAppend, SinkModeReplace, SinkModeError:
+	default:
+		return Sink{}, fmt.Errorf("unknown mode %q", mode)
+	}
+	// schema_def is a string on the wire; a JSON object is accepted too
+	// and passed on as its text, since that is what the string would hold.
+	var schema string
+	sd := bytes.TrimSpace(o.SchemaDef)
+	switch {
+	case len(sd) == 0 || bytes.Equal(sd, []byte("null")):
+	case sd[0] == '"':
+		if err := json.Unmarshal(sd, &schema); err != nil {
+			return Sink{}, fmt.Errorf("schema_def: %v", err)
+		}
+	default:
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, sd); err != nil {
+			return Sink{}, fmt.Errorf("schema_def: %v", err)
+		}
+		schema = buf.String()
+	}
+	return Sink{Topic: topic, URI: o.URI, Mode: mode, SchemaDef: schema}, nil
+}
+
+// mergeSinks applies overrides to the configured sinks: an overridden topic's
+// sinks are replaced where the topic first appears, topics only in the
+// overrides follow in name order, and a default output sink is appended when
+// no sink is named "output".
+func mergeSinks(plugin string, configured []Sink, overrides map[string][]Sink) []Sink {
+	out := make([]Sink, 0, len(configured)+len(overrides)+1)
+	placed := make(map[string]bool, len(overrides))
+	for _, s := range configured {
+		repl, ok := overrides[s.Topic]
+		if !ok {
+			out = append(out, s)
+			continue
+		}
+		if !placed[s.Topic] {
+			placed[s.Topic] = true
+			out = append(out, repl...)
+		}
+	}
+	extra := make([]string, 0, len(overrides))
+	for topic := range overrides {
+		if !placed[topic] {
+			extra = append(extra, topic)
+		}
+	}
+	sort.Strings(extra)
+	for _, topic := range extra {
+		out = append(out, overrides[topic]...)
+	}
+	for _, s := range out {
+		if s.Topic == outputTopic {
+			return out
+		}
+	}
+	return append(out, Sink{
+		Topic: outputTopic,
+		URI:   fmt.Sprintf(DefaultOutputURIFormat, plugin),
+		Mode:  SinkModeAppend,
+	})
+}

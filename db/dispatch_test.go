@@ -1,0 +1,140 @@
+package db
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseOverrides(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     map[string][]Sink
+		wantErr  string
+	}{
+		{name: "Empty", in: ""},
+		{name: "Null", in: " null "},
+		{name: "EmptyObject", in: "{}", want: map[string][]Sink{}},
+		{name: "OneSink", in: `{"output": {"uri": "s3://b/o", "mode": "replace", "schema_def": "{\"a\":1}"}}`,
+			want: map[string][]Sink{"output": {{Topic: "output", URI: "s3://b/o", Mode: "replace", SchemaDef: `{"a":1}`}}}},
+		{name: "SchemaAsObject", in: `{"t": {"uri": "u", "schema_def": {"a": [1, 2]}}}`,
+			want: map[string][]Sink{"t": {{Topic: "t", URI: "u", Mode: "append", SchemaDef: `{"a":[1,2]}`}}}},
+		{name: "ListAndKeyWinsOverTopicField", in: `{"t": [{"topic": "other", "uri": "a"}, {"uri": "b", "mode": null}]}`,
+			want: map[string][]Sink{"t": {{Topic: "t", URI: "a", Mode: "append"}, {Topic: "t", URI: "b", Mode: "append"}}}},
+		{name: "RemovesTopic", in: `{"t": null, "u": []}`, want: map[string][]Sink{"t": {}, "u": {}}},
+		{name: "UnknownFieldsIgnored", in: `{"t": {"uri": "a", "compression": "zstd"}}`,
+			want: map[string][]Sink{"t": {{Topic: "t", URI: "a", Mode: "append"}}}},
+		{name: "NotJSON", in: `{"t":`, wantErr: "invalid config_overrides"},
+		{name: "NotAnObject", in: `[1]`, wantErr: "invalid config_overrides"},
+		{name: "ScalarSink", in: `{"t": "s3://x"}`, wantErr: `topic "t": want a sink object`},
+		{name: "MissingURI", in: `{"t": {"mode": "append"}}`, wantErr: "no uri"},
+		{name: "BadMode", in: `{"t": {"uri": "a", "mode": "upsert"}}`, wantErr: `unknown mode "upsert"`},
+		{name: "BadListItem", in: `{"t": [1]}`, wantErr: `topic "t"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseOverrides(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMergeSinks(t *testing.T) {
+	a1 := Sink{Topic: "a", URI: "a1", Mode: "append"}
+	a2 := Sink{Topic: "a", URI: "a2", Mode: "append"}
+	b := Sink{Topic: "b", URI: "b", Mode: "replace"}
+	out := Sink{Topic: "output", URI: "custom", Mode: "append"}
+	def := Sink{Topic: "output", URI: "parquet://output/p.parquet", Mode: "append"}
+	x := Sink{Topic: "x", URI: "x", Mode: "error"}
+	tests := []struct {
+		name       string
+		configured []Sink
+		overrides  map[string][]Sink
+		want       []Sink
+	}{
+		{"NothingGetsDefaultOutput", nil, nil, []Sink{def}},
+		{"ConfiguredOutputKept", []Sink{b, out}, nil, []Sink{b, out}},
+		{"ReplaceInPlace", []Sink{a1, b, a2}, map[string][]Sink{"a": {x, x}}, []Sink{x, x, b, def}},
+		{"RemoveTopic", []Sink{a1, b}, map[string][]Sink{"a": {}}, []Sink{b, def}},
+		{"NewTopicsSorted", []Sink{b}, map[string][]Sink{"z": {x}, "c": {a1}}, []Sink{b, a1, x, def}},
+		{"OverrideOutput", []Sink{a1}, map[string][]Sink{"output": {out}}, []Sink{a1, out}},
+		{"RemovedOutputComesBack", []Sink{out}, map[string][]Sink{"output": nil}, []Sink{def}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mergeSinks("p", tt.configured, tt.overrides); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestJobsClaim_AssemblesDispatch(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	s := seedBasics(t, db)
+	if _, err := db.PluginManifestActivate(ctx, "p", "1", "old", "env-old", "art-old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginManifestActivate(ctx, "p", "2", "new", "env-new", "art-new"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.TopicConfigAdd(ctx, "p", "output", "sqlite://out.db", "replace", `{"x":"int"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.TopicConfigAdd(ctx, "p", "errors", "parquet://err.parquet", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	plain := enqueue(t, db, s.fv, "p", 2)
+	overridden, err := db.JobEnqueue(ctx, s.fv, "p", 1, `{"output": {"uri": "s3://o"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	claims := claim(t, db, "w", 2, "p")
+	want := Dispatch{
+		PluginName: "p", FilePath: "/data/in/a.csv", FileVersionID: s.fv,
+		EnvHash: "env-new", SourceCode: "new", ArtifactHash: "art-new",
+		Sinks: []Sink{
+			{Topic: "output", URI: "sqlite://out.db", Mode: "replace", SchemaDef: `{"x":"int"}`},
+			{Topic: "errors", URI: "parquet://err.parquet", Mode: "append"},
+		},
+	}
+	if claims[0].Ref.JobID != plain || !reflect.DeepEqual(claims[0].Dispatch, want) {
+		t.Errorf("dispatch of %d:\n got %+v\nwant %+v", claims[0].Ref.JobID, claims[0].Dispatch, want)
+	}
+	want.Sinks = []Sink{{Topic: "output", URI: "s3://o", Mode: "append"}, want.Sinks[1]}
+	if claims[1].Ref.JobID != overridden || !reflect.DeepEqual(claims[1].Dispatch, want) {
+		t.Errorf("dispatch of %d:\n got %+v\nwant %+v", claims[1].Ref.JobID, claims[1].Dispatch, want)
+	}
+}
+
+func TestJobsClaim_NewestActiveManifestWins(t *testing.T) {
+	db := openTest(t)
+	s := seedBasics(t, db)
+	// Two ACTIVE rows, as a tool that does not supersede might leave them;
+	// deployed_at in both stored forms.
+	raw := rawOpen(t, db.Path())
+	rawExec(t, raw,
+		`INSERT INTO cf_plugin_manifest (plugin_name, version, source_code, source_hash, status, deployed_at) VALUES
+			('p', '1', 'older', 'h1', 'ACTIVE', '2024-05-01 10:00:00'),
+			('p', '2', 'newer', 'h2', 'ACTIVE', '2024-05-02T09:00:00.000000000Z'),
+			('p', '3', 'staged', 'h3', 'STAGING', '2024-06-01T00:00:00.000000000Z')`)
+	enqueue(t, db, s.fv, "p", 0)
+	c := claim(t, db, "w", 1, "p")
+	if len(c) != 1 || c[0].Dispatch.SourceCode != "newer" || c[0].Dispatch.EnvHash != "system" || c[0].Dispatch.ArtifactHash != "" {
+		t.Errorf("claims = %+v", c)
+	}
+}

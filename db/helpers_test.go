@@ -1,0 +1,148 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	// Every pool and the data_version connection must be gone after Close.
+	goleak.VerifyTestMain(m)
+}
+
+// testNow is a fixed clock for claims and conclusions.
+var testNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+// testPath returns a fresh database path in a temp dir.
+func testPath(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(t.TempDir(), "sentinel.db")
+}
+
+// openAt opens the database at path and closes it at the end of the test.
+func openAt(t testing.TB, path string) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), "sqlite://"+path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return db
+}
+
+// openTest opens a new empty database.
+func openTest(t testing.TB) *DB {
+	t.Helper()
+	return openAt(t, testPath(t))
+}
+
+// rawOpen opens path with the bare driver: no pragmas, so foreign keys are
+// off, like a tool that writes whatever it wants.
+func rawOpen(t testing.TB, path string) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open(driverName, path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatalf("raw open: %v", err)
+	}
+	raw.SetMaxOpenConns(1)
+	t.Cleanup(func() { raw.Close() })
+	return raw
+}
+
+// rawExec runs statements on a raw connection.
+func rawExec(t testing.TB, raw *sql.DB, stmts ...string) {
+	t.Helper()
+	for _, s := range stmts {
+		if _, err := raw.Exec(s); err != nil {
+			t.Fatalf("exec %q: %v", s, err)
+		}
+	}
+}
+
+// seed is a file chain plus deployed plugins in a test database.
+type seed struct {
+	root int64 // source root "/data"
+	fv   int64 // version of /data/in/a.csv
+}
+
+// seedBasics creates the source root /data, one file version and an ACTIVE
+// manifest for each plugin.
+func seedBasics(t testing.TB, db *DB, plugins ...string) seed {
+	t.Helper()
+	ctx := context.Background()
+	root, err := db.SourceRootAdd(ctx, "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fv, err := db.FileVersionAdd(ctx, root, "in/a.csv", "hash-a", 10, testNow.Add(-time.Hour), []string{"csv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range plugins {
+		if _, err := db.PluginManifestActivate(ctx, p, "1.0", "print('"+p+"')", "", "art-"+p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return seed{root: root, fv: fv}
+}
+
+// enqueue inserts a QUEUED job or fails the test.
+func enqueue(t testing.TB, db *DB, fv int64, plugin string, priority int64) int64 {
+	t.Helper()
+	id, err := db.JobEnqueue(context.Background(), fv, plugin, priority, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// claim runs one JobsClaim request or fails the test.
+func claim(t testing.TB, db *DB, worker string, limit int, plugins ...string) []Claim {
+	t.Helper()
+	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Worker: worker, Plugins: plugins, Limit: limit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failures) > 0 {
+		t.Fatalf("unexpected claim failures: %+v", failures)
+	}
+	return claims
+}
+
+// claimIDs returns the job ids of claims, in order.
+func claimIDs(cs []Claim) []int64 {
+	ids := make([]int64, len(cs))
+	for i, c := range cs {
+		ids[i] = c.Ref.JobID
+	}
+	return ids
+}
+
+// getJob reads a job or fails the test.
+func getJob(t testing.TB, db *DB, id int64) Job {
+	t.Helper()
+	j, err := db.JobGet(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// conclude applies conclusions or fails the test.
+func conclude(t testing.TB, db *DB, cs ...Conclusion) []Outcome {
+	t.Helper()
+	out, err := db.JobsConclude(context.Background(), testNow, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

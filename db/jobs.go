@@ -1,0 +1,694 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// JobStatus is the status column of cf_processing_queue.
+type JobStatus string
+
+// The statuses a queue row can have. NULL, written by other tools, reads as
+// StatusQueued.
+const (
+	// StatusPending is a job recorded but not yet released to run; the
+	// Sentinel never claims it.
+	StatusPending JobStatus = "PENDING"
+	// StatusQueued is a job waiting for a worker.
+	StatusQueued JobStatus = "QUEUED"
+	// StatusRunning is a job claimed by a worker (claimed_by, attempt).
+	StatusRunning JobStatus = "RUNNING"
+	// StatusCompleted is a job whose worker reported success.
+	StatusCompleted JobStatus = "COMPLETED"
+	// StatusFailed is a job that ended without success; error_message says
+	// why.
+	StatusFailed JobStatus = "FAILED"
+	// StatusSkipped is a job cancelled before it ran.
+	StatusSkipped JobStatus = "SKIPPED"
+)
+
+// ClaimRequest asks for up to Limit QUEUED jobs for one worker.
+type ClaimRequest struct {
+	Worker  string   // worker identity key, stored in claimed_by and worker_host
+	Plugins []string // plugin names the worker runs; containing "*" means any plugin
+	Limit   int
+}
+
+// ClaimRef identifies one claim of one job: a state change applies only while
+// the job is RUNNING with this claimed_by and attempt.
+//
+// A RUNNING row written by an older Casparian Sentinel has no claimed_by and
+// no attempt; JobsRunning reports it with Worker "" and Attempt 0, and that
+// ref concludes it. JobsClaim never hands out such a ref.
+type ClaimRef struct {
+	JobID   int64
+	Worker  string
+	Attempt int64
+}
+
+// Sink is one output of a dispatch.
+type Sink struct {
+	Topic, URI, Mode, SchemaDef string
+}
+
+// Dispatch is everything a DISPATCH message carries.
+type Dispatch struct {
+	PluginName, FilePath string
+	Sinks                []Sink
+	FileVersionID        int64
+	EnvHash              string
+	SourceCode           string
+	ArtifactHash         string
+}
+
+// Claim is a job claimed for a worker, ready to send.
+type Claim struct {
+	Ref        ClaimRef
+	Priority   int64
+	RetryCount int64
+	Dispatch   Dispatch
+}
+
+// ClaimFailure is a job that was claimed but whose dispatch could not be
+// assembled; it is already FAILED with Reason.
+type ClaimFailure struct {
+	Ref    ClaimRef
+	Reason string
+}
+
+// claimedRow is what the claim statement returns for one job.
+type claimedRow struct {
+	ref             ClaimRef
+	fileVersionID   sql.NullInt64
+	plugin          sql.NullString
+	priority        sql.NullInt64
+	retryCount      sql.NullInt64
+	configOverrides sql.NullString
+}
+
+// normaliseNullsSQL gives rows other tools inserted with NULLs their
+// defaults. The WHERE clause is exactly that of the partial index
+// ix_cf_queue_nulls, so with nothing to fix it costs one empty index lookup.
+const normaliseNullsSQL = `UPDATE cf_processing_queue SET
+	status      = COALESCE(status, 'QUEUED'),
+	priority    = COALESCE(priority, 0),
+	retry_count = COALESCE(retry_count, 0)
+WHERE status IS NULL OR priority IS NULL OR retry_count IS NULL`
+
+// JobsClaim claims jobs for several workers in one transaction. For each
+// request one UPDATE … WHERE id IN (SELECT … ORDER BY priority DESC, id LIMIT ?)
+// RETURNING statement moves up to Limit QUEUED jobs that are due and whose
+// plugin the worker runs to RUNNING, bound to the worker with a new attempt
+// number. A plugin no request names is never selected, so it never blocks the
+// others. Later requests cannot take what earlier ones took.
+//
+// Each claimed job's Dispatch is then assembled in the same transaction; a
+// job whose dispatch cannot be assembled (no ACTIVE manifest, broken file
+// chain, invalid config_overrides) is set FAILED with the reason and returned
+// in the failures, never left RUNNING. Claims come back per request, highest
+// priority first, then oldest.
+func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest) ([]Claim, []ClaimFailure, error) {
+	for _, r := range reqs {
+		if r.Worker == "" {
+			return nil, nil, errors.New("claim jobs: empty worker identity")
+		}
+	}
+	if !anyClaimable(reqs) {
+		return nil, nil, nil
+	}
+	var claims []Claim
+	var failures []ClaimFailure
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, normaliseNullsSQL); err != nil {
+			return fmt.Errorf("normalise nulls: %w", err)
+		}
+		var rows []claimedRow
+		for _, r := range reqs {
+			got, err := claimFor(ctx, tx, now, r)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, got...)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		asm, err := newAssembler(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer asm.close()
+		for _, row := range rows {
+			d, reason, err := asm.dispatch(ctx, row)
+			if err != nil {
+				return err
+			}
+			if reason != "" {
+				if err := claimFail(ctx, tx, now, row.ref, reason); err != nil {
+					return err
+				}
+				failures = append(failures, ClaimFailure{Ref: row.ref, Reason: reason})
+				continue
+			}
+			claims = append(claims, Claim{
+				Ref:        row.ref,
+				Priority:   row.priority.Int64,
+				RetryCount: row.retryCount.Int64,
+				Dispatch:   d,
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("claim jobs: %w", err)
+	}
+	return claims, failures, nil
+}
+
+// anyClaimable reports whether some request can claim anything at all, so
+// that an idle dispatcher does not open write transactions for nothing.
+func anyClaimable(reqs []ClaimRequest) bool {
+	for _, r := range reqs {
+		if plugins, anyPlugin := pluginFilter(r.Plugins); r.Limit > 0 && (anyPlugin || len(plugins) > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimFor runs the claim statement for one request.
+func claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([]claimedRow, error) {
+	plugins, anyPlugin := pluginFilter(r.Plugins)
+	if r.Limit <= 0 || (!anyPlugin && len(plugins) == 0) {
+		return nil, nil
+	}
+	ts := formatTime(now)
+	args := []any{r.Worker, r.Worker, ts, ts, unixMillis(now)}
+	for _, p := range plugins {
+		args = append(args, p)
+	}
+	args = append(args, r.Limit)
+	q := claimSQL(len(plugins))
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
+	}
+	defer rows.Close()
+	var out []claimedRow
+	for rows.Next() {
+		c := claimedRow{ref: ClaimRef{Worker: r.Worker}}
+		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
+			&c.priority, &c.retryCount, &c.configOverrides); err != nil {
+			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
+	}
+	// RETURNING gives no order; hand jobs out in claim order.
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].priority.Int64 != out[j].priority.Int64 {
+			return out[i].priority.Int64 > out[j].priority.Int64
+		}
+		return out[i].ref.JobID < out[j].ref.JobID
+	})
+	return out, nil
+}
+
+// claimSQL is the claim statement for a worker running nPlugins named
+// plugins, or any plugin when nPlugins is 0. Arguments: worker (claimed_by),
+// worker (worker_host), claim_time, updated_at, now in unix ms, the plugin
+// names, the limit.
+func claimSQL(nPlugins int) string {
+	filter := ""
+	if nPlugins > 0 {
+		filter = " AND plugin_name IN (?" + strings.Repeat(", ?", nPlugins-1) + ")"
+	}
+	return `UPDATE cf_processing_queue SET
+		status = 'RUNNING', claimed_by = ?, worker_host = ?, claim_time = ?,
+		attempt = COALESCE(attempt, 0) + 1, updated_at = ?
+	WHERE id IN (
+		SELECT id FROM cf_processing_queue
+		WHERE status = 'QUEUED' AND (next_run_at IS NULL OR next_run_at <= ?)` + filter + `
+		ORDER BY priority DESC, id
+		LIMIT ?)
+	RETURNING id, attempt, file_version_id, plugin_name, priority, retry_count, config_overrides`
+}
+
+// pluginFilter returns the distinct non-empty plugin names, or any=true when
+// the list contains "*".
+func pluginFilter(names []string) (plugins []string, anyPlugin bool) {
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if n == "*" {
+			return nil, true
+		}
+		if n != "" && !seen[n] {
+			seen[n] = true
+			plugins = append(plugins, n)
+		}
+	}
+	return plugins, false
+}
+
+// claimFail marks a just-claimed job FAILED because its dispatch could not be
+// assembled.
+func claimFail(ctx context.Context, tx *sql.Tx, now time.Time, ref ClaimRef, reason string) error {
+	ts := formatTime(now)
+	_, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
+		status = 'FAILED', error_message = ?, end_time = ?, updated_at = ?
+	WHERE id = ? AND status = 'RUNNING' AND claimed_by = ? AND attempt = ?`,
+		reason, ts, ts, ref.JobID, ref.Worker, ref.Attempt)
+	if err != nil {
+		return fmt.Errorf("fail job %d: %w", ref.JobID, err)
+	}
+	return nil
+}
+
+// ConclusionKind says what a Conclusion does to its job.
+type ConclusionKind int
+
+// The kinds of Conclusion.
+const (
+	// ConcludeComplete marks the job COMPLETED.
+	ConcludeComplete ConclusionKind = iota + 1
+	// ConcludeFail marks the job FAILED for good.
+	ConcludeFail
+	// ConcludeRequeue puts the job back to QUEUED, or FAILED past
+	// MaxRetries.
+	ConcludeRequeue
+)
+
+// String returns the kind's name for logs.
+func (k ConclusionKind) String() string {
+	switch k {
+	case ConcludeComplete:
+		return "complete"
+	case ConcludeFail:
+		return "fail"
+	case ConcludeRequeue:
+		return "requeue"
+	}
+	return fmt.Sprintf("ConclusionKind(%d)", int(k))
+}
+
+// Conclusion is one outcome to apply to a claimed job.
+type Conclusion struct {
+	Ref  ClaimRef
+	Kind ConclusionKind
+	// Message is the result_summary for Complete (default "Success"), the
+	// error_message for Fail, and the reason kept in error_message for
+	// Requeue.
+	Message string
+	// Metrics is stored as metrics_json on Complete.
+	Metrics map[string]int64
+	// Artifacts is stored as artifacts_json on Complete.
+	Artifacts []map[string]string
+	// MaxRetries bounds Requeue: when retry_count+1 would exceed it the job
+	// becomes FAILED with "<reason> (gave up after N retries)" instead.
+	// Zero (or less) means the first requeue already gives up.
+	MaxRetries int
+	// NextRunAt is when a requeued job may be claimed again (zero = now).
+	NextRunAt time.Time
+}
+
+// Outcome is what a Conclusion did.
+type Outcome int
+
+// The outcomes of JobsConclude.
+const (
+	// OutcomeCompleted means the job is now COMPLETED.
+	OutcomeCompleted Outcome = iota + 1
+	// OutcomeFailed means the job is now FAILED (Fail, or Requeue over
+	// MaxRetries).
+	OutcomeFailed
+	// OutcomeRequeued means the job is QUEUED again.
+	OutcomeRequeued
+	// OutcomeStale means the claim no longer held; nothing changed.
+	OutcomeStale
+)
+
+// String returns the outcome's name for logs and metrics.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeCompleted:
+		return "completed"
+	case OutcomeFailed:
+		return "failed"
+	case OutcomeRequeued:
+		return "requeued"
+	case OutcomeStale:
+		return "stale"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Default messages for conclusions that carry none.
+const (
+	defaultSuccessSummary = "Success"
+	defaultFailureMessage = "failed (no reason given)"
+	defaultRequeueReason  = "requeued (no reason given)"
+)
+
+// claimGuard is the WHERE clause every state change of a claimed job uses: the
+// job must still be RUNNING under the same worker and attempt. COALESCE lets
+// legacy RUNNING rows (NULL claimed_by and attempt) match Worker "" and
+// Attempt 0.
+const claimGuard = `id = ? AND status = 'RUNNING' AND COALESCE(claimed_by, '') = ? AND COALESCE(attempt, 0) = ?`
+
+// JobsConclude applies many conclusions in one transaction — one commit per
+// burst of receipts is the point. Every change is guarded (WHERE id = ? AND
+// status = 'RUNNING' AND claimed_by = ? AND attempt = ?): a conclusion whose claim no longer holds (late, duplicate, wrong worker or
+// attempt, job no longer RUNNING) yields OutcomeStale and changes nothing, so
+// a FAILED job can never become COMPLETED. It returns one Outcome per input,
+// in order.
+func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) ([]Outcome, error) {
+	for i, c := range cs {
+		if c.Kind < ConcludeComplete || c.Kind > ConcludeRequeue {
+			return nil, fmt.Errorf("conclude jobs: conclusion %d (job %d): unknown kind %d", i, c.Ref.JobID, int(c.Kind))
+		}
+	}
+	if len(cs) == 0 {
+		return nil, nil
+	}
+	out := make([]Outcome, len(cs))
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		st := &concludeStmts{tx: tx}
+		defer st.close()
+		ts := formatTime(now)
+		for i, c := range cs {
+			o, err := st.apply(ctx, ts, c)
+			if err != nil {
+				return fmt.Errorf("job %d: %w", c.Ref.JobID, err)
+			}
+			out[i] = o
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("conclude jobs: %w", err)
+	}
+	return out, nil
+}
+
+// concludeStmts prepares each statement of a JobsConclude batch once, on
+// first use.
+type concludeStmts struct {
+	tx                                       *sql.Tx
+	complete, fail, retries, requeue, giveUp *sql.Stmt
+}
+
+func (s *concludeStmts) prepare(ctx context.Context, p **sql.Stmt, q string) (*sql.Stmt, error) {
+	if *p == nil {
+		st, err := s.tx.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		*p = st
+	}
+	return *p, nil
+}
+
+func (s *concludeStmts) close() {
+	for _, st := range []*sql.Stmt{s.complete, s.fail, s.retries, s.requeue, s.giveUp} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Outcome, error) {
+	guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
+	switch c.Kind {
+	case ConcludeComplete:
+		st, err := s.prepare(ctx, &s.complete, `UPDATE cf_processing_queue SET
+			status = 'COMPLETED', result_summary = ?, end_time = ?, metrics_json = ?,
+			artifacts_json = ?, next_run_at = NULL, updated_at = ?
+		WHERE `+claimGuard)
+		if err != nil {
+			return 0, err
+		}
+		metrics, err := jsonOrNull(c.Metrics, c.Metrics == nil)
+		if err != nil {
+			return 0, fmt.Errorf("encode metrics: %w", err)
+		}
+		artifacts, err := jsonOrNull(c.Artifacts, c.Artifacts == nil)
+		if err != nil {
+			return 0, fmt.Errorf("encode artifacts: %w", err)
+		}
+		summary := orDefault(c.Message, defaultSuccessSummary)
+		res, err := st.ExecContext(ctx, append([]any{summary, ts, metrics, artifacts, ts}, guard...)...)
+		return outcomeOf(res, err, OutcomeCompleted)
+
+	case ConcludeFail:
+		st, err := s.prepare(ctx, &s.fail, `UPDATE cf_processing_queue SET
+			status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
+		WHERE `+claimGuard)
+		if err != nil {
+			return 0, err
+		}
+		msg := orDefault(c.Message, defaultFailureMessage)
+		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
+		return outcomeOf(res, err, OutcomeFailed)
+	}
+
+	// Requeue: read the retry count under the same guard (the transaction
+	// holds the write lock, so it cannot change before the UPDATE).
+	st, err := s.prepare(ctx, &s.retries, `SELECT COALESCE(retry_count, 0) FROM cf_processing_queue WHERE `+claimGuard)
+	if err != nil {
+		return 0, err
+	}
+	var retries int64
+	switch err := st.QueryRowContext(ctx, guard...).Scan(&retries); {
+	case errors.Is(err, sql.ErrNoRows):
+		return OutcomeStale, nil
+	case err != nil:
+		return 0, err
+	}
+	reason := orDefault(c.Message, defaultRequeueReason)
+	if retries+1 > int64(c.MaxRetries) {
+		st, err := s.prepare(ctx, &s.giveUp, `UPDATE cf_processing_queue SET
+			status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
+		WHERE `+claimGuard)
+		if err != nil {
+			return 0, err
+		}
+		msg := fmt.Sprintf("%s (gave up after %d retries)", reason, retries)
+		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
+		return outcomeOf(res, err, OutcomeFailed)
+	}
+	st, err = s.prepare(ctx, &s.requeue, `UPDATE cf_processing_queue SET
+		status = 'QUEUED', retry_count = ?, claimed_by = NULL, next_run_at = ?,
+		error_message = ?, end_time = NULL, updated_at = ?
+	WHERE `+claimGuard)
+	if err != nil {
+		return 0, err
+	}
+	var next any
+	if !c.NextRunAt.IsZero() {
+		next = unixMillis(c.NextRunAt)
+	}
+	res, err := st.ExecContext(ctx, append([]any{retries + 1, next, reason, ts}, guard...)...)
+	return outcomeOf(res, err, OutcomeRequeued)
+}
+
+// outcomeOf turns the result of a guarded UPDATE into its outcome: o when a
+// row changed, OutcomeStale when the guard matched nothing.
+func outcomeOf(res sql.Result, err error, o Outcome) (Outcome, error) {
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return OutcomeStale, nil
+	}
+	return o, nil
+}
+
+// JobsRunning returns the claims of RUNNING jobs, oldest first; worker ""
+// means all workers. It is how the Sentinel rebuilds its picture of who runs
+// what after a restart.
+func (db *DB) JobsRunning(ctx context.Context, worker string) ([]ClaimRef, error) {
+	q := `SELECT id, claimed_by, attempt FROM cf_processing_queue WHERE status = 'RUNNING'`
+	var args []any
+	if worker != "" {
+		q += ` AND claimed_by = ?`
+		args = append(args, worker)
+	}
+	q += ` ORDER BY id`
+	rows, err := db.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("running jobs: %w", err)
+	}
+	defer rows.Close()
+	var refs []ClaimRef
+	for rows.Next() {
+		var id int64
+		var by sql.NullString
+		var attempt sql.NullInt64
+		if err := rows.Scan(&id, &by, &attempt); err != nil {
+			return nil, fmt.Errorf("running jobs: %w", err)
+		}
+		refs = append(refs, ClaimRef{JobID: id, Worker: by.String, Attempt: attempt.Int64})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("running jobs: %w", err)
+	}
+	return refs, nil
+}
+
+// Job is one queue row as operators see it. NULLs read as the column's
+// default: status QUEUED, numbers 0, text "", times zero.
+type Job struct {
+	ID, FileVersionID                                  int64
+	PluginName                                         string
+	Status                                             JobStatus
+	Priority, RetryCount, Attempt                      int64
+	ClaimedBy, WorkerHost, ErrorMessage, ResultSummary string
+	ClaimTime, EndTime                                 time.Time
+	Metrics                                            map[string]int64
+	Artifacts                                          []map[string]string
+	ConfigOverrides                                    string
+}
+
+// JobGet returns one queue row, or ErrNotFound. Malformed metrics or
+// artifacts JSON written by another tool reads as none rather than an error.
+func (db *DB) JobGet(ctx context.Context, id int64) (Job, error) {
+	var (
+		j                                         = Job{ID: id}
+		fv, prio, retries, attempt                sql.NullInt64
+		plugin, status, by, host, errMsg, summary sql.NullString
+		metrics, artifacts, overrides             sql.NullString
+		claimed, ended                            nullTime
+	)
+	err := db.reader.QueryRowContext(ctx, `SELECT
+		file_version_id, plugin_name, status, priority, retry_count, attempt,
+		claimed_by, worker_host, error_message, result_summary,
+		claim_time, end_time, metrics_json, artifacts_json, config_overrides
+	FROM cf_processing_queue WHERE id = ?`, id).Scan(
+		&fv, &plugin, &status, &prio, &retries, &attempt,
+		&by, &host, &errMsg, &summary,
+		&claimed, &ended, &metrics, &artifacts, &overrides)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Job{}, fmt.Errorf("get job %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("get job %d: %w", id, err)
+	}
+	j.FileVersionID = fv.Int64
+	j.PluginName = plugin.String
+	j.Status = JobStatus(orDefault(status.String, string(StatusQueued)))
+	j.Priority, j.RetryCount, j.Attempt = prio.Int64, retries.Int64, attempt.Int64
+	j.ClaimedBy, j.WorkerHost = by.String, host.String
+	j.ErrorMessage, j.ResultSummary = errMsg.String, summary.String
+	j.ClaimTime, j.EndTime = claimed.Time, ended.Time
+	j.ConfigOverrides = overrides.String
+	if metrics.Valid {
+		if json.Unmarshal([]byte(metrics.String), &j.Metrics) != nil {
+			j.Metrics = nil
+		}
+	}
+	if artifacts.Valid {
+		if json.Unmarshal([]byte(artifacts.String), &j.Artifacts) != nil {
+			j.Artifacts = nil
+		}
+	}
+	return j, nil
+}
+
+// JobsCountByStatus counts queue rows per status; NULL status counts as
+// QUEUED.
+func (db *DB) JobsCountByStatus(ctx context.Context) (map[JobStatus]int64, error) {
+	rows, err := db.reader.QueryContext(ctx,
+		`SELECT COALESCE(status, 'QUEUED'), COUNT(*) FROM cf_processing_queue GROUP BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	defer rows.Close()
+	counts := make(map[JobStatus]int64)
+	for rows.Next() {
+		var s string
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, fmt.Errorf("count jobs: %w", err)
+		}
+		counts[JobStatus(s)] += n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return counts, nil
+}
+
+// JobEnqueue inserts a QUEUED job and returns its id; configOverrides ""
+// means NULL, anything else must be valid JSON.
+func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string, priority int64, configOverrides string) (int64, error) {
+	if plugin == "" {
+		return 0, errors.New("enqueue job: empty plugin name")
+	}
+	var overrides any
+	if configOverrides != "" {
+		if !json.Valid([]byte(configOverrides)) {
+			return 0, errors.New("enqueue job: config overrides are not valid JSON")
+		}
+		overrides = configOverrides
+	}
+	res, err := db.writer.ExecContext(ctx, `INSERT INTO cf_processing_queue
+		(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
+		VALUES (?, ?, ?, 'QUEUED', ?, 0, ?)`,
+		fileVersionID, plugin, overrides, priority, formatTime(time.Now()))
+	if err != nil {
+		return 0, fmt.Errorf("enqueue job: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("enqueue job: %w", err)
+	}
+	return id, nil
+}
+
+// JobsNextRunAt returns the earliest next_run_at after now among QUEUED jobs
+// (ok=false if none), so the dispatcher can sleep until a backed-off job is
+// due instead of polling.
+func (db *DB) JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error) {
+	var next sql.NullInt64
+	err := db.reader.QueryRowContext(ctx, `SELECT MIN(next_run_at) FROM cf_processing_queue
+		WHERE status = 'QUEUED' AND next_run_at > ?`, unixMillis(now)).Scan(&next)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("next run at: %w", err)
+	}
+	if !next.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMilli(next.Int64).UTC(), true, nil
+}
+
+// jsonOrNull encodes v, or returns NULL when null is true.
+func jsonOrNull(v any, null bool) (any, error) {
+	if null {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+// orDefault returns s, or def when s is empty.
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

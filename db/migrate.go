@@ -1,0 +1,174 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"strings"
+	"time"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migration is one numbered schema step. Its columns are added first, each
+// only if the table lacks it (an existing database may already have some),
+// then its SQL file runs. Both parts and the version record share one
+// transaction.
+type migration struct {
+	version int
+	name    string
+	columns []column
+	file    string // under migrations/; "" for none
+}
+
+// column is a nullable column a migration adds to an existing table.
+type column struct {
+	table, name, decl string
+}
+
+// migrations is the schema's history, in order. Never edit an applied entry:
+// add a new one.
+var migrations = []migration{
+	{
+		version: 1,
+		name:    "cf_schema",
+		file:    "0001_cf_schema.sql",
+	},
+	{
+		// The Go Sentinel's own claim state, as new nullable columns so
+		// the Casparian tools keep reading and writing the table as before.
+		version: 2,
+		name:    "queue_claim_state",
+		columns: []column{
+			{"cf_processing_queue", "claimed_by", "TEXT"},     // worker identity key holding the claim
+			{"cf_processing_queue", "attempt", "INTEGER"},     // incremented on every claim; fencing token
+			{"cf_processing_queue", "next_run_at", "INTEGER"}, // unix ms; NULL = claimable now
+			{"cf_processing_queue", "metrics_json", "TEXT"},   // receipt metrics {name: int64}
+			{"cf_processing_queue", "artifacts_json", "TEXT"}, // receipt artifacts [{k: v}]
+			{"cf_processing_queue", "updated_at", "TEXT"},     // last state change, RFC 3339
+		},
+		file: "0002_queue_claim_state.sql",
+	},
+}
+
+// migrate brings the schema up to the newest version. Each pending migration
+// runs in its own IMMEDIATE transaction that re-checks the version record
+// first, so several processes opening the same new file at once apply each
+// step exactly once.
+func (db *DB) migrate(ctx context.Context) error {
+	const create = `CREATE TABLE IF NOT EXISTS cf_schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT,
+		applied_at TEXT
+	)`
+	if _, err := db.writer.ExecContext(ctx, create); err != nil {
+		return fmt.Errorf("migrate: create version table: %w", err)
+	}
+	applied, err := db.migrationsApplied(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range migrations {
+		if applied[m.version] {
+			continue
+		}
+		if err := db.writeTx(ctx, func(tx *sql.Tx) error { return m.apply(ctx, tx) }); err != nil {
+			return fmt.Errorf("migrate %04d_%s: %w", m.version, m.name, err)
+		}
+	}
+	return nil
+}
+
+// migrationsApplied returns the recorded versions.
+func (db *DB) migrationsApplied(ctx context.Context) (map[int]bool, error) {
+	rows, err := db.writer.QueryContext(ctx, `SELECT version FROM cf_schema_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: read versions: %w", err)
+	}
+	defer rows.Close()
+	applied := make(map[int]bool)
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("migrate: read versions: %w", err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("migrate: read versions: %w", err)
+	}
+	return applied, nil
+}
+
+// apply runs m inside tx unless another connection recorded it meanwhile.
+func (m migration) apply(ctx context.Context, tx *sql.Tx) error {
+	var n int
+	if err := tx.QueryRowContext(ctx,
+		`SELECT COUNT(*) FROM cf_schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	for _, c := range m.columns {
+		if err := addColumnIfMissing(ctx, tx, c); err != nil {
+			return err
+		}
+	}
+	if m.file != "" {
+		body, err := migrationFiles.ReadFile("migrations/" + m.file)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return err
+		}
+	}
+	_, err := tx.ExecContext(ctx,
+		`INSERT INTO cf_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.version, m.name, formatTime(time.Now()))
+	return err
+}
+
+// addColumnIfMissing adds c unless PRAGMA table_info already lists it.
+func addColumnIfMissing(ctx context.Context, tx *sql.Tx, c column) error {
+	cols, err := tableColumns(ctx, tx, c.table)
+	if err != nil {
+		return err
+	}
+	if len(cols) == 0 {
+		return fmt.Errorf("add column %s.%s: no such table", c.table, c.name)
+	}
+	if cols[strings.ToLower(c.name)] {
+		return nil
+	}
+	// Identifiers come from the migrations table above, never from input.
+	stmt := fmt.Sprintf(`ALTER TABLE %s ADD COLUMN %s %s`, c.table, c.name, c.decl)
+	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		return fmt.Errorf("add column %s.%s: %w", c.table, c.name, err)
+	}
+	return nil
+}
+
+// tableColumns returns the lower-cased column names of table.
+func tableColumns(ctx context.Context, tx *sql.Tx, table string) (map[string]bool, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return nil, fmt.Errorf("table info %s: %w", table, err)
+	}
+	defer rows.Close()
+	cols := make(map[string]bool)
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("table info %s: %w", table, err)
+		}
+		cols[strings.ToLower(name)] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("table info %s: %w", table, err)
+	}
+	return cols, nil
+}

@@ -1,0 +1,183 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/go-zeromq/zmq4"
+)
+
+// ErrSendQueueFull is returned by Router.Send when the outbound queue is full:
+// the writer is stuck behind a peer that does not read.
+var ErrSendQueueFull = errors.New("send queue full")
+
+// ErrClosed is returned by Router.Send after Close.
+var ErrClosed = errors.New("router closed")
+
+// Inbound is one multipart message received by the ROUTER: the peer's
+// identity and the frames that follow it. Identity must not be modified: zmq4
+// shares it between all messages of one connection.
+type Inbound struct {
+	Identity []byte
+	Frames   [][]byte
+}
+
+// RouterOptions tunes a Router. Zero values mean the defaults.
+type RouterOptions struct {
+	// QueueSize bounds the outbound queue (messages). Default 65536.
+	QueueSize int
+	// Logger receives zmq4's own log lines. Default: discarded.
+	Logger *log.Logger
+}
+
+// Router owns a ZeroMQ ROUTER socket. One goroutine reads and one writes, so
+// the socket is never used from an actor's Receive, where protoactor may
+// switch goroutines between batches.
+type Router struct {
+	sock     zmq4.Socket
+	endpoint string
+	out      chan outbound
+	done     chan struct{}
+	wg       sync.WaitGroup
+
+	closeOnce sync.Once
+	mu        sync.RWMutex // guards closed against Send racing Close
+	closed    bool
+}
+
+type outbound struct {
+	identity []byte
+	frames   [][]byte
+}
+
+// ListenRouter binds a ROUTER socket on endpoint (tcp://host:port; port 0
+// picks a free one). Call Start to begin moving messages.
+func ListenRouter(endpoint string, opts RouterOptions) (*Router, error) {
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 65536
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.New(discard{}, "", 0)
+	}
+	sock := zmq4.NewRouter(context.Background(), zmq4.WithLogger(opts.Logger))
+	if err := sock.Listen(endpoint); err != nil {
+		_ = sock.Close()
+		return nil, fmt.Errorf("bind %s: %w", endpoint, err)
+	}
+	r := &Router{
+		sock:     sock,
+		endpoint: resolvedEndpoint(endpoint, sock.Addr()),
+		out:      make(chan outbound, opts.QueueSize),
+		done:     make(chan struct{}),
+	}
+	return r, nil
+}
+
+// Endpoint is the bound endpoint with the real port, for example
+// tcp://127.0.0.1:40123 when the configured port was 0.
+func (r *Router) Endpoint() string { return r.endpoint }
+
+// Start runs the reader and writer goroutines. deliver is called from the
+// reader goroutine for every application message, in arrival order; it must
+// not block for long (hand the message to an actor and return).
+func (r *Router) Start(deliver func(Inbound)) {
+	r.wg.Add(2)
+	go r.readLoop(deliver)
+	go r.writeLoop()
+}
+
+func (r *Router) readLoop(deliver func(Inbound)) {
+	defer r.wg.Done()
+	for {
+		msg, err := r.sock.Recv()
+		if err != nil {
+			select {
+			case <-r.done:
+				return
+			default:
+			}
+			// zmq4 only returns errors here when the socket is closing.
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			continue
+		}
+		// libzmq peers with ZMQ_HEARTBEAT_IVL send ZMTP PINGs that zmq4 hands
+		// over as command messages; they are not protocol messages.
+		if msg.Type == zmq4.CmdMsg || len(msg.Frames) == 0 {
+			continue
+		}
+		deliver(Inbound{Identity: msg.Frames[0], Frames: msg.Frames[1:]})
+	}
+}
+
+func (r *Router) writeLoop() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.done:
+			return
+		case m := <-r.out:
+			frames := make([][]byte, 0, 1+len(m.frames))
+			frames = append(frames, m.identity)
+			frames = append(frames, m.frames...)
+			// A departed identity is dropped silently by zmq4; liveness is
+			// the actors' business (heartbeats), not the writer's.
+			_ = r.sock.Send(zmq4.NewMsgFrom(frames...))
+		}
+	}
+}
+
+// Send queues frames for the peer with identity. It never blocks: when the
+// queue is full it returns ErrSendQueueFull.
+func (r *Router) Send(identity []byte, frames [][]byte) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return ErrClosed
+	}
+	select {
+	case r.out <- outbound{identity: identity, frames: frames}:
+		return nil
+	default:
+		return ErrSendQueueFull
+	}
+}
+
+// Close stops both goroutines and closes the socket. Messages still queued
+// are dropped. Close is safe to call more than once.
+func (r *Router) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		close(r.done)
+		err = r.sock.Close() // unblocks Recv
+		if errors.Is(err, net.ErrClosed) {
+			err = nil // a peer's connection was already gone
+		}
+		r.wg.Wait()
+	})
+	return err
+}
+
+func resolvedEndpoint(endpoint string, addr net.Addr) string {
+	if addr == nil || !strings.HasPrefix(endpoint, "tcp://") {
+		return endpoint
+	}
+	return "tcp://" + addr.String()
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// UnknownWorkerMessage is the ERR text the Sentinel sends to an identity it
+// does not know (for example after a restart); workers re-identify on it.
+const UnknownWorkerMessage = "unknown worker, send IDENTIFY"

@@ -158,7 +158,6 @@ func (a *supervisorActor) route(ctx actor.Context, from Peer, m any) {
 		Payload: &transport.Err{Message: transport.UnknownWorkerMessage}})
 }
 
-
 func (a *supervisorActor) childTerminated(ctx actor.Context, who *actor.PID) {
 	key, ok := a.byPID[who.Id]
 	if !ok {

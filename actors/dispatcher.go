@@ -24,6 +24,7 @@ type dispatcherActor struct {
 	dirty    bool // jobs may be claimable that were not at the last claim
 	stopped  bool
 	retry    timer // after a failed claim
+	lost     timer // a claim answer that never came
 }
 
 // slotView is the dispatcher's picture of one worker.
@@ -64,8 +65,14 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 	case *JobsClaimed:
 		a.claimed(ctx, m)
 	case *tick:
-		if a.retry.current(m) {
+		switch {
+		case a.retry.current(m):
 			a.retry.fired()
+			a.claim(ctx)
+		case a.lost.current(m):
+			a.lost.fired()
+			a.log.Warn().Msg("claim answer lost; claiming again")
+			a.claiming, a.dirty = false, true
 			a.claim(ctx)
 		}
 	case *StopDispatching:
@@ -74,6 +81,7 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 		panic("injected crash: dispatcher")
 	case *actor.Stopping, *actor.Restarting:
 		a.retry.stop()
+		a.lost.stop()
 	}
 }
 
@@ -106,10 +114,15 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	a.claiming = true
 	a.dirty = false
 	ctx.Request(a.peers.queue, &ClaimJobs{Requests: reqs})
+	// If the answer never comes (the queue actor crashed on the way), try
+	// again; the jobs of a lost answer are RUNNING under connected workers
+	// that never got them, and heartbeat reconciliation requeues them.
+	a.lost.arm(ctx.ActorSystem(), ctx.Self(), 2*a.deps.cfg.DBTimeout)
 }
 
 func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	a.claiming = false
+	a.lost.stop()
 	if m.Err != nil {
 		a.dirty = true
 		a.retry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(100*time.Millisecond, 5*time.Second, 1))

@@ -41,6 +41,7 @@ func fastConfig() config.Config {
 	cfg.RetryBackoff = 20 * time.Millisecond
 	cfg.RetryBackoffMax = 200 * time.Millisecond
 	cfg.PollInterval = 50 * time.Millisecond
+	cfg.DrainTimeout = 500 * time.Millisecond
 	return cfg
 }
 

@@ -163,6 +163,10 @@ type ConcludeJob struct {
 	Metrics   map[string]int64
 	Artifacts []map[string]string
 	NextRunAt time.Time // Requeue only
+	// CurrentClaim: the receipt came from a worker not registered (yet), for
+	// example right after a Sentinel restart; apply it to whatever claim
+	// Ref.Worker holds on the job now, so the restart loses no receipt.
+	CurrentClaim bool
 }
 
 // RequeueWorkerJobs requeues every RUNNING job claimed by Worker (it was
@@ -184,8 +188,15 @@ type RunningJobsQuery struct{ Worker string }
 
 // RunningJobs answers RunningJobsQuery.
 type RunningJobs struct {
-	Refs []JobRef
+	Jobs []RunningJob
 	Err  error
+}
+
+// RunningJob is a RUNNING job as the database records it.
+type RunningJob struct {
+	Ref        JobRef
+	RetryCount int64
+	ClaimTime  time.Time
 }
 
 // --- queue actor → dispatcher ---
@@ -208,6 +219,16 @@ type flushConclusions struct{}
 
 // StopDispatching makes the dispatcher claim nothing more (graceful stop).
 type StopDispatching struct{}
+
+// RunningCountQuery asks the queue actor how many jobs are RUNNING; a
+// graceful stop polls it while draining.
+type RunningCountQuery struct{}
+
+// RunningCount answers RunningCountQuery.
+type RunningCount struct {
+	N   int64
+	Err error
+}
 
 // WorkersQuery asks the supervisor for the connected workers.
 type WorkersQuery struct{}

@@ -53,8 +53,12 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.flushQueued = false
 		a.flush(ctx)
 	case *RunningJobsQuery:
-		refs, err := a.running(m.Worker)
-		ctx.Respond(&RunningJobs{Refs: refs, Err: err})
+		jobs, err := a.running(m.Worker)
+		ctx.Respond(&RunningJobs{Jobs: jobs, Err: err})
+	case *RunningCountQuery:
+		a.flush(ctx)
+		jobs, err := a.running("")
+		ctx.Respond(&RunningCount{N: int64(len(jobs)), Err: err})
 	case *RequeueWorkerJobs:
 		a.requeueWhere(ctx, m.Reason, func(ref JobRef) bool { return ref.Worker == m.Worker })
 	case *RequeueOrphans:
@@ -75,8 +79,10 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.flushRetry.stop()
 		a.flush(ctx) // a graceful stop writes what it has
 	case *actor.Restarting:
+		// The old instance still holds the batch: write it before it is lost.
 		a.poll.stop()
 		a.flushRetry.stop()
+		a.flush(ctx)
 	}
 }
 
@@ -137,7 +143,16 @@ func (a *queueActor) flush(ctx actor.Context) {
 	if len(a.pending) == 0 {
 		return
 	}
-	batch := a.pending
+	batch, err := a.resolveCurrentClaims(a.pending)
+	if err != nil {
+		a.deps.stats.DBErrors.Add(1)
+		a.log.Error().Err(err).Msg("resolving claims failed; will retry")
+		if !a.flushRetry.armed() {
+			a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(200*time.Millisecond, 5*time.Second, 1))
+		}
+		return
+	}
+	a.pending = batch
 	cs := make([]db.Conclusion, len(batch))
 	for i, c := range batch {
 		cs[i] = db.Conclusion{
@@ -184,6 +199,35 @@ func (a *queueActor) flush(ctx actor.Context) {
 	}
 }
 
+// resolveCurrentClaims fills in the attempt of conclusions sent by workers
+// that were not registered, from the claim their worker holds now; one whose
+// worker holds no such job is kept with attempt -1, so the guard rejects it
+// and it is counted as stale.
+func (a *queueActor) resolveCurrentClaims(batch []*ConcludeJob) ([]*ConcludeJob, error) {
+	held := map[string]map[int64]int64{} // worker → job → attempt
+	for _, c := range batch {
+		if !c.CurrentClaim {
+			continue
+		}
+		if _, ok := held[c.Ref.Worker]; !ok {
+			jobs, err := a.running(c.Ref.Worker)
+			if err != nil {
+				return nil, err
+			}
+			held[c.Ref.Worker] = map[int64]int64{}
+			for _, j := range jobs {
+				held[c.Ref.Worker][j.Ref.JobID] = j.Ref.Attempt
+			}
+		}
+		attempt, ok := held[c.Ref.Worker][c.Ref.JobID]
+		if !ok {
+			attempt = -1
+		}
+		c.Ref.Attempt, c.CurrentClaim = attempt, false
+	}
+	return batch, nil
+}
+
 func dbKind(k ConclusionKind) db.ConclusionKind {
 	switch k {
 	case ConcludeComplete:
@@ -195,17 +239,21 @@ func dbKind(k ConclusionKind) db.ConclusionKind {
 	}
 }
 
-func (a *queueActor) running(worker string) ([]JobRef, error) {
+func (a *queueActor) running(worker string) ([]RunningJob, error) {
 	ctx, cancel := a.dbctx()
 	defer cancel()
-	refs, err := a.deps.db.JobsRunning(ctx, worker)
+	rows, err := a.deps.db.JobsRunning(ctx, worker)
 	if err != nil {
 		a.deps.stats.DBErrors.Add(1)
 		return nil, err
 	}
-	out := make([]JobRef, len(refs))
-	for i, r := range refs {
-		out[i] = JobRef{JobID: r.JobID, Worker: r.Worker, Attempt: r.Attempt}
+	out := make([]RunningJob, len(rows))
+	for i, r := range rows {
+		out[i] = RunningJob{
+			Ref:        JobRef{JobID: r.Ref.JobID, Worker: r.Ref.Worker, Attempt: r.Ref.Attempt},
+			RetryCount: r.RetryCount,
+			ClaimTime:  r.ClaimTime,
+		}
 	}
 	return out, nil
 }
@@ -214,19 +262,19 @@ func (a *queueActor) running(worker string) ([]JobRef, error) {
 // written first, so a receipt that arrived before the worker was lost wins.
 func (a *queueActor) requeueWhere(ctx actor.Context, reason string, match func(JobRef) bool) {
 	a.flush(ctx)
-	refs, err := a.running("")
+	jobs, err := a.running("")
 	if err != nil {
 		a.log.Error().Err(err).Msg("listing running jobs failed")
 		return
 	}
 	n := 0
-	for _, ref := range refs {
-		if !match(ref) {
+	for _, j := range jobs {
+		if !match(j.Ref) {
 			continue
 		}
 		n++
-		a.pending = append(a.pending, &ConcludeJob{Ref: ref, Kind: ConcludeRequeue, Message: reason,
-			NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, 0))})
+		a.pending = append(a.pending, &ConcludeJob{Ref: j.Ref, Kind: ConcludeRequeue, Message: reason,
+			NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.RetryCount))})
 	}
 	if n > 0 {
 		a.log.Warn().Int("jobs", n).Str("reason", reason).Msg("requeueing running jobs")

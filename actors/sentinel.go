@@ -33,6 +33,8 @@ type Sentinel struct {
 	stats  *Stats
 	log    zerolog.Logger
 
+	drainTimeout time.Duration
+
 	fatal     chan error
 	fatalOnce sync.Once
 	stopOnce  sync.Once
@@ -50,6 +52,8 @@ func Start(opts Options) (*Sentinel, error) {
 		stats:  &Stats{},
 		log:    opts.Logger,
 		fatal:  make(chan error, 1),
+
+		drainTimeout: opts.Config.DrainTimeout,
 	}
 	s.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
@@ -98,14 +102,16 @@ func (s *Sentinel) InjectPanic(target string) {
 	s.system.Root.Send(s.top, &crash{target: target})
 }
 
-// Stop shuts down in order: stop dispatching, stop reading the socket, write
-// the pending conclusions, stop the actors. Jobs still RUNNING stay so in the
+// Stop shuts down in order: stop dispatching, let running jobs conclude
+// (up to the drain timeout or ctx), stop reading the socket, write the pending
+// conclusions, stop the actors. Jobs still RUNNING then stay so in the
 // database and are adopted by their workers (or requeued) at the next start.
 func (s *Sentinel) Stop(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
 		root := s.system.Root
 		root.Send(s.top, &StopDispatching{})
+		s.drain(ctx)
 		err = s.router.Close()
 		queue := s.system.NewLocalPID(s.top.Id + "/queue")
 		if e := root.PoisonFuture(queue).Wait(); e != nil && err == nil {
@@ -117,6 +123,31 @@ func (s *Sentinel) Stop(ctx context.Context) error {
 		s.system.Shutdown()
 	})
 	return err
+}
+
+// drain waits until no job is RUNNING, the drain timeout passes or ctx ends.
+func (s *Sentinel) drain(ctx context.Context) {
+	if s.drainTimeout <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.drainTimeout)
+	defer cancel()
+	queue := s.system.NewLocalPID(s.top.Id + "/queue")
+	for {
+		res, err := s.system.Root.RequestFuture(queue, &RunningCountQuery{}, time.Second).Result()
+		if c, ok := res.(*RunningCount); err == nil && ok && c.Err == nil {
+			if c.N == 0 {
+				return
+			}
+			s.log.Info().Int64("running", c.N).Msg("draining: waiting for running jobs to conclude")
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn().Msg("drain timeout: stopping with jobs still RUNNING; they are reconciled at the next start")
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // topStrategy supervises the supervisor itself: restart it a few times, then

@@ -156,6 +156,22 @@ func (a *supervisorActor) route(ctx actor.Context, from Peer, m any) {
 	a.deps.stats.UnknownWorkers.Add(1)
 	ctx.Send(a.peers.socket, &SendMessage{To: from, Op: transport.OpErr,
 		Payload: &transport.Err{Message: transport.UnknownWorkerMessage}})
+	// A receipt from a worker that has not re-identified yet (typically just
+	// after a Sentinel restart) still counts if the database says that
+	// worker holds the job: the restart must not cost a finished job.
+	var c *ConcludeJob
+	switch m := m.(type) {
+	case *ConcludeReceived:
+		c = receiptConclusion(JobRef{JobID: m.JobID, Worker: from.Key}, m.Receipt, 0, a.deps)
+	case *ErrReceived:
+		if m.JobID != 0 {
+			c = errConclusion(JobRef{JobID: m.JobID, Worker: from.Key}, m.Err)
+		}
+	}
+	if c != nil {
+		c.CurrentClaim = true
+		ctx.Send(a.peers.queue, c)
+	}
 }
 
 func (a *supervisorActor) childTerminated(ctx actor.Context, who *actor.PID) {

@@ -18,21 +18,30 @@ type workerSpec struct {
 }
 
 // workerActor stands for one connected worker (one ZeroMQ identity). It
-// sends DISPATCH and HEARTBEAT, turns the worker's receipts into conclusions
-// for the queue actor, and stops itself when the worker goes silent; the
-// supervisor then requeues whatever the worker still held.
+// sends DISPATCH, HEARTBEAT and ABORT, turns the worker's receipts into
+// conclusions for the queue actor, reconciles the jobs it holds with what the
+// worker reports, and stops itself when the worker goes silent; the supervisor
+// then requeues whatever the worker still held.
 type workerActor struct {
 	deps  deps
 	peers peers
 	spec  *workerSpec
 	log   zerolog.Logger
 
-	running  map[int64]JobRef
-	retries  map[int64]int64 // retry_count at claim time, for backoff
+	running  map[int64]*heldJob
 	lastSeen time.Time
 	ready    bool  // running was rebuilt from the database
-	deferred []any // messages that arrived before ready
+	deferred []any // receipts that arrived before ready
 	hb       timer
+}
+
+// heldJob is a job this worker holds.
+type heldJob struct {
+	ref     JobRef
+	retries int64     // retry_count at claim time, for backoff
+	since   time.Time // claimed (or dispatched) at
+	abortBy time.Time // set once ABORT was sent: requeue anyway after this
+	missed  int       // consecutive heartbeats whose active_job_ids lacked it
 }
 
 func newWorkerProps(d deps, p peers, spec *workerSpec) *actor.Props {
@@ -45,8 +54,7 @@ func newWorkerProps(d deps, p peers, spec *workerSpec) *actor.Props {
 func (a *workerActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		a.running = map[int64]JobRef{}
-		a.retries = map[int64]int64{}
+		a.running = map[int64]*heldJob{}
 		a.lastSeen = time.Now()
 		ctx.Request(a.peers.queue, &RunningJobsQuery{Worker: a.spec.peer.Key})
 		a.hb.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.HeartbeatInterval)
@@ -65,6 +73,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		a.announce(ctx)
 	case *HeartbeatReceived:
 		a.lastSeen = time.Now()
+		a.whenReady(m, func() { a.reconcile(ctx, m.Beat) })
 	case *OtherReceived:
 		a.lastSeen = time.Now()
 	case *ConcludeReceived:
@@ -98,14 +107,14 @@ func (a *workerActor) rebuilt(ctx actor.Context, m *RunningJobs) {
 		// a panic restarts this actor, which asks again.
 		panic("rebuild running jobs: " + m.Err.Error())
 	}
-	for _, ref := range m.Refs {
-		if _, ok := a.running[ref.JobID]; !ok {
-			a.running[ref.JobID] = ref
+	for _, j := range m.Jobs {
+		if _, ok := a.running[j.Ref.JobID]; !ok {
+			a.running[j.Ref.JobID] = &heldJob{ref: j.Ref, retries: j.RetryCount, since: j.ClaimTime}
 		}
 	}
 	a.ready = true
-	if len(m.Refs) > 0 {
-		a.log.Info().Int("jobs", len(m.Refs)).Msg("worker holds running jobs")
+	if len(m.Jobs) > 0 {
+		a.log.Info().Int("jobs", len(m.Jobs)).Msg("worker holds running jobs")
 	}
 	a.announce(ctx)
 	deferred := a.deferred
@@ -116,6 +125,8 @@ func (a *workerActor) rebuilt(ctx actor.Context, m *RunningJobs) {
 			a.conclude(ctx, d)
 		case *ErrReceived:
 			a.workerErr(ctx, d)
+		case *HeartbeatReceived:
+			a.reconcile(ctx, d.Beat)
 		}
 	}
 }
@@ -133,26 +144,85 @@ func (a *workerActor) announce(ctx actor.Context) {
 	})
 }
 
+// heartbeat runs every heartbeat interval: it drops a silent worker, enforces
+// the job timeout, and probes the worker with a HEARTBEAT.
 func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 	if !a.hb.current(t) {
 		return
 	}
-	if silent := time.Since(a.lastSeen); silent > a.deps.cfg.WorkerTimeout {
+	now := time.Now()
+	if silent := now.Sub(a.lastSeen); silent > a.deps.cfg.WorkerTimeout {
 		a.log.Warn().Dur("silent", silent).Int("running", len(a.running)).Msg("worker timed out")
 		ctx.Stop(ctx.Self()) // the supervisor requeues its jobs
 		return
 	}
-	ctx.Send(a.peers.socket, &SendMessage{To: a.spec.peer, Op: transport.OpHeartbeat,
-		Payload: &transport.Heartbeat{Status: transport.HeartbeatAlive}})
+	if a.ready {
+		a.enforceJobTimeout(ctx, now)
+	}
+	a.send(ctx, transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
 	a.hb.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.HeartbeatInterval)
 }
 
+// enforceJobTimeout sends ABORT for jobs past --job-timeout and requeues the
+// ones whose ABORT went unanswered for --abort-grace.
+func (a *workerActor) enforceJobTimeout(ctx actor.Context, now time.Time) {
+	limit := a.deps.cfg.JobTimeout
+	if limit <= 0 {
+		return
+	}
+	for id, j := range a.running {
+		switch {
+		case j.abortBy.IsZero() && now.Sub(j.since) > limit:
+			j.abortBy = now.Add(a.deps.cfg.AbortGrace)
+			a.log.Warn().Int64("job_id", id).Dur("timeout", limit).Msg("job timed out; sending ABORT")
+			a.send(ctx, transport.OpAbort, id, nil)
+		case !j.abortBy.IsZero() && now.After(j.abortBy):
+			a.release(ctx, id)
+			a.requeue(ctx, j, "job timeout after "+limit.String()+"; abort not confirmed")
+		}
+	}
+}
+
+// reconcile compares the jobs the worker reports with the jobs it holds. A
+// held job missing from two reports in a row, dispatched long enough ago that
+// the DISPATCH cannot still be on its way, was lost: it is requeued. A
+// reported job the worker does not hold (requeued or re-claimed since) is
+// aborted so it does not run twice. Workers that do not send active_job_ids
+// are not reconciled.
+func (a *workerActor) reconcile(ctx actor.Context, beat *transport.Heartbeat) {
+	if beat.ActiveJobIDs == nil {
+		return
+	}
+	reported := make(map[int64]bool, len(beat.ActiveJobIDs))
+	for _, id := range beat.ActiveJobIDs {
+		reported[id] = true
+		if _, ok := a.running[id]; !ok {
+			a.deps.stats.StaleMessages.Add(1)
+			a.log.Warn().Int64("job_id", id).Msg("worker runs a job it does not hold; sending ABORT")
+			a.send(ctx, transport.OpAbort, id, nil)
+		}
+	}
+	settled := time.Now().Add(-2 * a.deps.cfg.HeartbeatInterval)
+	for id, j := range a.running {
+		if reported[id] {
+			j.missed = 0
+			continue
+		}
+		if j.since.After(settled) {
+			continue
+		}
+		if j.missed++; j.missed >= 2 {
+			a.release(ctx, id)
+			a.requeue(ctx, j, "worker "+a.spec.peer.Key+" no longer reports the job")
+		}
+	}
+}
+
 func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
+	now := time.Now()
 	for _, c := range m.Claims {
-		a.running[c.Ref.JobID] = c.Ref
-		a.retries[c.Ref.JobID] = c.RetryCount
-		ctx.Send(a.peers.socket, &SendMessage{To: a.spec.peer, Op: transport.OpDispatch,
-			JobID: c.Ref.JobID, Payload: c.Dispatch})
+		a.running[c.Ref.JobID] = &heldJob{ref: c.Ref, retries: c.RetryCount, since: now}
+		a.send(ctx, transport.OpDispatch, c.Ref.JobID, c.Dispatch)
 		a.deps.stats.JobsDispatched.Add(1)
 		a.log.Debug().Int64("job_id", c.Ref.JobID).Str("plugin", c.Dispatch.PluginName).Msg("job dispatched")
 	}
@@ -160,26 +230,64 @@ func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
 
 // take removes a job the worker has finished with; ok is false when the
 // worker does not hold it (late, duplicate or spoofed), which is counted.
-func (a *workerActor) take(ctx actor.Context, jobID int64, what transport.Opcode) (JobRef, int64, bool) {
-	ref, ok := a.running[jobID]
+func (a *workerActor) take(ctx actor.Context, jobID int64, op transport.Opcode) (*heldJob, bool) {
+	j, ok := a.running[jobID]
 	if !ok {
 		a.deps.stats.StaleMessages.Add(1)
-		a.log.Warn().Int64("job_id", jobID).Stringer("op", what).Msg("ignored: worker does not hold this job")
-		return JobRef{}, 0, false
+		a.log.Warn().Int64("job_id", jobID).Stringer("op", op).Msg("ignored: worker does not hold this job")
+		return nil, false
 	}
-	retries := a.retries[jobID]
+	a.release(ctx, jobID)
+	return j, true
+}
+
+func (a *workerActor) release(ctx actor.Context, jobID int64) {
 	delete(a.running, jobID)
-	delete(a.retries, jobID)
 	ctx.Send(a.peers.dispatcher, &SlotsFreed{Worker: a.spec.peer.Key, N: 1})
-	return ref, retries, true
+}
+
+func (a *workerActor) requeue(ctx actor.Context, j *heldJob, reason string) {
+	ctx.Send(a.peers.queue, &ConcludeJob{Ref: j.ref, Kind: ConcludeRequeue, Message: reason,
+		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))})
 }
 
 func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
-	ref, retries, ok := a.take(ctx, m.JobID, transport.OpConclude)
+	j, ok := a.take(ctx, m.JobID, transport.OpConclude)
 	if !ok {
 		return
 	}
-	r := m.Receipt
+	if !j.abortBy.IsZero() && m.Receipt.Status == transport.StatusAborted {
+		// We aborted it for running too long: an infrastructure retry, not
+		// the plugin's verdict.
+		a.requeue(ctx, j, "job timeout after "+a.deps.cfg.JobTimeout.String())
+		return
+	}
+	if m.Receipt.Status == transport.StatusRejected {
+		a.deps.stats.JobsRejected.Add(1)
+	}
+	ctx.Send(a.peers.queue, receiptConclusion(j.ref, m.Receipt, j.retries, a.deps))
+}
+
+func (a *workerActor) workerErr(ctx actor.Context, m *ErrReceived) {
+	if m.JobID == 0 {
+		a.log.Warn().Str("error", m.Err.Message).Msg("worker reported an error")
+		return
+	}
+	j, ok := a.take(ctx, m.JobID, transport.OpErr)
+	if !ok {
+		return
+	}
+	ctx.Send(a.peers.queue, errConclusion(j.ref, m.Err))
+}
+
+func (a *workerActor) send(ctx actor.Context, op transport.Opcode, jobID int64, payload any) {
+	ctx.Send(a.peers.socket, &SendMessage{To: a.spec.peer, Op: op, JobID: jobID, Payload: payload})
+}
+
+// receiptConclusion maps a CONCLUDE to what it does to the job: SUCCESS →
+// COMPLETED with the receipt, FAILED and ABORTED → FAILED with the message,
+// REJECTED → requeued with backoff (FAILED over the retry limit).
+func receiptConclusion(ref JobRef, r *transport.Conclude, retries int64, d deps) *ConcludeJob {
 	c := &ConcludeJob{Ref: ref}
 	switch r.Status {
 	case transport.StatusSuccess:
@@ -188,25 +296,16 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 		c.Kind, c.Message = ConcludeFail, orDefault(r.ErrorMessage, "plugin failed (no message)")
 	case transport.StatusAborted:
 		c.Kind, c.Message = ConcludeFail, "aborted: "+orDefault(r.ErrorMessage, "no message")
-	case transport.StatusRejected:
-		a.deps.stats.JobsRejected.Add(1)
-		c.Kind, c.Message = ConcludeRequeue, "rejected by worker "+a.spec.peer.Key
-		c.NextRunAt = time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, retries))
+	default: // transport.StatusRejected; the codec admits no other status
+		c.Kind, c.Message = ConcludeRequeue, "rejected by worker "+ref.Worker
+		c.NextRunAt = time.Now().Add(Backoff(d.cfg.RetryBackoff, d.cfg.RetryBackoffMax, retries))
 	}
-	ctx.Send(a.peers.queue, c)
+	return c
 }
 
-func (a *workerActor) workerErr(ctx actor.Context, m *ErrReceived) {
-	if m.JobID == 0 {
-		a.log.Warn().Str("error", m.Err.Message).Msg("worker reported an error")
-		return
-	}
-	ref, _, ok := a.take(ctx, m.JobID, transport.OpErr)
-	if !ok {
-		return
-	}
-	ctx.Send(a.peers.queue, &ConcludeJob{Ref: ref, Kind: ConcludeFail,
-		Message: "worker error: " + orDefault(m.Err.Message, "no message")})
+// errConclusion maps an ERR about a job to FAILED with its message.
+func errConclusion(ref JobRef, e *transport.Err) *ConcludeJob {
+	return &ConcludeJob{Ref: ref, Kind: ConcludeFail, Message: "worker error: " + orDefault(e.Message, "no message")}
 }
 
 func orDefault(s, def string) string {

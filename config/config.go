@@ -46,6 +46,12 @@ type Config struct {
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds a graceful stop after SIGINT/SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration
+	// DrainTimeout is how long a graceful stop waits for running jobs to conclude. Default 20s.
+	DrainTimeout time.Duration
+	// JobTimeout aborts and requeues a job running longer than this; 0 turns it off. Default 0.
+	JobTimeout time.Duration
+	// AbortGrace is how long an aborted job may take to conclude ABORTED before it is requeued anyway. Default 30s.
+	AbortGrace time.Duration
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -65,6 +71,8 @@ func Default() Config {
 		MaxMessageSize:    16 << 20,
 		DBTimeout:         10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		DrainTimeout:      20 * time.Second,
+		AbortGrace:        30 * time.Second,
 	}
 }
 
@@ -94,6 +102,9 @@ func (c *Config) settings() []setting {
 		{name: "max-message-size", usage: "largest accepted payload frame in bytes", num: &c.MaxMessageSize},
 		{name: "db-timeout", usage: "bound on every database call", dur: &c.DBTimeout},
 		{name: "shutdown-timeout", usage: "bound on a graceful stop after SIGINT/SIGTERM", dur: &c.ShutdownTimeout},
+		{name: "drain-timeout", usage: "on a graceful stop, how long running jobs may take to conclude", dur: &c.DrainTimeout},
+		{name: "job-timeout", usage: "abort and requeue jobs running longer than this (0 = off)", dur: &c.JobTimeout},
+		{name: "abort-grace", usage: "how long an aborted job may take to conclude before it is requeued anyway", dur: &c.AbortGrace},
 	}
 }
 
@@ -109,7 +120,6 @@ func EnvName(flagName string) string {
 func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	cfg := Default()
 	fs := flag.NewFlagSet("casparian-sentinel", flag.ContinueOnError)
-	fs.SetOutput(out)
 	configPath := fs.String("config", "", "optional JSON config file (keys are flag names with _ for -)")
 	for _, s := range cfg.settings() {
 		switch {
@@ -121,14 +131,19 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			fs.IntVar(s.num, s.name, *s.num, s.usage+" (env "+EnvName(s.name)+")")
 		}
 	}
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: casparian-sentinel [flags]\n\n"+
-			"Casparian Sentinel schedules queued jobs (SQLite) onto workers connected over ZeroMQ.\n"+
-			"Settings come from defaults < --config file < CASPARIAN_* environment < flags.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	// Parse errors are returned (the caller prints them to stderr); only an
+	// explicit --help prints the usage, to out.
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
-		return Config{}, err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(out, "Usage: casparian-sentinel [flags]\n\n"+
+				"Casparian Sentinel schedules queued jobs (SQLite) onto workers connected over ZeroMQ.\n"+
+				"Settings come from defaults < --config file < CASPARIAN_* environment < flags.\n\nFlags:\n")
+			fs.SetOutput(out)
+			fs.PrintDefaults()
+			return Config{}, err
+		}
+		return Config{}, fmt.Errorf("%w (see --help)", err)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags, see --help)", fs.Arg(0))
@@ -253,6 +268,8 @@ func (c Config) Validate() error {
 	}
 	if c.Database == "" {
 		bad("database", "must not be empty")
+	} else if i := strings.Index(c.Database, "://"); i >= 0 && c.Database[:i] != "sqlite" {
+		bad("database", "only sqlite:// databases are supported, got %q", c.Database)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -274,8 +291,15 @@ func (c Config) Validate() error {
 			bad(s.name, "must be positive, got %s", d)
 		}
 	}
-	if c.RecoveryGrace < 0 {
-		bad("recovery-grace", "must not be negative, got %s", c.RecoveryGrace)
+	nonNegative := map[string]time.Duration{"recovery-grace": c.RecoveryGrace, "drain-timeout": c.DrainTimeout,
+		"job-timeout": c.JobTimeout, "abort-grace": c.AbortGrace}
+	for _, s := range c.settings() {
+		if d, ok := nonNegative[s.name]; ok && d < 0 {
+			bad(s.name, "must not be negative, got %s", d)
+		}
+	}
+	if c.DrainTimeout >= c.ShutdownTimeout && c.ShutdownTimeout > 0 {
+		bad("drain-timeout", "must be shorter than --shutdown-timeout (%s), got %s", c.ShutdownTimeout, c.DrainTimeout)
 	}
 	if c.WorkerTimeout > 0 && c.HeartbeatInterval >= c.WorkerTimeout {
 		bad("heartbeat-interval", "must be shorter than --worker-timeout (%s), got %s", c.WorkerTimeout, c.HeartbeatInterval)

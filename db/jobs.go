@@ -515,11 +515,20 @@ func outcomeOf(res sql.Result, err error, o Outcome) (Outcome, error) {
 	return o, nil
 }
 
-// JobsRunning returns the claims of RUNNING jobs, oldest first; worker ""
-// means all workers. It is how the Sentinel rebuilds its picture of who runs
-// what after a restart.
-func (db *DB) JobsRunning(ctx context.Context, worker string) ([]ClaimRef, error) {
-	q := `SELECT id, claimed_by, attempt FROM cf_processing_queue WHERE status = 'RUNNING'`
+// RunningJob is one RUNNING job's claim with what the Sentinel needs to
+// rebuild its state after a restart: the retry count (for backoff) and when it
+// was claimed (for the job timeout).
+type RunningJob struct {
+	Ref        ClaimRef
+	RetryCount int64
+	ClaimTime  time.Time
+}
+
+// JobsRunning returns the RUNNING jobs, oldest first; worker "" means all
+// workers. It is how the Sentinel rebuilds its picture of who runs what after
+// a restart.
+func (db *DB) JobsRunning(ctx context.Context, worker string) ([]RunningJob, error) {
+	q := `SELECT id, claimed_by, attempt, retry_count, claim_time FROM cf_processing_queue WHERE status = 'RUNNING'`
 	var args []any
 	if worker != "" {
 		q += ` AND claimed_by = ?`
@@ -531,20 +540,27 @@ func (db *DB) JobsRunning(ctx context.Context, worker string) ([]ClaimRef, error
 		return nil, fmt.Errorf("running jobs: %w", err)
 	}
 	defer rows.Close()
-	var refs []ClaimRef
+	var out []RunningJob
 	for rows.Next() {
-		var id int64
-		var by sql.NullString
-		var attempt sql.NullInt64
-		if err := rows.Scan(&id, &by, &attempt); err != nil {
+		var (
+			id               int64
+			by               sql.NullString
+			attempt, retries sql.NullInt64
+			claimed          nullTime
+		)
+		if err := rows.Scan(&id, &by, &attempt, &retries, &claimed); err != nil {
 			return nil, fmt.Errorf("running jobs: %w", err)
 		}
-		refs = append(refs, ClaimRef{JobID: id, Worker: by.String, Attempt: attempt.Int64})
+		out = append(out, RunningJob{
+			Ref:        ClaimRef{JobID: id, Worker: by.String, Attempt: attempt.Int64},
+			RetryCount: retries.Int64,
+			ClaimTime:  claimed.Time,
+		})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("running jobs: %w", err)
 	}
-	return refs, nil
+	return out, nil
 }
 
 // Job is one queue row as operators see it. NULLs read as the column's

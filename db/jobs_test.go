@@ -128,9 +128,10 @@ func TestJobsClaim_MarksRowsRunning(t *testing.T) {
 	if j.Status != StatusRunning || j.ClaimedBy != "worker-A" || j.WorkerHost != "worker-A" || j.Attempt != 1 || !j.ClaimTime.Equal(testNow) {
 		t.Errorf("job after claim = %+v", j)
 	}
-	refs, err := db.JobsRunning(context.Background(), "worker-A")
-	if err != nil || !reflect.DeepEqual(refs, []ClaimRef{c.Ref}) {
-		t.Errorf("JobsRunning = %v, %v; want [%v]", refs, err, c.Ref)
+	running, err := db.JobsRunning(context.Background(), "worker-A")
+	want := []RunningJob{{Ref: c.Ref, RetryCount: 0, ClaimTime: testNow}}
+	if err != nil || len(running) != 1 || running[0].Ref != want[0].Ref || !running[0].ClaimTime.Equal(testNow) {
+		t.Errorf("JobsRunning = %v, %v; want %v", running, err, want)
 	}
 }
 
@@ -245,7 +246,7 @@ func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
 			t.Errorf("job %d after failed dispatch = %+v (ref %+v)", f.Ref.JobID, j, f.Ref)
 		}
 	}
-	if refs, _ := db.JobsRunning(ctx, ""); len(refs) != 1 {
+	if refs, _ := runningRefs(db.JobsRunning(ctx, "")); len(refs) != 1 {
 		t.Errorf("RUNNING jobs = %v, want only %d", refs, good)
 	}
 }
@@ -543,10 +544,10 @@ func TestJobsRunning_FiltersByWorkerAndKeepsLegacyRows(t *testing.T) {
 		VALUES (500, %d, 'p', 'RUNNING', 'old-host')`, s.fv))
 	ctx := context.Background()
 
-	if refs, err := db.JobsRunning(ctx, "a"); err != nil || !reflect.DeepEqual(refs, []ClaimRef{a[0].Ref, a[1].Ref}) {
+	if refs, err := runningRefs(db.JobsRunning(ctx, "a")); err != nil || !reflect.DeepEqual(refs, []ClaimRef{a[0].Ref, a[1].Ref}) {
 		t.Errorf("JobsRunning(a) = %v, %v", refs, err)
 	}
-	all, err := db.JobsRunning(ctx, "")
+	all, err := runningRefs(db.JobsRunning(ctx, ""))
 	legacy := ClaimRef{JobID: 500}
 	if err != nil || !reflect.DeepEqual(all, []ClaimRef{a[0].Ref, a[1].Ref, b[0].Ref, legacy}) {
 		t.Errorf("JobsRunning() = %v, %v", all, err)
@@ -593,4 +594,13 @@ func TestOutcomeAndKind_String(t *testing.T) {
 	if OutcomeStale.String() != "stale" || ConcludeRequeue.String() != "requeue" || Outcome(0).String() != "Outcome(0)" {
 		t.Error("String methods")
 	}
+}
+
+// runningRefs keeps only the claims of JobsRunning's rows.
+func runningRefs(rows []RunningJob, err error) ([]ClaimRef, error) {
+	var refs []ClaimRef
+	for _, r := range rows {
+		refs = append(refs, r.Ref)
+	}
+	return refs, err
 }

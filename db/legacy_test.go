@@ -106,7 +106,7 @@ func TestOpen_OriginalCasparianSchema(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(counts, want) {
 		t.Errorf("counts = %v, %v; want %v", counts, err, want)
 	}
-	if refs, err := db.JobsRunning(ctx, ""); err != nil || !reflect.DeepEqual(refs, []ClaimRef{{JobID: 5}}) {
+	if refs, err := runningRefs(db.JobsRunning(ctx, "")); err != nil || !reflect.DeepEqual(refs, []ClaimRef{{JobID: 5}}) {
 		t.Errorf("legacy RUNNING = %v, %v", refs, err)
 	}
 

@@ -1,0 +1,55 @@
+// Command casparian-testworker runs the minimal protocol-v4 test worker as its
+// own process, so tests can kill it (or the Sentinel) with SIGKILL. Each job
+// reads its file (size, lines, SHA-256), optionally after a delay.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
+)
+
+func main() {
+	endpoint := flag.String("endpoint", "tcp://127.0.0.1:5555", "Sentinel ROUTER endpoint")
+	identity := flag.String("identity", "", "ZeroMQ identity (default: random)")
+	caps := flag.String("capabilities", "*", "comma-separated plugin names, * for any")
+	slots := flag.Int("slots", 1, "max concurrent jobs")
+	delay := flag.Duration("job-delay", 0, "extra time each job takes")
+	crashOn := flag.String("crash-on-plugin", "", "exit abruptly (status 3) when dispatched this plugin: a poison pill")
+	heartbeat := flag.Duration("heartbeat", time.Second, "unsolicited heartbeat interval (0 = only answer)")
+	flag.Parse()
+
+	run := func(ctx context.Context, j testworker.Job) transport.Conclude {
+		if *crashOn != "" && j.Dispatch.PluginName == *crashOn {
+			fmt.Fprintf(os.Stderr, "crashing on job %d (%s)\n", j.ID, *crashOn)
+			os.Exit(3)
+		}
+		select {
+		case <-time.After(*delay):
+		case <-ctx.Done():
+			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "aborted"}
+		}
+		return testworker.FileStats(ctx, j)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	w, err := testworker.Start(ctx, testworker.Options{
+		Endpoint: *endpoint, Identity: *identity, Capabilities: strings.Split(*caps, ","),
+		Slots: *slots, Run: run, HeartbeatInterval: *heartbeat,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "casparian-testworker:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("worker %s connected to %s\n", w.Identity(), *endpoint)
+	<-ctx.Done()
+	w.Close()
+}

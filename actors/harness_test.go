@@ -84,6 +84,16 @@ func (h *harness) start() {
 	h.t.Cleanup(h.stop)
 }
 
+// restart stops the Sentinel (without draining) and starts a new one on the
+// same port and database, as a process restart would.
+func (h *harness) restart() {
+	h.t.Helper()
+	h.cfg.DrainTimeout = 0
+	h.stop()
+	h.cfg.Bind = h.endpoint
+	h.start()
+}
+
 func (h *harness) stop() {
 	if h.s == nil {
 		return

@@ -1,0 +1,98 @@
+package actors_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
+)
+
+func header(version, op byte, jobID uint64, n int) []byte {
+	h := transport.AppendHeader(nil, transport.OpHeartbeat, jobID, n)
+	h[0], h[1] = version, op
+	return h
+}
+
+// TestHostile_MalformedFramesChangeNothing sends every kind of malformed
+// message while a good worker runs jobs: the Sentinel keeps working, counts
+// each one, and answers ERR where the peer can be told.
+func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	h.plugin("p")
+	fv := h.file("a.txt", "a\n")
+	const n = 50
+	for i := 0; i < n; i++ {
+		h.enqueue(fv, "p", 0)
+	}
+	good := h.worker(testworker.Options{Slots: 2, Run: slowSucceed})
+
+	bad, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("mallory")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	valid := header(4, byte(transport.OpHeartbeat), 0, 2)
+	cases := []struct {
+		name    string
+		frames  [][]byte
+		wantErr bool // an ERR reply is expected
+	}{
+		{"TooFewFrames", [][]byte{valid}, false},
+		{"ShortHeader", [][]byte{valid[:7], []byte("{}")}, false},
+		{"WrongVersion", [][]byte{header(3, byte(transport.OpHeartbeat), 0, 2), []byte("{}")}, true},
+		{"UnknownOpcode", [][]byte{header(4, 42, 0, 2), []byte("{}")}, true},
+		{"LengthMismatch", [][]byte{header(4, byte(transport.OpHeartbeat), 0, 99), []byte("{}")}, true},
+		{"InvalidJSON", [][]byte{header(4, byte(transport.OpIdentify), 0, 5), []byte("{not")}, true},
+		{"WrongFieldTypes", [][]byte{header(4, byte(transport.OpIdentify), 0, 20), []byte(`{"capabilities":"x"}`)}, true},
+		{"BadReceiptStatus", [][]byte{header(4, byte(transport.OpConclude), 1, 17), []byte(`{"status":"MAYBE"}`)}, true},
+	}
+	replies := make(chan transport.Message, 64)
+	go func() {
+		for {
+			msg, err := bad.Recv()
+			if err != nil && err != transport.ErrReconnected {
+				return
+			}
+			replies <- msg
+		}
+	}()
+	for _, c := range cases {
+		before := h.s.Stats().ProtocolErrors.Load()
+		if err := bad.SendFrames(c.frames); err != nil {
+			t.Fatalf("%s: send: %v", c.name, err)
+		}
+		eventually(t, 5*time.Second, c.name+" counted", func() bool { return h.s.Stats().ProtocolErrors.Load() == before+1 })
+		if c.wantErr {
+			select {
+			case msg := <-replies:
+				if msg.Opcode != transport.OpErr {
+					t.Errorf("%s: reply %s, want ERR", c.name, msg.Opcode)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("%s: no ERR reply", c.name)
+			}
+		}
+	}
+
+	eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.counts()[db.StatusCompleted] == n })
+	if len(good.Received()) != n {
+		t.Errorf("good worker got %d jobs, want %d", len(good.Received()), n)
+	}
+	if ws, _ := h.s.Workers(time.Second); len(ws) != 1 {
+		t.Errorf("workers %v: garbage must not register anyone", ws)
+	}
+}
+
+func TestHostile_BinaryIdentityWorks(t *testing.T) {
+	h := newHarness(t, nil)
+	h.plugin("p")
+	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	w := h.worker(testworker.Options{Identity: string([]byte{0xff, 0xfe, 0x00, 0x01, 'x'})})
+	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	if j := h.job(id); j.ClaimedBy != "0xfffe000178" || len(w.Received()) != 1 {
+		t.Errorf("claimed_by %q, dispatches %d", j.ClaimedBy, len(w.Received()))
+	}
+}

@@ -1,0 +1,162 @@
+package actors_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
+)
+
+// blockingRun returns a RunFunc that holds every job until release is closed.
+func blockingRun(release <-chan struct{}) testworker.RunFunc {
+	return func(ctx context.Context, j testworker.Job) transport.Conclude {
+		select {
+		case <-release:
+			return testworker.Succeed(ctx, j)
+		case <-ctx.Done():
+			return transport.Conclude{Status: transport.StatusAborted}
+		}
+	}
+}
+
+func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.RecoveryGrace = 3 * time.Second })
+	h.plugin("p")
+	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	release := make(chan struct{})
+	w := h.worker(testworker.Options{Run: blockingRun(release), HeartbeatInterval: 50 * time.Millisecond})
+	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+
+	h.restart()
+	eventually(t, 5*time.Second, "worker re-identified", func() bool { return w.Identifies() >= 2 })
+	close(release)
+	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	if j := h.job(id); j.Attempt != 1 || j.RetryCount != 0 || len(w.Received()) != 1 {
+		t.Errorf("job was not kept by its worker: attempt %d retries %d dispatches %d", j.Attempt, j.RetryCount, len(w.Received()))
+	}
+}
+
+func TestRecovery_JobsOfWorkersThatNeverComeBackAreRequeued(t *testing.T) {
+	h := newHarness(t, nil)
+	h.plugin("p")
+	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	gone := h.worker(testworker.Options{Run: blockingRun(make(chan struct{}))})
+	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	gone.Close()
+
+	h.restart()
+	rescuer := h.worker(testworker.Options{Run: testworker.Succeed})
+	eventually(t, 10*time.Second, "job COMPLETED after the recovery grace", func() bool { return h.job(id).Status == db.StatusCompleted })
+	if j := h.job(id); j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 {
+		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
+	}
+}
+
+func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
+	h := newHarness(t, nil)
+	h.plugin("p")
+	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	first := h.worker(testworker.Options{Identity: "early", Run: blockingRun(make(chan struct{}))})
+	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	first.Close()
+	h.restart()
+
+	// The same worker, reconnected, sends its CONCLUDE before any IDENTIFY:
+	// it is applied to the claim the worker holds, and the worker is told to
+	// identify.
+	d, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("early")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusSuccess}); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := d.Recv()
+	if err != nil || msg.Opcode != transport.OpErr {
+		t.Fatalf("want ERR unknown worker, got %s %v", msg.Opcode, err)
+	}
+	eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	if j := h.job(id); j.Attempt != 1 || j.ClaimedBy != "early" {
+		t.Errorf("attempt %d claimed_by %q", j.Attempt, j.ClaimedBy)
+	}
+}
+
+func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.JobTimeout = 300 * time.Millisecond })
+	h.plugin("p")
+	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	var calls atomic.Int32
+	w := h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // hangs until the ABORT arrives
+			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "aborted"}
+		}
+		return testworker.Succeed(ctx, j)
+	}})
+	eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(id).Status == db.StatusCompleted })
+	if j := h.job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
+		t.Errorf("retry_count %d attempt %d dispatches %d", j.RetryCount, j.Attempt, len(w.Received()))
+	}
+}
+
+func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.JobTimeout = 200 * time.Millisecond
+		c.AbortGrace = 300 * time.Millisecond
+		c.MaxRetries = 1
+	})
+	h.plugin("p")
+	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	// A worker that ignores ABORT entirely.
+	h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+		time.Sleep(5 * time.Second) // the job's work; it never looks at ctx
+		return testworker.Succeed(ctx, j)
+	}, Slots: 4})
+	eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.job(id).Status == db.StatusFailed })
+	if j := h.job(id); j.RetryCount != 1 || j.ErrorMessage == "" {
+		t.Errorf("retry_count %d message %q", j.RetryCount, j.ErrorMessage)
+	}
+}
+
+func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
+	h := newHarness(t, nil)
+	h.plugin("p")
+	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+
+	// A raw peer that takes the DISPATCH, forgets it, and keeps answering
+	// heartbeats with an empty active_job_ids.
+	forgetful, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("forgetful")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forgetful.Close()
+	if err := forgetful.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			msg, err := forgetful.Recv()
+			if err != nil && err != transport.ErrReconnected {
+				return
+			}
+			if msg.Opcode == transport.OpHeartbeat {
+				_ = forgetful.Send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatIdle, ActiveJobIDs: []int64{}})
+			}
+		}
+	}()
+	eventually(t, 5*time.Second, "job RUNNING at the forgetful worker", func() bool {
+		return h.job(id).ClaimedBy == "forgetful"
+	})
+	// More free slots than the forgetful peer, so the retry goes to it.
+	h.worker(testworker.Options{Capabilities: []string{"p"}, Run: testworker.Succeed, Slots: 4})
+	eventually(t, 10*time.Second, "job COMPLETED elsewhere", func() bool { return h.job(id).Status == db.StatusCompleted })
+	if j := h.job(id); j.ClaimedBy == "forgetful" || j.RetryCount != 1 {
+		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
+	}
+}

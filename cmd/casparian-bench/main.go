@@ -1,0 +1,458 @@
+// Command casparian-bench measures the Sentinel end to end: it builds the
+// real casparian-sentinel binary, runs it as a child process on a fresh
+// SQLite file with N QUEUED jobs, connects W no-op workers with C slots each
+// over TCP loopback, and prints jobs/s (until every row is COMPLETED in
+// SQLite), dispatch latency percentiles, the Sentinel's CPU seconds per 1,000
+// jobs and its peak RSS. It prints figures; it never passes or fails on time.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/transport"
+)
+
+type options struct {
+	workers, slots, jobs, preload, idle int
+	holdHalf                            bool
+	idleFor                             time.Duration
+	sentinelBin, dir                    string
+	timeout                             time.Duration
+	extraFlags                          string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.workers, "workers", 8, "W: workers doing the jobs")
+	flag.IntVar(&o.slots, "slots", 4, "C: slots (max_concurrent_jobs) per worker")
+	flag.IntVar(&o.jobs, "jobs", 100000, "N: jobs to complete and time")
+	flag.IntVar(&o.preload, "preload", 0, "extra QUEUED jobs already in the queue (lower priority, never run), to measure a deep queue")
+	flag.IntVar(&o.idle, "idle-workers", 0, "extra connected workers that heartbeat but can run nothing")
+	flag.DurationVar(&o.idleFor, "idle-measure", 0, "when > 0: measure the Sentinel's CPU with only the idle workers for this long, then exit")
+	flag.BoolVar(&o.holdHalf, "half-load", false, "after the full-load run, run again with workers holding each job so throughput is about half, and report latency there")
+	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
+	flag.StringVar(&o.dir, "dir", "", "working folder (default: a temp folder, removed afterwards)")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
+	flag.StringVar(&o.extraFlags, "sentinel-flags", "", "extra flags for the Sentinel, space-separated")
+	flag.Parse()
+	if err := run(o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "casparian-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	dir := o.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "casparian-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	bin := o.sentinelBin
+	if bin == "" {
+		bin = filepath.Join(dir, "casparian-sentinel")
+		build := exec.Command("go", "build", "-o", bin, "github.com/casparian/sentinel/cmd/casparian-sentinel")
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build sentinel: %w", err)
+		}
+	}
+
+	dbPath := filepath.Join(dir, "bench.db")
+	t0 := time.Now()
+	if err := seed(ctx, dbPath, o); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "machine: %d CPUs; W=%d C=%d N=%d preload=%d idle-workers=%d (seeded in %.1fs)\n",
+		numCPU(), o.workers, o.slots, o.jobs, o.preload, o.idle, time.Since(t0).Seconds())
+
+	endpoint, err := freeEndpoint()
+	if err != nil {
+		return err
+	}
+	sent, err := startSentinel(ctx, bin, endpoint, dbPath, o.extraFlags)
+	if err != nil {
+		return err
+	}
+	defer sent.stop()
+
+	var idlers []*benchWorker
+	for i := 0; i < o.idle; i++ {
+		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("idle-%04d", i), []string{"nothing-to-run"}, 1, 0)
+		if err != nil {
+			return err
+		}
+		idlers = append(idlers, w)
+	}
+	defer closeAll(idlers)
+	if o.idleFor > 0 {
+		before := sent.cpu()
+		time.Sleep(o.idleFor) // measuring a steady state over a fixed window
+		used := sent.cpu() - before
+		fmt.Fprintf(out, "idle: %d workers connected for %s cost %.3f CPU s = %.2f%% of one core; peak RSS %.1f MB\n",
+			o.idle, o.idleFor, used.Seconds(), 100*used.Seconds()/o.idleFor.Seconds(), sent.peakRSSMB())
+		return nil
+	}
+
+	full, err := measure(ctx, out, "full load", sent, endpoint, dbPath, o, 0)
+	if err != nil {
+		return err
+	}
+	if o.holdHalf {
+		// Hold each job long enough that W×C slots deliver half the measured
+		// maximum: hold = W×C / (max/2).
+		hold := time.Duration(float64(o.workers*o.slots) / (full / 2) * float64(time.Second))
+		if err := seedMore(ctx, dbPath, o.jobs/4); err != nil {
+			return err
+		}
+		ho := o
+		ho.jobs = o.jobs / 4
+		if _, err := measure(ctx, out, fmt.Sprintf("half load (hold %s)", hold.Round(time.Microsecond)), sent, endpoint, dbPath, ho, hold); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// measure runs o.workers workers until o.jobs receipts are written as
+// COMPLETED, and prints the figures. It returns jobs/s.
+func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, endpoint, dbPath string, o options, hold time.Duration) (float64, error) {
+	store, err := db.Open(ctx, dbPath)
+	if err != nil {
+		return 0, err
+	}
+	defer store.Close()
+	startCounts, err := store.JobsCountByStatus(ctx)
+	if err != nil {
+		return 0, err
+	}
+	target := startCounts[db.StatusCompleted] + int64(o.jobs)
+
+	var done atomic.Int64
+	lat := &latencies{}
+	cpu0 := s.cpu()
+	start := time.Now()
+	var workers []*benchWorker
+	for i := 0; i < o.workers; i++ {
+		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("bench-%s-%d", strings.Fields(label)[0], i), []string{"noop"}, o.slots, hold)
+		if err != nil {
+			return 0, err
+		}
+		w.done, w.lat = &done, lat
+		workers = append(workers, w)
+	}
+	defer closeAll(workers)
+
+	first := time.Time{}
+	for {
+		if first.IsZero() && done.Load() > 0 {
+			first = time.Now()
+		}
+		if done.Load() >= int64(o.jobs) {
+			break
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%s: timed out with %d of %d receipts", label, done.Load(), o.jobs)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a counter, not synchronising
+	}
+	// The clock stops when SQLite says every row is COMPLETED, not when the
+	// last receipt was sent.
+	for {
+		c, err := store.JobsCountByStatus(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if c[db.StatusCompleted] >= target {
+			break
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%s: receipts sent but only %d of %d rows COMPLETED", label, c[db.StatusCompleted], target)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	cpu := s.cpu() - cpu0
+	rate := float64(o.jobs) / elapsed.Seconds()
+	p := lat.percentiles(50, 90, 99)
+	fmt.Fprintf(out, "%s: %d jobs in %.2fs = %.0f jobs/s | dispatch latency p50 %s p90 %s p99 %s | sentinel CPU %.3f s per 1,000 jobs | peak RSS %.1f MB | first receipt after %s\n",
+		label, o.jobs, elapsed.Seconds(), rate, p[0], p[1], p[2],
+		cpu.Seconds()*1000/float64(o.jobs), s.peakRSSMB(), first.Sub(start).Round(time.Millisecond))
+	return rate, nil
+}
+
+func seed(ctx context.Context, dbPath string, o options) error {
+	store, err := db.Open(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	root, err := store.SourceRootAdd(ctx, filepath.Dir(dbPath))
+	if err != nil {
+		return err
+	}
+	fv, err := store.FileVersionAdd(ctx, root, "bench.db", "bench", 1, time.Now(), nil)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{"noop", "parked"} {
+		if _, err := store.PluginManifestActivate(ctx, p, "1", "builtin:"+p, "", ""); err != nil {
+			return err
+		}
+	}
+	if o.preload > 0 {
+		// Parked jobs are ordinary QUEUED rows that no worker can run:
+		// they make the table and its indexes deep.
+		if err := store.JobsEnqueueBulk(ctx, fv, "parked", 0, o.preload); err != nil {
+			return err
+		}
+	}
+	return store.JobsEnqueueBulk(ctx, fv, "noop", 10, o.jobs)
+}
+
+func seedMore(ctx context.Context, dbPath string, n int) error {
+	store, err := db.Open(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return store.JobsEnqueueBulk(ctx, 1, "noop", 10, n)
+}
+
+// benchWorker is a no-op worker: it concludes every DISPATCH with SUCCESS
+// (after hold, if set) and records how long each slot waited for its next job.
+type benchWorker struct {
+	d      *transport.Dealer
+	sendMu sync.Mutex
+	hold   time.Duration
+	done   *atomic.Int64
+	lat    *latencies
+
+	mu    sync.Mutex
+	freed []time.Time // when each free slot became free, oldest first
+	wg    sync.WaitGroup
+}
+
+func dialWorker(ctx context.Context, endpoint, id string, caps []string, slots int, hold time.Duration) (*benchWorker, error) {
+	d, err := transport.DialDealer(ctx, endpoint, transport.DealerOptions{Identity: []byte(id)})
+	if err != nil {
+		return nil, err
+	}
+	w := &benchWorker{d: d, hold: hold}
+	now := time.Now()
+	for i := 0; i < slots; i++ {
+		w.freed = append(w.freed, now)
+	}
+	if err := w.send(transport.OpIdentify, 0, &transport.Identify{Capabilities: caps, WorkerID: id, MaxConcurrentJobs: slots}); err != nil {
+		return nil, err
+	}
+	w.wg.Add(1)
+	go w.loop(caps, slots, id)
+	return w, nil
+}
+
+func (w *benchWorker) send(op transport.Opcode, job uint64, v any) error {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.d.Send(op, job, v)
+}
+
+func (w *benchWorker) loop(caps []string, slots int, id string) {
+	defer w.wg.Done()
+	for {
+		msg, err := w.d.Recv()
+		if errors.Is(err, transport.ErrReconnected) {
+			_ = w.send(transport.OpIdentify, 0, &transport.Identify{Capabilities: caps, WorkerID: id, MaxConcurrentJobs: slots})
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		switch msg.Opcode {
+		case transport.OpHeartbeat:
+			_ = w.send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatIdle, ActiveJobIDs: nil})
+		case transport.OpDispatch:
+			now := time.Now()
+			w.mu.Lock()
+			if len(w.freed) > 0 {
+				w.lat.add(now.Sub(w.freed[0]))
+				w.freed = w.freed[1:]
+			}
+			w.mu.Unlock()
+			if w.hold > 0 {
+				job := msg.JobID
+				time.AfterFunc(w.hold, func() { w.conclude(job) })
+				continue
+			}
+			w.conclude(msg.JobID)
+		}
+	}
+}
+
+func (w *benchWorker) conclude(job uint64) {
+	w.mu.Lock()
+	w.freed = append(w.freed, time.Now())
+	w.mu.Unlock()
+	if err := w.send(transport.OpConclude, job, &transport.Conclude{Status: transport.StatusSuccess}); err == nil && w.done != nil {
+		w.done.Add(1)
+	}
+}
+
+func closeAll(ws []*benchWorker) {
+	for _, w := range ws {
+		_ = w.d.Close()
+		w.wg.Wait()
+	}
+}
+
+// latencies collects durations from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) percentiles(ps ...float64) []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]time.Duration, len(ps))
+	if len(l.d) == 0 {
+		return out
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	for i, p := range ps {
+		idx := int(p / 100 * float64(len(s)-1))
+		out[i] = s[idx].Round(time.Microsecond)
+	}
+	return out
+}
+
+// sentinelProc is the Sentinel child process.
+type sentinelProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startSentinel(ctx context.Context, bin, endpoint, dbPath, extra string) (*sentinelProc, error) {
+	args := []string{"--bind", endpoint, "--database", dbPath, "--log-format", "json", "--log-level", "warn"}
+	args = append(args, strings.Fields(extra)...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &sentinelProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			fmt.Fprintln(os.Stderr, "sentinel:", sc.Text())
+		}
+	}()
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	// The ROUTER is bound once a TCP connect succeeds.
+	host := strings.TrimPrefix(endpoint, "tcp://")
+	for {
+		c, err := net.DialTimeout("tcp", host, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return s, nil
+		}
+		select {
+		case <-s.done:
+			return nil, errors.New("sentinel exited at start")
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (s *sentinelProc) stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// cpu is the child's user+system CPU time from /proc/<pid>/stat.
+func (s *sentinelProc) cpu() time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// peakRSSMB is VmHWM from /proc/<pid>/status.
+func (s *sentinelProc) peakRSSMB() float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func freeEndpoint() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return "tcp://" + l.Addr().String(), nil
+}
+
+func numCPU() int {
+	raw, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(raw), "processor\t:")
+}

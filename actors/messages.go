@@ -67,6 +67,13 @@ type OtherReceived struct {
 	JobID int64
 }
 
+// DispatchFailed says a DISPATCH could not be queued for sending (the
+// outbound queue was full); the worker actor requeues the job.
+type DispatchFailed struct {
+	To    Peer
+	JobID int64
+}
+
 // --- any actor → socket actor ---
 
 // SendMessage asks the socket actor to encode and send one message.

@@ -40,7 +40,9 @@ func (a *socketActor) Receive(ctx actor.Context) {
 	case *FramesReceived:
 		a.handleFrames(ctx, m.In)
 	case *SendMessage:
-		a.send(m)
+		if err := a.send(m); err != nil && m.Op == transport.OpDispatch {
+			ctx.Send(ctx.Parent(), &DispatchFailed{To: m.To, JobID: m.JobID})
+		}
 	case *crash:
 		panic("injected crash: socket")
 	}
@@ -84,22 +86,23 @@ func (a *socketActor) reject(from Peer, jobID uint64, err error, silent bool) {
 	if silent {
 		return
 	}
-	a.send(&SendMessage{To: from, Op: transport.OpErr, JobID: int64(jobID),
+	_ = a.send(&SendMessage{To: from, Op: transport.OpErr, JobID: int64(jobID),
 		Payload: &transport.Err{Message: "malformed message: " + err.Error()}})
 }
 
-func (a *socketActor) send(m *SendMessage) {
+func (a *socketActor) send(m *SendMessage) error {
 	frames, err := transport.Encode(m.Op, uint64(m.JobID), m.Payload)
 	if err != nil {
 		a.log.Error().Err(err).Stringer("op", m.Op).Msg("encode failed")
-		return
+		return err
 	}
 	if err := a.router.Send(m.To.Identity, frames); err != nil {
 		a.stats.SendFailures.Add(1)
 		a.badLog.Warn().Err(err).Str("worker_id", m.To.Key).Stringer("op", m.Op).Msg("send dropped")
-		return
+		return err
 	}
 	a.stats.MessagesSent.Add(1)
+	return nil
 }
 
 // PeerKey renders a ZeroMQ identity as the printable key used in logs and in

@@ -71,6 +71,10 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 		a.route(ctx, m.From, m)
 	case *OtherReceived:
 		a.route(ctx, m.From, m)
+	case *DispatchFailed:
+		if pid, ok := a.workers[m.To.Key]; ok {
+			ctx.Send(pid, m)
+		} // else the worker is gone and its jobs are requeued with it
 	case *CapacityRequest:
 		for _, pid := range a.workers {
 			ctx.Send(pid, m)

@@ -82,6 +82,11 @@ func (a *workerActor) Receive(ctx actor.Context) {
 	case *ErrReceived:
 		a.lastSeen = time.Now()
 		a.whenReady(m, func() { a.workerErr(ctx, m) })
+	case *DispatchFailed:
+		if j, ok := a.running[m.JobID]; ok {
+			a.release(ctx, m.JobID)
+			a.requeue(ctx, j, "dispatch could not be sent to worker "+a.spec.peer.Key)
+		}
 	case *crash:
 		panic("injected crash: worker " + a.spec.peer.Key)
 	case *actor.Stopping:

@@ -20,7 +20,7 @@ import (
 // harness is a real Sentinel on 127.0.0.1 with a random port and a SQLite
 // file in a temp dir, plus helpers to seed files, plugins and jobs.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	cfg      config.Config
 	dbPath   string
 	store    *db.DB
@@ -45,7 +45,7 @@ func fastConfig() config.Config {
 	return cfg
 }
 
-func newHarness(t *testing.T, tweak func(*config.Config)) *harness {
+func newHarness(t testing.TB, tweak func(*config.Config)) *harness {
 	t.Helper()
 	cfg := fastConfig()
 	if tweak != nil {

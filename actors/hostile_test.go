@@ -64,14 +64,14 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 		if err := bad.SendFrames(c.frames); err != nil {
 			t.Fatalf("%s: send: %v", c.name, err)
 		}
-		eventually(t, 5*time.Second, c.name+" counted", func() bool { return h.s.Stats().ProtocolErrors.Load() == before+1 })
+		eventually(t, 10*time.Second, c.name+" counted", func() bool { return h.s.Stats().ProtocolErrors.Load() == before+1 })
 		if c.wantErr {
 			select {
 			case msg := <-replies:
 				if msg.Opcode != transport.OpErr {
 					t.Errorf("%s: reply %s, want ERR", c.name, msg.Opcode)
 				}
-			case <-time.After(5 * time.Second):
+			case <-time.After(10 * time.Second):
 				t.Errorf("%s: no ERR reply", c.name)
 			}
 		}

@@ -25,7 +25,9 @@ func blockingRun(release <-chan struct{}) testworker.RunFunc {
 }
 
 func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.RecoveryGrace = 3 * time.Second })
+	// The grace only has to outlast the worker's reconnect; it is generous so
+	// a loaded CI machine cannot turn the adoption into a requeue.
+	h := newHarness(t, func(c *config.Config) { c.RecoveryGrace = 15 * time.Second })
 	h.plugin("p")
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})

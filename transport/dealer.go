@@ -63,8 +63,10 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 			return nil, fmt.Errorf("dial %s: %w", endpoint, err)
 		}
 	case <-ctx.Done():
+		// zmq4's handshake has no deadline and Close does not interrupt
+		// it, so the dialing goroutine is left to finish on its own rather
+		// than hanging the caller on a peer that never answers.
 		_ = sock.Close()
-		<-dialed
 		return nil, fmt.Errorf("dial %s: %w", endpoint, ctx.Err())
 	}
 	return &Dealer{sock: sock, maxPayload: opts.MaxPayload}, nil

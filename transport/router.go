@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 )
@@ -33,6 +34,28 @@ type RouterOptions struct {
 	QueueSize int
 	// Logger receives zmq4's own log lines. Default: discarded.
 	Logger *log.Logger
+
+	// The fields below configure the guard (guard.go) that a tcp:// ROUTER
+	// listens through.
+
+	// MaxPayload is the largest payload a peer may send; a frame declaring
+	// more (plus 1 KiB of slack) closes the connection before zmq4 allocates
+	// it. Default DefaultMaxPayload.
+	MaxPayload int
+	// HandshakeTimeout bounds a new connection's ZMTP greeting and READY.
+	// Default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// SendBuffer bounds the bytes queued for one peer; a peer that lets it
+	// fill is disconnected. Default DefaultSendBuffer, or two frames of
+	// MaxPayload if that is more.
+	SendBuffer int
+	// OnReject is called with a Reject* reason whenever the guard drops a
+	// misbehaving connection. It runs on connection goroutines, so it must
+	// be quick and safe for concurrent use. Default: nothing.
+	OnReject func(reason string)
+	// Unguarded listens on zmq4's own tcp transport. Only for benchmarks and
+	// comparisons: any peer can then crash or stall the process.
+	Unguarded bool
 }
 
 // Router owns a ZeroMQ ROUTER socket. One goroutine reads and one writes, so
@@ -64,8 +87,12 @@ func ListenRouter(endpoint string, opts RouterOptions) (*Router, error) {
 	if opts.Logger == nil {
 		opts.Logger = log.New(discard{}, "", 0)
 	}
-	sock := zmq4.NewRouter(context.Background(), zmq4.WithLogger(opts.Logger))
-	if err := sock.Listen(endpoint); err != nil {
+	ctx, listenAt, err := guardEndpoint(endpoint, opts)
+	if err != nil {
+		return nil, err
+	}
+	sock := zmq4.NewRouter(ctx, zmq4.WithLogger(opts.Logger))
+	if err := sock.Listen(listenAt); err != nil {
 		_ = sock.Close()
 		return nil, fmt.Errorf("bind %s: %w", endpoint, err)
 	}

@@ -1,0 +1,624 @@
+package transport
+
+// The guard sits between zmq4 and the TCP sockets of the ROUTER. zmq4 v0.17.0
+// trusts its peers: it allocates whatever frame size a peer declares, runs
+// each new connection's handshake synchronously in its accept loop with no
+// deadline, panics (killing the process) on a READY command with a truncated
+// property or an unknown or missing Socket-Type, and writes to every peer
+// under one mutex, so a peer that stops reading stalls all sends. zmq4 lets a
+// program register its own transport; the guard is one, and its connections
+// check the byte stream on the way in and buffer it on the way out.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	zmqtransport "github.com/go-zeromq/zmq4/transport"
+)
+
+// Reasons passed to RouterOptions.OnReject when the guard drops a connection.
+// They are stable, so they can be used as metric labels.
+const (
+	// RejectFrameTooLarge: a frame header declared more than the frame limit.
+	RejectFrameTooLarge = "frame_too_large"
+	// RejectHandshakeTimeout: no complete greeting and READY within the
+	// handshake timeout.
+	RejectHandshakeTimeout = "handshake_timeout"
+	// RejectBadHandshake: the greeting or READY was malformed, used another
+	// security mechanism or a socket type a ROUTER cannot talk to, or the
+	// peer hung up during the handshake.
+	RejectBadHandshake = "bad_handshake"
+	// RejectSlowPeer: the peer let its send buffer fill; it is treated as
+	// dead and may reconnect.
+	RejectSlowPeer = "slow_peer"
+)
+
+// DefaultHandshakeTimeout bounds the greeting and READY of a new connection.
+// Real peers on a LAN need milliseconds.
+const DefaultHandshakeTimeout = 3 * time.Second
+
+// DefaultSendBuffer is the smallest per-peer send buffer; the Router raises it
+// to two frames of its largest payload so one big message never counts as a
+// stalled peer.
+const DefaultSendBuffer = 8 << 20
+
+const (
+	guardScheme = "casparian-tcp"
+
+	greetingSize = 64
+	flagMore     = 0x01
+	flagLong     = 0x02
+	flagCommand  = 0x04
+
+	// readBufferSize also bounds the READY command the guard inspects before
+	// zmq4 sees it; real ones carry two short properties.
+	readBufferSize = 16 << 10
+	// flushThreshold starts a write before a big message is complete.
+	flushThreshold = 64 << 10
+	// keepBufferCap: a drained send buffer up to this size is reused; larger
+	// ones go back to the garbage collector so idle peers hold little memory.
+	keepBufferCap = 256 << 10
+)
+
+// serverGreeting is byte for byte the greeting zmq4 sends for a NULL-security
+// socket (as-server 0, version 3.0). The guard sends it on zmq4's behalf as
+// soon as a peer connects: libzmq sends only its 10-byte signature until it
+// sees ours, and the guard needs the peer's whole greeting and READY before
+// zmq4's accept loop may touch the connection.
+var serverGreeting = func() [greetingSize]byte {
+	var g [greetingSize]byte
+	g[0], g[9], g[10] = 0xFF, 0x7F, 3
+	copy(g[12:32], "NULL")
+	return g
+}()
+
+var (
+	errFrameTooLarge  = errors.New("frame too large")
+	errSlowPeer       = errors.New("peer does not read: send buffer full")
+	errBadHandshake   = errors.New("malformed ZMTP handshake")
+	errGreetingDiffer = errors.New("zmq4's greeting differs from the one the guard sent for it")
+)
+
+// netError marks the guard's errors as permanent network errors: zmq4 drops a
+// connection from its socket only on io.EOF or a net.Error that is not a
+// timeout, and would otherwise keep routing messages to a closed one.
+type netError struct{ error }
+
+func (netError) Timeout() bool   { return false }
+func (netError) Temporary() bool { return false }
+func (e netError) Unwrap() error { return e.error }
+
+func guardErr(err error) error { return netError{err} }
+
+// guardConfig is what one guarded listener enforces.
+type guardConfig struct {
+	maxFrame         uint64 // largest frame body a peer may declare
+	handshakeTimeout time.Duration
+	sendBuffer       int // bytes queued for one peer before it counts as dead
+	onReject         func(reason string)
+}
+
+func (c *guardConfig) reject(reason string) {
+	if reason != "" && c.onReject != nil {
+		c.onReject(reason)
+	}
+}
+
+// guardConfigKey carries the config from ListenRouter to guardTransport.Listen:
+// zmq4 passes the socket's context to Listen, and a transport is registered
+// once per process while every Router has its own limits.
+type guardConfigKey struct{}
+
+var registerGuard = sync.OnceValue(func() error {
+	return zmq4.RegisterTransport(guardScheme, guardTransport{})
+})
+
+// guardEndpoint returns the context to create the ROUTER with and the endpoint
+// it must listen on. tcp:// endpoints go through the guard; others (and every
+// endpoint when opts.Unguarded) are left to zmq4.
+func guardEndpoint(endpoint string, opts RouterOptions) (context.Context, string, error) {
+	ctx := context.Background()
+	rest, isTCP := strings.CutPrefix(endpoint, "tcp://")
+	if opts.Unguarded || !isTCP {
+		return ctx, endpoint, nil
+	}
+	if err := registerGuard(); err != nil {
+		return nil, "", fmt.Errorf("register guard transport: %w", err)
+	}
+	return context.WithValue(ctx, guardConfigKey{}, newGuardConfig(opts)), guardScheme + "://" + rest, nil
+}
+
+func newGuardConfig(opts RouterOptions) guardConfig {
+	maxPayload := opts.MaxPayload
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	// Slack for the frames around the payload: the 16-byte header, a
+	// forwarded identity (at most 255 bytes) and READY/PING commands.
+	maxFrame := max(maxPayload, 64<<10) + 1<<10
+	cfg := guardConfig{
+		maxFrame:         uint64(maxFrame),
+		handshakeTimeout: opts.HandshakeTimeout,
+		sendBuffer:       opts.SendBuffer,
+		onReject:         opts.OnReject,
+	}
+	if cfg.handshakeTimeout <= 0 {
+		cfg.handshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.sendBuffer <= 0 {
+		cfg.sendBuffer = max(DefaultSendBuffer, 2*maxFrame)
+	}
+	return cfg
+}
+
+// guardTransport is the zmq4 transport behind guardScheme: plain TCP whose
+// listener hands out guarded connections.
+type guardTransport struct{}
+
+func (guardTransport) Dial(ctx context.Context, d zmqtransport.Dialer, addr string) (net.Conn, error) {
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+func (guardTransport) Listen(ctx context.Context, addr string) (net.Listener, error) {
+	cfg, ok := ctx.Value(guardConfigKey{}).(guardConfig)
+	if !ok {
+		cfg = newGuardConfig(RouterOptions{})
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return newGuardListener(ln, cfg), nil
+}
+
+func (guardTransport) Addr(ep string) (string, error) {
+	return zmqtransport.New("tcp").Addr(ep)
+}
+
+// guardListener accepts TCP connections in its own goroutine and runs each
+// handshake in a goroutine per connection. Accept returns only connections
+// whose greeting and READY have fully arrived and been checked, so zmq4's
+// synchronous handshake never waits on the network and a silent or slow peer
+// cannot hold up the peers behind it.
+type guardListener struct {
+	net.Listener
+	cfg   guardConfig
+	ready chan *guardConn
+	done  chan struct{}
+	wg    sync.WaitGroup // the accept loop and the handshakes
+
+	closeOnce sync.Once
+	mu        sync.Mutex
+	closed    bool
+	conns     map[*guardConn]struct{} // every open connection, closed with the listener
+}
+
+func newGuardListener(ln net.Listener, cfg guardConfig) *guardListener {
+	l := &guardListener{
+		Listener: ln,
+		cfg:      cfg,
+		ready:    make(chan *guardConn),
+		done:     make(chan struct{}),
+		conns:    make(map[*guardConn]struct{}),
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+// Accept returns the next connection that completed its handshake bytes.
+func (l *guardListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and closes every connection the listener made,
+// including those still in their handshake, and waits for its goroutines.
+func (l *guardListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+		l.mu.Lock()
+		l.closed = true
+		conns := l.conns
+		l.conns = nil
+		l.mu.Unlock()
+		for c := range conns {
+			_ = c.Close()
+		}
+		l.wg.Wait()
+	})
+	return err
+}
+
+func (l *guardListener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		raw, err := l.Listener.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off rather than
+			// spin, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-l.done:
+				return
+			}
+		}
+		backoff = 0
+		c := newGuardConn(raw, &l.cfg, l.untrack)
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		l.conns[c] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go l.handshake(c)
+	}
+}
+
+func (l *guardListener) handshake(c *guardConn) {
+	defer l.wg.Done()
+	if reason, err := c.awaitHandshake(l.cfg.handshakeTimeout); err != nil {
+		c.shut(err, reason)
+		return
+	}
+	select {
+	case l.ready <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *guardListener) untrack(c *guardConn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// guardConn is one accepted connection as zmq4 sees it. Reads pass through a
+// frame scanner that refuses oversized frames before zmq4 reads their size;
+// writes go to a bounded buffer that one goroutine drains, so zmq4's ROUTER,
+// which writes to all peers under one mutex, never waits on a slow peer, and
+// the many small writes zmq4 makes per message become one system call.
+type guardConn struct {
+	net.Conn // the TCP connection: addresses and deadlines pass through
+	cfg      *guardConfig
+	untrack  func(*guardConn)
+	br       *bufio.Reader
+
+	// in follows the inbound stream. zmq4 reads from one goroutine at a time
+	// (the accept loop during Open, then the socket's reader), handed over
+	// with a go statement, so in needs no lock.
+	in frameScanner
+
+	mu       sync.Mutex
+	swallow  []byte       // what remains of zmq4's greeting, already sent
+	out      frameScanner // follows the outbound stream to flush whole messages
+	pending  []byte       // bytes not yet taken by the writer
+	spare    []byte       // a drained buffer kept for reuse
+	inflight int          // bytes the writer is writing now
+	err      error        // why the connection closed; nil while open
+
+	wake       chan struct{} // capacity 1: there is something to flush
+	done       chan struct{} // closed when the connection is shut
+	writerDone chan struct{}
+}
+
+func newGuardConn(raw net.Conn, cfg *guardConfig, untrack func(*guardConn)) *guardConn {
+	c := &guardConn{
+		Conn:       raw,
+		cfg:        cfg,
+		untrack:    untrack,
+		br:         bufio.NewReaderSize(raw, readBufferSize),
+		in:         frameScanner{greeting: greetingSize, limit: cfg.maxFrame},
+		swallow:    serverGreeting[:],
+		pending:    append([]byte(nil), serverGreeting[:]...),
+		wake:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	c.wake <- struct{}{} // send the greeting now
+	go c.writeLoop()
+	return c
+}
+
+// awaitHandshake waits, under a deadline, until the peer's greeting and first
+// command have arrived, and makes every check zmq4's Open makes on them (and
+// a few stricter ones). zmq4 neither closes a connection whose Open failed
+// nor recovers from Open's panics, so Open must never fail. It only peeks:
+// zmq4 reads the same bytes afterwards.
+func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(timeout))
+	g, err := c.br.Peek(greetingSize + 2)
+	if err != nil {
+		return handshakeFailure(err)
+	}
+	// zmq4 accepts version 3.0 and above (libzmq 4.3 says 3.1), an
+	// as-server byte of 0 or 1 only, and the mechanism it uses itself.
+	if g[0] != 0xFF || g[9] != 0x7F || g[10] < 3 || g[32] > 1 || string(bytes.TrimRight(g[12:32], "\x00")) != "NULL" {
+		return RejectBadHandshake, guardErr(fmt.Errorf("%w: greeting", errBadHandshake))
+	}
+	flags := g[greetingSize]
+	if flags&flagCommand == 0 || flags&flagMore != 0 {
+		return RejectBadHandshake, guardErr(fmt.Errorf("%w: first frame is not a command", errBadHandshake))
+	}
+	hdrSize := 2
+	if flags&flagLong != 0 {
+		hdrSize = 9
+	}
+	h, err := c.br.Peek(greetingSize + hdrSize)
+	if err != nil {
+		return handshakeFailure(err)
+	}
+	size := uint64(h[greetingSize+1])
+	if hdrSize == 9 {
+		size = binary.BigEndian.Uint64(h[greetingSize+1:])
+	}
+	if size > uint64(c.br.Size()-greetingSize-hdrSize) {
+		return RejectBadHandshake, guardErr(fmt.Errorf("%w: first command of %d bytes", errBadHandshake, size))
+	}
+	b, err := c.br.Peek(greetingSize + hdrSize + int(size))
+	if err != nil {
+		return handshakeFailure(err)
+	}
+	if !validReady(b[greetingSize+hdrSize:]) {
+		return RejectBadHandshake, guardErr(fmt.Errorf("%w: READY command", errBadHandshake))
+	}
+	_ = c.Conn.SetReadDeadline(time.Time{})
+	return "", nil
+}
+
+func handshakeFailure(err error) (string, error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return RejectHandshakeTimeout, guardErr(fmt.Errorf("handshake: %w", err))
+	}
+	return RejectBadHandshake, guardErr(fmt.Errorf("handshake: %w", err))
+}
+
+// validReady reports whether cmd is a READY command that zmq4 can take from
+// a peer of its ROUTER. zmq4 panics in its accept goroutine, taking the whole
+// process down, on a truncated property and on a Socket-Type it does not know
+// (a missing one counts as ""). zmq4 title-cases property names into a map,
+// so every name that could land on its "Socket-Type" key is checked:
+// non-ASCII names, which title-casing could fold onto it, are refused.
+func validReady(cmd []byte) bool {
+	if len(cmd) < 6 || cmd[0] != 5 || string(cmd[1:6]) != "READY" {
+		return false
+	}
+	props := cmd[6:]
+	typed := false
+	for len(props) > 0 {
+		nameLen := int(props[0])
+		if nameLen == 0 || len(props) < 1+nameLen+4 {
+			return false
+		}
+		name := string(props[1 : 1+nameLen])
+		valueLen := binary.BigEndian.Uint32(props[1+nameLen:])
+		props = props[1+nameLen+4:]
+		if uint64(valueLen) > uint64(len(props)) || !validPropertyName(name) {
+			return false
+		}
+		value := string(props[:valueLen])
+		props = props[valueLen:]
+		if strings.EqualFold(name, "Socket-Type") {
+			switch value {
+			case "DEALER", "REQ", "ROUTER": // what zmq4 lets talk to a ROUTER
+			default:
+				return false
+			}
+			typed = typed || name == "Socket-Type"
+		}
+	}
+	return typed
+}
+
+// validPropertyName applies ZMTP 3.0's grammar: letters, digits, "-_.+".
+func validPropertyName(name string) bool {
+	for _, r := range []byte(name) {
+		ok := 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.IndexByte("-_.+", r) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Read passes bytes to zmq4 after the scanner has seen them, so a frame size
+// over the limit is refused before zmq4 has all the bytes of it.
+func (c *guardConn) Read(p []byte) (int, error) {
+	n, err := c.br.Read(p)
+	if n > 0 {
+		if serr := c.in.scan(p[:n]); serr != nil {
+			err := guardErr(serr)
+			c.shut(err, RejectFrameTooLarge)
+			return 0, err
+		}
+	}
+	return n, err
+}
+
+// Write queues p and returns at once. If the peer has let the send buffer
+// fill, the connection is closed instead: blocking here would block zmq4's
+// writes to every other peer.
+func (c *guardConn) Write(p []byte) (int, error) {
+	n := len(p)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	if len(c.swallow) > 0 {
+		k := min(len(p), len(c.swallow))
+		if !bytes.Equal(p[:k], c.swallow[:k]) {
+			c.mu.Unlock()
+			err := guardErr(errGreetingDiffer)
+			c.shut(err, "")
+			return 0, err
+		}
+		c.swallow, p = c.swallow[k:], p[k:]
+		if len(p) == 0 {
+			c.mu.Unlock()
+			return n, nil
+		}
+	}
+	// An empty buffer takes any write, so a single large message is never
+	// mistaken for a stalled peer.
+	queued := len(c.pending) + c.inflight
+	if queued > 0 && queued+len(p) > c.cfg.sendBuffer {
+		c.mu.Unlock()
+		err := guardErr(errSlowPeer)
+		c.shut(err, RejectSlowPeer)
+		return 0, err
+	}
+	c.pending = append(c.pending, p...)
+	_ = c.out.scan(p) // no limit on our own frames
+	// zmq4 writes each frame as header then body; waking the writer only at
+	// the end of a message makes one system call of it.
+	flush := c.out.atMessageEnd() || len(c.pending) >= flushThreshold
+	c.mu.Unlock()
+	if flush {
+		select {
+		case c.wake <- struct{}{}:
+		default: // the writer already has a wake-up pending
+		}
+	}
+	return n, nil
+}
+
+func (c *guardConn) writeLoop() {
+	defer close(c.writerDone)
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		buf := c.pending
+		c.pending, c.spare = c.spare[:0], nil
+		c.inflight = len(buf)
+		c.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		_, err := c.Conn.Write(buf)
+		c.mu.Lock()
+		c.inflight = 0
+		if cap(buf) <= keepBufferCap {
+			c.spare = buf[:0]
+		}
+		c.mu.Unlock()
+		if err != nil {
+			// The reader sees the closed socket and zmq4 drops the peer.
+			c.shut(err, "")
+			return
+		}
+	}
+}
+
+// Close closes the connection and waits for its writer goroutine. Queued
+// bytes are dropped. Close may be called more than once.
+func (c *guardConn) Close() error {
+	c.shut(net.ErrClosed, "")
+	<-c.writerDone
+	return nil
+}
+
+// shut closes the connection once, records why, and reports a rejection. It
+// does not wait for the writer, so the writer may call it.
+func (c *guardConn) shut(err error, reason string) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	close(c.done)
+	c.mu.Unlock()
+	_ = c.Conn.Close()
+	c.untrack(c)
+	c.cfg.reject(reason)
+}
+
+// frameScanner follows ZMTP 3.0 framing through a byte stream as it passes,
+// keeping only counters and the header being assembled: it never holds
+// payload bytes. A frame is a flags byte (0x01 more, 0x02 long, 0x04
+// command), a 1-byte size or, when long, an 8-byte big-endian size, then the
+// body.
+type frameScanner struct {
+	greeting int     // greeting bytes still to pass
+	hdr      [9]byte // the frame header being assembled
+	hdrLen   int
+	body     uint64 // body bytes of the current frame still to pass
+	more     bool   // the last complete header had the MORE flag
+	limit    uint64 // largest frame body allowed; 0 means no limit
+}
+
+// scan consumes p and returns an error as soon as a header declares a body
+// over the limit.
+func (s *frameScanner) scan(p []byte) error {
+	for len(p) > 0 {
+		switch {
+		case s.greeting > 0:
+			n := min(len(p), s.greeting)
+			s.greeting -= n
+			p = p[n:]
+		case s.body > 0:
+			n := min(uint64(len(p)), s.body)
+			s.body -= n
+			p = p[n:]
+		default:
+			s.hdr[s.hdrLen] = p[0]
+			s.hdrLen++
+			p = p[1:]
+			need := 2
+			if s.hdr[0]&flagLong != 0 {
+				need = 9
+			}
+			if s.hdrLen < need {
+				continue
+			}
+			size := uint64(s.hdr[1])
+			if need == 9 {
+				size = binary.BigEndian.Uint64(s.hdr[1:9])
+			}
+			s.hdrLen = 0
+			if s.limit > 0 && size > s.limit {
+				return fmt.Errorf("%w: %d bytes declared, limit %d", errFrameTooLarge, size, s.limit)
+			}
+			s.body = size
+			s.more = s.hdr[0]&flagMore != 0
+		}
+	}
+	return nil
+}
+
+// atMessageEnd reports whether the stream stands between two messages.
+func (s *frameScanner) atMessageEnd() bool {
+	return s.greeting == 0 && s.hdrLen == 0 && s.body == 0 && !s.more
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -71,7 +72,18 @@ type Router struct {
 	closeOnce sync.Once
 	mu        sync.RWMutex // guards closed against Send racing Close
 	closed    bool
+
+	// lastSeen records, per identity, when the reader last got anything
+	// from it (ZMTP PINGs included). Liveness is judged here, at the socket,
+	// so a backlog in the actors' mailboxes never makes a busy worker look
+	// dead.
+	lastSeen sync.Map // string(identity) → *atomic.Int64 (unix nanoseconds)
+	tracked  atomic.Int64
 }
+
+// maxTracked bounds lastSeen against a peer that reconnects under ever new
+// identities; past it, new identities are simply not tracked.
+const maxTracked = 1 << 16
 
 type outbound struct {
 	identity []byte
@@ -134,12 +146,49 @@ func (r *Router) readLoop(deliver func(Inbound)) {
 			}
 			continue
 		}
+		if len(msg.Frames) == 0 {
+			continue
+		}
+		r.touch(msg.Frames[0])
 		// libzmq peers with ZMQ_HEARTBEAT_IVL send ZMTP PINGs that zmq4 hands
-		// over as command messages; they are not protocol messages.
-		if msg.Type == zmq4.CmdMsg || len(msg.Frames) == 0 {
+		// over as command messages; they prove life but are not protocol
+		// messages.
+		if msg.Type == zmq4.CmdMsg {
 			continue
 		}
 		deliver(Inbound{Identity: msg.Frames[0], Frames: msg.Frames[1:]})
+	}
+}
+
+func (r *Router) touch(identity []byte) {
+	now := time.Now().UnixNano()
+	if v, ok := r.lastSeen.Load(string(identity)); ok {
+		v.(*atomic.Int64).Store(now)
+		return
+	}
+	if r.tracked.Load() >= maxTracked {
+		return
+	}
+	seen := new(atomic.Int64)
+	seen.Store(now)
+	if _, loaded := r.lastSeen.LoadOrStore(string(identity), seen); !loaded {
+		r.tracked.Add(1)
+	}
+}
+
+// LastSeen is when anything last arrived from identity (zero if never, or
+// not tracked).
+func (r *Router) LastSeen(identity []byte) time.Time {
+	if v, ok := r.lastSeen.Load(string(identity)); ok {
+		return time.Unix(0, v.(*atomic.Int64).Load())
+	}
+	return time.Time{}
+}
+
+// Forget drops identity's liveness record once its worker is gone.
+func (r *Router) Forget(identity []byte) {
+	if _, loaded := r.lastSeen.LoadAndDelete(string(identity)); loaded {
+		r.tracked.Add(-1)
 	}
 }
 

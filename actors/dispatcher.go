@@ -113,7 +113,7 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	})
 	a.claiming = true
 	a.dirty = false
-	ctx.Request(a.peers.queue, &ClaimJobs{Requests: reqs})
+	ctx.Request(a.peers.queue, &ClaimJobs{Requests: reqs, At: time.Now()})
 	// If the answer never comes (the queue actor crashed on the way), try
 	// again; the jobs of a lost answer are RUNNING under connected workers
 	// that never got them, and heartbeat reconciliation requeues them.

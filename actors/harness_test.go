@@ -42,6 +42,7 @@ func fastConfig() config.Config {
 	cfg.RetryBackoffMax = 200 * time.Millisecond
 	cfg.PollInterval = 50 * time.Millisecond
 	cfg.DrainTimeout = 500 * time.Millisecond
+	cfg.ScanInterval = 0 // the scanner's tests turn it on
 	return cfg
 }
 

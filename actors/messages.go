@@ -5,6 +5,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -118,7 +119,11 @@ type CapacityRequest struct{}
 // --- dispatcher → queue actor (request) ---
 
 // ClaimJobs asks the queue actor to claim jobs for workers with free slots.
-type ClaimJobs struct{ Requests []ClaimRequest }
+// At is when the dispatcher asked; it starts the dispatch latency clock.
+type ClaimJobs struct {
+	Requests []ClaimRequest
+	At       time.Time
+}
 
 // ClaimRequest asks for up to Limit jobs that Worker can run.
 type ClaimRequest struct {
@@ -138,10 +143,12 @@ type JobsClaimed struct {
 }
 
 // JobClaim is one claimed job with its DISPATCH payload ready to send.
+// RequestedAt is ClaimJobs.At, for the dispatch latency.
 type JobClaim struct {
-	Ref        JobRef
-	RetryCount int64
-	Dispatch   *transport.Dispatch
+	Ref         JobRef
+	RetryCount  int64
+	Dispatch    *transport.Dispatch
+	RequestedAt time.Time
 }
 
 // --- dispatcher → worker actor ---
@@ -159,6 +166,7 @@ const (
 	ConcludeComplete ConclusionKind = iota + 1 // COMPLETED
 	ConcludeFail                               // FAILED, terminal
 	ConcludeRequeue                            // QUEUED again, or FAILED over the retry limit
+	ConcludeAbort                              // the worker aborted it: SKIPPED if an operator cancelled it, else FAILED
 )
 
 // ConcludeJob records how one claimed job ended. The queue actor batches
@@ -245,5 +253,163 @@ type WorkersList struct{ Workers []string }
 
 // crash makes the target actor panic; Sentinel.InjectPanic sends it, so tests
 // can prove that supervision restarts each actor kind without losing a job.
-// target is "supervisor", "queue", "dispatcher", "socket" or a worker key.
+// target is "supervisor", "queue", "dispatcher", "socket", "scanner" or a
+// worker key.
 type crash struct{ target string }
+
+// --- queue actor → supervisor → worker actor ---
+
+// AbortJob tells the worker actor holding a RUNNING job that an operator
+// cancelled it: send ABORT. The job ends SKIPPED when the worker concludes
+// ABORTED, and can no longer be requeued (the database holds the cancel).
+type AbortJob struct{ Ref JobRef }
+
+// --- Sentinel (HTTP handlers) → supervisor → worker actors ---
+
+// WorkerPIDsQuery asks the supervisor for the worker actors, so that the
+// caller can ask each for its WorkerInfo.
+type WorkerPIDsQuery struct{}
+
+// WorkerPIDs answers WorkerPIDsQuery, by worker key.
+type WorkerPIDs struct{ ByKey map[string]*actor.PID }
+
+// WorkerInfoQuery asks one worker actor to describe its worker.
+type WorkerInfoQuery struct{}
+
+// WorkerInfo answers WorkerInfoQuery: what the worker said about itself and
+// what the Sentinel knows of it.
+type WorkerInfo struct {
+	ID           string // the identity key (claimed_by)
+	Name         string // the worker_id it sent in IDENTIFY, if any
+	Version      string
+	Capabilities []string
+	Slots        int
+	Running      []int64 // job ids, ascending
+	LastSeen     time.Time
+	Ready        bool // its RUNNING jobs were rebuilt; it can take jobs
+}
+
+// --- Sentinel (HTTP handlers) → queue actor (request) ---
+//
+// Each operator request is answered with an *OperatorReply whose Value has
+// the type named in the request's comment.
+
+// OperatorReply answers every operator request. Err wraps ErrNotFound,
+// ErrInvalid or ErrConflict when the request, not the database, is at fault.
+type OperatorReply struct {
+	Value any
+	Err   error
+}
+
+// JobsQuery asks for one page of jobs. Value: JobsPage.
+type JobsQuery struct{ Filter JobFilter }
+
+// JobQuery asks for one job. Value: JobInfo.
+type JobQuery struct{ ID int64 }
+
+// EnqueueJob inserts a job. Value: int64, the new job's id.
+type EnqueueJob struct{ Submission JobSubmission }
+
+// CancelJob cancels a job; a RUNNING one is aborted through its worker
+// actor. Value: CancelResult.
+type CancelJob struct{ ID int64 }
+
+// RetryJob puts a FAILED job back to QUEUED. Value: nil.
+type RetryJob struct{ ID int64 }
+
+// CountsQuery counts jobs by status. Value: map[JobStatus]int64.
+type CountsQuery struct{}
+
+// PluginsQuery lists the plugins. Value: []Plugin.
+type PluginsQuery struct{}
+
+// SubscribePlugin adds file tags to a plugin's subscriptions. Value:
+// []string, the plugin's tags after it.
+type SubscribePlugin struct {
+	Plugin string
+	Tags   []string
+}
+
+// SourcesQuery lists the source roots. Value: []SourceRoot.
+type SourcesQuery struct{}
+
+// AddSource adds (or reactivates) a source root. Value: SourceRoot.
+type AddSource struct{ Path string }
+
+// RoutesQuery lists the routing rules. Value: []RoutingRule.
+type RoutesQuery struct{}
+
+// AddRoute adds a routing rule. Value: int64, its id.
+type AddRoute struct {
+	Pattern, Tag string
+	Priority     int64
+}
+
+// HealthQuery asks the queue actor to touch the database. Value: nil.
+type HealthQuery struct{}
+
+// --- scanner ⇄ queue actor (requests and answers) ---
+
+// ScanStateQuery asks for what a scan pass needs: the active roots with
+// their known files, the ignore rules and the routing rules.
+type ScanStateQuery struct{ Pass uint64 }
+
+// ScanState answers ScanStateQuery.
+type ScanState struct {
+	Pass   uint64
+	Roots  []ScanRoot
+	Ignore []db.IgnoreRule
+	Routes []db.RoutingRule
+	Err    error
+}
+
+// ScanRoot is one active source root and the files the database knows in it.
+type ScanRoot struct {
+	Root  SourceRoot
+	Known map[string]db.ScanLocation // by rel_path
+}
+
+// RecordScan records hashed files (versions, tags, jobs) in one transaction.
+type RecordScan struct {
+	Pass  uint64
+	Files []db.ScannedFile
+}
+
+// ScanRecorded answers RecordScan.
+type ScanRecorded struct {
+	Pass    uint64
+	Records []db.ScanRecord
+	Err     error
+}
+
+// FinishScan marks the end of a root's pass: which known files were seen and
+// which are missing.
+type FinishScan struct {
+	Pass          uint64
+	RootID        int64
+	Seen, Missing []int64
+}
+
+// ScanFinished answers FinishScan.
+type ScanFinished struct {
+	Pass uint64
+	Err  error
+}
+
+// --- scanner goroutines → scanner actor ---
+
+// rootWalked is one source root's listing, made by the walker goroutine.
+type rootWalked struct {
+	pass   uint64
+	rootID int64
+	files  []walkedFile
+	err    error // the root itself could not be read; nothing is marked missing
+}
+
+// fileHashed is a hasher goroutine's result for one file.
+type fileHashed struct {
+	pass uint64
+	task hashTask
+	hash string
+	err  error
+}

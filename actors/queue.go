@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -15,7 +16,9 @@ import (
 // conclusions are batched: the first one of a burst queues a flush marker
 // behind itself, and everything that arrived before the marker is written in
 // one transaction. It also polls PRAGMA data_version so that jobs inserted by
-// other processes are noticed without scanning the table.
+// other processes are noticed without scanning the table, answers the
+// operator's requests (the Sentinel's methods behind the HTTP API), and
+// records what the scanner finds.
 type queueActor struct {
 	deps  deps
 	peers peers
@@ -63,6 +66,15 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.requeueWhere(ctx, m.Reason, func(ref JobRef) bool { return ref.Worker == m.Worker })
 	case *RequeueOrphans:
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref JobRef) bool { return !m.Connected[ref.Worker] })
+	case *JobsQuery, *JobQuery, *EnqueueJob, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
+		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery:
+		ctx.Respond(a.operate(ctx, m))
+	case *ScanStateQuery:
+		ctx.Respond(a.scanState(m))
+	case *RecordScan:
+		ctx.Respond(a.recordScan(ctx, m))
+	case *FinishScan:
+		ctx.Respond(a.finishScan(m))
 	case *tick:
 		switch {
 		case a.poll.current(m):
@@ -99,7 +111,9 @@ func (a *queueActor) claim(m *ClaimJobs) *JobsClaimed {
 	}
 	ctx, cancel := a.dbctx()
 	defer cancel()
-	claims, failures, err := a.deps.db.JobsClaim(ctx, time.Now(), reqs)
+	start := time.Now()
+	claims, failures, err := a.deps.db.JobsClaim(ctx, start, reqs)
+	a.deps.stats.ClaimTime.Since(start)
 	if err != nil {
 		a.deps.stats.DBErrors.Add(1)
 		a.log.Error().Err(err).Msg("claim failed")
@@ -112,9 +126,10 @@ func (a *queueActor) claim(m *ClaimJobs) *JobsClaimed {
 	out := &JobsClaimed{Requested: requested, Failed: len(failures), Claims: make([]JobClaim, len(claims))}
 	for i, c := range claims {
 		out.Claims[i] = JobClaim{
-			Ref:        JobRef{JobID: c.Ref.JobID, Worker: c.Ref.Worker, Attempt: c.Ref.Attempt},
-			RetryCount: c.RetryCount,
-			Dispatch:   wireDispatch(c.Dispatch),
+			Ref:         JobRef{JobID: c.Ref.JobID, Worker: c.Ref.Worker, Attempt: c.Ref.Attempt},
+			RetryCount:  c.RetryCount,
+			Dispatch:    wireDispatch(c.Dispatch),
+			RequestedAt: m.At,
 		}
 	}
 	return out
@@ -167,7 +182,9 @@ func (a *queueActor) flush(ctx actor.Context) {
 	}
 	dctx, cancel := a.dbctx()
 	defer cancel()
-	outcomes, err := a.deps.db.JobsConclude(dctx, time.Now(), cs)
+	start := time.Now()
+	outcomes, err := a.deps.db.JobsConclude(dctx, start, cs)
+	a.deps.stats.ConcludeTime.Since(start)
 	if err != nil {
 		a.deps.stats.DBErrors.Add(1)
 		a.log.Error().Err(err).Int("batch", len(cs)).Msg("writing conclusions failed; will retry")
@@ -189,6 +206,9 @@ func (a *queueActor) flush(ctx actor.Context) {
 		case db.OutcomeRequeued:
 			a.deps.stats.JobsRequeued.Add(1)
 			requeued = true
+		case db.OutcomeSkipped:
+			a.deps.stats.JobsCancelled.Add(1)
+			a.log.Info().Int64("job_id", c.Ref.JobID).Str("worker_id", c.Ref.Worker).Msg("cancelled job ended SKIPPED")
 		case db.OutcomeStale:
 			a.deps.stats.StaleMessages.Add(1)
 			a.log.Warn().Int64("job_id", c.Ref.JobID).Str("worker_id", c.Ref.Worker).Int64("attempt", c.Ref.Attempt).Msg("ignored: job no longer held by this claim")
@@ -234,6 +254,8 @@ func dbKind(k ConclusionKind) db.ConclusionKind {
 		return db.ConcludeComplete
 	case ConcludeFail:
 		return db.ConcludeFail
+	case ConcludeAbort:
+		return db.ConcludeAbort
 	default:
 		return db.ConcludeRequeue
 	}
@@ -318,4 +340,152 @@ func (a *queueActor) checkQueue(ctx actor.Context) {
 	if changed {
 		ctx.Send(a.peers.dispatcher, &QueueChanged{})
 	}
+}
+
+// operate answers one operator request (see OperatorReply). Writes that can
+// make jobs claimable tell the dispatcher at once instead of waiting for the
+// next poll.
+func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
+	dctx, cancel := a.dbctx()
+	defer cancel()
+	var v any
+	var err error
+	switch m := msg.(type) {
+	case *JobsQuery:
+		v, err = a.deps.db.JobsList(dctx, m.Filter)
+	case *JobQuery:
+		v, err = a.deps.db.JobShow(dctx, m.ID)
+	case *EnqueueJob:
+		var id int64
+		if id, err = a.deps.db.JobSubmit(dctx, m.Submission); err == nil {
+			a.deps.stats.JobsEnqueued.Add(1)
+			a.log.Info().Int64("job_id", id).Str("plugin", m.Submission.Plugin).Msg("job enqueued by operator")
+			ctx.Send(a.peers.dispatcher, &QueueChanged{})
+		}
+		v = id
+	case *CancelJob:
+		a.flush(ctx) // a receipt already here decides before the cancel does
+		var res db.CancelResult
+		if res, err = a.deps.db.JobCancel(dctx, time.Now(), m.ID); err == nil {
+			a.cancelled(ctx, m.ID, res)
+		}
+		v = res
+	case *RetryJob:
+		if err = a.deps.db.JobRetry(dctx, time.Now(), m.ID); err == nil {
+			a.log.Info().Int64("job_id", m.ID).Msg("failed job requeued by operator")
+			ctx.Send(a.peers.dispatcher, &QueueChanged{})
+		}
+	case *CountsQuery:
+		v, err = a.deps.db.JobsCountByStatus(dctx)
+	case *PluginsQuery:
+		v, err = a.deps.db.PluginsList(dctx)
+	case *SubscribePlugin:
+		v, err = a.deps.db.PluginSubscribe(dctx, m.Plugin, m.Tags)
+	case *SourcesQuery:
+		v, err = a.deps.db.SourceRoots(dctx, false)
+	case *AddSource:
+		v, err = a.deps.db.SourceRootActivate(dctx, m.Path)
+	case *RoutesQuery:
+		v, err = a.deps.db.RoutingRules(dctx)
+	case *AddRoute:
+		v, err = a.deps.db.RoutingRuleAdd(dctx, m.Pattern, m.Tag, m.Priority)
+	case *HealthQuery:
+		_, err = a.deps.db.DataVersion(dctx)
+	}
+	if err != nil && !requestFault(err) {
+		a.deps.stats.DBErrors.Add(1)
+		a.log.Error().Err(err).Msgf("operator request %T failed", msg)
+	}
+	return &OperatorReply{Value: v, Err: err}
+}
+
+// cancelled follows up a cancel: a RUNNING job's worker actor must send
+// ABORT (through the supervisor, which knows it by claimed_by).
+func (a *queueActor) cancelled(ctx actor.Context, id int64, res db.CancelResult) {
+	switch {
+	case res.Status == db.StatusRunning:
+		a.log.Info().Int64("job_id", id).Str("worker_id", res.Claim.Worker).Msg("running job cancelled by operator; aborting it")
+		if res.Claim.Worker != "" {
+			ctx.Send(a.peers.supervisor, &AbortJob{Ref: JobRef{JobID: res.Claim.JobID, Worker: res.Claim.Worker, Attempt: res.Claim.Attempt}})
+		}
+	case res.Previous != db.StatusSkipped:
+		a.deps.stats.JobsCancelled.Add(1)
+		a.log.Info().Int64("job_id", id).Str("was", string(res.Previous)).Msg("job cancelled by operator")
+	}
+}
+
+// requestFault reports whether err blames the request rather than the
+// database.
+func requestFault(err error) bool {
+	return errors.Is(err, db.ErrNotFound) || errors.Is(err, db.ErrInvalid) || errors.Is(err, db.ErrConflict)
+}
+
+// scanState reads what a scan pass needs.
+func (a *queueActor) scanState(m *ScanStateQuery) *ScanState {
+	dctx, cancel := a.dbctx()
+	defer cancel()
+	out := &ScanState{Pass: m.Pass}
+	fail := func(err error) *ScanState {
+		a.deps.stats.DBErrors.Add(1)
+		a.log.Error().Err(err).Msg("reading scan state failed")
+		return &ScanState{Pass: m.Pass, Err: err}
+	}
+	roots, err := a.deps.db.SourceRootsActive(dctx)
+	if err != nil {
+		return fail(err)
+	}
+	for _, r := range roots {
+		known, err := a.deps.db.ScanLocations(dctx, r.ID)
+		if err != nil {
+			return fail(err)
+		}
+		out.Roots = append(out.Roots, ScanRoot{Root: r, Known: known})
+	}
+	if out.Ignore, err = a.deps.db.IgnoreRules(dctx); err != nil {
+		return fail(err)
+	}
+	if out.Routes, err = a.deps.db.RoutingRules(dctx); err != nil {
+		return fail(err)
+	}
+	return out
+}
+
+// recordScan writes a batch of scanned files in one transaction.
+func (a *queueActor) recordScan(ctx actor.Context, m *RecordScan) *ScanRecorded {
+	dctx, cancel := a.dbctx()
+	defer cancel()
+	start := time.Now()
+	recs, err := a.deps.db.ScanRecordFiles(dctx, start, m.Files)
+	a.deps.stats.ScanWriteTime.Since(start)
+	if err != nil {
+		a.deps.stats.DBErrors.Add(1)
+		a.log.Error().Err(err).Int("files", len(m.Files)).Msg("recording scanned files failed")
+		return &ScanRecorded{Pass: m.Pass, Err: err}
+	}
+	jobs := 0
+	for i, r := range recs {
+		if r.VersionID != 0 {
+			a.deps.stats.FileVersions.Add(1)
+			a.log.Debug().Str("file", m.Files[i].RelPath).Int64("file_version_id", r.VersionID).
+				Int("jobs", len(r.Jobs)).Msg("file version recorded")
+		}
+		jobs += len(r.Jobs)
+	}
+	if jobs > 0 {
+		a.deps.stats.JobsEnqueued.Add(int64(jobs))
+		ctx.Send(a.peers.dispatcher, &QueueChanged{})
+	}
+	return &ScanRecorded{Pass: m.Pass, Records: recs}
+}
+
+// finishScan marks a root's seen and missing files.
+func (a *queueActor) finishScan(m *FinishScan) *ScanFinished {
+	dctx, cancel := a.dbctx()
+	defer cancel()
+	err := a.deps.db.ScanFinish(dctx, time.Now(), m.RootID, m.Seen, m.Missing)
+	if err != nil {
+		a.deps.stats.DBErrors.Add(1)
+		a.log.Error().Err(err).Int64("source_root_id", m.RootID).Msg("finishing scan failed")
+	}
+	return &ScanFinished{Pass: m.Pass, Err: err}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -29,9 +30,17 @@ type Options struct {
 type Sentinel struct {
 	system *actor.ActorSystem
 	top    *actor.PID
+	queue  *actor.PID
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger
+
+	// stopping is set when Stop begins (health turns 503); stopped once
+	// the drain is over and the actors go (operator requests are refused).
+	stopping, stopped atomic.Bool
+	// bg counts goroutines the actors start outside their mailboxes (the
+	// scanner's walker and hashers); Stop waits for them.
+	bg *sync.WaitGroup
 
 	drainTimeout time.Duration
 
@@ -49,8 +58,9 @@ func Start(opts Options) (*Sentinel, error) {
 	}
 	s := &Sentinel{
 		router: opts.Router,
-		stats:  &Stats{},
+		stats:  NewStats(),
 		log:    opts.Logger,
+		bg:     &sync.WaitGroup{},
 		fatal:  make(chan error, 1),
 
 		drainTimeout: opts.Config.DrainTimeout,
@@ -58,7 +68,7 @@ func Start(opts Options) (*Sentinel, error) {
 	s.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
 	}))
-	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger}
+	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg}
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))
@@ -67,8 +77,17 @@ func Start(opts Options) (*Sentinel, error) {
 		return nil, fmt.Errorf("spawn supervisor: %w", err)
 	}
 	s.top = top
+	s.queue = s.system.NewLocalPID(top.Id + "/queue")
 	socket := s.system.NewLocalPID(top.Id + "/socket")
 	root := s.system.Root
+	// The supervisor spawns its children when it starts, before it handles
+	// any message: once it answers, the queue, dispatcher and socket actors
+	// exist, so neither frames nor operator requests meet dead letters.
+	if _, err := root.RequestFuture(top, &WorkersQuery{}, 10*time.Second).Result(); err != nil {
+		_ = root.StopFuture(top).Wait()
+		s.system.Shutdown()
+		return nil, fmt.Errorf("start actor tree: %w", err)
+	}
 	s.router.Start(func(in transport.Inbound) { root.Send(socket, &FramesReceived{In: in}) })
 	return s, nil
 }
@@ -97,21 +116,32 @@ func (s *Sentinel) Workers(timeout time.Duration) ([]string, error) {
 }
 
 // InjectPanic makes one actor panic: "supervisor", "queue", "dispatcher",
-// "socket" or a worker key. Tests use it to prove supervision.
+// "socket", "scanner" or a worker key. Tests use it to prove supervision.
 func (s *Sentinel) InjectPanic(target string) {
 	s.system.Root.Send(s.top, &crash{target: target})
 }
 
-// Stop shuts down in order: stop dispatching, let running jobs conclude
+// Stop shuts down in order: stop dispatching and scanning, let running jobs conclude
 // (up to the drain timeout or ctx), stop reading the socket, write the pending
 // conclusions, stop the actors. Jobs still RUNNING then stay so in the
 // database and are adopted by their workers (or requeued) at the next start.
 func (s *Sentinel) Stop(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		s.stopping.Store(true)
 		root := s.system.Root
-		root.Send(s.top, &StopDispatching{})
+		// Acknowledged, so that the supervisor knows the tree is stopping
+		// before the scanner's termination reaches it.
+		_, _ = root.RequestFuture(s.top, &StopDispatching{}, 5*time.Second).Result()
+		// The scanner queues new work: it stops first, with its walker and
+		// hashers, so nothing it started outlives the queue actor. (A PID
+		// that was never spawned, with --scan-interval 0, stops at once.)
+		if e := root.StopFuture(s.system.NewLocalPID(s.top.Id + "/scanner")).Wait(); e != nil {
+			err = fmt.Errorf("stop scanner: %w", e)
+		}
+		s.bg.Wait() // the stopped scanner cancelled them; each ends within one read
 		s.drain(ctx)
+		s.stopped.Store(true)
 		err = s.router.Close()
 		queue := s.system.NewLocalPID(s.top.Id + "/queue")
 		if e := root.PoisonFuture(queue).Wait(); e != nil && err == nil {

@@ -1,6 +1,10 @@
 package actors
 
-import "sync/atomic"
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
 
 // Stats are the Sentinel's counters, shared by all actors. They are plain
 // atomics so any actor can count without a message hop; the metrics endpoint
@@ -21,4 +25,99 @@ type Stats struct {
 	JobsRejected      atomic.Int64
 	DBErrors          atomic.Int64
 	ActorRestarts     atomic.Int64
+
+	// JobsCancelled counts jobs that ended SKIPPED by an operator's cancel.
+	JobsCancelled atomic.Int64
+	// JobsEnqueued counts jobs inserted by the operator API and the scanner
+	// (jobs other processes insert are not seen here).
+	JobsEnqueued atomic.Int64
+	// ScanPasses counts completed scans of every active source root.
+	ScanPasses atomic.Int64
+	// FilesHashed counts files the scanner read and hashed.
+	FilesHashed atomic.Int64
+	// FileVersions counts new cf_file_version rows the scanner recorded.
+	FileVersions atomic.Int64
+	// ScanErrors counts files or roots a scan could not read.
+	ScanErrors atomic.Int64
+
+	// DispatchLatency is from the dispatcher asking for a claim (a slot is
+	// free) to the DISPATCH handed to the socket actor.
+	DispatchLatency *Histogram
+	// JobDuration is from DISPATCH to the worker's receipt (CONCLUDE or ERR).
+	JobDuration *Histogram
+	// ClaimTime and ConcludeTime are the database time of one claim round
+	// (JobsClaim) and one batch of conclusions (JobsConclude); ScanWriteTime
+	// of one batch of scanned files.
+	ClaimTime, ConcludeTime, ScanWriteTime *Histogram
+}
+
+// NewStats returns zeroed counters with their histograms.
+func NewStats() *Stats {
+	return &Stats{
+		DispatchLatency: NewHistogram(LatencyBuckets),
+		JobDuration:     NewHistogram(DurationBuckets),
+		ClaimTime:       NewHistogram(LatencyBuckets),
+		ConcludeTime:    NewHistogram(LatencyBuckets),
+		ScanWriteTime:   NewHistogram(LatencyBuckets),
+	}
+}
+
+// Bucket bounds in seconds. Latencies inside the Sentinel are sub-millisecond
+// to a few seconds under load; jobs run from milliseconds to hours.
+var (
+	LatencyBuckets  = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	DurationBuckets = []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600}
+)
+
+// Histogram counts observations (in seconds) into fixed buckets. Like the
+// counters it is lock-free, so actors observe without a message hop; the
+// metrics endpoint exports a Snapshot.
+type Histogram struct {
+	bounds  []float64
+	counts  []atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	sumBits atomic.Uint64   // float64 bits of the sum
+}
+
+// NewHistogram returns a histogram with the given ascending upper bounds.
+func NewHistogram(bounds []float64) *Histogram {
+	return &Histogram{bounds: bounds, counts: make([]atomic.Uint64, len(bounds)+1)}
+}
+
+// Observe records one value in seconds.
+func (h *Histogram) Observe(v float64) {
+	i := 0
+	for i < len(h.bounds) && v > h.bounds[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	for {
+		old := h.sumBits.Load()
+		if h.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			return
+		}
+	}
+}
+
+// Since records the time elapsed since start.
+func (h *Histogram) Since(start time.Time) { h.Observe(time.Since(start).Seconds()) }
+
+// HistogramSnapshot is a histogram read at one moment, in Prometheus' shape.
+type HistogramSnapshot struct {
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64 // upper bound → cumulative count
+}
+
+// Snapshot reads the histogram. Count is the sum of the buckets, so the two
+// always agree even while observations arrive.
+func (h *Histogram) Snapshot() HistogramSnapshot {
+	s := HistogramSnapshot{Buckets: make(map[float64]uint64, len(h.bounds))}
+	var cum uint64
+	for i, b := range h.bounds {
+		cum += h.counts[i].Load()
+		s.Buckets[b] = cum
+	}
+	s.Count = cum + h.counts[len(h.bounds)].Load()
+	s.Sum = math.Float64frombits(h.sumBits.Load())
+	return s
 }

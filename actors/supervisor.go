@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -11,8 +12,9 @@ import (
 	"github.com/casparian/sentinel/transport"
 )
 
-// supervisorActor is the top of the tree. It spawns the queue, dispatcher and
-// socket actors and one worker actor per connected ZeroMQ identity, routes
+// supervisorActor is the top of the tree. It spawns the queue, dispatcher,
+// socket and (with --scan-interval) scanner actors and one worker actor per
+// connected ZeroMQ identity, routes
 // decoded messages to the worker they come from, and cleans up after workers
 // that are gone. It restarts any child that panics (OneForOne, bounded).
 type supervisorActor struct {
@@ -33,12 +35,13 @@ type deps struct {
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger
+	bg     *sync.WaitGroup // goroutines started off a mailbox; Sentinel.Stop waits
 }
 
 // peers are the well-known children. Their PIDs are fixed by name, so a
 // restarted child keeps its address and nobody needs to be told.
 type peers struct {
-	supervisor, queue, dispatcher, socket *actor.PID
+	supervisor, queue, dispatcher, socket, scanner *actor.PID
 }
 
 // childStrategy restarts a panicking child at most 5 times within 30 s (a
@@ -85,6 +88,16 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 			list = append(list, k)
 		}
 		ctx.Respond(&WorkersList{Workers: list})
+	case *WorkerPIDsQuery:
+		byKey := make(map[string]*actor.PID, len(a.workers))
+		for k, pid := range a.workers {
+			byKey[k] = pid
+		}
+		ctx.Respond(&WorkerPIDs{ByKey: byKey})
+	case *AbortJob:
+		if pid, ok := a.workers[m.Ref.Worker]; ok {
+			ctx.Send(pid, m)
+		} // else the worker is gone: the sweep requeues the job, which the cancel turns into SKIPPED
 	case *tick:
 		a.sweepOrphans(ctx, m)
 	case *actor.Terminated:
@@ -92,6 +105,9 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 	case *StopDispatching:
 		a.stopped = true
 		ctx.Send(a.peers.dispatcher, m)
+		if ctx.Sender() != nil {
+			ctx.Respond(m) // Sentinel.Stop waits for this before stopping the scanner
+		}
 	case *crash:
 		a.crashChild(ctx, m)
 	case *actor.Stopping:
@@ -116,10 +132,14 @@ func (a *supervisorActor) start(ctx actor.Context) {
 		queue:      sys.NewLocalPID(self.Id + "/queue"),
 		dispatcher: sys.NewLocalPID(self.Id + "/dispatcher"),
 		socket:     sys.NewLocalPID(self.Id + "/socket"),
+		scanner:    sys.NewLocalPID(self.Id + "/scanner"),
 	}
 	a.spawn(ctx, newQueueProps(a.deps, a.peers), "queue")
 	a.spawn(ctx, newDispatcherProps(a.deps, a.peers), "dispatcher")
 	a.spawn(ctx, newSocketProps(a.deps.router, a.deps.cfg.MaxMessageSize, a.deps.stats, a.deps.log), "socket")
+	if a.deps.cfg.ScanInterval > 0 {
+		a.spawn(ctx, newScannerProps(a.deps, a.peers), "scanner")
+	}
 	// The first sweep waits for the recovery grace, so that workers of the
 	// previous run can re-identify and keep their RUNNING jobs.
 	a.timer.arm(sys, self, a.deps.cfg.RecoveryGrace)
@@ -227,6 +247,8 @@ func (a *supervisorActor) crashChild(ctx actor.Context, m *crash) {
 		ctx.Send(a.peers.dispatcher, m)
 	case "socket":
 		ctx.Send(a.peers.socket, m)
+	case "scanner":
+		ctx.Send(a.peers.scanner, m)
 	default:
 		if pid, ok := a.workers[m.target]; ok {
 			ctx.Send(pid, m)

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sort"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -33,6 +34,15 @@ type workerActor struct {
 	ready    bool  // running was rebuilt from the database
 	deferred []any // receipts that arrived before ready
 	hb       timer
+	// cancels are operator cancels of claims this actor does not hold yet:
+	// the AbortJob overtook the AssignJobs carrying the claim.
+	cancels map[int64]pendingCancel
+}
+
+// pendingCancel is a cancel waiting for its claim (same job, same attempt).
+type pendingCancel struct {
+	attempt int64
+	at      time.Time
 }
 
 // heldJob is a job this worker holds.
@@ -42,6 +52,9 @@ type heldJob struct {
 	since   time.Time // claimed (or dispatched) at
 	abortBy time.Time // set once ABORT was sent: requeue anyway after this
 	missed  int       // consecutive heartbeats whose active_job_ids lacked it
+	// cancelled: an operator cancelled it and ABORT was sent; the database
+	// holds the cancel too, so any requeue ends it SKIPPED.
+	cancelled bool
 }
 
 func newWorkerProps(d deps, p peers, spec *workerSpec) *actor.Props {
@@ -55,6 +68,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.running = map[int64]*heldJob{}
+		a.cancels = map[int64]pendingCancel{}
 		a.lastSeen = time.Now()
 		ctx.Request(a.peers.queue, &RunningJobsQuery{Worker: a.spec.peer.Key})
 		a.hb.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.HeartbeatInterval)
@@ -87,6 +101,10 @@ func (a *workerActor) Receive(ctx actor.Context) {
 			a.release(ctx, m.JobID)
 			a.requeue(ctx, j, "dispatch could not be sent to worker "+a.spec.peer.Key)
 		}
+	case *AbortJob:
+		a.cancel(ctx, m)
+	case *WorkerInfoQuery:
+		ctx.Respond(a.info())
 	case *crash:
 		panic("injected crash: worker " + a.spec.peer.Key)
 	case *actor.Stopping:
@@ -170,20 +188,30 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 
 // enforceJobTimeout sends ABORT for jobs past --job-timeout and requeues the
 // ones whose ABORT went unanswered for --abort-grace.
+//
+// An operator's cancel sets abortBy too, so an ABORT the worker never
+// confirms ends the job (SKIPPED, since the database holds the cancel) even
+// with the job timeout off.
 func (a *workerActor) enforceJobTimeout(ctx actor.Context, now time.Time) {
 	limit := a.deps.cfg.JobTimeout
-	if limit <= 0 {
-		return
-	}
 	for id, j := range a.running {
 		switch {
-		case j.abortBy.IsZero() && now.Sub(j.since) > limit:
+		case limit > 0 && j.abortBy.IsZero() && now.Sub(j.since) > limit:
 			j.abortBy = now.Add(a.deps.cfg.AbortGrace)
 			a.log.Warn().Int64("job_id", id).Dur("timeout", limit).Msg("job timed out; sending ABORT")
 			a.send(ctx, transport.OpAbort, id, nil)
 		case !j.abortBy.IsZero() && now.After(j.abortBy):
 			a.release(ctx, id)
+			if j.cancelled {
+				a.requeue(ctx, j, "abort not confirmed")
+				continue
+			}
 			a.requeue(ctx, j, "job timeout after "+limit.String()+"; abort not confirmed")
+		}
+	}
+	for id, c := range a.cancels {
+		if now.Sub(c.at) > 2*a.deps.cfg.DBTimeout { // no claim of it is on its way any more
+			delete(a.cancels, id)
 		}
 	}
 }
@@ -226,9 +254,21 @@ func (a *workerActor) reconcile(ctx actor.Context, beat *transport.Heartbeat) {
 func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
 	now := time.Now()
 	for _, c := range m.Claims {
-		a.running[c.Ref.JobID] = &heldJob{ref: c.Ref, retries: c.RetryCount, since: now}
+		j := &heldJob{ref: c.Ref, retries: c.RetryCount, since: now}
+		if pc, ok := a.cancels[c.Ref.JobID]; ok && pc.attempt == c.Ref.Attempt {
+			// Cancelled while the claim was on its way: never dispatch it.
+			// The requeue ends it SKIPPED (the database holds the cancel).
+			delete(a.cancels, c.Ref.JobID)
+			ctx.Send(a.peers.dispatcher, &SlotsFreed{Worker: a.spec.peer.Key, N: 1})
+			a.requeue(ctx, j, "cancelled before dispatch")
+			continue
+		}
+		a.running[c.Ref.JobID] = j
 		a.send(ctx, transport.OpDispatch, c.Ref.JobID, c.Dispatch)
 		a.deps.stats.JobsDispatched.Add(1)
+		if !c.RequestedAt.IsZero() {
+			a.deps.stats.DispatchLatency.Since(c.RequestedAt)
+		}
 		a.log.Debug().Int64("job_id", c.Ref.JobID).Str("plugin", c.Dispatch.PluginName).Msg("job dispatched")
 	}
 }
@@ -261,7 +301,8 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 	if !ok {
 		return
 	}
-	if !j.abortBy.IsZero() && m.Receipt.Status == transport.StatusAborted {
+	a.deps.stats.JobDuration.Since(j.since)
+	if !j.abortBy.IsZero() && !j.cancelled && m.Receipt.Status == transport.StatusAborted {
 		// We aborted it for running too long: an infrastructure retry, not
 		// the plugin's verdict.
 		a.requeue(ctx, j, "job timeout after "+a.deps.cfg.JobTimeout.String())
@@ -282,7 +323,48 @@ func (a *workerActor) workerErr(ctx actor.Context, m *ErrReceived) {
 	if !ok {
 		return
 	}
+	a.deps.stats.JobDuration.Since(j.since)
 	ctx.Send(a.peers.queue, errConclusion(j.ref, m.Err))
+}
+
+// cancel sends ABORT for a job an operator cancelled. The job then ends when
+// the worker concludes (ABORTED → SKIPPED) or, unconfirmed, after the abort
+// grace. A job not held yet is remembered until its claim arrives.
+func (a *workerActor) cancel(ctx actor.Context, m *AbortJob) {
+	j, ok := a.running[m.Ref.JobID]
+	if !ok {
+		a.cancels[m.Ref.JobID] = pendingCancel{attempt: m.Ref.Attempt, at: time.Now()}
+		return
+	}
+	if j.ref.Attempt != m.Ref.Attempt {
+		return // a different claim of the job; the cancel was for an old one
+	}
+	j.cancelled = true
+	if j.abortBy.IsZero() {
+		j.abortBy = time.Now().Add(a.deps.cfg.AbortGrace)
+	}
+	a.log.Info().Int64("job_id", m.Ref.JobID).Msg("job cancelled by operator; sending ABORT")
+	a.send(ctx, transport.OpAbort, m.Ref.JobID, nil)
+}
+
+// info describes the worker for the operator API.
+func (a *workerActor) info() *WorkerInfo {
+	running := make([]int64, 0, len(a.running))
+	for id := range a.running {
+		running = append(running, id)
+	}
+	sort.Slice(running, func(i, j int) bool { return running[i] < running[j] })
+	h := a.spec.hello
+	return &WorkerInfo{
+		ID:           a.spec.peer.Key,
+		Name:         h.WorkerID,
+		Version:      h.Version,
+		Capabilities: append([]string(nil), h.Capabilities...),
+		Slots:        h.Slots(),
+		Running:      running,
+		LastSeen:     a.lastSeen,
+		Ready:        a.ready,
+	}
 }
 
 func (a *workerActor) send(ctx actor.Context, op transport.Opcode, jobID int64, payload any) {
@@ -290,7 +372,8 @@ func (a *workerActor) send(ctx actor.Context, op transport.Opcode, jobID int64, 
 }
 
 // receiptConclusion maps a CONCLUDE to what it does to the job: SUCCESS →
-// COMPLETED with the receipt, FAILED and ABORTED → FAILED with the message,
+// COMPLETED with the receipt, FAILED → FAILED with the message, ABORTED →
+// FAILED with the message (SKIPPED if an operator cancelled the job),
 // REJECTED → requeued with backoff (FAILED over the retry limit).
 func receiptConclusion(ref JobRef, r *transport.Conclude, retries int64, d deps) *ConcludeJob {
 	c := &ConcludeJob{Ref: ref}
@@ -300,7 +383,8 @@ func receiptConclusion(ref JobRef, r *transport.Conclude, retries int64, d deps)
 	case transport.StatusFailed:
 		c.Kind, c.Message = ConcludeFail, orDefault(r.ErrorMessage, "plugin failed (no message)")
 	case transport.StatusAborted:
-		c.Kind, c.Message = ConcludeFail, "aborted: "+orDefault(r.ErrorMessage, "no message")
+		// FAILED, or SKIPPED when an operator cancelled the job.
+		c.Kind, c.Message = ConcludeAbort, "aborted: "+orDefault(r.ErrorMessage, "no message")
 	default: // transport.StatusRejected; the codec admits no other status
 		c.Kind, c.Message = ConcludeRequeue, "rejected by worker "+ref.Worker
 		c.NextRunAt = time.Now().Add(Backoff(d.cfg.RetryBackoff, d.cfg.RetryBackoffMax, retries))

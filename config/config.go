@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -46,12 +47,22 @@ type Config struct {
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds a graceful stop after SIGINT/SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration
-	// DrainTimeout is how long a graceful stop waits for running jobs to conclude. Default 20s.
+	// DrainTimeout is how long a graceful stop waits for running jobs to conclude. Default 20s, or two
+	// thirds of ShutdownTimeout when that is 20s or less and no drain timeout is given, so the default
+	// never makes a shorter shutdown timeout invalid.
 	DrainTimeout time.Duration
 	// JobTimeout aborts and requeues a job running longer than this; 0 turns it off. Default 0.
 	JobTimeout time.Duration
 	// AbortGrace is how long an aborted job may take to conclude ABORTED before it is requeued anyway. Default 30s.
 	AbortGrace time.Duration
+	// HTTP is the host:port of the operator HTTP server (API, /metrics, /healthz, status page); "" turns
+	// it off. Default "": off, so that several Sentinels (and test runs) on one host never compete for a
+	// port and nothing listens that the operator did not ask for; `--http 127.0.0.1:8080` matches the
+	// casparian CLI's default server.
+	HTTP string
+	// ScanInterval is the pause between two scans of the active source roots; 0 turns the scanner off.
+	// Default 10s.
+	ScanInterval time.Duration
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -73,6 +84,7 @@ func Default() Config {
 		ShutdownTimeout:   30 * time.Second,
 		DrainTimeout:      20 * time.Second,
 		AbortGrace:        30 * time.Second,
+		ScanInterval:      10 * time.Second,
 	}
 }
 
@@ -105,6 +117,8 @@ func (c *Config) settings() []setting {
 		{name: "drain-timeout", usage: "on a graceful stop, how long running jobs may take to conclude", dur: &c.DrainTimeout},
 		{name: "job-timeout", usage: "abort and requeue jobs running longer than this (0 = off)", dur: &c.JobTimeout},
 		{name: "abort-grace", usage: "how long an aborted job may take to conclude before it is requeued anyway", dur: &c.AbortGrace},
+		{name: "http", usage: "host:port of the operator HTTP API, /metrics, /healthz and status page (\"\" = off)", str: &c.HTTP},
+		{name: "scan-interval", usage: "pause between scans of the active source roots (0 = scanner off)", dur: &c.ScanInterval},
 	}
 }
 
@@ -159,12 +173,16 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		path = getenv("CASPARIAN_CONFIG")
 	}
 	base := Default()
+	given := map[string]bool{} // every setting some layer gave, by flag name
+	for name := range explicit {
+		given[name] = true
+	}
 	if path != "" {
-		if err := base.loadFile(path); err != nil {
+		if err := base.loadFile(path, given); err != nil {
 			return Config{}, err
 		}
 	}
-	if err := base.loadEnv(getenv); err != nil {
+	if err := base.loadEnv(getenv, given); err != nil {
 		return Config{}, err
 	}
 	// Re-apply the flags given on the command line over file and environment.
@@ -183,13 +201,18 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			*s.num = *f.num
 		}
 	}
+	if !given["drain-timeout"] && base.ShutdownTimeout > 0 && base.DrainTimeout >= base.ShutdownTimeout {
+		// The default drain must fit in a shorter shutdown timeout; only a
+		// drain timeout somebody chose is held against it.
+		base.DrainTimeout = base.ShutdownTimeout * 2 / 3
+	}
 	if err := base.Validate(); err != nil {
 		return Config{}, err
 	}
 	return base, nil
 }
 
-func (c *Config) loadFile(path string) error {
+func (c *Config) loadFile(path string, given map[string]bool) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
@@ -207,6 +230,7 @@ func (c *Config) loadFile(path string) error {
 		if !ok {
 			return fmt.Errorf("config file %s: unknown key %q", path, key)
 		}
+		given[s.name] = true
 		var text string
 		if s.num != nil {
 			if err := json.Unmarshal(v, s.num); err != nil {
@@ -224,12 +248,13 @@ func (c *Config) loadFile(path string) error {
 	return nil
 }
 
-func (c *Config) loadEnv(getenv func(string) string) error {
+func (c *Config) loadEnv(getenv func(string) string, given map[string]bool) error {
 	for _, s := range c.settings() {
 		v := getenv(EnvName(s.name))
 		if v == "" {
 			continue
 		}
+		given[s.name] = true
 		if err := s.set(v); err != nil {
 			return fmt.Errorf("%s: %w", EnvName(s.name), err)
 		}
@@ -292,7 +317,7 @@ func (c Config) Validate() error {
 		}
 	}
 	nonNegative := map[string]time.Duration{"recovery-grace": c.RecoveryGrace, "drain-timeout": c.DrainTimeout,
-		"job-timeout": c.JobTimeout, "abort-grace": c.AbortGrace}
+		"job-timeout": c.JobTimeout, "abort-grace": c.AbortGrace, "scan-interval": c.ScanInterval}
 	for _, s := range c.settings() {
 		if d, ok := nonNegative[s.name]; ok && d < 0 {
 			bad(s.name, "must not be negative, got %s", d)
@@ -309,6 +334,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageSize < 1024 {
 		bad("max-message-size", "must be at least 1024 bytes, got %d", c.MaxMessageSize)
+	}
+	if c.HTTP != "" {
+		if _, port, err := net.SplitHostPort(c.HTTP); err != nil || port == "" {
+			bad("http", "want host:port such as 127.0.0.1:8080, or \"\" to turn it off, got %q", c.HTTP)
+		}
 	}
 	return errors.Join(errs...)
 }

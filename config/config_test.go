@@ -130,6 +130,11 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		"--max-message-size", "2048",
 		"--db-timeout", "3s",
 		"--shutdown-timeout", "4s",
+		"--drain-timeout", "1s",
+		"--job-timeout", "1m",
+		"--abort-grace", "5s",
+		"--http", "127.0.0.1:0",
+		"--scan-interval", "0s",
 	}, nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -142,6 +147,8 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		RetryBackoff: 10 * time.Millisecond, RetryBackoffMax: time.Minute,
 		PollInterval: time.Second, MaxMessageSize: 2048,
 		DBTimeout: 3 * time.Second, ShutdownTimeout: 4 * time.Second,
+		DrainTimeout: time.Second, JobTimeout: time.Minute, AbortGrace: 5 * time.Second,
+		HTTP: "127.0.0.1:0", ScanInterval: 0,
 	}
 	if cfg != want {
 		t.Errorf("Load = %+v\nwant   %+v", cfg, want)
@@ -242,6 +249,47 @@ func TestEnvName(t *testing.T) {
 	} {
 		if got := EnvName(in); got != want {
 			t.Errorf("EnvName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLoad_DefaultDrainFitsAShorterShutdownTimeout(t *testing.T) {
+	cfg, err := load(t, []string{"--shutdown-timeout", "6s"}, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.DrainTimeout != 4*time.Second {
+		t.Errorf("drain timeout = %s, want 4s (two thirds of the shutdown timeout)", cfg.DrainTimeout)
+	}
+	// A drain timeout somebody chose is not adjusted: it is an error.
+	for _, given := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{args: []string{"--shutdown-timeout", "6s", "--drain-timeout", "20s"}},
+		{args: []string{"--shutdown-timeout", "6s"}, env: map[string]string{"CASPARIAN_DRAIN_TIMEOUT": "20s"}},
+	} {
+		if _, err := load(t, given.args, given.env); err == nil || !strings.Contains(err.Error(), "--drain-timeout") {
+			t.Errorf("Load %v %v = %v, want a --drain-timeout error", given.args, given.env, err)
+		}
+	}
+}
+
+func TestLoad_HTTPAndScanInterval(t *testing.T) {
+	cfg, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP != "" || cfg.ScanInterval != 10*time.Second {
+		t.Errorf("defaults: http %q scan-interval %s", cfg.HTTP, cfg.ScanInterval)
+	}
+	cfg, err = load(t, nil, map[string]string{"CASPARIAN_HTTP": "127.0.0.1:8080", "CASPARIAN_SCAN_INTERVAL": "1m"})
+	if err != nil || cfg.HTTP != "127.0.0.1:8080" || cfg.ScanInterval != time.Minute {
+		t.Errorf("from env: %+v, %v", cfg, err)
+	}
+	for _, bad := range [][]string{{"--http", "8080"}, {"--http", "localhost:"}, {"--scan-interval", "-1s"}} {
+		if _, err := load(t, bad, nil); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("Load %v = %v, want an error naming %s", bad, err, bad[0])
 		}
 	}
 }

@@ -282,8 +282,12 @@ const (
 	// ConcludeFail marks the job FAILED for good.
 	ConcludeFail
 	// ConcludeRequeue puts the job back to QUEUED, or FAILED past
-	// MaxRetries.
+	// MaxRetries. A job an operator cancelled (JobCancel) becomes SKIPPED
+	// instead: a cancel is terminal.
 	ConcludeRequeue
+	// ConcludeAbort records a worker's ABORTED receipt: SKIPPED when an
+	// operator cancelled the job, FAILED with the message otherwise.
+	ConcludeAbort
 )
 
 // String returns the kind's name for logs.
@@ -295,6 +299,8 @@ func (k ConclusionKind) String() string {
 		return "fail"
 	case ConcludeRequeue:
 		return "requeue"
+	case ConcludeAbort:
+		return "abort"
 	}
 	return fmt.Sprintf("ConclusionKind(%d)", int(k))
 }
@@ -333,6 +339,9 @@ const (
 	OutcomeRequeued
 	// OutcomeStale means the claim no longer held; nothing changed.
 	OutcomeStale
+	// OutcomeSkipped means the job is now SKIPPED: an operator cancelled
+	// it while it ran, and it ended aborted or would have been requeued.
+	OutcomeSkipped
 )
 
 // String returns the outcome's name for logs and metrics.
@@ -346,6 +355,8 @@ func (o Outcome) String() string {
 		return "requeued"
 	case OutcomeStale:
 		return "stale"
+	case OutcomeSkipped:
+		return "skipped"
 	}
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }
@@ -355,6 +366,8 @@ const (
 	defaultSuccessSummary = "Success"
 	defaultFailureMessage = "failed (no reason given)"
 	defaultRequeueReason  = "requeued (no reason given)"
+	// cancelledMessage is the error_message of a job an operator cancelled.
+	cancelledMessage = "cancelled by operator"
 )
 
 // claimGuard is the WHERE clause every state change of a claimed job uses: the
@@ -371,7 +384,7 @@ const claimGuard = `id = ? AND status = 'RUNNING' AND COALESCE(claimed_by, '') =
 // in order.
 func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) ([]Outcome, error) {
 	for i, c := range cs {
-		if c.Kind < ConcludeComplete || c.Kind > ConcludeRequeue {
+		if c.Kind < ConcludeComplete || c.Kind > ConcludeAbort {
 			return nil, fmt.Errorf("conclude jobs: conclusion %d (job %d): unknown kind %d", i, c.Ref.JobID, int(c.Kind))
 		}
 	}
@@ -401,8 +414,8 @@ func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) 
 // concludeStmts prepares each statement of a JobsConclude batch once, on
 // first use.
 type concludeStmts struct {
-	tx                                       *sql.Tx
-	complete, fail, retries, requeue, giveUp *sql.Stmt
+	tx                                             *sql.Tx
+	complete, fail, retries, requeue, giveUp, skip *sql.Stmt
 }
 
 func (s *concludeStmts) prepare(ctx context.Context, p **sql.Stmt, q string) (*sql.Stmt, error) {
@@ -417,7 +430,7 @@ func (s *concludeStmts) prepare(ctx context.Context, p **sql.Stmt, q string) (*s
 }
 
 func (s *concludeStmts) close() {
-	for _, st := range []*sql.Stmt{s.complete, s.fail, s.retries, s.requeue, s.giveUp} {
+	for _, st := range []*sql.Stmt{s.complete, s.fail, s.retries, s.requeue, s.giveUp, s.skip} {
 		if st != nil {
 			st.Close()
 		}
@@ -448,30 +461,43 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 		return outcomeOf(res, err, OutcomeCompleted)
 
 	case ConcludeFail:
-		st, err := s.prepare(ctx, &s.fail, `UPDATE cf_processing_queue SET
-			status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
-		WHERE `+claimGuard)
-		if err != nil {
-			return 0, err
-		}
-		msg := orDefault(c.Message, defaultFailureMessage)
-		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
-		return outcomeOf(res, err, OutcomeFailed)
+		return s.failed(ctx, ts, c, guard)
 	}
 
-	// Requeue: read the retry count under the same guard (the transaction
-	// holds the write lock, so it cannot change before the UPDATE).
-	st, err := s.prepare(ctx, &s.retries, `SELECT COALESCE(retry_count, 0) FROM cf_processing_queue WHERE `+claimGuard)
+	// Abort and Requeue depend on whether an operator cancelled the job:
+	// read that and the retry count under the same guard (the transaction
+	// holds the write lock, so neither can change before the UPDATE).
+	st, err := s.prepare(ctx, &s.retries, `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL
+		FROM cf_processing_queue WHERE `+claimGuard)
 	if err != nil {
 		return 0, err
 	}
 	var retries int64
-	switch err := st.QueryRowContext(ctx, guard...).Scan(&retries); {
+	var cancelled bool
+	switch err := st.QueryRowContext(ctx, guard...).Scan(&retries, &cancelled); {
 	case errors.Is(err, sql.ErrNoRows):
 		return OutcomeStale, nil
 	case err != nil:
 		return 0, err
 	}
+	if cancelled {
+		st, err := s.prepare(ctx, &s.skip, `UPDATE cf_processing_queue SET
+			status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
+		WHERE `+claimGuard)
+		if err != nil {
+			return 0, err
+		}
+		msg := cancelledMessage
+		if c.Message != "" {
+			msg += " (" + c.Message + ")"
+		}
+		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
+		return outcomeOf(res, err, OutcomeSkipped)
+	}
+	if c.Kind == ConcludeAbort {
+		return s.failed(ctx, ts, c, guard)
+	}
+
 	reason := orDefault(c.Message, defaultRequeueReason)
 	if retries+1 > int64(c.MaxRetries) {
 		st, err := s.prepare(ctx, &s.giveUp, `UPDATE cf_processing_queue SET
@@ -497,6 +523,19 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 	}
 	res, err := st.ExecContext(ctx, append([]any{retries + 1, next, reason, ts}, guard...)...)
 	return outcomeOf(res, err, OutcomeRequeued)
+}
+
+// failed marks the claimed job FAILED with the conclusion's message.
+func (s *concludeStmts) failed(ctx context.Context, ts string, c Conclusion, guard []any) (Outcome, error) {
+	st, err := s.prepare(ctx, &s.fail, `UPDATE cf_processing_queue SET
+		status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
+	WHERE `+claimGuard)
+	if err != nil {
+		return 0, err
+	}
+	msg := orDefault(c.Message, defaultFailureMessage)
+	res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
+	return outcomeOf(res, err, OutcomeFailed)
 }
 
 // outcomeOf turns the result of a guarded UPDATE into its outcome: o when a

@@ -51,6 +51,18 @@ var migrations = []migration{
 		},
 		file: "0002_queue_claim_state.sql",
 	},
+	{
+		// Operator state: a cancel that must outlive the worker holding the
+		// job, and files a scan no longer finds. New nullable columns again,
+		// so the other tools never notice.
+		version: 3,
+		name:    "operator_state",
+		columns: []column{
+			{"cf_processing_queue", "cancel_requested_at", "TEXT"}, // an operator cancelled the RUNNING job; it ends SKIPPED, never requeued
+			{"cf_file_location", "missing_since", "TEXT"},          // the last scan did not find the file; NULL while it is there
+		},
+		file: "0003_operator_state.sql",
+	},
 }
 
 // migrate brings the schema up to the newest version. Each pending migration

@@ -1,6 +1,8 @@
 // Command casparian-sentinel is the Casparian Flow control plane: it binds a
 // ZeroMQ ROUTER, registers workers, claims queued jobs from SQLite, dispatches
-// them and records what the workers conclude.
+// them and records what the workers conclude. It scans the source roots for
+// new files (--scan-interval) and serves the operator HTTP API, metrics and
+// status page (--http).
 package main
 
 import (
@@ -9,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,6 +19,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/transport"
 	"github.com/rs/zerolog"
 )
@@ -62,13 +66,31 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	}
 	defer router.Close()
 
+	// The HTTP port is taken before the actors start, so a port in use
+	// fails the start instead of leaving a Sentinel nobody can watch.
+	var httpLn net.Listener
+	httpAddr := ""
+	if cfg.HTTP != "" {
+		if httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+			return fmt.Errorf("--http: %w", err)
+		}
+		defer httpLn.Close()
+		httpAddr = httpLn.Addr().String()
+	}
+
 	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log})
 	if err != nil {
 		return err
 	}
-	log.Info().Str("bind", router.Endpoint()).Str("database", store.Path()).
+	var api *httpapi.Server
+	httpDone := make(chan error, 1)
+	if httpLn != nil {
+		api = httpapi.New(httpapi.Options{Sentinel: s, Logger: log})
+		go func() { httpDone <- api.Serve(httpLn) }()
+	}
+	log.Info().Str("bind", router.Endpoint()).Str("database", store.Path()).Str("http", httpAddr).
 		Dur("heartbeat_interval", cfg.HeartbeatInterval).Dur("worker_timeout", cfg.WorkerTimeout).
-		Msg("sentinel started")
+		Dur("scan_interval", cfg.ScanInterval).Msg("sentinel started")
 	if ready != nil {
 		ready <- router.Endpoint()
 	}
@@ -78,11 +100,25 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	case <-ctx.Done():
 		log.Info().Msg("shutting down")
 	case runErr = <-s.Fatal():
+	case err := <-httpDone:
+		runErr = fmt.Errorf("http server: %w", err)
+		api = nil
 	}
+	// Shutdown order: the Sentinel stops (health turns 503 at once, the API
+	// answers through the drain), then the HTTP server, then the deferred
+	// router and database closes.
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.Stop(stopCtx); err != nil {
 		log.Error().Err(err).Msg("stop")
+	}
+	if api != nil {
+		if err := api.Shutdown(stopCtx); err != nil {
+			log.Error().Err(err).Msg("stop http server")
+		}
+		if err := <-httpDone; err != nil {
+			log.Error().Err(err).Msg("http server")
+		}
 	}
 	log.Info().Msg("sentinel stopped")
 	return runErr

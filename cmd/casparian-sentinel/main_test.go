@@ -24,7 +24,8 @@ var everyFlag = []string{
 	"config", "bind", "database", "log-level", "log-format",
 	"heartbeat-interval", "worker-timeout", "recovery-grace", "max-retries",
 	"retry-backoff", "retry-backoff-max", "poll-interval", "max-message-size",
-	"db-timeout", "shutdown-timeout",
+	"db-timeout", "shutdown-timeout", "drain-timeout", "job-timeout", "abort-grace",
+	"http", "scan-interval",
 }
 
 // envFrom returns a getenv that reads only m, so the tests never see the

@@ -1,0 +1,246 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/casparian/sentinel/db"
+)
+
+// The operator surface of a running Sentinel: what the HTTP API, the status
+// page and the metrics need. Every method is a request to the actor that owns
+// the answer (the queue actor for the database, the worker actors for their
+// workers), bounded by the caller's context and an upper timeout. Call them
+// from ordinary goroutines, never from inside an actor.
+
+// Types of the operator surface. They are the db package's rows, re-exported
+// so that the HTTP layer needs no import of db (all database access goes
+// through the queue actor).
+type (
+	JobStatus     = db.JobStatus
+	JobFilter     = db.JobFilter
+	JobInfo       = db.JobInfo
+	JobsPage      = db.JobsPage
+	JobSubmission = db.JobSubmission
+	CancelResult  = db.CancelResult
+	Plugin        = db.Plugin
+	Manifest      = db.Manifest
+	SourceRoot    = db.SourceRoot
+	RoutingRule   = db.RoutingRule
+)
+
+// Job statuses, re-exported with the types.
+const (
+	StatusPending   = db.StatusPending
+	StatusQueued    = db.StatusQueued
+	StatusRunning   = db.StatusRunning
+	StatusCompleted = db.StatusCompleted
+	StatusFailed    = db.StatusFailed
+	StatusSkipped   = db.StatusSkipped
+)
+
+// JobStatuses lists every status in the order a job moves through them.
+var JobStatuses = []JobStatus{StatusPending, StatusQueued, StatusRunning, StatusCompleted, StatusFailed, StatusSkipped}
+
+// Errors an operator request can end with; callers test them with errors.Is.
+var (
+	// ErrNotFound: the job, file or plugin asked for does not exist.
+	ErrNotFound = db.ErrNotFound
+	// ErrInvalid: the request's input is wrong; the message says how.
+	ErrInvalid = db.ErrInvalid
+	// ErrConflict: the job's state does not allow the operation.
+	ErrConflict = db.ErrConflict
+	// ErrStopped: the Sentinel is shutting down or stopped.
+	ErrStopped = errors.New("sentinel is shutting down")
+	// ErrUnavailable: the actor that owns the answer is not running (it
+	// is being restarted by supervision); asking again later may work.
+	ErrUnavailable = errors.New("sentinel is not available")
+)
+
+// maxOperatorWait bounds an operator request when the caller's context has
+// no earlier deadline. The queue actor bounds each database call by
+// --db-timeout, so this only matters when its mailbox is long.
+const maxOperatorWait = 30 * time.Second
+
+// Ready reports whether the Sentinel is serving: the tree is started and no
+// Stop has begun.
+func (s *Sentinel) Ready() bool { return !s.stopping.Load() }
+
+// Endpoint is the ZeroMQ endpoint the router is bound to.
+func (s *Sentinel) Endpoint() string { return s.router.Endpoint() }
+
+// Health returns nil when the Sentinel is serving and its queue actor can
+// reach the database; ErrStopped as soon as a Stop has begun.
+func (s *Sentinel) Health(ctx context.Context) error {
+	if s.stopping.Load() {
+		return ErrStopped
+	}
+	_, err := s.ask(ctx, &HealthQuery{})
+	return err
+}
+
+// Jobs returns one page of jobs, newest first.
+func (s *Sentinel) Jobs(ctx context.Context, f JobFilter) (JobsPage, error) {
+	return askValue[JobsPage](ctx, s, &JobsQuery{Filter: f})
+}
+
+// Job returns one job with its receipt, or ErrNotFound.
+func (s *Sentinel) Job(ctx context.Context, id int64) (JobInfo, error) {
+	return askValue[JobInfo](ctx, s, &JobQuery{ID: id})
+}
+
+// Enqueue inserts a QUEUED job and returns its id.
+func (s *Sentinel) Enqueue(ctx context.Context, sub JobSubmission) (int64, error) {
+	return askValue[int64](ctx, s, &EnqueueJob{Submission: sub})
+}
+
+// Cancel cancels a job: QUEUED or PENDING becomes SKIPPED; a RUNNING job's
+// worker is sent ABORT and the job becomes SKIPPED when it concludes.
+func (s *Sentinel) Cancel(ctx context.Context, id int64) (CancelResult, error) {
+	return askValue[CancelResult](ctx, s, &CancelJob{ID: id})
+}
+
+// Retry puts a FAILED job back to QUEUED.
+func (s *Sentinel) Retry(ctx context.Context, id int64) error {
+	_, err := s.ask(ctx, &RetryJob{ID: id})
+	return err
+}
+
+// Counts returns the number of jobs in each status.
+func (s *Sentinel) Counts(ctx context.Context) (map[JobStatus]int64, error) {
+	return askValue[map[JobStatus]int64](ctx, s, &CountsQuery{})
+}
+
+// Plugins lists the plugins with their active manifest and versions.
+func (s *Sentinel) Plugins(ctx context.Context) ([]Plugin, error) {
+	return askValue[[]Plugin](ctx, s, &PluginsQuery{})
+}
+
+// Subscribe adds file tags to a plugin's subscriptions and returns its tags.
+func (s *Sentinel) Subscribe(ctx context.Context, plugin string, tags []string) ([]string, error) {
+	return askValue[[]string](ctx, s, &SubscribePlugin{Plugin: plugin, Tags: tags})
+}
+
+// Sources lists the source roots.
+func (s *Sentinel) Sources(ctx context.Context) ([]SourceRoot, error) {
+	return askValue[[]SourceRoot](ctx, s, &SourcesQuery{})
+}
+
+// AddSource adds or reactivates a source root; the next scan walks it.
+func (s *Sentinel) AddSource(ctx context.Context, path string) (SourceRoot, error) {
+	return askValue[SourceRoot](ctx, s, &AddSource{Path: path})
+}
+
+// Routes lists the routing rules.
+func (s *Sentinel) Routes(ctx context.Context) ([]RoutingRule, error) {
+	return askValue[[]RoutingRule](ctx, s, &RoutesQuery{})
+}
+
+// AddRoute adds a routing rule and returns its id.
+func (s *Sentinel) AddRoute(ctx context.Context, pattern, tag string, priority int64) (int64, error) {
+	return askValue[int64](ctx, s, &AddRoute{Pattern: pattern, Tag: tag, Priority: priority})
+}
+
+// WorkersInfo describes every connected worker, by id. The supervisor names
+// the worker actors; each is then asked in parallel, and one that stops
+// meanwhile is left out.
+func (s *Sentinel) WorkersInfo(ctx context.Context) ([]WorkerInfo, error) {
+	wait, err := s.wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.system.Root.RequestFuture(s.top, &WorkerPIDsQuery{}, wait).Result()
+	if err != nil {
+		return nil, s.requestErr(err)
+	}
+	pids := res.(*WorkerPIDs).ByKey
+	out := make([]WorkerInfo, 0, len(pids))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, pid := range pids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.system.Root.RequestFuture(pid, &WorkerInfoQuery{}, wait).Result()
+			if info, ok := res.(*WorkerInfo); err == nil && ok {
+				mu.Lock()
+				out = append(out, *info)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// ask sends an operator request to the queue actor and waits for its reply.
+func (s *Sentinel) ask(ctx context.Context, msg any) (any, error) {
+	wait, err := s.wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.system.Root.RequestFuture(s.queue, msg, wait).Result()
+	if err != nil {
+		return nil, s.requestErr(err)
+	}
+	reply, ok := res.(*OperatorReply)
+	if !ok {
+		return nil, fmt.Errorf("unexpected reply %T", res)
+	}
+	return reply.Value, reply.Err
+}
+
+func askValue[T any](ctx context.Context, s *Sentinel, msg any) (T, error) {
+	var zero T
+	v, err := s.ask(ctx, msg)
+	if err != nil {
+		return zero, err
+	}
+	t, ok := v.(T)
+	if !ok {
+		return zero, fmt.Errorf("unexpected reply value %T", v)
+	}
+	return t, nil
+}
+
+// wait is how long a request may take: the caller's deadline, at most
+// maxOperatorWait; ErrStopped once the actors are being stopped (during the
+// drain requests are still answered, so operators can watch it).
+func (s *Sentinel) wait(ctx context.Context) (time.Duration, error) {
+	if s.stopped.Load() {
+		return 0, ErrStopped
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	wait := maxOperatorWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d))
+	}
+	if wait <= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return wait, nil
+}
+
+// requestErr names a request that got no answer; a Stop that began
+// meanwhile is reported as such.
+func (s *Sentinel) requestErr(err error) error {
+	if s.stopped.Load() {
+		return ErrStopped
+	}
+	switch {
+	case errors.Is(err, actor.ErrTimeout):
+		return fmt.Errorf("no answer from the actor tree in time: %w", context.DeadlineExceeded)
+	case errors.Is(err, actor.ErrDeadLetter):
+		return fmt.Errorf("%w: the actor that answers is restarting", ErrUnavailable)
+	}
+	return err
+}

@@ -1,0 +1,275 @@
+package actors_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testworker"
+)
+
+// scanHarness is a harness whose scanner runs every 30 ms over h.root, with
+// routing rules (*.csv → csv, *.txt → txt), ignore rules (tmp/, *.bak) and
+// two subscribed plugins: csv_reader (csv) and everything (csv, txt).
+func scanHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, func(c *config.Config) { c.ScanInterval = 30 * time.Millisecond })
+	ctx := context.Background()
+	for _, r := range [][2]string{{"*.csv", "csv"}, {"*.txt", "txt"}} {
+		if _, err := h.store.RoutingRuleAdd(ctx, r[0], r[1], 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"tmp/", "*.bak"} {
+		if _, err := h.store.IgnoreRuleAdd(ctx, 0, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.store.PluginSubscribe(ctx, "csv_reader", []string{"csv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.PluginSubscribe(ctx, "everything", []string{"csv", "txt"}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// put writes a file under the root with an mtime age ago (age 0: now).
+func (h *harness) put(rel, content string, age time.Duration) {
+	h.t.Helper()
+	p := filepath.Join(h.root, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	if age > 0 {
+		at := time.Now().Add(-age)
+		if err := os.Chtimes(p, at, at); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+// jobsByFile lists the jobs as "plugin rel_path" strings, sorted.
+func (h *harness) jobsByFile() []string {
+	h.t.Helper()
+	page, err := h.store.JobsList(context.Background(), db.JobFilter{Limit: db.MaxJobsLimit})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, j := range page.Jobs {
+		rel, _ := filepath.Rel(h.root, j.FilePath)
+		out = append(out, j.PluginName+" "+filepath.ToSlash(rel))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// passesAfter waits until n more scan passes have completed.
+func (h *harness) passesAfter(n int64) {
+	h.t.Helper()
+	start := h.s.Stats().ScanPasses.Load()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.s.Stats().ScanPasses.Load() < start+n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("not within 10s: %d more scan passes", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
+	h := scanHarness(t)
+	h.put("a.csv", "x,y\n1,2\n", 0) // fresh: hashed once two passes saw it unchanged
+	h.put("notes.txt", "hello\n", time.Hour)
+	h.put("deep/er/c.csv", "c\n", 3*24*time.Hour)
+	h.put("old.csv", "o\n", 30*24*time.Hour)
+	h.put("unrouted.bin", "\x00", time.Hour) // a version, no tag, no job
+	h.put(".hidden.csv", "h\n", time.Hour)   // dot-files are skipped
+	h.put(".cache/x.csv", "h\n", time.Hour)  // and dot-folders
+	h.put("tmp/partial.csv", "p\n", time.Hour)
+	h.put("backup.csv.bak", "b\n", time.Hour)
+
+	want := []string{
+		"csv_reader a.csv", "csv_reader deep/er/c.csv", "csv_reader old.csv",
+		"everything a.csv", "everything deep/er/c.csv", "everything notes.txt", "everything old.csv",
+	}
+	eventually(t, 10*time.Second, "jobs for the routed files", func() bool { return len(h.jobsByFile()) >= len(want) })
+	h.passesAfter(3)
+	if got := h.jobsByFile(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("jobs =\n%v\nwant\n%v", got, want)
+	}
+	st := h.s.Stats()
+	if st.FileVersions.Load() != 5 || st.FilesHashed.Load() != 5 {
+		t.Errorf("versions %d, files hashed %d; want 5 and 5 (ignored and dot-files untouched)",
+			st.FileVersions.Load(), st.FilesHashed.Load())
+	}
+	// Priority by age: 100 within a day, 50 within a week, else 10.
+	page, err := h.store.JobsList(context.Background(), db.JobFilter{Plugin: "csv_reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prio := map[string]int64{}
+	for _, j := range page.Jobs {
+		prio[filepath.Base(j.FilePath)] = j.Priority
+	}
+	if prio["a.csv"] != 100 || prio["c.csv"] != 50 || prio["old.csv"] != 10 {
+		t.Errorf("priorities = %v", prio)
+	}
+	// Nothing changes: further passes hash nothing and queue nothing.
+	hashed := st.FilesHashed.Load()
+	h.passesAfter(5)
+	if st.FilesHashed.Load() != hashed || len(h.jobsByFile()) != len(want) {
+		t.Errorf("unchanged files were hashed again (%d → %d) or queued again", hashed, st.FilesHashed.Load())
+	}
+}
+
+func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
+	h := scanHarness(t)
+	h.put("a.csv", "1\n", time.Hour)
+	h.put("b.csv", "2\n", time.Hour)
+	h.put("c.csv", "3\n", time.Hour)
+	eventually(t, 10*time.Second, "first jobs", func() bool { return len(h.jobsByFile()) == 6 })
+	h.passesAfter(2)
+	st := h.s.Stats()
+	hashed, versions := st.FilesHashed.Load(), st.FileVersions.Load()
+
+	h.put("a.csv", "1 edited\n", 30*time.Minute) // new content
+	h.put("b.csv", "2\n", 20*time.Minute)        // same content, new mtime
+	eventually(t, 10*time.Second, "edited file's jobs", func() bool { return len(h.jobsByFile()) == 8 })
+	h.passesAfter(3)
+
+	if got := st.FilesHashed.Load() - hashed; got != 2 {
+		t.Errorf("hashed %d files after the edit, want 2 (the edited and the touched one; c.csv is unchanged)", got)
+	}
+	if got := st.FileVersions.Load() - versions; got != 1 {
+		t.Errorf("%d new versions, want 1 (the touched file's content did not change)", got)
+	}
+	want := []string{"csv_reader a.csv", "csv_reader a.csv", "csv_reader b.csv", "csv_reader c.csv",
+		"everything a.csv", "everything a.csv", "everything b.csv", "everything c.csv"}
+	if got := h.jobsByFile(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("jobs = %v", got)
+	}
+}
+
+func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testing.T) {
+	h := scanHarness(t)
+	ctx := context.Background()
+	gone, err := h.store.SourceRootActivate(ctx, filepath.Join(t.TempDir(), "not-there"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.put("keep.csv", "k\n", time.Hour)
+	h.put("drop.csv", "d\n", time.Hour)
+	eventually(t, 10*time.Second, "jobs", func() bool { return len(h.jobsByFile()) == 4 })
+
+	if err := os.Remove(filepath.Join(h.root, "drop.csv")); err != nil {
+		t.Fatal(err)
+	}
+	h.passesAfter(2)
+	locs, err := h.store.ScanLocations(ctx, h.rootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !locs["drop.csv"].Missing || locs["keep.csv"].Missing {
+		t.Errorf("locations after the delete: %+v", locs)
+	}
+	if h.s.Stats().ScanErrors.Load() == 0 {
+		t.Error("the missing source root was not counted as a scan error")
+	}
+	if l, _ := h.store.ScanLocations(ctx, gone.ID); len(l) != 0 {
+		t.Errorf("locations recorded under a missing root: %v", l)
+	}
+
+	// It comes back unchanged: seen again, not hashed again, no new job.
+	hashed := h.s.Stats().FilesHashed.Load()
+	h.put("drop.csv", "d\n", time.Hour)
+	at := time.Unix(0, int64(locs["drop.csv"].MTime*1e9))
+	if err := os.Chtimes(filepath.Join(h.root, "drop.csv"), at, at); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "file seen again", func() bool {
+		l, _ := h.store.ScanLocations(ctx, h.rootID)
+		return !l["drop.csv"].Missing
+	})
+	if h.s.Stats().FilesHashed.Load() != hashed || len(h.jobsByFile()) != 4 {
+		t.Errorf("a file that came back unchanged was hashed (%d → %d) or queued again",
+			hashed, h.s.Stats().FilesHashed.Load())
+	}
+}
+
+func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
+	h := scanHarness(t)
+	for i := 0; i < 20; i++ {
+		h.put(fmt.Sprintf("f%02d.csv", i), fmt.Sprintf("%d\n", i), time.Hour)
+	}
+	eventually(t, 10*time.Second, "40 jobs", func() bool { return len(h.jobsByFile()) == 40 })
+	h.restart()
+	h.passesAfter(3)
+	if n := h.s.Stats().FilesHashed.Load(); n != 0 {
+		t.Errorf("after a restart %d unchanged files were hashed again", n)
+	}
+	h.s.InjectPanic("scanner")
+	eventually(t, 5*time.Second, "scanner restarted", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
+	h.passesAfter(3)
+	if n := h.s.Stats().FilesHashed.Load(); n != 0 || len(h.jobsByFile()) != 40 {
+		t.Errorf("after a scanner panic: %d files hashed, %d jobs", n, len(h.jobsByFile()))
+	}
+}
+
+func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
+	h := scanHarness(t)
+	h.plugin("csv_reader")
+	h.plugin("everything")
+	h.worker(testworker.Options{})
+	h.put("in/data.csv", "a\nb\nc\n", time.Hour)
+	eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 2 })
+	page, err := h.store.JobsList(context.Background(), db.JobFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range page.Jobs {
+		if j.Metrics["rows"] != 3 || j.FilePath != filepath.Join(h.root, "in/data.csv") {
+			t.Errorf("job %d: rows %d path %s", j.ID, j.Metrics["rows"], j.FilePath)
+		}
+	}
+}
+
+// TestScanner_ManyFiles prints how long the scanner takes to record a
+// thousand new files and to rescan them unchanged.
+func TestScanner_ManyFiles(t *testing.T) {
+	h := newHarness(t, nil) // scanner off while the files are written
+	if _, err := h.store.RoutingRuleAdd(context.Background(), "*.csv", "csv", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.PluginSubscribe(context.Background(), "csv_reader", []string{"csv"}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	for i := 0; i < n; i++ {
+		h.put(fmt.Sprintf("d%02d/f%04d.csv", i%20, i), fmt.Sprintf("%d,%d\n", i, i*i), time.Hour)
+	}
+	h.cfg.ScanInterval = time.Hour // a first pass right at start, over all n files, then no other
+	h.restart()
+	start := time.Now()
+	eventually(t, 60*time.Second, "n versions", func() bool { return h.s.Stats().FileVersions.Load() == n })
+	first := time.Since(start)
+	eventually(t, 10*time.Second, "first pass done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
+	h.restart()
+	start = time.Now()
+	eventually(t, 30*time.Second, "rescan done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
+	t.Logf("scan of %d new files (hash, record, queue %d jobs): %s; rescan of the %d unchanged files: %s",
+		n, n, first.Round(time.Millisecond), n, time.Since(start).Round(time.Millisecond))
+	if got := len(h.jobsByFile()); got != n || h.s.Stats().FilesHashed.Load() != 0 {
+		t.Errorf("%d jobs (want %d), %d files hashed on the rescan (want 0)", got, n, h.s.Stats().FilesHashed.Load())
+	}
+}

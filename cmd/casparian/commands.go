@@ -1,0 +1,515 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// The documents of the Sentinel's /api/v1, as far as the CLI reads them.
+
+type job struct {
+	ID              int64               `json:"id"`
+	Status          string              `json:"status"`
+	Plugin          string              `json:"plugin"`
+	FileVersionID   int64               `json:"file_version_id"`
+	FilePath        string              `json:"file_path"`
+	Priority        int64               `json:"priority"`
+	RetryCount      int64               `json:"retry_count"`
+	Attempt         int64               `json:"attempt"`
+	Worker          string              `json:"worker"`
+	ClaimTime       *time.Time          `json:"claim_time"`
+	EndTime         *time.Time          `json:"end_time"`
+	UpdatedAt       *time.Time          `json:"updated_at"`
+	ResultSummary   string              `json:"result_summary"`
+	ErrorMessage    string              `json:"error_message"`
+	Metrics         map[string]int64    `json:"metrics"`
+	Artifacts       []map[string]string `json:"artifacts"`
+	ConfigOverrides json.RawMessage     `json:"config_overrides"`
+	CancelRequested bool                `json:"cancel_requested"`
+}
+
+type jobList struct {
+	Jobs   []job `json:"jobs"`
+	Total  int64 `json:"total"`
+	Limit  int   `json:"limit"`
+	Offset int   `json:"offset"`
+}
+
+type worker struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Version      string    `json:"version"`
+	Capabilities []string  `json:"capabilities"`
+	Slots        int       `json:"slots"`
+	Busy         int       `json:"busy"`
+	RunningJobs  []int64   `json:"running_jobs"`
+	LastSeen     time.Time `json:"last_seen"`
+}
+
+type manifest struct {
+	ID         int64      `json:"id"`
+	Version    string     `json:"version"`
+	Status     string     `json:"status"`
+	EnvHash    string     `json:"env_hash"`
+	DeployedAt *time.Time `json:"deployed_at"`
+}
+
+type plugin struct {
+	Name             string     `json:"name"`
+	SubscriptionTags []string   `json:"subscription_tags"`
+	Active           *manifest  `json:"active"`
+	Versions         []manifest `json:"versions"`
+}
+
+type source struct {
+	ID     int64  `json:"id"`
+	Path   string `json:"path"`
+	Type   string `json:"type"`
+	Active bool   `json:"active"`
+}
+
+type route struct {
+	ID       int64  `json:"id"`
+	Pattern  string `json:"pattern"`
+	Tag      string `json:"tag"`
+	Priority int64  `json:"priority"`
+}
+
+// printJSON writes the API's answer as it came (the server indents it).
+func (c *cli) printJSON(raw []byte) error {
+	_, err := c.stdout.Write(raw)
+	return err
+}
+
+func (c *cli) table(header string, rows [][]string) error {
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func jobID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, usagef("job id must be a positive whole number, got %q", s)
+	}
+	return id, nil
+}
+
+func jobsList(ctx context.Context, c *cli, _ []string) error {
+	q := url.Values{}
+	if s := *c.str["status"]; s != "" {
+		q.Set("status", strings.ToUpper(s))
+	}
+	if p := *c.str["plugin"]; p != "" {
+		q.Set("plugin", p)
+	}
+	q.Set("limit", strconv.FormatInt(*c.num["limit"], 10))
+	q.Set("offset", strconv.FormatInt(*c.num["offset"], 10))
+	var list jobList
+	raw, err := c.api.get(ctx, "/api/v1/jobs?"+q.Encode(), &list)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	rows := make([][]string, len(list.Jobs))
+	now := time.Now()
+	for i, j := range list.Jobs {
+		rows[i] = []string{strconv.FormatInt(j.ID, 10), j.Status, j.Plugin, fileOf(j), strconv.FormatInt(j.Priority, 10),
+			orDash(j.Worker), ago(now, j.UpdatedAt), clip(orDefault(j.ErrorMessage, j.ResultSummary), 60)}
+	}
+	if err := c.table("ID\tSTATUS\tPLUGIN\tFILE\tPRIORITY\tWORKER\tUPDATED\tRESULT", rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%d of %d jobs", len(list.Jobs), list.Total)
+	if list.Offset > 0 || int64(list.Offset+len(list.Jobs)) < list.Total {
+		fmt.Fprintf(c.stdout, " (from offset %d)", list.Offset)
+	}
+	fmt.Fprintln(c.stdout)
+	return nil
+}
+
+func jobsShow(ctx context.Context, c *cli, args []string) error {
+	id, err := jobID(args[0])
+	if err != nil {
+		return err
+	}
+	var j job
+	raw, err := c.api.get(ctx, fmt.Sprintf("/api/v1/jobs/%d", id), &j)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	return c.printJob(j)
+}
+
+func (c *cli) printJob(j job) error {
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	line := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	line("Job", strconv.FormatInt(j.ID, 10))
+	status := j.Status
+	if j.CancelRequested && j.Status == "RUNNING" {
+		status += " (cancel requested, waiting for the worker to abort)"
+	}
+	line("Status", status)
+	line("Plugin", j.Plugin)
+	line("File", fileOf(j))
+	line("File version", strconv.FormatInt(j.FileVersionID, 10))
+	line("Priority", strconv.FormatInt(j.Priority, 10))
+	line("Attempt", fmt.Sprintf("%d (retries %d)", j.Attempt, j.RetryCount))
+	line("Worker", j.Worker)
+	line("Claimed", stamp(j.ClaimTime))
+	line("Ended", stamp(j.EndTime))
+	line("Updated", stamp(j.UpdatedAt))
+	line("Result", j.ResultSummary)
+	line("Error", j.ErrorMessage)
+	if len(j.ConfigOverrides) > 0 {
+		line("Overrides", string(j.ConfigOverrides))
+	}
+	if len(j.Metrics) > 0 {
+		keys := make([]string, 0, len(j.Metrics))
+		for k := range j.Metrics {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprintf("%s=%d", k, j.Metrics[k])
+		}
+		line("Metrics", strings.Join(parts, " "))
+	}
+	for i, a := range j.Artifacts {
+		keys := make([]string, 0, len(a))
+		for k := range a {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for n, k := range keys {
+			parts[n] = k + "=" + a[k]
+		}
+		line(fmt.Sprintf("Artifact %d", i+1), strings.Join(parts, " "))
+	}
+	return tw.Flush()
+}
+
+func jobsEnqueue(ctx context.Context, c *cli, _ []string) error {
+	req := map[string]any{}
+	plugin := *c.str["plugin"]
+	if plugin == "" {
+		return usagef("--plugin is required")
+	}
+	req["plugin"] = plugin
+	file, version := *c.str["file"], *c.num["file-version"]
+	switch {
+	case file == "" && version == 0:
+		return usagef("give the file with --file PATH or --file-version ID")
+	case file != "" && version != 0:
+		return usagef("give --file or --file-version, not both")
+	case file != "":
+		abs, err := filepath.Abs(file)
+		if err != nil {
+			return err
+		}
+		req["file_path"] = abs
+	default:
+		req["file_version_id"] = version
+	}
+	if p := *c.num["priority"]; p != 0 {
+		req["priority"] = p
+	}
+	if o := *c.str["config-overrides"]; o != "" {
+		if !json.Valid([]byte(o)) {
+			return usagef("--config-overrides is not valid JSON")
+		}
+		req["config_overrides"] = json.RawMessage(o)
+	}
+	var j job
+	raw, err := c.api.call(ctx, "POST", "/api/v1/jobs", req, &j)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	fmt.Fprintf(c.stdout, "queued job %d: %s on %s (priority %d)\n", j.ID, j.Plugin, fileOf(j), j.Priority)
+	return nil
+}
+
+func jobsCancel(ctx context.Context, c *cli, args []string) error {
+	id, err := jobID(args[0])
+	if err != nil {
+		return err
+	}
+	var res struct {
+		Job            job    `json:"job"`
+		PreviousStatus string `json:"previous_status"`
+		AbortSent      bool   `json:"abort_sent"`
+	}
+	raw, err := c.api.call(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/cancel", id), nil, &res)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	switch {
+	case res.AbortSent:
+		fmt.Fprintf(c.stdout, "job %d was RUNNING on %s: ABORT sent; it ends SKIPPED when the worker confirms\n", id, res.Job.Worker)
+	case res.PreviousStatus == "SKIPPED":
+		fmt.Fprintf(c.stdout, "job %d was already SKIPPED\n", id)
+	default:
+		fmt.Fprintf(c.stdout, "job %d cancelled: %s → %s\n", id, res.PreviousStatus, res.Job.Status)
+	}
+	return nil
+}
+
+func jobsRetry(ctx context.Context, c *cli, args []string) error {
+	id, err := jobID(args[0])
+	if err != nil {
+		return err
+	}
+	var j job
+	raw, err := c.api.call(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/retry", id), nil, &j)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	fmt.Fprintf(c.stdout, "job %d queued again (was FAILED)\n", id)
+	return nil
+}
+
+func workersList(ctx context.Context, c *cli, _ []string) error {
+	var list struct {
+		Workers []worker `json:"workers"`
+	}
+	raw, err := c.api.get(ctx, "/api/v1/workers", &list)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	return c.printWorkers(list.Workers)
+}
+
+func (c *cli) printWorkers(ws []worker) error {
+	now := time.Now()
+	rows := make([][]string, len(ws))
+	for i, w := range ws {
+		running := make([]string, len(w.RunningJobs))
+		for n, id := range w.RunningJobs {
+			running[n] = strconv.FormatInt(id, 10)
+		}
+		rows[i] = []string{w.ID, orDash(w.Name), strings.Join(w.Capabilities, ","), fmt.Sprintf("%d/%d", w.Busy, w.Slots),
+			orDash(strings.Join(running, ",")), ago(now, &w.LastSeen)}
+	}
+	if err := c.table("ID\tNAME\tCAPABILITIES\tBUSY\tRUNNING\tLAST SEEN", rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%d workers\n", len(ws))
+	return nil
+}
+
+func pluginsList(ctx context.Context, c *cli, _ []string) error {
+	var list struct {
+		Plugins []plugin `json:"plugins"`
+	}
+	raw, err := c.api.get(ctx, "/api/v1/plugins", &list)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	rows := make([][]string, len(list.Plugins))
+	for i, p := range list.Plugins {
+		active, deployed := "-", "-"
+		if p.Active != nil {
+			active, deployed = p.Active.Version, stamp(p.Active.DeployedAt)
+		}
+		rows[i] = []string{p.Name, active, strconv.Itoa(len(p.Versions)), deployed, orDash(strings.Join(p.SubscriptionTags, ","))}
+	}
+	return c.table("PLUGIN\tACTIVE\tVERSIONS\tDEPLOYED\tSUBSCRIBED TAGS", rows)
+}
+
+func pluginsSubscribe(ctx context.Context, c *cli, args []string) error {
+	var res struct {
+		Plugin string   `json:"plugin"`
+		Tags   []string `json:"subscription_tags"`
+	}
+	raw, err := c.api.call(ctx, "POST", "/api/v1/plugins/"+url.PathEscape(args[0])+"/subscriptions",
+		map[string]any{"tags": args[1:]}, &res)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	fmt.Fprintf(c.stdout, "plugin %s subscribes to: %s\n", res.Plugin, strings.Join(res.Tags, ", "))
+	return nil
+}
+
+func sourcesList(ctx context.Context, c *cli, _ []string) error {
+	var list struct {
+		Sources []source `json:"sources"`
+	}
+	raw, err := c.api.get(ctx, "/api/v1/sources", &list)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	rows := make([][]string, len(list.Sources))
+	for i, s := range list.Sources {
+		rows[i] = []string{strconv.FormatInt(s.ID, 10), s.Path, s.Type, strconv.FormatBool(s.Active)}
+	}
+	return c.table("ID\tPATH\tTYPE\tACTIVE", rows)
+}
+
+func sourcesAdd(ctx context.Context, c *cli, args []string) error {
+	abs, err := filepath.Abs(args[0])
+	if err != nil {
+		return err
+	}
+	var s source
+	raw, err := c.api.call(ctx, "POST", "/api/v1/sources", map[string]string{"path": abs}, &s)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	fmt.Fprintf(c.stdout, "source root %d: %s (scanned at the next pass)\n", s.ID, s.Path)
+	return nil
+}
+
+func routesList(ctx context.Context, c *cli, _ []string) error {
+	var list struct {
+		Routes []route `json:"routes"`
+	}
+	raw, err := c.api.get(ctx, "/api/v1/routes", &list)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	rows := make([][]string, len(list.Routes))
+	for i, r := range list.Routes {
+		rows[i] = []string{strconv.FormatInt(r.ID, 10), r.Pattern, r.Tag, strconv.FormatInt(r.Priority, 10)}
+	}
+	return c.table("ID\tPATTERN\tTAG\tPRIORITY", rows)
+}
+
+func routesAdd(ctx context.Context, c *cli, args []string) error {
+	var r route
+	raw, err := c.api.call(ctx, "POST", "/api/v1/routes",
+		route{Pattern: args[0], Tag: args[1], Priority: *c.num["priority"]}, &r)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	fmt.Fprintf(c.stdout, "routing rule %d: %s → %s\n", r.ID, r.Pattern, r.Tag)
+	return nil
+}
+
+func status(ctx context.Context, c *cli, _ []string) error {
+	var st struct {
+		Ready    bool             `json:"ready"`
+		Endpoint string           `json:"endpoint"`
+		Counts   map[string]int64 `json:"counts"`
+		Workers  []worker         `json:"workers"`
+	}
+	raw, err := c.api.get(ctx, "/api/v1/status", &st)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	state := "serving"
+	if !st.Ready {
+		state = "shutting down"
+	}
+	fmt.Fprintf(c.stdout, "Sentinel %s on %s\n\n", state, st.Endpoint)
+	var parts []string
+	for _, s := range []string{"PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED"} {
+		parts = append(parts, fmt.Sprintf("%s %d", s, st.Counts[s]))
+	}
+	fmt.Fprintf(c.stdout, "Jobs: %s\n\n", strings.Join(parts, "  "))
+	return c.printWorkers(st.Workers)
+}
+
+func fileOf(j job) string {
+	if j.FilePath != "" {
+		return j.FilePath
+	}
+	return fmt.Sprintf("version %d", j.FileVersionID)
+}
+
+func stamp(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return ""
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func ago(now time.Time, t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(*t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+}
+
+func orDash(s string) string { return orDefault(s, "-") }
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// clip shortens s to n runes for a table cell, on one line.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

@@ -1,0 +1,308 @@
+// Command casparian is the operator's command line for a running Casparian
+// Sentinel. It talks to the Sentinel's HTTP API (casparian-sentinel --http),
+// prints human tables by default and the API's JSON with --json.
+//
+//	casparian jobs ls [--status S] [--plugin P] [--limit N] [--offset N]
+//	casparian jobs show ID
+//	casparian jobs enqueue --plugin P (--file PATH | --file-version ID) [--priority N] [--config-overrides JSON]
+//	casparian jobs cancel ID
+//	casparian jobs retry ID
+//	casparian workers ls
+//	casparian plugins ls
+//	casparian plugins subscribe NAME TAG...
+//	casparian sources ls | add PATH
+//	casparian routes ls | add PATTERN TAG [--priority N]
+//	casparian status
+//
+// Exit codes: 0 success, 1 error (including an unreachable Sentinel), 2 usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// defaultServer is where the CLI looks for the Sentinel's HTTP API when
+// neither --server nor CASPARIAN_SERVER says otherwise.
+const defaultServer = "http://127.0.0.1:8080"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the flags every command accepts.
+type options struct {
+	server  string
+	json    bool
+	timeout time.Duration
+}
+
+// command is one "group verb" of the CLI.
+type command struct {
+	usage string // arguments after "casparian group verb"
+	help  string
+	flags func(fs *flag.FlagSet) // the command's own flags, if any
+	// minArgs and maxArgs bound the positional arguments (-1: no maximum).
+	minArgs, maxArgs int
+	run              func(ctx context.Context, c *cli, args []string) error
+}
+
+// cli is one invocation: the API client and where to write.
+type cli struct {
+	api    *client
+	opts   options
+	stdout io.Writer
+	stderr io.Writer
+	// values of the command's own flags, by name
+	str map[string]*string
+	num map[string]*int64
+}
+
+var commands = map[string]map[string]*command{
+	"jobs": {
+		"ls": {usage: "[--status S] [--plugin P] [--limit N] [--offset N]", help: "list jobs, newest first",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("status", "", "only jobs with this status (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, SKIPPED)")
+				fs.String("plugin", "", "only jobs of this plugin")
+				fs.Int64("limit", 50, "jobs per page (1-1000)")
+				fs.Int64("offset", 0, "jobs to skip")
+			}, run: jobsList},
+		"show": {usage: "ID", help: "show one job with its receipt", minArgs: 1, maxArgs: 1, run: jobsShow},
+		"enqueue": {usage: "--plugin P (--file PATH | --file-version ID) [--priority N] [--config-overrides JSON]",
+			help: "queue a job for a file",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("plugin", "", "plugin to run (required)")
+				fs.String("file", "", "the file, by path under a source root")
+				fs.Int64("file-version", 0, "the file, by cf_file_version id")
+				fs.Int64("priority", 0, "higher runs first")
+				fs.String("config-overrides", "", `sinks per topic, e.g. {"output": {"uri": "parquet://out.parquet"}}`)
+			}, run: jobsEnqueue},
+		"cancel": {usage: "ID", help: "cancel a job: QUEUED → SKIPPED; RUNNING → ABORT, then SKIPPED", minArgs: 1, maxArgs: 1, run: jobsCancel},
+		"retry":  {usage: "ID", help: "queue a FAILED job again", minArgs: 1, maxArgs: 1, run: jobsRetry},
+	},
+	"workers": {
+		"ls": {help: "list the connected workers", run: workersList},
+	},
+	"plugins": {
+		"ls":        {help: "list plugins: active version, subscriptions", run: pluginsList},
+		"subscribe": {usage: "NAME TAG...", help: "queue jobs of plugin NAME for files tagged TAG", minArgs: 2, maxArgs: -1, run: pluginsSubscribe},
+	},
+	"sources": {
+		"ls":  {help: "list the source roots the scanner walks", run: sourcesList},
+		"add": {usage: "PATH", help: "scan the folder PATH (made absolute)", minArgs: 1, maxArgs: 1, run: sourcesAdd},
+	},
+	"routes": {
+		"ls": {help: "list the routing rules", run: routesList},
+		"add": {usage: "PATTERN TAG [--priority N]", help: "tag files whose path matches PATTERN (gitignore-style) with TAG",
+			flags: func(fs *flag.FlagSet) {
+				fs.Int64("priority", 0, "rule priority")
+			}, minArgs: 2, maxArgs: 2, run: routesAdd},
+	},
+	"status": {
+		"": {help: "queue counts and workers at a glance", run: status},
+	},
+}
+
+// usageError is a mistake in the command line; it exits 2 with usage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// run executes one command line and returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	opts := options{server: defaultServer, timeout: 30 * time.Second}
+	if s := getenv("CASPARIAN_SERVER"); s != "" {
+		opts.server = s
+	}
+	global := flag.NewFlagSet("casparian", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	commonFlags(global, &opts)
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return exitOK
+		}
+		return failUsage(stderr, err)
+	}
+	rest := global.Args()
+	if len(rest) == 0 || rest[0] == "help" {
+		printUsage(stdout)
+		if len(rest) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	group, ok := commands[rest[0]]
+	if !ok {
+		return failUsage(stderr, usagef("unknown command %q", rest[0]))
+	}
+	verb, rest := "", rest[1:]
+	cmd, ok := group[""]
+	if !ok {
+		if len(rest) == 0 {
+			return failUsage(stderr, usagef("%s needs a subcommand: %s", args0(global, args), verbs(group)))
+		}
+		verb, rest = rest[0], rest[1:]
+		if cmd, ok = group[verb]; !ok {
+			return failUsage(stderr, usagef("unknown subcommand %q of %s (want %s)", verb, args0(global, args), verbs(group)))
+		}
+	}
+	name := strings.TrimSpace(args0(global, args) + " " + verb)
+
+	fs := flag.NewFlagSet("casparian "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	commonFlags(fs, &opts)
+	if cmd.flags != nil {
+		cmd.flags(fs)
+	}
+	positional, err := parseInterleaved(fs, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		commandUsage(stdout, name, cmd, fs)
+		return exitOK
+	}
+	if err != nil {
+		return failUsage(stderr, fmt.Errorf("%s: %w", name, err))
+	}
+	if len(positional) < cmd.minArgs || (cmd.maxArgs >= 0 && len(positional) > cmd.maxArgs) {
+		fmt.Fprintf(stderr, "casparian %s: wrong number of arguments\n", name)
+		commandUsage(stderr, name, cmd, fs)
+		return exitUsage
+	}
+	c := &cli{opts: opts, stdout: stdout, stderr: stderr, str: map[string]*string{}, num: map[string]*int64{}}
+	fs.VisitAll(func(f *flag.Flag) {
+		switch g := f.Value.(flag.Getter).Get().(type) {
+		case string:
+			v := g
+			c.str[f.Name] = &v
+		case int64:
+			v := g
+			c.num[f.Name] = &v
+		}
+	})
+	if c.api, err = newClient(opts.server, opts.timeout); err != nil {
+		return failUsage(stderr, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
+	defer cancel()
+	if err := cmd.run(ctx, c, positional); err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "casparian %s: %v\n", name, err)
+			commandUsage(stderr, name, cmd, fs)
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "casparian %s: %v\n", name, err)
+		return exitError
+	}
+	return exitOK
+}
+
+// args0 is the group name as typed.
+func args0(global *flag.FlagSet, _ []string) string { return global.Arg(0) }
+
+func commonFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.server, "server", o.server, "Sentinel HTTP API base URL (env CASPARIAN_SERVER)")
+	fs.BoolVar(&o.json, "json", o.json, "print the API's JSON instead of a table")
+	fs.DurationVar(&o.timeout, "timeout", o.timeout, "give up on the Sentinel after this long")
+}
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments ("jobs cancel 7 --json"); "--" ends the flags.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func verbs(group map[string]*command) string {
+	var vs []string
+	for v := range group {
+		vs = append(vs, v)
+	}
+	sort.Strings(vs)
+	return strings.Join(vs, ", ")
+}
+
+func failUsage(w io.Writer, err error) int {
+	fmt.Fprintf(w, "casparian: %v\nRun 'casparian help' for usage.\n", err)
+	return exitUsage
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, `Usage: casparian [--server URL] [--json] COMMAND [ARGS]
+
+Operate a running Casparian Sentinel through its HTTP API
+(casparian-sentinel --http 127.0.0.1:8080).
+
+Commands:
+`)
+	var groups []string
+	for g := range commands {
+		groups = append(groups, g)
+	}
+	sort.Strings(groups)
+	for _, g := range groups {
+		var vs []string
+		for v := range commands[g] {
+			vs = append(vs, v)
+		}
+		sort.Strings(vs)
+		for _, v := range vs {
+			cmd := commands[g][v]
+			line := strings.TrimSpace(g + " " + v + " " + cmd.usage)
+			if len(line) > 40 {
+				fmt.Fprintf(w, "  %s\n  %-40s %s\n", line, "", cmd.help)
+				continue
+			}
+			fmt.Fprintf(w, "  %-40s %s\n", line, cmd.help)
+		}
+	}
+	fmt.Fprintf(w, `
+Flags (before or after the command):
+  --server URL     Sentinel HTTP API base URL (default %s, env CASPARIAN_SERVER)
+  --json           print the API's JSON instead of a table
+  --timeout D      give up on the Sentinel after this long (default 30s)
+
+Exit codes: 0 success, 1 error (including an unreachable Sentinel), 2 usage.
+`, defaultServer)
+}
+
+func commandUsage(w io.Writer, name string, cmd *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: casparian %s %s\n  %s\n\nFlags:\n", name, cmd.usage, cmd.help)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}

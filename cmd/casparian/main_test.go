@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
+)
+
+// casparian runs the CLI in process and returns its exit code and output.
+func casparian(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// ok runs the CLI against url and fails the test unless it exits 0.
+func ok(t *testing.T, url string, args ...string) string {
+	t.Helper()
+	code, out, errOut := casparian(t, nil, append([]string{"--server", url}, args...)...)
+	if code != exitOK {
+		t.Fatalf("casparian %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func TestCLI_AgainstARunningSentinel(t *testing.T) {
+	e := sentineltest.Start(t, nil)
+	e.Plugin("p")
+	e.Plugin("slow")
+	e.File("in/a.csv", "x\ny\n")
+	release := make(chan struct{})
+	e.Worker(testworker.Options{Identity: "tw-cli", Capabilities: []string{"p", "slow"}, Slots: 2,
+		Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+			if j.Dispatch.PluginName == "slow" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return transport.Conclude{Status: transport.StatusAborted}
+				}
+			}
+			return testworker.FileStats(ctx, j)
+		}})
+
+	// enqueue by path, then see it complete in ls and show.
+	out := ok(t, e.URL, "jobs", "enqueue", "--plugin", "p", "--file", filepath.Join(e.Root, "in/a.csv"), "--priority", "5")
+	var id int64
+	if _, err := fmt.Sscanf(out, "queued job %d:", &id); err != nil || !strings.Contains(out, "(priority 5)") {
+		t.Fatalf("enqueue said %q", out)
+	}
+	sentineltest.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return e.Job(id).Status == db.StatusCompleted })
+
+	out = ok(t, e.URL, "jobs", "ls")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[1], "COMPLETED") ||
+		!strings.Contains(lines[1], "tw-cli") || lines[2] != "1 of 1 jobs" {
+		t.Errorf("jobs ls:\n%s", out)
+	}
+	out = ok(t, e.URL, "jobs", "show", fmt.Sprint(id))
+	for _, want := range []string{"Status:", "COMPLETED", "Metrics:", "rows=2", "Artifact 1:", "uri=sha256:", "Worker:", "tw-cli"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("jobs show lacks %q:\n%s", want, out)
+		}
+	}
+	// --json prints the API's document, after the arguments too.
+	out = ok(t, e.URL, "jobs", "show", fmt.Sprint(id), "--json")
+	var shown struct {
+		ID      int64            `json:"id"`
+		Status  string           `json:"status"`
+		Metrics map[string]int64 `json:"metrics"`
+	}
+	if err := json.Unmarshal([]byte(out), &shown); err != nil || shown.ID != id || shown.Metrics["rows"] != 2 {
+		t.Errorf("jobs show --json = %q (%v)", out, err)
+	}
+	out = ok(t, e.URL, "--json", "jobs", "ls", "--status", "completed")
+	var list struct {
+		Total int64 `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || list.Total != 1 {
+		t.Errorf("jobs ls --json = %q (%v)", out, err)
+	}
+
+	// cancel a RUNNING job; retry is refused for it (not FAILED).
+	slow := e.Enqueue(e.File("b.csv", "b\n"), "slow", 0)
+	// RUNNING in the database comes a moment before the worker actor holds
+	// the claim; the worker list shows what the worker actors hold.
+	sentineltest.Eventually(t, 5*time.Second, "slow job held by the worker", func() bool {
+		ws, _ := e.Sentinel.WorkersInfo(context.Background())
+		return len(ws) == 1 && len(ws[0].Running) == 1 && ws[0].Running[0] == slow
+	})
+	out = ok(t, e.URL, "workers", "ls")
+	if !strings.Contains(out, "tw-cli") || !strings.Contains(out, "1/2") || !strings.Contains(out, fmt.Sprint(slow)) ||
+		!strings.Contains(out, "p,slow") || !strings.Contains(out, "1 workers") {
+		t.Errorf("workers ls:\n%s", out)
+	}
+	out = ok(t, e.URL, "jobs", "cancel", fmt.Sprint(slow))
+	if !strings.Contains(out, "ABORT sent") {
+		t.Errorf("cancel running said %q", out)
+	}
+	sentineltest.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(slow).Status == db.StatusSkipped })
+	code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "retry", fmt.Sprint(slow))
+	if code != exitError || !strings.Contains(errOut, "only FAILED jobs can be retried") || !strings.Contains(errOut, "HTTP 409") {
+		t.Errorf("retry of a skipped job: exit %d, %q", code, errOut)
+	}
+	code, _, errOut = casparian(t, nil, "--server", e.URL, "jobs", "show", "999")
+	if code != exitError || !strings.Contains(errOut, "job 999 not found (HTTP 404)") {
+		t.Errorf("show unknown job: exit %d, %q", code, errOut)
+	}
+
+	// The scanner's configuration: sources, routes, subscriptions.
+	dir := t.TempDir()
+	out = ok(t, e.URL, "sources", "add", dir)
+	if !strings.Contains(out, dir) {
+		t.Errorf("sources add said %q", out)
+	}
+	if out = ok(t, e.URL, "sources", "ls"); !strings.Contains(out, dir) || !strings.Contains(out, e.Root) {
+		t.Errorf("sources ls:\n%s", out)
+	}
+	if out = ok(t, e.URL, "routes", "add", "*.csv", "csv", "--priority", "2"); !strings.Contains(out, "*.csv → csv") {
+		t.Errorf("routes add said %q", out)
+	}
+	if out = ok(t, e.URL, "routes", "ls"); !strings.Contains(out, "*.csv") {
+		t.Errorf("routes ls:\n%s", out)
+	}
+	if out = ok(t, e.URL, "plugins", "subscribe", "p", "csv", "raw"); !strings.Contains(out, "csv, raw") {
+		t.Errorf("plugins subscribe said %q", out)
+	}
+	out = ok(t, e.URL, "plugins", "ls")
+	if !strings.Contains(out, "1.0.0") || !strings.Contains(out, "csv,raw") || !strings.Contains(out, "slow") {
+		t.Errorf("plugins ls:\n%s", out)
+	}
+	out = ok(t, e.URL, "status")
+	if !strings.Contains(out, "COMPLETED 1") || !strings.Contains(out, "SKIPPED 1") || !strings.Contains(out, "tw-cli") {
+		t.Errorf("status:\n%s", out)
+	}
+	close(release)
+}
+
+func TestCLI_UnreachableSentinelIsAClearError(t *testing.T) {
+	// A port nothing listens on: take one and free it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code, out, errOut := casparian(t, map[string]string{"CASPARIAN_SERVER": "http://" + addr}, "jobs", "ls")
+	if code != exitError || out != "" {
+		t.Errorf("exit %d, stdout %q", code, out)
+	}
+	for _, want := range []string{"cannot reach the Sentinel at http://" + addr, "connection refused", "--server", "CASPARIAN_SERVER"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	// The flag beats the environment.
+	e := sentineltest.Start(t, nil)
+	code, _, errOut = casparian(t, map[string]string{"CASPARIAN_SERVER": "http://" + addr}, "workers", "ls", "--server", e.URL)
+	if code != exitOK {
+		t.Errorf("--server over CASPARIAN_SERVER: exit %d, %s", code, errOut)
+	}
+	code, _, _ = casparian(t, map[string]string{"CASPARIAN_SERVER": strings.TrimPrefix(e.URL, "http://")}, "workers", "ls")
+	if code != exitOK {
+		t.Errorf("a server without scheme: exit %d", code)
+	}
+}
+
+func TestCLI_UsageErrorsExitTwo(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "Usage: casparian"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"jobs"}, "jobs needs a subcommand"},
+		{[]string{"jobs", "delete"}, `unknown subcommand "delete"`},
+		{[]string{"jobs", "show"}, "wrong number of arguments"},
+		{[]string{"jobs", "show", "1", "2"}, "wrong number of arguments"},
+		{[]string{"jobs", "show", "seven"}, `job id must be a positive whole number, got "seven"`},
+		{[]string{"jobs", "ls", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"jobs", "enqueue", "--file", "/x"}, "--plugin is required"},
+		{[]string{"jobs", "enqueue", "--plugin", "p"}, "--file PATH or --file-version ID"},
+		{[]string{"jobs", "enqueue", "--plugin", "p", "--file", "/x", "--config-overrides", "{"}, "not valid JSON"},
+		{[]string{"plugins", "subscribe", "p"}, "wrong number of arguments"},
+		{[]string{"--server", "ftp://x", "workers", "ls"}, `--server "ftp://x"`},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, out, errOut := casparian(t, map[string]string{"CASPARIAN_SERVER": "http://127.0.0.1:1"}, tc.args...)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d", code, exitUsage)
+			}
+			if !strings.Contains(out+errOut, tc.want) {
+				t.Errorf("output lacks %q:\n%s%s", tc.want, out, errOut)
+			}
+		})
+	}
+	if code, out, _ := casparian(t, nil, "help"); code != exitOK || !strings.Contains(out, "jobs enqueue") {
+		t.Errorf("help: exit %d\n%s", code, out)
+	}
+	if code, out, _ := casparian(t, nil, "jobs", "ls", "-h"); code != exitOK || !strings.Contains(out, "-status") {
+		t.Errorf("jobs ls -h: exit %d\n%s", code, out)
+	}
+}

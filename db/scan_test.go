@@ -1,0 +1,127 @@
+package db
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	root, err := db.SourceRootActivate(ctx, "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginSubscribe(ctx, "csv_reader", []string{"csv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginSubscribe(ctx, "everything", []string{"csv", "raw"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginSubscribe(ctx, "json_reader", []string{"json"}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := ScannedFile{RootID: root.ID, RelPath: "in/a.csv", Hash: "h1", Size: 5, ModTime: testNow.Add(-time.Hour), Tags: []string{"raw", "csv", "csv"}}
+	old := ScannedFile{RootID: root.ID, RelPath: "old.csv", Hash: "h2", Size: 6, ModTime: testNow.Add(-30 * 24 * time.Hour), Tags: []string{"csv"}}
+	untagged := ScannedFile{RootID: root.ID, RelPath: "notes.txt", Hash: "h3", Size: 1, ModTime: testNow}
+
+	recs, err := db.ScanRecordFiles(ctx, testNow, []ScannedFile{fresh, old, untagged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs[0].Jobs) != 2 || len(recs[1].Jobs) != 2 || len(recs[2].Jobs) != 0 || recs[2].VersionID == 0 {
+		t.Fatalf("records = %+v", recs)
+	}
+	for _, id := range recs[0].Jobs {
+		j, err := db.JobShow(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Priority != 100 || j.FilePath != "/data/in/a.csv" || j.Status != StatusQueued {
+			t.Errorf("fresh file job = %+v", j)
+		}
+	}
+	if j := getJob(t, db, recs[1].Jobs[0]); j.Priority != 10 {
+		t.Errorf("old file job priority = %d, want 10", j.Priority)
+	}
+	raw := rawOpen(t, db.Path())
+	var tags string
+	if err := raw.QueryRow(`SELECT applied_tags FROM cf_file_version WHERE id = ?`, recs[0].VersionID).Scan(&tags); err != nil || tags != "csv,raw" {
+		t.Errorf("applied_tags = %q, %v", tags, err)
+	}
+
+	// The same content again (a retried batch, a touched file): no new
+	// version, no new job, the mtime is refreshed.
+	touched := fresh
+	touched.ModTime = testNow
+	again, err := db.ScanRecordFiles(ctx, testNow, []ScannedFile{touched})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again[0].VersionID != 0 || len(again[0].Jobs) != 0 || again[0].LocationID != recs[0].LocationID {
+		t.Errorf("unchanged content recorded again: %+v", again[0])
+	}
+	locs, err := db.ScanLocations(ctx, root.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := locs["in/a.csv"]; l.ID != recs[0].LocationID || l.Size != 5 || l.MTime != float64(testNow.UnixNano())/1e9 {
+		t.Errorf("location after touch = %+v", l)
+	}
+
+	// New content at the same path: a new version and new jobs.
+	edited := fresh
+	edited.Hash, edited.Size = "h1b", 9
+	rec, err := db.ScanRecordFiles(ctx, testNow, []ScannedFile{edited})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec[0].VersionID == 0 || rec[0].VersionID == recs[0].VersionID || len(rec[0].Jobs) != 2 {
+		t.Errorf("edited file = %+v", rec[0])
+	}
+	if c, _ := db.JobsCountByStatus(ctx); c[StatusQueued] != 6 {
+		t.Errorf("queued jobs = %d, want 6", c[StatusQueued])
+	}
+}
+
+func TestScanFinish_MarksMissingAndSeen(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	root, err := db.SourceRootActivate(ctx, "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := db.ScanRecordFiles(ctx, testNow, []ScannedFile{
+		{RootID: root.ID, RelPath: "a", Hash: "ha", Size: 1, ModTime: testNow},
+		{RootID: root.ID, RelPath: "b", Hash: "hb", Size: 1, ModTime: testNow},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := recs[0].LocationID, recs[1].LocationID
+	if err := db.ScanFinish(ctx, testNow, root.ID, []int64{a}, []int64{b}); err != nil {
+		t.Fatal(err)
+	}
+	locs, _ := db.ScanLocations(ctx, root.ID)
+	if locs["a"].Missing || !locs["b"].Missing {
+		t.Errorf("after b vanished: %+v", locs)
+	}
+	// b is back.
+	if err := db.ScanFinish(ctx, testNow, root.ID, []int64{a, b}, nil); err != nil {
+		t.Fatal(err)
+	}
+	locs, _ = db.ScanLocations(ctx, root.ID)
+	if locs["b"].Missing {
+		t.Errorf("b still missing after it was seen: %+v", locs["b"])
+	}
+
+	// Many ids at once are chunked under SQLite's parameter limit.
+	many := make([]int64, 3*scanChunk+7)
+	for i := range many {
+		many[i] = int64(i + 1000)
+	}
+	if err := db.ScanFinish(ctx, testNow, root.ID, many, many); err != nil {
+		t.Errorf("finish with %d ids: %v", len(many), err)
+	}
+}

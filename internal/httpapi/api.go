@@ -1,0 +1,449 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/casparian/sentinel/actors"
+)
+
+// maxBody bounds a request body; every document of the API is small.
+const maxBody = 1 << 20
+
+func (srv *Server) ctx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), srv.timeout)
+}
+
+// GET /api/v1/jobs?status=FAILED&plugin=p&limit=50&offset=0
+func (srv *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	f, err := jobFilter(r)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	page, err := srv.s.Jobs(ctx, f)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := JobList{Jobs: make([]Job, len(page.Jobs)), Total: page.Total, Limit: f.Limit, Offset: f.Offset}
+	for i, j := range page.Jobs {
+		out.Jobs[i] = jobJSON(j)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// jobFilter reads the query of GET /api/v1/jobs. Unknown parameters are an
+// error, so a typo does not silently list everything.
+func jobFilter(r *http.Request) (actors.JobFilter, error) {
+	f := actors.JobFilter{Limit: 50}
+	q := r.URL.Query()
+	for key := range q {
+		switch key {
+		case "status", "plugin", "limit", "offset":
+		default:
+			return f, badRequest("unknown query parameter %q (want status, plugin, limit, offset)", key)
+		}
+	}
+	if s := q.Get("status"); s != "" {
+		st, ok := parseStatus(s)
+		if !ok {
+			return f, badRequest("unknown status %q (want one of %s)", s, statusNames())
+		}
+		f.Status = st
+	}
+	f.Plugin = q.Get("plugin")
+	var err error
+	if f.Limit, err = intParam(q.Get("limit"), "limit", 50, 1, 1000); err != nil {
+		return f, err
+	}
+	if f.Offset, err = intParam(q.Get("offset"), "offset", 0, 0, 1<<31-1); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+func parseStatus(s string) (actors.JobStatus, bool) {
+	for _, st := range actors.JobStatuses {
+		if strings.EqualFold(s, string(st)) {
+			return st, true
+		}
+	}
+	return "", false
+}
+
+func statusNames() string {
+	names := make([]string, len(actors.JobStatuses))
+	for i, st := range actors.JobStatuses {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
+}
+
+func intParam(s, name string, def, lo, hi int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, badRequest("%s must be a whole number from %d to %d, got %q", name, lo, hi, s)
+	}
+	return n, nil
+}
+
+// GET /api/v1/jobs/{id}
+func (srv *Server) showJob(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	j, err := srv.s.Job(ctx, id)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, jobJSON(j))
+}
+
+func jobID(r *http.Request) (int64, error) {
+	s := r.PathValue("id")
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, badRequest("job id must be a positive whole number, got %q", s)
+	}
+	return id, nil
+}
+
+// POST /api/v1/jobs {"file_version_id": 3, "plugin": "p", "priority": 10}
+// or {"file_path": "/data/in/a.csv", "plugin": "p", "config_overrides": {...}}
+func (srv *Server) enqueue(w http.ResponseWriter, r *http.Request) {
+	var req EnqueueRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	overrides, err := overridesText(req.ConfigOverrides)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	id, err := srv.s.Enqueue(ctx, actors.JobSubmission{FileVersionID: req.FileVersionID, FilePath: req.FilePath,
+		Plugin: req.Plugin, Priority: req.Priority, ConfigOverrides: overrides})
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	j, err := srv.s.Job(ctx, id)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", fmt.Sprintf("/api/v1/jobs/%d", id))
+	writeJSON(w, http.StatusCreated, jobJSON(j))
+}
+
+// overridesText accepts config_overrides as a JSON object, or as a string
+// holding one (the form the column stores); null or absent means none.
+func overridesText(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", badRequest("config_overrides: %v", err)
+		}
+		return s, nil
+	}
+	if raw[0] != '{' {
+		return "", badRequest("config_overrides must be an object {topic: sink | [sinks]}")
+	}
+	return string(raw), nil
+}
+
+// POST /api/v1/jobs/{id}/cancel
+func (srv *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	res, err := srv.s.Cancel(ctx, id)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	j, err := srv.s.Job(ctx, id)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, CancelResponse{Job: jobJSON(j), PreviousStatus: string(res.Previous),
+		AbortSent: res.Status == actors.StatusRunning})
+}
+
+// POST /api/v1/jobs/{id}/retry
+func (srv *Server) retry(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	if err := srv.s.Retry(ctx, id); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	j, err := srv.s.Job(ctx, id)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, jobJSON(j))
+}
+
+// GET /api/v1/workers
+func (srv *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	workers, err := srv.s.WorkersInfo(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := WorkerList{Workers: make([]Worker, len(workers))}
+	for i, wi := range workers {
+		out.Workers[i] = workerJSON(wi)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// GET /api/v1/status
+func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	counts, err := srv.s.Counts(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	workers, err := srv.s.WorkersInfo(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := Status{Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint(), Counts: map[string]int64{},
+		Workers: make([]Worker, len(workers))}
+	for _, st := range actors.JobStatuses {
+		out.Counts[string(st)] = counts[st]
+	}
+	for i, wi := range workers {
+		out.Workers[i] = workerJSON(wi)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// GET /api/v1/plugins
+func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	plugins, err := srv.s.Plugins(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := PluginList{Plugins: make([]Plugin, len(plugins))}
+	for i, p := range plugins {
+		out.Plugins[i] = pluginJSON(p)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// POST /api/v1/plugins/{name}/subscriptions {"tags": ["csv"]}
+func (srv *Server) subscribe(w http.ResponseWriter, r *http.Request) {
+	var req SubscribeRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	tags, err := srv.s.Subscribe(ctx, name, req.Tags)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Subscription{Plugin: name, SubscriptionTags: tags})
+}
+
+// GET /api/v1/sources
+func (srv *Server) listSources(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	roots, err := srv.s.Sources(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := SourceList{Sources: make([]Source, len(roots))}
+	for i, root := range roots {
+		out.Sources[i] = sourceJSON(root)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// POST /api/v1/sources {"path": "/data/inbox"}
+func (srv *Server) addSource(w http.ResponseWriter, r *http.Request) {
+	var req SourceRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	if req.Path == "" {
+		srv.fail(w, r, badRequest("path is required"))
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	root, err := srv.s.AddSource(ctx, req.Path)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, sourceJSON(root))
+}
+
+// GET /api/v1/routes
+func (srv *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	rules, err := srv.s.Routes(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := RouteList{Routes: make([]Route, len(rules))}
+	for i, rule := range rules {
+		out.Routes[i] = Route{ID: rule.ID, Pattern: rule.Pattern, Tag: rule.Tag, Priority: rule.Priority}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// POST /api/v1/routes {"pattern": "*.csv", "tag": "csv", "priority": 0}
+func (srv *Server) addRoute(w http.ResponseWriter, r *http.Request) {
+	var req Route
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	if req.ID != 0 {
+		srv.fail(w, r, badRequest("id is assigned by the server; leave it out"))
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	id, err := srv.s.AddRoute(ctx, req.Pattern, req.Tag, req.Priority)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	req.ID = id
+	writeJSON(w, http.StatusCreated, req)
+}
+
+// readJSON decodes a request body into v, refusing unknown fields, trailing
+// data and bodies over maxBody, with a message naming the problem.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return badRequest("Content-Type must be application/json, got %q", ct)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.Is(err, io.EOF):
+			return badRequest("request body is empty; want a JSON object")
+		case errors.As(err, &tooBig):
+			return badRequest("request body is larger than %d bytes", maxBody)
+		}
+		return badRequest("invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("invalid JSON body: data after the object")
+	}
+	return nil
+}
+
+// requestError is a 400 found before the request reached the Sentinel.
+type requestError struct{ msg string }
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &requestError{msg: fmt.Sprintf(format, args...)}
+}
+
+// fail writes err as JSON with the status it calls for.
+func (srv *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var re *requestError
+	code := http.StatusInternalServerError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &re):
+		code = http.StatusBadRequest
+	case errors.Is(err, actors.ErrInvalid):
+		code, msg = http.StatusBadRequest, trimSentinel(msg, actors.ErrInvalid)
+	case errors.Is(err, actors.ErrNotFound):
+		code, msg = http.StatusNotFound, trimSentinel(msg, actors.ErrNotFound)
+	case errors.Is(err, actors.ErrConflict):
+		code, msg = http.StatusConflict, trimSentinel(msg, actors.ErrConflict)
+	case errors.Is(err, actors.ErrStopped), errors.Is(err, actors.ErrUnavailable):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	if code >= 500 {
+		srv.log.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Int("status", code).Msg("request failed")
+	}
+	writeJSON(w, code, Error{Error: msg})
+}
+
+// trimSentinel drops the sentinel error's own text from the end of a
+// message: "job 7: not found" reads better as "job 7" under a 404, but the
+// rest of the message is what says what is wrong.
+func trimSentinel(msg string, sentinel error) string {
+	if s := strings.TrimSuffix(msg, ": "+sentinel.Error()); s != "" && sentinel == actors.ErrNotFound {
+		return s + " not found"
+	} else if s != "" {
+		return s
+	}
+	return msg
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

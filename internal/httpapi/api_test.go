@@ -1,0 +1,355 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
+)
+
+// call makes one request and decodes the JSON answer into out (when not
+// nil); it returns the status code and the raw body.
+func call(t *testing.T, method, url, body string, out any) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != nil && res.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, url, raw, err)
+		}
+	}
+	return res.StatusCode, string(raw)
+}
+
+// errorOf decodes an error body.
+func errorOf(t *testing.T, body string) string {
+	t.Helper()
+	var e httpapi.Error
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+		t.Fatalf("error body %q is not {\"error\": ...}: %v", body, err)
+	}
+	return e.Error
+}
+
+// blockUntilAborted holds every job until the Sentinel aborts it.
+func blockUntilAborted(ctx context.Context, _ testworker.Job) transport.Conclude {
+	<-ctx.Done()
+	return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "aborted on request"}
+}
+
+func failing(context.Context, testworker.Job) transport.Conclude {
+	return transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "bad input"}
+}
+
+func TestAPI_JobsRoundTrip(t *testing.T) {
+	e := sentineltest.Start(t, nil)
+	e.Plugin("p")
+	fv := e.File("in/a.csv", "a,b\n1,2\n")
+
+	// Enqueue by version and by path, then watch them complete.
+	var byVersion, byPath httpapi.Job
+	code, body := call(t, "POST", e.URL+"/api/v1/jobs",
+		fmt.Sprintf(`{"file_version_id": %d, "plugin": "p", "priority": 7, "config_overrides": {"output": {"uri": "parquet://x.parquet"}}}`, fv), &byVersion)
+	if code != http.StatusCreated || byVersion.ID == 0 || byVersion.Status != "QUEUED" || byVersion.Priority != 7 ||
+		!strings.Contains(string(byVersion.ConfigOverrides), "parquet://x.parquet") {
+		t.Fatalf("enqueue by version: %d %s", code, body)
+	}
+	code, body = call(t, "POST", e.URL+"/api/v1/jobs",
+		fmt.Sprintf(`{"file_path": %q, "plugin": "p"}`, filepath.Join(e.Root, "in/a.csv")), &byPath)
+	if code != http.StatusCreated || byPath.FileVersionID != fv || byPath.FilePath != filepath.Join(e.Root, "in/a.csv") {
+		t.Fatalf("enqueue by path: %d %s", code, body)
+	}
+
+	w := e.Worker(testworker.Options{Identity: "tw-api"})
+	sentineltest.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool {
+		return e.Job(byVersion.ID).Status == db.StatusCompleted && e.Job(byPath.ID).Status == db.StatusCompleted
+	})
+
+	var shown httpapi.Job
+	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, byPath.ID), "", &shown); code != 200 {
+		t.Fatalf("show: %d %s", code, body)
+	}
+	if shown.Status != "COMPLETED" || shown.Worker != w.Identity() || shown.Metrics["rows"] != 2 ||
+		len(shown.Artifacts) != 1 || !strings.HasPrefix(shown.Artifacts[0]["uri"], "sha256:") || shown.EndTime == nil {
+		t.Errorf("shown job = %+v", shown)
+	}
+
+	// Lists: all, filtered, paginated.
+	var list httpapi.JobList
+	call(t, "GET", e.URL+"/api/v1/jobs", "", &list)
+	if list.Total != 2 || len(list.Jobs) != 2 || list.Jobs[0].ID != byPath.ID {
+		t.Errorf("list = %+v", list)
+	}
+	call(t, "GET", e.URL+"/api/v1/jobs?status=completed&plugin=p&limit=1&offset=1", "", &list)
+	if list.Total != 2 || len(list.Jobs) != 1 || list.Jobs[0].ID != byVersion.ID || list.Limit != 1 || list.Offset != 1 {
+		t.Errorf("filtered page = %+v", list)
+	}
+	call(t, "GET", e.URL+"/api/v1/jobs?status=FAILED", "", &list)
+	if list.Total != 0 || len(list.Jobs) != 0 {
+		t.Errorf("failed jobs = %+v", list)
+	}
+}
+
+func TestAPI_CancelAndRetry(t *testing.T) {
+	e := sentineltest.Start(t, nil)
+	e.Plugin("blocked")
+	e.Plugin("broken")
+	fv := e.File("a.txt", "a\n")
+
+	// A QUEUED job nobody can run is cancelled at once.
+	e.Plugin("nobody")
+	queued := e.Enqueue(fv, "nobody", 0)
+	var res httpapi.CancelResponse
+	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, queued), "", &res); code != 200 {
+		t.Fatalf("cancel queued: %d %s", code, body)
+	}
+	if res.PreviousStatus != "QUEUED" || res.Job.Status != "SKIPPED" || res.AbortSent {
+		t.Errorf("cancel queued = %+v", res)
+	}
+
+	// A RUNNING job: its worker gets ABORT, concludes ABORTED, the job ends
+	// SKIPPED and is never requeued.
+	running := e.Enqueue(fv, "blocked", 0)
+	w := e.Worker(testworker.Options{Capabilities: []string{"blocked", "broken"}, Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+		if j.Dispatch.PluginName == "broken" {
+			return failing(ctx, j)
+		}
+		return blockUntilAborted(ctx, j)
+	}})
+	sentineltest.Eventually(t, 5*time.Second, "job running on the worker", func() bool { return len(w.Received()) == 1 })
+	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, running), "", &res); code != 200 {
+		t.Fatalf("cancel running: %d %s", code, body)
+	}
+	if res.PreviousStatus != "RUNNING" || !res.AbortSent || !res.Job.CancelRequested {
+		t.Errorf("cancel running = %+v", res)
+	}
+	sentineltest.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(running).Status == db.StatusSkipped })
+	if j := e.Job(running); j.RetryCount != 0 || len(w.Received()) != 1 {
+		t.Errorf("cancelled job: retries %d, dispatched %d times", j.RetryCount, len(w.Received()))
+	}
+	if st := e.Sentinel.Stats(); st.JobsCancelled.Load() != 2 {
+		t.Errorf("jobs cancelled = %d, want 2", st.JobsCancelled.Load())
+	}
+
+	// Cancelling a finished job is a conflict that names the status.
+	code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, running), "", nil)
+	if code != 200 { // SKIPPED again: a no-op
+		t.Errorf("cancel skipped again: %d %s", code, body)
+	}
+
+	// A FAILED job is retried: QUEUED, retry_count 0, runs again (and fails again).
+	failed := e.Enqueue(fv, "broken", 0)
+	sentineltest.Eventually(t, 5*time.Second, "job FAILED", func() bool { return e.Job(failed).Status == db.StatusFailed })
+	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, failed), "", nil)
+	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "FAILED") {
+		t.Errorf("cancel failed job: %d %s", code, body)
+	}
+	var retried httpapi.Job
+	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/retry", e.URL, failed), "", &retried); code != 200 {
+		t.Fatalf("retry: %d %s", code, body)
+	}
+	if retried.Status != "QUEUED" && retried.Status != "RUNNING" && retried.Status != "FAILED" {
+		t.Errorf("retried job = %+v", retried)
+	}
+	sentineltest.Eventually(t, 5*time.Second, "retried job ran again", func() bool {
+		j := e.Job(failed)
+		return j.Status == db.StatusFailed && j.Attempt == 2
+	})
+	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/retry", e.URL, queued), "", nil)
+	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "only FAILED jobs can be retried") {
+		t.Errorf("retry skipped job: %d %s", code, body)
+	}
+}
+
+func TestAPI_BadRequestsSayWhatIsWrong(t *testing.T) {
+	e := sentineltest.Start(t, nil)
+	e.Plugin("p")
+	fv := e.File("a.txt", "a\n")
+	cases := []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"GET", "/api/v1/jobs?status=DONE", "", 400, `unknown status "DONE"`},
+		{"GET", "/api/v1/jobs?limit=0", "", 400, "limit must be a whole number from 1 to 1000"},
+		{"GET", "/api/v1/jobs?offset=-1", "", 400, "offset"},
+		{"GET", "/api/v1/jobs?stauts=FAILED", "", 400, `unknown query parameter "stauts"`},
+		{"GET", "/api/v1/jobs/abc", "", 400, `job id must be a positive whole number, got "abc"`},
+		{"GET", "/api/v1/jobs/999", "", 404, "job 999 not found"},
+		{"POST", "/api/v1/jobs/999/cancel", "", 404, "job 999 not found"},
+		{"POST", "/api/v1/jobs/999/retry", "", 404, "job 999 not found"},
+		{"POST", "/api/v1/jobs", "", 400, "request body is empty"},
+		{"POST", "/api/v1/jobs", `{"plugin": "p", "file_version_id": 1,}`, 400, "invalid JSON body"},
+		{"POST", "/api/v1/jobs", `{"plugn": "p"}`, 400, `unknown field "plugn"`},
+		{"POST", "/api/v1/jobs", fmt.Sprintf(`{"file_version_id": %d}`, fv), 400, "plugin is required"},
+		{"POST", "/api/v1/jobs", `{"plugin": "p"}`, 400, "give file_version_id or file_path"},
+		{"POST", "/api/v1/jobs", `{"plugin": "p", "file_version_id": 999}`, 404, "file version 999 not found"},
+		{"POST", "/api/v1/jobs", `{"plugin": "p", "file_path": "/nowhere/x.csv"}`, 404, "under no active source root"},
+		{"POST", "/api/v1/jobs", `{"plugin": "p", "file_path": "relative.csv"}`, 400, "must be absolute"},
+		{"POST", "/api/v1/jobs", fmt.Sprintf(`{"plugin": "p", "file_version_id": %d, "config_overrides": [1]}`, fv), 400, "config_overrides must be an object"},
+		{"POST", "/api/v1/jobs", fmt.Sprintf(`{"plugin": "p", "file_version_id": %d, "config_overrides": {"output": {"mode": "x"}}}`, fv), 400, "sink has no uri"},
+		{"POST", "/api/v1/plugins/p/subscriptions", `{"tags": []}`, 400, "at least one tag"},
+		{"POST", "/api/v1/sources", `{"path": "relative"}`, 400, "must be absolute"},
+		{"POST", "/api/v1/sources", `{}`, 400, "path is required"},
+		{"POST", "/api/v1/routes", `{"pattern": "*.csv", "tag": "a,b"}`, 400, "contain no comma"},
+		{"GET", "/api/v1/nothing", "", 404, "no such endpoint: GET /api/v1/nothing"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			code, body := call(t, tc.method, e.URL+tc.path, tc.body, nil)
+			if code != tc.code {
+				t.Errorf("status %d, want %d (%s)", code, tc.code, body)
+			}
+			if msg := errorOf(t, body); !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q does not contain %q", msg, tc.want)
+			}
+		})
+	}
+	// A wrong content type is refused before the body is read.
+	res, err := http.Post(e.URL+"/api/v1/jobs", "text/plain", bytes.NewReader([]byte(`{}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 400 {
+		t.Errorf("text/plain body: %d", res.StatusCode)
+	}
+}
+
+func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
+	e := sentineltest.Start(t, nil)
+	e.Plugin("p")
+	fv := e.File("a.txt", "a\n")
+	job := e.Enqueue(fv, "p", 0)
+	e.Worker(testworker.Options{Identity: "tw-busy", Capabilities: []string{"p"}, Slots: 3, Run: blockUntilAborted})
+	e.Worker(testworker.Options{Identity: "tw-idle", Capabilities: []string{"other"}})
+	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+
+	// RUNNING in the database comes a moment before the worker actor holds
+	// the claim; the list shows what the worker actors hold.
+	var workers httpapi.WorkerList
+	sentineltest.Eventually(t, 5*time.Second, "two workers listed, one busy", func() bool {
+		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
+		return len(workers.Workers) == 2 && workers.Workers[0].Busy == 1
+	})
+	busy, idle := workers.Workers[0], workers.Workers[1]
+	if busy.ID != "tw-busy" || busy.Slots != 3 || busy.Busy != 1 || len(busy.RunningJobs) != 1 || busy.RunningJobs[0] != job ||
+		busy.Capabilities[0] != "p" || busy.Version != "testworker" || !busy.Ready || time.Since(busy.LastSeen) > 5*time.Second {
+		t.Errorf("busy worker = %+v", busy)
+	}
+	if idle.ID != "tw-idle" || idle.Busy != 0 || len(idle.RunningJobs) != 0 {
+		t.Errorf("idle worker = %+v", idle)
+	}
+
+	var sub httpapi.Subscription
+	if code, body := call(t, "POST", e.URL+"/api/v1/plugins/p/subscriptions", `{"tags": ["csv", "raw"]}`, &sub); code != 200 {
+		t.Fatalf("subscribe: %d %s", code, body)
+	}
+	var plugins httpapi.PluginList
+	call(t, "GET", e.URL+"/api/v1/plugins", "", &plugins)
+	if len(plugins.Plugins) != 1 || plugins.Plugins[0].Active == nil || plugins.Plugins[0].Active.Version != "1.0.0" ||
+		strings.Join(plugins.Plugins[0].SubscriptionTags, ",") != "csv,raw" || len(plugins.Plugins[0].Versions) != 1 {
+		t.Errorf("plugins = %+v", plugins)
+	}
+
+	var src httpapi.Source
+	other := t.TempDir()
+	if code, body := call(t, "POST", e.URL+"/api/v1/sources", fmt.Sprintf(`{"path": %q}`, other), &src); code != 201 {
+		t.Fatalf("add source: %d %s", code, body)
+	}
+	var sources httpapi.SourceList
+	call(t, "GET", e.URL+"/api/v1/sources", "", &sources)
+	if len(sources.Sources) != 2 || sources.Sources[1].Path != other || !sources.Sources[1].Active {
+		t.Errorf("sources = %+v", sources)
+	}
+
+	var route httpapi.Route
+	if code, body := call(t, "POST", e.URL+"/api/v1/routes", `{"pattern": "*.csv", "tag": "csv", "priority": 3}`, &route); code != 201 || route.ID == 0 {
+		t.Fatalf("add route: %d %s", code, body)
+	}
+	var routes httpapi.RouteList
+	call(t, "GET", e.URL+"/api/v1/routes", "", &routes)
+	if len(routes.Routes) != 1 || routes.Routes[0] != route {
+		t.Errorf("routes = %+v, want [%+v]", routes, route)
+	}
+
+	var status httpapi.Status
+	call(t, "GET", e.URL+"/api/v1/status", "", &status)
+	if !status.Ready || status.Counts["RUNNING"] != 1 || len(status.Workers) != 2 || status.Endpoint != e.Endpoint {
+		t.Errorf("status = %+v", status)
+	}
+}
+
+func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
+	e := sentineltest.Start(t, func(c *config.Config) { c.DrainTimeout = 3 * time.Second })
+	e.Plugin("p")
+	job := e.Enqueue(e.File("a.txt", "a\n"), "p", 0)
+	release := make(chan struct{})
+	e.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return testworker.Succeed(ctx, j)
+	}})
+	if code, body := call(t, "GET", e.URL+"/healthz", "", nil); code != 200 || !strings.Contains(body, `"ok"`) {
+		t.Fatalf("healthz while serving: %d %s", code, body)
+	}
+	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		e.Sentinel.Stop(context.Background())
+	}()
+	// While the Sentinel drains, health is 503 but the API still answers,
+	// so an operator can watch the drain.
+	sentineltest.Eventually(t, 5*time.Second, "healthz 503 while draining", func() bool {
+		code, _ := call(t, "GET", e.URL+"/healthz", "", nil)
+		return code == http.StatusServiceUnavailable
+	})
+	var j httpapi.Job
+	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, job), "", &j); code != 200 || j.Status != "RUNNING" {
+		t.Errorf("job during the drain: %d %s", code, body)
+	}
+	close(release)
+	<-stopped
+	code, body := call(t, "GET", e.URL+"/api/v1/jobs", "", nil)
+	if code != http.StatusServiceUnavailable || !strings.Contains(errorOf(t, body), "shutting down") {
+		t.Errorf("API after stop: %d %s", code, body)
+	}
+	if j := e.Job(job); j.Status != db.StatusCompleted {
+		t.Errorf("drained job = %s, want COMPLETED", j.Status)
+	}
+}

@@ -1,0 +1,148 @@
+package httpapi
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/actors"
+)
+
+// metricsCollector exports a Sentinel's Stats to Prometheus at scrape time:
+// the counters and histograms are read from their atomics, the gauges
+// (workers, slots, jobs by status) are asked of the actor tree. Nothing is
+// copied in between, so a scrape always shows the current values.
+type metricsCollector struct {
+	s   *actors.Sentinel
+	log zerolog.Logger
+
+	counters   []counterMetric
+	histograms []histogramMetric
+
+	up, workers, slots, jobs *prometheus.Desc
+}
+
+type counterMetric struct {
+	desc *prometheus.Desc
+	v    *atomic.Int64
+}
+
+type histogramMetric struct {
+	desc  *prometheus.Desc
+	h     *actors.Histogram
+	label []string // label values, if the family has a label
+}
+
+// gaugeTimeout bounds the actor requests of one scrape.
+const gaugeTimeout = 5 * time.Second
+
+func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollector {
+	st := s.Stats()
+	counter := func(name, help string, v *atomic.Int64) counterMetric {
+		return counterMetric{desc: prometheus.NewDesc("casparian_"+name+"_total", help, nil, nil), v: v}
+	}
+	dbBatch := prometheus.NewDesc("casparian_db_batch_seconds",
+		"Database time of one batch: op=claim (a claim round), conclude (receipts), scan (scanned files).",
+		[]string{"op"}, nil)
+	return &metricsCollector{
+		s:   s,
+		log: log,
+		counters: []counterMetric{
+			counter("jobs_dispatched", "DISPATCH messages sent to workers.", &st.JobsDispatched),
+			counter("jobs_completed", "Jobs that ended COMPLETED.", &st.JobsCompleted),
+			counter("jobs_failed", "Jobs that ended FAILED.", &st.JobsFailed),
+			counter("jobs_rejected", "REJECTED receipts (worker at capacity).", &st.JobsRejected),
+			counter("jobs_requeued", "Jobs put back to QUEUED after an infrastructure fault.", &st.JobsRequeued),
+			counter("jobs_cancelled", "Jobs that ended SKIPPED by an operator's cancel.", &st.JobsCancelled),
+			counter("jobs_enqueued", "Jobs inserted by the operator API and the scanner.", &st.JobsEnqueued),
+			counter("workers_registered", "Workers that identified.", &st.WorkersRegistered),
+			counter("workers_removed", "Workers removed (silent, lost or over their restart limit).", &st.WorkersRemoved),
+			counter("messages_received", "Valid messages received from peers.", &st.MessagesReceived),
+			counter("messages_sent", "Messages sent to peers.", &st.MessagesSent),
+			counter("send_failures", "Messages that could not be queued for sending.", &st.SendFailures),
+			counter("protocol_errors", "Malformed or invalid messages received.", &st.ProtocolErrors),
+			counter("db_errors", "Database calls that failed.", &st.DBErrors),
+			counter("stale_messages", "Receipts and reports about jobs their sender no longer holds.", &st.StaleMessages),
+			counter("unknown_workers", "Messages from identities that never identified.", &st.UnknownWorkers),
+			counter("actor_restarts", "Actor restarts by supervision.", &st.ActorRestarts),
+			counter("scan_passes", "Completed scans of the active source roots.", &st.ScanPasses),
+			counter("files_hashed", "Files the scanner read and hashed.", &st.FilesHashed),
+			counter("file_versions", "File versions the scanner recorded.", &st.FileVersions),
+			counter("scan_errors", "Files or source roots a scan could not read.", &st.ScanErrors),
+		},
+		histograms: []histogramMetric{
+			{desc: prometheus.NewDesc("casparian_dispatch_latency_seconds",
+				"From a free slot asking for a claim to the DISPATCH being sent.", nil, nil), h: st.DispatchLatency},
+			{desc: prometheus.NewDesc("casparian_job_duration_seconds",
+				"From DISPATCH to the worker's receipt.", nil, nil), h: st.JobDuration},
+			{desc: dbBatch, h: st.ClaimTime, label: []string{"claim"}},
+			{desc: dbBatch, h: st.ConcludeTime, label: []string{"conclude"}},
+			{desc: dbBatch, h: st.ScanWriteTime, label: []string{"scan"}},
+		},
+		up: prometheus.NewDesc("casparian_up",
+			"1 when the Sentinel is serving and its database answers, else 0.", nil, nil),
+		workers: prometheus.NewDesc("casparian_workers_connected", "Workers connected now.", nil, nil),
+		slots: prometheus.NewDesc("casparian_worker_slots",
+			"Job slots of the connected workers: state=busy (running a job) or free.", []string{"state"}, nil),
+		jobs: prometheus.NewDesc("casparian_jobs", "Jobs in the queue by status.", []string{"status"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range c.counters {
+		ch <- m.desc
+	}
+	for _, m := range c.histograms {
+		if m.label == nil || m.label[0] == "claim" { // one Desc per family
+			ch <- m.desc
+		}
+	}
+	ch <- c.up
+	ch <- c.workers
+	ch <- c.slots
+	ch <- c.jobs
+}
+
+// Collect implements prometheus.Collector.
+func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.counters {
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.v.Load()))
+	}
+	for _, m := range c.histograms {
+		s := m.h.Snapshot()
+		ch <- prometheus.MustNewConstHistogram(m.desc, s.Count, s.Sum, s.Buckets, m.label...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), gaugeTimeout)
+	defer cancel()
+	up := 1.0
+	if err := c.s.Health(ctx); err != nil {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
+	if up == 0 {
+		return // the gauges would only time out
+	}
+	if workers, err := c.s.WorkersInfo(ctx); err != nil {
+		c.log.Warn().Err(err).Msg("metrics: workers not available")
+	} else {
+		busy, free := 0, 0
+		for _, w := range workers {
+			busy += len(w.Running)
+			free += max(w.Slots-len(w.Running), 0)
+		}
+		ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(len(workers)))
+		ch <- prometheus.MustNewConstMetric(c.slots, prometheus.GaugeValue, float64(busy), "busy")
+		ch <- prometheus.MustNewConstMetric(c.slots, prometheus.GaugeValue, float64(free), "free")
+	}
+	if counts, err := c.s.Counts(ctx); err != nil {
+		c.log.Warn().Err(err).Msg("metrics: job counts not available")
+	} else {
+		for _, st := range actors.JobStatuses {
+			ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(counts[st]), string(st))
+		}
+	}
+}

@@ -72,12 +72,13 @@ func newHarness(t testing.TB, tweak func(*config.Config)) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	router, err := transport.ListenRouter(h.cfg.Bind, transport.RouterOptions{})
+	stats := actors.NewStats()
+	router, err := transport.ListenRouter(h.cfg.Bind, actors.RouterOptions(h.cfg, stats))
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
-	s, err := actors.Start(actors.Options{Config: h.cfg, DB: h.store, Router: router, Logger: log})
+	s, err := actors.Start(actors.Options{Config: h.cfg, DB: h.store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -2,9 +2,12 @@ package actors_test
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
@@ -94,5 +97,78 @@ func TestHostile_BinaryIdentityWorks(t *testing.T) {
 	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 	if j := h.job(id); j.ClaimedBy != "0xfffe000178" || len(w.Received()) != 1 {
 		t.Errorf("claimed_by %q, dispatches %d", j.ClaimedBy, len(w.Received()))
+	}
+}
+
+// zmtpHello is a hand-written ZMTP 3.0 greeting and READY for a DEALER.
+func zmtpHello() []byte {
+	g := make([]byte, 64)
+	g[0], g[9], g[10] = 0xff, 0x7f, 3
+	copy(g[12:], "NULL")
+	body := []byte{5}
+	body = append(body, "READY"...)
+	body = append(body, 11)
+	body = append(body, "Socket-Type"...)
+	body = append(body, 0, 0, 0, 6)
+	body = append(body, "DEALER"...)
+	g = append(g, 0x04, byte(len(body)))
+	return append(g, body...)
+}
+
+// TestHostile_HostilePeersDoNotStopOthers runs a silent TCP peer, a peer that
+// declares a 1 TiB frame and a worker that stops reading next to a good
+// worker: the Sentinel stays up and every job completes.
+func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.MaxMessageSize = 1 << 20
+		c.WorkerTimeout = 5 * time.Second // so the drop is the slow-peer guard's
+	})
+	if _, err := h.store.PluginManifestActivate(context.Background(), "big", "1", strings.Repeat("x", 900<<10), "", "art-big"); err != nil {
+		t.Fatal(err)
+	}
+	fv := h.file("a.txt", "a\n")
+	const n = 80
+	for i := 0; i < n; i++ {
+		h.enqueue(fv, "big", 0)
+	}
+	host := strings.TrimPrefix(h.endpoint, "tcp://")
+
+	silent, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	huge, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer huge.Close()
+	frame := append(zmtpHello(), 0x02, 0, 0, 1, 0, 0, 0, 0, 0) // long frame, 1 TiB
+	if _, err := huge.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+
+	// A worker that takes jobs and never reads its socket again: each
+	// DISPATCH carries ~900 KiB (~56 MiB in all), so its send buffer fills and it is dropped.
+	stuck, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("stuck")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	if err := stuck.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"big"}, MaxConcurrentJobs: 64}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the stuck worker is dropped as a slow peer", func() bool {
+		return h.s.Stats().SendFailures.Load() > 0
+	})
+
+	good := h.worker(testworker.Options{Slots: 2, Run: testworker.Succeed})
+	eventually(t, 30*time.Second, "every job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == n })
+	if h.s.Stats().ProtocolErrors.Load() == 0 {
+		t.Error("the 1 TiB frame was not counted as a protocol error")
+	}
+	if len(good.Received()) < n {
+		t.Errorf("good worker got %d jobs, want at least %d", len(good.Received()), n)
 	}
 }

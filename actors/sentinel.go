@@ -23,6 +23,26 @@ type Options struct {
 	DB     *db.DB
 	Router *transport.Router
 	Logger zerolog.Logger
+	// Stats, when set, are the counters to use; pass the ones given to
+	// RouterOptions so the router's rejections are counted too.
+	Stats *Stats
+}
+
+// RouterOptions are the router settings that go with cfg: the payload limit
+// enforced before bytes are buffered, and rejections counted in stats
+// (malformed or oversized input as protocol errors, peers dropped for not
+// reading as send failures).
+func RouterOptions(cfg config.Config, stats *Stats) transport.RouterOptions {
+	return transport.RouterOptions{
+		MaxPayload: cfg.MaxMessageSize,
+		OnReject: func(reason string) {
+			if reason == transport.RejectSlowPeer {
+				stats.SendFailures.Add(1)
+				return
+			}
+			stats.ProtocolErrors.Add(1)
+		},
+	}
 }
 
 // Sentinel is a running actor tree bound to a router and a database. It is not
@@ -53,12 +73,15 @@ type Sentinel struct {
 // The router and the database stay owned by the caller, who closes them after
 // Stop.
 func Start(opts Options) (*Sentinel, error) {
+	if opts.Stats == nil {
+		opts.Stats = NewStats()
+	}
 	if opts.DB == nil || opts.Router == nil {
 		return nil, errors.New("start sentinel: database and router are required")
 	}
 	s := &Sentinel{
 		router: opts.Router,
-		stats:  NewStats(),
+		stats:  opts.Stats,
 		log:    opts.Logger,
 		bg:     &sync.WaitGroup{},
 		fatal:  make(chan error, 1),

@@ -210,6 +210,9 @@ func (a *supervisorActor) childTerminated(ctx actor.Context, who *actor.PID) {
 	}
 	delete(a.byPID, who.Id)
 	if a.workers[key] == who {
+		if spec := a.specs[key]; spec != nil {
+			a.deps.router.Forget(spec.peer.Identity)
+		}
 		delete(a.workers, key)
 		delete(a.specs, key)
 	}

@@ -174,6 +174,11 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 		return
 	}
 	now := time.Now()
+	// The router's record is taken at the socket, before any mailbox, so
+	// a backlog of job traffic in the actors never looks like silence.
+	if seen := a.deps.router.LastSeen(a.spec.peer.Identity); seen.After(a.lastSeen) {
+		a.lastSeen = seen
+	}
 	if silent := now.Sub(a.lastSeen); silent > a.deps.cfg.WorkerTimeout {
 		a.log.Warn().Dur("silent", silent).Int("running", len(a.running)).Msg("worker timed out")
 		ctx.Stop(ctx.Self()) // the supervisor requeues its jobs

@@ -89,13 +89,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	cfg := config.Default()
 	cfg.Bind = "tcp://127.0.0.1:0"
 	cfg.Database = dbPath
-	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
+	stats := actors.NewStats()
+	router, err := transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
 	if err != nil {
 		return err
 	}
 	defer router.Close()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).Level(level).With().Timestamp().Logger()
-	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log})
+	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,8 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	}
 	defer store.Close()
 
-	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
+	stats := actors.NewStats()
+	router, err := transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
 	if err != nil {
 		return err
 	}
@@ -78,7 +79,7 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		httpAddr = httpLn.Addr().String()
 	}
 
-	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log})
+	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		return err
 	}

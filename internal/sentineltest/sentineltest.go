@@ -82,12 +82,13 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 	}
 	e.RootID = root.ID
 
-	e.router, err = transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
+	stats := actors.NewStats()
+	e.router, err = transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	e.Sentinel, err = actors.Start(actors.Options{Config: cfg, DB: store, Router: e.router, Logger: log})
+	e.Sentinel, err = actors.Start(actors.Options{Config: cfg, DB: store, Router: e.router, Logger: log, Stats: stats})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,19 +117,26 @@ func zmtpHello() []byte {
 
 // TestHostile_HostilePeersDoNotStopOthers runs a silent TCP peer, a peer that
 // declares a 1 TiB frame and a worker that stops reading next to a good
-// worker: the Sentinel stays up and every job completes.
+// worker: the Sentinel stays up and the good worker completes its jobs.
 func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) {
 		c.MaxMessageSize = 1 << 20
 		c.WorkerTimeout = 5 * time.Second // so the drop is the slow-peer guard's
 	})
+	// "big" jobs carry ~900 KiB of source each and only the stuck worker
+	// runs them; "small" jobs are the good worker's.
 	if _, err := h.store.PluginManifestActivate(context.Background(), "big", "1", strings.Repeat("x", 900<<10), "", "art-big"); err != nil {
 		t.Fatal(err)
 	}
+	h.plugin("small")
 	fv := h.file("a.txt", "a\n")
-	const n = 80
-	for i := 0; i < n; i++ {
-		h.enqueue(fv, "big", 0)
+	const bigJobs, smallJobs = 64, 40
+	var big []int64
+	for i := 0; i < bigJobs; i++ {
+		big = append(big, h.enqueue(fv, "big", 0))
+	}
+	for i := 0; i < smallJobs; i++ {
+		h.enqueue(fv, "small", 0)
 	}
 	host := strings.TrimPrefix(h.endpoint, "tcp://")
 
@@ -149,26 +156,35 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A worker that takes jobs and never reads its socket again: each
-	// DISPATCH carries ~900 KiB (~56 MiB in all), so its send buffer fills and it is dropped.
+	// A worker that takes 64 big jobs (~56 MiB of DISPATCH) and never reads
+	// its socket: its send buffer fills and it is dropped.
 	stuck, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("stuck")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stuck.Close()
-	if err := stuck.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"big"}, MaxConcurrentJobs: 64}); err != nil {
+	if err := stuck.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"big"}, MaxConcurrentJobs: bigJobs}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the stuck worker is dropped as a slow peer", func() bool {
+	eventually(t, 30*time.Second, "the stuck worker is dropped as a slow peer", func() bool {
 		return h.s.Stats().SendFailures.Load() > 0
 	})
 
-	good := h.worker(testworker.Options{Slots: 2, Run: testworker.Succeed})
-	eventually(t, 30*time.Second, "every job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == n })
+	good := h.worker(testworker.Options{Capabilities: []string{"small"}, Slots: 2, Run: testworker.Succeed})
+	eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == smallJobs })
 	if h.s.Stats().ProtocolErrors.Load() == 0 {
 		t.Error("the 1 TiB frame was not counted as a protocol error")
 	}
-	if len(good.Received()) < n {
-		t.Errorf("good worker got %d jobs, want at least %d", len(good.Received()), n)
+	if len(good.Received()) != smallJobs {
+		t.Errorf("good worker got %d jobs, want %d", len(good.Received()), smallJobs)
 	}
+	// The stuck worker's jobs go back to the queue once it times out.
+	eventually(t, 30*time.Second, "big jobs requeued", func() bool {
+		for _, id := range big {
+			if h.job(id).Status != db.StatusQueued {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -1,0 +1,202 @@
+// Command casparian-worker is the sample Casparian worker: it connects to a
+// Sentinel, runs the built-in plugins (csv, jsonl, text_stats, checksum) over
+// the files it is dispatched, and writes their rows to SQLite, Parquet, CSV
+// or JSONL sinks. See docs/WORKER.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/internal/worker"
+	"github.com/casparian/sentinel/internal/worker/plugin"
+)
+
+// version is announced in IDENTIFY; set with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	err := run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, sigs)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "casparian-worker:", err)
+		os.Exit(1)
+	}
+}
+
+// run parses flags, starts the worker and serves until the first signal,
+// which starts a drain; a second signal aborts the running jobs at once. It
+// returns nil after a clean drain.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, signals <-chan os.Signal) error {
+	fs := flag.NewFlagSet("casparian-worker", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	endpoint := fs.String("endpoint", orDefault(getenv("CASPARIAN_ENDPOINT"), worker.DefaultEndpoint),
+		"Sentinel ROUTER endpoint to connect to (env CASPARIAN_ENDPOINT)")
+	identity := fs.String("identity", "", "ZeroMQ identity and worker_id (default <hostname>-<pid>-<random hex>)")
+	concurrency := fs.Int("concurrency", runtime.NumCPU(),
+		"jobs run at once, announced as max_concurrent_jobs; more are REJECTED")
+	plugins := fs.String("plugins", strings.Join(plugin.Names(plugin.Builtins()), ","),
+		"comma-separated built-in plugins to run and advertise as capabilities")
+	outputDir := fs.String("output-dir", ".", "directory that relative sink paths resolve against "+
+		"(the Sentinel's default sink is parquet://output/<plugin>.parquet)")
+	heartbeat := fs.Duration("heartbeat-interval", worker.DefaultHeartbeatInterval,
+		"how often a HEARTBEAT is sent; keep it well under the Sentinel's --worker-timeout")
+	drain := fs.Duration("drain-timeout", worker.DefaultDrainTimeout,
+		"on SIGTERM/SIGINT, how long running jobs may finish before they are aborted (a second signal aborts at once)")
+	sentinelTimeout := fs.Duration("sentinel-timeout", worker.DefaultSentinelTimeout,
+		"replace the connection when nothing has come from the Sentinel for this long (0 = never)")
+	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
+	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal, JSON otherwise)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: casparian-worker [flags]
+
+Connects to a Casparian Sentinel, runs the plugins it is dispatched over
+local files and writes their rows to the sinks each job names:
+sqlite:///abs/file.db/table, parquet:///abs/file.parquet,
+file:///abs/file.csv or file:///abs/file.jsonl (relative paths resolve
+against --output-dir). SIGTERM drains: no new jobs, running ones finish,
+every job is concluded, exit 0.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	log, err := newLogger(*logLevel, *logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	selected, err := selectPlugins(*plugins)
+	if err != nil {
+		return err
+	}
+	if *concurrency <= 0 {
+		return fmt.Errorf("--concurrency must be at least 1, got %d", *concurrency)
+	}
+	if *drain <= 0 {
+		return fmt.Errorf("--drain-timeout must be positive, got %s", *drain)
+	}
+	if *sentinelTimeout < 0 {
+		return fmt.Errorf("--sentinel-timeout must not be negative, got %s", *sentinelTimeout)
+	}
+	if *sentinelTimeout == 0 {
+		*sentinelTimeout = -1 // the option's "off"
+	}
+	dir, err := filepath.Abs(*outputDir)
+	if err != nil {
+		return fmt.Errorf("--output-dir: %w", err)
+	}
+	w, err := worker.New(worker.Options{
+		Endpoint:          *endpoint,
+		Identity:          *identity,
+		Concurrency:       *concurrency,
+		Plugins:           selected,
+		OutputDir:         dir,
+		HeartbeatInterval: *heartbeat,
+		DrainTimeout:      *drain,
+		SentinelTimeout:   *sentinelTimeout,
+		Version:           version,
+		Logger:            log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for n := 0; ; n++ {
+			select {
+			case <-done:
+				return
+			case sig := <-signals:
+				if n == 0 {
+					log.Info().Stringer("signal", sig).Msg("shutting down: draining")
+					cancel()
+				} else {
+					log.Warn().Stringer("signal", sig).Msg("second signal: aborting running jobs")
+					w.Abort()
+				}
+			}
+		}
+	}()
+	return w.Run(ctx)
+}
+
+// selectPlugins picks built-in plugins by name.
+func selectPlugins(list string) ([]plugin.Plugin, error) {
+	byName := map[string]plugin.Plugin{}
+	for _, p := range plugin.Builtins() {
+		byName[p.Name()] = p
+	}
+	var out []plugin.Plugin
+	seen := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" || seen[name] {
+			continue
+		}
+		p, ok := byName[name]
+		if !ok {
+			return nil, fmt.Errorf("--plugins: unknown plugin %q (built-ins: %s)", name, strings.Join(plugin.Names(plugin.Builtins()), ", "))
+		}
+		seen[name] = true
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--plugins: no plugin selected")
+	}
+	return out, nil
+}
+
+func newLogger(level, format string, w io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("--log-level: %w", err)
+	}
+	switch format {
+	case "auto":
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "console"
+			}
+		}
+	case "json", "console":
+	default:
+		return zerolog.Logger{}, fmt.Errorf("--log-format: want json, console or auto, got %q", format)
+	}
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/transport"
+)
+
+func TestRun_HelpExplainsEveryFlag(t *testing.T) {
+	var out bytes.Buffer
+	err := run([]string{"--help"}, func(string) string { return "" }, &out, &out, nil)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run --help: %v", err)
+	}
+	for _, want := range []string{"-endpoint", "CASPARIAN_ENDPOINT", "-concurrency", "-plugins", "csv,jsonl", "-output-dir",
+		"parquet://output/<plugin>.parquet", "-heartbeat-interval", "-drain-timeout", "-sentinel-timeout", "-log-level", "-log-format", "-identity"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help does not mention %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRun_RejectsBadFlags(t *testing.T) {
+	for args, want := range map[string]string{
+		"--plugins=csv,nope":      `unknown plugin "nope"`,
+		"--plugins=,":             "no plugin selected",
+		"--concurrency=0":         "--concurrency must be at least 1",
+		"--log-level=loud":        "--log-level",
+		"--log-format=xml":        "--log-format",
+		"--drain-timeout=-1s":     "--drain-timeout must be positive",
+		"--sentinel-timeout=-1s":  "--sentinel-timeout must not be negative",
+		"--heartbeat-interval=x1": "invalid value",
+		"extra":                   "unexpected arguments",
+	} {
+		var out bytes.Buffer
+		err := run(strings.Fields(args), func(string) string { return "" }, &out, &out, nil)
+		if err == nil || !strings.Contains(err.Error()+out.String(), want) {
+			t.Errorf("run %s: %v, want an error mentioning %q", args, err, want)
+		}
+	}
+}
+
+// TestWorkerProcess_SIGTERMDrainsAndExitsZero runs the real binary against
+// an in-process Sentinel: SIGTERM while jobs run must let them finish, take
+// no new ones, conclude them all and exit 0.
+func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "casparian-worker")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	h := startSentinel(t)
+	if _, err := h.store.PluginManifestActivate(t.Context(), "csv", "1.0.0", "builtin:csv", "", "art-csv"); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "orders.db")
+	if _, err := h.store.TopicConfigAdd(t.Context(), "csv", "output", "sqlite://"+out+"/orders", "append", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Big enough that both slots are still busy when SIGTERM arrives.
+	const rows = 300_000
+	var jobs []int64
+	for i := range 4 {
+		name := fmt.Sprintf("orders-%d.csv", i)
+		size := writeOrders(t, filepath.Join(h.root, name), rows)
+		fv, err := h.store.FileVersionAdd(t.Context(), h.rootID, name, "hash-"+name, size, time.Now(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := h.store.JobEnqueue(t.Context(), fv, "csv", 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, id)
+	}
+
+	cmd := exec.Command(bin, "--endpoint", h.endpoint, "--concurrency", "2", "--output-dir", dir,
+		"--heartbeat-interval", "100ms", "--drain-timeout", "60s", "--log-format", "json")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+
+	running := func() []int64 {
+		var ids []int64
+		for _, id := range jobs {
+			if h.job(id).Status == db.StatusRunning {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	// RUNNING in the database is not enough: the DISPATCH may still be on
+	// its way. The worker logs each job it starts.
+	eventually(t, 20*time.Second, "two jobs started by the worker", func() bool {
+		return strings.Count(stderr.String(), `"message":"job started"`) == 2
+	})
+	if r := running(); len(r) != 2 {
+		t.Fatalf("jobs %v RUNNING, want two", r)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("worker exited with %v; stderr:\n%s", waitErr, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("worker did not exit after SIGTERM; stderr:\n%s", stderr.String())
+	}
+
+	// The drain began with jobs still running...
+	drain := logLine(t, stderr.String(), "draining: taking no new jobs")
+	if n, _ := drain["running"].(float64); n < 1 {
+		t.Fatalf("SIGTERM arrived after the jobs had finished (%v): the test proves nothing; make the files bigger; log:\n%s", drain, stderr.String())
+	}
+	// ... and every job it had taken completed; the others were never
+	// claimed and wait for another worker. The Sentinel records receipts
+	// asynchronously, so the last one may land just after the exit.
+	eventually(t, 10*time.Second, "no job left RUNNING", func() bool { return len(running()) == 0 })
+	completed := 0
+	for _, id := range jobs {
+		j := h.job(id)
+		switch {
+		case j.Status == db.StatusCompleted:
+			completed++
+			if j.Metrics["rows"] != rows {
+				t.Errorf("job %d: %d rows, want %d", id, j.Metrics["rows"], rows)
+			}
+			t.Logf("job %d: %d rows csv→sqlite in %d ms (%.0f rows/s)", id, j.Metrics["rows"], j.Metrics["duration_ms"],
+				float64(j.Metrics["rows"])/(float64(j.Metrics["duration_ms"])/1000))
+		case j.Status == db.StatusQueued && j.Attempt == 0:
+		default:
+			t.Errorf("job %d: %s attempt %d %q, want COMPLETED, or QUEUED and never claimed", id, j.Status, j.Attempt, j.ErrorMessage)
+		}
+	}
+	if completed < int(drain["running"].(float64)) {
+		t.Errorf("%d jobs completed, but %v were running at SIGTERM", completed, drain["running"])
+	}
+	conn, err := sql.Open("sqlite", "file:"+out+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n int
+	if err := conn.QueryRow(`SELECT COUNT(*) FROM orders`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != completed*rows {
+		t.Errorf("%d rows in the output, want %d", n, completed*rows)
+	}
+	logLine(t, stderr.String(), "worker stopped")
+}
+
+// logLine returns the first JSON log line whose message is msg.
+func logLine(t *testing.T, logs, msg string) map[string]any {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["message"] == msg {
+			return m
+		}
+	}
+	t.Fatalf("no log line %q in:\n%s", msg, logs)
+	return nil
+}
+
+func writeOrders(t *testing.T, path string, n int) int64 {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteString("order_id,customer,amount,quantity,paid\n")
+	for i := range n {
+		fmt.Fprintf(&b, "%d,customer-%d,%d.%02d,%d,%t\n", i, i%1000, i%5000, i%100, i%17, i%3 == 0)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return int64(b.Len())
+}
+
+// testSentinel is a real Sentinel on a random port with a temp database.
+type testSentinel struct {
+	store    *db.DB
+	endpoint string
+	root     string
+	rootID   int64
+	t        *testing.T
+}
+
+func startSentinel(t *testing.T) *testSentinel {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Bind = "tcp://127.0.0.1:0"
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.WorkerTimeout = 2 * time.Second
+	cfg.PollInterval = 50 * time.Millisecond
+	cfg.RetryBackoff = 20 * time.Millisecond
+	cfg.RetryBackoffMax = 200 * time.Millisecond
+	cfg.DrainTimeout = 0
+	dir := t.TempDir()
+	h := &testSentinel{t: t, root: filepath.Join(dir, "files")}
+	if err := os.MkdirAll(h.root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, err := db.Open(context.Background(), "sqlite://"+filepath.Join(dir, "casparian_flow.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	h.store = store
+	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
+		t.Fatal(err)
+	}
+	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
+	if err != nil {
+		router.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(context.Background()); err != nil {
+			t.Errorf("stop sentinel: %v", err)
+		}
+		router.Close()
+	})
+	h.endpoint = router.Endpoint()
+	return h
+}
+
+func (h *testSentinel) job(id int64) db.Job {
+	h.t.Helper()
+	j, err := h.store.JobGet(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return j
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the child's writer goroutine and
+// the test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

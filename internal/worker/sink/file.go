@@ -1,0 +1,364 @@
+package sink
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+)
+
+// fileSink writes CSV (a header row, then one record per row) or JSONL (one
+// object per line, keys in column order) to a staging file beside the
+// target. Commit renames it into place; appending to a non-empty target
+// writes target + new rows to a second temporary file and renames that,
+// so readers only ever see the old or the new content.
+type fileSink struct {
+	spec   Spec
+	schema Schema
+	csv    bool
+
+	stage     string
+	f         *os.File
+	w         *bufio.Writer
+	cw        *csv.Writer
+	record    []string
+	line      []byte
+	keys      [][]byte // JSONL: the encoded `"name":` of each column
+	headerLen int64    // CSV: bytes of the header at the start of the staging file
+	closed    bool
+}
+
+func openFile(spec Spec, schema Schema) (*fileSink, error) {
+	s := &fileSink{spec: spec, schema: schema, csv: spec.Target.Kind == KindCSV}
+	if err := os.MkdirAll(filepath.Dir(spec.Target.Path), 0o755); err != nil {
+		return nil, err
+	}
+	if spec.Mode == ModeError {
+		if full, err := s.targetHasRows(); err != nil {
+			return nil, err
+		} else if full {
+			return nil, ErrTargetNotEmpty
+		}
+	}
+	s.stage = stagingName(spec.Target.Path, spec.JobID)
+	f, err := os.OpenFile(s.stage, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	s.f = f
+	s.w = bufio.NewWriterSize(f, 64<<10)
+	if s.csv {
+		var hdr bytes.Buffer
+		hw := csv.NewWriter(&hdr)
+		_ = hw.Write(schema.Names())
+		hw.Flush()
+		s.headerLen = int64(hdr.Len())
+		_, _ = s.w.Write(hdr.Bytes())
+		s.cw = csv.NewWriter(s.w)
+		s.record = make([]string, len(schema))
+	} else {
+		for _, c := range schema {
+			s.keys = append(s.keys, append(appendJSONString(nil, c.Name), ':'))
+		}
+	}
+	return s, nil
+}
+
+func (s *fileSink) URI() string { return s.spec.Target.URI() }
+
+func (s *fileSink) Write(rows [][]any) error {
+	for _, row := range rows {
+		if s.csv {
+			for i, v := range row {
+				s.record[i] = formatText(v)
+			}
+			if err := s.cw.Write(s.record); err != nil {
+				return fmt.Errorf("write %s: %w", s.stage, err)
+			}
+			continue
+		}
+		s.line = append(s.line[:0], '{')
+		for i, v := range row {
+			if i > 0 {
+				s.line = append(s.line, ',')
+			}
+			s.line = append(s.line, s.keys[i]...)
+			s.line = appendJSONValue(s.line, v)
+		}
+		s.line = append(s.line, '}', '\n')
+		if _, err := s.w.Write(s.line); err != nil {
+			return fmt.Errorf("write %s: %w", s.stage, err)
+		}
+	}
+	return nil
+}
+
+func (s *fileSink) Finish() error {
+	if s.closed {
+		return errors.New("finish: sink already closed")
+	}
+	if s.cw != nil {
+		s.cw.Flush()
+		if err := s.cw.Error(); err != nil {
+			return fmt.Errorf("write %s: %w", s.stage, err)
+		}
+	}
+	return s.closeStage()
+}
+
+// closeStage flushes, fsyncs and closes the staging file once.
+func (s *fileSink) closeStage() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.w.Flush()
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", s.stage, err)
+	}
+	return nil
+}
+
+func (s *fileSink) Commit() error {
+	unlock, err := lockTarget(s.spec.Target.Path, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	full, err := s.targetHasRows()
+	if err != nil {
+		return err
+	}
+	switch {
+	case full && s.spec.Mode == ModeError:
+		return ErrTargetNotEmpty
+	case full && s.spec.Mode == ModeAppend:
+		err = s.merge()
+	default:
+		err = os.Rename(s.stage, s.spec.Target.Path)
+	}
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", s.URI(), err)
+	}
+	syncDir(filepath.Dir(s.spec.Target.Path))
+	return nil
+}
+
+// merge writes the target's content followed by the staged rows to a new
+// temporary file and renames it over the target.
+func (s *fileSink) merge() error {
+	if s.csv {
+		if err := s.checkHeader(); err != nil {
+			return err
+		}
+	}
+	old, err := os.Open(s.spec.Target.Path)
+	if err != nil {
+		return err
+	}
+	defer old.Close()
+	staged, err := os.Open(s.stage)
+	if err != nil {
+		return err
+	}
+	defer staged.Close()
+	if _, err := staged.Seek(s.headerLen, io.SeekStart); err != nil {
+		return err
+	}
+	tmp := stagingName(s.spec.Target.Path, s.spec.JobID)
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = out.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	n, err := io.Copy(out, old)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		// A target written by another tool may lack its final newline.
+		var last [1]byte
+		if _, err := old.ReadAt(last[:], n-1); err != nil {
+			return err
+		}
+		if last[0] != '\n' {
+			if _, err := out.Write([]byte{'\n'}); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := io.Copy(out, staged); err != nil {
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.spec.Target.Path); err != nil {
+		return err
+	}
+	ok = true
+	_ = os.Remove(s.stage)
+	return nil
+}
+
+// checkHeader refuses to append to a CSV whose header differs from ours:
+// the rows would land under the wrong column names.
+func (s *fileSink) checkHeader() error {
+	f, err := os.Open(s.spec.Target.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	hdr, err := r.Read()
+	if err != nil {
+		return fmt.Errorf("read header of %s: %w", s.spec.Target.Path, err)
+	}
+	if !slices.Equal(hdr, s.schema.Names()) {
+		return fmt.Errorf("cannot append: %s has columns %q, the job writes %q (use mode replace to change them)",
+			s.spec.Target.Path, hdr, s.schema.Names())
+	}
+	return nil
+}
+
+func (s *fileSink) Abort() {
+	if !s.closed {
+		s.closed = true
+		_ = s.f.Close()
+	}
+	_ = os.Remove(s.stage)
+}
+
+// targetHasRows reports whether the target holds at least one row: a JSONL
+// file with any non-blank byte, a CSV file with a record after its header.
+func (s *fileSink) targetHasRows() (bool, error) {
+	f, err := os.Open(s.spec.Target.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if s.csv {
+		r := csv.NewReader(bufio.NewReader(f))
+		r.FieldsPerRecord = -1
+		r.ReuseRecord = true
+		if _, err := r.Read(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return false, nil
+			}
+			return true, nil // unreadable content is content: do not overwrite it
+		}
+		_, err := r.Read()
+		return !errors.Is(err, io.EOF), nil
+	}
+	br := bufio.NewReader(f)
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return false, nil
+		}
+		if b != ' ' && b != '\n' && b != '\r' && b != '\t' {
+			return true, nil
+		}
+	}
+}
+
+// formatText renders a value for a CSV field; nil is the empty field.
+func formatText(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case float64:
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	}
+	return fmt.Sprint(v)
+}
+
+// appendJSONValue appends v as JSON. NaN and ±Inf have no JSON form and are
+// written as null.
+func appendJSONValue(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case string:
+		return appendJSONString(b, v)
+	case int64:
+		return strconv.AppendInt(b, v, 10)
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return append(b, "null"...)
+		}
+		return strconv.AppendFloat(b, v, 'g', -1, 64)
+	case bool:
+		return strconv.AppendBool(b, v)
+	}
+	return appendJSONString(b, fmt.Sprint(v))
+}
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD,
+// as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

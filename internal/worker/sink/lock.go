@@ -1,0 +1,65 @@
+package sink
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// targetLocks serializes commits to one target within this process. Files are
+// also locked across processes (lockDir); SQLite does its own locking between
+// processes, but waiting here is cheaper than its busy loop.
+var targetLocks = struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}{locks: map[string]*keyedLock{}}
+
+type keyedLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lockTarget locks path for a commit and returns the function that unlocks
+// it. With crossProcess it also takes an exclusive flock on path's directory
+// (on Unix), so that worker processes sharing an output folder serialize
+// their read-merge-rename of the same file.
+func lockTarget(path string, crossProcess bool) (unlock func(), err error) {
+	targetLocks.mu.Lock()
+	l := targetLocks.locks[path]
+	if l == nil {
+		l = &keyedLock{}
+		targetLocks.locks[path] = l
+	}
+	l.refs++
+	targetLocks.mu.Unlock()
+	l.mu.Lock()
+
+	release := func() {
+		l.mu.Unlock()
+		targetLocks.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(targetLocks.locks, path)
+		}
+		targetLocks.mu.Unlock()
+	}
+	if !crossProcess {
+		return release, nil
+	}
+	dirUnlock, err := lockDir(filepath.Dir(path))
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return func() { dirUnlock(); release() }, nil
+}
+
+// syncDir makes a rename in dir durable. Best effort: some file systems do
+// not support fsync on a directory, and the rename itself already happened.
+func syncDir(dir string) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	_ = d.Sync()
+	_ = d.Close()
+}

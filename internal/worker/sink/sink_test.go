@@ -1,0 +1,503 @@
+package sink
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+var testSchema = Schema{
+	{Name: "id", Type: Int64},
+	{Name: "name", Type: String},
+	{Name: "score", Type: Float64},
+	{Name: "ok", Type: Bool},
+	{Name: "_job_id", Type: Int64, Required: true},
+}
+
+func testRows(job int64, n int) [][]any {
+	rows := make([][]any, n)
+	for i := range rows {
+		var score any = float64(i) / 2
+		if i%3 == 0 {
+			score = nil
+		}
+		rows[i] = []any{int64(i), fmt.Sprintf("row %d, \"quoted\"", i), score, i%2 == 0, job}
+	}
+	return rows
+}
+
+// write runs one job's worth of output through a sink: open, write, finish,
+// commit.
+func write(t *testing.T, uri, mode string, job int64, rows [][]any) error {
+	t.Helper()
+	target, err := Parse(uri, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Spec{Target: target, Mode: mode, JobID: job}, testSchema)
+	if err != nil {
+		return err
+	}
+	if err := s.Write(rows); err != nil {
+		s.Abort()
+		return err
+	}
+	if err := s.Finish(); err != nil {
+		s.Abort()
+		return err
+	}
+	if err := s.Commit(); err != nil {
+		s.Abort()
+		return err
+	}
+	return nil
+}
+
+// readBack returns the rows of a target as strings, whatever its kind, and
+// the job ids they carry.
+func readBack(t *testing.T, uri string) (rows []string, jobs []int64) {
+	t.Helper()
+	target, err := Parse(uri, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch target.Kind {
+	case KindSQLite:
+		db, err := sql.Open("sqlite", target.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		r, err := db.Query(`SELECT id, name, score, ok, _job_id FROM "` + target.Table + `" ORDER BY rowid`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		for r.Next() {
+			var id, job int64
+			var name string
+			var score sql.NullFloat64
+			var ok bool
+			if err := r.Scan(&id, &name, &score, &ok, &job); err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, fmt.Sprint(id, name, score.Valid, score.Float64, ok))
+			jobs = append(jobs, job)
+		}
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+	case KindParquet:
+		f, err := os.Open(target.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		pf, err := parquet.OpenFile(f, st.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := []string{}
+		for _, fl := range pf.Schema().Fields() {
+			names = append(names, fl.Name())
+		}
+		if !slices.Equal(names, testSchema.Names()) {
+			t.Fatalf("parquet columns %v, want %v (in emitted order)", names, testSchema.Names())
+		}
+		r := parquet.NewReader(pf)
+		defer r.Close()
+		buf := make([]parquet.Row, 64)
+		for {
+			n, err := r.ReadRows(buf)
+			for _, row := range buf[:n] {
+				score := row[2]
+				rows = append(rows, fmt.Sprint(row[0].Int64(), string(row[1].ByteArray()), !score.IsNull(), score.Double(), row[3].Boolean()))
+				jobs = append(jobs, row[4].Int64())
+			}
+			if err != nil {
+				break
+			}
+		}
+	default:
+		b, err := os.ReadFile(target.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		if target.Kind == KindCSV {
+			if lines[0] != "id,name,score,ok,_job_id" {
+				t.Fatalf("csv header %q", lines[0])
+			}
+			lines = lines[1:]
+		}
+		for _, l := range lines {
+			rows = append(rows, l)
+			var job int64
+			if target.Kind == KindCSV {
+				fmt.Sscan(l[strings.LastIndexByte(l, ',')+1:], &job)
+			} else {
+				fmt.Sscan(l[strings.LastIndex(l, `"_job_id":`)+len(`"_job_id":`):], &job)
+			}
+			jobs = append(jobs, job)
+		}
+	}
+	return rows, jobs
+}
+
+func count(jobs []int64, job int64) int {
+	n := 0
+	for _, j := range jobs {
+		if j == job {
+			n++
+		}
+	}
+	return n
+}
+
+// targets returns one URI of each kind in dir.
+func targets(dir string) map[string]string {
+	return map[string]string{
+		"SQLite":  "sqlite://" + filepath.Join(dir, "out.db") + "/rows",
+		"Parquet": "parquet://" + filepath.Join(dir, "out.parquet"),
+		"CSV":     "file://" + filepath.Join(dir, "out.csv"),
+		"JSONL":   "file://" + filepath.Join(dir, "out.jsonl"),
+	}
+}
+
+// leftovers lists files in dir other than the targets themselves.
+func leftovers(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func TestSink_Modes(t *testing.T) {
+	for kind := range targets("/") {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			uri := targets(dir)[kind]
+
+			// append to nothing creates the target.
+			if err := write(t, uri, ModeAppend, 1, testRows(1, 5)); err != nil {
+				t.Fatal(err)
+			}
+			// append adds.
+			if err := write(t, uri, "", 2, testRows(2, 3)); err != nil {
+				t.Fatal(err)
+			}
+			rows, jobs := readBack(t, uri)
+			if len(rows) != 8 || count(jobs, 1) != 5 || count(jobs, 2) != 3 {
+				t.Fatalf("after two appends: %d rows, jobs %v", len(rows), jobs)
+			}
+			want, _ := readBackRows(t, kind, testRows(1, 5), testRows(2, 3))
+			if want != nil && !slices.Equal(rows, want) {
+				t.Fatalf("rows read back:\n%q\nwant\n%q", rows, want)
+			}
+			// error refuses a non-empty target, at open and at commit.
+			err := write(t, uri, ModeError, 3, testRows(3, 2))
+			if !errors.Is(err, ErrTargetNotEmpty) {
+				t.Fatalf("mode error on a full target: %v, want ErrTargetNotEmpty", err)
+			}
+			// replace swaps the content.
+			if err := write(t, uri, ModeReplace, 4, testRows(4, 4)); err != nil {
+				t.Fatal(err)
+			}
+			rows, jobs = readBack(t, uri)
+			if len(rows) != 4 || count(jobs, 4) != 4 {
+				t.Fatalf("after replace: %d rows, jobs %v", len(rows), jobs)
+			}
+			if l := leftovers(t, dir); len(l) > 0 {
+				t.Fatalf("staging files left behind: %v", l)
+			}
+		})
+	}
+}
+
+// readBackRows renders rows the way readBack does for the typed kinds.
+func readBackRows(t *testing.T, kind string, sets ...[][]any) ([]string, error) {
+	if kind != "SQLite" && kind != "Parquet" {
+		return nil, nil
+	}
+	var out []string
+	for _, rows := range sets {
+		for _, r := range rows {
+			score, ok := r[2].(float64)
+			out = append(out, fmt.Sprint(r[0], r[1], ok, score, r[3]))
+		}
+	}
+	return out, nil
+}
+
+func TestSink_ModeErrorOnEmptyTargetWrites(t *testing.T) {
+	for kind := range targets("/") {
+		t.Run(kind, func(t *testing.T) {
+			uri := targets(t.TempDir())[kind]
+			if err := write(t, uri, ModeError, 1, testRows(1, 2)); err != nil {
+				t.Fatalf("mode error with no target: %v", err)
+			}
+			if rows, _ := readBack(t, uri); len(rows) != 2 {
+				t.Fatalf("%d rows, want 2", len(rows))
+			}
+		})
+	}
+}
+
+// A commit that checks mode error must see a target filled after Open: the
+// check at Open is only a shortcut.
+func TestSink_ModeErrorRecheckedAtCommit(t *testing.T) {
+	for kind := range targets("/") {
+		t.Run(kind, func(t *testing.T) {
+			uri := targets(t.TempDir())[kind]
+			target, _ := Parse(uri, "/")
+			late, err := Open(Spec{Target: target, Mode: ModeError, JobID: 2}, testSchema)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := write(t, uri, ModeAppend, 1, testRows(1, 2)); err != nil {
+				t.Fatal(err)
+			}
+			if err := late.Write(testRows(2, 2)); err != nil {
+				t.Fatal(err)
+			}
+			if err := late.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			if err := late.Commit(); !errors.Is(err, ErrTargetNotEmpty) {
+				t.Fatalf("commit: %v, want ErrTargetNotEmpty", err)
+			}
+			late.Abort()
+			if _, jobs := readBack(t, uri); count(jobs, 2) != 0 {
+				t.Fatalf("rejected job's rows reached the target: %v", jobs)
+			}
+		})
+	}
+}
+
+func TestSink_AbortLeavesTargetUntouched(t *testing.T) {
+	for kind := range targets("/") {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			uri := targets(dir)[kind]
+			if err := write(t, uri, ModeAppend, 1, testRows(1, 3)); err != nil {
+				t.Fatal(err)
+			}
+			target := mustParse(t, uri)
+			before, err := os.ReadFile(target.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, finish := range []bool{false, true} {
+				s, err := Open(Spec{Target: target, Mode: ModeReplace, JobID: 9}, testSchema)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Write(testRows(9, 50)); err != nil {
+					t.Fatal(err)
+				}
+				if finish {
+					if err := s.Finish(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				s.Abort()
+				s.Abort() // idempotent
+			}
+			after, _ := os.ReadFile(target.Path)
+			if !slices.Equal(before, after) {
+				t.Fatal("target changed by an aborted sink")
+			}
+			if _, jobs := readBack(t, uri); len(jobs) != 3 || count(jobs, 9) != 0 {
+				t.Fatalf("after abort: jobs %v", jobs)
+			}
+			if l := leftovers(t, dir); len(l) > 0 {
+				t.Fatalf("staging files left behind: %v", l)
+			}
+		})
+	}
+}
+
+func mustParse(t *testing.T, uri string) Target {
+	t.Helper()
+	target, err := Parse(uri, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
+}
+
+// Concurrent appends to one target must all land: the read-merge-rename of
+// files is serialized.
+func TestSink_ConcurrentAppendsKeepEveryRow(t *testing.T) {
+	for kind := range targets("/") {
+		t.Run(kind, func(t *testing.T) {
+			uri := targets(t.TempDir())[kind]
+			var wg sync.WaitGroup
+			errs := make(chan error, 6)
+			for job := int64(1); job <= 6; job++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- write(t, uri, ModeAppend, job, testRows(job, 20))
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, jobs := readBack(t, uri)
+			for job := int64(1); job <= 6; job++ {
+				if count(jobs, job) != 20 {
+					t.Fatalf("job %d has %d rows, want 20 (all: %d)", job, count(jobs, job), len(jobs))
+				}
+			}
+		})
+	}
+}
+
+func TestSink_AppendWithOtherColumnsFails(t *testing.T) {
+	other := Schema{{Name: "id", Type: Int64}, {Name: "extra", Type: String}, {Name: "_job_id", Type: Int64, Required: true}}
+	for kind := range targets("/") {
+		if kind == "JSONL" {
+			continue // JSONL has no fixed columns
+		}
+		t.Run(kind, func(t *testing.T) {
+			uri := targets(t.TempDir())[kind]
+			if err := write(t, uri, ModeAppend, 1, testRows(1, 2)); err != nil {
+				t.Fatal(err)
+			}
+			target := mustParse(t, uri)
+			s, err := Open(Spec{Target: target, Mode: ModeAppend, JobID: 2}, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Abort()
+			if err := s.Write([][]any{{int64(1), "x", int64(2)}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			err = s.Commit()
+			if err == nil || !strings.Contains(err.Error(), "replace") {
+				t.Fatalf("append with other columns: %v, want an error suggesting replace", err)
+			}
+			// replace may change the columns.
+			s2, err := Open(Spec{Target: target, Mode: ModeReplace, JobID: 3}, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s2.Write([][]any{{int64(1), "x", int64(3)}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s2.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s2.Commit(); err != nil {
+				t.Fatalf("replace with other columns: %v", err)
+			}
+		})
+	}
+}
+
+func TestParse(t *testing.T) {
+	base := t.TempDir()
+	cases := []struct {
+		uri   string
+		want  Target
+		error string
+	}{
+		{uri: "sqlite:///data/out.db/rows", want: Target{Kind: KindSQLite, Path: "/data/out.db", Table: "rows"}},
+		{uri: "sqlite://rel/out.db/t_1", want: Target{Kind: KindSQLite, Path: filepath.Join(base, "rel/out.db"), Table: "t_1"}},
+		{uri: "parquet://output/csv.parquet", want: Target{Kind: KindParquet, Path: filepath.Join(base, "output/csv.parquet")}},
+		{uri: "parquet:///abs/x.parquet", want: Target{Kind: KindParquet, Path: "/abs/x.parquet"}},
+		{uri: "file:///abs/my%20file.csv", want: Target{Kind: KindCSV, Path: "/abs/my file.csv"}},
+		{uri: "file:///abs/x.JSONL", want: Target{Kind: KindJSONL, Path: "/abs/x.JSONL"}},
+		{uri: "file:///abs/x.ndjson", want: Target{Kind: KindJSONL, Path: "/abs/x.ndjson"}},
+		{uri: "sqlite:///data/out.db", error: "table"},
+		{uri: "sqlite:///data/out.db/bad-name", error: "table"},
+		{uri: "file:///abs/x.txt", error: ".csv or .jsonl"},
+		{uri: "s3://bucket/x.parquet", error: "unknown scheme"},
+		{uri: "/no/scheme.csv", error: "scheme://"},
+		{uri: "parquet://../escape.parquet", error: "leaves the output directory"},
+		{uri: "parquet://", error: "empty path"},
+	}
+	for _, c := range cases {
+		got, err := Parse(c.uri, base)
+		if c.error != "" {
+			if err == nil || !strings.Contains(err.Error(), c.error) {
+				t.Errorf("Parse(%q) error %v, want one containing %q", c.uri, err, c.error)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", c.uri, got, err, c.want)
+		}
+	}
+}
+
+func TestSink_SQLiteTypesAndLineageNotNull(t *testing.T) {
+	dir := t.TempDir()
+	uri := "sqlite://" + filepath.Join(dir, "t.db") + "/typed"
+	if err := write(t, uri, ModeAppend, 7, testRows(7, 2)); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, err := db.Query(`SELECT name, type, "notnull" FROM pragma_table_info('typed')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for r.Next() {
+		var name, typ string
+		var notNull bool
+		if err := r.Scan(&name, &typ, &notNull); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprint(name, " ", typ, " ", notNull))
+	}
+	want := []string{"id INTEGER false", "name TEXT false", "score REAL false", "ok BOOLEAN false", "_job_id INTEGER true"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("columns %q, want %q", got, want)
+	}
+}
+
+// Outputs larger than one row group survive an append merge.
+func TestSink_ParquetAppendAcrossRowGroups(t *testing.T) {
+	uri := "parquet://" + filepath.Join(t.TempDir(), "big.parquet")
+	const n = parquetRowGroupRows + 1000
+	for job := int64(1); job <= 2; job++ {
+		if err := write(t, uri, ModeAppend, job, testRows(job, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, jobs := readBack(t, uri)
+	if count(jobs, 1) != n || count(jobs, 2) != n {
+		t.Fatalf("rows per job %d and %d, want %d each", count(jobs, 1), count(jobs, 2), n)
+	}
+}

@@ -1,0 +1,504 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/worker"
+	"github.com/casparian/sentinel/internal/worker/plugin"
+)
+
+func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("csv")
+	out := filepath.Join(t.TempDir(), "warehouse.db")
+	h.topic("csv", "output", "sqlite://"+out+"/orders", "append")
+	startWorker(t, h, worker.Options{})
+
+	files := map[int64]int{h.sample("orders.csv"): 10, h.file("more.csv", "order_id,customer,amount,quantity,paid,order_date,zip\n2001,Hooli,1.5,1,true,2026-02-01,94043\n2002,Acme Corp,2,2,false,2026-02-02,02139\n"): 2}
+	jobs := map[int64]int64{} // job → file version
+	for fv := range files {
+		jobs[h.enqueue(fv, "csv", "")] = fv
+	}
+	for id, fv := range jobs {
+		j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+		if j.Status != db.StatusCompleted {
+			t.Fatalf("job %d: %s: %s", id, j.Status, j.ErrorMessage)
+		}
+		if j.Metrics["rows"] != int64(files[fv]) {
+			t.Errorf("job %d: metrics rows %d, want %d (metrics %v)", id, j.Metrics["rows"], files[fv], j.Metrics)
+		}
+		st, _ := os.Stat(filepath.Join(h.root, map[bool]string{true: "orders.csv", false: "more.csv"}[files[fv] == 10]))
+		if j.Metrics["bytes"] != st.Size() {
+			t.Errorf("job %d: metrics bytes %d, want %d", id, j.Metrics["bytes"], st.Size())
+		}
+		if _, ok := j.Metrics["duration_ms"]; !ok {
+			t.Errorf("job %d: no duration_ms in %v", id, j.Metrics)
+		}
+		want := []map[string]string{{"topic": "output", "uri": "sqlite://" + out + "/orders"}}
+		if fmt.Sprint(j.Artifacts) != fmt.Sprint(want) {
+			t.Errorf("job %d: artifacts %v, want %v", id, j.Artifacts, want)
+		}
+		got := querySQLite(t, out, `SELECT COUNT(*), MIN(_file_version_id), MAX(_file_version_id) FROM orders WHERE _job_id = ?`, id)
+		if w := fmt.Sprintf("%d|%d|%d", files[fv], fv, fv); got[0] != w {
+			t.Errorf("job %d: count|min fv|max fv = %s, want %s", id, got[0], w)
+		}
+	}
+	// The columns carry the types inferred from the file.
+	types := querySQLite(t, out, `SELECT name, type FROM pragma_table_info('orders')`)
+	want := []string{"order_id|INTEGER", "customer|TEXT", "amount|REAL", "quantity|INTEGER", "paid|BOOLEAN",
+		"order_date|TEXT", "zip|TEXT", "_job_id|INTEGER", "_file_version_id|INTEGER"}
+	if !slices.Equal(types, want) {
+		t.Errorf("columns %v, want %v", types, want)
+	}
+	row := querySQLite(t, out, `SELECT customer, amount, quantity IS NULL, paid, zip FROM orders WHERE order_id = 1010`)
+	if len(row) != 1 || row[0] != "Initech|5|1|1|10001" {
+		t.Errorf("order 1010 = %v", row)
+	}
+	if total := querySQLite(t, out, `SELECT COUNT(*) FROM orders`); total[0] != "12" {
+		t.Errorf("%s rows in total, want 12", total[0])
+	}
+}
+
+func TestWorker_DefaultParquetOutputReadBack(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("jsonl")
+	w := startWorker(t, h, worker.Options{})
+	fv := h.sample("events.jsonl")
+	id := h.enqueue(fv, "jsonl", "")
+	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusCompleted {
+		t.Fatalf("job: %s: %s", j.Status, j.ErrorMessage)
+	}
+	// The Sentinel's default sink, parquet://output/jsonl.parquet, resolves
+	// against the worker's output directory.
+	path := filepath.Join(w.outputDir, "output", "jsonl.parquet")
+	if fmt.Sprint(j.Artifacts) != fmt.Sprint([]map[string]string{{"topic": "output", "uri": "parquet://" + path}}) {
+		t.Fatalf("artifacts %v", j.Artifacts)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	for _, fl := range pf.Schema().Fields() {
+		cols = append(cols, fl.Name()+":"+fl.Type().String())
+	}
+	wantCols := []string{"event_id:INT(64,true)", "type:STRING", "user:STRING", "ok:BOOLEAN", "latency_ms:DOUBLE",
+		"bytes:INT(64,true)", "error:STRING", "query:STRING", "tags:STRING", "_job_id:INT(64,true)", "_file_version_id:INT(64,true)"}
+	if !slices.Equal(cols, wantCols) {
+		t.Fatalf("parquet columns\n%v\nwant\n%v", cols, wantCols)
+	}
+	rows := make([]parquet.Row, 20)
+	r := parquet.NewReader(pf)
+	defer r.Close()
+	n, _ := r.ReadRows(rows)
+	if n != 6 || j.Metrics["rows"] != 6 {
+		t.Fatalf("read %d rows, receipt says %d, want 6", n, j.Metrics["rows"])
+	}
+	for _, row := range rows[:n] {
+		if row[9].Int64() != id || row[10].Int64() != fv {
+			t.Fatalf("lineage %v %v, want job %d file version %d", row[9], row[10], id, fv)
+		}
+	}
+	if q := rows[3][7]; string(q.ByteArray()) != `{"q":"parquet","limit":10}` {
+		t.Errorf("nested query column = %q", q.ByteArray())
+	}
+	if lat := rows[1][4].Double(); lat != 340.5 {
+		t.Errorf("latency_ms of event 2 = %v", lat)
+	}
+	if !rows[0][5].IsNull() {
+		t.Errorf("bytes of event 1 should be null, got %v", rows[0][5])
+	}
+}
+
+func TestWorker_SinkModes(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("csv")
+	startWorker(t, h, worker.Options{})
+	fv := h.sample("customers.csv")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "crm.db")
+	overrides := func(uri, mode string) string {
+		return fmt.Sprintf(`{"output": {"uri": %q, "mode": %q}}`, uri, mode)
+	}
+	run := func(uri, mode string) db.Job {
+		t.Helper()
+		return h.waitJob(h.enqueue(fv, "csv", overrides(uri, mode)), db.StatusCompleted, db.StatusFailed)
+	}
+	table := "sqlite://" + out + "/customers"
+	count := func() string {
+		return querySQLite(t, out, `SELECT COUNT(*), COUNT(DISTINCT _job_id) FROM customers`)[0]
+	}
+
+	t.Run("AppendAdds", func(t *testing.T) {
+		for range 2 {
+			if j := run(table, "append"); j.Status != db.StatusCompleted {
+				t.Fatalf("append: %s %s", j.Status, j.ErrorMessage)
+			}
+		}
+		if c := count(); c != "12|2" {
+			t.Fatalf("rows|jobs after two appends = %s, want 12|2", c)
+		}
+	})
+	t.Run("ReplaceSwaps", func(t *testing.T) {
+		j := run(table, "replace")
+		if j.Status != db.StatusCompleted {
+			t.Fatalf("replace: %s %s", j.Status, j.ErrorMessage)
+		}
+		if c := count(); c != "6|1" {
+			t.Fatalf("rows|jobs after replace = %s, want 6|1", c)
+		}
+		if got := querySQLite(t, out, `SELECT DISTINCT _job_id FROM customers`); got[0] != fmt.Sprint(j.ID) {
+			t.Fatalf("rows belong to job %s, want %d", got[0], j.ID)
+		}
+	})
+	t.Run("ErrorRefusesFullTarget", func(t *testing.T) {
+		j := run(table, "error")
+		if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, "target exists and is not empty") {
+			t.Fatalf("error mode on a full table: %s %q", j.Status, j.ErrorMessage)
+		}
+		if c := count(); c != "6|1" {
+			t.Fatalf("rows|jobs after a refused job = %s, want 6|1", c)
+		}
+		// ... but writes a target that does not exist yet.
+		fresh := "file://" + filepath.Join(dir, "fresh.jsonl")
+		if j := run(fresh, "error"); j.Status != db.StatusCompleted {
+			t.Fatalf("error mode on a new file: %s %s", j.Status, j.ErrorMessage)
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "fresh.jsonl"))
+		if n := strings.Count(string(b), "\n"); n != 6 || !strings.Contains(string(b), `"name":"Umbrella, Ltd"`) {
+			t.Fatalf("fresh.jsonl has %d lines:\n%s", n, b)
+		}
+	})
+	if left := stagingLeft(t, dir); len(left) > 0 {
+		t.Fatalf("staging files left: %v", left)
+	}
+}
+
+func TestWorker_BadInputFailsWithClearMessage(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("csv", "jsonl", "checksum")
+	w := startWorker(t, h, worker.Options{})
+	cases := []struct {
+		id   int64
+		want string
+	}{
+		{h.enqueue(h.sample("bad.csv"), "csv", ""), "csv: line 3: wrong number of fields (the header has 3)"},
+		{h.enqueue(h.sample("bad.jsonl"), "jsonl", ""), "jsonl: line 3: not a JSON object"},
+		{h.enqueue(h.sample("notes.txt"), "csv", `{"output": {"uri": "s3://bucket/x", "mode": "append"}}`), `unknown scheme "s3"`},
+	}
+	gone := h.file("gone.csv", "a\n1\n")
+	if err := os.Remove(filepath.Join(h.root, "gone.csv")); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, struct {
+		id   int64
+		want string
+	}{h.enqueue(gone, "checksum", ""), "no such file or directory"})
+	for _, c := range cases {
+		j := h.waitJob(c.id, db.StatusCompleted, db.StatusFailed)
+		if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, c.want) {
+			t.Errorf("job %d: %s %q, want FAILED with %q", c.id, j.Status, j.ErrorMessage, c.want)
+		}
+	}
+	// Nothing was written for the failed jobs, and the worker still works.
+	if _, err := os.Stat(filepath.Join(w.outputDir, "output", "csv.parquet")); !os.IsNotExist(err) {
+		t.Errorf("a failed csv job left output: %v", err)
+	}
+	if left := stagingLeft(t, w.outputDir); len(left) > 0 {
+		t.Errorf("staging files left: %v", left)
+	}
+	ok := h.waitJob(h.enqueue(h.sample("orders.csv"), "csv", ""), db.StatusCompleted, db.StatusFailed)
+	if ok.Status != db.StatusCompleted {
+		t.Fatalf("good job after bad ones: %s %s", ok.Status, ok.ErrorMessage)
+	}
+}
+
+// The Sentinel aborts a job that outlives --job-timeout. The aborted run
+// must leave nothing in the target; the retry then writes the rows once.
+func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
+	h := newSentinel(t, func(c *config.Config) {
+		c.JobTimeout = 400 * time.Millisecond
+		c.AbortGrace = 5 * time.Second
+	})
+	h.plugin("slow")
+	out := filepath.Join(t.TempDir(), "out.db")
+	h.topic("slow", "output", "sqlite://"+out+"/rows", "append")
+	g := newGate("slow", 300)
+	g.blockRuns = 1 // the first run hangs until aborted; the retry is quick
+	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
+	id := h.enqueue(h.file("in.txt", "x\n"), "slow", "")
+
+	g.waitStarted(t, 1) // 300 rows are staged and the run is waiting
+	eventually(t, within, "ABORTED receipt sent", func() bool { return w.Stats().JobsAborted == 1 })
+	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusCompleted || j.Attempt != 2 {
+		t.Fatalf("job: %s attempt %d %q, want COMPLETED on attempt 2", j.Status, j.Attempt, j.ErrorMessage)
+	}
+	if got := querySQLite(t, out, `SELECT COUNT(*), COUNT(DISTINCT _job_id) FROM rows`)[0]; got != "300|1" {
+		t.Fatalf("rows|jobs = %s, want 300|1: the aborted run's rows must not be there", got)
+	}
+	if left := stagingLeft(t, filepath.Dir(out)); len(left) > 0 {
+		t.Fatalf("staging files left: %v", left)
+	}
+}
+
+func TestWorker_ConcurrencyLimit(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("gate")
+	g := newGate("gate", 1)
+	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, Concurrency: 2})
+	fv := h.file("in.txt", "x\n")
+	var ids []int64
+	for range 5 {
+		ids = append(ids, h.enqueue(fv, "gate", ""))
+	}
+	g.waitStarted(t, 2)
+	// Two run; the Sentinel holds the others back because the worker
+	// announced max_concurrent_jobs=2.
+	eventually(t, within, "2 RUNNING, 3 QUEUED", func() bool {
+		c, _ := h.store.JobsCountByStatus(t.Context())
+		return c[db.StatusRunning] == 2 && c[db.StatusQueued] == 3
+	})
+	g.release()
+	for _, id := range ids {
+		if j := h.waitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+			t.Fatalf("job %d: %s %s", id, j.Status, j.ErrorMessage)
+		}
+	}
+	if m := g.max(); m != 2 {
+		t.Fatalf("at most %d runs overlapped, want exactly 2", m)
+	}
+	if r := w.Stats().JobsRejected; r != 0 {
+		t.Fatalf("%d jobs rejected, want 0", r)
+	}
+}
+
+// A Sentinel restart while a job runs: the job finishes while the Sentinel
+// is down (its receipt is lost with the connection), the worker reconnects,
+// identifies again and re-sends the receipt, so the job completes without
+// running twice; then new jobs flow again.
+func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
+	h := newSentinel(t, func(c *config.Config) { c.RecoveryGrace = 10 * time.Second })
+	h.plugin("gate")
+	out := filepath.Join(t.TempDir(), "out.db")
+	h.topic("gate", "output", "sqlite://"+out+"/rows", "append")
+	g := newGate("gate", 50)
+	g.blockRuns = 1
+	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
+	h.waitWorkers(1)
+	identifies := w.Stats().Identifies
+	id := h.enqueue(h.file("in.txt", "x\n"), "gate", "")
+	g.waitStarted(t, 1)
+
+	h.restart(func() {
+		g.release()
+		eventually(t, within, "job concluded while the Sentinel is down", func() bool { return w.Stats().JobsSucceeded == 1 })
+	})
+	eventually(t, within, "worker re-identified", func() bool {
+		s := w.Stats()
+		return s.Reconnects >= 1 && s.Identifies > identifies
+	})
+	h.waitWorkers(1)
+	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusCompleted || j.Attempt != 1 {
+		st := h.s.Stats()
+		t.Fatalf("job: %s attempt %d %q, want COMPLETED on attempt 1; worker %+v; sentinel: received %d, stale %d, unknown-worker %d, registered %d",
+			j.Status, j.Attempt, j.ErrorMessage, w.Stats(), st.MessagesReceived.Load(), st.StaleMessages.Load(),
+			st.UnknownWorkers.Load(), st.WorkersRegistered.Load())
+	}
+	if got := querySQLite(t, out, `SELECT COUNT(*) FROM rows`)[0]; got != "50" {
+		t.Fatalf("%s rows, want 50 (written once)", got)
+	}
+	next := h.enqueue(h.file("next.txt", "y\n"), "gate", "")
+	if j := h.waitJob(next, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+		t.Fatalf("job after restart: %s %s", j.Status, j.ErrorMessage)
+	}
+}
+
+// Heartbeats come from their own goroutine: a job that runs for several
+// worker timeouts does not get the worker dropped.
+func TestWorker_LongJobKeepsWorkerAlive(t *testing.T) {
+	h := newSentinel(t, func(c *config.Config) {
+		c.HeartbeatInterval = time.Hour // only the worker's own heartbeats
+		c.WorkerTimeout = 500 * time.Millisecond
+	})
+	h.plugin("gate")
+	g := newGate("gate", 1)
+	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, HeartbeatInterval: 50 * time.Millisecond})
+	id := h.enqueue(h.file("in.txt", "x\n"), "gate", "")
+	g.waitStarted(t, 1)
+	// Three worker timeouts pass with the job running; the Sentinel must
+	// still hold it as RUNNING under the same worker.
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if j := h.job(id); j.Status != db.StatusRunning || j.Attempt != 1 {
+			t.Fatalf("job while running: %s attempt %d %q", j.Status, j.Attempt, j.ErrorMessage)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.release()
+	if j := h.waitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted || j.Attempt != 1 {
+		t.Fatalf("job: %s attempt %d %q", j.Status, j.Attempt, j.ErrorMessage)
+	}
+}
+
+// Cancelling Run drains: no new jobs are taken, the running one finishes
+// and concludes, Run returns nil.
+func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("gate")
+	g := newGate("gate", 10)
+	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, DrainTimeout: 10 * time.Second})
+	fv := h.file("in.txt", "x\n")
+	running := h.enqueue(fv, "gate", "")
+	g.waitStarted(t, 1)
+
+	w.cancel() // starts the drain
+	eventually(t, within, "worker re-identified with no capabilities", func() bool { return w.Stats().Identifies >= 2 })
+	queued := h.enqueue(fv, "gate", "")
+	// The dispatcher gets many poll intervals to send the new job. A
+	// DISPATCH that crossed the draining IDENTIFY is REJECTED and requeued
+	// once; after that the Sentinel knows the worker takes nothing. Without
+	// the IDENTIFY the job would bounce every retry backoff (20-200 ms).
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if j := h.job(queued); j.Attempt > 1 || (j.Status != db.StatusQueued && j.Status != db.StatusRunning) {
+			t.Fatalf("job queued during the drain: %s after %d claims, want QUEUED and claimed at most once", j.Status, j.Attempt)
+		}
+	}
+	if st := w.Stats(); st.JobsStarted != 1 {
+		t.Fatalf("%d jobs started, want only the one running before the drain", st.JobsStarted)
+	}
+	select {
+	case <-w.finished:
+		t.Fatal("Run returned while a job was still running")
+	default:
+	}
+	g.release()
+	select {
+	case <-w.finished:
+		if w.err != nil {
+			t.Fatalf("Run: %v", w.err)
+		}
+	case <-time.After(within):
+		t.Fatal("drain did not end")
+	}
+	if j := h.waitJob(running, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+		t.Fatalf("running job: %s %s", j.Status, j.ErrorMessage)
+	}
+}
+
+// At the drain deadline running jobs are aborted, concluded ABORTED, and
+// their staged rows discarded.
+func TestWorker_DrainDeadlineAbortsAndConcludes(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("gate")
+	g := newGate("gate", 100)
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	h.topic("gate", "output", "file://"+out, "append")
+	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, DrainTimeout: 200 * time.Millisecond})
+	id := h.enqueue(h.file("in.txt", "x\n"), "gate", "")
+	g.waitStarted(t, 1)
+	if err := w.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	j := h.waitJob(id, db.StatusFailed, db.StatusCompleted, db.StatusQueued)
+	if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, "drain deadline") {
+		t.Fatalf("job: %s %q, want FAILED by an ABORTED receipt naming the drain deadline", j.Status, j.ErrorMessage)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("aborted job left output: %v", err)
+	}
+	if left := stagingLeft(t, filepath.Dir(out)); len(left) > 0 {
+		t.Fatalf("staging files left: %v", left)
+	}
+}
+
+// Topics route to their configured sinks; a topic without one fails the
+// job with a message saying how to configure it.
+type twoTopics struct{ extra string }
+
+func (twoTopics) Name() string { return "split" }
+
+func (p twoTopics) Run(_ context.Context, in plugin.Input, emit plugin.Emitter) error {
+	for i := range 3 {
+		if err := emit.Emit("output", plugin.Row{Columns: []string{"i"}, Values: []any{i}}); err != nil {
+			return err
+		}
+	}
+	return emit.Emit(p.extra, plugin.Row{Columns: []string{"note"}, Values: []any{"hello"}})
+}
+
+func TestWorker_TopicsRouteToTheirSinks(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("split")
+	dir := t.TempDir()
+	h.topic("split", "output", "file://"+filepath.Join(dir, "main.csv"), "append")
+	h.topic("split", "notes", "sqlite://"+filepath.Join(dir, "n.db")+"/notes", "append")
+	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "notes"}}})
+	j := h.waitJob(h.enqueue(h.file("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusCompleted || j.Metrics["rows"] != 4 || len(j.Artifacts) != 2 {
+		t.Fatalf("job: %s %q metrics %v artifacts %v", j.Status, j.ErrorMessage, j.Metrics, j.Artifacts)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "main.csv"))
+	if !strings.HasPrefix(string(b), "i,_job_id,_file_version_id\n0,") || strings.Count(string(b), "\n") != 4 {
+		t.Fatalf("main.csv:\n%s", b)
+	}
+	if n := querySQLite(t, filepath.Join(dir, "n.db"), `SELECT note FROM notes`); !slices.Equal(n, []string{"hello"}) {
+		t.Fatalf("notes: %v", n)
+	}
+}
+
+func TestWorker_TopicWithoutSinkFails(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("split")
+	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "nowhere"}}})
+	j := h.waitJob(h.enqueue(h.file("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, `no sink is configured for topic "nowhere"`) {
+		t.Fatalf("job: %s %q", j.Status, j.ErrorMessage)
+	}
+	// The rows already emitted to "output" were staged, and discarded.
+	if _, err := os.Stat(filepath.Join(w.outputDir, "output", "split.parquet")); !os.IsNotExist(err) {
+		t.Fatalf("failed job left output: %v", err)
+	}
+	if left := stagingLeft(t, w.outputDir); len(left) > 0 {
+		t.Fatalf("staging files left: %v", left)
+	}
+}
+
+type panicky struct{}
+
+func (panicky) Name() string { return "panicky" }
+
+func (panicky) Run(context.Context, plugin.Input, plugin.Emitter) error { panic("boom") }
+
+func TestWorker_PluginPanicFailsTheJobNotTheWorker(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("panicky", "checksum")
+	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{panicky{}, plugin.Checksum{}}})
+	fv := h.sample("notes.txt")
+	j := h.waitJob(h.enqueue(fv, "panicky", ""), db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusFailed || j.ErrorMessage != "panicky: plugin panicked: boom" {
+		t.Fatalf("job: %s %q", j.Status, j.ErrorMessage)
+	}
+	if j := h.waitJob(h.enqueue(fv, "checksum", ""), db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+		t.Fatalf("next job: %s %q", j.Status, j.ErrorMessage)
+	}
+}

@@ -134,28 +134,7 @@ func (s *fileSink) closeStage() error {
 }
 
 func (s *fileSink) Commit() error {
-	unlock, err := lockTarget(s.spec.Target.Path, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	full, err := s.targetHasRows()
-	if err != nil {
-		return err
-	}
-	switch {
-	case full && s.spec.Mode == ModeError:
-		return ErrTargetNotEmpty
-	case full && s.spec.Mode == ModeAppend:
-		err = s.merge()
-	default:
-		err = os.Rename(s.stage, s.spec.Target.Path)
-	}
-	if err != nil {
-		return fmt.Errorf("commit %s: %w", s.URI(), err)
-	}
-	syncDir(filepath.Dir(s.spec.Target.Path))
-	return nil
+	return commitFile(s.spec, s.stage, s.URI(), s.targetHasRows, s.merge)
 }
 
 // merge writes the target's content followed by the staged rows to a new

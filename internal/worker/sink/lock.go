@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -62,4 +63,32 @@ func syncDir(dir string) {
 	}
 	_ = d.Sync()
 	_ = d.Close()
+}
+
+// commitFile promotes a staged file sink under the target's lock, the same
+// way for every file format: error mode refuses a non-empty target, append
+// merges into it, and otherwise the staged file replaces it by rename.
+func commitFile(spec Spec, stage, uri string, hasRows func() (bool, error), merge func() error) error {
+	unlock, err := lockTarget(spec.Target.Path, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	full, err := hasRows()
+	if err != nil {
+		return err
+	}
+	switch {
+	case full && spec.Mode == ModeError:
+		return ErrTargetNotEmpty
+	case full && spec.Mode == ModeAppend:
+		err = merge()
+	default:
+		err = os.Rename(stage, spec.Target.Path)
+	}
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", uri, err)
+	}
+	syncDir(filepath.Dir(spec.Target.Path))
+	return nil
 }

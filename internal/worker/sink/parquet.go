@@ -162,28 +162,7 @@ func (s *parquetSink) Finish() error {
 }
 
 func (s *parquetSink) Commit() error {
-	unlock, err := lockTarget(s.spec.Target.Path, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	full, err := parquetHasRows(s.spec.Target.Path)
-	if err != nil {
-		return err
-	}
-	switch {
-	case full && s.spec.Mode == ModeError:
-		return ErrTargetNotEmpty
-	case full && s.spec.Mode == ModeAppend:
-		err = s.merge()
-	default:
-		err = os.Rename(s.stage, s.spec.Target.Path)
-	}
-	if err != nil {
-		return fmt.Errorf("commit %s: %w", s.URI(), err)
-	}
-	syncDir(filepath.Dir(s.spec.Target.Path))
-	return nil
+	return commitFile(s.spec, s.stage, s.URI(), func() (bool, error) { return parquetHasRows(s.spec.Target.Path) }, s.merge)
 }
 
 // merge rewrites target + staged rows into a new file and renames it over

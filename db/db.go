@@ -60,6 +60,8 @@ type DB struct {
 	versionMu   sync.Mutex
 	versionPool *sql.DB
 	versionConn *sql.Conn
+
+	stmts stmtCache // hot statements prepared on writer
 }
 
 // ParseDSN turns a database setting into a file path: "sqlite://rel.db" is
@@ -176,6 +178,7 @@ func (db *DB) Close() error {
 		db.versionConn = nil
 	}
 	db.versionMu.Unlock()
+	errs = append(errs, db.closeStmts())
 	for _, p := range []*sql.DB{db.versionPool, db.reader, db.writer} {
 		if p != nil {
 			errs = append(errs, p.Close())

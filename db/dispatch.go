@@ -41,35 +41,50 @@ type manifest struct {
 	sourceCode, envHash, artifactHash string
 }
 
-// assembler builds the Dispatch of each job claimed in one JobsClaim call.
-// Manifests and topic configs are looked up once per plugin per call.
-type assembler struct {
-	tx        *sql.Tx
-	filePath  *sql.Stmt
-	manifests map[string]*manifest // nil value: the plugin has no ACTIVE manifest
-	topics    map[string][]Sink
-}
-
-func newAssembler(ctx context.Context, tx *sql.Tx) (*assembler, error) {
-	// LEFT JOINs so a missing link is reported precisely instead of as
-	// "no rows".
-	st, err := tx.PrepareContext(ctx, `SELECT l.id, r.id, r.path, l.rel_path
+// The assembler's queries. filePathSQL uses LEFT JOINs so that a missing
+// link is reported precisely instead of as "no rows".
+const (
+	filePathSQL = `SELECT l.id, r.id, r.path, l.rel_path
 	FROM cf_file_version v
 	LEFT JOIN cf_file_location l ON l.id = v.location_id
 	LEFT JOIN cf_source_root r ON r.id = l.source_root_id
-	WHERE v.id = ?`)
-	if err != nil {
-		return nil, fmt.Errorf("prepare file path: %w", err)
-	}
-	return &assembler{
-		tx:        tx,
-		filePath:  st,
-		manifests: make(map[string]*manifest),
-		topics:    make(map[string][]Sink),
-	}, nil
+	WHERE v.id = ?`
+	manifestSQL = `SELECT source_code, env_hash, artifact_hash
+	FROM cf_plugin_manifest
+	WHERE plugin_name = ? AND status = 'ACTIVE'
+	ORDER BY deployed_at DESC, id DESC
+	LIMIT 1`
+	topicSinksSQL = `SELECT topic_name, uri, mode, schema_json
+	FROM cf_topic_config WHERE plugin_name = ? ORDER BY id`
+)
+
+// assemblerQueries are prepared before a claim's transaction begins.
+var assemblerQueries = []string{filePathSQL, manifestSQL, topicSinksSQL}
+
+// assembler builds the Dispatch of each job claimed in one JobsClaim call.
+// Manifests and topic configs are looked up once per plugin per call.
+type assembler struct {
+	filePath, manifestOf, topicsOf *sql.Stmt
+	manifests                      map[string]*manifest // nil value: the plugin has no ACTIVE manifest
+	topics                         map[string][]Sink
 }
 
-func (a *assembler) close() { a.filePath.Close() }
+// newAssembler binds the assembler's statements (assemblerQueries, prepared
+// by the caller) to tx.
+func (db *DB) newAssembler(ctx context.Context, tx *sql.Tx) (*assembler, error) {
+	a := &assembler{manifests: make(map[string]*manifest), topics: make(map[string][]Sink)}
+	for _, b := range []struct {
+		st **sql.Stmt
+		q  string
+	}{{&a.filePath, filePathSQL}, {&a.manifestOf, manifestSQL}, {&a.topicsOf, topicSinksSQL}} {
+		st, err := db.txStmt(ctx, tx, b.q)
+		if err != nil {
+			return nil, err
+		}
+		*b.st = st
+	}
+	return a, nil
+}
 
 // dispatch assembles the Dispatch of one claimed job (SPEC B, "How a
 // DISPATCH is assembled"). A job that cannot be dispatched yields a reason
@@ -141,11 +156,7 @@ func (a *assembler) manifest(ctx context.Context, plugin string) (*manifest, err
 		return m, nil
 	}
 	var src, env, artifact sql.NullString
-	err := a.tx.QueryRowContext(ctx, `SELECT source_code, env_hash, artifact_hash
-	FROM cf_plugin_manifest
-	WHERE plugin_name = ? AND status = 'ACTIVE'
-	ORDER BY deployed_at DESC, id DESC
-	LIMIT 1`, plugin).Scan(&src, &env, &artifact)
+	err := a.manifestOf.QueryRowContext(ctx, plugin).Scan(&src, &env, &artifact)
 	var m *manifest
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -167,8 +178,7 @@ func (a *assembler) topicSinks(ctx context.Context, plugin string) ([]Sink, erro
 	if s, ok := a.topics[plugin]; ok {
 		return s, nil
 	}
-	rows, err := a.tx.QueryContext(ctx, `SELECT topic_name, uri, mode, schema_json
-	FROM cf_topic_config WHERE plugin_name = ? ORDER BY id`, plugin)
+	rows, err := a.topicsOf.QueryContext(ctx, plugin)
 	if err != nil {
 		return nil, fmt.Errorf("topics of %q: %w", plugin, err)
 	}

@@ -122,15 +122,28 @@ func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest)
 	if !anyClaimable(reqs) {
 		return nil, nil, nil
 	}
+	queries := append([]string{normaliseNullsSQL, claimFailSQL}, assemblerQueries...)
+	for _, r := range reqs {
+		if plugins, anyPlugin := pluginFilter(r.Plugins); anyPlugin || len(plugins) > 0 {
+			queries = append(queries, claimSQL(len(plugins)))
+		}
+	}
+	if err := db.prepareWriter(ctx, queries...); err != nil {
+		return nil, nil, fmt.Errorf("claim jobs: %w", err)
+	}
 	var claims []Claim
 	var failures []ClaimFailure
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, normaliseNullsSQL); err != nil {
+		normalise, err := db.txStmt(ctx, tx, normaliseNullsSQL)
+		if err != nil {
+			return err
+		}
+		if _, err := normalise.ExecContext(ctx); err != nil {
 			return fmt.Errorf("normalise nulls: %w", err)
 		}
 		var rows []claimedRow
 		for _, r := range reqs {
-			got, err := claimFor(ctx, tx, now, r)
+			got, err := db.claimFor(ctx, tx, now, r)
 			if err != nil {
 				return err
 			}
@@ -139,18 +152,21 @@ func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest)
 		if len(rows) == 0 {
 			return nil
 		}
-		asm, err := newAssembler(ctx, tx)
+		asm, err := db.newAssembler(ctx, tx)
 		if err != nil {
 			return err
 		}
-		defer asm.close()
+		fail, err := db.txStmt(ctx, tx, claimFailSQL)
+		if err != nil {
+			return err
+		}
 		for _, row := range rows {
 			d, reason, err := asm.dispatch(ctx, row)
 			if err != nil {
 				return err
 			}
 			if reason != "" {
-				if err := claimFail(ctx, tx, now, row.ref, reason); err != nil {
+				if err := claimFail(ctx, fail, now, row.ref, reason); err != nil {
 					return err
 				}
 				failures = append(failures, ClaimFailure{Ref: row.ref, Reason: reason})
@@ -183,7 +199,7 @@ func anyClaimable(reqs []ClaimRequest) bool {
 }
 
 // claimFor runs the claim statement for one request.
-func claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([]claimedRow, error) {
+func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([]claimedRow, error) {
 	plugins, anyPlugin := pluginFilter(r.Plugins)
 	if r.Limit <= 0 || (!anyPlugin && len(plugins) == 0) {
 		return nil, nil
@@ -194,8 +210,11 @@ func claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([
 		args = append(args, p)
 	}
 	args = append(args, r.Limit)
-	q := claimSQL(len(plugins))
-	rows, err := tx.QueryContext(ctx, q, args...)
+	st, err := db.txStmt(ctx, tx, claimSQL(len(plugins)))
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 	}
@@ -258,14 +277,17 @@ func pluginFilter(names []string) (plugins []string, anyPlugin bool) {
 	return plugins, false
 }
 
-// claimFail marks a just-claimed job FAILED because its dispatch could not be
-// assembled.
-func claimFail(ctx context.Context, tx *sql.Tx, now time.Time, ref ClaimRef, reason string) error {
-	ts := formatTime(now)
-	_, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
+// claimFailSQL fails a just-claimed job. Arguments: reason, end_time,
+// updated_at, then the claim (id, claimed_by, attempt).
+const claimFailSQL = `UPDATE cf_processing_queue SET
 		status = 'FAILED', error_message = ?, end_time = ?, updated_at = ?
-	WHERE id = ? AND status = 'RUNNING' AND claimed_by = ? AND attempt = ?`,
-		reason, ts, ts, ref.JobID, ref.Worker, ref.Attempt)
+	WHERE id = ? AND status = 'RUNNING' AND claimed_by = ? AND attempt = ?`
+
+// claimFail marks a just-claimed job FAILED because its dispatch could not be
+// assembled; st is claimFailSQL bound to the claim's transaction.
+func claimFail(ctx context.Context, st *sql.Stmt, now time.Time, ref ClaimRef, reason string) error {
+	ts := formatTime(now)
+	_, err := st.ExecContext(ctx, reason, ts, ts, ref.JobID, ref.Worker, ref.Attempt)
 	if err != nil {
 		return fmt.Errorf("fail job %d: %w", ref.JobID, err)
 	}
@@ -391,10 +413,12 @@ func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) 
 	if len(cs) == 0 {
 		return nil, nil
 	}
+	if err := db.prepareWriter(ctx, concludeQueries...); err != nil {
+		return nil, fmt.Errorf("conclude jobs: %w", err)
+	}
 	out := make([]Outcome, len(cs))
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		st := &concludeStmts{tx: tx}
-		defer st.close()
+		st := &concludeStmts{db: db, tx: tx}
 		ts := formatTime(now)
 		for i, c := range cs {
 			o, err := st.apply(ctx, ts, c)
@@ -411,16 +435,41 @@ func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) 
 	return out, nil
 }
 
-// concludeStmts prepares each statement of a JobsConclude batch once, on
-// first use.
+// The statements of JobsConclude. Each UPDATE's last three arguments are the
+// claim (claimGuard); so are the arguments of retriesSQL.
+const (
+	completeSQL = `UPDATE cf_processing_queue SET
+		status = 'COMPLETED', result_summary = ?, end_time = ?, metrics_json = ?,
+		artifacts_json = ?, next_run_at = NULL, updated_at = ?
+	WHERE ` + claimGuard
+	failSQL = `UPDATE cf_processing_queue SET
+		status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
+	WHERE ` + claimGuard
+	retriesSQL = `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL
+		FROM cf_processing_queue WHERE ` + claimGuard
+	skipSQL = `UPDATE cf_processing_queue SET
+		status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
+	WHERE ` + claimGuard
+	requeueSQL = `UPDATE cf_processing_queue SET
+		status = 'QUEUED', retry_count = ?, claimed_by = NULL, next_run_at = ?,
+		error_message = ?, end_time = NULL, updated_at = ?
+	WHERE ` + claimGuard
+)
+
+// concludeQueries are prepared before a JobsConclude transaction begins.
+var concludeQueries = []string{completeSQL, failSQL, retriesSQL, skipSQL, requeueSQL}
+
+// concludeStmts binds each statement of a JobsConclude batch to its
+// transaction once, on first use.
 type concludeStmts struct {
-	tx                                             *sql.Tx
-	complete, fail, retries, requeue, giveUp, skip *sql.Stmt
+	db                                     *DB
+	tx                                     *sql.Tx
+	complete, fail, retries, requeue, skip *sql.Stmt
 }
 
-func (s *concludeStmts) prepare(ctx context.Context, p **sql.Stmt, q string) (*sql.Stmt, error) {
+func (s *concludeStmts) bind(ctx context.Context, p **sql.Stmt, q string) (*sql.Stmt, error) {
 	if *p == nil {
-		st, err := s.tx.PrepareContext(ctx, q)
+		st, err := s.db.txStmt(ctx, s.tx, q)
 		if err != nil {
 			return nil, err
 		}
@@ -429,22 +478,11 @@ func (s *concludeStmts) prepare(ctx context.Context, p **sql.Stmt, q string) (*s
 	return *p, nil
 }
 
-func (s *concludeStmts) close() {
-	for _, st := range []*sql.Stmt{s.complete, s.fail, s.retries, s.requeue, s.giveUp, s.skip} {
-		if st != nil {
-			st.Close()
-		}
-	}
-}
-
 func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Outcome, error) {
 	guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
 	switch c.Kind {
 	case ConcludeComplete:
-		st, err := s.prepare(ctx, &s.complete, `UPDATE cf_processing_queue SET
-			status = 'COMPLETED', result_summary = ?, end_time = ?, metrics_json = ?,
-			artifacts_json = ?, next_run_at = NULL, updated_at = ?
-		WHERE `+claimGuard)
+		st, err := s.bind(ctx, &s.complete, completeSQL)
 		if err != nil {
 			return 0, err
 		}
@@ -461,14 +499,13 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 		return outcomeOf(res, err, OutcomeCompleted)
 
 	case ConcludeFail:
-		return s.failed(ctx, ts, c, guard)
+		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, OutcomeFailed)
 	}
 
 	// Abort and Requeue depend on whether an operator cancelled the job:
 	// read that and the retry count under the same guard (the transaction
 	// holds the write lock, so neither can change before the UPDATE).
-	st, err := s.prepare(ctx, &s.retries, `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL
-		FROM cf_processing_queue WHERE `+claimGuard)
+	st, err := s.bind(ctx, &s.retries, retriesSQL)
 	if err != nil {
 		return 0, err
 	}
@@ -481,9 +518,7 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 		return 0, err
 	}
 	if cancelled {
-		st, err := s.prepare(ctx, &s.skip, `UPDATE cf_processing_queue SET
-			status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
-		WHERE `+claimGuard)
+		st, err := s.bind(ctx, &s.skip, skipSQL)
 		if err != nil {
 			return 0, err
 		}
@@ -495,25 +530,15 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 		return outcomeOf(res, err, OutcomeSkipped)
 	}
 	if c.Kind == ConcludeAbort {
-		return s.failed(ctx, ts, c, guard)
+		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, OutcomeFailed)
 	}
 
 	reason := orDefault(c.Message, defaultRequeueReason)
 	if retries+1 > int64(c.MaxRetries) {
-		st, err := s.prepare(ctx, &s.giveUp, `UPDATE cf_processing_queue SET
-			status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
-		WHERE `+claimGuard)
-		if err != nil {
-			return 0, err
-		}
 		msg := fmt.Sprintf("%s (gave up after %d retries)", reason, retries)
-		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
-		return outcomeOf(res, err, OutcomeFailed)
+		return s.failed(ctx, ts, msg, guard, OutcomeFailed)
 	}
-	st, err = s.prepare(ctx, &s.requeue, `UPDATE cf_processing_queue SET
-		status = 'QUEUED', retry_count = ?, claimed_by = NULL, next_run_at = ?,
-		error_message = ?, end_time = NULL, updated_at = ?
-	WHERE `+claimGuard)
+	st, err = s.bind(ctx, &s.requeue, requeueSQL)
 	if err != nil {
 		return 0, err
 	}
@@ -525,17 +550,14 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 	return outcomeOf(res, err, OutcomeRequeued)
 }
 
-// failed marks the claimed job FAILED with the conclusion's message.
-func (s *concludeStmts) failed(ctx context.Context, ts string, c Conclusion, guard []any) (Outcome, error) {
-	st, err := s.prepare(ctx, &s.fail, `UPDATE cf_processing_queue SET
-		status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
-	WHERE `+claimGuard)
+// failed marks the claimed job FAILED with msg.
+func (s *concludeStmts) failed(ctx context.Context, ts, msg string, guard []any, o Outcome) (Outcome, error) {
+	st, err := s.bind(ctx, &s.fail, failSQL)
 	if err != nil {
 		return 0, err
 	}
-	msg := orDefault(c.Message, defaultFailureMessage)
 	res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
-	return outcomeOf(res, err, OutcomeFailed)
+	return outcomeOf(res, err, o)
 }
 
 // outcomeOf turns the result of a guarded UPDATE into its outcome: o when a
@@ -717,7 +739,10 @@ func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string
 // due instead of polling.
 func (db *DB) JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error) {
 	var next sql.NullInt64
-	err := db.reader.QueryRowContext(ctx, `SELECT MIN(next_run_at) FROM cf_processing_queue
+	// INDEXED BY: left to itself the planner picks the (status, …) claim
+	// index and reads every QUEUED row; the partial index answers in one seek.
+	err := db.reader.QueryRowContext(ctx, `SELECT MIN(next_run_at)
+		FROM cf_processing_queue INDEXED BY ix_cf_queue_next_run
 		WHERE status = 'QUEUED' AND next_run_at > ?`, unixMillis(now)).Scan(&next)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next run at: %w", err)

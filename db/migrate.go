@@ -63,6 +63,13 @@ var migrations = []migration{
 		},
 		file: "0003_operator_state.sql",
 	},
+	{
+		// An index for the earliest future next_run_at, which the
+		// Sentinel asks for on every poll that sees the queue change.
+		version: 4,
+		name:    "queue_next_run_index",
+		file:    "0004_queue_next_run_index.sql",
+	},
 }
 
 // migrate brings the schema up to the newest version. Each pending migration

@@ -246,15 +246,23 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRe
 // worker (worker_host), claim_time, updated_at, now in unix ms, the plugin
 // names, the limit.
 func claimSQL(nPlugins int) string {
-	filter := ""
-	if nPlugins > 0 {
+	// INDEXED BY: without statistics the planner prefers the original
+	// schema's (status, priority, id) index and then sorts every QUEUED row
+	// by id. The partial claim indexes hand rows out in claim order, so the
+	// LIMIT stops the scan early. One plugin seeks its own range; several
+	// (or any) walk the queue in order and filter.
+	index, filter := "ix_cf_queue_claimable_any", ""
+	switch {
+	case nPlugins == 1:
+		index, filter = "ix_cf_queue_claimable", " AND plugin_name = ?"
+	case nPlugins > 1:
 		filter = " AND plugin_name IN (?" + strings.Repeat(", ?", nPlugins-1) + ")"
 	}
 	return `UPDATE cf_processing_queue SET
 		status = 'RUNNING', claimed_by = ?, worker_host = ?, claim_time = ?,
 		attempt = COALESCE(attempt, 0) + 1, updated_at = ?
 	WHERE id IN (
-		SELECT id FROM cf_processing_queue
+		SELECT id FROM cf_processing_queue INDEXED BY ` + index + `
 		WHERE status = 'QUEUED' AND (next_run_at IS NULL OR next_run_at <= ?)` + filter + `
 		ORDER BY priority DESC, id
 		LIMIT ?)
@@ -734,16 +742,19 @@ func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string
 	return id, nil
 }
 
+// nextRunSQL finds the earliest future next_run_at. INDEXED BY: left to
+// itself the planner picks a (status, …) index and reads every QUEUED row;
+// the partial index answers in one seek.
+const nextRunSQL = `SELECT MIN(next_run_at)
+	FROM cf_processing_queue INDEXED BY ix_cf_queue_next_run
+	WHERE status = 'QUEUED' AND next_run_at > ?`
+
 // JobsNextRunAt returns the earliest next_run_at after now among QUEUED jobs
 // (ok=false if none), so the dispatcher can sleep until a backed-off job is
 // due instead of polling.
 func (db *DB) JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error) {
 	var next sql.NullInt64
-	// INDEXED BY: left to itself the planner picks the (status, …) claim
-	// index and reads every QUEUED row; the partial index answers in one seek.
-	err := db.reader.QueryRowContext(ctx, `SELECT MIN(next_run_at)
-		FROM cf_processing_queue INDEXED BY ix_cf_queue_next_run
-		WHERE status = 'QUEUED' AND next_run_at > ?`, unixMillis(now)).Scan(&next)
+	err := db.reader.QueryRowContext(ctx, nextRunSQL, unixMillis(now)).Scan(&next)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next run at: %w", err)
 	}

@@ -70,6 +70,13 @@ var migrations = []migration{
 		name:    "queue_next_run_index",
 		file:    "0004_queue_next_run_index.sql",
 	},
+	{
+		// The claim indexes become partial (status = 'QUEUED'), so that
+		// finishing a job no longer rewrites them.
+		version: 5,
+		name:    "queue_claim_partial_indexes",
+		file:    "0005_queue_claim_partial_indexes.sql",
+	},
 }
 
 // migrate brings the schema up to the newest version. Each pending migration

@@ -226,9 +226,10 @@ type QueueChanged struct{}
 // previous incarnation from the current one.
 type tick struct{ gen uint64 }
 
-// flushConclusions is sent by the queue actor to itself; by the time it is
-// processed, every conclusion queued before it is in the batch.
-type flushConclusions struct{}
+// writeBatch is sent by the queue actor to itself; by the time it is
+// processed, every conclusion and claim request queued before it is in the
+// batch.
+type writeBatch struct{}
 
 // --- cmd / tests → actors ---
 

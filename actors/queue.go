@@ -12,10 +12,11 @@ import (
 	"github.com/casparian/sentinel/transport"
 )
 
-// queueActor owns all database access. Claims are answered at once;
-// conclusions are batched: the first one of a burst queues a flush marker
-// behind itself, and everything that arrived before the marker is written in
-// one transaction. It also polls PRAGMA data_version so that jobs inserted by
+// queueActor owns all database access. Conclusions and claims are batched:
+// the first of a burst queues a writeBatch marker behind itself, and every
+// conclusion and claim request that arrived before the marker is written in
+// one transaction — the conclusions first, then the claim that refills the
+// slots they freed — so a busy Sentinel commits once per burst. It also polls PRAGMA data_version so that jobs inserted by
 // other processes are noticed without scanning the table, answers the
 // operator's requests (the Sentinel's methods behind the HTTP API), and
 // records what the scanner finds.
@@ -25,12 +26,23 @@ type queueActor struct {
 	log   zerolog.Logger
 
 	pending      []*ConcludeJob
-	flushQueued  bool
+	claims       []pendingClaim // answered by the next batch
+	batchQueued  bool
 	flushRetry   timer
 	poll         timer
 	lastVersion  int64
 	nextDue      time.Time // earliest future next_run_at, zero if none
 	nextDueKnown bool
+}
+
+// errQueueRestarting answers the claim requests a crashed queue actor held.
+var errQueueRestarting = errors.New("queue actor restarting")
+
+// pendingClaim is a ClaimJobs waiting for the next batch, with whom to
+// answer.
+type pendingClaim struct {
+	req     *ClaimJobs
+	replyTo *actor.PID
 }
 
 func newQueueProps(d deps, p peers) *actor.Props {
@@ -45,16 +57,14 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.lastVersion = -1
 		a.poll.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.PollInterval)
 	case *ClaimJobs:
-		ctx.Respond(a.claim(m))
+		a.claims = append(a.claims, pendingClaim{req: m, replyTo: ctx.Sender()})
+		a.queueBatch(ctx)
 	case *ConcludeJob:
 		a.pending = append(a.pending, m)
-		if !a.flushQueued {
-			a.flushQueued = true
-			ctx.Send(ctx.Self(), &flushConclusions{})
-		}
-	case *flushConclusions:
-		a.flushQueued = false
-		a.flush(ctx)
+		a.queueBatch(ctx)
+	case *writeBatch:
+		a.batchQueued = false
+		a.write(ctx, true)
 	case *RunningJobsQuery:
 		jobs, err := a.running(m.Worker)
 		ctx.Respond(&RunningJobs{Jobs: jobs, Err: err})
@@ -82,7 +92,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 			a.poll.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.PollInterval)
 		case a.flushRetry.current(m):
 			a.flushRetry.fired()
-			a.flush(ctx)
+			a.write(ctx, true)
 		}
 	case *crash:
 		panic("injected crash: queue")
@@ -91,10 +101,16 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.flushRetry.stop()
 		a.flush(ctx) // a graceful stop writes what it has
 	case *actor.Restarting:
-		// The old instance still holds the batch: write it before it is lost.
+		// The old instance still holds the conclusions: write them before
+		// they are lost. Its claim requests are answered with an error, so
+		// the dispatcher claims again after a short backoff.
 		a.poll.stop()
 		a.flushRetry.stop()
 		a.flush(ctx)
+		for i := range a.claims {
+			a.answerClaim(ctx, &a.claims[i], nil, errQueueRestarting)
+		}
+		a.claims = nil
 	}
 }
 
@@ -102,37 +118,128 @@ func (a *queueActor) dbctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), a.deps.cfg.DBTimeout)
 }
 
-func (a *queueActor) claim(m *ClaimJobs) *JobsClaimed {
-	reqs := make([]db.ClaimRequest, len(m.Requests))
-	requested := 0
-	for i, r := range m.Requests {
-		reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit}
-		requested += r.Limit
+// queueBatch makes sure a writeBatch marker is queued behind the message
+// being handled.
+func (a *queueActor) queueBatch(ctx actor.Context) {
+	if !a.batchQueued {
+		a.batchQueued = true
+		ctx.Send(ctx.Self(), &writeBatch{})
 	}
-	ctx, cancel := a.dbctx()
-	defer cancel()
-	start := time.Now()
-	claims, failures, err := a.deps.db.JobsClaim(ctx, start, reqs)
-	a.deps.stats.ClaimTime.Since(start)
+}
+
+// flush writes the pending conclusions now, without claiming.
+func (a *queueActor) flush(ctx actor.Context) { a.write(ctx, false) }
+
+// write applies every pending conclusion and, when withClaims is set, the
+// oldest pending claim request, in one transaction, then answers the claim
+// and records the outcomes. On a database error the conclusions are kept and
+// retried with jittered backoff (every update is guarded, so applying one
+// twice is harmless) and the claim is answered with the error.
+func (a *queueActor) write(ctx actor.Context, withClaims bool) {
+	var claim *pendingClaim
+	if withClaims && len(a.claims) > 0 {
+		claim = &a.claims[0]
+		a.claims = a.claims[1:]
+		if len(a.claims) > 0 {
+			a.queueBatch(ctx) // one claim per batch; the next goes in the next one
+		}
+	}
+	if len(a.pending) == 0 && claim == nil {
+		return
+	}
+	batch, err := a.resolveCurrentClaims(a.pending)
 	if err != nil {
 		a.deps.stats.DBErrors.Add(1)
-		a.log.Error().Err(err).Msg("claim failed")
-		return &JobsClaimed{Requested: requested, Err: err}
+		a.log.Error().Err(err).Msg("resolving claims failed; will retry")
+		a.retryLater(ctx)
+		a.answerClaim(ctx, claim, nil, err)
+		return
 	}
-	for _, f := range failures {
+	a.pending = batch
+	cs := make([]db.Conclusion, len(batch))
+	for i, c := range batch {
+		cs[i] = db.Conclusion{
+			Ref:        db.ClaimRef{JobID: c.Ref.JobID, Worker: c.Ref.Worker, Attempt: c.Ref.Attempt},
+			Kind:       dbKind(c.Kind),
+			Message:    c.Message,
+			Metrics:    c.Metrics,
+			Artifacts:  c.Artifacts,
+			MaxRetries: a.deps.cfg.MaxRetries,
+			NextRunAt:  c.NextRunAt,
+		}
+	}
+	var reqs []db.ClaimRequest
+	if claim != nil {
+		reqs = make([]db.ClaimRequest, len(claim.req.Requests))
+		for i, r := range claim.req.Requests {
+			reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit}
+		}
+	}
+
+	dctx, cancel := a.dbctx()
+	defer cancel()
+	start := time.Now()
+	res, err := a.deps.db.JobsBatch(dctx, start, cs, reqs)
+	if claim != nil {
+		a.deps.stats.ClaimTime.Since(start)
+	} else {
+		a.deps.stats.ConcludeTime.Since(start)
+	}
+	if err != nil {
+		a.deps.stats.DBErrors.Add(1)
+		a.log.Error().Err(err).Int("conclusions", len(cs)).Bool("claim", claim != nil).Msg("writing batch failed; will retry")
+		if len(cs) > 0 {
+			a.retryLater(ctx)
+		}
+		a.answerClaim(ctx, claim, nil, err)
+		return
+	}
+	a.pending = nil
+	a.recordOutcomes(batch, res.Outcomes)
+	a.answerClaim(ctx, claim, &res, nil)
+}
+
+// retryLater arms the retry of a failed batch unless it is armed already.
+func (a *queueActor) retryLater(ctx actor.Context) {
+	if !a.flushRetry.armed() {
+		a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(200*time.Millisecond, 5*time.Second, 1))
+	}
+}
+
+// answerClaim sends the dispatcher what the batch claimed, or the error.
+func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db.BatchResult, err error) {
+	if claim == nil {
+		return
+	}
+	requested := 0
+	for _, r := range claim.req.Requests {
+		requested += r.Limit
+	}
+	if claim.replyTo == nil {
+		a.log.Warn().Msg("claim request without a sender; its jobs will be reclaimed by reconciliation")
+	}
+	if err != nil {
+		if claim.replyTo != nil {
+			ctx.Send(claim.replyTo, &JobsClaimed{Requested: requested, Err: err})
+		}
+		return
+	}
+	for _, f := range res.Failures {
 		a.deps.stats.JobsFailed.Add(1)
 		a.log.Warn().Int64("job_id", f.Ref.JobID).Str("reason", f.Reason).Msg("job failed: dispatch cannot be assembled")
 	}
-	out := &JobsClaimed{Requested: requested, Failed: len(failures), Claims: make([]JobClaim, len(claims))}
-	for i, c := range claims {
+	out := &JobsClaimed{Requested: requested, Failed: len(res.Failures), Claims: make([]JobClaim, len(res.Claims))}
+	for i, c := range res.Claims {
 		out.Claims[i] = JobClaim{
 			Ref:         JobRef{JobID: c.Ref.JobID, Worker: c.Ref.Worker, Attempt: c.Ref.Attempt},
 			RetryCount:  c.RetryCount,
 			Dispatch:    wireDispatch(c.Dispatch),
-			RequestedAt: m.At,
+			RequestedAt: claim.req.At,
 		}
 	}
-	return out
+	if claim.replyTo != nil {
+		ctx.Send(claim.replyTo, out)
+	}
 }
 
 func wireDispatch(d db.Dispatch) *transport.Dispatch {
@@ -151,49 +258,8 @@ func wireDispatch(d db.Dispatch) *transport.Dispatch {
 	}
 }
 
-// flush writes every pending conclusion in one transaction. On a database
-// error the batch is kept and retried with jittered backoff: every update is
-// guarded, so applying one twice is harmless.
-func (a *queueActor) flush(ctx actor.Context) {
-	if len(a.pending) == 0 {
-		return
-	}
-	batch, err := a.resolveCurrentClaims(a.pending)
-	if err != nil {
-		a.deps.stats.DBErrors.Add(1)
-		a.log.Error().Err(err).Msg("resolving claims failed; will retry")
-		if !a.flushRetry.armed() {
-			a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(200*time.Millisecond, 5*time.Second, 1))
-		}
-		return
-	}
-	a.pending = batch
-	cs := make([]db.Conclusion, len(batch))
-	for i, c := range batch {
-		cs[i] = db.Conclusion{
-			Ref:        db.ClaimRef{JobID: c.Ref.JobID, Worker: c.Ref.Worker, Attempt: c.Ref.Attempt},
-			Kind:       dbKind(c.Kind),
-			Message:    c.Message,
-			Metrics:    c.Metrics,
-			Artifacts:  c.Artifacts,
-			MaxRetries: a.deps.cfg.MaxRetries,
-			NextRunAt:  c.NextRunAt,
-		}
-	}
-	dctx, cancel := a.dbctx()
-	defer cancel()
-	start := time.Now()
-	outcomes, err := a.deps.db.JobsConclude(dctx, start, cs)
-	a.deps.stats.ConcludeTime.Since(start)
-	if err != nil {
-		a.deps.stats.DBErrors.Add(1)
-		a.log.Error().Err(err).Int("batch", len(cs)).Msg("writing conclusions failed; will retry")
-		if !a.flushRetry.armed() {
-			a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(200*time.Millisecond, 5*time.Second, 1))
-		}
-		return
-	}
-	a.pending = nil
+// recordOutcomes counts and logs what the conclusions of a batch did.
+func (a *queueActor) recordOutcomes(batch []*ConcludeJob, outcomes []db.Outcome) {
 	requeued := false
 	for i, o := range outcomes {
 		c := batch[i]

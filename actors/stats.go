@@ -45,9 +45,10 @@ type Stats struct {
 	DispatchLatency *Histogram
 	// JobDuration is from DISPATCH to the worker's receipt (CONCLUDE or ERR).
 	JobDuration *Histogram
-	// ClaimTime and ConcludeTime are the database time of one claim round
-	// (JobsClaim) and one batch of conclusions (JobsConclude); ScanWriteTime
-	// of one batch of scanned files.
+	// ClaimTime is the database time of one batch that claims (with the
+	// conclusions written in the same transaction), ConcludeTime of one
+	// batch of conclusions alone, ScanWriteTime of one batch of scanned
+	// files.
 	ClaimTime, ConcludeTime, ScanWriteTime *Histogram
 }
 

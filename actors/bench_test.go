@@ -33,4 +33,11 @@ func BenchmarkSentinel_EndToEnd(b *testing.B) {
 		b.Fatalf("%d rows COMPLETED, want %d", n, b.N)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
+	// How the work was batched: claim transactions (each with the
+	// conclusions written beside it) per job, and their mean duration.
+	claims := h.s.Stats().ClaimTime.Snapshot()
+	if claims.Count > 0 {
+		b.ReportMetric(float64(b.N)/float64(claims.Count), "jobs/claim-tx")
+		b.ReportMetric(claims.Sum/float64(claims.Count)*1000, "ms/claim-tx")
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,14 @@ func New(opts Options) *Server {
 	m.HandleFunc("POST /api/v1/sources", srv.addSource)
 	m.HandleFunc("GET /api/v1/routes", srv.listRoutes)
 	m.HandleFunc("POST /api/v1/routes", srv.addRoute)
+	// Go's profiler, for the figures in README's Performance section. The
+	// operator server is already trusted with cancelling jobs; profiles
+	// show no more than that.
+	m.HandleFunc("GET /debug/pprof/", pprof.Index)
+	m.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})

@@ -114,75 +114,136 @@ WHERE status IS NULL OR priority IS NULL OR retry_count IS NULL`
 // in the failures, never left RUNNING. Claims come back per request, highest
 // priority first, then oldest.
 func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest) ([]Claim, []ClaimFailure, error) {
+	res, err := db.JobsBatch(ctx, now, nil, reqs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return res.Claims, res.Failures, nil
+}
+
+// BatchResult is what JobsBatch did: one Outcome per conclusion, in order,
+// then the claims and the claimed jobs that failed assembly.
+type BatchResult struct {
+	Outcomes []Outcome
+	Claims   []Claim
+	Failures []ClaimFailure
+}
+
+// JobsBatch applies conclusions (as JobsConclude) and then claims jobs (as
+// JobsClaim) in one transaction: under load the Sentinel writes each burst of
+// receipts and the claim that refills the freed slots with one commit. Jobs
+// the conclusions requeue can be claimed by the same call when they are due.
+func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []Conclusion, reqs []ClaimRequest) (BatchResult, error) {
 	for _, r := range reqs {
 		if r.Worker == "" {
-			return nil, nil, errors.New("claim jobs: empty worker identity")
+			return BatchResult{}, errors.New("claim jobs: empty worker identity")
 		}
 	}
-	if !anyClaimable(reqs) {
-		return nil, nil, nil
+	for i, c := range cs {
+		if c.Kind < ConcludeComplete || c.Kind > ConcludeAbort {
+			return BatchResult{}, fmt.Errorf("conclude jobs: conclusion %d (job %d): unknown kind %d", i, c.Ref.JobID, int(c.Kind))
+		}
 	}
-	queries := append([]string{normaliseNullsSQL, claimFailSQL}, assemblerQueries...)
-	for _, r := range reqs {
-		if plugins, anyPlugin := pluginFilter(r.Plugins); anyPlugin || len(plugins) > 0 {
-			queries = append(queries, claimSQL(len(plugins)))
+	claiming := anyClaimable(reqs)
+	if len(cs) == 0 && !claiming {
+		return BatchResult{}, nil
+	}
+	var queries []string
+	if len(cs) > 0 {
+		queries = append(queries, concludeQueries...)
+	}
+	if claiming {
+		queries = append(queries, normaliseNullsSQL, claimFailSQL)
+		queries = append(queries, assemblerQueries...)
+		for _, r := range reqs {
+			if plugins, anyPlugin := pluginFilter(r.Plugins); anyPlugin || len(plugins) > 0 {
+				queries = append(queries, claimSQL(len(plugins)))
+			}
 		}
 	}
 	if err := db.prepareWriter(ctx, queries...); err != nil {
-		return nil, nil, fmt.Errorf("claim jobs: %w", err)
+		return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
 	}
-	var claims []Claim
-	var failures []ClaimFailure
+	var res BatchResult
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		normalise, err := db.txStmt(ctx, tx, normaliseNullsSQL)
-		if err != nil {
-			return err
+		res = BatchResult{} // a retried transaction starts over
+		var err error
+		if res.Outcomes, err = db.conclude(ctx, tx, now, cs); err != nil {
+			return fmt.Errorf("conclude jobs: %w", err)
 		}
-		if _, err := normalise.ExecContext(ctx); err != nil {
-			return fmt.Errorf("normalise nulls: %w", err)
-		}
-		var rows []claimedRow
-		for _, r := range reqs {
-			got, err := db.claimFor(ctx, tx, now, r)
-			if err != nil {
-				return err
+		if claiming {
+			if res.Claims, res.Failures, err = db.claim(ctx, tx, now, reqs); err != nil {
+				return fmt.Errorf("claim jobs: %w", err)
 			}
-			rows = append(rows, got...)
-		}
-		if len(rows) == 0 {
-			return nil
-		}
-		asm, err := db.newAssembler(ctx, tx)
-		if err != nil {
-			return err
-		}
-		fail, err := db.txStmt(ctx, tx, claimFailSQL)
-		if err != nil {
-			return err
-		}
-		for _, row := range rows {
-			d, reason, err := asm.dispatch(ctx, row)
-			if err != nil {
-				return err
-			}
-			if reason != "" {
-				if err := claimFail(ctx, fail, now, row.ref, reason); err != nil {
-					return err
-				}
-				failures = append(failures, ClaimFailure{Ref: row.ref, Reason: reason})
-				continue
-			}
-			claims = append(claims, Claim{
-				Ref:        row.ref,
-				Priority:   row.priority.Int64,
-				RetryCount: row.retryCount.Int64,
-				Dispatch:   d,
-			})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("claim jobs: %w", err)
+		return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
+	}
+	return res, nil
+}
+
+// claim runs the claim statements and assembles the dispatches in tx.
+func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []ClaimRequest) ([]Claim, []ClaimFailure, error) {
+	normalise, err := db.txStmt(ctx, tx, normaliseNullsSQL)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := normalise.ExecContext(ctx); err != nil {
+		return nil, nil, fmt.Errorf("normalise nulls: %w", err)
+	}
+	var rows []claimedRow
+	// Once a request comes back short, the queue holds nothing more for
+	// its set of plugins (the transaction holds the write lock), so other
+	// workers running the same set are not asked again: a thousand idle
+	// workers cost one statement, not a thousand.
+	exhausted := map[string]bool{}
+	for _, r := range reqs {
+		key := pluginSetKey(r.Plugins)
+		if exhausted[key] {
+			continue
+		}
+		got, err := db.claimFor(ctx, tx, now, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(got) < r.Limit {
+			exhausted[key] = true
+		}
+		rows = append(rows, got...)
+	}
+	if len(rows) == 0 {
+		return nil, nil, nil
+	}
+	asm, err := db.newAssembler(ctx, tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail, err := db.txStmt(ctx, tx, claimFailSQL)
+	if err != nil {
+		return nil, nil, err
+	}
+	var claims []Claim
+	var failures []ClaimFailure
+	for _, row := range rows {
+		d, reason, err := asm.dispatch(ctx, row)
+		if err != nil {
+			return nil, nil, err
+		}
+		if reason != "" {
+			if err := claimFail(ctx, fail, now, row.ref, reason); err != nil {
+				return nil, nil, err
+			}
+			failures = append(failures, ClaimFailure{Ref: row.ref, Reason: reason})
+			continue
+		}
+		claims = append(claims, Claim{
+			Ref:        row.ref,
+			Priority:   row.priority.Int64,
+			RetryCount: row.retryCount.Int64,
+			Dispatch:   d,
+		})
 	}
 	return claims, failures, nil
 }
@@ -267,6 +328,17 @@ func claimSQL(nPlugins int) string {
 		ORDER BY priority DESC, id
 		LIMIT ?)
 	RETURNING id, attempt, file_version_id, plugin_name, priority, retry_count, config_overrides`
+}
+
+// pluginSetKey names the set of plugins a request can run: "*" for any
+// plugin, else the sorted distinct names.
+func pluginSetKey(names []string) string {
+	plugins, anyPlugin := pluginFilter(names)
+	if anyPlugin {
+		return "*"
+	}
+	sort.Strings(plugins)
+	return strings.Join(plugins, "\x00")
 }
 
 // pluginFilter returns the distinct non-empty plugin names, or any=true when
@@ -413,32 +485,27 @@ const claimGuard = `id = ? AND status = 'RUNNING' AND COALESCE(claimed_by, '') =
 // a FAILED job can never become COMPLETED. It returns one Outcome per input,
 // in order.
 func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) ([]Outcome, error) {
-	for i, c := range cs {
-		if c.Kind < ConcludeComplete || c.Kind > ConcludeAbort {
-			return nil, fmt.Errorf("conclude jobs: conclusion %d (job %d): unknown kind %d", i, c.Ref.JobID, int(c.Kind))
-		}
+	res, err := db.JobsBatch(ctx, now, cs, nil)
+	if err != nil {
+		return nil, err
 	}
+	return res.Outcomes, nil
+}
+
+// conclude applies the conclusions in tx.
+func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []Conclusion) ([]Outcome, error) {
 	if len(cs) == 0 {
 		return nil, nil
 	}
-	if err := db.prepareWriter(ctx, concludeQueries...); err != nil {
-		return nil, fmt.Errorf("conclude jobs: %w", err)
-	}
 	out := make([]Outcome, len(cs))
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		st := &concludeStmts{db: db, tx: tx}
-		ts := formatTime(now)
-		for i, c := range cs {
-			o, err := st.apply(ctx, ts, c)
-			if err != nil {
-				return fmt.Errorf("job %d: %w", c.Ref.JobID, err)
-			}
-			out[i] = o
+	st := &concludeStmts{db: db, tx: tx}
+	ts := formatTime(now)
+	for i, c := range cs {
+		o, err := st.apply(ctx, ts, c)
+		if err != nil {
+			return nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("conclude jobs: %w", err)
+		out[i] = o
 	}
 	return out, nil
 }

@@ -604,3 +604,82 @@ func runningRefs(rows []RunningJob, err error) ([]ClaimRef, error) {
 	}
 	return refs, err
 }
+
+// TestJobsBatch_ConcludesThenClaimsInOneTransaction checks the order inside a
+// batch: the conclusions are applied first, so a job requeued (and due) is
+// claimable by the same call, a job just completed is not, and a failed batch
+// changes nothing at all.
+func TestJobsBatch_ConcludesThenClaimsInOneTransaction(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p")
+	first := enqueue(t, db, s.fv, "p", 10)
+	second := enqueue(t, db, s.fv, "p", 10)
+	cl := claim(t, db, "w1", 2, "p")
+	waiting := enqueue(t, db, s.fv, "p", 0)
+
+	res, err := db.JobsBatch(ctx, testNow, []Conclusion{
+		{Ref: cl[0].Ref, Kind: ConcludeComplete},
+		{Ref: cl[1].Ref, Kind: ConcludeRequeue, Message: "worker lost", MaxRetries: 5},
+	}, []ClaimRequest{{Worker: "w2", Plugins: []string{"p"}, Limit: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Outcome{OutcomeCompleted, OutcomeRequeued}; !reflect.DeepEqual(res.Outcomes, want) {
+		t.Errorf("outcomes = %v, want %v", res.Outcomes, want)
+	}
+	// The requeued job keeps its priority and so comes first.
+	if got, want := claimIDs(res.Claims), []int64{second, waiting}; !reflect.DeepEqual(got, want) {
+		t.Errorf("claimed %v, want %v", got, want)
+	}
+	if j := getJob(t, db, second); j.Status != StatusRunning || j.ClaimedBy != "w2" || j.Attempt != 2 || j.RetryCount != 1 {
+		t.Errorf("requeued then reclaimed job = %+v", j)
+	}
+	if j := getJob(t, db, first); j.Status != StatusCompleted {
+		t.Errorf("completed job = %+v", j)
+	}
+
+	// An unknown kind fails the whole batch before anything is written.
+	if _, err := db.JobsBatch(ctx, testNow, []Conclusion{
+		{Ref: res.Claims[0].Ref, Kind: ConcludeComplete},
+		{Ref: res.Claims[1].Ref, Kind: ConclusionKind(99)},
+	}, []ClaimRequest{{Worker: "w3", Plugins: []string{"p"}, Limit: 5}}); err == nil {
+		t.Fatal("batch with an unknown kind succeeded")
+	}
+	if j := getJob(t, db, second); j.Status != StatusRunning || j.ClaimedBy != "w2" {
+		t.Errorf("job changed by a rejected batch: %+v", j)
+	}
+}
+
+// TestJobsClaim_ShortClaimSkipsSamePluginSet checks that skipping workers
+// whose plugin set came back short loses nothing: workers with another set,
+// or any plugin, still get what is theirs.
+func TestJobsClaim_ShortClaimSkipsSamePluginSet(t *testing.T) {
+	db := openTest(t)
+	s := seedBasics(t, db, "p", "q", "r")
+	var ps, qs []int64
+	for range 3 {
+		ps = append(ps, enqueue(t, db, s.fv, "p", 0))
+	}
+	for range 2 {
+		qs = append(qs, enqueue(t, db, s.fv, "q", 0))
+	}
+	rid := enqueue(t, db, s.fv, "r", 0)
+	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{
+		{Worker: "w1", Plugins: []string{"q", "p"}, Limit: 5},
+		{Worker: "w2", Plugins: []string{"p", "q", "p"}, Limit: 5},
+		{Worker: "w3", Plugins: []string{"p"}, Limit: 5},
+		{Worker: "w4", Plugins: []string{"*"}, Limit: 5},
+	})
+	if err != nil || len(failures) > 0 {
+		t.Fatal(err, failures)
+	}
+	got := map[string][]int64{}
+	for _, c := range claims {
+		got[c.Ref.Worker] = append(got[c.Ref.Worker], c.Ref.JobID)
+	}
+	want := map[string][]int64{"w1": append(append([]int64{}, ps...), qs...), "w4": {rid}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("claims by worker = %v, want %v", got, want)
+	}
+}

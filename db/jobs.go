@@ -782,6 +782,18 @@ func (db *DB) JobsCountByStatus(ctx context.Context) (map[JobStatus]int64, error
 	return counts, nil
 }
 
+// JobsCountWithStatus counts the rows with one status through the status
+// index, without reading the others; JobsCountByStatus reads every row.
+func (db *DB) JobsCountWithStatus(ctx context.Context, status JobStatus) (int64, error) {
+	var n int64
+	err := db.reader.QueryRowContext(ctx,
+		`SELECT COUNT(*) FROM cf_processing_queue WHERE status = ?`, string(status)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count %s jobs: %w", status, err)
+	}
+	return n, nil
+}
+
 // JobEnqueue inserts a QUEUED job and returns its id; configOverrides ""
 // means NULL, anything else must be valid JSON.
 func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string, priority int64, configOverrides string) (int64, error) {

@@ -3,7 +3,9 @@
 // SQLite file with N QUEUED jobs, connects W no-op workers with C slots each
 // over TCP loopback, and prints jobs/s (until every row is COMPLETED in
 // SQLite), dispatch latency percentiles, the Sentinel's CPU seconds per 1,000
-// jobs and its peak RSS. It prints figures; it never passes or fails on time.
+// jobs and its peak RSS. With --restart it then kills the Sentinel (SIGKILL)
+// and times a new one from process start to the first DISPATCH. It prints
+// figures; it never passes or fails on time.
 package main
 
 import (
@@ -30,7 +32,7 @@ import (
 
 type options struct {
 	workers, slots, jobs, preload, idle int
-	holdHalf                            bool
+	holdHalf, restart                   bool
 	idleFor                             time.Duration
 	sentinelBin, dir                    string
 	timeout                             time.Duration
@@ -46,6 +48,7 @@ func main() {
 	flag.IntVar(&o.idle, "idle-workers", 0, "extra connected workers that heartbeat but can run nothing")
 	flag.DurationVar(&o.idleFor, "idle-measure", 0, "when > 0: measure the Sentinel's CPU with only the idle workers for this long, then exit")
 	flag.BoolVar(&o.holdHalf, "half-load", false, "after the full-load run, run again with workers holding each job so throughput is about half, and report latency there")
+	flag.BoolVar(&o.restart, "restart", false, "finally, SIGKILL the Sentinel and time a new one from process start to the first DISPATCH (the preloaded queue stays)")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
 	flag.StringVar(&o.dir, "dir", "", "working folder (default: a temp folder, removed afterwards)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
@@ -99,7 +102,7 @@ func run(o options, out io.Writer) error {
 
 	var idlers []*benchWorker
 	for i := 0; i < o.idle; i++ {
-		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("idle-%04d", i), []string{"nothing-to-run"}, 1, 0)
+		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("idle-%04d", i), []string{"nothing-to-run"}, 1)
 		if err != nil {
 			return err
 		}
@@ -115,7 +118,21 @@ func run(o options, out io.Writer) error {
 		return nil
 	}
 
-	full, err := measure(ctx, out, "full load", sent, endpoint, dbPath, o, 0)
+	// One pool of workers serves every phase: a worker that disconnects
+	// keeps its slots in the Sentinel's view until --worker-timeout, which
+	// would stall the next phase.
+	var pool []*benchWorker
+	defer func() { closeAll(pool) }()
+	for i := 0; i < o.workers; i++ {
+		// Idle until a phase starts the clock and gives them the plugin.
+		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("bench-%d", i), nil, 0)
+		if err != nil {
+			return err
+		}
+		pool = append(pool, w)
+	}
+
+	full, err := measure(ctx, out, "full load", sent, pool, dbPath, o, 0)
 	if err != nil {
 		return err
 	}
@@ -123,46 +140,96 @@ func run(o options, out io.Writer) error {
 		// Hold each job long enough that W×C slots deliver half the measured
 		// maximum: hold = W×C / (max/2).
 		hold := time.Duration(float64(o.workers*o.slots) / (full / 2) * float64(time.Second))
+		// Pause the workers while the jobs are written, so the clock
+		// starts with all of them queued.
+		if err := identifyAll(pool, nil, 0); err != nil {
+			return err
+		}
 		if err := seedMore(ctx, dbPath, o.jobs/4); err != nil {
 			return err
 		}
 		ho := o
 		ho.jobs = o.jobs / 4
-		if _, err := measure(ctx, out, fmt.Sprintf("half load (hold %s)", hold.Round(time.Microsecond)), sent, endpoint, dbPath, ho, hold); err != nil {
+		if _, err := measure(ctx, out, fmt.Sprintf("half load (hold %s)", hold.Round(time.Microsecond)), sent, pool, dbPath, ho, hold); err != nil {
 			return err
 		}
+	}
+	if o.restart {
+		return measureRestart(ctx, out, bin, sent, pool, endpoint, dbPath, o)
 	}
 	return nil
 }
 
-// measure runs o.workers workers until o.jobs receipts are written as
-// COMPLETED, and prints the figures. It returns jobs/s.
-func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, endpoint, dbPath string, o options, hold time.Duration) (float64, error) {
+// measureRestart kills the Sentinel, queues a few more jobs and times a new
+// Sentinel on the same database and endpoint: from starting the process to
+// the first DISPATCH that one of the pool's workers, reconnecting on its own,
+// receives.
+func measureRestart(ctx context.Context, out io.Writer, bin string, old *sentinelProc, pool []*benchWorker, endpoint, dbPath string, o options) error {
+	old.kill()
+	if err := seedMore(ctx, dbPath, 100); err != nil {
+		return err
+	}
+	queued, err := countStatus(ctx, dbPath, db.StatusQueued)
+	if err != nil {
+		return err
+	}
+	ph := &phase{done: &atomic.Int64{}, lat: &latencies{}}
+	for _, w := range pool {
+		w.phase.Store(ph)
+	}
+	start := time.Now()
+	sent, err := startSentinel(ctx, bin, endpoint, dbPath, o.extraFlags)
+	if err != nil {
+		return err
+	}
+	defer sent.stop()
+	for ph.done.Load() == 0 {
+		if ctx.Err() != nil {
+			return errors.New("restart: no DISPATCH before the timeout")
+		}
+		time.Sleep(time.Millisecond) // polling a counter, not synchronising
+	}
+	fmt.Fprintf(out, "restart: first DISPATCH %s after starting a new Sentinel (SIGKILL before; %d jobs QUEUED)\n",
+		time.Since(start).Round(time.Millisecond), queued)
+	return nil
+}
+
+// countStatus counts the rows with one status.
+func countStatus(ctx context.Context, dbPath string, status db.JobStatus) (int64, error) {
 	store, err := db.Open(ctx, dbPath)
 	if err != nil {
 		return 0, err
 	}
 	defer store.Close()
-	startCounts, err := store.JobsCountByStatus(ctx)
+	return store.JobsCountWithStatus(ctx, status)
+}
+
+// measure runs o.workers workers until o.jobs receipts are written as
+// COMPLETED, and prints the figures. It returns jobs/s.
+func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, pool []*benchWorker, dbPath string, o options, hold time.Duration) (float64, error) {
+	store, err := db.Open(ctx, dbPath)
 	if err != nil {
 		return 0, err
 	}
-	target := startCounts[db.StatusCompleted] + int64(o.jobs)
+	defer store.Close()
+	// Counting one status reads only its rows: cheap even beside a million
+	// QUEUED ones.
+	completed, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
+	if err != nil {
+		return 0, err
+	}
+	target := completed + int64(o.jobs)
 
-	var done atomic.Int64
-	lat := &latencies{}
+	ph := &phase{hold: hold, done: &atomic.Int64{}, lat: &latencies{}}
 	cpu0 := s.cpu()
 	start := time.Now()
-	var workers []*benchWorker
-	for i := 0; i < o.workers; i++ {
-		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("bench-%s-%d", strings.Fields(label)[0], i), []string{"noop"}, o.slots, hold)
-		if err != nil {
-			return 0, err
-		}
-		w.done, w.lat = &done, lat
-		workers = append(workers, w)
+	for _, w := range pool {
+		w.phase.Store(ph)
 	}
-	defer closeAll(workers)
+	if err := identifyAll(pool, []string{"noop"}, o.slots); err != nil {
+		return 0, err
+	}
+	done, lat := ph.done, ph.lat
 
 	first := time.Time{}
 	for {
@@ -180,15 +247,15 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	// The clock stops when SQLite says every row is COMPLETED, not when the
 	// last receipt was sent.
 	for {
-		c, err := store.JobsCountByStatus(ctx)
+		n, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
 		if err != nil {
 			return 0, err
 		}
-		if c[db.StatusCompleted] >= target {
+		if n >= target {
 			break
 		}
 		if ctx.Err() != nil {
-			return 0, fmt.Errorf("%s: receipts sent but only %d of %d rows COMPLETED", label, c[db.StatusCompleted], target)
+			return 0, fmt.Errorf("%s: receipts sent but only %d of %d rows COMPLETED", label, n, target)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -196,9 +263,9 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	cpu := s.cpu() - cpu0
 	rate := float64(o.jobs) / elapsed.Seconds()
 	p := lat.percentiles(50, 90, 99)
-	fmt.Fprintf(out, "%s: %d jobs in %.2fs = %.0f jobs/s | dispatch latency p50 %s p90 %s p99 %s | sentinel CPU %.3f s per 1,000 jobs | peak RSS %.1f MB | first receipt after %s\n",
+	fmt.Fprintf(out, "%s: %d jobs in %.2fs = %.0f jobs/s | dispatch latency p50 %s p90 %s p99 %s | sentinel CPU %.3f s per 1,000 jobs | peak RSS %.1f MB | first receipt after %s | worker reconnects %d\n",
 		label, o.jobs, elapsed.Seconds(), rate, p[0], p[1], p[2],
-		cpu.Seconds()*1000/float64(o.jobs), s.peakRSSMB(), first.Sub(start).Round(time.Millisecond))
+		cpu.Seconds()*1000/float64(o.jobs), s.peakRSSMB(), first.Sub(start).Round(time.Millisecond), reconnects.Load())
 	return rate, nil
 }
 
@@ -241,35 +308,66 @@ func seedMore(ctx context.Context, dbPath string, n int) error {
 }
 
 // benchWorker is a no-op worker: it concludes every DISPATCH with SUCCESS
-// (after hold, if set) and records how long each slot waited for its next job.
+// (after the phase's hold, if set) and records how long each slot waited for
+// its next job.
 type benchWorker struct {
+	id     string
 	d      *transport.Dealer
 	sendMu sync.Mutex
-	hold   time.Duration
-	done   *atomic.Int64
-	lat    *latencies
+	phase  atomic.Pointer[phase]
+	hello  atomic.Pointer[transport.Identify] // what the worker last identified as
 
 	mu    sync.Mutex
-	freed []time.Time // when each free slot became free, oldest first
+	freed []time.Time         // when each free slot became free, oldest first
+	held  map[uint64]struct{} // jobs received and not yet concluded
 	wg    sync.WaitGroup
 }
 
-func dialWorker(ctx context.Context, endpoint, id string, caps []string, slots int, hold time.Duration) (*benchWorker, error) {
+// reconnects counts the workers' reconnections; a message in flight during
+// one is lost, and only heartbeat reconciliation recovers its job.
+var reconnects atomic.Int64
+
+// phase is one measurement: how long workers hold each job, and where they
+// count receipts and record latencies.
+type phase struct {
+	hold time.Duration
+	done *atomic.Int64
+	lat  *latencies
+}
+
+func dialWorker(ctx context.Context, endpoint, id string, caps []string, slots int) (*benchWorker, error) {
 	d, err := transport.DialDealer(ctx, endpoint, transport.DealerOptions{Identity: []byte(id)})
 	if err != nil {
 		return nil, err
 	}
-	w := &benchWorker{d: d, hold: hold}
+	w := &benchWorker{id: id, d: d, held: map[uint64]struct{}{}}
+	w.phase.Store(&phase{done: &atomic.Int64{}, lat: &latencies{}})
 	now := time.Now()
 	for i := 0; i < slots; i++ {
 		w.freed = append(w.freed, now)
 	}
-	if err := w.send(transport.OpIdentify, 0, &transport.Identify{Capabilities: caps, WorkerID: id, MaxConcurrentJobs: slots}); err != nil {
+	if err := w.identify(caps, slots); err != nil {
 		return nil, err
 	}
 	w.wg.Add(1)
-	go w.loop(caps, slots, id)
+	go w.loop()
 	return w, nil
+}
+
+// identify (re-)announces the worker; no plugins and no slots pause it.
+func (w *benchWorker) identify(caps []string, slots int) error {
+	hello := &transport.Identify{Capabilities: append([]string{}, caps...), WorkerID: w.id, MaxConcurrentJobs: slots}
+	w.hello.Store(hello)
+	return w.send(transport.OpIdentify, 0, hello)
+}
+
+func identifyAll(pool []*benchWorker, caps []string, slots int) error {
+	for _, w := range pool {
+		if err := w.identify(caps, slots); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *benchWorker) send(op transport.Opcode, job uint64, v any) error {
@@ -278,12 +376,15 @@ func (w *benchWorker) send(op transport.Opcode, job uint64, v any) error {
 	return w.d.Send(op, job, v)
 }
 
-func (w *benchWorker) loop(caps []string, slots int, id string) {
+func (w *benchWorker) loop() {
 	defer w.wg.Done()
 	for {
 		msg, err := w.d.Recv()
-		if errors.Is(err, transport.ErrReconnected) {
-			_ = w.send(transport.OpIdentify, 0, &transport.Identify{Capabilities: caps, WorkerID: id, MaxConcurrentJobs: slots})
+		if errors.Is(err, transport.ErrReconnected) || isUnknownWorker(msg, err) {
+			if err != nil {
+				reconnects.Add(1)
+			}
+			_ = w.send(transport.OpIdentify, 0, w.hello.Load())
 			continue
 		}
 		if err != nil {
@@ -294,32 +395,54 @@ func (w *benchWorker) loop(caps []string, slots int, id string) {
 		}
 		switch msg.Opcode {
 		case transport.OpHeartbeat:
-			_ = w.send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatIdle, ActiveJobIDs: nil})
-		case transport.OpDispatch:
-			now := time.Now()
+			// The held jobs, so that the Sentinel can reconcile what a lost
+			// message left behind.
 			w.mu.Lock()
-			if len(w.freed) > 0 {
-				w.lat.add(now.Sub(w.freed[0]))
-				w.freed = w.freed[1:]
+			ids := make([]int64, 0, len(w.held))
+			for id := range w.held {
+				ids = append(ids, int64(id))
 			}
 			w.mu.Unlock()
-			if w.hold > 0 {
+			_ = w.send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive,
+				ActiveJobCount: len(ids), ActiveJobIDs: ids})
+		case transport.OpDispatch:
+			now := time.Now()
+			ph := w.phase.Load()
+			w.mu.Lock()
+			if len(w.freed) > 0 {
+				ph.lat.add(now.Sub(w.freed[0]))
+				w.freed = w.freed[1:]
+			}
+			w.held[msg.JobID] = struct{}{}
+			w.mu.Unlock()
+			if ph.hold > 0 {
 				job := msg.JobID
-				time.AfterFunc(w.hold, func() { w.conclude(job) })
+				time.AfterFunc(ph.hold, func() { w.conclude(ph, job) })
 				continue
 			}
-			w.conclude(msg.JobID)
+			w.conclude(ph, msg.JobID)
 		}
 	}
 }
 
-func (w *benchWorker) conclude(job uint64) {
+func (w *benchWorker) conclude(ph *phase, job uint64) {
 	w.mu.Lock()
 	w.freed = append(w.freed, time.Now())
+	delete(w.held, job)
 	w.mu.Unlock()
-	if err := w.send(transport.OpConclude, job, &transport.Conclude{Status: transport.StatusSuccess}); err == nil && w.done != nil {
-		w.done.Add(1)
+	if err := w.send(transport.OpConclude, job, &transport.Conclude{Status: transport.StatusSuccess}); err == nil {
+		ph.done.Add(1)
 	}
+}
+
+// isUnknownWorker reports the Sentinel's ERR asking to IDENTIFY again.
+func isUnknownWorker(msg transport.Message, err error) bool {
+	if err != nil || msg.Opcode != transport.OpErr {
+		return false
+	}
+	v, err := transport.DecodePayload(msg.Opcode, msg.Payload)
+	e, ok := v.(*transport.Err)
+	return err == nil && ok && strings.Contains(e.Message, "unknown worker")
 }
 
 func closeAll(ws []*benchWorker) {
@@ -409,6 +532,12 @@ func (s *sentinelProc) stop() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
+}
+
+// kill ends the Sentinel with SIGKILL, as a crash would.
+func (s *sentinelProc) kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
 }
 
 // cpu is the child's user+system CPU time from /proc/<pid>/stat.

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"testing"
+	"time"
+)
+
+// TestRun_PrintsEveryFigure runs the benchmark briefly against the real
+// Sentinel binary, so that the command keeps working; it checks that every
+// figure is printed and never judges the numbers.
+func TestRun_PrintsEveryFigure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Sentinel")
+	}
+	var out bytes.Buffer
+	err := run(options{
+		workers: 2, slots: 2, jobs: 300, preload: 1000, idle: 20,
+		holdHalf: true, restart: true,
+		dir: t.TempDir(), timeout: 2 * time.Minute,
+	}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	figures := `\d+ jobs in [\d.]+s = \d+ jobs/s \| dispatch latency p50 \S+ p90 \S+ p99 \S+ \| sentinel CPU [\d.]+ s per 1,000 jobs \| peak RSS [\d.]+ MB`
+	for _, want := range []string{
+		`machine: \d+ CPUs; W=2 C=2 N=300 preload=1000 idle-workers=20`,
+		`full load: ` + figures,
+		`half load \(hold \S+\): ` + figures,
+		`restart: first DISPATCH \S+ after starting a new Sentinel \(SIGKILL before; \d+ jobs QUEUED\)`,
+	} {
+		if !regexp.MustCompile(want).Match(out.Bytes()) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestRun_IdleMeasure checks the idle-workers mode.
+func TestRun_IdleMeasure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Sentinel")
+	}
+	var out bytes.Buffer
+	err := run(options{workers: 1, slots: 1, jobs: 1, idle: 50, idleFor: time.Second,
+		dir: t.TempDir(), timeout: time.Minute}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	want := `idle: 50 workers connected for 1s cost [\d.]+ CPU s = [\d.]+% of one core; peak RSS [\d.]+ MB`
+	if !regexp.MustCompile(want).Match(out.Bytes()) {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
+	}
+}

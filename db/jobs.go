@@ -38,6 +38,9 @@ type ClaimRequest struct {
 	Worker  string   // worker identity key, stored in claimed_by and worker_host
 	Plugins []string // plugin names the worker runs; containing "*" means any plugin
 	Limit   int
+	// Exclude names plugins not to claim for this worker even though it
+	// runs them (it failed to prepare their environment recently).
+	Exclude []string
 }
 
 // ClaimRef identifies one claim of one job: a state change applies only while
@@ -193,8 +196,11 @@ func claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([
 	for _, p := range plugins {
 		args = append(args, p)
 	}
+	for _, p := range r.Exclude {
+		args = append(args, p)
+	}
 	args = append(args, r.Limit)
-	q := claimSQL(len(plugins))
+	q := claimSQL(len(plugins), len(r.Exclude))
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
@@ -223,13 +229,16 @@ func claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([
 }
 
 // claimSQL is the claim statement for a worker running nPlugins named
-// plugins, or any plugin when nPlugins is 0. Arguments: worker (claimed_by),
-// worker (worker_host), claim_time, updated_at, now in unix ms, the plugin
-// names, the limit.
-func claimSQL(nPlugins int) string {
+// plugins, or any plugin when nPlugins is 0, except nExclude plugins.
+// Arguments: worker (claimed_by), worker (worker_host), claim_time,
+// updated_at, now in unix ms, the plugin names, the excluded names, the limit.
+func claimSQL(nPlugins, nExclude int) string {
 	filter := ""
 	if nPlugins > 0 {
 		filter = " AND plugin_name IN (?" + strings.Repeat(", ?", nPlugins-1) + ")"
+	}
+	if nExclude > 0 {
+		filter += " AND plugin_name NOT IN (?" + strings.Repeat(", ?", nExclude-1) + ")"
 	}
 	return `UPDATE cf_processing_queue SET
 		status = 'RUNNING', claimed_by = ?, worker_host = ?, claim_time = ?,

@@ -19,12 +19,14 @@ type dispatcherActor struct {
 	peers peers
 	log   zerolog.Logger
 
-	workers  map[string]*slotView
-	claiming bool // a ClaimJobs is in flight
-	dirty    bool // jobs may be claimable that were not at the last claim
-	stopped  bool
-	retry    timer // after a failed claim
-	lost     timer // a claim answer that never came
+	workers   map[string]*slotView
+	claiming  bool // a ClaimJobs is in flight
+	dirty     bool // jobs may be claimable that were not at the last claim
+	stopped   bool
+	retry     timer             // after a failed claim
+	lost      timer             // a claim answer that never came
+	envOf     map[string]string // plugin → env_hash its jobs need (dispatcher_env.go)
+	preferred bool              // the claim in flight has requests preferring ready environments
 }
 
 // slotView is the dispatcher's picture of one worker.
@@ -32,6 +34,7 @@ type slotView struct {
 	pid     *actor.PID
 	plugins []string
 	free    int
+	env     envView
 }
 
 func newDispatcherProps(d deps, p peers) *actor.Props {
@@ -44,6 +47,7 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.workers = map[string]*slotView{}
+		a.envOf = map[string]string{}
 		a.dirty = true
 		// A restarted dispatcher has lost its view: ask every worker again.
 		ctx.Send(a.peers.supervisor, &CapacityRequest{})
@@ -59,6 +63,13 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 		}
 	case *WorkerGone:
 		delete(a.workers, m.Worker)
+	case *WorkerEnvs:
+		if a.workerEnvs(m) {
+			a.dirty = true
+			a.claim(ctx)
+		}
+	case *PluginDeployed:
+		a.learnEnv(m.Plugin, m.EnvHash)
 	case *QueueChanged:
 		a.dirty = true
 		a.claim(ctx)
@@ -94,18 +105,26 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	}
 	var reqs []ClaimRequest
 	total := 0
+	prefer := map[string]bool{}
+	now := time.Now()
 	for key, w := range a.workers {
 		if w.free > 0 {
-			reqs = append(reqs, ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free})
+			req, preferred := a.request(key, w, now)
+			reqs = append(reqs, req)
+			prefer[key] = preferred
 			total += w.free
 		}
 	}
 	if len(reqs) == 0 {
 		return
 	}
-	// Most free slots first: the claim statements run in this order, so the
-	// highest-priority jobs go to the emptiest workers.
+	// Requests preferring ready environments first, then most free slots:
+	// the claim statements run in this order, so the highest-priority jobs
+	// go to the emptiest workers.
 	sort.Slice(reqs, func(i, j int) bool {
+		if pi, pj := prefer[reqs[i].Worker], prefer[reqs[j].Worker]; pi != pj {
+			return pi
+		}
 		if reqs[i].Limit != reqs[j].Limit {
 			return reqs[i].Limit > reqs[j].Limit
 		}
@@ -113,6 +132,10 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	})
 	a.claiming = true
 	a.dirty = false
+	a.preferred = false
+	for _, p := range prefer {
+		a.preferred = a.preferred || p
+	}
 	ctx.Request(a.peers.queue, &ClaimJobs{Requests: reqs, At: time.Now()})
 	// If the answer never comes (the queue actor crashed on the way), try
 	// again; the jobs of a lost answer are RUNNING under connected workers
@@ -131,6 +154,7 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	byWorker := map[string][]JobClaim{}
 	for _, c := range m.Claims {
 		byWorker[c.Ref.Worker] = append(byWorker[c.Ref.Worker], c)
+		a.learnEnv(c.Dispatch.PluginName, c.Dispatch.EnvHash)
 	}
 	for key, claims := range byWorker {
 		w, ok := a.workers[key]
@@ -147,8 +171,8 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	}
 	// A full claim means more jobs may be waiting; a short one means the
 	// queue had nothing more for these workers until something changes.
-	if len(m.Claims)+m.Failed >= m.Requested {
-		a.dirty = true
+	if len(m.Claims)+m.Failed >= m.Requested || a.preferred {
+		a.dirty = true // a preferring round is followed by an ordinary one
 	}
 	a.claim(ctx)
 }

@@ -75,6 +75,10 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		ctx.Respond(a.recordScan(ctx, m))
 	case *FinishScan:
 		ctx.Respond(a.finishScan(m))
+	case *StoreDeploy:
+		ctx.Respond(a.storeDeploy(m))
+	case *EnvironmentQuery:
+		ctx.Respond(a.environment(m))
 	case *tick:
 		switch {
 		case a.poll.current(m):
@@ -106,7 +110,7 @@ func (a *queueActor) claim(m *ClaimJobs) *JobsClaimed {
 	reqs := make([]db.ClaimRequest, len(m.Requests))
 	requested := 0
 	for i, r := range m.Requests {
-		reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit}
+		reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit, Exclude: r.Exclude}
 		requested += r.Limit
 	}
 	ctx, cancel := a.dbctx()

@@ -19,14 +19,13 @@ type dispatcherActor struct {
 	peers peers
 	log   zerolog.Logger
 
-	workers   map[string]*slotView
-	claiming  bool // a ClaimJobs is in flight
-	dirty     bool // jobs may be claimable that were not at the last claim
-	stopped   bool
-	retry     timer             // after a failed claim
-	lost      timer             // a claim answer that never came
-	envOf     map[string]string // plugin → env_hash its jobs need (dispatcher_env.go)
-	preferred bool              // the claim in flight has requests preferring ready environments
+	workers  map[string]*slotView
+	claiming bool // a ClaimJobs is in flight
+	dirty    bool // jobs may be claimable that were not at the last claim
+	stopped  bool
+	retry    timer             // after a failed claim
+	lost     timer             // a claim answer that never came
+	envOf    map[string]string // plugin → env_hash its jobs need (dispatcher_env.go)
 }
 
 // slotView is the dispatcher's picture of one worker.
@@ -105,26 +104,19 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	}
 	var reqs []ClaimRequest
 	total := 0
-	prefer := map[string]bool{}
 	now := time.Now()
 	for key, w := range a.workers {
 		if w.free > 0 {
-			req, preferred := a.request(key, w, now)
-			reqs = append(reqs, req)
-			prefer[key] = preferred
+			reqs = append(reqs, a.request(key, w, now))
 			total += w.free
 		}
 	}
 	if len(reqs) == 0 {
 		return
 	}
-	// Requests preferring ready environments first, then most free slots:
-	// the claim statements run in this order, so the highest-priority jobs
-	// go to the emptiest workers.
+	// Most free slots first: the claim statements run in this order, so the
+	// highest-priority jobs go to the emptiest workers.
 	sort.Slice(reqs, func(i, j int) bool {
-		if pi, pj := prefer[reqs[i].Worker], prefer[reqs[j].Worker]; pi != pj {
-			return pi
-		}
 		if reqs[i].Limit != reqs[j].Limit {
 			return reqs[i].Limit > reqs[j].Limit
 		}
@@ -132,10 +124,6 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	})
 	a.claiming = true
 	a.dirty = false
-	a.preferred = false
-	for _, p := range prefer {
-		a.preferred = a.preferred || p
-	}
 	ctx.Request(a.peers.queue, &ClaimJobs{Requests: reqs, At: time.Now()})
 	// If the answer never comes (the queue actor crashed on the way), try
 	// again; the jobs of a lost answer are RUNNING under connected workers
@@ -171,8 +159,8 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	}
 	// A full claim means more jobs may be waiting; a short one means the
 	// queue had nothing more for these workers until something changes.
-	if len(m.Claims)+m.Failed >= m.Requested || a.preferred {
-		a.dirty = true // a preferring round is followed by an ordinary one
+	if len(m.Claims)+m.Failed >= m.Requested {
+		a.dirty = true
 	}
 	a.claim(ctx)
 }

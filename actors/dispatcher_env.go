@@ -5,15 +5,14 @@ import (
 	"time"
 )
 
-// Environments, the dispatcher's side (SPEC C.7). The claim itself matches
-// jobs by plugin only; environments shape the requests:
+// Environments, the dispatcher's side (SPEC C.7). The claim matches jobs by
+// plugin; environments add two things to a worker's request:
 //
-//   - a worker that reported environments ready first gets a request limited
-//     to the plugins whose environment it has, ahead of every other request,
-//     so jobs go where no PREPARE_ENV is needed; the round after, it gets its
-//     ordinary request (the two alternate while it has ready environments);
-//   - a worker that failed to prepare an environment has that environment's
-//     plugins excluded from its requests until the avoid time passes.
+//   - Prefer: the plugins whose environment the worker reported ready. The
+//     claim takes those for every worker before any ordinary claim, so such
+//     jobs go where no PREPARE_ENV is needed;
+//   - Exclude: the plugins whose environment the worker failed to prepare,
+//     until its avoid time passes, so a retry goes to another worker.
 //
 // Which plugin needs which environment is learned from the claims' DISPATCH
 // payloads and from PluginDeployed. While no deployed environment is known
@@ -21,9 +20,8 @@ import (
 
 // envView is what the dispatcher knows of one worker's environments.
 type envView struct {
-	ready       map[string]bool
-	avoid       map[string]time.Time
-	preferTried bool // the last request for this worker was the preferring one
+	ready map[string]bool
+	avoid map[string]time.Time
 }
 
 // workerEnvs records a worker's environments.
@@ -49,32 +47,24 @@ func (a *dispatcherActor) learnEnv(plugin, env string) {
 	a.envOf[plugin] = env
 }
 
-// request builds a worker's claim request for this round; preferred says it
-// is limited to the worker's ready environments and must run first.
-func (a *dispatcherActor) request(key string, w *slotView, now time.Time) (req ClaimRequest, preferred bool) {
-	req = ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free}
-	if len(a.envOf) == 0 {
-		return req, false
+// request builds a worker's claim request for this round.
+func (a *dispatcherActor) request(key string, w *slotView, now time.Time) ClaimRequest {
+	req := ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free}
+	if len(a.envOf) == 0 || (len(w.env.ready) == 0 && len(w.env.avoid) == 0) {
+		return req
 	}
-	var exclude, prefer []string
 	for plugin, env := range a.envOf {
 		if until, ok := w.env.avoid[env]; ok && now.Before(until) {
-			exclude = append(exclude, plugin)
+			req.Exclude = append(req.Exclude, plugin)
 			continue
 		}
 		if w.env.ready[env] && runs(w.plugins, plugin) {
-			prefer = append(prefer, plugin)
+			req.Prefer = append(req.Prefer, plugin)
 		}
 	}
-	sort.Strings(exclude)
-	sort.Strings(prefer)
-	if len(prefer) > 0 && !w.env.preferTried {
-		w.env.preferTried = true
-		return ClaimRequest{Worker: key, Plugins: prefer, Limit: w.free}, true
-	}
-	w.env.preferTried = false
-	req.Exclude = exclude
-	return req, false
+	sort.Strings(req.Exclude)
+	sort.Strings(req.Prefer)
+	return req
 }
 
 // runs reports whether a worker with these capabilities runs plugin.

@@ -145,6 +145,7 @@ type ClaimRequest struct {
 	Plugins []string
 	Limit   int
 	Exclude []string // plugins not to claim for it (an environment failed there)
+	Prefer  []string // plugins to claim for it before anyone's ordinary claim (environment ready there)
 }
 
 // --- queue actor → dispatcher (response to ClaimJobs) ---

@@ -110,7 +110,7 @@ func (a *queueActor) claim(m *ClaimJobs) *JobsClaimed {
 	reqs := make([]db.ClaimRequest, len(m.Requests))
 	requested := 0
 	for i, r := range m.Requests {
-		reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit, Exclude: r.Exclude}
+		reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit, Exclude: r.Exclude, Prefer: r.Prefer}
 		requested += r.Limit
 	}
 	ctx, cancel := a.dbctx()

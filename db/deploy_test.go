@@ -150,3 +150,27 @@ func TestEnvironmentLockfile_NotFound(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestJobsClaim_PreferredPluginsGoFirstWithinTheLimit(t *testing.T) {
+	db := openTest(t)
+	s := seedBasics(t, db, "env", "plain")
+	plain := enqueue(t, db, s.fv, "plain", 10)
+	env1 := enqueue(t, db, s.fv, "env", 0)
+	env2 := enqueue(t, db, s.fv, "env", 0)
+	// "a" runs first and would take the highest-priority jobs, but "z" has
+	// the environment of "env" ready: it gets those first, "a" the rest.
+	claims, _, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{
+		{Worker: "a", Plugins: []string{"*"}, Limit: 2},
+		{Worker: "z", Plugins: []string{"*"}, Limit: 1, Prefer: []string{"env"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[int64]string{}
+	for _, c := range claims {
+		by[c.Ref.JobID] = c.Ref.Worker
+	}
+	if len(claims) != 3 || by[env1] != "z" || by[plain] != "a" || by[env2] != "a" {
+		t.Fatalf("claims by job: %v", by)
+	}
+}

@@ -41,6 +41,10 @@ type ClaimRequest struct {
 	// Exclude names plugins not to claim for this worker even though it
 	// runs them (it failed to prepare their environment recently).
 	Exclude []string
+	// Prefer names plugins to claim for this worker before any request's
+	// ordinary claim (it has their environment ready); they count against
+	// Limit.
+	Prefer []string
 }
 
 // ClaimRef identifies one claim of one job: a state change applies only while
@@ -109,7 +113,9 @@ WHERE status IS NULL OR priority IS NULL OR retry_count IS NULL`
 // RETURNING statement moves up to Limit QUEUED jobs that are due and whose
 // plugin the worker runs to RUNNING, bound to the worker with a new attempt
 // number. A plugin no request names is never selected, so it never blocks the
-// others. Later requests cannot take what earlier ones took.
+// others. Later requests cannot take what earlier ones took. Requests with
+// Prefer first claim those plugins' jobs, all before any ordinary claim; the
+// ordinary claim then takes what is left of Limit.
 //
 // Each claimed job's Dispatch is then assembled in the same transaction; a
 // job whose dispatch cannot be assembled (no ACTIVE manifest, broken file
@@ -131,8 +137,14 @@ func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest)
 		if _, err := tx.ExecContext(ctx, normaliseNullsSQL); err != nil {
 			return fmt.Errorf("normalise nulls: %w", err)
 		}
-		var rows []claimedRow
-		for _, r := range reqs {
+		rows, preferred, err := claimPreferred(ctx, tx, now, reqs)
+		if err != nil {
+			return err
+		}
+		for i, r := range reqs {
+			if preferred != nil {
+				r.Limit -= preferred[i]
+			}
 			got, err := claimFor(ctx, tx, now, r)
 			if err != nil {
 				return err
@@ -172,6 +184,27 @@ func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest)
 		return nil, nil, fmt.Errorf("claim jobs: %w", err)
 	}
 	return claims, failures, nil
+}
+
+// claimPreferred runs the Prefer claims of every request, before any
+// ordinary claim, and returns how many each request got; preferred is nil
+// when no request prefers anything.
+func claimPreferred(ctx context.Context, tx *sql.Tx, now time.Time, reqs []ClaimRequest) (rows []claimedRow, preferred []int, err error) {
+	for i, r := range reqs {
+		if len(r.Prefer) == 0 || r.Limit <= 0 {
+			continue
+		}
+		got, err := claimFor(ctx, tx, now, ClaimRequest{Worker: r.Worker, Plugins: r.Prefer, Limit: r.Limit, Exclude: r.Exclude})
+		if err != nil {
+			return nil, nil, err
+		}
+		if preferred == nil {
+			preferred = make([]int, len(reqs))
+		}
+		preferred[i] = len(got)
+		rows = append(rows, got...)
+	}
+	return rows, preferred, nil
 }
 
 // anyClaimable reports whether some request can claim anything at all, so

@@ -75,8 +75,9 @@ func (a *deployerActor) receive(ctx actor.Context, m *DeployReceived) {
 			a.deps.stats.DeploysRejected.Add(1)
 			log.Warn().Err(err).Msg("deploy not stored")
 			msg := "deploy failed: " + err.Error()
-			if errors.Is(err, db.ErrConflict) {
-				msg = "deploy refused: " + err.Error()
+			var conflict *db.DeployConflict
+			if errors.As(err, &conflict) {
+				msg = "deploy rejected: " + conflict.Reason
 			}
 			a.reply(ctx, m.From, nil, msg)
 			return
@@ -92,9 +93,9 @@ func (a *deployerActor) stored(ctx actor.Context, m *DeployReceived, v deploy.Ve
 	var msg string
 	switch r.Outcome {
 	case db.DeployUnchanged:
-		msg = fmt.Sprintf("%s v%s is already deployed (manifest %d); nothing changed", d.PluginName, d.Version, id)
+		msg = fmt.Sprintf("%s v%s is already deployed; nothing changed", d.PluginName, d.Version)
 	case db.DeployReactivated:
-		msg = fmt.Sprintf("Reactivated %s v%s (manifest %d)", d.PluginName, d.Version, id)
+		msg = fmt.Sprintf("Reactivated %s v%s", d.PluginName, d.Version)
 	default:
 		msg = fmt.Sprintf("Deployed %s v%s", d.PluginName, d.Version)
 	}

@@ -24,6 +24,15 @@ type Deployment struct {
 	SystemRequirements []string
 }
 
+// DeployConflict is PluginDeploy's refusal of a deployment that clashes with
+// what is stored; Reason is meant for the publisher. It matches ErrConflict.
+type DeployConflict struct{ Reason string }
+
+func (e *DeployConflict) Error() string { return e.Reason }
+
+// Unwrap makes errors.Is(err, ErrConflict) hold.
+func (e *DeployConflict) Unwrap() error { return ErrConflict }
+
 // DeployOutcome says what PluginDeploy did.
 type DeployOutcome int
 
@@ -76,8 +85,8 @@ func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (De
 		case err != nil:
 			return fmt.Errorf("find artifact: %w", err)
 		case plugin.String != d.Plugin || version.String != d.Version:
-			return fmt.Errorf("this artifact is already stored as %s v%s (manifest %d): %w",
-				plugin.String, version.String, id, ErrConflict)
+			return &DeployConflict{Reason: fmt.Sprintf("this artifact is already stored as %s v%s (manifest %d)",
+				plugin.String, version.String, id)}
 		case status.String == "ACTIVE":
 			res = DeployResult{ManifestID: id, Outcome: DeployUnchanged}
 			return nil
@@ -91,8 +100,8 @@ func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (De
 			case err != nil:
 				return fmt.Errorf("find version: %w", err)
 			default:
-				return fmt.Errorf("%s v%s is already stored with different content (manifest %d); publish it as a new version: %w",
-					d.Plugin, d.Version, other, ErrConflict)
+				return &DeployConflict{Reason: fmt.Sprintf("%s v%s is already stored with different content (manifest %d); publish it as a new version",
+					d.Plugin, d.Version, other)}
 			}
 		}
 		if err := pluginConfigEnsure(ctx, tx, d.Plugin, ts); err != nil {

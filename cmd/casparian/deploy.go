@@ -110,6 +110,12 @@ func publish(ctx context.Context, c *cli, args []string) error {
 	}
 	d := deploy.NewDeploy(deploy.Artifact{Plugin: name, Version: version, Source: source, Lockfile: lockfile,
 		Publisher: publisher, Email: *c.str["email"]}, priv)
+	if n := len(d.SourceCode) + len(d.LockfileContent); n > transport.DefaultMaxPayload-64<<10 {
+		// The Sentinel drops an oversized frame with the connection, before
+		// it could answer; say so now rather than after the timeout.
+		fmt.Fprintf(c.stderr, "casparian publish: warning: the DEPLOY is about %d MiB; a Sentinel with the default "+
+			"--max-message-size (16 MiB) drops it without a reply\n", n>>20)
+	}
 	endpoint := *c.str["sentinel"]
 	if e := c.getenv("CASPARIAN_SENTINEL"); e != "" && endpoint == defaultSentinel {
 		endpoint = e
@@ -125,7 +131,7 @@ func publish(ctx context.Context, c *cli, args []string) error {
 	switch p := reply.(type) {
 	case *transport.Ack:
 		if !p.Success {
-			return fmt.Errorf("refused: %s", p.Message)
+			return errors.New(p.Message)
 		}
 		if p.PluginID != nil {
 			fmt.Fprintf(c.stdout, "%s (manifest %d)\n", p.Message, *p.PluginID)
@@ -134,7 +140,7 @@ func publish(ctx context.Context, c *cli, args []string) error {
 		}
 		return nil
 	case *transport.Err:
-		return fmt.Errorf("refused: %s", p.Message)
+		return errors.New(p.Message) // "deploy rejected: <why>" or "deploy failed: <why>"
 	}
 	return fmt.Errorf("unexpected reply %T", reply)
 }

@@ -69,7 +69,7 @@ func TestCLI_KeygenAndPublish(t *testing.T) {
 		t.Fatalf("second publish: exit %d, %s", code, out)
 	}
 	if code, _, errOut := publish(stranger+".key", "--version", "1.0.1"); code != exitError ||
-		!strings.Contains(errOut, "refused") || !strings.Contains(errOut, "does not verify") {
+		!strings.Contains(errOut, "casparian publish: deploy rejected: signature does not verify") {
 		t.Fatalf("publish with an untrusted key: exit %d, %s", code, errOut)
 	}
 	if rows, _ := e.Store.PluginManifestRows(context.Background(), "wc"); len(rows) != 1 {

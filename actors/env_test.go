@@ -64,9 +64,14 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 	if j := h.job(first); j.Status != db.StatusRunning || j.ClaimedBy != w.Identity() {
 		t.Fatalf("job while preparing: %s claimed by %q", j.Status, j.ClaimedBy)
 	}
-	// The worker has not answered: the DISPATCH must not have been sent.
-	// Heartbeats come and go meanwhile; the held job must survive them.
-	time.Sleep(5 * h.cfg.HeartbeatInterval)
+	// The worker has not answered: no DISPATCH. Heartbeats come and go
+	// meanwhile, answered without the job in active_job_ids; the held job
+	// must survive their reconciliation (two misses requeue a dispatched one).
+	beats := w.Heartbeats()
+	eventually(t, 5*time.Second, "four heartbeats while preparing", func() bool { return w.Heartbeats() >= beats+4 })
+	if j := h.job(first); j.Status != db.StatusRunning || j.RetryCount != 0 {
+		t.Fatalf("job while preparing: %s, %d retries", j.Status, j.RetryCount)
+	}
 	if n := prefixed(w.Events(), "dispatch:"); n != 0 {
 		t.Fatalf("DISPATCH sent before ENV_READY: %v", w.Events())
 	}

@@ -79,7 +79,12 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 	case *EnvReadyReceived:
 		a.route(ctx, m.From, m)
 	case *DeployReceived:
-		// Publish tools never IDENTIFY: a DEPLOY needs no worker.
+		// Publish tools never IDENTIFY: a DEPLOY needs no worker. A tool
+		// connects once, so its liveness record would only fill the
+		// router's bounded table.
+		if _, ok := a.workers[m.From.Key]; !ok {
+			a.deps.router.Forget(m.From.Identity)
+		}
 		ctx.Send(a.peers.deployer, m)
 	case *BroadcastReload:
 		for _, spec := range a.specs {

@@ -57,6 +57,7 @@ type Worker struct {
 	rejected int
 	idents   int
 	events   []string // "prepare:<env_hash>", "dispatch:<job_id>", "reload", in arrival order
+	beats    int      // HEARTBEATs received from the Sentinel
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -177,6 +178,9 @@ func (w *Worker) loop() {
 		case transport.OpReload:
 			w.record("reload")
 		case transport.OpHeartbeat:
+			w.mu.Lock()
+			w.beats++
+			w.mu.Unlock()
 			_ = w.Send(transport.OpHeartbeat, 0, w.heartbeat())
 		case transport.OpAbort:
 			w.mu.Lock()
@@ -218,6 +222,14 @@ func (w *Worker) heartbeat() *transport.Heartbeat {
 		status = transport.HeartbeatBusy
 	}
 	return &transport.Heartbeat{Status: status, ActiveJobCount: len(ids), ActiveJobIDs: ids}
+}
+
+// Heartbeats counts the HEARTBEATs received from the Sentinel (each one
+// answered with the worker's own, active_job_ids included).
+func (w *Worker) Heartbeats() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.beats
 }
 
 // Events lists what the worker received, in order: "prepare:<env_hash>",

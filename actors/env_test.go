@@ -157,3 +157,24 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 	id := h.enqueue(fv, "builtin", 0)
 	eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
 }
+
+func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
+	h := newHarness(t, nil)
+	deployEnvPlugin(t, h, "wc", "dep==1\n")
+	release := make(chan struct{})
+	defer close(release)
+	w := h.worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error {
+		<-release
+		return testworker.ErrNoAnswer
+	}})
+	registered(t, h, 1)
+	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
+	eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
+	if _, err := h.s.Cancel(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "job skipped", func() bool { return h.job(id).Status == db.StatusSkipped })
+	if len(w.Received()) != 0 || prefixed(w.Events(), "dispatch:") != 0 {
+		t.Fatalf("a cancelled job was dispatched: %v", w.Events())
+	}
+}

@@ -23,9 +23,11 @@ type dispatcherActor struct {
 	claiming bool // a ClaimJobs is in flight
 	dirty    bool // jobs may be claimable that were not at the last claim
 	stopped  bool
-	retry    timer             // after a failed claim
-	lost     timer             // a claim answer that never came
-	envOf    map[string]string // plugin → env_hash its jobs need (dispatcher_env.go)
+	retry    timer // after a failed claim
+	lost     timer // a claim answer that never came
+
+	// envOf maps a plugin to the env_hash its jobs need (dispatcher_env.go).
+	envOf map[string]string
 }
 
 // slotView is the dispatcher's picture of one worker.

@@ -25,6 +25,9 @@ type dispatcherActor struct {
 	stopped  bool
 	retry    timer // after a failed claim
 	lost     timer // a claim answer that never came
+
+	// envOf maps a plugin to the env_hash its jobs need (dispatcher_env.go).
+	envOf map[string]string
 }
 
 // slotView is the dispatcher's picture of one worker.
@@ -32,6 +35,7 @@ type slotView struct {
 	pid     *actor.PID
 	plugins []string
 	free    int
+	env     envView
 }
 
 func newDispatcherProps(d deps, p peers) *actor.Props {
@@ -44,6 +48,7 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.workers = map[string]*slotView{}
+		a.envOf = map[string]string{}
 		a.dirty = true
 		// A restarted dispatcher has lost its view: ask every worker again.
 		ctx.Send(a.peers.supervisor, &CapacityRequest{})
@@ -59,6 +64,13 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 		}
 	case *WorkerGone:
 		delete(a.workers, m.Worker)
+	case *WorkerEnvs:
+		if a.workerEnvs(m) {
+			a.dirty = true
+			a.claim(ctx)
+		}
+	case *PluginDeployed:
+		a.learnEnv(m.Plugin, m.EnvHash)
 	case *QueueChanged:
 		a.dirty = true
 		a.claim(ctx)
@@ -94,9 +106,10 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	}
 	var reqs []ClaimRequest
 	total := 0
+	now := time.Now()
 	for key, w := range a.workers {
 		if w.free > 0 {
-			reqs = append(reqs, ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free})
+			reqs = append(reqs, a.request(key, w, now))
 			total += w.free
 		}
 	}
@@ -131,6 +144,7 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	byWorker := map[string][]JobClaim{}
 	for _, c := range m.Claims {
 		byWorker[c.Ref.Worker] = append(byWorker[c.Ref.Worker], c)
+		a.learnEnv(c.Dispatch.PluginName, c.Dispatch.EnvHash)
 	}
 	for key, claims := range byWorker {
 		w, ok := a.workers[key]

@@ -60,12 +60,26 @@ type ErrReceived struct {
 	Err   *transport.Err
 }
 
-// OtherReceived is any other valid message from a peer (ENV_READY, DEPLOY,
-// and opcodes a worker should not send); it still proves the peer is alive.
+// OtherReceived is any other valid message from a peer (opcodes a worker
+// should not send); it still proves the peer is alive.
 type OtherReceived struct {
 	From  Peer
 	Op    transport.Opcode
 	JobID int64
+}
+
+// EnvReadyReceived is a decoded ENV_READY: the worker has an environment.
+// Routed like the other worker messages.
+type EnvReadyReceived struct {
+	From  Peer
+	Ready *transport.EnvReady
+}
+
+// DeployReceived is a decoded DEPLOY from a publish tool. The supervisor
+// hands it to the deployer whether or not the peer ever identified.
+type DeployReceived struct {
+	From   Peer
+	Deploy *transport.Deploy
 }
 
 // DispatchFailed says a DISPATCH could not be queued for sending (the
@@ -130,6 +144,8 @@ type ClaimRequest struct {
 	Worker  string
 	Plugins []string
 	Limit   int
+	Exclude []string // plugins not to claim for it (an environment failed there)
+	Prefer  []string // plugins to claim for it before anyone's ordinary claim (environment ready there)
 }
 
 // --- queue actor → dispatcher (response to ClaimJobs) ---
@@ -413,4 +429,54 @@ type fileHashed struct {
 	task hashTask
 	hash string
 	err  error
+}
+
+// --- deployer → queue actor (request) / queue actor → deployer ---
+
+// StoreDeploy asks the queue actor to store a verified deployment.
+type StoreDeploy struct{ Deployment db.Deployment }
+
+// DeployStored answers StoreDeploy. Err wraps db.ErrConflict when the
+// deployment clashes with what is stored (the message says how).
+type DeployStored struct {
+	Result db.DeployResult
+	Err    error
+}
+
+// --- deployer → supervisor ---
+
+// BroadcastReload asks the supervisor to send RELOAD to every connected
+// worker (after a deploy changed a plugin's code).
+type BroadcastReload struct{}
+
+// --- deployer → dispatcher ---
+
+// PluginDeployed says a plugin's ACTIVE manifest changed; EnvHash is its
+// environment ("" or "system" for none).
+type PluginDeployed struct {
+	Plugin, EnvHash string
+}
+
+// --- worker actor → queue actor (request) / queue actor → worker actor ---
+
+// EnvironmentQuery asks for the lockfile of an environment, for PREPARE_ENV.
+type EnvironmentQuery struct{ Hash string }
+
+// Environment answers EnvironmentQuery. Err wraps db.ErrNotFound when the
+// environment is not stored.
+type Environment struct {
+	Hash, Lockfile string
+	Err            error
+}
+
+// --- worker actor → dispatcher ---
+
+// WorkerEnvs is a worker's environments as the dispatcher needs them: the
+// ones it reported ready (jobs needing them go there first) and the ones it
+// failed to prepare, with when it may be asked again (jobs needing them are
+// not claimed for it until then). It replaces what the dispatcher knew.
+type WorkerEnvs struct {
+	Worker string
+	Ready  []string
+	Avoid  map[string]time.Time
 }

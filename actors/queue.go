@@ -85,6 +85,10 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		ctx.Respond(a.recordScan(ctx, m))
 	case *FinishScan:
 		ctx.Respond(a.finishScan(m))
+	case *StoreDeploy:
+		ctx.Respond(a.storeDeploy(m))
+	case *EnvironmentQuery:
+		ctx.Respond(a.environment(m))
 	case *tick:
 		switch {
 		case a.poll.current(m):
@@ -172,7 +176,7 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 	if claim != nil {
 		reqs = make([]db.ClaimRequest, len(claim.req.Requests))
 		for i, r := range claim.req.Requests {
-			reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit}
+			reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit, Exclude: r.Exclude, Prefer: r.Prefer}
 		}
 	}
 

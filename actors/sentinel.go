@@ -14,6 +14,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/deploy"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -79,6 +80,10 @@ func Start(opts Options) (*Sentinel, error) {
 	if opts.DB == nil || opts.Router == nil {
 		return nil, errors.New("start sentinel: database and router are required")
 	}
+	keys, err := trustedKeys(opts.Config, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("start sentinel: %w", err)
+	}
 	s := &Sentinel{
 		router: opts.Router,
 		stats:  opts.Stats,
@@ -91,7 +96,7 @@ func Start(opts Options) (*Sentinel, error) {
 	s.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
 	}))
-	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg}
+	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys}
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))
@@ -113,6 +118,28 @@ func Start(opts Options) (*Sentinel, error) {
 	}
 	s.router.Start(func(in transport.Inbound) { root.Send(socket, &FramesReceived{In: in}) })
 	return s, nil
+}
+
+// trustedKeys loads the publishers' keys named by --trusted-keys and says
+// loudly how DEPLOYs will be judged.
+func trustedKeys(cfg config.Config, log zerolog.Logger) ([]deploy.TrustedKey, error) {
+	var keys []deploy.TrustedKey
+	if cfg.TrustedKeys != "" {
+		var err error
+		if keys, err = deploy.LoadTrustedKeys(cfg.TrustedKeys); err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			log.Info().Str("key", k.Name).Str("fingerprint", deploy.Fingerprint(k.Key)).Msg("trusted publisher key")
+		}
+	}
+	switch {
+	case cfg.AllowUnsigned:
+		log.Warn().Msg("--allow-unsigned is ON: unsigned and unknown-key DEPLOYs are accepted. Never use this in production.")
+	case len(keys) == 0:
+		log.Info().Msg("no --trusted-keys: every DEPLOY will be refused")
+	}
+	return keys, nil
 }
 
 // Stats returns the live counters.

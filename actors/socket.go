@@ -72,6 +72,10 @@ func (a *socketActor) handleFrames(ctx actor.Context, in transport.Inbound) {
 		out = &ConcludeReceived{From: from, JobID: jobID, Receipt: p}
 	case *transport.Err:
 		out = &ErrReceived{From: from, JobID: jobID, Err: p}
+	case *transport.EnvReady:
+		out = &EnvReadyReceived{From: from, Ready: p}
+	case *transport.Deploy:
+		out = &DeployReceived{From: from, Deploy: p}
 	default:
 		out = &OtherReceived{From: from, Op: msg.Opcode, JobID: jobID}
 	}

@@ -39,6 +39,12 @@ type Stats struct {
 	FileVersions atomic.Int64
 	// ScanErrors counts files or roots a scan could not read.
 	ScanErrors atomic.Int64
+	// DeploysAccepted and DeploysRejected count DEPLOYs answered ACK and
+	// ERR (refused by verification or by the store).
+	DeploysAccepted, DeploysRejected atomic.Int64
+	// EnvPrepares counts PREPARE_ENV sent; EnvFailures the ones answered ERR
+	// or not answered within --env-timeout.
+	EnvPrepares, EnvFailures atomic.Int64
 
 	// DispatchLatency is from the dispatcher asking for a claim (a slot is
 	// free) to the DISPATCH handed to the socket actor.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/deploy"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -35,13 +36,14 @@ type deps struct {
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger
-	bg     *sync.WaitGroup // goroutines started off a mailbox; Sentinel.Stop waits
+	bg     *sync.WaitGroup     // goroutines started off a mailbox; Sentinel.Stop waits
+	keys   []deploy.TrustedKey // publishers whose DEPLOYs are trusted (--trusted-keys)
 }
 
 // peers are the well-known children. Their PIDs are fixed by name, so a
 // restarted child keeps its address and nobody needs to be told.
 type peers struct {
-	supervisor, queue, dispatcher, socket, scanner *actor.PID
+	supervisor, queue, dispatcher, socket, scanner, deployer *actor.PID
 }
 
 // childStrategy restarts a panicking child at most 5 times within 30 s (a
@@ -74,6 +76,20 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 		a.route(ctx, m.From, m)
 	case *OtherReceived:
 		a.route(ctx, m.From, m)
+	case *EnvReadyReceived:
+		a.route(ctx, m.From, m)
+	case *DeployReceived:
+		// Publish tools never IDENTIFY: a DEPLOY needs no worker. A tool
+		// connects once, so its liveness record would only fill the
+		// router's bounded table.
+		if _, ok := a.workers[m.From.Key]; !ok {
+			a.deps.router.Forget(m.From.Identity)
+		}
+		ctx.Send(a.peers.deployer, m)
+	case *BroadcastReload:
+		for _, spec := range a.specs {
+			ctx.Send(a.peers.socket, &SendMessage{To: spec.peer, Op: transport.OpReload})
+		}
 	case *DispatchFailed:
 		if pid, ok := a.workers[m.To.Key]; ok {
 			ctx.Send(pid, m)
@@ -133,10 +149,12 @@ func (a *supervisorActor) start(ctx actor.Context) {
 		dispatcher: sys.NewLocalPID(self.Id + "/dispatcher"),
 		socket:     sys.NewLocalPID(self.Id + "/socket"),
 		scanner:    sys.NewLocalPID(self.Id + "/scanner"),
+		deployer:   sys.NewLocalPID(self.Id + "/deployer"),
 	}
 	a.spawn(ctx, newQueueProps(a.deps, a.peers), "queue")
 	a.spawn(ctx, newDispatcherProps(a.deps, a.peers), "dispatcher")
 	a.spawn(ctx, newSocketProps(a.deps.router, a.deps.cfg.MaxMessageSize, a.deps.stats, a.deps.log), "socket")
+	a.spawn(ctx, newDeployerProps(a.deps, a.peers), "deployer")
 	if a.deps.cfg.ScanInterval > 0 {
 		a.spawn(ctx, newScannerProps(a.deps, a.peers), "scanner")
 	}
@@ -252,6 +270,8 @@ func (a *supervisorActor) crashChild(ctx actor.Context, m *crash) {
 		ctx.Send(a.peers.socket, m)
 	case "scanner":
 		ctx.Send(a.peers.scanner, m)
+	case "deployer":
+		ctx.Send(a.peers.deployer, m)
 	default:
 		if pid, ok := a.workers[m.target]; ok {
 			ctx.Send(pid, m)

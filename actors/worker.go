@@ -37,6 +37,7 @@ type workerActor struct {
 	// cancels are operator cancels of claims this actor does not hold yet:
 	// the AbortJob overtook the AssignJobs carrying the claim.
 	cancels map[int64]pendingCancel
+	env     envState // see worker_env.go
 }
 
 // pendingCancel is a cancel waiting for its claim (same job, same attempt).
@@ -55,6 +56,9 @@ type heldJob struct {
 	// cancelled: an operator cancelled it and ABORT was sent; the database
 	// holds the cancel too, so any requeue ends it SKIPPED.
 	cancelled bool
+	// awaitingEnv: claimed but not dispatched yet, waiting for ENV_READY of
+	// this env_hash (worker_env.go). The worker does not know the job yet.
+	awaitingEnv string
 }
 
 func newWorkerProps(d deps, p peers, spec *workerSpec) *actor.Props {
@@ -69,6 +73,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.running = map[int64]*heldJob{}
 		a.cancels = map[int64]pendingCancel{}
+		a.env = newEnvState()
 		a.lastSeen = time.Now()
 		ctx.Request(a.peers.queue, &RunningJobsQuery{Worker: a.spec.peer.Key})
 		a.hb.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.HeartbeatInterval)
@@ -90,6 +95,11 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		a.whenReady(m, func() { a.reconcile(ctx, m.Beat) })
 	case *OtherReceived:
 		a.lastSeen = time.Now()
+	case *EnvReadyReceived:
+		a.lastSeen = time.Now()
+		a.envReady(ctx, m)
+	case *Environment:
+		a.prepare(ctx, m)
 	case *ConcludeReceived:
 		a.lastSeen = time.Now()
 		a.whenReady(m, func() { a.conclude(ctx, m) })
@@ -165,6 +175,9 @@ func (a *workerActor) announce(ctx actor.Context) {
 		Slots:   a.spec.hello.Slots(),
 		Running: len(a.running),
 	})
+	if len(a.env.ready) > 0 || len(a.env.avoid) > 0 {
+		a.announceEnvs(ctx)
+	}
 }
 
 // heartbeat runs every heartbeat interval: it drops a silent worker, enforces
@@ -187,6 +200,7 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 	if a.ready {
 		a.enforceJobTimeout(ctx, now)
 	}
+	a.checkEnvTimeouts(ctx, now)
 	a.send(ctx, transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
 	a.hb.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.HeartbeatInterval)
 }
@@ -201,6 +215,8 @@ func (a *workerActor) enforceJobTimeout(ctx actor.Context, now time.Time) {
 	limit := a.deps.cfg.JobTimeout
 	for id, j := range a.running {
 		switch {
+		case j.awaitingEnv != "":
+			// Not dispatched yet: --env-timeout bounds the wait.
 		case limit > 0 && j.abortBy.IsZero() && now.Sub(j.since) > limit:
 			j.abortBy = now.Add(a.deps.cfg.AbortGrace)
 			a.log.Warn().Int64("job_id", id).Dur("timeout", limit).Msg("job timed out; sending ABORT")
@@ -246,7 +262,7 @@ func (a *workerActor) reconcile(ctx actor.Context, beat *transport.Heartbeat) {
 			j.missed = 0
 			continue
 		}
-		if j.since.After(settled) {
+		if j.since.After(settled) || j.awaitingEnv != "" {
 			continue
 		}
 		if j.missed++; j.missed >= 2 {
@@ -268,14 +284,25 @@ func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
 			a.requeue(ctx, j, "cancelled before dispatch")
 			continue
 		}
-		a.running[c.Ref.JobID] = j
-		a.send(ctx, transport.OpDispatch, c.Ref.JobID, c.Dispatch)
-		a.deps.stats.JobsDispatched.Add(1)
-		if !c.RequestedAt.IsZero() {
-			a.deps.stats.DispatchLatency.Since(c.RequestedAt)
+		if env := a.needsEnv(c); env != "" {
+			a.awaitEnv(ctx, env, c, j)
+			continue
 		}
-		a.log.Debug().Int64("job_id", c.Ref.JobID).Str("plugin", c.Dispatch.PluginName).Msg("job dispatched")
+		a.dispatch(ctx, c, j)
 	}
+}
+
+// dispatch sends the DISPATCH of a claim the worker holds.
+func (a *workerActor) dispatch(ctx actor.Context, c JobClaim, j *heldJob) {
+	j.awaitingEnv = ""
+	j.since = time.Now()
+	a.running[c.Ref.JobID] = j
+	a.send(ctx, transport.OpDispatch, c.Ref.JobID, c.Dispatch)
+	a.deps.stats.JobsDispatched.Add(1)
+	if !c.RequestedAt.IsZero() {
+		a.deps.stats.DispatchLatency.Since(c.RequestedAt)
+	}
+	a.log.Debug().Int64("job_id", c.Ref.JobID).Str("plugin", c.Dispatch.PluginName).Msg("job dispatched")
 }
 
 // take removes a job the worker has finished with; ok is false when the
@@ -321,7 +348,9 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 
 func (a *workerActor) workerErr(ctx actor.Context, m *ErrReceived) {
 	if m.JobID == 0 {
-		a.log.Warn().Str("error", m.Err.Message).Msg("worker reported an error")
+		if !a.envErr(ctx, m) {
+			a.log.Warn().Str("error", m.Err.Message).Msg("worker reported an error")
+		}
 		return
 	}
 	j, ok := a.take(ctx, m.JobID, transport.OpErr)
@@ -343,6 +372,12 @@ func (a *workerActor) cancel(ctx actor.Context, m *AbortJob) {
 	}
 	if j.ref.Attempt != m.Ref.Attempt {
 		return // a different claim of the job; the cancel was for an old one
+	}
+	if j.awaitingEnv != "" {
+		// Never dispatched: nothing to abort. The requeue ends it SKIPPED.
+		a.release(ctx, m.Ref.JobID)
+		a.requeue(ctx, j, "cancelled before dispatch")
+		return
 	}
 	j.cancelled = true
 	if j.abortBy.IsZero() {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -63,6 +64,16 @@ type Config struct {
 	// ScanInterval is the pause between two scans of the active source roots; 0 turns the scanner off.
 	// Default 10s.
 	ScanInterval time.Duration
+	// TrustedKeys is a PEM public key file, or a folder of *.pub / *.pem files, of the publishers whose
+	// signed DEPLOYs are accepted. Default "": no publisher is trusted, every DEPLOY is refused unless
+	// AllowUnsigned.
+	TrustedKeys string
+	// AllowUnsigned accepts DEPLOYs that are unsigned or signed by an unknown key (hashes are still
+	// checked). For development only; logged as a warning at start. Default false.
+	AllowUnsigned bool
+	// EnvTimeout is how long a worker may take to answer PREPARE_ENV before the job is tried on another
+	// worker. Default 10m.
+	EnvTimeout time.Duration
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -85,6 +96,7 @@ func Default() Config {
 		DrainTimeout:      20 * time.Second,
 		AbortGrace:        30 * time.Second,
 		ScanInterval:      10 * time.Second,
+		EnvTimeout:        10 * time.Minute,
 	}
 }
 
@@ -96,6 +108,7 @@ type setting struct {
 	str   *string
 	dur   *time.Duration
 	num   *int
+	flag  *bool
 }
 
 func (c *Config) settings() []setting {
@@ -119,6 +132,9 @@ func (c *Config) settings() []setting {
 		{name: "abort-grace", usage: "how long an aborted job may take to conclude before it is requeued anyway", dur: &c.AbortGrace},
 		{name: "http", usage: "host:port of the operator HTTP API, /metrics, /healthz and status page (\"\" = off)", str: &c.HTTP},
 		{name: "scan-interval", usage: "pause between scans of the active source roots (0 = scanner off)", dur: &c.ScanInterval},
+		{name: "trusted-keys", usage: "PEM public key file or folder of *.pub/*.pem files of trusted plugin publishers", str: &c.TrustedKeys},
+		{name: "allow-unsigned", usage: "DEVELOPMENT ONLY: accept unsigned or unknown-key DEPLOYs (hashes still checked)", flag: &c.AllowUnsigned},
+		{name: "env-timeout", usage: "how long a worker may take to prepare an environment (PREPARE_ENV) before the job goes elsewhere", dur: &c.EnvTimeout},
 	}
 }
 
@@ -143,6 +159,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			fs.DurationVar(s.dur, s.name, *s.dur, s.usage+" (env "+EnvName(s.name)+")")
 		case s.num != nil:
 			fs.IntVar(s.num, s.name, *s.num, s.usage+" (env "+EnvName(s.name)+")")
+		case s.flag != nil:
+			fs.BoolVar(s.flag, s.name, *s.flag, s.usage+" (env "+EnvName(s.name)+")")
 		}
 	}
 	// Parse errors are returned (the caller prints them to stderr); only an
@@ -199,6 +217,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			*s.dur = *f.dur
 		case s.num != nil:
 			*s.num = *f.num
+		case s.flag != nil:
+			*s.flag = *f.flag
 		}
 	}
 	if !given["drain-timeout"] && base.ShutdownTimeout > 0 && base.DrainTimeout >= base.ShutdownTimeout {
@@ -235,6 +255,12 @@ func (c *Config) loadFile(path string, given map[string]bool) error {
 		if s.num != nil {
 			if err := json.Unmarshal(v, s.num); err != nil {
 				return fmt.Errorf("config file %s: %s: want a number: %w", path, key, err)
+			}
+			continue
+		}
+		if s.flag != nil {
+			if err := json.Unmarshal(v, s.flag); err != nil {
+				return fmt.Errorf("config file %s: %s: want true or false: %w", path, key, err)
 			}
 			continue
 		}
@@ -278,6 +304,12 @@ func (s setting) set(text string) error {
 			return fmt.Errorf("want a whole number, got %q", text)
 		}
 		*s.num = n
+	case s.flag != nil:
+		b, err := strconv.ParseBool(text)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", text)
+		}
+		*s.flag = b
 	}
 	return nil
 }
@@ -310,6 +342,7 @@ func (c Config) Validate() error {
 		"heartbeat-interval": c.HeartbeatInterval, "worker-timeout": c.WorkerTimeout,
 		"retry-backoff": c.RetryBackoff, "retry-backoff-max": c.RetryBackoffMax,
 		"poll-interval": c.PollInterval, "db-timeout": c.DBTimeout, "shutdown-timeout": c.ShutdownTimeout,
+		"env-timeout": c.EnvTimeout,
 	}
 	for _, s := range c.settings() {
 		if d, ok := positive[s.name]; ok && d <= 0 {

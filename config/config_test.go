@@ -135,6 +135,9 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		"--abort-grace", "5s",
 		"--http", "127.0.0.1:0",
 		"--scan-interval", "0s",
+		"--trusted-keys", "/etc/casparian/publishers",
+		"--allow-unsigned",
+		"--env-timeout", "90s",
 	}, nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -149,6 +152,7 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		DBTimeout: 3 * time.Second, ShutdownTimeout: 4 * time.Second,
 		DrainTimeout: time.Second, JobTimeout: time.Minute, AbortGrace: 5 * time.Second,
 		HTTP: "127.0.0.1:0", ScanInterval: 0,
+		TrustedKeys: "/etc/casparian/publishers", AllowUnsigned: true, EnvTimeout: 90 * time.Second,
 	}
 	if cfg != want {
 		t.Errorf("Load = %+v\nwant   %+v", cfg, want)
@@ -162,7 +166,8 @@ func TestLoad_Help(t *testing.T) {
 		t.Fatalf("Load -h = %v, want flag.ErrHelp", err)
 	}
 	for _, s := range (&Config{}).settings() {
-		if !strings.Contains(out.String(), "-"+s.name+" ") || !strings.Contains(out.String(), EnvName(s.name)) {
+		named := strings.Contains(out.String(), "-"+s.name+" ") || strings.Contains(out.String(), "-"+s.name+"\n") // booleans take no value
+		if !named || !strings.Contains(out.String(), EnvName(s.name)) {
 			t.Errorf("usage lacks --%s or %s", s.name, EnvName(s.name))
 		}
 	}
@@ -290,6 +295,44 @@ func TestLoad_HTTPAndScanInterval(t *testing.T) {
 	for _, bad := range [][]string{{"--http", "8080"}, {"--http", "localhost:"}, {"--scan-interval", "-1s"}} {
 		if _, err := load(t, bad, nil); err == nil || !strings.Contains(err.Error(), bad[0]) {
 			t.Errorf("Load %v = %v, want an error naming %s", bad, err, bad[0])
+		}
+	}
+}
+
+func TestLoad_DeploySettings(t *testing.T) {
+	cfg, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TrustedKeys != "" || cfg.AllowUnsigned || cfg.EnvTimeout != 10*time.Minute {
+		t.Errorf("defaults: trusted-keys %q allow-unsigned %v env-timeout %s", cfg.TrustedKeys, cfg.AllowUnsigned, cfg.EnvTimeout)
+	}
+	file := writeConfig(t, `{"trusted_keys": "/keys", "allow_unsigned": true, "env_timeout": "2m"}`)
+	cfg, err = load(t, []string{"--config", file}, nil)
+	if err != nil || cfg.TrustedKeys != "/keys" || !cfg.AllowUnsigned || cfg.EnvTimeout != 2*time.Minute {
+		t.Errorf("from file: %+v, %v", cfg, err)
+	}
+	// The environment beats the file; a flag beats both, also for booleans.
+	cfg, err = load(t, []string{"--config", file, "--allow-unsigned=false"},
+		map[string]string{"CASPARIAN_TRUSTED_KEYS": "/env-keys", "CASPARIAN_ENV_TIMEOUT": "3s"})
+	if err != nil || cfg.TrustedKeys != "/env-keys" || cfg.AllowUnsigned || cfg.EnvTimeout != 3*time.Second {
+		t.Errorf("layers: %+v, %v", cfg, err)
+	}
+	cfg, err = load(t, nil, map[string]string{"CASPARIAN_ALLOW_UNSIGNED": "true"})
+	if err != nil || !cfg.AllowUnsigned {
+		t.Errorf("env bool: %+v, %v", cfg, err)
+	}
+	for _, bad := range []struct {
+		args []string
+		env  map[string]string
+		name string
+	}{
+		{[]string{"--env-timeout", "0s"}, nil, "env-timeout"},
+		{nil, map[string]string{"CASPARIAN_ALLOW_UNSIGNED": "maybe"}, "CASPARIAN_ALLOW_UNSIGNED"},
+		{[]string{"--config", writeConfig(t, `{"allow_unsigned": "yes"}`)}, nil, "allow_unsigned"},
+	} {
+		if _, err := load(t, bad.args, bad.env); err == nil || !strings.Contains(err.Error(), bad.name) {
+			t.Errorf("Load %v %v = %v, want an error naming %s", bad.args, bad.env, err, bad.name)
 		}
 	}
 }

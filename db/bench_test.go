@@ -28,9 +28,9 @@ func TestJobsClaim_StatementsUseIndexes(t *testing.T) {
 		args []any
 	}{
 		{"Normalise", normaliseNullsSQL, nil},
-		{"ClaimAny", claimSQL(0), args(0)},
-		{"ClaimOne", claimSQL(1), args(1)},
-		{"ClaimThree", claimSQL(3), args(3)},
+		{"ClaimAny", claimSQL(0, 0), args(0)},
+		{"ClaimOne", claimSQL(1, 0), args(1)},
+		{"ClaimThree", claimSQL(3, 0), args(3)},
 		{"NextRunAt", nextRunSQL, []any{int64(0)}},
 	} {
 		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+tc.sql, tc.args...)

@@ -38,6 +38,13 @@ type ClaimRequest struct {
 	Worker  string   // worker identity key, stored in claimed_by and worker_host
 	Plugins []string // plugin names the worker runs; containing "*" means any plugin
 	Limit   int
+	// Exclude names plugins not to claim for this worker even though it
+	// runs them (it failed to prepare their environment recently).
+	Exclude []string
+	// Prefer names plugins to claim for this worker before any request's
+	// ordinary claim (it has their environment ready); they count against
+	// Limit.
+	Prefer []string
 }
 
 // ClaimRef identifies one claim of one job: a state change applies only while
@@ -106,7 +113,9 @@ WHERE status IS NULL OR priority IS NULL OR retry_count IS NULL`
 // RETURNING statement moves up to Limit QUEUED jobs that are due and whose
 // plugin the worker runs to RUNNING, bound to the worker with a new attempt
 // number. A plugin no request names is never selected, so it never blocks the
-// others. Later requests cannot take what earlier ones took.
+// others. Later requests cannot take what earlier ones took. Requests with
+// Prefer first claim those plugins' jobs, all before any ordinary claim; the
+// ordinary claim then takes what is left of Limit.
 //
 // Each claimed job's Dispatch is then assembled in the same transaction; a
 // job whose dispatch cannot be assembled (no ACTIVE manifest, broken file
@@ -157,7 +166,10 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []Conclusion, req
 		queries = append(queries, assemblerQueries...)
 		for _, r := range reqs {
 			if plugins, anyPlugin := pluginFilter(r.Plugins); anyPlugin || len(plugins) > 0 {
-				queries = append(queries, claimSQL(len(plugins)))
+				queries = append(queries, claimSQL(len(plugins), len(r.Exclude)))
+			}
+			if prefer, _ := pluginFilter(r.Prefer); len(prefer) > 0 {
+				queries = append(queries, claimSQL(len(prefer), len(r.Exclude)))
 			}
 		}
 	}
@@ -193,15 +205,21 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []Claim
 	if _, err := normalise.ExecContext(ctx); err != nil {
 		return nil, nil, fmt.Errorf("normalise nulls: %w", err)
 	}
-	var rows []claimedRow
+	rows, preferred, err := db.claimPreferred(ctx, tx, now, reqs)
+	if err != nil {
+		return nil, nil, err
+	}
 	// Once a request comes back short, the queue holds nothing more for
-	// its set of plugins (the transaction holds the write lock), so other
-	// workers running the same set are not asked again: a thousand idle
-	// workers cost one statement, not a thousand.
+	// its plugins (the transaction holds the write lock), so other workers
+	// with the same plugins and exclusions are not asked again: a thousand
+	// idle workers cost one statement, not a thousand.
 	exhausted := map[string]bool{}
-	for _, r := range reqs {
-		key := pluginSetKey(r.Plugins)
-		if exhausted[key] {
+	for i, r := range reqs {
+		if preferred != nil {
+			r.Limit -= preferred[i]
+		}
+		key := pluginSetKey(r.Plugins) + "\x01" + pluginSetKey(r.Exclude)
+		if r.Limit <= 0 || exhausted[key] {
 			continue
 		}
 		got, err := db.claimFor(ctx, tx, now, r)
@@ -248,6 +266,27 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []Claim
 	return claims, failures, nil
 }
 
+// claimPreferred runs the Prefer claims of every request, before any
+// ordinary claim, and returns how many each request got; preferred is nil
+// when no request prefers anything.
+func (db *DB) claimPreferred(ctx context.Context, tx *sql.Tx, now time.Time, reqs []ClaimRequest) (rows []claimedRow, preferred []int, err error) {
+	for i, r := range reqs {
+		if len(r.Prefer) == 0 || r.Limit <= 0 {
+			continue
+		}
+		got, err := db.claimFor(ctx, tx, now, ClaimRequest{Worker: r.Worker, Plugins: r.Prefer, Limit: r.Limit, Exclude: r.Exclude})
+		if err != nil {
+			return nil, nil, err
+		}
+		if preferred == nil {
+			preferred = make([]int, len(reqs))
+		}
+		preferred[i] = len(got)
+		rows = append(rows, got...)
+	}
+	return rows, preferred, nil
+}
+
 // anyClaimable reports whether some request can claim anything at all, so
 // that an idle dispatcher does not open write transactions for nothing.
 func anyClaimable(reqs []ClaimRequest) bool {
@@ -270,8 +309,11 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRe
 	for _, p := range plugins {
 		args = append(args, p)
 	}
+	for _, p := range r.Exclude {
+		args = append(args, p)
+	}
 	args = append(args, r.Limit)
-	st, err := db.txStmt(ctx, tx, claimSQL(len(plugins)))
+	st, err := db.txStmt(ctx, tx, claimSQL(len(plugins), len(r.Exclude)))
 	if err != nil {
 		return nil, err
 	}
@@ -303,10 +345,10 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRe
 }
 
 // claimSQL is the claim statement for a worker running nPlugins named
-// plugins, or any plugin when nPlugins is 0. Arguments: worker (claimed_by),
-// worker (worker_host), claim_time, updated_at, now in unix ms, the plugin
-// names, the limit.
-func claimSQL(nPlugins int) string {
+// plugins, or any plugin when nPlugins is 0, except nExclude plugins.
+// Arguments: worker (claimed_by), worker (worker_host), claim_time,
+// updated_at, now in unix ms, the plugin names, the excluded names, the limit.
+func claimSQL(nPlugins, nExclude int) string {
 	// INDEXED BY: without statistics the planner prefers the original
 	// schema's (status, priority, id) index and then sorts every QUEUED row
 	// by id. The partial claim indexes hand rows out in claim order, so the
@@ -318,6 +360,9 @@ func claimSQL(nPlugins int) string {
 		index, filter = "ix_cf_queue_claimable", " AND plugin_name = ?"
 	case nPlugins > 1:
 		filter = " AND plugin_name IN (?" + strings.Repeat(", ?", nPlugins-1) + ")"
+	}
+	if nExclude > 0 {
+		filter += " AND plugin_name NOT IN (?" + strings.Repeat(", ?", nExclude-1) + ")"
 	}
 	return `UPDATE cf_processing_queue SET
 		status = 'RUNNING', claimed_by = ?, worker_host = ?, claim_time = ?,

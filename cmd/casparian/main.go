@@ -13,6 +13,11 @@
 //	casparian sources ls | add PATH
 //	casparian routes ls | add PATTERN TAG [--priority N]
 //	casparian status
+//	casparian keygen [--out PREFIX] [--force]
+//	casparian publish FILE --name N --version V --key K [--sentinel tcp://…] [--lockfile F] [--publisher NAME] [--email E]
+//
+// keygen and publish do not use the HTTP API: publish sends a signed DEPLOY
+// to the Sentinel's ZeroMQ endpoint as a DEALER, like any publish tool.
 //
 // Exit codes: 0 success, 1 error (including an unreachable Sentinel), 2 usage.
 package main
@@ -73,8 +78,11 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	// values of the command's own flags, by name
-	str map[string]*string
-	num map[string]*int64
+	str  map[string]*string
+	num  map[string]*int64
+	flag map[string]*bool
+	// getenv reads the environment (a map in tests).
+	getenv func(string) string
 }
 
 var commands = map[string]map[string]*command{
@@ -119,6 +127,27 @@ var commands = map[string]map[string]*command{
 	},
 	"status": {
 		"": {help: "queue counts and workers at a glance", run: status},
+	},
+	"keygen": {
+		"": {usage: "[--out PREFIX] [--force]", help: "write an Ed25519 publisher key pair: PREFIX.key (0600) and PREFIX.pub",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("out", "casparian-publisher", "path prefix of the two key files")
+				fs.Bool("force", false, "replace existing key files")
+			}, run: keygen},
+	},
+	"publish": {
+		"": {usage: "FILE --name N --version V --key K [--sentinel tcp://…] [--lockfile F] [--publisher NAME] [--email E]",
+			help: "sign and DEPLOY a plugin (a .wasm is sent base64) to the Sentinel; prints the ACK or the ERR",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("name", "", "plugin name (required)")
+				fs.String("version", "", "plugin version (required)")
+				fs.String("key", "", "publisher private key from casparian keygen (required unless --unsigned)")
+				fs.String("sentinel", defaultSentinel, "the Sentinel's ZeroMQ endpoint (env CASPARIAN_SENTINEL)")
+				fs.String("lockfile", "", "the plugin's environment lockfile (default: none)")
+				fs.String("publisher", "", "publisher name (default: $USER)")
+				fs.String("email", "", "publisher email")
+				fs.Bool("unsigned", false, "send without a signature (only a Sentinel with --allow-unsigned accepts it)")
+			}, minArgs: 1, maxArgs: 1, run: publish},
 	},
 }
 
@@ -189,7 +218,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		commandUsage(stderr, name, cmd, fs)
 		return exitUsage
 	}
-	c := &cli{opts: opts, stdout: stdout, stderr: stderr, str: map[string]*string{}, num: map[string]*int64{}}
+	c := &cli{opts: opts, stdout: stdout, stderr: stderr, str: map[string]*string{}, num: map[string]*int64{},
+		flag: map[string]*bool{}, getenv: getenv}
 	fs.VisitAll(func(f *flag.Flag) {
 		switch g := f.Value.(flag.Getter).Get().(type) {
 		case string:
@@ -198,6 +228,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case int64:
 			v := g
 			c.num[f.Name] = &v
+		case bool:
+			v := g
+			c.flag[f.Name] = &v
 		}
 	})
 	if c.api, err = newClient(opts.server, opts.timeout); err != nil {

@@ -72,6 +72,10 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			counter("files_hashed", "Files the scanner read and hashed.", &st.FilesHashed),
 			counter("file_versions", "File versions the scanner recorded.", &st.FileVersions),
 			counter("scan_errors", "Files or source roots a scan could not read.", &st.ScanErrors),
+			counter("deploys_accepted", "DEPLOYs answered ACK.", &st.DeploysAccepted),
+			counter("deploys_rejected", "DEPLOYs answered ERR (verification or storage refused them).", &st.DeploysRejected),
+			counter("env_prepares", "PREPARE_ENV messages sent to workers.", &st.EnvPrepares),
+			counter("env_failures", "Environments a worker failed to prepare (ERR or --env-timeout).", &st.EnvFailures),
 		},
 		histograms: []histogramMetric{
 			{desc: prometheus.NewDesc("casparian_dispatch_latency_seconds",

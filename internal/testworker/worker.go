@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -35,7 +36,14 @@ type Options struct {
 	Run          RunFunc  // default: FileStats
 	// HeartbeatInterval, when set, makes the worker send unsolicited heartbeats.
 	HeartbeatInterval time.Duration
+	// PrepareEnv answers PREPARE_ENV, in a goroutine of its own: nil sends
+	// ENV_READY, ErrNoAnswer sends nothing, any other error sends ERR
+	// (job_id 0) naming the env_hash. Default: ENV_READY at once.
+	PrepareEnv func(p transport.PrepareEnv) error
 }
+
+// ErrNoAnswer makes a PrepareEnv hook leave a PREPARE_ENV unanswered.
+var ErrNoAnswer = errors.New("no answer")
 
 // Worker is a running test worker.
 type Worker struct {
@@ -48,6 +56,8 @@ type Worker struct {
 	received []Job
 	rejected int
 	idents   int
+	events   []string // "prepare:<env_hash>", "dispatch:<job_id>", "reload", in arrival order
+	beats    int      // HEARTBEATs received from the Sentinel
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -163,7 +173,14 @@ func (w *Worker) loop() {
 		switch msg.Opcode {
 		case transport.OpDispatch:
 			w.dispatch(int64(msg.JobID), payload.(*transport.Dispatch))
+		case transport.OpPrepareEnv:
+			w.prepareEnv(*payload.(*transport.PrepareEnv))
+		case transport.OpReload:
+			w.record("reload")
 		case transport.OpHeartbeat:
+			w.mu.Lock()
+			w.beats++
+			w.mu.Unlock()
 			_ = w.Send(transport.OpHeartbeat, 0, w.heartbeat())
 		case transport.OpAbort:
 			w.mu.Lock()
@@ -207,8 +224,50 @@ func (w *Worker) heartbeat() *transport.Heartbeat {
 	return &transport.Heartbeat{Status: status, ActiveJobCount: len(ids), ActiveJobIDs: ids}
 }
 
+// Heartbeats counts the HEARTBEATs received from the Sentinel (each one
+// answered with the worker's own, active_job_ids included).
+func (w *Worker) Heartbeats() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.beats
+}
+
+// Events lists what the worker received, in order: "prepare:<env_hash>",
+// "dispatch:<job_id>" and "reload".
+func (w *Worker) Events() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.events...)
+}
+
+func (w *Worker) record(event string) {
+	w.mu.Lock()
+	w.events = append(w.events, event)
+	w.mu.Unlock()
+}
+
+func (w *Worker) prepareEnv(p transport.PrepareEnv) {
+	w.record("prepare:" + p.EnvHash)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		var err error
+		if w.opts.PrepareEnv != nil {
+			err = w.opts.PrepareEnv(p)
+		}
+		switch {
+		case w.ctx.Err() != nil || errors.Is(err, ErrNoAnswer):
+		case err != nil:
+			_ = w.Send(transport.OpErr, 0, &transport.Err{Message: "prepare environment " + p.EnvHash + ": " + err.Error()})
+		default:
+			_ = w.Send(transport.OpEnvReady, 0, &transport.EnvReady{EnvHash: p.EnvHash, InterpreterPath: "/bin/true"})
+		}
+	}()
+}
+
 func (w *Worker) dispatch(id int64, d *transport.Dispatch) {
 	w.mu.Lock()
+	w.events = append(w.events, fmt.Sprintf("dispatch:%d", id))
 	w.received = append(w.received, Job{ID: id, Dispatch: *d})
 	if len(w.active) >= w.opts.Slots {
 		w.rejected++

@@ -1,0 +1,180 @@
+package actors_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/deploy"
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
+)
+
+// deployEnvPlugin stores an ACTIVE manifest of plugin whose jobs need the
+// environment of lockfile, and returns its env_hash.
+func deployEnvPlugin(t *testing.T, h *harness, plugin, lockfile string) string {
+	t.Helper()
+	a := artifact(plugin, "1", "module of "+plugin, lockfile)
+	d := deploy.NewDeploy(a, nil)
+	_, err := h.store.PluginDeploy(context.Background(), time.Now(), db.Deployment{Plugin: plugin, Version: "1",
+		SourceCode: d.SourceCode, Lockfile: lockfile, EnvHash: d.EnvHash, ArtifactHash: d.ArtifactHash, PublisherName: "ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.EnvHash
+}
+
+func registered(t *testing.T, h *harness, n int) {
+	t.Helper()
+	eventually(t, 5*time.Second, "workers registered", func() bool { ws, _ := h.s.Workers(time.Second); return len(ws) == n })
+}
+
+func prefixed(events []string, prefix string) int {
+	n := 0
+	for _, e := range events {
+		if strings.HasPrefix(e, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
+	h := newHarness(t, nil)
+	env := deployEnvPlugin(t, h, "wc", "dep==1\n")
+	release := make(chan struct{})
+	var prepared []string
+	w := h.worker(testworker.Options{Capabilities: []string{"*"}, PrepareEnv: func(p transport.PrepareEnv) error {
+		prepared = append(prepared, p.LockfileContent) // one PREPARE_ENV at a time in this test
+		select {
+		case <-release:
+			return nil
+		case <-time.After(30 * time.Second):
+			return testworker.ErrNoAnswer
+		}
+	}})
+	registered(t, h, 1)
+	fv := h.file("a.txt", "x\n")
+	first := h.enqueue(fv, "wc", 0)
+	eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
+	if j := h.job(first); j.Status != db.StatusRunning || j.ClaimedBy != w.Identity() {
+		t.Fatalf("job while preparing: %s claimed by %q", j.Status, j.ClaimedBy)
+	}
+	// The worker has not answered: no DISPATCH. Heartbeats come and go
+	// meanwhile, answered without the job in active_job_ids; the held job
+	// must survive their reconciliation (two misses requeue a dispatched one).
+	beats := w.Heartbeats()
+	eventually(t, 5*time.Second, "four heartbeats while preparing", func() bool { return w.Heartbeats() >= beats+4 })
+	if j := h.job(first); j.Status != db.StatusRunning || j.RetryCount != 0 {
+		t.Fatalf("job while preparing: %s, %d retries", j.Status, j.RetryCount)
+	}
+	if n := prefixed(w.Events(), "dispatch:"); n != 0 {
+		t.Fatalf("DISPATCH sent before ENV_READY: %v", w.Events())
+	}
+	close(release)
+	eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
+	if ev := w.Events(); ev[0] != "prepare:"+env || prepared[0] != "dep==1\n" {
+		t.Fatalf("events %v, lockfile %q", ev, prepared)
+	}
+
+	// Same environment again: no second PREPARE_ENV.
+	second := h.enqueue(fv, "wc", 0)
+	eventually(t, 5*time.Second, "second job completed", func() bool { return h.job(second).Status == db.StatusCompleted })
+	if n := prefixed(w.Events(), "prepare:"); n != 1 {
+		t.Fatalf("%d PREPARE_ENV for one environment: %v", n, w.Events())
+	}
+	if j := h.job(second); j.RetryCount != 0 {
+		t.Fatalf("second job retried %d times", j.RetryCount)
+	}
+}
+
+func TestEnv_UnansweredPrepareGoesToAnotherWorker(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.EnvTimeout = 500 * time.Millisecond })
+	deployEnvPlugin(t, h, "wc", "dep==1\n")
+	silent := h.worker(testworker.Options{Identity: "tw-silent", PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
+	registered(t, h, 1)
+	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
+	eventually(t, 5*time.Second, "the silent worker was asked", func() bool { return prefixed(silent.Events(), "prepare:") == 1 })
+	good := h.worker(testworker.Options{Identity: "tw-good"})
+	eventually(t, 10*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	j := h.job(id)
+	if j.ClaimedBy != good.Identity() || j.RetryCount != 1 || len(silent.Received()) != 0 || len(good.Received()) != 1 {
+		t.Fatalf("job %+v; silent got %d, good got %d", j, len(silent.Received()), len(good.Received()))
+	}
+	if h.s.Stats().EnvFailures.Load() != 1 {
+		t.Fatalf("EnvFailures = %d", h.s.Stats().EnvFailures.Load())
+	}
+}
+
+func TestEnv_EveryWorkerFailingFailsTheJobWithTheReason(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.EnvTimeout = 300 * time.Millisecond
+		c.MaxRetries = 2
+	})
+	env := deployEnvPlugin(t, h, "wc", "dep==broken\n")
+	w := h.worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error { return errors.New("no such package") }})
+	registered(t, h, 1)
+	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
+	eventually(t, 15*time.Second, "job failed", func() bool { return h.job(id).Status == db.StatusFailed })
+	j := h.job(id)
+	if !strings.Contains(j.ErrorMessage, "could not prepare environment "+env) || !strings.Contains(j.ErrorMessage, "no such package") ||
+		!strings.Contains(j.ErrorMessage, "gave up") {
+		t.Fatalf("error_message %q", j.ErrorMessage)
+	}
+	if n := prefixed(w.Events(), "prepare:"); n != 3 || len(w.Received()) != 0 {
+		t.Fatalf("%d PREPARE_ENV (want 1 + 2 retries), %d DISPATCH", n, len(w.Received()))
+	}
+}
+
+func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
+	h := newHarness(t, nil)
+	deployEnvPlugin(t, h, "wc", "dep==1\n")
+	// Without the preference, tw-a would win ties: requests of equal size
+	// run in worker key order.
+	ready := h.worker(testworker.Options{Identity: "tw-z"})
+	registered(t, h, 1)
+	fv := h.file("a.txt", "x\n")
+	first := h.enqueue(fv, "wc", 0)
+	eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
+	other := h.worker(testworker.Options{Identity: "tw-a"})
+	registered(t, h, 2)
+	for i := 0; i < 3; i++ {
+		id := h.enqueue(fv, "wc", 0)
+		eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+		if j := h.job(id); j.ClaimedBy != ready.Identity() {
+			t.Fatalf("job %d ran on %s, not on the worker with the environment ready", id, j.ClaimedBy)
+		}
+	}
+	if n := prefixed(other.Events(), "prepare:"); n != 0 {
+		t.Fatalf("the other worker was asked to prepare: %v", other.Events())
+	}
+	// Built-in jobs still go anywhere (both workers run "*").
+	h.plugin("builtin")
+	id := h.enqueue(fv, "builtin", 0)
+	eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+}
+
+func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
+	h := newHarness(t, nil)
+	deployEnvPlugin(t, h, "wc", "dep==1\n")
+	release := make(chan struct{})
+	defer close(release)
+	w := h.worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error {
+		<-release
+		return testworker.ErrNoAnswer
+	}})
+	registered(t, h, 1)
+	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
+	eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
+	if _, err := h.s.Cancel(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "job skipped", func() bool { return h.job(id).Status == db.StatusSkipped })
+	if len(w.Received()) != 0 || prefixed(w.Events(), "dispatch:") != 0 {
+		t.Fatalf("a cancelled job was dispatched: %v", w.Events())
+	}
+}

@@ -349,6 +349,10 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRe
 // Arguments: worker (claimed_by), worker (worker_host), claim_time,
 // updated_at, now in unix ms, the plugin names, the excluded names, the limit.
 func claimSQL(nPlugins, nExclude int) string {
+	// LIMIT ? + 0: SQLite reads a bare "LIMIT ?" at prepare time and then
+	// prepares the statement again whenever the bound limit changes, which
+	// it does on nearly every claim; an expression is left to run time.
+	//
 	// INDEXED BY: without statistics the planner prefers the original
 	// schema's (status, priority, id) index and then sorts every QUEUED row
 	// by id. The partial claim indexes hand rows out in claim order, so the
@@ -371,7 +375,7 @@ func claimSQL(nPlugins, nExclude int) string {
 		SELECT id FROM cf_processing_queue INDEXED BY ` + index + `
 		WHERE status = 'QUEUED' AND (next_run_at IS NULL OR next_run_at <= ?)` + filter + `
 		ORDER BY priority DESC, id
-		LIMIT ?)
+		LIMIT ? + 0)
 	RETURNING id, attempt, file_version_id, plugin_name, priority, retry_count, config_overrides`
 }
 

@@ -118,11 +118,43 @@ func (w *Worker) pluginFor(d *transport.Dispatch, log zerolog.Logger) (plugin.Pl
 		return nil, fmt.Errorf("plugin %q: artifact_hash mismatch: source_code and the lockfile of env %s hash to %s, the DISPATCH says %q",
 			d.PluginName, orSystem(d.EnvHash), got, d.ArtifactHash)
 	}
-	code, err := wasm.Decode(d.SourceCode)
-	if err != nil {
-		return nil, fmt.Errorf("plugin %q: %w", d.PluginName, err)
+	// A verified artifact_hash names its source exactly, so the module key
+	// found for it once holds for every later job: those skip decoding
+	// and hashing the module again unless it has to be compiled again.
+	art := strings.ToLower(d.ArtifactHash)
+	source := d.SourceCode
+	load := func() ([]byte, error) { return wasm.Decode(source) }
+	key, known := w.moduleKey(art)
+	if !known {
+		code, err := wasm.Decode(source)
+		if err != nil {
+			return nil, fmt.Errorf("plugin %q: %w", d.PluginName, err)
+		}
+		key = wasm.ModuleKey(code)
+		w.rememberModuleKey(art, key)
+		load = func() ([]byte, error) { return code, nil }
 	}
-	return w.wasm.Plugin(d.PluginName, code, log), nil
+	return w.wasm.Plugin(d.PluginName, key, load, log), nil
+}
+
+// moduleKeys bounds the artifact_hash → module key memo; it is cleared
+// when full (keys are cheap to find again).
+const moduleKeys = 1024
+
+func (w *Worker) moduleKey(artifact string) (string, bool) {
+	w.envMu.Lock()
+	defer w.envMu.Unlock()
+	k, ok := w.modKeys[artifact]
+	return k, ok
+}
+
+func (w *Worker) rememberModuleKey(artifact, key string) {
+	w.envMu.Lock()
+	defer w.envMu.Unlock()
+	if len(w.modKeys) >= moduleKeys {
+		clear(w.modKeys)
+	}
+	w.modKeys[artifact] = key
 }
 
 func orSystem(envHash string) string {

@@ -133,9 +133,10 @@ type Worker struct {
 	exe      string
 	stats    counters
 
-	wasm  *wasm.Runtime // nil: deployed plugins off
-	envMu sync.Mutex
-	envs  map[string]string // lockfiles by env_hash (lower case), from PREPARE_ENV
+	wasm    *wasm.Runtime     // nil: deployed plugins off
+	envMu   sync.Mutex        // guards envs and modKeys
+	envs    map[string]string // lockfiles by env_hash (lower case), from PREPARE_ENV
+	modKeys map[string]string // wasm module keys by verified artifact_hash
 
 	connMu      sync.Mutex        // guards dealer and replacing
 	dealer      *transport.Dealer // replaced by the watchdog
@@ -259,6 +260,7 @@ func New(opts Options) (*Worker, error) {
 		exe:        exe,
 		wasm:       rt,
 		envs:       map[string]string{},
+		modKeys:    map[string]string{},
 		outbox:     make(chan outMsg, outboxSize),
 		beatNow:    make(chan struct{}, 1),
 		stopSender: make(chan struct{}),

@@ -172,19 +172,27 @@ func Decode(source string) ([]byte, error) {
 	return code, nil
 }
 
-// Plugin returns a plugin.Plugin named name that runs code. log receives
-// the module's stderr tail after each run.
-func (rt *Runtime) Plugin(name string, code []byte, log zerolog.Logger) plugin.Plugin {
+// ModuleKey is the compiled-module cache key of code: its sha256, hex.
+func ModuleKey(code []byte) string {
 	sum := sha256.Sum256(code)
-	return &modulePlugin{rt: rt, name: name, code: code, key: hex.EncodeToString(sum[:]), log: log}
+	return hex.EncodeToString(sum[:])
+}
+
+// Plugin returns a plugin.Plugin named name that runs the module whose
+// ModuleKey is key. load returns the module's bytes; it is called only when
+// the module is not compiled yet, so a caller that already knows the key
+// of a verified artifact need not decode it again. log receives the
+// module's stderr after each run.
+func (rt *Runtime) Plugin(name, key string, load func() ([]byte, error), log zerolog.Logger) plugin.Plugin {
+	return &modulePlugin{rt: rt, name: name, key: key, load: load, log: log}
 }
 
 // modulePlugin is one deployed module, run once per job.
 type modulePlugin struct {
 	rt   *Runtime
 	name string
-	code []byte
-	key  string // sha256 of code: the compiled-module cache key
+	key  string // ModuleKey of the code
+	load func() ([]byte, error)
 	log  zerolog.Logger
 }
 
@@ -284,8 +292,15 @@ func (p *modulePlugin) instantiate(ctx context.Context, cm wazero.CompiledModule
 
 // compile is the cache's miss path.
 func (p *modulePlugin) compile(ctx context.Context) (wazero.CompiledModule, error) {
+	code, err := p.load()
+	if err != nil {
+		return nil, err
+	}
+	if ModuleKey(code) != p.key {
+		return nil, errors.New("module bytes do not match their key") // a caller's bug
+	}
 	p.rt.compiles.Add(1)
-	cm, err := p.rt.r.CompileModule(ctx, p.code)
+	cm, err := p.rt.r.CompileModule(ctx, code)
 	if err != nil {
 		return nil, fmt.Errorf("invalid WebAssembly module: %w", err)
 	}

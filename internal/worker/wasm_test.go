@@ -345,25 +345,41 @@ func TestWasm_EndToEndWithSentinel(t *testing.T) {
 	}
 	dbPath := filepath.Join(t.TempDir(), "words.db")
 	h.topic("wordcount", "output", "sqlite://"+dbPath+"/words", transport.ModeAppend)
-	fv := h.file("speech.txt", "to be or not to be\n")
-	id := h.enqueue(fv, "wordcount", "")
-	startWorker(t, h, worker.Options{Wasm: testWasm(0), Plugins: nil})
+	// Three files for a worker with two slots: two instances of the module
+	// may run at once (the second waiting for the first's compilation);
+	// either way the module is compiled once.
+	texts := []string{"to be or not to be\n", "be quick\n", "Or Not\n"}
+	var fvs, ids []int64
+	for i, text := range texts {
+		fv := h.file(fmt.Sprintf("speech-%d.txt", i), text)
+		fvs = append(fvs, fv)
+		ids = append(ids, h.enqueue(fv, "wordcount", ""))
+	}
+	w := startWorker(t, h, worker.Options{Wasm: testWasm(0), Concurrency: 2})
 
-	var j db.Job
-	eventually(t, wasmWithin, "the job concludes", func() bool {
-		j = h.job(id)
-		return j.Status == db.StatusCompleted || j.Status == db.StatusFailed
-	})
-	if j.Status != db.StatusCompleted {
-		t.Fatalf("job %+v", j)
+	for _, id := range ids {
+		var j db.Job
+		eventually(t, wasmWithin, fmt.Sprintf("job %d concludes", id), func() bool {
+			j = h.job(id)
+			return j.Status == db.StatusCompleted || j.Status == db.StatusFailed
+		})
+		if j.Status != db.StatusCompleted {
+			t.Fatalf("job %+v", j)
+		}
 	}
-	got := querySQLite(t, dbPath, `SELECT word, count, _job_id, _file_version_id FROM words ORDER BY rowid`)
-	want := []string{
-		fmt.Sprintf("be|2|%d|%d", id, fv), fmt.Sprintf("to|2|%d|%d", id, fv),
-		fmt.Sprintf("not|1|%d|%d", id, fv), fmt.Sprintf("or|1|%d|%d", id, fv),
+	want := map[int64][]string{
+		ids[0]: {fmt.Sprintf("be|2|%d", fvs[0]), fmt.Sprintf("to|2|%d", fvs[0]), fmt.Sprintf("not|1|%d", fvs[0]), fmt.Sprintf("or|1|%d", fvs[0])},
+		ids[1]: {fmt.Sprintf("be|1|%d", fvs[1]), fmt.Sprintf("quick|1|%d", fvs[1])},
+		ids[2]: {fmt.Sprintf("not|1|%d", fvs[2]), fmt.Sprintf("or|1|%d", fvs[2])},
 	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("rows\n%q\nwant\n%q", got, want)
+	for id, rows := range want {
+		got := querySQLite(t, dbPath, `SELECT word, count, _file_version_id FROM words WHERE _job_id = ? ORDER BY rowid`, id)
+		if !slices.Equal(got, rows) {
+			t.Errorf("job %d rows\n%q\nwant\n%q", id, got, rows)
+		}
+	}
+	if st := w.Stats(); st.WasmCompiles != 1 || st.WasmCacheHits != 2 {
+		t.Errorf("stats %+v: want one compilation for three jobs", st)
 	}
 }
 

@@ -71,10 +71,10 @@ func BenchmarkCSVTo(b *testing.B) {
 	}
 }
 
-// BenchmarkWasmJob measures what a deployed plugin adds to a job: the
-// artifact check, base64 decode, module hash, and an instance of the cached
-// compiled example plugin (wordcount) running over a 1 KiB text into a JSONL
-// file, with wazero's compiler. The first, compiling, run is not timed.
+// BenchmarkWasmJob measures a deployed plugin's job: the artifact check,
+// an instance of the cached compiled example plugin (wordcount) running
+// over a 1 KiB text, and its rows into a JSONL file, with wazero's
+// compiler. The first run, which decodes and compiles, is not timed.
 func BenchmarkWasmJob(b *testing.B) {
 	mods := BuildTestModules(b)
 	dir := b.TempDir()

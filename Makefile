@@ -4,7 +4,7 @@
 #   make plugins   build every example plugin under plugins/ into
 #                  bin/plugins/<name>.wasm (WebAssembly, WASI preview 1)
 #   make build     build the binaries into bin/
-#   make test      the test command CI runs
+#   make test      go test -race ./... (what README and CI run)
 
 GO ?= go
 PLUGIN_DIR ?= bin/plugins

@@ -247,15 +247,15 @@ func (p *modulePlugin) Run(ctx context.Context, in plugin.Input, emit plugin.Emi
 	if mod != nil {
 		_ = mod.Close(context.Background())
 	}
-	if runErr == nil && out.err == nil {
+	var exit *sys.ExitError
+	exited := errors.As(runErr, &exit)
+	if runErr == nil || (exited && exit.ExitCode() == 0) {
 		out.finish() // a last line without a newline
 	}
 	if s := stderr.String(); s != "" {
 		p.log.Debug().Str("stderr", s).Msg("plugin stderr")
 	}
 
-	var exit *sys.ExitError
-	exited := errors.As(runErr, &exit)
 	switch {
 	case out.err != nil:
 		return out.err // malformed output, or a row the sinks refused

@@ -300,10 +300,12 @@ func (p *modulePlugin) compile(ctx context.Context) (wazero.CompiledModule, erro
 		return nil, errors.New("module bytes do not match their key") // a caller's bug
 	}
 	p.rt.compiles.Add(1)
+	start := time.Now()
 	cm, err := p.rt.r.CompileModule(ctx, code)
 	if err != nil {
 		return nil, fmt.Errorf("invalid WebAssembly module: %w", err)
 	}
+	p.log.Info().Str("module_sha256", p.key).Int("bytes", len(code)).Dur("took", time.Since(start)).Msg("WebAssembly module compiled")
 	for _, m := range cm.ExportedMemories() {
 		if need := uint64(m.Min()) * pageSize; need > p.rt.limitBytes {
 			_ = cm.Close(ctx)

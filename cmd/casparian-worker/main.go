@@ -1,7 +1,7 @@
 // Command casparian-worker is the sample Casparian worker: it connects to a
-// Sentinel, runs the built-in plugins (csv, jsonl, text_stats, checksum) over
-// the files it is dispatched, and writes their rows to SQLite, Parquet, CSV
-// or JSONL sinks. See docs/WORKER.md.
+// Sentinel, runs the built-in plugins (csv, jsonl, text_stats, checksum) and
+// deployed WebAssembly plugins over the files it is dispatched, and writes
+// their rows to SQLite, Parquet, CSV or JSONL sinks. See docs/WORKER.md.
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/internal/worker/wasm"
 )
 
 // version is announced in IDENTIFY; set with -ldflags "-X main.version=...".
@@ -60,13 +61,20 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		"on SIGTERM/SIGINT, how long running jobs may finish before they are aborted (a second signal aborts at once)")
 	sentinelTimeout := fs.Duration("sentinel-timeout", worker.DefaultSentinelTimeout,
 		"replace the connection when nothing has come from the Sentinel for this long (0 = never)")
+	wasmOn := fs.Bool("wasm", true, "run deployed WebAssembly plugins (advertises \"*\": any plugin); --wasm=false runs built-ins only")
+	wasmMemory := fs.Int("wasm-memory-mb", wasm.DefaultMemoryLimit>>20, "memory limit of one WebAssembly plugin run, in MiB")
+	wasmTime := fs.Duration("wasm-time-limit", wasm.DefaultTimeLimit, "time limit of one WebAssembly plugin run")
+	wasmCache := fs.Int("wasm-cache-modules", wasm.DefaultCacheModules, "compiled WebAssembly modules kept in memory")
+	wasmCacheDir := fs.String("wasm-cache-dir", "", "folder for wazero's on-disk compilation cache, kept across restarts (default none)")
+	wasmInterp := fs.Bool("wasm-interpreter", false, "run modules with wazero's interpreter: faster to compile, slower to run")
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal, JSON otherwise)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: casparian-worker [flags]
 
 Connects to a Casparian Sentinel, runs the plugins it is dispatched over
-local files and writes their rows to the sinks each job names:
+local files (built-ins, and deployed WebAssembly modules unless --wasm=false)
+and writes their rows to the sinks each job names:
 sqlite:///abs/file.db/table, parquet:///abs/file.parquet,
 file:///abs/file.csv or file:///abs/file.jsonl (relative paths resolve
 against --output-dir). SIGTERM drains: no new jobs, running ones finish,
@@ -102,6 +110,20 @@ Flags:
 	if *sentinelTimeout == 0 {
 		*sentinelTimeout = -1 // the option's "off"
 	}
+	var wasmOpts *wasm.Options
+	if *wasmOn {
+		if *wasmMemory < 1 || *wasmMemory > 4095 {
+			return fmt.Errorf("--wasm-memory-mb must be 1 to 4095, got %d", *wasmMemory)
+		}
+		if *wasmTime <= 0 {
+			return fmt.Errorf("--wasm-time-limit must be positive, got %s", *wasmTime)
+		}
+		if *wasmCache < 1 {
+			return fmt.Errorf("--wasm-cache-modules must be at least 1, got %d", *wasmCache)
+		}
+		wasmOpts = &wasm.Options{MemoryLimit: int64(*wasmMemory) << 20, TimeLimit: *wasmTime,
+			CacheModules: *wasmCache, CacheDir: *wasmCacheDir, Interpreter: *wasmInterp}
+	}
 	dir, err := filepath.Abs(*outputDir)
 	if err != nil {
 		return fmt.Errorf("--output-dir: %w", err)
@@ -115,6 +137,7 @@ Flags:
 		HeartbeatInterval: *heartbeat,
 		DrainTimeout:      *drain,
 		SentinelTimeout:   *sentinelTimeout,
+		Wasm:              wasmOpts,
 		Version:           version,
 		Logger:            log,
 	})

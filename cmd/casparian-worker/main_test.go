@@ -33,7 +33,8 @@ func TestRun_HelpExplainsEveryFlag(t *testing.T) {
 		t.Fatalf("run --help: %v", err)
 	}
 	for _, want := range []string{"-endpoint", "CASPARIAN_ENDPOINT", "-concurrency", "-plugins", "csv,jsonl", "-output-dir",
-		"parquet://output/<plugin>.parquet", "-heartbeat-interval", "-drain-timeout", "-sentinel-timeout", "-log-level", "-log-format", "-identity"} {
+		"parquet://output/<plugin>.parquet", "-heartbeat-interval", "-drain-timeout", "-sentinel-timeout", "-log-level", "-log-format", "-identity",
+		"-wasm", "-wasm-memory-mb", "-wasm-time-limit", "-wasm-cache-modules", "-wasm-cache-dir", "-wasm-interpreter"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
@@ -51,6 +52,9 @@ func TestRun_RejectsBadFlags(t *testing.T) {
 		"--sentinel-timeout=-1s":  "--sentinel-timeout must not be negative",
 		"--heartbeat-interval=x1": "invalid value",
 		"extra":                   "unexpected arguments",
+		"--wasm-memory-mb=0":      "--wasm-memory-mb must be 1 to 4095",
+		"--wasm-time-limit=0s":    "--wasm-time-limit must be positive",
+		"--wasm-cache-modules=0":  "--wasm-cache-modules must be at least 1",
 	} {
 		var out bytes.Buffer
 		err := run(strings.Fields(args), func(string) string { return "" }, &out, &out, nil)

@@ -37,7 +37,7 @@ const (
 // leaves staged output behind: anything but SUCCESS aborts every sink.
 func (w *Worker) execute(ctx context.Context, id int64, d *transport.Dispatch, log zerolog.Logger) transport.Conclude {
 	start := time.Now()
-	em, size, err := w.process(ctx, id, d)
+	em, size, err := w.process(ctx, id, d, log)
 	if pe := (*panicError)(nil); errors.As(err, &pe) {
 		log.Error().Str("panic", fmt.Sprint(pe.value)).Bytes("stack", pe.stack).Msg("plugin panicked")
 	}
@@ -64,10 +64,10 @@ func (w *Worker) execute(ctx context.Context, id int64, d *transport.Dispatch, l
 
 // process runs the plugin over the file into staged sinks and commits them.
 // The emitter is returned so the caller can read what was written.
-func (w *Worker) process(ctx context.Context, id int64, d *transport.Dispatch) (*emitter, int64, error) {
-	p, ok := w.plugins[d.PluginName]
-	if !ok {
-		return nil, 0, fmt.Errorf("plugin %q is not available on this worker (it runs: %s)", d.PluginName, strings.Join(w.caps, ", "))
+func (w *Worker) process(ctx context.Context, id int64, d *transport.Dispatch, log zerolog.Logger) (*emitter, int64, error) {
+	p, err := w.pluginFor(d, log)
+	if err != nil {
+		return nil, 0, err
 	}
 	routes, err := w.routes(d.Sinks)
 	if err != nil {

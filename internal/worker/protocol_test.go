@@ -163,8 +163,9 @@ func TestWorker_ProtocolWithScriptedSentinel(t *testing.T) {
 	if again := s.next(transport.OpIdentify).payload.(*transport.Identify); !slices.Equal(again.Capabilities, []string{"gate"}) {
 		t.Fatalf("re-IDENTIFY %+v", again)
 	}
-	s.send(transport.OpPrepareEnv, 0, &transport.PrepareEnv{EnvHash: "abc", LockfileContent: ""})
-	if ready := s.next(transport.OpEnvReady).payload.(*transport.EnvReady); ready.EnvHash != "abc" || !ready.Cached {
+	env := worker.EnvHash("lock\n")
+	s.send(transport.OpPrepareEnv, 0, &transport.PrepareEnv{EnvHash: env, LockfileContent: "lock\n"})
+	if ready := s.next(transport.OpEnvReady).payload.(*transport.EnvReady); ready.EnvHash != env || ready.Cached {
 		t.Fatalf("ENV_READY %+v", ready)
 	}
 

@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/internal/worker/wasm"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -91,6 +92,11 @@ type Options struct {
 	// a reconnect's handshake fails; this gets the worker back. Default
 	// DefaultSentinelTimeout; negative turns it off.
 	SentinelTimeout time.Duration
+	// Wasm turns on deployed plugins: WebAssembly modules that a DISPATCH
+	// carries in source_code, run with these limits (zero fields mean
+	// wasm's defaults). The worker then also advertises "*" (any plugin).
+	// nil = built-in plugins only.
+	Wasm *wasm.Options
 	// Version is announced in IDENTIFY.
 	Version string
 	// Logger receives the worker's logs.
@@ -107,6 +113,9 @@ type Stats struct {
 	JobsFailed       int64
 	JobsAborted      int64
 	ReceiptsReplayed int64 // receipts re-sent after a reconnect
+	WasmCompiles     int64 // WebAssembly modules compiled
+	WasmCacheHits    int64 // deployed-plugin runs that found their module compiled
+	WasmRunning      int64 // WebAssembly instances running now
 }
 
 type counters struct {
@@ -116,12 +125,18 @@ type counters struct {
 // Worker is one worker process's runtime. Create it with New and call Run
 // once.
 type Worker struct {
-	opts    Options
-	log     zerolog.Logger
-	plugins map[string]plugin.Plugin
-	caps    []string
-	exe     string
-	stats   counters
+	opts     Options
+	log      zerolog.Logger
+	plugins  map[string]plugin.Plugin
+	builtins []string // names of plugins
+	caps     []string // builtins, and "*" with deployed plugins
+	exe      string
+	stats    counters
+
+	wasm    *wasm.Runtime     // nil: deployed plugins off
+	envMu   sync.Mutex        // guards envs and modKeys
+	envs    map[string]string // lockfiles by env_hash (lower case), from PREPARE_ENV
+	modKeys map[string]string // wasm module keys by verified artifact_hash
 
 	connMu      sync.Mutex        // guards dealer and replacing
 	dealer      *transport.Dealer // replaced by the watchdog
@@ -224,13 +239,28 @@ func New(opts Options) (*Worker, error) {
 		}
 		plugins[name] = p
 	}
+	builtins := plugin.Names(opts.Plugins)
+	caps := builtins
+	var rt *wasm.Runtime
+	if opts.Wasm != nil {
+		var err error
+		if rt, err = wasm.New(context.Background(), *opts.Wasm); err != nil {
+			return nil, err
+		}
+		// The Sentinel's claim reads "*" as any plugin.
+		caps = append([]string{"*"}, builtins...)
+	}
 	exe, _ := os.Executable()
 	return &Worker{
 		opts:       opts,
 		log:        opts.Logger.With().Str("component", "worker").Str("worker_id", opts.Identity).Logger(),
 		plugins:    plugins,
-		caps:       plugin.Names(opts.Plugins),
+		builtins:   builtins,
+		caps:       caps,
 		exe:        exe,
+		wasm:       rt,
+		envs:       map[string]string{},
+		modKeys:    map[string]string{},
 		outbox:     make(chan outMsg, outboxSize),
 		beatNow:    make(chan struct{}, 1),
 		stopSender: make(chan struct{}),
@@ -270,7 +300,7 @@ func (w *Worker) Identity() string { return w.opts.Identity }
 
 // Stats returns a snapshot of the counters.
 func (w *Worker) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Identifies:       w.stats.identifies.Load(),
 		Reconnects:       w.stats.reconnects.Load(),
 		JobsStarted:      w.stats.started.Load(),
@@ -280,6 +310,11 @@ func (w *Worker) Stats() Stats {
 		JobsAborted:      w.stats.aborted.Load(),
 		ReceiptsReplayed: w.stats.replayed.Load(),
 	}
+	if w.wasm != nil {
+		ws := w.wasm.Stats()
+		st.WasmCompiles, st.WasmCacheHits, st.WasmRunning = ws.Compiles, ws.CacheHits, ws.Running
+	}
+	return st
 }
 
 // Abort makes a drain that is under way, or that starts later, abort the
@@ -295,6 +330,13 @@ func (w *Worker) Abort() { w.abortOnce.Do(func() { close(w.abortNow) }) }
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("worker: Run called twice")
+	}
+	if w.wasm != nil {
+		// After the drain: every job has concluded (a module stops when its
+		// job's context ends, so none outlives it).
+		defer w.wasm.Close(context.Background())
+		mem, limit := w.wasm.Limits()
+		w.log.Info().Int64("memory_limit_mib", mem>>20).Dur("time_limit", limit).Msg("deployed WebAssembly plugins enabled")
 	}
 	w.log.Info().Str("endpoint", w.opts.Endpoint).Strs("plugins", w.caps).Int("concurrency", w.opts.Concurrency).
 		Str("output_dir", w.opts.OutputDir).Msg("connecting to the Sentinel")
@@ -573,10 +615,7 @@ func (w *Worker) handle(msg transport.Message) {
 		}
 		w.log.Warn().Int64("job_id", jobID).Str("error", e.Message).Msg("error from the Sentinel")
 	case transport.OpPrepareEnv:
-		// Built-in plugins need no environment: report it ready at once so
-		// the Sentinel does not hold the job back waiting for one.
-		p := payload.(*transport.PrepareEnv)
-		w.send(transport.OpEnvReady, 0, &transport.EnvReady{EnvHash: p.EnvHash, InterpreterPath: w.exe, Cached: true})
+		w.prepareEnv(payload.(*transport.PrepareEnv))
 	case transport.OpReload:
 		w.log.Info().Msg("RELOAD ignored: this worker has no reloadable configuration")
 	default:

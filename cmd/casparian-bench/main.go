@@ -342,10 +342,6 @@ func dialWorker(ctx context.Context, endpoint, id string, caps []string, slots i
 	}
 	w := &benchWorker{id: id, d: d, held: map[uint64]struct{}{}}
 	w.phase.Store(&phase{done: &atomic.Int64{}, lat: &latencies{}})
-	now := time.Now()
-	for i := 0; i < slots; i++ {
-		w.freed = append(w.freed, now)
-	}
 	if err := w.identify(caps, slots); err != nil {
 		return nil, err
 	}
@@ -355,9 +351,18 @@ func dialWorker(ctx context.Context, endpoint, id string, caps []string, slots i
 }
 
 // identify (re-)announces the worker; no plugins and no slots pause it.
+// Every slot counts as free from now: the latency of the next DISPATCHes is
+// measured from here, oldest free slot first.
 func (w *benchWorker) identify(caps []string, slots int) error {
 	hello := &transport.Identify{Capabilities: append([]string{}, caps...), WorkerID: w.id, MaxConcurrentJobs: slots}
 	w.hello.Store(hello)
+	now := time.Now()
+	w.mu.Lock()
+	w.freed = w.freed[:0]
+	for range slots {
+		w.freed = append(w.freed, now)
+	}
+	w.mu.Unlock()
 	return w.send(transport.OpIdentify, 0, hello)
 }
 

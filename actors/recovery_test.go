@@ -2,6 +2,7 @@ package actors_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,6 +105,36 @@ func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
 	eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(id).Status == db.StatusCompleted })
 	if j := h.job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d", j.RetryCount, j.Attempt, len(w.Received()))
+	}
+}
+
+// TestRecovery_AbortTheSentinelDidNotAskForIsRetried: a worker that stops a
+// job on its own (shutting down, or obeying an ABORT meant for an earlier
+// claim of the same job id) reports ABORTED; that is no verdict on the job,
+// so it is retried, and only running out of retries fails it.
+func TestRecovery_AbortTheSentinelDidNotAskForIsRetried(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.MaxRetries = 2 })
+	h.plugin("p")
+	retried := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	var calls atomic.Int32
+	h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+		if j.ID == retried && calls.Add(1) == 1 {
+			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "worker is shutting down"}
+		}
+		if j.ID != retried {
+			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "always aborts"}
+		}
+		return testworker.Succeed(ctx, j)
+	}})
+	eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(retried).Status == db.StatusCompleted })
+	if j := h.job(retried); j.RetryCount != 1 || j.Attempt != 2 {
+		t.Errorf("retry_count %d attempt %d, want 1 and 2", j.RetryCount, j.Attempt)
+	}
+
+	hopeless := h.enqueue(h.file("b.txt", "b\n"), "p", 0)
+	eventually(t, 20*time.Second, "always-aborted job FAILED", func() bool { return h.job(hopeless).Status == db.StatusFailed })
+	if j := h.job(hopeless); j.RetryCount != 2 || !strings.Contains(j.ErrorMessage, "aborted by the worker: always aborts (gave up after 2 retries)") {
+		t.Errorf("retry_count %d, message %q", j.RetryCount, j.ErrorMessage)
 	}
 }
 

@@ -334,10 +334,17 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 		return
 	}
 	a.deps.stats.JobDuration.Since(j.since)
-	if !j.abortBy.IsZero() && !j.cancelled && m.Receipt.Status == transport.StatusAborted {
-		// We aborted it for running too long: an infrastructure retry, not
-		// the plugin's verdict.
-		a.requeue(ctx, j, "job timeout after "+a.deps.cfg.JobTimeout.String())
+	if m.Receipt.Status == transport.StatusAborted && !j.cancelled {
+		// An abort is never the plugin's verdict. Either we aborted it for
+		// running too long, or the worker stopped it on its own (it is
+		// shutting down, or it acted on an ABORT meant for an earlier
+		// claim of the same job: ABORT names only the job). Both are
+		// infrastructure faults: retry, within --max-retries.
+		reason := "job timeout after " + a.deps.cfg.JobTimeout.String()
+		if j.abortBy.IsZero() {
+			reason = "aborted by the worker: " + orDefault(m.Receipt.ErrorMessage, "no message")
+		}
+		a.requeue(ctx, j, reason)
 		return
 	}
 	if m.Receipt.Status == transport.StatusRejected {
@@ -413,8 +420,9 @@ func (a *workerActor) send(ctx actor.Context, op transport.Opcode, jobID int64, 
 
 // receiptConclusion maps a CONCLUDE to what it does to the job: SUCCESS →
 // COMPLETED with the receipt, FAILED → FAILED with the message, ABORTED →
-// FAILED with the message (SKIPPED if an operator cancelled the job),
-// REJECTED → requeued with backoff (FAILED over the retry limit).
+// SKIPPED when an operator cancelled the job (conclude requeues the other
+// aborts first), REJECTED → requeued with backoff (FAILED over the retry
+// limit).
 func receiptConclusion(ref JobRef, r *transport.Conclude, retries int64, d deps) *ConcludeJob {
 	c := &ConcludeJob{Ref: ref}
 	switch r.Status {

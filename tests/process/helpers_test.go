@@ -43,10 +43,13 @@ const (
 	plugin = "file_stats"
 )
 
-// Paths of the binaries TestMain builds.
+// Paths of the binaries and the WebAssembly plugin TestMain builds.
 var (
-	sentinelBin string
-	workerBin   string
+	sentinelBin     string
+	workerBin       string
+	sampleWorkerBin string // cmd/casparian-worker, which runs deployed plugins
+	cliBin          string // cmd/casparian: keygen, publish
+	wordcountWasm   string // plugins/wordcount for wasip1
 )
 
 func TestMain(m *testing.M) {
@@ -62,13 +65,24 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	sentinelBin = filepath.Join(dir, "casparian-sentinel")
 	workerBin = filepath.Join(dir, "casparian-testworker")
+	sampleWorkerBin = filepath.Join(dir, "casparian-worker")
+	cliBin = filepath.Join(dir, "casparian")
+	wordcountWasm = filepath.Join(dir, "wordcount.wasm")
 	for bin, pkg := range map[string]string{
-		sentinelBin: "github.com/casparian/sentinel/cmd/casparian-sentinel",
-		workerBin:   "github.com/casparian/sentinel/cmd/casparian-testworker",
+		sentinelBin:     "github.com/casparian/sentinel/cmd/casparian-sentinel",
+		workerBin:       "github.com/casparian/sentinel/cmd/casparian-testworker",
+		sampleWorkerBin: "github.com/casparian/sentinel/cmd/casparian-worker",
+		cliBin:          "github.com/casparian/sentinel/cmd/casparian",
+		wordcountWasm:   "github.com/casparian/sentinel/plugins/wordcount",
 	} {
 		// The binaries are built without -race: only the test process runs
-		// under the race detector, which keeps the processes fast.
+		// under the race detector, which keeps the processes fast. GOFLAGS
+		// is cleared so that a -race there does not reach them either.
 		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Env = append(os.Environ(), "GOFLAGS=")
+		if bin == wordcountWasm {
+			build.Env = append(build.Env, "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+		}
 		out, err := build.CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "process tests: go build %s FAILED: %v\n%s\n", pkg, err, out)
@@ -347,6 +361,7 @@ type sentinelOpts struct {
 	maxRetries      int
 	drainTimeout    time.Duration
 	shutdownTimeout time.Duration
+	extra           []string // more flags
 }
 
 func defaultSentinelOpts() sentinelOpts {
@@ -372,6 +387,7 @@ func (c *cluster) startSentinel(name string, o sentinelOpts) *proc {
 		"--drain-timeout", o.drainTimeout.String(),
 		"--shutdown-timeout", o.shutdownTimeout.String(),
 	}
+	args = append(args, o.extra...)
 	p, err := startProc(name, sentinelBin, args...)
 	if err != nil {
 		c.t.Fatal(err)

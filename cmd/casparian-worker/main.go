@@ -60,6 +60,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		"on SIGTERM/SIGINT, how long running jobs may finish before they are aborted (a second signal aborts at once)")
 	sentinelTimeout := fs.Duration("sentinel-timeout", worker.DefaultSentinelTimeout,
 		"replace the connection when nothing has come from the Sentinel for this long (0 = never)")
+	jobDelay := fs.Duration("job-delay", 0,
+		"wait this long at the start of every job (for demos and failure tests that need long jobs; 0 = off)")
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal, JSON otherwise)")
 	fs.Usage = func() {
@@ -96,6 +98,9 @@ Flags:
 	if *drain <= 0 {
 		return fmt.Errorf("--drain-timeout must be positive, got %s", *drain)
 	}
+	if *jobDelay < 0 {
+		return fmt.Errorf("--job-delay must not be negative, got %s", *jobDelay)
+	}
 	if *sentinelTimeout < 0 {
 		return fmt.Errorf("--sentinel-timeout must not be negative, got %s", *sentinelTimeout)
 	}
@@ -115,6 +120,7 @@ Flags:
 		HeartbeatInterval: *heartbeat,
 		DrainTimeout:      *drain,
 		SentinelTimeout:   *sentinelTimeout,
+		JobDelay:          *jobDelay,
 		Version:           version,
 		Logger:            log,
 	})

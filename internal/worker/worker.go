@@ -91,6 +91,11 @@ type Options struct {
 	// a reconnect's handshake fails; this gets the worker back. Default
 	// DefaultSentinelTimeout; negative turns it off.
 	SentinelTimeout time.Duration
+	// JobDelay makes every job wait this long before its plugin runs (an
+	// ABORT or a drain deadline ends the wait). It exists for demos and
+	// failure tests that need jobs to stay RUNNING long enough to kill or
+	// disconnect something mid-job; 0, the default, adds nothing.
+	JobDelay time.Duration
 	// Version is announced in IDENTIFY.
 	Version string
 	// Logger receives the worker's logs.

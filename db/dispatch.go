@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -104,8 +105,54 @@ func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, r
 	if err != nil {
 		return d, "dispatch: " + err.Error(), nil
 	}
-	d.Sinks = mergeSinks(plugin, sinks, overrides)
+	d.Sinks = expandFileStem(mergeSinks(plugin, sinks, overrides), d.FilePath)
 	return d, "", nil
+}
+
+// FileStemPlaceholder in a sink URI is replaced, at dispatch, by the input
+// file's name without its extension, with every character other than ASCII
+// letters, digits and '_' turned into '_' (so it is also a valid SQLite
+// table name). It gives each input file its own output, so files whose
+// columns differ never meet in one table: with mode replace,
+// "sqlite://output/casparian.db/{file_stem}" keeps one table per file, and a
+// new version of the file replaces its table. Workers receive the expanded
+// URI and need not know the placeholder.
+const FileStemPlaceholder = "{file_stem}"
+
+// expandFileStem returns sinks with FileStemPlaceholder expanded for the
+// file at path. The slice is copied only when a URI changes.
+func expandFileStem(sinks []Sink, path string) []Sink {
+	var out []Sink
+	for i, s := range sinks {
+		if !strings.Contains(s.URI, FileStemPlaceholder) {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(sinks)
+		}
+		out[i].URI = strings.ReplaceAll(s.URI, FileStemPlaceholder, fileStem(path))
+	}
+	if out == nil {
+		return sinks
+	}
+	return out
+}
+
+// fileStem is the base name of path without its extension, as an
+// identifier: "2026-01 orders.csv" → "2026_01_orders"; a name that is all
+// extension (".env") keeps it, so the stem is never empty.
+func fileStem(path string) string {
+	base := filepath.Base(path)
+	if stem := strings.TrimSuffix(base, filepath.Ext(base)); stem != "" {
+		base = stem
+	}
+	b := []byte(base)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // path follows version -> location -> source root and joins the root's path

@@ -138,3 +138,55 @@ func TestJobsClaim_NewestActiveManifestWins(t *testing.T) {
 		t.Errorf("claims = %+v", c)
 	}
 }
+
+func TestFileStem(t *testing.T) {
+	for in, want := range map[string]string{
+		"/data/inbox/orders.csv":              "orders",
+		"/data/inbox/2026-01 orders.v2.csv":   "2026_01_orders_v2",
+		"/data/inbox/.env":                    "_env",
+		"/data/inbox/README":                  "README",
+		"/data/inbox/sub/Überweisungen.jsonl": "__berweisungen", // two bytes of UTF-8, two underscores
+	} {
+		if got := fileStem(in); got != want {
+			t.Errorf("fileStem(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestJobsClaim_ExpandsFileStemInSinkURIs(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	s := seedBasics(t, db)
+	if _, err := db.PluginManifestActivate(ctx, "p", "1", "src", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.TopicConfigAdd(ctx, "p", "output", "sqlite://output/all.db/{file_stem}", "replace", ""); err != nil {
+		t.Fatal(err)
+	}
+	plain := enqueue(t, db, s.fv, "p", 2)
+	overridden, err := db.JobEnqueue(ctx, s.fv, "p", 1, `{"output": {"uri": "parquet://o/{file_stem}-{file_stem}.parquet"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := claim(t, db, "w", 2, "p")
+	got := map[int64]string{}
+	for _, c := range claims {
+		got[c.Ref.JobID] = c.Dispatch.Sinks[0].URI
+	}
+	want := map[int64]string{plain: "sqlite://output/all.db/a", overridden: "parquet://o/a-a.parquet"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("output URIs %v, want %v", got, want)
+	}
+	// The stored configuration keeps the placeholder.
+	topics, err := db.reader.QueryContext(ctx, `SELECT uri FROM cf_topic_config`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topics.Close()
+	for topics.Next() {
+		var uri string
+		if err := topics.Scan(&uri); err != nil || uri != "sqlite://output/all.db/{file_stem}" {
+			t.Fatalf("stored uri %q (%v)", uri, err)
+		}
+	}
+}

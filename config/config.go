@@ -63,6 +63,11 @@ type Config struct {
 	// ScanInterval is the pause between two scans of the active source roots; 0 turns the scanner off.
 	// Default 10s.
 	ScanInterval time.Duration
+
+	// Bootstrap is a JSON file (see Bootstrap) applied to the database at
+	// every start: source roots, routing rules, subscriptions, manifests and
+	// sinks that are missing are added, nothing else changes. Default "": none.
+	Bootstrap string
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -119,6 +124,8 @@ func (c *Config) settings() []setting {
 		{name: "abort-grace", usage: "how long an aborted job may take to conclude before it is requeued anyway", dur: &c.AbortGrace},
 		{name: "http", usage: "host:port of the operator HTTP API, /metrics, /healthz and status page (\"\" = off)", str: &c.HTTP},
 		{name: "scan-interval", usage: "pause between scans of the active source roots (0 = scanner off)", dur: &c.ScanInterval},
+
+		{name: "bootstrap", usage: "JSON file of source roots, routes, subscriptions, manifests and sinks added at start if missing", str: &c.Bootstrap},
 	}
 }
 

@@ -59,7 +59,7 @@ func TestCompose_UpProcessesTheInbox(t *testing.T) {
 	}
 }
 
-// A worker killed while it runs a job: the job is requeued and completed by
+// A worker killed (SIGKILL, see crash) while it runs a job: the job is requeued and completed by
 // another worker, and the killed container is restarted by its restart
 // policy and identifies again under a new identity.
 func TestCompose_KilledWorkerJobIsCompletedByAnother(t *testing.T) {
@@ -72,7 +72,7 @@ func TestCompose_KilledWorkerJobIsCompletedByAnother(t *testing.T) {
 	if victim == "" {
 		t.Fatalf("no container for worker %s", running.Worker)
 	}
-	s.docker("kill", victim)
+	s.crash(victim)
 	t.Logf("killed %s (worker %s) while it ran job %d", victim[:12], running.Worker, running.ID)
 
 	// The restart policy brings the container back, and its worker
@@ -105,7 +105,7 @@ func TestCompose_KilledWorkerJobIsCompletedByAnother(t *testing.T) {
 	s.checkOutputs(final)
 }
 
-// The Sentinel killed mid-run: its restart policy restarts it, the workers
+// The Sentinel killed (SIGKILL, see crash) mid-run: its restart policy restarts it, the workers
 // reconnect and identify again with the jobs they hold, and every job
 // completes exactly once.
 func TestCompose_KilledSentinelRestartsAndLosesNothing(t *testing.T) {
@@ -123,7 +123,7 @@ func TestCompose_KilledSentinelRestartsAndLosesNothing(t *testing.T) {
 		return running >= 3, fmt.Sprint(running)
 	})
 	sentinel := s.sentinel()
-	s.docker("kill", sentinel)
+	s.crash(sentinel)
 	t.Log("killed the sentinel with jobs running")
 
 	s.eventually(upTimeout, "the sentinel restarts and is healthy", func() (bool, string) {

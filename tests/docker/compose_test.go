@@ -242,7 +242,7 @@ func TestCompose_DisconnectedWorkerIsReplacedAndItsLateReceiptIgnored(t *testing
 // is intact (concluded jobs unchanged, the bootstrap adds nothing) and the
 // remaining jobs are processed, none twice.
 func TestCompose_DownAndUpKeepsTheDatabaseAndResumes(t *testing.T) {
-	s := newStack(t, 3*time.Second)
+	s := newStack(t, 5*time.Second)
 	s.up(3)
 	dir := t.TempDir()
 	var files []string
@@ -269,14 +269,14 @@ func TestCompose_DownAndUpKeepsTheDatabaseAndResumes(t *testing.T) {
 				queued++
 			}
 		}
-		return len(jobs) == len(expected) && len(done) >= 6 && queued >= 6, fmt.Sprintf("%d jobs, %d done, %d queued", len(jobs), len(done), queued)
+		return len(done) >= 3 && queued >= 6, fmt.Sprintf("%d jobs, %d done, %d queued", len(jobs), len(done), queued)
 	})
 	// `down` is `stop` then remove: stopping first lets the test keep the
 	// workers' logs (their conclusions during the drain) before removal.
 	s.compose("stop", "-t", "40")
 	s.saved = s.conclusions()
 	s.compose("down")
-	t.Logf("down with %d of %d jobs COMPLETED", len(done), len(expected))
+	t.Logf("down with %d of %d jobs COMPLETED when the stop began", len(done), len(expected))
 
 	s.up(3)
 	if lines := s.logLines(s.sentinel(), "bootstrap applied"); len(lines) != 1 || lines[0]["changes"] != float64(0) {

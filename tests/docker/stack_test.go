@@ -234,15 +234,24 @@ func (s *stack) crash(container string) {
 	}
 }
 
-// copyIn copies files from samples/ (or any absolute path) into the inbox.
+// copyIn copies files from samples/ (or absolute paths) into the inbox
+// with one `docker cp`, so the scanner finds them all in the same pass.
 func (s *stack) copyIn(paths ...string) {
 	s.t.Helper()
+	dir := s.t.TempDir()
 	for _, p := range paths {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(repoRoot, "samples", p)
 		}
-		s.docker("cp", p, s.sentinel()+":/data/inbox/"+filepath.Base(p))
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), raw, 0o644); err != nil {
+			s.t.Fatal(err)
+		}
 	}
+	s.docker("cp", dir+"/.", s.sentinel()+":/data/inbox/")
 }
 
 // copyOutput copies /data/output out of the stack into a temp dir.

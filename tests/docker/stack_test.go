@@ -470,6 +470,11 @@ func (s *stack) checkFinal(expected []string, lateReceipts map[int64]bool) map[s
 	if len(byKey) != len(expected) {
 		s.t.Errorf("%d jobs, want %d: %v", len(byKey), len(expected), keys(byKey))
 	}
+	attempts := map[int64]int{}
+	for _, j := range jobs {
+		attempts[j.Attempt]++
+	}
+	s.t.Logf("%d jobs COMPLETED; jobs by attempt: %v", len(jobs), attempts)
 	successes := map[int64][]string{}
 	for _, c := range s.conclusions() {
 		if c.Status == "SUCCESS" {

@@ -68,7 +68,7 @@ type BootstrapManifest struct {
 }
 
 // BootstrapTopic is one output sink of a plugin. The URI may contain
-// {file_stem}, expanded per job to the input file's name.
+// {file_stem} or {file_name}, expanded per job from the input file's name.
 type BootstrapTopic struct {
 	Topic string `json:"topic"`
 	URI   string `json:"uri"`

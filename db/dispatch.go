@@ -105,32 +105,45 @@ func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, r
 	if err != nil {
 		return d, "dispatch: " + err.Error(), nil
 	}
-	d.Sinks = expandFileStem(mergeSinks(plugin, sinks, overrides), d.FilePath)
+	d.Sinks = expandFilePlaceholders(mergeSinks(plugin, sinks, overrides), d.FilePath)
 	return d, "", nil
 }
 
-// FileStemPlaceholder in a sink URI is replaced, at dispatch, by the input
-// file's name without its extension, with every character other than ASCII
-// letters, digits and '_' turned into '_' (so it is also a valid SQLite
-// table name). It gives each input file its own output, so files whose
+// Placeholders a sink URI may contain, replaced at dispatch by names
+// derived from the input file, with every character other than ASCII
+// letters, digits and '_' turned into '_' (so they are also valid SQLite
+// table names). They give each input file its own output, so files whose
 // columns differ never meet in one table: with mode replace,
 // "sqlite://output/casparian.db/{file_stem}" keeps one table per file, and a
 // new version of the file replaces its table. Workers receive the expanded
-// URI and need not know the placeholder.
-const FileStemPlaceholder = "{file_stem}"
+// URI and need not know the placeholders.
+const (
+	// FileStemPlaceholder is the file's name without its extension:
+	// "2026-01 orders.csv" → "2026_01_orders".
+	FileStemPlaceholder = "{file_stem}"
+	// FileNamePlaceholder is the whole file name, for outputs that
+	// files of several types share: "orders.csv" → "orders_csv".
+	FileNamePlaceholder = "{file_name}"
+)
 
-// expandFileStem returns sinks with FileStemPlaceholder expanded for the
+// expandFilePlaceholders returns sinks with the file placeholders expanded for the
 // file at path. The slice is copied only when a URI changes.
-func expandFileStem(sinks []Sink, path string) []Sink {
+func expandFilePlaceholders(sinks []Sink, path string) []Sink {
 	var out []Sink
 	for i, s := range sinks {
-		if !strings.Contains(s.URI, FileStemPlaceholder) {
+		if !strings.Contains(s.URI, FileStemPlaceholder) && !strings.Contains(s.URI, FileNamePlaceholder) {
 			continue
 		}
 		if out == nil {
 			out = slices.Clone(sinks)
 		}
-		out[i].URI = strings.ReplaceAll(s.URI, FileStemPlaceholder, fileStem(path))
+		base := filepath.Base(path)
+		stem := strings.TrimSuffix(base, filepath.Ext(base))
+		if stem == "" { // a name that is all extension (".env") keeps it
+			stem = base
+		}
+		out[i].URI = strings.NewReplacer(FileStemPlaceholder, identifier(stem),
+			FileNamePlaceholder, identifier(base)).Replace(s.URI)
 	}
 	if out == nil {
 		return sinks
@@ -138,15 +151,10 @@ func expandFileStem(sinks []Sink, path string) []Sink {
 	return out
 }
 
-// fileStem is the base name of path without its extension, as an
-// identifier: "2026-01 orders.csv" → "2026_01_orders"; a name that is all
-// extension (".env") keeps it, so the stem is never empty.
-func fileStem(path string) string {
-	base := filepath.Base(path)
-	if stem := strings.TrimSuffix(base, filepath.Ext(base)); stem != "" {
-		base = stem
-	}
-	b := []byte(base)
+// identifier replaces every byte that is not an ASCII letter, digit or '_'
+// with '_'.
+func identifier(name string) string {
+	b := []byte(name)
 	for i, c := range b {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
 			b[i] = '_'

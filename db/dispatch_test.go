@@ -139,21 +139,27 @@ func TestJobsClaim_NewestActiveManifestWins(t *testing.T) {
 	}
 }
 
-func TestFileStem(t *testing.T) {
+func TestExpandFilePlaceholders(t *testing.T) {
+	uri := "sqlite://o.db/{file_stem}|{file_name}"
 	for in, want := range map[string]string{
-		"/data/inbox/orders.csv":              "orders",
-		"/data/inbox/2026-01 orders.v2.csv":   "2026_01_orders_v2",
-		"/data/inbox/.env":                    "_env",
-		"/data/inbox/README":                  "README",
-		"/data/inbox/sub/Überweisungen.jsonl": "__berweisungen", // two bytes of UTF-8, two underscores
+		"/data/inbox/orders.csv":              "sqlite://o.db/orders|orders_csv",
+		"/data/inbox/2026-01 orders.v2.csv":   "sqlite://o.db/2026_01_orders_v2|2026_01_orders_v2_csv",
+		"/data/inbox/.env":                    "sqlite://o.db/_env|_env",
+		"/data/inbox/README":                  "sqlite://o.db/README|README",
+		"/data/inbox/sub/Überweisungen.jsonl": "sqlite://o.db/__berweisungen|__berweisungen_jsonl", // Ü is two bytes
 	} {
-		if got := fileStem(in); got != want {
-			t.Errorf("fileStem(%q) = %q, want %q", in, got, want)
+		got := expandFilePlaceholders([]Sink{{Topic: "output", URI: uri}}, in)
+		if got[0].URI != want {
+			t.Errorf("%s: %q, want %q", in, got[0].URI, want)
 		}
+	}
+	plain := []Sink{{Topic: "output", URI: "parquet://x.parquet"}}
+	if got := expandFilePlaceholders(plain, "/a/b.csv"); &got[0] != &plain[0] {
+		t.Error("sinks without placeholders were copied")
 	}
 }
 
-func TestJobsClaim_ExpandsFileStemInSinkURIs(t *testing.T) {
+func TestJobsClaim_ExpandsFilePlaceholdersInSinkURIs(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
 	s := seedBasics(t, db)

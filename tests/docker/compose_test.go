@@ -45,8 +45,8 @@ func TestCompose_UpProcessesTheInbox(t *testing.T) {
 			t.Errorf("table %s: %d rows, want %d", table, n, rows)
 		}
 	}
-	for _, f := range []string{"jsonl/events.parquet", "text_stats/notes.parquet", "checksum/orders.parquet",
-		"checksum/customers.parquet", "checksum/events.parquet", "checksum/notes.parquet"} {
+	for _, f := range []string{"jsonl/events.parquet", "text_stats/notes.parquet", "checksum/orders_csv.parquet",
+		"checksum/customers_csv.parquet", "checksum/events_jsonl.parquet", "checksum/notes_txt.parquet"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("output %s: %v", f, err)
 		}

@@ -29,7 +29,7 @@ var sampleJobs = []string{
 func TestCompose_UpProcessesTheInbox(t *testing.T) {
 	s := newStack(t, 0)
 	s.up(3)
-	// The bootstrap ran once: a second look at the log finds one line.
+	// The first start applied the bootstrap file: one log line, some changes.
 	if lines := s.logLines(s.sentinel(), "bootstrap applied"); len(lines) != 1 || lines[0]["changes"] == float64(0) {
 		t.Fatalf("bootstrap log lines: %v", lines)
 	}

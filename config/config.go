@@ -74,6 +74,11 @@ type Config struct {
 	// EnvTimeout is how long a worker may take to answer PREPARE_ENV before the job is tried on another
 	// worker. Default 10m.
 	EnvTimeout time.Duration
+
+	// Bootstrap is a JSON file (see Bootstrap) applied to the database at
+	// every start: source roots, routing rules, subscriptions, manifests and
+	// sinks that are missing are added, nothing else changes. Default "": none.
+	Bootstrap string
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -135,6 +140,8 @@ func (c *Config) settings() []setting {
 		{name: "trusted-keys", usage: "PEM public key file or folder of *.pub/*.pem files of trusted plugin publishers", str: &c.TrustedKeys},
 		{name: "allow-unsigned", usage: "DEVELOPMENT ONLY: accept unsigned or unknown-key DEPLOYs (hashes still checked)", flag: &c.AllowUnsigned},
 		{name: "env-timeout", usage: "how long a worker may take to prepare an environment (PREPARE_ENV) before the job goes elsewhere", dur: &c.EnvTimeout},
+
+		{name: "bootstrap", usage: "JSON file of source roots, routes, subscriptions, manifests and sinks added at start if missing", str: &c.Bootstrap},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -119,8 +120,62 @@ func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, r
 	if err != nil {
 		return d, "dispatch: " + err.Error(), nil
 	}
-	d.Sinks = mergeSinks(plugin, sinks, overrides)
+	d.Sinks = expandFilePlaceholders(mergeSinks(plugin, sinks, overrides), d.FilePath)
 	return d, "", nil
+}
+
+// Placeholders a sink URI may contain, replaced at dispatch by names
+// derived from the input file, with every character other than ASCII
+// letters, digits and '_' turned into '_' (so they are also valid SQLite
+// table names). They give each input file its own output, so files whose
+// columns differ never meet in one table: with mode replace,
+// "sqlite://output/casparian.db/{file_stem}" keeps one table per file, and a
+// new version of the file replaces its table. Workers receive the expanded
+// URI and need not know the placeholders.
+const (
+	// FileStemPlaceholder is the file's name without its extension:
+	// "2026-01 orders.csv" → "2026_01_orders".
+	FileStemPlaceholder = "{file_stem}"
+	// FileNamePlaceholder is the whole file name, for outputs that
+	// files of several types share: "orders.csv" → "orders_csv".
+	FileNamePlaceholder = "{file_name}"
+)
+
+// expandFilePlaceholders returns sinks with the file placeholders expanded for the
+// file at path. The slice is copied only when a URI changes.
+func expandFilePlaceholders(sinks []Sink, path string) []Sink {
+	var out []Sink
+	for i, s := range sinks {
+		if !strings.Contains(s.URI, FileStemPlaceholder) && !strings.Contains(s.URI, FileNamePlaceholder) {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(sinks)
+		}
+		base := filepath.Base(path)
+		stem := strings.TrimSuffix(base, filepath.Ext(base))
+		if stem == "" { // a name that is all extension (".env") keeps it
+			stem = base
+		}
+		out[i].URI = strings.NewReplacer(FileStemPlaceholder, identifier(stem),
+			FileNamePlaceholder, identifier(base)).Replace(s.URI)
+	}
+	if out == nil {
+		return sinks
+	}
+	return out
+}
+
+// identifier replaces every byte that is not an ASCII letter, digit or '_'
+// with '_'.
+func identifier(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // path follows version -> location -> source root and joins the root's path

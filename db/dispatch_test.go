@@ -138,3 +138,61 @@ func TestJobsClaim_NewestActiveManifestWins(t *testing.T) {
 		t.Errorf("claims = %+v", c)
 	}
 }
+
+func TestExpandFilePlaceholders(t *testing.T) {
+	uri := "sqlite://o.db/{file_stem}|{file_name}"
+	for in, want := range map[string]string{
+		"/data/inbox/orders.csv":              "sqlite://o.db/orders|orders_csv",
+		"/data/inbox/2026-01 orders.v2.csv":   "sqlite://o.db/2026_01_orders_v2|2026_01_orders_v2_csv",
+		"/data/inbox/.env":                    "sqlite://o.db/_env|_env",
+		"/data/inbox/README":                  "sqlite://o.db/README|README",
+		"/data/inbox/sub/Überweisungen.jsonl": "sqlite://o.db/__berweisungen|__berweisungen_jsonl", // Ü is two bytes
+	} {
+		got := expandFilePlaceholders([]Sink{{Topic: "output", URI: uri}}, in)
+		if got[0].URI != want {
+			t.Errorf("%s: %q, want %q", in, got[0].URI, want)
+		}
+	}
+	plain := []Sink{{Topic: "output", URI: "parquet://x.parquet"}}
+	if got := expandFilePlaceholders(plain, "/a/b.csv"); &got[0] != &plain[0] {
+		t.Error("sinks without placeholders were copied")
+	}
+}
+
+func TestJobsClaim_ExpandsFilePlaceholdersInSinkURIs(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	s := seedBasics(t, db)
+	if _, err := db.PluginManifestActivate(ctx, "p", "1", "src", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.TopicConfigAdd(ctx, "p", "output", "sqlite://output/all.db/{file_stem}", "replace", ""); err != nil {
+		t.Fatal(err)
+	}
+	plain := enqueue(t, db, s.fv, "p", 2)
+	overridden, err := db.JobEnqueue(ctx, s.fv, "p", 1, `{"output": {"uri": "parquet://o/{file_stem}-{file_stem}.parquet"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := claim(t, db, "w", 2, "p")
+	got := map[int64]string{}
+	for _, c := range claims {
+		got[c.Ref.JobID] = c.Dispatch.Sinks[0].URI
+	}
+	want := map[int64]string{plain: "sqlite://output/all.db/a", overridden: "parquet://o/a-a.parquet"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("output URIs %v, want %v", got, want)
+	}
+	// The stored configuration keeps the placeholder.
+	topics, err := db.reader.QueryContext(ctx, `SELECT uri FROM cf_topic_config`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topics.Close()
+	for topics.Next() {
+		var uri string
+		if err := topics.Scan(&uri); err != nil || uri != "sqlite://output/all.db/{file_stem}" {
+			t.Fatalf("stored uri %q (%v)", uri, err)
+		}
+	}
+}

@@ -45,6 +45,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func runWithReady(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(ctx, args[1:], getenv, stdout)
+	}
 	cfg, err := config.Load(args, getenv, stdout)
 	if err != nil {
 		return err
@@ -53,12 +56,28 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
+	// A bad bootstrap file fails the start before anything is opened.
+	var boot *config.Bootstrap
+	if cfg.Bootstrap != "" {
+		b, err := config.ReadBootstrap(cfg.Bootstrap)
+		if err != nil {
+			return fmt.Errorf("--bootstrap: %w", err)
+		}
+		boot = &b
+	}
 
 	store, err := db.Open(ctx, cfg.Database)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer store.Close()
+	if boot != nil {
+		changes, err := store.BootstrapApply(ctx, bootstrapForDB(*boot))
+		if err != nil {
+			return fmt.Errorf("--bootstrap %s: %w", cfg.Bootstrap, err)
+		}
+		log.Info().Str("file", cfg.Bootstrap).Int("changes", changes).Msg("bootstrap applied")
+	}
 
 	stats := actors.NewStats()
 	router, err := transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
@@ -123,6 +142,26 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	}
 	log.Info().Msg("sentinel stopped")
 	return runErr
+}
+
+// bootstrapForDB turns the bootstrap file's content into what the database
+// applies.
+func bootstrapForDB(b config.Bootstrap) db.Bootstrap {
+	out := db.Bootstrap{SourceRoots: b.SourceRoots}
+	for _, r := range b.Routes {
+		out.Routes = append(out.Routes, db.RoutingRule{Pattern: r.Pattern, Tag: r.Tag, Priority: r.Priority})
+	}
+	for _, p := range b.Plugins {
+		bp := db.BootstrapPlugin{Name: p.Name, Subscribe: p.Subscribe}
+		if p.Manifest != nil {
+			bp.ManifestVersion, bp.ManifestSource = p.Manifest.Version, p.Manifest.SourceCode
+		}
+		for _, t := range p.Topics {
+			bp.Topics = append(bp.Topics, db.Sink{Topic: t.Topic, URI: t.URI, Mode: t.Mode})
+		}
+		out.Plugins = append(out.Plugins, bp)
+	}
+	return out
 }
 
 func newLogger(cfg config.Config, w io.Writer) (zerolog.Logger, error) {

@@ -67,6 +67,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	wasmCache := fs.Int("wasm-cache-modules", wasm.DefaultCacheModules, "compiled WebAssembly modules kept in memory")
 	wasmCacheDir := fs.String("wasm-cache-dir", "", "folder for wazero's on-disk compilation cache, kept across restarts (default none)")
 	wasmInterp := fs.Bool("wasm-interpreter", false, "run modules with wazero's interpreter: faster to compile, slower to run")
+	jobDelay := fs.Duration("job-delay", 0,
+		"wait this long at the start of every job (for demos and failure tests that need long jobs; 0 = off)")
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal, JSON otherwise)")
 	fs.Usage = func() {
@@ -104,6 +106,9 @@ Flags:
 	if *drain <= 0 {
 		return fmt.Errorf("--drain-timeout must be positive, got %s", *drain)
 	}
+	if *jobDelay < 0 {
+		return fmt.Errorf("--job-delay must not be negative, got %s", *jobDelay)
+	}
 	if *sentinelTimeout < 0 {
 		return fmt.Errorf("--sentinel-timeout must not be negative, got %s", *sentinelTimeout)
 	}
@@ -138,6 +143,7 @@ Flags:
 		DrainTimeout:      *drain,
 		SentinelTimeout:   *sentinelTimeout,
 		Wasm:              wasmOpts,
+		JobDelay:          *jobDelay,
 		Version:           version,
 		Logger:            log,
 	})

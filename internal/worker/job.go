@@ -73,6 +73,9 @@ func (w *Worker) process(ctx context.Context, id int64, d *transport.Dispatch, l
 	if err != nil {
 		return nil, 0, err
 	}
+	if err := w.delay(ctx); err != nil {
+		return nil, 0, err
+	}
 	st, err := os.Stat(d.FilePath)
 	if err != nil {
 		return nil, 0, fmt.Errorf("input file: %w", err)
@@ -98,6 +101,21 @@ func (w *Worker) process(ctx context.Context, id int64, d *transport.Dispatch, l
 		return em, st.Size(), err
 	}
 	return em, st.Size(), nil
+}
+
+// delay waits Options.JobDelay, or until the job is cancelled.
+func (w *Worker) delay(ctx context.Context) error {
+	if w.opts.JobDelay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(w.opts.JobDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // panicError is a plugin's panic. The receipt says what panicked; the

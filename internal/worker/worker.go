@@ -97,6 +97,11 @@ type Options struct {
 	// wasm's defaults). The worker then also advertises "*" (any plugin).
 	// nil = built-in plugins only.
 	Wasm *wasm.Options
+	// JobDelay makes every job wait this long before its plugin runs (an
+	// ABORT or a drain deadline ends the wait). It exists for demos and
+	// failure tests that need jobs to stay RUNNING long enough to kill or
+	// disconnect something mid-job; 0, the default, adds nothing.
+	JobDelay time.Duration
 	// Version is announced in IDENTIFY.
 	Version string
 	// Logger receives the worker's logs.

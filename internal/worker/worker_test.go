@@ -502,3 +502,34 @@ func TestWorker_PluginPanicFailsTheJobNotTheWorker(t *testing.T) {
 		t.Fatalf("next job: %s %q", j.Status, j.ErrorMessage)
 	}
 }
+
+// --job-delay holds every job before its plugin runs, and an ABORT ends the
+// wait at once: the delay makes jobs long without making them unkillable.
+func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
+	h := newSentinel(t, func(c *config.Config) {
+		c.JobTimeout = 1500 * time.Millisecond
+		c.AbortGrace = 5 * time.Second
+		c.MaxRetries = 0
+	})
+	h.plugin("checksum")
+	fv := h.file("in.txt", "x\n")
+
+	delayed := startWorker(t, h, worker.Options{JobDelay: 700 * time.Millisecond})
+	id := h.enqueue(fv, "checksum", "")
+	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusCompleted || j.Metrics["duration_ms"] < 700 {
+		t.Fatalf("job: %s %q, duration_ms %d, want COMPLETED after at least 700 ms", j.Status, j.ErrorMessage, j.Metrics["duration_ms"])
+	}
+	if err := delayed.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// A delay longer than --job-timeout: the Sentinel aborts the job and
+	// the worker answers long before the delay would have ended.
+	stuck := startWorker(t, h, worker.Options{JobDelay: time.Minute})
+	id = h.enqueue(fv, "checksum", "")
+	eventually(t, within, "ABORTED receipt sent", func() bool { return stuck.Stats().JobsAborted == 1 })
+	if j := h.waitJob(id, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusFailed {
+		t.Fatalf("job: %s, want FAILED after its only attempt timed out", j.Status)
+	}
+}

@@ -406,7 +406,8 @@ func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 }
 
 // At the drain deadline running jobs are aborted, concluded ABORTED, and
-// their staged rows discarded.
+// their staged rows discarded; the Sentinel requeues them for another
+// worker (an abort is not the plugin's verdict).
 func TestWorker_DrainDeadlineAbortsAndConcludes(t *testing.T) {
 	h := newSentinel(t, nil)
 	h.plugin("gate")
@@ -420,8 +421,8 @@ func TestWorker_DrainDeadlineAbortsAndConcludes(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	j := h.waitJob(id, db.StatusFailed, db.StatusCompleted, db.StatusQueued)
-	if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, "drain deadline") {
-		t.Fatalf("job: %s %q, want FAILED by an ABORTED receipt naming the drain deadline", j.Status, j.ErrorMessage)
+	if j.Status != db.StatusQueued || j.RetryCount != 1 || !strings.Contains(j.ErrorMessage, "drain deadline") {
+		t.Fatalf("job: %s retry %d %q, want requeued by an ABORTED receipt naming the drain deadline", j.Status, j.RetryCount, j.ErrorMessage)
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatalf("aborted job left output: %v", err)

@@ -1,10 +1,13 @@
-// Command casparian-demo runs a Sentinel with a few workers on a fresh SQLite
-// file and watches a demo queue drain: it writes sample files, registers them
-// as file versions, deploys two plugins, queues one job per file and plugin,
-// then prints the queue by status until every job has concluded.
+// Command casparian-demo runs a Sentinel with a few sample workers on a fresh
+// SQLite file and watches a demo queue drain: it writes sample CSV files,
+// registers them as file versions, activates two built-in plugins (csv and
+// checksum), queues one job per file and plugin, then prints the queue by
+// status until every job has concluded.
 //
 // Everything is real: the Sentinel binds a ZeroMQ ROUTER on 127.0.0.1, the
-// workers connect DEALER sockets over TCP and read the files they are sent.
+// workers (the sample worker of cmd/casparian-worker, in-process) connect
+// DEALER sockets over TCP, read the files they are sent and write their rows
+// to Parquet files under the demo's output folder.
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,7 +29,8 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
-	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/internal/worker"
+	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -38,9 +43,17 @@ func main() {
 	}
 }
 
-// demoPlugins are the plugins the demo deploys; the workers run them by
-// reading the file (line count, size, SHA-256).
-var demoPlugins = []string{"line_count", "checksum"}
+// demoPlugins are the built-in plugins the demo activates: csv turns each
+// file into rows, checksum records its size and SHA-256.
+var demoPlugins = []string{"csv", "checksum"}
+
+// demoSinks are where the plugins' rows go, relative to the workers' output
+// folder: one Parquet file per input file for csv, one shared file for the
+// checksums.
+var demoSinks = map[string]string{
+	"csv":      "parquet://output/csv/{file_stem}.parquet",
+	"checksum": "parquet://output/checksums.parquet",
+}
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("casparian-demo", flag.ContinueOnError)
@@ -48,7 +61,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	workers := fs.Int("workers", 3, "number of workers")
 	slots := fs.Int("slots", 2, "concurrent jobs per worker")
 	files := fs.Int("files", 40, "number of sample files")
-	delay := fs.Duration("job-delay", 50*time.Millisecond, "extra time each job takes, so the queue can be watched")
+	delay := fs.Duration("job-delay", 50*time.Millisecond, "extra time each job waits before its plugin runs, so the queue can be watched")
 	logLevel := fs.String("log-level", "warn", "sentinel log level")
 	fs.SetOutput(out)
 	if err := fs.Parse(args); err != nil {
@@ -103,22 +116,34 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer s.Stop(context.Background())
 	fmt.Fprintf(out, "sentinel listening on %s; starting %d workers with %d slots each\n", router.Endpoint(), *workers, *slots)
 
-	work := func(ctx context.Context, j testworker.Job) transport.Conclude {
-		select {
-		case <-time.After(*delay):
-		case <-ctx.Done():
+	outDir := filepath.Dir(root) // sinks write to <dir>/output/…
+	var builtins []plugin.Plugin
+	for _, p := range plugin.Builtins() {
+		for _, name := range demoPlugins {
+			if p.Name() == name {
+				builtins = append(builtins, p)
+			}
 		}
-		return testworker.FileStats(ctx, j)
 	}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopWorkers(); wg.Wait() }()
 	for i := 0; i < *workers; i++ {
-		w, err := testworker.Start(ctx, testworker.Options{
+		w, err := worker.New(worker.Options{
 			Endpoint: router.Endpoint(), Identity: fmt.Sprintf("demo-worker-%d", i+1),
-			Capabilities: demoPlugins, Slots: *slots, Run: work,
+			Concurrency: *slots, Plugins: builtins, OutputDir: outDir, JobDelay: *delay,
+			Logger: log.With().Str("worker_id", fmt.Sprintf("demo-worker-%d", i+1)).Logger(),
 		})
 		if err != nil {
 			return err
 		}
-		defer w.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(wctx); err != nil {
+				log.Error().Err(err).Msg("demo worker stopped")
+			}
+		}()
 	}
 
 	start := time.Now()
@@ -146,6 +171,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "done: %d jobs in %.2fs. Job 1: %s on %s, metrics %v, artifacts %v\n",
 		jobs, time.Since(start).Seconds(), j.Status, j.ClaimedBy, j.Metrics, j.Artifacts)
+	fmt.Fprintf(out, "rows written under %s\n", outDir)
 	fmt.Fprintf(out, "inspect with: sqlite3 %s \"SELECT id, plugin_name, status, claimed_by, metrics_json FROM cf_processing_queue LIMIT 5\"\n", dbPath)
 	return nil
 }
@@ -159,6 +185,13 @@ func seed(ctx context.Context, store *db.DB, root string, n int) (int, error) {
 	}
 	for _, p := range demoPlugins {
 		if _, err := store.PluginManifestActivate(ctx, p, "1.0.0", "builtin:"+p, "", ""); err != nil {
+			return 0, err
+		}
+		mode := db.SinkModeAppend // checksums of every file gather in one file
+		if strings.Contains(demoSinks[p], "{file_stem}") {
+			mode = db.SinkModeReplace // one file per input: a rerun replaces it
+		}
+		if _, err := store.TopicConfigAdd(ctx, p, "output", demoSinks[p], mode, ""); err != nil {
 			return 0, err
 		}
 	}

@@ -1,7 +1,9 @@
 package actors
 
 import (
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,6 +30,14 @@ type dispatcherActor struct {
 
 	// envOf maps a plugin to the env_hash its jobs need (dispatcher_env.go).
 	envOf map[string]string
+
+	// asked is the claim in flight, request by request.
+	asked []ClaimRequest
+	// empty holds the sets of plugins (with exclusions) whose last claim
+	// came back short: the queue had nothing more for them. Their workers
+	// are left out of claims until the queue changes, so a thousand idle
+	// workers of another kind do not ride along with every claim.
+	empty map[string]bool
 }
 
 // slotView is the dispatcher's picture of one worker.
@@ -49,6 +59,7 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.workers = map[string]*slotView{}
 		a.envOf = map[string]string{}
+		a.empty = map[string]bool{}
 		a.dirty = true
 		// A restarted dispatcher has lost its view: ask every worker again.
 		ctx.Send(a.peers.supervisor, &CapacityRequest{})
@@ -71,7 +82,11 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 		}
 	case *PluginDeployed:
 		a.learnEnv(m.Plugin, m.EnvHash)
+		clear(a.empty)
 	case *QueueChanged:
+		// The queue actor says so at the first poll after any commit, its
+		// own included: no set stays skipped longer than --poll-interval.
+		clear(a.empty)
 		a.dirty = true
 		a.claim(ctx)
 	case *JobsClaimed:
@@ -109,7 +124,11 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	now := time.Now()
 	for key, w := range a.workers {
 		if w.free > 0 {
-			reqs = append(reqs, a.request(key, w, now))
+			r := a.request(key, w, now)
+			if a.empty[claimSetKey(r)] {
+				continue
+			}
+			reqs = append(reqs, r)
 			total += w.free
 		}
 	}
@@ -126,6 +145,7 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	})
 	a.claiming = true
 	a.dirty = false
+	a.asked = reqs
 	ctx.Request(a.peers.queue, &ClaimJobs{Requests: reqs, At: time.Now()})
 	// If the answer never comes (the queue actor crashed on the way), try
 	// again; the jobs of a lost answer are RUNNING under connected workers
@@ -136,6 +156,8 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	a.claiming = false
 	a.lost.stop()
+	asked := a.asked
+	a.asked = nil
 	if m.Err != nil {
 		a.dirty = true
 		a.retry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(100*time.Millisecond, 5*time.Second, 1))
@@ -145,6 +167,16 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	for _, c := range m.Claims {
 		byWorker[c.Ref.Worker] = append(byWorker[c.Ref.Worker], c)
 		a.learnEnv(c.Dispatch.PluginName, c.Dispatch.EnvHash)
+	}
+	// A request that came back short found its set of plugins empty. Jobs
+	// that failed assembly are not attributed to a worker: then nothing is
+	// concluded.
+	if m.Failed == 0 {
+		for _, r := range asked {
+			if len(byWorker[r.Worker]) < r.Limit {
+				a.empty[claimSetKey(r)] = true
+			}
+		}
 	}
 	for key, claims := range byWorker {
 		w, ok := a.workers[key]
@@ -165,4 +197,20 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 		a.dirty = true
 	}
 	a.claim(ctx)
+}
+
+// claimSetKey names what a request can claim: its plugins ("*" for any) and
+// its exclusions, each sorted. Preferences only order a claim within that.
+func claimSetKey(r ClaimRequest) string {
+	set := func(names []string) string {
+		for _, n := range names {
+			if n == "*" {
+				return "*"
+			}
+		}
+		sorted := slices.Clone(names)
+		slices.Sort(sorted)
+		return strings.Join(slices.Compact(sorted), "\x00")
+	}
+	return set(r.Plugins) + "\x01" + set(r.Exclude)
 }

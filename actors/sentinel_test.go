@@ -296,3 +296,35 @@ func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
 		t.Errorf("claimed_by %q retry_count %d attempt %d", j.ClaimedBy, j.RetryCount, j.Attempt)
 	}
 }
+
+// TestSentinel_EmptyPluginSetsWakeUpWhenJobsArrive: workers whose plugins
+// had nothing to claim are left out of later claims, but only until the
+// queue changes: a job queued for them afterwards still reaches them, and
+// the busy workers beside them never wait.
+func TestSentinel_EmptyPluginSetsWakeUpWhenJobsArrive(t *testing.T) {
+	h := newHarness(t, nil)
+	h.plugin("busy")
+	h.plugin("rare")
+	var idle []*testworker.Worker
+	for range 20 {
+		idle = append(idle, h.worker(testworker.Options{Capabilities: []string{"rare"}}))
+	}
+	h.worker(testworker.Options{Capabilities: []string{"busy"}, Slots: 2})
+	fv := h.file("a.txt", "a\n")
+	var busy []int64
+	for range 40 {
+		busy = append(busy, h.enqueue(fv, "busy", 0))
+	}
+	eventually(t, 10*time.Second, "busy jobs COMPLETED", func() bool {
+		return h.counts()[db.StatusCompleted] == int64(len(busy))
+	})
+	rare := h.enqueue(fv, "rare", 0)
+	eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.job(rare).Status == db.StatusCompleted })
+	got := 0
+	for _, w := range idle {
+		got += len(w.Received())
+	}
+	if got != 1 {
+		t.Errorf("idle workers received %d dispatches, want 1", got)
+	}
+}

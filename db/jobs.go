@@ -164,13 +164,19 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []Conclusion, req
 	if claiming {
 		queries = append(queries, normaliseNullsSQL, claimFailSQL)
 		queries = append(queries, assemblerQueries...)
+		// One statement per shape (plugin and exclusion counts), however
+		// many workers share it.
+		shapes := map[[2]int]bool{}
 		for _, r := range reqs {
 			if plugins, anyPlugin := pluginFilter(r.Plugins); anyPlugin || len(plugins) > 0 {
-				queries = append(queries, claimSQL(len(plugins), len(r.Exclude)))
+				shapes[[2]int{len(plugins), len(r.Exclude)}] = true
 			}
 			if prefer, _ := pluginFilter(r.Prefer); len(prefer) > 0 {
-				queries = append(queries, claimSQL(len(prefer), len(r.Exclude)))
+				shapes[[2]int{len(prefer), len(r.Exclude)}] = true
 			}
+		}
+		for shape := range shapes {
+			queries = append(queries, claimSQL(shape[0], shape[1]))
 		}
 	}
 	if err := db.prepareWriter(ctx, queries...); err != nil {
@@ -383,16 +389,23 @@ func claimSQL(nPlugins, nExclude int) string {
 // plugin, else the sorted distinct names.
 func pluginSetKey(names []string) string {
 	plugins, anyPlugin := pluginFilter(names)
-	if anyPlugin {
+	switch {
+	case anyPlugin:
 		return "*"
+	case len(plugins) == 1:
+		return plugins[0]
 	}
 	sort.Strings(plugins)
 	return strings.Join(plugins, "\x00")
 }
 
 // pluginFilter returns the distinct non-empty plugin names, or any=true when
-// the list contains "*".
+// the list contains "*". The result may be names itself: callers must not
+// modify it.
 func pluginFilter(names []string) (plugins []string, anyPlugin bool) {
+	if len(names) == 1 && names[0] != "*" && names[0] != "" {
+		return names, false // the common case, without allocating
+	}
 	seen := make(map[string]bool, len(names))
 	for _, n := range names {
 		if n == "*" {

@@ -105,6 +105,40 @@ type guardConfig struct {
 	handshakeTimeout time.Duration
 	sendBuffer       int // bytes queued for one peer before it counts as dead
 	onReject         func(reason string)
+	peers            *peerConns // shared with the Router, which sends through it
+}
+
+// peerConns finds a peer's guarded connection by its ZeroMQ identity, so the
+// Router can write a message straight into it. zmq4's ROUTER instead looks
+// for the identity by comparing it with every connection's, and starts a
+// goroutine, on every send: with a thousand workers connected, most of the
+// cost of a heartbeat.
+type peerConns struct {
+	mu sync.RWMutex
+	m  map[string]*guardConn
+}
+
+func (p *peerConns) get(identity []byte) *guardConn {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.m[string(identity)]
+}
+
+// set makes c the connection of identity; a reconnect with the same identity
+// takes over from the old connection, as it does in zmq4.
+func (p *peerConns) set(identity string, c *guardConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m[identity] = c
+}
+
+// remove forgets c, unless identity has moved on to a newer connection.
+func (p *peerConns) remove(identity string, c *guardConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m[identity] == c {
+		delete(p.m, identity)
+	}
 }
 
 func (c *guardConfig) reject(reason string) {
@@ -125,16 +159,19 @@ var registerGuard = sync.OnceValue(func() error {
 // guardEndpoint returns the context to create the ROUTER with and the endpoint
 // it must listen on. tcp:// endpoints go through the guard; others (and every
 // endpoint when opts.Unguarded) are left to zmq4.
-func guardEndpoint(endpoint string, opts RouterOptions) (context.Context, string, error) {
+// The connections of a guarded endpoint are found through the returned
+// peerConns (nil when the endpoint is not guarded).
+func guardEndpoint(endpoint string, opts RouterOptions) (context.Context, string, *peerConns, error) {
 	ctx := context.Background()
 	rest, isTCP := strings.CutPrefix(endpoint, "tcp://")
 	if opts.Unguarded || !isTCP {
-		return ctx, endpoint, nil
+		return ctx, endpoint, nil, nil
 	}
 	if err := registerGuard(); err != nil {
-		return nil, "", fmt.Errorf("register guard transport: %w", err)
+		return nil, "", nil, fmt.Errorf("register guard transport: %w", err)
 	}
-	return context.WithValue(ctx, guardConfigKey{}, newGuardConfig(opts)), guardScheme + "://" + rest, nil
+	cfg := newGuardConfig(opts)
+	return context.WithValue(ctx, guardConfigKey{}, cfg), guardScheme + "://" + rest, cfg.peers, nil
 }
 
 func newGuardConfig(opts RouterOptions) guardConfig {
@@ -150,6 +187,7 @@ func newGuardConfig(opts RouterOptions) guardConfig {
 		handshakeTimeout: opts.HandshakeTimeout,
 		sendBuffer:       opts.SendBuffer,
 		onReject:         opts.OnReject,
+		peers:            &peerConns{m: make(map[string]*guardConn)},
 	}
 	if cfg.handshakeTimeout <= 0 {
 		cfg.handshakeTimeout = DefaultHandshakeTimeout
@@ -314,9 +352,15 @@ type guardConn struct {
 	// with a go statement, so in needs no lock.
 	in frameScanner
 
+	// identity is the peer's ZeroMQ identity from its READY, as zmq4 will
+	// know it; "" when zmq4 makes one up (the peer sent none).
+	identity string
+
 	mu       sync.Mutex
 	swallow  []byte       // what remains of zmq4's greeting, already sent
 	out      frameScanner // follows the outbound stream to flush whole messages
+	commands int          // commands zmq4 has written; its READY is the first
+	held     []byte       // direct messages waiting for zmq4 to finish a command
 	pending  []byte       // bytes not yet taken by the writer
 	spare    []byte       // a drained buffer kept for reuse
 	inflight int          // bytes the writer is writing now
@@ -384,9 +428,11 @@ func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err er
 	if err != nil {
 		return handshakeFailure(err)
 	}
-	if !validReady(b[greetingSize+hdrSize:]) {
+	identity, ok := readReady(b[greetingSize+hdrSize:])
+	if !ok {
 		return RejectBadHandshake, guardErr(fmt.Errorf("%w: READY command", errBadHandshake))
 	}
+	c.identity = identity
 	_ = c.Conn.SetReadDeadline(time.Time{})
 	return "", nil
 }
@@ -399,41 +445,46 @@ func handshakeFailure(err error) (string, error) {
 	return RejectBadHandshake, guardErr(fmt.Errorf("handshake: %w", err))
 }
 
-// validReady reports whether cmd is a READY command that zmq4 can take from
-// a peer of its ROUTER. zmq4 panics in its accept goroutine, taking the whole
-// process down, on a truncated property and on a Socket-Type it does not know
-// (a missing one counts as ""). zmq4 title-cases property names into a map,
-// so every name that could land on its "Socket-Type" key is checked:
-// non-ASCII names, which title-casing could fold onto it, are refused.
-func validReady(cmd []byte) bool {
+// readReady reports whether cmd is a READY command that zmq4 can take from a
+// peer of its ROUTER, and returns the identity zmq4 will file the peer under
+// ("" when the peer sent none and zmq4 makes one up). zmq4 panics in its
+// accept goroutine, taking the whole process down, on a truncated property
+// and on a Socket-Type it does not know (a missing one counts as ""). zmq4
+// title-cases property names into a map, so every name that could land on
+// its "Socket-Type" key is checked: non-ASCII names, which title-casing could
+// fold onto it, are refused.
+func readReady(cmd []byte) (identity string, ok bool) {
 	if len(cmd) < 6 || cmd[0] != 5 || string(cmd[1:6]) != "READY" {
-		return false
+		return "", false
 	}
 	props := cmd[6:]
 	typed := false
 	for len(props) > 0 {
 		nameLen := int(props[0])
 		if nameLen == 0 || len(props) < 1+nameLen+4 {
-			return false
+			return "", false
 		}
 		name := string(props[1 : 1+nameLen])
 		valueLen := binary.BigEndian.Uint32(props[1+nameLen:])
 		props = props[1+nameLen+4:]
 		if uint64(valueLen) > uint64(len(props)) || !validPropertyName(name) {
-			return false
+			return "", false
 		}
 		value := string(props[:valueLen])
 		props = props[valueLen:]
+		if name == "Identity" || name == "identity" { // zmq4's key "Identity"; the last one wins there too
+			identity = value
+		}
 		if strings.EqualFold(name, "Socket-Type") {
 			switch value {
 			case "DEALER", "REQ", "ROUTER": // what zmq4 lets talk to a ROUTER
 			default:
-				return false
+				return "", false
 			}
 			typed = typed || name == "Socket-Type"
 		}
 	}
-	return typed
+	return identity, typed
 }
 
 // validPropertyName applies ZMTP 3.0's grammar: letters, digits, "-_.+".
@@ -497,10 +548,26 @@ func (c *guardConn) Write(p []byte) (int, error) {
 	}
 	c.pending = append(c.pending, p...)
 	_ = c.out.scan(p) // no limit on our own frames
+	register := false
+	if c.out.atMessageEnd() {
+		if c.commands == 0 && c.out.frames > 0 {
+			// zmq4's READY is out: from now on messages may go straight
+			// into this connection.
+			c.commands = 1
+			register = c.identity != ""
+		}
+		if len(c.held) > 0 {
+			c.pending = append(c.pending, c.held...)
+			c.held = c.held[:0]
+		}
+	}
 	// zmq4 writes each frame as header then body; waking the writer only at
 	// the end of a message makes one system call of it.
 	flush := c.out.atMessageEnd() || len(c.pending) >= flushThreshold
 	c.mu.Unlock()
+	if register {
+		c.cfg.peers.set(c.identity, c)
+	}
 	if flush {
 		select {
 		case c.wake <- struct{}{}:
@@ -508,6 +575,57 @@ func (c *guardConn) Write(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// sendMessage writes one ZMTP message of frames straight into the send
+// buffer, in one piece. zmq4 writes to this connection too (its handshake,
+// header and body apart; its ROUTER answers no PINGs, but another version
+// might): a message that arrives while zmq4 is midway through a frame waits
+// for the end of it.
+func (c *guardConn) sendMessage(frames [][]byte) error {
+	size := 0
+	for _, f := range frames {
+		size += 9 + len(f)
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	queued := len(c.pending) + len(c.held) + c.inflight
+	if queued > 0 && queued+size > c.cfg.sendBuffer {
+		c.mu.Unlock()
+		err := guardErr(errSlowPeer)
+		c.shut(err, RejectSlowPeer)
+		return err
+	}
+	dst := &c.pending
+	if !c.out.atMessageEnd() {
+		dst = &c.held
+	}
+	for i, f := range frames {
+		var flags byte
+		if i < len(frames)-1 {
+			flags |= flagMore
+		}
+		if len(f) > 255 {
+			*dst = append(*dst, flags|flagLong)
+			*dst = binary.BigEndian.AppendUint64(*dst, uint64(len(f)))
+		} else {
+			*dst = append(*dst, flags, byte(len(f)))
+		}
+		*dst = append(*dst, f...)
+	}
+	flush := dst == &c.pending
+	c.mu.Unlock()
+	if flush {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
 
 func (c *guardConn) writeLoop() {
@@ -562,6 +680,9 @@ func (c *guardConn) shut(err error, reason string) {
 	c.mu.Unlock()
 	_ = c.Conn.Close()
 	c.untrack(c)
+	if c.identity != "" {
+		c.cfg.peers.remove(c.identity, c)
+	}
 	c.cfg.reject(reason)
 }
 
@@ -577,6 +698,7 @@ type frameScanner struct {
 	body     uint64 // body bytes of the current frame still to pass
 	more     bool   // the last complete header had the MORE flag
 	limit    uint64 // largest frame body allowed; 0 means no limit
+	frames   int    // frame headers seen
 }
 
 // scan consumes p and returns an error as soon as a header declares a body
@@ -613,6 +735,7 @@ func (s *frameScanner) scan(p []byte) error {
 			}
 			s.body = size
 			s.more = s.hdr[0]&flagMore != 0
+			s.frames++
 		}
 	}
 	return nil

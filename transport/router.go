@@ -79,6 +79,10 @@ type Router struct {
 	// dead.
 	lastSeen sync.Map // string(identity) → *atomic.Int64 (unix nanoseconds)
 	tracked  atomic.Int64
+
+	// peers finds a guarded connection by identity, for sending without
+	// zmq4's ROUTER; nil when the endpoint is not guarded.
+	peers *peerConns
 }
 
 // maxTracked bounds lastSeen against a peer that reconnects under ever new
@@ -99,7 +103,7 @@ func ListenRouter(endpoint string, opts RouterOptions) (*Router, error) {
 	if opts.Logger == nil {
 		opts.Logger = log.New(discard{}, "", 0)
 	}
-	ctx, listenAt, err := guardEndpoint(endpoint, opts)
+	ctx, listenAt, peers, err := guardEndpoint(endpoint, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +117,7 @@ func ListenRouter(endpoint string, opts RouterOptions) (*Router, error) {
 		endpoint: resolvedEndpoint(endpoint, sock.Addr()),
 		out:      make(chan outbound, opts.QueueSize),
 		done:     make(chan struct{}),
+		peers:    peers,
 	}
 	return r, nil
 }
@@ -199,6 +204,11 @@ func (r *Router) writeLoop() {
 		case <-r.done:
 			return
 		case m := <-r.out:
+			if r.peers != nil {
+				if c := r.peers.get(m.identity); c != nil && c.sendMessage(m.frames) == nil {
+					continue
+				}
+			}
 			frames := make([][]byte, 0, 1+len(m.frames))
 			frames = append(frames, m.identity)
 			frames = append(frames, m.frames...)

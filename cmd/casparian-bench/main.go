@@ -33,7 +33,7 @@ import (
 type options struct {
 	workers, slots, jobs, preload, idle int
 	holdHalf, restart                   bool
-	idleFor                             time.Duration
+	idleFor, idleWarmup                 time.Duration
 	sentinelBin, dir                    string
 	timeout                             time.Duration
 	extraFlags                          string
@@ -47,6 +47,7 @@ func main() {
 	flag.IntVar(&o.preload, "preload", 0, "extra QUEUED jobs already in the queue (lower priority, never run), to measure a deep queue")
 	flag.IntVar(&o.idle, "idle-workers", 0, "extra connected workers that heartbeat but can run nothing")
 	flag.DurationVar(&o.idleFor, "idle-measure", 0, "when > 0: measure the Sentinel's CPU with only the idle workers for this long, then exit")
+	flag.DurationVar(&o.idleWarmup, "idle-warmup", 10*time.Second, "before --idle-measure, let the Sentinel register the workers and settle (two default heartbeat intervals)")
 	flag.BoolVar(&o.holdHalf, "half-load", false, "after the full-load run, run again with workers holding each job so throughput is about half, and report latency there")
 	flag.BoolVar(&o.restart, "restart", false, "finally, SIGKILL the Sentinel and time a new one from process start to the first DISPATCH (the preloaded queue stays)")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
@@ -110,11 +111,12 @@ func run(o options, out io.Writer) error {
 	}
 	defer closeAll(idlers)
 	if o.idleFor > 0 {
+		time.Sleep(o.idleWarmup) // registering a thousand workers is not the idle cost
 		before := sent.cpu()
 		time.Sleep(o.idleFor) // measuring a steady state over a fixed window
 		used := sent.cpu() - before
-		fmt.Fprintf(out, "idle: %d workers connected for %s cost %.3f CPU s = %.2f%% of one core; peak RSS %.1f MB\n",
-			o.idle, o.idleFor, used.Seconds(), 100*used.Seconds()/o.idleFor.Seconds(), sent.peakRSSMB())
+		fmt.Fprintf(out, "idle: %d workers connected for %s (after %s to settle) cost %.3f CPU s = %.2f%% of one core; peak RSS %.1f MB\n",
+			o.idle, o.idleFor, o.idleWarmup, used.Seconds(), 100*used.Seconds()/o.idleFor.Seconds(), sent.peakRSSMB())
 		return nil
 	}
 

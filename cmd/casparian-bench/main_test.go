@@ -42,12 +42,12 @@ func TestRun_IdleMeasure(t *testing.T) {
 		t.Skip("builds and runs the Sentinel")
 	}
 	var out bytes.Buffer
-	err := run(options{workers: 1, slots: 1, jobs: 1, idle: 50, idleFor: time.Second,
+	err := run(options{workers: 1, slots: 1, jobs: 1, idle: 50, idleFor: time.Second, idleWarmup: 100 * time.Millisecond,
 		dir: t.TempDir(), timeout: time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	want := `idle: 50 workers connected for 1s cost [\d.]+ CPU s = [\d.]+% of one core; peak RSS [\d.]+ MB`
+	want := `idle: 50 workers connected for 1s \(after 100ms to settle\) cost [\d.]+ CPU s = [\d.]+% of one core; peak RSS [\d.]+ MB`
 	if !regexp.MustCompile(want).Match(out.Bytes()) {
 		t.Errorf("output lacks %q:\n%s", want, out.String())
 	}

@@ -163,6 +163,7 @@ func eachObject(ctx context.Context, in Input, fn func(line int, fields []jsonFi
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), maxJSONLine)
+	var members []ObjectMember
 	var fields []jsonField
 	line := 0
 	for sc.Scan() {
@@ -171,9 +172,13 @@ func eachObject(ctx context.Context, in Input, fn func(line int, fields []jsonFi
 		if len(text) == 0 {
 			continue
 		}
-		fields, err = parseObject(text, fields[:0])
+		members, err = ObjectMembers(text, members[:0])
 		if err != nil {
 			return fmt.Errorf("line %d: %w", line, err)
+		}
+		fields = fields[:0]
+		for _, m := range members {
+			fields = append(fields, jsonField{key: m.Key, raw: m.Raw, kind: classify(m.Raw)})
 		}
 		if err := fn(line, fields); err != nil {
 			return err
@@ -188,14 +193,20 @@ func eachObject(ctx context.Context, in Input, fn func(line int, fields []jsonFi
 	return nil
 }
 
-// parseObject splits one JSON object into its members, keeping their order
-// (encoding/json's maps would lose it).
-func parseObject(text []byte, fields []jsonField) ([]jsonField, error) {
-	if text[0] != '{' {
+// ObjectMember is one member of a JSON object, its value as written.
+type ObjectMember struct {
+	Key string
+	Raw json.RawMessage
+}
+
+// ObjectMembers appends the members of the JSON object that is the whole of
+// text to dst, keeping their order (encoding/json's maps would lose it). It
+// is shared by the jsonl plugin and the rows of deployed plugins.
+func ObjectMembers(text []byte, dst []ObjectMember) ([]ObjectMember, error) {
+	if len(text) == 0 || text[0] != '{' {
 		return nil, errors.New("not a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(text))
-	dec.UseNumber()
 	if _, err := dec.Token(); err != nil {
 		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
@@ -212,7 +223,7 @@ func parseObject(text []byte, fields []jsonField) ([]jsonField, error) {
 		if err := dec.Decode(&raw); err != nil {
 			return nil, fmt.Errorf("invalid JSON: %w", err)
 		}
-		fields = append(fields, jsonField{key: key, raw: raw, kind: classify(raw)})
+		dst = append(dst, ObjectMember{Key: key, Raw: raw})
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return nil, fmt.Errorf("invalid JSON: %w", err)
@@ -220,5 +231,5 @@ func parseObject(text []byte, fields []jsonField) ([]jsonField, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("invalid JSON: more than one value on the line")
 	}
-	return fields, nil
+	return dst, nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,34 +183,13 @@ func parseLine(text []byte) (topic string, fields []field, err error) {
 
 // objectMembers splits one JSON object into its members, in order.
 func objectMembers(text []byte) ([]field, error) {
-	if text[0] != '{' {
-		return nil, errors.New("not a JSON object")
+	members, err := plugin.ObjectMembers(text, nil)
+	if err != nil {
+		return nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(text))
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %w", err)
-	}
-	var out []field
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("invalid JSON: %w", err)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, errors.New("invalid JSON: object key is not a string")
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("invalid JSON: %w", err)
-		}
-		out = append(out, field{key: key, raw: raw})
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("invalid JSON: more than one value on the line")
+	out := make([]field, len(members))
+	for i, m := range members {
+		out[i] = field{key: m.Key, raw: m.Raw}
 	}
 	return out, nil
 }

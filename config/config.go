@@ -175,7 +175,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(out, "Usage: casparian-sentinel [flags]\n\n"+
+			fmt.Fprintf(out, "Usage: casparian-sentinel [flags]\n"+
+				"       casparian-sentinel healthcheck [--http host:port] [--timeout d]   (exit 0 when /healthz answers 200)\n\n"+
 				"Casparian Sentinel schedules queued jobs (SQLite) onto workers connected over ZeroMQ.\n"+
 				"Settings come from defaults < --config file < CASPARIAN_* environment < flags.\n\nFlags:\n")
 			fs.SetOutput(out)

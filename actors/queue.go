@@ -57,6 +57,11 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.lastVersion = -1
 		a.poll.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.PollInterval)
 	case *ClaimJobs:
+		if ctx.Sender() == nil {
+			// Claimed jobs would be RUNNING with nobody told to send them.
+			a.log.Error().Msg("claim request without a sender ignored")
+			return
+		}
 		a.claims = append(a.claims, pendingClaim{req: m, replyTo: ctx.Sender()})
 		a.queueBatch(ctx)
 	case *ConcludeJob:
@@ -219,13 +224,8 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 	for _, r := range claim.req.Requests {
 		requested += r.Limit
 	}
-	if claim.replyTo == nil {
-		a.log.Warn().Msg("claim request without a sender; its jobs will be reclaimed by reconciliation")
-	}
 	if err != nil {
-		if claim.replyTo != nil {
-			ctx.Send(claim.replyTo, &JobsClaimed{Requested: requested, Err: err})
-		}
+		ctx.Send(claim.replyTo, &JobsClaimed{Requested: requested, Err: err})
 		return
 	}
 	for _, f := range res.Failures {
@@ -241,9 +241,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 			RequestedAt: claim.req.At,
 		}
 	}
-	if claim.replyTo != nil {
-		ctx.Send(claim.replyTo, out)
-	}
+	ctx.Send(claim.replyTo, out)
 }
 
 func wireDispatch(d db.Dispatch) *transport.Dispatch {

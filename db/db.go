@@ -62,7 +62,6 @@ type DB struct {
 	versionConn *sql.Conn
 
 	stmts stmtCache // hot statements prepared on writer
-	ckpt  *checkpointer
 }
 
 // ParseDSN turns a database setting into a file path: "sqlite://rel.db" is
@@ -102,8 +101,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, errors.New("open database: path contains a NUL byte")
 	}
 
-	// The writer never checkpoints; the checkpointer does (checkpoint.go).
-	writer, err := sql.Open(driverName, connString(path, "_txlock=immediate", "_pragma=wal_autocheckpoint(0)"))
+	writer, err := sql.Open(driverName, connString(path, "_txlock=immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -151,10 +149,6 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	if db.ckpt, err = startCheckpointer(path); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open database %s: %w", path, err)
-	}
 	return db, nil
 }
 
@@ -178,10 +172,6 @@ func connString(path string, extra ...string) string {
 // Close closes every connection of the DB.
 func (db *DB) Close() error {
 	var errs []error
-	if db.ckpt != nil {
-		errs = append(errs, db.ckpt.close())
-		db.ckpt = nil
-	}
 	db.versionMu.Lock()
 	if db.versionConn != nil {
 		errs = append(errs, db.versionConn.Close())

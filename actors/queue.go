@@ -28,6 +28,7 @@ type queueActor struct {
 	pending      []*ConcludeJob
 	claims       []pendingClaim // answered by the next batch
 	batchQueued  bool
+	hold         timer // a batch of conclusions waiting for the next claim
 	flushRetry   timer
 	poll         timer
 	lastVersion  int64
@@ -69,6 +70,12 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.queueBatch(ctx)
 	case *writeBatch:
 		a.batchQueued = false
+		if a.holdConclusions() {
+			if !a.hold.armed() {
+				a.hold.arm(ctx.ActorSystem(), ctx.Self(), conclusionHold)
+			}
+			return
+		}
 		a.write(ctx, true)
 	case *RunningJobsQuery:
 		jobs, err := a.running(m.Worker)
@@ -102,11 +109,15 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		case a.flushRetry.current(m):
 			a.flushRetry.fired()
 			a.write(ctx, true)
+		case a.hold.current(m):
+			a.hold.fired()
+			a.write(ctx, true)
 		}
 	case *crash:
 		panic("injected crash: queue")
 	case *actor.Stopping:
 		a.poll.stop()
+		a.hold.stop()
 		a.flushRetry.stop()
 		a.flush(ctx) // a graceful stop writes what it has
 	case *actor.Restarting:
@@ -114,6 +125,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		// they are lost. Its claim requests are answered with an error, so
 		// the dispatcher claims again after a short backoff.
 		a.poll.stop()
+		a.hold.stop()
 		a.flushRetry.stop()
 		a.flush(ctx)
 		for i := range a.claims {
@@ -136,6 +148,23 @@ func (a *queueActor) queueBatch(ctx actor.Context) {
 	}
 }
 
+// conclusionHold is how long conclusions wait for a claim request to share
+// their commit. Under load the dispatcher's next claim follows a burst of
+// receipts within microseconds: written together, the burst and the claim
+// that refills its slots cost one commit instead of two.
+const conclusionHold = 2 * time.Millisecond
+
+// maxHeldConclusions bounds the conclusions held for a claim; more are
+// written at once.
+const maxHeldConclusions = 512
+
+// holdConclusions reports whether a batch of only conclusions should wait
+// for a claim request (see conclusionHold). A failed batch waiting for its
+// retry is not held again.
+func (a *queueActor) holdConclusions() bool {
+	return len(a.claims) == 0 && len(a.pending) > 0 && len(a.pending) < maxHeldConclusions && !a.flushRetry.armed()
+}
+
 // flush writes the pending conclusions now, without claiming.
 func (a *queueActor) flush(ctx actor.Context) { a.write(ctx, false) }
 
@@ -156,6 +185,7 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 	if len(a.pending) == 0 && claim == nil {
 		return
 	}
+	a.hold.stop() // the held conclusions go now
 	batch, err := a.resolveCurrentClaims(a.pending)
 	if err != nil {
 		a.deps.stats.DBErrors.Add(1)

@@ -1,0 +1,37 @@
+package actors_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testworker"
+)
+
+// TestQueue_ReceiptsShareTheRefillingClaimsCommit: under load, a burst of
+// receipts and the claim that refills the slots they freed are written in
+// one transaction. Without holding the receipts for the claim, about half of
+// all transactions carry receipts alone (the claim arrives just after the
+// queue actor started writing them).
+func TestQueue_ReceiptsShareTheRefillingClaimsCommit(t *testing.T) {
+	const jobs = 3000
+	h := newHarness(t, nil)
+	h.plugin("noop")
+	fv := h.file("a.txt", "a\n")
+	if err := h.store.JobsEnqueueBulk(context.Background(), fv, "noop", 0, jobs); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		h.worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
+	}
+	eventually(t, 60*time.Second, "every job COMPLETED", func() bool {
+		return h.counts()[db.StatusCompleted] == jobs
+	})
+	claims := h.s.Stats().ClaimTime.Snapshot().Count
+	alone := h.s.Stats().ConcludeTime.Snapshot().Count
+	t.Logf("%d jobs: %d transactions with a claim, %d with receipts alone", jobs, claims, alone)
+	if alone*10 > claims+alone {
+		t.Errorf("%d of %d transactions wrote receipts alone; want under 10%%", alone, claims+alone)
+	}
+}

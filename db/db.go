@@ -61,7 +61,8 @@ type DB struct {
 	versionPool *sql.DB
 	versionConn *sql.Conn
 
-	stmts stmtCache // hot statements prepared on writer
+	stmts stmtCache     // hot statements prepared on writer
+	ckpt  *checkpointer // copies the WAL into the file (checkpoint.go)
 }
 
 // ParseDSN turns a database setting into a file path: "sqlite://rel.db" is
@@ -101,7 +102,8 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, errors.New("open database: path contains a NUL byte")
 	}
 
-	writer, err := sql.Open(driverName, connString(path, "_txlock=immediate"))
+	// The writer never checkpoints on its own; the checkpointer does.
+	writer, err := sql.Open(driverName, connString(path, "_txlock=immediate", "_pragma=wal_autocheckpoint(0)"))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -149,6 +151,10 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
+	if db.ckpt, err = startCheckpointer(path); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	return db, nil
 }
 
@@ -172,6 +178,10 @@ func connString(path string, extra ...string) string {
 // Close closes every connection of the DB.
 func (db *DB) Close() error {
 	var errs []error
+	if db.ckpt != nil {
+		errs = append(errs, db.ckpt.close())
+		db.ckpt = nil
+	}
 	db.versionMu.Lock()
 	if db.versionConn != nil {
 		errs = append(errs, db.versionConn.Close())
@@ -232,6 +242,9 @@ func (db *DB) DataVersion(ctx context.Context) (int64, error) {
 // nothing has happened yet when BEGIN fails, it is retried (bounded by
 // beginRetryFor and ctx) instead of failing the whole claim or batch.
 func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if db.ckpt != nil {
+		db.ckpt.finishOn(db.writer)
+	}
 	var tx *sql.Tx
 	deadline := time.Now().Add(beginRetryFor)
 	for {
@@ -250,6 +263,9 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	if db.ckpt != nil {
+		db.ckpt.commits.Add(1)
 	}
 	return nil
 }

@@ -19,10 +19,12 @@ func (db *DB) SourceRootAdd(ctx context.Context, rootPath string) (int64, error)
 		return 0, errors.New("add source root: empty path")
 	}
 	var id int64
-	err := db.writer.QueryRowContext(ctx, `INSERT INTO cf_source_root (path, type, active)
-		VALUES (?, 'local', 1)
-		ON CONFLICT (path) DO UPDATE SET path = excluded.path
-		RETURNING id`, rootPath).Scan(&id)
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO cf_source_root (path, type, active)
+			VALUES (?, 'local', 1)
+			ON CONFLICT (path) DO UPDATE SET path = excluded.path
+			RETURNING id`, rootPath).Scan(&id)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("add source root %q: %w", rootPath, err)
 	}

@@ -869,14 +869,18 @@ func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string
 		}
 		overrides = configOverrides
 	}
-	res, err := db.writer.ExecContext(ctx, `INSERT INTO cf_processing_queue
-		(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
-		VALUES (?, ?, ?, 'QUEUED', ?, 0, ?)`,
-		fileVersionID, plugin, overrides, priority, formatTime(time.Now()))
-	if err != nil {
-		return 0, fmt.Errorf("enqueue job: %w", err)
-	}
-	id, err := res.LastInsertId()
+	var id int64
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO cf_processing_queue
+			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
+			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?)`,
+			fileVersionID, plugin, overrides, priority, formatTime(time.Now()))
+		if err != nil {
+			return err
+		}
+		id, err = res.LastInsertId()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("enqueue job: %w", err)
 	}

@@ -596,10 +596,12 @@ func (db *DB) SourceRootActivate(ctx context.Context, rootPath string) (SourceRo
 	}
 	r := SourceRoot{Path: filepath.Clean(rootPath), Active: true}
 	var typ sql.NullString
-	err := db.writer.QueryRowContext(ctx, `INSERT INTO cf_source_root (path, type, active)
-		VALUES (?, 'local', 1)
-		ON CONFLICT (path) DO UPDATE SET active = 1
-		RETURNING id, type`, r.Path).Scan(&r.ID, &typ)
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO cf_source_root (path, type, active)
+			VALUES (?, 'local', 1)
+			ON CONFLICT (path) DO UPDATE SET active = 1
+			RETURNING id, type`, r.Path).Scan(&r.ID, &typ)
+	})
 	if err != nil {
 		return SourceRoot{}, fmt.Errorf("add source root %q: %w", rootPath, err)
 	}
@@ -659,8 +661,10 @@ func (db *DB) IgnoreRuleAdd(ctx context.Context, rootID int64, pattern string) (
 		root = rootID
 	}
 	var id int64
-	err := db.writer.QueryRowContext(ctx, `INSERT INTO cf_ignore_rule (source_root_id, pattern, active, created_at)
-		VALUES (?, ?, 1, ?) RETURNING id`, root, strings.TrimSpace(pattern), formatTime(time.Now())).Scan(&id)
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO cf_ignore_rule (source_root_id, pattern, active, created_at)
+			VALUES (?, ?, 1, ?) RETURNING id`, root, strings.TrimSpace(pattern), formatTime(time.Now())).Scan(&id)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("add ignore rule %q: %w", pattern, err)
 	}

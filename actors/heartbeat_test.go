@@ -1,0 +1,51 @@
+package actors_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/internal/testworker"
+)
+
+// TestHeartbeat_WorkersShareOneBeat: worker actors heartbeat on a common
+// beat (whole multiples of the interval), not each on its own phase, so
+// that idle workers cost one burst per interval. Two workers registered
+// 120 ms apart, with a 300 ms interval, must get their HEARTBEATs within a
+// few milliseconds of each other.
+func TestHeartbeat_WorkersShareOneBeat(t *testing.T) {
+	const interval = 300 * time.Millisecond
+	h := newHarness(t, func(c *config.Config) {
+		c.HeartbeatInterval = interval
+		c.WorkerTimeout = 5 * interval
+	})
+	a := h.worker(testworker.Options{Slots: 1})
+	time.Sleep(120 * time.Millisecond) // registering the second worker out of phase
+	b := h.worker(testworker.Options{Slots: 1})
+
+	// When each worker's count of received HEARTBEATs changes.
+	var beatsA, beatsB []time.Time
+	lastA, lastB := a.Heartbeats(), b.Heartbeats()
+	for end := time.Now().Add(6 * interval); time.Now().Before(end); {
+		if n := a.Heartbeats(); n != lastA {
+			lastA, beatsA = n, append(beatsA, time.Now())
+		}
+		if n := b.Heartbeats(); n != lastB {
+			lastB, beatsB = n, append(beatsB, time.Now())
+		}
+		time.Sleep(time.Millisecond) // sampling two counters
+	}
+	if len(beatsA) < 3 || len(beatsB) < 3 {
+		t.Fatalf("heartbeats seen: %d and %d in %s; want at least 3 each", len(beatsA), len(beatsB), 6*interval)
+	}
+	const tolerance = 40 * time.Millisecond
+	for _, tb := range beatsB {
+		nearest := time.Hour
+		for _, ta := range beatsA {
+			nearest = min(nearest, max(tb.Sub(ta), ta.Sub(tb)))
+		}
+		if nearest > tolerance {
+			t.Errorf("worker B's heartbeat came %s from worker A's nearest; want both on one beat (within %s)", nearest, tolerance)
+		}
+	}
+}

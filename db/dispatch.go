@@ -98,9 +98,13 @@ func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, r
 	if !row.fileVersionID.Valid {
 		return d, "dispatch: job has no file_version_id", nil
 	}
-	d.FilePath, reason, err = a.path(ctx, row.fileVersionID.Int64)
-	if err != nil || reason != "" {
-		return d, reason, err
+	if d.FilePath = locatedPath(row.location); d.FilePath == "" {
+		// A missing link or a path to refuse: find out which, for the
+		// job's error message.
+		d.FilePath, reason, err = a.path(ctx, row.fileVersionID.Int64)
+		if err != nil || reason != "" {
+			return d, reason, err
+		}
 	}
 
 	m, err := a.manifest(ctx, plugin)
@@ -202,6 +206,17 @@ func (a *assembler) path(ctx context.Context, versionID int64) (path, reason str
 		return "", fmt.Sprintf("dispatch: rel_path %q of file location %d leaves its source root", rel.String, locID.Int64), nil
 	}
 	return filepath.Join(root.String, rel.String), "", nil
+}
+
+// locatedPath returns the file path from a claimed row's location (root and
+// rel_path joined by NUL), or "" when the location is missing or fails a
+// check of path (which then says why).
+func locatedPath(location sql.NullString) string {
+	root, rel, ok := strings.Cut(location.String, "\x00")
+	if !location.Valid || !ok || root == "" || rel == "" || !filepath.IsLocal(strings.TrimLeft(rel, "/")) {
+		return ""
+	}
+	return filepath.Join(root, rel)
 }
 
 // manifest returns the newest ACTIVE manifest of plugin, or nil if there is

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"reflect"
 	"strings"
 	"testing"
@@ -193,6 +194,28 @@ func TestJobsClaim_ExpandsFilePlaceholdersInSinkURIs(t *testing.T) {
 		var uri string
 		if err := topics.Scan(&uri); err != nil || uri != "sqlite://output/all.db/{file_stem}" {
 			t.Fatalf("stored uri %q (%v)", uri, err)
+		}
+	}
+}
+
+// TestLocatedPath: the claim statement's location is used only when it is
+// complete and stays inside its root; anything else goes to the assembler's
+// precise lookup ("" here).
+func TestLocatedPath(t *testing.T) {
+	for _, tc := range []struct {
+		location sql.NullString
+		want     string
+	}{
+		{sql.NullString{String: "/data/in\x00a/b.csv", Valid: true}, "/data/in/a/b.csv"},
+		{sql.NullString{String: "/data/in\x00/b.csv", Valid: true}, "/data/in/b.csv"},
+		{sql.NullString{}, ""},                                        // a missing link
+		{sql.NullString{String: "\x00b.csv", Valid: true}, ""},        // empty root
+		{sql.NullString{String: "/data/in\x00", Valid: true}, ""},     // empty rel_path
+		{sql.NullString{String: "/data/in\x00../x", Valid: true}, ""}, // leaves its root
+		{sql.NullString{String: "/data/in", Valid: true}, ""},         // no separator
+	} {
+		if got := locatedPath(tc.location); got != tc.want {
+			t.Errorf("locatedPath(%q) = %q, want %q", tc.location.String, got, tc.want)
 		}
 	}
 }

@@ -97,6 +97,10 @@ type claimedRow struct {
 	priority        sql.NullInt64
 	retryCount      sql.NullInt64
 	configOverrides sql.NullString
+	// location is the file's root path and rel_path joined by a NUL byte,
+	// read by the claim statement itself; NULL when a link is missing (the
+	// assembler then finds out which).
+	location sql.NullString
 }
 
 // normaliseNullsSQL gives rows other tools inserted with NULLs their
@@ -332,7 +336,7 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRe
 	for rows.Next() {
 		c := claimedRow{ref: ClaimRef{Worker: r.Worker}}
 		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
-			&c.priority, &c.retryCount, &c.configOverrides); err != nil {
+			&c.priority, &c.retryCount, &c.configOverrides, &c.location); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
 		out = append(out, c)
@@ -354,6 +358,8 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRe
 // plugins, or any plugin when nPlugins is 0, except nExclude plugins.
 // Arguments: worker (claimed_by), worker (worker_host), claim_time,
 // updated_at, now in unix ms, the plugin names, the excluded names, the limit.
+// It returns the claimed rows with their file's location (claimedRow): a
+// subquery in RETURNING saves the assembler a statement per job.
 func claimSQL(nPlugins, nExclude int) string {
 	// LIMIT ? + 0: SQLite reads a bare "LIMIT ?" at prepare time and then
 	// prepares the statement again whenever the bound limit changes, which
@@ -382,7 +388,12 @@ func claimSQL(nPlugins, nExclude int) string {
 		WHERE status = 'QUEUED' AND (next_run_at IS NULL OR next_run_at <= ?)` + filter + `
 		ORDER BY priority DESC, id
 		LIMIT ? + 0)
-	RETURNING id, attempt, file_version_id, plugin_name, priority, retry_count, config_overrides`
+	RETURNING id, attempt, file_version_id, plugin_name, priority, retry_count, config_overrides,
+		(SELECT r.path || char(0) || l.rel_path
+		FROM cf_file_version v
+		JOIN cf_file_location l ON l.id = v.location_id
+		JOIN cf_source_root r ON r.id = l.source_root_id
+		WHERE v.id = cf_processing_queue.file_version_id)`
 }
 
 // pluginSetKey names the set of plugins a request can run: "*" for any

@@ -28,6 +28,7 @@ func TestRun_PrintsEveryFigure(t *testing.T) {
 		`machine: \d+ CPUs; W=2 C=2 N=300 preload=1000 idle-workers=20`,
 		`full load: ` + figures,
 		`half load \(hold \S+\): ` + figures,
+		`half load ran at \d+ % of the full-load rate`,
 		`restart: first DISPATCH \S+ after starting a new Sentinel \(SIGKILL before; \d+ jobs QUEUED\)`,
 	} {
 		if !regexp.MustCompile(want).Match(out.Bytes()) {

@@ -44,8 +44,9 @@ func TestCheckpointer_CopiesTheWALWithoutTheWriter(t *testing.T) {
 // back to back leaves a checkpoint on another connection no moment to
 // finish, and a WAL that is never copied to its end never starts over. The
 // writer's own checkpoint between transactions must keep it bounded by
-// about what is written in one checkpointInterval: ~35 MB here, at ~9,000
-// commits of ~25 KB a second. Without it the WAL of this test passes 800 MB.
+// finishFrames plus what is written in one checkpointInterval: ~50 MB here,
+// at ~9,000 commits of ~25 KB a second. Without it the WAL of this test
+// passes 800 MB.
 func TestCheckpointer_WALStaysBoundedUnderSteadyWrites(t *testing.T) {
 	path := testPath(t)
 	db := openAt(t, path)

@@ -408,15 +408,17 @@ func (w *benchWorker) loop() {
 		switch msg.Opcode {
 		case transport.OpHeartbeat:
 			// The held jobs, so that the Sentinel can reconcile what a lost
-			// message left behind.
+			// message left behind. Sent under the lock, as receipts are, so
+			// that a job's receipt never goes out between the list being
+			// taken and sent (the Sentinel would ABORT a finished job).
 			w.mu.Lock()
 			ids := make([]int64, 0, len(w.held))
 			for id := range w.held {
 				ids = append(ids, int64(id))
 			}
-			w.mu.Unlock()
 			_ = w.send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive,
 				ActiveJobCount: len(ids), ActiveJobIDs: ids})
+			w.mu.Unlock()
 		case transport.OpDispatch:
 			now := time.Now()
 			ph := w.phase.Load()
@@ -441,8 +443,9 @@ func (w *benchWorker) conclude(ph *phase, job uint64) {
 	w.mu.Lock()
 	w.freed = append(w.freed, time.Now())
 	delete(w.held, job)
+	err := w.send(transport.OpConclude, job, &transport.Conclude{Status: transport.StatusSuccess})
 	w.mu.Unlock()
-	if err := w.send(transport.OpConclude, job, &transport.Conclude{Status: transport.StatusSuccess}); err == nil {
+	if err == nil {
 		ph.done.Add(1)
 	}
 }

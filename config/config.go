@@ -79,6 +79,28 @@ type Config struct {
 	// every start: source roots, routing rules, subscriptions, manifests and
 	// sinks that are missing are added, nothing else changes. Default "": none.
 	Bootstrap string
+
+	// CurveSecretKey is a file holding the Sentinel's CURVE secret key (Z85, as libzmq's zmq_curve_keypair
+	// writes it). When set, the ROUTER speaks CurveZMQ (RFC 26) and only workers whose public key is listed
+	// in AuthorizedWorkers may connect. Default "": plaintext ZMTP, which the original Python and Rust
+	// workers need.
+	CurveSecretKey string
+	// AuthorizedWorkers is a file of Z85 public keys (one per line, an optional name after it, # comments),
+	// or a folder of *.pub files, of the workers and tools allowed to connect over CURVE; reloaded on
+	// SIGHUP. Required with CurveSecretKey. Default "".
+	AuthorizedWorkers string
+	// APITokens is a file of operator API tokens, one "ROLE TOKEN [name]" per line, ROLE being read or
+	// admin; reloaded on SIGHUP. Default "": no tokens, and the HTTP server may bind only a loopback
+	// address.
+	APITokens string
+	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP server, to admin tokens only. Default false.
+	Pprof bool
+	// Insecure allows binding the ROUTER on a non-loopback address without CURVE, or the HTTP server on a
+	// non-loopback address without API tokens. Logged as a warning at start. Default false.
+	Insecure bool
+	// AllowedRoots is a comma-separated list of folders under which source roots may be added (API, CLI,
+	// bootstrap, scanner). Default "": the Sentinel's working directory only.
+	AllowedRoots string
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -142,6 +164,13 @@ func (c *Config) settings() []setting {
 		{name: "env-timeout", usage: "how long a worker may take to prepare an environment (PREPARE_ENV) before the job goes elsewhere", dur: &c.EnvTimeout},
 
 		{name: "bootstrap", usage: "JSON file of source roots, routes, subscriptions, manifests and sinks added at start if missing", str: &c.Bootstrap},
+
+		{name: "curve-secret-key", usage: "file with the Sentinel's CURVE secret key (Z85); turns on CurveZMQ for every worker connection", str: &c.CurveSecretKey},
+		{name: "authorized-workers", usage: "file of Z85 public keys, or folder of *.pub files, allowed to connect over CURVE (reloaded on SIGHUP)", str: &c.AuthorizedWorkers},
+		{name: "api-tokens", usage: "file of \"read|admin TOKEN [name]\" lines for the HTTP API (reloaded on SIGHUP)", str: &c.APITokens},
+		{name: "pprof", usage: "serve /debug/pprof/ on the HTTP server, to admin tokens only", flag: &c.Pprof},
+		{name: "insecure", usage: "allow a non-loopback --bind without CURVE or a non-loopback --http without --api-tokens (logged as a warning)", flag: &c.Insecure},
+		{name: "allowed-roots", usage: "comma-separated folders under which source roots may be added (\"\" = the working directory)", str: &c.AllowedRoots},
 	}
 }
 
@@ -381,5 +410,39 @@ func (c Config) Validate() error {
 			bad("http", "want host:port such as 127.0.0.1:8080, or \"\" to turn it off, got %q", c.HTTP)
 		}
 	}
+	if (c.CurveSecretKey == "") != (c.AuthorizedWorkers == "") {
+		bad("curve-secret-key", "--curve-secret-key and --authorized-workers go together: give both or neither")
+	}
+	if c.CurveSecretKey == "" && !c.Insecure && !loopbackEndpoint(c.Bind) {
+		bad("bind", "%q is not a loopback address: give --curve-secret-key and --authorized-workers, or --insecure to accept plaintext workers from the network", c.Bind)
+	}
+	if c.HTTP != "" && c.APITokens == "" && !c.Insecure && !loopbackHostPort(c.HTTP) {
+		bad("http", "%q is not a loopback address: give --api-tokens, or --insecure to serve the API without authentication", c.HTTP)
+	}
 	return errors.Join(errs...)
+}
+
+// loopbackEndpoint reports whether a ZeroMQ endpoint listens only on this
+// host: tcp:// on a loopback address or localhost, or a transport that never
+// leaves it (inproc://, ipc://).
+func loopbackEndpoint(endpoint string) bool {
+	rest, ok := strings.CutPrefix(endpoint, "tcp://")
+	if !ok {
+		return strings.HasPrefix(endpoint, "inproc://") || strings.HasPrefix(endpoint, "ipc://")
+	}
+	return loopbackHostPort(rest)
+}
+
+// loopbackHostPort reports whether host:port names a loopback address. An
+// empty host, 0.0.0.0 or "*" listen on every interface and are not loopback.
+func loopbackHostPort(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

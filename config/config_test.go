@@ -336,3 +336,40 @@ func TestLoad_DeploySettings(t *testing.T) {
 		}
 	}
 }
+
+func TestLoad_NetworkListenersNeedCredentialsOrInsecure(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string // "" means the configuration is valid
+	}{
+		{name: "loopback plaintext", args: []string{"--bind", "tcp://127.0.0.1:5555", "--http", "127.0.0.1:8080"}},
+		{name: "localhost plaintext", args: []string{"--bind", "tcp://localhost:5555", "--http", "localhost:8080"}},
+		{name: "ipv6 loopback", args: []string{"--bind", "tcp://[::1]:5555"}},
+		{name: "all interfaces without curve", args: []string{"--bind", "tcp://0.0.0.0:5555"}, want: "--bind"},
+		{name: "star without curve", args: []string{"--bind", "tcp://*:5555"}, want: "--bind"},
+		{name: "lan address without curve", args: []string{"--bind", "tcp://192.0.2.10:5555"}, want: "--bind"},
+		{name: "all interfaces with curve", args: []string{"--bind", "tcp://0.0.0.0:5555",
+			"--curve-secret-key", "s.key", "--authorized-workers", "workers"}},
+		{name: "all interfaces insecure", args: []string{"--bind", "tcp://0.0.0.0:5555", "--insecure"}},
+		{name: "curve key without authorized workers", args: []string{"--curve-secret-key", "s.key"}, want: "--curve-secret-key"},
+		{name: "authorized workers without curve key", args: []string{"--authorized-workers", "w"}, want: "--curve-secret-key"},
+		{name: "http on all interfaces without tokens", args: []string{"--http", "0.0.0.0:8080"}, want: "--http"},
+		{name: "http with empty host without tokens", args: []string{"--http", ":8080"}, want: "--http"},
+		{name: "http on all interfaces with tokens", args: []string{"--http", "0.0.0.0:8080", "--api-tokens", "tokens"}},
+		{name: "http on all interfaces insecure", args: []string{"--http", "0.0.0.0:8080", "--insecure"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, tc.args, nil)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Load(%q) = %v, want no error", tc.args, err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("Load(%q) = nil error, want one naming %s", tc.args, tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("Load(%q) = %v, want it to name %s", tc.args, err, tc.want)
+			}
+		})
+	}
+}

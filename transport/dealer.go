@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -31,6 +32,11 @@ type DealerOptions struct {
 	Timeout time.Duration
 	// MaxPayload bounds accepted payloads. Default DefaultMaxPayload.
 	MaxPayload int
+	// Curve, when set, connects over CurveZMQ with these keys; tcp://
+	// endpoints only. Default nil: plaintext (NULL security).
+	Curve *CurveClient
+	// HandshakeTimeout bounds one CURVE handshake. Default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 }
 
 // DialDealer connects to endpoint and keeps reconnecting forever while the
@@ -53,9 +59,29 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 	}
 	// The socket lives until Close, not until ctx ends: ctx only bounds
 	// the first dial, which with unlimited retries waits for the Sentinel.
-	sock := zmq4.NewDealer(context.Background(), zopts...)
+	sockCtx, dialAt := context.Background(), endpoint
+	var curve *curveDial
+	if opts.Curve != nil {
+		rest, ok := strings.CutPrefix(endpoint, "tcp://")
+		if !ok {
+			return nil, fmt.Errorf("dial %s: CURVE needs a tcp:// endpoint", endpoint)
+		}
+		if err := registerCurve(); err != nil {
+			return nil, fmt.Errorf("register curve transport: %w", err)
+		}
+		if opts.HandshakeTimeout <= 0 {
+			opts.HandshakeTimeout = DefaultHandshakeTimeout
+		}
+		props := [][2]string{{"Socket-Type", "DEALER"}}
+		if len(opts.Identity) > 0 {
+			props = append(props, [2]string{"Identity", string(opts.Identity)})
+		}
+		curve = &curveDial{client: opts.Curve, metadata: curveMetadata(props...), timeout: opts.HandshakeTimeout}
+		sockCtx, dialAt = context.WithValue(sockCtx, curveDialKey{}, curve), curveScheme+"://"+rest
+	}
+	sock := zmq4.NewDealer(sockCtx, zopts...)
 	dialed := make(chan error, 1)
-	go func() { dialed <- sock.Dial(endpoint) }()
+	go func() { dialed <- sock.Dial(dialAt) }()
 	select {
 	case err := <-dialed:
 		if err != nil {
@@ -67,6 +93,11 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 		// it, so the dialing goroutine is left to finish on its own rather
 		// than hanging the caller on a peer that never answers.
 		_ = sock.Close()
+		if curve != nil {
+			if last := curve.lastErr.Load(); last != nil {
+				return nil, fmt.Errorf("dial %s: %w (last attempt: %v)", endpoint, ctx.Err(), *last)
+			}
+		}
 		return nil, fmt.Errorf("dial %s: %w", endpoint, ctx.Err())
 	}
 	return &Dealer{sock: sock, maxPayload: opts.MaxPayload}, nil

@@ -106,6 +106,10 @@ type guardConfig struct {
 	sendBuffer       int // bytes queued for one peer before it counts as dead
 	onReject         func(reason string)
 	peers            *peerConns // shared with the Router, which sends through it
+	// curve, when set, makes every connection speak CurveZMQ (curveconn.go)
+	// underneath the guard; onCurveRefusal hears why a handshake failed.
+	curve          *CurveServer
+	onCurveRefusal func(remote net.Addr, err *CurveError)
 }
 
 // peerConns finds a peer's guarded connection by its ZeroMQ identity, so the
@@ -116,6 +120,13 @@ type guardConfig struct {
 type peerConns struct {
 	mu sync.RWMutex
 	m  map[string]*guardConn
+}
+
+// connected reports whether identity has an open connection.
+func (p *peerConns) connected(identity string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.m[identity] != nil
 }
 
 func (p *peerConns) get(identity []byte) *guardConn {
@@ -164,6 +175,9 @@ var registerGuard = sync.OnceValue(func() error {
 func guardEndpoint(endpoint string, opts RouterOptions) (context.Context, string, *peerConns, error) {
 	ctx := context.Background()
 	rest, isTCP := strings.CutPrefix(endpoint, "tcp://")
+	if opts.Curve != nil && (opts.Unguarded || !isTCP) {
+		return nil, "", nil, fmt.Errorf("bind %s: CURVE needs a guarded tcp:// endpoint", endpoint)
+	}
 	if opts.Unguarded || !isTCP {
 		return ctx, endpoint, nil, nil
 	}
@@ -188,6 +202,8 @@ func newGuardConfig(opts RouterOptions) guardConfig {
 		sendBuffer:       opts.SendBuffer,
 		onReject:         opts.OnReject,
 		peers:            &peerConns{m: make(map[string]*guardConn)},
+		curve:            opts.Curve,
+		onCurveRefusal:   opts.OnCurveRefusal,
 	}
 	if cfg.handshakeTimeout <= 0 {
 		cfg.handshakeTimeout = DefaultHandshakeTimeout
@@ -303,7 +319,13 @@ func (l *guardListener) acceptLoop() {
 			}
 		}
 		backoff = 0
-		c := newGuardConn(raw, &l.cfg, l.untrack)
+		conn := raw
+		if l.cfg.curve != nil {
+			// The CURVE handshake runs on the first read, in the
+			// connection's own handshake goroutine, under its deadline.
+			conn = newCurveServerConn(raw, l.cfg.curve, l.cfg.maxFrame, l.cfg.peers.connected)
+		}
+		c := newGuardConn(conn, &l.cfg, l.untrack)
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -398,7 +420,7 @@ func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err er
 	_ = c.Conn.SetReadDeadline(time.Now().Add(timeout))
 	g, err := c.br.Peek(greetingSize + 2)
 	if err != nil {
-		return handshakeFailure(err)
+		return c.handshakeFailure(err)
 	}
 	// zmq4 accepts version 3.0 and above (libzmq 4.3 says 3.1), an
 	// as-server byte of 0 or 1 only, and the mechanism it uses itself.
@@ -415,7 +437,7 @@ func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err er
 	}
 	h, err := c.br.Peek(greetingSize + hdrSize)
 	if err != nil {
-		return handshakeFailure(err)
+		return c.handshakeFailure(err)
 	}
 	size := uint64(h[greetingSize+1])
 	if hdrSize == 9 {
@@ -426,7 +448,7 @@ func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err er
 	}
 	b, err := c.br.Peek(greetingSize + hdrSize + int(size))
 	if err != nil {
-		return handshakeFailure(err)
+		return c.handshakeFailure(err)
 	}
 	identity, ok := readReady(b[greetingSize+hdrSize:])
 	if !ok {
@@ -435,6 +457,27 @@ func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err er
 	c.identity = identity
 	_ = c.Conn.SetReadDeadline(time.Time{})
 	return "", nil
+}
+
+// handshakeFailure sorts a handshake error into a reject reason. A CURVE
+// failure is also reported, with the key when the peer proved one.
+func (c *guardConn) handshakeFailure(err error) (string, error) {
+	if c.cfg.curve == nil {
+		return handshakeFailure(err)
+	}
+	reason, gerr := handshakeFailure(err)
+	var ce *CurveError
+	if !errors.As(err, &ce) {
+		ce = &CurveError{Reason: reason, Err: err}
+	}
+	c.curveRefused(ce)
+	return ce.Reason, gerr
+}
+
+func (c *guardConn) curveRefused(err *CurveError) {
+	if c.cfg.onCurveRefusal != nil {
+		c.cfg.onCurveRefusal(c.RemoteAddr(), err)
+	}
 }
 
 func handshakeFailure(err error) (string, error) {

@@ -323,18 +323,32 @@ print("ok")
 
 // BenchmarkRouterRoundTrip measures echo round trips through a Router from 8
 // DEALERs, each keeping 100 requests in flight, with 16-byte header and
-// 100-byte payload frames. "plain" is zmq4's own tcp transport.
+// 100-byte payload frames. "plain" is zmq4's own tcp transport, "curve" the
+// guard with CurveZMQ on both ends.
 func BenchmarkRouterRoundTrip(b *testing.B) {
 	for _, bc := range []struct {
 		name      string
 		unguarded bool
-	}{{"guarded", false}, {"plain", true}} {
+		curve     bool
+	}{{"guarded", false, false}, {"plain", true, false}, {"curve", false, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			const dealers, inFlight = 8, 100
-			r, _ := startEchoRouter(b, transport.RouterOptions{Unguarded: bc.unguarded})
 			ds := make([]*transport.Dealer, dealers)
-			for i := range ds {
-				ds[i] = dialDealer(b, r.Endpoint(), fmt.Sprintf("bench-%d", i))
+			if bc.curve {
+				k := newCurveKeys(b)
+				r, _, _ := startCurveRouter(b, k, nil, nil)
+				for i := range ds {
+					d, err := dialCurveDealer(b, r.Endpoint(), fmt.Sprintf("bench-%d", i), k.client(), 5*time.Second)
+					if err != nil {
+						b.Fatal(err)
+					}
+					ds[i] = d
+				}
+			} else {
+				r, _ := startEchoRouter(b, transport.RouterOptions{Unguarded: bc.unguarded})
+				for i := range ds {
+					ds[i] = dialDealer(b, r.Endpoint(), fmt.Sprintf("bench-%d", i))
+				}
 			}
 			frames := transport.EncodeFrames(transport.OpHeartbeat, 1, bytes.Repeat([]byte{'p'}, 100))
 			b.ResetTimer()

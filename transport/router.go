@@ -54,6 +54,14 @@ type RouterOptions struct {
 	// misbehaving connection. It runs on connection goroutines, so it must
 	// be quick and safe for concurrent use. Default: nothing.
 	OnReject func(reason string)
+	// Curve, when set, makes every connection speak CurveZMQ: only keys it
+	// authorizes get in, and an identity stays with the key that first
+	// claimed it. Needs a guarded tcp:// endpoint. Default nil: plaintext.
+	Curve *CurveServer
+	// OnCurveRefusal is called for every failed CURVE handshake, with the
+	// peer's address and why (the key when it proved one); OnReject is
+	// called too. Same rules as OnReject.
+	OnCurveRefusal func(remote net.Addr, err *CurveError)
 	// Unguarded listens on zmq4's own tcp transport. Only for benchmarks and
 	// comparisons: any peer can then crash or stall the process.
 	Unguarded bool
@@ -120,6 +128,23 @@ func ListenRouter(endpoint string, opts RouterOptions) (*Router, error) {
 		peers:    peers,
 	}
 	return r, nil
+}
+
+// PeerKey returns the CURVE public key of the peer connected with identity,
+// and false when it is not connected over CURVE.
+func (r *Router) PeerKey(identity []byte) (CurveKey, bool) {
+	if r.peers == nil {
+		return CurveKey{}, false
+	}
+	c := r.peers.get(identity)
+	if c == nil {
+		return CurveKey{}, false
+	}
+	cc, ok := c.Conn.(*curveConn)
+	if !ok {
+		return CurveKey{}, false
+	}
+	return cc.PeerKey()
 }
 
 // Endpoint is the bound endpoint with the real port, for example

@@ -347,7 +347,7 @@ type curveConn struct {
 	server    *CurveServer
 	connected func(identity string) bool
 	sess      *curveSession
-	hsErr  error
+	hsErr     error
 
 	// Inbound, reader goroutine only.
 	in    []byte // plaintext for zmq4 not yet read

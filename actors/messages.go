@@ -304,6 +304,9 @@ type WorkerInfo struct {
 	Running      []int64 // job ids, ascending
 	LastSeen     time.Time
 	Ready        bool // its RUNNING jobs were rebuilt; it can take jobs
+	// KeyFingerprint names the CURVE key the worker connected with; "" for
+	// a plaintext connection.
+	KeyFingerprint string
 }
 
 // --- Sentinel (HTTP handlers) → queue actor (request) ---

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,75 @@ func RouterOptions(cfg config.Config, stats *Stats) transport.RouterOptions {
 			stats.ProtocolErrors.Add(1)
 		},
 	}
+}
+
+// WithCurve makes every connection of opts speak CurveZMQ with curve's keys.
+// Refused handshakes are counted by reason in stats and logged with the
+// peer's address and, when it proved one, its key's fingerprint.
+func WithCurve(opts transport.RouterOptions, curve *transport.CurveServer, stats *Stats, log zerolog.Logger) transport.RouterOptions {
+	opts.Curve = curve
+	log = log.With().Str("component", "curve").Logger()
+	limit := newLogLimiter(30 * time.Second)
+	opts.OnCurveRefusal = func(remote net.Addr, err *transport.CurveError) {
+		stats.CurveRefusals.Add(err.Reason)
+		// A refused libzmq peer redials every 100 ms: one line per peer
+		// and reason every 30 s, with the number left out; the metric
+		// counts them all.
+		source := err.Reason + " " + hostOf(remote)
+		if err.HasKey {
+			source = err.Reason + " " + err.Key.Fingerprint()
+		}
+		suppressed, ok := limit.allow(source)
+		if !ok {
+			return
+		}
+		ev := log.Warn().Str("remote", remote.String()).Str("reason", err.Reason).Err(err.Err).Int("suppressed", suppressed)
+		if err.HasKey {
+			ev = ev.Str("key_fingerprint", err.Key.Fingerprint())
+		}
+		ev.Msg("connection refused during the CURVE handshake")
+	}
+	return opts
+}
+
+func hostOf(addr net.Addr) string {
+	if host, _, err := net.SplitHostPort(addr.String()); err == nil {
+		return host
+	}
+	return addr.String()
+}
+
+// logLimiter lets one log line per source through every interval and counts
+// the rest.
+type logLimiter struct {
+	mu       sync.Mutex
+	interval time.Duration
+	last     map[string]time.Time
+	dropped  map[string]int
+}
+
+func newLogLimiter(interval time.Duration) *logLimiter {
+	return &logLimiter{interval: interval, last: make(map[string]time.Time), dropped: make(map[string]int)}
+}
+
+// allow reports whether source may log now, and how many of its lines were
+// held back since its last one.
+func (l *logLimiter) allow(source string) (suppressed int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if t, seen := l.last[source]; seen && now.Sub(t) < l.interval {
+		l.dropped[source]++
+		return 0, false
+	}
+	if len(l.last) >= 4096 { // many sources: start over rather than grow
+		clear(l.last)
+		clear(l.dropped)
+	}
+	suppressed = l.dropped[source]
+	delete(l.dropped, source)
+	l.last[source] = now
+	return suppressed, true
 }
 
 // Sentinel is a running actor tree bound to a router and a database. It is not

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -25,6 +26,10 @@ type Stats struct {
 	JobsRejected      atomic.Int64
 	DBErrors          atomic.Int64
 	ActorRestarts     atomic.Int64
+
+	// CurveRefusals counts connections refused during the CURVE handshake,
+	// by reason (transport's Reject* reasons).
+	CurveRefusals *Counters
 
 	// JobsCancelled counts jobs that ended SKIPPED by an operator's cancel.
 	JobsCancelled atomic.Int64
@@ -66,7 +71,35 @@ func NewStats() *Stats {
 		ClaimTime:       NewHistogram(LatencyBuckets),
 		ConcludeTime:    NewHistogram(LatencyBuckets),
 		ScanWriteTime:   NewHistogram(LatencyBuckets),
+		CurveRefusals:   &Counters{},
 	}
+}
+
+// Counters counts events by a label, safe for concurrent use.
+type Counters struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+// Add counts one event labelled label.
+func (c *Counters) Add(label string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = make(map[string]int64)
+	}
+	c.n[label]++
+}
+
+// Snapshot returns the counts by label.
+func (c *Counters) Snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int64, len(c.n))
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
 }
 
 // Bucket bounds in seconds. Latencies inside the Sentinel are sub-millisecond

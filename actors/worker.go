@@ -417,15 +417,20 @@ func (a *workerActor) info() *WorkerInfo {
 	}
 	sort.Slice(running, func(i, j int) bool { return running[i] < running[j] })
 	h := a.spec.hello
+	fingerprint := ""
+	if key, ok := a.deps.router.PeerKey(a.spec.peer.Identity); ok {
+		fingerprint = key.Fingerprint()
+	}
 	return &WorkerInfo{
-		ID:           a.spec.peer.Key,
-		Name:         h.WorkerID,
-		Version:      h.Version,
-		Capabilities: append([]string(nil), h.Capabilities...),
-		Slots:        h.Slots(),
-		Running:      running,
-		LastSeen:     a.lastSeen,
-		Ready:        a.ready,
+		KeyFingerprint: fingerprint,
+		ID:             a.spec.peer.Key,
+		Name:           h.WorkerID,
+		Version:        h.Version,
+		Capabilities:   append([]string(nil), h.Capabilities...),
+		Slots:          h.Slots(),
+		Running:        running,
+		LastSeen:       a.lastSeen,
+		Ready:          a.ready,
 	}
 }
 

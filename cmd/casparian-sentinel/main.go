@@ -79,8 +79,17 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		log.Info().Str("file", cfg.Bootstrap).Int("changes", changes).Msg("bootstrap applied")
 	}
 
+	warnInsecure(cfg, log)
+	curve, err := loadCurve(cfg, log)
+	if err != nil {
+		return err
+	}
 	stats := actors.NewStats()
-	router, err := transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
+	routerOpts := actors.RouterOptions(cfg, stats)
+	if curve != nil {
+		routerOpts = actors.WithCurve(routerOpts, curve, stats, log)
+	}
+	router, err := transport.ListenRouter(cfg.Bind, routerOpts)
 	if err != nil {
 		return err
 	}

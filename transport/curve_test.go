@@ -216,7 +216,17 @@ func startTamperProxy(t *testing.T, target string, toServer bool, frame int) *ta
 	}
 	p := &tamperProxy{ln: ln, target: strings.TrimPrefix(target, "tcp://"), toServer: toServer, frame: frame, closed: make(chan struct{})}
 	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -231,6 +241,9 @@ func startTamperProxy(t *testing.T, target string, toServer bool, frame int) *ta
 				c.Close()
 				return
 			}
+			mu.Lock()
+			open = append(open, c, s)
+			mu.Unlock()
 			tamper := first
 			first = false
 			wg.Add(2)

@@ -216,11 +216,26 @@ const handshakeLimit = readBufferSize
 // does, before READY: the client learns it was refused. connected reports
 // whether an identity has an open connection (for bind).
 func (s *CurveServer) serverHandshake(rw io.Writer, br *bufio.Reader, connected func(string) bool) (*curveSession, error) {
-	if _, err := rw.Write(curveGreeting(true)); err != nil {
+	// The greeting goes in two steps, as libzmq sends it: signature and
+	// major version, then the rest once the peer's have arrived. A
+	// plaintext libzmq peer then sends its whole greeting, mechanism
+	// included, before it sees ours and hangs up, so the refusal can say
+	// what it spoke.
+	greeting := curveGreeting(true)
+	if _, err := rw.Write(greeting[:11]); err != nil {
 		return nil, err
 	}
 	g := make([]byte, greetingSize)
-	if _, err := io.ReadFull(br, g); err != nil {
+	if _, err := io.ReadFull(br, g[:11]); err != nil {
+		return nil, err
+	}
+	if g[0] != 0xFF || g[9]&1 != 1 || g[10] < 3 {
+		return nil, curveErrorf("not a ZMTP 3 greeting")
+	}
+	if _, err := rw.Write(greeting[11:]); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(br, g[11:]); err != nil {
 		return nil, err
 	}
 	if err := checkCurveGreeting(g); err != nil {
@@ -286,7 +301,7 @@ func (c *CurveClient) clientHandshake(rw io.Writer, br *bufio.Reader, metadata [
 	}
 	g := make([]byte, greetingSize)
 	if _, err := io.ReadFull(br, g); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("curve: read the server's greeting: %w", err)
 	}
 	if err := checkCurveGreeting(g); err != nil {
 		return nil, err
@@ -588,6 +603,12 @@ func (curveTransport) Dial(ctx context.Context, d zmqtransport.Dialer, addr stri
 		return nil, err
 	}
 	_ = raw.SetDeadline(time.Time{})
+	if err := ctx.Err(); err != nil {
+		// The socket closed while the handshake ran: zmq4 would still
+		// adopt the connection and never close it.
+		_ = raw.Close()
+		return nil, err
+	}
 	cfg.lastErr.Store(nil)
 	return conn, nil
 }

@@ -199,7 +199,13 @@ def parse_args(argv):
     p.add_argument("--heartbeat-first", action="store_true",
                    help="send a HEARTBEAT before IDENTIFY and identify only when the Sentinel "
                         "answers ERR '%s'" % UNKNOWN_WORKER)
+    p.add_argument("--curve-server-key", default="",
+                   help="the Sentinel's CURVE public key (Z85); with --curve-secret-key, connect over CURVE")
+    p.add_argument("--curve-secret-key", default="",
+                   help="this worker's CURVE secret key (Z85); its public key is derived")
     args = p.parse_args(argv)
+    if bool(args.curve_server_key) != bool(args.curve_secret_key):
+        p.error("--curve-server-key and --curve-secret-key go together")
     args.capabilities = [c.strip() for c in args.capabilities.split(",") if c.strip()]
     if not args.capabilities:
         p.error("--capabilities is empty")
@@ -217,6 +223,11 @@ def main(argv):
     # Let libzmq send ZMTP PING commands; the Sentinel must answer or ignore them.
     sock.setsockopt(zmq.HEARTBEAT_IVL, args.zmq_heartbeat_ms)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+    if args.curve_server_key:
+        secret = args.curve_secret_key.encode("ascii")
+        sock.curve_serverkey = args.curve_server_key.encode("ascii")
+        sock.curve_secretkey = secret
+        sock.curve_publickey = zmq.curve_public(secret)
     sock.connect(args.endpoint)
 
     w = Worker(sock, args.identity, args.capabilities)

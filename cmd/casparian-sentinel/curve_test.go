@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/transport"
+)
+
+// curveSetup is a Sentinel key pair on disk and worker key pairs listed in
+// an authorized-workers file.
+type curveSetup struct {
+	serverPub      transport.CurveKey
+	secretFile     string
+	authorizedFile string
+	workers        map[string]transport.CurveKey // name → secret key
+}
+
+func newCurveSetup(t *testing.T, workerNames ...string) *curveSetup {
+	t.Helper()
+	dir := t.TempDir()
+	pub, sec, err := transport.GenerateCurveKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &curveSetup{serverPub: pub, workers: map[string]transport.CurveKey{}}
+	if cs.secretFile, _, err = transport.WriteCurveKeyPair(filepath.Join(dir, "sentinel"), pub, sec); err != nil {
+		t.Fatal(err)
+	}
+	var list strings.Builder
+	list.WriteString("# workers allowed in\n")
+	for _, name := range workerNames {
+		wpub, wsec, err := transport.GenerateCurveKeyPair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs.workers[name] = wsec
+		fmt.Fprintf(&list, "%s %s\n", wpub, name)
+	}
+	cs.authorizedFile = filepath.Join(dir, "authorized_workers")
+	if err := os.WriteFile(cs.authorizedFile, []byte(list.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func (cs *curveSetup) sentinelArgs() []string {
+	return []string{"--curve-secret-key", cs.secretFile, "--authorized-workers", cs.authorizedFile}
+}
+
+// workerArgs are worker.py's flags for connecting as the named worker, or
+// with a key of its own that no list holds.
+func (cs *curveSetup) workerArgs(t *testing.T, name string) []string {
+	t.Helper()
+	sec, ok := cs.workers[name]
+	if !ok {
+		var err error
+		if _, sec, err = transport.GenerateCurveKeyPair(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "=" keeps argparse from reading a key that starts with "-" as a flag.
+	return []string{"--curve-server-key=" + cs.serverPub.String(), "--curve-secret-key=" + sec.String()}
+}
+
+// TestInterop_PythonWorkerOverCurve: the libzmq reference worker completes
+// every job over CURVE; the same worker without a listed key, or in
+// plaintext, gets none, and each refusal is logged with its reason.
+func TestInterop_PythonWorkerOverCurve(t *testing.T) {
+	requirePyZMQ(t)
+	const nJobs = 20
+	fx := newInteropFixture(t, nJobs)
+	cs := newCurveSetup(t, "py-1")
+	s := startSentinel(t, append(fx.sentinelArgs(), cs.sentinelArgs()...), nil)
+
+	// Strangers first: nothing of theirs may count.
+	stranger := runWorker(t, s.endpoint, "w-stranger", 1, append(cs.workerArgs(t, "nobody"), "--timeout", "2")...)
+	plain := runWorker(t, s.endpoint, "w-plain", 1, "--timeout", "2")
+	for name, w := range map[string]workerRun{"unlisted key": stranger, "plaintext": plain} {
+		if w.err == nil || strings.Contains(w.stdout, "done ") {
+			t.Errorf("%s worker: exit %v, stdout %q; want a timeout with no job", name, w.err, w.stdout)
+		}
+	}
+	counts, err := fx.store.JobsCountByStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts["QUEUED"] != nJobs {
+		t.Fatalf("after the refused workers: %v, want all %d jobs still QUEUED", counts, nJobs)
+	}
+	for _, reason := range []string{transport.RejectUnauthorizedKey, transport.RejectNotCurve} {
+		if !strings.Contains(s.logs.String(), `"reason":"`+reason+`"`) {
+			t.Errorf("no refusal logged with reason %s", reason)
+		}
+	}
+
+	identity := fmt.Sprintf("w-%d", time.Now().UnixNano())
+	w := runWorker(t, s.endpoint, identity, nJobs, append(cs.workerArgs(t, "py-1"), "--zmq-heartbeat-ms", "50", "--stay", "0.6")...)
+	if w.err != nil {
+		t.Fatalf("worker.py over CURVE failed: %v", w.err)
+	}
+	fx.checkAllCompleted(t, identity, w)
+	s.stopClean(t)
+}
+
+// TestInterop_StolenIdentityIsRefused: a second authorized key that claims
+// a connected worker's identity is refused during the handshake, and the
+// real worker completes every job.
+func TestInterop_StolenIdentityIsRefused(t *testing.T) {
+	requirePyZMQ(t)
+	const nJobs = 40
+	fx := newInteropFixture(t, nJobs)
+	cs := newCurveSetup(t, "real", "thief")
+	s := startSentinel(t, append(fx.sentinelArgs(), cs.sentinelArgs()...), nil)
+
+	identity := fmt.Sprintf("w-%d", time.Now().UnixNano())
+	var wg sync.WaitGroup
+	var real workerRun
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		real = runWorker(t, s.endpoint, identity, nJobs, append(cs.workerArgs(t, "real"), "--stay", "3")...)
+	}()
+	eventually(t, 10*time.Second, "the real worker registered", func() (bool, string) {
+		return strings.Contains(s.logs.String(), identity), "not yet"
+	})
+	thief := runWorker(t, s.endpoint, identity, 1, append(cs.workerArgs(t, "thief"), "--timeout", "2")...)
+	wg.Wait()
+	if thief.err == nil || strings.Contains(thief.stdout, "done ") {
+		t.Errorf("thief: exit %v, stdout %q; want a refusal with no job", thief.err, thief.stdout)
+	}
+	if !strings.Contains(s.logs.String(), `"reason":"`+transport.RejectIdentityTaken+`"`) {
+		t.Error("no identity_taken refusal logged")
+	}
+	if real.err != nil {
+		t.Fatalf("real worker: %v", real.err)
+	}
+	fx.checkAllCompleted(t, identity, real)
+	s.stopClean(t)
+}

@@ -65,6 +65,16 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		}
 		boot = &b
 	}
+	// So is a bad token file.
+	var tokens *httpapi.Tokens
+	switch {
+	case cfg.APITokens != "" && cfg.HTTP == "":
+		log.Warn().Str("file", cfg.APITokens).Msg("--api-tokens is given but --http is off: the tokens are not used")
+	case cfg.APITokens != "":
+		if tokens, err = httpapi.LoadTokens(cfg.APITokens, log); err != nil {
+			return fmt.Errorf("--api-tokens: %w", err)
+		}
+	}
 
 	store, err := db.Open(ctx, cfg.Database)
 	if err != nil {
@@ -114,9 +124,17 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	var api *httpapi.Server
 	httpDone := make(chan error, 1)
 	if httpLn != nil {
-		api = httpapi.New(httpapi.Options{Sentinel: s, Logger: log})
+		api = httpapi.New(httpapi.Options{Sentinel: s, Logger: log, Tokens: tokens, Pprof: cfg.Pprof})
 		go func() { httpDone <- api.Serve(httpLn) }()
 	}
+	// SIGHUP re-reads, in this order, the files that may change while the
+	// Sentinel runs.
+	var reloads []reloadStep
+	if tokens != nil {
+		reloads = append(reloads, reloadStep{name: "api-tokens", reload: tokens.Reload})
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	log.Info().Str("bind", router.Endpoint()).Str("database", store.Path()).Str("http", httpAddr).
 		Dur("heartbeat_interval", cfg.HeartbeatInterval).Dur("worker_timeout", cfg.WorkerTimeout).
 		Dur("scan_interval", cfg.ScanInterval).Msg("sentinel started")
@@ -125,14 +143,23 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	}
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info().Msg("shutting down")
-	case runErr = <-s.Fatal():
-	case err := <-httpDone:
-		runErr = fmt.Errorf("http server: %w", err)
-		api = nil
+serve:
+	for {
+		select {
+		case <-hup:
+			reload(log, reloads)
+		case <-ctx.Done():
+			log.Info().Msg("shutting down")
+			break serve
+		case runErr = <-s.Fatal():
+			break serve
+		case err := <-httpDone:
+			runErr = fmt.Errorf("http server: %w", err)
+			api = nil
+			break serve
+		}
 	}
+	signal.Stop(hup)
 	// Shutdown order: the Sentinel stops (health turns 503 at once, the API
 	// answers through the drain), then the HTTP server, then the deferred
 	// router and database closes.
@@ -151,6 +178,23 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	}
 	log.Info().Msg("sentinel stopped")
 	return runErr
+}
+
+// reloadStep is one thing a SIGHUP re-reads.
+type reloadStep struct {
+	name   string // the flag naming what is reloaded
+	reload func() error
+}
+
+// reload runs the steps of a SIGHUP in order. A step that fails keeps what
+// it had and is logged; the steps after it still run.
+func reload(log zerolog.Logger, steps []reloadStep) {
+	log.Info().Int("steps", len(steps)).Msg("SIGHUP: reloading")
+	for _, st := range steps {
+		if err := st.reload(); err != nil {
+			log.Error().Err(err).Str("reload", st.name).Msg("reload failed; the previous settings stay in force")
+		}
+	}
 }
 
 // bootstrapForDB turns the bootstrap file's content into what the database

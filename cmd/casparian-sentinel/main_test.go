@@ -25,7 +25,7 @@ var everyFlag = []string{
 	"heartbeat-interval", "worker-timeout", "recovery-grace", "max-retries",
 	"retry-backoff", "retry-backoff-max", "poll-interval", "max-message-size",
 	"db-timeout", "shutdown-timeout", "drain-timeout", "job-timeout", "abort-grace",
-	"http", "scan-interval", "bootstrap",
+	"http", "scan-interval", "bootstrap", "api-tokens", "pprof", "insecure",
 }
 
 // envFrom returns a getenv that reads only m, so the tests never see the
@@ -146,9 +146,10 @@ func TestRun_HelpListsEveryFlag(t *testing.T) {
 		t.Errorf("usage lacks its title:\n%s", usage)
 	}
 	for _, name := range everyFlag {
-		// PrintDefaults writes "  -name type"; the trailing space keeps
-		// -retry-backoff from matching -retry-backoff-max.
-		if !strings.Contains(usage, "  -"+name+" ") {
+		// PrintDefaults writes "  -name type", or "  -name" for a bool;
+		// the space or newline after the name keeps -retry-backoff from
+		// matching -retry-backoff-max.
+		if !strings.Contains(usage, "  -"+name+" ") && !strings.Contains(usage, "  -"+name+"\n") {
 			t.Errorf("usage does not mention --%s:\n%s", name, usage)
 		}
 	}

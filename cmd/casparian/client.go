@@ -17,11 +17,12 @@ import (
 
 // client calls the Sentinel's HTTP API.
 type client struct {
-	base string // scheme://host[:port], no trailing slash
-	http *http.Client
+	base  string // scheme://host[:port], no trailing slash
+	token string // sent as Authorization: Bearer when not ""
+	http  *http.Client
 }
 
-func newClient(server string, timeout time.Duration) (*client, error) {
+func newClient(server, token string, timeout time.Duration) (*client, error) {
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}
@@ -29,7 +30,7 @@ func newClient(server string, timeout time.Duration) (*client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, usagef("--server %q: want a URL such as %s", server, defaultServer)
 	}
-	return &client{base: strings.TrimRight(u.String(), "/"), http: &http.Client{Timeout: timeout}}, nil
+	return &client{base: strings.TrimRight(u.String(), "/"), token: token, http: &http.Client{Timeout: timeout}}, nil
 }
 
 // apiError is an error answer of the API.
@@ -39,6 +40,14 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.msg, e.status) }
+
+// tokenError is a 401, or a 403 for a read-only token: the token is
+// missing, unknown, or not allowed to do this.
+type tokenError struct{ apiError }
+
+func (e *tokenError) Error() string {
+	return fmt.Sprintf("the Sentinel refused the token: %s (HTTP %d); set --token or CASPARIAN_TOKEN", e.msg, e.status)
+}
 
 // unreachableError says the Sentinel could not be reached at all.
 type unreachableError struct {
@@ -78,8 +87,12 @@ func (c *client) do(ctx context.Context, method, path string, body any) ([]byte,
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
-	if body != nil {
+	if method != http.MethodGet {
+		// The Sentinel refuses a POST of any other type, even an empty one.
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	res, err := c.http.Do(req)
 	if err != nil {
@@ -92,7 +105,8 @@ func (c *client) do(ctx context.Context, method, path string, body any) ([]byte,
 	}
 	if res.StatusCode >= 400 {
 		var e struct {
-			Error string `json:"error"`
+			Error  string `json:"error"`
+			Reason string `json:"reason"`
 		}
 		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(raw))
@@ -100,7 +114,11 @@ func (c *client) do(ctx context.Context, method, path string, body any) ([]byte,
 				e.Error = http.StatusText(res.StatusCode)
 			}
 		}
-		return nil, &apiError{status: res.StatusCode, msg: e.Error}
+		ae := apiError{status: res.StatusCode, msg: e.Error}
+		if res.StatusCode == http.StatusUnauthorized || (res.StatusCode == http.StatusForbidden && e.Reason == "forbidden") {
+			return nil, &tokenError{ae}
+		}
+		return nil, &ae
 	}
 	return raw, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -512,4 +514,16 @@ func clip(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// tokenNew prints a new API token: 32 bytes from crypto/rand, base64url
+// without padding (43 characters), for a line "read|admin TOKEN [name]" of
+// the Sentinel's --api-tokens file.
+func tokenNew(_ context.Context, c *cli, _ []string) error {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	fmt.Fprintln(c.stdout, base64.RawURLEncoding.EncodeToString(b))
+	return nil
 }

@@ -13,10 +13,13 @@
 //	casparian sources ls | add PATH
 //	casparian routes ls | add PATTERN TAG [--priority N]
 //	casparian status
+//	casparian token new
 //	casparian keygen [--out PREFIX] [--force]
 //	casparian publish FILE --name N --version V --key K [--sentinel tcp://…] [--lockfile F] [--publisher NAME] [--email E]
 //
-// keygen and publish do not use the HTTP API: publish sends a signed DEPLOY
+// Every command that calls the API sends --token (or CASPARIAN_TOKEN) as
+// Authorization: Bearer, for a Sentinel started with --api-tokens.
+// token new, keygen and publish do not use the HTTP API: publish sends a signed DEPLOY
 // to the Sentinel's ZeroMQ endpoint as a DEALER, like any publish tool.
 //
 // Exit codes: 0 success, 1 error (including an unreachable Sentinel), 2 usage.
@@ -57,6 +60,7 @@ func main() {
 // options are the flags every command accepts.
 type options struct {
 	server  string
+	token   string
 	json    bool
 	timeout time.Duration
 }
@@ -128,6 +132,9 @@ var commands = map[string]map[string]*command{
 	"status": {
 		"": {help: "queue counts and workers at a glance", run: status},
 	},
+	"token": {
+		"new": {help: "print a new random API token (32 bytes from crypto/rand, base64url) for an --api-tokens file", run: tokenNew},
+	},
 	"keygen": {
 		"": {usage: "[--out PREFIX] [--force]", help: "write an Ed25519 publisher key pair: PREFIX.key (0600) and PREFIX.pub",
 			flags: func(fs *flag.FlagSet) {
@@ -164,6 +171,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if s := getenv("CASPARIAN_SERVER"); s != "" {
 		opts.server = s
 	}
+	// A --token flag replaces it.
+	opts.token = getenv("CASPARIAN_TOKEN")
 	global := flag.NewFlagSet("casparian", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
 	commonFlags(global, &opts)
@@ -233,7 +242,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			c.flag[f.Name] = &v
 		}
 	})
-	if c.api, err = newClient(opts.server, opts.timeout); err != nil {
+	if c.api, err = newClient(opts.server, opts.token, opts.timeout); err != nil {
 		return failUsage(stderr, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
@@ -256,9 +265,18 @@ func args0(global *flag.FlagSet, _ []string) string { return global.Arg(0) }
 
 func commonFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.server, "server", o.server, "Sentinel HTTP API base URL (env CASPARIAN_SERVER)")
+	fs.Var(secret{&o.token}, "token", "API `TOKEN` from the Sentinel's --api-tokens file, sent as Authorization: Bearer (env CASPARIAN_TOKEN)")
 	fs.BoolVar(&o.json, "json", o.json, "print the API's JSON instead of a table")
 	fs.DurationVar(&o.timeout, "timeout", o.timeout, "give up on the Sentinel after this long")
 }
+
+// secret is a string flag whose value help never shows: a token from
+// CASPARIAN_TOKEN must not be printed as the flag's default.
+type secret struct{ v *string }
+
+func (s secret) String() string     { return "" }
+func (s secret) Set(v string) error { *s.v = v; return nil }
+func (s secret) Get() any           { return "" }
 
 // parseInterleaved parses flags that may come before, between or after the
 // positional arguments ("jobs cancel 7 --json"); "--" ends the flags.
@@ -295,7 +313,7 @@ func failUsage(w io.Writer, err error) int {
 }
 
 func printUsage(w io.Writer) {
-	fmt.Fprintf(w, `Usage: casparian [--server URL] [--json] COMMAND [ARGS]
+	fmt.Fprintf(w, `Usage: casparian [--server URL] [--token TOKEN] [--json] COMMAND [ARGS]
 
 Operate a running Casparian Sentinel through its HTTP API
 (casparian-sentinel --http 127.0.0.1:8080).
@@ -326,6 +344,8 @@ Commands:
 	fmt.Fprintf(w, `
 Flags (before or after the command):
   --server URL     Sentinel HTTP API base URL (default %s, env CASPARIAN_SERVER)
+  --token TOKEN    API token, for a Sentinel with --api-tokens (env CASPARIAN_TOKEN): a read
+                   token lists and shows, an admin token also enqueues, cancels and configures
   --json           print the API's JSON instead of a table
   --timeout D      give up on the Sentinel after this long (default 30s)
 

@@ -6,12 +6,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
@@ -211,5 +215,104 @@ func TestCLI_UsageErrorsExitTwo(t *testing.T) {
 	}
 	if code, out, _ := casparian(t, nil, "jobs", "ls", "-h"); code != exitOK || !strings.Contains(out, "-status") {
 		t.Errorf("jobs ls -h: exit %d\n%s", code, out)
+	}
+}
+
+func TestCLI_TokenFromFlagOrEnvironment(t *testing.T) {
+	const (
+		readToken  = "read-token-0123456789abcdefghijk"
+		adminToken = "admin-token-0123456789abcdefghij"
+	)
+	path := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(path, []byte("read "+readToken+"\nadmin "+adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := sentineltest.Start(t, func(c *config.Config) { c.APITokens = path })
+	e.Plugin("nobody")
+	fv := e.File("a.csv", "a\n")
+	job := fmt.Sprint(e.Enqueue(fv, "nobody", 0))
+
+	refused := func(env map[string]string, args []string, want ...string) {
+		t.Helper()
+		code, out, errOut := casparian(t, env, append([]string{"--server", e.URL}, args...)...)
+		if code != exitError || out != "" {
+			t.Errorf("%v: exit %d, stdout %q", args, code, out)
+		}
+		for _, w := range append(want, "the Sentinel refused the token", "set --token or CASPARIAN_TOKEN") {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%v: stderr lacks %q:\n%s", args, w, errOut)
+			}
+		}
+		for _, tok := range []string{readToken, adminToken} {
+			if strings.Contains(errOut, tok) {
+				t.Errorf("%v: stderr shows the token:\n%s", args, errOut)
+			}
+		}
+	}
+	refused(nil, []string{"jobs", "ls"}, "needs an API token", "HTTP 401")
+	refused(nil, []string{"jobs", "ls", "--token", "wrong-token-0123456789abcdefghij"}, "not valid", "HTTP 401")
+	refused(map[string]string{"CASPARIAN_TOKEN": readToken}, []string{"jobs", "cancel", job}, "needs an admin token", "HTTP 403")
+	// The flag beats the environment, both ways.
+	refused(map[string]string{"CASPARIAN_TOKEN": adminToken}, []string{"--token", readToken, "jobs", "cancel", job}, "HTTP 403")
+	if j := e.Job(mustID(t, job)); j.Status != db.StatusQueued {
+		t.Fatalf("a refused cancel changed the job: %s", j.Status)
+	}
+
+	if code, out, errOut := casparian(t, map[string]string{"CASPARIAN_TOKEN": readToken}, "--server", e.URL, "jobs", "ls"); code != exitOK ||
+		!strings.Contains(out, "1 of 1 jobs") {
+		t.Errorf("jobs ls with CASPARIAN_TOKEN: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut := casparian(t, map[string]string{"CASPARIAN_TOKEN": readToken}, "jobs", "cancel", job, "--server", e.URL, "--token", adminToken)
+	if code != exitOK || !strings.Contains(out, "SKIPPED") {
+		t.Errorf("cancel with --token admin over a read CASPARIAN_TOKEN: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, args := range [][]string{{"--server", e.URL, "routes", "add", "*.csv", "csv"}, {"--server", e.URL, "sources", "add", t.TempDir()},
+		{"--server", e.URL, "plugins", "subscribe", "nobody", "csv"}, {"--server", e.URL, "jobs", "enqueue", "--plugin", "nobody", "--file-version", fmt.Sprint(fv)}} {
+		if code, out, errOut := casparian(t, map[string]string{"CASPARIAN_TOKEN": adminToken}, args...); code != exitOK {
+			t.Errorf("%v with an admin token: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+}
+
+func mustID(t *testing.T, s string) int64 {
+	t.Helper()
+	var id int64
+	if _, err := fmt.Sscan(s, &id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestCLI_HelpMentionsTheTokenButNeverShowsIt(t *testing.T) {
+	env := map[string]string{"CASPARIAN_TOKEN": "secret-token-from-the-environment"}
+	for _, args := range [][]string{{"--help"}, {"help"}, {"jobs", "cancel", "-h"}, {"jobs", "ls", "--token", "secret-token-from-a-flag", "-h"}} {
+		code, out, errOut := casparian(t, env, args...)
+		if code != exitOK {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		if !strings.Contains(out, "-token") || !strings.Contains(out, "CASPARIAN_TOKEN") {
+			t.Errorf("%v does not mention --token and CASPARIAN_TOKEN:\n%s", args, out)
+		}
+		if strings.Contains(out+errOut, "secret-token") {
+			t.Errorf("%v shows the token:\n%s%s", args, out, errOut)
+		}
+	}
+}
+
+func TestCLI_TokenNewPrintsARandomToken(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 3; i++ {
+		code, out, errOut := casparian(t, nil, "token", "new")
+		tok := strings.TrimSpace(out)
+		if code != exitOK || errOut != "" || !regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`).MatchString(tok) {
+			t.Fatalf("token new: exit %d, %q %q", code, out, errOut)
+		}
+		if seen[tok] {
+			t.Fatalf("token new printed %s twice", tok)
+		}
+		seen[tok] = true
+		if _, err := httpapi.ParseTokens([]byte("admin " + tok + " ci\n")); err != nil {
+			t.Errorf("the Sentinel would refuse the new token: %v", err)
+		}
 	}
 }

@@ -179,6 +179,9 @@ func overridesText(raw json.RawMessage) (string, error) {
 // POST /api/v1/jobs/{id}/cancel
 func (srv *Server) cancel(w http.ResponseWriter, r *http.Request) {
 	id, err := jobID(r)
+	if err == nil {
+		err = readNoParams(w, r)
+	}
 	if err != nil {
 		srv.fail(w, r, err)
 		return
@@ -202,6 +205,9 @@ func (srv *Server) cancel(w http.ResponseWriter, r *http.Request) {
 // POST /api/v1/jobs/{id}/retry
 func (srv *Server) retry(w http.ResponseWriter, r *http.Request) {
 	id, err := jobID(r)
+	if err == nil {
+		err = readNoParams(w, r)
+	}
 	if err != nil {
 		srv.fail(w, r, err)
 		return
@@ -371,11 +377,9 @@ func (srv *Server) addRoute(w http.ResponseWriter, r *http.Request) {
 }
 
 // readJSON decodes a request body into v, refusing unknown fields, trailing
-// data and bodies over maxBody, with a message naming the problem.
+// data and bodies over maxBody, with a message naming the problem. The
+// guard has checked the Content-Type already.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return badRequest("Content-Type must be application/json, got %q", ct)
-	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -390,6 +394,24 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	}
 	if dec.More() {
 		return badRequest("invalid JSON body: data after the object")
+	}
+	return nil
+}
+
+// readNoParams reads the body of a POST that takes no parameters: empty, or
+// the empty JSON object {}.
+func readNoParams(w http.ResponseWriter, r *http.Request) error {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return badRequest("request body is larger than %d bytes", maxBody)
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil
+	}
+	var none struct{}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	if err := readJSON(w, r, &none); err != nil {
+		return badRequest("this endpoint takes no parameters: want an empty body or {}; %v", err)
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ func call(t *testing.T, method, url, body string, out any) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body != "" {
+	if method == "POST" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	res, err := http.DefaultClient.Do(req)
@@ -242,7 +242,7 @@ func TestAPI_BadRequestsSayWhatIsWrong(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Body.Close()
-	if res.StatusCode != 400 {
+	if res.StatusCode != http.StatusUnsupportedMediaType {
 		t.Errorf("text/plain body: %d", res.StatusCode)
 	}
 }

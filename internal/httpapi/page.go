@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"bytes"
+	"crypto/rand"
 	_ "embed"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -32,8 +34,15 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 
 // pageData is what status.html renders.
 type pageData struct {
-	Now      time.Time
-	Refresh  int // seconds
+	Now     time.Time
+	Refresh int // seconds
+	// Tokens is true when the API wants tokens: the page then refreshes
+	// itself with a script that sends the token, instead of a meta
+	// refresh that could not.
+	Tokens bool
+	Nonce  string // of the page's one script (Content-Security-Policy)
+	// Refused is why the token page is shown.
+	Refused  string
 	Ready    bool
 	Endpoint string
 	Error    string // set when part of the page could not be read
@@ -55,7 +64,8 @@ type statusCount struct {
 func (srv *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := srv.ctx(r)
 	defer cancel()
-	d := pageData{Now: time.Now(), Refresh: int(pageRefresh / time.Second), Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint()}
+	d := pageData{Now: time.Now(), Refresh: int(pageRefresh / time.Second), Tokens: srv.tokens != nil,
+		Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint()}
 	var errs []string
 	if counts, err := srv.s.Counts(ctx); err != nil {
 		errs = append(errs, "job counts: "+err.Error())
@@ -80,14 +90,44 @@ func (srv *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 		d.Jobs = page.Jobs
 	}
 	d.Error = strings.Join(errs, "; ")
-	var buf bytes.Buffer
-	if err := statusPage.Execute(&buf, d); err != nil {
+	if err := renderPage(w, http.StatusOK, "status", &d); err != nil {
 		srv.fail(w, r, fmt.Errorf("render status page: %w", err))
-		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+}
+
+// tokenPage answers a browser that opened the status page without a valid
+// token: a 401 page whose script uses the token the tab keeps, or asks for
+// one.
+func (srv *Server) tokenPage(w http.ResponseWriter, code int, why string) {
+	d := pageData{Refresh: int(pageRefresh / time.Second), Tokens: true, Refused: why}
+	if err := renderPage(w, code, "token", &d); err != nil {
+		srv.log.Error().Err(err).Msg("render token page")
+		writeJSON(w, code, Error{Error: why})
+	}
+}
+
+// renderPage writes one of the templates of status.html. The page's script
+// runs under a Content-Security-Policy that allows it alone (by a nonce)
+// and lets it fetch nothing but this server.
+func renderPage(w http.ResponseWriter, code int, name string, d *pageData) error {
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce) // crypto/rand.Read never fails
+	d.Nonce = base64.StdEncoding.EncodeToString(nonce)
+	var buf bytes.Buffer
+	if err := statusPage.ExecuteTemplate(&buf, name, d); err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-"+d.Nonce+"'; "+
+		"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	// The page may have been opened with ?token=: no link may carry it
+	// elsewhere.
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
+	return nil
 }
 
 // ago renders how long ago t was, coarsely; "–" for the zero time.

@@ -26,6 +26,14 @@ type Options struct {
 	Logger   zerolog.Logger
 	// RequestTimeout bounds the work behind one request. Default 15s.
 	RequestTimeout time.Duration
+	// Tokens, when not nil, are the API tokens every route but /healthz
+	// asks for (LoadTokens reads them from --api-tokens). Nil serves
+	// without tokens, and then only to requests whose Host is a loopback
+	// name.
+	Tokens *Tokens
+	// Pprof serves Go's profiler at /debug/pprof/, to admin tokens. Off by
+	// default: the routes are not registered at all.
+	Pprof bool
 }
 
 // Server serves the operator surface of one Sentinel. Start it with Serve and
@@ -34,8 +42,24 @@ type Server struct {
 	s       *actors.Sentinel
 	log     zerolog.Logger
 	timeout time.Duration
+	tokens  *Tokens
+	refused *prometheus.CounterVec
+	routes  []Endpoint
 	http    *http.Server
 	mux     *http.ServeMux
+}
+
+// Endpoint is one route of the operator surface. The same table registers
+// the routes and drives the access tests, so that no route can be added
+// without saying who may call it.
+type Endpoint struct {
+	// Pattern is the http.ServeMux pattern, with its method.
+	Pattern string
+	Access  Access
+	// TokenInQuery also accepts the token as ?token= (the status page
+	// only: a browser cannot put a header on a link it opens).
+	TokenInQuery bool
+	handler      http.Handler
 }
 
 // New builds the routes and the metrics registry.
@@ -47,41 +71,54 @@ func New(opts Options) *Server {
 		s:       opts.Sentinel,
 		log:     opts.Logger.With().Str("component", "http").Logger(),
 		timeout: opts.RequestTimeout,
+		tokens:  opts.Tokens,
+		refused: newRefusedCounter(),
 		mux:     http.NewServeMux(),
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newMetricsCollector(srv.s, srv.log),
+	reg.MustRegister(newMetricsCollector(srv.s, srv.log), srv.refused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	m := srv.mux
-	m.HandleFunc("GET /healthz", srv.healthz)
-	m.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	m.HandleFunc("GET /{$}", srv.statusPage)
-	m.HandleFunc("GET /api/v1/status", srv.status)
-	m.HandleFunc("GET /api/v1/jobs", srv.listJobs)
-	m.HandleFunc("POST /api/v1/jobs", srv.enqueue)
-	m.HandleFunc("GET /api/v1/jobs/{id}", srv.showJob)
-	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", srv.cancel)
-	m.HandleFunc("POST /api/v1/jobs/{id}/retry", srv.retry)
-	m.HandleFunc("GET /api/v1/workers", srv.listWorkers)
-	m.HandleFunc("GET /api/v1/plugins", srv.listPlugins)
-	m.HandleFunc("POST /api/v1/plugins/{name}/subscriptions", srv.subscribe)
-	m.HandleFunc("GET /api/v1/sources", srv.listSources)
-	m.HandleFunc("POST /api/v1/sources", srv.addSource)
-	m.HandleFunc("GET /api/v1/routes", srv.listRoutes)
-	m.HandleFunc("POST /api/v1/routes", srv.addRoute)
-	// Go's profiler, for the figures in README's Performance section. The
-	// operator server is already trusted with cancelling jobs; profiles
-	// show no more than that.
-	m.HandleFunc("GET /debug/pprof/", pprof.Index)
-	m.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	m.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	m.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	m.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
-	})
+	h := func(f http.HandlerFunc) http.Handler { return f }
+	srv.routes = []Endpoint{
+		{Pattern: "GET /healthz", Access: Public, handler: h(srv.healthz)},
+		{Pattern: "GET /metrics", Access: Read, handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+		{Pattern: "GET /{$}", Access: Read, TokenInQuery: true, handler: h(srv.statusPage)},
+		{Pattern: "GET /api/v1/status", Access: Read, handler: h(srv.status)},
+		{Pattern: "GET /api/v1/jobs", Access: Read, handler: h(srv.listJobs)},
+		{Pattern: "POST /api/v1/jobs", Access: Admin, handler: h(srv.enqueue)},
+		{Pattern: "GET /api/v1/jobs/{id}", Access: Read, handler: h(srv.showJob)},
+		{Pattern: "POST /api/v1/jobs/{id}/cancel", Access: Admin, handler: h(srv.cancel)},
+		{Pattern: "POST /api/v1/jobs/{id}/retry", Access: Admin, handler: h(srv.retry)},
+		{Pattern: "GET /api/v1/workers", Access: Read, handler: h(srv.listWorkers)},
+		{Pattern: "GET /api/v1/plugins", Access: Read, handler: h(srv.listPlugins)},
+		{Pattern: "POST /api/v1/plugins/{name}/subscriptions", Access: Admin, handler: h(srv.subscribe)},
+		{Pattern: "GET /api/v1/sources", Access: Read, handler: h(srv.listSources)},
+		{Pattern: "POST /api/v1/sources", Access: Admin, handler: h(srv.addSource)},
+		{Pattern: "GET /api/v1/routes", Access: Read, handler: h(srv.listRoutes)},
+		{Pattern: "POST /api/v1/routes", Access: Admin, handler: h(srv.addRoute)},
+		// Everything else, of any method, is a JSON 404 behind the same
+		// guard, so that nothing is answered to a request the guard
+		// would refuse.
+		{Pattern: "/", Access: Read, handler: h(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
+		})},
+	}
+	if opts.Pprof {
+		// Go's profiler (--pprof): profiles show the process's command
+		// line and memory, so they are for admin tokens.
+		srv.routes = append(srv.routes,
+			Endpoint{Pattern: "GET /debug/pprof/", Access: Admin, handler: h(pprof.Index)},
+			Endpoint{Pattern: "GET /debug/pprof/cmdline", Access: Admin, handler: h(pprof.Cmdline)},
+			Endpoint{Pattern: "GET /debug/pprof/profile", Access: Admin, handler: h(pprof.Profile)},
+			Endpoint{Pattern: "GET /debug/pprof/symbol", Access: Admin, handler: h(pprof.Symbol)},
+			Endpoint{Pattern: "GET /debug/pprof/trace", Access: Admin, handler: h(pprof.Trace)},
+		)
+	}
+	for _, rt := range srv.routes {
+		srv.mux.Handle(rt.Pattern, srv.guard(rt, rt.handler))
+	}
 
 	srv.http = &http.Server{
 		Handler:           srv.mux,
@@ -92,13 +129,30 @@ func New(opts Options) *Server {
 	return srv
 }
 
+// Endpoints returns the route table: what is served, and to whom.
+func (srv *Server) Endpoints() []Endpoint { return append([]Endpoint(nil), srv.routes...) }
+
+// ReloadTokens re-reads the --api-tokens file (on SIGHUP); a file that is
+// not valid leaves the previous tokens in force. Without tokens it does
+// nothing.
+func (srv *Server) ReloadTokens() error {
+	if srv.tokens == nil {
+		return nil
+	}
+	return srv.tokens.Reload()
+}
+
 // Handler returns the routes, for tests that serve them themselves.
 func (srv *Server) Handler() http.Handler { return srv.mux }
 
 // Serve answers requests on ln until Shutdown; it returns nil after a
 // Shutdown and the listener's error otherwise.
 func (srv *Server) Serve(ln net.Listener) error {
-	srv.log.Info().Str("http", ln.Addr().String()).Msg("operator HTTP server listening")
+	srv.log.Info().Str("http", ln.Addr().String()).Bool("tokens", srv.tokens != nil).Msg("operator HTTP server listening")
+	if srv.tokens == nil {
+		srv.log.Warn().Str("http", ln.Addr().String()).
+			Msg("the operator HTTP API runs without tokens (--api-tokens): any local process may use it; only loopback Host names are answered")
+	}
 	if err := srv.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

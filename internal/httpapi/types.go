@@ -155,6 +155,10 @@ type Status struct {
 // Error is the body of every error response.
 type Error struct {
 	Error string `json:"error"`
+	// Reason is set when the request was refused before reaching the API:
+	// no_token, bad_token, forbidden, bad_content_type, cross_origin or
+	// bad_host (the label of casparian_http_refused_total).
+	Reason string `json:"reason,omitempty"`
 }
 
 func jobJSON(j actors.JobInfo) Job {

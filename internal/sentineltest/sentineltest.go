@@ -33,9 +33,11 @@ type Env struct {
 	URL      string // base URL of the HTTP server, http://127.0.0.1:port
 	Root     string // an active source root (a temp folder)
 	RootID   int64
+	// API is the operator HTTP server, with the tokens of
+	// Config.APITokens and /debug/pprof when Config.Pprof.
+	API *httpapi.Server
 
 	router *transport.Router
-	api    *httpapi.Server
 	served chan error
 }
 
@@ -88,6 +90,13 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		t.Fatal(err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	var tokens *httpapi.Tokens
+	if cfg.APITokens != "" {
+		if tokens, err = httpapi.LoadTokens(cfg.APITokens, log); err != nil {
+			e.router.Close()
+			t.Fatal(err)
+		}
+	}
 	e.Sentinel, err = actors.Start(actors.Options{Config: cfg, DB: store, Router: e.router, Logger: log, Stats: stats})
 	if err != nil {
 		t.Fatal(err)
@@ -98,9 +107,9 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		t.Fatal(err)
 	}
 	e.URL = "http://" + ln.Addr().String()
-	e.api = httpapi.New(httpapi.Options{Sentinel: e.Sentinel, Logger: log})
+	e.API = httpapi.New(httpapi.Options{Sentinel: e.Sentinel, Logger: log, Tokens: tokens, Pprof: cfg.Pprof})
 	e.served = make(chan error, 1)
-	go func() { e.served <- e.api.Serve(ln) }()
+	go func() { e.served <- e.API.Serve(ln) }()
 	t.Cleanup(e.Stop)
 	return e
 }
@@ -116,7 +125,7 @@ func (e *Env) Stop() {
 	if err := e.Sentinel.Stop(ctx); err != nil {
 		e.T.Errorf("stop sentinel: %v", err)
 	}
-	if err := e.api.Shutdown(ctx); err != nil {
+	if err := e.API.Shutdown(ctx); err != nil {
 		e.T.Errorf("stop http: %v", err)
 	}
 	if err := <-e.served; err != nil {

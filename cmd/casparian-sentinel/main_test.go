@@ -25,7 +25,7 @@ var everyFlag = []string{
 	"heartbeat-interval", "worker-timeout", "recovery-grace", "max-retries",
 	"retry-backoff", "retry-backoff-max", "poll-interval", "max-message-size",
 	"db-timeout", "shutdown-timeout", "drain-timeout", "job-timeout", "abort-grace",
-	"http", "scan-interval", "bootstrap",
+	"http", "scan-interval", "bootstrap", "allowed-roots",
 }
 
 // envFrom returns a getenv that reads only m, so the tests never see the

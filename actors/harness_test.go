@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +31,38 @@ type harness struct {
 	endpoint string
 	root     string
 	rootID   int64
+	logs     logLines // every warning and error the Sentinel logged
+}
+
+// logLines collects log lines; the Sentinel's goroutines write, the test
+// reads.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, string(p))
+	return len(p), nil
+}
+
+// with returns the lines that contain every one of parts.
+func (l *logLines) with(parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, line := range l.lines {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 // fastConfig shrinks every interval so that liveness paths run in test time.
@@ -53,6 +87,9 @@ func newHarness(t testing.TB, tweak func(*config.Config)) *harness {
 		tweak(&cfg)
 	}
 	dir := t.TempDir()
+	if cfg.AllowedRoots == "" {
+		cfg.AllowedRoots = dir // the source root, and folders beside it for tests that add more
+	}
 	h := &harness{t: t, cfg: cfg, dbPath: filepath.Join(dir, "casparian_flow.db"), root: filepath.Join(dir, "files")}
 	if err := os.MkdirAll(h.root, 0o755); err != nil {
 		t.Fatal(err)
@@ -77,7 +114,7 @@ func (h *harness) start() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
+	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(h.t), &h.logs)).Level(zerolog.WarnLevel)
 	s, err := actors.Start(actors.Options{Config: h.cfg, DB: h.store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		h.t.Fatal(err)

@@ -422,8 +422,9 @@ type ScanFinished struct {
 type rootWalked struct {
 	pass   uint64
 	rootID int64
+	dir    string // where the root resolved to; its files are read there
 	files  []walkedFile
-	err    error // the root itself could not be read; nothing is marked missing
+	err    error // the root itself could not be read, or is not allowed; nothing is marked missing
 }
 
 // fileHashed is a hasher goroutine's result for one file.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/casparian/sentinel/confine"
 	"github.com/casparian/sentinel/db"
 )
 
@@ -132,9 +134,33 @@ func (s *Sentinel) Sources(ctx context.Context) ([]SourceRoot, error) {
 	return askValue[[]SourceRoot](ctx, s, &SourcesQuery{})
 }
 
-// AddSource adds or reactivates a source root; the next scan walks it.
+// AddSource adds or reactivates a source root; the next scan walks it. A
+// folder that is not at or under one of --allowed-roots, once ".." and
+// symbolic links are resolved, is refused (ErrInvalid) with a message naming
+// it and the allowed roots. The check runs here, in the caller's goroutine,
+// because it reads the file system, which the queue actor's mailbox must not
+// wait on; the scanner checks every root again at each pass.
 func (s *Sentinel) AddSource(ctx context.Context, path string) (SourceRoot, error) {
+	// A relative path is left to the database, which refuses it as such.
+	if filepath.IsAbs(path) {
+		if _, err := CheckSourceRoot(path, s.roots); err != nil {
+			return SourceRoot{}, fmt.Errorf("%w: %w", err, ErrInvalid)
+		}
+	}
 	return askValue[SourceRoot](ctx, s, &AddSource{Path: path})
+}
+
+// CheckSourceRoot returns where path resolves to, or an error naming path
+// and the allowed roots when that is not at or under one of them
+// (--allowed-roots, after ".." and symbolic links are resolved; a
+// *confine.OutsideError). The API, the bootstrap file and the scanner all
+// judge source roots with it.
+func CheckSourceRoot(path string, allowed []string) (string, error) {
+	resolved, err := confine.Check(path, allowed, "--allowed-roots")
+	if err != nil {
+		return "", fmt.Errorf("source root %w", err)
+	}
+	return resolved, nil
 }
 
 // Routes lists the routing rules.

@@ -18,6 +18,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/casparian/sentinel/confine"
 	"github.com/casparian/sentinel/db"
 )
 
@@ -235,12 +236,12 @@ func (a *scannerActor) planned(ctx actor.Context, m *ScanState) {
 	go func() {
 		defer a.deps.bg.Done()
 		for _, rs := range jobs {
-			files, errs, err := walkRoot(bg, rs.root.Path, rs.ignore)
+			dir, files, errs, err := walkRoot(bg, rs.root.Path, a.deps.roots, rs.ignore)
 			if bg.Err() != nil {
 				return
 			}
 			a.deps.stats.ScanErrors.Add(int64(errs))
-			sys.Root.Send(self, &rootWalked{pass: pass, rootID: rs.root.ID, files: files, err: err})
+			sys.Root.Send(self, &rootWalked{pass: pass, rootID: rs.root.ID, dir: dir, files: files, err: err})
 		}
 	}()
 }
@@ -256,13 +257,23 @@ func (a *scannerActor) walked(ctx actor.Context, m *rootWalked) {
 	p := a.pass
 	p.walking--
 	rs := p.roots[m.rootID]
-	if m.err != nil {
+	var outside *confine.OutsideError
+	switch {
+	case errors.As(m.err, &outside):
+		// Added by an older version or another tool: refused, as the API
+		// and the bootstrap file refuse it, and its files are left as the
+		// database knows them.
+		if a.unreadable[m.rootID] != m.err.Error() {
+			a.unreadable[m.rootID] = m.err.Error()
+			a.log.Warn().Err(m.err).Str("root", rs.root.Path).Msg("source root skipped: it is outside --allowed-roots")
+		}
+	case m.err != nil:
 		a.deps.stats.ScanErrors.Add(1)
 		if a.unreadable[m.rootID] != m.err.Error() {
 			a.unreadable[m.rootID] = m.err.Error()
 			a.log.Warn().Err(m.err).Str("root", rs.root.Path).Msg("source root cannot be read; nothing in it is marked missing")
 		}
-	} else {
+	default:
 		if _, ok := a.unreadable[m.rootID]; ok {
 			delete(a.unreadable, m.rootID)
 			a.log.Info().Str("root", rs.root.Path).Msg("source root readable again")
@@ -285,7 +296,7 @@ func (a *scannerActor) walked(ctx actor.Context, m *rootWalked) {
 				continue
 			}
 			p.queue = append(p.queue, hashTask{rootID: m.rootID, rel: f.rel,
-				abs: filepath.Join(rs.root.Path, filepath.FromSlash(f.rel)), size: f.size, mtime: f.mtime,
+				abs: filepath.Join(m.dir, filepath.FromSlash(f.rel)), size: f.size, mtime: f.mtime,
 				tags: p.tags(f.rel)})
 		}
 		for rel, l := range rs.known {
@@ -432,17 +443,28 @@ func sameMTime(stored float64, t time.Time) bool {
 	return math.Abs(stored-float64(t.UnixNano())/1e9) < 1e-6
 }
 
-// walkRoot lists the regular files under root, skipping dot-files, dot-folders
-// and what the ignore patterns match. Entries that vanish or cannot be read
-// are skipped and counted in errs; err is set only when root itself cannot
-// be listed (or ctx ends).
-func walkRoot(ctx context.Context, root string, ignore []globPattern) (files []walkedFile, errs int, err error) {
+// walkRoot lists the regular files under the source root given, skipping
+// dot-files, dot-folders and what the ignore patterns match, and returns the
+// folder it resolved to (where the files are to be read). Entries that
+// vanish or cannot be read are skipped and counted in errs; err is set only
+// when the root itself cannot be listed (or ctx ends), or is not under an
+// allowed root (a *confine.OutsideError).
+//
+// The root is checked against the allowed roots at every pass, after ".."
+// and symbolic links are resolved, and the walk starts from where it
+// resolves to. Inside it no link is followed: linked folders are not entered
+// and linked files are not files to process, so nothing outside the root is
+// ever read.
+func walkRoot(ctx context.Context, given string, allowed []string, ignore []globPattern) (root string, files []walkedFile, errs int, err error) {
+	if root, err = CheckSourceRoot(given, allowed); err != nil {
+		return "", nil, 0, err
+	}
 	info, err := os.Stat(root)
 	if err != nil {
-		return nil, 0, err
+		return "", nil, 0, err
 	}
 	if !info.IsDir() {
-		return nil, 0, fmt.Errorf("%s is not a folder", root)
+		return "", nil, 0, fmt.Errorf("%s is not a folder", given)
 	}
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if ctx.Err() != nil {
@@ -485,9 +507,9 @@ func walkRoot(ctx context.Context, root string, ignore []globPattern) (files []w
 		return nil
 	})
 	if err != nil {
-		return nil, errs, err
+		return "", nil, errs, err
 	}
-	return files, errs, nil
+	return root, files, errs, nil
 }
 
 func ignored(ignore []globPattern, rel string, isDir bool) bool {

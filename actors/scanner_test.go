@@ -164,7 +164,7 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testing.T) {
 	h := scanHarness(t)
 	ctx := context.Background()
-	gone, err := h.store.SourceRootActivate(ctx, filepath.Join(t.TempDir(), "not-there"))
+	gone, err := h.store.SourceRootActivate(ctx, filepath.Join(filepath.Dir(h.root), "not-there"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,6 +241,79 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 		if j.Metrics["rows"] != 3 || j.FilePath != filepath.Join(h.root, "in/data.csv") {
 			t.Errorf("job %d: rows %d path %s", j.ID, j.Metrics["rows"], j.FilePath)
 		}
+	}
+}
+
+// Source roots in the database that lie outside --allowed-roots (added by
+// an older version or another tool), directly, through a link or by a
+// prefix that only looks alike, are skipped with one warning each, and
+// nothing in them is recorded; links inside a root are not followed out of
+// it. Roots inside, nested or through a link that stays inside, are walked.
+func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
+	h := scanHarness(t)
+	ctx := context.Background()
+	allowed := filepath.Dir(h.root)
+	outside := t.TempDir()
+	h.put("in.csv", "inside\n", time.Hour)
+	for _, p := range []string{filepath.Join(outside, "stolen.csv"), filepath.Join(allowed+"2", "near.csv"),
+		filepath.Join(allowed, "nested", "deeper", "n.csv"), filepath.Join(allowed, "real", "r.csv")} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(p+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, time.Now().Add(-time.Hour), time.Now().Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{
+		filepath.Join(allowed, "linked-out"): outside,                              // a root that is a link out
+		filepath.Join(allowed, "alias"):      filepath.Join(allowed, "real"),       // a root that is a link within
+		filepath.Join(h.root, "sneaky.csv"):  filepath.Join(outside, "stolen.csv"), // a file link out of a root
+		filepath.Join(h.root, "sneaky-dir"):  outside,                              // a folder link out of a root
+	} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots := map[string]int64{}
+	for _, p := range []string{outside, filepath.Join(allowed, "linked-out"), allowed + "2",
+		filepath.Join(allowed, "nested"), filepath.Join(allowed, "alias")} {
+		r, err := h.store.SourceRootActivate(ctx, p) // as another tool would, unchecked
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots[p] = r.ID
+	}
+
+	eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
+	h.passesAfter(3)
+	page, err := h.store.JobsList(ctx, db.JobFilter{Plugin: "csv_reader", Limit: db.MaxJobsLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, j := range page.Jobs {
+		got = append(got, j.FilePath)
+	}
+	sort.Strings(got)
+	want := []string{filepath.Join(allowed, "alias", "r.csv"), filepath.Join(h.root, "in.csv"),
+		filepath.Join(allowed, "nested", "deeper", "n.csv")}
+	sort.Strings(want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("jobs for\n%v\nwant\n%v", got, want)
+	}
+	for _, p := range []string{outside, filepath.Join(allowed, "linked-out"), allowed + "2"} {
+		if l, _ := h.store.ScanLocations(ctx, roots[p]); len(l) != 0 {
+			t.Errorf("root %s outside the allowed roots: recorded %v", p, l)
+		}
+		if warned := h.logs.with(`"level":"warn"`, "source root skipped", `"root":"`+p+`"`, "is outside --allowed-roots"); len(warned) != 1 {
+			t.Errorf("root %s: %d warnings over several passes, want 1:\n%v", p, len(warned), warned)
+		}
+	}
+	if l, _ := h.store.ScanLocations(ctx, h.rootID); len(l) != 1 {
+		t.Errorf("links out of the root were recorded: %v", l)
 	}
 }
 

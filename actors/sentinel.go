@@ -134,6 +134,8 @@ type Sentinel struct {
 	bg *sync.WaitGroup
 
 	drainTimeout time.Duration
+	// roots are the folders source roots must lie in (--allowed-roots).
+	roots []string
 
 	fatal     chan error
 	fatalOnce sync.Once
@@ -154,19 +156,25 @@ func Start(opts Options) (*Sentinel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start sentinel: %w", err)
 	}
+	roots, err := opts.Config.AllowedRootPaths()
+	if err != nil {
+		return nil, fmt.Errorf("start sentinel: %w", err)
+	}
 	s := &Sentinel{
 		router: opts.Router,
 		stats:  opts.Stats,
 		log:    opts.Logger,
 		bg:     &sync.WaitGroup{},
 		fatal:  make(chan error, 1),
+		roots:  roots,
 
 		drainTimeout: opts.Config.DrainTimeout,
 	}
 	s.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
 	}))
-	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys}
+	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys,
+		roots: roots}
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))

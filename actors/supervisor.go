@@ -38,6 +38,7 @@ type deps struct {
 	log    zerolog.Logger
 	bg     *sync.WaitGroup     // goroutines started off a mailbox; Sentinel.Stop waits
 	keys   []deploy.TrustedKey // publishers whose DEPLOYs are trusted (--trusted-keys)
+	roots  []string            // absolute folders source roots must lie in (--allowed-roots)
 }
 
 // peers are the well-known children. Their PIDs are fixed by name, so a

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -172,6 +173,32 @@ func (c *Config) settings() []setting {
 		{name: "insecure", usage: "allow a non-loopback --bind without CURVE or a non-loopback --http without --api-tokens (logged as a warning)", flag: &c.Insecure},
 		{name: "allowed-roots", usage: "comma-separated folders under which source roots may be added (\"\" = the working directory)", str: &c.AllowedRoots},
 	}
+}
+
+// AllowedRootPaths returns AllowedRoots as absolute folders; an empty list
+// means the working directory. Symbolic links are left to the comparison
+// (confine.Check), which resolves them every time, so a root that is created
+// or re-linked later is judged as it is then.
+func (c Config) AllowedRootPaths() ([]string, error) {
+	var out []string
+	for _, r := range strings.Split(c.AllowedRoots, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		abs, err := filepath.Abs(r)
+		if err != nil {
+			return nil, fmt.Errorf("--allowed-roots %s: %w", r, err)
+		}
+		out = append(out, abs)
+	}
+	if len(out) == 0 {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, fmt.Errorf("--allowed-roots: working directory: %w", err)
+		}
+		out = append(out, wd)
+	}
+	return out, nil
 }
 
 // EnvName returns the environment variable for a flag name: bind → CASPARIAN_BIND.

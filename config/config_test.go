@@ -373,3 +373,25 @@ func TestLoad_NetworkListenersNeedCredentialsOrInsecure(t *testing.T) {
 		})
 	}
 }
+
+func TestAllowedRootPaths_DefaultIsTheWorkingDirectory(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		in   string
+		want []string
+	}{
+		{"", []string{wd}},
+		{" , ", []string{wd}},
+		{"/data", []string{"/data"}},
+		{"/data/, /srv/in ,", []string{"/data", "/srv/in"}},
+		{"inbox", []string{filepath.Join(wd, "inbox")}},
+	} {
+		got, err := Config{AllowedRoots: c.in}.AllowedRootPaths()
+		if err != nil || strings.Join(got, "|") != strings.Join(c.want, "|") {
+			t.Errorf("AllowedRootPaths(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+}

@@ -42,6 +42,11 @@ type BootstrapPlugin struct {
 //     PluginManifestActivate does);
 //   - a sink is added only for a topic the plugin has no sink for.
 func (db *DB) BootstrapApply(ctx context.Context, b Bootstrap) (int, error) {
+	for _, p := range b.Plugins {
+		if err := db.checkSinks(p.Topics); err != nil {
+			return 0, fmt.Errorf("bootstrap: plugin %s: %w", p.Name, err)
+		}
+	}
 	changes := 0
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		now := formatTime(time.Now())

@@ -62,6 +62,7 @@ type DB struct {
 	versionConn *sql.Conn
 
 	stmts stmtCache     // hot statements prepared on writer
+	guard sinkGuard     // the files no sink may name (guard.go)
 	ckpt  *checkpointer // copies the WAL into the file (checkpoint.go)
 }
 
@@ -155,6 +156,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
+	db.guard = newSinkGuard(path)
 	return db, nil
 }
 

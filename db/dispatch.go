@@ -68,12 +68,15 @@ type assembler struct {
 	filePath, manifestOf, topicsOf *sql.Stmt
 	manifests                      map[string]*manifest // nil value: the plugin has no ACTIVE manifest
 	topics                         map[string][]Sink
+	guard                          sinkGuard
+	refusals                       map[string]string // sinkGuard's verdict by sink URI
 }
 
 // newAssembler binds the assembler's statements (assemblerQueries, prepared
 // by the caller) to tx.
 func (db *DB) newAssembler(ctx context.Context, tx *sql.Tx) (*assembler, error) {
-	a := &assembler{manifests: make(map[string]*manifest), topics: make(map[string][]Sink)}
+	a := &assembler{manifests: make(map[string]*manifest), topics: make(map[string][]Sink),
+		guard: db.guard, refusals: make(map[string]string)}
 	for _, b := range []struct {
 		st **sql.Stmt
 		q  string
@@ -125,7 +128,22 @@ func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, r
 		return d, "dispatch: " + err.Error(), nil
 	}
 	d.Sinks = expandFilePlaceholders(mergeSinks(plugin, sinks, overrides), d.FilePath)
+	for _, s := range d.Sinks {
+		if reason := a.refusal(s.URI); reason != "" {
+			return d, fmt.Sprintf("dispatch: topic %q: %s", s.Topic, reason), nil
+		}
+	}
 	return d, "", nil
+}
+
+// refusal is the sink guard's verdict on uri, asked once per claim.
+func (a *assembler) refusal(uri string) string {
+	r, ok := a.refusals[uri]
+	if !ok {
+		r = a.guard.sinkNamesDatabase(uri)
+		a.refusals[uri] = r
+	}
+	return r
 }
 
 // Placeholders a sink URI may contain, replaced at dispatch by names

@@ -201,15 +201,21 @@ func (db *DB) JobSubmit(ctx context.Context, s JobSubmission) (int64, error) {
 	case s.FilePath != "" && !filepath.IsAbs(s.FilePath):
 		return 0, fmt.Errorf("submit job: file_path %q must be absolute: %w", s.FilePath, ErrInvalid)
 	}
-	if _, err := parseOverrides(s.ConfigOverrides); err != nil {
+	overridden, err := parseOverrides(s.ConfigOverrides)
+	if err != nil {
 		return 0, fmt.Errorf("submit job: %v: %w", err, ErrInvalid)
+	}
+	for _, sinks := range overridden {
+		if err := db.checkSinks(sinks); err != nil {
+			return 0, fmt.Errorf("submit job: config_overrides: %w", err)
+		}
 	}
 	var overrides any
 	if strings.TrimSpace(s.ConfigOverrides) != "" {
 		overrides = s.ConfigOverrides
 	}
 	var id int64
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		fv := s.FileVersionID
 		if s.FilePath != "" {
 			var err error

@@ -74,6 +74,9 @@ func (db *DB) TopicConfigAdd(ctx context.Context, plugin, topic, uri, mode, sche
 	if plugin == "" || topic == "" || uri == "" {
 		return 0, errors.New("add topic config: empty plugin, topic or uri")
 	}
+	if err := db.checkSinks([]Sink{{Topic: topic, URI: uri}}); err != nil {
+		return 0, fmt.Errorf("add topic config %s: %w", plugin, err)
+	}
 	var schema any
 	if schemaJSON != "" {
 		schema = schemaJSON

@@ -502,7 +502,10 @@ type sentinelProc struct {
 }
 
 func startSentinel(ctx context.Context, bin, endpoint, dbPath, extra string) (*sentinelProc, error) {
-	args := []string{"--bind", endpoint, "--database", dbPath, "--log-format", "json", "--log-level", "warn"}
+	// The seeded source root is the database's folder (seed): allowed, so
+	// the Sentinel does not warn about it at every scan.
+	args := []string{"--bind", endpoint, "--database", dbPath, "--log-format", "json", "--log-level", "warn",
+		"--allowed-roots", filepath.Dir(dbPath)}
 	args = append(args, strings.Fields(extra)...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()

@@ -48,11 +48,11 @@ func main() {
 var demoPlugins = []string{"csv", "checksum"}
 
 // demoSinks are where the plugins' rows go, relative to the workers' output
-// folder: one Parquet file per input file for csv, one shared file for the
-// checksums.
+// folder (<dir>/output): one Parquet file per input file for csv, one shared
+// file for the checksums.
 var demoSinks = map[string]string{
-	"csv":      "parquet://output/csv/{file_stem}.parquet",
-	"checksum": "parquet://output/checksums.parquet",
+	"csv":      "parquet://csv/{file_stem}.parquet",
+	"checksum": "parquet://checksums.parquet",
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -102,6 +102,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	cfg := config.Default()
 	cfg.Bind = "tcp://127.0.0.1:0"
 	cfg.Database = dbPath
+	cfg.AllowedRoots = filepath.Dir(root) // the demo folder: its inbox is the source root
 	stats := actors.NewStats()
 	router, err := transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
 	if err != nil {
@@ -116,7 +117,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer s.Stop(context.Background())
 	fmt.Fprintf(out, "sentinel listening on %s; starting %d workers with %d slots each\n", router.Endpoint(), *workers, *slots)
 
-	outDir := filepath.Dir(root) // sinks write to <dir>/output/…
+	// The workers read only the inbox and write only under <dir>/output,
+	// which leaves the demo database out of reach of any sink.
+	outDir := filepath.Join(filepath.Dir(root), "output")
 	var builtins []plugin.Plugin
 	for _, p := range plugin.Builtins() {
 		for _, name := range demoPlugins {
@@ -131,7 +134,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	for i := 0; i < *workers; i++ {
 		w, err := worker.New(worker.Options{
 			Endpoint: router.Endpoint(), Identity: fmt.Sprintf("demo-worker-%d", i+1),
-			Concurrency: *slots, Plugins: builtins, OutputDir: outDir, JobDelay: *delay,
+			Concurrency: *slots, Plugins: builtins, OutputDir: outDir, InputRoots: []string{root}, JobDelay: *delay,
 			Logger: log.With().Str("worker_id", fmt.Sprintf("demo-worker-%d", i+1)).Logger(),
 		})
 		if err != nil {

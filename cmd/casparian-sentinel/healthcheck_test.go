@@ -86,7 +86,8 @@ func TestRun_BootstrapAppliesOnceAndIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"--bind", "tcp://127.0.0.1:0", "--database", filepath.Join(dir, "sentinel.db"), "--log-format", "json",
-		"--http", "127.0.0.1:0", "--shutdown-timeout", "5s", "--scan-interval", "0", "--bootstrap", boot}
+		"--http", "127.0.0.1:0", "--shutdown-timeout", "5s", "--scan-interval", "0", "--bootstrap", boot,
+		"--allowed-roots", dir}
 	changes := func(s *sentinel) any {
 		for _, e := range logEntries(t, s.logs.String()) {
 			if e["message"] == "bootstrap applied" {

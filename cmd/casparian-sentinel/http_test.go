@@ -58,7 +58,7 @@ func TestRun_HTTPAndScannerServeFromTheBinary(t *testing.T) {
 	}
 	s := startSentinel(t, []string{
 		"--bind", "tcp://127.0.0.1:0", "--database", filepath.Join(dir, "sentinel.db"), "--log-format", "json",
-		"--http", "127.0.0.1:0", "--scan-interval", "50ms", "--shutdown-timeout", "5s",
+		"--http", "127.0.0.1:0", "--scan-interval", "50ms", "--shutdown-timeout", "5s", "--allowed-roots", dir,
 	}, nil)
 	base := "http://" + httpAddr(t, s)
 

@@ -84,6 +84,7 @@ type interopJob struct {
 // QUEUED jobs over them.
 type interopFixture struct {
 	dbPath string
+	root   string // the source root, the Sentinel's --allowed-roots
 	store  *db.DB
 	files  []*interopFile
 	jobs   []interopJob
@@ -98,7 +99,7 @@ func newInteropFixture(t *testing.T, nJobs int) *interopFixture {
 	t.Helper()
 	ctx := context.Background()
 	root := t.TempDir()
-	fx := &interopFixture{dbPath: filepath.Join(t.TempDir(), "sentinel.db")}
+	fx := &interopFixture{dbPath: filepath.Join(t.TempDir(), "sentinel.db"), root: root}
 	contents := []struct{ rel, content string }{
 		{"alpha.txt", "one\ntwo\nthree\n"},
 		{"data/readings.csv", "ts,value\n" + strings.Repeat("2026-01-01T00:00:00Z,42\n", 11)},
@@ -177,6 +178,7 @@ func (fx *interopFixture) sentinelArgs() []string {
 		"--shutdown-timeout", "5s",
 		"--log-format", "json",
 		"--log-level", "debug",
+		"--allowed-roots", fx.root,
 	}
 }
 

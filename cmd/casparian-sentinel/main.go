@@ -63,6 +63,15 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		if err != nil {
 			return fmt.Errorf("--bootstrap: %w", err)
 		}
+		allowed, err := cfg.AllowedRootPaths()
+		if err != nil {
+			return err
+		}
+		for i, root := range b.SourceRoots {
+			if _, err := actors.CheckSourceRoot(root, allowed); err != nil {
+				return fmt.Errorf("--bootstrap %s: source_roots[%d]: %w", cfg.Bootstrap, i, err)
+			}
+		}
 		boot = &b
 	}
 	// So is a bad token file.

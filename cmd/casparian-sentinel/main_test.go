@@ -25,7 +25,8 @@ var everyFlag = []string{
 	"heartbeat-interval", "worker-timeout", "recovery-grace", "max-retries",
 	"retry-backoff", "retry-backoff-max", "poll-interval", "max-message-size",
 	"db-timeout", "shutdown-timeout", "drain-timeout", "job-timeout", "abort-grace",
-	"http", "scan-interval", "bootstrap", "api-tokens", "pprof", "insecure",
+	"http", "scan-interval", "bootstrap", "api-tokens", "pprof", "insecure", "allowed-roots",
+	"curve-secret-key", "authorized-workers",
 }
 
 // envFrom returns a getenv that reads only m, so the tests never see the

@@ -53,8 +53,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		"jobs run at once, announced as max_concurrent_jobs; more are REJECTED")
 	plugins := fs.String("plugins", strings.Join(plugin.Names(plugin.Builtins()), ","),
 		"comma-separated built-in plugins to run and advertise as capabilities")
-	outputDir := fs.String("output-dir", ".", "directory that relative sink paths resolve against "+
-		"(the Sentinel's default sink is parquet://output/<plugin>.parquet)")
+	outputDir := fs.String("output-dir", ".", "directory that relative sink paths resolve against and that every sink, "+
+		"absolute ones included, must stay in (the Sentinel's default sink is parquet://output/<plugin>.parquet)")
+	inputRoots := &folderList{list: splitList(getenv("CASPARIAN_INPUT_ROOT"))}
+	fs.Var(inputRoots, "input-root", "folder the input files must be in, after .. and symbolic links are resolved; other jobs "+
+		"FAIL unread (repeatable or comma-separated; env CASPARIAN_INPUT_ROOT; default the working directory)")
 	heartbeat := fs.Duration("heartbeat-interval", worker.DefaultHeartbeatInterval,
 		"how often a HEARTBEAT is sent; keep it well under the Sentinel's --worker-timeout")
 	drain := fs.Duration("drain-timeout", worker.DefaultDrainTimeout,
@@ -79,8 +82,10 @@ local files (built-ins, and deployed WebAssembly modules unless --wasm=false)
 and writes their rows to the sinks each job names:
 sqlite:///abs/file.db/table, parquet:///abs/file.parquet,
 file:///abs/file.csv or file:///abs/file.jsonl (relative paths resolve
-against --output-dir). SIGTERM drains: no new jobs, running ones finish,
-every job is concluded, exit 0.
+against --output-dir). Inputs must lie under --input-root and sinks under
+--output-dir, once .. and symbolic links are resolved; a job that names
+anything else FAILS without reading or writing it. SIGTERM drains: no new
+jobs, running ones finish, every job is concluded, exit 0.
 
 Flags:
 `)
@@ -133,12 +138,14 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("--output-dir: %w", err)
 	}
+
 	w, err := worker.New(worker.Options{
 		Endpoint:          *endpoint,
 		Identity:          *identity,
 		Concurrency:       *concurrency,
 		Plugins:           selected,
 		OutputDir:         dir,
+		InputRoots:        inputRoots.list, // none: the working directory
 		HeartbeatInterval: *heartbeat,
 		DrainTimeout:      *drain,
 		SentinelTimeout:   *sentinelTimeout,
@@ -221,6 +228,43 @@ func newLogger(level, format string, w io.Writer) (zerolog.Logger, error) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// folderList is a repeatable flag of comma-separated folders. Its first
+// use replaces the default (from the environment); later ones add to it.
+type folderList struct {
+	list []string
+	set  bool
+}
+
+func (f *folderList) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(f.list, ",")
+}
+
+func (f *folderList) Set(v string) error {
+	folders := splitList(v)
+	if len(folders) == 0 {
+		return errors.New("want a folder")
+	}
+	if !f.set {
+		f.list, f.set = nil, true
+	}
+	f.list = append(f.list, folders...)
+	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func orDefault(s, def string) string {

@@ -34,7 +34,8 @@ func TestRun_HelpExplainsEveryFlag(t *testing.T) {
 	}
 	for _, want := range []string{"-endpoint", "CASPARIAN_ENDPOINT", "-concurrency", "-plugins", "csv,jsonl", "-output-dir",
 		"parquet://output/<plugin>.parquet", "-heartbeat-interval", "-drain-timeout", "-sentinel-timeout", "-log-level", "-log-format", "-identity",
-		"-wasm", "-wasm-memory-mb", "-wasm-time-limit", "-wasm-cache-modules", "-wasm-cache-dir", "-wasm-interpreter"} {
+		"-wasm", "-wasm-memory-mb", "-wasm-time-limit", "-wasm-cache-modules", "-wasm-cache-dir", "-wasm-interpreter",
+		"-input-root", "CASPARIAN_INPUT_ROOT", "default the working directory"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
@@ -61,6 +62,34 @@ func TestRun_RejectsBadFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error()+out.String(), want) {
 			t.Errorf("run %s: %v, want an error mentioning %q", args, err, want)
 		}
+	}
+}
+
+// --input-root: the environment gives the default, the first flag replaces
+// it, later flags and commas add to it.
+func TestFolderList_EnvDefaultThenFlags(t *testing.T) {
+	for _, c := range []struct {
+		env   string
+		flags []string
+		want  string
+	}{
+		{"", nil, ""},
+		{"/a, /b", nil, "/a,/b"},
+		{"/a", []string{"/c"}, "/c"},
+		{"/a", []string{"/c,/d", "/e"}, "/c,/d,/e"},
+	} {
+		l := &folderList{list: splitList(c.env)}
+		for _, f := range c.flags {
+			if err := l.Set(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := l.String(); got != c.want {
+			t.Errorf("env %q, flags %q: %q, want %q", c.env, c.flags, got, c.want)
+		}
+	}
+	if err := (&folderList{}).Set(" , "); err == nil {
+		t.Error("an empty --input-root was accepted")
 	}
 }
 
@@ -104,7 +133,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 		jobs = append(jobs, id)
 	}
 
-	cmd := exec.Command(bin, "--endpoint", h.endpoint, "--concurrency", "2", "--output-dir", dir,
+	cmd := exec.Command(bin, "--endpoint", h.endpoint, "--concurrency", "2", "--output-dir", dir, "--input-root", h.root,
 		"--heartbeat-interval", "100ms", "--drain-timeout", "60s", "--log-format", "json")
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -241,6 +270,7 @@ func startSentinel(t *testing.T) *testSentinel {
 	cfg.RetryBackoffMax = 200 * time.Millisecond
 	cfg.DrainTimeout = 0
 	dir := t.TempDir()
+	cfg.AllowedRoots = dir
 	h := &testSentinel{t: t, root: filepath.Join(dir, "files")}
 	if err := os.MkdirAll(h.root, 0o755); err != nil {
 		t.Fatal(err)

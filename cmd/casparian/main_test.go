@@ -123,7 +123,7 @@ func TestCLI_AgainstARunningSentinel(t *testing.T) {
 	}
 
 	// The scanner's configuration: sources, routes, subscriptions.
-	dir := t.TempDir()
+	dir := filepath.Join(e.Dir, "more")
 	out = ok(t, e.URL, "sources", "add", dir)
 	if !strings.Contains(out, dir) {
 		t.Errorf("sources add said %q", out)

@@ -284,7 +284,7 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 	}
 
 	var src httpapi.Source
-	other := t.TempDir()
+	other := filepath.Join(e.Dir, "other") // under the allowed root; need not exist yet
 	if code, body := call(t, "POST", e.URL+"/api/v1/sources", fmt.Sprintf(`{"path": %q}`, other), &src); code != 201 {
 		t.Fatalf("add source: %d %s", code, body)
 	}

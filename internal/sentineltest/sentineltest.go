@@ -31,6 +31,7 @@ type Env struct {
 	Sentinel *actors.Sentinel
 	Endpoint string // ZeroMQ endpoint workers connect to
 	URL      string // base URL of the HTTP server, http://127.0.0.1:port
+	Dir      string // the test's folder: database, Root, and the allowed root (--allowed-roots)
 	Root     string // an active source root (a temp folder)
 	RootID   int64
 	// API is the operator HTTP server, with the tokens of
@@ -59,7 +60,8 @@ func FastConfig() config.Config {
 }
 
 // Start runs a Sentinel with FastConfig changed by tweak, and stops it when
-// the test ends.
+// the test ends. Unless tweak sets AllowedRoots, source roots may be added
+// anywhere under Dir.
 func Start(t testing.TB, tweak func(*config.Config)) *Env {
 	t.Helper()
 	cfg := FastConfig()
@@ -67,7 +69,10 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		tweak(&cfg)
 	}
 	dir := t.TempDir()
-	e := &Env{T: t, Config: cfg, Root: filepath.Join(dir, "files")}
+	if cfg.AllowedRoots == "" {
+		cfg.AllowedRoots = dir
+	}
+	e := &Env{T: t, Config: cfg, Dir: dir, Root: filepath.Join(dir, "files")}
 	if err := os.MkdirAll(e.Root, 0o755); err != nil {
 		t.Fatal(err)
 	}

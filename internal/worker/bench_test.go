@@ -46,7 +46,7 @@ func BenchmarkCSVTo(b *testing.B) {
 	dir := b.TempDir()
 	in := filepath.Join(dir, "orders.csv")
 	writeOrders(b, in, rows)
-	w, err := New(Options{Logger: zerolog.Nop(), OutputDir: dir})
+	w, err := New(Options{Logger: zerolog.Nop(), OutputDir: dir, InputRoots: []string{dir}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func BenchmarkWasmJob(b *testing.B) {
 	if err := os.WriteFile(in, bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog\n"), 24), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	w, err := New(Options{Logger: zerolog.Nop(), OutputDir: dir, Wasm: &wasm.Options{}})
+	w, err := New(Options{Logger: zerolog.Nop(), OutputDir: dir, InputRoots: []string{dir}, Wasm: &wasm.Options{}})
 	if err != nil {
 		b.Fatal(err)
 	}

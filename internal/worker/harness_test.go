@@ -33,7 +33,8 @@ type sentinel struct {
 	router   *transport.Router
 	s        *actors.Sentinel
 	endpoint string
-	root     string // source root: input files live here
+	root     string // source root: input files live here (the workers' --input-root)
+	out      string // the workers' --output-dir
 	rootID   int64
 }
 
@@ -60,7 +61,10 @@ func newSentinel(t *testing.T, tweak func(*config.Config)) *sentinel {
 		tweak(&cfg)
 	}
 	dir := t.TempDir()
-	h := &sentinel{t: t, cfg: cfg, root: filepath.Join(dir, "files")}
+	if cfg.AllowedRoots == "" {
+		cfg.AllowedRoots = dir
+	}
+	h := &sentinel{t: t, cfg: cfg, root: filepath.Join(dir, "files"), out: filepath.Join(dir, "out")}
 	if err := os.MkdirAll(h.root, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -213,14 +217,21 @@ type runningWorker struct {
 }
 
 // startWorker runs a worker against h until the test ends. opts.Endpoint,
-// OutputDir and the short timings are filled in when empty.
+// OutputDir (h.out), InputRoots (h.root) and the short timings are filled in
+// when empty.
 func startWorker(t *testing.T, h *sentinel, opts worker.Options) *runningWorker {
 	t.Helper()
 	if opts.Endpoint == "" {
 		opts.Endpoint = h.endpoint
 	}
 	if opts.OutputDir == "" {
+		opts.OutputDir = h.out
+	}
+	if opts.OutputDir == "" {
 		opts.OutputDir = t.TempDir()
+	}
+	if opts.InputRoots == nil && h.root != "" {
+		opts.InputRoots = []string{h.root}
 	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = 100 * time.Millisecond

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/casparian/sentinel/confine"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/internal/worker/sink"
 	"github.com/casparian/sentinel/transport"
@@ -65,10 +66,17 @@ func (w *Worker) execute(ctx context.Context, id int64, d *transport.Dispatch, l
 // process runs the plugin over the file into staged sinks and commits them.
 // The emitter is returned so the caller can read what was written.
 func (w *Worker) process(ctx context.Context, id int64, d *transport.Dispatch, log zerolog.Logger) (*emitter, int64, error) {
+	// One check for every runner, built-in or WebAssembly, before a module
+	// is even compiled or anything opens the file.
+	if _, err := confine.Check(d.FilePath, w.opts.InputRoots, "--input-root"); err != nil {
+		return nil, 0, fmt.Errorf("input %w; not read", err)
+	}
 	p, err := w.pluginFor(d, log)
 	if err != nil {
 		return nil, 0, err
 	}
+	// Every sink is parsed, and confined to --output-dir, before the plugin
+	// runs: a refused one fails the job with nothing written.
 	routes, err := w.routes(d.Sinks)
 	if err != nil {
 		return nil, 0, err

@@ -28,12 +28,19 @@ type scripted struct {
 	receipts map[int64][]*transport.Conclude // every CONCLUDE seen, by job
 	identity []byte
 	input    string // the file every DISPATCH names
+	inDir    string // folder of the inputs: the workers' --input-root
+	outDir   string // the workers' --output-dir
 }
 
 type inbound struct {
 	identity []byte
 	msg      transport.Message
 	payload  any
+}
+
+// harness is what startWorker needs to run a worker against s.
+func (s *scripted) harness() *sentinel {
+	return &sentinel{endpoint: s.router.Endpoint(), root: s.inDir, out: s.outDir}
 }
 
 func newScripted(t *testing.T) *scripted {
@@ -47,7 +54,13 @@ func newScriptedAt(t *testing.T, endpoint string) *scripted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scripted{t: t, router: r, in: make(chan inbound, 4096), receipts: map[int64][]*transport.Conclude{}, input: filepath.Join(t.TempDir(), "input.txt")}
+	dir := t.TempDir()
+	s := &scripted{t: t, router: r, in: make(chan inbound, 4096), receipts: map[int64][]*transport.Conclude{},
+		input: filepath.Join(dir, "in", "input.txt"), outDir: filepath.Join(dir, "out")}
+	s.inDir = filepath.Dir(s.input)
+	if err := os.Mkdir(s.inDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(s.input, []byte("input\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +131,9 @@ func (s *scripted) dispatch(jobID int64, plugin, uri string) {
 func TestWorker_ProtocolWithScriptedSentinel(t *testing.T) {
 	s := newScripted(t)
 	g := newGate("gate", 5)
-	out := filepath.Join(t.TempDir(), "out.jsonl")
+	out := filepath.Join(s.outDir, "out.jsonl")
 	uri := "file://" + out
-	w := startWorker(t, &sentinel{endpoint: s.router.Endpoint()}, worker.Options{
+	w := startWorker(t, s.harness(), worker.Options{
 		Plugins: []plugin.Plugin{g}, Concurrency: 2, HeartbeatInterval: 50 * time.Millisecond, Version: "test",
 	})
 

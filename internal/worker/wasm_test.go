@@ -48,12 +48,17 @@ func outputTo(uri string) transport.SinkConfig {
 	return transport.SinkConfig{Topic: "output", URI: uri, Mode: transport.ModeAppend}
 }
 
-// writeInput writes a file into a fresh folder and returns its path.
-func writeInput(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
+// writeInput writes a file into a fresh folder under s.inDir and returns its
+// path.
+func (s *scripted) writeInput(name, content string) string {
+	s.t.Helper()
+	dir, err := os.MkdirTemp(s.inDir, "input-")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
 	return path
 }
@@ -108,7 +113,7 @@ func wantReceipt(t *testing.T, what string, r *transport.Conclude, status, error
 func TestWasm_EnvironmentsAndVerification(t *testing.T) {
 	mods := worker.BuildTestModules(t)
 	s := newScripted(t)
-	w := startWorker(t, &sentinel{endpoint: s.router.Endpoint()}, worker.Options{Wasm: testWasm(0)})
+	w := startWorker(t, s.harness(), worker.Options{Wasm: testWasm(0)})
 
 	hello := s.next(transport.OpIdentify).payload.(*transport.Identify)
 	if want := []string{"*", "checksum", "csv", "jsonl", "text_stats"}; !slices.Equal(hello.Capabilities, want) {
@@ -136,8 +141,8 @@ func TestWasm_EnvironmentsAndVerification(t *testing.T) {
 		t.Fatalf("bad lockfile: ERR job %d %+v", errMsg.msg.JobID, e)
 	}
 
-	input := writeInput(t, "words.txt", "a b a\n")
-	out := "file://" + filepath.Join(t.TempDir(), "out.jsonl")
+	input := s.writeInput("words.txt", "a b a\n")
+	out := "file://" + filepath.Join(s.outDir, "out.jsonl")
 
 	d := deployed("wordcount", mods.Wordcount, lock, input, outputTo(out))
 	d.ArtifactHash = worker.ArtifactHash(d.SourceCode, "") // hashed without the lockfile
@@ -179,7 +184,7 @@ func TestWasm_EnvironmentsAndVerification(t *testing.T) {
 
 	// With deployed plugins off, "*" is not advertised and a module fails.
 	s2 := newScripted(t)
-	startWorker(t, &sentinel{endpoint: s2.router.Endpoint()}, worker.Options{})
+	startWorker(t, s2.harness(), worker.Options{InputRoots: []string{s.inDir}, OutputDir: s.outDir})
 	if caps := s2.next(transport.OpIdentify).payload.(*transport.Identify).Capabilities; slices.Contains(caps, "*") {
 		t.Fatalf("IDENTIFY without wasm: %q", caps)
 	}
@@ -193,15 +198,15 @@ func TestWasm_EnvironmentsAndVerification(t *testing.T) {
 func TestWasm_DeployedPluginWritesRows(t *testing.T) {
 	mods := worker.BuildTestModules(t)
 	s := newScripted(t)
-	w := startWorker(t, &sentinel{endpoint: s.router.Endpoint()}, worker.Options{Wasm: testWasm(0)})
+	w := startWorker(t, s.harness(), worker.Options{Wasm: testWasm(0)})
 	s.next(transport.OpIdentify)
 
 	lock := "wordcount==1.0\n"
 	s.send(transport.OpPrepareEnv, 0, &transport.PrepareEnv{EnvHash: worker.EnvHash(lock), LockfileContent: lock})
 	s.next(transport.OpEnvReady)
 
-	input := writeInput(t, "words.txt", "The cat and the hat.\nThe END, the end!\n")
-	dbPath := filepath.Join(t.TempDir(), "out.db")
+	input := s.writeInput("words.txt", "The cat and the hat.\nThe END, the end!\n")
+	dbPath := filepath.Join(s.outDir, "out.db")
 	r := s.receipt(1, deployed("wordcount", mods.Wordcount, lock, input, outputTo("sqlite://"+dbPath+"/words")))
 	wantReceipt(t, "wordcount to SQLite", r, transport.StatusSuccess, "")
 	if r.Metrics["rows"] != 5 {
@@ -213,7 +218,7 @@ func TestWasm_DeployedPluginWritesRows(t *testing.T) {
 		t.Fatalf("SQLite rows\n%q\nwant\n%q", got, want)
 	}
 
-	pq := filepath.Join(t.TempDir(), "words.parquet")
+	pq := filepath.Join(s.outDir, "words.parquet")
 	r = s.receipt(2, deployed("wordcount", mods.Wordcount, lock, input, outputTo("parquet://"+pq)))
 	wantReceipt(t, "wordcount to Parquet", r, transport.StatusSuccess, "")
 	if rows := readParquet(t, pq); fmt.Sprint(rows) != "[[the 4 2 500] [end 2 2 500] [and 1 2 500] [cat 1 2 500] [hat 1 2 500]]" {
@@ -224,11 +229,11 @@ func TestWasm_DeployedPluginWritesRows(t *testing.T) {
 	}
 
 	// What the module can see and do.
-	peekIn := writeInput(t, "peek.txt", "peek\n")
+	peekIn := s.writeInput("peek.txt", "peek\n")
 	if err := os.WriteFile(filepath.Join(filepath.Dir(peekIn), "sibling.txt"), []byte("secret"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	jsonl := filepath.Join(t.TempDir(), "peek.jsonl")
+	jsonl := filepath.Join(s.outDir, "peek.jsonl")
 	r = s.receipt(3, deployed("peeker", mods.Misbehave, "", peekIn, outputTo("file://"+jsonl)))
 	wantReceipt(t, "peek", r, transport.StatusSuccess, "")
 	seen := map[string]string{}
@@ -275,11 +280,11 @@ func TestWasm_LimitsStopModules(t *testing.T) {
 	}
 	opts := testWasm(timeLimit)
 	opts.MemoryLimit = 16 << 20
-	w := startWorker(t, &sentinel{endpoint: s.router.Endpoint()}, worker.Options{Wasm: opts, DrainTimeout: time.Second})
+	w := startWorker(t, s.harness(), worker.Options{Wasm: opts, DrainTimeout: time.Second})
 	s.next(transport.OpIdentify)
-	out := "file://" + filepath.Join(t.TempDir(), "out.jsonl")
+	out := "file://" + filepath.Join(s.outDir, "out.jsonl")
 	job := func(id int64, command string) *transport.Dispatch {
-		return deployed("misbehave", mods.Misbehave, "", writeInput(t, "cmd.txt", command+"\n"), outputTo(out))
+		return deployed("misbehave", mods.Misbehave, "", s.writeInput("cmd.txt", command+"\n"), outputTo(out))
 	}
 
 	start := time.Now()
@@ -343,7 +348,7 @@ func TestWasm_EndToEndWithSentinel(t *testing.T) {
 	if _, err := h.store.PluginManifestActivate(t.Context(), "wordcount", "1.0.0", src, "", worker.ArtifactHash(src, "")); err != nil {
 		t.Fatal(err)
 	}
-	dbPath := filepath.Join(t.TempDir(), "words.db")
+	dbPath := filepath.Join(h.out, "words.db")
 	h.topic("wordcount", "output", "sqlite://"+dbPath+"/words", transport.ModeAppend)
 	// Three files for a worker with two slots: two instances of the module
 	// may run at once (the second waiting for the first's compilation);

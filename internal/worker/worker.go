@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -75,8 +76,14 @@ type Options struct {
 	// capabilities. Default plugin.Builtins().
 	Plugins []plugin.Plugin
 	// OutputDir resolves relative sink paths (the Sentinel's default sink
-	// is parquet://output/<plugin>.parquet). Default the current directory.
+	// is parquet://output/<plugin>.parquet), and every sink, absolute ones
+	// included, must stay inside it once ".." and symbolic links are
+	// resolved. Default the current directory.
 	OutputDir string
+	// InputRoots are the folders a job's input file must lie in, once ".."
+	// and symbolic links are resolved; any other input fails its job before
+	// a byte of it is read. Default the current directory.
+	InputRoots []string
 	// HeartbeatInterval is how often an unsolicited HEARTBEAT is sent.
 	// Default DefaultHeartbeatInterval; keep it well under the Sentinel's
 	// worker timeout.
@@ -215,6 +222,18 @@ func New(opts Options) (*Worker, error) {
 	if opts.OutputDir == "" {
 		opts.OutputDir = "."
 	}
+	if len(opts.InputRoots) == 0 {
+		opts.InputRoots = []string{"."}
+	}
+	roots := make([]string, len(opts.InputRoots))
+	for i, r := range opts.InputRoots {
+		abs, err := filepath.Abs(r)
+		if r == "" || err != nil {
+			return nil, fmt.Errorf("input root %q: not a usable folder (%v)", r, err)
+		}
+		roots[i] = abs
+	}
+	opts.InputRoots = roots
 	if opts.HeartbeatInterval <= 0 {
 		opts.HeartbeatInterval = DefaultHeartbeatInterval
 	}
@@ -344,7 +363,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Info().Int64("memory_limit_mib", mem>>20).Dur("time_limit", limit).Msg("deployed WebAssembly plugins enabled")
 	}
 	w.log.Info().Str("endpoint", w.opts.Endpoint).Strs("plugins", w.caps).Int("concurrency", w.opts.Concurrency).
-		Str("output_dir", w.opts.OutputDir).Msg("connecting to the Sentinel")
+		Str("output_dir", w.opts.OutputDir).Strs("input_roots", w.opts.InputRoots).Msg("connecting to the Sentinel")
 	d, err := w.dial(ctx)
 	if err != nil {
 		w.log.Info().Msg("stopped before the Sentinel was reachable")

@@ -21,7 +21,7 @@ import (
 func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
 	h := newSentinel(t, nil)
 	h.plugin("csv")
-	out := filepath.Join(t.TempDir(), "warehouse.db")
+	out := filepath.Join(h.out, "warehouse.db")
 	h.topic("csv", "output", "sqlite://"+out+"/orders", "append")
 	startWorker(t, h, worker.Options{})
 
@@ -133,7 +133,7 @@ func TestWorker_SinkModes(t *testing.T) {
 	h.plugin("csv")
 	startWorker(t, h, worker.Options{})
 	fv := h.sample("customers.csv")
-	dir := t.TempDir()
+	dir := h.out
 	out := filepath.Join(dir, "crm.db")
 	overrides := func(uri, mode string) string {
 		return fmt.Sprintf(`{"output": {"uri": %q, "mode": %q}}`, uri, mode)
@@ -239,7 +239,7 @@ func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
 		c.AbortGrace = 5 * time.Second
 	})
 	h.plugin("slow")
-	out := filepath.Join(t.TempDir(), "out.db")
+	out := filepath.Join(h.out, "out.db")
 	h.topic("slow", "output", "sqlite://"+out+"/rows", "append")
 	g := newGate("slow", 300)
 	g.blockRuns = 1 // the first run hangs until aborted; the retry is quick
@@ -298,7 +298,7 @@ func TestWorker_ConcurrencyLimit(t *testing.T) {
 func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
 	h := newSentinel(t, func(c *config.Config) { c.RecoveryGrace = 10 * time.Second })
 	h.plugin("gate")
-	out := filepath.Join(t.TempDir(), "out.db")
+	out := filepath.Join(h.out, "out.db")
 	h.topic("gate", "output", "sqlite://"+out+"/rows", "append")
 	g := newGate("gate", 50)
 	g.blockRuns = 1
@@ -412,7 +412,7 @@ func TestWorker_DrainDeadlineAbortsAndConcludes(t *testing.T) {
 	h := newSentinel(t, nil)
 	h.plugin("gate")
 	g := newGate("gate", 100)
-	out := filepath.Join(t.TempDir(), "out.jsonl")
+	out := filepath.Join(h.out, "out.jsonl")
 	h.topic("gate", "output", "file://"+out, "append")
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, DrainTimeout: 200 * time.Millisecond})
 	id := h.enqueue(h.file("in.txt", "x\n"), "gate", "")
@@ -450,7 +450,7 @@ func (p twoTopics) Run(_ context.Context, in plugin.Input, emit plugin.Emitter) 
 func TestWorker_TopicsRouteToTheirSinks(t *testing.T) {
 	h := newSentinel(t, nil)
 	h.plugin("split")
-	dir := t.TempDir()
+	dir := h.out
 	h.topic("split", "output", "file://"+filepath.Join(dir, "main.csv"), "append")
 	h.topic("split", "notes", "sqlite://"+filepath.Join(dir, "n.db")+"/notes", "append")
 	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "notes"}}})

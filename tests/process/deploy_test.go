@@ -60,7 +60,7 @@ func TestDeploy_PublishedWasmPluginRunsOnSampleWorkers(t *testing.T) {
 	for _, id := range []string{"wasm-a", "wasm-b"} {
 		p, err := startProc("worker "+id, sampleWorkerBin,
 			"--endpoint", c.endpoint, "--identity", id, "--concurrency", "2",
-			"--output-dir", outDir, "--heartbeat-interval", "1s",
+			"--output-dir", outDir, "--input-root", filepath.Join(c.dir, "files"), "--heartbeat-interval", "1s",
 			"--log-format", "json")
 		if err != nil {
 			t.Fatal(err)

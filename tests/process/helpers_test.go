@@ -386,6 +386,7 @@ func (c *cluster) startSentinel(name string, o sentinelOpts) *proc {
 		"--poll-interval", pollInterval.String(),
 		"--drain-timeout", o.drainTimeout.String(),
 		"--shutdown-timeout", o.shutdownTimeout.String(),
+		"--allowed-roots", c.dir,
 	}
 	args = append(args, o.extra...)
 	p, err := startProc(name, sentinelBin, args...)

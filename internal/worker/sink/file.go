@@ -38,6 +38,9 @@ type fileSink struct {
 
 func openFile(spec Spec, schema Schema) (*fileSink, error) {
 	s := &fileSink{spec: spec, schema: schema, csv: spec.Target.Kind == KindCSV}
+	if err := spec.Target.confined(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(spec.Target.Path), 0o755); err != nil {
 		return nil, err
 	}

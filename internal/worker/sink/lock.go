@@ -74,6 +74,9 @@ func commitFile(spec Spec, stage, uri string, hasRows func() (bool, error), merg
 		return err
 	}
 	defer unlock()
+	if err := spec.Target.confined(); err != nil {
+		return err
+	}
 	full, err := hasRows()
 	if err != nil {
 		return err

@@ -30,6 +30,9 @@ type parquetSink struct {
 
 func openParquet(spec Spec, schema Schema) (*parquetSink, error) {
 	s := &parquetSink{spec: spec, schema: schema, pq: parquetSchema(schema)}
+	if err := spec.Target.confined(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(spec.Target.Path), 0o755); err != nil {
 		return nil, err
 	}

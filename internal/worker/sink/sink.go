@@ -14,11 +14,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/casparian/sentinel/confine"
 )
 
 // Modes of a sink, as in a DISPATCH SinkConfig. An empty mode is ModeAppend.
@@ -115,8 +116,13 @@ const (
 // Target is a parsed sink URI with its path made absolute.
 type Target struct {
 	Kind  Kind
-	Path  string // absolute file path
+	Path  string // absolute file path, symbolic links and ".." resolved
 	Table string // KindSQLite only
+	// Root is the folder Path must stay in (the worker's --output-dir,
+	// resolved). Open and Commit check again that the target's folder still
+	// resolves inside it, so a link planted meanwhile is refused too. ""
+	// (a Target built by hand) checks nothing.
+	Root string
 }
 
 // URI renders the target as an absolute URI (sqlite:///abs/x.db/table,
@@ -134,33 +140,29 @@ func (t Target) URI() string {
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// Parse reads a sink URI. Paths are absolute (sqlite:///data/out.db/rows) or
-// relative to baseDir (parquet://output/csv.parquet, the Sentinel's default);
-// a relative path may not climb out of baseDir. Percent-escapes in the path
-// are decoded, as in file URIs.
+// Parse reads a sink URI. Paths are relative to baseDir (the worker's
+// --output-dir; parquet://output/csv.parquet, the Sentinel's default) or
+// absolute (sqlite:///data/out.db/rows); either way the path, with ".." and
+// symbolic links resolved (through its longest existing prefix for a file
+// not written yet), must lie under baseDir, or the sink is refused before
+// anything is written. Percent-escapes in the path are decoded, as in file
+// URIs.
 //
 //	sqlite://<path to database file>/<table>
 //	parquet://<path>.parquet
 //	file://<path>.csv | file://<path>.jsonl (also .ndjson)
 func Parse(uri, baseDir string) (Target, error) {
-	scheme, rest, ok := strings.Cut(uri, "://")
-	if !ok {
-		return Target{}, fmt.Errorf("sink uri %q: want scheme://path", uri)
-	}
-	if p, err := url.PathUnescape(rest); err == nil {
-		rest = p
-	}
-	if rest == "" {
-		return Target{}, fmt.Errorf("sink uri %q: empty path", uri)
+	scheme, rest, table, err := confine.SinkFile(uri)
+	if err != nil {
+		return Target{}, err
 	}
 	var t Target
-	switch strings.ToLower(scheme) {
+	switch scheme {
 	case "sqlite":
-		i := strings.LastIndexByte(rest, '/')
-		if i <= 0 || !identRE.MatchString(rest[i+1:]) {
+		if !identRE.MatchString(table) {
 			return Target{}, fmt.Errorf("sink uri %q: want sqlite://<path to .db file>/<table>, the table a plain identifier", uri)
 		}
-		t.Kind, t.Table, rest = KindSQLite, rest[i+1:], rest[:i]
+		t.Kind, t.Table = KindSQLite, table
 	case "parquet":
 		t.Kind = KindParquet
 	case "file":
@@ -175,26 +177,42 @@ func Parse(uri, baseDir string) (Target, error) {
 	default:
 		return Target{}, fmt.Errorf("sink uri %q: unknown scheme %q (want sqlite, parquet or file)", uri, scheme)
 	}
-	path, err := resolve(rest, baseDir)
-	if err != nil {
-		return Target{}, fmt.Errorf("sink uri %q: %w", uri, err)
+	if t.Path, t.Root, err = resolve(rest, baseDir); err != nil {
+		return Target{}, fmt.Errorf("sink %s: %w", uri, err)
 	}
-	t.Path = path
 	return t, nil
 }
 
-func resolve(p, baseDir string) (string, error) {
-	if filepath.IsAbs(p) {
-		return filepath.Clean(p), nil
-	}
-	if !filepath.IsLocal(p) {
-		return "", fmt.Errorf("relative path %q leaves the output directory", p)
-	}
+// resolve returns where path leads, under base, and base resolved.
+func resolve(p, baseDir string) (path, root string, err error) {
 	base, err := filepath.Abs(baseDir)
 	if err != nil {
-		return "", fmt.Errorf("output directory: %w", err)
+		return "", "", fmt.Errorf("output directory: %w", err)
 	}
-	return filepath.Join(base, p), nil
+	if !filepath.IsAbs(p) {
+		// Not joined (which cleans): ".." must meet the links before it.
+		p = base + string(filepath.Separator) + p
+	}
+	if path, err = confine.Check(p, []string{base}, "--output-dir"); err != nil {
+		return "", "", err
+	}
+	if root, err = confine.Resolve(base); err != nil {
+		return "", "", fmt.Errorf("output directory: %w", err)
+	}
+	return path, root, nil
+}
+
+// confined checks, just before a sink creates or promotes files, that the
+// target's folder still resolves inside its root: a folder replaced by a
+// link to elsewhere since Parse is refused.
+func (t Target) confined() error {
+	if t.Root == "" {
+		return nil
+	}
+	if _, err := confine.Check(filepath.Dir(t.Path), []string{t.Root}, "--output-dir"); err != nil {
+		return fmt.Errorf("sink %s: %w", t.URI(), err)
+	}
+	return nil
 }
 
 // CheckMode returns the mode with "" read as ModeAppend, or an error for an

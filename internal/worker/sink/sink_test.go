@@ -35,10 +35,12 @@ func testRows(job int64, n int) [][]any {
 }
 
 // write runs one job's worth of output through a sink: open, write, finish,
-// commit.
+// commit. The URIs are absolute and the output folder is "/": these tests
+// are about writing (TestParse_ConfinesToTheOutputDir and
+// TestSink_LinkPlantedBeforeCommitIsRefused about where).
 func write(t *testing.T, uri, mode string, job int64, rows [][]any) error {
 	t.Helper()
-	target, err := Parse(uri, t.TempDir())
+	target, err := Parse(uri, "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,19 +429,20 @@ func TestParse(t *testing.T) {
 		want  Target
 		error string
 	}{
-		{uri: "sqlite:///data/out.db/rows", want: Target{Kind: KindSQLite, Path: "/data/out.db", Table: "rows"}},
+		{uri: "sqlite://" + base + "/data/out.db/rows", want: Target{Kind: KindSQLite, Path: base + "/data/out.db", Table: "rows"}},
 		{uri: "sqlite://rel/out.db/t_1", want: Target{Kind: KindSQLite, Path: filepath.Join(base, "rel/out.db"), Table: "t_1"}},
 		{uri: "parquet://output/csv.parquet", want: Target{Kind: KindParquet, Path: filepath.Join(base, "output/csv.parquet")}},
-		{uri: "parquet:///abs/x.parquet", want: Target{Kind: KindParquet, Path: "/abs/x.parquet"}},
-		{uri: "file:///abs/my%20file.csv", want: Target{Kind: KindCSV, Path: "/abs/my file.csv"}},
-		{uri: "file:///abs/x.JSONL", want: Target{Kind: KindJSONL, Path: "/abs/x.JSONL"}},
-		{uri: "file:///abs/x.ndjson", want: Target{Kind: KindJSONL, Path: "/abs/x.ndjson"}},
+		{uri: "parquet://" + base + "/abs/x.parquet", want: Target{Kind: KindParquet, Path: base + "/abs/x.parquet"}},
+		{uri: "file://" + base + "/abs/my%20file.csv", want: Target{Kind: KindCSV, Path: base + "/abs/my file.csv"}},
+		{uri: "file://" + base + "/abs/x.JSONL", want: Target{Kind: KindJSONL, Path: base + "/abs/x.JSONL"}},
+		{uri: "file://" + base + "/abs/x.ndjson", want: Target{Kind: KindJSONL, Path: base + "/abs/x.ndjson"}},
+		{uri: "parquet://output/../in/./x.parquet", want: Target{Kind: KindParquet, Path: base + "/in/x.parquet"}},
 		{uri: "sqlite:///data/out.db", error: "table"},
 		{uri: "sqlite:///data/out.db/bad-name", error: "table"},
 		{uri: "file:///abs/x.txt", error: ".csv or .jsonl"},
 		{uri: "s3://bucket/x.parquet", error: "unknown scheme"},
 		{uri: "/no/scheme.csv", error: "scheme://"},
-		{uri: "parquet://../escape.parquet", error: "leaves the output directory"},
+		{uri: "parquet://../escape.parquet", error: "is outside --output-dir"},
 		{uri: "parquet://", error: "empty path"},
 	}
 	for _, c := range cases {
@@ -450,9 +453,143 @@ func TestParse(t *testing.T) {
 			}
 			continue
 		}
+		c.want.Root = base
 		if err != nil || got != c.want {
 			t.Errorf("Parse(%q) = %+v, %v; want %+v", c.uri, got, err, c.want)
 		}
+	}
+}
+
+// TestParse_ConfinesToTheOutputDir: every way out of the output folder is
+// refused with a reason naming the sink and the folder, before anything is
+// created; the ways that stay inside are allowed.
+func TestParse_ConfinesToTheOutputDir(t *testing.T) {
+	top := t.TempDir()
+	out := filepath.Join(top, "out")
+	outside := filepath.Join(top, "outside")
+	for _, d := range []string{out, outside, filepath.Join(out, "real")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A folder inside the output dir that links out of it, one that links
+	// within it, and a file link out.
+	if err := os.Symlink(outside, filepath.Join(out, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(out, "real"), filepath.Join(out, "inner")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "victim.csv"), []byte("a\n1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "victim.csv"), filepath.Join(out, "victim.csv")); err != nil {
+		t.Fatal(err)
+	}
+	refused := map[string]string{
+		"dot-dot relative":            "parquet://../outside/x.parquet",
+		"dot-dot inside the path":     "sqlite://real/../../outside/x.db/t",
+		"absolute outside":            "parquet://" + outside + "/x.parquet",
+		"absolute dot-dot":            "file://" + out + "/../outside/x.csv",
+		"prefix trick":                "parquet://" + out + "2/x.parquet",
+		"linked folder out":           "parquet://escape/x.parquet",
+		"linked folder out, new tail": "sqlite://escape/new/deeper/x.db/t",
+		"linked file out":             "file://victim.csv",
+		"dot-dot after missing":       "parquet://missing/../../outside/x.parquet",
+		"link after missing and dots": "parquet://missing/../escape/x.parquet",
+	}
+	for name, uri := range refused {
+		t.Run("Refused"+strings.ReplaceAll(name, " ", ""), func(t *testing.T) {
+			_, err := Parse(uri, out)
+			if err == nil || !strings.Contains(err.Error(), "sink "+uri) || !strings.Contains(err.Error(), "is outside --output-dir ("+out+")") {
+				t.Fatalf("Parse(%q) = %v; want refused as outside --output-dir", uri, err)
+			}
+		})
+	}
+	allowed := map[string]string{
+		"nested relative": "parquet://a/b/c.parquet",
+		"absolute inside": "sqlite://" + out + "/a/x.db/t",
+		"link within":     "file://inner/x.csv",
+		"climb and back":  "parquet://real/../y.parquet",
+	}
+	for name, uri := range allowed {
+		t.Run("Allowed"+strings.ReplaceAll(name, " ", ""), func(t *testing.T) {
+			target, err := Parse(uri, out)
+			if err != nil || !strings.HasPrefix(target.Path, out+string(filepath.Separator)) {
+				t.Fatalf("Parse(%q) = %+v, %v; want a target under %s", uri, target, err, out)
+			}
+		})
+	}
+	entries, err := os.ReadDir(outside)
+	if err != nil || len(entries) != 1 {
+		t.Errorf("the outside folder holds %v (%v); want only victim.csv", entries, err)
+	}
+}
+
+// TestSink_LinkPlantedBeforeCommitIsRefused: a folder of the output dir
+// swapped for a link to elsewhere while the job ran is caught when the
+// sink opens or commits, and nothing lands outside.
+func TestSink_LinkPlantedBeforeCommitIsRefused(t *testing.T) {
+	for kind, uri := range map[string]string{
+		"SQLite":  "sqlite://sub/out.db/rows",
+		"Parquet": "parquet://sub/out.parquet",
+		"CSV":     "file://sub/out.csv",
+	} {
+		t.Run(kind, func(t *testing.T) {
+			top := t.TempDir()
+			out, outside := filepath.Join(top, "out"), filepath.Join(top, "outside")
+			for _, d := range []string{filepath.Join(out, "sub"), outside} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			target, err := Parse(uri, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plant := func() {
+				t.Helper()
+				if err := os.Rename(filepath.Join(out, "sub"), filepath.Join(out, "moved")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(outside, filepath.Join(out, "sub")); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// Planted after Parse, before Open: nothing is staged.
+			plant()
+			if _, err := Open(Spec{Target: target, Mode: ModeAppend, JobID: 1}, testSchema); err == nil ||
+				!strings.Contains(err.Error(), "is outside --output-dir") {
+				t.Fatalf("Open through a planted link: %v", err)
+			}
+			if err := os.Remove(filepath.Join(out, "sub")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(out, "moved"), filepath.Join(out, "sub")); err != nil {
+				t.Fatal(err)
+			}
+
+			// Planted after the rows are staged, before the commit.
+			s, err := Open(Spec{Target: target, Mode: ModeAppend, JobID: 2}, testSchema)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Write(testRows(2, 3)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			plant()
+			if err := s.Commit(); err == nil || !strings.Contains(err.Error(), "is outside --output-dir") {
+				t.Fatalf("Commit through a planted link: %v", err)
+			}
+			s.Abort()
+			if entries, err := os.ReadDir(outside); err != nil || len(entries) != 0 {
+				t.Errorf("written outside the output dir: %v (%v)", entries, err)
+			}
+		})
 	}
 }
 

@@ -39,6 +39,9 @@ type sqliteSink struct {
 
 func openSQLite(spec Spec, schema Schema) (*sqliteSink, error) {
 	s := &sqliteSink{spec: spec, schema: schema}
+	if err := spec.Target.confined(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(spec.Target.Path), 0o755); err != nil {
 		return nil, err
 	}
@@ -142,6 +145,9 @@ func (s *sqliteSink) commit() error {
 		return err
 	}
 	defer unlock()
+	if err := s.spec.Target.confined(); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	db, err := sql.Open("sqlite", sqliteDSN(s.spec.Target.Path,
 		fmt.Sprintf("_pragma=busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()), "_txlock=immediate"))

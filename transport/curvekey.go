@@ -209,3 +209,48 @@ func ReadAuthorizedKeys(path string) (*AuthorizedKeys, error) {
 	}
 	return a, nil
 }
+
+// ReadCurvePublicKey reads a public key named on a command line: either the
+// 40 Z85 characters themselves, or a file holding them (a .pub written by
+// `casparian keygen --curve`). A file that exists wins, so a 40-character
+// path that happens to be valid Z85 is still read as a path.
+func ReadCurvePublicKey(value string) (CurveKey, error) {
+	text := strings.TrimSpace(value)
+	if text == "" {
+		return CurveKey{}, errors.New("no key given")
+	}
+	if len(text) == 40 {
+		if _, err := os.Stat(value); errors.Is(err, os.ErrNotExist) {
+			if k, err := ParseCurveKey(text); err == nil {
+				return k, nil
+			}
+		}
+	}
+	return ReadCurveKeyFile(value)
+}
+
+// LoadCurveClient builds a client's CURVE settings from its two flags:
+// sentinelKey is the Sentinel's public key (--sentinel-key: a file or the
+// Z85 text, see ReadCurvePublicKey) and secretKeyFile the client's own
+// secret key (--curve-secret-key; the public key is derived from it). Both
+// empty means plaintext and returns nil; one without the other is an error,
+// so a half-configured client never silently connects in plaintext.
+func LoadCurveClient(sentinelKey, secretKeyFile string) (*CurveClient, error) {
+	switch {
+	case sentinelKey == "" && secretKeyFile == "":
+		return nil, nil
+	case secretKeyFile == "":
+		return nil, errors.New("--sentinel-key needs --curve-secret-key (this client's secret key): give both or neither")
+	case sentinelKey == "":
+		return nil, errors.New("--curve-secret-key needs --sentinel-key (the Sentinel's public key): give both or neither")
+	}
+	server, err := ReadCurvePublicKey(sentinelKey)
+	if err != nil {
+		return nil, fmt.Errorf("--sentinel-key: %w", err)
+	}
+	secret, err := ReadCurveKeyFile(secretKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--curve-secret-key: %w", err)
+	}
+	return NewCurveClient(server, secret), nil
+}

@@ -4,7 +4,8 @@
 // over TCP loopback, and prints jobs/s (until every row is COMPLETED in
 // SQLite), dispatch latency percentiles, the Sentinel's CPU seconds per 1,000
 // jobs and its peak RSS. With --restart it then kills the Sentinel (SIGKILL)
-// and times a new one from process start to the first DISPATCH. It prints
+// and times a new one from process start to the first DISPATCH. With --curve
+// the workers connect over CurveZMQ, with keys made for the run. It prints
 // figures; it never passes or fails on time.
 package main
 
@@ -32,7 +33,7 @@ import (
 
 type options struct {
 	workers, slots, jobs, preload, idle int
-	holdHalf, restart                   bool
+	holdHalf, restart, curve            bool
 	idleFor, idleWarmup                 time.Duration
 	sentinelBin, dir                    string
 	timeout                             time.Duration
@@ -54,6 +55,8 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "working folder (default: a temp folder, removed afterwards)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	flag.StringVar(&o.extraFlags, "sentinel-flags", "", "extra flags for the Sentinel, space-separated")
+	flag.BoolVar(&o.curve, "curve", false, "connect the workers over CURVE: keys are made in the working folder, "+
+		"the Sentinel runs with --curve-secret-key and --authorized-workers (default: plaintext)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "casparian-bench:", err)
@@ -83,27 +86,38 @@ func run(o options, out io.Writer) error {
 		}
 	}
 
-	dbPath := filepath.Join(dir, "bench.db")
+	sentinel := sentinelArgs{bin: bin, dbPath: filepath.Join(dir, "bench.db"), extra: strings.Fields(o.extraFlags)}
+	security := "plaintext"
+	if o.curve {
+		if err := sentinel.makeCurveKeys(filepath.Join(dir, "keys")); err != nil {
+			return err
+		}
+		security = "curve"
+	}
+	dbPath := sentinel.dbPath
 	t0 := time.Now()
 	if err := seed(ctx, dbPath, o); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "machine: %d CPUs; W=%d C=%d N=%d preload=%d idle-workers=%d (seeded in %.1fs)\n",
-		numCPU(), o.workers, o.slots, o.jobs, o.preload, o.idle, time.Since(t0).Seconds())
+	fmt.Fprintf(out, "machine: %d CPUs; W=%d C=%d N=%d preload=%d idle-workers=%d security=%s (seeded in %.1fs)\n",
+		numCPU(), o.workers, o.slots, o.jobs, o.preload, o.idle, security, time.Since(t0).Seconds())
 
-	endpoint, err := freeEndpoint()
+	var err error
+	if sentinel.endpoint, err = freeEndpoint(); err != nil {
+		return err
+	}
+	sent, err := startSentinel(ctx, sentinel)
 	if err != nil {
 		return err
 	}
-	sent, err := startSentinel(ctx, bin, endpoint, dbPath, o.extraFlags)
-	if err != nil {
-		return err
-	}
-	defer sent.stop()
+	// The workers close first (the defers below run before this one), so
+	// none redials into a Sentinel that is shutting down. measureRestart
+	// replaces sent.
+	defer func() { sent.stop() }()
 
 	var idlers []*benchWorker
 	for i := 0; i < o.idle; i++ {
-		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("idle-%04d", i), []string{"nothing-to-run"}, 1)
+		w, err := dialWorker(ctx, sentinel, fmt.Sprintf("idle-%04d", i), []string{"nothing-to-run"}, 1)
 		if err != nil {
 			return err
 		}
@@ -127,7 +141,7 @@ func run(o options, out io.Writer) error {
 	defer func() { closeAll(pool) }()
 	for i := 0; i < o.workers; i++ {
 		// Idle until a phase starts the clock and gives them the plugin.
-		w, err := dialWorker(ctx, endpoint, fmt.Sprintf("bench-%d", i), nil, 0)
+		w, err := dialWorker(ctx, sentinel, fmt.Sprintf("bench-%d", i), nil, 0)
 		if err != nil {
 			return err
 		}
@@ -162,7 +176,8 @@ func run(o options, out io.Writer) error {
 		fmt.Fprintf(out, "half load ran at %.0f %% of the full-load rate\n", 100*half/full)
 	}
 	if o.restart {
-		return measureRestart(ctx, out, bin, sent, pool, endpoint, dbPath, o)
+		sent, err = measureRestart(ctx, out, sentinel, sent, pool)
+		return err
 	}
 	return nil
 }
@@ -170,35 +185,35 @@ func run(o options, out io.Writer) error {
 // measureRestart kills the Sentinel, queues a few more jobs and times a new
 // Sentinel on the same database and endpoint: from starting the process to
 // the first DISPATCH that one of the pool's workers, reconnecting on its own,
-// receives.
-func measureRestart(ctx context.Context, out io.Writer, bin string, old *sentinelProc, pool []*benchWorker, endpoint, dbPath string, o options) error {
+// receives. It returns the Sentinel now running (the killed one if none
+// started), for the caller to stop.
+func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *sentinelProc, pool []*benchWorker) (*sentinelProc, error) {
 	old.kill()
-	if err := seedMore(ctx, dbPath, 100); err != nil {
-		return err
+	if err := seedMore(ctx, args.dbPath, 100); err != nil {
+		return old, err
 	}
-	queued, err := countStatus(ctx, dbPath, db.StatusQueued)
+	queued, err := countStatus(ctx, args.dbPath, db.StatusQueued)
 	if err != nil {
-		return err
+		return old, err
 	}
 	ph := &phase{done: &atomic.Int64{}, lat: &latencies{}}
 	for _, w := range pool {
 		w.phase.Store(ph)
 	}
 	start := time.Now()
-	sent, err := startSentinel(ctx, bin, endpoint, dbPath, o.extraFlags)
+	sent, err := startSentinel(ctx, args)
 	if err != nil {
-		return err
+		return old, err
 	}
-	defer sent.stop()
 	for ph.done.Load() == 0 {
 		if ctx.Err() != nil {
-			return errors.New("restart: no DISPATCH before the timeout")
+			return sent, errors.New("restart: no DISPATCH before the timeout")
 		}
 		time.Sleep(time.Millisecond) // polling a counter, not synchronising
 	}
 	fmt.Fprintf(out, "restart: first DISPATCH %s after starting a new Sentinel (SIGKILL before; %d jobs QUEUED)\n",
 		time.Since(start).Round(time.Millisecond), queued)
-	return nil
+	return sent, nil
 }
 
 // countStatus counts the rows with one status.
@@ -342,8 +357,8 @@ type phase struct {
 	lat  *latencies
 }
 
-func dialWorker(ctx context.Context, endpoint, id string, caps []string, slots int) (*benchWorker, error) {
-	d, err := transport.DialDealer(ctx, endpoint, transport.DealerOptions{Identity: []byte(id)})
+func dialWorker(ctx context.Context, s sentinelArgs, id string, caps []string, slots int) (*benchWorker, error) {
+	d, err := transport.DialDealer(ctx, s.endpoint, transport.DealerOptions{Identity: []byte(id), Curve: s.curve})
 	if err != nil {
 		return nil, err
 	}
@@ -495,19 +510,54 @@ func (l *latencies) percentiles(ps ...float64) []time.Duration {
 	return out
 }
 
+// sentinelArgs is how the Sentinel child is started, and how workers reach
+// it.
+type sentinelArgs struct {
+	bin, endpoint, dbPath string
+	extra                 []string               // --sentinel-flags, and the CURVE flags
+	curve                 *transport.CurveClient // the workers' keys; nil: plaintext
+}
+
+// makeCurveKeys writes a key pair for the Sentinel and one that every
+// worker shares (only the Sentinel's cost is measured, and a key per
+// connection changes nothing there), and starts the Sentinel with CURVE on.
+func (s *sentinelArgs) makeCurveKeys(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	pair := func(name string) (pub, sec transport.CurveKey, secPath, pubPath string, err error) {
+		if pub, sec, err = transport.GenerateCurveKeyPair(); err != nil {
+			return
+		}
+		secPath, pubPath, err = transport.WriteCurveKeyPair(filepath.Join(dir, name), pub, sec)
+		return
+	}
+	sentinelPub, _, sentinelKey, _, err := pair("sentinel")
+	if err != nil {
+		return err
+	}
+	_, workerSec, _, workerPub, err := pair("workers")
+	if err != nil {
+		return err
+	}
+	s.extra = append(s.extra, "--curve-secret-key", sentinelKey, "--authorized-workers", workerPub)
+	s.curve = transport.NewCurveClient(sentinelPub, workerSec)
+	return nil
+}
+
 // sentinelProc is the Sentinel child process.
 type sentinelProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-func startSentinel(ctx context.Context, bin, endpoint, dbPath, extra string) (*sentinelProc, error) {
+func startSentinel(ctx context.Context, a sentinelArgs) (*sentinelProc, error) {
 	// The seeded source root is the database's folder (seed): allowed, so
 	// the Sentinel does not warn about it at every scan.
-	args := []string{"--bind", endpoint, "--database", dbPath, "--log-format", "json", "--log-level", "warn",
-		"--allowed-roots", filepath.Dir(dbPath)}
-	args = append(args, strings.Fields(extra)...)
-	cmd := exec.Command(bin, args...)
+	args := []string{"--bind", a.endpoint, "--database", a.dbPath, "--log-format", "json", "--log-level", "warn",
+		"--allowed-roots", filepath.Dir(a.dbPath)}
+	args = append(args, a.extra...)
+	cmd := exec.Command(a.bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -523,8 +573,15 @@ func startSentinel(ctx context.Context, bin, endpoint, dbPath, extra string) (*s
 		}
 	}()
 	go func() { _ = cmd.Wait(); close(s.done) }()
+	if a.curve != nil {
+		if err := s.waitCurve(ctx, a); err != nil {
+			s.stop()
+			return nil, err
+		}
+		return s, nil
+	}
 	// The ROUTER is bound once a TCP connect succeeds.
-	host := strings.TrimPrefix(endpoint, "tcp://")
+	host := strings.TrimPrefix(a.endpoint, "tcp://")
 	for {
 		c, err := net.DialTimeout("tcp", host, 100*time.Millisecond)
 		if err == nil {
@@ -540,6 +597,31 @@ func startSentinel(ctx context.Context, bin, endpoint, dbPath, extra string) (*s
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// waitCurve waits until a CURVE handshake with the Sentinel succeeds. A
+// bare TCP connect, as in plaintext, would be a refused handshake that the
+// Sentinel logs.
+func (s *sentinelProc) waitCurve(ctx context.Context, a sentinelArgs) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	d, err := transport.DialDealer(ctx, a.endpoint, transport.DealerOptions{Identity: []byte("bench-probe"), Curve: a.curve})
+	select {
+	case <-s.done:
+		return errors.New("sentinel exited at start")
+	default:
+	}
+	if err != nil {
+		return err
+	}
+	return d.Close()
 }
 
 func (s *sentinelProc) stop() {

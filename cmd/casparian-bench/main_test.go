@@ -25,11 +25,35 @@ func TestRun_PrintsEveryFigure(t *testing.T) {
 	}
 	figures := `\d+ jobs in [\d.]+s = \d+ jobs/s \| dispatch latency p50 \S+ p90 \S+ p99 \S+ \| sentinel CPU [\d.]+ s per 1,000 jobs \| peak RSS [\d.]+ MB`
 	for _, want := range []string{
-		`machine: \d+ CPUs; W=2 C=2 N=300 preload=1000 idle-workers=20`,
+		`machine: \d+ CPUs; W=2 C=2 N=300 preload=1000 idle-workers=20 security=plaintext`,
 		`full load: ` + figures,
 		`half load \(hold \S+\): ` + figures,
 		`half load ran at \d+ % of the full-load rate`,
 		`restart: first DISPATCH \S+ after starting a new Sentinel \(SIGKILL before; \d+ jobs QUEUED\)`,
+	} {
+		if !regexp.MustCompile(want).Match(out.Bytes()) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestRun_Curve runs the benchmark briefly with --curve: the workers, the
+// idle ones and the pool reconnecting after the restart, all go through
+// the CURVE handshake.
+func TestRun_Curve(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Sentinel")
+	}
+	var out bytes.Buffer
+	err := run(options{workers: 2, slots: 2, jobs: 200, idle: 3, restart: true, curve: true,
+		dir: t.TempDir(), timeout: 2 * time.Minute}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		`machine: \d+ CPUs; W=2 C=2 N=200 preload=0 idle-workers=3 security=curve`,
+		`full load: 200 jobs in [\d.]+s = \d+ jobs/s .* sentinel CPU [\d.]+ s per 1,000 jobs`,
+		`restart: first DISPATCH \S+ after starting a new Sentinel`,
 	} {
 		if !regexp.MustCompile(want).Match(out.Bytes()) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())

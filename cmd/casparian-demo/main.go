@@ -7,7 +7,10 @@
 // Everything is real: the Sentinel binds a ZeroMQ ROUTER on 127.0.0.1, the
 // workers (the sample worker of cmd/casparian-worker, in-process) connect
 // DEALER sockets over TCP, read the files they are sent and write their rows
-// to Parquet files under the demo's output folder.
+// to Parquet files under the demo's output folder. The connections are
+// secured as in production: the demo makes a fresh CURVE key pair for the
+// Sentinel and one for the workers in its folder, and the Sentinel takes
+// only the workers' key (--curve=false runs plaintext).
 package main
 
 import (
@@ -63,6 +66,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	files := fs.Int("files", 40, "number of sample files")
 	delay := fs.Duration("job-delay", 50*time.Millisecond, "extra time each job waits before its plugin runs, so the queue can be watched")
 	logLevel := fs.String("log-level", "warn", "sentinel log level")
+	curve := fs.Bool("curve", true, "secure the workers' connections with fresh CURVE keys in <dir>/keys; --curve=false runs plaintext")
 	fs.SetOutput(out)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -104,12 +108,25 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	cfg.Database = dbPath
 	cfg.AllowedRoots = filepath.Dir(root) // the demo folder: its inbox is the source root
 	stats := actors.NewStats()
-	router, err := transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).Level(level).With().Timestamp().Logger()
+	routerOpts := actors.RouterOptions(cfg, stats)
+	var client *transport.CurveClient
+	if *curve {
+		keys := filepath.Join(*dir, "keys")
+		server, c, err := demoKeys(keys)
+		if err != nil {
+			return fmt.Errorf("curve keys: %w", err)
+		}
+		routerOpts = actors.WithCurve(routerOpts, server, stats, log)
+		client = c
+		fmt.Fprintf(out, "CURVE on: fresh keys in %s (sentinel %s, workers %s)\n", keys,
+			c.ServerKey.Fingerprint(), c.Public.Fingerprint())
+	}
+	router, err := transport.ListenRouter(cfg.Bind, routerOpts)
 	if err != nil {
 		return err
 	}
 	defer router.Close()
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).Level(level).With().Timestamp().Logger()
 	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		return err
@@ -133,7 +150,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer func() { stopWorkers(); wg.Wait() }()
 	for i := 0; i < *workers; i++ {
 		w, err := worker.New(worker.Options{
-			Endpoint: router.Endpoint(), Identity: fmt.Sprintf("demo-worker-%d", i+1),
+			Endpoint: router.Endpoint(), Curve: client, Identity: fmt.Sprintf("demo-worker-%d", i+1),
 			Concurrency: *slots, Plugins: builtins, OutputDir: outDir, InputRoots: []string{root}, JobDelay: *delay,
 			Logger: log.With().Str("worker_id", fmt.Sprintf("demo-worker-%d", i+1)).Logger(),
 		})
@@ -177,6 +194,40 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "rows written under %s\n", outDir)
 	fmt.Fprintf(out, "inspect with: sqlite3 %s \"SELECT id, plugin_name, status, claimed_by, metrics_json FROM cf_processing_queue LIMIT 5\"\n", dbPath)
 	return nil
+}
+
+// demoKeys writes a new key pair for the Sentinel and one for the workers
+// in dir, as `casparian keygen --curve` would, replacing those of an
+// earlier run, and returns both sides' settings: the Sentinel authorizes
+// only the workers' key.
+func demoKeys(dir string) (*transport.CurveServer, *transport.CurveClient, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	pair := func(name string) (transport.CurveKey, transport.CurveKey, error) {
+		prefix := filepath.Join(dir, name)
+		for _, p := range []string{prefix + ".key", prefix + ".pub"} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return transport.CurveKey{}, transport.CurveKey{}, err
+			}
+		}
+		pub, sec, err := transport.GenerateCurveKeyPair()
+		if err != nil {
+			return pub, sec, err
+		}
+		_, _, err = transport.WriteCurveKeyPair(prefix, pub, sec)
+		return pub, sec, err
+	}
+	sentinelPub, sentinelSec, err := pair("sentinel")
+	if err != nil {
+		return nil, nil, err
+	}
+	workerPub, workerSec, err := pair("worker")
+	if err != nil {
+		return nil, nil, err
+	}
+	return transport.NewCurveServer(sentinelSec, transport.NewAuthorizedKeys(workerPub)),
+		transport.NewCurveClient(sentinelPub, workerSec), nil
 }
 
 // seed writes sample files and queues one job per file and plugin, with

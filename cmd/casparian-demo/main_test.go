@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/transport"
 )
 
 // TestDemo_DrainsTheQueue runs the README's first command small: every job
@@ -29,5 +32,40 @@ func TestDemo_DrainsTheQueue(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(dir, "output", "checksums.parquet")); err != nil || st.Size() == 0 {
 		t.Errorf("checksums output: %v", err)
+	}
+	// The workers connected over CURVE, with the keys the demo wrote.
+	sentinel, err := transport.ReadCurveKeyFile(filepath.Join(dir, "keys", "sentinel.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker, err := transport.ReadCurveKeyFile(filepath.Join(dir, "keys", "worker.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "CURVE on: fresh keys in " + filepath.Join(dir, "keys") + " (sentinel " + sentinel.Fingerprint() +
+		", workers " + worker.Fingerprint() + ")"; !strings.Contains(text, want) {
+		t.Errorf("demo output lacks %q:\n%s", want, text)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "keys", "worker.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("worker secret key: %v, %v", st, err)
+	}
+}
+
+// TestDemo_RunsAgainAndInPlaintext runs the demo three times in one
+// folder: a second run replaces the database and the keys; --curve=false
+// runs without keys.
+func TestDemo_RunsAgainAndInPlaintext(t *testing.T) {
+	dir := t.TempDir()
+	for _, curve := range []bool{true, true, false} {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{"--dir", dir, "--files", "3", "--workers", "1", "--job-delay", "1ms",
+			fmt.Sprintf("--curve=%t", curve)}, &out)
+		if err != nil {
+			t.Fatalf("demo --curve=%t: %v\n%s", curve, err, out.String())
+		}
+		text := out.String()
+		if !strings.Contains(text, "COMPLETED   6  FAILED   0") || strings.Contains(text, "CURVE on") != curve {
+			t.Fatalf("demo --curve=%t output:\n%s", curve, text)
+		}
 	}
 }

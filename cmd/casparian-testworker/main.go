@@ -25,7 +25,14 @@ func main() {
 	delay := flag.Duration("job-delay", 0, "extra time each job takes")
 	crashOn := flag.String("crash-on-plugin", "", "exit abruptly (status 3) when dispatched this plugin: a poison pill")
 	heartbeat := flag.Duration("heartbeat", time.Second, "unsolicited heartbeat interval (0 = only answer)")
+	sentinelKey := flag.String("sentinel-key", "", "the Sentinel's CURVE public key: its .pub file or the 40 Z85 characters (with --curve-secret-key)")
+	secretKey := flag.String("curve-secret-key", "", "file with this worker's CURVE secret key (with --sentinel-key); default: plaintext")
 	flag.Parse()
+	curve, err := transport.LoadCurveClient(*sentinelKey, *secretKey)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "casparian-testworker:", err)
+		os.Exit(2)
+	}
 
 	run := func(ctx context.Context, j testworker.Job) transport.Conclude {
 		if *crashOn != "" && j.Dispatch.PluginName == *crashOn {
@@ -43,7 +50,7 @@ func main() {
 	defer stop()
 	w, err := testworker.Start(ctx, testworker.Options{
 		Endpoint: *endpoint, Identity: *identity, Capabilities: strings.Split(*caps, ","),
-		Slots: *slots, Run: run, HeartbeatInterval: *heartbeat,
+		Slots: *slots, Run: run, HeartbeatInterval: *heartbeat, Curve: curve,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "casparian-testworker:", err)

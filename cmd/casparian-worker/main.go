@@ -22,6 +22,7 @@ import (
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/internal/worker/wasm"
+	"github.com/casparian/sentinel/transport"
 )
 
 // version is announced in IDENTIFY; set with -ldflags "-X main.version=...".
@@ -48,6 +49,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	fs.SetOutput(stdout)
 	endpoint := fs.String("endpoint", orDefault(getenv("CASPARIAN_ENDPOINT"), worker.DefaultEndpoint),
 		"Sentinel ROUTER endpoint to connect to (env CASPARIAN_ENDPOINT)")
+	sentinelKey := fs.String("sentinel-key", getenv("CASPARIAN_SENTINEL_KEY"),
+		"the Sentinel's CURVE public key: its .pub file or the 40 Z85 characters; with --curve-secret-key, "+
+			"for a Sentinel run with --curve-secret-key (env CASPARIAN_SENTINEL_KEY)")
+	curveSecretKey := fs.String("curve-secret-key", getenv("CASPARIAN_CURVE_SECRET_KEY"),
+		"file with this worker's CURVE secret key, from casparian keygen --curve; its .pub must be in the Sentinel's "+
+			"--authorized-workers (env CASPARIAN_CURVE_SECRET_KEY; default: plaintext)")
 	identity := fs.String("identity", "", "ZeroMQ identity and worker_id (default <hostname>-<pid>-<random hex>)")
 	concurrency := fs.Int("concurrency", runtime.NumCPU(),
 		"jobs run at once, announced as max_concurrent_jobs; more are REJECTED")
@@ -86,6 +93,11 @@ against --output-dir). Inputs must lie under --input-root and sinks under
 --output-dir, once .. and symbolic links are resolved; a job that names
 anything else FAILS without reading or writing it. SIGTERM drains: no new
 jobs, running ones finish, every job is concluded, exit 0.
+
+A Sentinel run with --curve-secret-key speaks CurveZMQ and takes only the
+workers it lists: give --sentinel-key (its public key) and
+--curve-secret-key (this worker's key, made by casparian keygen --curve,
+whose .pub goes into the Sentinel's --authorized-workers).
 
 Flags:
 `)
@@ -134,6 +146,10 @@ Flags:
 		wasmOpts = &wasm.Options{MemoryLimit: int64(*wasmMemory) << 20, TimeLimit: *wasmTime,
 			CacheModules: *wasmCache, CacheDir: *wasmCacheDir, Interpreter: *wasmInterp}
 	}
+	curve, err := transport.LoadCurveClient(*sentinelKey, *curveSecretKey)
+	if err != nil {
+		return err
+	}
 	dir, err := filepath.Abs(*outputDir)
 	if err != nil {
 		return fmt.Errorf("--output-dir: %w", err)
@@ -141,6 +157,7 @@ Flags:
 
 	w, err := worker.New(worker.Options{
 		Endpoint:          *endpoint,
+		Curve:             curve,
 		Identity:          *identity,
 		Concurrency:       *concurrency,
 		Plugins:           selected,

@@ -35,7 +35,8 @@ func TestRun_HelpExplainsEveryFlag(t *testing.T) {
 	for _, want := range []string{"-endpoint", "CASPARIAN_ENDPOINT", "-concurrency", "-plugins", "csv,jsonl", "-output-dir",
 		"parquet://output/<plugin>.parquet", "-heartbeat-interval", "-drain-timeout", "-sentinel-timeout", "-log-level", "-log-format", "-identity",
 		"-wasm", "-wasm-memory-mb", "-wasm-time-limit", "-wasm-cache-modules", "-wasm-cache-dir", "-wasm-interpreter",
-		"-input-root", "CASPARIAN_INPUT_ROOT", "default the working directory"} {
+		"-input-root", "CASPARIAN_INPUT_ROOT", "default the working directory",
+		"-sentinel-key", "CASPARIAN_SENTINEL_KEY", "-curve-secret-key", "CASPARIAN_CURVE_SECRET_KEY", "--authorized-workers"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
@@ -44,18 +45,21 @@ func TestRun_HelpExplainsEveryFlag(t *testing.T) {
 
 func TestRun_RejectsBadFlags(t *testing.T) {
 	for args, want := range map[string]string{
-		"--plugins=csv,nope":      `unknown plugin "nope"`,
-		"--plugins=,":             "no plugin selected",
-		"--concurrency=0":         "--concurrency must be at least 1",
-		"--log-level=loud":        "--log-level",
-		"--log-format=xml":        "--log-format",
-		"--drain-timeout=-1s":     "--drain-timeout must be positive",
-		"--sentinel-timeout=-1s":  "--sentinel-timeout must not be negative",
-		"--heartbeat-interval=x1": "invalid value",
-		"extra":                   "unexpected arguments",
-		"--wasm-memory-mb=0":      "--wasm-memory-mb must be 1 to 4095",
-		"--wasm-time-limit=0s":    "--wasm-time-limit must be positive",
-		"--wasm-cache-modules=0":  "--wasm-cache-modules must be at least 1",
+		"--plugins=csv,nope":       `unknown plugin "nope"`,
+		"--plugins=,":              "no plugin selected",
+		"--concurrency=0":          "--concurrency must be at least 1",
+		"--log-level=loud":         "--log-level",
+		"--log-format=xml":         "--log-format",
+		"--drain-timeout=-1s":      "--drain-timeout must be positive",
+		"--sentinel-timeout=-1s":   "--sentinel-timeout must not be negative",
+		"--heartbeat-interval=x1":  "invalid value",
+		"extra":                    "unexpected arguments",
+		"--wasm-memory-mb=0":       "--wasm-memory-mb must be 1 to 4095",
+		"--wasm-time-limit=0s":     "--wasm-time-limit must be positive",
+		"--wasm-cache-modules=0":   "--wasm-cache-modules must be at least 1",
+		"--sentinel-key=k.pub":     "--sentinel-key needs --curve-secret-key",
+		"--curve-secret-key=w.key": "--curve-secret-key needs --sentinel-key",
+		"--sentinel-key=/nonexistent/s.pub --curve-secret-key=/nonexistent/w.key": "--sentinel-key: open /nonexistent/s.pub",
 	} {
 		var out bytes.Buffer
 		err := run(strings.Fields(args), func(string) string { return "" }, &out, &out, nil)
@@ -90,6 +94,48 @@ func TestFolderList_EnvDefaultThenFlags(t *testing.T) {
 	}
 	if err := (&folderList{}).Set(" , "); err == nil {
 		t.Error("an empty --input-root was accepted")
+	}
+}
+
+// TestRun_CurveKeysFromFlagsOrEnvironment checks that the two keys reach
+// the worker, from flags or from the environment, and the Sentinel's key as
+// a file or inline: the worker logs both fingerprints as it connects.
+func TestRun_CurveKeysFromFlagsOrEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	spub, ssec, _ := transport.GenerateCurveKeyPair()
+	wpub, wsec, _ := transport.GenerateCurveKeyPair()
+	if _, _, err := transport.WriteCurveKeyPair(filepath.Join(dir, "sentinel"), spub, ssec); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := transport.WriteCurveKeyPair(filepath.Join(dir, "worker"), wpub, wsec); err != nil {
+		t.Fatal(err)
+	}
+	endpoint := "tcp://127.0.0.1:1" // nobody listens: the worker is stopped while it waits
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"FlagsWithKeyFile": {args: []string{"--sentinel-key", filepath.Join(dir, "sentinel.pub"),
+			"--curve-secret-key", filepath.Join(dir, "worker.key")}},
+		"FlagsWithInlineKey": {args: []string{"--sentinel-key", spub.String(),
+			"--curve-secret-key", filepath.Join(dir, "worker.key")}},
+		"Environment": {env: map[string]string{"CASPARIAN_SENTINEL_KEY": spub.String(),
+			"CASPARIAN_CURVE_SECRET_KEY": filepath.Join(dir, "worker.key")}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out syncBuffer
+			signals := make(chan os.Signal, 1)
+			signals <- syscall.SIGTERM
+			args := append([]string{"--endpoint", endpoint, "--log-format", "json", "--wasm=false"}, tc.args...)
+			if err := run(args, func(k string) string { return tc.env[k] }, &out, &out, signals); err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			line := logLine(t, out.String(), "connecting to the Sentinel")
+			if line["security"] != "curve" || line["key_fingerprint"] != wpub.Fingerprint() ||
+				line["sentinel_key_fingerprint"] != spub.Fingerprint() {
+				t.Fatalf("connecting with %v; want curve, key %s, Sentinel key %s", line, wpub.Fingerprint(), spub.Fingerprint())
+			}
+		})
 	}
 }
 

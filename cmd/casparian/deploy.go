@@ -22,12 +22,25 @@ const defaultSentinel = "tcp://127.0.0.1:5555"
 // wasmMagic starts every WebAssembly binary module.
 var wasmMagic = []byte{0x00, 'a', 's', 'm'}
 
-// keygen writes a new Ed25519 key pair: PREFIX.key (PKCS #8 PEM, mode 0600)
-// and PREFIX.pub (PKIX PEM, the file the Sentinel's --trusted-keys reads).
+// Default --out of keygen, by kind of key.
+const (
+	defaultKeyPrefix   = "casparian-publisher"
+	defaultCurvePrefix = "casparian-curve"
+)
+
+// keygen writes a new key pair, PREFIX.key (mode 0600) and PREFIX.pub: an
+// Ed25519 publisher key (PKCS #8 and PKIX PEM; the .pub is what the
+// Sentinel's --trusted-keys reads) or, with --curve, a CurveZMQ key (Z85; the
+// .pub goes into the Sentinel's --authorized-workers, or, for the Sentinel's
+// own key, to every client's --sentinel-key).
 func keygen(_ context.Context, c *cli, _ []string) error {
+	curve := *c.flag["curve"]
 	prefix := *c.str["out"]
 	if prefix == "" {
-		return usagef("--out must not be empty")
+		prefix = defaultKeyPrefix
+		if curve {
+			prefix = defaultCurvePrefix
+		}
 	}
 	privPath, pubPath := prefix+".key", prefix+".pub"
 	if !*c.flag["force"] {
@@ -37,14 +50,17 @@ func keygen(_ context.Context, c *cli, _ []string) error {
 			}
 		}
 	}
-	privPEM, pubPEM, err := deploy.GenerateKey()
-	if err != nil {
-		return err
-	}
 	if dir := filepath.Dir(prefix); dir != "." {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
+	}
+	if curve {
+		return keygenCurve(c, prefix)
+	}
+	privPEM, pubPEM, err := deploy.GenerateKey()
+	if err != nil {
+		return err
 	}
 	// Remove first so an existing file's looser mode is not kept.
 	_ = os.Remove(privPath)
@@ -60,6 +76,38 @@ func keygen(_ context.Context, c *cli, _ []string) error {
 	}
 	fmt.Fprintf(c.stdout, "private key: %s (keep it secret)\npublic key:  %s (give it to the Sentinel's --trusted-keys)\nfingerprint: %s\n",
 		privPath, pubPath, deploy.Fingerprint(pub[0]))
+	return nil
+}
+
+// keygenCurve writes a CurveZMQ key pair. One kind of key serves every
+// party: which one it is depends on where its files go, so both uses are
+// printed.
+func keygenCurve(c *cli, prefix string) error {
+	pub, sec, err := transport.GenerateCurveKeyPair()
+	if err != nil {
+		return err
+	}
+	// Without --force keygen has checked that neither file exists; with it,
+	// the old pair goes, and WriteCurveKeyPair creates both files afresh
+	// (it never overwrites, so an old file's looser mode is not kept).
+	for _, p := range []string{prefix + ".key", prefix + ".pub"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	secPath, pubPath, err := transport.WriteCurveKeyPair(prefix, pub, sec)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, `secret key:  %s (keep it secret)
+public key:  %s
+             %s
+fingerprint: %s
+For a worker or a publisher: add %s to the Sentinel's --authorized-workers, and run the
+  client with --curve-secret-key %s --sentinel-key <the Sentinel's .pub or key>.
+For the Sentinel: run it with --curve-secret-key %s, and give %s (or the key above)
+  to every client's --sentinel-key.
+`, secPath, pubPath, pub, pub.Fingerprint(), pubPath, secPath, secPath, pubPath)
 	return nil
 }
 
@@ -120,10 +168,30 @@ func publish(ctx context.Context, c *cli, args []string) error {
 	if e := c.getenv("CASPARIAN_SENTINEL"); e != "" && endpoint == defaultSentinel {
 		endpoint = e
 	}
-	reply, err := sendDeploy(ctx, endpoint, d)
+	sentinelKey := flagOrEnv(c, "sentinel-key", "CASPARIAN_SENTINEL_KEY")
+	secretKey := flagOrEnv(c, "curve-secret-key", "CASPARIAN_CURVE_SECRET_KEY")
+	curve, err := transport.LoadCurveClient(sentinelKey, secretKey)
+	if err != nil {
+		if (sentinelKey == "") != (secretKey == "") {
+			return usagef("%v", err)
+		}
+		return err
+	}
+	reply, err := sendDeploy(ctx, endpoint, d, curve)
+	var notConnected *connectError
 	if errors.Is(err, context.DeadlineExceeded) {
+		if curve != nil && errors.As(err, &notConnected) {
+			// A refused CURVE handshake is a dial that is retried until
+			// the timeout; the error carries the last refusal's reason.
+			return fmt.Errorf("timed out: could not connect to the Sentinel within %s: %w", c.opts.timeout, err)
+		}
 		return fmt.Errorf("timed out: no reply from the Sentinel at %s within %s (is it running, and is that its --bind?)",
 			endpoint, c.opts.timeout)
+	}
+	if curve == nil && errors.As(err, &notConnected) {
+		// zmq4 fails a plaintext dial at once when the ZMTP handshake does:
+		// most likely the Sentinel speaks CURVE.
+		return fmt.Errorf("%w (if the Sentinel runs with CURVE, give --sentinel-key and --curve-secret-key)", err)
 	}
 	if err != nil {
 		return err
@@ -163,19 +231,33 @@ func readSource(path string) (string, error) {
 	return string(raw), nil
 }
 
-// sendDeploy sends d as a DEALER tool and waits, until ctx ends, for the ACK
-// or ERR. Other messages (none are expected) are skipped.
-func sendDeploy(ctx context.Context, endpoint string, d *transport.Deploy) (any, error) {
+// flagOrEnv is a string flag's value, or the environment variable's when
+// the flag is empty.
+func flagOrEnv(c *cli, name, env string) string {
+	if v := *c.str[name]; v != "" {
+		return v
+	}
+	return c.getenv(env)
+}
+
+// connectError is a DEPLOY that could not be sent because the DEALER never
+// connected.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// sendDeploy sends d as a DEALER tool, over CURVE when curve is set, and
+// waits, until ctx ends, for the ACK or ERR. Other messages (none are
+// expected) are skipped.
+func sendDeploy(ctx context.Context, endpoint string, d *transport.Deploy, curve *transport.CurveClient) (any, error) {
 	frames, err := transport.Encode(transport.OpDeploy, 0, d)
 	if err != nil {
 		return nil, err
 	}
-	dealer, err := transport.DialDealer(ctx, endpoint, transport.DealerOptions{MaxPayload: len(frames[1]) + 1<<20})
+	dealer, err := transport.DialDealer(ctx, endpoint, transport.DealerOptions{MaxPayload: len(frames[1]) + 1<<20, Curve: curve})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
+		return nil, &connectError{err: err}
 	}
 	defer dealer.Close()
 	type result struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/transport"
 )
 
 // wasmModule is the smallest valid WebAssembly module: magic and version.
@@ -136,5 +137,158 @@ func TestCLI_PublishUsage(t *testing.T) {
 		if code, _, _ := casparian(t, nil, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
+	}
+}
+
+// curveKeygenAt runs keygen --curve and returns the public key it printed.
+func curveKeygenAt(t *testing.T, prefix string) transport.CurveKey {
+	t.Helper()
+	code, out, errOut := casparian(t, nil, "keygen", "--curve", "--out", prefix)
+	if code != exitOK {
+		t.Fatalf("keygen --curve: exit %d\n%s%s", code, out, errOut)
+	}
+	pub, err := transport.ReadCurveKeyFile(prefix + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{prefix + ".key (keep it secret)", pub.String(), "fingerprint: " + pub.Fingerprint(),
+		"add " + prefix + ".pub to the Sentinel's --authorized-workers", "to every client's --sentinel-key"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("keygen --curve output lacks %q:\n%s", want, out)
+		}
+	}
+	return pub
+}
+
+func TestCLI_KeygenCurve(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "keys", "worker-1")
+	pub := curveKeygenAt(t, prefix)
+	sec, err := transport.ReadCurveKeyFile(prefix + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if transport.CurvePublicKey(sec) != pub {
+		t.Fatal("the .pub does not hold the public key of the .key")
+	}
+	if st, err := os.Stat(prefix + ".key"); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("secret key file: %v, %v; want mode 0600", st, err)
+	}
+	if st, err := os.Stat(prefix + ".pub"); err != nil || st.Mode().Perm()&0o044 != 0o044 {
+		t.Fatalf("public key file: %v, %v; want it readable by all", st, err)
+	}
+	raw, _ := os.ReadFile(prefix + ".key")
+	if code, out, _ := casparian(t, nil, "keygen", "--curve", "--out", prefix); code != exitError {
+		t.Fatalf("keygen --curve over existing keys: exit %d, %s", code, out)
+	}
+	if again, _ := os.ReadFile(prefix + ".key"); string(again) != string(raw) {
+		t.Fatal("a refused keygen changed the secret key")
+	}
+	// --force replaces the pair, and a looser mode on the old file does not
+	// survive.
+	if err := os.Chmod(prefix+".key", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := casparian(t, nil, "keygen", "--curve", "--out", prefix, "--force"); code != exitOK {
+		t.Fatalf("keygen --curve --force: exit %d\n%s%s", code, out, errOut)
+	}
+	if st, err := os.Stat(prefix + ".key"); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced secret key file: %v, %v; want mode 0600", st, err)
+	}
+	if now, err := transport.ReadCurveKeyFile(prefix + ".pub"); err != nil || now == pub {
+		t.Fatalf("--force kept the old key (%v)", err)
+	}
+
+	// Without --out, the default prefix names what the key is for.
+	t.Chdir(dir)
+	if code, out, errOut := casparian(t, nil, "keygen", "--curve"); code != exitOK || !strings.Contains(out, "casparian-curve.pub") {
+		t.Fatalf("keygen --curve without --out: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := transport.ReadCurveKeyFile(filepath.Join(dir, "casparian-curve.key")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCLI_PublishOverCurve publishes to a Sentinel with CURVE on: with the
+// keys from flags, then from the environment with the Sentinel's key given
+// inline; without keys, or with a key the Sentinel does not list, nothing
+// is deployed and the error says why.
+func TestCLI_PublishOverCurve(t *testing.T) {
+	dir := t.TempDir()
+	signing := filepath.Join(dir, "ada")
+	keygenAt(t, signing)
+	sentinelKey := curveKeygenAt(t, filepath.Join(dir, "sentinel"))
+	adaConn := filepath.Join(dir, "ada-conn")
+	curveKeygenAt(t, adaConn)
+	workerConn := filepath.Join(dir, "worker")
+	curveKeygenAt(t, workerConn)
+	stranger := filepath.Join(dir, "stranger")
+	curveKeygenAt(t, stranger)
+	var authorized []byte
+	for _, p := range []string{adaConn, workerConn} {
+		b, err := os.ReadFile(p + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		authorized = append(authorized, b...)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized"), authorized, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	e := sentineltest.Start(t, func(c *config.Config) {
+		c.TrustedKeys = signing + ".pub"
+		c.CurveSecretKey = filepath.Join(dir, "sentinel.key")
+		c.AuthorizedWorkers = filepath.Join(dir, "authorized")
+	})
+	module := filepath.Join(dir, "wc.wasm")
+	if err := os.WriteFile(module, wasmModule, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(env map[string]string, extra ...string) (int, string, string) {
+		args := append([]string{"publish", module, "--name", "wc", "--key", signing + ".key",
+			"--sentinel", e.Endpoint, "--publisher", "ada", "--timeout", "3s"}, extra...)
+		return casparian(t, env, args...)
+	}
+
+	code, out, errOut := publish(nil, "--version", "1.0.0", "--sentinel-key", filepath.Join(dir, "sentinel.pub"),
+		"--curve-secret-key", adaConn+".key")
+	if code != exitOK || !strings.Contains(out, "Deployed wc v1.0.0 (manifest ") {
+		t.Fatalf("publish over CURVE: exit %d\n%s%s", code, out, errOut)
+	}
+	env := map[string]string{"CASPARIAN_SENTINEL_KEY": sentinelKey.String(), "CASPARIAN_CURVE_SECRET_KEY": adaConn + ".key"}
+	if code, out, errOut := publish(env, "--version", "1.0.0"); code != exitOK || !strings.Contains(out, "already deployed") {
+		t.Fatalf("publish with the keys from the environment: exit %d\n%s%s", code, out, errOut)
+	}
+
+	if code, _, errOut := publish(nil, "--version", "1.0.1", "--sentinel-key", sentinelKey.String(),
+		"--curve-secret-key", stranger+".key"); code != exitError ||
+		!strings.Contains(errOut, "timed out: could not connect to the Sentinel within 3s") ||
+		!strings.Contains(errOut, "is it in its --authorized-workers?") {
+		t.Fatalf("publish with an unlisted key: exit %d, %s", code, errOut)
+	}
+	if code, _, errOut := publish(nil, "--version", "1.0.1"); code != exitError ||
+		!strings.Contains(errOut, "if the Sentinel runs with CURVE, give --sentinel-key and --curve-secret-key") {
+		t.Fatalf("publish in plaintext to a CURVE Sentinel: exit %d, %s", code, errOut)
+	}
+	if code, _, errOut := publish(nil, "--version", "1.0.1", "--sentinel-key", sentinelKey.String()); code != exitUsage ||
+		!strings.Contains(errOut, "--sentinel-key needs --curve-secret-key") {
+		t.Fatalf("publish with half the keys: exit %d, %s", code, errOut)
+	}
+	rows, err := e.Store.PluginManifestRows(context.Background(), "wc")
+	if err != nil || len(rows) != 1 || rows[0].Version != "1.0.0" {
+		t.Fatalf("stored %+v, %v; want only v1.0.0", rows, err)
+	}
+
+	// A test worker with its own authorized key runs the published plugin.
+	secret, err := transport.ReadCurveKeyFile(workerConn + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.Worker(testworker.Options{Curve: transport.NewCurveClient(sentinelKey, secret)})
+	id := e.Enqueue(e.File("a.txt", "x\n"), "wc", 0)
+	sentineltest.Eventually(t, 10*time.Second, "job completed", func() bool { return e.Job(id).Status == db.StatusCompleted })
+	if got := w.Received(); len(got) != 1 || got[0].Dispatch.SourceCode != rows[0].SourceCode {
+		t.Fatalf("dispatched %+v", got)
 	}
 }

@@ -14,8 +14,8 @@
 //	casparian routes ls | add PATTERN TAG [--priority N]
 //	casparian status
 //	casparian token new
-//	casparian keygen [--out PREFIX] [--force]
-//	casparian publish FILE --name N --version V --key K [--sentinel tcp://…] [--lockfile F] [--publisher NAME] [--email E]
+//	casparian keygen [--curve] [--out PREFIX] [--force]
+//	casparian publish FILE --name N --version V --key K [--sentinel tcp://…] [--sentinel-key K --curve-secret-key F] [--lockfile F] [--publisher NAME] [--email E]
 //
 // Every command that calls the API sends --token (or CASPARIAN_TOKEN) as
 // Authorization: Bearer, for a Sentinel started with --api-tokens.
@@ -136,20 +136,27 @@ var commands = map[string]map[string]*command{
 		"new": {help: "print a new random API token (32 bytes from crypto/rand, base64url) for an --api-tokens file", run: tokenNew},
 	},
 	"keygen": {
-		"": {usage: "[--out PREFIX] [--force]", help: "write an Ed25519 publisher key pair: PREFIX.key (0600) and PREFIX.pub",
+		"": {usage: "[--curve] [--out PREFIX] [--force]",
+			help: "write PREFIX.key (0600) and PREFIX.pub: an Ed25519 signing key, or with --curve a CurveZMQ connection key",
 			flags: func(fs *flag.FlagSet) {
-				fs.String("out", "casparian-publisher", "path prefix of the two key files")
+				fs.String("out", "", "path prefix of the two key files (default "+defaultKeyPrefix+", or "+defaultCurvePrefix+" with --curve)")
 				fs.Bool("force", false, "replace existing key files")
+				fs.Bool("curve", false, "write a CurveZMQ key pair (Z85) for --curve-secret-key, --sentinel-key and --authorized-workers "+
+					"instead of an Ed25519 publisher key")
 			}, run: keygen},
 	},
 	"publish": {
-		"": {usage: "FILE --name N --version V --key K [--sentinel tcp://…] [--lockfile F] [--publisher NAME] [--email E]",
+		"": {usage: "FILE --name N --version V --key K [--sentinel tcp://…] [--sentinel-key K --curve-secret-key F] [--lockfile F] [--publisher NAME] [--email E]",
 			help: "sign and DEPLOY a plugin (a .wasm is sent base64) to the Sentinel; prints the ACK or the ERR",
 			flags: func(fs *flag.FlagSet) {
 				fs.String("name", "", "plugin name (required)")
 				fs.String("version", "", "plugin version (required)")
 				fs.String("key", "", "publisher private key from casparian keygen (required unless --unsigned)")
 				fs.String("sentinel", defaultSentinel, "the Sentinel's ZeroMQ endpoint (env CASPARIAN_SENTINEL)")
+				fs.String("sentinel-key", "", "the Sentinel's CURVE public key: its .pub file or the 40 Z85 characters "+
+					"(env CASPARIAN_SENTINEL_KEY; with --curve-secret-key, for a Sentinel run with --curve-secret-key)")
+				fs.String("curve-secret-key", "", "file with this publisher's CURVE secret key, from casparian keygen --curve; "+
+					"its .pub must be in the Sentinel's --authorized-workers (env CASPARIAN_CURVE_SECRET_KEY)")
 				fs.String("lockfile", "", "the plugin's environment lockfile (default: none)")
 				fs.String("publisher", "", "publisher name (default: $USER)")
 				fs.String("email", "", "publisher email")

@@ -61,7 +61,9 @@ func FastConfig() config.Config {
 
 // Start runs a Sentinel with FastConfig changed by tweak, and stops it when
 // the test ends. Unless tweak sets AllowedRoots, source roots may be added
-// anywhere under Dir.
+// anywhere under Dir. Setting CurveSecretKey and AuthorizedWorkers in tweak turns
+// CURVE on, as the two flags do for cmd/casparian-sentinel; test workers
+// then need Options.Curve.
 func Start(t testing.TB, tweak func(*config.Config)) *Env {
 	t.Helper()
 	cfg := FastConfig()
@@ -90,11 +92,24 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 	e.RootID = root.ID
 
 	stats := actors.NewStats()
-	e.router, err = transport.ListenRouter(cfg.Bind, actors.RouterOptions(cfg, stats))
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	routerOpts := actors.RouterOptions(cfg, stats)
+	if cfg.CurveSecretKey != "" {
+		// As cmd/casparian-sentinel does with its two flags.
+		secret, err := transport.ReadCurveKeyFile(cfg.CurveSecretKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		authorized, err := transport.ReadAuthorizedKeys(cfg.AuthorizedWorkers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routerOpts = actors.WithCurve(routerOpts, transport.NewCurveServer(secret, authorized), stats, log)
+	}
+	e.router, err = transport.ListenRouter(cfg.Bind, routerOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	var tokens *httpapi.Tokens
 	if cfg.APITokens != "" {
 		if tokens, err = httpapi.LoadTokens(cfg.APITokens, log); err != nil {

@@ -36,6 +36,9 @@ type Options struct {
 	Run          RunFunc  // default: FileStats
 	// HeartbeatInterval, when set, makes the worker send unsolicited heartbeats.
 	HeartbeatInterval time.Duration
+	// Curve, when set, connects over CurveZMQ with these keys (for a
+	// Sentinel with CURVE on). Default nil: plaintext.
+	Curve *transport.CurveClient
 	// PrepareEnv answers PREPARE_ENV, in a goroutine of its own: nil sends
 	// ENV_READY, ErrNoAnswer sends nothing, any other error sends ERR
 	// (job_id 0) naming the env_hash. Default: ENV_READY at once.
@@ -82,7 +85,7 @@ func Start(ctx context.Context, opts Options) (*Worker, error) {
 	}
 	dialCtx, cancelDial := context.WithTimeout(ctx, 10*time.Second)
 	defer cancelDial()
-	d, err := transport.DialDealer(dialCtx, opts.Endpoint, transport.DealerOptions{Identity: []byte(opts.Identity)})
+	d, err := transport.DialDealer(dialCtx, opts.Endpoint, transport.DealerOptions{Identity: []byte(opts.Identity), Curve: opts.Curve})
 	if err != nil {
 		return nil, err
 	}

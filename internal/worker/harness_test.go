@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -82,14 +83,29 @@ func newSentinel(t *testing.T, tweak func(*config.Config)) *sentinel {
 	return h
 }
 
+// start runs the Sentinel. CurveSecretKey and AuthorizedWorkers in the
+// config turn CURVE on, as the two flags do for cmd/casparian-sentinel.
 func (h *sentinel) start() {
 	h.t.Helper()
-	router, err := transport.ListenRouter(h.cfg.Bind, transport.RouterOptions{})
+	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.ErrorLevel)
+	stats := actors.NewStats()
+	var routerOpts transport.RouterOptions
+	if h.cfg.CurveSecretKey != "" {
+		secret, err := transport.ReadCurveKeyFile(h.cfg.CurveSecretKey)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		authorized, err := transport.ReadAuthorizedKeys(h.cfg.AuthorizedWorkers)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		routerOpts = actors.WithCurve(routerOpts, transport.NewCurveServer(secret, authorized), stats, log)
+	}
+	router, err := transport.ListenRouter(h.cfg.Bind, routerOpts)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.ErrorLevel)
-	s, err := actors.Start(actors.Options{Config: h.cfg, DB: h.store, Router: router, Logger: log})
+	s, err := actors.Start(actors.Options{Config: h.cfg, DB: h.store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		router.Close()
 		h.t.Fatal(err)
@@ -207,9 +223,24 @@ func (h *sentinel) waitWorkers(n int) {
 	})
 }
 
+// curveKeyPair writes a CURVE key pair to prefix.key and prefix.pub, as
+// casparian keygen --curve does, and returns it.
+func curveKeyPair(t *testing.T, prefix string) (public, secret transport.CurveKey) {
+	t.Helper()
+	public, secret, err := transport.GenerateCurveKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := transport.WriteCurveKeyPair(prefix, public, secret); err != nil {
+		t.Fatal(err)
+	}
+	return public, secret
+}
+
 // runningWorker is a worker.Worker running in this process.
 type runningWorker struct {
 	*worker.Worker
+	logs      *syncBuffer // its warnings and errors, also in the test log
 	outputDir string
 	cancel    context.CancelFunc // starts the drain
 	finished  chan struct{}      // closed when Run returned
@@ -239,13 +270,14 @@ func startWorker(t *testing.T, h *sentinel, opts worker.Options) *runningWorker 
 	if opts.Concurrency == 0 {
 		opts.Concurrency = 2
 	}
-	opts.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	logs := &syncBuffer{}
+	opts.Logger = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.WarnLevel)
 	w, err := worker.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rw := &runningWorker{Worker: w, outputDir: opts.OutputDir, cancel: cancel, finished: make(chan struct{})}
+	rw := &runningWorker{Worker: w, logs: logs, outputDir: opts.OutputDir, cancel: cancel, finished: make(chan struct{})}
 	go func() {
 		rw.err = w.Run(ctx)
 		close(rw.finished)
@@ -277,6 +309,25 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a worker's goroutines may write while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // querySQLite runs a query on an output database and returns the rows as

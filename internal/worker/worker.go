@@ -56,6 +56,11 @@ const (
 	// itself retries an unreachable one every 250 ms.
 	dialBackoffMin = 250 * time.Millisecond
 	dialBackoffMax = 10 * time.Second
+	// curveDialReport is how long a CURVE dial may go on before the worker
+	// logs why it is not connected. A refused handshake is a failed dial
+	// that zmq4 retries every 250 ms, forever: without this a worker whose
+	// key is not authorized would wait in silence.
+	curveDialReport = 5 * time.Second
 )
 
 var (
@@ -67,6 +72,10 @@ var (
 type Options struct {
 	// Endpoint is the Sentinel's ROUTER. Default DefaultEndpoint.
 	Endpoint string
+	// Curve, when set, connects over CurveZMQ with these keys: the
+	// Sentinel's public key and this worker's key pair, whose public half
+	// must be in the Sentinel's authorized workers. Default nil: plaintext.
+	Curve *transport.CurveClient
 	// Identity is the ZeroMQ identity and worker_id. Default NewIdentity().
 	Identity string
 	// Concurrency is how many jobs run at once, announced as
@@ -362,8 +371,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		mem, limit := w.wasm.Limits()
 		w.log.Info().Int64("memory_limit_mib", mem>>20).Dur("time_limit", limit).Msg("deployed WebAssembly plugins enabled")
 	}
-	w.log.Info().Str("endpoint", w.opts.Endpoint).Strs("plugins", w.caps).Int("concurrency", w.opts.Concurrency).
-		Str("output_dir", w.opts.OutputDir).Strs("input_roots", w.opts.InputRoots).Msg("connecting to the Sentinel")
+	ev := w.log.Info().Str("endpoint", w.opts.Endpoint).Strs("plugins", w.caps).Int("concurrency", w.opts.Concurrency).
+		Str("output_dir", w.opts.OutputDir).Strs("input_roots", w.opts.InputRoots)
+	if c := w.opts.Curve; c != nil {
+		ev = ev.Str("security", "curve").Str("key_fingerprint", c.Public.Fingerprint()).
+			Str("sentinel_key_fingerprint", c.ServerKey.Fingerprint())
+	} else {
+		ev = ev.Str("security", "plaintext")
+	}
+	ev.Msg("connecting to the Sentinel")
 	d, err := w.dial(ctx)
 	if err != nil {
 		w.log.Info().Msg("stopped before the Sentinel was reachable")
@@ -413,19 +429,34 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // dial connects a DEALER, waiting while the Sentinel is unreachable (zmq4
 // retries every 250 ms) and backing off when a dial fails outright (the
-// ZMTP handshake failed). It returns an error only when ctx ends.
+// ZMTP handshake failed). Over CURVE it logs every curveDialReport why it
+// is not connected yet (the last refusal's reason). It returns an error
+// only when ctx ends.
 func (w *Worker) dial(ctx context.Context) (*transport.Dealer, error) {
 	backoff := dialBackoffMin
 	for {
-		d, err := transport.DialDealer(ctx, w.opts.Endpoint, transport.DealerOptions{
+		attempt, cancel := ctx, context.CancelFunc(func() {})
+		if w.opts.Curve != nil {
+			// Safe to give up on: every CURVE handshake has a deadline, so
+			// the dialing goroutine DialDealer leaves behind ends soon.
+			attempt, cancel = context.WithTimeout(ctx, curveDialReport)
+		}
+		d, err := transport.DialDealer(attempt, w.opts.Endpoint, transport.DealerOptions{
 			Identity: []byte(w.opts.Identity),
 			Timeout:  w.opts.SendTimeout,
+			Curve:    w.opts.Curve,
 		})
+		cancel()
 		if err == nil {
 			return d, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if attempt.Err() != nil {
+			// zmq4 was retrying all along: no backoff on top.
+			w.log.Warn().Err(err).Msg("not connected to the Sentinel yet; still trying")
+			continue
 		}
 		w.log.Warn().Err(err).Dur("retry_in", backoff).Msg("connect failed")
 		t := time.NewTimer(backoff)

@@ -37,7 +37,7 @@ func reloadAuthorizedWorkers(cfg config.Config, server *transport.CurveServer, l
 	}
 	authorized, err := transport.ReadAuthorizedKeys(cfg.AuthorizedWorkers)
 	if err != nil {
-		return fmt.Errorf("reload --authorized-workers (the old keys stay in force): %w", err)
+		return fmt.Errorf("--authorized-workers: %w", err)
 	}
 	server.SetAuthorized(authorized)
 	log.Info().Int("authorized_keys", authorized.Len()).Msg("authorized worker keys reloaded")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,5 +143,59 @@ func TestInterop_StolenIdentityIsRefused(t *testing.T) {
 		t.Fatalf("real worker: %v", real.err)
 	}
 	fx.checkAllCompleted(t, identity, real)
+	s.stopClean(t)
+}
+
+// TestRun_SIGHUPReloadsTheAuthorizedWorkers: a key added to the file gets in
+// after SIGHUP, a key removed no longer does, and a file that no longer
+// reads keeps the keys in force.
+func TestRun_SIGHUPReloadsTheAuthorizedWorkers(t *testing.T) {
+	cs := newCurveSetup(t, "first")
+	s := startSentinel(t, append([]string{"--bind", "tcp://127.0.0.1:0", "--database", "sqlite://" + filepath.Join(t.TempDir(), "s.db"),
+		"--shutdown-timeout", "5s", "--log-format", "json"}, cs.sentinelArgs()...), nil)
+	dial := func(name string, secret transport.CurveKey) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		defer cancel()
+		d, err := transport.DialDealer(ctx, s.endpoint, transport.DealerOptions{Identity: []byte(name),
+			Curve: transport.NewCurveClient(cs.serverPub, secret)})
+		if err == nil {
+			d.Close()
+		}
+		return err
+	}
+	secondPub, secondSec, _ := transport.GenerateCurveKeyPair()
+	if err := dial("second", secondSec); err == nil {
+		t.Fatal("an unlisted key got in")
+	}
+	hup := func(want int) {
+		t.Helper()
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "the reload logged", func() (bool, string) {
+			return strings.Count(s.logs.String(), "SIGHUP: reloading") >= want, "not yet"
+		})
+	}
+	if err := os.WriteFile(cs.authorizedFile, []byte(secondPub.String()+" second\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup(1)
+	eventually(t, 5*time.Second, "the new key accepted", func() (bool, string) {
+		err := dial("second", secondSec)
+		return err == nil, fmt.Sprint(err)
+	})
+	if err := dial("first", cs.workers["first"]); err == nil {
+		t.Fatal("a key removed from the file still got in")
+	}
+	if err := os.WriteFile(cs.authorizedFile, []byte("not a key\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup(2)
+	eventually(t, 5*time.Second, "the failed reload logged", func() (bool, string) {
+		return strings.Contains(s.logs.String(), `"reload":"authorized-workers"`), "not yet"
+	})
+	if err := dial("second", secondSec); err != nil {
+		t.Fatalf("after a bad file the keys in force should stay: %v", err)
+	}
 	s.stopClean(t)
 }

@@ -139,6 +139,11 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	// SIGHUP re-reads, in this order, the files that may change while the
 	// Sentinel runs.
 	var reloads []reloadStep
+	if curve != nil {
+		reloads = append(reloads, reloadStep{name: "authorized-workers", reload: func() error {
+			return reloadAuthorizedWorkers(cfg, curve, log)
+		}})
+	}
 	if tokens != nil {
 		reloads = append(reloads, reloadStep{name: "api-tokens", reload: tokens.Reload})
 	}

@@ -54,6 +54,8 @@ type worker struct {
 	Busy         int       `json:"busy"`
 	RunningJobs  []int64   `json:"running_jobs"`
 	LastSeen     time.Time `json:"last_seen"`
+	// KeyFingerprint is the CURVE key's fingerprint; empty for plaintext.
+	KeyFingerprint string `json:"key_fingerprint"`
 }
 
 type manifest struct {
@@ -324,9 +326,9 @@ func (c *cli) printWorkers(ws []worker) error {
 			running[n] = strconv.FormatInt(id, 10)
 		}
 		rows[i] = []string{w.ID, orDash(w.Name), strings.Join(w.Capabilities, ","), fmt.Sprintf("%d/%d", w.Busy, w.Slots),
-			orDash(strings.Join(running, ",")), ago(now, &w.LastSeen)}
+			orDash(strings.Join(running, ",")), ago(now, &w.LastSeen), orDash(w.KeyFingerprint)}
 	}
-	if err := c.table("ID\tNAME\tCAPABILITIES\tBUSY\tRUNNING\tLAST SEEN", rows); err != nil {
+	if err := c.table("ID\tNAME\tCAPABILITIES\tBUSY\tRUNNING\tLAST SEEN\tKEY", rows); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%d workers\n", len(ws))

@@ -353,3 +353,43 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 		t.Errorf("drained job = %s, want COMPLETED", j.Status)
 	}
 }
+
+// TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted: over CURVE the
+// worker list names each worker's key, and /metrics counts the handshakes
+// refused by reason.
+func TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted(t *testing.T) {
+	dir := t.TempDir()
+	serverPub, serverSec, _ := transport.GenerateCurveKeyPair()
+	workerPub, workerSec, _ := transport.GenerateCurveKeyPair()
+	_, strangerSec, _ := transport.GenerateCurveKeyPair()
+	if _, _, err := transport.WriteCurveKeyPair(filepath.Join(dir, "sentinel"), serverPub, serverSec); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := transport.WriteCurveKeyPair(filepath.Join(dir, "worker"), workerPub, workerSec); err != nil {
+		t.Fatal(err)
+	}
+	e := sentineltest.Start(t, func(c *config.Config) {
+		c.CurveSecretKey = filepath.Join(dir, "sentinel.key")
+		c.AuthorizedWorkers = filepath.Join(dir, "worker.pub")
+	})
+	e.Worker(testworker.Options{Identity: "tw-curve", Curve: transport.NewCurveClient(serverPub, workerSec)})
+	var workers httpapi.WorkerList
+	sentineltest.Eventually(t, 5*time.Second, "the CURVE worker listed", func() bool {
+		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
+		return len(workers.Workers) == 1
+	})
+	if got := workers.Workers[0]; got.ID != "tw-curve" || got.KeyFingerprint != workerPub.Fingerprint() {
+		t.Fatalf("worker %+v, want tw-curve with key %s", got, workerPub.Fingerprint())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := testworker.Start(ctx, testworker.Options{Endpoint: e.Endpoint, Identity: "tw-stranger",
+		Curve: transport.NewCurveClient(serverPub, strangerSec)}); err == nil {
+		t.Fatal("a worker with an unlisted key connected")
+	}
+	sentineltest.Eventually(t, 5*time.Second, "the refusal counted", func() bool {
+		_, body := call(t, "GET", e.URL+"/metrics", "", nil)
+		return strings.Contains(body, `casparian_curve_refusals_total{reason="unauthorized_key"}`)
+	})
+}

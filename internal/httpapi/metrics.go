@@ -23,6 +23,7 @@ type metricsCollector struct {
 	histograms []histogramMetric
 
 	up, workers, slots, jobs *prometheus.Desc
+	curveRefusals            *prometheus.Desc
 }
 
 type counterMetric struct {
@@ -92,6 +93,9 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 		slots: prometheus.NewDesc("casparian_worker_slots",
 			"Job slots of the connected workers: state=busy (running a job) or free.", []string{"state"}, nil),
 		jobs: prometheus.NewDesc("casparian_jobs", "Jobs in the queue by status.", []string{"status"}, nil),
+		curveRefusals: prometheus.NewDesc("casparian_curve_refusals_total",
+			"Worker connections refused during the CURVE handshake, by reason "+
+				"(unauthorized_key, identity_taken, not_curve, bad_handshake, handshake_timeout).", []string{"reason"}, nil),
 	}
 }
 
@@ -109,6 +113,7 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.workers
 	ch <- c.slots
 	ch <- c.jobs
+	ch <- c.curveRefusals
 }
 
 // Collect implements prometheus.Collector.
@@ -119,6 +124,9 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.histograms {
 		s := m.h.Snapshot()
 		ch <- prometheus.MustNewConstHistogram(m.desc, s.Count, s.Sum, s.Buckets, m.label...)
+	}
+	for reason, n := range c.s.Stats().CurveRefusals.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(c.curveRefusals, prometheus.CounterValue, float64(n), reason)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), gaugeTimeout)
 	defer cancel()

@@ -72,6 +72,9 @@ type Worker struct {
 	RunningJobs  []int64   `json:"running_jobs"`
 	LastSeen     time.Time `json:"last_seen"`
 	Ready        bool      `json:"ready"`
+	// KeyFingerprint names the CURVE key the worker connected with; empty
+	// for a plaintext connection.
+	KeyFingerprint string `json:"key_fingerprint,omitempty"`
 }
 
 // WorkerList lists the connected workers.
@@ -185,7 +188,8 @@ func workerJSON(w actors.WorkerInfo) Worker {
 		caps = []string{}
 	}
 	return Worker{ID: w.ID, Name: w.Name, Version: w.Version, Capabilities: caps, Slots: w.Slots,
-		Busy: len(w.Running), RunningJobs: running, LastSeen: w.LastSeen.UTC(), Ready: w.Ready}
+		Busy: len(w.Running), RunningJobs: running, LastSeen: w.LastSeen.UTC(), Ready: w.Ready,
+		KeyFingerprint: w.KeyFingerprint}
 }
 
 func manifestJSON(m actors.Manifest) Manifest {

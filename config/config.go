@@ -99,6 +99,11 @@ type Config struct {
 	// Insecure allows binding the ROUTER on a non-loopback address without CURVE, or the HTTP server on a
 	// non-loopback address without API tokens. Logged as a warning at start. Default false.
 	Insecure bool
+	// InitSecrets is a folder for the workers' CURVE files. When set, a start that finds
+	// --curve-secret-key, --authorized-workers or --api-tokens missing creates them (an existing file
+	// is never changed), and writes a worker key pair (worker.key, worker.pub) and the Sentinel's public
+	// key (sentinel.pub) into the folder for workers to mount. For the compose stack. Default "": off.
+	InitSecrets string
 	// AllowedRoots is a comma-separated list of folders under which source roots may be added (API, CLI,
 	// bootstrap, scanner). Default "": the Sentinel's working directory only.
 	AllowedRoots string
@@ -169,6 +174,7 @@ func (c *Config) settings() []setting {
 		{name: "curve-secret-key", usage: "file with the Sentinel's CURVE secret key (Z85); turns on CurveZMQ for every worker connection", str: &c.CurveSecretKey},
 		{name: "authorized-workers", usage: "file of Z85 public keys, or folder of *.pub files, allowed to connect over CURVE (reloaded on SIGHUP)", str: &c.AuthorizedWorkers},
 		{name: "api-tokens", usage: "file of \"read|admin TOKEN [name]\" lines for the HTTP API (reloaded on SIGHUP)", str: &c.APITokens},
+		{name: "init-secrets", usage: "folder for worker keys: create missing --curve-secret-key, --authorized-workers and --api-tokens files at start (compose stack)", str: &c.InitSecrets},
 		{name: "pprof", usage: "serve /debug/pprof/ on the HTTP server, to admin tokens only", flag: &c.Pprof},
 		{name: "insecure", usage: "allow a non-loopback --bind without CURVE or a non-loopback --http without --api-tokens (logged as a warning)", flag: &c.Insecure},
 		{name: "allowed-roots", usage: "comma-separated folders under which source roots may be added (\"\" = the working directory)", str: &c.AllowedRoots},

@@ -18,7 +18,11 @@ for cmd in casparian-sentinel casparian-worker casparian; do
   CGO_ENABLED=0 go build -ldflags "-s -w -X main.version=$version" -o "$ctx/bin/$cmd" "./cmd/$cmd"
 done
 cp docker/Dockerfile docker/bootstrap.json "$ctx/"
-mkdir -p "$ctx/writable/data/inbox" "$ctx/writable/data/output" "$ctx/writable/var/lib/casparian" "$ctx/writable/tmp"
+mkdir -p "$ctx/writable/data/inbox" "$ctx/writable/data/output" "$ctx/writable/var/lib/casparian" "$ctx/writable/tmp" \
+  "$ctx/writable/keys/sentinel" "$ctx/writable/keys/worker"
+# Fresh secrets volumes start as these folders. The workers never mount
+# keys/sentinel (the Sentinel's secret key and the API tokens).
+chmod 0700 "$ctx/writable/keys/sentinel"
 chmod 1777 "$ctx/writable/tmp"
 
 # Without the buildx plugin, a Docker that defaults to BuildKit refuses to

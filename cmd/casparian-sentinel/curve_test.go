@@ -199,3 +199,76 @@ func TestRun_SIGHUPReloadsTheAuthorizedWorkers(t *testing.T) {
 	}
 	s.stopClean(t)
 }
+
+// TestRun_InitSecretsCreatesWhatIsMissingOnce: the first start makes the
+// Sentinel's and the workers' keys and the tokens; the worker key gets in
+// and the admin token works; a second start keeps every file as it was.
+func TestRun_InitSecretsCreatesWhatIsMissingOnce(t *testing.T) {
+	dir := t.TempDir()
+	secrets, workerDir := filepath.Join(dir, "sentinel"), filepath.Join(dir, "workers")
+	if err := os.MkdirAll(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--bind", "tcp://127.0.0.1:0", "--database", "sqlite://" + filepath.Join(dir, "s.db"),
+		"--http", "127.0.0.1:0", "--shutdown-timeout", "5s", "--log-format", "json",
+		"--curve-secret-key", filepath.Join(secrets, "sentinel.key"),
+		"--authorized-workers", filepath.Join(secrets, "authorized_workers"),
+		"--api-tokens", filepath.Join(secrets, "api_tokens"),
+		"--init-secrets", workerDir}
+	s := startSentinel(t, args, nil)
+	serverPub, err := transport.ReadCurveKeyFile(filepath.Join(workerDir, "sentinel.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	workerSec, err := transport.ReadCurveKeyFile(filepath.Join(workerDir, "worker.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := transport.DialDealer(ctx, s.endpoint, transport.DealerOptions{Identity: []byte("w"),
+		Curve: transport.NewCurveClient(serverPub, workerSec)})
+	if err != nil {
+		t.Fatalf("the generated worker key: %v", err)
+	}
+	d.Close()
+	if st, err := os.Stat(filepath.Join(secrets, "api_tokens")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("api_tokens: %v, %v; want mode 0600", st, err)
+	}
+	raw, err := os.ReadFile(filepath.Join(secrets, "api_tokens"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "admin" || f[0] == "read") {
+			roles++
+			if strings.Contains(s.logs.String(), f[1]) {
+				t.Fatalf("the %s token reached the log", f[0])
+			}
+		}
+	}
+	if roles != 2 {
+		t.Fatalf("api_tokens holds %d tokens, want an admin and a read one:\n%s", roles, raw)
+	}
+	s.stopClean(t)
+
+	before := map[string]string{}
+	for _, dir := range []string{secrets, workerDir} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			raw, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+			before[filepath.Join(dir, e.Name())] = string(raw)
+		}
+	}
+	if len(before) != 7 {
+		t.Fatalf("files after the first start: %d, want 7 (sentinel.key/.pub, authorized_workers, api_tokens; sentinel.pub, worker.key/.pub)", len(before))
+	}
+	startSentinel(t, args, nil).stopClean(t)
+	for path, body := range before {
+		if raw, _ := os.ReadFile(path); string(raw) != body {
+			t.Errorf("%s changed on the second start", path)
+		}
+	}
+}

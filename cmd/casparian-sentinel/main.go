@@ -74,7 +74,11 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		}
 		boot = &b
 	}
-	// So is a bad token file.
+	// Missing keys and tokens are made first when asked (--init-secrets),
+	// then a bad token file fails the start too.
+	if err := initSecrets(cfg, log); err != nil {
+		return err
+	}
 	var tokens *httpapi.Tokens
 	switch {
 	case cfg.APITokens != "" && cfg.HTTP == "":

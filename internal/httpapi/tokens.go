@@ -3,8 +3,10 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -170,4 +172,14 @@ func (t *Tokens) match(presented string) (Token, bool) {
 		ok |= eq
 	}
 	return found, ok == 1
+}
+
+// NewToken makes an API token: 32 bytes from crypto/rand, base64url without
+// padding (43 characters).
+func NewToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("new token: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
 }

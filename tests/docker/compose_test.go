@@ -28,7 +28,17 @@ var sampleJobs = []string{
 // into the inbox end up processed into SQLite and Parquet outputs.
 func TestCompose_UpProcessesTheInbox(t *testing.T) {
 	s := newStack(t, 0)
-	s.up(3)
+	workers := s.up(3)
+	// Secured by default: every worker connected over CURVE with the key
+	// made on the first start, and the API refuses a request without a token.
+	for _, w := range workers {
+		if w.KeyFingerprint == "" {
+			t.Errorf("worker %s connected without CURVE", w.ID)
+		}
+	}
+	if err := s.getWith("/api/v1/jobs", "", nil); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("GET /api/v1/jobs without a token: %v, want 401", err)
+	}
 	// The first start applied the bootstrap file: one log line, some changes.
 	if lines := s.logLines(s.sentinel(), "bootstrap applied"); len(lines) != 1 || lines[0]["changes"] == float64(0) {
 		t.Fatalf("bootstrap log lines: %v", lines)

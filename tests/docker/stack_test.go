@@ -13,6 +13,7 @@
 package docker_test
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -20,6 +21,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -100,6 +102,9 @@ type stack struct {
 	project  string
 	env      []string
 	httpPort int
+	// token is the read token the Sentinel made on its first start
+	// (--init-secrets), read from its secrets volume.
+	token string
 	// conclusions saved from containers that `down` removed.
 	saved []conclusion
 }
@@ -176,7 +181,7 @@ func (s *stack) docker(args ...string) string {
 
 // up starts the stack and waits until the Sentinel is healthy (by its
 // container healthcheck and by /healthz) and n workers are registered.
-func (s *stack) up(n int) {
+func (s *stack) up(n int) []worker {
 	s.t.Helper()
 	start := time.Now()
 	s.compose("up", "-d")
@@ -184,8 +189,9 @@ func (s *stack) up(n int) {
 		st := s.docker("inspect", "-f", "{{.State.Health.Status}}", s.sentinel())
 		return st == "healthy", st
 	})
-	s.waitWorkers(n)
+	ws := s.waitWorkers(n)
 	s.t.Logf("%s up and %d workers registered in %s", s.project, n, time.Since(start).Round(100*time.Millisecond))
+	return ws
 }
 
 // sentinel is the Sentinel's container id.
@@ -262,10 +268,58 @@ func (s *stack) copyOutput() string {
 	return filepath.Join(dir, "output")
 }
 
-// get decodes a JSON answer of the Sentinel's API.
+// readToken reads the read token from the Sentinel's secrets volume, as
+// README's Docker section tells a user to (docker cp of the file, as a tar
+// stream).
+func (s *stack) readToken() (string, error) {
+	ids := strings.Fields(s.compose("ps", "-q", "sentinel"))
+	if len(ids) != 1 {
+		return "", fmt.Errorf("want one sentinel container, got %q", ids)
+	}
+	out, err := exec.Command("docker", "cp", ids[0]+":/keys/sentinel/api_tokens", "-").Output()
+	if err != nil {
+		return "", fmt.Errorf("docker cp api_tokens: %w", err)
+	}
+	tr := tar.NewReader(bytes.NewReader(out))
+	if _, err := tr.Next(); err != nil {
+		return "", fmt.Errorf("api_tokens tar: %w", err)
+	}
+	body, err := io.ReadAll(tr)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "read" {
+			return f[1], nil
+		}
+	}
+	return "", errors.New("api_tokens has no read token")
+}
+
+// get decodes a JSON answer of the Sentinel's API, asked with the read
+// token.
 func (s *stack) get(path string, v any) error {
+	if s.token == "" {
+		tok, err := s.readToken()
+		if err != nil {
+			return err
+		}
+		s.token = tok
+	}
+	return s.getWith(path, s.token, v)
+}
+
+// getWith asks the API with token ("" for none).
+func (s *stack) getWith(path, token string, v any) error {
 	client := http.Client{Timeout: 5 * time.Second}
-	res, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d%s", s.httpPort, path))
+	req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s", s.httpPort, path), nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -319,9 +373,10 @@ func (s *stack) jobs() []job {
 }
 
 type worker struct {
-	ID          string  `json:"id"`
-	Ready       bool    `json:"ready"`
-	RunningJobs []int64 `json:"running_jobs"`
+	ID             string  `json:"id"`
+	Ready          bool    `json:"ready"`
+	RunningJobs    []int64 `json:"running_jobs"`
+	KeyFingerprint string  `json:"key_fingerprint"`
 }
 
 func (s *stack) workers() ([]worker, error) {

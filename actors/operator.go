@@ -11,7 +11,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/casparian/sentinel/confine"
+	"github.com/casparian/sentinel/internal/confine"
 	"github.com/casparian/sentinel/db"
 )
 

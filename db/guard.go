@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/casparian/sentinel/confine"
+	"github.com/casparian/sentinel/internal/confine"
 )
 
 // sinkGuard knows the files no sink may name: the database and the -wal,

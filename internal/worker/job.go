@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/casparian/sentinel/confine"
+	"github.com/casparian/sentinel/internal/confine"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/internal/worker/sink"
 	"github.com/casparian/sentinel/transport"

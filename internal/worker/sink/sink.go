@@ -19,7 +19,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/casparian/sentinel/confine"
+	"github.com/casparian/sentinel/internal/confine"
 )
 
 // Modes of a sink, as in a DISPATCH SinkConfig. An empty mode is ModeAppend.

@@ -386,8 +386,8 @@ func newCurveServerConn(raw net.Conn, s *CurveServer, maxFrame uint64, connected
 
 // dialCurve runs the client handshake on raw and returns the connection
 // zmq4 will use.
-func dialCurve(raw net.Conn, c *CurveClient, metadata []byte) (*curveConn, error) {
-	cc := &curveConn{Conn: raw, br: bufio.NewReaderSize(raw, readBufferSize), maxFrame: 1 << 40,
+func dialCurve(raw net.Conn, c *CurveClient, metadata []byte, maxFrame uint64) (*curveConn, error) {
+	cc := &curveConn{Conn: raw, br: bufio.NewReaderSize(raw, readBufferSize), maxFrame: maxFrame,
 		skip: greetingSize, skipCmd: true}
 	sess, err := c.clientHandshake(raw, cc.br, metadata)
 	if err != nil {
@@ -574,6 +574,7 @@ type curveDial struct {
 	client   *CurveClient
 	metadata []byte
 	timeout  time.Duration
+	maxFrame uint64                // largest frame the server may send, checked before decrypting
 	lastErr  atomic.Pointer[error] // the last failed handshake, for DialDealer's error
 }
 
@@ -596,7 +597,7 @@ func (curveTransport) Dial(ctx context.Context, d zmqtransport.Dialer, addr stri
 		return nil, err
 	}
 	_ = raw.SetDeadline(time.Now().Add(cfg.timeout))
-	conn, err := dialCurve(raw, cfg.client, cfg.metadata)
+	conn, err := dialCurve(raw, cfg.client, cfg.metadata, cfg.maxFrame)
 	if err != nil {
 		_ = raw.Close()
 		cfg.lastErr.Store(&err)

@@ -76,7 +76,13 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 		if len(opts.Identity) > 0 {
 			props = append(props, [2]string{"Identity", string(opts.Identity)})
 		}
-		curve = &curveDial{client: opts.Curve, metadata: curveMetadata(props...), timeout: opts.HandshakeTimeout}
+		maxPayload := opts.MaxPayload
+		if maxPayload <= 0 {
+			maxPayload = DefaultMaxPayload
+		}
+		// As the guard bounds what a worker sends, plus the same slack.
+		maxFrame := uint64(max(maxPayload, 64<<10) + 1<<10)
+		curve = &curveDial{client: opts.Curve, metadata: curveMetadata(props...), timeout: opts.HandshakeTimeout, maxFrame: maxFrame}
 		sockCtx, dialAt = context.WithValue(sockCtx, curveDialKey{}, curve), curveScheme+"://"+rest
 	}
 	sock := zmq4.NewDealer(sockCtx, zopts...)

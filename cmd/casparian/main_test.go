@@ -266,7 +266,7 @@ func TestCLI_TokenFromFlagOrEnvironment(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "SKIPPED") {
 		t.Errorf("cancel with --token admin over a read CASPARIAN_TOKEN: exit %d\n%s%s", code, out, errOut)
 	}
-	for _, args := range [][]string{{"--server", e.URL, "routes", "add", "*.csv", "csv"}, {"--server", e.URL, "sources", "add", t.TempDir()},
+	for _, args := range [][]string{{"--server", e.URL, "routes", "add", "*.csv", "csv"}, {"--server", e.URL, "sources", "add", mkdir(t, filepath.Join(e.Dir, "more"))},
 		{"--server", e.URL, "plugins", "subscribe", "nobody", "csv"}, {"--server", e.URL, "jobs", "enqueue", "--plugin", "nobody", "--file-version", fmt.Sprint(fv)}} {
 		if code, out, errOut := casparian(t, map[string]string{"CASPARIAN_TOKEN": adminToken}, args...); code != exitOK {
 			t.Errorf("%v with an admin token: exit %d\n%s%s", args, code, out, errOut)
@@ -315,4 +315,13 @@ func TestCLI_TokenNewPrintsARandomToken(t *testing.T) {
 			t.Errorf("the Sentinel would refuse the new token: %v", err)
 		}
 	}
+}
+
+// mkdir makes dir and returns it.
+func mkdir(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

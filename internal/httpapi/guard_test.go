@@ -245,7 +245,11 @@ func TestGuard_CrossSiteAndNonJSONPostsWriteNothing(t *testing.T) {
 			e.Plugin("nobody")
 			fv := e.File("a.csv", "a\n")
 			queued := e.Enqueue(fv, "nobody", 0)
-			other := t.TempDir()
+			// A second source root, under the allowed root.
+			other := filepath.Join(e.Dir, "other")
+			if err := os.MkdirAll(other, 0o755); err != nil {
+				t.Fatal(err)
+			}
 			posts := []struct{ path, body string }{
 				{"/api/v1/jobs", fmt.Sprintf(`{"file_version_id": %d, "plugin": "p"}`, fv)},
 				{fmt.Sprintf("/api/v1/jobs/%d/cancel", queued), ""},

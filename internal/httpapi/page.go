@@ -112,7 +112,9 @@ func (srv *Server) tokenPage(w http.ResponseWriter, code int, why string) {
 func renderPage(w http.ResponseWriter, code int, name string, d *pageData) error {
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce) // crypto/rand.Read never fails
-	d.Nonce = base64.StdEncoding.EncodeToString(nonce)
+	// base64url: no '+' or '/', which the template would escape in the
+	// attribute and leave unescaped in the header.
+	d.Nonce = base64.RawURLEncoding.EncodeToString(nonce)
 	var buf bytes.Buffer
 	if err := statusPage.ExecuteTemplate(&buf, name, d); err != nil {
 		return err

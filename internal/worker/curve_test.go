@@ -25,7 +25,7 @@ func TestWorker_CurveRunsJobsOnlyForAuthorizedKeys(t *testing.T) {
 		c.AuthorizedWorkers = filepath.Join(keys, "worker.pub")
 	})
 	h.plugin("csv")
-	h.topic("csv", "output", "sqlite://"+filepath.Join(t.TempDir(), "out.db")+"/orders", "append")
+	h.topic("csv", "output", "sqlite://"+filepath.Join(h.out, "out.db")+"/orders", "append")
 
 	w := startWorker(t, h, worker.Options{Identity: "curve-worker",
 		Curve: transport.NewCurveClient(sentinelPub, workerSec)})

@@ -11,8 +11,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/casparian/sentinel/internal/confine"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/confine"
 )
 
 // The operator surface of a running Sentinel: what the HTTP API, the status

@@ -18,8 +18,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
-	"github.com/casparian/sentinel/internal/confine"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/confine"
 )
 
 // scannerActor is the scout: every --scan-interval it walks the active source

@@ -454,7 +454,10 @@ func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err er
 	if !ok {
 		return RejectBadHandshake, guardErr(fmt.Errorf("%w: READY command", errBadHandshake))
 	}
+	// Under mu: a listener closing meanwhile reads it in shut.
+	c.mu.Lock()
 	c.identity = identity
+	c.mu.Unlock()
 	_ = c.Conn.SetReadDeadline(time.Time{})
 	return "", nil
 }
@@ -591,13 +594,13 @@ func (c *guardConn) Write(p []byte) (int, error) {
 	}
 	c.pending = append(c.pending, p...)
 	_ = c.out.scan(p) // no limit on our own frames
-	register := false
+	register, identity := false, c.identity
 	if c.out.atMessageEnd() {
 		if c.commands == 0 && c.out.frames > 0 {
 			// zmq4's READY is out: from now on messages may go straight
 			// into this connection.
 			c.commands = 1
-			register = c.identity != ""
+			register = identity != ""
 		}
 		if len(c.held) > 0 {
 			c.pending = append(c.pending, c.held...)
@@ -609,7 +612,7 @@ func (c *guardConn) Write(p []byte) (int, error) {
 	flush := c.out.atMessageEnd() || len(c.pending) >= flushThreshold
 	c.mu.Unlock()
 	if register {
-		c.cfg.peers.set(c.identity, c)
+		c.cfg.peers.set(identity, c)
 	}
 	if flush {
 		select {
@@ -720,11 +723,12 @@ func (c *guardConn) shut(err error, reason string) {
 	}
 	c.err = err
 	close(c.done)
+	identity := c.identity
 	c.mu.Unlock()
 	_ = c.Conn.Close()
 	c.untrack(c)
-	if c.identity != "" {
-		c.cfg.peers.remove(c.identity, c)
+	if identity != "" {
+		c.cfg.peers.remove(identity, c)
 	}
 	c.cfg.reject(reason)
 }

@@ -137,7 +137,7 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	var api *httpapi.Server
 	httpDone := make(chan error, 1)
 	if httpLn != nil {
-		api = httpapi.New(httpapi.Options{Sentinel: s, Logger: log, Tokens: tokens, Pprof: cfg.Pprof})
+		api = httpapi.New(httpapi.Options{Sentinel: s, Logger: log, Tokens: tokens, Pprof: cfg.Pprof, AnyHost: cfg.Insecure})
 		go func() { httpDone <- api.Serve(httpLn) }()
 	}
 	// SIGHUP re-reads, in this order, the files that may change while the

@@ -71,7 +71,7 @@ func (srv *Server) guard(rt Endpoint, next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if srv.tokens == nil && !loopbackHost(r.Host) {
+		if srv.tokens == nil && !srv.anyHost && !loopbackHost(r.Host) {
 			srv.refuse(w, r, rt, http.StatusForbidden, reasonBadHost, fmt.Sprintf(
 				"Host %q is not a loopback name: without --api-tokens the Sentinel answers only requests to localhost, 127.0.0.1 or [::1]", r.Host))
 			return

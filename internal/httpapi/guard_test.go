@@ -361,6 +361,16 @@ func TestGuard_HostMustBeLoopbackWithoutTokens(t *testing.T) {
 	if a := send(t, "GET", et.URL+"/api/v1/status", "", "Host: sentinel.example.com", bearerOf(readToken)); a.code != 200 {
 		t.Errorf("foreign Host with a token: %d %s", a.code, a.body)
 	}
+	// --insecure serves a network address without tokens on purpose: its
+	// clients' Host is that address. Cross-site POSTs stay refused.
+	ei := sentineltest.Start(t, func(c *config.Config) { c.Insecure = true })
+	if a := send(t, "GET", ei.URL+"/api/v1/status", "", "Host: 10.0.0.1:"+port); a.code != 200 {
+		t.Errorf("--insecure, network Host: %d %s", a.code, a.body)
+	}
+	if a := send(t, "POST", ei.URL+"/api/v1/routes", `{"pattern": "*.x", "tag": "x"}`, "Host: 10.0.0.1:"+port,
+		"Content-Type: application/json", "Origin: http://evil.example"); a.code != http.StatusForbidden {
+		t.Errorf("--insecure, cross-origin POST: %d %s", a.code, a.body)
+	}
 }
 
 func TestPprof_OffByDefaultAdminOnlyWhenOn(t *testing.T) {

@@ -34,6 +34,10 @@ type Options struct {
 	// Pprof serves Go's profiler at /debug/pprof/, to admin tokens. Off by
 	// default: the routes are not registered at all.
 	Pprof bool
+	// AnyHost answers requests without tokens whatever their Host: the
+	// operator chose --insecure to serve the API on a network address
+	// without tokens, where Hosts are not loopback names. Default false.
+	AnyHost bool
 }
 
 // Server serves the operator surface of one Sentinel. Start it with Serve and
@@ -43,6 +47,7 @@ type Server struct {
 	log     zerolog.Logger
 	timeout time.Duration
 	tokens  *Tokens
+	anyHost bool
 	refused *prometheus.CounterVec
 	routes  []Endpoint
 	http    *http.Server
@@ -72,6 +77,7 @@ func New(opts Options) *Server {
 		log:     opts.Logger.With().Str("component", "http").Logger(),
 		timeout: opts.RequestTimeout,
 		tokens:  opts.Tokens,
+		anyHost: opts.AnyHost,
 		refused: newRefusedCounter(),
 		mux:     http.NewServeMux(),
 	}

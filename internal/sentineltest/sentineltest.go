@@ -127,7 +127,7 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		t.Fatal(err)
 	}
 	e.URL = "http://" + ln.Addr().String()
-	e.API = httpapi.New(httpapi.Options{Sentinel: e.Sentinel, Logger: log, Tokens: tokens, Pprof: cfg.Pprof})
+	e.API = httpapi.New(httpapi.Options{Sentinel: e.Sentinel, Logger: log, Tokens: tokens, Pprof: cfg.Pprof, AnyHost: cfg.Insecure})
 	e.served = make(chan error, 1)
 	go func() { e.served <- e.API.Serve(ln) }()
 	t.Cleanup(e.Stop)

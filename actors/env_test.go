@@ -178,3 +178,46 @@ func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
 		t.Fatalf("a cancelled job was dispatched: %v", w.Events())
 	}
 }
+
+// TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare: the original workers
+// answer a failed PREPARE_ENV with an ERR of job_id 0 that names no
+// environment. It is taken for the oldest outstanding PREPARE_ENV, whose
+// job is requeued at once with the worker's message (not after
+// --env-timeout); the other keeps waiting, and the next such ERR is its.
+func TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare(t *testing.T) {
+	h := newHarness(t, nil) // --env-timeout stays at its default of minutes
+	envA := deployEnvPlugin(t, h, "wa", "dep==a\n")
+	envB := deployEnvPlugin(t, h, "wb", "dep==b\n")
+	w := h.worker(testworker.Options{Slots: 2, PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
+	registered(t, h, 1)
+	fv := h.file("a.txt", "x\n")
+	jobOf := map[string]int64{envA: h.enqueue(fv, "wa", 0), envB: h.enqueue(fv, "wb", 0)}
+	eventually(t, 5*time.Second, "both PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 2 })
+	first, second := strings.TrimPrefix(w.Events()[0], "prepare:"), strings.TrimPrefix(w.Events()[1], "prepare:")
+
+	const msg = "PREPARE_ENV failed: Failed to create venv: no such package"
+	if err := w.Send(transport.OpErr, 0, &transport.Err{Message: msg}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the first environment's job requeued", func() bool { return h.job(jobOf[first]).RetryCount == 1 })
+	if j := h.job(jobOf[first]); j.Status != db.StatusQueued || !strings.Contains(j.ErrorMessage, msg) ||
+		!strings.Contains(j.ErrorMessage, first) {
+		t.Fatalf("first job: %s %q", j.Status, j.ErrorMessage)
+	}
+	if j := h.job(jobOf[second]); j.Status != db.StatusRunning || j.RetryCount != 0 {
+		t.Fatalf("second job after the first ERR: %s, %d retries", j.Status, j.RetryCount)
+	}
+	if err := w.Send(transport.OpErr, 0, &transport.Err{Message: "uv venv failed"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the second environment's job requeued", func() bool { return h.job(jobOf[second]).RetryCount == 1 })
+	if j := h.job(jobOf[second]); !strings.Contains(j.ErrorMessage, "uv venv failed") {
+		t.Fatalf("second job: %s %q", j.Status, j.ErrorMessage)
+	}
+	if n := h.s.Stats().EnvFailures.Load(); n != 2 {
+		t.Fatalf("EnvFailures = %d, want 2", n)
+	}
+	if len(w.Received()) != 0 {
+		t.Fatalf("a job was dispatched: %v", w.Events())
+	}
+}

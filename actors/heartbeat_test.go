@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
 )
 
@@ -48,4 +49,27 @@ func TestHeartbeat_WorkersShareOneBeat(t *testing.T) {
 			t.Errorf("worker B's heartbeat came %s from worker A's nearest; want both on one beat (within %s)", nearest, tolerance)
 		}
 	}
+}
+
+// TestHeartbeat_PingsOnlyWorkersThatDoNotAnswer: a worker that answers
+// HEARTBEAT gets no ZMTP PINGs once its first answer is in (the first beat
+// may ping: nothing was heard yet), so heartbeating workers cost nothing
+// extra; the PING such a first beat sends to a zmq4 worker is harmless.
+func TestHeartbeat_PingsOnlyWorkersThatDoNotAnswer(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	h := newHarness(t, func(c *config.Config) {
+		c.HeartbeatInterval = interval
+		c.WorkerTimeout = 10 * interval
+	})
+	w := h.worker(testworker.Options{Slots: 1})
+	eventually(t, 5*time.Second, "two heartbeats answered", func() bool { return w.Heartbeats() >= 2 })
+	pings := h.s.Stats().PingsSent.Load()
+	beats := w.Heartbeats()
+	eventually(t, 5*time.Second, "five more heartbeats", func() bool { return w.Heartbeats() >= beats+5 })
+	if n := h.s.Stats().PingsSent.Load(); n != pings || pings > 1 {
+		t.Fatalf("PINGs sent: %d after the first answers, %d five beats later; want at most 1 and no more", pings, n)
+	}
+	h.plugin("wc")
+	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
+	eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
 }

@@ -50,6 +50,9 @@ type Stats struct {
 	// EnvPrepares counts PREPARE_ENV sent; EnvFailures the ones answered ERR
 	// or not answered within --env-timeout.
 	EnvPrepares, EnvFailures atomic.Int64
+	// PingsSent counts ZMTP PINGs sent to workers that do not answer
+	// HEARTBEAT (the original Casparian workers).
+	PingsSent atomic.Int64
 
 	// DispatchLatency is from the dispatcher asking for a claim (a slot is
 	// free) to the DISPATCH handed to the socket actor.

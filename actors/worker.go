@@ -31,8 +31,9 @@ type workerActor struct {
 
 	running  map[int64]*heldJob
 	lastSeen time.Time
-	ready    bool  // running was rebuilt from the database
-	deferred []any // receipts that arrived before ready
+	lastBeat time.Time // the worker's last HEARTBEAT; zero if none yet
+	ready    bool      // running was rebuilt from the database
+	deferred []any     // receipts that arrived before ready
 	hb       timer
 	// cancels are operator cancels of claims this actor does not hold yet:
 	// the AbortJob overtook the AssignJobs carrying the claim.
@@ -92,6 +93,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		a.announce(ctx)
 	case *HeartbeatReceived:
 		a.lastSeen = time.Now()
+		a.lastBeat = a.lastSeen
 		a.whenReady(m, func() { a.reconcile(ctx, m.Beat) })
 	case *OtherReceived:
 		a.lastSeen = time.Now()
@@ -181,7 +183,8 @@ func (a *workerActor) announce(ctx actor.Context) {
 }
 
 // heartbeat runs every heartbeat interval: it drops a silent worker, enforces
-// the job timeout, and probes the worker with a HEARTBEAT.
+// the job timeout, and probes the worker with a HEARTBEAT (and a PING when
+// it does not answer HEARTBEATs).
 func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 	if !a.hb.current(t) {
 		return
@@ -202,7 +205,29 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 	}
 	a.checkEnvTimeouts(ctx, now)
 	a.send(ctx, transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
+	a.ping(now)
 	a.hb.arm(ctx.ActorSystem(), ctx.Self(), untilBeat(now, a.deps.cfg.HeartbeatInterval))
+}
+
+// ping keeps a worker that never answers HEARTBEAT alive from below the
+// protocol. The original Python and Rust workers log "Unhandled OpCode: 4"
+// and the Python one runs plugins inside its receive loop; a ZMTP PING is
+// answered by libzmq's own I/O thread even then, and the PONG moves the
+// router's LastSeen like anything else the worker sends. A worker that
+// answers neither still goes silent and times out, and a dead one has no
+// connection to take the PING. A worker that sent a HEARTBEAT within the
+// last two intervals needs no PING, so heartbeating workers (ours) cost
+// nothing extra; the others get one small command frame per interval, on
+// the shared beat. zmq4 workers, which do not answer PING, simply skip it.
+func (a *workerActor) ping(now time.Time) {
+	if now.Sub(a.lastBeat) <= 2*a.deps.cfg.HeartbeatInterval {
+		return
+	}
+	if err := a.deps.router.Ping(a.spec.peer.Identity); err != nil {
+		a.deps.stats.SendFailures.Add(1)
+		return
+	}
+	a.deps.stats.PingsSent.Add(1)
 }
 
 // untilBeat returns how long from now to the next beat: the next whole

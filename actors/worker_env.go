@@ -18,7 +18,9 @@ import (
 // Until then the claim is held here, counted against the worker's slots like
 // a running job: the first such claim asks the queue actor for the lockfile
 // and sends PREPARE_ENV; ENV_READY dispatches every claim waiting for it; an
-// ERR naming the env_hash, or no answer within --env-timeout, requeues them
+// ERR naming the env_hash (or an ERR of job_id 0 naming none, as the
+// original workers send: see envErr), or no answer within --env-timeout,
+// requeues them
 // (retry_count + 1, backoff, FAILED over --max-retries with the reason) and
 // tells the dispatcher to avoid this worker for that environment for one
 // more --env-timeout, so the retry goes to another worker.
@@ -33,6 +35,7 @@ type envState struct {
 // envPrep is one environment being prepared and the claims waiting for it.
 type envPrep struct {
 	deadline time.Time
+	sent     time.Time // PREPARE_ENV went out; zero while the lockfile is looked up
 	jobs     []JobClaim
 }
 
@@ -73,6 +76,7 @@ func (a *workerActor) prepare(ctx actor.Context, m *Environment) {
 		a.envFailed(ctx, m.Hash, reason, !errors.Is(m.Err, db.ErrNotFound))
 		return
 	}
+	a.env.pending[m.Hash].sent = time.Now()
 	a.deps.stats.EnvPrepares.Add(1)
 	a.log.Info().Str("env_hash", m.Hash).Msg("sending PREPARE_ENV")
 	a.send(ctx, transport.OpPrepareEnv, 0, &transport.PrepareEnv{EnvHash: m.Hash, LockfileContent: m.Lockfile})
@@ -109,7 +113,15 @@ func (a *workerActor) envReady(ctx actor.Context, m *EnvReadyReceived) {
 }
 
 // envErr handles an ERR with job_id 0: if it names an environment being
-// prepared here, that preparation failed.
+// prepared here, that preparation failed. The original workers name none
+// ("PREPARE_ENV failed: Failed to create venv: …" from the Python one, a
+// plain "uv venv failed …" from the Rust one): an ERR about no job while a
+// PREPARE_ENV is outstanding is taken as its answer. With several
+// outstanding it is taken for the oldest, since a worker answers its
+// messages in order (the Python worker prepares inside its receive loop);
+// the others keep waiting for their own answer or --env-timeout. A wrong
+// guess costs a retry of the oldest environment's jobs, which the old
+// behaviour (ignoring the ERR) cost too, after the full --env-timeout.
 func (a *workerActor) envErr(ctx actor.Context, m *ErrReceived) bool {
 	for env := range a.env.pending {
 		if strings.Contains(m.Err.Message, env) {
@@ -117,7 +129,21 @@ func (a *workerActor) envErr(ctx actor.Context, m *ErrReceived) bool {
 			return true
 		}
 	}
-	return false
+	oldest := ""
+	for env, p := range a.env.pending {
+		if p.sent.IsZero() {
+			continue // not asked yet: the ERR cannot be its answer
+		}
+		if o := a.env.pending[oldest]; oldest == "" || p.sent.Before(o.sent) || p.sent.Equal(o.sent) && env < oldest {
+			oldest = env
+		}
+	}
+	if oldest == "" {
+		return false
+	}
+	a.envFailed(ctx, oldest, "worker "+a.spec.peer.Key+" could not prepare environment "+oldest+": "+
+		orDefault(m.Err.Message, "no message"), true)
+	return true
 }
 
 // checkEnvTimeouts gives up on preparations past --env-timeout; it runs on

@@ -629,6 +629,23 @@ func (c *guardConn) Write(p []byte) (int, error) {
 // might): a message that arrives while zmq4 is midway through a frame waits
 // for the end of it.
 func (c *guardConn) sendMessage(frames [][]byte) error {
+	return c.send(frames, 0)
+}
+
+// pingCommand is a ZMTP 3.1 PING command body: the name, a TTL of 0 and no
+// context. A TTL would make libzmq close the connection when the next PING
+// is late; with 0 the peer keeps whatever timeout it has of its own.
+var pingCommand = []byte{4, 'P', 'I', 'N', 'G', 0, 0}
+
+// sendPing writes a PING command frame. Under CURVE the curveConn below
+// seals it as a MESSAGE with the command flag, as ZMTP 3.1 wants.
+func (c *guardConn) sendPing() error {
+	return c.send([][]byte{pingCommand}, flagCommand)
+}
+
+// send writes frames as one message, each frame with the extra flags
+// (flagCommand for a command, which is a single frame).
+func (c *guardConn) send(frames [][]byte, extra byte) error {
 	size := 0
 	for _, f := range frames {
 		size += 9 + len(f)
@@ -651,7 +668,7 @@ func (c *guardConn) sendMessage(frames [][]byte) error {
 		dst = &c.held
 	}
 	for i, f := range frames {
-		var flags byte
+		flags := extra
 		if i < len(frames)-1 {
 			flags |= flagMore
 		}

@@ -100,6 +100,7 @@ const maxTracked = 1 << 16
 type outbound struct {
 	identity []byte
 	frames   [][]byte
+	ping     bool // a ZMTP PING command instead of frames
 }
 
 // ListenRouter binds a ROUTER socket on endpoint (tcp://host:port; port 0
@@ -229,6 +230,14 @@ func (r *Router) writeLoop() {
 		case <-r.done:
 			return
 		case m := <-r.out:
+			if m.ping {
+				if r.peers != nil {
+					if c := r.peers.get(m.identity); c != nil {
+						_ = c.sendPing() // a failed write closes the connection
+					}
+				}
+				continue
+			}
 			if r.peers != nil {
 				if c := r.peers.get(m.identity); c != nil && c.sendMessage(m.frames) == nil {
 					continue
@@ -254,6 +263,34 @@ func (r *Router) Send(identity []byte, frames [][]byte) error {
 	}
 	select {
 	case r.out <- outbound{identity: identity, frames: frames}:
+		return nil
+	default:
+		return ErrSendQueueFull
+	}
+}
+
+// Ping queues a ZMTP 3.1 PING command for the peer with identity. libzmq
+// answers PONG on its own I/O thread, even while the peer's application
+// thread is busy, and the PONG, like anything read from the peer, moves
+// LastSeen: this keeps peers alive that never speak the HEARTBEAT opcode (the
+// original Casparian workers). zmq4 peers do not answer; they hand the PING
+// up as a command message, which Dealer.Recv skips. A peer that is gone
+// takes no PING and so never looks alive.
+//
+// Ping needs a guarded endpoint (tcp://): zmq4's ROUTER has no way to send a
+// command, so elsewhere (ipc://, Unguarded) it does nothing. Like Send it
+// never blocks: a full queue returns ErrSendQueueFull.
+func (r *Router) Ping(identity []byte) error {
+	if r.peers == nil {
+		return nil
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return ErrClosed
+	}
+	select {
+	case r.out <- outbound{identity: identity, ping: true}:
 		return nil
 	default:
 		return ErrSendQueueFull

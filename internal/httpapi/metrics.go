@@ -77,6 +77,7 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			counter("deploys_rejected", "DEPLOYs answered ERR (verification or storage refused them).", &st.DeploysRejected),
 			counter("env_prepares", "PREPARE_ENV messages sent to workers.", &st.EnvPrepares),
 			counter("env_failures", "Environments a worker failed to prepare (ERR or --env-timeout).", &st.EnvFailures),
+			counter("pings_sent", "ZMTP PINGs sent to workers that do not answer HEARTBEAT.", &st.PingsSent),
 		},
 		histograms: []histogramMetric{
 			{desc: prometheus.NewDesc("casparian_dispatch_latency_seconds",

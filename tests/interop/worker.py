@@ -19,6 +19,12 @@ per job to stdout:
 It exits 0 after concluding --jobs jobs and non-zero, with a message on
 stderr, on timeout or when the Sentinel breaks the protocol.
 
+--no-heartbeat, --job-seconds and --env-fail make it behave like the
+original Casparian workers (Python bridge, Rust legacy): they never send or
+answer HEARTBEAT (logging "Unhandled OpCode: 4"), never identify again, run
+the plugin inside the receive loop, and answer a failed PREPARE_ENV with an
+ERR of job_id 0 that does not name the environment.
+
 Only the standard library and zmq are used.
 """
 
@@ -101,10 +107,15 @@ def count_file(path):
 
 
 class Worker:
-    def __init__(self, sock, identity, capabilities):
+    def __init__(self, sock, identity, capabilities, no_heartbeat=False, job_seconds=0.0, env_fail=""):
         self.sock = sock
         self.identity = identity
         self.capabilities = capabilities
+        self.no_heartbeat = no_heartbeat
+        self.job_seconds = job_seconds
+        self.env_fail = env_fail
+        self.heartbeats_ignored = 0
+        self.env_failures = 0
         self.done = 0
         self.identify_count = 0
         self.heartbeats_answered = 0
@@ -142,6 +153,12 @@ class Worker:
         if "output" not in sinks:
             raise ProtocolError("DISPATCH %d has no 'output' sink: %r" % (job_id, d["sinks"]))
 
+        print("start %d" % job_id, flush=True)
+        if self.job_seconds > 0:
+            # Like the original Python worker: the plugin runs in this
+            # thread, which does not call zmq meanwhile. Only libzmq's I/O
+            # thread can answer the Sentinel (ZMTP PING) until it is done.
+            time.sleep(self.job_seconds)
         try:
             rows, size = count_file(path)
         except OSError as exc:
@@ -162,13 +179,17 @@ class Worker:
     def handle(self, opcode, job_id, payload):
         if opcode == DISPATCH:
             self.on_dispatch(job_id, payload)
+        elif opcode == HEARTBEAT and self.no_heartbeat:
+            self.heartbeats_ignored += 1
+            if self.heartbeats_ignored == 1:
+                log("Unhandled OpCode: 4")  # the originals log it for every HEARTBEAT; once will do
         elif opcode == HEARTBEAT:
             # Jobs run synchronously, so whenever we read a probe we are idle.
             self.heartbeat()
             self.heartbeats_answered += 1
         elif opcode == ERR:
             message = payload.get("message", "")
-            if message == UNKNOWN_WORKER:
+            if message == UNKNOWN_WORKER and not self.no_heartbeat:
                 print("reidentify: " + message, flush=True)
                 self.identify()
             else:
@@ -178,6 +199,11 @@ class Worker:
             log("ABORT for job %d ignored (not running)" % job_id)
         elif opcode == RELOAD:
             log("RELOAD ignored")
+        elif opcode == PREPARE_ENV and self.env_fail:
+            # The originals' ERR names no environment and no job.
+            self.env_failures += 1
+            print("env-fail %s" % payload.get("env_hash", ""), flush=True)
+            self.send(ERR, 0, {"message": self.env_fail})
         elif opcode == PREPARE_ENV:
             self.send(ENV_READY, 0, {"env_hash": payload.get("env_hash", ""),
                                      "interpreter_path": sys.executable, "cached": True})
@@ -203,6 +229,14 @@ def parse_args(argv):
                    help="the Sentinel's CURVE public key (Z85); with --curve-secret-key, connect over CURVE")
     p.add_argument("--curve-secret-key", default="",
                    help="this worker's CURVE secret key (Z85); its public key is derived")
+    p.add_argument("--no-heartbeat", action="store_true",
+                   help="like the original workers: never send or answer HEARTBEAT and never identify "
+                        "again (use with --zmq-heartbeat-ms 0, as the originals set no ZMQ_HEARTBEAT_IVL)")
+    p.add_argument("--job-seconds", type=float, default=0.0,
+                   help="sleep this long in each job, in the receive thread, without calling zmq")
+    p.add_argument("--env-fail", default="", metavar="MESSAGE",
+                   help="answer PREPARE_ENV with ERR job_id 0 and this message (no env_hash), "
+                        "as the original workers do when an environment cannot be built")
     args = p.parse_args(argv)
     if bool(args.curve_server_key) != bool(args.curve_secret_key):
         p.error("--curve-server-key and --curve-secret-key go together")
@@ -230,7 +264,8 @@ def main(argv):
         sock.curve_publickey = zmq.curve_public(secret)
     sock.connect(args.endpoint)
 
-    w = Worker(sock, args.identity, args.capabilities)
+    w = Worker(sock, args.identity, args.capabilities,
+               no_heartbeat=args.no_heartbeat, job_seconds=args.job_seconds, env_fail=args.env_fail)
     if args.heartbeat_first:
         w.heartbeat()
     else:
@@ -263,8 +298,9 @@ def main(argv):
     finally:
         sock.close()
         ctx.term()
-    print("summary jobs=%d identifies=%d heartbeats_answered=%d"
-          % (w.done, w.identify_count, w.heartbeats_answered), flush=True)
+    print("summary jobs=%d identifies=%d heartbeats_answered=%d heartbeats_ignored=%d env_failures=%d"
+          % (w.done, w.identify_count, w.heartbeats_answered, w.heartbeats_ignored, w.env_failures),
+          flush=True)
     return code
 
 

@@ -26,7 +26,7 @@ var everyFlag = []string{
 	"retry-backoff", "retry-backoff-max", "poll-interval", "max-message-size",
 	"db-timeout", "shutdown-timeout", "drain-timeout", "job-timeout", "abort-grace",
 	"http", "scan-interval", "bootstrap", "api-tokens", "pprof", "insecure", "allowed-roots",
-	"curve-secret-key", "authorized-workers", "init-secrets",
+	"curve-secret-key", "authorized-workers", "init-secrets", "env-timeout", "trusted-keys", "allow-unsigned",
 }
 
 // envFrom returns a getenv that reads only m, so the tests never see the

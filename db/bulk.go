@@ -12,6 +12,10 @@ import (
 // quickly; one commit per job would dominate the set-up time.
 func (db *DB) JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin string, priority int64, n int) error {
 	return db.writeTx(ctx, func(tx *sql.Tx) error {
+		ts := formatTime(time.Now())
+		if err := pluginConfigEnsure(ctx, tx, plugin, ts); err != nil {
+			return fmt.Errorf("bulk enqueue: %w", err)
+		}
 		st, err := tx.PrepareContext(ctx, `INSERT INTO cf_processing_queue
 			(file_version_id, plugin_name, status, priority, retry_count, updated_at)
 			VALUES (?, ?, 'QUEUED', ?, 0, ?)`)
@@ -19,7 +23,6 @@ func (db *DB) JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin s
 			return fmt.Errorf("bulk enqueue: %w", err)
 		}
 		defer st.Close()
-		ts := formatTime(time.Now())
 		for i := 0; i < n; i++ {
 			if _, err := st.ExecContext(ctx, fileVersionID, plugin, priority, ts); err != nil {
 				return fmt.Errorf("bulk enqueue: %w", err)

@@ -95,6 +95,12 @@ func ParseDSN(dsn string) (string, error) {
 // foreign_keys=ON and a busy timeout. Existing rows that violate foreign keys
 // do not stop Open: SQLite only checks constraints on rows that change.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	return openTo(ctx, dsn, len(migrations))
+}
+
+// openTo is Open with the schema brought only up to migration version last;
+// tests use it to build files at each earlier schema level.
+func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 	path, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -118,7 +124,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		if err := writer.PingContext(ctx); err != nil {
 			return err
 		}
-		return db.migrate(ctx)
+		return db.migrateTo(ctx, last)
 	})
 	if err != nil {
 		db.Close()

@@ -53,11 +53,18 @@ const (
 	manifestSQL = `SELECT source_code, env_hash, artifact_hash
 	FROM cf_plugin_manifest
 	WHERE plugin_name = ? AND status = 'ACTIVE'
-	ORDER BY deployed_at DESC, id DESC
+	ORDER BY ` + manifestNewestFirst + `
 	LIMIT 1`
 	topicSinksSQL = `SELECT topic_name, uri, mode, schema_json
 	FROM cf_topic_config WHERE plugin_name = ? ORDER BY id`
 )
+
+// manifestNewestFirst orders manifests newest first: by deployment time,
+// else creation time (the original tools may leave deployed_at NULL), compared
+// as instants since the text forms differ ("2024-01-02T…Z" from us,
+// "2024-01-02 …" from CURRENT_TIMESTAMP and the Python tools); a NULL or equal
+// time goes by id, the later insert first.
+const manifestNewestFirst = `julianday(COALESCE(deployed_at, created_at)) DESC, id DESC`
 
 // assemblerQueries are prepared before a claim's transaction begins.
 var assemblerQueries = []string{filePathSQL, manifestSQL, topicSinksSQL}

@@ -882,10 +882,15 @@ func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string
 	}
 	var id int64
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		now := formatTime(time.Now())
+		// The queue's plugin_name is a foreign key of cf_plugin_config.
+		if err := pluginConfigEnsure(ctx, tx, plugin, now); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO cf_processing_queue
 			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
 			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?)`,
-			fileVersionID, plugin, overrides, priority, formatTime(time.Now()))
+			fileVersionID, plugin, overrides, priority, now)
 		if err != nil {
 			return err
 		}

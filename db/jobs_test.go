@@ -199,20 +199,21 @@ func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
 	}
 	good := enqueue(t, db, s.fv, "p", 0)
 	// Broken chains, written by a tool that does not enforce foreign keys.
+	// (A NULL file_version_id can no longer be written: the original's
+	// NOT NULL holds since migration 0006.)
 	raw := rawOpen(t, db.Path())
 	rawExec(t, raw,
 		`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, priority, retry_count) VALUES
 			(100, 999, 'p', 'QUEUED', 0, 0),
-			(101, NULL, 'p', 'QUEUED', 0, 0),
 			(102, 50, 'p', 'QUEUED', 0, 0),
 			(103, 51, 'p', 'QUEUED', 0, 0)`,
-		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes) VALUES (50, 777, 'hash-a', 1)`,
-		`INSERT INTO cf_file_location (id, source_root_id, rel_path) VALUES (60, 888, 'x.csv')`,
-		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes) VALUES (51, 60, 'hash-a', 1)`,
+		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes, modified_time) VALUES (50, 777, 'hash-a', 1, '2024-01-01 00:00:00')`,
+		`INSERT INTO cf_file_location (id, source_root_id, rel_path, filename) VALUES (60, 888, 'x.csv', 'x.csv')`,
+		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes, modified_time) VALUES (51, 60, 'hash-a', 1, '2024-01-01 00:00:00')`,
 		`UPDATE cf_processing_queue SET config_overrides = 'not json' WHERE id = 100`)
 	rawExec(t, raw, `INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, config_overrides) VALUES (104, 1, 'p', 'QUEUED', '{"x": [')`,
-		fmt.Sprintf(`INSERT INTO cf_file_location (id, source_root_id, rel_path) VALUES (61, %d, '../../etc/passwd')`, s.root),
-		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes) VALUES (52, 61, 'hash-a', 1)`,
+		fmt.Sprintf(`INSERT INTO cf_file_location (id, source_root_id, rel_path, filename) VALUES (61, %d, '../../etc/passwd', 'passwd')`, s.root),
+		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes, modified_time) VALUES (52, 61, 'hash-a', 1, '2024-01-01 00:00:00')`,
 		`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status) VALUES (105, 52, 'p', 'QUEUED')`)
 
 	claims, failures, err := db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: "w1", Plugins: []string{"*"}, Limit: 100}})
@@ -226,7 +227,6 @@ func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
 		noManifest: `dispatch: no ACTIVE manifest for plugin "ghost"`,
 		badJSON:    `dispatch: invalid config_overrides topic "output"`,
 		100:        "dispatch: file version 999 not found",
-		101:        "dispatch: job has no file_version_id",
 		102:        "dispatch: file version 50 has no file location",
 		103:        "dispatch: file location 60 of version 51 has no source root",
 		104:        "dispatch: invalid config_overrides",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -21,12 +22,37 @@ type migration struct {
 	name    string
 	columns []column
 	file    string // under migrations/; "" for none
+
+	// rebuild, when set, runs after the file. It may drop and recreate
+	// tables, so the migration runs with foreign key enforcement off (see
+	// migrate) and rebuild must leave no new foreign key violations.
+	rebuild func(ctx context.Context, tx *sql.Tx) error
 }
 
 // column is a nullable column a migration adds to an existing table.
 type column struct {
 	table, name, decl string
 }
+
+// claimStateColumns are migration 0002's columns.
+var claimStateColumns = []column{
+	{"cf_processing_queue", "claimed_by", "TEXT"},     // worker identity key holding the claim
+	{"cf_processing_queue", "attempt", "INTEGER"},     // incremented on every claim; fencing token
+	{"cf_processing_queue", "next_run_at", "INTEGER"}, // unix ms; NULL = claimable now
+	{"cf_processing_queue", "metrics_json", "TEXT"},   // receipt metrics {name: int64}
+	{"cf_processing_queue", "artifacts_json", "TEXT"}, // receipt artifacts [{k: v}]
+	{"cf_processing_queue", "updated_at", "TEXT"},     // last state change, RFC 3339
+}
+
+// operatorStateColumns are migration 0003's columns.
+var operatorStateColumns = []column{
+	{"cf_processing_queue", "cancel_requested_at", "TEXT"}, // an operator cancelled the RUNNING job; it ends SKIPPED, never requeued
+	{"cf_file_location", "missing_since", "TEXT"},          // the last scan did not find the file; NULL while it is there
+}
+
+// extraColumns lists every column our migrations add to the cf_* tables;
+// they are all nullable and the original has none of them.
+var extraColumns = append(append([]column(nil), claimStateColumns...), operatorStateColumns...)
 
 // migrations is the schema's history, in order. Never edit an applied entry:
 // add a new one.
@@ -41,15 +67,8 @@ var migrations = []migration{
 		// the Casparian tools keep reading and writing the table as before.
 		version: 2,
 		name:    "queue_claim_state",
-		columns: []column{
-			{"cf_processing_queue", "claimed_by", "TEXT"},     // worker identity key holding the claim
-			{"cf_processing_queue", "attempt", "INTEGER"},     // incremented on every claim; fencing token
-			{"cf_processing_queue", "next_run_at", "INTEGER"}, // unix ms; NULL = claimable now
-			{"cf_processing_queue", "metrics_json", "TEXT"},   // receipt metrics {name: int64}
-			{"cf_processing_queue", "artifacts_json", "TEXT"}, // receipt artifacts [{k: v}]
-			{"cf_processing_queue", "updated_at", "TEXT"},     // last state change, RFC 3339
-		},
-		file: "0002_queue_claim_state.sql",
+		columns: claimStateColumns,
+		file:    "0002_queue_claim_state.sql",
 	},
 	{
 		// Operator state: a cancel that must outlive the worker holding the
@@ -57,11 +76,8 @@ var migrations = []migration{
 		// so the other tools never notice.
 		version: 3,
 		name:    "operator_state",
-		columns: []column{
-			{"cf_processing_queue", "cancel_requested_at", "TEXT"}, // an operator cancelled the RUNNING job; it ends SKIPPED, never requeued
-			{"cf_file_location", "missing_since", "TEXT"},          // the last scan did not find the file; NULL while it is there
-		},
-		file: "0003_operator_state.sql",
+		columns: operatorStateColumns,
+		file:    "0003_operator_state.sql",
 	},
 	{
 		// An index for the earliest future next_run_at, which the
@@ -77,39 +93,99 @@ var migrations = []migration{
 		name:    "queue_claim_partial_indexes",
 		file:    "0005_queue_claim_partial_indexes.sql",
 	},
+	{
+		// Every cf_* table rebuilt exactly as the original's models
+		// create it (its DEFAULT CURRENT_TIMESTAMPs, NOT NULLs, types,
+		// indexes and foreign keys), keeping our nullable extras; the
+		// three tables 0001 had invented take the original's columns.
+		version: 6,
+		name:    "original_schema",
+		file:    "0006_original_schema.sql",
+		rebuild: rebuildOriginalSchema,
+	},
 }
 
-// migrate brings the schema up to the newest version. Each pending migration
-// runs in its own IMMEDIATE transaction that re-checks the version record
-// first, so several processes opening the same new file at once apply each
-// step exactly once.
-func (db *DB) migrate(ctx context.Context) error {
+// migrateTo applies the pending migrations up to and including version last.
+// Each runs in its own IMMEDIATE transaction that re-checks the version
+// record first, so several processes opening the same new file at once apply
+// each step exactly once.
+//
+// All of it runs on one pinned connection of the writer pool: a rebuild
+// migration turns foreign key enforcement off around its transaction (PRAGMA
+// foreign_keys is a no-op inside one), and the setting belongs to the
+// connection, so the PRAGMAs and the transaction must share it.
+func (db *DB) migrateTo(ctx context.Context, last int) error {
+	conn, err := db.writer.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Close()
+
 	const create = `CREATE TABLE IF NOT EXISTS cf_schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT,
 		applied_at TEXT
 	)`
-	if _, err := db.writer.ExecContext(ctx, create); err != nil {
+	if _, err := conn.ExecContext(ctx, create); err != nil {
 		return fmt.Errorf("migrate: create version table: %w", err)
 	}
-	applied, err := db.migrationsApplied(ctx)
+	applied, err := migrationsApplied(ctx, conn)
 	if err != nil {
 		return err
 	}
 	for _, m := range migrations {
-		if applied[m.version] {
+		if applied[m.version] || m.version > last {
 			continue
 		}
-		if err := db.writeTx(ctx, func(tx *sql.Tx) error { return m.apply(ctx, tx) }); err != nil {
+		if err := m.run(ctx, conn); err != nil {
 			return fmt.Errorf("migrate %04d_%s: %w", m.version, m.name, err)
 		}
 	}
 	return nil
 }
 
+// run applies m in one transaction on conn. For a rebuild it follows
+// SQLite's procedure for other kinds of table schema changes
+// (https://www.sqlite.org/lang_altertable.html#otheralter): foreign keys
+// off outside the transaction, the rebuild and a foreign key check inside
+// it, foreign keys back on after it, whether it committed or not.
+func (m migration) run(ctx context.Context, conn *sql.Conn) (err error) {
+	if m.rebuild != nil {
+		if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+			return fmt.Errorf("foreign keys off: %w", err)
+		}
+		defer func() {
+			// A connection left without enforcement must not go back
+			// to the pool: failing here fails Open, which closes it.
+			if _, onErr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); onErr != nil {
+				err = errors.Join(err, fmt.Errorf("foreign keys on: %w", onErr))
+			}
+		}()
+	}
+	var tx *sql.Tx
+	deadline := time.Now().Add(beginRetryFor)
+	for {
+		tx, err = conn.BeginTx(ctx, nil)
+		if err == nil {
+			break
+		}
+		if !isBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+	}
+	if err := m.apply(ctx, tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
 // migrationsApplied returns the recorded versions.
-func (db *DB) migrationsApplied(ctx context.Context) (map[int]bool, error) {
-	rows, err := db.writer.QueryContext(ctx, `SELECT version FROM cf_schema_migrations`)
+func migrationsApplied(ctx context.Context, conn *sql.Conn) (map[int]bool, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT version FROM cf_schema_migrations`)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: read versions: %w", err)
 	}
@@ -149,6 +225,11 @@ func (m migration) apply(ctx context.Context, tx *sql.Tx) error {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return err
+		}
+	}
+	if m.rebuild != nil {
+		if err := m.rebuild(ctx, tx); err != nil {
 			return err
 		}
 	}

@@ -160,7 +160,8 @@ func TestMigrate_AddsOnlyMissingColumns(t *testing.T) {
 		status TEXT, priority INTEGER, worker_host TEXT, worker_pid INTEGER, claim_time TEXT,
 		end_time TEXT, result_summary TEXT, error_message TEXT, retry_count INTEGER,
 		claimed_by TEXT, updated_at TEXT)`,
-		`INSERT INTO cf_processing_queue (id, plugin_name, status, claimed_by) VALUES (7, 'p', 'QUEUED', 'old')`)
+		// file_version_id: the original's NOT NULL, which 0006 restores.
+		`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, claimed_by) VALUES (7, 1, 'p', 'QUEUED', 'old')`)
 	raw.Close()
 
 	db := openAt(t, path)

@@ -232,10 +232,15 @@ func (db *DB) JobSubmit(ctx context.Context, s JobSubmission) (int64, error) {
 				return err
 			}
 		}
+		now := formatTime(time.Now())
+		// The queue's plugin_name is a foreign key of cf_plugin_config.
+		if err := pluginConfigEnsure(ctx, tx, strings.TrimSpace(s.Plugin), now); err != nil {
+			return err
+		}
 		return tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
 			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
 			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?) RETURNING id`,
-			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, formatTime(time.Now())).Scan(&id)
+			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, now).Scan(&id)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("submit job: %w", err)
@@ -432,7 +437,7 @@ func (db *DB) PluginsList(ctx context.Context) ([]Plugin, error) {
 	// The same order the dispatch uses to pick the ACTIVE manifest.
 	rows, err = db.reader.QueryContext(ctx, `SELECT id, plugin_name, version, status, env_hash, artifact_hash,
 		created_at, deployed_at
-	FROM cf_plugin_manifest ORDER BY plugin_name, deployed_at DESC, id DESC`)
+	FROM cf_plugin_manifest ORDER BY plugin_name, `+manifestNewestFirst)
 	if err != nil {
 		return nil, fmt.Errorf("list plugins: %w", err)
 	}

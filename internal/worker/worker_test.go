@@ -524,6 +524,13 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 	if err := delayed.stop(t); err != nil {
 		t.Fatal(err)
 	}
+	// The next job must go to the stuck worker, not to the stopped one
+	// before the Sentinel has noticed it left (with --max-retries 0 the
+	// job would then fail without the stuck worker ever seeing it).
+	eventually(t, within, "the stopped worker gone from the Sentinel", func() bool {
+		infos, err := h.s.WorkersInfo(t.Context())
+		return err == nil && len(infos) == 0
+	})
 
 	// A delay longer than --job-timeout: the Sentinel aborts the job and
 	// the worker answers long before the delay would have ended.

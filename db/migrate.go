@@ -77,6 +77,13 @@ var migrations = []migration{
 		name:    "queue_claim_partial_indexes",
 		file:    "0005_queue_claim_partial_indexes.sql",
 	},
+	{
+		// Who owns the database: the Sentinel holding the lock file, and
+		// later the lease Sentinels sharing PostgreSQL take turns on.
+		version: 7,
+		name:    "sentinel_lease",
+		file:    "0007_sentinel_lease.sql",
+	},
 }
 
 // migrate brings the schema up to the newest version. Each pending migration

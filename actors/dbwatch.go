@@ -112,7 +112,9 @@ func (w *dbWatch) run() {
 		case now := <-tick.C:
 			w.check()
 			if p := w.lost.Load(); p != nil {
-				if now.Sub(lastLoud) >= lostRepeat {
+				if lastLoud.IsZero() {
+					lastLoud = now // lose has just said it
+				} else if now.Sub(lastLoud) >= lostRepeat {
 					lastLoud = now
 					w.log.Error().Err(*p).Msg("the database is lost: dispatching is stopped and /healthz answers 503; restore the file and restart the Sentinel")
 				}

@@ -77,14 +77,63 @@ func (s *Sentinel) Ready() bool { return !s.stopping.Load() }
 // Endpoint is the ZeroMQ endpoint the router is bound to.
 func (s *Sentinel) Endpoint() string { return s.router.Endpoint() }
 
-// Health returns nil when the Sentinel is serving and its queue actor can
-// reach the database; ErrStopped as soon as a Stop has begun.
+// Health returns nil when the Sentinel is serving, even degraded (see
+// HealthCheck); ErrStopped as soon as a Stop has begun, or the reason it
+// cannot serve.
 func (s *Sentinel) Health(ctx context.Context) error {
-	if s.stopping.Load() {
-		return ErrStopped
+	h := s.HealthCheck(ctx)
+	if h.Status == HealthUnavailable {
+		return h.Err
 	}
-	_, err := s.ask(ctx, &HealthQuery{})
-	return err
+	return nil
+}
+
+// Health statuses, as /healthz reports them.
+const (
+	HealthOK          = "ok"
+	HealthDegraded    = "degraded"    // serving, but the database is slow or locked
+	HealthUnavailable = "unavailable" // not serving: stopping, database lost, writes failing
+)
+
+// HealthState is the Sentinel's health: Status is one of the Health
+// constants; Err says why it is not HealthOK.
+type HealthState struct {
+	Status string
+	Err    error
+}
+
+// healthWait bounds how long HealthCheck waits for the queue actor, so that
+// /healthz answers within a second even while the actor waits on a lock.
+const healthWait = 700 * time.Millisecond
+
+// HealthCheck says whether the Sentinel serves. Unavailable: a Stop has
+// begun, the database file was deleted or replaced or the lease lost (then
+// dispatching has stopped too), or writes fail. Degraded: a write has waited
+// on another connection's lock for over a second, or the queue actor did not
+// answer within healthWait. It never waits longer than healthWait.
+func (s *Sentinel) HealthCheck(ctx context.Context) HealthState {
+	if s.stopping.Load() {
+		return HealthState{HealthUnavailable, ErrStopped}
+	}
+	problem, degraded := s.watch.problem()
+	if problem != nil && !degraded {
+		return HealthState{HealthUnavailable, problem}
+	}
+	ctx, cancel := context.WithTimeout(ctx, healthWait)
+	defer cancel()
+	if _, err := s.ask(ctx, &HealthQuery{}); err != nil {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return HealthState{HealthUnavailable, err}
+		}
+		if problem == nil {
+			problem = fmt.Errorf("the queue actor did not answer within %s (busy with the database)", healthWait)
+		}
+		degraded = true
+	}
+	if degraded {
+		return HealthState{HealthDegraded, problem}
+	}
+	return HealthState{Status: HealthOK}
 }
 
 // Jobs returns one page of jobs, newest first.

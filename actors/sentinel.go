@@ -28,6 +28,11 @@ type Options struct {
 	// Stats, when set, are the counters to use; pass the ones given to
 	// RouterOptions so the router's rejections are counted too.
 	Stats *Stats
+	// Lease is the database's ownership (AcquireLease), when the caller
+	// took it before writing anything (cmd/casparian-sentinel does, before
+	// its bootstrap). When nil, Start takes it. Either way the Sentinel
+	// renews it from then on and Stop releases it.
+	Lease *db.Lease
 }
 
 // RouterOptions are the router settings that go with cfg: the payload limit
@@ -125,6 +130,8 @@ type Sentinel struct {
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger
+	lease  *db.Lease
+	watch  *dbWatch
 
 	// stopping is set when Stop begins (health turns 503); stopped once
 	// the drain is over and the actors go (operator requests are refused).
@@ -142,9 +149,11 @@ type Sentinel struct {
 	stopOnce  sync.Once
 }
 
-// Start spawns the actor tree and starts moving messages from the router.
-// The router and the database stay owned by the caller, who closes them after
-// Stop.
+// Start takes the database's lease (unless opts has it), spawns the actor
+// tree and starts moving messages from the router. The router and the
+// database stay owned by the caller, who closes them after Stop; the lease is
+// the Sentinel's from here on, and released by Stop (or by Start when it
+// fails).
 func Start(opts Options) (*Sentinel, error) {
 	if opts.Stats == nil {
 		opts.Stats = NewStats()
@@ -152,6 +161,27 @@ func Start(opts Options) (*Sentinel, error) {
 	if opts.DB == nil || opts.Router == nil {
 		return nil, errors.New("start sentinel: database and router are required")
 	}
+	lease := opts.Lease
+	if lease == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), renewTimeout)
+		var err error
+		lease, err = AcquireLease(ctx, opts.DB, opts.Router.Endpoint(), opts.Logger)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("start sentinel: %w", err)
+		}
+	}
+	s, err := start(opts, lease)
+	if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), renewTimeout)
+		defer cancel()
+		_ = lease.Release(ctx)
+		return nil, err
+	}
+	return s, nil
+}
+
+func start(opts Options, lease *db.Lease) (*Sentinel, error) {
 	keys, err := trustedKeys(opts.Config, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("start sentinel: %w", err)
@@ -161,6 +191,7 @@ func Start(opts Options) (*Sentinel, error) {
 		return nil, fmt.Errorf("start sentinel: %w", err)
 	}
 	s := &Sentinel{
+		lease:  lease,
 		router: opts.Router,
 		stats:  opts.Stats,
 		log:    opts.Logger,
@@ -194,6 +225,7 @@ func Start(opts Options) (*Sentinel, error) {
 		s.system.Shutdown()
 		return nil, fmt.Errorf("start actor tree: %w", err)
 	}
+	s.watch = startDBWatch(lease, opts.Logger, func() { root.Send(top, &StopDispatching{}) })
 	s.router.Start(func(in transport.Inbound) { root.Send(socket, &FramesReceived{In: in}) })
 	return s, nil
 }
@@ -279,6 +311,13 @@ func (s *Sentinel) Stop(ctx context.Context) error {
 			err = fmt.Errorf("stop supervisor: %w", e)
 		}
 		s.system.Shutdown()
+		// Last, the lease: nothing writes the database any more.
+		s.watch.close()
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if e := s.lease.Release(rctx); e != nil && err == nil {
+			err = e
+		}
 	})
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ var ErrStaleClaim = errors.New("stale claim")
 // snapshot error. Read-only queries use a separate small pool.
 type DB struct {
 	path   string
+	opened os.FileInfo // the file as Open found it (FileCheck)
 	writer *sql.DB
 	reader *sql.DB
 
@@ -127,6 +129,12 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 		return db.migrateTo(ctx, last)
 	})
 	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+
+	// The writer has the file open now: remember which file that is.
+	if db.opened, err = os.Stat(path); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}

@@ -103,6 +103,13 @@ var migrations = []migration{
 		file:    "0006_original_schema.sql",
 		rebuild: rebuildOriginalSchema,
 	},
+	{
+		// Who owns the database: the Sentinel holding the lock file, and
+		// later the lease Sentinels sharing PostgreSQL take turns on.
+		version: 7,
+		name:    "sentinel_lease",
+		file:    "0007_sentinel_lease.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
@@ -94,13 +95,6 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer store.Close()
-	if boot != nil {
-		changes, err := store.BootstrapApply(ctx, bootstrapForDB(*boot))
-		if err != nil {
-			return fmt.Errorf("--bootstrap %s: %w", cfg.Bootstrap, err)
-		}
-		log.Info().Str("file", cfg.Bootstrap).Int("changes", changes).Msg("bootstrap applied")
-	}
 
 	warnInsecure(cfg, log)
 	curve, err := loadCurve(cfg, log)
@@ -130,7 +124,23 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		httpAddr = httpLn.Addr().String()
 	}
 
-	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log, Stats: stats})
+	// One Sentinel per database: a second one stops here, before it
+	// writes anything, with an error naming the first. The endpoint is
+	// bound by now, so the lease row can say where the owner serves.
+	lease, err := actors.AcquireLease(ctx, store, router.Endpoint(), log)
+	if err != nil {
+		return err
+	}
+	if boot != nil {
+		changes, err := store.BootstrapApply(ctx, bootstrapForDB(*boot))
+		if err != nil {
+			releaseLease(lease, log)
+			return fmt.Errorf("--bootstrap %s: %w", cfg.Bootstrap, err)
+		}
+		log.Info().Str("file", cfg.Bootstrap).Int("changes", changes).Msg("bootstrap applied")
+	}
+
+	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log, Stats: stats, Lease: lease})
 	if err != nil {
 		return err
 	}
@@ -196,6 +206,16 @@ serve:
 	}
 	log.Info().Msg("sentinel stopped")
 	return runErr
+}
+
+// releaseLease gives the database up when the start fails after taking it
+// (actors.Start releases it itself once it has it).
+func releaseLease(lease *db.Lease, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := lease.Release(ctx); err != nil {
+		log.Error().Err(err).Msg("release the database lease")
+	}
 }
 
 // reloadStep is one thing a SIGHUP re-reads.

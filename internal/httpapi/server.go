@@ -171,15 +171,22 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	return srv.http.Shutdown(ctx)
 }
 
-// healthz is 200 when the Sentinel serves and its database answers, 503
-// otherwise (before the tree is up, while it shuts down, or when the queue
-// actor cannot reach the database).
+// healthz is 200 {"status":"ok"} when the Sentinel serves and its database
+// answers; 200 {"status":"degraded"} while it serves but the database is
+// locked or slow (a reason says which); 503 {"status":"unavailable"} before
+// the tree is up, while it shuts down, when the database file was deleted or
+// replaced (dispatching has stopped), or while writes fail. It answers within
+// about a second whatever the database does.
 func (srv *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), min(srv.timeout, 5*time.Second))
 	defer cancel()
-	if err := srv.s.Health(ctx); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
-		return
+	h := srv.s.HealthCheck(ctx)
+	switch h.Status {
+	case actors.HealthOK:
+		writeJSON(w, http.StatusOK, map[string]string{"status": h.Status})
+	case actors.HealthDegraded:
+		writeJSON(w, http.StatusOK, map[string]string{"status": h.Status, "reason": h.Err.Error()})
+	default:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": h.Status, "error": h.Err.Error()})
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }

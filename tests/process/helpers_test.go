@@ -372,24 +372,7 @@ func defaultSentinelOpts() sentinelOpts {
 // waits for its "sentinel started" line.
 func (c *cluster) startSentinel(name string, o sentinelOpts) *proc {
 	c.t.Helper()
-	args := []string{
-		"--bind", c.endpoint,
-		"--database", c.dbPath,
-		"--log-format", "json",
-		"--log-level", "info",
-		"--heartbeat-interval", heartbeatInterval.String(),
-		"--worker-timeout", workerTimeout.String(),
-		"--recovery-grace", recoveryGrace.String(),
-		"--max-retries", strconv.Itoa(o.maxRetries),
-		"--retry-backoff", retryBackoff.String(),
-		"--retry-backoff-max", retryBackoffMax.String(),
-		"--poll-interval", pollInterval.String(),
-		"--drain-timeout", o.drainTimeout.String(),
-		"--shutdown-timeout", o.shutdownTimeout.String(),
-		"--allowed-roots", c.dir,
-	}
-	args = append(args, o.extra...)
-	p, err := startProc(name, sentinelBin, args...)
+	p, err := startProc(name, sentinelBin, c.sentinelArgs(c.endpoint, o)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -407,6 +390,28 @@ func (c *cluster) startSentinel(name string, o sentinelOpts) *proc {
 		return false, p.stderr.tail(3)
 	})
 	return p
+}
+
+// sentinelArgs is the command line of a Sentinel on the cluster's database
+// that binds bind.
+func (c *cluster) sentinelArgs(bind string, o sentinelOpts) []string {
+	args := []string{
+		"--bind", bind,
+		"--database", c.dbPath,
+		"--log-format", "json",
+		"--log-level", "info",
+		"--heartbeat-interval", heartbeatInterval.String(),
+		"--worker-timeout", workerTimeout.String(),
+		"--recovery-grace", recoveryGrace.String(),
+		"--max-retries", strconv.Itoa(o.maxRetries),
+		"--retry-backoff", retryBackoff.String(),
+		"--retry-backoff-max", retryBackoffMax.String(),
+		"--poll-interval", pollInterval.String(),
+		"--drain-timeout", o.drainTimeout.String(),
+		"--shutdown-timeout", o.shutdownTimeout.String(),
+		"--allowed-roots", c.dir,
+	}
+	return append(args, o.extra...)
 }
 
 // workerArgs are the command line of a testworker with identity id.

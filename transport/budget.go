@@ -28,6 +28,13 @@ const RejectOverBudget = "over_budget"
 
 var errOverBudget = errors.New("peer stayed over its inbound message budget")
 
+// overBudgetPause is how long the guard stops reading a connection whose
+// message was just dropped. Dropping alone still costs zmq4's parsing of
+// every message a flooder sends (hundreds of thousands a second); pausing
+// lets TCP push back on the flooder instead, while the drops that remain
+// still show that it keeps exceeding its budget.
+const overBudgetPause = 100 * time.Millisecond
+
 // budgetLimits is a Router's per-connection budget; rate 0 means none.
 type budgetLimits struct {
 	rate  float64       // messages per second, sustained
@@ -101,6 +108,7 @@ func (r *Router) admit(c *guardConn, now int64) bool {
 	if r.onDrop != nil {
 		r.onDrop(DropRate)
 	}
+	c.pausedUntil.Store(now + int64(overBudgetPause))
 	if abusive && !c.budget.cut {
 		c.budget.cut = true
 		c.shut(guardErr(errOverBudget), RejectOverBudget)

@@ -384,6 +384,9 @@ type guardConn struct {
 	// Both are kept by the Router's reader goroutine (router.go).
 	seen   atomic.Int64
 	budget tokenBucket
+	// pausedUntil (unix nanoseconds) holds reads back while the connection
+	// is over its budget (budget.go); set by the Router, read by Read.
+	pausedUntil atomic.Int64
 
 	// in follows the inbound stream. zmq4 reads from one goroutine at a time
 	// (the accept loop during Open, then the socket's reader), handed over
@@ -586,6 +589,7 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		n = copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
 	} else {
+		c.pause()
 		n, err = c.br.Read(p)
 	}
 	if n > 0 {
@@ -600,6 +604,25 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		err = c.readFailed(err)
 	}
 	return n, err
+}
+
+// pause waits while the Router has the connection paused, or until it
+// closes.
+func (c *guardConn) pause() {
+	until := c.pausedUntil.Load()
+	if until == 0 {
+		return
+	}
+	d := time.Until(time.Unix(0, until))
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.done:
+	}
 }
 
 // readFailed ends the inbound side for good: zmq4 reads no more after an

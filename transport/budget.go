@@ -28,7 +28,7 @@ const RejectOverBudget = "over_budget"
 
 var errOverBudget = errors.New("peer stayed over its inbound message budget")
 
-// overBudgetPause is how long the guard stops reading a connection whose
+// overBudgetPause is at most how long the guard stops reading a connection whose
 // message was just dropped. Dropping alone still costs zmq4's parsing of
 // every message a flooder sends (hundreds of thousands a second); pausing
 // lets TCP push back on the flooder instead, while the drops that remain
@@ -40,6 +40,7 @@ type budgetLimits struct {
 	rate  float64       // messages per second, sustained
 	burst float64       // messages at once
 	grace time.Duration // time over budget before the connection is closed
+	pause time.Duration // reads held back after a drop
 }
 
 func newBudgetLimits(opts RouterOptions) budgetLimits {
@@ -56,6 +57,9 @@ func newBudgetLimits(opts RouterOptions) budgetLimits {
 	if l.grace <= 0 {
 		l.grace = DefaultPeerOverBudget
 	}
+	// A pause must not refill the bucket to half, or a flooder would look
+	// like a peer whose burst is over and never be cut.
+	l.pause = min(overBudgetPause, time.Duration(l.burst/4/l.rate*float64(time.Second)))
 	return l
 }
 
@@ -108,7 +112,7 @@ func (r *Router) admit(c *guardConn, now int64) bool {
 	if r.onDrop != nil {
 		r.onDrop(DropRate)
 	}
-	c.pausedUntil.Store(now + int64(overBudgetPause))
+	c.pausedUntil.Store(now + int64(r.limits.pause))
 	if abusive && !c.budget.cut {
 		c.budget.cut = true
 		c.shut(guardErr(errOverBudget), RejectOverBudget)

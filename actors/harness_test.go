@@ -110,7 +110,7 @@ func newHarness(t testing.TB, tweak func(*config.Config)) *harness {
 func (h *harness) start() {
 	h.t.Helper()
 	stats := actors.NewStats()
-	router, err := transport.ListenRouter(h.cfg.Bind, actors.RouterOptions(h.cfg, stats))
+	router, err := transport.ListenRouter(h.cfg.Bind, actors.RouterOptions(h.cfg, stats, zerolog.Nop()))
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -36,18 +36,42 @@ type Options struct {
 }
 
 // RouterOptions are the router settings that go with cfg: the payload limit
-// enforced before bytes are buffered, and rejections counted in stats
-// (malformed or oversized input as protocol errors, peers dropped for not
-// reading as send failures).
-func RouterOptions(cfg config.Config, stats *Stats) transport.RouterOptions {
+// enforced before bytes are buffered, the per-connection inbound budget, and
+// rejections counted in stats (malformed or oversized input as protocol
+// errors, peers dropped for not reading as send failures, messages over the
+// budget as dropped) and, for connections cut for flooding, logged.
+func RouterOptions(cfg config.Config, stats *Stats, log zerolog.Logger) transport.RouterOptions {
+	rate := float64(cfg.PeerRate)
+	if cfg.PeerRate == 0 {
+		rate = -1 // --peer-rate 0: no budget
+	}
+	log = log.With().Str("component", "router").Logger()
+	limit := newLogLimiter(30 * time.Second)
 	return transport.RouterOptions{
 		MaxPayload: cfg.MaxMessageSize,
+		PeerRate:   rate,
+		PeerBurst:  cfg.PeerBurst,
 		OnReject: func(reason string) {
-			if reason == transport.RejectSlowPeer {
+			switch reason {
+			case transport.RejectSlowPeer:
 				stats.SendFailures.Add(1)
+			case transport.RejectOverBudget:
+				stats.PeersCut.Add(1)
+			default:
+				stats.ProtocolErrors.Add(1)
+			}
+		},
+		OnDrop: func(reason string) { stats.MessagesDropped.Add(reason) },
+		OnOverBudget: func(identity []byte, remote net.Addr, dropped int64) {
+			// A flooder that reconnects is cut again and again: one line
+			// per address every 30 s, the metric counts them all.
+			suppressed, ok := limit.allow(hostOf(remote))
+			if !ok {
 				return
 			}
-			stats.ProtocolErrors.Add(1)
+			log.Warn().Str("worker_id", PeerKey(identity)).Str("remote", remote.String()).
+				Int64("dropped", dropped).Int("suppressed", suppressed).
+				Msg("peer disconnected: it kept sending over its inbound budget (--peer-rate)")
 		},
 	}
 }

@@ -31,6 +31,14 @@ type Stats struct {
 	// by reason (transport's Reject* reasons).
 	CurveRefusals *Counters
 
+	// MessagesDropped counts inbound messages dropped before any actor
+	// saw them, by reason (transport's Drop* reasons: "rate", over a
+	// connection's budget).
+	MessagesDropped *Counters
+	// PeersCut counts connections closed for staying over their inbound
+	// budget.
+	PeersCut atomic.Int64
+
 	// JobsCancelled counts jobs that ended SKIPPED by an operator's cancel.
 	JobsCancelled atomic.Int64
 	// JobsEnqueued counts jobs inserted by the operator API and the scanner
@@ -75,6 +83,7 @@ func NewStats() *Stats {
 		ConcludeTime:    NewHistogram(LatencyBuckets),
 		ScanWriteTime:   NewHistogram(LatencyBuckets),
 		CurveRefusals:   &Counters{},
+		MessagesDropped: &Counters{},
 	}
 }
 

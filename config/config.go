@@ -72,6 +72,12 @@ type Config struct {
 	// AllowUnsigned accepts DEPLOYs that are unsigned or signed by an unknown key (hashes are still
 	// checked). For development only; logged as a warning at start. Default false.
 	AllowUnsigned bool
+	// PeerRate is the inbound budget of one worker connection, in messages per second: messages over it
+	// are dropped (and counted), and a connection that stays over it is disconnected. A worker at full
+	// speed sends well under a thousand. 0 turns the budget off. Default 5000.
+	PeerRate int
+	// PeerBurst is how many messages one connection may send at once above PeerRate. Default 10000.
+	PeerBurst int
 	// EnvTimeout is how long a worker may take to answer PREPARE_ENV before the job is tried on another
 	// worker. Default 10m.
 	EnvTimeout time.Duration
@@ -130,6 +136,8 @@ func Default() Config {
 		AbortGrace:        30 * time.Second,
 		ScanInterval:      10 * time.Second,
 		EnvTimeout:        10 * time.Minute,
+		PeerRate:          5000,
+		PeerBurst:         10000,
 	}
 }
 
@@ -158,6 +166,8 @@ func (c *Config) settings() []setting {
 		{name: "retry-backoff-max", usage: "largest retry delay", dur: &c.RetryBackoffMax},
 		{name: "poll-interval", usage: "how often the database is checked for jobs inserted by other processes", dur: &c.PollInterval},
 		{name: "max-message-size", usage: "largest accepted payload frame in bytes", num: &c.MaxMessageSize},
+		{name: "peer-rate", usage: "inbound messages per second one connection may send; the excess is dropped, a sustained excess disconnects (0 = no limit)", num: &c.PeerRate},
+		{name: "peer-burst", usage: "messages one connection may send at once above --peer-rate", num: &c.PeerBurst},
 		{name: "db-timeout", usage: "bound on every database call", dur: &c.DBTimeout},
 		{name: "shutdown-timeout", usage: "bound on a graceful stop after SIGINT/SIGTERM", dur: &c.ShutdownTimeout},
 		{name: "drain-timeout", usage: "on a graceful stop, how long running jobs may take to conclude", dur: &c.DrainTimeout},
@@ -434,6 +444,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRetries < 0 {
 		bad("max-retries", "must not be negative, got %d", c.MaxRetries)
+	}
+	if c.PeerRate < 0 {
+		bad("peer-rate", "must not be negative, got %d", c.PeerRate)
+	}
+	if c.PeerBurst < 1 {
+		bad("peer-burst", "must be at least 1, got %d", c.PeerBurst)
 	}
 	if c.MaxMessageSize < 1024 {
 		bad("max-message-size", "must be at least 1024 bytes, got %d", c.MaxMessageSize)

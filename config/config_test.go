@@ -138,6 +138,8 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		"--trusted-keys", "/etc/casparian/publishers",
 		"--allow-unsigned",
 		"--env-timeout", "90s",
+		"--peer-rate", "0",
+		"--peer-burst", "50",
 	}, nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -153,6 +155,7 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		DrainTimeout: time.Second, JobTimeout: time.Minute, AbortGrace: 5 * time.Second,
 		HTTP: "127.0.0.1:0", ScanInterval: 0,
 		TrustedKeys: "/etc/casparian/publishers", AllowUnsigned: true, EnvTimeout: 90 * time.Second,
+		PeerRate: 0, PeerBurst: 50,
 	}
 	if cfg != want {
 		t.Errorf("Load = %+v\nwant   %+v", cfg, want)

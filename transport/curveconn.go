@@ -363,6 +363,7 @@ type curveConn struct {
 	connected func(identity string) bool
 	sess      *curveSession
 	hsErr     error
+	released  bool // releaseReader ran: Read fails
 
 	// Inbound, reader goroutine only.
 	in    []byte // plaintext for zmq4 not yet read
@@ -416,6 +417,9 @@ func (c *curveConn) PeerKey() (CurveKey, bool) {
 // Read hands zmq4 plaintext ZMTP: first the NULL handshake, then one frame
 // per MESSAGE.
 func (c *curveConn) Read(p []byte) (int, error) {
+	if c.released {
+		return 0, net.ErrClosed
+	}
 	if c.sess == nil {
 		if c.hsErr != nil {
 			return 0, c.hsErr
@@ -436,6 +440,26 @@ func (c *curveConn) Read(p []byte) (int, error) {
 	n := copy(p, c.in)
 	c.in = c.in[n:]
 	return n, nil
+}
+
+// releaseReader drops the inbound buffers once the reader is done with the
+// connection (guardConn.readFailed).
+func (c *curveConn) releaseReader() {
+	c.br, c.in, c.inBuf, c.raw = nil, nil, nil, nil
+	c.released = true
+}
+
+// Close closes the connection and drops the outbound buffers. The socket
+// closes first: a Write blocked on a peer that does not read holds wmu.
+func (c *curveConn) Close() error {
+	err := c.Conn.Close()
+	c.wmu.Lock()
+	if c.writeErr == nil {
+		c.writeErr = net.ErrClosed
+	}
+	c.pending, c.out, c.scratch = nil, nil, nil
+	c.wmu.Unlock()
+	return err
 }
 
 // readMessage reads one MESSAGE from the wire into c.in as a ZMTP frame.

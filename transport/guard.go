@@ -13,12 +13,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -120,6 +123,9 @@ type guardConfig struct {
 type peerConns struct {
 	mu sync.RWMutex
 	m  map[string]*guardConn
+	// open counts the listener's connections, from accept to close,
+	// handshaking ones included.
+	open atomic.Int64
 }
 
 // connected reports whether identity has an open connection.
@@ -367,7 +373,20 @@ type guardConn struct {
 	net.Conn // the TCP connection: addresses and deadlines pass through
 	cfg      *guardConfig
 	untrack  func(*guardConn)
-	br       *bufio.Reader
+	br       *bufio.Reader // nil once reading failed
+	// prefix is what zmq4 reads before br: the greeting and a READY
+	// rewritten to carry the identity the guard gave the peer.
+	prefix  []byte
+	readErr error // the error every Read returns after the first failure
+
+	// seen is when the Router last got a message from this connection
+	// (unix nanoseconds; 0 if never); budget is its inbound allowance.
+	// Both are kept by the Router's reader goroutine (router.go).
+	seen   atomic.Int64
+	budget tokenBucket
+	// pausedUntil (unix nanoseconds) holds reads back while the connection
+	// is over its budget (budget.go); set by the Router, read by Read.
+	pausedUntil atomic.Int64
 
 	// in follows the inbound stream. zmq4 reads from one goroutine at a time
 	// (the accept loop during Open, then the socket's reader), handed over
@@ -407,6 +426,7 @@ func newGuardConn(raw net.Conn, cfg *guardConfig, untrack func(*guardConn)) *gua
 		writerDone: make(chan struct{}),
 	}
 	c.wake <- struct{}{} // send the greeting now
+	cfg.peers.open.Add(1)
 	go c.writeLoop()
 	return c
 }
@@ -453,6 +473,19 @@ func (c *guardConn) awaitHandshake(timeout time.Duration) (reason string, err er
 	identity, ok := readReady(b[greetingSize+hdrSize:])
 	if !ok {
 		return RejectBadHandshake, guardErr(fmt.Errorf("%w: READY command", errBadHandshake))
+	}
+	if identity == "" {
+		// zmq4 would make an identity up where the guard cannot see it.
+		// Naming the peer here instead (a random UUID, as zmq4 does) keeps
+		// every connection findable by identity: for direct sends, for its
+		// liveness record, which then goes with the connection, and for
+		// its inbound budget. zmq4 reads the READY with the Identity added.
+		identity = newIdentity()
+		body := append(bytes.Clone(b[greetingSize+hdrSize:]), curveMetadata([2]string{"Identity", identity})...)
+		c.prefix = appendCommand(bytes.Clone(b[:greetingSize]), body)
+		if _, err := c.br.Discard(len(b)); err != nil {
+			return c.handshakeFailure(err)
+		}
 	}
 	// Under mu: a listener closing meanwhile reads it in shut.
 	c.mu.Lock()
@@ -547,15 +580,72 @@ func validPropertyName(name string) bool {
 // Read passes bytes to zmq4 after the scanner has seen them, so a frame size
 // over the limit is refused before zmq4 has all the bytes of it.
 func (c *guardConn) Read(p []byte) (int, error) {
-	n, err := c.br.Read(p)
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
+	var n int
+	var err error
+	if len(c.prefix) > 0 {
+		n = copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+	} else {
+		c.pause()
+		n, err = c.br.Read(p)
+	}
 	if n > 0 {
 		if serr := c.in.scan(p[:n]); serr != nil {
 			err := guardErr(serr)
 			c.shut(err, RejectFrameTooLarge)
+			c.readFailed(err)
 			return 0, err
 		}
 	}
+	if err != nil {
+		err = c.readFailed(err)
+	}
 	return n, err
+}
+
+// pause waits while the Router has the connection paused, or until it
+// closes.
+func (c *guardConn) pause() {
+	until := c.pausedUntil.Load()
+	if until == 0 {
+		return
+	}
+	d := time.Until(time.Unix(0, until))
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.done:
+	}
+}
+
+// readFailed ends the inbound side for good: zmq4 reads no more after an
+// error, so the read buffers go back to the collector now. zmq4 may keep a
+// pointer to a departed connection for a while (its connection lists are
+// slices whose spare capacity still holds removed entries), and must then
+// hold only a small husk. Every error is handed to zmq4 as a permanent
+// net.Error: zmq4 forgets a connection only on io.EOF or such an error, and
+// io.ReadFull in zmq4 turns a bare io.EOF in mid-frame into
+// io.ErrUnexpectedEOF, which would leave the connection in its lists
+// forever.
+func (c *guardConn) readFailed(err error) error {
+	var ne netError
+	if !errors.As(err, &ne) {
+		err = guardErr(err)
+	}
+	c.readErr = err
+	c.br, c.prefix = nil, nil
+	if cc, ok := c.Conn.(*curveConn); ok {
+		cc.releaseReader()
+	}
+	c.shut(err, "")
+	return err
 }
 
 // Write queues p and returns at once. If the peer has let the send buffer
@@ -693,6 +783,12 @@ func (c *guardConn) send(frames [][]byte, extra byte) error {
 
 func (c *guardConn) writeLoop() {
 	defer close(c.writerDone)
+	defer func() {
+		// Nothing more is written: let the buffers go (see readFailed).
+		c.mu.Lock()
+		c.pending, c.spare, c.held = nil, nil, nil
+		c.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-c.done:
@@ -743,6 +839,7 @@ func (c *guardConn) shut(err error, reason string) {
 	identity := c.identity
 	c.mu.Unlock()
 	_ = c.Conn.Close()
+	c.cfg.peers.open.Add(-1)
 	c.untrack(c)
 	if identity != "" {
 		c.cfg.peers.remove(identity, c)
@@ -808,4 +905,15 @@ func (s *frameScanner) scan(p []byte) error {
 // atMessageEnd reports whether the stream stands between two messages.
 func (s *frameScanner) atMessageEnd() bool {
 	return s.greeting == 0 && s.hdrLen == 0 && s.body == 0 && !s.more
+}
+
+// newIdentity is a random (version 4) UUID in its text form, the kind of
+// identity zmq4 gives a peer that names none.
+func newIdentity() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:]) // never fails (crypto/rand)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

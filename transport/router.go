@@ -62,6 +62,25 @@ type RouterOptions struct {
 	// peer's address and why (the key when it proved one); OnReject is
 	// called too. Same rules as OnReject.
 	OnCurveRefusal func(remote net.Addr, err *CurveError)
+	// PeerRate is the inbound budget of one connection, in messages per
+	// second: messages over it are dropped before any actor sees them.
+	// Default DefaultPeerRate; negative means no budget. It needs a
+	// guarded tcp:// endpoint.
+	PeerRate float64
+	// PeerBurst is how many messages a connection may send at once.
+	// Default DefaultPeerBurst, scaled with PeerRate.
+	PeerBurst int
+	// PeerOverBudget is how long a connection may keep exceeding its
+	// budget (without the bucket refilling to half) before it is
+	// disconnected. Default DefaultPeerOverBudget.
+	PeerOverBudget time.Duration
+	// OnDrop is called with a Drop* reason for every inbound message
+	// dropped. It runs on the Router's reader goroutine: keep it quick.
+	OnDrop func(reason string)
+	// OnOverBudget is called once for a connection closed for exceeding
+	// its budget, with its identity, address and the messages dropped;
+	// OnReject is called too, with RejectOverBudget. Reader goroutine.
+	OnOverBudget func(identity []byte, remote net.Addr, dropped int64)
 	// Unguarded listens on zmq4's own tcp transport. Only for benchmarks and
 	// comparisons: any peer can then crash or stall the process.
 	Unguarded bool
@@ -91,6 +110,10 @@ type Router struct {
 	// peers finds a guarded connection by identity, for sending without
 	// zmq4's ROUTER; nil when the endpoint is not guarded.
 	peers *peerConns
+
+	limits       budgetLimits
+	onDrop       func(reason string)
+	onOverBudget func(identity []byte, remote net.Addr, dropped int64)
 }
 
 // maxTracked bounds lastSeen against a peer that reconnects under ever new
@@ -128,6 +151,9 @@ func ListenRouter(endpoint string, opts RouterOptions) (*Router, error) {
 		done:     make(chan struct{}),
 		peers:    peers,
 	}
+	if peers != nil {
+		r.limits, r.onDrop, r.onOverBudget = newBudgetLimits(opts), opts.OnDrop, opts.OnOverBudget
+	}
 	return r, nil
 }
 
@@ -146,6 +172,15 @@ func (r *Router) PeerKey(identity []byte) (CurveKey, bool) {
 		return CurveKey{}, false
 	}
 	return cc.PeerKey()
+}
+
+// Connections is the number of open connections on a guarded endpoint,
+// handshaking ones included (0 elsewhere).
+func (r *Router) Connections() int {
+	if r.peers == nil {
+		return 0
+	}
+	return int(r.peers.open.Load())
 }
 
 // Endpoint is the bound endpoint with the real port, for example
@@ -180,7 +215,9 @@ func (r *Router) readLoop(deliver func(Inbound)) {
 		if len(msg.Frames) == 0 {
 			continue
 		}
-		r.touch(msg.Frames[0])
+		if c := r.touch(msg.Frames[0]); c != nil && !r.admit(c, c.seen.Load()) {
+			continue
+		}
 		// libzmq peers with ZMQ_HEARTBEAT_IVL send ZMTP PINGs that zmq4 hands
 		// over as command messages; they prove life but are not protocol
 		// messages.
@@ -191,32 +228,53 @@ func (r *Router) readLoop(deliver func(Inbound)) {
 	}
 }
 
-func (r *Router) touch(identity []byte) {
+// touch records that identity was heard from now. On a guarded endpoint the
+// record lives in the connection and goes with it, and touch returns the
+// connection; elsewhere it lives in lastSeen.
+func (r *Router) touch(identity []byte) *guardConn {
 	now := time.Now().UnixNano()
+	if r.peers != nil {
+		c := r.peers.get(identity)
+		if c != nil {
+			c.seen.Store(now)
+		}
+		return c
+	}
 	if v, ok := r.lastSeen.Load(string(identity)); ok {
 		v.(*atomic.Int64).Store(now)
-		return
+		return nil
 	}
 	if r.tracked.Load() >= maxTracked {
-		return
+		return nil
 	}
 	seen := new(atomic.Int64)
 	seen.Store(now)
 	if _, loaded := r.lastSeen.LoadOrStore(string(identity), seen); !loaded {
 		r.tracked.Add(1)
 	}
+	return nil
 }
 
 // LastSeen is when anything last arrived from identity (zero if never, or
-// not tracked).
+// not tracked). On a guarded endpoint only connected identities are
+// tracked: a peer that hung up has its last word in its worker actor.
 func (r *Router) LastSeen(identity []byte) time.Time {
+	if r.peers != nil {
+		if c := r.peers.get(identity); c != nil {
+			if t := c.seen.Load(); t != 0 {
+				return time.Unix(0, t)
+			}
+		}
+		return time.Time{}
+	}
 	if v, ok := r.lastSeen.Load(string(identity)); ok {
 		return time.Unix(0, v.(*atomic.Int64).Load())
 	}
 	return time.Time{}
 }
 
-// Forget drops identity's liveness record once its worker is gone.
+// Forget drops identity's liveness record once its worker is gone (on a
+// guarded endpoint the record already went with the connection).
 func (r *Router) Forget(identity []byte) {
 	if _, loaded := r.lastSeen.LoadAndDelete(string(identity)); loaded {
 		r.tracked.Add(-1)

@@ -33,7 +33,7 @@ import (
 
 type options struct {
 	workers, slots, jobs, preload, idle int
-	holdHalf, restart, curve            bool
+	holdHalf, restart, curve, flood     bool
 	idleFor, idleWarmup                 time.Duration
 	sentinelBin, dir                    string
 	timeout                             time.Duration
@@ -51,6 +51,7 @@ func main() {
 	flag.DurationVar(&o.idleWarmup, "idle-warmup", 10*time.Second, "before --idle-measure, let the Sentinel register the workers and settle (two default heartbeat intervals)")
 	flag.BoolVar(&o.holdHalf, "half-load", false, "after the full-load run, run again with workers holding each job so throughput is about half, and report latency there")
 	flag.BoolVar(&o.restart, "restart", false, "finally, SIGKILL the Sentinel and time a new one from process start to the first DISPATCH (the preloaded queue stays)")
+	flag.BoolVar(&o.flood, "flood", false, "after the full-load run, run again with one extra peer flooding HEARTBEATs as fast as it can (reconnecting when cut), and report the share of throughput kept")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
 	flag.StringVar(&o.dir, "dir", "", "working folder (default: a temp folder, removed afterwards)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
@@ -106,6 +107,15 @@ func run(o options, out io.Writer) error {
 	if sentinel.endpoint, err = freeEndpoint(); err != nil {
 		return err
 	}
+	if o.flood {
+		// The dropped messages are read from /metrics.
+		ep, err := freeEndpoint()
+		if err != nil {
+			return err
+		}
+		sentinel.http = strings.TrimPrefix(ep, "tcp://")
+		sentinel.extra = append(sentinel.extra, "--http", sentinel.http)
+	}
 	sent, err := startSentinel(ctx, sentinel)
 	if err != nil {
 		return err
@@ -151,6 +161,11 @@ func run(o options, out io.Writer) error {
 	full, err := measure(ctx, out, "full load", sent, pool, dbPath, o, 0)
 	if err != nil {
 		return err
+	}
+	if o.flood {
+		if err := measureFlood(ctx, out, sent, sentinel, pool, dbPath, o, full); err != nil {
+			return err
+		}
 	}
 	if o.holdHalf {
 		// At full load a slot turns over every W×C/max seconds (dispatch
@@ -514,6 +529,7 @@ func (l *latencies) percentiles(ps ...float64) []time.Duration {
 // it.
 type sentinelArgs struct {
 	bin, endpoint, dbPath string
+	http                  string                 // the operator HTTP server (--flood reads /metrics); "" off
 	extra                 []string               // --sentinel-flags, and the CURVE flags
 	curve                 *transport.CurveClient // the workers' keys; nil: plaintext
 }

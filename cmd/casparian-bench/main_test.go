@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"regexp"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -75,5 +76,34 @@ func TestRun_IdleMeasure(t *testing.T) {
 	want := `idle: 50 workers connected for 1s \(after 100ms to settle\) cost [\d.]+ CPU s = [\d.]+% of one core; peak RSS [\d.]+ MB`
 	if !regexp.MustCompile(want).Match(out.Bytes()) {
 		t.Errorf("output lacks %q:\n%s", want, out.String())
+	}
+}
+
+// TestRun_FloodingPeerKeepsThroughput is issue #15's flood test with real
+// processes: the Sentinel binary, eight workers completing jobs, and one
+// more peer writing HEARTBEATs as fast as TCP takes them (reconnecting when
+// cut). Throughput with the flooder must stay at 80 % or more of the run
+// without it; the flooder's excess is dropped and counted, and the
+// Sentinel disconnects it.
+func TestRun_FloodingPeerKeepsThroughput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Sentinel")
+	}
+	var out bytes.Buffer
+	err := run(options{workers: 8, slots: 4, jobs: 10000, flood: true,
+		dir: t.TempDir(), timeout: 3 * time.Minute}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", out.String())
+	m := regexp.MustCompile(`flood: (\d+) HEARTBEATs sent .*, (\d+) dropped by the Sentinel, first disconnected after \S+, (\d+) disconnects in all; throughput (\d+) % of the run without it`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no flood figure, or the flooder was never disconnected:\n%s", out.String())
+	}
+	if dropped, _ := strconv.Atoi(m[2]); dropped == 0 {
+		t.Errorf("the Sentinel counted no dropped message")
+	}
+	if share, _ := strconv.Atoi(m[4]); share < 80 {
+		t.Errorf("throughput with the flooder %d %% of the run without it, want at least 80 %%", share)
 	}
 }

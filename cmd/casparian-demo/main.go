@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	cfg.AllowedRoots = filepath.Dir(root) // the demo folder: its inbox is the source root
 	stats := actors.NewStats()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).Level(level).With().Timestamp().Logger()
-	routerOpts := actors.RouterOptions(cfg, stats)
+	routerOpts := actors.RouterOptions(cfg, stats, log)
 	var client *transport.CurveClient
 	if *curve {
 		keys := filepath.Join(*dir, "keys")

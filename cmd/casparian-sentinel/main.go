@@ -102,7 +102,7 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	stats := actors.NewStats()
-	routerOpts := actors.RouterOptions(cfg, stats)
+	routerOpts := actors.RouterOptions(cfg, stats, log)
 	if curve != nil {
 		routerOpts = actors.WithCurve(routerOpts, curve, stats, log)
 	}

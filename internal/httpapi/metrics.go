@@ -24,6 +24,7 @@ type metricsCollector struct {
 
 	up, workers, slots, jobs *prometheus.Desc
 	curveRefusals            *prometheus.Desc
+	messagesDropped          *prometheus.Desc
 }
 
 type counterMetric struct {
@@ -78,6 +79,7 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			counter("env_prepares", "PREPARE_ENV messages sent to workers.", &st.EnvPrepares),
 			counter("env_failures", "Environments a worker failed to prepare (ERR or --env-timeout).", &st.EnvFailures),
 			counter("pings_sent", "ZMTP PINGs sent to workers that do not answer HEARTBEAT.", &st.PingsSent),
+			counter("peers_over_budget", "Connections closed for staying over their inbound message budget (--peer-rate).", &st.PeersCut),
 		},
 		histograms: []histogramMetric{
 			{desc: prometheus.NewDesc("casparian_dispatch_latency_seconds",
@@ -97,6 +99,9 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 		curveRefusals: prometheus.NewDesc("casparian_curve_refusals_total",
 			"Worker connections refused during the CURVE handshake, by reason "+
 				"(unauthorized_key, identity_taken, not_curve, bad_handshake, handshake_timeout).", []string{"reason"}, nil),
+		messagesDropped: prometheus.NewDesc("casparian_messages_dropped_total",
+			"Inbound messages dropped before any actor saw them, by reason (rate: over the connection's --peer-rate budget).",
+			[]string{"reason"}, nil),
 	}
 }
 
@@ -115,6 +120,7 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.slots
 	ch <- c.jobs
 	ch <- c.curveRefusals
+	ch <- c.messagesDropped
 }
 
 // Collect implements prometheus.Collector.
@@ -128,6 +134,9 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range c.s.Stats().CurveRefusals.Snapshot() {
 		ch <- prometheus.MustNewConstMetric(c.curveRefusals, prometheus.CounterValue, float64(n), reason)
+	}
+	for reason, n := range c.s.Stats().MessagesDropped.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(c.messagesDropped, prometheus.CounterValue, float64(n), reason)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), gaugeTimeout)
 	defer cancel()

@@ -93,7 +93,7 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 
 	stats := actors.NewStats()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	routerOpts := actors.RouterOptions(cfg, stats)
+	routerOpts := actors.RouterOptions(cfg, stats, log)
 	if cfg.CurveSecretKey != "" {
 		// As cmd/casparian-sentinel does with its two flags.
 		secret, err := transport.ReadCurveKeyFile(cfg.CurveSecretKey)

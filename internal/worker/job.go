@@ -19,9 +19,10 @@ import (
 	"github.com/casparian/sentinel/transport"
 )
 
-// Lineage columns the runtime appends to every row of every topic.
+// Lineage columns the runtime appends to every row of every topic. Sinks
+// key their per-job idempotence on ColumnJobID.
 const (
-	ColumnJobID         = "_job_id"
+	ColumnJobID         = sink.JobColumn
 	ColumnFileVersionID = "_file_version_id"
 )
 

@@ -336,3 +336,98 @@ func TestWorker_ReconnectsAfterAFailedHandshake(t *testing.T) {
 		t.Fatalf("stats %+v", w.Stats())
 	}
 }
+
+// A receipt sent while the Sentinel is away is lost by zmq4 without an
+// error. It stays pending however long the outage lasts, far longer than
+// replayWindow here, and follows the IDENTIFY once the Sentinel is back; it
+// used to be re-sent only within replayWindow of being queued.
+func TestWorker_ReceiptLostInAnOutageIsResentAfterIt(t *testing.T) {
+	defer worker.SetReplayWindow(20 * time.Millisecond)()
+	a := newScripted(t)
+	endpoint := a.router.Endpoint()
+	g := newGate("gate", 1)
+	w := startWorker(t, a.harness(), worker.Options{Plugins: []plugin.Plugin{g}, HeartbeatInterval: 20 * time.Millisecond})
+	a.next(transport.OpIdentify)
+	a.dispatch(1, "gate", "file://"+filepath.Join(a.outDir, "out.jsonl"))
+	g.waitStarted(t, 1)
+
+	a.router.Close() // the connection drops just before the receipt goes
+	g.release()
+	eventually(t, within, "job concluded while the Sentinel is away", func() bool { return w.Stats().JobsSucceeded == 1 })
+	// The outage itself, ten replay windows long: a duration, not a wait
+	// for a condition.
+	time.Sleep(200 * time.Millisecond)
+
+	var b *scripted
+	eventually(t, within, "Sentinel listening again", func() bool {
+		r, err := transport.ListenRouter(endpoint, transport.RouterOptions{})
+		if err != nil {
+			return false
+		}
+		r.Close()
+		b = newScriptedAt(t, endpoint)
+		return true
+	})
+	b.inDir, b.input, b.outDir = a.inDir, a.input, a.outDir
+	b.next(transport.OpIdentify)
+	m := b.next(transport.OpConclude)
+	if r := m.payload.(*transport.Conclude); m.msg.JobID != 1 || r.Status != transport.StatusSuccess {
+		t.Fatalf("after the outage: CONCLUDE for job %d %+v, want job 1's SUCCESS", m.msg.JobID, r)
+	}
+}
+
+// The Sentinel requeues a job that two heartbeats in a row leave out, so a
+// heartbeat must never leave out a job whose receipt has not been written
+// yet: once a heartbeat has listed a job, every later heartbeat lists it
+// until its CONCLUDE has arrived.
+func TestWorker_HeartbeatsKeepAJobUntilItsReceiptIsSent(t *testing.T) {
+	s := newScripted(t)
+	const jobs = 300
+	g := newGate("gate", 1)
+	g.started = make(chan int64, jobs) // nobody reads it here
+	g.release()                        // every run returns at once
+	uri := "file://" + filepath.Join(s.outDir, "out.jsonl")
+	startWorker(t, s.harness(), worker.Options{Plugins: []plugin.Plugin{g}, Concurrency: 4, HeartbeatInterval: time.Millisecond})
+	s.next(transport.OpIdentify)
+
+	listed := map[int64]bool{}    // listed by a heartbeat, no receipt yet
+	concluded := map[int64]bool{} // receipt arrived
+	next, inFlight := int64(1), 0
+	deadline := time.After(2 * within)
+	for len(concluded) < jobs {
+		for inFlight < 4 && next <= jobs {
+			s.dispatch(next, "gate", uri)
+			// Probes too: each answer is a heartbeat written at once.
+			s.send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
+			next++
+			inFlight++
+		}
+		var m inbound
+		select {
+		case m = <-s.in:
+		case <-deadline:
+			t.Fatalf("%d of %d jobs concluded", len(concluded), jobs)
+		}
+		switch p := m.payload.(type) {
+		case *transport.Heartbeat:
+			for id := range listed {
+				if !slices.Contains(p.ActiveJobIDs, id) {
+					t.Fatalf("a heartbeat left out job %d before its receipt arrived: %+v", id, p)
+				}
+			}
+			for _, id := range p.ActiveJobIDs {
+				if !concluded[id] {
+					listed[id] = true
+				}
+			}
+		case *transport.Conclude:
+			id := int64(m.msg.JobID)
+			if p.Status != transport.StatusSuccess || concluded[id] {
+				t.Fatalf("job %d: receipt %+v (already concluded: %v)", id, p, concluded[id])
+			}
+			concluded[id] = true
+			delete(listed, id)
+			inFlight--
+		}
+	}
+}

@@ -43,12 +43,10 @@ const (
 	// abortWait is how long jobs aborted at the drain deadline get to
 	// conclude before the worker concludes them ABORTED itself and exits.
 	abortWait = 5 * time.Second
-	// replayWindow is how far back receipts are re-sent after a reconnect.
-	// zmq4 silently drops what is sent while the connection is down, so a
-	// job that finished during a Sentinel restart would otherwise be run
-	// again. The Sentinel ignores a receipt for a job that is no longer
-	// RUNNING under this worker (SPEC C.3), so a duplicate is harmless.
-	replayWindow = 30 * time.Second
+	// maxPending bounds the receipts kept for re-sending. Against a
+	// Sentinel that never speaks (the originals send no HEARTBEAT) no
+	// receipt is ever acknowledged; the oldest then go first.
+	maxPending = 4096
 	// outboxSize bounds messages waiting for the sender goroutine.
 	outboxSize = 1024
 	// dialBackoffMin and dialBackoffMax bound the wait between failed dials
@@ -62,6 +60,14 @@ const (
 	// key is not authorized would wait in silence.
 	curveDialReport = 5 * time.Second
 )
+
+// replayWindow is how long a receipt is still re-sent after a reconnect
+// once the Sentinel has acknowledged it (see pendingReceipt). The
+// acknowledgement is only a sign (the protocol has none for CONCLUDE), and
+// the Sentinel ignores a receipt for a job that is no longer RUNNING under
+// this worker (SPEC C.3), so re-sending one too many is harmless. A
+// variable so that tests can shorten it.
+var replayWindow = 30 * time.Second
 
 var (
 	errAbortedBySentinel = errors.New("aborted by the Sentinel")
@@ -184,7 +190,12 @@ type Worker struct {
 	jobs       map[int64]*job // accepted, not yet concluded
 	goroutines int            // job goroutines that have not returned
 	draining   bool
-	recent     []sentReceipt
+	pending    []*pendingReceipt
+	unheard    []*pendingReceipt // written since the Sentinel last spoke
+	// epoch counts the connections the Sentinel may have forgotten us
+	// over: it moves on every re-identify, and a receipt written on an
+	// older epoch is acknowledged by nothing that arrives later.
+	epoch int64
 }
 
 // job is one accepted DISPATCH.
@@ -202,10 +213,20 @@ type outMsg struct {
 	payload any
 }
 
-type sentReceipt struct {
+// pendingReceipt is a receipt that may still have to be sent again. zmq4
+// drops what is sent while the connection is down without an error, and
+// the Sentinel may restart between reading a receipt and committing it, so
+// a receipt stays pending, and is re-sent after every IDENTIFY, until the
+// Sentinel has acknowledged it: something arrived from the Sentinel over
+// the connection the receipt was last written on, after the write (the
+// Sentinel heartbeats every worker), and replayWindow has passed since.
+type pendingReceipt struct {
 	jobID   int64
 	receipt *transport.Conclude
-	at      time.Time // first queued; a replay does not extend the window
+	tried   bool      // a write was attempted: until then heartbeats list the job
+	written time.Time // last written to a connection; zero: not yet
+	epoch   int64     // w.epoch when last written
+	heard   bool      // the Sentinel spoke on that epoch after the write
 }
 
 // New checks opts and returns a Worker ready to Run.
@@ -585,6 +606,7 @@ func (w *Worker) recvLoop() {
 		}
 		if err == nil {
 			w.lastInbound.Store(time.Now().UnixNano())
+			w.heard()
 			w.handle(msg)
 			continue
 		}
@@ -737,8 +759,11 @@ func (w *Worker) conclude(j *job, receipt transport.Conclude) {
 		return
 	}
 	// The slot is free before the receipt leaves, so a DISPATCH the
-	// Sentinel sends in reply cannot find it still taken.
+	// Sentinel sends in reply cannot find it still taken. The receipt is
+	// pending from the same moment: a re-identify in between would
+	// otherwise neither report the job as running nor re-send its receipt.
 	delete(w.jobs, j.id)
+	w.rememberLocked(j.id, &receipt)
 	w.mu.Unlock()
 	switch receipt.Status {
 	case transport.StatusSuccess:
@@ -770,35 +795,72 @@ func (w *Worker) reconnected() {
 	w.reidentify()
 }
 
-// reidentify announces the worker again, re-sends the receipts of the last
-// replayWindow (any of them may have been lost with the old connection, or
-// with a new one that broke again straight away), and reports its jobs.
+// reidentify announces the worker again, re-sends the pending receipts (any
+// of them may have been lost with the old connection, or with a new one
+// that broke again straight away), and reports its jobs.
 func (w *Worker) reidentify() {
-	w.identify()
-	cutoff := time.Now().Add(-replayWindow)
 	w.mu.Lock()
-	var replay []sentReceipt
-	for _, r := range w.recent {
-		if r.at.Before(cutoff) {
-			continue
-		}
-		if _, again := w.jobs[r.jobID]; again {
-			continue // dispatched to us again since: that run will conclude
-		}
-		replay = append(replay, r)
-	}
+	w.epoch++
 	w.mu.Unlock()
+	w.identify()
+	replay := w.replayable()
 	for _, r := range replay {
 		w.stats.replayed.Add(1)
 		w.send(transport.OpConclude, r.jobID, r.receipt)
 	}
 	if len(replay) > 0 {
-		w.log.Info().Int("receipts", len(replay)).Msg("re-sent recent receipts")
+		w.log.Info().Int("receipts", len(replay)).Msg("re-sent pending receipts")
 	}
 	// Queued behind the receipts: the Sentinel requeues a job it holds for
 	// us that two heartbeats in a row leave out, so the receipts must get
 	// there first.
 	w.sendHeartbeat()
+}
+
+// replayable returns the pending receipts to send again after an IDENTIFY.
+func (w *Worker) replayable() []pendingReceipt {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.prune(time.Now())
+	var replay []pendingReceipt
+	for _, r := range w.pending {
+		if _, again := w.jobs[r.jobID]; again {
+			continue // dispatched to us again since: that run will conclude
+		}
+		replay = append(replay, *r)
+	}
+	return replay
+}
+
+// heard records that the Sentinel spoke: receipts written on this epoch
+// before now have reached it.
+func (w *Worker) heard() {
+	w.mu.Lock()
+	for _, r := range w.unheard {
+		// One written on an older epoch went out over a connection the
+		// Sentinel may have lost; only a write on this one can be heard.
+		r.heard = r.epoch == w.epoch
+	}
+	clear(w.unheard)
+	w.unheard = w.unheard[:0]
+	w.mu.Unlock()
+}
+
+// written records a write of a receipt, and whether it went out (on the
+// current epoch).
+func (w *Worker) written(r *transport.Conclude, ok bool) {
+	w.mu.Lock()
+	for _, p := range w.pending {
+		if p.receipt != r {
+			continue
+		}
+		p.tried = true
+		if ok {
+			p.written, p.epoch, p.heard = time.Now(), w.epoch, false
+			w.unheard = append(w.unheard, p)
+		}
+	}
+	w.mu.Unlock()
 }
 
 // identify queues an IDENTIFY: the plugins and slots, or no capabilities
@@ -830,7 +892,9 @@ func (w *Worker) hello() *transport.Identify {
 // outbox is full, and drops the message once the worker has stopped.
 func (w *Worker) send(op transport.Opcode, jobID int64, payload any) {
 	if r, ok := payload.(*transport.Conclude); ok && r.Status != transport.StatusRejected {
-		w.remember(jobID, r)
+		w.mu.Lock()
+		w.rememberLocked(jobID, r)
+		w.mu.Unlock()
 	}
 	select {
 	case <-w.senderDone:
@@ -845,18 +909,26 @@ func (w *Worker) send(op transport.Opcode, jobID int64, payload any) {
 	}
 }
 
-// remember keeps a receipt for replayWindow, from the moment it is queued:
-// a reconnect may come while it still waits in the outbox or in a send to
-// the connection that is breaking. REJECTED is not kept: if it is lost the
-// job stays RUNNING under us, and the Sentinel's heartbeat reconciliation
-// requeues it.
-func (w *Worker) remember(jobID int64, r *transport.Conclude) {
-	now := time.Now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.recent = slices.DeleteFunc(w.recent, func(s sentReceipt) bool { return now.Sub(s.at) > replayWindow })
-	if !slices.ContainsFunc(w.recent, func(s sentReceipt) bool { return s.receipt == r }) {
-		w.recent = append(w.recent, sentReceipt{jobID: jobID, receipt: r, at: now})
+// rememberLocked makes a receipt pending from the moment it is queued: a
+// reconnect may come while it still waits in the outbox or in a send to the
+// connection that is breaking. REJECTED is not kept: if it is lost the job
+// stays RUNNING under us, and the Sentinel's heartbeat reconciliation
+// requeues it. w.mu is held.
+func (w *Worker) rememberLocked(jobID int64, r *transport.Conclude) {
+	w.prune(time.Now())
+	if !slices.ContainsFunc(w.pending, func(p *pendingReceipt) bool { return p.receipt == r }) {
+		w.pending = append(w.pending, &pendingReceipt{jobID: jobID, receipt: r})
+	}
+}
+
+// prune forgets the receipts the Sentinel acknowledged more than
+// replayWindow ago, and the oldest beyond maxPending. w.mu is held.
+func (w *Worker) prune(now time.Time) {
+	w.pending = slices.DeleteFunc(w.pending, func(p *pendingReceipt) bool {
+		return p.heard && now.Sub(p.written) > replayWindow
+	})
+	if n := len(w.pending) - maxPending; n > 0 {
+		w.pending = slices.Delete(w.pending, 0, n)
 	}
 }
 
@@ -884,11 +956,19 @@ func (w *Worker) sendLoop() {
 		case m := <-w.outbox:
 			w.write(m)
 		case <-w.beatNow:
+			w.flushOutbox()
 			w.write(outMsg{op: transport.OpHeartbeat, payload: w.heartbeat()})
 		case <-t.C:
+			w.flushOutbox()
 			if w.reannounce.Swap(false) {
+				// The IDENTIFY that failed had the pending receipts
+				// behind it; they follow this one too.
 				w.stats.identifies.Add(1)
 				w.write(outMsg{op: transport.OpIdentify, payload: w.hello()})
+				for _, r := range w.replayable() {
+					w.stats.replayed.Add(1)
+					w.write(outMsg{op: transport.OpConclude, jobID: r.jobID, payload: r.receipt})
+				}
 			}
 			w.write(outMsg{op: transport.OpHeartbeat, payload: w.heartbeat()})
 		case <-w.stopSender:
@@ -904,6 +984,21 @@ func (w *Worker) sendLoop() {
 	}
 }
 
+// flushOutbox writes what is queued now, so that a heartbeat, whose job
+// list is taken when it is written, never overtakes a receipt queued before
+// it: a heartbeat that leaves out a job whose receipt has not gone yet
+// tells the Sentinel the job is gone.
+func (w *Worker) flushOutbox() {
+	for range len(w.outbox) {
+		select {
+		case m := <-w.outbox:
+			w.write(m)
+		default:
+			return
+		}
+	}
+}
+
 func (w *Worker) write(m outMsg) {
 	if m.op == transport.OpHeartbeat && m.payload == nil {
 		m.payload = w.heartbeat()
@@ -912,10 +1007,14 @@ func (w *Worker) write(m outMsg) {
 	d := w.dealer
 	w.connMu.Unlock()
 	w.log.Trace().Stringer("op", m.op).Int64("job_id", m.jobID).Msg("send")
-	if err := d.Send(m.op, uint64(m.jobID), m.payload); err != nil {
-		// Most likely the connection is down; receipts are kept (see
-		// remember) and re-sent after the reconnect. Heartbeats fail
-		// quietly, or an outage would flood the log.
+	err := d.Send(m.op, uint64(m.jobID), m.payload)
+	if r, ok := m.payload.(*transport.Conclude); ok {
+		w.written(r, err == nil)
+	}
+	if err != nil {
+		// Most likely the connection is down; receipts stay pending (see
+		// pendingReceipt) and are re-sent after the reconnect. Heartbeats
+		// fail quietly, or an outage would flood the log.
 		ev := w.log.Warn()
 		if m.op == transport.OpHeartbeat {
 			ev = w.log.Debug()
@@ -927,20 +1026,33 @@ func (w *Worker) write(m outMsg) {
 	}
 }
 
-// heartbeat reports the running jobs, oldest first.
+// heartbeat reports the running jobs, oldest first, and then the jobs whose
+// receipts are queued but not written yet: the Sentinel requeues a job that
+// two heartbeats leave out, and one that concluded is not gone until the
+// Sentinel has its receipt.
 func (w *Worker) heartbeat() *transport.Heartbeat {
 	w.mu.Lock()
 	jobs := make([]*job, 0, len(w.jobs))
 	for _, j := range w.jobs {
 		jobs = append(jobs, j)
 	}
+	var concluding []int64
+	for _, p := range w.pending {
+		if !p.tried {
+			if _, again := w.jobs[p.jobID]; !again {
+				concluding = append(concluding, p.jobID)
+			}
+		}
+	}
 	w.mu.Unlock()
 	slices.SortFunc(jobs, func(a, b *job) int { return a.started.Compare(b.started) })
-	hb := &transport.Heartbeat{Status: transport.HeartbeatIdle, ActiveJobCount: len(jobs), ActiveJobIDs: make([]int64, len(jobs))}
-	for i, j := range jobs {
-		hb.ActiveJobIDs[i] = j.id
+	hb := &transport.Heartbeat{Status: transport.HeartbeatIdle, ActiveJobIDs: make([]int64, 0, len(jobs)+len(concluding))}
+	for _, j := range jobs {
+		hb.ActiveJobIDs = append(hb.ActiveJobIDs, j.id)
 	}
-	if len(jobs) > 0 {
+	hb.ActiveJobIDs = append(hb.ActiveJobIDs, concluding...)
+	hb.ActiveJobCount = len(hb.ActiveJobIDs)
+	if len(hb.ActiveJobIDs) > 0 {
 		hb.Status = transport.HeartbeatBusy
 		hb.CurrentJobID = &hb.ActiveJobIDs[0]
 	}

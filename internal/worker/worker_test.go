@@ -2,10 +2,14 @@ package worker_test
 
 import (
 	"context"
+	"encoding/csv"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -540,4 +544,135 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 	if j := h.waitJob(id, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusFailed {
 		t.Fatalf("job: %s, want FAILED after its only attempt timed out", j.Status)
 	}
+}
+
+// A job that runs twice writes its rows once, in every sink. Its first
+// attempt commits its output while the Sentinel is down and its worker
+// stops, so the receipt is never delivered; the restarted Sentinel requeues
+// the job after its recovery grace and another worker runs it again. Another
+// job's rows in the same append targets are left alone.
+func TestWorker_JobRunTwiceWritesItsRowsOnceInEverySink(t *testing.T) {
+	h := newSentinel(t, nil)
+	h.plugin("gate")
+	paths := map[string]string{
+		"sqlite":  filepath.Join(h.out, "out.db"),
+		"parquet": filepath.Join(h.out, "out.parquet"),
+		"jsonl":   filepath.Join(h.out, "out.jsonl"),
+		"csv":     filepath.Join(h.out, "out.csv"),
+	}
+	h.topic("gate", "output", "sqlite://"+paths["sqlite"]+"/rows", "append")
+	h.topic("gate", "output", "parquet://"+paths["parquet"], "append")
+	h.topic("gate", "output", "file://"+paths["jsonl"], "append")
+	h.topic("gate", "output", "file://"+paths["csv"], "append")
+	const rows = 50
+	g := newGate("gate", rows)
+	g.blockRuns = 1 // the first run waits; the others return at once
+	first := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
+	twice := h.enqueue(h.file("twice.txt", "x\n"), "gate", "")
+	g.waitStarted(t, 1)
+	once := h.enqueue(h.file("once.txt", "y\n"), "gate", "")
+	if j := h.waitJob(once, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+		t.Fatalf("job %d: %s %s", once, j.Status, j.ErrorMessage)
+	}
+
+	h.restart(func() {
+		g.release()
+		eventually(t, within, "first attempt concluded", func() bool { return first.Stats().JobsSucceeded == 2 })
+		if err := first.stop(t); err != nil { // its receipt is lost with it
+			t.Fatal(err)
+		}
+	})
+	second := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
+	j := h.waitJob(twice, db.StatusCompleted, db.StatusFailed)
+	if j.Status != db.StatusCompleted || j.Attempt != 2 || second.Stats().JobsSucceeded != 1 {
+		t.Fatalf("job %d: %s on attempt %d %q, second worker %+v; want COMPLETED by a second run",
+			twice, j.Status, j.Attempt, j.ErrorMessage, second.Stats())
+	}
+
+	for sink, path := range paths {
+		got := rowsPerJob(t, sink, path)
+		if want := map[int64]int{twice: rows, once: rows}; !maps.Equal(got, want) {
+			t.Errorf("%s: rows per job %v, want %v", sink, got, want)
+		}
+	}
+	if left := stagingLeft(t, h.out); len(left) > 0 {
+		t.Errorf("staging files left: %v", left)
+	}
+}
+
+// rowsPerJob counts the rows of a sink target by their _job_id.
+func rowsPerJob(t *testing.T, sink, path string) map[int64]int {
+	t.Helper()
+	counts := map[int64]int{}
+	switch sink {
+	case "sqlite":
+		for _, r := range querySQLite(t, path, `SELECT _job_id, COUNT(*) FROM rows GROUP BY _job_id`) {
+			var job int64
+			var n int
+			if _, err := fmt.Sscanf(r, "%d|%d", &job, &n); err != nil {
+				t.Fatal(err)
+			}
+			counts[job] = n
+		}
+	case "parquet":
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		pf, err := parquet.OpenFile(f, st.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		col, ok := pf.Schema().Lookup(worker.ColumnJobID)
+		if !ok {
+			t.Fatalf("%s has no %s column", path, worker.ColumnJobID)
+		}
+		r := parquet.NewReader(pf)
+		defer r.Close()
+		buf := make([]parquet.Row, 64)
+		for {
+			n, err := r.ReadRows(buf)
+			for _, row := range buf[:n] {
+				counts[row[col.ColumnIndex].Int64()]++
+			}
+			if err != nil {
+				break
+			}
+		}
+	case "jsonl":
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var row struct {
+				Job int64 `json:"_job_id"`
+			}
+			if err := json.Unmarshal([]byte(line), &row); err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			counts[row.Job]++
+		}
+	case "csv":
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		recs, err := csv.NewReader(f).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		col := slices.Index(recs[0], worker.ColumnJobID)
+		for _, rec := range recs[1:] {
+			job, err := strconv.ParseInt(rec[col], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts[job]++
+		}
+	}
+	return counts
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,11 +20,16 @@ import (
 // object per line, keys in column order) to a staging file beside the
 // target. Commit renames it into place; appending to a non-empty target
 // writes target + new rows to a second temporary file and renames that,
-// so readers only ever see the old or the new content.
+// so readers only ever see the old or the new content. That rewrite leaves
+// out the rows of an earlier run of the same job (their _job_id is the
+// job's), so it reads the whole target, twice: an append costs O(target
+// size), not O(new rows). Large append targets are better split (one file
+// per input or per day) or written to SQLite.
 type fileSink struct {
 	spec   Spec
 	schema Schema
 	csv    bool
+	job    string // the job id as written in JobColumn; "" without that column
 
 	stage     string
 	f         *os.File
@@ -38,6 +44,9 @@ type fileSink struct {
 
 func openFile(spec Spec, schema Schema) (*fileSink, error) {
 	s := &fileSink{spec: spec, schema: schema, csv: spec.Target.Kind == KindCSV}
+	if schema.index(JobColumn) >= 0 {
+		s.job = strconv.FormatInt(spec.JobID, 10)
+	}
 	if err := spec.Target.confined(); err != nil {
 		return nil, err
 	}
@@ -45,7 +54,7 @@ func openFile(spec Spec, schema Schema) (*fileSink, error) {
 		return nil, err
 	}
 	if spec.Mode == ModeError {
-		if full, err := s.targetHasRows(); err != nil {
+		if full, err := s.otherRows(); err != nil {
 			return nil, err
 		} else if full {
 			return nil, ErrTargetNotEmpty
@@ -137,11 +146,12 @@ func (s *fileSink) closeStage() error {
 }
 
 func (s *fileSink) Commit() error {
-	return commitFile(s.spec, s.stage, s.URI(), s.targetHasRows, s.merge)
+	return commitFile(s.spec, s.stage, s.URI(), s.otherRows, s.merge)
 }
 
-// merge writes the target's content followed by the staged rows to a new
-// temporary file and renames it over the target.
+// merge writes the target's content, without this job's earlier rows,
+// followed by the staged rows to a new temporary file and renames it over
+// the target.
 func (s *fileSink) merge() error {
 	if s.csv {
 		if err := s.checkHeader(); err != nil {
@@ -153,6 +163,20 @@ func (s *fileSink) merge() error {
 		return err
 	}
 	defer old.Close()
+	st, err := old.Stat()
+	if err != nil {
+		return err
+	}
+	var drop []span
+	err = s.scan(old, st.Size(), func(start, end int64, ours bool) bool {
+		if ours {
+			drop = dropSpan(drop, start, end)
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
 	staged, err := os.Open(s.stage)
 	if err != nil {
 		return err
@@ -173,21 +197,8 @@ func (s *fileSink) merge() error {
 			_ = os.Remove(tmp)
 		}
 	}()
-	n, err := io.Copy(out, old)
-	if err != nil {
+	if err := copyExcept(out, old, st.Size(), drop); err != nil {
 		return err
-	}
-	if n > 0 {
-		// A target written by another tool may lack its final newline.
-		var last [1]byte
-		if _, err := old.ReadAt(last[:], n-1); err != nil {
-			return err
-		}
-		if last[0] != '\n' {
-			if _, err := out.Write([]byte{'\n'}); err != nil {
-				return err
-			}
-		}
 	}
 	if _, err := io.Copy(out, staged); err != nil {
 		return err
@@ -235,9 +246,10 @@ func (s *fileSink) Abort() {
 	_ = os.Remove(s.stage)
 }
 
-// targetHasRows reports whether the target holds at least one row: a JSONL
-// file with any non-blank byte, a CSV file with a record after its header.
-func (s *fileSink) targetHasRows() (bool, error) {
+// otherRows reports whether the target holds a row that is not this job's:
+// a JSONL line that is not blank, a CSV record after the header. Content it
+// cannot read counts as another's, so nothing overwrites it.
+func (s *fileSink) otherRows() (bool, error) {
 	f, err := os.Open(s.spec.Target.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -246,29 +258,100 @@ func (s *fileSink) targetHasRows() (bool, error) {
 		return false, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	others := false
+	err = s.scan(f, st.Size(), func(_, _ int64, ours bool) bool {
+		others = !ours
+		return !others
+	})
+	return others, err
+}
+
+// scan calls fn with the byte span of every record in f (size bytes) and
+// whether it is a row of this job, until fn returns false. The CSV header
+// is no record, nor is a blank JSONL line. From the first CSV record that
+// does not parse, the rest of the file is one record that is not ours.
+func (s *fileSink) scan(f *os.File, size int64, fn func(start, end int64, ours bool) bool) error {
+	br := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 64<<10)
 	if s.csv {
-		r := csv.NewReader(bufio.NewReader(f))
+		r := csv.NewReader(br)
 		r.FieldsPerRecord = -1
 		r.ReuseRecord = true
-		if _, err := r.Read(); err != nil {
-			if errors.Is(err, io.EOF) {
-				return false, nil
-			}
-			return true, nil // unreadable content is content: do not overwrite it
+		hdr, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-		_, err := r.Read()
-		return !errors.Is(err, io.EOF), nil
-	}
-	br := bufio.NewReader(f)
-	for {
-		b, err := br.ReadByte()
 		if err != nil {
-			return false, nil
+			fn(0, size, false)
+			return nil
 		}
-		if b != ' ' && b != '\n' && b != '\r' && b != '\t' {
-			return true, nil
+		col := -1
+		if s.job != "" {
+			col = slices.Index(hdr, JobColumn)
+		}
+		for {
+			start := r.InputOffset()
+			rec, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				fn(start, size, false)
+				return nil
+			}
+			if !fn(start, r.InputOffset(), col >= 0 && col < len(rec) && rec[col] == s.job) {
+				return nil
+			}
 		}
 	}
+	var (
+		line []byte
+		at   int64
+	)
+	for {
+		line = line[:0]
+		var err error
+		for {
+			var chunk []byte
+			chunk, err = br.ReadSlice('\n')
+			line = append(line, chunk...)
+			if err != bufio.ErrBufferFull {
+				break
+			}
+		}
+		if len(line) > 0 {
+			start := at
+			at += int64(len(line))
+			if len(bytes.TrimSpace(line)) > 0 && !fn(start, at, s.ownsLine(line)) {
+				return nil
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// ownsLine reports whether a JSONL line is an object whose JobColumn is
+// this job's id. Most lines of a big target are other jobs' and do not even
+// contain the id's digits; only the rest are decoded.
+func (s *fileSink) ownsLine(line []byte) bool {
+	if s.job == "" || !bytes.Contains(line, []byte(s.job)) {
+		return false
+	}
+	var row struct {
+		Job json.Number `json:"_job_id"` // JobColumn
+	}
+	if json.Unmarshal(line, &row) != nil {
+		return false
+	}
+	return row.Job.String() == s.job
 }
 
 // formatText renders a value for a CSV field; nil is the empty field.

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -66,9 +67,17 @@ func syncDir(dir string) {
 }
 
 // commitFile promotes a staged file sink under the target's lock, the same
-// way for every file format: error mode refuses a non-empty target, append
-// merges into it, and otherwise the staged file replaces it by rename.
-func commitFile(spec Spec, stage, uri string, hasRows func() (bool, error), merge func() error) error {
+// way for every file format. otherRows reports whether the target holds rows
+// of other jobs (or rows it cannot attribute); rows of this same job, left by
+// an earlier attempt, do not count. Error mode refuses a target with other
+// rows; append merges into it, dropping this job's earlier rows; otherwise
+// (replace, or a target that is empty or holds only this job's rows) the
+// staged file replaces it by rename.
+//
+// The lock is what keeps two jobs appending to one file from losing each
+// other's rows: each merge reads the target and renames over it, so it must
+// see the previous merge's result.
+func commitFile(spec Spec, stage, uri string, otherRows func() (bool, error), merge func() error) error {
 	unlock, err := lockTarget(spec.Target.Path, true)
 	if err != nil {
 		return err
@@ -77,14 +86,14 @@ func commitFile(spec Spec, stage, uri string, hasRows func() (bool, error), merg
 	if err := spec.Target.confined(); err != nil {
 		return err
 	}
-	full, err := hasRows()
+	others, err := otherRows()
 	if err != nil {
 		return err
 	}
 	switch {
-	case full && spec.Mode == ModeError:
+	case others && spec.Mode == ModeError:
 		return ErrTargetNotEmpty
-	case full && spec.Mode == ModeAppend:
+	case others && spec.Mode == ModeAppend:
 		err = merge()
 	default:
 		err = os.Rename(stage, spec.Target.Path)
@@ -93,5 +102,56 @@ func commitFile(spec Spec, stage, uri string, hasRows func() (bool, error), merg
 		return fmt.Errorf("commit %s: %w", uri, err)
 	}
 	syncDir(filepath.Dir(spec.Target.Path))
+	return nil
+}
+
+// span is a byte range [start, end) of a file.
+type span struct{ start, end int64 }
+
+// dropSpan adds [start, end) to drop, joining it to the last span when they
+// touch: a job's rows are usually one run.
+func dropSpan(drop []span, start, end int64) []span {
+	if n := len(drop); n > 0 && drop[n-1].end == start {
+		drop[n-1].end = end
+		return drop
+	}
+	return append(drop, span{start, end})
+}
+
+// copyExcept copies f (size bytes) to out without the drop spans (sorted,
+// not overlapping), and ends what it wrote with a newline if it wrote
+// anything: a target written by another tool may lack its final one.
+func copyExcept(out io.Writer, f *os.File, size int64, drop []span) error {
+	var (
+		at   int64
+		last = byte('\n')
+	)
+	keep := func(end int64) error {
+		if end <= at {
+			return nil
+		}
+		if _, err := io.Copy(out, io.NewSectionReader(f, at, end-at)); err != nil {
+			return err
+		}
+		var b [1]byte
+		if _, err := f.ReadAt(b[:], end-1); err != nil {
+			return err
+		}
+		last = b[0]
+		return nil
+	}
+	for _, d := range drop {
+		if err := keep(d.start); err != nil {
+			return err
+		}
+		at = d.end
+	}
+	if err := keep(size); err != nil {
+		return err
+	}
+	if last != '\n' {
+		_, err := out.Write([]byte{'\n'})
+		return err
+	}
 	return nil
 }

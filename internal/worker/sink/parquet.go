@@ -3,6 +3,7 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,12 +15,16 @@ import (
 // parquetSink writes a Parquet file (Snappy, one nullable leaf per column,
 // lineage columns required) to a staging file beside the target. Commit
 // renames it into place; appending to a non-empty target rewrites the
-// target's rows followed by the new ones into a second temporary file, after
-// checking that both have the same columns.
+// target's rows, without those of an earlier run of the same job, followed
+// by the new ones into a second temporary file, after checking that both
+// have the same columns. Parquet cannot be appended to in place, so an
+// append costs O(target size): large append targets are better split (one
+// file per input or per day) or written to SQLite.
 type parquetSink struct {
 	spec   Spec
 	schema Schema
 	pq     *parquet.Schema
+	jobCol int // index of JobColumn in schema, or -1
 
 	stage  string
 	f      *os.File
@@ -29,7 +34,7 @@ type parquetSink struct {
 }
 
 func openParquet(spec Spec, schema Schema) (*parquetSink, error) {
-	s := &parquetSink{spec: spec, schema: schema, pq: parquetSchema(schema)}
+	s := &parquetSink{spec: spec, schema: schema, pq: parquetSchema(schema), jobCol: schema.index(JobColumn)}
 	if err := spec.Target.confined(); err != nil {
 		return nil, err
 	}
@@ -37,7 +42,7 @@ func openParquet(spec Spec, schema Schema) (*parquetSink, error) {
 		return nil, err
 	}
 	if spec.Mode == ModeError {
-		if full, err := parquetHasRows(spec.Target.Path); err != nil {
+		if full, err := s.otherRows(); err != nil {
 			return nil, err
 		} else if full {
 			return nil, ErrTargetNotEmpty
@@ -165,11 +170,11 @@ func (s *parquetSink) Finish() error {
 }
 
 func (s *parquetSink) Commit() error {
-	return commitFile(s.spec, s.stage, s.URI(), func() (bool, error) { return parquetHasRows(s.spec.Target.Path) }, s.merge)
+	return commitFile(s.spec, s.stage, s.URI(), s.otherRows, s.merge)
 }
 
-// merge rewrites target + staged rows into a new file and renames it over
-// the target.
+// merge rewrites the target's rows, without this job's earlier ones, and the
+// staged rows into a new file and renames it over the target.
 func (s *parquetSink) merge() error {
 	old, oldFile, err := openParquetFile(s.spec.Target.Path)
 	if err != nil {
@@ -198,13 +203,14 @@ func (s *parquetSink) merge() error {
 		}
 	}()
 	w := s.newWriter(out)
-	for _, src := range []*parquet.File{old, staged} {
-		r := parquet.NewReader(src)
-		_, err := parquet.CopyRows(w, r)
-		_ = r.Close()
-		if err != nil {
-			return fmt.Errorf("merge into %s: %w", s.spec.Target.Path, err)
-		}
+	if err := s.copyOthers(w, old); err != nil {
+		return fmt.Errorf("merge into %s: %w", s.spec.Target.Path, err)
+	}
+	r := parquet.NewReader(staged)
+	_, err = parquet.CopyRows(w, r)
+	_ = r.Close()
+	if err != nil {
+		return fmt.Errorf("merge into %s: %w", s.spec.Target.Path, err)
 	}
 	if err := w.Close(); err != nil {
 		return err
@@ -250,10 +256,81 @@ func openParquetFile(path string) (*parquet.File, *os.File, error) {
 	return pf, f, nil
 }
 
-// parquetHasRows reports whether path is a Parquet file with rows. An empty
-// file counts as empty; a file that is not Parquet counts as full, so that
-// nothing overwrites data it cannot read.
-func parquetHasRows(path string) (bool, error) {
+// copyOthers writes the rows of src to w, leaving out this job's. Row groups
+// whose statistics show no row of the job are copied without a look at each
+// row's job column.
+func (s *parquetSink) copyOthers(w *parquet.Writer, src *parquet.File) error {
+	for _, rg := range src.RowGroups() {
+		r := parquet.NewRowGroupReader(rg)
+		var err error
+		if s.jobCol < 0 || s.groupHasJob(rg) == noRows {
+			_, err = parquet.CopyRows(w, r)
+		} else {
+			err = s.copyFiltered(w, r)
+		}
+		_ = r.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *parquetSink) copyFiltered(w *parquet.Writer, r parquet.Rows) error {
+	buf := make([]parquet.Row, 1024)
+	for {
+		n, err := r.ReadRows(buf)
+		keep := buf[:0]
+		for _, row := range buf[:n] {
+			if row[s.jobCol].Int64() != s.spec.JobID {
+				keep = append(keep, row)
+			}
+		}
+		if _, werr := w.WriteRows(keep); werr != nil {
+			return werr
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// What the statistics of a row group's job column tell about this job.
+const (
+	noRows   = iota // none of the group's rows is the job's
+	allRows         // every row is the job's
+	someRows        // some may be: read them
+)
+
+// groupHasJob reads the min and max of the group's JobColumn.
+func (s *parquetSink) groupHasJob(rg parquet.RowGroup) int {
+	cc, ok := rg.ColumnChunks()[s.jobCol].(interface {
+		Bounds() (min, max parquet.Value, ok bool)
+	})
+	if !ok {
+		return someRows
+	}
+	lo, hi, ok := cc.Bounds()
+	switch {
+	case !ok || lo.IsNull() || hi.IsNull():
+		return someRows
+	case lo.Int64() > s.spec.JobID || hi.Int64() < s.spec.JobID:
+		return noRows
+	case lo.Int64() == s.spec.JobID && hi.Int64() == s.spec.JobID:
+		return allRows
+	}
+	return someRows
+}
+
+// otherRows reports whether the target is a Parquet file with rows that are
+// not this job's. An empty file has none; a file that is not Parquet, or has
+// other columns, counts as another's, so that nothing overwrites data it
+// cannot read.
+func (s *parquetSink) otherRows() (bool, error) {
+	path := s.spec.Target.Path
 	st, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -269,7 +346,42 @@ func parquetHasRows(path string) (bool, error) {
 		return true, nil
 	}
 	defer f.Close()
-	return pf.NumRows() > 0, nil
+	if pf.NumRows() == 0 {
+		return false, nil
+	}
+	if s.jobCol < 0 || sameColumns(pf.Schema(), s.pq) != nil {
+		return true, nil
+	}
+	for _, rg := range pf.RowGroups() {
+		if rg.NumRows() == 0 {
+			continue
+		}
+		switch s.groupHasJob(rg) {
+		case allRows:
+			continue
+		case noRows:
+			return true, nil
+		}
+		r := parquet.NewRowGroupReader(rg)
+		buf := make([]parquet.Row, 1024)
+		for {
+			n, err := r.ReadRows(buf)
+			for _, row := range buf[:n] {
+				if row[s.jobCol].Int64() != s.spec.JobID {
+					_ = r.Close()
+					return true, nil
+				}
+			}
+			if err != nil {
+				_ = r.Close()
+				if !errors.Is(err, io.EOF) {
+					return true, nil
+				}
+				break
+			}
+		}
+	}
+	return false, nil
 }
 
 // sameColumns compares two flat schemas by column name, physical type and

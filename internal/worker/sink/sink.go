@@ -7,6 +7,11 @@
 // Commits to one target are serialized, within the process and, for files,
 // across processes on the same host (flock), so two jobs appending to the
 // same file never lose each other's rows.
+//
+// Commit is idempotent per job: delivery is at least once, so a job may run
+// twice (its receipt lost, the Sentinel killed before it recorded it), and
+// the second run's Commit replaces the rows the first one left, those whose
+// JobColumn holds the job's id, in the same transaction or rename.
 package sink
 
 import (
@@ -24,16 +29,24 @@ import (
 
 // Modes of a sink, as in a DISPATCH SinkConfig. An empty mode is ModeAppend.
 const (
-	// ModeAppend adds the job's rows to what the target holds.
+	// ModeAppend adds the job's rows to what the target holds, in place of
+	// any the same job wrote before.
 	ModeAppend = "append"
 	// ModeReplace makes the job's rows the target's whole content.
 	ModeReplace = "replace"
-	// ModeError fails the job when the target exists and is not empty.
+	// ModeError fails the job when the target holds rows of another job
+	// (or rows it cannot attribute).
 	ModeError = "error"
 )
 
+// JobColumn is the lineage column holding the id of the job that wrote a
+// row. When a sink's schema has it, Commit first removes the target's rows
+// of the same job (Spec.JobID), so a job that runs again does not write its
+// rows twice, and ModeError does not count them as the target's content.
+const JobColumn = "_job_id"
+
 // ErrTargetNotEmpty is returned (wrapped) by Open or Commit in ModeError when
-// the target already holds rows.
+// the target already holds rows (other than the job's own, see JobColumn).
 var ErrTargetNotEmpty = errors.New("target exists and is not empty")
 
 // Type is the type of a column. Plugins' values are converted to one of these
@@ -73,6 +86,16 @@ type Column struct {
 
 // Schema is the ordered columns of every row a sink receives.
 type Schema []Column
+
+// index returns the position of the column named name, or -1.
+func (s Schema) index(name string) int {
+	for i, c := range s {
+		if c.Name == name {
+			return i
+		}
+	}
+	return -1
+}
 
 // Names returns the column names in order.
 func (s Schema) Names() []string {
@@ -231,7 +254,9 @@ func CheckMode(mode string) (string, error) {
 type Spec struct {
 	Target Target
 	Mode   string // append, replace or error ("" = append)
-	JobID  int64  // names the staging files, so a leftover says whose it was
+	// JobID names the staging files, so a leftover says whose it was, and
+	// is the value of JobColumn whose rows Commit replaces.
+	JobID int64
 }
 
 // Open prepares a sink for schema. In ModeError it fails at once when the

@@ -624,7 +624,8 @@ func TestSink_SQLiteTypesAndLineageNotNull(t *testing.T) {
 	}
 }
 
-// Outputs larger than one row group survive an append merge.
+// Outputs larger than one row group survive an append merge, and a re-run
+// of one job among them.
 func TestSink_ParquetAppendAcrossRowGroups(t *testing.T) {
 	uri := "parquet://" + filepath.Join(t.TempDir(), "big.parquet")
 	const n = parquetRowGroupRows + 1000
@@ -636,5 +637,130 @@ func TestSink_ParquetAppendAcrossRowGroups(t *testing.T) {
 	_, jobs := readBack(t, uri)
 	if count(jobs, 1) != n || count(jobs, 2) != n {
 		t.Fatalf("rows per job %d and %d, want %d each", count(jobs, 1), count(jobs, 2), n)
+	}
+	// Job 1 again: its rows span row groups of their own and one shared
+	// with job 2, whose statistics alone cannot say which rows go.
+	if err := write(t, uri, ModeAppend, 1, testRows(1, n)); err != nil {
+		t.Fatal(err)
+	}
+	if _, jobs = readBack(t, uri); count(jobs, 1) != n || count(jobs, 2) != n {
+		t.Fatalf("after job 1 ran again: rows per job %d and %d, want %d each", count(jobs, 1), count(jobs, 2), n)
+	}
+}
+
+// A job that runs again (its receipt lost, say) must not leave its rows
+// twice: the second commit replaces the rows carrying its _job_id, in every
+// mode, and leaves other jobs' rows alone.
+func TestSink_SameJobTwiceLeavesOneCopy(t *testing.T) {
+	for kind := range targets("/") {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			uri := targets(dir)[kind]
+			for _, step := range []struct {
+				job  int64
+				rows int
+			}{{1, 5}, {2, 3}, {1, 4}, {2, 3}} {
+				if err := write(t, uri, ModeAppend, step.job, testRows(step.job, step.rows)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rows, jobs := readBack(t, uri)
+			if len(rows) != 7 || count(jobs, 1) != 4 || count(jobs, 2) != 3 {
+				t.Fatalf("after re-runs: %d rows, jobs %v; want job 1's last 4 and job 2's 3", len(rows), jobs)
+			}
+			if want, _ := readBackRows(t, kind, testRows(1, 4), testRows(2, 3)); want != nil && !slices.Equal(rows, want) {
+				t.Fatalf("rows read back:\n%q\nwant\n%q", rows, want)
+			}
+
+			// Error mode: a target holding only the job's own rows is the
+			// job's to replace; another job's rows still refuse it.
+			uri = targets(t.TempDir())[kind]
+			for range 2 {
+				if err := write(t, uri, ModeError, 7, testRows(7, 3)); err != nil {
+					t.Fatalf("error mode, same job again: %v", err)
+				}
+			}
+			if rows, jobs := readBack(t, uri); len(rows) != 3 || count(jobs, 7) != 3 {
+				t.Fatalf("error mode run twice: %d rows, jobs %v", len(rows), jobs)
+			}
+			if err := write(t, uri, ModeError, 8, testRows(8, 1)); !errors.Is(err, ErrTargetNotEmpty) {
+				t.Fatalf("error mode after another job: %v, want ErrTargetNotEmpty", err)
+			}
+
+			// Replace mode replaces everything anyway.
+			for range 2 {
+				if err := write(t, uri, ModeReplace, 9, testRows(9, 2)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if rows, jobs := readBack(t, uri); len(rows) != 2 || count(jobs, 9) != 2 {
+				t.Fatalf("replace run twice: %d rows, jobs %v", len(rows), jobs)
+			}
+			if l := leftovers(t, dir); len(l) > 0 {
+				t.Fatalf("staging files left behind: %v", l)
+			}
+		})
+	}
+}
+
+// Attempts of different jobs, and two attempts of one job, promoting into
+// one append target at once: every job's rows end up there exactly once.
+func TestSink_ConcurrentAttemptsKeepOneCopyOfEachJob(t *testing.T) {
+	for kind := range targets("/") {
+		t.Run(kind, func(t *testing.T) {
+			uri := targets(t.TempDir())[kind]
+			var wg sync.WaitGroup
+			errs := make(chan error, 12)
+			for job := int64(1); job <= 6; job++ {
+				for range 2 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs <- write(t, uri, ModeAppend, job, testRows(job, 20))
+					}()
+				}
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, jobs := readBack(t, uri)
+			for job := int64(1); job <= 6; job++ {
+				if count(jobs, job) != 20 {
+					t.Fatalf("job %d has %d rows, want 20 (all: %d)", job, count(jobs, job), len(jobs))
+				}
+			}
+		})
+	}
+}
+
+// Lines written by other tools are kept as they are: without a _job_id,
+// with another job's id that contains this one's digits, or with a space
+// after the colon; the job's own line goes even when it is the last one and
+// lacks its newline.
+func TestSink_JSONLReRunKeepsForeignLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	old := `{"other":"tool"}` + "\n" +
+		`{"id":1,"_job_id":41}` + "\n" +
+		"\n" +
+		`not json 4` + "\n" +
+		`{"id":2, "_job_id": 4}`
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(t, "file://"+path, ModeAppend, 4, testRows(4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"other":"tool"}` + "\n" + `{"id":1,"_job_id":41}` + "\n\n" + `not json 4` + "\n" +
+		`{"id":0,"name":"row 0, \"quoted\"","score":null,"ok":true,"_job_id":4}` + "\n"
+	if string(b) != want {
+		t.Fatalf("target:\n%s\nwant\n%s", b, want)
 	}
 }

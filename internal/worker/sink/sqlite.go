@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,8 +27,9 @@ const sqliteBusyTimeout = 30 * time.Second
 // sqliteSink stages rows in a scratch SQLite file beside the target
 // database, so the job holds no lock on the target while it runs. Commit
 // attaches the scratch file and moves its rows into the target table in one
-// IMMEDIATE transaction, which also creates, checks or replaces the table:
-// other readers see all of the job's rows or none.
+// IMMEDIATE transaction, which also creates, checks or replaces the table
+// and deletes the rows an earlier run of the same job left: other readers
+// see all of the job's rows, once, or none.
 type sqliteSink struct {
 	spec   Spec
 	schema Schema
@@ -179,6 +181,14 @@ func (s *sqliteSink) commit() error {
 	}
 	create := existing == nil
 	if existing != nil {
+		// A job that ran before (its receipt lost, the Sentinel killed
+		// before it recorded it) replaces its own rows, and they do not
+		// make the table "not empty" for error mode.
+		if s.spec.Mode != ModeReplace && s.schema.index(JobColumn) >= 0 && hasColumn(existing, JobColumn) {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM main.`+table+` WHERE `+quoteIdent(JobColumn)+` = ?`, s.spec.JobID); err != nil {
+				return fmt.Errorf("delete earlier rows of job %d: %w", s.spec.JobID, err)
+			}
+		}
 		var full bool
 		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM main.`+table+`)`).Scan(&full); err != nil {
 			return err
@@ -235,8 +245,9 @@ func (s *sqliteSink) Abort() {
 	removeSQLiteFiles(s.stage)
 }
 
-// targetHasRows reports whether the target table exists and holds a row,
-// without creating the database file when it does not exist.
+// targetHasRows reports whether the target table exists and holds a row of
+// another job (rows of this one are replaced at Commit), without creating
+// the database file when it does not exist.
 func (s *sqliteSink) targetHasRows() (bool, error) {
 	if _, err := os.Stat(s.spec.Target.Path); errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -257,9 +268,20 @@ func (s *sqliteSink) targetHasRows() (bool, error) {
 	if err != nil || cols == nil {
 		return false, err
 	}
+	q, args := `SELECT EXISTS (SELECT 1 FROM main.`+quoteIdent(s.spec.Target.Table)+`)`, []any(nil)
+	if s.schema.index(JobColumn) >= 0 && hasColumn(cols, JobColumn) {
+		q = `SELECT EXISTS (SELECT 1 FROM main.` + quoteIdent(s.spec.Target.Table) + ` WHERE ` + quoteIdent(JobColumn) + ` IS NOT ?)`
+		args = append(args, s.spec.JobID)
+	}
 	var full bool
-	err = tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM main.`+quoteIdent(s.spec.Target.Table)+`)`).Scan(&full)
+	err = tx.QueryRowContext(ctx, q, args...).Scan(&full)
 	return full, err
+}
+
+// hasColumn reports whether have names column, case-insensitively as SQLite
+// compares identifiers.
+func hasColumn(have []string, column string) bool {
+	return slices.ContainsFunc(have, func(c string) bool { return strings.EqualFold(c, column) })
 }
 
 // tableColumns returns the columns of a table in the main database, or nil

@@ -26,9 +26,14 @@ func blockingRun(release <-chan struct{}) testworker.RunFunc {
 }
 
 func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
-	// The grace only has to outlast the worker's reconnect; it is generous so
-	// a loaded CI machine cannot turn the adoption into a requeue.
-	h := newHarness(t, func(c *config.Config) { c.RecoveryGrace = 15 * time.Second })
+	// The grace only has to outlast the worker's reconnect, and the worker
+	// timeout the longest heartbeat gap; both are generous so that a loaded
+	// machine cannot turn the adoption into a requeue (with the harness's 1 s
+	// timeout, a starved worker was timed out and its job requeued: attempt 2).
+	h := newHarness(t, func(c *config.Config) {
+		c.RecoveryGrace = 15 * time.Second
+		c.WorkerTimeout = 10 * time.Second
+	})
 	h.plugin("p")
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})

@@ -22,8 +22,9 @@ type dispatcherActor struct {
 	log   zerolog.Logger
 
 	workers  map[string]*slotView
-	claiming bool // a ClaimJobs is in flight
-	dirty    bool // jobs may be claimable that were not at the last claim
+	size     highWater // of workers
+	claiming bool      // a ClaimJobs is in flight
+	dirty    bool      // jobs may be claimable that were not at the last claim
 	stopped  bool
 	retry    timer // after a failed claim
 	lost     timer // a claim answer that never came
@@ -65,6 +66,7 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 		ctx.Send(a.peers.supervisor, &CapacityRequest{})
 	case *WorkerAvailable:
 		a.workers[m.Worker] = &slotView{pid: m.PID, plugins: m.Plugins, free: m.Slots - m.Running}
+		a.size.grew(len(a.workers))
 		a.dirty = true
 		a.claim(ctx)
 	case *SlotsFreed:
@@ -75,6 +77,9 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 		}
 	case *WorkerGone:
 		delete(a.workers, m.Worker)
+		if a.size.shrunk(len(a.workers)) {
+			a.workers = resized(a.workers)
+		}
 	case *WorkerEnvs:
 		if a.workerEnvs(m) {
 			a.dirty = true

@@ -242,6 +242,17 @@ type QueueChanged struct{}
 // previous incarnation from the current one.
 type tick struct{ gen uint64 }
 
+// releasePID is sent by the supervisor to a worker actor that has just
+// stopped, so to nobody: sending through the stopped actor's own *PID makes
+// protoactor drop the process that PID had cached. The same *PID stays in the
+// supervisor's children set (protoactor keeps removed entries in the set's
+// spare capacity), and with the cache it would keep the whole stopped actor
+// (mailbox, state, logger) alive: about 3 KB per worker that ever connected.
+type releasePID struct{}
+
+// IgnoreDeadLetterLogging keeps releasePID out of protoactor's dead-letter log.
+func (*releasePID) IgnoreDeadLetterLogging() {}
+
 // writeBatch is sent by the queue actor to itself; by the time it is
 // processed, every conclusion and claim request queued before it is in the
 // batch.

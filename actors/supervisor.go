@@ -24,6 +24,7 @@ type supervisorActor struct {
 	workers map[string]*actor.PID // by Peer.Key
 	specs   map[string]*workerSpec
 	byPID   map[string]string // PID.Id → key, to clean up on Terminated
+	size    highWater         // of workers, specs and byPID
 	peers   peers
 	timer   timer
 	stopped bool
@@ -184,6 +185,7 @@ func (a *supervisorActor) identify(ctx actor.Context, m *IdentifyReceived) {
 	a.workers[m.From.Key] = pid
 	a.specs[m.From.Key] = spec
 	a.byPID[pid.Id] = m.From.Key
+	a.size.grew(len(a.byPID))
 	a.deps.stats.WorkersRegistered.Add(1)
 	a.log.Info().Str("worker_id", m.From.Key).Strs("capabilities", m.Hello.Capabilities).
 		Int("slots", m.Hello.Slots()).Str("name", m.Hello.WorkerID).Msg("worker registered")
@@ -228,12 +230,16 @@ func (a *supervisorActor) childTerminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(a.byPID, who.Id)
+	ctx.Send(who, &releasePID{})
 	if a.workers[key] == who {
 		if spec := a.specs[key]; spec != nil {
 			a.deps.router.Forget(spec.peer.Identity)
 		}
 		delete(a.workers, key)
 		delete(a.specs, key)
+	}
+	if a.size.shrunk(len(a.byPID)) {
+		a.workers, a.specs, a.byPID = resized(a.workers), resized(a.specs), resized(a.byPID)
 	}
 	if a.stopped {
 		return // shutdown: running jobs are reconciled at the next start

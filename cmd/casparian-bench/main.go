@@ -34,6 +34,9 @@ import (
 type options struct {
 	workers, slots, jobs, preload, idle int
 	holdHalf, restart, curve, flood     bool
+	stormPeers, stormRate, stormRounds  int
+	stormChurn                          time.Duration
+	stormProfile                        string
 	idleFor, idleWarmup                 time.Duration
 	sentinelBin, dir                    string
 	timeout                             time.Duration
@@ -52,6 +55,12 @@ func main() {
 	flag.BoolVar(&o.holdHalf, "half-load", false, "after the full-load run, run again with workers holding each job so throughput is about half, and report latency there")
 	flag.BoolVar(&o.restart, "restart", false, "finally, SIGKILL the Sentinel and time a new one from process start to the first DISPATCH (the preloaded queue stays)")
 	flag.BoolVar(&o.flood, "flood", false, "after the full-load run, run again with one extra peer flooding HEARTBEATs as fast as it can (reconnecting when cut), and report the share of throughput kept")
+	flag.IntVar(&o.stormPeers, "storm", 0, "when > 0: instead of jobs, connect this many peers that identify as workers, churn connect/IDENTIFY/close "+
+		"for --storm-churn, let them all leave, and report the Sentinel's live heap after GC and RSS before, during and after")
+	flag.DurationVar(&o.stormChurn, "storm-churn", 10*time.Second, "with --storm: how long peers connect, identify and hang up as fast as they can")
+	flag.IntVar(&o.stormRate, "storm-rate", 0, "with --storm: churn cycles per second at most (0 = as fast as they go)")
+	flag.IntVar(&o.stormRounds, "storm-rounds", 2, "with --storm: storms in a row; memory a departed peer leaves behind grows with each round")
+	flag.StringVar(&o.stormProfile, "storm-profile", "", "with --storm: write the Sentinel's heap profile, taken after every peer left, to this file")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
 	flag.StringVar(&o.dir, "dir", "", "working folder (default: a temp folder, removed afterwards)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
@@ -94,6 +103,9 @@ func run(o options, out io.Writer) error {
 			return err
 		}
 		security = "curve"
+	}
+	if o.stormPeers > 0 {
+		return storm(ctx, out, sentinel, o)
 	}
 	dbPath := sentinel.dbPath
 	t0 := time.Now()

@@ -111,3 +111,52 @@ func TestRun_FloodingPeerKeepsThroughput(t *testing.T) {
 		t.Errorf("throughput with the flooder %d %% of the run without it, want at least 30 %% here (80 %% on a quiet machine)", share)
 	}
 }
+
+// TestRun_StormLeavesNoMemory is issue #15's connection storm against the
+// real binary: 5,000 peers connected and identified at once, more
+// connecting, identifying and hanging up at 930 a second, then all gone;
+// twice. The Sentinel's live heap after GC (read through --pprof) must come
+// back: the second storm may keep next to nothing more than the first (what
+// a departed peer leaves behind would grow with it), and the first only the
+// one-off cost of its peak (protoactor's process registry shards, goroutine
+// descriptors, slice capacity in zmq4 and protoactor: about 25 MB here).
+func TestRun_StormLeavesNoMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Sentinel")
+	}
+	var out bytes.Buffer
+	err := run(options{stormPeers: 5000, stormRate: 930, stormChurn: 5 * time.Second, stormRounds: 2,
+		dir: t.TempDir(), timeout: 4 * time.Minute}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", out.String())
+	m := regexp.MustCompile(`storm: live heap after GC ([\d.]+) MB at start, ([\d.]+) MB after round 1, ([\d.]+) MB after round 2`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no storm figure:\n%s", out.String())
+	}
+	start, first, second := parseMB(t, m[1]), parseMB(t, m[2]), parseMB(t, m[3])
+	if second-first > 8 {
+		t.Errorf("the second storm kept %.1f MB more than the first: something is kept per departed peer", second-first)
+	}
+	if first-start > 40 {
+		t.Errorf("live heap %.1f MB after the first storm, %.1f MB at the start: more than the peak's one-off cost", first, start)
+	}
+	g := regexp.MustCompile(`goroutines (\d+) → \d+ → (\d+)`).FindAllStringSubmatch(out.String(), -1)
+	for _, r := range g {
+		before, _ := strconv.Atoi(r[1])
+		after, _ := strconv.Atoi(r[2])
+		if after > before+10 {
+			t.Errorf("goroutines %d before a storm, %d after it", before, after)
+		}
+	}
+}
+
+func parseMB(t *testing.T, s string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

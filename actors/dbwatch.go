@@ -62,12 +62,31 @@ func AcquireLease(ctx context.Context, store *db.DB, endpoint string, log zerolo
 	return lease, nil
 }
 
+// batchWrites is what the queue actor's own writes found: the error of the
+// last claim-and-conclude transaction that failed, until one succeeds. The
+// lease renewal probes writes only every renewEvery; a failing batch tells
+// health at once. A batch that waited on a lock only degrades the service,
+// as a renewal that did; the renewal's probe says so.
+type batchWrites struct{ failed atomic.Pointer[error] }
+
+// record notes the outcome of one batch and reports whether health changed.
+func (b *batchWrites) record(err error) (changed bool) {
+	if err == nil {
+		return b.failed.Swap(nil) != nil
+	}
+	if errors.Is(err, db.ErrBusy) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	return b.failed.Swap(&err) == nil
+}
+
 // dbWatch renews the lease and checks the database file. What it finds is
 // read by Health.
 type dbWatch struct {
-	lease  *db.Lease
-	log    zerolog.Logger
-	onLost func() // stops dispatching; called once
+	lease   *db.Lease
+	log     zerolog.Logger
+	onLost  func()       // stops dispatching; called once
+	batches *batchWrites // the queue actor's writes
 
 	lostOnce sync.Once
 	lost     atomic.Pointer[error] // the file or the lease is gone: for good
@@ -80,9 +99,9 @@ type dbWatch struct {
 	done chan struct{}
 }
 
-func startDBWatch(lease *db.Lease, log zerolog.Logger, onLost func()) *dbWatch {
+func startDBWatch(lease *db.Lease, batches *batchWrites, log zerolog.Logger, onLost func()) *dbWatch {
 	w := &dbWatch{lease: lease, log: log.With().Str("component", "dbwatch").Logger(), onLost: onLost,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		batches: batches, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -178,6 +197,9 @@ func (w *dbWatch) problem() (err error, degraded bool) {
 	}
 	if p := w.writeErr.Load(); p != nil {
 		return fmt.Errorf("database writes fail: %w", *p), false
+	}
+	if p := w.batches.failed.Load(); p != nil {
+		return fmt.Errorf("database writes fail (job claims and conclusions): %w", *p), false
 	}
 	if since := w.renewSince.Load(); since != 0 {
 		if waited := time.Since(time.Unix(0, since)); waited > slowWrite {

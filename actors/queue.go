@@ -224,6 +224,13 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 	} else {
 		a.deps.stats.ConcludeTime.Since(start)
 	}
+	if a.deps.batches.record(err) {
+		if err != nil {
+			a.log.Error().Err(err).Msg("database writes fail; /healthz answers 503 until a write succeeds")
+		} else {
+			a.log.Info().Msg("job claims and conclusions are written again")
+		}
+	}
 	if err != nil {
 		a.deps.stats.DBErrors.Add(1)
 		a.log.Error().Err(err).Int("conclusions", len(cs)).Bool("claim", claim != nil).Msg("writing batch failed; will retry")

@@ -229,7 +229,7 @@ func start(opts Options, lease *db.Lease) (*Sentinel, error) {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
 	}))
 	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys,
-		roots: roots}
+		roots: roots, batches: &batchWrites{}}
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))
@@ -249,7 +249,7 @@ func start(opts Options, lease *db.Lease) (*Sentinel, error) {
 		s.system.Shutdown()
 		return nil, fmt.Errorf("start actor tree: %w", err)
 	}
-	s.watch = startDBWatch(lease, opts.Logger, func() { root.Send(top, &StopDispatching{}) })
+	s.watch = startDBWatch(lease, d.batches, opts.Logger, func() { root.Send(top, &StopDispatching{}) })
 	s.router.Start(func(in transport.Inbound) { root.Send(socket, &FramesReceived{In: in}) })
 	return s, nil
 }

@@ -40,6 +40,8 @@ type deps struct {
 	bg     *sync.WaitGroup     // goroutines started off a mailbox; Sentinel.Stop waits
 	keys   []deploy.TrustedKey // publishers whose DEPLOYs are trusted (--trusted-keys)
 	roots  []string            // absolute folders source roots must lie in (--allowed-roots)
+	// batches tells health whether the queue actor's writes fail.
+	batches *batchWrites
 }
 
 // peers are the well-known children. Their PIDs are fixed by name, so a

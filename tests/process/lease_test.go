@@ -334,3 +334,42 @@ func TestProcess_HealthzUnavailableWhileWritesFail(t *testing.T) {
 	t.Logf("failing writes turned /healthz 503 after %s (renewal every 5 s); 200 again %s after they worked",
 		noticed.Round(time.Millisecond), (time.Since(began) - noticed).Round(time.Millisecond))
 }
+
+// The queue actor's own writes tell health at once: a claim that cannot be
+// written turns /healthz 503 naming job claims, without waiting for the
+// lease renewal's probe (which here keeps succeeding), and the job runs
+// once writes work again.
+func TestProcess_HealthzUnavailableWhileClaimsFail(t *testing.T) {
+	c := newCluster(t)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	o := defaultSentinelOpts()
+	o.extra = []string{"--http", httpAddr}
+	s := c.startSentinel("sentinel", o)
+	c.activatePlugin("p")
+	c.startWorker("w1", 1, 0)
+	raw, err := sql.Open("sqlite", "file:"+c.dbPath+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`CREATE TRIGGER test_fail_claims BEFORE UPDATE ON cf_processing_queue
+		BEGIN SELECT RAISE(FAIL, 'simulated write failure'); END`); err != nil {
+		t.Fatal(err)
+	}
+	ids := c.enqueue("p", 1)
+	eventually(t, 10*time.Second, "/healthz 503 naming job claims", func() (bool, string) {
+		code, body := healthz(t, httpAddr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "job claims and conclusions"), body
+	})
+	if len(s.logsWith("database writes fail; /healthz answers 503 until a write succeeds")) == 0 {
+		t.Error("no ERROR about failing writes")
+	}
+	if _, err := raw.Exec(`DROP TRIGGER test_fail_claims`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the job COMPLETED and /healthz 200 once writes work", func() (bool, string) {
+		code, body := healthz(t, httpAddr)
+		j := c.job(ids[0])
+		return code == http.StatusOK && j.Status == db.StatusCompleted, fmt.Sprintf("%d %s, job %s", code, body, j.Status)
+	})
+}

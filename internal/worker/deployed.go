@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -43,15 +44,24 @@ func ArtifactHash(sourceCode, lockfile string) string { return sha256hex(sourceC
 // EnvHash is what an environment's env_hash must be: sha256hex(lockfile).
 func EnvHash(lockfile string) string { return sha256hex(lockfile) }
 
+// environments are what deployed plugins need from PREPARE_ENV, and a memo
+// of their modules. The receiver writes lockfiles, job goroutines read them
+// and keep the memo. mu is a leaf lock (see Worker).
+type environments struct {
+	mu         sync.Mutex
+	lockfiles  map[string]string // guarded by mu: lockfiles by env_hash (lower case), from PREPARE_ENV
+	moduleKeys map[string]string // guarded by mu: wasm module keys by verified artifact_hash
+}
+
 // lockfile returns the lockfile of envHash, if this worker knows it.
 func (w *Worker) lockfile(envHash string) (string, bool) {
 	h := strings.ToLower(envHash)
 	if h == "" || h == SystemEnv || h == emptyEnv {
 		return "", true
 	}
-	w.envMu.Lock()
-	defer w.envMu.Unlock()
-	l, ok := w.envs[h]
+	w.envs.mu.Lock()
+	defer w.envs.mu.Unlock()
+	l, ok := w.envs.lockfiles[h]
 	return l, ok
 }
 
@@ -76,14 +86,14 @@ func (w *Worker) prepareEnv(p *transport.PrepareEnv) {
 		w.send(transport.OpErr, 0, &transport.Err{Message: msg})
 		return
 	}
-	w.envMu.Lock()
-	_, cached := w.envs[h]
+	w.envs.mu.Lock()
+	_, cached := w.envs.lockfiles[h]
 	if h == emptyEnv {
 		cached = true
 	} else {
-		w.envs[h] = p.LockfileContent
+		w.envs.lockfiles[h] = p.LockfileContent
 	}
-	w.envMu.Unlock()
+	w.envs.mu.Unlock()
 	w.log.Info().Str("env_hash", p.EnvHash).Bool("cached", cached).Msg("environment ready")
 	w.send(transport.OpEnvReady, 0, &transport.EnvReady{EnvHash: p.EnvHash, InterpreterPath: interpreter, Cached: cached})
 }
@@ -142,19 +152,19 @@ func (w *Worker) pluginFor(d *transport.Dispatch, log zerolog.Logger) (plugin.Pl
 const moduleKeys = 1024
 
 func (w *Worker) moduleKey(artifact string) (string, bool) {
-	w.envMu.Lock()
-	defer w.envMu.Unlock()
-	k, ok := w.modKeys[artifact]
+	w.envs.mu.Lock()
+	defer w.envs.mu.Unlock()
+	k, ok := w.envs.moduleKeys[artifact]
 	return k, ok
 }
 
 func (w *Worker) rememberModuleKey(artifact, key string) {
-	w.envMu.Lock()
-	defer w.envMu.Unlock()
-	if len(w.modKeys) >= moduleKeys {
-		clear(w.modKeys)
+	w.envs.mu.Lock()
+	defer w.envs.mu.Unlock()
+	if len(w.envs.moduleKeys) >= moduleKeys {
+		clear(w.envs.moduleKeys)
 	}
-	w.modKeys[artifact] = key
+	w.envs.moduleKeys[artifact] = key
 }
 
 func orSystem(envHash string) string {

@@ -5,7 +5,8 @@
 //
 // Goroutines: one receives (and never blocks on the network to send), one
 // sends (every message, and the heartbeats, so Send stays on one goroutine
-// as transport.Dealer asks), and one per running job.
+// as transport.Dealer asks), one watches for a silent Sentinel, and one
+// runs each job. The Worker type's comment says who owns what.
 package worker
 
 import (
@@ -17,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,36 +38,6 @@ const (
 	DefaultSendTimeout       = 5 * time.Second
 	DefaultSentinelTimeout   = 60 * time.Second
 )
-
-const (
-	// abortWait is how long jobs aborted at the drain deadline get to
-	// conclude before the worker concludes them ABORTED itself and exits.
-	abortWait = 5 * time.Second
-	// maxPending bounds the receipts kept for re-sending. Against a
-	// Sentinel that never speaks (the originals send no HEARTBEAT) no
-	// receipt is ever acknowledged; the oldest then go first.
-	maxPending = 4096
-	// outboxSize bounds messages waiting for the sender goroutine.
-	outboxSize = 1024
-	// dialBackoffMin and dialBackoffMax bound the wait between failed dials
-	// (a Sentinel that accepts TCP but fails the ZMTP handshake); zmq4
-	// itself retries an unreachable one every 250 ms.
-	dialBackoffMin = 250 * time.Millisecond
-	dialBackoffMax = 10 * time.Second
-	// curveDialReport is how long a CURVE dial may go on before the worker
-	// logs why it is not connected. A refused handshake is a failed dial
-	// that zmq4 retries every 250 ms, forever: without this a worker whose
-	// key is not authorized would wait in silence.
-	curveDialReport = 5 * time.Second
-)
-
-// replayWindow is how long a receipt is still re-sent after a reconnect
-// once the Sentinel has acknowledged it (see pendingReceipt). The
-// acknowledgement is only a sign (the protocol has none for CONCLUDE), and
-// the Sentinel ignores a receipt for a job that is no longer RUNNING under
-// this worker (SPEC C.3), so re-sending one too many is harmless. A
-// variable so that tests can shorten it.
-var replayWindow = 30 * time.Second
 
 var (
 	errAbortedBySentinel = errors.New("aborted by the Sentinel")
@@ -151,6 +121,51 @@ type counters struct {
 
 // Worker is one worker process's runtime. Create it with New and call Run
 // once.
+//
+// Its state is split by concern, a file each:
+//
+//   - conn (conn.go): the DEALER, which the watchdog may replace; dialling,
+//     the receiver, the watchdog, re-IDENTIFY;
+//   - the outbox (sender.go): the sender goroutine and what it writes;
+//   - slots (slots.go): the running jobs, capacity, the drain;
+//   - receipts (receipts.go): conclusions the Sentinel may not have yet,
+//     re-sent after every IDENTIFY until acknowledged;
+//   - envs (deployed.go): PREPARE_ENV lockfiles and module keys.
+//
+// Goroutines, and what each one alone may do:
+//
+//   - Run: sets conn.dealer and conn.dialCtx before starting the others,
+//     drains, then stops them in order: the sender (after the last receipt
+//     is queued), the watchdog, then it closes the DEALER, which ends the
+//     receiver.
+//   - the receiver (recvLoop): Dealer.Recv; replacing conn.dealer after the
+//     watchdog closed it (redial); handling every message in order
+//     (DISPATCH starts jobs, ABORT, PREPARE_ENV, re-IDENTIFY).
+//   - the sender (sendLoop): Dealer.Send, the heartbeat ticker, and
+//     reannounce, which nothing else touches.
+//   - the watchdog: closes the DEALER after SentinelTimeout of silence.
+//   - one per job (dispatch): runs it and concludes it (conclude); drain
+//     concludes a job whose plugin ignores its abort.
+//
+// Locks, and what each guards:
+//
+//   - mu: slots and receipts, together, because a job moves from one to the
+//     other: conclude frees its slot and makes its receipt pending in one
+//     critical section (release), and heartbeat and replayable read both in
+//     one. With a lock each, a heartbeat or a re-IDENTIFY between the two
+//     steps would neither list the job nor re-send its receipt.
+//   - conn.mu: conn.dealer, conn.replacing, conn.closing.
+//   - envs.mu: envs.lockfiles, envs.moduleKeys.
+//
+// Lock order: mu, then conn.mu, then envs.mu. Today each is a leaf: no
+// code holds one of them while it takes another, and none is held across a
+// channel operation, a Dealer call, a plugin or a log write, so no path
+// can deadlock on them. Keep them leaves; a path that ever needs two takes
+// them in that order.
+//
+// Without a lock: conn.lastInbound and the stats are atomics; started is
+// an atomic for Run's only-once check; everything set in New (opts,
+// plugins, caps, …) is read-only afterwards. The rest is channels.
 type Worker struct {
 	opts     Options
 	log      zerolog.Logger
@@ -159,74 +174,30 @@ type Worker struct {
 	caps     []string // builtins, and "*" with deployed plugins
 	exe      string
 	stats    counters
+	started  atomic.Bool
 
-	wasm    *wasm.Runtime     // nil: deployed plugins off
-	envMu   sync.Mutex        // guards envs and modKeys
-	envs    map[string]string // lockfiles by env_hash (lower case), from PREPARE_ENV
-	modKeys map[string]string // wasm module keys by verified artifact_hash
+	wasm *wasm.Runtime // nil: deployed plugins off
+	envs environments
 
-	connMu      sync.Mutex        // guards dealer and replacing
-	dealer      *transport.Dealer // replaced by the watchdog
-	replacing   bool              // the watchdog closed dealer on purpose
-	lastInbound atomic.Int64      // unix nanoseconds of the last message from the Sentinel
-	dialCtx     context.Context   // cancelled when Run ends: stops a redial
-	stopDial    context.CancelFunc
+	conn connection
 
+	// The outbox: anyone queues, the sender writes.
 	outbox     chan outMsg
 	beatNow    chan struct{} // cap 1: send a heartbeat now
-	stopSender chan struct{}
-	senderDone chan struct{}
-	started    atomic.Bool
-	closing    atomic.Bool
+	stopSender chan struct{} // closed by Run when every receipt is queued
+	senderDone chan struct{} // closed by the sender when it returns
 	// reannounce is set when an IDENTIFY could not be sent: the next
-	// heartbeat tick sends a fresh one first.
-	reannounce atomic.Bool
+	// heartbeat tick sends a fresh one first. Owned by the sender.
+	reannounce bool
 
-	jobsCtx    context.Context // parent of every job's context; never cancelled
-	abortNow   chan struct{}   // closed by Abort
-	abortOnce  sync.Once
-	changed    chan struct{} // cap 1: a job goroutine finished
-	mu         sync.Mutex
-	jobs       map[int64]*job // accepted, not yet concluded
-	goroutines int            // job goroutines that have not returned
-	draining   bool
-	pending    []*pendingReceipt
-	unheard    []*pendingReceipt // written since the Sentinel last spoke
-	// epoch counts the connections the Sentinel may have forgotten us
-	// over: it moves on every re-identify, and a receipt written on an
-	// older epoch is acknowledged by nothing that arrives later.
-	epoch int64
-}
+	jobsCtx   context.Context // parent of every job's context; never cancelled
+	abortNow  chan struct{}   // closed by Abort
+	abortOnce sync.Once
+	changed   chan struct{} // cap 1: a job goroutine finished
 
-// job is one accepted DISPATCH.
-type job struct {
-	id      int64
-	d       *transport.Dispatch
-	cancel  context.CancelCauseFunc
-	started time.Time
-}
-
-// outMsg is a message for the sender goroutine.
-type outMsg struct {
-	op      transport.Opcode
-	jobID   int64
-	payload any
-}
-
-// pendingReceipt is a receipt that may still have to be sent again. zmq4
-// drops what is sent while the connection is down without an error, and
-// the Sentinel may restart between reading a receipt and committing it, so
-// a receipt stays pending, and is re-sent after every IDENTIFY, until the
-// Sentinel has acknowledged it: something arrived from the Sentinel over
-// the connection the receipt was last written on, after the write (the
-// Sentinel heartbeats every worker), and replayWindow has passed since.
-type pendingReceipt struct {
-	jobID   int64
-	receipt *transport.Conclude
-	tried   bool      // a write was attempted: until then heartbeats list the job
-	written time.Time // last written to a connection; zero: not yet
-	epoch   int64     // w.epoch when last written
-	heard   bool      // the Sentinel spoke on that epoch after the write
+	mu       sync.Mutex
+	slots    slots    // guarded by mu
+	receipts receipts // guarded by mu
 }
 
 // New checks opts and returns a Worker ready to Run.
@@ -313,8 +284,7 @@ func New(opts Options) (*Worker, error) {
 		caps:       caps,
 		exe:        exe,
 		wasm:       rt,
-		envs:       map[string]string{},
-		modKeys:    map[string]string{},
+		envs:       environments{lockfiles: map[string]string{}, moduleKeys: map[string]string{}},
 		outbox:     make(chan outMsg, outboxSize),
 		beatNow:    make(chan struct{}, 1),
 		stopSender: make(chan struct{}),
@@ -322,7 +292,7 @@ func New(opts Options) (*Worker, error) {
 		jobsCtx:    context.Background(),
 		abortNow:   make(chan struct{}),
 		changed:    make(chan struct{}, 1),
-		jobs:       map[int64]*job{},
+		slots:      slots{jobs: map[int64]*job{}},
 	}, nil
 }
 
@@ -406,10 +376,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Info().Msg("stopped before the Sentinel was reachable")
 		return nil
 	}
-	w.dealer = d
-	w.lastInbound.Store(time.Now().UnixNano())
-	w.dialCtx, w.stopDial = context.WithCancel(context.Background())
-	defer w.stopDial()
+	w.conn.dealer = d
+	w.conn.heard()
+	w.conn.dialCtx, w.conn.stopDial = context.WithCancel(context.Background())
+	defer w.conn.stopDial()
 	go w.sendLoop()
 	w.identify()
 	w.sendHeartbeat()
@@ -435,11 +405,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-w.senderDone
 	close(watchStop)
 	<-watchDone
-	w.connMu.Lock()
-	w.closing.Store(true)
-	d = w.dealer
-	w.connMu.Unlock()
-	w.stopDial()
+	d = w.conn.close()
+	w.conn.stopDial()
 	_ = d.Close()
 	<-recvDone
 	st := w.Stats()
@@ -448,222 +415,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// dial connects a DEALER, waiting while the Sentinel is unreachable (zmq4
-// retries every 250 ms) and backing off when a dial fails outright (the
-// ZMTP handshake failed). Over CURVE it logs every curveDialReport why it
-// is not connected yet (the last refusal's reason). It returns an error
-// only when ctx ends.
-func (w *Worker) dial(ctx context.Context) (*transport.Dealer, error) {
-	backoff := dialBackoffMin
-	for {
-		attempt, cancel := ctx, context.CancelFunc(func() {})
-		if w.opts.Curve != nil {
-			// Safe to give up on: every CURVE handshake has a deadline, so
-			// the dialing goroutine DialDealer leaves behind ends soon.
-			attempt, cancel = context.WithTimeout(ctx, curveDialReport)
-		}
-		d, err := transport.DialDealer(attempt, w.opts.Endpoint, transport.DealerOptions{
-			Identity: []byte(w.opts.Identity),
-			Timeout:  w.opts.SendTimeout,
-			Curve:    w.opts.Curve,
-		})
-		cancel()
-		if err == nil {
-			return d, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if attempt.Err() != nil {
-			// zmq4 was retrying all along: no backoff on top.
-			w.log.Warn().Err(err).Msg("not connected to the Sentinel yet; still trying")
-			continue
-		}
-		w.log.Warn().Err(err).Dur("retry_in", backoff).Msg("connect failed")
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, dialBackoffMax)
-	}
-}
-
-// watchdog closes the connection when the Sentinel has been silent for
-// SentinelTimeout; recvLoop then dials a new one.
-func (w *Worker) watchdog(stop <-chan struct{}) {
-	limit := w.opts.SentinelTimeout
-	if limit < 0 {
-		return
-	}
-	t := time.NewTicker(max(limit/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		silent := time.Since(time.Unix(0, w.lastInbound.Load()))
-		if silent < limit {
-			continue
-		}
-		w.connMu.Lock()
-		if w.replacing || w.closing.Load() {
-			w.connMu.Unlock()
-			continue
-		}
-		w.replacing = true
-		d := w.dealer
-		w.connMu.Unlock()
-		w.log.Warn().Dur("silent", silent).Msg("nothing from the Sentinel; replacing the connection")
-		_ = d.Close() // recvLoop's Recv returns and it dials again
-	}
-}
-
-// drain stops taking jobs, waits for the running ones, and aborts what is
-// left at the deadline.
-func (w *Worker) drain() {
-	w.mu.Lock()
-	w.draining = true
-	n := len(w.jobs)
-	w.mu.Unlock()
-	w.log.Info().Int("running", n).Dur("drain_timeout", w.opts.DrainTimeout).Msg("draining: taking no new jobs")
-	// Re-identifying with no capabilities makes the Sentinel stop
-	// dispatching here; a DISPATCH already on its way is REJECTED and
-	// requeued by the Sentinel.
-	w.identify()
-	w.sendHeartbeat()
-
-	deadline := time.NewTimer(w.opts.DrainTimeout)
-	defer deadline.Stop()
-	if w.waitIdle(deadline.C, w.abortNow) {
-		return
-	}
-	n = w.abortAll(errDrainDeadline)
-	w.log.Warn().Int("jobs", n).Msg("drain deadline reached: aborting running jobs")
-	grace := time.NewTimer(abortWait)
-	defer grace.Stop()
-	if w.waitIdle(grace.C, nil) {
-		return
-	}
-	// A plugin that ignores cancellation must not keep the process alive
-	// or leave its job without a receipt.
-	w.mu.Lock()
-	stuck := make([]*job, 0, len(w.jobs))
-	for _, j := range w.jobs {
-		stuck = append(stuck, j)
-	}
-	w.mu.Unlock()
-	for _, j := range stuck {
-		w.log.Error().Int64("job_id", j.id).Str("plugin", j.d.PluginName).Msg("job did not stop after abort; concluding it ABORTED")
-		w.conclude(j, transport.Conclude{Status: transport.StatusAborted,
-			ErrorMessage: fmt.Sprintf("%v; the plugin did not stop within %s", errDrainDeadline, abortWait)})
-	}
-}
-
-// waitIdle waits until no job goroutine is left, or until timeout or abort
-// fires (false).
-func (w *Worker) waitIdle(timeout <-chan time.Time, abort <-chan struct{}) bool {
-	for {
-		w.mu.Lock()
-		idle := w.goroutines == 0
-		w.mu.Unlock()
-		if idle {
-			return true
-		}
-		select {
-		case <-w.changed:
-		case <-timeout:
-			return false
-		case <-abort:
-			return false
-		}
-	}
-}
-
-func (w *Worker) abortAll(cause error) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, j := range w.jobs {
-		j.cancel(cause)
-	}
-	return len(w.jobs)
-}
-
-// --- receiving ---
-
-func (w *Worker) recvLoop() {
-	for {
-		w.connMu.Lock()
-		d := w.dealer
-		w.connMu.Unlock()
-		msg, err := d.Recv()
-		if w.closing.Load() {
-			return
-		}
-		if err == nil {
-			w.lastInbound.Store(time.Now().UnixNano())
-			w.heard()
-			w.handle(msg)
-			continue
-		}
-		if transport.ErrorKind(err) != "other" {
-			w.log.Warn().Err(err).Msg("malformed message from the Sentinel ignored")
-			continue
-		}
-		w.connMu.Lock()
-		replace := w.replacing
-		w.connMu.Unlock()
-		if replace {
-			if !w.redial() {
-				return
-			}
-			w.reconnected()
-			continue
-		}
-		// zmq4 redials before it reports the broken connection: io.EOF
-		// (ErrReconnected) or the socket error itself ("connection reset
-		// by peer"). Either way the Sentinel may have restarted, and what
-		// was sent meanwhile is lost.
-		if !errors.Is(err, transport.ErrReconnected) {
-			w.log.Warn().Err(err).Msg("connection to the Sentinel broke")
-		}
-
-		w.log.Warn().Msg("reconnected to the Sentinel; identifying again")
-		w.reconnected()
-	}
-}
-
-// redial replaces the connection the watchdog closed. It returns false when
-// the worker is stopping.
-func (w *Worker) redial() bool {
-	nd, err := w.dial(w.dialCtx)
-	if err != nil {
-		return false
-	}
-	w.connMu.Lock()
-	if w.closing.Load() {
-		w.connMu.Unlock()
-		_ = nd.Close()
-		return false
-	}
-	w.dealer, w.replacing = nd, false
-	w.connMu.Unlock()
-	w.lastInbound.Store(time.Now().UnixNano())
-	w.log.Info().Msg("connection replaced")
-	return true
-}
-
+// handle acts on one message from the Sentinel, on the receiver goroutine.
 func (w *Worker) handle(msg transport.Message) {
 	jobID := int64(msg.JobID)
 	payload, err := transport.DecodePayload(msg.Opcode, msg.Payload)
 	if err != nil {
 		w.log.Warn().Err(err).Stringer("op", msg.Opcode).Int64("job_id", jobID).Msg("malformed payload from the Sentinel")
 		w.mu.Lock()
-		_, running := w.jobs[jobID]
+		running := w.slots.running(jobID)
 		w.mu.Unlock()
 		if msg.Opcode == transport.OpDispatch && jobID != 0 && !running {
 			// The job is RUNNING under us now: say why it cannot run.
@@ -698,363 +457,4 @@ func (w *Worker) handle(msg transport.Message) {
 	default:
 		w.log.Debug().Stringer("op", msg.Opcode).Msg("message ignored")
 	}
-}
-
-func (w *Worker) dispatch(id int64, d *transport.Dispatch) {
-	log := w.log.With().Int64("job_id", id).Str("plugin", d.PluginName).Logger()
-	w.mu.Lock()
-	if _, dup := w.jobs[id]; dup {
-		w.mu.Unlock()
-		// Running it twice would write its output twice; the running
-		// copy concludes for both.
-		log.Warn().Msg("duplicate DISPATCH for a running job ignored")
-		return
-	}
-	var reason string
-	switch {
-	case w.draining:
-		reason = "worker is shutting down"
-	case len(w.jobs) >= w.opts.Concurrency:
-		reason = fmt.Sprintf("worker at capacity (%d of %d slots busy)", len(w.jobs), w.opts.Concurrency)
-	}
-	if reason != "" {
-		w.mu.Unlock()
-		w.stats.rejected.Add(1)
-		log.Info().Str("reason", reason).Msg("job rejected")
-		w.send(transport.OpConclude, id, &transport.Conclude{Status: transport.StatusRejected, ErrorMessage: reason})
-		return
-	}
-	ctx, cancel := context.WithCancelCause(w.jobsCtx)
-	j := &job{id: id, d: d, cancel: cancel, started: time.Now()}
-	w.jobs[id] = j
-	w.goroutines++
-	w.mu.Unlock()
-	w.stats.started.Add(1)
-	log.Info().Str("file", d.FilePath).Msg("job started")
-
-	go func() {
-		defer w.goroutineDone()
-		defer cancel(nil)
-		receipt := w.execute(ctx, id, d, log)
-		w.conclude(j, receipt)
-	}()
-}
-
-func (w *Worker) goroutineDone() {
-	w.mu.Lock()
-	w.goroutines--
-	w.mu.Unlock()
-	select {
-	case w.changed <- struct{}{}:
-	default:
-	}
-}
-
-// conclude sends j's one receipt. Whoever removes j from the running set
-// sends it: the job's goroutine, or drain for a job that would not stop.
-func (w *Worker) conclude(j *job, receipt transport.Conclude) {
-	w.mu.Lock()
-	if w.jobs[j.id] != j {
-		w.mu.Unlock()
-		return
-	}
-	// The slot is free before the receipt leaves, so a DISPATCH the
-	// Sentinel sends in reply cannot find it still taken. The receipt is
-	// pending from the same moment: a re-identify in between would
-	// otherwise neither report the job as running nor re-send its receipt.
-	delete(w.jobs, j.id)
-	w.rememberLocked(j.id, &receipt)
-	w.mu.Unlock()
-	switch receipt.Status {
-	case transport.StatusSuccess:
-		w.stats.succeeded.Add(1)
-	case transport.StatusAborted:
-		w.stats.aborted.Add(1)
-	default:
-		w.stats.failed.Add(1)
-	}
-	w.send(transport.OpConclude, j.id, &receipt)
-}
-
-func (w *Worker) abort(id int64) {
-	w.mu.Lock()
-	j := w.jobs[id]
-	w.mu.Unlock()
-	if j == nil {
-		// Already concluded (the receipt crossed the ABORT), or never ours.
-		w.log.Debug().Int64("job_id", id).Msg("ABORT for a job not running here ignored")
-		return
-	}
-	w.log.Info().Int64("job_id", id).Msg("ABORT received; cancelling the job")
-	j.cancel(errAbortedBySentinel)
-}
-
-// reconnected counts a reconnect and identifies again.
-func (w *Worker) reconnected() {
-	w.stats.reconnects.Add(1)
-	w.reidentify()
-}
-
-// reidentify announces the worker again, re-sends the pending receipts (any
-// of them may have been lost with the old connection, or with a new one
-// that broke again straight away), and reports its jobs.
-func (w *Worker) reidentify() {
-	w.mu.Lock()
-	w.epoch++
-	w.mu.Unlock()
-	w.identify()
-	replay := w.replayable()
-	for _, r := range replay {
-		w.stats.replayed.Add(1)
-		w.send(transport.OpConclude, r.jobID, r.receipt)
-	}
-	if len(replay) > 0 {
-		w.log.Info().Int("receipts", len(replay)).Msg("re-sent pending receipts")
-	}
-	// Queued behind the receipts: the Sentinel requeues a job it holds for
-	// us that two heartbeats in a row leave out, so the receipts must get
-	// there first.
-	w.sendHeartbeat()
-}
-
-// replayable returns the pending receipts to send again after an IDENTIFY.
-func (w *Worker) replayable() []pendingReceipt {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.prune(time.Now())
-	var replay []pendingReceipt
-	for _, r := range w.pending {
-		if _, again := w.jobs[r.jobID]; again {
-			continue // dispatched to us again since: that run will conclude
-		}
-		replay = append(replay, *r)
-	}
-	return replay
-}
-
-// heard records that the Sentinel spoke: receipts written on this epoch
-// before now have reached it.
-func (w *Worker) heard() {
-	w.mu.Lock()
-	for _, r := range w.unheard {
-		// One written on an older epoch went out over a connection the
-		// Sentinel may have lost; only a write on this one can be heard.
-		r.heard = r.epoch == w.epoch
-	}
-	clear(w.unheard)
-	w.unheard = w.unheard[:0]
-	w.mu.Unlock()
-}
-
-// written records a write of a receipt, and whether it went out (on the
-// current epoch).
-func (w *Worker) written(r *transport.Conclude, ok bool) {
-	w.mu.Lock()
-	for _, p := range w.pending {
-		if p.receipt != r {
-			continue
-		}
-		p.tried = true
-		if ok {
-			p.written, p.epoch, p.heard = time.Now(), w.epoch, false
-			w.unheard = append(w.unheard, p)
-		}
-	}
-	w.mu.Unlock()
-}
-
-// identify queues an IDENTIFY: the plugins and slots, or no capabilities
-// while draining so the Sentinel sends nothing more.
-func (w *Worker) identify() {
-	w.stats.identifies.Add(1)
-	w.send(transport.OpIdentify, 0, w.hello())
-}
-
-// hello is the IDENTIFY payload as of now.
-func (w *Worker) hello() *transport.Identify {
-	w.mu.Lock()
-	caps := w.caps
-	if w.draining {
-		caps = []string{}
-	}
-	w.mu.Unlock()
-	return &transport.Identify{
-		Capabilities:      caps,
-		WorkerID:          w.opts.Identity,
-		MaxConcurrentJobs: w.opts.Concurrency,
-		Version:           "casparian-worker/" + w.opts.Version,
-	}
-}
-
-// --- sending ---
-
-// send queues a message for the sender goroutine. It blocks only while the
-// outbox is full, and drops the message once the worker has stopped.
-func (w *Worker) send(op transport.Opcode, jobID int64, payload any) {
-	if r, ok := payload.(*transport.Conclude); ok && r.Status != transport.StatusRejected {
-		w.mu.Lock()
-		w.rememberLocked(jobID, r)
-		w.mu.Unlock()
-	}
-	select {
-	case <-w.senderDone:
-		w.log.Warn().Stringer("op", op).Int64("job_id", jobID).Msg("worker stopped: message dropped")
-		return
-	default:
-	}
-	select {
-	case w.outbox <- outMsg{op: op, jobID: jobID, payload: payload}:
-	case <-w.senderDone:
-		w.log.Warn().Stringer("op", op).Int64("job_id", jobID).Msg("worker stopped: message dropped")
-	}
-}
-
-// rememberLocked makes a receipt pending from the moment it is queued: a
-// reconnect may come while it still waits in the outbox or in a send to the
-// connection that is breaking. REJECTED is not kept: if it is lost the job
-// stays RUNNING under us, and the Sentinel's heartbeat reconciliation
-// requeues it. w.mu is held.
-func (w *Worker) rememberLocked(jobID int64, r *transport.Conclude) {
-	w.prune(time.Now())
-	if !slices.ContainsFunc(w.pending, func(p *pendingReceipt) bool { return p.receipt == r }) {
-		w.pending = append(w.pending, &pendingReceipt{jobID: jobID, receipt: r})
-	}
-}
-
-// prune forgets the receipts the Sentinel acknowledged more than
-// replayWindow ago, and the oldest beyond maxPending. w.mu is held.
-func (w *Worker) prune(now time.Time) {
-	w.pending = slices.DeleteFunc(w.pending, func(p *pendingReceipt) bool {
-		return p.heard && now.Sub(p.written) > replayWindow
-	})
-	if n := len(w.pending) - maxPending; n > 0 {
-		w.pending = slices.Delete(w.pending, 0, n)
-	}
-}
-
-// sendHeartbeat queues a heartbeat behind what is already queued; its job
-// list is taken when it is written.
-func (w *Worker) sendHeartbeat() { w.send(transport.OpHeartbeat, 0, nil) }
-
-// kickHeartbeat has the sender write a heartbeat next, ahead of the queue:
-// the answer to the Sentinel's probe.
-func (w *Worker) kickHeartbeat() {
-	select {
-	case w.beatNow <- struct{}{}:
-	default:
-	}
-}
-
-// sendLoop owns Dealer.Send. It also sends the periodic heartbeats, so they
-// go out on time however busy the jobs are.
-func (w *Worker) sendLoop() {
-	defer close(w.senderDone)
-	t := time.NewTicker(w.opts.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case m := <-w.outbox:
-			w.write(m)
-		case <-w.beatNow:
-			w.flushOutbox()
-			w.write(outMsg{op: transport.OpHeartbeat, payload: w.heartbeat()})
-		case <-t.C:
-			w.flushOutbox()
-			if w.reannounce.Swap(false) {
-				// The IDENTIFY that failed had the pending receipts
-				// behind it; they follow this one too.
-				w.stats.identifies.Add(1)
-				w.write(outMsg{op: transport.OpIdentify, payload: w.hello()})
-				for _, r := range w.replayable() {
-					w.stats.replayed.Add(1)
-					w.write(outMsg{op: transport.OpConclude, jobID: r.jobID, payload: r.receipt})
-				}
-			}
-			w.write(outMsg{op: transport.OpHeartbeat, payload: w.heartbeat()})
-		case <-w.stopSender:
-			for {
-				select {
-				case m := <-w.outbox:
-					w.write(m)
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
-// flushOutbox writes what is queued now, so that a heartbeat, whose job
-// list is taken when it is written, never overtakes a receipt queued before
-// it: a heartbeat that leaves out a job whose receipt has not gone yet
-// tells the Sentinel the job is gone.
-func (w *Worker) flushOutbox() {
-	for range len(w.outbox) {
-		select {
-		case m := <-w.outbox:
-			w.write(m)
-		default:
-			return
-		}
-	}
-}
-
-func (w *Worker) write(m outMsg) {
-	if m.op == transport.OpHeartbeat && m.payload == nil {
-		m.payload = w.heartbeat()
-	}
-	w.connMu.Lock()
-	d := w.dealer
-	w.connMu.Unlock()
-	w.log.Trace().Stringer("op", m.op).Int64("job_id", m.jobID).Msg("send")
-	err := d.Send(m.op, uint64(m.jobID), m.payload)
-	if r, ok := m.payload.(*transport.Conclude); ok {
-		w.written(r, err == nil)
-	}
-	if err != nil {
-		// Most likely the connection is down; receipts stay pending (see
-		// pendingReceipt) and are re-sent after the reconnect. Heartbeats
-		// fail quietly, or an outage would flood the log.
-		ev := w.log.Warn()
-		if m.op == transport.OpHeartbeat {
-			ev = w.log.Debug()
-		}
-		ev.Err(err).Stringer("op", m.op).Int64("job_id", m.jobID).Msg("send failed")
-		if m.op == transport.OpIdentify {
-			w.reannounce.Store(true)
-		}
-	}
-}
-
-// heartbeat reports the running jobs, oldest first, and then the jobs whose
-// receipts are queued but not written yet: the Sentinel requeues a job that
-// two heartbeats leave out, and one that concluded is not gone until the
-// Sentinel has its receipt.
-func (w *Worker) heartbeat() *transport.Heartbeat {
-	w.mu.Lock()
-	jobs := make([]*job, 0, len(w.jobs))
-	for _, j := range w.jobs {
-		jobs = append(jobs, j)
-	}
-	var concluding []int64
-	for _, p := range w.pending {
-		if !p.tried {
-			if _, again := w.jobs[p.jobID]; !again {
-				concluding = append(concluding, p.jobID)
-			}
-		}
-	}
-	w.mu.Unlock()
-	slices.SortFunc(jobs, func(a, b *job) int { return a.started.Compare(b.started) })
-	hb := &transport.Heartbeat{Status: transport.HeartbeatIdle, ActiveJobIDs: make([]int64, 0, len(jobs)+len(concluding))}
-	for _, j := range jobs {
-		hb.ActiveJobIDs = append(hb.ActiveJobIDs, j.id)
-	}
-	hb.ActiveJobIDs = append(hb.ActiveJobIDs, concluding...)
-	hb.ActiveJobCount = len(hb.ActiveJobIDs)
-	if len(hb.ActiveJobIDs) > 0 {
-		hb.Status = transport.HeartbeatBusy
-		hb.CurrentJobID = &hb.ActiveJobIDs[0]
-	}
-	return hb
 }

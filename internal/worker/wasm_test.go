@@ -340,9 +340,12 @@ func TestWasm_EndToEndWithSentinel(t *testing.T) {
 	// keeps both cores busy. With the harness's 100 ms heartbeats the
 	// Sentinel would take the job back as unreported before the worker has
 	// registered it; give it production-like timings.
+	// Longer still on a loaded machine: a job missing from two heartbeats
+	// 2 × HeartbeatInterval after its DISPATCH is requeued, and decoding
+	// that DISPATCH took longer than 2 × 2 s there (the job then ran twice).
 	h := newSentinel(t, func(c *config.Config) {
-		c.HeartbeatInterval = 2 * time.Second
-		c.WorkerTimeout = 30 * time.Second
+		c.HeartbeatInterval = 5 * time.Second
+		c.WorkerTimeout = 60 * time.Second
 	})
 	src := base64.StdEncoding.EncodeToString(mods.Wordcount)
 	if _, err := h.store.PluginManifestActivate(t.Context(), "wordcount", "1.0.0", src, "", worker.ArtifactHash(src, "")); err != nil {
@@ -383,8 +386,10 @@ func TestWasm_EndToEndWithSentinel(t *testing.T) {
 			t.Errorf("job %d rows\n%q\nwant\n%q", id, got, rows)
 		}
 	}
-	if st := w.Stats(); st.WasmCompiles != 1 || st.WasmCacheHits != 2 {
-		t.Errorf("stats %+v: want one compilation for three jobs", st)
+	// A job run twice (at least once allows it) is a third cache hit, not
+	// a second compilation.
+	if st := w.Stats(); st.WasmCompiles != 1 || st.WasmCacheHits < 2 {
+		t.Errorf("stats %+v: want one compilation for three jobs, the others from the cache", st)
 	}
 }
 

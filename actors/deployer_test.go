@@ -16,6 +16,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/deploy"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -139,7 +140,7 @@ func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
 	pub := newPublisher(t)
 	h := newHarness(t, func(c *config.Config) { c.TrustedKeys = pub.pubPath })
 	w := h.worker(testworker.Options{Capabilities: []string{"builtin", "*"}})
-	eventually(t, 5*time.Second, "worker registered", func() bool { ws, _ := h.s.Workers(time.Second); return len(ws) == 1 })
+	testwait.Eventually(t, 5*time.Second, "worker registered", func() bool { ws, _ := h.s.Workers(time.Second); return len(ws) == 1 })
 	tl := newTool(t, h.endpoint)
 	ctx := context.Background()
 
@@ -155,7 +156,7 @@ func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
 	if lock, err := h.store.EnvironmentLockfile(ctx, v1.EnvHash); err != nil || lock != "dep==1\n" {
 		t.Fatalf("environment: %q, %v", lock, err)
 	}
-	eventually(t, 5*time.Second, "RELOAD reached the worker", func() bool { return count(w.Events(), "reload") == 1 })
+	testwait.Eventually(t, 5*time.Second, "RELOAD reached the worker", func() bool { return count(w.Events(), "reload") == 1 })
 
 	// The same content again: idempotent, no new row, no RELOAD.
 	op, p = tl.deploy(v1)
@@ -172,12 +173,12 @@ func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
 	if len(rows) != 2 || rows[0].Status != "SUPERSEDED" || rows[1].Status != "ACTIVE" {
 		t.Fatalf("after v2: %+v", rows)
 	}
-	eventually(t, 5*time.Second, "second RELOAD", func() bool { return count(w.Events(), "reload") == 2 })
+	testwait.Eventually(t, 5*time.Second, "second RELOAD", func() bool { return count(w.Events(), "reload") == 2 })
 	if n := count(w.Events(), "reload"); n != 2 {
 		t.Fatalf("the idempotent redeploy broadcast RELOAD: %d reloads", n)
 	}
 	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
 	got := w.Received()
 	if len(got) != 1 || got[0].Dispatch.SourceCode != v2.SourceCode || got[0].Dispatch.ArtifactHash != v2.ArtifactHash ||
 		got[0].Dispatch.EnvHash != v2.EnvHash {

@@ -10,6 +10,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/deploy"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -30,7 +31,7 @@ func deployEnvPlugin(t *testing.T, h *harness, plugin, lockfile string) string {
 
 func registered(t *testing.T, h *harness, n int) {
 	t.Helper()
-	eventually(t, 5*time.Second, "workers registered", func() bool { ws, _ := h.s.Workers(time.Second); return len(ws) == n })
+	testwait.Eventually(t, 5*time.Second, "workers registered", func() bool { ws, _ := h.s.Workers(time.Second); return len(ws) == n })
 }
 
 func prefixed(events []string, prefix string) int {
@@ -60,7 +61,7 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 	registered(t, h, 1)
 	fv := h.file("a.txt", "x\n")
 	first := h.enqueue(fv, "wc", 0)
-	eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
+	testwait.Eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
 	if j := h.job(first); j.Status != db.StatusRunning || j.ClaimedBy != w.Identity() {
 		t.Fatalf("job while preparing: %s claimed by %q", j.Status, j.ClaimedBy)
 	}
@@ -68,7 +69,7 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 	// meanwhile, answered without the job in active_job_ids; the held job
 	// must survive their reconciliation (two misses requeue a dispatched one).
 	beats := w.Heartbeats()
-	eventually(t, 5*time.Second, "four heartbeats while preparing", func() bool { return w.Heartbeats() >= beats+4 })
+	testwait.Eventually(t, 5*time.Second, "four heartbeats while preparing", func() bool { return w.Heartbeats() >= beats+4 })
 	if j := h.job(first); j.Status != db.StatusRunning || j.RetryCount != 0 {
 		t.Fatalf("job while preparing: %s, %d retries", j.Status, j.RetryCount)
 	}
@@ -76,14 +77,14 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 		t.Fatalf("DISPATCH sent before ENV_READY: %v", w.Events())
 	}
 	close(release)
-	eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
 	if ev := w.Events(); ev[0] != "prepare:"+env || prepared[0] != "dep==1\n" {
 		t.Fatalf("events %v, lockfile %q", ev, prepared)
 	}
 
 	// Same environment again: no second PREPARE_ENV.
 	second := h.enqueue(fv, "wc", 0)
-	eventually(t, 5*time.Second, "second job completed", func() bool { return h.job(second).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "second job completed", func() bool { return h.job(second).Status == db.StatusCompleted })
 	if n := prefixed(w.Events(), "prepare:"); n != 1 {
 		t.Fatalf("%d PREPARE_ENV for one environment: %v", n, w.Events())
 	}
@@ -98,9 +99,9 @@ func TestEnv_UnansweredPrepareGoesToAnotherWorker(t *testing.T) {
 	silent := h.worker(testworker.Options{Identity: "tw-silent", PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
 	registered(t, h, 1)
 	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	eventually(t, 5*time.Second, "the silent worker was asked", func() bool { return prefixed(silent.Events(), "prepare:") == 1 })
+	testwait.Eventually(t, 5*time.Second, "the silent worker was asked", func() bool { return prefixed(silent.Events(), "prepare:") == 1 })
 	good := h.worker(testworker.Options{Identity: "tw-good"})
-	eventually(t, 10*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
 	j := h.job(id)
 	if j.ClaimedBy != good.Identity() || j.RetryCount != 1 || len(silent.Received()) != 0 || len(good.Received()) != 1 {
 		t.Fatalf("job %+v; silent got %d, good got %d", j, len(silent.Received()), len(good.Received()))
@@ -119,7 +120,7 @@ func TestEnv_EveryWorkerFailingFailsTheJobWithTheReason(t *testing.T) {
 	w := h.worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error { return errors.New("no such package") }})
 	registered(t, h, 1)
 	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	eventually(t, 15*time.Second, "job failed", func() bool { return h.job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 15*time.Second, "job failed", func() bool { return h.job(id).Status == db.StatusFailed })
 	j := h.job(id)
 	if !strings.Contains(j.ErrorMessage, "could not prepare environment "+env) || !strings.Contains(j.ErrorMessage, "no such package") ||
 		!strings.Contains(j.ErrorMessage, "gave up") {
@@ -139,12 +140,12 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 	registered(t, h, 1)
 	fv := h.file("a.txt", "x\n")
 	first := h.enqueue(fv, "wc", 0)
-	eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
 	other := h.worker(testworker.Options{Identity: "tw-a"})
 	registered(t, h, 2)
 	for i := 0; i < 3; i++ {
 		id := h.enqueue(fv, "wc", 0)
-		eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+		testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
 		if j := h.job(id); j.ClaimedBy != ready.Identity() {
 			t.Fatalf("job %d ran on %s, not on the worker with the environment ready", id, j.ClaimedBy)
 		}
@@ -155,7 +156,7 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 	// Built-in jobs still go anywhere (both workers run "*").
 	h.plugin("builtin")
 	id := h.enqueue(fv, "builtin", 0)
-	eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
 }
 
 func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
@@ -169,11 +170,11 @@ func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
 	}})
 	registered(t, h, 1)
 	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
+	testwait.Eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
 	if _, err := h.s.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "job skipped", func() bool { return h.job(id).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "job skipped", func() bool { return h.job(id).Status == db.StatusSkipped })
 	if len(w.Received()) != 0 || prefixed(w.Events(), "dispatch:") != 0 {
 		t.Fatalf("a cancelled job was dispatched: %v", w.Events())
 	}
@@ -192,14 +193,14 @@ func TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare(t *testing.T) {
 	registered(t, h, 1)
 	fv := h.file("a.txt", "x\n")
 	jobOf := map[string]int64{envA: h.enqueue(fv, "wa", 0), envB: h.enqueue(fv, "wb", 0)}
-	eventually(t, 5*time.Second, "both PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 2 })
+	testwait.Eventually(t, 5*time.Second, "both PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 2 })
 	first, second := strings.TrimPrefix(w.Events()[0], "prepare:"), strings.TrimPrefix(w.Events()[1], "prepare:")
 
 	const msg = "PREPARE_ENV failed: Failed to create venv: no such package"
 	if err := w.Send(transport.OpErr, 0, &transport.Err{Message: msg}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the first environment's job requeued", func() bool { return h.job(jobOf[first]).RetryCount == 1 })
+	testwait.Eventually(t, 5*time.Second, "the first environment's job requeued", func() bool { return h.job(jobOf[first]).RetryCount == 1 })
 	if j := h.job(jobOf[first]); j.Status != db.StatusQueued || !strings.Contains(j.ErrorMessage, msg) ||
 		!strings.Contains(j.ErrorMessage, first) {
 		t.Fatalf("first job: %s %q", j.Status, j.ErrorMessage)
@@ -210,7 +211,7 @@ func TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare(t *testing.T) {
 	if err := w.Send(transport.OpErr, 0, &transport.Err{Message: "uv venv failed"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the second environment's job requeued", func() bool { return h.job(jobOf[second]).RetryCount == 1 })
+	testwait.Eventually(t, 5*time.Second, "the second environment's job requeued", func() bool { return h.job(jobOf[second]).RetryCount == 1 })
 	if j := h.job(jobOf[second]); !strings.Contains(j.ErrorMessage, "uv venv failed") {
 		t.Fatalf("second job: %s %q", j.Status, j.ErrorMessage)
 	}

@@ -202,15 +202,3 @@ func (h *harness) worker(opts testworker.Options) *testworker.Worker {
 	h.t.Cleanup(w.Close)
 	return w
 }
-
-// eventually polls cond every 10 ms until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

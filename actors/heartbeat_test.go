@@ -6,6 +6,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 )
 
@@ -62,14 +63,14 @@ func TestHeartbeat_PingsOnlyWorkersThatDoNotAnswer(t *testing.T) {
 		c.WorkerTimeout = 10 * interval
 	})
 	w := h.worker(testworker.Options{Slots: 1})
-	eventually(t, 5*time.Second, "two heartbeats answered", func() bool { return w.Heartbeats() >= 2 })
+	testwait.Eventually(t, 5*time.Second, "two heartbeats answered", func() bool { return w.Heartbeats() >= 2 })
 	pings := h.s.Stats().PingsSent.Load()
 	beats := w.Heartbeats()
-	eventually(t, 5*time.Second, "five more heartbeats", func() bool { return w.Heartbeats() >= beats+5 })
+	testwait.Eventually(t, 5*time.Second, "five more heartbeats", func() bool { return w.Heartbeats() >= beats+5 })
 	if n := h.s.Stats().PingsSent.Load(); n != pings || pings > 1 {
 		t.Fatalf("PINGs sent: %d after the first answers, %d five beats later; want at most 1 and no more", pings, n)
 	}
 	h.plugin("wc")
 	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
 }

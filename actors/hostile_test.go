@@ -9,6 +9,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -67,7 +68,7 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 		if err := bad.SendFrames(c.frames); err != nil {
 			t.Fatalf("%s: send: %v", c.name, err)
 		}
-		eventually(t, 10*time.Second, c.name+" counted", func() bool { return h.s.Stats().ProtocolErrors.Load() == before+1 })
+		testwait.Eventually(t, 10*time.Second, c.name+" counted", func() bool { return h.s.Stats().ProtocolErrors.Load() == before+1 })
 		if c.wantErr {
 			select {
 			case msg := <-replies:
@@ -80,7 +81,7 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 		}
 	}
 
-	eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.counts()[db.StatusCompleted] == n })
+	testwait.Eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.counts()[db.StatusCompleted] == n })
 	if len(good.Received()) != n {
 		t.Errorf("good worker got %d jobs, want %d", len(good.Received()), n)
 	}
@@ -94,7 +95,7 @@ func TestHostile_BinaryIdentityWorks(t *testing.T) {
 	h.plugin("p")
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	w := h.worker(testworker.Options{Identity: string([]byte{0xff, 0xfe, 0x00, 0x01, 'x'})})
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 	if j := h.job(id); j.ClaimedBy != "0xfffe000178" || len(w.Received()) != 1 {
 		t.Errorf("claimed_by %q, dispatches %d", j.ClaimedBy, len(w.Received()))
 	}
@@ -166,12 +167,12 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	if err := stuck.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"big"}, MaxConcurrentJobs: bigJobs}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the stuck worker is dropped as a slow peer", func() bool {
+	testwait.Eventually(t, 30*time.Second, "the stuck worker is dropped as a slow peer", func() bool {
 		return h.s.Stats().SendFailures.Load() > 0
 	})
 
 	good := h.worker(testworker.Options{Capabilities: []string{"small"}, Slots: 2, Run: testworker.Succeed})
-	eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == smallJobs })
+	testwait.Eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == smallJobs })
 	if h.s.Stats().ProtocolErrors.Load() == 0 {
 		t.Error("the 1 TiB frame was not counted as a protocol error")
 	}
@@ -179,7 +180,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 		t.Errorf("good worker got %d jobs, want %d", len(good.Received()), smallJobs)
 	}
 	// The stuck worker's jobs go back to the queue once it times out.
-	eventually(t, 30*time.Second, "big jobs requeued", func() bool {
+	testwait.Eventually(t, 30*time.Second, "big jobs requeued", func() bool {
 		for _, id := range big {
 			if h.job(id).Status != db.StatusQueued {
 				return false

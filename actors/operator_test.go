@@ -9,6 +9,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -29,13 +30,13 @@ func TestOperator_CancelNobodyConfirmsEndsSkippedAfterTheAbortGrace(t *testing.T
 	release := make(chan struct{})
 	defer close(release)
 	w := h.worker(testworker.Options{Run: deafRun(release)})
-	eventually(t, 5*time.Second, "job running on the worker", func() bool { return len(w.Received()) == 1 })
+	testwait.Eventually(t, 5*time.Second, "job running on the worker", func() bool { return len(w.Received()) == 1 })
 
 	res, err := h.s.Cancel(context.Background(), id)
 	if err != nil || res.Previous != db.StatusRunning || res.Claim.Worker != w.Identity() {
 		t.Fatalf("cancel = %+v, %v", res, err)
 	}
-	eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.job(id).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.job(id).Status == db.StatusSkipped })
 	if j := h.job(id); j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("retries %d, dispatches %d: a cancelled job must not run again", j.RetryCount, len(w.Received()))
 	}
@@ -55,17 +56,17 @@ func TestOperator_CancelledJobOfALostWorkerIsNotRequeued(t *testing.T) {
 	if err := lost.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
 	if _, err := h.s.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
 	other := h.worker(testworker.Options{})
-	eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.job(id).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.job(id).Status == db.StatusSkipped })
 	if len(other.Received()) != 0 {
 		t.Errorf("the cancelled job was dispatched again")
 	}
 	// The counter moves just after the commit the test saw.
-	eventually(t, 5*time.Second, "jobs cancelled = 1", func() bool { return h.s.Stats().JobsCancelled.Load() == 1 })
+	testwait.Eventually(t, 5*time.Second, "jobs cancelled = 1", func() bool { return h.s.Stats().JobsCancelled.Load() == 1 })
 }
 
 func TestOperator_RequestsAnswerThroughTheActors(t *testing.T) {
@@ -78,7 +79,7 @@ func TestOperator_RequestsAnswerThroughTheActors(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := h.worker(testworker.Options{Capabilities: []string{"p"}, Slots: 2})
-	eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 
 	j, err := h.s.Job(ctx, id)
 	if err != nil || j.Metrics["rows"] != 1 || j.ClaimedBy != w.Identity() {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 )
 
@@ -25,7 +26,7 @@ func TestQueue_ReceiptsShareTheRefillingClaimsCommit(t *testing.T) {
 	for range 4 {
 		h.worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
 	}
-	eventually(t, 60*time.Second, "every job COMPLETED", func() bool {
+	testwait.Eventually(t, 60*time.Second, "every job COMPLETED", func() bool {
 		return h.counts()[db.StatusCompleted] == jobs
 	})
 	claims := h.s.Stats().ClaimTime.Snapshot().Count

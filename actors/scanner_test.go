@@ -11,6 +11,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 )
 
@@ -103,7 +104,7 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 		"csv_reader a.csv", "csv_reader deep/er/c.csv", "csv_reader old.csv",
 		"everything a.csv", "everything deep/er/c.csv", "everything notes.txt", "everything old.csv",
 	}
-	eventually(t, 10*time.Second, "jobs for the routed files", func() bool { return len(h.jobsByFile()) >= len(want) })
+	testwait.Eventually(t, 10*time.Second, "jobs for the routed files", func() bool { return len(h.jobsByFile()) >= len(want) })
 	h.passesAfter(3)
 	if got := h.jobsByFile(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("jobs =\n%v\nwant\n%v", got, want)
@@ -138,14 +139,14 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 	h.put("a.csv", "1\n", time.Hour)
 	h.put("b.csv", "2\n", time.Hour)
 	h.put("c.csv", "3\n", time.Hour)
-	eventually(t, 10*time.Second, "first jobs", func() bool { return len(h.jobsByFile()) == 6 })
+	testwait.Eventually(t, 10*time.Second, "first jobs", func() bool { return len(h.jobsByFile()) == 6 })
 	h.passesAfter(2)
 	st := h.s.Stats()
 	hashed, versions := st.FilesHashed.Load(), st.FileVersions.Load()
 
 	h.put("a.csv", "1 edited\n", 30*time.Minute) // new content
 	h.put("b.csv", "2\n", 20*time.Minute)        // same content, new mtime
-	eventually(t, 10*time.Second, "edited file's jobs", func() bool { return len(h.jobsByFile()) == 8 })
+	testwait.Eventually(t, 10*time.Second, "edited file's jobs", func() bool { return len(h.jobsByFile()) == 8 })
 	h.passesAfter(3)
 
 	if got := st.FilesHashed.Load() - hashed; got != 2 {
@@ -170,7 +171,7 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 	}
 	h.put("keep.csv", "k\n", time.Hour)
 	h.put("drop.csv", "d\n", time.Hour)
-	eventually(t, 10*time.Second, "jobs", func() bool { return len(h.jobsByFile()) == 4 })
+	testwait.Eventually(t, 10*time.Second, "jobs", func() bool { return len(h.jobsByFile()) == 4 })
 
 	if err := os.Remove(filepath.Join(h.root, "drop.csv")); err != nil {
 		t.Fatal(err)
@@ -197,7 +198,7 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 	if err := os.Chtimes(filepath.Join(h.root, "drop.csv"), at, at); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "file seen again", func() bool {
+	testwait.Eventually(t, 10*time.Second, "file seen again", func() bool {
 		l, _ := h.store.ScanLocations(ctx, h.rootID)
 		return !l["drop.csv"].Missing
 	})
@@ -212,14 +213,14 @@ func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		h.put(fmt.Sprintf("f%02d.csv", i), fmt.Sprintf("%d\n", i), time.Hour)
 	}
-	eventually(t, 10*time.Second, "40 jobs", func() bool { return len(h.jobsByFile()) == 40 })
+	testwait.Eventually(t, 10*time.Second, "40 jobs", func() bool { return len(h.jobsByFile()) == 40 })
 	h.restart()
 	h.passesAfter(3)
 	if n := h.s.Stats().FilesHashed.Load(); n != 0 {
 		t.Errorf("after a restart %d unchanged files were hashed again", n)
 	}
 	h.s.InjectPanic("scanner")
-	eventually(t, 5*time.Second, "scanner restarted", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
+	testwait.Eventually(t, 5*time.Second, "scanner restarted", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
 	h.passesAfter(3)
 	if n := h.s.Stats().FilesHashed.Load(); n != 0 || len(h.jobsByFile()) != 40 {
 		t.Errorf("after a scanner panic: %d files hashed, %d jobs", n, len(h.jobsByFile()))
@@ -232,7 +233,7 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 	h.plugin("everything")
 	h.worker(testworker.Options{})
 	h.put("in/data.csv", "a\nb\nc\n", time.Hour)
-	eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 2 })
+	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 2 })
 	page, err := h.store.JobsList(context.Background(), db.JobFilter{})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +288,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 		roots[p] = r.ID
 	}
 
-	eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
+	testwait.Eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
 	h.passesAfter(3)
 	page, err := h.store.JobsList(ctx, db.JobFilter{Plugin: "csv_reader", Limit: db.MaxJobsLimit})
 	if err != nil {
@@ -334,12 +335,12 @@ func TestScanner_ManyFiles(t *testing.T) {
 	h.cfg.ScanInterval = time.Hour // a first pass right at start, over all n files, then no other
 	h.restart()
 	start := time.Now()
-	eventually(t, 60*time.Second, "n versions", func() bool { return h.s.Stats().FileVersions.Load() == n })
+	testwait.Eventually(t, 60*time.Second, "n versions", func() bool { return h.s.Stats().FileVersions.Load() == n })
 	first := time.Since(start)
-	eventually(t, 10*time.Second, "first pass done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
+	testwait.Eventually(t, 10*time.Second, "first pass done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
 	h.restart()
 	start = time.Now()
-	eventually(t, 30*time.Second, "rescan done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
+	testwait.Eventually(t, 30*time.Second, "rescan done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
 	t.Logf("scan of %d new files (hash, record, queue %d jobs): %s; rescan of the %d unchanged files: %s",
 		n, n, first.Round(time.Millisecond), n, time.Since(start).Round(time.Millisecond))
 	if got := len(h.jobsByFile()); got != n || h.s.Stats().FilesHashed.Load() != 0 {

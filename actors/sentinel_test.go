@@ -12,6 +12,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -40,7 +41,7 @@ func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 		workers[name] = h.worker(testworker.Options{Capabilities: c, Slots: len(name) + len(c)})
 	}
 
-	eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 200 })
+	testwait.Eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 200 })
 
 	seen := map[int64]int{}
 	for name, w := range workers {
@@ -80,7 +81,7 @@ func TestSentinel_DispatchesInPriorityOrder(t *testing.T) {
 		ids[i] = h.enqueue(fv, "p", p)
 	}
 	w := h.worker(testworker.Options{Slots: 1, Run: testworker.Succeed})
-	eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == int64(len(ids)) })
+	testwait.Eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == int64(len(ids)) })
 
 	// Expected: priority descending, then id ascending.
 	order := slices.Clone(ids)
@@ -109,7 +110,7 @@ func TestSentinel_DispatchCarriesFileSinksAndArtifact(t *testing.T) {
 	fv := h.file("data.csv", "a\n1\n")
 	id := h.enqueue(fv, "csv", 0)
 	w := h.worker(testworker.Options{Capabilities: []string{"csv"}})
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 
 	d := w.Received()[0].Dispatch
 	if d.FilePath != filepath.Join(h.root, "data.csv") {
@@ -138,7 +139,7 @@ func TestSentinel_JobWithoutManifestFailsWithReason(t *testing.T) {
 	fv := h.file("a.txt", "a\n")
 	id := h.enqueue(fv, "undeployed", 0)
 	h.worker(testworker.Options{})
-	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
 	if msg := h.job(id).ErrorMessage; !strings.Contains(msg, "undeployed") {
 		t.Errorf("error_message %q does not name the plugin", msg)
 	}
@@ -151,7 +152,7 @@ func TestSentinel_FailedReceiptIsTerminal(t *testing.T) {
 	h.worker(testworker.Options{Run: func(context.Context, testworker.Job) transport.Conclude {
 		return transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "bad header on line 3"}
 	}})
-	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
 	j := h.job(id)
 	if j.ErrorMessage != "bad header on line 3" || j.RetryCount != 0 {
 		t.Errorf("failed job: message %q retries %d", j.ErrorMessage, j.RetryCount)
@@ -166,7 +167,7 @@ func TestSentinel_RejectedJobIsRequeuedThenFailsOverLimit(t *testing.T) {
 		return transport.Conclude{Status: transport.StatusRejected}
 	}
 	w := h.worker(testworker.Options{Run: reject})
-	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
 	j := h.job(id)
 	if len(w.Received()) != 4 || j.RetryCount != 3 || !strings.Contains(j.ErrorMessage, "gave up after 3 retries") {
 		t.Errorf("dispatched %d times, retry_count %d, message %q", len(w.Received()), j.RetryCount, j.ErrorMessage)
@@ -184,7 +185,7 @@ func TestSentinel_RejectedJobIsRetried(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 	if j := h.job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d, want 1, 2, 2", j.RetryCount, j.Attempt, len(w.Received()))
 	}
@@ -200,25 +201,25 @@ func TestSentinel_ConcludeFromNonOwnerChangesNothing(t *testing.T) {
 		return testworker.Succeed(ctx, j)
 	}})
 	intruder := h.worker(testworker.Options{Capabilities: []string{"other"}})
-	eventually(t, 10*time.Second, "job RUNNING at owner", func() bool { return len(owner.Received()) == 1 })
+	testwait.Eventually(t, 10*time.Second, "job RUNNING at owner", func() bool { return len(owner.Received()) == 1 })
 
 	before := h.s.Stats().StaleMessages.Load()
 	if err := intruder.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "spoofed"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "spoofed receipt counted", func() bool { return h.s.Stats().StaleMessages.Load() > before })
+	testwait.Eventually(t, 5*time.Second, "spoofed receipt counted", func() bool { return h.s.Stats().StaleMessages.Load() > before })
 	if j := h.job(id); j.Status != db.StatusRunning || j.ClaimedBy != owner.Identity() {
 		t.Fatalf("after a spoofed CONCLUDE: status %s claimed_by %q", j.Status, j.ClaimedBy)
 	}
 
 	close(release)
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 	// A late duplicate from the owner cannot turn COMPLETED into FAILED.
 	stale := h.s.Stats().StaleMessages.Load()
 	if err := owner.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusFailed}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "duplicate counted", func() bool { return h.s.Stats().StaleMessages.Load() > stale })
+	testwait.Eventually(t, 5*time.Second, "duplicate counted", func() bool { return h.s.Stats().StaleMessages.Load() > stale })
 	if j := h.job(id); j.Status != db.StatusCompleted {
 		t.Fatalf("duplicate receipt changed the job to %s", j.Status)
 	}
@@ -229,7 +230,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	h.plugin("p")
 	fv := h.file("a.txt", "a\n")
 	w := h.worker(testworker.Options{Run: testworker.Succeed})
-	eventually(t, 5*time.Second, "worker registered", func() bool {
+	testwait.Eventually(t, 5*time.Second, "worker registered", func() bool {
 		ws, _ := h.s.Workers(time.Second)
 		return len(ws) == 1
 	})
@@ -246,11 +247,11 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "external job dispatched", func() bool { return len(w.Received()) == 1 })
+	testwait.Eventually(t, 5*time.Second, "external job dispatched", func() bool { return len(w.Received()) == 1 })
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("external job took %s to dispatch, want < 1s", took)
 	}
-	eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 }
 
 func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
@@ -286,11 +287,11 @@ func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
 		<-ctx.Done()
 		return transport.Conclude{Status: transport.StatusAborted}
 	}})
-	eventually(t, 5*time.Second, "job dispatched to the doomed worker", func() bool { return len(doomed.Received()) == 1 })
+	testwait.Eventually(t, 5*time.Second, "job dispatched to the doomed worker", func() bool { return len(doomed.Received()) == 1 })
 	doomed.Close() // vanishes without a receipt, like kill -9
 
 	rescuer := h.worker(testworker.Options{Run: testworker.Succeed})
-	eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.job(id).Status == db.StatusCompleted })
 	j := h.job(id)
 	if j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 || j.Attempt != 2 {
 		t.Errorf("claimed_by %q retry_count %d attempt %d", j.ClaimedBy, j.RetryCount, j.Attempt)
@@ -315,11 +316,11 @@ func TestSentinel_EmptyPluginSetsWakeUpWhenJobsArrive(t *testing.T) {
 	for range 40 {
 		busy = append(busy, h.enqueue(fv, "busy", 0))
 	}
-	eventually(t, 10*time.Second, "busy jobs COMPLETED", func() bool {
+	testwait.Eventually(t, 10*time.Second, "busy jobs COMPLETED", func() bool {
 		return h.counts()[db.StatusCompleted] == int64(len(busy))
 	})
 	rare := h.enqueue(fv, "rare", 0)
-	eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.job(rare).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.job(rare).Status == db.StatusCompleted })
 	got := 0
 	for _, w := range idle {
 		got += len(w.Received())

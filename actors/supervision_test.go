@@ -8,6 +8,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -33,16 +34,16 @@ func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				workers = append(workers, h.worker(testworker.Options{Slots: 2, Run: slowSucceed, HeartbeatInterval: 50 * time.Millisecond}))
 			}
-			eventually(t, 10*time.Second, "a quarter done", func() bool { return h.counts()[db.StatusCompleted] >= n/4 })
+			testwait.Eventually(t, 10*time.Second, "a quarter done", func() bool { return h.counts()[db.StatusCompleted] >= n/4 })
 
 			victim := target
 			if target == "worker" {
 				victim = workers[0].Identity()
 			}
 			h.s.InjectPanic(victim)
-			eventually(t, 5*time.Second, "a restart happened", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
+			testwait.Eventually(t, 5*time.Second, "a restart happened", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
 
-			eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == n })
+			testwait.Eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == n })
 			if c := h.counts(); c[db.StatusRunning]+c[db.StatusQueued]+c[db.StatusFailed] != 0 {
 				t.Fatalf("counts after the run: %v", c)
 			}
@@ -55,7 +56,7 @@ func TestSupervision_TopLevelGivesUpAfterRepeatedPanics(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		want := int64(i + 1)
 		h.s.InjectPanic("supervisor")
-		eventually(t, 5*time.Second, fmt.Sprintf("restart %d", want), func() bool { return h.s.Stats().ActorRestarts.Load() >= want })
+		testwait.Eventually(t, 5*time.Second, fmt.Sprintf("restart %d", want), func() bool { return h.s.Stats().ActorRestarts.Load() >= want })
 	}
 	select {
 	case err := <-h.s.Fatal():
@@ -73,12 +74,12 @@ func TestSupervision_RestartedWorkerActorKeepsItsJobs(t *testing.T) {
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	w := h.worker(testworker.Options{Run: blockingRun(release)})
-	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
 
 	h.s.InjectPanic(w.Identity())
-	eventually(t, 5*time.Second, "worker actor restarted", func() bool { return h.s.Stats().ActorRestarts.Load() == 1 })
+	testwait.Eventually(t, 5*time.Second, "worker actor restarted", func() bool { return h.s.Stats().ActorRestarts.Load() == 1 })
 	close(release)
-	eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
 	if j := h.job(id); j.Attempt != 1 || h.s.Stats().StaleMessages.Load() != 0 {
 		t.Errorf("attempt %d stale %d: the restart was visible", j.Attempt, h.s.Stats().StaleMessages.Load())
 	}

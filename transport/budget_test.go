@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 // TestRouter_FloodingPeerIsThrottledAndCut: a peer over its inbound budget
@@ -92,6 +94,6 @@ func TestRouter_FloodingPeerIsThrottledAndCut(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, func() bool { return calm.Load() == 1+n }, "every message of the calm peer")
+	testwait.Eventually(t, 10*time.Second, "every message of the calm peer", func() bool { return calm.Load() == 1+n })
 	t.Logf("flooder: %d messages dropped before it was cut", dropped.Load())
 }

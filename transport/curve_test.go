@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -125,7 +126,7 @@ func TestCurve_Refusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--sentinel-key") {
 			t.Fatalf("dial with a wrong server key = %v, want a failure pointing at --sentinel-key", err)
 		}
-		eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectBadHandshake) > 0 })
+		testwait.Eventually(t, 5*time.Second, "a RejectBadHandshake counted", func() bool { return rej.count(transport.RejectBadHandshake) > 0 })
 	})
 	t.Run("UnlistedClientKey", func(t *testing.T) {
 		strangerPub, strangerSec, _ := transport.GenerateCurveKeyPair()
@@ -133,7 +134,7 @@ func TestCurve_Refusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "refused this client's key") {
 			t.Fatalf("dial with an unlisted key = %v, want a refusal", err)
 		}
-		eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectUnauthorizedKey) > 0 })
+		testwait.Eventually(t, 5*time.Second, "a RejectUnauthorizedKey counted", func() bool { return rej.count(transport.RejectUnauthorizedKey) > 0 })
 		if last := ref.last(); last == nil || !last.HasKey || last.Key != strangerPub {
 			t.Fatalf("refusal %+v does not name the stranger's key %s", last, strangerPub.Fingerprint())
 		}
@@ -142,7 +143,7 @@ func TestCurve_Refusals(t *testing.T) {
 		c := dialZMTP(t, r.Endpoint(), "plain")
 		_, _ = c.Write(zmtpMessage(validFrames(t, 1, []byte("let me in"))...))
 		expectClosed(t, c)
-		eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectNotCurve) > 0 })
+		testwait.Eventually(t, 5*time.Second, "a RejectNotCurve counted", func() bool { return rej.count(transport.RejectNotCurve) > 0 })
 	})
 	t.Run("StolenIdentity", func(t *testing.T) {
 		// The real worker holds "w-real"; a second authorized key claims it.
@@ -157,7 +158,7 @@ func TestCurve_Refusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "bound to another key") {
 			t.Fatalf("a second key claiming the identity: %v, want a refusal", err)
 		}
-		eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectIdentityTaken) > 0 })
+		testwait.Eventually(t, 5*time.Second, "a RejectIdentityTaken counted", func() bool { return rej.count(transport.RejectIdentityTaken) > 0 })
 		// The real worker keeps its connection and its messages.
 		roundTrip(t, real, 2, []byte("still mine"))
 		waitFrom(t, got2, "w-real")
@@ -386,7 +387,7 @@ func TestCurve_ReplayedTranscriptIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectClosed(t, c)
-	eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectBadHandshake) > 0 })
+	testwait.Eventually(t, 5*time.Second, "a RejectBadHandshake counted", func() bool { return rej.count(transport.RejectBadHandshake) > 0 })
 	select {
 	case in := <-got:
 		t.Fatalf("a replayed message reached the application: %q from %q", in.Frames, in.Identity)

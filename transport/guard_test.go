@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -42,7 +43,7 @@ func TestGuard_RejectsHugeFrameBeforeAllocating(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectClosed(t, c)
-	eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectFrameTooLarge) == 1 })
+	testwait.Eventually(t, 5*time.Second, "one RejectFrameTooLarge counted", func() bool { return rej.count(transport.RejectFrameTooLarge) == 1 })
 
 	d := dialDealer(t, r.Endpoint(), "after-giant")
 	roundTrip(t, d, 7, []byte("still serving"))
@@ -81,7 +82,7 @@ func TestGuard_FrameLimitFollowsMaxPayload(t *testing.T) {
 			t.Fatal(err)
 		}
 		expectClosed(t, c)
-		eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectFrameTooLarge) == 1 })
+		testwait.Eventually(t, 5*time.Second, "one RejectFrameTooLarge counted", func() bool { return rej.count(transport.RejectFrameTooLarge) == 1 })
 	})
 }
 
@@ -119,7 +120,7 @@ func TestGuard_ClosesSilentPeerAfterHandshakeTimeout(t *testing.T) {
 	r, _ := startEchoRouter(t, transport.RouterOptions{HandshakeTimeout: 200 * time.Millisecond, OnReject: rej.add})
 	c := dialTCP(t, r.Endpoint())
 	expectClosed(t, c) // after reading the greeting the guard sent ahead
-	eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectHandshakeTimeout) == 1 })
+	testwait.Eventually(t, 5*time.Second, "one RejectHandshakeTimeout counted", func() bool { return rej.count(transport.RejectHandshakeTimeout) == 1 })
 }
 
 func TestGuard_RejectsHandshakesZmq4CannotTake(t *testing.T) {
@@ -161,7 +162,7 @@ func TestGuard_RejectsHandshakesZmq4CannotTake(t *testing.T) {
 				t.Fatal(err)
 			}
 			expectClosed(t, c)
-			eventually(t, 5*time.Second, func() bool { return rej.count(transport.RejectBadHandshake) == before+1 })
+			testwait.Eventually(t, 5*time.Second, "one more RejectBadHandshake counted", func() bool { return rej.count(transport.RejectBadHandshake) == before+1 })
 		})
 	}
 	d := dialDealer(t, r.Endpoint(), "after-bad-handshakes")
@@ -220,7 +221,7 @@ func TestGuard_SlowPeerDoesNotStallOthers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the well-behaved dealer stopped receiving")
 	}
-	eventually(t, 10*time.Second, func() bool { return rej.count(transport.RejectSlowPeer) == 1 })
+	testwait.Eventually(t, 10*time.Second, "one RejectSlowPeer counted", func() bool { return rej.count(transport.RejectSlowPeer) == 1 })
 
 	// What the kernel already held is delivered, then the stream ends.
 	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -591,15 +592,4 @@ func (r *rejects) count(reason string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.n[reason]
-}
-
-func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

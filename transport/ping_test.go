@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -48,7 +49,7 @@ func TestRouter_PingIsACommandFrameAndItsPongCountsAsLife(t *testing.T) {
 	if _, err := c.Write(zmtpFrame(0x04, []byte("\x04PONG"))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool { return r.LastSeen([]byte("raw-ping")).After(before) })
+	testwait.Eventually(t, 5*time.Second, "last-seen stamped anew", func() bool { return r.LastSeen([]byte("raw-ping")).After(before) })
 	select {
 	case m := <-got:
 		t.Fatalf("the PONG reached the application: %q", m.Frames)
@@ -172,7 +173,7 @@ print("ok")
 			if err := r.Ping([]byte(identity)); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 2*time.Second, func() bool { return r.LastSeen([]byte(identity)).After(before) })
+			testwait.Eventually(t, 2*time.Second, "last-seen stamped anew", func() bool { return r.LastSeen([]byte(identity)).After(before) })
 		}
 		select {
 		case m := <-got:

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 // stormPeer is a minimal ZMTP DEALER: greeting, READY with an identity, and
@@ -105,7 +107,7 @@ func TestRouter_ConnectionStormLeavesNoMemory(t *testing.T) {
 			before := heapAfterGC()
 			want := delivered.Load() + int64(set.n)
 			got := dialMany(t, strings.TrimPrefix(set.r.Endpoint(), "tcp://"), set.n, set.curve, fmt.Sprintf("w%d-", wave))
-			waitFor(t, 30*time.Second, func() bool { return delivered.Load() >= want }, "every peer's message delivered")
+			testwait.Eventually(t, 30*time.Second, "every peer's message delivered", func() bool { return delivered.Load() >= want })
 			*set.cost = float64(heapAfterGC()-before) / float64(set.n)
 			conns = append(conns, got...)
 		}
@@ -113,7 +115,7 @@ func TestRouter_ConnectionStormLeavesNoMemory(t *testing.T) {
 			_ = c.Close()
 		}
 		for _, r := range []*Router{plainRouter, curveRouter} {
-			waitFor(t, 30*time.Second, func() bool { return r.Connections() == 0 }, "every connection gone")
+			testwait.Eventually(t, 30*time.Second, "every connection gone", func() bool { return r.Connections() == 0 })
 		}
 	}
 	t.Logf("heap per idle connected peer: plaintext %.0f bytes, CURVE %.0f bytes", perPlain, perCurve)
@@ -171,15 +173,4 @@ func dialMany(t *testing.T, addr string, n int, curve *CurveClient, prefix strin
 		t.Fatalf("dial: %v", *err)
 	}
 	return conns
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -128,7 +129,7 @@ func TestInterop_StolenIdentityIsRefused(t *testing.T) {
 		defer wg.Done()
 		real = runWorker(t, s.endpoint, identity, nJobs, append(cs.workerArgs(t, "real"), "--stay", "3")...)
 	}()
-	eventually(t, 10*time.Second, "the real worker registered", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the real worker registered", func() (bool, string) {
 		return strings.Contains(s.logs.String(), identity), "not yet"
 	})
 	thief := runWorker(t, s.endpoint, identity, 1, append(cs.workerArgs(t, "thief"), "--timeout", "2")...)
@@ -172,7 +173,7 @@ func TestRun_SIGHUPReloadsTheAuthorizedWorkers(t *testing.T) {
 		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "the reload logged", func() (bool, string) {
+		testwait.Eventually(t, 5*time.Second, "the reload logged", func() (bool, string) {
 			return strings.Count(s.logs.String(), "SIGHUP: reloading") >= want, "not yet"
 		})
 	}
@@ -180,7 +181,7 @@ func TestRun_SIGHUPReloadsTheAuthorizedWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	hup(1)
-	eventually(t, 5*time.Second, "the new key accepted", func() (bool, string) {
+	testwait.Eventually(t, 5*time.Second, "the new key accepted", func() (bool, string) {
 		err := dial("second", secondSec)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -191,7 +192,7 @@ func TestRun_SIGHUPReloadsTheAuthorizedWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	hup(2)
-	eventually(t, 5*time.Second, "the failed reload logged", func() (bool, string) {
+	testwait.Eventually(t, 5*time.Second, "the failed reload logged", func() (bool, string) {
 		return strings.Contains(s.logs.String(), `"reload":"authorized-workers"`), "not yet"
 	})
 	if err := dial("second", secondSec); err != nil {

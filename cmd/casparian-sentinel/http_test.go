@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 // httpAddr reads the HTTP server's address from the start log line.
@@ -81,7 +83,7 @@ func TestRun_HTTPAndScannerServeFromTheBinary(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "orders.csv"), []byte("id\n1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the scanned file's job", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the scanned file's job", func() (bool, string) {
 		_, body := request(t, "GET", base+"/api/v1/jobs?plugin=reader", "")
 		var list struct {
 			Jobs []struct {
@@ -218,7 +220,7 @@ func TestRun_WithoutTokensWarnsAndHasNoPprof(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, 5*time.Second, "the warning about running without tokens", func() (bool, string) {
+	testwait.Eventually(t, 5*time.Second, "the warning about running without tokens", func() (bool, string) {
 		return warned() > 0, s.logs.String()
 	})
 	if n := warned(); n != 1 {
@@ -286,7 +288,7 @@ func TestRun_SIGHUPReloadsTheTokens(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the new token in force", func() (bool, string) {
+	testwait.Eventually(t, 5*time.Second, "the new token in force", func() (bool, string) {
 		old, fresh := status(adminToken), status(readToken)
 		return old == http.StatusUnauthorized && fresh == 200, fmt.Sprintf("old token %d, new token %d", old, fresh)
 	})
@@ -296,7 +298,7 @@ func TestRun_SIGHUPReloadsTheTokens(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the failed reload logged", func() (bool, string) {
+	testwait.Eventually(t, 5*time.Second, "the failed reload logged", func() (bool, string) {
 		for _, entry := range logEntries(t, s.logs.String()) {
 			if entry["level"] == "error" && entry["reload"] == "api-tokens" && strings.Contains(fmt.Sprint(entry["error"]), "line 2") {
 				return true, ""

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 // systemPython is the interpreter python3-zmq installs into; the python3
@@ -258,7 +259,7 @@ func (fx *interopFixture) checkAllCompleted(t *testing.T, identity string, w wor
 	t.Helper()
 	ctx := context.Background()
 	want := int64(len(fx.jobs))
-	eventually(t, 10*time.Second, fmt.Sprintf("%d COMPLETED jobs", want), func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("%d COMPLETED jobs", want), func() (bool, string) {
 		counts, err := fx.store.JobsCountByStatus(ctx)
 		if err != nil {
 			return false, err.Error()

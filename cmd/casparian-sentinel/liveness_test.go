@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 const (
@@ -118,7 +119,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 	identity := fmt.Sprintf("w-orig-%d", time.Now().UnixNano())
 	w := startWorker(t, s.endpoint, identity, 1, append(append(creds("orig-1"), originalLike...),
 		"--job-seconds", strconv.FormatFloat(jobLength.Seconds(), 'f', -1, 64))...)
-	eventually(t, 10*time.Second, "the worker registered", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the worker registered", func() (bool, string) {
 		return strings.Contains(s.logs.String(), `"name":"`+identity+`"`), "not yet"
 	})
 
@@ -139,7 +140,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 	if run.err != nil {
 		t.Fatalf("worker: %v", run.err)
 	}
-	eventually(t, 5*time.Second, "the job COMPLETED", func() (bool, string) {
+	testwait.Eventually(t, 5*time.Second, "the job COMPLETED", func() (bool, string) {
 		j, err := fx.store.JobGet(ctx, id)
 		return err == nil && j.Status == db.StatusCompleted, fmt.Sprint(j.Status, err)
 	})
@@ -167,21 +168,21 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 
 	// The worker exited after its job: its connection is gone, so no PONG
 	// comes back and it is dropped (else the next job could go to it).
-	eventually(t, 5*time.Second, "the exited worker dropped", func() (bool, string) {
+	testwait.Eventually(t, 5*time.Second, "the exited worker dropped", func() (bool, string) {
 		return strings.Contains(s.logs.String(), "worker timed out"), "not yet"
 	})
 
 	// kill -9 mid-job: nothing answers PINGs any more.
 	victim := fmt.Sprintf("w-victim-%d", time.Now().UnixNano())
 	v := startWorker(t, s.endpoint, victim, 1, append(append(creds("orig-2"), originalLike...), "--job-seconds", "60")...)
-	eventually(t, 10*time.Second, "the victim registered", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the victim registered", func() (bool, string) {
 		return strings.Contains(s.logs.String(), `"name":"`+victim+`"`), "not yet"
 	})
 	id, err = fx.store.JobEnqueue(ctx, fx.files[1].version, "byte_count", 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the victim started the job", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the victim started the job", func() (bool, string) {
 		return strings.Contains(v.stdout.String(), fmt.Sprintf("start %d\n", id)), "not yet"
 	})
 	time.Sleep(2 * livenessTimeout) // alive mid-job, on PONGs alone
@@ -192,7 +193,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	eventually(t, 10*time.Second, "the killed worker's job requeued", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the killed worker's job requeued", func() (bool, string) {
 		j, err := fx.store.JobGet(ctx, id)
 		return err == nil && j.RetryCount == 1, fmt.Sprint(j.Status, j.RetryCount, err)
 	})
@@ -231,7 +232,7 @@ func TestInterop_EnvErrWithoutJobIDIsRetriedAtOnce(t *testing.T) {
 	for i := 0; i <= maxRetries; i++ {
 		name := fmt.Sprintf("w-envfail-%d-%d", i, time.Now().UnixNano())
 		workers = append(workers, startWorker(t, s.endpoint, name, 0, append(originalLike, "--env-fail", message, "--stay", "15")...))
-		eventually(t, 10*time.Second, "worker registered", func() (bool, string) {
+		testwait.Eventually(t, 10*time.Second, "worker registered", func() (bool, string) {
 			return strings.Contains(s.logs.String(), `"name":"`+name+`"`), "not yet"
 		})
 	}
@@ -240,7 +241,7 @@ func TestInterop_EnvErrWithoutJobIDIsRetriedAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	eventually(t, 10*time.Second, "the job FAILED", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the job FAILED", func() (bool, string) {
 		j, err := fx.store.JobGet(ctx, id)
 		return err == nil && j.Status == db.StatusFailed, fmt.Sprint(j.Status, j.RetryCount, err)
 	})

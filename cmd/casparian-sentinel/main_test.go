@@ -54,25 +54,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// eventually polls cond every 20 ms until it holds or timeout passes; cond's
-// string says what it saw, for the failure message.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last seen: %s", timeout, what, seen)
-		}
-		<-tick.C
-	}
-}
-
 // sentinel is one in-process run of runWithReady.
 type sentinel struct {
 	endpoint string

@@ -23,6 +23,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -208,7 +209,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	}
 	// RUNNING in the database is not enough: the DISPATCH may still be on
 	// its way. The worker logs each job it starts.
-	eventually(t, 20*time.Second, "two jobs started by the worker", func() bool {
+	testwait.Eventually(t, 20*time.Second, "two jobs started by the worker", func() bool {
 		return strings.Count(stderr.String(), `"message":"job started"`) == 2
 	})
 	if r := running(); len(r) != 2 {
@@ -234,7 +235,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	// ... and every job it had taken completed; the others were never
 	// claimed and wait for another worker. The Sentinel records receipts
 	// asynchronously, so the last one may land just after the exit.
-	eventually(t, 10*time.Second, "no job left RUNNING", func() bool { return len(running()) == 0 })
+	testwait.Eventually(t, 10*time.Second, "no job left RUNNING", func() bool { return len(running()) == 0 })
 	completed := 0
 	for _, id := range jobs {
 		j := h.job(id)
@@ -357,17 +358,6 @@ func (h *testSentinel) job(id int64) db.Job {
 		h.t.Fatal(err)
 	}
 	return j
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // syncBuffer is a bytes.Buffer safe for the child's writer goroutine and

@@ -17,6 +17,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -63,7 +64,7 @@ func TestCLI_AgainstARunningSentinel(t *testing.T) {
 	if _, err := fmt.Sscanf(out, "queued job %d:", &id); err != nil || !strings.Contains(out, "(priority 5)") {
 		t.Fatalf("enqueue said %q", out)
 	}
-	sentineltest.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return e.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return e.Job(id).Status == db.StatusCompleted })
 
 	out = ok(t, e.URL, "jobs", "ls")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -99,7 +100,7 @@ func TestCLI_AgainstARunningSentinel(t *testing.T) {
 	slow := e.Enqueue(e.File("b.csv", "b\n"), "slow", 0)
 	// RUNNING in the database comes a moment before the worker actor holds
 	// the claim; the worker list shows what the worker actors hold.
-	sentineltest.Eventually(t, 5*time.Second, "slow job held by the worker", func() bool {
+	testwait.Eventually(t, 5*time.Second, "slow job held by the worker", func() bool {
 		ws, _ := e.Sentinel.WorkersInfo(context.Background())
 		return len(ws) == 1 && len(ws[0].Running) == 1 && ws[0].Running[0] == slow
 	})
@@ -112,7 +113,7 @@ func TestCLI_AgainstARunningSentinel(t *testing.T) {
 	if !strings.Contains(out, "ABORT sent") {
 		t.Errorf("cancel running said %q", out)
 	}
-	sentineltest.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(slow).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(slow).Status == db.StatusSkipped })
 	code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "retry", fmt.Sprint(slow))
 	if code != exitError || !strings.Contains(errOut, "only FAILED jobs can be retried") || !strings.Contains(errOut, "HTTP 409") {
 		t.Errorf("retry of a skipped job: exit %d, %q", code, errOut)

@@ -16,6 +16,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -92,7 +93,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 	}
 
 	w := e.Worker(testworker.Options{Identity: "tw-api"})
-	sentineltest.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool {
+	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool {
 		return e.Job(byVersion.ID).Status == db.StatusCompleted && e.Job(byPath.ID).Status == db.StatusCompleted
 	})
 
@@ -147,14 +148,14 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 		}
 		return blockUntilAborted(ctx, j)
 	}})
-	sentineltest.Eventually(t, 5*time.Second, "job running on the worker", func() bool { return len(w.Received()) == 1 })
+	testwait.Eventually(t, 5*time.Second, "job running on the worker", func() bool { return len(w.Received()) == 1 })
 	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, running), "", &res); code != 200 {
 		t.Fatalf("cancel running: %d %s", code, body)
 	}
 	if res.PreviousStatus != "RUNNING" || !res.AbortSent || !res.Job.CancelRequested {
 		t.Errorf("cancel running = %+v", res)
 	}
-	sentineltest.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(running).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(running).Status == db.StatusSkipped })
 	if j := e.Job(running); j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("cancelled job: retries %d, dispatched %d times", j.RetryCount, len(w.Received()))
 	}
@@ -170,7 +171,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 
 	// A FAILED job is retried: QUEUED, retry_count 0, runs again (and fails again).
 	failed := e.Enqueue(fv, "broken", 0)
-	sentineltest.Eventually(t, 5*time.Second, "job FAILED", func() bool { return e.Job(failed).Status == db.StatusFailed })
+	testwait.Eventually(t, 5*time.Second, "job FAILED", func() bool { return e.Job(failed).Status == db.StatusFailed })
 	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, failed), "", nil)
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "FAILED") {
 		t.Errorf("cancel failed job: %d %s", code, body)
@@ -182,7 +183,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	if retried.Status != "QUEUED" && retried.Status != "RUNNING" && retried.Status != "FAILED" {
 		t.Errorf("retried job = %+v", retried)
 	}
-	sentineltest.Eventually(t, 5*time.Second, "retried job ran again", func() bool {
+	testwait.Eventually(t, 5*time.Second, "retried job ran again", func() bool {
 		j := e.Job(failed)
 		return j.Status == db.StatusFailed && j.Attempt == 2
 	})
@@ -254,12 +255,12 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 	job := e.Enqueue(fv, "p", 0)
 	e.Worker(testworker.Options{Identity: "tw-busy", Capabilities: []string{"p"}, Slots: 3, Run: blockUntilAborted})
 	e.Worker(testworker.Options{Identity: "tw-idle", Capabilities: []string{"other"}})
-	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
 
 	// RUNNING in the database comes a moment before the worker actor holds
 	// the claim; the list shows what the worker actors hold.
 	var workers httpapi.WorkerList
-	sentineltest.Eventually(t, 5*time.Second, "two workers listed, one busy", func() bool {
+	testwait.Eventually(t, 5*time.Second, "two workers listed, one busy", func() bool {
 		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
 		return len(workers.Workers) == 2 && workers.Workers[0].Busy == 1
 	})
@@ -326,7 +327,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	if code, body := call(t, "GET", e.URL+"/healthz", "", nil); code != 200 || !strings.Contains(body, `"ok"`) {
 		t.Fatalf("healthz while serving: %d %s", code, body)
 	}
-	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
 
 	stopped := make(chan struct{})
 	go func() {
@@ -335,7 +336,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	}()
 	// While the Sentinel drains, health is 503 but the API still answers,
 	// so an operator can watch the drain.
-	sentineltest.Eventually(t, 5*time.Second, "healthz 503 while draining", func() bool {
+	testwait.Eventually(t, 5*time.Second, "healthz 503 while draining", func() bool {
 		code, _ := call(t, "GET", e.URL+"/healthz", "", nil)
 		return code == http.StatusServiceUnavailable
 	})
@@ -374,7 +375,7 @@ func TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted(t *testing.T) {
 	})
 	e.Worker(testworker.Options{Identity: "tw-curve", Curve: transport.NewCurveClient(serverPub, workerSec)})
 	var workers httpapi.WorkerList
-	sentineltest.Eventually(t, 5*time.Second, "the CURVE worker listed", func() bool {
+	testwait.Eventually(t, 5*time.Second, "the CURVE worker listed", func() bool {
 		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
 		return len(workers.Workers) == 1
 	})
@@ -388,7 +389,7 @@ func TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted(t *testing.T) {
 		Curve: transport.NewCurveClient(serverPub, strangerSec)}); err == nil {
 		t.Fatal("a worker with an unlisted key connected")
 	}
-	sentineltest.Eventually(t, 5*time.Second, "the refusal counted", func() bool {
+	testwait.Eventually(t, 5*time.Second, "the refusal counted", func() bool {
 		_, body := call(t, "GET", e.URL+"/metrics", "", nil)
 		return strings.Contains(body, `casparian_curve_refusals_total{reason="unauthorized_key"}`)
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -113,7 +114,7 @@ func TestMetrics_MoveAsJobsFlow(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	sentineltest.Eventually(t, 10*time.Second, "all but the held job concluded", func() bool {
+	testwait.Eventually(t, 10*time.Second, "all but the held job concluded", func() bool {
 		c, _ := e.Store.JobsCountByStatus(context.Background())
 		// Dispatches are counted when the worker actor sends them, a moment
 		// after the claim made the job RUNNING.
@@ -166,11 +167,11 @@ func TestMetrics_MoveAsJobsFlow(t *testing.T) {
 	if err := spoof.Send(transport.OpConclude, uint64(hold), &transport.Conclude{Status: transport.StatusSuccess}); err != nil {
 		t.Fatal(err)
 	}
-	sentineltest.Eventually(t, 5*time.Second, "stale counted", func() bool {
+	testwait.Eventually(t, 5*time.Second, "stale counted", func() bool {
 		return scrape(t, e.URL)["casparian_stale_messages_total"] > during["casparian_stale_messages_total"]
 	})
 	close(release)
-	sentineltest.Eventually(t, 5*time.Second, "held job completed", func() bool {
+	testwait.Eventually(t, 5*time.Second, "held job completed", func() bool {
 		return scrape(t, e.URL)["casparian_jobs_completed_total"] == ok+1
 	})
 }

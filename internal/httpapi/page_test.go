@@ -22,6 +22,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -111,13 +112,13 @@ func TestStatusPage_InChromiumShowsWorkersCountsAndJobs(t *testing.T) {
 			return testworker.Succeed(ctx, j)
 		}})
 	idle := e.Worker(testworker.Options{Identity: "tw-page-idle", Capabilities: []string{"other"}})
-	sentineltest.Eventually(t, 10*time.Second, "queue settled", func() bool {
+	testwait.Eventually(t, 10*time.Second, "queue settled", func() bool {
 		c, _ := e.Store.JobsCountByStatus(context.Background())
 		return c[db.StatusCompleted] == 3 && c[db.StatusFailed] == 1 && c[db.StatusRunning] == 1
 	})
 	// RUNNING in the database comes a moment before the worker actor holds
 	// the claim; the page shows what the worker actors hold.
-	sentineltest.Eventually(t, 5*time.Second, "both workers connected, the held job on one", func() bool {
+	testwait.Eventually(t, 5*time.Second, "both workers connected, the held job on one", func() bool {
 		ws, _ := e.Sentinel.WorkersInfo(context.Background())
 		return len(ws) == 2 && len(ws[0].Running) == 1 && ws[0].Running[0] == held
 	})

@@ -213,15 +213,3 @@ func (e *Env) Worker(opts testworker.Options) *testworker.Worker {
 	e.T.Cleanup(w.Close)
 	return w
 }
-
-// Eventually polls cond every 10 ms until it holds or the deadline passes.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

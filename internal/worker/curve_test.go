@@ -7,6 +7,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/transport"
 )
@@ -48,7 +49,7 @@ func TestWorker_CurveRunsJobsOnlyForAuthorizedKeys(t *testing.T) {
 	misled := startWorker(t, h, worker.Options{Identity: "misled",
 		Curve: transport.NewCurveClient(workerPub, workerSec)})
 	id = h.enqueue(h.file("more.csv", "a,b\n1,2\n"), "csv", "")
-	eventually(t, within, "the workers' logs say why they are not connected", func() bool {
+	testwait.Eventually(t, within, "the workers' logs say why they are not connected", func() bool {
 		return strings.Contains(stranger.logs.String(), "is it in its --authorized-workers?") &&
 			strings.Contains(misled.logs.String(), "is --sentinel-key its public key?")
 	})

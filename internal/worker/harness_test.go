@@ -17,6 +17,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/transport"
@@ -202,7 +203,7 @@ func (h *sentinel) job(id int64) db.Job {
 func (h *sentinel) waitJob(id int64, statuses ...db.JobStatus) db.Job {
 	h.t.Helper()
 	var j db.Job
-	eventually(h.t, within, fmt.Sprintf("job %d reaches %v", id, statuses), func() bool {
+	testwait.Eventually(h.t, within, fmt.Sprintf("job %d reaches %v", id, statuses), func() bool {
 		j = h.job(id)
 		for _, s := range statuses {
 			if j.Status == s {
@@ -217,7 +218,7 @@ func (h *sentinel) waitJob(id int64, statuses ...db.JobStatus) db.Job {
 // waitWorkers waits until the Sentinel has n workers registered.
 func (h *sentinel) waitWorkers(n int) {
 	h.t.Helper()
-	eventually(h.t, within, fmt.Sprintf("%d workers registered", n), func() bool {
+	testwait.Eventually(h.t, within, fmt.Sprintf("%d workers registered", n), func() bool {
 		ws, err := h.s.Workers(time.Second)
 		return err == nil && len(ws) == n
 	})
@@ -296,18 +297,6 @@ func (rw *runningWorker) stop(t *testing.T) error {
 	case <-time.After(within):
 		t.Fatal("worker did not stop")
 		return nil
-	}
-}
-
-// eventually polls cond every 10 ms until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

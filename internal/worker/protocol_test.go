@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/transport"
@@ -299,7 +300,7 @@ func TestWorker_ReconnectsAfterAFailedHandshake(t *testing.T) {
 
 	addr := strings.TrimPrefix(endpoint, "tcp://")
 	var l net.Listener
-	eventually(t, within, "port free again", func() bool {
+	testwait.Eventually(t, within, "port free again", func() bool {
 		var err error
 		l, err = net.Listen("tcp", addr)
 		return err == nil
@@ -315,11 +316,11 @@ func TestWorker_ReconnectsAfterAFailedHandshake(t *testing.T) {
 			c.Close()
 		}
 	}()
-	eventually(t, within, "the worker dialled the impostor", func() bool { return accepted.Load() > 0 })
+	testwait.Eventually(t, within, "the worker dialled the impostor", func() bool { return accepted.Load() > 0 })
 	l.Close()
 
 	var b *scripted
-	eventually(t, within, "Sentinel listening again", func() bool {
+	testwait.Eventually(t, within, "Sentinel listening again", func() bool {
 		r, err := transport.ListenRouter(endpoint, transport.RouterOptions{})
 		if err != nil {
 			return false
@@ -353,13 +354,13 @@ func TestWorker_ReceiptLostInAnOutageIsResentAfterIt(t *testing.T) {
 
 	a.router.Close() // the connection drops just before the receipt goes
 	g.release()
-	eventually(t, within, "job concluded while the Sentinel is away", func() bool { return w.Stats().JobsSucceeded == 1 })
+	testwait.Eventually(t, within, "job concluded while the Sentinel is away", func() bool { return w.Stats().JobsSucceeded == 1 })
 	// The outage itself, ten replay windows long: a duration, not a wait
 	// for a condition.
 	time.Sleep(200 * time.Millisecond)
 
 	var b *scripted
-	eventually(t, within, "Sentinel listening again", func() bool {
+	testwait.Eventually(t, within, "Sentinel listening again", func() bool {
 		r, err := transport.ListenRouter(endpoint, transport.RouterOptions{})
 		if err != nil {
 			return false

@@ -16,6 +16,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/wasm"
 	"github.com/casparian/sentinel/transport"
@@ -305,7 +306,7 @@ func TestWasm_LimitsStopModules(t *testing.T) {
 
 	// ABORT while it spins.
 	s.send(transport.OpDispatch, 6, job(6, "loop"))
-	eventually(t, wasmWithin, "job 6's module running", func() bool { return w.Stats().WasmRunning == 1 })
+	testwait.Eventually(t, wasmWithin, "job 6's module running", func() bool { return w.Stats().WasmRunning == 1 })
 	start = time.Now()
 	s.send(transport.OpAbort, 6, nil)
 	wantReceipt(t, "abort", s.concluded(6), transport.StatusAborted, "aborted by the Sentinel")
@@ -324,7 +325,7 @@ func TestWasm_LimitsStopModules(t *testing.T) {
 
 	// The drain deadline stops a module that would never finish.
 	s.send(transport.OpDispatch, 8, job(8, "loop"))
-	eventually(t, wasmWithin, "job 8's module running", func() bool { return w.Stats().WasmRunning == 1 })
+	testwait.Eventually(t, wasmWithin, "job 8's module running", func() bool { return w.Stats().WasmRunning == 1 })
 	if err := w.stop(t); err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +368,7 @@ func TestWasm_EndToEndWithSentinel(t *testing.T) {
 
 	for _, id := range ids {
 		var j db.Job
-		eventually(t, wasmWithin, fmt.Sprintf("job %d concludes", id), func() bool {
+		testwait.Eventually(t, wasmWithin, fmt.Sprintf("job %d concludes", id), func() bool {
 			j = h.job(id)
 			return j.Status == db.StatusCompleted || j.Status == db.StatusFailed
 		})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 )
@@ -251,7 +252,7 @@ func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
 	id := h.enqueue(h.file("in.txt", "x\n"), "slow", "")
 
 	g.waitStarted(t, 1) // 300 rows are staged and the run is waiting
-	eventually(t, within, "ABORTED receipt sent", func() bool { return w.Stats().JobsAborted == 1 })
+	testwait.Eventually(t, within, "ABORTED receipt sent", func() bool { return w.Stats().JobsAborted == 1 })
 	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusCompleted || j.Attempt != 2 {
 		t.Fatalf("job: %s attempt %d %q, want COMPLETED on attempt 2", j.Status, j.Attempt, j.ErrorMessage)
@@ -277,7 +278,7 @@ func TestWorker_ConcurrencyLimit(t *testing.T) {
 	g.waitStarted(t, 2)
 	// Two run; the Sentinel holds the others back because the worker
 	// announced max_concurrent_jobs=2.
-	eventually(t, within, "2 RUNNING, 3 QUEUED", func() bool {
+	testwait.Eventually(t, within, "2 RUNNING, 3 QUEUED", func() bool {
 		c, _ := h.store.JobsCountByStatus(t.Context())
 		return c[db.StatusRunning] == 2 && c[db.StatusQueued] == 3
 	})
@@ -314,9 +315,9 @@ func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
 
 	h.restart(func() {
 		g.release()
-		eventually(t, within, "job concluded while the Sentinel is down", func() bool { return w.Stats().JobsSucceeded == 1 })
+		testwait.Eventually(t, within, "job concluded while the Sentinel is down", func() bool { return w.Stats().JobsSucceeded == 1 })
 	})
-	eventually(t, within, "worker re-identified", func() bool {
+	testwait.Eventually(t, within, "worker re-identified", func() bool {
 		s := w.Stats()
 		return s.Reconnects >= 1 && s.Identifies > identifies
 	})
@@ -376,7 +377,7 @@ func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 	g.waitStarted(t, 1)
 
 	w.cancel() // starts the drain
-	eventually(t, within, "worker re-identified with no capabilities", func() bool { return w.Stats().Identifies >= 2 })
+	testwait.Eventually(t, within, "worker re-identified with no capabilities", func() bool { return w.Stats().Identifies >= 2 })
 	queued := h.enqueue(fv, "gate", "")
 	// The dispatcher gets many poll intervals to send the new job. A
 	// DISPATCH that crossed the draining IDENTIFY is REJECTED and requeued
@@ -531,7 +532,7 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 	// The next job must go to the stuck worker, not to the stopped one
 	// before the Sentinel has noticed it left (with --max-retries 0 the
 	// job would then fail without the stuck worker ever seeing it).
-	eventually(t, within, "the stopped worker gone from the Sentinel", func() bool {
+	testwait.Eventually(t, within, "the stopped worker gone from the Sentinel", func() bool {
 		infos, err := h.s.WorkersInfo(t.Context())
 		return err == nil && len(infos) == 0
 	})
@@ -540,7 +541,7 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 	// the worker answers long before the delay would have ended.
 	stuck := startWorker(t, h, worker.Options{JobDelay: time.Minute})
 	id = h.enqueue(fv, "checksum", "")
-	eventually(t, within, "ABORTED receipt sent", func() bool { return stuck.Stats().JobsAborted == 1 })
+	testwait.Eventually(t, within, "ABORTED receipt sent", func() bool { return stuck.Stats().JobsAborted == 1 })
 	if j := h.waitJob(id, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusFailed {
 		t.Fatalf("job: %s, want FAILED after its only attempt timed out", j.Status)
 	}
@@ -577,7 +578,7 @@ func TestWorker_JobRunTwiceWritesItsRowsOnceInEverySink(t *testing.T) {
 
 	h.restart(func() {
 		g.release()
-		eventually(t, within, "first attempt concluded", func() bool { return first.Stats().JobsSucceeded == 2 })
+		testwait.Eventually(t, within, "first attempt concluded", func() bool { return first.Stats().JobsSucceeded == 2 })
 		if err := first.stop(t); err != nil { // its receipt is lost with it
 			t.Fatal(err)
 		}

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 // Timings every test shares; tests that need something else say so.
@@ -248,25 +249,6 @@ func (p *proc) logsWith(msg string) []logLine {
 	return out
 }
 
-// eventually polls cond every 25 ms until it holds, failing the test after
-// timeout with what cond last reported.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last seen: %s", timeout, what, seen)
-		}
-		<-tick.C
-	}
-}
-
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -377,7 +359,7 @@ func (c *cluster) startSentinel(name string, o sentinelOpts) *proc {
 		c.t.Fatal(err)
 	}
 	c.track(p)
-	eventually(c.t, readyTimeout, name+" to log \"sentinel started\"", func() (bool, string) {
+	testwait.Eventually(c.t, readyTimeout, name+" to log \"sentinel started\"", func() (bool, string) {
 		if p.exited() {
 			c.t.Fatalf("%s %s before it started; stderr:\n%s", name, p.status(), p.stderr.tail(40))
 		}
@@ -435,7 +417,7 @@ func (c *cluster) startWorker(id string, slots int, delay time.Duration, extra .
 	}
 	c.track(p)
 	want := fmt.Sprintf("worker %s connected to %s", id, c.endpoint)
-	eventually(c.t, readyTimeout, want, func() (bool, string) {
+	testwait.Eventually(c.t, readyTimeout, want, func() (bool, string) {
 		if p.exited() {
 			c.t.Fatalf("worker %s %s before it connected; stderr:\n%s", id, p.status(), p.stderr.tail(20))
 		}
@@ -535,7 +517,7 @@ func fmtCounts(n map[db.JobStatus]int64) string {
 func (c *cluster) waitSettled(timeout time.Duration, wantQueued int64) map[db.JobStatus]int64 {
 	c.t.Helper()
 	var last map[db.JobStatus]int64
-	eventually(c.t, timeout, "every job to settle", func() (bool, string) {
+	testwait.Eventually(c.t, timeout, "every job to settle", func() (bool, string) {
 		last = c.counts()
 		return last[db.StatusRunning] == 0 && last[db.StatusQueued] == wantQueued, fmtCounts(last)
 	})

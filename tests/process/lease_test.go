@@ -16,6 +16,7 @@ import (
 	_ "modernc.org/sqlite" // the test holds a lock with a connection of its own
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 // A second Sentinel on the same database is refused, naming the first; the
@@ -28,7 +29,7 @@ func TestProcess_SecondSentinelIsRefused(t *testing.T) {
 	ids := c.enqueue(plugin, 1)
 	first := c.startSentinel("sentinel (first)", defaultSentinelOpts())
 	c.startWorker("worker-1", 1, delay)
-	eventually(t, 10*time.Second, "the job to be RUNNING", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "the job to be RUNNING", func() (bool, string) {
 		j := c.job(ids[0])
 		return j.Status == db.StatusRunning, string(j.Status)
 	})
@@ -122,7 +123,7 @@ func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
 			w := c.startWorker("worker-1", 1, 0)
 			c.waitSettled(10*time.Second, 0)
 			w.kill()
-			eventually(t, 10*time.Second, "worker-1 to be removed", func() (bool, string) {
+			testwait.Eventually(t, 10*time.Second, "worker-1 to be removed", func() (bool, string) {
 				for _, l := range s.logsWith("worker removed; its running jobs are requeued") {
 					if l.str("worker_id") == "worker-1" {
 						return true, ""
@@ -140,7 +141,7 @@ func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
 			tc.tamper(t, c.dbPath)
 			began := time.Now()
 			var body string
-			eventually(t, 5*time.Second, "/healthz to answer 503", func() (bool, string) {
+			testwait.Eventually(t, 5*time.Second, "/healthz to answer 503", func() (bool, string) {
 				var code int
 				code, body = healthz(t, httpAddr)
 				return code == http.StatusServiceUnavailable, fmt.Sprintf("%d %s", code, body)
@@ -149,7 +150,7 @@ func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
 			if !strings.Contains(body, "database file is gone") {
 				t.Errorf("healthz body %s does not say the file is gone", body)
 			}
-			eventually(t, 2*time.Second, "an ERROR about the lost database", func() (bool, string) {
+			testwait.Eventually(t, 2*time.Second, "an ERROR about the lost database", func() (bool, string) {
 				for _, l := range s.logs() {
 					if l.str("level") == "error" && strings.Contains(l.str("message"), "the database is lost") {
 						return true, ""
@@ -235,7 +236,7 @@ func TestProcess_HealthzAnswersWhileDatabaseLocked(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "/healthz ok again", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "/healthz ok again", func() (bool, string) {
 		code, body := healthz(t, httpAddr)
 		return code == http.StatusOK && strings.Contains(body, `"ok"`), body
 	})
@@ -316,7 +317,7 @@ func TestProcess_HealthzUnavailableWhileWritesFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	eventually(t, 10*time.Second, "/healthz 503 while writes fail", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "/healthz 503 while writes fail", func() (bool, string) {
 		code, body := healthz(t, httpAddr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "database writes fail"), body
 	})
@@ -327,7 +328,7 @@ func TestProcess_HealthzUnavailableWhileWritesFail(t *testing.T) {
 	if _, err := raw.Exec(`DROP TRIGGER test_fail_writes`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "/healthz 200 once writes work", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "/healthz 200 once writes work", func() (bool, string) {
 		code, body := healthz(t, httpAddr)
 		return code == http.StatusOK, body
 	})
@@ -357,7 +358,7 @@ func TestProcess_HealthzUnavailableWhileClaimsFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := c.enqueue("p", 1)
-	eventually(t, 10*time.Second, "/healthz 503 naming job claims", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "/healthz 503 naming job claims", func() (bool, string) {
 		code, body := healthz(t, httpAddr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "job claims and conclusions"), body
 	})
@@ -367,7 +368,7 @@ func TestProcess_HealthzUnavailableWhileClaimsFail(t *testing.T) {
 	if _, err := raw.Exec(`DROP TRIGGER test_fail_claims`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the job COMPLETED and /healthz 200 once writes work", func() (bool, string) {
+	testwait.Eventually(t, 15*time.Second, "the job COMPLETED and /healthz 200 once writes work", func() (bool, string) {
 		code, body := healthz(t, httpAddr)
 		j := c.job(ids[0])
 		return code == http.StatusOK && j.Status == db.StatusCompleted, fmt.Sprintf("%d %s, job %s", code, body, j.Status)

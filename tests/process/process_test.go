@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/testwait"
 )
 
 func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
@@ -26,7 +27,7 @@ func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
 	c.startWorker("worker-b", 1, delay)
 
 	var victim int64
-	eventually(t, 10*time.Second, "a job RUNNING on worker-a", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "a job RUNNING on worker-a", func() (bool, string) {
 		var seen []string
 		for _, id := range ids {
 			j := c.job(id)
@@ -45,7 +46,7 @@ func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
 	// the requeued one: worker timeout (+ one heartbeat tick to notice), the
 	// retry backoff, up to two job delays, and slack for a loaded machine.
 	limit := workerTimeout + heartbeatInterval + retryBackoffMax + 2*delay + 3*time.Second
-	eventually(t, limit, fmt.Sprintf("job %d (killed on worker-a) to complete elsewhere", victim), func() (bool, string) {
+	testwait.Eventually(t, limit, fmt.Sprintf("job %d (killed on worker-a) to complete elsewhere", victim), func() (bool, string) {
 		j := c.job(victim)
 		if j.Status == db.StatusFailed {
 			t.Fatalf("job %d FAILED: %s", victim, j.ErrorMessage)
@@ -100,7 +101,7 @@ func TestProcess_KilledSentinelLosesNothing(t *testing.T) {
 		ws = append(ws, c.startWorker(fmt.Sprintf("worker-%d", i+1), 4, 20*time.Millisecond))
 	}
 
-	eventually(t, 20*time.Second, "30% of the jobs to complete", func() (bool, string) {
+	testwait.Eventually(t, 20*time.Second, "30% of the jobs to complete", func() (bool, string) {
 		n := c.counts()
 		return n[db.StatusCompleted] >= total*3/10, fmtCounts(n)
 	})
@@ -122,7 +123,7 @@ func TestProcess_KilledSentinelLosesNothing(t *testing.T) {
 
 	// The workers were never restarted: they must find the new Sentinel and
 	// identify again on their own.
-	eventually(t, 10*time.Second, "every worker to identify with the second Sentinel", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "every worker to identify with the second Sentinel", func() (bool, string) {
 		seen := map[string]bool{}
 		for _, l := range second.logsWith("worker registered") {
 			seen[l.str("worker_id")] = true
@@ -132,7 +133,7 @@ func TestProcess_KilledSentinelLosesNothing(t *testing.T) {
 	reidentified := time.Since(restarted)
 
 	var inFlightSettled time.Duration
-	eventually(t, 20*time.Second, "the jobs in flight at the kill to settle", func() (bool, string) {
+	testwait.Eventually(t, 20*time.Second, "the jobs in flight at the kill to settle", func() (bool, string) {
 		for _, r := range inFlight {
 			if j := c.job(r.Ref.JobID); j.Status == db.StatusRunning || j.Status == db.StatusQueued {
 				return false, fmt.Sprintf("job %d %s", j.ID, j.Status)
@@ -191,7 +192,7 @@ func TestProcess_KilledSentinelWorkersKeepRunningJobs(t *testing.T) {
 	for i := range 2 {
 		c.startWorker(fmt.Sprintf("worker-%d", i+1), 2, delay)
 	}
-	eventually(t, 10*time.Second, "every job to be RUNNING", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "every job to be RUNNING", func() (bool, string) {
 		n := c.counts()
 		return n[db.StatusRunning] == int64(len(ids)), fmtCounts(n)
 	})
@@ -251,7 +252,7 @@ func TestProcess_PoisonPillFailsAfterRetryLimit(t *testing.T) {
 			c.workerArgs(id, 1, 20*time.Millisecond, "--crash-on-plugin", "poison")))
 	}
 
-	eventually(t, 25*time.Second, fmt.Sprintf("poison job %d to fail", poison), func() (bool, string) {
+	testwait.Eventually(t, 25*time.Second, fmt.Sprintf("poison job %d to fail", poison), func() (bool, string) {
 		for _, k := range keepers {
 			if _, err := k.snapshot(); err != nil {
 				t.Fatalf("keeper %s: %v", k.id, err)
@@ -332,7 +333,7 @@ func TestProcess_SigtermDrainsAndExitsZero(t *testing.T) {
 	}
 
 	var running []int64
-	eventually(t, 10*time.Second, "a job RUNNING on every worker", func() (bool, string) {
+	testwait.Eventually(t, 10*time.Second, "a job RUNNING on every worker", func() (bool, string) {
 		ctx, cancel := c.ctx()
 		defer cancel()
 		rs, err := c.store.JobsRunning(ctx, "")

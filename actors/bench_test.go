@@ -15,27 +15,27 @@ import (
 // binary; this one exists so the path can be profiled with -cpuprofile.
 func BenchmarkSentinel_EndToEnd(b *testing.B) {
 	h := newHarness(b, nil)
-	h.plugin("noop")
-	fv := h.file("a.txt", "a\n")
-	if err := h.store.JobsEnqueueBulk(context.Background(), fv, "noop", 0, b.N); err != nil {
+	h.Plugin("noop")
+	fv := h.File("a.txt", "a\n")
+	if err := h.Store.JobsEnqueueBulk(context.Background(), fv, "noop", 0, b.N); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < 8; i++ {
-		h.worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
+		h.Worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
 	}
 	// Poll the in-memory counter (cheap), then confirm in SQLite once.
-	for h.s.Stats().JobsCompleted.Load() < int64(b.N) {
+	for h.Sentinel.Stats().JobsCompleted.Load() < int64(b.N) {
 		time.Sleep(5 * time.Millisecond) // polling a counter, not synchronising
 	}
-	if n := h.counts()[db.StatusCompleted]; n != int64(b.N) {
+	if n := h.Counts()[db.StatusCompleted]; n != int64(b.N) {
 		b.Fatalf("%d rows COMPLETED, want %d", n, b.N)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
 	// How the work was batched: claim transactions (each with the
 	// conclusions written beside it) per job, and their mean duration.
-	claims := h.s.Stats().ClaimTime.Snapshot()
+	claims := h.Sentinel.Stats().ClaimTime.Snapshot()
 	if claims.Count > 0 {
 		b.ReportMetric(float64(b.N)/float64(claims.Count), "jobs/claim-tx")
 		b.ReportMetric(claims.Sum/float64(claims.Count)*1000, "ms/claim-tx")

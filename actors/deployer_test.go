@@ -16,6 +16,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/deploy"
+	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
@@ -129,7 +130,7 @@ func mustAck(t *testing.T, op transport.Opcode, p any, want string) *transport.A
 
 func manifests(t *testing.T, h *harness, plugin string) []db.ManifestRow {
 	t.Helper()
-	rows, err := h.store.PluginManifestRows(context.Background(), plugin)
+	rows, err := h.Store.PluginManifestRows(context.Background(), plugin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,9 +140,9 @@ func manifests(t *testing.T, h *harness, plugin string) []db.ManifestRow {
 func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
 	pub := newPublisher(t)
 	h := newHarness(t, func(c *config.Config) { c.TrustedKeys = pub.pubPath })
-	w := h.worker(testworker.Options{Capabilities: []string{"builtin", "*"}})
-	testwait.Eventually(t, 5*time.Second, "worker registered", func() bool { ws, _ := h.s.Workers(time.Second); return len(ws) == 1 })
-	tl := newTool(t, h.endpoint)
+	w := h.Worker(testworker.Options{Capabilities: []string{"builtin", "*"}})
+	testwait.Eventually(t, 5*time.Second, "worker registered", func() bool { ws, _ := h.Sentinel.Workers(time.Second); return len(ws) == 1 })
+	tl := newTool(t, h.Endpoint)
 	ctx := context.Background()
 
 	v1 := deploy.NewDeploy(artifact("wc", "1.0.0", "module v1", "dep==1\n"), pub.priv)
@@ -153,7 +154,7 @@ func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
 		rows[0].EnvHash != v1.EnvHash || rows[0].PublisherID == 0 || rows[0].DeployedAt.IsZero() {
 		t.Fatalf("stored %+v", rows)
 	}
-	if lock, err := h.store.EnvironmentLockfile(ctx, v1.EnvHash); err != nil || lock != "dep==1\n" {
+	if lock, err := h.Store.EnvironmentLockfile(ctx, v1.EnvHash); err != nil || lock != "dep==1\n" {
 		t.Fatalf("environment: %q, %v", lock, err)
 	}
 	testwait.Eventually(t, 5*time.Second, "RELOAD reached the worker", func() bool { return count(w.Events(), "reload") == 1 })
@@ -177,8 +178,8 @@ func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
 	if n := count(w.Events(), "reload"); n != 2 {
 		t.Fatalf("the idempotent redeploy broadcast RELOAD: %d reloads", n)
 	}
-	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
+	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
 	got := w.Received()
 	if len(got) != 1 || got[0].Dispatch.SourceCode != v2.SourceCode || got[0].Dispatch.ArtifactHash != v2.ArtifactHash ||
 		got[0].Dispatch.EnvHash != v2.EnvHash {
@@ -200,7 +201,7 @@ func TestDeployer_RefusesAndStoresNothing(t *testing.T) {
 	pub := newPublisher(t)
 	stranger := newPublisher(t)
 	h := newHarness(t, func(c *config.Config) { c.TrustedKeys = pub.pubPath })
-	tl := newTool(t, h.endpoint)
+	tl := newTool(t, h.Endpoint)
 	good := func() *transport.Deploy { return deploy.NewDeploy(artifact("wc", "1", "module", "dep==1\n"), pub.priv) }
 	encode := func(d *transport.Deploy) [][]byte {
 		f, err := transport.Encode(transport.OpDeploy, 0, d)
@@ -251,10 +252,10 @@ func TestDeployer_RefusesAndStoresNothing(t *testing.T) {
 	if rows := manifests(t, h, "wc"); len(rows) != 0 {
 		t.Fatalf("refused deploys stored %+v", rows)
 	}
-	if _, err := h.store.EnvironmentLockfile(context.Background(), deploy.EnvHash("dep==1\n")); !errors.Is(err, db.ErrNotFound) {
+	if _, err := h.Store.EnvironmentLockfile(context.Background(), deploy.EnvHash("dep==1\n")); !errors.Is(err, db.ErrNotFound) {
 		t.Fatalf("a refused deploy stored its environment: %v", err)
 	}
-	if got := h.s.Stats().DeploysRejected.Load(); got < 5 {
+	if got := h.Sentinel.Stats().DeploysRejected.Load(); got < 5 {
 		t.Fatalf("DeploysRejected = %d", got)
 	}
 }
@@ -262,7 +263,7 @@ func TestDeployer_RefusesAndStoresNothing(t *testing.T) {
 func TestDeployer_ConflictingVersionIsRefused(t *testing.T) {
 	pub := newPublisher(t)
 	h := newHarness(t, func(c *config.Config) { c.TrustedKeys = pub.pubPath })
-	tl := newTool(t, h.endpoint)
+	tl := newTool(t, h.Endpoint)
 	op, p := tl.deploy(deploy.NewDeploy(artifact("wc", "1", "module", ""), pub.priv))
 	mustAck(t, op, p, "Deployed")
 	op, p = tl.deploy(deploy.NewDeploy(artifact("wc", "1", "other module", ""), pub.priv))
@@ -277,7 +278,7 @@ func TestDeployer_ConflictingVersionIsRefused(t *testing.T) {
 
 func TestDeployer_AllowUnsigned(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.AllowUnsigned = true })
-	tl := newTool(t, h.endpoint)
+	tl := newTool(t, h.Endpoint)
 	d := deploy.NewDeploy(artifact("dev", "0.1", "module", ""), nil)
 	op, p := tl.deploy(d)
 	mustAck(t, op, p, "Deployed dev v0.1")
@@ -297,7 +298,7 @@ func TestDeployer_BadTrustedKeysFailStart(t *testing.T) {
 	if err := os.WriteFile(path, []byte("junk"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fastConfig()
+	cfg := sentineltest.FastConfig()
 	cfg.TrustedKeys = path
 	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
 	if err != nil {

@@ -21,7 +21,7 @@ func deployEnvPlugin(t *testing.T, h *harness, plugin, lockfile string) string {
 	t.Helper()
 	a := artifact(plugin, "1", "module of "+plugin, lockfile)
 	d := deploy.NewDeploy(a, nil)
-	_, err := h.store.PluginDeploy(context.Background(), time.Now(), db.Deployment{Plugin: plugin, Version: "1",
+	_, err := h.Store.PluginDeploy(context.Background(), time.Now(), db.Deployment{Plugin: plugin, Version: "1",
 		SourceCode: d.SourceCode, Lockfile: lockfile, EnvHash: d.EnvHash, ArtifactHash: d.ArtifactHash, PublisherName: "ada"})
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func deployEnvPlugin(t *testing.T, h *harness, plugin, lockfile string) string {
 
 func registered(t *testing.T, h *harness, n int) {
 	t.Helper()
-	testwait.Eventually(t, 5*time.Second, "workers registered", func() bool { ws, _ := h.s.Workers(time.Second); return len(ws) == n })
+	testwait.Eventually(t, 5*time.Second, "workers registered", func() bool { ws, _ := h.Sentinel.Workers(time.Second); return len(ws) == n })
 }
 
 func prefixed(events []string, prefix string) int {
@@ -49,7 +49,7 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 	env := deployEnvPlugin(t, h, "wc", "dep==1\n")
 	release := make(chan struct{})
 	var prepared []string
-	w := h.worker(testworker.Options{Capabilities: []string{"*"}, PrepareEnv: func(p transport.PrepareEnv) error {
+	w := h.Worker(testworker.Options{Capabilities: []string{"*"}, PrepareEnv: func(p transport.PrepareEnv) error {
 		prepared = append(prepared, p.LockfileContent) // one PREPARE_ENV at a time in this test
 		select {
 		case <-release:
@@ -59,10 +59,10 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 		}
 	}})
 	registered(t, h, 1)
-	fv := h.file("a.txt", "x\n")
-	first := h.enqueue(fv, "wc", 0)
+	fv := h.File("a.txt", "x\n")
+	first := h.Enqueue(fv, "wc", 0)
 	testwait.Eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
-	if j := h.job(first); j.Status != db.StatusRunning || j.ClaimedBy != w.Identity() {
+	if j := h.Job(first); j.Status != db.StatusRunning || j.ClaimedBy != w.Identity() {
 		t.Fatalf("job while preparing: %s claimed by %q", j.Status, j.ClaimedBy)
 	}
 	// The worker has not answered: no DISPATCH. Heartbeats come and go
@@ -70,25 +70,25 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 	// must survive their reconciliation (two misses requeue a dispatched one).
 	beats := w.Heartbeats()
 	testwait.Eventually(t, 5*time.Second, "four heartbeats while preparing", func() bool { return w.Heartbeats() >= beats+4 })
-	if j := h.job(first); j.Status != db.StatusRunning || j.RetryCount != 0 {
+	if j := h.Job(first); j.Status != db.StatusRunning || j.RetryCount != 0 {
 		t.Fatalf("job while preparing: %s, %d retries", j.Status, j.RetryCount)
 	}
 	if n := prefixed(w.Events(), "dispatch:"); n != 0 {
 		t.Fatalf("DISPATCH sent before ENV_READY: %v", w.Events())
 	}
 	close(release)
-	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.Job(first).Status == db.StatusCompleted })
 	if ev := w.Events(); ev[0] != "prepare:"+env || prepared[0] != "dep==1\n" {
 		t.Fatalf("events %v, lockfile %q", ev, prepared)
 	}
 
 	// Same environment again: no second PREPARE_ENV.
-	second := h.enqueue(fv, "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "second job completed", func() bool { return h.job(second).Status == db.StatusCompleted })
+	second := h.Enqueue(fv, "wc", 0)
+	testwait.Eventually(t, 5*time.Second, "second job completed", func() bool { return h.Job(second).Status == db.StatusCompleted })
 	if n := prefixed(w.Events(), "prepare:"); n != 1 {
 		t.Fatalf("%d PREPARE_ENV for one environment: %v", n, w.Events())
 	}
-	if j := h.job(second); j.RetryCount != 0 {
+	if j := h.Job(second); j.RetryCount != 0 {
 		t.Fatalf("second job retried %d times", j.RetryCount)
 	}
 }
@@ -96,18 +96,18 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 func TestEnv_UnansweredPrepareGoesToAnotherWorker(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.EnvTimeout = 500 * time.Millisecond })
 	deployEnvPlugin(t, h, "wc", "dep==1\n")
-	silent := h.worker(testworker.Options{Identity: "tw-silent", PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
+	silent := h.Worker(testworker.Options{Identity: "tw-silent", PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
 	registered(t, h, 1)
-	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
+	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
 	testwait.Eventually(t, 5*time.Second, "the silent worker was asked", func() bool { return prefixed(silent.Events(), "prepare:") == 1 })
-	good := h.worker(testworker.Options{Identity: "tw-good"})
-	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
-	j := h.job(id)
+	good := h.Worker(testworker.Options{Identity: "tw-good"})
+	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	j := h.Job(id)
 	if j.ClaimedBy != good.Identity() || j.RetryCount != 1 || len(silent.Received()) != 0 || len(good.Received()) != 1 {
 		t.Fatalf("job %+v; silent got %d, good got %d", j, len(silent.Received()), len(good.Received()))
 	}
-	if h.s.Stats().EnvFailures.Load() != 1 {
-		t.Fatalf("EnvFailures = %d", h.s.Stats().EnvFailures.Load())
+	if h.Sentinel.Stats().EnvFailures.Load() != 1 {
+		t.Fatalf("EnvFailures = %d", h.Sentinel.Stats().EnvFailures.Load())
 	}
 }
 
@@ -117,11 +117,11 @@ func TestEnv_EveryWorkerFailingFailsTheJobWithTheReason(t *testing.T) {
 		c.MaxRetries = 2
 	})
 	env := deployEnvPlugin(t, h, "wc", "dep==broken\n")
-	w := h.worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error { return errors.New("no such package") }})
+	w := h.Worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error { return errors.New("no such package") }})
 	registered(t, h, 1)
-	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 15*time.Second, "job failed", func() bool { return h.job(id).Status == db.StatusFailed })
-	j := h.job(id)
+	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
+	testwait.Eventually(t, 15*time.Second, "job failed", func() bool { return h.Job(id).Status == db.StatusFailed })
+	j := h.Job(id)
 	if !strings.Contains(j.ErrorMessage, "could not prepare environment "+env) || !strings.Contains(j.ErrorMessage, "no such package") ||
 		!strings.Contains(j.ErrorMessage, "gave up") {
 		t.Fatalf("error_message %q", j.ErrorMessage)
@@ -136,17 +136,17 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 	deployEnvPlugin(t, h, "wc", "dep==1\n")
 	// Without the preference, tw-a would win ties: requests of equal size
 	// run in worker key order.
-	ready := h.worker(testworker.Options{Identity: "tw-z"})
+	ready := h.Worker(testworker.Options{Identity: "tw-z"})
 	registered(t, h, 1)
-	fv := h.file("a.txt", "x\n")
-	first := h.enqueue(fv, "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.job(first).Status == db.StatusCompleted })
-	other := h.worker(testworker.Options{Identity: "tw-a"})
+	fv := h.File("a.txt", "x\n")
+	first := h.Enqueue(fv, "wc", 0)
+	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.Job(first).Status == db.StatusCompleted })
+	other := h.Worker(testworker.Options{Identity: "tw-a"})
 	registered(t, h, 2)
 	for i := 0; i < 3; i++ {
-		id := h.enqueue(fv, "wc", 0)
-		testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
-		if j := h.job(id); j.ClaimedBy != ready.Identity() {
+		id := h.Enqueue(fv, "wc", 0)
+		testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
+		if j := h.Job(id); j.ClaimedBy != ready.Identity() {
 			t.Fatalf("job %d ran on %s, not on the worker with the environment ready", id, j.ClaimedBy)
 		}
 	}
@@ -154,9 +154,9 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 		t.Fatalf("the other worker was asked to prepare: %v", other.Events())
 	}
 	// Built-in jobs still go anywhere (both workers run "*").
-	h.plugin("builtin")
-	id := h.enqueue(fv, "builtin", 0)
-	testwait.Eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	h.Plugin("builtin")
+	id := h.Enqueue(fv, "builtin", 0)
+	testwait.Eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
 }
 
 func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
@@ -164,17 +164,17 @@ func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
 	deployEnvPlugin(t, h, "wc", "dep==1\n")
 	release := make(chan struct{})
 	defer close(release)
-	w := h.worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error {
+	w := h.Worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error {
 		<-release
 		return testworker.ErrNoAnswer
 	}})
 	registered(t, h, 1)
-	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
+	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
 	testwait.Eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
-	if _, err := h.s.Cancel(context.Background(), id); err != nil {
+	if _, err := h.Sentinel.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job skipped", func() bool { return h.job(id).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "job skipped", func() bool { return h.Job(id).Status == db.StatusSkipped })
 	if len(w.Received()) != 0 || prefixed(w.Events(), "dispatch:") != 0 {
 		t.Fatalf("a cancelled job was dispatched: %v", w.Events())
 	}
@@ -189,10 +189,10 @@ func TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare(t *testing.T) {
 	h := newHarness(t, nil) // --env-timeout stays at its default of minutes
 	envA := deployEnvPlugin(t, h, "wa", "dep==a\n")
 	envB := deployEnvPlugin(t, h, "wb", "dep==b\n")
-	w := h.worker(testworker.Options{Slots: 2, PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
+	w := h.Worker(testworker.Options{Slots: 2, PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
 	registered(t, h, 1)
-	fv := h.file("a.txt", "x\n")
-	jobOf := map[string]int64{envA: h.enqueue(fv, "wa", 0), envB: h.enqueue(fv, "wb", 0)}
+	fv := h.File("a.txt", "x\n")
+	jobOf := map[string]int64{envA: h.Enqueue(fv, "wa", 0), envB: h.Enqueue(fv, "wb", 0)}
 	testwait.Eventually(t, 5*time.Second, "both PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 2 })
 	first, second := strings.TrimPrefix(w.Events()[0], "prepare:"), strings.TrimPrefix(w.Events()[1], "prepare:")
 
@@ -200,22 +200,22 @@ func TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare(t *testing.T) {
 	if err := w.Send(transport.OpErr, 0, &transport.Err{Message: msg}); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "the first environment's job requeued", func() bool { return h.job(jobOf[first]).RetryCount == 1 })
-	if j := h.job(jobOf[first]); j.Status != db.StatusQueued || !strings.Contains(j.ErrorMessage, msg) ||
+	testwait.Eventually(t, 5*time.Second, "the first environment's job requeued", func() bool { return h.Job(jobOf[first]).RetryCount == 1 })
+	if j := h.Job(jobOf[first]); j.Status != db.StatusQueued || !strings.Contains(j.ErrorMessage, msg) ||
 		!strings.Contains(j.ErrorMessage, first) {
 		t.Fatalf("first job: %s %q", j.Status, j.ErrorMessage)
 	}
-	if j := h.job(jobOf[second]); j.Status != db.StatusRunning || j.RetryCount != 0 {
+	if j := h.Job(jobOf[second]); j.Status != db.StatusRunning || j.RetryCount != 0 {
 		t.Fatalf("second job after the first ERR: %s, %d retries", j.Status, j.RetryCount)
 	}
 	if err := w.Send(transport.OpErr, 0, &transport.Err{Message: "uv venv failed"}); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "the second environment's job requeued", func() bool { return h.job(jobOf[second]).RetryCount == 1 })
-	if j := h.job(jobOf[second]); !strings.Contains(j.ErrorMessage, "uv venv failed") {
+	testwait.Eventually(t, 5*time.Second, "the second environment's job requeued", func() bool { return h.Job(jobOf[second]).RetryCount == 1 })
+	if j := h.Job(jobOf[second]); !strings.Contains(j.ErrorMessage, "uv venv failed") {
 		t.Fatalf("second job: %s %q", j.Status, j.ErrorMessage)
 	}
-	if n := h.s.Stats().EnvFailures.Load(); n != 2 {
+	if n := h.Sentinel.Stats().EnvFailures.Load(); n != 2 {
 		t.Fatalf("EnvFailures = %d, want 2", n)
 	}
 	if len(w.Received()) != 0 {

@@ -21,9 +21,9 @@ func TestHeartbeat_WorkersShareOneBeat(t *testing.T) {
 		c.HeartbeatInterval = interval
 		c.WorkerTimeout = 5 * interval
 	})
-	a := h.worker(testworker.Options{Slots: 1})
+	a := h.Worker(testworker.Options{Slots: 1})
 	time.Sleep(120 * time.Millisecond) // registering the second worker out of phase
-	b := h.worker(testworker.Options{Slots: 1})
+	b := h.Worker(testworker.Options{Slots: 1})
 
 	// When each worker's count of received HEARTBEATs changes.
 	var beatsA, beatsB []time.Time
@@ -62,15 +62,15 @@ func TestHeartbeat_PingsOnlyWorkersThatDoNotAnswer(t *testing.T) {
 		c.HeartbeatInterval = interval
 		c.WorkerTimeout = 10 * interval
 	})
-	w := h.worker(testworker.Options{Slots: 1})
+	w := h.Worker(testworker.Options{Slots: 1})
 	testwait.Eventually(t, 5*time.Second, "two heartbeats answered", func() bool { return w.Heartbeats() >= 2 })
-	pings := h.s.Stats().PingsSent.Load()
+	pings := h.Sentinel.Stats().PingsSent.Load()
 	beats := w.Heartbeats()
 	testwait.Eventually(t, 5*time.Second, "five more heartbeats", func() bool { return w.Heartbeats() >= beats+5 })
-	if n := h.s.Stats().PingsSent.Load(); n != pings || pings > 1 {
+	if n := h.Sentinel.Stats().PingsSent.Load(); n != pings || pings > 1 {
 		t.Fatalf("PINGs sent: %d after the first answers, %d five beats later; want at most 1 and no more", pings, n)
 	}
-	h.plugin("wc")
-	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	h.Plugin("wc")
+	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
+	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
 }

@@ -25,15 +25,15 @@ func header(version, op byte, jobID uint64, n int) []byte {
 // each one, and answers ERR where the peer can be told.
 func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	fv := h.file("a.txt", "a\n")
+	h.Plugin("p")
+	fv := h.File("a.txt", "a\n")
 	const n = 50
 	for i := 0; i < n; i++ {
-		h.enqueue(fv, "p", 0)
+		h.Enqueue(fv, "p", 0)
 	}
-	good := h.worker(testworker.Options{Slots: 2, Run: slowSucceed})
+	good := h.Worker(testworker.Options{Slots: 2, Run: slowSucceed})
 
-	bad, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("mallory")})
+	bad, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("mallory")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,11 +64,11 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 		}
 	}()
 	for _, c := range cases {
-		before := h.s.Stats().ProtocolErrors.Load()
+		before := h.Sentinel.Stats().ProtocolErrors.Load()
 		if err := bad.SendFrames(c.frames); err != nil {
 			t.Fatalf("%s: send: %v", c.name, err)
 		}
-		testwait.Eventually(t, 10*time.Second, c.name+" counted", func() bool { return h.s.Stats().ProtocolErrors.Load() == before+1 })
+		testwait.Eventually(t, 10*time.Second, c.name+" counted", func() bool { return h.Sentinel.Stats().ProtocolErrors.Load() == before+1 })
 		if c.wantErr {
 			select {
 			case msg := <-replies:
@@ -81,22 +81,22 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 		}
 	}
 
-	testwait.Eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.counts()[db.StatusCompleted] == n })
+	testwait.Eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.Counts()[db.StatusCompleted] == n })
 	if len(good.Received()) != n {
 		t.Errorf("good worker got %d jobs, want %d", len(good.Received()), n)
 	}
-	if ws, _ := h.s.Workers(time.Second); len(ws) != 1 {
+	if ws, _ := h.Sentinel.Workers(time.Second); len(ws) != 1 {
 		t.Errorf("workers %v: garbage must not register anyone", ws)
 	}
 }
 
 func TestHostile_BinaryIdentityWorks(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
-	w := h.worker(testworker.Options{Identity: string([]byte{0xff, 0xfe, 0x00, 0x01, 'x'})})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.ClaimedBy != "0xfffe000178" || len(w.Received()) != 1 {
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
+	w := h.Worker(testworker.Options{Identity: string([]byte{0xff, 0xfe, 0x00, 0x01, 'x'})})
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.ClaimedBy != "0xfffe000178" || len(w.Received()) != 1 {
 		t.Errorf("claimed_by %q, dispatches %d", j.ClaimedBy, len(w.Received()))
 	}
 }
@@ -126,20 +126,20 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	})
 	// "big" jobs carry ~900 KiB of source each and only the stuck worker
 	// runs them; "small" jobs are the good worker's.
-	if _, err := h.store.PluginManifestActivate(context.Background(), "big", "1", strings.Repeat("x", 900<<10), "", "art-big"); err != nil {
+	if _, err := h.Store.PluginManifestActivate(context.Background(), "big", "1", strings.Repeat("x", 900<<10), "", "art-big"); err != nil {
 		t.Fatal(err)
 	}
-	h.plugin("small")
-	fv := h.file("a.txt", "a\n")
+	h.Plugin("small")
+	fv := h.File("a.txt", "a\n")
 	const bigJobs, smallJobs = 64, 40
 	var big []int64
 	for i := 0; i < bigJobs; i++ {
-		big = append(big, h.enqueue(fv, "big", 0))
+		big = append(big, h.Enqueue(fv, "big", 0))
 	}
 	for i := 0; i < smallJobs; i++ {
-		h.enqueue(fv, "small", 0)
+		h.Enqueue(fv, "small", 0)
 	}
-	host := strings.TrimPrefix(h.endpoint, "tcp://")
+	host := strings.TrimPrefix(h.Endpoint, "tcp://")
 
 	silent, err := net.Dial("tcp", host)
 	if err != nil {
@@ -159,7 +159,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 
 	// A worker that takes 64 big jobs (~56 MiB of DISPATCH) and never reads
 	// its socket: its send buffer fills and it is dropped.
-	stuck, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("stuck")})
+	stuck, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("stuck")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,12 +168,12 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	testwait.Eventually(t, 30*time.Second, "the stuck worker is dropped as a slow peer", func() bool {
-		return h.s.Stats().SendFailures.Load() > 0
+		return h.Sentinel.Stats().SendFailures.Load() > 0
 	})
 
-	good := h.worker(testworker.Options{Capabilities: []string{"small"}, Slots: 2, Run: testworker.Succeed})
-	testwait.Eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == smallJobs })
-	if h.s.Stats().ProtocolErrors.Load() == 0 {
+	good := h.Worker(testworker.Options{Capabilities: []string{"small"}, Slots: 2, Run: testworker.Succeed})
+	testwait.Eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == smallJobs })
+	if h.Sentinel.Stats().ProtocolErrors.Load() == 0 {
 		t.Error("the 1 TiB frame was not counted as a protocol error")
 	}
 	if len(good.Received()) != smallJobs {
@@ -182,7 +182,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	// The stuck worker's jobs go back to the queue once it times out.
 	testwait.Eventually(t, 30*time.Second, "big jobs requeued", func() bool {
 		for _, id := range big {
-			if h.job(id).Status != db.StatusQueued {
+			if h.Job(id).Status != db.StatusQueued {
 				return false
 			}
 		}

@@ -25,30 +25,30 @@ func deafRun(release <-chan struct{}) testworker.RunFunc {
 
 func TestOperator_CancelNobodyConfirmsEndsSkippedAfterTheAbortGrace(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.AbortGrace = 300 * time.Millisecond }) // job timeout off
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	defer close(release)
-	w := h.worker(testworker.Options{Run: deafRun(release)})
+	w := h.Worker(testworker.Options{Run: deafRun(release)})
 	testwait.Eventually(t, 5*time.Second, "job running on the worker", func() bool { return len(w.Received()) == 1 })
 
-	res, err := h.s.Cancel(context.Background(), id)
+	res, err := h.Sentinel.Cancel(context.Background(), id)
 	if err != nil || res.Previous != db.StatusRunning || res.Claim.Worker != w.Identity() {
 		t.Fatalf("cancel = %+v, %v", res, err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.job(id).Status == db.StatusSkipped })
-	if j := h.job(id); j.RetryCount != 0 || len(w.Received()) != 1 {
+	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.Job(id).Status == db.StatusSkipped })
+	if j := h.Job(id); j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("retries %d, dispatches %d: a cancelled job must not run again", j.RetryCount, len(w.Received()))
 	}
 }
 
 func TestOperator_CancelledJobOfALostWorkerIsNotRequeued(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.AbortGrace = time.Minute })
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	// A bare DEALER takes the job and then says nothing more, not even to
 	// ABORT: after --worker-timeout it is removed and its jobs requeued.
-	lost, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("lost")})
+	lost, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("lost")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,64 +56,64 @@ func TestOperator_CancelledJobOfALostWorkerIsNotRequeued(t *testing.T) {
 	if err := lost.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
-	if _, err := h.s.Cancel(context.Background(), id); err != nil {
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
+	if _, err := h.Sentinel.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	other := h.worker(testworker.Options{})
-	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.job(id).Status == db.StatusSkipped })
+	other := h.Worker(testworker.Options{})
+	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.Job(id).Status == db.StatusSkipped })
 	if len(other.Received()) != 0 {
 		t.Errorf("the cancelled job was dispatched again")
 	}
 	// The counter moves just after the commit the test saw.
-	testwait.Eventually(t, 5*time.Second, "jobs cancelled = 1", func() bool { return h.s.Stats().JobsCancelled.Load() == 1 })
+	testwait.Eventually(t, 5*time.Second, "jobs cancelled = 1", func() bool { return h.Sentinel.Stats().JobsCancelled.Load() == 1 })
 }
 
 func TestOperator_RequestsAnswerThroughTheActors(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()
-	h.plugin("p")
-	fv := h.file("a.txt", "a\n")
-	id, err := h.s.Enqueue(ctx, actors.JobSubmission{FileVersionID: fv, Plugin: "p", Priority: 3})
+	h.Plugin("p")
+	fv := h.File("a.txt", "a\n")
+	id, err := h.Sentinel.Enqueue(ctx, actors.JobSubmission{FileVersionID: fv, Plugin: "p", Priority: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := h.worker(testworker.Options{Capabilities: []string{"p"}, Slots: 2})
-	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	w := h.Worker(testworker.Options{Capabilities: []string{"p"}, Slots: 2})
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
 
-	j, err := h.s.Job(ctx, id)
+	j, err := h.Sentinel.Job(ctx, id)
 	if err != nil || j.Metrics["rows"] != 1 || j.ClaimedBy != w.Identity() {
 		t.Errorf("job = %+v, %v", j, err)
 	}
-	if _, err := h.s.Job(ctx, 999); !errors.Is(err, actors.ErrNotFound) {
+	if _, err := h.Sentinel.Job(ctx, 999); !errors.Is(err, actors.ErrNotFound) {
 		t.Errorf("unknown job: %v", err)
 	}
-	if _, err := h.s.Enqueue(ctx, actors.JobSubmission{Plugin: "p"}); !errors.Is(err, actors.ErrInvalid) {
+	if _, err := h.Sentinel.Enqueue(ctx, actors.JobSubmission{Plugin: "p"}); !errors.Is(err, actors.ErrInvalid) {
 		t.Errorf("enqueue without a file: %v", err)
 	}
-	if err := h.s.Retry(ctx, id); !errors.Is(err, actors.ErrConflict) {
+	if err := h.Sentinel.Retry(ctx, id); !errors.Is(err, actors.ErrConflict) {
 		t.Errorf("retry of a completed job: %v", err)
 	}
-	counts, err := h.s.Counts(ctx)
+	counts, err := h.Sentinel.Counts(ctx)
 	if err != nil || counts[db.StatusCompleted] != 1 {
 		t.Errorf("counts = %v, %v", counts, err)
 	}
-	workers, err := h.s.WorkersInfo(ctx)
+	workers, err := h.Sentinel.WorkersInfo(ctx)
 	if err != nil || len(workers) != 1 || workers[0].ID != w.Identity() || workers[0].Slots != 2 || !workers[0].Ready {
 		t.Errorf("workers = %+v, %v", workers, err)
 	}
-	if err := h.s.Health(ctx); err != nil {
+	if err := h.Sentinel.Health(ctx); err != nil {
 		t.Errorf("health: %v", err)
 	}
 	// A caller's deadline bounds the request.
 	expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
 	defer cancel()
-	if _, err := h.s.Counts(expired); err == nil {
+	if _, err := h.Sentinel.Counts(expired); err == nil {
 		t.Error("a request with an expired context succeeded")
 	}
 
-	s := h.s
-	h.stop()
+	s := h.Sentinel
+	h.Stop()
 	if err := s.Health(ctx); !errors.Is(err, actors.ErrStopped) {
 		t.Errorf("health after stop: %v", err)
 	}

@@ -18,19 +18,19 @@ import (
 func TestQueue_ReceiptsShareTheRefillingClaimsCommit(t *testing.T) {
 	const jobs = 3000
 	h := newHarness(t, nil)
-	h.plugin("noop")
-	fv := h.file("a.txt", "a\n")
-	if err := h.store.JobsEnqueueBulk(context.Background(), fv, "noop", 0, jobs); err != nil {
+	h.Plugin("noop")
+	fv := h.File("a.txt", "a\n")
+	if err := h.Store.JobsEnqueueBulk(context.Background(), fv, "noop", 0, jobs); err != nil {
 		t.Fatal(err)
 	}
 	for range 4 {
-		h.worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
+		h.Worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
 	}
 	testwait.Eventually(t, 60*time.Second, "every job COMPLETED", func() bool {
-		return h.counts()[db.StatusCompleted] == jobs
+		return h.Counts()[db.StatusCompleted] == jobs
 	})
-	claims := h.s.Stats().ClaimTime.Snapshot().Count
-	alone := h.s.Stats().ConcludeTime.Snapshot().Count
+	claims := h.Sentinel.Stats().ClaimTime.Snapshot().Count
+	alone := h.Sentinel.Stats().ConcludeTime.Snapshot().Count
 	t.Logf("%d jobs: %d transactions with a claim, %d with receipts alone", jobs, claims, alone)
 	if alone*10 > claims+alone {
 		t.Errorf("%d of %d transactions wrote receipts alone; want under 10%%", alone, claims+alone)

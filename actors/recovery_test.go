@@ -35,50 +35,50 @@ func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
 		c.RecoveryGrace = 15 * time.Second
 		c.WorkerTimeout = 10 * time.Second
 	})
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
-	w := h.worker(testworker.Options{Run: blockingRun(release), HeartbeatInterval: 50 * time.Millisecond})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	w := h.Worker(testworker.Options{Run: blockingRun(release), HeartbeatInterval: 50 * time.Millisecond})
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
 
-	h.restart()
+	h.Restart(nil)
 	testwait.Eventually(t, 5*time.Second, "worker re-identified", func() bool { return w.Identifies() >= 2 })
 	close(release)
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.Attempt != 1 || j.RetryCount != 0 || len(w.Received()) != 1 {
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.Attempt != 1 || j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("job was not kept by its worker: attempt %d retries %d dispatches %d", j.Attempt, j.RetryCount, len(w.Received()))
 	}
 }
 
 func TestRecovery_JobsOfWorkersThatNeverComeBackAreRequeued(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
-	gone := h.worker(testworker.Options{Run: blockingRun(make(chan struct{}))})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
+	gone := h.Worker(testworker.Options{Run: blockingRun(make(chan struct{}))})
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
 	gone.Close()
 
-	h.restart()
-	rescuer := h.worker(testworker.Options{Run: testworker.Succeed})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED after the recovery grace", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 {
+	h.Restart(nil)
+	rescuer := h.Worker(testworker.Options{Run: testworker.Succeed})
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED after the recovery grace", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 {
 		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
 	}
 }
 
 func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
-	first := h.worker(testworker.Options{Identity: "early", Run: blockingRun(make(chan struct{}))})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
+	first := h.Worker(testworker.Options{Identity: "early", Run: blockingRun(make(chan struct{}))})
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
 	first.Close()
-	h.restart()
+	h.Restart(nil)
 
 	// The same worker, reconnected, sends its CONCLUDE before any IDENTIFY:
 	// it is applied to the claim the worker holds, and the worker is told to
 	// identify.
-	d, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("early")})
+	d, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("early")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,26 +90,26 @@ func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 	if err != nil || msg.Opcode != transport.OpErr {
 		t.Fatalf("want ERR unknown worker, got %s %v", msg.Opcode, err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.Attempt != 1 || j.ClaimedBy != "early" {
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.Attempt != 1 || j.ClaimedBy != "early" {
 		t.Errorf("attempt %d claimed_by %q", j.Attempt, j.ClaimedBy)
 	}
 }
 
 func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.JobTimeout = 300 * time.Millisecond })
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	var calls atomic.Int32
-	w := h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+	w := h.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		if calls.Add(1) == 1 {
 			<-ctx.Done() // hangs until the ABORT arrives
 			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "aborted"}
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d", j.RetryCount, j.Attempt, len(w.Received()))
 	}
 }
@@ -120,10 +120,10 @@ func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
 // so it is retried, and only running out of retries fails it.
 func TestRecovery_AbortTheSentinelDidNotAskForIsRetried(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.MaxRetries = 2 })
-	h.plugin("p")
-	retried := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	retried := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	var calls atomic.Int32
-	h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+	h.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		if j.ID == retried && calls.Add(1) == 1 {
 			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "worker is shutting down"}
 		}
@@ -132,14 +132,14 @@ func TestRecovery_AbortTheSentinelDidNotAskForIsRetried(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(retried).Status == db.StatusCompleted })
-	if j := h.job(retried); j.RetryCount != 1 || j.Attempt != 2 {
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.Job(retried).Status == db.StatusCompleted })
+	if j := h.Job(retried); j.RetryCount != 1 || j.Attempt != 2 {
 		t.Errorf("retry_count %d attempt %d, want 1 and 2", j.RetryCount, j.Attempt)
 	}
 
-	hopeless := h.enqueue(h.file("b.txt", "b\n"), "p", 0)
-	testwait.Eventually(t, 20*time.Second, "always-aborted job FAILED", func() bool { return h.job(hopeless).Status == db.StatusFailed })
-	if j := h.job(hopeless); j.RetryCount != 2 || !strings.Contains(j.ErrorMessage, "aborted by the worker: always aborts (gave up after 2 retries)") {
+	hopeless := h.Enqueue(h.File("b.txt", "b\n"), "p", 0)
+	testwait.Eventually(t, 20*time.Second, "always-aborted job FAILED", func() bool { return h.Job(hopeless).Status == db.StatusFailed })
+	if j := h.Job(hopeless); j.RetryCount != 2 || !strings.Contains(j.ErrorMessage, "aborted by the worker: always aborts (gave up after 2 retries)") {
 		t.Errorf("retry_count %d, message %q", j.RetryCount, j.ErrorMessage)
 	}
 }
@@ -150,27 +150,27 @@ func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
 		c.AbortGrace = 300 * time.Millisecond
 		c.MaxRetries = 1
 	})
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	// A worker that ignores ABORT entirely.
-	h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+	h.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		time.Sleep(5 * time.Second) // the job's work; it never looks at ctx
 		return testworker.Succeed(ctx, j)
 	}, Slots: 4})
-	testwait.Eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.job(id).Status == db.StatusFailed })
-	if j := h.job(id); j.RetryCount != 1 || j.ErrorMessage == "" {
+	testwait.Eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.Job(id).Status == db.StatusFailed })
+	if j := h.Job(id); j.RetryCount != 1 || j.ErrorMessage == "" {
 		t.Errorf("retry_count %d message %q", j.RetryCount, j.ErrorMessage)
 	}
 }
 
 func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 
 	// A raw peer that takes the DISPATCH, forgets it, and keeps answering
 	// heartbeats with an empty active_job_ids.
-	forgetful, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("forgetful")})
+	forgetful, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("forgetful")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,12 +190,12 @@ func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
 		}
 	}()
 	testwait.Eventually(t, 5*time.Second, "job RUNNING at the forgetful worker", func() bool {
-		return h.job(id).ClaimedBy == "forgetful"
+		return h.Job(id).ClaimedBy == "forgetful"
 	})
 	// More free slots than the forgetful peer, so the retry goes to it.
-	h.worker(testworker.Options{Capabilities: []string{"p"}, Run: testworker.Succeed, Slots: 4})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED elsewhere", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.ClaimedBy == "forgetful" || j.RetryCount != 1 {
+	h.Worker(testworker.Options{Capabilities: []string{"p"}, Run: testworker.Succeed, Slots: 4})
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED elsewhere", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.ClaimedBy == "forgetful" || j.RetryCount != 1 {
 		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/casparian/sentinel/internal/testworker"
 )
 
-// scanHarness is a harness whose scanner runs every 30 ms over h.root, with
+// scanHarness is a harness whose scanner runs every 30 ms over h.Root, with
 // routing rules (*.csv → csv, *.txt → txt), ignore rules (tmp/, *.bak) and
 // two subscribed plugins: csv_reader (csv) and everything (csv, txt).
 func scanHarness(t *testing.T) *harness {
@@ -23,19 +23,19 @@ func scanHarness(t *testing.T) *harness {
 	h := newHarness(t, func(c *config.Config) { c.ScanInterval = 30 * time.Millisecond })
 	ctx := context.Background()
 	for _, r := range [][2]string{{"*.csv", "csv"}, {"*.txt", "txt"}} {
-		if _, err := h.store.RoutingRuleAdd(ctx, r[0], r[1], 0); err != nil {
+		if _, err := h.Store.RoutingRuleAdd(ctx, r[0], r[1], 0); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, p := range []string{"tmp/", "*.bak"} {
-		if _, err := h.store.IgnoreRuleAdd(ctx, 0, p); err != nil {
+		if _, err := h.Store.IgnoreRuleAdd(ctx, 0, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.store.PluginSubscribe(ctx, "csv_reader", []string{"csv"}); err != nil {
+	if _, err := h.Store.PluginSubscribe(ctx, "csv_reader", []string{"csv"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.store.PluginSubscribe(ctx, "everything", []string{"csv", "txt"}); err != nil {
+	if _, err := h.Store.PluginSubscribe(ctx, "everything", []string{"csv", "txt"}); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -43,32 +43,32 @@ func scanHarness(t *testing.T) *harness {
 
 // put writes a file under the root with an mtime age ago (age 0: now).
 func (h *harness) put(rel, content string, age time.Duration) {
-	h.t.Helper()
-	p := filepath.Join(h.root, filepath.FromSlash(rel))
+	h.T.Helper()
+	p := filepath.Join(h.Root, filepath.FromSlash(rel))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		h.t.Fatal(err)
+		h.T.Fatal(err)
 	}
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		h.t.Fatal(err)
+		h.T.Fatal(err)
 	}
 	if age > 0 {
 		at := time.Now().Add(-age)
 		if err := os.Chtimes(p, at, at); err != nil {
-			h.t.Fatal(err)
+			h.T.Fatal(err)
 		}
 	}
 }
 
 // jobsByFile lists the jobs as "plugin rel_path" strings, sorted.
 func (h *harness) jobsByFile() []string {
-	h.t.Helper()
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{Limit: db.MaxJobsLimit})
+	h.T.Helper()
+	page, err := h.Store.JobsList(context.Background(), db.JobFilter{Limit: db.MaxJobsLimit})
 	if err != nil {
-		h.t.Fatal(err)
+		h.T.Fatal(err)
 	}
 	var out []string
 	for _, j := range page.Jobs {
-		rel, _ := filepath.Rel(h.root, j.FilePath)
+		rel, _ := filepath.Rel(h.Root, j.FilePath)
 		out = append(out, j.PluginName+" "+filepath.ToSlash(rel))
 	}
 	sort.Strings(out)
@@ -77,12 +77,12 @@ func (h *harness) jobsByFile() []string {
 
 // passesAfter waits until n more scan passes have completed.
 func (h *harness) passesAfter(n int64) {
-	h.t.Helper()
-	start := h.s.Stats().ScanPasses.Load()
+	h.T.Helper()
+	start := h.Sentinel.Stats().ScanPasses.Load()
 	deadline := time.Now().Add(10 * time.Second)
-	for h.s.Stats().ScanPasses.Load() < start+n {
+	for h.Sentinel.Stats().ScanPasses.Load() < start+n {
 		if time.Now().After(deadline) {
-			h.t.Fatalf("not within 10s: %d more scan passes", n)
+			h.T.Fatalf("not within 10s: %d more scan passes", n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -109,13 +109,13 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 	if got := h.jobsByFile(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("jobs =\n%v\nwant\n%v", got, want)
 	}
-	st := h.s.Stats()
+	st := h.Sentinel.Stats()
 	if st.FileVersions.Load() != 5 || st.FilesHashed.Load() != 5 {
 		t.Errorf("versions %d, files hashed %d; want 5 and 5 (ignored and dot-files untouched)",
 			st.FileVersions.Load(), st.FilesHashed.Load())
 	}
 	// Priority by age: 100 within a day, 50 within a week, else 10.
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{Plugin: "csv_reader"})
+	page, err := h.Store.JobsList(context.Background(), db.JobFilter{Plugin: "csv_reader"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 	h.put("c.csv", "3\n", time.Hour)
 	testwait.Eventually(t, 10*time.Second, "first jobs", func() bool { return len(h.jobsByFile()) == 6 })
 	h.passesAfter(2)
-	st := h.s.Stats()
+	st := h.Sentinel.Stats()
 	hashed, versions := st.FilesHashed.Load(), st.FileVersions.Load()
 
 	h.put("a.csv", "1 edited\n", 30*time.Minute) // new content
@@ -165,7 +165,7 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testing.T) {
 	h := scanHarness(t)
 	ctx := context.Background()
-	gone, err := h.store.SourceRootActivate(ctx, filepath.Join(filepath.Dir(h.root), "not-there"))
+	gone, err := h.Store.SourceRootActivate(ctx, filepath.Join(filepath.Dir(h.Root), "not-there"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,38 +173,38 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 	h.put("drop.csv", "d\n", time.Hour)
 	testwait.Eventually(t, 10*time.Second, "jobs", func() bool { return len(h.jobsByFile()) == 4 })
 
-	if err := os.Remove(filepath.Join(h.root, "drop.csv")); err != nil {
+	if err := os.Remove(filepath.Join(h.Root, "drop.csv")); err != nil {
 		t.Fatal(err)
 	}
 	h.passesAfter(2)
-	locs, err := h.store.ScanLocations(ctx, h.rootID)
+	locs, err := h.Store.ScanLocations(ctx, h.RootID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !locs["drop.csv"].Missing || locs["keep.csv"].Missing {
 		t.Errorf("locations after the delete: %+v", locs)
 	}
-	if h.s.Stats().ScanErrors.Load() == 0 {
+	if h.Sentinel.Stats().ScanErrors.Load() == 0 {
 		t.Error("the missing source root was not counted as a scan error")
 	}
-	if l, _ := h.store.ScanLocations(ctx, gone.ID); len(l) != 0 {
+	if l, _ := h.Store.ScanLocations(ctx, gone.ID); len(l) != 0 {
 		t.Errorf("locations recorded under a missing root: %v", l)
 	}
 
 	// It comes back unchanged: seen again, not hashed again, no new job.
-	hashed := h.s.Stats().FilesHashed.Load()
+	hashed := h.Sentinel.Stats().FilesHashed.Load()
 	h.put("drop.csv", "d\n", time.Hour)
 	at := time.Unix(0, int64(locs["drop.csv"].MTime*1e9))
-	if err := os.Chtimes(filepath.Join(h.root, "drop.csv"), at, at); err != nil {
+	if err := os.Chtimes(filepath.Join(h.Root, "drop.csv"), at, at); err != nil {
 		t.Fatal(err)
 	}
 	testwait.Eventually(t, 10*time.Second, "file seen again", func() bool {
-		l, _ := h.store.ScanLocations(ctx, h.rootID)
+		l, _ := h.Store.ScanLocations(ctx, h.RootID)
 		return !l["drop.csv"].Missing
 	})
-	if h.s.Stats().FilesHashed.Load() != hashed || len(h.jobsByFile()) != 4 {
+	if h.Sentinel.Stats().FilesHashed.Load() != hashed || len(h.jobsByFile()) != 4 {
 		t.Errorf("a file that came back unchanged was hashed (%d → %d) or queued again",
-			hashed, h.s.Stats().FilesHashed.Load())
+			hashed, h.Sentinel.Stats().FilesHashed.Load())
 	}
 }
 
@@ -214,32 +214,32 @@ func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
 		h.put(fmt.Sprintf("f%02d.csv", i), fmt.Sprintf("%d\n", i), time.Hour)
 	}
 	testwait.Eventually(t, 10*time.Second, "40 jobs", func() bool { return len(h.jobsByFile()) == 40 })
-	h.restart()
+	h.Restart(nil)
 	h.passesAfter(3)
-	if n := h.s.Stats().FilesHashed.Load(); n != 0 {
+	if n := h.Sentinel.Stats().FilesHashed.Load(); n != 0 {
 		t.Errorf("after a restart %d unchanged files were hashed again", n)
 	}
-	h.s.InjectPanic("scanner")
-	testwait.Eventually(t, 5*time.Second, "scanner restarted", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
+	h.Sentinel.InjectPanic("scanner")
+	testwait.Eventually(t, 5*time.Second, "scanner restarted", func() bool { return h.Sentinel.Stats().ActorRestarts.Load() > 0 })
 	h.passesAfter(3)
-	if n := h.s.Stats().FilesHashed.Load(); n != 0 || len(h.jobsByFile()) != 40 {
+	if n := h.Sentinel.Stats().FilesHashed.Load(); n != 0 || len(h.jobsByFile()) != 40 {
 		t.Errorf("after a scanner panic: %d files hashed, %d jobs", n, len(h.jobsByFile()))
 	}
 }
 
 func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 	h := scanHarness(t)
-	h.plugin("csv_reader")
-	h.plugin("everything")
-	h.worker(testworker.Options{})
+	h.Plugin("csv_reader")
+	h.Plugin("everything")
+	h.Worker(testworker.Options{})
 	h.put("in/data.csv", "a\nb\nc\n", time.Hour)
-	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 2 })
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{})
+	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == 2 })
+	page, err := h.Store.JobsList(context.Background(), db.JobFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, j := range page.Jobs {
-		if j.Metrics["rows"] != 3 || j.FilePath != filepath.Join(h.root, "in/data.csv") {
+		if j.Metrics["rows"] != 3 || j.FilePath != filepath.Join(h.Root, "in/data.csv") {
 			t.Errorf("job %d: rows %d path %s", j.ID, j.Metrics["rows"], j.FilePath)
 		}
 	}
@@ -253,7 +253,7 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 	h := scanHarness(t)
 	ctx := context.Background()
-	allowed := filepath.Dir(h.root)
+	allowed := filepath.Dir(h.Root)
 	outside := t.TempDir()
 	h.put("in.csv", "inside\n", time.Hour)
 	for _, p := range []string{filepath.Join(outside, "stolen.csv"), filepath.Join(allowed+"2", "near.csv"),
@@ -271,8 +271,8 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 	for link, target := range map[string]string{
 		filepath.Join(allowed, "linked-out"): outside,                              // a root that is a link out
 		filepath.Join(allowed, "alias"):      filepath.Join(allowed, "real"),       // a root that is a link within
-		filepath.Join(h.root, "sneaky.csv"):  filepath.Join(outside, "stolen.csv"), // a file link out of a root
-		filepath.Join(h.root, "sneaky-dir"):  outside,                              // a folder link out of a root
+		filepath.Join(h.Root, "sneaky.csv"):  filepath.Join(outside, "stolen.csv"), // a file link out of a root
+		filepath.Join(h.Root, "sneaky-dir"):  outside,                              // a folder link out of a root
 	} {
 		if err := os.Symlink(target, link); err != nil {
 			t.Fatal(err)
@@ -281,7 +281,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 	roots := map[string]int64{}
 	for _, p := range []string{outside, filepath.Join(allowed, "linked-out"), allowed + "2",
 		filepath.Join(allowed, "nested"), filepath.Join(allowed, "alias")} {
-		r, err := h.store.SourceRootActivate(ctx, p) // as another tool would, unchecked
+		r, err := h.Store.SourceRootActivate(ctx, p) // as another tool would, unchecked
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +290,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 
 	testwait.Eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
 	h.passesAfter(3)
-	page, err := h.store.JobsList(ctx, db.JobFilter{Plugin: "csv_reader", Limit: db.MaxJobsLimit})
+	page, err := h.Store.JobsList(ctx, db.JobFilter{Plugin: "csv_reader", Limit: db.MaxJobsLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,21 +299,21 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 		got = append(got, j.FilePath)
 	}
 	sort.Strings(got)
-	want := []string{filepath.Join(allowed, "alias", "r.csv"), filepath.Join(h.root, "in.csv"),
+	want := []string{filepath.Join(allowed, "alias", "r.csv"), filepath.Join(h.Root, "in.csv"),
 		filepath.Join(allowed, "nested", "deeper", "n.csv")}
 	sort.Strings(want)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("jobs for\n%v\nwant\n%v", got, want)
 	}
 	for _, p := range []string{outside, filepath.Join(allowed, "linked-out"), allowed + "2"} {
-		if l, _ := h.store.ScanLocations(ctx, roots[p]); len(l) != 0 {
+		if l, _ := h.Store.ScanLocations(ctx, roots[p]); len(l) != 0 {
 			t.Errorf("root %s outside the allowed roots: recorded %v", p, l)
 		}
-		if warned := h.logs.with(`"level":"warn"`, "source root skipped", `"root":"`+p+`"`, "is outside --allowed-roots"); len(warned) != 1 {
+		if warned := h.Logs.With(`"level":"warn"`, "source root skipped", `"root":"`+p+`"`, "is outside --allowed-roots"); len(warned) != 1 {
 			t.Errorf("root %s: %d warnings over several passes, want 1:\n%v", p, len(warned), warned)
 		}
 	}
-	if l, _ := h.store.ScanLocations(ctx, h.rootID); len(l) != 1 {
+	if l, _ := h.Store.ScanLocations(ctx, h.RootID); len(l) != 1 {
 		t.Errorf("links out of the root were recorded: %v", l)
 	}
 }
@@ -322,28 +322,28 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 // thousand new files and to rescan them unchanged.
 func TestScanner_ManyFiles(t *testing.T) {
 	h := newHarness(t, nil) // scanner off while the files are written
-	if _, err := h.store.RoutingRuleAdd(context.Background(), "*.csv", "csv", 0); err != nil {
+	if _, err := h.Store.RoutingRuleAdd(context.Background(), "*.csv", "csv", 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.store.PluginSubscribe(context.Background(), "csv_reader", []string{"csv"}); err != nil {
+	if _, err := h.Store.PluginSubscribe(context.Background(), "csv_reader", []string{"csv"}); err != nil {
 		t.Fatal(err)
 	}
 	const n = 1000
 	for i := 0; i < n; i++ {
 		h.put(fmt.Sprintf("d%02d/f%04d.csv", i%20, i), fmt.Sprintf("%d,%d\n", i, i*i), time.Hour)
 	}
-	h.cfg.ScanInterval = time.Hour // a first pass right at start, over all n files, then no other
-	h.restart()
+	h.Config.ScanInterval = time.Hour // a first pass right at start, over all n files, then no other
+	h.Restart(nil)
 	start := time.Now()
-	testwait.Eventually(t, 60*time.Second, "n versions", func() bool { return h.s.Stats().FileVersions.Load() == n })
+	testwait.Eventually(t, 60*time.Second, "n versions", func() bool { return h.Sentinel.Stats().FileVersions.Load() == n })
 	first := time.Since(start)
-	testwait.Eventually(t, 10*time.Second, "first pass done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
-	h.restart()
+	testwait.Eventually(t, 10*time.Second, "first pass done", func() bool { return h.Sentinel.Stats().ScanPasses.Load() >= 1 })
+	h.Restart(nil)
 	start = time.Now()
-	testwait.Eventually(t, 30*time.Second, "rescan done", func() bool { return h.s.Stats().ScanPasses.Load() >= 1 })
+	testwait.Eventually(t, 30*time.Second, "rescan done", func() bool { return h.Sentinel.Stats().ScanPasses.Load() >= 1 })
 	t.Logf("scan of %d new files (hash, record, queue %d jobs): %s; rescan of the %d unchanged files: %s",
 		n, n, first.Round(time.Millisecond), n, time.Since(start).Round(time.Millisecond))
-	if got := len(h.jobsByFile()); got != n || h.s.Stats().FilesHashed.Load() != 0 {
-		t.Errorf("%d jobs (want %d), %d files hashed on the rescan (want 0)", got, n, h.s.Stats().FilesHashed.Load())
+	if got := len(h.jobsByFile()); got != n || h.Sentinel.Stats().FilesHashed.Load() != 0 {
+		t.Errorf("%d jobs (want %d), %d files hashed on the rescan (want 0)", got, n, h.Sentinel.Stats().FilesHashed.Load())
 	}
 }

@@ -20,28 +20,28 @@ import (
 func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 	h := newHarness(t, nil)
 	for _, p := range []string{"alpha", "beta", "gamma", "nobody_runs_me"} {
-		h.plugin(p)
+		h.Plugin(p)
 	}
 	plugins := []string{"alpha", "beta", "gamma"}
 	want := map[int64]string{}
 	for i := 0; i < 200; i++ {
-		fv := h.file(fmt.Sprintf("f%03d.txt", i), strings.Repeat("line\n", i%7+1))
+		fv := h.File(fmt.Sprintf("f%03d.txt", i), strings.Repeat("line\n", i%7+1))
 		p := plugins[i%3]
-		want[h.enqueue(fv, p, int64(i%5)*10)] = p
+		want[h.Enqueue(fv, p, int64(i%5)*10)] = p
 	}
 	stuck := map[int64]bool{}
-	fv := h.file("stuck.txt", "x\n")
+	fv := h.File("stuck.txt", "x\n")
 	for i := 0; i < 10; i++ {
-		stuck[h.enqueue(fv, "nobody_runs_me", 1000)] = true
+		stuck[h.Enqueue(fv, "nobody_runs_me", 1000)] = true
 	}
 
 	caps := map[string][]string{"A": {"alpha"}, "B": {"beta", "gamma"}, "C": {"alpha", "beta"}}
 	workers := map[string]*testworker.Worker{}
 	for name, c := range caps {
-		workers[name] = h.worker(testworker.Options{Capabilities: c, Slots: len(name) + len(c)})
+		workers[name] = h.Worker(testworker.Options{Capabilities: c, Slots: len(name) + len(c)})
 	}
 
-	testwait.Eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 200 })
+	testwait.Eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == 200 })
 
 	seen := map[int64]int{}
 	for name, w := range workers {
@@ -56,32 +56,32 @@ func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 		if seen[id] != 1 {
 			t.Errorf("job %d (%s) dispatched %d times, want 1", id, plugin, seen[id])
 		}
-		j := h.job(id)
+		j := h.Job(id)
 		if j.Status != db.StatusCompleted || j.ResultSummary != "Success" || j.Metrics["rows"] < 1 {
 			t.Errorf("job %d: status %s summary %q metrics %v", id, j.Status, j.ResultSummary, j.Metrics)
 		}
 	}
 	for id := range stuck {
-		if j := h.job(id); j.Status != db.StatusQueued || seen[id] != 0 {
+		if j := h.Job(id); j.Status != db.StatusQueued || seen[id] != 0 {
 			t.Errorf("job %d for a plugin nobody runs: status %s, dispatched %d times", id, j.Status, seen[id])
 		}
 	}
-	if c := h.counts(); c[db.StatusRunning] != 0 || c[db.StatusFailed] != 0 {
+	if c := h.Counts(); c[db.StatusRunning] != 0 || c[db.StatusFailed] != 0 {
 		t.Errorf("counts %v: want none RUNNING or FAILED", c)
 	}
 }
 
 func TestSentinel_DispatchesInPriorityOrder(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	fv := h.file("a.txt", "a\n")
+	h.Plugin("p")
+	fv := h.File("a.txt", "a\n")
 	prios := []int64{5, 100, 5, 50, 0, 100, 10}
 	ids := make([]int64, len(prios))
 	for i, p := range prios {
-		ids[i] = h.enqueue(fv, "p", p)
+		ids[i] = h.Enqueue(fv, "p", p)
 	}
-	w := h.worker(testworker.Options{Slots: 1, Run: testworker.Succeed})
-	testwait.Eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == int64(len(ids)) })
+	w := h.Worker(testworker.Options{Slots: 1, Run: testworker.Succeed})
+	testwait.Eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == int64(len(ids)) })
 
 	// Expected: priority descending, then id ascending.
 	order := slices.Clone(ids)
@@ -103,20 +103,20 @@ func TestSentinel_DispatchesInPriorityOrder(t *testing.T) {
 
 func TestSentinel_DispatchCarriesFileSinksAndArtifact(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("csv")
-	if _, err := h.store.TopicConfigAdd(context.Background(), "csv", "rows", "sqlite:///tmp/out.db/rows", "replace", `{"a":"int"}`); err != nil {
+	h.Plugin("csv")
+	if _, err := h.Store.TopicConfigAdd(context.Background(), "csv", "rows", "sqlite:///tmp/out.db/rows", "replace", `{"a":"int"}`); err != nil {
 		t.Fatal(err)
 	}
-	fv := h.file("data.csv", "a\n1\n")
-	id := h.enqueue(fv, "csv", 0)
-	w := h.worker(testworker.Options{Capabilities: []string{"csv"}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	fv := h.File("data.csv", "a\n1\n")
+	id := h.Enqueue(fv, "csv", 0)
+	w := h.Worker(testworker.Options{Capabilities: []string{"csv"}})
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
 
 	d := w.Received()[0].Dispatch
-	if d.FilePath != filepath.Join(h.root, "data.csv") {
+	if d.FilePath != filepath.Join(h.Root, "data.csv") {
 		t.Errorf("file_path %q", d.FilePath)
 	}
-	if d.SourceCode != "# source of csv" || d.EnvHash != "system" || d.ArtifactHash != "art-csv" || d.FileVersionID != fv {
+	if d.SourceCode != "builtin:csv" || d.EnvHash != "system" || d.ArtifactHash != "art-csv" || d.FileVersionID != fv {
 		t.Errorf("artifact fields: %+v", d)
 	}
 	topics := map[string]transport.SinkConfig{}
@@ -129,31 +129,31 @@ func TestSentinel_DispatchCarriesFileSinksAndArtifact(t *testing.T) {
 	if _, ok := topics["output"]; !ok {
 		t.Errorf("no default output sink in %+v", d.Sinks)
 	}
-	if j := h.job(id); j.Metrics["rows"] != 2 || len(j.Artifacts) != 1 {
+	if j := h.Job(id); j.Metrics["rows"] != 2 || len(j.Artifacts) != 1 {
 		t.Errorf("receipt not kept: metrics %v artifacts %v", j.Metrics, j.Artifacts)
 	}
 }
 
 func TestSentinel_JobWithoutManifestFailsWithReason(t *testing.T) {
 	h := newHarness(t, nil)
-	fv := h.file("a.txt", "a\n")
-	id := h.enqueue(fv, "undeployed", 0)
-	h.worker(testworker.Options{})
-	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
-	if msg := h.job(id).ErrorMessage; !strings.Contains(msg, "undeployed") {
+	fv := h.File("a.txt", "a\n")
+	id := h.Enqueue(fv, "undeployed", 0)
+	h.Worker(testworker.Options{})
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == db.StatusFailed })
+	if msg := h.Job(id).ErrorMessage; !strings.Contains(msg, "undeployed") {
 		t.Errorf("error_message %q does not name the plugin", msg)
 	}
 }
 
 func TestSentinel_FailedReceiptIsTerminal(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
-	h.worker(testworker.Options{Run: func(context.Context, testworker.Job) transport.Conclude {
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
+	h.Worker(testworker.Options{Run: func(context.Context, testworker.Job) transport.Conclude {
 		return transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "bad header on line 3"}
 	}})
-	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
-	j := h.job(id)
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == db.StatusFailed })
+	j := h.Job(id)
 	if j.ErrorMessage != "bad header on line 3" || j.RetryCount != 0 {
 		t.Errorf("failed job: message %q retries %d", j.ErrorMessage, j.RetryCount)
 	}
@@ -161,14 +161,14 @@ func TestSentinel_FailedReceiptIsTerminal(t *testing.T) {
 
 func TestSentinel_RejectedJobIsRequeuedThenFailsOverLimit(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.MaxRetries = 3 })
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	reject := func(context.Context, testworker.Job) transport.Conclude {
 		return transport.Conclude{Status: transport.StatusRejected}
 	}
-	w := h.worker(testworker.Options{Run: reject})
-	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
-	j := h.job(id)
+	w := h.Worker(testworker.Options{Run: reject})
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == db.StatusFailed })
+	j := h.Job(id)
 	if len(w.Received()) != 4 || j.RetryCount != 3 || !strings.Contains(j.ErrorMessage, "gave up after 3 retries") {
 		t.Errorf("dispatched %d times, retry_count %d, message %q", len(w.Received()), j.RetryCount, j.ErrorMessage)
 	}
@@ -176,68 +176,68 @@ func TestSentinel_RejectedJobIsRequeuedThenFailsOverLimit(t *testing.T) {
 
 func TestSentinel_RejectedJobIsRetried(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	var calls atomic.Int32
-	w := h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+	w := h.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		if calls.Add(1) == 1 {
 			return transport.Conclude{Status: transport.StatusRejected}
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d, want 1, 2, 2", j.RetryCount, j.Attempt, len(w.Received()))
 	}
 }
 
 func TestSentinel_ConcludeFromNonOwnerChangesNothing(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
-	owner := h.worker(testworker.Options{Capabilities: []string{"p"}, Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+	owner := h.Worker(testworker.Options{Capabilities: []string{"p"}, Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		<-release
 		return testworker.Succeed(ctx, j)
 	}})
-	intruder := h.worker(testworker.Options{Capabilities: []string{"other"}})
+	intruder := h.Worker(testworker.Options{Capabilities: []string{"other"}})
 	testwait.Eventually(t, 10*time.Second, "job RUNNING at owner", func() bool { return len(owner.Received()) == 1 })
 
-	before := h.s.Stats().StaleMessages.Load()
+	before := h.Sentinel.Stats().StaleMessages.Load()
 	if err := intruder.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "spoofed"}); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "spoofed receipt counted", func() bool { return h.s.Stats().StaleMessages.Load() > before })
-	if j := h.job(id); j.Status != db.StatusRunning || j.ClaimedBy != owner.Identity() {
+	testwait.Eventually(t, 5*time.Second, "spoofed receipt counted", func() bool { return h.Sentinel.Stats().StaleMessages.Load() > before })
+	if j := h.Job(id); j.Status != db.StatusRunning || j.ClaimedBy != owner.Identity() {
 		t.Fatalf("after a spoofed CONCLUDE: status %s claimed_by %q", j.Status, j.ClaimedBy)
 	}
 
 	close(release)
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
 	// A late duplicate from the owner cannot turn COMPLETED into FAILED.
-	stale := h.s.Stats().StaleMessages.Load()
+	stale := h.Sentinel.Stats().StaleMessages.Load()
 	if err := owner.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusFailed}); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "duplicate counted", func() bool { return h.s.Stats().StaleMessages.Load() > stale })
-	if j := h.job(id); j.Status != db.StatusCompleted {
+	testwait.Eventually(t, 5*time.Second, "duplicate counted", func() bool { return h.Sentinel.Stats().StaleMessages.Load() > stale })
+	if j := h.Job(id); j.Status != db.StatusCompleted {
 		t.Fatalf("duplicate receipt changed the job to %s", j.Status)
 	}
 }
 
 func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.PollInterval = 250 * time.Millisecond })
-	h.plugin("p")
-	fv := h.file("a.txt", "a\n")
-	w := h.worker(testworker.Options{Run: testworker.Succeed})
+	h.Plugin("p")
+	fv := h.File("a.txt", "a\n")
+	w := h.Worker(testworker.Options{Run: testworker.Succeed})
 	testwait.Eventually(t, 5*time.Second, "worker registered", func() bool {
-		ws, _ := h.s.Workers(time.Second)
+		ws, _ := h.Sentinel.Workers(time.Second)
 		return len(ws) == 1
 	})
 
 	// A second connection stands for the original Python tools writing the
 	// queue table directly.
-	other, err := db.Open(context.Background(), h.dbPath)
+	other, err := db.Open(context.Background(), h.DBPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,12 +251,12 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("external job took %s to dispatch, want < 1s", took)
 	}
-	testwait.Eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
 }
 
 func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
 	h := newHarness(t, nil)
-	d, err := transport.DialDealer(context.Background(), h.endpoint, transport.DealerOptions{Identity: []byte("stranger")})
+	d, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("stranger")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,20 +279,20 @@ func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
 
 func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	hang := make(chan struct{})
 	defer close(hang)
-	doomed := h.worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+	doomed := h.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		<-ctx.Done()
 		return transport.Conclude{Status: transport.StatusAborted}
 	}})
 	testwait.Eventually(t, 5*time.Second, "job dispatched to the doomed worker", func() bool { return len(doomed.Received()) == 1 })
 	doomed.Close() // vanishes without a receipt, like kill -9
 
-	rescuer := h.worker(testworker.Options{Run: testworker.Succeed})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.job(id).Status == db.StatusCompleted })
-	j := h.job(id)
+	rescuer := h.Worker(testworker.Options{Run: testworker.Succeed})
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	j := h.Job(id)
 	if j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 || j.Attempt != 2 {
 		t.Errorf("claimed_by %q retry_count %d attempt %d", j.ClaimedBy, j.RetryCount, j.Attempt)
 	}
@@ -304,23 +304,23 @@ func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
 // the busy workers beside them never wait.
 func TestSentinel_EmptyPluginSetsWakeUpWhenJobsArrive(t *testing.T) {
 	h := newHarness(t, nil)
-	h.plugin("busy")
-	h.plugin("rare")
+	h.Plugin("busy")
+	h.Plugin("rare")
 	var idle []*testworker.Worker
 	for range 20 {
-		idle = append(idle, h.worker(testworker.Options{Capabilities: []string{"rare"}}))
+		idle = append(idle, h.Worker(testworker.Options{Capabilities: []string{"rare"}}))
 	}
-	h.worker(testworker.Options{Capabilities: []string{"busy"}, Slots: 2})
-	fv := h.file("a.txt", "a\n")
+	h.Worker(testworker.Options{Capabilities: []string{"busy"}, Slots: 2})
+	fv := h.File("a.txt", "a\n")
 	var busy []int64
 	for range 40 {
-		busy = append(busy, h.enqueue(fv, "busy", 0))
+		busy = append(busy, h.Enqueue(fv, "busy", 0))
 	}
 	testwait.Eventually(t, 10*time.Second, "busy jobs COMPLETED", func() bool {
-		return h.counts()[db.StatusCompleted] == int64(len(busy))
+		return h.Counts()[db.StatusCompleted] == int64(len(busy))
 	})
-	rare := h.enqueue(fv, "rare", 0)
-	testwait.Eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.job(rare).Status == db.StatusCompleted })
+	rare := h.Enqueue(fv, "rare", 0)
+	testwait.Eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.Job(rare).Status == db.StatusCompleted })
 	got := 0
 	for _, w := range idle {
 		got += len(w.Received())

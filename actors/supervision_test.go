@@ -24,27 +24,27 @@ func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
 	for _, target := range []string{"queue", "dispatcher", "socket", "worker", "supervisor"} {
 		t.Run(target, func(t *testing.T) {
 			h := newHarness(t, nil)
-			h.plugin("p")
-			fv := h.file("a.txt", "a\n")
+			h.Plugin("p")
+			fv := h.File("a.txt", "a\n")
 			const n = 200
 			for i := 0; i < n; i++ {
-				h.enqueue(fv, "p", 0)
+				h.Enqueue(fv, "p", 0)
 			}
 			var workers []*testworker.Worker
 			for i := 0; i < 2; i++ {
-				workers = append(workers, h.worker(testworker.Options{Slots: 2, Run: slowSucceed, HeartbeatInterval: 50 * time.Millisecond}))
+				workers = append(workers, h.Worker(testworker.Options{Slots: 2, Run: slowSucceed, HeartbeatInterval: 50 * time.Millisecond}))
 			}
-			testwait.Eventually(t, 10*time.Second, "a quarter done", func() bool { return h.counts()[db.StatusCompleted] >= n/4 })
+			testwait.Eventually(t, 10*time.Second, "a quarter done", func() bool { return h.Counts()[db.StatusCompleted] >= n/4 })
 
 			victim := target
 			if target == "worker" {
 				victim = workers[0].Identity()
 			}
-			h.s.InjectPanic(victim)
-			testwait.Eventually(t, 5*time.Second, "a restart happened", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
+			h.Sentinel.InjectPanic(victim)
+			testwait.Eventually(t, 5*time.Second, "a restart happened", func() bool { return h.Sentinel.Stats().ActorRestarts.Load() > 0 })
 
-			testwait.Eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == n })
-			if c := h.counts(); c[db.StatusRunning]+c[db.StatusQueued]+c[db.StatusFailed] != 0 {
+			testwait.Eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == n })
+			if c := h.Counts(); c[db.StatusRunning]+c[db.StatusQueued]+c[db.StatusFailed] != 0 {
 				t.Fatalf("counts after the run: %v", c)
 			}
 		})
@@ -55,11 +55,11 @@ func TestSupervision_TopLevelGivesUpAfterRepeatedPanics(t *testing.T) {
 	h := newHarness(t, nil)
 	for i := 0; i < 4; i++ {
 		want := int64(i + 1)
-		h.s.InjectPanic("supervisor")
-		testwait.Eventually(t, 5*time.Second, fmt.Sprintf("restart %d", want), func() bool { return h.s.Stats().ActorRestarts.Load() >= want })
+		h.Sentinel.InjectPanic("supervisor")
+		testwait.Eventually(t, 5*time.Second, fmt.Sprintf("restart %d", want), func() bool { return h.Sentinel.Stats().ActorRestarts.Load() >= want })
 	}
 	select {
-	case err := <-h.s.Fatal():
+	case err := <-h.Sentinel.Fatal():
 		if err == nil {
 			t.Fatal("Fatal delivered a nil error")
 		}
@@ -70,17 +70,17 @@ func TestSupervision_TopLevelGivesUpAfterRepeatedPanics(t *testing.T) {
 
 func TestSupervision_RestartedWorkerActorKeepsItsJobs(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.RecoveryGrace = time.Minute })
-	h.plugin("p")
-	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
-	w := h.worker(testworker.Options{Run: blockingRun(release)})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	w := h.Worker(testworker.Options{Run: blockingRun(release)})
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
 
-	h.s.InjectPanic(w.Identity())
-	testwait.Eventually(t, 5*time.Second, "worker actor restarted", func() bool { return h.s.Stats().ActorRestarts.Load() == 1 })
+	h.Sentinel.InjectPanic(w.Identity())
+	testwait.Eventually(t, 5*time.Second, "worker actor restarted", func() bool { return h.Sentinel.Stats().ActorRestarts.Load() == 1 })
 	close(release)
-	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
-	if j := h.job(id); j.Attempt != 1 || h.s.Stats().StaleMessages.Load() != 0 {
-		t.Errorf("attempt %d stale %d: the restart was visible", j.Attempt, h.s.Stats().StaleMessages.Load())
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	if j := h.Job(id); j.Attempt != 1 || h.Sentinel.Stats().StaleMessages.Load() != 0 {
+		t.Errorf("attempt %d stale %d: the restart was visible", j.Attempt, h.Sentinel.Stats().StaleMessages.Load())
 	}
 }

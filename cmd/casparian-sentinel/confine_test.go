@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/internal/sentineltest"
 )
 
 // The bootstrap file goes through the same checks as the API: a source root
@@ -56,7 +58,7 @@ func TestRun_BootstrapConfinedToTheAllowedRoots(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			write(c.roots, c.sink)
-			var out syncBuffer
+			var out sentineltest.Logs
 			err := run(context.Background(), args(c.flags...), envFrom(nil), &out, &out)
 			for _, w := range c.want {
 				if err == nil || !strings.Contains(err.Error(), w) {

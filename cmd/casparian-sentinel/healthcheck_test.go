@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/internal/sentineltest"
 )
 
 func TestHealthcheck_AgainstARealSentinel(t *testing.T) {
@@ -23,7 +25,7 @@ func TestHealthcheck_AgainstARealSentinel(t *testing.T) {
 	ctx := context.Background()
 	noEnv := envFrom(nil)
 
-	var out syncBuffer
+	var out sentineltest.Logs
 	if err := run(ctx, []string{"healthcheck", "--http", addr}, noEnv, &out, &out); err != nil {
 		t.Fatalf("healthcheck --http %s: %v", addr, err)
 	}
@@ -51,7 +53,7 @@ func TestHealthcheck_FailsOnEveryOtherAnswer(t *testing.T) {
 	}))
 	defer unhealthy.Close()
 	ctx := context.Background()
-	var out syncBuffer
+	var out sentineltest.Logs
 	for name, tc := range map[string]struct {
 		args []string
 		want string
@@ -118,7 +120,7 @@ func TestRun_BootstrapAppliesOnceAndIsIdempotent(t *testing.T) {
 	if err := os.WriteFile(boot, []byte(`{"source_roots": ["relative"]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out sentineltest.Logs
 	err := run(context.Background(), args, envFrom(nil), &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "source_roots[0]: want an absolute path") {
 		t.Fatalf("run with a broken bootstrap file: %v", err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 )
 
@@ -39,7 +40,7 @@ func (fx *interopFixture) livenessArgs(extra ...string) []string {
 // workerProc is a worker.py running in the background.
 type workerProc struct {
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *sentineltest.Logs
 	done           chan error
 }
 
@@ -53,7 +54,7 @@ func startWorker(t *testing.T, endpoint, identity string, jobs int, extra ...str
 		"--identity", identity,
 		"--timeout", "40",
 	}, extra...)
-	p := &workerProc{cmd: exec.Command(systemPython, args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p := &workerProc{cmd: exec.Command(systemPython, args...), stdout: &sentineltest.Logs{}, stderr: &sentineltest.Logs{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // to inspect the database file the run created
+
+	"github.com/casparian/sentinel/internal/sentineltest"
 )
 
 // everyFlag is every setting the command line accepts.
@@ -35,30 +37,11 @@ func envFrom(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-// syncBuffer is a bytes.Buffer safe for the Sentinel's goroutines to write
-// while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // sentinel is one in-process run of runWithReady.
 type sentinel struct {
 	endpoint string
-	stdout   *syncBuffer
-	logs     *syncBuffer
+	stdout   *sentineltest.Logs
+	logs     *sentineltest.Logs
 	cancel   context.CancelFunc
 	done     chan error
 
@@ -72,7 +55,7 @@ type sentinel struct {
 func startSentinel(t *testing.T, args []string, env map[string]string) *sentinel {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &sentinel{stdout: &syncBuffer{}, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &sentinel{stdout: &sentineltest.Logs{}, logs: &sentineltest.Logs{}, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		s.done <- runWithReady(ctx, args, envFrom(env), s.stdout, s.logs, ready)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -13,16 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/transport"
 )
@@ -124,7 +120,7 @@ func TestRun_CurveKeysFromFlagsOrEnvironment(t *testing.T) {
 			"CASPARIAN_CURVE_SECRET_KEY": filepath.Join(dir, "worker.key")}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			var out syncBuffer
+			var out sentineltest.Logs
 			signals := make(chan os.Signal, 1)
 			signals <- syscall.SIGTERM
 			args := append([]string{"--endpoint", endpoint, "--log-format", "json", "--wasm=false"}, tc.args...)
@@ -155,34 +151,30 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	h := startSentinel(t)
-	if _, err := h.store.PluginManifestActivate(t.Context(), "csv", "1.0.0", "builtin:csv", "", "art-csv"); err != nil {
-		t.Fatal(err)
-	}
+	h := sentineltest.Start(t, func(c *config.Config) {
+		c.WorkerTimeout = 2 * time.Second
+		c.DrainTimeout = 0
+	})
+	h.Plugin("csv")
 	out := filepath.Join(dir, "out", "orders.db")
-	if _, err := h.store.TopicConfigAdd(t.Context(), "csv", "output", "sqlite://"+out+"/orders", "append", ""); err != nil {
-		t.Fatal(err)
-	}
+	h.Topic("csv", "output", "sqlite://"+out+"/orders", "append")
 	// Big enough that both slots are still busy when SIGTERM arrives.
 	const rows = 300_000
 	var jobs []int64
 	for i := range 4 {
 		name := fmt.Sprintf("orders-%d.csv", i)
-		size := writeOrders(t, filepath.Join(h.root, name), rows)
-		fv, err := h.store.FileVersionAdd(t.Context(), h.rootID, name, "hash-"+name, size, time.Now(), nil)
+		size := writeOrders(t, filepath.Join(h.Root, name), rows)
+		fv, err := h.Store.FileVersionAdd(t.Context(), h.RootID, name, "hash-"+name, size, time.Now(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, err := h.store.JobEnqueue(t.Context(), fv, "csv", 0, "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := h.Enqueue(fv, "csv", 0)
 		jobs = append(jobs, id)
 	}
 
-	cmd := exec.Command(bin, "--endpoint", h.endpoint, "--concurrency", "2", "--output-dir", dir, "--input-root", h.root,
+	cmd := exec.Command(bin, "--endpoint", h.Endpoint, "--concurrency", "2", "--output-dir", dir, "--input-root", h.Root,
 		"--heartbeat-interval", "100ms", "--drain-timeout", "60s", "--log-format", "json")
-	var stderr syncBuffer
+	var stderr sentineltest.Logs
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -201,7 +193,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	running := func() []int64 {
 		var ids []int64
 		for _, id := range jobs {
-			if h.job(id).Status == db.StatusRunning {
+			if h.Job(id).Status == db.StatusRunning {
 				ids = append(ids, id)
 			}
 		}
@@ -238,7 +230,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	testwait.Eventually(t, 10*time.Second, "no job left RUNNING", func() bool { return len(running()) == 0 })
 	completed := 0
 	for _, id := range jobs {
-		j := h.job(id)
+		j := h.Job(id)
 		switch {
 		case j.Status == db.StatusCompleted:
 			completed++
@@ -295,86 +287,4 @@ func writeOrders(t *testing.T, path string, n int) int64 {
 		t.Fatal(err)
 	}
 	return int64(b.Len())
-}
-
-// testSentinel is a real Sentinel on a random port with a temp database.
-type testSentinel struct {
-	store    *db.DB
-	endpoint string
-	root     string
-	rootID   int64
-	t        *testing.T
-}
-
-func startSentinel(t *testing.T) *testSentinel {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Bind = "tcp://127.0.0.1:0"
-	cfg.HeartbeatInterval = 100 * time.Millisecond
-	cfg.WorkerTimeout = 2 * time.Second
-	cfg.PollInterval = 50 * time.Millisecond
-	cfg.RetryBackoff = 20 * time.Millisecond
-	cfg.RetryBackoffMax = 200 * time.Millisecond
-	cfg.DrainTimeout = 0
-	dir := t.TempDir()
-	cfg.AllowedRoots = dir
-	h := &testSentinel{t: t, root: filepath.Join(dir, "files")}
-	if err := os.MkdirAll(h.root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(context.Background(), "sqlite://"+filepath.Join(dir, "casparian_flow.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	h.store = store
-	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
-		t.Fatal(err)
-	}
-	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
-	if err != nil {
-		router.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Stop(context.Background()); err != nil {
-			t.Errorf("stop sentinel: %v", err)
-		}
-		router.Close()
-	})
-	h.endpoint = router.Endpoint()
-	return h
-}
-
-func (h *testSentinel) job(id int64) db.Job {
-	h.t.Helper()
-	j, err := h.store.JobGet(context.Background(), id)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return j
-}
-
-// syncBuffer is a bytes.Buffer safe for the child's writer goroutine and
-// the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,15 +1,22 @@
-// Package sentineltest runs a real Sentinel for the tests of the layers
-// above the actor tree (the HTTP API, the status page, the CLI): a SQLite
-// file in a temp dir, a ROUTER on 127.0.0.1 with a random port, the operator
-// HTTP server on another, and test workers over real DEALER sockets.
+// Package sentineltest is the one harness that runs a real Sentinel in a
+// test's process: a SQLite file in a temp dir, a ROUTER on 127.0.0.1 with a
+// random port, the operator HTTP server on another, and test workers over
+// real DEALER sockets. The tests of actors, the HTTP API, the worker runtime
+// and the binaries all start their Sentinel here, so their settings cannot
+// drift apart. (The internal tests of package actors cannot import it, as it
+// imports actors: they build no Sentinel.)
 package sentineltest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +26,34 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
 
+// Within bounds the harness's own waits (WaitJob, WaitWorkers): long enough
+// for a loaded machine running the race detector, and only ever spent when
+// a test fails.
+const Within = 15 * time.Second
+
 // Env is one running Sentinel and what a test needs to drive it.
 type Env struct {
 	T        testing.TB
-	Config   config.Config
-	Store    *db.DB // for seeding and for checking; the Sentinel uses it too
+	Config   config.Config // what Start ran with; Restart runs with it again, changes included
+	Store    *db.DB        // for seeding and for checking; the Sentinel uses it too
 	Sentinel *actors.Sentinel
 	Endpoint string // ZeroMQ endpoint workers connect to
 	URL      string // base URL of the HTTP server, http://127.0.0.1:port
 	Dir      string // the test's folder: database, Root, and the allowed root (--allowed-roots)
+	DBPath   string // the SQLite file, in Dir
 	Root     string // an active source root (a temp folder)
 	RootID   int64
 	// API is the operator HTTP server, with the tokens of
 	// Config.APITokens and /debug/pprof when Config.Pprof.
 	API *httpapi.Server
+	// Logs holds every warning and error the Sentinel logged (as JSON
+	// lines), across restarts; they go to the test's log too.
+	Logs *Logs
 
 	router *transport.Router
 	served chan error
@@ -74,12 +91,13 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 	if cfg.AllowedRoots == "" {
 		cfg.AllowedRoots = dir
 	}
-	e := &Env{T: t, Config: cfg, Dir: dir, Root: filepath.Join(dir, "files")}
+	e := &Env{T: t, Config: cfg, Dir: dir, DBPath: filepath.Join(dir, "casparian_flow.db"),
+		Root: filepath.Join(dir, "files"), Logs: &Logs{}}
 	if err := os.MkdirAll(e.Root, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	store, err := db.Open(ctx, "sqlite://"+filepath.Join(dir, "casparian_flow.db"))
+	store, err := db.Open(ctx, "sqlite://"+e.DBPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +108,17 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		t.Fatal(err)
 	}
 	e.RootID = root.ID
+	e.start("127.0.0.1:0")
+	return e
+}
 
+// start runs the Sentinel on Config.Bind and its HTTP server on httpAddr.
+func (e *Env) start(httpAddr string) {
+	t := e.T
+	t.Helper()
+	cfg := e.Config
 	stats := actors.NewStats()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), e.Logs)).Level(zerolog.WarnLevel)
 	routerOpts := actors.RouterOptions(cfg, stats, log)
 	if cfg.CurveSecretKey != "" {
 		// As cmd/casparian-sentinel does with its two flags.
@@ -106,32 +132,36 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		}
 		routerOpts = actors.WithCurve(routerOpts, transport.NewCurveServer(secret, authorized), stats, log)
 	}
-	e.router, err = transport.ListenRouter(cfg.Bind, routerOpts)
+	router, err := transport.ListenRouter(cfg.Bind, routerOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var tokens *httpapi.Tokens
 	if cfg.APITokens != "" {
 		if tokens, err = httpapi.LoadTokens(cfg.APITokens, log); err != nil {
-			e.router.Close()
+			router.Close()
 			t.Fatal(err)
 		}
 	}
-	e.Sentinel, err = actors.Start(actors.Options{Config: cfg, DB: store, Router: e.router, Logger: log, Stats: stats})
+	s, err := actors.Start(actors.Options{Config: cfg, DB: e.Store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
+		router.Close()
 		t.Fatal(err)
 	}
-	e.Endpoint = e.router.Endpoint()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", httpAddr)
 	if err != nil {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = s.Stop(stopCtx)
+		router.Close()
 		t.Fatal(err)
 	}
+	e.router, e.Sentinel, e.Endpoint = router, s, router.Endpoint()
 	e.URL = "http://" + ln.Addr().String()
-	e.API = httpapi.New(httpapi.Options{Sentinel: e.Sentinel, Logger: log, Tokens: tokens, Pprof: cfg.Pprof, AnyHost: cfg.Insecure})
+	e.API = httpapi.New(httpapi.Options{Sentinel: s, Logger: log, Tokens: tokens, Pprof: cfg.Pprof, AnyHost: cfg.Insecure})
 	e.served = make(chan error, 1)
 	go func() { e.served <- e.API.Serve(ln) }()
 	t.Cleanup(e.Stop)
-	return e
 }
 
 // Stop stops the Sentinel, then the HTTP server, as cmd/casparian-sentinel
@@ -155,8 +185,23 @@ func (e *Env) Stop() {
 	e.Sentinel = nil
 }
 
+// Restart stops the Sentinel without draining, runs whileDown (if not nil),
+// and starts a new one with Config on the same database, ZeroMQ endpoint
+// and HTTP address, as a process restart would.
+func (e *Env) Restart(whileDown func()) {
+	e.T.Helper()
+	e.Config.DrainTimeout = 0
+	e.Stop()
+	if whileDown != nil {
+		whileDown()
+	}
+	e.Config.Bind = e.Endpoint
+	e.start(strings.TrimPrefix(e.URL, "http://"))
+}
+
 // File writes a file under the source root and records a version of it
-// (without the scanner), returning the version id.
+// (without the scanner), returning the version id. The version's hash is
+// the content's, so writing new content makes a new version.
 func (e *Env) File(name, content string) int64 {
 	e.T.Helper()
 	path := filepath.Join(e.Root, name)
@@ -166,18 +211,31 @@ func (e *Env) File(name, content string) int64 {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		e.T.Fatal(err)
 	}
+	sum := sha256.Sum256([]byte(content))
 	id, err := e.Store.FileVersionAdd(context.Background(), e.RootID, filepath.ToSlash(name),
-		fmt.Sprintf("hash-%s-%d", name, len(content)), int64(len(content)), time.Now(), nil)
+		fmt.Sprintf("hash-%s-%s", name, hex.EncodeToString(sum[:8])), int64(len(content)), time.Now(), nil)
 	if err != nil {
 		e.T.Fatal(err)
 	}
 	return id
 }
 
-// Plugin deploys an ACTIVE manifest for a plugin.
-func (e *Env) Plugin(name string) {
+// Plugin deploys an ACTIVE manifest for each plugin, with the source code
+// "builtin:<name>", which the real worker runs as its built-in (or
+// registered) plugin of that name; test workers ignore it.
+func (e *Env) Plugin(names ...string) {
 	e.T.Helper()
-	if _, err := e.Store.PluginManifestActivate(context.Background(), name, "1.0.0", "# source of "+name, "", "art-"+name); err != nil {
+	for _, name := range names {
+		if _, err := e.Store.PluginManifestActivate(context.Background(), name, "1.0.0", "builtin:"+name, "", "art-"+name); err != nil {
+			e.T.Fatal(err)
+		}
+	}
+}
+
+// Topic routes a plugin's topic to a sink URI.
+func (e *Env) Topic(plugin, topic, uri, mode string) {
+	e.T.Helper()
+	if _, err := e.Store.TopicConfigAdd(context.Background(), plugin, topic, uri, mode, ""); err != nil {
 		e.T.Fatal(err)
 	}
 }
@@ -185,7 +243,19 @@ func (e *Env) Plugin(name string) {
 // Enqueue inserts a QUEUED job directly in the database.
 func (e *Env) Enqueue(fileVersionID int64, plugin string, priority int64) int64 {
 	e.T.Helper()
-	id, err := e.Store.JobEnqueue(context.Background(), fileVersionID, plugin, priority, "")
+	return e.enqueue(fileVersionID, plugin, priority, "")
+}
+
+// EnqueueOverrides inserts a QUEUED job whose config_overrides are the JSON
+// overrides ("" for none).
+func (e *Env) EnqueueOverrides(fileVersionID int64, plugin, overrides string) int64 {
+	e.T.Helper()
+	return e.enqueue(fileVersionID, plugin, 0, overrides)
+}
+
+func (e *Env) enqueue(fileVersionID int64, plugin string, priority int64, overrides string) int64 {
+	e.T.Helper()
+	id, err := e.Store.JobEnqueue(context.Background(), fileVersionID, plugin, priority, overrides)
 	if err != nil {
 		e.T.Fatal(err)
 	}
@@ -202,6 +272,41 @@ func (e *Env) Job(id int64) db.Job {
 	return j
 }
 
+// Counts reads how many jobs there are in each status.
+func (e *Env) Counts() map[db.JobStatus]int64 {
+	e.T.Helper()
+	c, err := e.Store.JobsCountByStatus(context.Background())
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return c
+}
+
+// WaitJob waits until job id has one of the statuses, and returns it.
+func (e *Env) WaitJob(id int64, statuses ...db.JobStatus) db.Job {
+	e.T.Helper()
+	var j db.Job
+	testwait.Eventually(e.T, Within, fmt.Sprintf("job %d reaches %v", id, statuses), func() (bool, string) {
+		j = e.Job(id)
+		for _, s := range statuses {
+			if j.Status == s {
+				return true, ""
+			}
+		}
+		return false, string(j.Status)
+	})
+	return j
+}
+
+// WaitWorkers waits until the Sentinel has n workers registered.
+func (e *Env) WaitWorkers(n int) {
+	e.T.Helper()
+	testwait.Eventually(e.T, Within, fmt.Sprintf("%d workers registered", n), func() (bool, string) {
+		ws, err := e.Sentinel.Workers(time.Second)
+		return err == nil && len(ws) == n, fmt.Sprintf("%d workers, err %v", len(ws), err)
+	})
+}
+
 // Worker connects a test worker, closed when the test ends.
 func (e *Env) Worker(opts testworker.Options) *testworker.Worker {
 	e.T.Helper()
@@ -212,4 +317,43 @@ func (e *Env) Worker(opts testworker.Options) *testworker.Worker {
 	}
 	e.T.Cleanup(w.Close)
 	return w
+}
+
+// Logs collects log output that other goroutines write while the test
+// reads it.
+type Logs struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+// Write appends p.
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// With returns the lines that contain every one of parts.
+func (l *Logs) With(parts ...string) []string {
+	var out []string
+next:
+	for _, line := range strings.SplitAfter(l.String(), "\n") {
+		if line == "" {
+			continue
+		}
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
 }

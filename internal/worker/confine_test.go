@@ -210,10 +210,10 @@ func TestWorker_SinkOutsideOutputDirFailsAndWritesNothing(t *testing.T) {
 // (cf_plugin_config) is intact and ordinary jobs still run.
 func TestWorker_SinkNamingTheSentinelDatabaseFailsTheJob(t *testing.T) {
 	h := newSentinel(t, nil)
-	dir := filepath.Dir(h.root)
+	dir := filepath.Dir(h.Root)
 	dbPath := filepath.Join(dir, "casparian_flow.db")
-	h.plugin("csv")
-	if _, err := h.store.PluginSubscribe(t.Context(), "csv", []string{"csv", "tsv"}); err != nil {
+	h.Plugin("csv")
+	if _, err := h.Store.PluginSubscribe(t.Context(), "csv", []string{"csv", "tsv"}); err != nil {
 		t.Fatal(err)
 	}
 	catalogue := func() []string {
@@ -226,13 +226,13 @@ func TestWorker_SinkNamingTheSentinelDatabaseFailsTheJob(t *testing.T) {
 
 	for name, uri := range map[string]string{
 		"Direct":  "sqlite://" + dbPath + "/cf_plugin_config",
-		"DotDot":  "sqlite://" + h.root + "/../casparian_flow.db/cf_plugin_config",
+		"DotDot":  "sqlite://" + h.Root + "/../casparian_flow.db/cf_plugin_config",
 		"Symlink": "sqlite://" + filepath.Join(dir, "looks-harmless.db") + "/cf_plugin_config",
 		"WAL":     "parquet://" + dbPath + "-wal",
 	} {
 		t.Run(name, func(t *testing.T) {
-			id := h.enqueue(fv, "csv", fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
-			j := h.waitJob(id, db.StatusFailed, db.StatusCompleted)
+			id := h.EnqueueOverrides(fv, "csv", fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
+			j := h.WaitJob(id, db.StatusFailed, db.StatusCompleted)
 			if j.Status != db.StatusFailed || j.RetryCount != 0 ||
 				!strings.Contains(j.ErrorMessage, "sink "+uri+" names the Sentinel's database") {
 				t.Fatalf("job: %s after %d retries, %q; want FAILED at once naming the database", j.Status, j.RetryCount, j.ErrorMessage)
@@ -245,8 +245,8 @@ func TestWorker_SinkNamingTheSentinelDatabaseFailsTheJob(t *testing.T) {
 	if after := catalogue(); !slices.Equal(after, before) {
 		t.Fatalf("cf_plugin_config changed:\n%q\nwant\n%q", after, before)
 	}
-	ok := h.enqueue(fv, "csv", `{"output": {"uri": "sqlite://out/orders.db/orders"}}`)
-	if j := h.waitJob(ok, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusCompleted {
+	ok := h.EnqueueOverrides(fv, "csv", `{"output": {"uri": "sqlite://out/orders.db/orders"}}`)
+	if j := h.WaitJob(ok, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusCompleted {
 		t.Fatalf("an ordinary job: %s %q", j.Status, j.ErrorMessage)
 	}
 }

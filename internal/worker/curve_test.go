@@ -25,16 +25,16 @@ func TestWorker_CurveRunsJobsOnlyForAuthorizedKeys(t *testing.T) {
 		c.CurveSecretKey = filepath.Join(keys, "sentinel.key")
 		c.AuthorizedWorkers = filepath.Join(keys, "worker.pub")
 	})
-	h.plugin("csv")
-	h.topic("csv", "output", "sqlite://"+filepath.Join(h.out, "out.db")+"/orders", "append")
+	h.Plugin("csv")
+	h.Topic("csv", "output", "sqlite://"+filepath.Join(h.out, "out.db")+"/orders", "append")
 
 	w := startWorker(t, h, worker.Options{Identity: "curve-worker",
 		Curve: transport.NewCurveClient(sentinelPub, workerSec)})
-	id := h.enqueue(h.sample("orders.csv"), "csv", "")
-	if j := h.waitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted || j.Metrics["rows"] != 10 {
+	id := h.EnqueueOverrides(h.sample("orders.csv"), "csv", "")
+	if j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted || j.Metrics["rows"] != 10 {
 		t.Fatalf("job over CURVE: %s %q, metrics %v", j.Status, j.ErrorMessage, j.Metrics)
 	}
-	infos, err := h.s.WorkersInfo(t.Context())
+	infos, err := h.Sentinel.WorkersInfo(t.Context())
 	if err != nil || len(infos) != 1 || infos[0].KeyFingerprint != workerPub.Fingerprint() {
 		t.Fatalf("workers %+v, %v; want curve-worker with key %s", infos, err, workerPub.Fingerprint())
 	}
@@ -48,12 +48,12 @@ func TestWorker_CurveRunsJobsOnlyForAuthorizedKeys(t *testing.T) {
 		Curve: transport.NewCurveClient(sentinelPub, strangerSec)})
 	misled := startWorker(t, h, worker.Options{Identity: "misled",
 		Curve: transport.NewCurveClient(workerPub, workerSec)})
-	id = h.enqueue(h.file("more.csv", "a,b\n1,2\n"), "csv", "")
+	id = h.EnqueueOverrides(h.File("more.csv", "a,b\n1,2\n"), "csv", "")
 	testwait.Eventually(t, within, "the workers' logs say why they are not connected", func() bool {
 		return strings.Contains(stranger.logs.String(), "is it in its --authorized-workers?") &&
 			strings.Contains(misled.logs.String(), "is --sentinel-key its public key?")
 	})
-	if j := h.job(id); j.Status != db.StatusQueued || j.ClaimedBy != "" {
+	if j := h.Job(id); j.Status != db.StatusQueued || j.ClaimedBy != "" {
 		t.Fatalf("job %d: %s by %q; want QUEUED and never claimed", id, j.Status, j.ClaimedBy)
 	}
 	for _, rw := range []*runningWorker{stranger, misled} {

@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -14,214 +13,45 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
-	"github.com/casparian/sentinel/internal/testwait"
+	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/transport"
 )
 
 // within bounds every wait on a condition.
-const within = 15 * time.Second
+const within = sentineltest.Within
 
-// sentinel is a real Sentinel on 127.0.0.1 with a random port and a SQLite
-// file in a temp dir, as actors/harness_test.go builds one.
+// sentinel is the one test Sentinel (internal/sentineltest), with the
+// folder the workers write their outputs to.
 type sentinel struct {
-	t        *testing.T
-	cfg      config.Config
-	store    *db.DB
-	router   *transport.Router
-	s        *actors.Sentinel
-	endpoint string
-	root     string // source root: input files live here (the workers' --input-root)
-	out      string // the workers' --output-dir
-	rootID   int64
+	*sentineltest.Env
+	out string // the workers' --output-dir
 }
 
-// fastConfig shrinks the Sentinel's intervals to test time.
-func fastConfig() config.Config {
-	cfg := config.Default()
-	cfg.Bind = "tcp://127.0.0.1:0"
-	cfg.HeartbeatInterval = 100 * time.Millisecond
-	// Short, but not so short that a loaded machine running the race
-	// detector drops a healthy worker.
-	cfg.WorkerTimeout = 3 * time.Second
-	cfg.RecoveryGrace = time.Second
-	cfg.RetryBackoff = 20 * time.Millisecond
-	cfg.RetryBackoffMax = 200 * time.Millisecond
-	cfg.PollInterval = 50 * time.Millisecond
-	cfg.DrainTimeout = 500 * time.Millisecond
-	return cfg
-}
-
+// newSentinel starts a Sentinel whose workers may stay silent a little
+// longer than sentineltest's default: these workers are real ones, running
+// plugins under the race detector on a machine that may be loaded.
 func newSentinel(t *testing.T, tweak func(*config.Config)) *sentinel {
 	t.Helper()
-	cfg := fastConfig()
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	dir := t.TempDir()
-	if cfg.AllowedRoots == "" {
-		cfg.AllowedRoots = dir
-	}
-	h := &sentinel{t: t, cfg: cfg, root: filepath.Join(dir, "files"), out: filepath.Join(dir, "out")}
-	if err := os.MkdirAll(h.root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, err := db.Open(context.Background(), "sqlite://"+filepath.Join(dir, "casparian_flow.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.store = store
-	t.Cleanup(func() { store.Close() })
-	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
-		t.Fatal(err)
-	}
-	h.start()
-	t.Cleanup(h.stop)
-	return h
-}
-
-// start runs the Sentinel. CurveSecretKey and AuthorizedWorkers in the
-// config turn CURVE on, as the two flags do for cmd/casparian-sentinel.
-func (h *sentinel) start() {
-	h.t.Helper()
-	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.ErrorLevel)
-	stats := actors.NewStats()
-	var routerOpts transport.RouterOptions
-	if h.cfg.CurveSecretKey != "" {
-		secret, err := transport.ReadCurveKeyFile(h.cfg.CurveSecretKey)
-		if err != nil {
-			h.t.Fatal(err)
+	env := sentineltest.Start(t, func(c *config.Config) {
+		c.WorkerTimeout = 3 * time.Second
+		if tweak != nil {
+			tweak(c)
 		}
-		authorized, err := transport.ReadAuthorizedKeys(h.cfg.AuthorizedWorkers)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		routerOpts = actors.WithCurve(routerOpts, transport.NewCurveServer(secret, authorized), stats, log)
-	}
-	router, err := transport.ListenRouter(h.cfg.Bind, routerOpts)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	s, err := actors.Start(actors.Options{Config: h.cfg, DB: h.store, Router: router, Logger: log, Stats: stats})
-	if err != nil {
-		router.Close()
-		h.t.Fatal(err)
-	}
-	h.router, h.s, h.endpoint = router, s, router.Endpoint()
-}
-
-func (h *sentinel) stop() {
-	if h.s == nil {
-		return
-	}
-	if err := h.s.Stop(context.Background()); err != nil {
-		h.t.Errorf("stop sentinel: %v", err)
-	}
-	h.router.Close()
-	h.s = nil
-}
-
-// restart stops the Sentinel without draining and starts a new one on the
-// same endpoint and database, as a process restart would.
-func (h *sentinel) restart(whileDown func()) {
-	h.t.Helper()
-	h.cfg.DrainTimeout = 0
-	h.stop()
-	if whileDown != nil {
-		whileDown()
-	}
-	h.cfg.Bind = h.endpoint
-	h.start()
-}
-
-// file copies a sample (or writes content) under the source root and
-// records its version.
-func (h *sentinel) file(name, content string) int64 {
-	h.t.Helper()
-	path := filepath.Join(h.root, name)
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		h.t.Fatal(err)
-	}
-	id, err := h.store.FileVersionAdd(context.Background(), h.rootID, name,
-		fmt.Sprintf("hash-%s-%d-%d", name, len(content), time.Now().UnixNano()), int64(len(content)), time.Now(), nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return id
+	})
+	return &sentinel{Env: env, out: filepath.Join(env.Dir, "out")}
 }
 
 // sample registers a file of samples/.
 func (h *sentinel) sample(name string) int64 {
-	h.t.Helper()
+	h.T.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "samples", name))
 	if err != nil {
-		h.t.Fatal(err)
+		h.T.Fatal(err)
 	}
-	return h.file(name, string(b))
-}
-
-func (h *sentinel) plugin(names ...string) {
-	h.t.Helper()
-	for _, name := range names {
-		if _, err := h.store.PluginManifestActivate(context.Background(), name, "1.0.0", "builtin:"+name, "", "art-"+name); err != nil {
-			h.t.Fatal(err)
-		}
-	}
-}
-
-func (h *sentinel) topic(plugin, topic, uri, mode string) {
-	h.t.Helper()
-	if _, err := h.store.TopicConfigAdd(context.Background(), plugin, topic, uri, mode, ""); err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-// enqueue queues a job; overrides is config_overrides JSON or "".
-func (h *sentinel) enqueue(fv int64, plugin, overrides string) int64 {
-	h.t.Helper()
-	id, err := h.store.JobEnqueue(context.Background(), fv, plugin, 0, overrides)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return id
-}
-
-func (h *sentinel) job(id int64) db.Job {
-	h.t.Helper()
-	j, err := h.store.JobGet(context.Background(), id)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return j
-}
-
-// waitJob waits until job id has one of the statuses and returns it.
-func (h *sentinel) waitJob(id int64, statuses ...db.JobStatus) db.Job {
-	h.t.Helper()
-	var j db.Job
-	testwait.Eventually(h.t, within, fmt.Sprintf("job %d reaches %v", id, statuses), func() bool {
-		j = h.job(id)
-		for _, s := range statuses {
-			if j.Status == s {
-				return true
-			}
-		}
-		return false
-	})
-	return j
-}
-
-// waitWorkers waits until the Sentinel has n workers registered.
-func (h *sentinel) waitWorkers(n int) {
-	h.t.Helper()
-	testwait.Eventually(h.t, within, fmt.Sprintf("%d workers registered", n), func() bool {
-		ws, err := h.s.Workers(time.Second)
-		return err == nil && len(ws) == n
-	})
+	return h.File(name, string(b))
 }
 
 // curveKeyPair writes a CURVE key pair to prefix.key and prefix.pub, as
@@ -241,7 +71,7 @@ func curveKeyPair(t *testing.T, prefix string) (public, secret transport.CurveKe
 // runningWorker is a worker.Worker running in this process.
 type runningWorker struct {
 	*worker.Worker
-	logs      *syncBuffer // its warnings and errors, also in the test log
+	logs      *sentineltest.Logs // its warnings and errors, also in the test log
 	outputDir string
 	cancel    context.CancelFunc // starts the drain
 	finished  chan struct{}      // closed when Run returned
@@ -249,12 +79,12 @@ type runningWorker struct {
 }
 
 // startWorker runs a worker against h until the test ends. opts.Endpoint,
-// OutputDir (h.out), InputRoots (h.root) and the short timings are filled in
+// OutputDir (h.out), InputRoots (h.Root) and the short timings are filled in
 // when empty.
 func startWorker(t *testing.T, h *sentinel, opts worker.Options) *runningWorker {
 	t.Helper()
 	if opts.Endpoint == "" {
-		opts.Endpoint = h.endpoint
+		opts.Endpoint = h.Endpoint
 	}
 	if opts.OutputDir == "" {
 		opts.OutputDir = h.out
@@ -262,8 +92,8 @@ func startWorker(t *testing.T, h *sentinel, opts worker.Options) *runningWorker 
 	if opts.OutputDir == "" {
 		opts.OutputDir = t.TempDir()
 	}
-	if opts.InputRoots == nil && h.root != "" {
-		opts.InputRoots = []string{h.root}
+	if opts.InputRoots == nil && h.Root != "" {
+		opts.InputRoots = []string{h.Root}
 	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = 100 * time.Millisecond
@@ -271,7 +101,7 @@ func startWorker(t *testing.T, h *sentinel, opts worker.Options) *runningWorker 
 	if opts.Concurrency == 0 {
 		opts.Concurrency = 2
 	}
-	logs := &syncBuffer{}
+	logs := &sentineltest.Logs{}
 	opts.Logger = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.WarnLevel)
 	w, err := worker.New(opts)
 	if err != nil {
@@ -298,25 +128,6 @@ func (rw *runningWorker) stop(t *testing.T) error {
 		t.Fatal("worker did not stop")
 		return nil
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a worker's goroutines may write while
-// the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // querySQLite runs a query on an output database and returns the rows as

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
@@ -41,7 +42,7 @@ type inbound struct {
 
 // harness is what startWorker needs to run a worker against s.
 func (s *scripted) harness() *sentinel {
-	return &sentinel{endpoint: s.router.Endpoint(), root: s.inDir, out: s.outDir}
+	return &sentinel{Env: &sentineltest.Env{Endpoint: s.router.Endpoint(), Root: s.inDir}, out: s.outDir}
 }
 
 func newScripted(t *testing.T) *scripted {
@@ -276,7 +277,7 @@ func TestWorker_ProtocolWithScriptedSentinel(t *testing.T) {
 // Against a Sentinel that is not there yet, Run waits; cancelling it then
 // returns nil at once.
 func TestWorker_StopBeforeTheSentinelIsReachable(t *testing.T) {
-	w := startWorker(t, &sentinel{endpoint: "tcp://127.0.0.1:1"}, worker.Options{})
+	w := startWorker(t, &sentinel{Env: &sentineltest.Env{Endpoint: "tcp://127.0.0.1:1"}}, worker.Options{})
 	start := time.Now()
 	if err := w.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
@@ -294,7 +295,7 @@ func TestWorker_StopBeforeTheSentinelIsReachable(t *testing.T) {
 func TestWorker_ReconnectsAfterAFailedHandshake(t *testing.T) {
 	a := newScripted(t)
 	endpoint := a.router.Endpoint()
-	w := startWorker(t, &sentinel{endpoint: endpoint}, worker.Options{SentinelTimeout: 500 * time.Millisecond})
+	w := startWorker(t, &sentinel{Env: &sentineltest.Env{Endpoint: endpoint}}, worker.Options{SentinelTimeout: 500 * time.Millisecond})
 	a.next(transport.OpIdentify)
 	a.router.Close()
 

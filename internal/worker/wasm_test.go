@@ -349,27 +349,27 @@ func TestWasm_EndToEndWithSentinel(t *testing.T) {
 		c.WorkerTimeout = 60 * time.Second
 	})
 	src := base64.StdEncoding.EncodeToString(mods.Wordcount)
-	if _, err := h.store.PluginManifestActivate(t.Context(), "wordcount", "1.0.0", src, "", worker.ArtifactHash(src, "")); err != nil {
+	if _, err := h.Store.PluginManifestActivate(t.Context(), "wordcount", "1.0.0", src, "", worker.ArtifactHash(src, "")); err != nil {
 		t.Fatal(err)
 	}
 	dbPath := filepath.Join(h.out, "words.db")
-	h.topic("wordcount", "output", "sqlite://"+dbPath+"/words", transport.ModeAppend)
+	h.Topic("wordcount", "output", "sqlite://"+dbPath+"/words", transport.ModeAppend)
 	// Three files for a worker with two slots: two instances of the module
 	// may run at once (the second waiting for the first's compilation);
 	// either way the module is compiled once.
 	texts := []string{"to be or not to be\n", "be quick\n", "Or Not\n"}
 	var fvs, ids []int64
 	for i, text := range texts {
-		fv := h.file(fmt.Sprintf("speech-%d.txt", i), text)
+		fv := h.File(fmt.Sprintf("speech-%d.txt", i), text)
 		fvs = append(fvs, fv)
-		ids = append(ids, h.enqueue(fv, "wordcount", ""))
+		ids = append(ids, h.EnqueueOverrides(fv, "wordcount", ""))
 	}
 	w := startWorker(t, h, worker.Options{Wasm: testWasm(0), Concurrency: 2})
 
 	for _, id := range ids {
 		var j db.Job
 		testwait.Eventually(t, wasmWithin, fmt.Sprintf("job %d concludes", id), func() bool {
-			j = h.job(id)
+			j = h.Job(id)
 			return j.Status == db.StatusCompleted || j.Status == db.StatusFailed
 		})
 		if j.Status != db.StatusCompleted {

@@ -25,25 +25,25 @@ import (
 
 func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("csv")
+	h.Plugin("csv")
 	out := filepath.Join(h.out, "warehouse.db")
-	h.topic("csv", "output", "sqlite://"+out+"/orders", "append")
+	h.Topic("csv", "output", "sqlite://"+out+"/orders", "append")
 	startWorker(t, h, worker.Options{})
 
-	files := map[int64]int{h.sample("orders.csv"): 10, h.file("more.csv", "order_id,customer,amount,quantity,paid,order_date,zip\n2001,Hooli,1.5,1,true,2026-02-01,94043\n2002,Acme Corp,2,2,false,2026-02-02,02139\n"): 2}
+	files := map[int64]int{h.sample("orders.csv"): 10, h.File("more.csv", "order_id,customer,amount,quantity,paid,order_date,zip\n2001,Hooli,1.5,1,true,2026-02-01,94043\n2002,Acme Corp,2,2,false,2026-02-02,02139\n"): 2}
 	jobs := map[int64]int64{} // job → file version
 	for fv := range files {
-		jobs[h.enqueue(fv, "csv", "")] = fv
+		jobs[h.EnqueueOverrides(fv, "csv", "")] = fv
 	}
 	for id, fv := range jobs {
-		j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+		j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
 		if j.Status != db.StatusCompleted {
 			t.Fatalf("job %d: %s: %s", id, j.Status, j.ErrorMessage)
 		}
 		if j.Metrics["rows"] != int64(files[fv]) {
 			t.Errorf("job %d: metrics rows %d, want %d (metrics %v)", id, j.Metrics["rows"], files[fv], j.Metrics)
 		}
-		st, _ := os.Stat(filepath.Join(h.root, map[bool]string{true: "orders.csv", false: "more.csv"}[files[fv] == 10]))
+		st, _ := os.Stat(filepath.Join(h.Root, map[bool]string{true: "orders.csv", false: "more.csv"}[files[fv] == 10]))
 		if j.Metrics["bytes"] != st.Size() {
 			t.Errorf("job %d: metrics bytes %d, want %d", id, j.Metrics["bytes"], st.Size())
 		}
@@ -77,11 +77,11 @@ func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
 
 func TestWorker_DefaultParquetOutputReadBack(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("jsonl")
+	h.Plugin("jsonl")
 	w := startWorker(t, h, worker.Options{})
 	fv := h.sample("events.jsonl")
-	id := h.enqueue(fv, "jsonl", "")
-	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	id := h.EnqueueOverrides(fv, "jsonl", "")
+	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusCompleted {
 		t.Fatalf("job: %s: %s", j.Status, j.ErrorMessage)
 	}
@@ -135,7 +135,7 @@ func TestWorker_DefaultParquetOutputReadBack(t *testing.T) {
 
 func TestWorker_SinkModes(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("csv")
+	h.Plugin("csv")
 	startWorker(t, h, worker.Options{})
 	fv := h.sample("customers.csv")
 	dir := h.out
@@ -145,7 +145,7 @@ func TestWorker_SinkModes(t *testing.T) {
 	}
 	run := func(uri, mode string) db.Job {
 		t.Helper()
-		return h.waitJob(h.enqueue(fv, "csv", overrides(uri, mode)), db.StatusCompleted, db.StatusFailed)
+		return h.WaitJob(h.EnqueueOverrides(fv, "csv", overrides(uri, mode)), db.StatusCompleted, db.StatusFailed)
 	}
 	table := "sqlite://" + out + "/customers"
 	count := func() string {
@@ -199,26 +199,26 @@ func TestWorker_SinkModes(t *testing.T) {
 
 func TestWorker_BadInputFailsWithClearMessage(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("csv", "jsonl", "checksum")
+	h.Plugin("csv", "jsonl", "checksum")
 	w := startWorker(t, h, worker.Options{})
 	cases := []struct {
 		id   int64
 		want string
 	}{
-		{h.enqueue(h.sample("bad.csv"), "csv", ""), "csv: line 3: wrong number of fields (the header has 3)"},
-		{h.enqueue(h.sample("bad.jsonl"), "jsonl", ""), "jsonl: line 3: not a JSON object"},
-		{h.enqueue(h.sample("notes.txt"), "csv", `{"output": {"uri": "s3://bucket/x", "mode": "append"}}`), `unknown scheme "s3"`},
+		{h.EnqueueOverrides(h.sample("bad.csv"), "csv", ""), "csv: line 3: wrong number of fields (the header has 3)"},
+		{h.EnqueueOverrides(h.sample("bad.jsonl"), "jsonl", ""), "jsonl: line 3: not a JSON object"},
+		{h.EnqueueOverrides(h.sample("notes.txt"), "csv", `{"output": {"uri": "s3://bucket/x", "mode": "append"}}`), `unknown scheme "s3"`},
 	}
-	gone := h.file("gone.csv", "a\n1\n")
-	if err := os.Remove(filepath.Join(h.root, "gone.csv")); err != nil {
+	gone := h.File("gone.csv", "a\n1\n")
+	if err := os.Remove(filepath.Join(h.Root, "gone.csv")); err != nil {
 		t.Fatal(err)
 	}
 	cases = append(cases, struct {
 		id   int64
 		want string
-	}{h.enqueue(gone, "checksum", ""), "no such file or directory"})
+	}{h.EnqueueOverrides(gone, "checksum", ""), "no such file or directory"})
 	for _, c := range cases {
-		j := h.waitJob(c.id, db.StatusCompleted, db.StatusFailed)
+		j := h.WaitJob(c.id, db.StatusCompleted, db.StatusFailed)
 		if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, c.want) {
 			t.Errorf("job %d: %s %q, want FAILED with %q", c.id, j.Status, j.ErrorMessage, c.want)
 		}
@@ -230,7 +230,7 @@ func TestWorker_BadInputFailsWithClearMessage(t *testing.T) {
 	if left := stagingLeft(t, w.outputDir); len(left) > 0 {
 		t.Errorf("staging files left: %v", left)
 	}
-	ok := h.waitJob(h.enqueue(h.sample("orders.csv"), "csv", ""), db.StatusCompleted, db.StatusFailed)
+	ok := h.WaitJob(h.EnqueueOverrides(h.sample("orders.csv"), "csv", ""), db.StatusCompleted, db.StatusFailed)
 	if ok.Status != db.StatusCompleted {
 		t.Fatalf("good job after bad ones: %s %s", ok.Status, ok.ErrorMessage)
 	}
@@ -243,17 +243,17 @@ func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
 		c.JobTimeout = 400 * time.Millisecond
 		c.AbortGrace = 5 * time.Second
 	})
-	h.plugin("slow")
+	h.Plugin("slow")
 	out := filepath.Join(h.out, "out.db")
-	h.topic("slow", "output", "sqlite://"+out+"/rows", "append")
+	h.Topic("slow", "output", "sqlite://"+out+"/rows", "append")
 	g := newGate("slow", 300)
 	g.blockRuns = 1 // the first run hangs until aborted; the retry is quick
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
-	id := h.enqueue(h.file("in.txt", "x\n"), "slow", "")
+	id := h.EnqueueOverrides(h.File("in.txt", "x\n"), "slow", "")
 
 	g.waitStarted(t, 1) // 300 rows are staged and the run is waiting
 	testwait.Eventually(t, within, "ABORTED receipt sent", func() bool { return w.Stats().JobsAborted == 1 })
-	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusCompleted || j.Attempt != 2 {
 		t.Fatalf("job: %s attempt %d %q, want COMPLETED on attempt 2", j.Status, j.Attempt, j.ErrorMessage)
 	}
@@ -267,24 +267,24 @@ func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
 
 func TestWorker_ConcurrencyLimit(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("gate")
+	h.Plugin("gate")
 	g := newGate("gate", 1)
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, Concurrency: 2})
-	fv := h.file("in.txt", "x\n")
+	fv := h.File("in.txt", "x\n")
 	var ids []int64
 	for range 5 {
-		ids = append(ids, h.enqueue(fv, "gate", ""))
+		ids = append(ids, h.EnqueueOverrides(fv, "gate", ""))
 	}
 	g.waitStarted(t, 2)
 	// Two run; the Sentinel holds the others back because the worker
 	// announced max_concurrent_jobs=2.
 	testwait.Eventually(t, within, "2 RUNNING, 3 QUEUED", func() bool {
-		c, _ := h.store.JobsCountByStatus(t.Context())
+		c, _ := h.Store.JobsCountByStatus(t.Context())
 		return c[db.StatusRunning] == 2 && c[db.StatusQueued] == 3
 	})
 	g.release()
 	for _, id := range ids {
-		if j := h.waitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+		if j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
 			t.Fatalf("job %d: %s %s", id, j.Status, j.ErrorMessage)
 		}
 	}
@@ -302,18 +302,18 @@ func TestWorker_ConcurrencyLimit(t *testing.T) {
 // running twice; then new jobs flow again.
 func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
 	h := newSentinel(t, func(c *config.Config) { c.RecoveryGrace = 10 * time.Second })
-	h.plugin("gate")
+	h.Plugin("gate")
 	out := filepath.Join(h.out, "out.db")
-	h.topic("gate", "output", "sqlite://"+out+"/rows", "append")
+	h.Topic("gate", "output", "sqlite://"+out+"/rows", "append")
 	g := newGate("gate", 50)
 	g.blockRuns = 1
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
-	h.waitWorkers(1)
+	h.WaitWorkers(1)
 	identifies := w.Stats().Identifies
-	id := h.enqueue(h.file("in.txt", "x\n"), "gate", "")
+	id := h.EnqueueOverrides(h.File("in.txt", "x\n"), "gate", "")
 	g.waitStarted(t, 1)
 
-	h.restart(func() {
+	h.Restart(func() {
 		g.release()
 		testwait.Eventually(t, within, "job concluded while the Sentinel is down", func() bool { return w.Stats().JobsSucceeded == 1 })
 	})
@@ -321,10 +321,10 @@ func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
 		s := w.Stats()
 		return s.Reconnects >= 1 && s.Identifies > identifies
 	})
-	h.waitWorkers(1)
-	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	h.WaitWorkers(1)
+	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusCompleted || j.Attempt != 1 {
-		st := h.s.Stats()
+		st := h.Sentinel.Stats()
 		t.Fatalf("job: %s attempt %d %q, want COMPLETED on attempt 1; worker %+v; sentinel: received %d, stale %d, unknown-worker %d, registered %d",
 			j.Status, j.Attempt, j.ErrorMessage, w.Stats(), st.MessagesReceived.Load(), st.StaleMessages.Load(),
 			st.UnknownWorkers.Load(), st.WorkersRegistered.Load())
@@ -332,8 +332,8 @@ func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
 	if got := querySQLite(t, out, `SELECT COUNT(*) FROM rows`)[0]; got != "50" {
 		t.Fatalf("%s rows, want 50 (written once)", got)
 	}
-	next := h.enqueue(h.file("next.txt", "y\n"), "gate", "")
-	if j := h.waitJob(next, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	next := h.EnqueueOverrides(h.File("next.txt", "y\n"), "gate", "")
+	if j := h.WaitJob(next, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
 		t.Fatalf("job after restart: %s %s", j.Status, j.ErrorMessage)
 	}
 }
@@ -345,22 +345,22 @@ func TestWorker_LongJobKeepsWorkerAlive(t *testing.T) {
 		c.HeartbeatInterval = time.Hour // only the worker's own heartbeats
 		c.WorkerTimeout = 500 * time.Millisecond
 	})
-	h.plugin("gate")
+	h.Plugin("gate")
 	g := newGate("gate", 1)
 	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, HeartbeatInterval: 50 * time.Millisecond})
-	id := h.enqueue(h.file("in.txt", "x\n"), "gate", "")
+	id := h.EnqueueOverrides(h.File("in.txt", "x\n"), "gate", "")
 	g.waitStarted(t, 1)
 	// Three worker timeouts pass with the job running; the Sentinel must
 	// still hold it as RUNNING under the same worker.
 	deadline := time.Now().Add(1500 * time.Millisecond)
 	for time.Now().Before(deadline) {
-		if j := h.job(id); j.Status != db.StatusRunning || j.Attempt != 1 {
+		if j := h.Job(id); j.Status != db.StatusRunning || j.Attempt != 1 {
 			t.Fatalf("job while running: %s attempt %d %q", j.Status, j.Attempt, j.ErrorMessage)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	g.release()
-	if j := h.waitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted || j.Attempt != 1 {
+	if j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted || j.Attempt != 1 {
 		t.Fatalf("job: %s attempt %d %q", j.Status, j.Attempt, j.ErrorMessage)
 	}
 }
@@ -369,22 +369,22 @@ func TestWorker_LongJobKeepsWorkerAlive(t *testing.T) {
 // and concludes, Run returns nil.
 func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("gate")
+	h.Plugin("gate")
 	g := newGate("gate", 10)
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, DrainTimeout: 10 * time.Second})
-	fv := h.file("in.txt", "x\n")
-	running := h.enqueue(fv, "gate", "")
+	fv := h.File("in.txt", "x\n")
+	running := h.EnqueueOverrides(fv, "gate", "")
 	g.waitStarted(t, 1)
 
 	w.cancel() // starts the drain
 	testwait.Eventually(t, within, "worker re-identified with no capabilities", func() bool { return w.Stats().Identifies >= 2 })
-	queued := h.enqueue(fv, "gate", "")
+	queued := h.EnqueueOverrides(fv, "gate", "")
 	// The dispatcher gets many poll intervals to send the new job. A
 	// DISPATCH that crossed the draining IDENTIFY is REJECTED and requeued
 	// once; after that the Sentinel knows the worker takes nothing. Without
 	// the IDENTIFY the job would bounce every retry backoff (20-200 ms).
 	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if j := h.job(queued); j.Attempt > 1 || (j.Status != db.StatusQueued && j.Status != db.StatusRunning) {
+		if j := h.Job(queued); j.Attempt > 1 || (j.Status != db.StatusQueued && j.Status != db.StatusRunning) {
 			t.Fatalf("job queued during the drain: %s after %d claims, want QUEUED and claimed at most once", j.Status, j.Attempt)
 		}
 	}
@@ -405,7 +405,7 @@ func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 	case <-time.After(within):
 		t.Fatal("drain did not end")
 	}
-	if j := h.waitJob(running, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	if j := h.WaitJob(running, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
 		t.Fatalf("running job: %s %s", j.Status, j.ErrorMessage)
 	}
 }
@@ -415,17 +415,17 @@ func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 // worker (an abort is not the plugin's verdict).
 func TestWorker_DrainDeadlineAbortsAndConcludes(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("gate")
+	h.Plugin("gate")
 	g := newGate("gate", 100)
 	out := filepath.Join(h.out, "out.jsonl")
-	h.topic("gate", "output", "file://"+out, "append")
+	h.Topic("gate", "output", "file://"+out, "append")
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}, DrainTimeout: 200 * time.Millisecond})
-	id := h.enqueue(h.file("in.txt", "x\n"), "gate", "")
+	id := h.EnqueueOverrides(h.File("in.txt", "x\n"), "gate", "")
 	g.waitStarted(t, 1)
 	if err := w.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	j := h.waitJob(id, db.StatusFailed, db.StatusCompleted, db.StatusQueued)
+	j := h.WaitJob(id, db.StatusFailed, db.StatusCompleted, db.StatusQueued)
 	if j.Status != db.StatusQueued || j.RetryCount != 1 || !strings.Contains(j.ErrorMessage, "drain deadline") {
 		t.Fatalf("job: %s retry %d %q, want requeued by an ABORTED receipt naming the drain deadline", j.Status, j.RetryCount, j.ErrorMessage)
 	}
@@ -454,12 +454,12 @@ func (p twoTopics) Run(_ context.Context, in plugin.Input, emit plugin.Emitter) 
 
 func TestWorker_TopicsRouteToTheirSinks(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("split")
+	h.Plugin("split")
 	dir := h.out
-	h.topic("split", "output", "file://"+filepath.Join(dir, "main.csv"), "append")
-	h.topic("split", "notes", "sqlite://"+filepath.Join(dir, "n.db")+"/notes", "append")
+	h.Topic("split", "output", "file://"+filepath.Join(dir, "main.csv"), "append")
+	h.Topic("split", "notes", "sqlite://"+filepath.Join(dir, "n.db")+"/notes", "append")
 	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "notes"}}})
-	j := h.waitJob(h.enqueue(h.file("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
+	j := h.WaitJob(h.EnqueueOverrides(h.File("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusCompleted || j.Metrics["rows"] != 4 || len(j.Artifacts) != 2 {
 		t.Fatalf("job: %s %q metrics %v artifacts %v", j.Status, j.ErrorMessage, j.Metrics, j.Artifacts)
 	}
@@ -474,9 +474,9 @@ func TestWorker_TopicsRouteToTheirSinks(t *testing.T) {
 
 func TestWorker_TopicWithoutSinkFails(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("split")
+	h.Plugin("split")
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "nowhere"}}})
-	j := h.waitJob(h.enqueue(h.file("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
+	j := h.WaitJob(h.EnqueueOverrides(h.File("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, `no sink is configured for topic "nowhere"`) {
 		t.Fatalf("job: %s %q", j.Status, j.ErrorMessage)
 	}
@@ -497,14 +497,14 @@ func (panicky) Run(context.Context, plugin.Input, plugin.Emitter) error { panic(
 
 func TestWorker_PluginPanicFailsTheJobNotTheWorker(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("panicky", "checksum")
+	h.Plugin("panicky", "checksum")
 	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{panicky{}, plugin.Checksum{}}})
 	fv := h.sample("notes.txt")
-	j := h.waitJob(h.enqueue(fv, "panicky", ""), db.StatusCompleted, db.StatusFailed)
+	j := h.WaitJob(h.EnqueueOverrides(fv, "panicky", ""), db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusFailed || j.ErrorMessage != "panicky: plugin panicked: boom" {
 		t.Fatalf("job: %s %q", j.Status, j.ErrorMessage)
 	}
-	if j := h.waitJob(h.enqueue(fv, "checksum", ""), db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	if j := h.WaitJob(h.EnqueueOverrides(fv, "checksum", ""), db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
 		t.Fatalf("next job: %s %q", j.Status, j.ErrorMessage)
 	}
 }
@@ -517,12 +517,12 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 		c.AbortGrace = 5 * time.Second
 		c.MaxRetries = 0
 	})
-	h.plugin("checksum")
-	fv := h.file("in.txt", "x\n")
+	h.Plugin("checksum")
+	fv := h.File("in.txt", "x\n")
 
 	delayed := startWorker(t, h, worker.Options{JobDelay: 700 * time.Millisecond})
-	id := h.enqueue(fv, "checksum", "")
-	j := h.waitJob(id, db.StatusCompleted, db.StatusFailed)
+	id := h.EnqueueOverrides(fv, "checksum", "")
+	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusCompleted || j.Metrics["duration_ms"] < 700 {
 		t.Fatalf("job: %s %q, duration_ms %d, want COMPLETED after at least 700 ms", j.Status, j.ErrorMessage, j.Metrics["duration_ms"])
 	}
@@ -533,16 +533,16 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 	// before the Sentinel has noticed it left (with --max-retries 0 the
 	// job would then fail without the stuck worker ever seeing it).
 	testwait.Eventually(t, within, "the stopped worker gone from the Sentinel", func() bool {
-		infos, err := h.s.WorkersInfo(t.Context())
+		infos, err := h.Sentinel.WorkersInfo(t.Context())
 		return err == nil && len(infos) == 0
 	})
 
 	// A delay longer than --job-timeout: the Sentinel aborts the job and
 	// the worker answers long before the delay would have ended.
 	stuck := startWorker(t, h, worker.Options{JobDelay: time.Minute})
-	id = h.enqueue(fv, "checksum", "")
+	id = h.EnqueueOverrides(fv, "checksum", "")
 	testwait.Eventually(t, within, "ABORTED receipt sent", func() bool { return stuck.Stats().JobsAborted == 1 })
-	if j := h.waitJob(id, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusFailed {
+	if j := h.WaitJob(id, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusFailed {
 		t.Fatalf("job: %s, want FAILED after its only attempt timed out", j.Status)
 	}
 }
@@ -554,29 +554,29 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 // job's rows in the same append targets are left alone.
 func TestWorker_JobRunTwiceWritesItsRowsOnceInEverySink(t *testing.T) {
 	h := newSentinel(t, nil)
-	h.plugin("gate")
+	h.Plugin("gate")
 	paths := map[string]string{
 		"sqlite":  filepath.Join(h.out, "out.db"),
 		"parquet": filepath.Join(h.out, "out.parquet"),
 		"jsonl":   filepath.Join(h.out, "out.jsonl"),
 		"csv":     filepath.Join(h.out, "out.csv"),
 	}
-	h.topic("gate", "output", "sqlite://"+paths["sqlite"]+"/rows", "append")
-	h.topic("gate", "output", "parquet://"+paths["parquet"], "append")
-	h.topic("gate", "output", "file://"+paths["jsonl"], "append")
-	h.topic("gate", "output", "file://"+paths["csv"], "append")
+	h.Topic("gate", "output", "sqlite://"+paths["sqlite"]+"/rows", "append")
+	h.Topic("gate", "output", "parquet://"+paths["parquet"], "append")
+	h.Topic("gate", "output", "file://"+paths["jsonl"], "append")
+	h.Topic("gate", "output", "file://"+paths["csv"], "append")
 	const rows = 50
 	g := newGate("gate", rows)
 	g.blockRuns = 1 // the first run waits; the others return at once
 	first := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
-	twice := h.enqueue(h.file("twice.txt", "x\n"), "gate", "")
+	twice := h.EnqueueOverrides(h.File("twice.txt", "x\n"), "gate", "")
 	g.waitStarted(t, 1)
-	once := h.enqueue(h.file("once.txt", "y\n"), "gate", "")
-	if j := h.waitJob(once, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	once := h.EnqueueOverrides(h.File("once.txt", "y\n"), "gate", "")
+	if j := h.WaitJob(once, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
 		t.Fatalf("job %d: %s %s", once, j.Status, j.ErrorMessage)
 	}
 
-	h.restart(func() {
+	h.Restart(func() {
 		g.release()
 		testwait.Eventually(t, within, "first attempt concluded", func() bool { return first.Stats().JobsSucceeded == 2 })
 		if err := first.stop(t); err != nil { // its receipt is lost with it
@@ -584,7 +584,7 @@ func TestWorker_JobRunTwiceWritesItsRowsOnceInEverySink(t *testing.T) {
 		}
 	})
 	second := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
-	j := h.waitJob(twice, db.StatusCompleted, db.StatusFailed)
+	j := h.WaitJob(twice, db.StatusCompleted, db.StatusFailed)
 	if j.Status != db.StatusCompleted || j.Attempt != 2 || second.Stats().JobsSucceeded != 1 {
 		t.Fatalf("job %d: %s on attempt %d %q, second worker %+v; want COMPLETED by a second run",
 			twice, j.Status, j.Attempt, j.ErrorMessage, second.Stats())

@@ -138,6 +138,7 @@ func manifests(t *testing.T, h *harness, plugin string) []db.ManifestRow {
 }
 
 func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
+	t.Parallel()
 	pub := newPublisher(t)
 	h := newHarness(t, func(c *config.Config) { c.TrustedKeys = pub.pubPath })
 	w := h.Worker(testworker.Options{Capabilities: []string{"builtin", "*"}})
@@ -198,6 +199,7 @@ func count(events []string, what string) int {
 }
 
 func TestDeployer_RefusesAndStoresNothing(t *testing.T) {
+	t.Parallel()
 	pub := newPublisher(t)
 	stranger := newPublisher(t)
 	h := newHarness(t, func(c *config.Config) { c.TrustedKeys = pub.pubPath })
@@ -261,6 +263,7 @@ func TestDeployer_RefusesAndStoresNothing(t *testing.T) {
 }
 
 func TestDeployer_ConflictingVersionIsRefused(t *testing.T) {
+	t.Parallel()
 	pub := newPublisher(t)
 	h := newHarness(t, func(c *config.Config) { c.TrustedKeys = pub.pubPath })
 	tl := newTool(t, h.Endpoint)
@@ -277,6 +280,7 @@ func TestDeployer_ConflictingVersionIsRefused(t *testing.T) {
 }
 
 func TestDeployer_AllowUnsigned(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.AllowUnsigned = true })
 	tl := newTool(t, h.Endpoint)
 	d := deploy.NewDeploy(artifact("dev", "0.1", "module", ""), nil)
@@ -294,6 +298,7 @@ func TestDeployer_AllowUnsigned(t *testing.T) {
 }
 
 func TestDeployer_BadTrustedKeysFailStart(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "junk.pub")
 	if err := os.WriteFile(path, []byte("junk"), 0o644); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ func prefixed(events []string, prefix string) int {
 }
 
 func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	env := deployEnvPlugin(t, h, "wc", "dep==1\n")
 	release := make(chan struct{})
@@ -94,6 +95,7 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 }
 
 func TestEnv_UnansweredPrepareGoesToAnotherWorker(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.EnvTimeout = 500 * time.Millisecond })
 	deployEnvPlugin(t, h, "wc", "dep==1\n")
 	silent := h.Worker(testworker.Options{Identity: "tw-silent", PrepareEnv: func(transport.PrepareEnv) error { return testworker.ErrNoAnswer }})
@@ -112,6 +114,7 @@ func TestEnv_UnansweredPrepareGoesToAnotherWorker(t *testing.T) {
 }
 
 func TestEnv_EveryWorkerFailingFailsTheJobWithTheReason(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) {
 		c.EnvTimeout = 300 * time.Millisecond
 		c.MaxRetries = 2
@@ -132,6 +135,7 @@ func TestEnv_EveryWorkerFailingFailsTheJobWithTheReason(t *testing.T) {
 }
 
 func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	deployEnvPlugin(t, h, "wc", "dep==1\n")
 	// Without the preference, tw-a would win ties: requests of equal size
@@ -160,6 +164,7 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 }
 
 func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	deployEnvPlugin(t, h, "wc", "dep==1\n")
 	release := make(chan struct{})
@@ -186,6 +191,7 @@ func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
 // job is requeued at once with the worker's message (not after
 // --env-timeout); the other keeps waiting, and the next such ERR is its.
 func TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil) // --env-timeout stays at its default of minutes
 	envA := deployEnvPlugin(t, h, "wa", "dep==a\n")
 	envB := deployEnvPlugin(t, h, "wb", "dep==b\n")

@@ -3,6 +3,7 @@ package actors
 import "testing"
 
 func TestHighWater_CopiesOnlyMapsThatShrankFromALargePeak(t *testing.T) {
+	t.Parallel()
 	var h highWater
 	h.grew(100)
 	if h.shrunk(0) {

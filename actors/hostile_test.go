@@ -24,6 +24,7 @@ func header(version, op byte, jobID uint64, n int) []byte {
 // message while a good worker runs jobs: the Sentinel keeps working, counts
 // each one, and answers ERR where the peer can be told.
 func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	fv := h.File("a.txt", "a\n")
@@ -91,6 +92,7 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 }
 
 func TestHostile_BinaryIdentityWorks(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -120,6 +122,7 @@ func zmtpHello() []byte {
 // declares a 1 TiB frame and a worker that stops reading next to a good
 // worker: the Sentinel stays up and the good worker completes its jobs.
 func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) {
 		c.MaxMessageSize = 1 << 20
 		c.WorkerTimeout = 5 * time.Second // so the drop is the slow-peer guard's

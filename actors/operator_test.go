@@ -24,6 +24,7 @@ func deafRun(release <-chan struct{}) testworker.RunFunc {
 }
 
 func TestOperator_CancelNobodyConfirmsEndsSkippedAfterTheAbortGrace(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.AbortGrace = 300 * time.Millisecond }) // job timeout off
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -43,6 +44,7 @@ func TestOperator_CancelNobodyConfirmsEndsSkippedAfterTheAbortGrace(t *testing.T
 }
 
 func TestOperator_CancelledJobOfALostWorkerIsNotRequeued(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.AbortGrace = time.Minute })
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -70,6 +72,7 @@ func TestOperator_CancelledJobOfALostWorkerIsNotRequeued(t *testing.T) {
 }
 
 func TestOperator_RequestsAnswerThroughTheActors(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	ctx := context.Background()
 	h.Plugin("p")

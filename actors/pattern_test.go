@@ -3,6 +3,7 @@ package actors
 import "testing"
 
 func TestGlobPattern_GitignoreStyle(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		pattern string
 		rel     string

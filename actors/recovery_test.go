@@ -27,6 +27,7 @@ func blockingRun(release <-chan struct{}) testworker.RunFunc {
 }
 
 func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
+	t.Parallel()
 	// The grace only has to outlast the worker's reconnect, and the worker
 	// timeout the longest heartbeat gap; both are generous so that a loaded
 	// machine cannot turn the adoption into a requeue (with the harness's 1 s
@@ -51,6 +52,7 @@ func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
 }
 
 func TestRecovery_JobsOfWorkersThatNeverComeBackAreRequeued(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -67,6 +69,7 @@ func TestRecovery_JobsOfWorkersThatNeverComeBackAreRequeued(t *testing.T) {
 }
 
 func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -97,6 +100,7 @@ func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 }
 
 func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.JobTimeout = 300 * time.Millisecond })
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -119,6 +123,7 @@ func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
 // claim of the same job id) reports ABORTED; that is no verdict on the job,
 // so it is retried, and only running out of retries fails it.
 func TestRecovery_AbortTheSentinelDidNotAskForIsRetried(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.MaxRetries = 2 })
 	h.Plugin("p")
 	retried := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -145,6 +150,7 @@ func TestRecovery_AbortTheSentinelDidNotAskForIsRetried(t *testing.T) {
 }
 
 func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) {
 		c.JobTimeout = 200 * time.Millisecond
 		c.AbortGrace = 300 * time.Millisecond
@@ -152,11 +158,14 @@ func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
 	})
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
-	// A worker that ignores ABORT entirely.
+	// A worker that ignores ABORT entirely: its jobs' work lasts until the
+	// test ends, and never looks at ctx.
+	testEnds := make(chan struct{})
 	h.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
-		time.Sleep(5 * time.Second) // the job's work; it never looks at ctx
+		<-testEnds
 		return testworker.Succeed(ctx, j)
 	}, Slots: 4})
+	t.Cleanup(func() { close(testEnds) }) // before the worker's Close, which waits for its jobs
 	testwait.Eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.Job(id).Status == db.StatusFailed })
 	if j := h.Job(id); j.RetryCount != 1 || j.ErrorMessage == "" {
 		t.Errorf("retry_count %d message %q", j.RetryCount, j.ErrorMessage)
@@ -164,6 +173,7 @@ func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
 }
 
 func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)

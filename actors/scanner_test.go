@@ -79,16 +79,13 @@ func (h *harness) jobsByFile() []string {
 func (h *harness) passesAfter(n int64) {
 	h.T.Helper()
 	start := h.Sentinel.Stats().ScanPasses.Load()
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Sentinel.Stats().ScanPasses.Load() < start+n {
-		if time.Now().After(deadline) {
-			h.T.Fatalf("not within 10s: %d more scan passes", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Eventually(h.T, 10*time.Second, fmt.Sprintf("%d more scan passes", n), func() bool {
+		return h.Sentinel.Stats().ScanPasses.Load() >= start+n
+	})
 }
 
 func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
+	t.Parallel()
 	h := scanHarness(t)
 	h.put("a.csv", "x,y\n1,2\n", 0) // fresh: hashed once two passes saw it unchanged
 	h.put("notes.txt", "hello\n", time.Hour)
@@ -135,6 +132,7 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 }
 
 func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
+	t.Parallel()
 	h := scanHarness(t)
 	h.put("a.csv", "1\n", time.Hour)
 	h.put("b.csv", "2\n", time.Hour)
@@ -163,6 +161,7 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 }
 
 func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testing.T) {
+	t.Parallel()
 	h := scanHarness(t)
 	ctx := context.Background()
 	gone, err := h.Store.SourceRootActivate(ctx, filepath.Join(filepath.Dir(h.Root), "not-there"))
@@ -209,6 +208,7 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 }
 
 func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
+	t.Parallel()
 	h := scanHarness(t)
 	for i := 0; i < 20; i++ {
 		h.put(fmt.Sprintf("f%02d.csv", i), fmt.Sprintf("%d\n", i), time.Hour)
@@ -228,6 +228,7 @@ func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
 }
 
 func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
+	t.Parallel()
 	h := scanHarness(t)
 	h.Plugin("csv_reader")
 	h.Plugin("everything")
@@ -251,6 +252,7 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 // nothing in them is recorded; links inside a root are not followed out of
 // it. Roots inside, nested or through a link that stays inside, are walked.
 func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
+	t.Parallel()
 	h := scanHarness(t)
 	ctx := context.Background()
 	allowed := filepath.Dir(h.Root)
@@ -321,6 +323,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 // TestScanner_ManyFiles prints how long the scanner takes to record a
 // thousand new files and to rescan them unchanged.
 func TestScanner_ManyFiles(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil) // scanner off while the files are written
 	if _, err := h.Store.RoutingRuleAdd(context.Background(), "*.csv", "csv", 0); err != nil {
 		t.Fatal(err)

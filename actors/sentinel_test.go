@@ -18,6 +18,7 @@ import (
 )
 
 func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	for _, p := range []string{"alpha", "beta", "gamma", "nobody_runs_me"} {
 		h.Plugin(p)
@@ -72,6 +73,7 @@ func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 }
 
 func TestSentinel_DispatchesInPriorityOrder(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	fv := h.File("a.txt", "a\n")
@@ -102,6 +104,7 @@ func TestSentinel_DispatchesInPriorityOrder(t *testing.T) {
 }
 
 func TestSentinel_DispatchCarriesFileSinksAndArtifact(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("csv")
 	if _, err := h.Store.TopicConfigAdd(context.Background(), "csv", "rows", "sqlite:///tmp/out.db/rows", "replace", `{"a":"int"}`); err != nil {
@@ -135,6 +138,7 @@ func TestSentinel_DispatchCarriesFileSinksAndArtifact(t *testing.T) {
 }
 
 func TestSentinel_JobWithoutManifestFailsWithReason(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	fv := h.File("a.txt", "a\n")
 	id := h.Enqueue(fv, "undeployed", 0)
@@ -146,6 +150,7 @@ func TestSentinel_JobWithoutManifestFailsWithReason(t *testing.T) {
 }
 
 func TestSentinel_FailedReceiptIsTerminal(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -160,6 +165,7 @@ func TestSentinel_FailedReceiptIsTerminal(t *testing.T) {
 }
 
 func TestSentinel_RejectedJobIsRequeuedThenFailsOverLimit(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.MaxRetries = 3 })
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -175,6 +181,7 @@ func TestSentinel_RejectedJobIsRequeuedThenFailsOverLimit(t *testing.T) {
 }
 
 func TestSentinel_RejectedJobIsRetried(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -192,6 +199,7 @@ func TestSentinel_RejectedJobIsRetried(t *testing.T) {
 }
 
 func TestSentinel_ConcludeFromNonOwnerChangesNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -255,6 +263,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 }
 
 func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	d, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("stranger")})
 	if err != nil {
@@ -278,6 +287,7 @@ func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
 }
 
 func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
@@ -303,6 +313,7 @@ func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
 // queue changes: a job queued for them afterwards still reaches them, and
 // the busy workers beside them never wait.
 func TestSentinel_EmptyPluginSetsWakeUpWhenJobsArrive(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.Plugin("busy")
 	h.Plugin("rare")

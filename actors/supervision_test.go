@@ -21,8 +21,10 @@ func slowSucceed(ctx context.Context, j testworker.Job) transport.Conclude {
 // TestSupervision_PanicInEachActorLosesNoJob panics one actor kind in the
 // middle of a run; supervision restarts it and every job still completes.
 func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
+	t.Parallel()
 	for _, target := range []string{"queue", "dispatcher", "socket", "worker", "supervisor"} {
 		t.Run(target, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, nil)
 			h.Plugin("p")
 			fv := h.File("a.txt", "a\n")
@@ -52,6 +54,7 @@ func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
 }
 
 func TestSupervision_TopLevelGivesUpAfterRepeatedPanics(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	for i := 0; i < 4; i++ {
 		want := int64(i + 1)
@@ -69,6 +72,7 @@ func TestSupervision_TopLevelGivesUpAfterRepeatedPanics(t *testing.T) {
 }
 
 func TestSupervision_RestartedWorkerActorKeepsItsJobs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.RecoveryGrace = time.Minute })
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)

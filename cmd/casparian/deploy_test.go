@@ -30,6 +30,7 @@ func keygenAt(t *testing.T, prefix string) {
 }
 
 func TestCLI_KeygenAndPublish(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys", "ada")
 	keygenAt(t, keys)
@@ -87,6 +88,7 @@ func TestCLI_KeygenAndPublish(t *testing.T) {
 }
 
 func TestCLI_PublishTimesOutClearly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "k")
 	keygenAt(t, keys)
@@ -130,6 +132,7 @@ func TestCLI_PublishTimesOutClearly(t *testing.T) {
 }
 
 func TestCLI_PublishUsage(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"publish", "f.wasm", "--version", "1", "--key", "k"},
 		{"publish", "f.wasm", "--name", "p", "--version", "1"},
@@ -215,6 +218,7 @@ func TestCLI_KeygenCurve(t *testing.T) {
 // inline; without keys, or with a key the Sentinel does not list, nothing
 // is deployed and the error says why.
 func TestCLI_PublishOverCurve(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	signing := filepath.Join(dir, "ada")
 	keygenAt(t, signing)

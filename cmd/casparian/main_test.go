@@ -41,6 +41,7 @@ func ok(t *testing.T, url string, args ...string) string {
 }
 
 func TestCLI_AgainstARunningSentinel(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	e.Plugin("slow")
@@ -153,6 +154,7 @@ func TestCLI_AgainstARunningSentinel(t *testing.T) {
 }
 
 func TestCLI_UnreachableSentinelIsAClearError(t *testing.T) {
+	t.Parallel()
 	// A port nothing listens on: take one and free it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -182,6 +184,7 @@ func TestCLI_UnreachableSentinelIsAClearError(t *testing.T) {
 }
 
 func TestCLI_UsageErrorsExitTwo(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		args []string
 		want string
@@ -220,6 +223,7 @@ func TestCLI_UsageErrorsExitTwo(t *testing.T) {
 }
 
 func TestCLI_TokenFromFlagOrEnvironment(t *testing.T) {
+	t.Parallel()
 	const (
 		readToken  = "read-token-0123456789abcdefghijk"
 		adminToken = "admin-token-0123456789abcdefghij"
@@ -285,6 +289,7 @@ func mustID(t *testing.T, s string) int64 {
 }
 
 func TestCLI_HelpMentionsTheTokenButNeverShowsIt(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{"CASPARIAN_TOKEN": "secret-token-from-the-environment"}
 	for _, args := range [][]string{{"--help"}, {"help"}, {"jobs", "cancel", "-h"}, {"jobs", "ls", "--token", "secret-token-from-a-flag", "-h"}} {
 		code, out, errOut := casparian(t, env, args...)
@@ -301,6 +306,7 @@ func TestCLI_HelpMentionsTheTokenButNeverShowsIt(t *testing.T) {
 }
 
 func TestCLI_TokenNewPrintsARandomToken(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	for i := 0; i < 3; i++ {
 		code, out, errOut := casparian(t, nil, "token", "new")

@@ -74,6 +74,7 @@ func failing(context.Context, testworker.Job) transport.Conclude {
 }
 
 func TestAPI_JobsRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	fv := e.File("in/a.csv", "a,b\n1,2\n")
@@ -123,6 +124,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 }
 
 func TestAPI_CancelAndRetry(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("blocked")
 	e.Plugin("broken")
@@ -194,6 +196,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 }
 
 func TestAPI_BadRequestsSayWhatIsWrong(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	fv := e.File("a.txt", "a\n")
@@ -249,6 +252,7 @@ func TestAPI_BadRequestsSayWhatIsWrong(t *testing.T) {
 }
 
 func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	fv := e.File("a.txt", "a\n")
@@ -313,6 +317,7 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 }
 
 func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, func(c *config.Config) { c.DrainTimeout = 3 * time.Second })
 	e.Plugin("p")
 	job := e.Enqueue(e.File("a.txt", "a\n"), "p", 0)
@@ -359,6 +364,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 // worker list names each worker's key, and /metrics counts the handshakes
 // refused by reason.
 func TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	serverPub, serverSec, _ := transport.GenerateCurveKeyPair()
 	workerPub, workerSec, _ := transport.GenerateCurveKeyPair()

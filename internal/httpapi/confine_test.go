@@ -15,6 +15,7 @@ import (
 // ".." and links are resolved; a refusal is a 400 naming the path and the
 // allowed roots, and stores nothing.
 func TestAPI_SourcesConfinedToTheAllowedRoots(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	outside := t.TempDir()
 	if err := os.Symlink(outside, filepath.Join(e.Dir, "link-out")); err != nil {
@@ -66,6 +67,7 @@ func TestAPI_SourcesConfinedToTheAllowedRoots(t *testing.T) {
 // POST /api/v1/jobs refuses config_overrides whose sink names the
 // Sentinel's database.
 func TestAPI_EnqueueRefusesASinkNamingTheDatabase(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	fv := e.File("a.csv", "a\n1\n")

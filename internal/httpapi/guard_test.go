@@ -125,6 +125,7 @@ func accessExpected(pattern string) httpapi.Access {
 }
 
 func TestGuard_EveryRouteWantsItsToken(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, func(c *config.Config) {
 		withTokens(t)(c)
 		c.Pprof = true
@@ -203,6 +204,7 @@ func grepLines(text, word string) string {
 }
 
 func TestGuard_TokenOnlyInTheQueryOfTheStatusPage(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, withTokens(t))
 	if a := send(t, "GET", e.URL+"/?token="+readToken, ""); a.code != http.StatusOK ||
 		!strings.Contains(a.body, "Casparian Sentinel") {
@@ -231,6 +233,7 @@ func jobCount(t *testing.T, e *sentineltest.Env) int64 {
 }
 
 func TestGuard_CrossSiteAndNonJSONPostsWriteNothing(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []struct {
 		name  string
 		tweak func(*config.Config)
@@ -315,6 +318,7 @@ func TestGuard_CrossSiteAndNonJSONPostsWriteNothing(t *testing.T) {
 }
 
 func TestAPI_PostsWithoutParametersTakeAnEmptyBodyOrAnEmptyObject(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("nobody")
 	fv := e.File("a.csv", "a\n")
@@ -337,6 +341,7 @@ func TestAPI_PostsWithoutParametersTakeAnEmptyBodyOrAnEmptyObject(t *testing.T) 
 }
 
 func TestGuard_HostMustBeLoopbackWithoutTokens(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	_, port, _ := strings.Cut(strings.TrimPrefix(e.URL, "http://"), ":")
 	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "127.0.0.2:" + port, "[::1]:" + port, "[::1]"} {
@@ -374,6 +379,7 @@ func TestGuard_HostMustBeLoopbackWithoutTokens(t *testing.T) {
 }
 
 func TestPprof_OffByDefaultAdminOnlyWhenOn(t *testing.T) {
+	t.Parallel()
 	t.Run("Off", func(t *testing.T) {
 		e := sentineltest.Start(t, withTokens(t))
 		for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
@@ -415,6 +421,7 @@ func TestPprof_OffByDefaultAdminOnlyWhenOn(t *testing.T) {
 }
 
 func TestTokens_ReloadReplacesTheTokensAndKeepsThemWhenTheFileIsBad(t *testing.T) {
+	t.Parallel()
 	first := "first-admin-token-0123456789"
 	second := "second-admin-token-0123456789"
 	path := writeTokens(t, "admin "+first+"\n")
@@ -465,6 +472,7 @@ func TestTokens_ReloadReplacesTheTokensAndKeepsThemWhenTheFileIsBad(t *testing.T
 }
 
 func TestParseTokens_ErrorsNameTheLineAndNeverTheToken(t *testing.T) {
+	t.Parallel()
 	good := "# comment\n\n  read  " + readToken + "  grafana\nadmin " + adminToken + "\n   # indented comment\n"
 	tokens, err := httpapi.ParseTokens([]byte(good))
 	if err != nil {
@@ -496,6 +504,7 @@ func TestParseTokens_ErrorsNameTheLineAndNeverTheToken(t *testing.T) {
 }
 
 func TestLoadTokens_WarnsWhenOthersMayReadTheFile(t *testing.T) {
+	t.Parallel()
 	path := writeTokens(t, "admin "+adminToken+"\n")
 	for _, c := range []struct {
 		mode os.FileMode

@@ -67,6 +67,7 @@ func scrape(t *testing.T, url string) map[string]float64 {
 }
 
 func TestMetrics_MoveAsJobsFlow(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	e.Plugin("bad")

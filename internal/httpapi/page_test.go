@@ -82,6 +82,7 @@ func countShown(t *testing.T, dom, status string) string {
 }
 
 func TestStatusPage_InChromiumShowsWorkersCountsAndJobs(t *testing.T) {
+	t.Parallel()
 	browser := chromium(t)
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
@@ -217,6 +218,7 @@ func serveRecorded(t *testing.T, e *sentineltest.Env, opts httpapi.Options) (str
 }
 
 func TestStatusPage_WithTokensAsksForOneAndSetsNoCookie(t *testing.T) {
+	t.Parallel()
 	e := sentineltest.Start(t, withTokens(t))
 	page := send(t, "GET", e.URL+"/", "", bearerOf(readToken))
 	if page.code != 200 || !strings.Contains(page.body, `data-page="status"`) {
@@ -254,6 +256,7 @@ func TestStatusPage_WithTokensAsksForOneAndSetsNoCookie(t *testing.T) {
 }
 
 func TestStatusPage_InChromiumWithAReadToken(t *testing.T) {
+	t.Parallel()
 	browser := chromium(t)
 	path := writeTokens(t, "read "+readToken+"\n")
 	e := sentineltest.Start(t, func(c *config.Config) { c.APITokens = path })

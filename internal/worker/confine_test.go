@@ -74,6 +74,7 @@ func mustWrite(t *testing.T, path, content string) {
 // that names it and the roots; the plugin never runs and nothing is
 // written. Inputs inside, nested or through a link within, still run.
 func TestWorker_InputOutsideInputRootFailsUnread(t *testing.T) {
+	t.Parallel()
 	s := newScripted(t)
 	top := filepath.Dir(s.inDir)
 	secret := filepath.Join(top, "secret.txt")
@@ -126,6 +127,7 @@ func TestWorker_InputOutsideInputRootFailsUnread(t *testing.T) {
 // The WebAssembly runner reads its input too: the same check refuses an
 // outside input before a module is compiled or run.
 func TestWasm_InputOutsideInputRootFailsBeforeTheModule(t *testing.T) {
+	t.Parallel()
 	mods := worker.BuildTestModules(t)
 	s := newScripted(t)
 	secret := filepath.Join(filepath.Dir(s.inDir), "secret.txt")
@@ -150,6 +152,7 @@ func TestWasm_InputOutsideInputRootFailsBeforeTheModule(t *testing.T) {
 // (no staging file, no folder), inside the output dir or out of it.
 // Relative and absolute sinks inside still work.
 func TestWorker_SinkOutsideOutputDirFailsAndWritesNothing(t *testing.T) {
+	t.Parallel()
 	s := newScripted(t)
 	outside := filepath.Join(filepath.Dir(s.inDir), "outside")
 	for _, d := range []string{outside, s.outDir} {
@@ -209,6 +212,7 @@ func TestWorker_SinkOutsideOutputDirFailsAndWritesNothing(t *testing.T) {
 // even one whose --output-dir holds the database; the catalogue
 // (cf_plugin_config) is intact and ordinary jobs still run.
 func TestWorker_SinkNamingTheSentinelDatabaseFailsTheJob(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	dir := filepath.Dir(h.Root)
 	dbPath := filepath.Join(dir, "casparian_flow.db")

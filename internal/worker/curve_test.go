@@ -17,6 +17,7 @@ import (
 // Sentinel lists it with its key; with a key the Sentinel does not list, or
 // with the wrong key for the Sentinel, it gets no job, and its log says why.
 func TestWorker_CurveRunsJobsOnlyForAuthorizedKeys(t *testing.T) {
+	t.Parallel()
 	keys := t.TempDir()
 	sentinelPub, _ := curveKeyPair(t, filepath.Join(keys, "sentinel"))
 	workerPub, workerSec := curveKeyPair(t, filepath.Join(keys, "worker"))

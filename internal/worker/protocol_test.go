@@ -131,6 +131,7 @@ func (s *scripted) dispatch(jobID int64, plugin, uri string) {
 }
 
 func TestWorker_ProtocolWithScriptedSentinel(t *testing.T) {
+	t.Parallel()
 	s := newScripted(t)
 	g := newGate("gate", 5)
 	out := filepath.Join(s.outDir, "out.jsonl")
@@ -277,6 +278,7 @@ func TestWorker_ProtocolWithScriptedSentinel(t *testing.T) {
 // Against a Sentinel that is not there yet, Run waits; cancelling it then
 // returns nil at once.
 func TestWorker_StopBeforeTheSentinelIsReachable(t *testing.T) {
+	t.Parallel()
 	w := startWorker(t, &sentinel{Env: &sentineltest.Env{Endpoint: "tcp://127.0.0.1:1"}}, worker.Options{})
 	start := time.Now()
 	if err := w.stop(t); err != nil {
@@ -293,6 +295,7 @@ func TestWorker_StopBeforeTheSentinelIsReachable(t *testing.T) {
 // must still come back once a real Sentinel listens there again, and it
 // does because it replaces a connection over which nothing arrives.
 func TestWorker_ReconnectsAfterAFailedHandshake(t *testing.T) {
+	t.Parallel()
 	a := newScripted(t)
 	endpoint := a.router.Endpoint()
 	w := startWorker(t, &sentinel{Env: &sentineltest.Env{Endpoint: endpoint}}, worker.Options{SentinelTimeout: 500 * time.Millisecond})
@@ -383,6 +386,7 @@ func TestWorker_ReceiptLostInAnOutageIsResentAfterIt(t *testing.T) {
 // yet: once a heartbeat has listed a job, every later heartbeat lists it
 // until its CONCLUDE has arrived.
 func TestWorker_HeartbeatsKeepAJobUntilItsReceiptIsSent(t *testing.T) {
+	t.Parallel()
 	s := newScripted(t)
 	const jobs = 300
 	g := newGate("gate", 1)

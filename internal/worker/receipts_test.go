@@ -49,6 +49,7 @@ func never(int64) bool { return false }
 // re-sends it, and every heartbeat until its write lists the job. (Freeing
 // the slot and remembering the receipt in two critical sections lost it.)
 func TestWorker_ReceiptIsPendingTheMomentItsSlotFrees(t *testing.T) {
+	t.Parallel()
 	w := newIdle(t)
 	j := w.hold(7)
 	r := &transport.Conclude{Status: transport.StatusSuccess}
@@ -91,6 +92,7 @@ func TestWorker_ReceiptIsPendingTheMomentItsSlotFrees(t *testing.T) {
 // moment running or its receipt pending, as a heartbeat or a re-identify
 // sees them.
 func TestWorker_ConcludingJobIsAlwaysRunningOrPending(t *testing.T) {
+	t.Parallel()
 	w := newIdle(t)
 	const rounds, jobs = 10, 200
 	for round := range rounds {
@@ -140,6 +142,7 @@ func TestWorker_ConcludingJobIsAlwaysRunningOrPending(t *testing.T) {
 // A write acknowledges nothing across a reconnect: what the Sentinel says on
 // a new connection does not cover a receipt written on the old one.
 func TestReceipts_WriteBeforeAReconnectIsNotAcknowledgedAfterIt(t *testing.T) {
+	t.Parallel()
 	var rs receipts
 	r := &transport.Conclude{Status: transport.StatusSuccess}
 	t0 := time.Now()
@@ -171,6 +174,7 @@ func TestReceipts_WriteBeforeAReconnectIsNotAcknowledgedAfterIt(t *testing.T) {
 }
 
 func TestReceipts_OneEntryPerReceiptAndAtMostMaxPending(t *testing.T) {
+	t.Parallel()
 	var rs receipts
 	now := time.Now()
 	first := &transport.Conclude{Status: transport.StatusFailed}
@@ -194,6 +198,7 @@ func TestReceipts_OneEntryPerReceiptAndAtMostMaxPending(t *testing.T) {
 }
 
 func TestWorker_RejectedReceiptIsNotKept(t *testing.T) {
+	t.Parallel()
 	w := newIdle(t)
 	w.send(transport.OpConclude, 3, &transport.Conclude{Status: transport.StatusRejected, ErrorMessage: "full"})
 	w.send(transport.OpConclude, 4, &transport.Conclude{Status: transport.StatusFailed})

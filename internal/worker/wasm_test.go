@@ -112,6 +112,7 @@ func wantReceipt(t *testing.T, what string, r *transport.Conclude, status, error
 // whose environment is unknown, or whose source is not a module fails
 // before anything runs; built-in manifests still run the built-ins.
 func TestWasm_EnvironmentsAndVerification(t *testing.T) {
+	t.Parallel()
 	mods := worker.BuildTestModules(t)
 	s := newScripted(t)
 	w := startWorker(t, s.harness(), worker.Options{Wasm: testWasm(0)})
@@ -197,6 +198,7 @@ func TestWasm_EnvironmentsAndVerification(t *testing.T) {
 // sinks, the second job reusing the compiled module; the module sees its
 // input and nothing else, read-only.
 func TestWasm_DeployedPluginWritesRows(t *testing.T) {
+	t.Parallel()
 	mods := worker.BuildTestModules(t)
 	s := newScripted(t)
 	w := startWorker(t, s.harness(), worker.Options{Wasm: testWasm(0)})
@@ -335,6 +337,7 @@ func TestWasm_LimitsStopModules(t *testing.T) {
 // End to end: a module in an ACTIVE manifest is claimed by a worker that
 // advertises "*", runs, and its rows and the job's status land.
 func TestWasm_EndToEndWithSentinel(t *testing.T) {
+	t.Parallel()
 	mods := worker.BuildTestModules(t)
 	// Every DISPATCH carries the 4.4 MB of base64 module, which takes the
 	// worker a while to decode under the race detector, and compiling it

@@ -24,6 +24,7 @@ import (
 )
 
 func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("csv")
 	out := filepath.Join(h.out, "warehouse.db")
@@ -76,6 +77,7 @@ func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
 }
 
 func TestWorker_DefaultParquetOutputReadBack(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("jsonl")
 	w := startWorker(t, h, worker.Options{})
@@ -134,6 +136,7 @@ func TestWorker_DefaultParquetOutputReadBack(t *testing.T) {
 }
 
 func TestWorker_SinkModes(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("csv")
 	startWorker(t, h, worker.Options{})
@@ -198,6 +201,7 @@ func TestWorker_SinkModes(t *testing.T) {
 }
 
 func TestWorker_BadInputFailsWithClearMessage(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("csv", "jsonl", "checksum")
 	w := startWorker(t, h, worker.Options{})
@@ -239,6 +243,7 @@ func TestWorker_BadInputFailsWithClearMessage(t *testing.T) {
 // The Sentinel aborts a job that outlives --job-timeout. The aborted run
 // must leave nothing in the target; the retry then writes the rows once.
 func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, func(c *config.Config) {
 		c.JobTimeout = 400 * time.Millisecond
 		c.AbortGrace = 5 * time.Second
@@ -266,6 +271,7 @@ func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
 }
 
 func TestWorker_ConcurrencyLimit(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("gate")
 	g := newGate("gate", 1)
@@ -301,6 +307,7 @@ func TestWorker_ConcurrencyLimit(t *testing.T) {
 // identifies again and re-sends the receipt, so the job completes without
 // running twice; then new jobs flow again.
 func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, func(c *config.Config) { c.RecoveryGrace = 10 * time.Second })
 	h.Plugin("gate")
 	out := filepath.Join(h.out, "out.db")
@@ -368,6 +375,7 @@ func TestWorker_LongJobKeepsWorkerAlive(t *testing.T) {
 // Cancelling Run drains: no new jobs are taken, the running one finishes
 // and concludes, Run returns nil.
 func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("gate")
 	g := newGate("gate", 10)
@@ -414,6 +422,7 @@ func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 // their staged rows discarded; the Sentinel requeues them for another
 // worker (an abort is not the plugin's verdict).
 func TestWorker_DrainDeadlineAbortsAndConcludes(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("gate")
 	g := newGate("gate", 100)
@@ -453,6 +462,7 @@ func (p twoTopics) Run(_ context.Context, in plugin.Input, emit plugin.Emitter) 
 }
 
 func TestWorker_TopicsRouteToTheirSinks(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("split")
 	dir := h.out
@@ -473,6 +483,7 @@ func TestWorker_TopicsRouteToTheirSinks(t *testing.T) {
 }
 
 func TestWorker_TopicWithoutSinkFails(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("split")
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "nowhere"}}})
@@ -496,6 +507,7 @@ func (panicky) Name() string { return "panicky" }
 func (panicky) Run(context.Context, plugin.Input, plugin.Emitter) error { panic("boom") }
 
 func TestWorker_PluginPanicFailsTheJobNotTheWorker(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("panicky", "checksum")
 	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{panicky{}, plugin.Checksum{}}})
@@ -512,6 +524,7 @@ func TestWorker_PluginPanicFailsTheJobNotTheWorker(t *testing.T) {
 // --job-delay holds every job before its plugin runs, and an ABORT ends the
 // wait at once: the delay makes jobs long without making them unkillable.
 func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, func(c *config.Config) {
 		c.JobTimeout = 1500 * time.Millisecond
 		c.AbortGrace = 5 * time.Second
@@ -553,6 +566,7 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 // the job after its recovery grace and another worker runs it again. Another
 // job's rows in the same append targets are left alone.
 func TestWorker_JobRunTwiceWritesItsRowsOnceInEverySink(t *testing.T) {
+	t.Parallel()
 	h := newSentinel(t, nil)
 	h.Plugin("gate")
 	paths := map[string]string{

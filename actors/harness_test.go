@@ -16,6 +16,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -174,7 +175,7 @@ func (h *harness) enqueue(fileVersionID int64, plugin string, priority int64) in
 	return id
 }
 
-func (h *harness) job(id int64) db.Job {
+func (h *harness) job(id int64) job.Job {
 	h.t.Helper()
 	j, err := h.store.JobGet(context.Background(), id)
 	if err != nil {
@@ -183,7 +184,7 @@ func (h *harness) job(id int64) db.Job {
 	return j
 }
 
-func (h *harness) counts() map[db.JobStatus]int64 {
+func (h *harness) counts() map[job.Status]int64 {
 	h.t.Helper()
 	c, err := h.store.JobsCountByStatus(context.Background())
 	if err != nil {

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // scanHarness is a harness whose scanner runs every 30 ms over h.root, with
@@ -61,7 +61,7 @@ func (h *harness) put(rel, content string, age time.Duration) {
 // jobsByFile lists the jobs as "plugin rel_path" strings, sorted.
 func (h *harness) jobsByFile() []string {
 	h.t.Helper()
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{Limit: db.MaxJobsLimit})
+	page, err := h.store.JobsList(context.Background(), job.Filter{Limit: job.MaxLimit})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 			st.FileVersions.Load(), st.FilesHashed.Load())
 	}
 	// Priority by age: 100 within a day, 50 within a week, else 10.
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{Plugin: "csv_reader"})
+	page, err := h.store.JobsList(context.Background(), job.Filter{Plugin: "csv_reader"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,8 +232,8 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 	h.plugin("everything")
 	h.worker(testworker.Options{})
 	h.put("in/data.csv", "a\nb\nc\n", time.Hour)
-	eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 2 })
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{})
+	eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[job.StatusCompleted] == 2 })
+	page, err := h.store.JobsList(context.Background(), job.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 
 	eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
 	h.passesAfter(3)
-	page, err := h.store.JobsList(ctx, db.JobFilter{Plugin: "csv_reader", Limit: db.MaxJobsLimit})
+	page, err := h.store.JobsList(ctx, job.Filter{Plugin: "csv_reader", Limit: job.MaxLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,14 +35,6 @@ const (
 	beginRetryFor = 30 * time.Second
 )
 
-// ErrNotFound is returned when a row asked for by key does not exist.
-var ErrNotFound = errors.New("not found")
-
-// ErrStaleClaim is what callers report when a state change names a claim the
-// job no longer holds (see OutcomeStale); the database itself never changes
-// such a job.
-var ErrStaleClaim = errors.New("stale claim")
-
 // DB is the Sentinel's SQLite database. Its methods are safe for concurrent
 // use.
 //

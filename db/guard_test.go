@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // TestJobsClaim_SinkNamingTheDatabaseFailsTheJob: a sink whose path leads
@@ -41,7 +43,7 @@ func TestJobsClaim_SinkNamingTheDatabaseFailsTheJob(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			claims, failures, err := db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
+			claims, failures, err := db.JobsClaim(ctx, testNow, []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,7 +52,7 @@ func TestJobsClaim_SinkNamingTheDatabaseFailsTheJob(t *testing.T) {
 				t.Fatalf("claims %+v, failures %+v; want job %d failed for naming the database", claims, failures, id)
 			}
 			j := getJob(t, db, id)
-			if j.Status != StatusFailed || j.RetryCount != 0 || !strings.Contains(j.ErrorMessage, "names the Sentinel's database") {
+			if j.Status != job.StatusFailed || j.RetryCount != 0 || !strings.Contains(j.ErrorMessage, "names the Sentinel's database") {
 				t.Errorf("job after the refusal: %s, retries %d, %q; want FAILED at once", j.Status, j.RetryCount, j.ErrorMessage)
 			}
 		})
@@ -80,7 +82,7 @@ func TestJobsClaim_RelativeSinkNamingTheDatabaseFromTheWorkingDirectory(t *testi
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
+	_, failures, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
 	if err != nil || len(failures) != 1 || failures[0].Ref.JobID != id || !strings.Contains(failures[0].Reason, "names the Sentinel's database") {
 		t.Fatalf("failures %+v, %v; want the relative sink refused", failures, err)
 	}
@@ -95,22 +97,22 @@ func TestSinkGuard_RefusedWhereSinksAreAdded(t *testing.T) {
 	s := seedBasics(t, db, "p")
 	uri := "sqlite://" + path + "/cf_plugin_config"
 
-	_, err := db.JobSubmit(ctx, JobSubmission{FileVersionID: s.fv, Plugin: "p",
+	_, err := db.JobSubmit(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p",
 		ConfigOverrides: fmt.Sprintf(`{"output": [{"uri": "parquet://ok.parquet"}, {"uri": %q}]}`, uri)})
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "sink "+uri+" names the Sentinel's database") {
-		t.Errorf("JobSubmit = %v; want ErrInvalid naming the sink", err)
+	if !errors.Is(err, job.ErrInvalid) || !strings.Contains(err.Error(), "sink "+uri+" names the Sentinel's database") {
+		t.Errorf("JobSubmit = %v; want job.ErrInvalid naming the sink", err)
 	}
-	if _, err := db.TopicConfigAdd(ctx, "p", "output", uri, "replace", ""); !errors.Is(err, ErrInvalid) {
-		t.Errorf("TopicConfigAdd = %v; want ErrInvalid", err)
+	if _, err := db.TopicConfigAdd(ctx, "p", "output", uri, "replace", ""); !errors.Is(err, job.ErrInvalid) {
+		t.Errorf("TopicConfigAdd = %v; want job.ErrInvalid", err)
 	}
 	_, err = db.BootstrapApply(ctx, Bootstrap{Plugins: []BootstrapPlugin{{Name: "q", Topics: []Sink{{Topic: "output", URI: uri}}}}})
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "names the Sentinel's database") {
-		t.Errorf("BootstrapApply = %v; want ErrInvalid", err)
+	if !errors.Is(err, job.ErrInvalid) || !strings.Contains(err.Error(), "names the Sentinel's database") {
+		t.Errorf("BootstrapApply = %v; want job.ErrInvalid", err)
 	}
 	if plugins, err := db.PluginsList(ctx); err != nil || len(plugins) != 1 {
 		t.Errorf("plugins after the refusals: %+v, %v; want only p", plugins, err)
 	}
-	if _, err := db.JobSubmit(ctx, JobSubmission{FileVersionID: s.fv, Plugin: "p",
+	if _, err := db.JobSubmit(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p",
 		ConfigOverrides: `{"output": {"uri": "parquet://ok.parquet"}}`}); err != nil {
 		t.Errorf("JobSubmit with an ordinary sink: %v", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestMain(m *testing.M) {
@@ -108,7 +110,7 @@ func enqueue(t testing.TB, db *DB, fv int64, plugin string, priority int64) int6
 // claim runs one JobsClaim request or fails the test.
 func claim(t testing.TB, db *DB, worker string, limit int, plugins ...string) []Claim {
 	t.Helper()
-	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Worker: worker, Plugins: plugins, Limit: limit}})
+	claims, failures, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{{Worker: worker, Plugins: plugins, Limit: limit}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +130,7 @@ func claimIDs(cs []Claim) []int64 {
 }
 
 // getJob reads a job or fails the test.
-func getJob(t testing.TB, db *DB, id int64) Job {
+func getJob(t testing.TB, db *DB, id int64) job.Job {
 	t.Helper()
 	j, err := db.JobGet(context.Background(), id)
 	if err != nil {
@@ -138,7 +140,7 @@ func getJob(t testing.TB, db *DB, id int64) Job {
 }
 
 // conclude applies conclusions or fails the test.
-func conclude(t testing.TB, db *DB, cs ...Conclusion) []Outcome {
+func conclude(t testing.TB, db *DB, cs ...job.Conclusion) []job.Outcome {
 	t.Helper()
 	out, err := db.JobsConclude(context.Background(), testNow, cs)
 	if err != nil {

@@ -9,55 +9,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
-
-// JobStatus is the status column of cf_processing_queue.
-type JobStatus string
-
-// The statuses a queue row can have. NULL, written by other tools, reads as
-// StatusQueued.
-const (
-	// StatusPending is a job recorded but not yet released to run; the
-	// Sentinel never claims it.
-	StatusPending JobStatus = "PENDING"
-	// StatusQueued is a job waiting for a worker.
-	StatusQueued JobStatus = "QUEUED"
-	// StatusRunning is a job claimed by a worker (claimed_by, attempt).
-	StatusRunning JobStatus = "RUNNING"
-	// StatusCompleted is a job whose worker reported success.
-	StatusCompleted JobStatus = "COMPLETED"
-	// StatusFailed is a job that ended without success; error_message says
-	// why.
-	StatusFailed JobStatus = "FAILED"
-	// StatusSkipped is a job cancelled before it ran.
-	StatusSkipped JobStatus = "SKIPPED"
-)
-
-// ClaimRequest asks for up to Limit QUEUED jobs for one worker.
-type ClaimRequest struct {
-	Worker  string   // worker identity key, stored in claimed_by and worker_host
-	Plugins []string // plugin names the worker runs; containing "*" means any plugin
-	Limit   int
-	// Exclude names plugins not to claim for this worker even though it
-	// runs them (it failed to prepare their environment recently).
-	Exclude []string
-	// Prefer names plugins to claim for this worker before any request's
-	// ordinary claim (it has their environment ready); they count against
-	// Limit.
-	Prefer []string
-}
-
-// ClaimRef identifies one claim of one job: a state change applies only while
-// the job is RUNNING with this claimed_by and attempt.
-//
-// A RUNNING row written by an older Casparian Sentinel has no claimed_by and
-// no attempt; JobsRunning reports it with Worker "" and Attempt 0, and that
-// ref concludes it. JobsClaim never hands out such a ref.
-type ClaimRef struct {
-	JobID   int64
-	Worker  string
-	Attempt int64
-}
 
 // Sink is one output of a dispatch.
 type Sink struct {
@@ -76,7 +30,7 @@ type Dispatch struct {
 
 // Claim is a job claimed for a worker, ready to send.
 type Claim struct {
-	Ref        ClaimRef
+	Ref        job.Ref
 	Priority   int64
 	RetryCount int64
 	Dispatch   Dispatch
@@ -85,13 +39,13 @@ type Claim struct {
 // ClaimFailure is a job that was claimed but whose dispatch could not be
 // assembled; it is already FAILED with Reason.
 type ClaimFailure struct {
-	Ref    ClaimRef
+	Ref    job.Ref
 	Reason string
 }
 
 // claimedRow is what the claim statement returns for one job.
 type claimedRow struct {
-	ref             ClaimRef
+	ref             job.Ref
 	fileVersionID   sql.NullInt64
 	plugin          sql.NullString
 	priority        sql.NullInt64
@@ -126,7 +80,7 @@ WHERE status IS NULL OR priority IS NULL OR retry_count IS NULL`
 // chain, invalid config_overrides) is set FAILED with the reason and returned
 // in the failures, never left RUNNING. Claims come back per request, highest
 // priority first, then oldest.
-func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest) ([]Claim, []ClaimFailure, error) {
+func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []job.ClaimRequest) ([]Claim, []ClaimFailure, error) {
 	res, err := db.JobsBatch(ctx, now, nil, reqs)
 	if err != nil {
 		return nil, nil, err
@@ -134,10 +88,10 @@ func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest)
 	return res.Claims, res.Failures, nil
 }
 
-// BatchResult is what JobsBatch did: one Outcome per conclusion, in order,
+// BatchResult is what JobsBatch did: one job.Outcome per conclusion, in order,
 // then the claims and the claimed jobs that failed assembly.
 type BatchResult struct {
-	Outcomes []Outcome
+	Outcomes []job.Outcome
 	Claims   []Claim
 	Failures []ClaimFailure
 }
@@ -146,14 +100,14 @@ type BatchResult struct {
 // JobsClaim) in one transaction: under load the Sentinel writes each burst of
 // receipts and the claim that refills the freed slots with one commit. Jobs
 // the conclusions requeue can be claimed by the same call when they are due.
-func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []Conclusion, reqs []ClaimRequest) (BatchResult, error) {
+func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, reqs []job.ClaimRequest) (BatchResult, error) {
 	for _, r := range reqs {
 		if r.Worker == "" {
 			return BatchResult{}, errors.New("claim jobs: empty worker identity")
 		}
 	}
 	for i, c := range cs {
-		if c.Kind < ConcludeComplete || c.Kind > ConcludeAbort {
+		if c.Kind < job.ConcludeComplete || c.Kind > job.ConcludeAbort {
 			return BatchResult{}, fmt.Errorf("conclude jobs: conclusion %d (job %d): unknown kind %d", i, c.Ref.JobID, int(c.Kind))
 		}
 	}
@@ -207,7 +161,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []Conclusion, req
 }
 
 // claim runs the claim statements and assembles the dispatches in tx.
-func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []ClaimRequest) ([]Claim, []ClaimFailure, error) {
+func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.ClaimRequest) ([]Claim, []ClaimFailure, error) {
 	normalise, err := db.txStmt(ctx, tx, normaliseNullsSQL)
 	if err != nil {
 		return nil, nil, err
@@ -279,12 +233,12 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []Claim
 // claimPreferred runs the Prefer claims of every request, before any
 // ordinary claim, and returns how many each request got; preferred is nil
 // when no request prefers anything.
-func (db *DB) claimPreferred(ctx context.Context, tx *sql.Tx, now time.Time, reqs []ClaimRequest) (rows []claimedRow, preferred []int, err error) {
+func (db *DB) claimPreferred(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.ClaimRequest) (rows []claimedRow, preferred []int, err error) {
 	for i, r := range reqs {
 		if len(r.Prefer) == 0 || r.Limit <= 0 {
 			continue
 		}
-		got, err := db.claimFor(ctx, tx, now, ClaimRequest{Worker: r.Worker, Plugins: r.Prefer, Limit: r.Limit, Exclude: r.Exclude})
+		got, err := db.claimFor(ctx, tx, now, job.ClaimRequest{Worker: r.Worker, Plugins: r.Prefer, Limit: r.Limit, Exclude: r.Exclude})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -299,7 +253,7 @@ func (db *DB) claimPreferred(ctx context.Context, tx *sql.Tx, now time.Time, req
 
 // anyClaimable reports whether some request can claim anything at all, so
 // that an idle dispatcher does not open write transactions for nothing.
-func anyClaimable(reqs []ClaimRequest) bool {
+func anyClaimable(reqs []job.ClaimRequest) bool {
 	for _, r := range reqs {
 		if plugins, anyPlugin := pluginFilter(r.Plugins); r.Limit > 0 && (anyPlugin || len(plugins) > 0) {
 			return true
@@ -309,7 +263,7 @@ func anyClaimable(reqs []ClaimRequest) bool {
 }
 
 // claimFor runs the claim statement for one request.
-func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([]claimedRow, error) {
+func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.ClaimRequest) ([]claimedRow, error) {
 	plugins, anyPlugin := pluginFilter(r.Plugins)
 	if r.Limit <= 0 || (!anyPlugin && len(plugins) == 0) {
 		return nil, nil
@@ -334,7 +288,7 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRe
 	defer rows.Close()
 	var out []claimedRow
 	for rows.Next() {
-		c := claimedRow{ref: ClaimRef{Worker: r.Worker}}
+		c := claimedRow{ref: job.Ref{Worker: r.Worker}}
 		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
 			&c.priority, &c.retryCount, &c.configOverrides, &c.location); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
@@ -438,102 +392,13 @@ const claimFailSQL = `UPDATE cf_processing_queue SET
 
 // claimFail marks a just-claimed job FAILED because its dispatch could not be
 // assembled; st is claimFailSQL bound to the claim's transaction.
-func claimFail(ctx context.Context, st *sql.Stmt, now time.Time, ref ClaimRef, reason string) error {
+func claimFail(ctx context.Context, st *sql.Stmt, now time.Time, ref job.Ref, reason string) error {
 	ts := formatTime(now)
 	_, err := st.ExecContext(ctx, reason, ts, ts, ref.JobID, ref.Worker, ref.Attempt)
 	if err != nil {
 		return fmt.Errorf("fail job %d: %w", ref.JobID, err)
 	}
 	return nil
-}
-
-// ConclusionKind says what a Conclusion does to its job.
-type ConclusionKind int
-
-// The kinds of Conclusion.
-const (
-	// ConcludeComplete marks the job COMPLETED.
-	ConcludeComplete ConclusionKind = iota + 1
-	// ConcludeFail marks the job FAILED for good.
-	ConcludeFail
-	// ConcludeRequeue puts the job back to QUEUED, or FAILED past
-	// MaxRetries. A job an operator cancelled (JobCancel) becomes SKIPPED
-	// instead: a cancel is terminal.
-	ConcludeRequeue
-	// ConcludeAbort records a worker's ABORTED receipt: SKIPPED when an
-	// operator cancelled the job, FAILED with the message otherwise.
-	ConcludeAbort
-)
-
-// String returns the kind's name for logs.
-func (k ConclusionKind) String() string {
-	switch k {
-	case ConcludeComplete:
-		return "complete"
-	case ConcludeFail:
-		return "fail"
-	case ConcludeRequeue:
-		return "requeue"
-	case ConcludeAbort:
-		return "abort"
-	}
-	return fmt.Sprintf("ConclusionKind(%d)", int(k))
-}
-
-// Conclusion is one outcome to apply to a claimed job.
-type Conclusion struct {
-	Ref  ClaimRef
-	Kind ConclusionKind
-	// Message is the result_summary for Complete (default "Success"), the
-	// error_message for Fail, and the reason kept in error_message for
-	// Requeue.
-	Message string
-	// Metrics is stored as metrics_json on Complete.
-	Metrics map[string]int64
-	// Artifacts is stored as artifacts_json on Complete.
-	Artifacts []map[string]string
-	// MaxRetries bounds Requeue: when retry_count+1 would exceed it the job
-	// becomes FAILED with "<reason> (gave up after N retries)" instead.
-	// Zero (or less) means the first requeue already gives up.
-	MaxRetries int
-	// NextRunAt is when a requeued job may be claimed again (zero = now).
-	NextRunAt time.Time
-}
-
-// Outcome is what a Conclusion did.
-type Outcome int
-
-// The outcomes of JobsConclude.
-const (
-	// OutcomeCompleted means the job is now COMPLETED.
-	OutcomeCompleted Outcome = iota + 1
-	// OutcomeFailed means the job is now FAILED (Fail, or Requeue over
-	// MaxRetries).
-	OutcomeFailed
-	// OutcomeRequeued means the job is QUEUED again.
-	OutcomeRequeued
-	// OutcomeStale means the claim no longer held; nothing changed.
-	OutcomeStale
-	// OutcomeSkipped means the job is now SKIPPED: an operator cancelled
-	// it while it ran, and it ended aborted or would have been requeued.
-	OutcomeSkipped
-)
-
-// String returns the outcome's name for logs and metrics.
-func (o Outcome) String() string {
-	switch o {
-	case OutcomeCompleted:
-		return "completed"
-	case OutcomeFailed:
-		return "failed"
-	case OutcomeRequeued:
-		return "requeued"
-	case OutcomeStale:
-		return "stale"
-	case OutcomeSkipped:
-		return "skipped"
-	}
-	return fmt.Sprintf("Outcome(%d)", int(o))
 }
 
 // Default messages for conclusions that carry none.
@@ -554,10 +419,10 @@ const claimGuard = `id = ? AND status = 'RUNNING' AND COALESCE(claimed_by, '') =
 // JobsConclude applies many conclusions in one transaction — one commit per
 // burst of receipts is the point. Every change is guarded (WHERE id = ? AND
 // status = 'RUNNING' AND claimed_by = ? AND attempt = ?): a conclusion whose claim no longer holds (late, duplicate, wrong worker or
-// attempt, job no longer RUNNING) yields OutcomeStale and changes nothing, so
-// a FAILED job can never become COMPLETED. It returns one Outcome per input,
+// attempt, job no longer RUNNING) yields job.OutcomeStale and changes nothing, so
+// a FAILED job can never become COMPLETED. It returns one job.Outcome per input,
 // in order.
-func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) ([]Outcome, error) {
+func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []job.Conclusion) ([]job.Outcome, error) {
 	res, err := db.JobsBatch(ctx, now, cs, nil)
 	if err != nil {
 		return nil, err
@@ -566,11 +431,11 @@ func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) 
 }
 
 // conclude applies the conclusions in tx.
-func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []Conclusion) ([]Outcome, error) {
+func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []job.Conclusion) ([]job.Outcome, error) {
 	if len(cs) == 0 {
 		return nil, nil
 	}
-	out := make([]Outcome, len(cs))
+	out := make([]job.Outcome, len(cs))
 	st := &concludeStmts{db: db, tx: tx}
 	ts := formatTime(now)
 	for i, c := range cs {
@@ -626,10 +491,10 @@ func (s *concludeStmts) bind(ctx context.Context, p **sql.Stmt, q string) (*sql.
 	return *p, nil
 }
 
-func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Outcome, error) {
+func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion) (job.Outcome, error) {
 	guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
 	switch c.Kind {
-	case ConcludeComplete:
+	case job.ConcludeComplete:
 		st, err := s.bind(ctx, &s.complete, completeSQL)
 		if err != nil {
 			return 0, err
@@ -644,10 +509,10 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 		}
 		summary := orDefault(c.Message, defaultSuccessSummary)
 		res, err := st.ExecContext(ctx, append([]any{summary, ts, metrics, artifacts, ts}, guard...)...)
-		return outcomeOf(res, err, OutcomeCompleted)
+		return outcomeOf(res, err, job.OutcomeCompleted)
 
-	case ConcludeFail:
-		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, OutcomeFailed)
+	case job.ConcludeFail:
+		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, job.OutcomeFailed)
 	}
 
 	// Abort and Requeue depend on whether an operator cancelled the job:
@@ -661,7 +526,7 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 	var cancelled bool
 	switch err := st.QueryRowContext(ctx, guard...).Scan(&retries, &cancelled); {
 	case errors.Is(err, sql.ErrNoRows):
-		return OutcomeStale, nil
+		return job.OutcomeStale, nil
 	case err != nil:
 		return 0, err
 	}
@@ -675,16 +540,16 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 			msg += " (" + c.Message + ")"
 		}
 		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
-		return outcomeOf(res, err, OutcomeSkipped)
+		return outcomeOf(res, err, job.OutcomeSkipped)
 	}
-	if c.Kind == ConcludeAbort {
-		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, OutcomeFailed)
+	if c.Kind == job.ConcludeAbort {
+		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, job.OutcomeFailed)
 	}
 
 	reason := orDefault(c.Message, defaultRequeueReason)
 	if retries+1 > int64(c.MaxRetries) {
 		msg := fmt.Sprintf("%s (gave up after %d retries)", reason, retries)
-		return s.failed(ctx, ts, msg, guard, OutcomeFailed)
+		return s.failed(ctx, ts, msg, guard, job.OutcomeFailed)
 	}
 	st, err = s.bind(ctx, &s.requeue, requeueSQL)
 	if err != nil {
@@ -695,11 +560,11 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Out
 		next = unixMillis(c.NextRunAt)
 	}
 	res, err := st.ExecContext(ctx, append([]any{retries + 1, next, reason, ts}, guard...)...)
-	return outcomeOf(res, err, OutcomeRequeued)
+	return outcomeOf(res, err, job.OutcomeRequeued)
 }
 
 // failed marks the claimed job FAILED with msg.
-func (s *concludeStmts) failed(ctx context.Context, ts, msg string, guard []any, o Outcome) (Outcome, error) {
+func (s *concludeStmts) failed(ctx context.Context, ts, msg string, guard []any, o job.Outcome) (job.Outcome, error) {
 	st, err := s.bind(ctx, &s.fail, failSQL)
 	if err != nil {
 		return 0, err
@@ -709,8 +574,8 @@ func (s *concludeStmts) failed(ctx context.Context, ts, msg string, guard []any,
 }
 
 // outcomeOf turns the result of a guarded UPDATE into its outcome: o when a
-// row changed, OutcomeStale when the guard matched nothing.
-func outcomeOf(res sql.Result, err error, o Outcome) (Outcome, error) {
+// row changed, job.OutcomeStale when the guard matched nothing.
+func outcomeOf(res sql.Result, err error, o job.Outcome) (job.Outcome, error) {
 	if err != nil {
 		return 0, err
 	}
@@ -719,24 +584,15 @@ func outcomeOf(res sql.Result, err error, o Outcome) (Outcome, error) {
 		return 0, err
 	}
 	if n == 0 {
-		return OutcomeStale, nil
+		return job.OutcomeStale, nil
 	}
 	return o, nil
-}
-
-// RunningJob is one RUNNING job's claim with what the Sentinel needs to
-// rebuild its state after a restart: the retry count (for backoff) and when it
-// was claimed (for the job timeout).
-type RunningJob struct {
-	Ref        ClaimRef
-	RetryCount int64
-	ClaimTime  time.Time
 }
 
 // JobsRunning returns the RUNNING jobs, oldest first; worker "" means all
 // workers. It is how the Sentinel rebuilds its picture of who runs what after
 // a restart.
-func (db *DB) JobsRunning(ctx context.Context, worker string) ([]RunningJob, error) {
+func (db *DB) JobsRunning(ctx context.Context, worker string) ([]job.Running, error) {
 	q := `SELECT id, claimed_by, attempt, retry_count, claim_time FROM cf_processing_queue WHERE status = 'RUNNING'`
 	var args []any
 	if worker != "" {
@@ -749,7 +605,7 @@ func (db *DB) JobsRunning(ctx context.Context, worker string) ([]RunningJob, err
 		return nil, fmt.Errorf("running jobs: %w", err)
 	}
 	defer rows.Close()
-	var out []RunningJob
+	var out []job.Running
 	for rows.Next() {
 		var (
 			id               int64
@@ -760,8 +616,8 @@ func (db *DB) JobsRunning(ctx context.Context, worker string) ([]RunningJob, err
 		if err := rows.Scan(&id, &by, &attempt, &retries, &claimed); err != nil {
 			return nil, fmt.Errorf("running jobs: %w", err)
 		}
-		out = append(out, RunningJob{
-			Ref:        ClaimRef{JobID: id, Worker: by.String, Attempt: attempt.Int64},
+		out = append(out, job.Running{
+			Ref:        job.Ref{JobID: id, Worker: by.String, Attempt: attempt.Int64},
 			RetryCount: retries.Int64,
 			ClaimTime:  claimed.Time,
 		})
@@ -772,25 +628,11 @@ func (db *DB) JobsRunning(ctx context.Context, worker string) ([]RunningJob, err
 	return out, nil
 }
 
-// Job is one queue row as operators see it. NULLs read as the column's
-// default: status QUEUED, numbers 0, text "", times zero.
-type Job struct {
-	ID, FileVersionID                                  int64
-	PluginName                                         string
-	Status                                             JobStatus
-	Priority, RetryCount, Attempt                      int64
-	ClaimedBy, WorkerHost, ErrorMessage, ResultSummary string
-	ClaimTime, EndTime                                 time.Time
-	Metrics                                            map[string]int64
-	Artifacts                                          []map[string]string
-	ConfigOverrides                                    string
-}
-
-// JobGet returns one queue row, or ErrNotFound. Malformed metrics or
+// JobGet returns one queue row, or job.ErrNotFound. Malformed metrics or
 // artifacts JSON written by another tool reads as none rather than an error.
-func (db *DB) JobGet(ctx context.Context, id int64) (Job, error) {
+func (db *DB) JobGet(ctx context.Context, id int64) (job.Job, error) {
 	var (
-		j                                         = Job{ID: id}
+		j                                         = job.Job{ID: id}
 		fv, prio, retries, attempt                sql.NullInt64
 		plugin, status, by, host, errMsg, summary sql.NullString
 		metrics, artifacts, overrides             sql.NullString
@@ -805,14 +647,14 @@ func (db *DB) JobGet(ctx context.Context, id int64) (Job, error) {
 		&by, &host, &errMsg, &summary,
 		&claimed, &ended, &metrics, &artifacts, &overrides)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, fmt.Errorf("get job %d: %w", id, ErrNotFound)
+		return job.Job{}, fmt.Errorf("get job %d: %w", id, job.ErrNotFound)
 	}
 	if err != nil {
-		return Job{}, fmt.Errorf("get job %d: %w", id, err)
+		return job.Job{}, fmt.Errorf("get job %d: %w", id, err)
 	}
 	j.FileVersionID = fv.Int64
 	j.PluginName = plugin.String
-	j.Status = JobStatus(orDefault(status.String, string(StatusQueued)))
+	j.Status = job.Status(orDefault(status.String, string(job.StatusQueued)))
 	j.Priority, j.RetryCount, j.Attempt = prio.Int64, retries.Int64, attempt.Int64
 	j.ClaimedBy, j.WorkerHost = by.String, host.String
 	j.ErrorMessage, j.ResultSummary = errMsg.String, summary.String
@@ -833,21 +675,21 @@ func (db *DB) JobGet(ctx context.Context, id int64) (Job, error) {
 
 // JobsCountByStatus counts queue rows per status; NULL status counts as
 // QUEUED.
-func (db *DB) JobsCountByStatus(ctx context.Context) (map[JobStatus]int64, error) {
+func (db *DB) JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error) {
 	rows, err := db.reader.QueryContext(ctx,
 		`SELECT COALESCE(status, 'QUEUED'), COUNT(*) FROM cf_processing_queue GROUP BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
 	defer rows.Close()
-	counts := make(map[JobStatus]int64)
+	counts := make(map[job.Status]int64)
 	for rows.Next() {
 		var s string
 		var n int64
 		if err := rows.Scan(&s, &n); err != nil {
 			return nil, fmt.Errorf("count jobs: %w", err)
 		}
-		counts[JobStatus(s)] += n
+		counts[job.Status(s)] += n
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
@@ -857,7 +699,7 @@ func (db *DB) JobsCountByStatus(ctx context.Context) (map[JobStatus]int64, error
 
 // JobsCountWithStatus counts the rows with one status through the status
 // index, without reading the others; JobsCountByStatus reads every row.
-func (db *DB) JobsCountWithStatus(ctx context.Context, status JobStatus) (int64, error) {
+func (db *DB) JobsCountWithStatus(ctx context.Context, status job.Status) (int64, error) {
 	var n int64
 	err := db.reader.QueryRowContext(ctx,
 		`SELECT COUNT(*) FROM cf_processing_queue WHERE status = ?`, string(status)).Scan(&n)

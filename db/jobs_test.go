@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestJobsClaim_PriorityThenIDOrder(t *testing.T) {
@@ -80,7 +82,7 @@ func TestJobsClaim_SkipsPluginsNobodyRuns(t *testing.T) {
 	if !reflect.DeepEqual(got, []int64{j1, j2}) {
 		t.Errorf("claimed %v, want [%d %d]", got, j1, j2)
 	}
-	if j := getJob(t, db, orphan); j.Status != StatusQueued || j.ClaimedBy != "" {
+	if j := getJob(t, db, orphan); j.Status != job.StatusQueued || j.ClaimedBy != "" {
 		t.Errorf("orphan job = %s claimed by %q, want QUEUED and unclaimed", j.Status, j.ClaimedBy)
 	}
 }
@@ -103,7 +105,7 @@ func TestJobsClaim_SkipsJobsNotYetDue(t *testing.T) {
 		t.Errorf("JobsNextRunAt = %v, %v, %v; want %v", next, ok, err, testNow.Add(time.Minute))
 	}
 	// Once due, it is claimable.
-	claims, _, err := db.JobsClaim(context.Background(), testNow.Add(time.Minute), []ClaimRequest{{Worker: "w1", Plugins: []string{"p"}, Limit: 10}})
+	claims, _, err := db.JobsClaim(context.Background(), testNow.Add(time.Minute), []job.ClaimRequest{{Worker: "w1", Plugins: []string{"p"}, Limit: 10}})
 	if err != nil || !reflect.DeepEqual(claimIDs(claims), []int64{later}) {
 		t.Errorf("claim when due = %v, %v; want [%d]", claimIDs(claims), err, later)
 	}
@@ -121,15 +123,15 @@ func TestJobsClaim_MarksRowsRunning(t *testing.T) {
 		t.Fatalf("claimed %d jobs, want 1", len(claims))
 	}
 	c := claims[0]
-	if c.Ref != (ClaimRef{JobID: id, Worker: "worker-A", Attempt: 1}) || c.Priority != 7 || c.RetryCount != 0 {
+	if c.Ref != (job.Ref{JobID: id, Worker: "worker-A", Attempt: 1}) || c.Priority != 7 || c.RetryCount != 0 {
 		t.Errorf("claim = %+v", c)
 	}
 	j := getJob(t, db, id)
-	if j.Status != StatusRunning || j.ClaimedBy != "worker-A" || j.WorkerHost != "worker-A" || j.Attempt != 1 || !j.ClaimTime.Equal(testNow) {
+	if j.Status != job.StatusRunning || j.ClaimedBy != "worker-A" || j.WorkerHost != "worker-A" || j.Attempt != 1 || !j.ClaimTime.Equal(testNow) {
 		t.Errorf("job after claim = %+v", j)
 	}
 	running, err := db.JobsRunning(context.Background(), "worker-A")
-	want := []RunningJob{{Ref: c.Ref, RetryCount: 0, ClaimTime: testNow}}
+	want := []job.Running{{Ref: c.Ref, RetryCount: 0, ClaimTime: testNow}}
 	if err != nil || len(running) != 1 || running[0].Ref != want[0].Ref || !running[0].ClaimTime.Equal(testNow) {
 		t.Errorf("JobsRunning = %v, %v; want %v", running, err, want)
 	}
@@ -140,15 +142,15 @@ func TestJobsClaim_ReclaimIncrementsAttempt(t *testing.T) {
 	s := seedBasics(t, db, "p")
 	id := enqueue(t, db, s.fv, "p", 0)
 	first := claim(t, db, "w1", 1, "p")[0]
-	if out := conclude(t, db, Conclusion{Ref: first.Ref, Kind: ConcludeRequeue, Message: "worker gone", MaxRetries: 5}); out[0] != OutcomeRequeued {
+	if out := conclude(t, db, job.Conclusion{Ref: first.Ref, Kind: job.ConcludeRequeue, Message: "worker gone", MaxRetries: 5}); out[0] != job.OutcomeRequeued {
 		t.Fatalf("requeue = %v", out[0])
 	}
 	second := claim(t, db, "w2", 1, "p")[0]
-	if second.Ref != (ClaimRef{JobID: id, Worker: "w2", Attempt: 2}) || second.RetryCount != 1 {
+	if second.Ref != (job.Ref{JobID: id, Worker: "w2", Attempt: 2}) || second.RetryCount != 1 {
 		t.Errorf("second claim = %+v", second)
 	}
 	// The first claim is fenced off.
-	if out := conclude(t, db, Conclusion{Ref: first.Ref, Kind: ConcludeComplete}); out[0] != OutcomeStale {
+	if out := conclude(t, db, job.Conclusion{Ref: first.Ref, Kind: job.ConcludeComplete}); out[0] != job.OutcomeStale {
 		t.Errorf("conclusion with old attempt = %v, want stale", out[0])
 	}
 }
@@ -159,7 +161,7 @@ func TestJobsClaim_SeveralRequestsNeverShareAJob(t *testing.T) {
 	for i := range 6 {
 		enqueue(t, db, s.fv, []string{"p", "q"}[i%2], int64(i))
 	}
-	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{
+	claims, failures, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{
 		{Worker: "w1", Plugins: []string{"*"}, Limit: 2},
 		{Worker: "w2", Plugins: []string{"p"}, Limit: 5},
 		{Worker: "w3", Plugins: []string{"q", "p"}, Limit: 5},
@@ -183,7 +185,7 @@ func TestJobsClaim_SeveralRequestsNeverShareAJob(t *testing.T) {
 
 func TestJobsClaim_RejectsEmptyWorker(t *testing.T) {
 	db := openTest(t)
-	if _, _, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Plugins: []string{"*"}, Limit: 1}}); err == nil {
+	if _, _, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{{Plugins: []string{"*"}, Limit: 1}}); err == nil {
 		t.Error("claim without a worker identity succeeded")
 	}
 }
@@ -216,7 +218,7 @@ func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
 		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes, modified_time) VALUES (52, 61, 'hash-a', 1, '2024-01-01 00:00:00')`,
 		`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status) VALUES (105, 52, 'p', 'QUEUED')`)
 
-	claims, failures, err := db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: "w1", Plugins: []string{"*"}, Limit: 100}})
+	claims, failures, err := db.JobsClaim(ctx, testNow, []job.ClaimRequest{{Worker: "w1", Plugins: []string{"*"}, Limit: 100}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
 			continue
 		}
 		j := getJob(t, db, f.Ref.JobID)
-		if j.Status != StatusFailed || j.ErrorMessage != f.Reason || j.EndTime.IsZero() || f.Ref.Worker != "w1" || f.Ref.Attempt != 1 {
+		if j.Status != job.StatusFailed || j.ErrorMessage != f.Reason || j.EndTime.IsZero() || f.Ref.Worker != "w1" || f.Ref.Attempt != 1 {
 			t.Errorf("job %d after failed dispatch = %+v (ref %+v)", f.Ref.JobID, j, f.Ref)
 		}
 	}
@@ -258,7 +260,7 @@ func TestJobsClaim_NormalisesNullsFromOtherTools(t *testing.T) {
 	rawExec(t, raw, fmt.Sprintf(`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, priority, retry_count)
 		VALUES (1, %[1]d, 'p', NULL, NULL, NULL), (2, %[1]d, 'p', 'QUEUED', 5, NULL), (3, %[1]d, 'p', 'QUEUED', NULL, 2)`, s.fv))
 	counts, err := db.JobsCountByStatus(context.Background())
-	if err != nil || counts[StatusQueued] != 3 {
+	if err != nil || counts[job.StatusQueued] != 3 {
 		t.Errorf("counts before claim = %v, %v; want 3 QUEUED", counts, err)
 	}
 	claims := claim(t, db, "w1", 10, "p")
@@ -310,7 +312,7 @@ func TestJobsClaim_AtomicUnderConcurrentCallers(t *testing.T) {
 			defer wg.Done()
 			limit := 1 + n%16
 			for {
-				claims, failures, err := c.db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: c.worker, Plugins: c.plugins, Limit: limit}})
+				claims, failures, err := c.db.JobsClaim(ctx, testNow, []job.ClaimRequest{{Worker: c.worker, Plugins: c.plugins, Limit: limit}})
 				if err != nil {
 					errs <- fmt.Errorf("%s: %w", c.worker, err)
 					return
@@ -330,9 +332,9 @@ func TestJobsClaim_AtomicUnderConcurrentCallers(t *testing.T) {
 					owner[cl.Ref.JobID] = c.worker
 				}
 				mu.Unlock()
-				cs := make([]Conclusion, len(claims))
+				cs := make([]job.Conclusion, len(claims))
 				for i, cl := range claims {
-					cs[i] = Conclusion{Ref: cl.Ref, Kind: ConcludeComplete}
+					cs[i] = job.Conclusion{Ref: cl.Ref, Kind: job.ConcludeComplete}
 				}
 				out, err := c.db.JobsConclude(ctx, testNow, cs)
 				if err != nil {
@@ -340,7 +342,7 @@ func TestJobsClaim_AtomicUnderConcurrentCallers(t *testing.T) {
 					return
 				}
 				for i, o := range out {
-					if o != OutcomeCompleted {
+					if o != job.OutcomeCompleted {
 						errs <- fmt.Errorf("%s: job %d concluded %v", c.worker, cs[i].Ref.JobID, o)
 						return
 					}
@@ -360,7 +362,7 @@ func TestJobsClaim_AtomicUnderConcurrentCallers(t *testing.T) {
 		t.Errorf("claimed %d distinct jobs, want %d", len(owner), jobs)
 	}
 	counts, err := main.JobsCountByStatus(ctx)
-	if err != nil || counts[StatusCompleted] != jobs || len(counts) != 1 {
+	if err != nil || counts[job.StatusCompleted] != jobs || len(counts) != 1 {
 		t.Errorf("counts = %v, %v; want %d COMPLETED", counts, err, jobs)
 	}
 }
@@ -376,17 +378,17 @@ func TestJobsConclude_AppliesEachKind(t *testing.T) {
 	artifacts := []map[string]string{{"topic": "output", "uri": "parquet://out/a.parquet"}}
 	next := testNow.Add(30 * time.Second)
 	out := conclude(t, db,
-		Conclusion{Ref: cl[0].Ref, Kind: ConcludeComplete, Metrics: metrics, Artifacts: artifacts},
-		Conclusion{Ref: cl[1].Ref, Kind: ConcludeFail, Message: "boom"},
-		Conclusion{Ref: cl[2].Ref, Kind: ConcludeRequeue, Message: "worker rejected", MaxRetries: 5, NextRunAt: next},
-		Conclusion{Ref: cl[3].Ref, Kind: ConcludeComplete, Message: "wrote 12 rows"},
+		job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeComplete, Metrics: metrics, Artifacts: artifacts},
+		job.Conclusion{Ref: cl[1].Ref, Kind: job.ConcludeFail, Message: "boom"},
+		job.Conclusion{Ref: cl[2].Ref, Kind: job.ConcludeRequeue, Message: "worker rejected", MaxRetries: 5, NextRunAt: next},
+		job.Conclusion{Ref: cl[3].Ref, Kind: job.ConcludeComplete, Message: "wrote 12 rows"},
 	)
-	if want := []Outcome{OutcomeCompleted, OutcomeFailed, OutcomeRequeued, OutcomeCompleted}; !reflect.DeepEqual(out, want) {
+	if want := []job.Outcome{job.OutcomeCompleted, job.OutcomeFailed, job.OutcomeRequeued, job.OutcomeCompleted}; !reflect.DeepEqual(out, want) {
 		t.Fatalf("outcomes = %v, want %v", out, want)
 	}
 
 	done := getJob(t, db, cl[0].Ref.JobID)
-	if done.Status != StatusCompleted || done.ResultSummary != "Success" || !done.EndTime.Equal(testNow) ||
+	if done.Status != job.StatusCompleted || done.ResultSummary != "Success" || !done.EndTime.Equal(testNow) ||
 		!reflect.DeepEqual(done.Metrics, metrics) || !reflect.DeepEqual(done.Artifacts, artifacts) {
 		t.Errorf("completed job = %+v", done)
 	}
@@ -394,11 +396,11 @@ func TestJobsConclude_AppliesEachKind(t *testing.T) {
 		t.Errorf("completed job with message = %+v", j)
 	}
 	failed := getJob(t, db, cl[1].Ref.JobID)
-	if failed.Status != StatusFailed || failed.ErrorMessage != "boom" || !failed.EndTime.Equal(testNow) {
+	if failed.Status != job.StatusFailed || failed.ErrorMessage != "boom" || !failed.EndTime.Equal(testNow) {
 		t.Errorf("failed job = %+v", failed)
 	}
 	requeued := getJob(t, db, cl[2].Ref.JobID)
-	if requeued.Status != StatusQueued || requeued.RetryCount != 1 || requeued.ClaimedBy != "" ||
+	if requeued.Status != job.StatusQueued || requeued.RetryCount != 1 || requeued.ClaimedBy != "" ||
 		requeued.ErrorMessage != "worker rejected" || requeued.Attempt != 1 {
 		t.Errorf("requeued job = %+v", requeued)
 	}
@@ -417,7 +419,7 @@ func TestJobsConclude_StaleClaimsChangeNothing(t *testing.T) {
 	enqueue(t, db, s.fv, "p", 0)
 	cl := claim(t, db, "w1", 2, "p")
 	running, failed := cl[0].Ref, cl[1].Ref
-	if out := conclude(t, db, Conclusion{Ref: failed, Kind: ConcludeFail, Message: "first word"}); out[0] != OutcomeFailed {
+	if out := conclude(t, db, job.Conclusion{Ref: failed, Kind: job.ConcludeFail, Message: "first word"}); out[0] != job.OutcomeFailed {
 		t.Fatalf("fail = %v", out[0])
 	}
 	beforeRunning, beforeFailed := getJob(t, db, running.JobID), getJob(t, db, failed.JobID)
@@ -426,14 +428,14 @@ func TestJobsConclude_StaleClaimsChangeNothing(t *testing.T) {
 	wrongWorker.Worker = "w2"
 	wrongAttempt.Attempt = 2
 	missing.JobID = 9999
-	var cs []Conclusion
-	for _, ref := range []ClaimRef{wrongWorker, wrongAttempt, missing, failed} {
-		for _, kind := range []ConclusionKind{ConcludeComplete, ConcludeFail, ConcludeRequeue} {
-			cs = append(cs, Conclusion{Ref: ref, Kind: kind, Message: "late", MaxRetries: 5})
+	var cs []job.Conclusion
+	for _, ref := range []job.Ref{wrongWorker, wrongAttempt, missing, failed} {
+		for _, kind := range []job.ConclusionKind{job.ConcludeComplete, job.ConcludeFail, job.ConcludeRequeue} {
+			cs = append(cs, job.Conclusion{Ref: ref, Kind: kind, Message: "late", MaxRetries: 5})
 		}
 	}
 	for i, o := range conclude(t, db, cs...) {
-		if o != OutcomeStale {
+		if o != job.OutcomeStale {
 			t.Errorf("conclusion %d (%+v) = %v, want stale", i, cs[i], o)
 		}
 	}
@@ -445,11 +447,11 @@ func TestJobsConclude_StaleClaimsChangeNothing(t *testing.T) {
 	}
 
 	// A duplicate receipt in one batch: the first applies, the second is stale.
-	out := conclude(t, db, Conclusion{Ref: running, Kind: ConcludeComplete}, Conclusion{Ref: running, Kind: ConcludeFail})
-	if !reflect.DeepEqual(out, []Outcome{OutcomeCompleted, OutcomeStale}) {
+	out := conclude(t, db, job.Conclusion{Ref: running, Kind: job.ConcludeComplete}, job.Conclusion{Ref: running, Kind: job.ConcludeFail})
+	if !reflect.DeepEqual(out, []job.Outcome{job.OutcomeCompleted, job.OutcomeStale}) {
 		t.Errorf("duplicate conclusions = %v", out)
 	}
-	if j := getJob(t, db, running.JobID); j.Status != StatusCompleted {
+	if j := getJob(t, db, running.JobID); j.Status != job.StatusCompleted {
 		t.Errorf("job = %s, want COMPLETED", j.Status)
 	}
 }
@@ -464,20 +466,20 @@ func TestJobsConclude_RequeueOverMaxRetriesFails(t *testing.T) {
 		if len(cl) != 1 {
 			t.Fatalf("round %d: claimed %d", i, len(cl))
 		}
-		out := conclude(t, db, Conclusion{Ref: cl[0].Ref, Kind: ConcludeRequeue, Message: "rejected", MaxRetries: maxRetries})
+		out := conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeRequeue, Message: "rejected", MaxRetries: maxRetries})
 		if i <= maxRetries {
-			if out[0] != OutcomeRequeued {
+			if out[0] != job.OutcomeRequeued {
 				t.Fatalf("round %d: %v, want requeued", i, out[0])
 			}
 			continue
 		}
-		if out[0] != OutcomeFailed {
+		if out[0] != job.OutcomeFailed {
 			t.Fatalf("round %d: %v, want failed", i, out[0])
 		}
 		break
 	}
 	j := getJob(t, db, id)
-	if j.Status != StatusFailed || j.ErrorMessage != "rejected (gave up after 3 retries)" || j.RetryCount != maxRetries || j.Attempt != maxRetries+1 {
+	if j.Status != job.StatusFailed || j.ErrorMessage != "rejected (gave up after 3 retries)" || j.RetryCount != maxRetries || j.Attempt != maxRetries+1 {
 		t.Errorf("job = %+v", j)
 	}
 }
@@ -492,13 +494,13 @@ func TestJobsConclude_BatchOf500InOneCall(t *testing.T) {
 	if len(cl) != 500 {
 		t.Fatalf("claimed %d", len(cl))
 	}
-	cs := make([]Conclusion, len(cl))
+	cs := make([]job.Conclusion, len(cl))
 	for i, c := range cl {
-		cs[i] = Conclusion{Ref: c.Ref, Kind: []ConclusionKind{ConcludeComplete, ConcludeFail, ConcludeRequeue}[i%3], Message: "m", MaxRetries: 1}
+		cs[i] = job.Conclusion{Ref: c.Ref, Kind: []job.ConclusionKind{job.ConcludeComplete, job.ConcludeFail, job.ConcludeRequeue}[i%3], Message: "m", MaxRetries: 1}
 	}
 	out := conclude(t, db, cs...)
 	for i, o := range out {
-		want := []Outcome{OutcomeCompleted, OutcomeFailed, OutcomeRequeued}[i%3]
+		want := []job.Outcome{job.OutcomeCompleted, job.OutcomeFailed, job.OutcomeRequeued}[i%3]
 		if o != want {
 			t.Fatalf("outcome %d = %v, want %v", i, o, want)
 		}
@@ -507,7 +509,7 @@ func TestJobsConclude_BatchOf500InOneCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[JobStatus]int64{StatusCompleted: 167, StatusFailed: 167, StatusQueued: 166}
+	want := map[job.Status]int64{job.StatusCompleted: 167, job.StatusFailed: 167, job.StatusQueued: 166}
 	if !reflect.DeepEqual(counts, want) {
 		t.Errorf("counts = %v, want %v", counts, want)
 	}
@@ -518,11 +520,11 @@ func TestJobsConclude_RejectsUnknownKindBeforeWriting(t *testing.T) {
 	s := seedBasics(t, db, "p")
 	enqueue(t, db, s.fv, "p", 0)
 	cl := claim(t, db, "w1", 1, "p")
-	_, err := db.JobsConclude(context.Background(), testNow, []Conclusion{{Ref: cl[0].Ref, Kind: ConcludeComplete}, {Ref: cl[0].Ref}})
+	_, err := db.JobsConclude(context.Background(), testNow, []job.Conclusion{{Ref: cl[0].Ref, Kind: job.ConcludeComplete}, {Ref: cl[0].Ref}})
 	if err == nil {
 		t.Fatal("unknown kind accepted")
 	}
-	if j := getJob(t, db, cl[0].Ref.JobID); j.Status != StatusRunning {
+	if j := getJob(t, db, cl[0].Ref.JobID); j.Status != job.StatusRunning {
 		t.Errorf("job = %s, want still RUNNING", j.Status)
 	}
 	if out, err := db.JobsConclude(context.Background(), testNow, nil); err != nil || len(out) != 0 {
@@ -544,25 +546,25 @@ func TestJobsRunning_FiltersByWorkerAndKeepsLegacyRows(t *testing.T) {
 		VALUES (500, %d, 'p', 'RUNNING', 'old-host')`, s.fv))
 	ctx := context.Background()
 
-	if refs, err := runningRefs(db.JobsRunning(ctx, "a")); err != nil || !reflect.DeepEqual(refs, []ClaimRef{a[0].Ref, a[1].Ref}) {
+	if refs, err := runningRefs(db.JobsRunning(ctx, "a")); err != nil || !reflect.DeepEqual(refs, []job.Ref{a[0].Ref, a[1].Ref}) {
 		t.Errorf("JobsRunning(a) = %v, %v", refs, err)
 	}
 	all, err := runningRefs(db.JobsRunning(ctx, ""))
-	legacy := ClaimRef{JobID: 500}
-	if err != nil || !reflect.DeepEqual(all, []ClaimRef{a[0].Ref, a[1].Ref, b[0].Ref, legacy}) {
+	legacy := job.Ref{JobID: 500}
+	if err != nil || !reflect.DeepEqual(all, []job.Ref{a[0].Ref, a[1].Ref, b[0].Ref, legacy}) {
 		t.Errorf("JobsRunning() = %v, %v", all, err)
 	}
 	// The legacy row can be requeued through the ref JobsRunning gave.
-	out := conclude(t, db, Conclusion{Ref: legacy, Kind: ConcludeRequeue, Message: "orphaned by restart", MaxRetries: 5})
-	if out[0] != OutcomeRequeued {
+	out := conclude(t, db, job.Conclusion{Ref: legacy, Kind: job.ConcludeRequeue, Message: "orphaned by restart", MaxRetries: 5})
+	if out[0] != job.OutcomeRequeued {
 		t.Errorf("legacy requeue = %v", out[0])
 	}
 }
 
 func TestJobGet_NotFound(t *testing.T) {
 	db := openTest(t)
-	if _, err := db.JobGet(context.Background(), 42); !errors.Is(err, ErrNotFound) {
-		t.Errorf("err = %v, want ErrNotFound", err)
+	if _, err := db.JobGet(context.Background(), 42); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("err = %v, want job.ErrNotFound", err)
 	}
 }
 
@@ -585,20 +587,20 @@ func TestJobEnqueue_ValidatesInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := getJob(t, db, id)
-	if j.Status != StatusQueued || j.Priority != 3 || j.PluginName != "p" || j.FileVersionID != s.fv || j.ConfigOverrides == "" {
+	if j.Status != job.StatusQueued || j.Priority != 3 || j.PluginName != "p" || j.FileVersionID != s.fv || j.ConfigOverrides == "" {
 		t.Errorf("job = %+v", j)
 	}
 }
 
 func TestOutcomeAndKind_String(t *testing.T) {
-	if OutcomeStale.String() != "stale" || ConcludeRequeue.String() != "requeue" || Outcome(0).String() != "Outcome(0)" {
+	if job.OutcomeStale.String() != "stale" || job.ConcludeRequeue.String() != "requeue" || job.Outcome(0).String() != "Outcome(0)" {
 		t.Error("String methods")
 	}
 }
 
 // runningRefs keeps only the claims of JobsRunning's rows.
-func runningRefs(rows []RunningJob, err error) ([]ClaimRef, error) {
-	var refs []ClaimRef
+func runningRefs(rows []job.Running, err error) ([]job.Ref, error) {
+	var refs []job.Ref
 	for _, r := range rows {
 		refs = append(refs, r.Ref)
 	}
@@ -618,35 +620,35 @@ func TestJobsBatch_ConcludesThenClaimsInOneTransaction(t *testing.T) {
 	cl := claim(t, db, "w1", 2, "p")
 	waiting := enqueue(t, db, s.fv, "p", 0)
 
-	res, err := db.JobsBatch(ctx, testNow, []Conclusion{
-		{Ref: cl[0].Ref, Kind: ConcludeComplete},
-		{Ref: cl[1].Ref, Kind: ConcludeRequeue, Message: "worker lost", MaxRetries: 5},
-	}, []ClaimRequest{{Worker: "w2", Plugins: []string{"p"}, Limit: 5}})
+	res, err := db.JobsBatch(ctx, testNow, []job.Conclusion{
+		{Ref: cl[0].Ref, Kind: job.ConcludeComplete},
+		{Ref: cl[1].Ref, Kind: job.ConcludeRequeue, Message: "worker lost", MaxRetries: 5},
+	}, []job.ClaimRequest{{Worker: "w2", Plugins: []string{"p"}, Limit: 5}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Outcome{OutcomeCompleted, OutcomeRequeued}; !reflect.DeepEqual(res.Outcomes, want) {
+	if want := []job.Outcome{job.OutcomeCompleted, job.OutcomeRequeued}; !reflect.DeepEqual(res.Outcomes, want) {
 		t.Errorf("outcomes = %v, want %v", res.Outcomes, want)
 	}
 	// The requeued job keeps its priority and so comes first.
 	if got, want := claimIDs(res.Claims), []int64{second, waiting}; !reflect.DeepEqual(got, want) {
 		t.Errorf("claimed %v, want %v", got, want)
 	}
-	if j := getJob(t, db, second); j.Status != StatusRunning || j.ClaimedBy != "w2" || j.Attempt != 2 || j.RetryCount != 1 {
+	if j := getJob(t, db, second); j.Status != job.StatusRunning || j.ClaimedBy != "w2" || j.Attempt != 2 || j.RetryCount != 1 {
 		t.Errorf("requeued then reclaimed job = %+v", j)
 	}
-	if j := getJob(t, db, first); j.Status != StatusCompleted {
+	if j := getJob(t, db, first); j.Status != job.StatusCompleted {
 		t.Errorf("completed job = %+v", j)
 	}
 
 	// An unknown kind fails the whole batch before anything is written.
-	if _, err := db.JobsBatch(ctx, testNow, []Conclusion{
-		{Ref: res.Claims[0].Ref, Kind: ConcludeComplete},
-		{Ref: res.Claims[1].Ref, Kind: ConclusionKind(99)},
-	}, []ClaimRequest{{Worker: "w3", Plugins: []string{"p"}, Limit: 5}}); err == nil {
+	if _, err := db.JobsBatch(ctx, testNow, []job.Conclusion{
+		{Ref: res.Claims[0].Ref, Kind: job.ConcludeComplete},
+		{Ref: res.Claims[1].Ref, Kind: job.ConclusionKind(99)},
+	}, []job.ClaimRequest{{Worker: "w3", Plugins: []string{"p"}, Limit: 5}}); err == nil {
 		t.Fatal("batch with an unknown kind succeeded")
 	}
-	if j := getJob(t, db, second); j.Status != StatusRunning || j.ClaimedBy != "w2" {
+	if j := getJob(t, db, second); j.Status != job.StatusRunning || j.ClaimedBy != "w2" {
 		t.Errorf("job changed by a rejected batch: %+v", j)
 	}
 }
@@ -665,7 +667,7 @@ func TestJobsClaim_ShortClaimSkipsSamePluginSet(t *testing.T) {
 		qs = append(qs, enqueue(t, db, s.fv, "q", 0))
 	}
 	rid := enqueue(t, db, s.fv, "r", 0)
-	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{
+	claims, failures, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{
 		{Worker: "w1", Plugins: []string{"q", "p"}, Limit: 5},
 		{Worker: "w2", Plugins: []string{"p", "q", "p"}, Limit: 5},
 		{Worker: "w3", Plugins: []string{"p"}, Limit: 5},

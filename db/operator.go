@@ -10,51 +10,11 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
-// ErrInvalid marks a request whose input is wrong (the message says how); the
-// HTTP layer answers it with 400.
-var ErrInvalid = errors.New("invalid request")
-
-// ErrConflict marks an operation the row's current state does not allow, such
-// as cancelling a COMPLETED job; the HTTP layer answers it with 409.
-var ErrConflict = errors.New("conflict")
-
-// Bounds of one JobsList page.
-const (
-	// DefaultJobsLimit is the page size when the filter names none.
-	DefaultJobsLimit = 50
-	// MaxJobsLimit caps the page size, so one request cannot read the
-	// whole queue into memory.
-	MaxJobsLimit = 1000
-)
-
-// JobFilter selects the jobs JobsList returns, newest first.
-type JobFilter struct {
-	Status JobStatus // "" = any; QUEUED includes rows whose status is NULL
-	Plugin string    // "" = any
-	Limit  int       // 0 = DefaultJobsLimit; at most MaxJobsLimit
-	Offset int
-}
-
-// JobInfo is a queue row as the operator API shows it: the row, where its
-// file is, and whether an operator cancelled it while it ran.
-type JobInfo struct {
-	Job
-	// FilePath is the source root's path joined with the location's
-	// rel_path; "" when the chain from the version is broken.
-	FilePath        string
-	CancelRequested bool
-	UpdatedAt       time.Time
-}
-
-// JobsPage is one page of JobsList and how many jobs match in all.
-type JobsPage struct {
-	Jobs  []JobInfo
-	Total int64
-}
-
-// jobInfoSelect reads a JobInfo; scanJobInfo scans its columns in order.
+// jobInfoSelect reads a job.Info; scanJobInfo scans its columns in order.
 const jobInfoSelect = `SELECT
 	q.id, q.file_version_id, q.plugin_name, q.status, q.priority, q.retry_count, q.attempt,
 	q.claimed_by, q.worker_host, q.error_message, q.result_summary,
@@ -65,9 +25,9 @@ LEFT JOIN cf_file_version v ON v.id = q.file_version_id
 LEFT JOIN cf_file_location l ON l.id = v.location_id
 LEFT JOIN cf_source_root r ON r.id = l.source_root_id`
 
-func scanJobInfo(row interface{ Scan(...any) error }) (JobInfo, error) {
+func scanJobInfo(row interface{ Scan(...any) error }) (job.Info, error) {
 	var (
-		j                                         JobInfo
+		j                                         job.Info
 		fv, prio, retries, attempt                sql.NullInt64
 		plugin, status, by, host, errMsg, summary sql.NullString
 		metrics, artifacts, overrides, root, rel  sql.NullString
@@ -78,11 +38,11 @@ func scanJobInfo(row interface{ Scan(...any) error }) (JobInfo, error) {
 		&claimed, &ended, &metrics, &artifacts, &overrides,
 		&updated, &j.CancelRequested, &root, &rel)
 	if err != nil {
-		return JobInfo{}, err
+		return job.Info{}, err
 	}
 	j.FileVersionID = fv.Int64
 	j.PluginName = plugin.String
-	j.Status = JobStatus(orDefault(status.String, string(StatusQueued)))
+	j.Status = job.Status(orDefault(status.String, string(job.StatusQueued)))
 	j.Priority, j.RetryCount, j.Attempt = prio.Int64, retries.Int64, attempt.Int64
 	j.ClaimedBy, j.WorkerHost = by.String, host.String
 	j.ErrorMessage, j.ResultSummary = errMsg.String, summary.String
@@ -111,18 +71,18 @@ func decodeReceipt(metrics, artifacts sql.NullString) (map[string]int64, []map[s
 
 // JobsList returns one page of the jobs that match f, newest first, and the
 // number that match in all.
-func (db *DB) JobsList(ctx context.Context, f JobFilter) (JobsPage, error) {
+func (db *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	if f.Limit < 0 || f.Offset < 0 {
-		return JobsPage{}, fmt.Errorf("list jobs: limit and offset must not be negative: %w", ErrInvalid)
+		return job.Page{}, fmt.Errorf("list jobs: limit and offset must not be negative: %w", job.ErrInvalid)
 	}
 	if f.Limit == 0 {
-		f.Limit = DefaultJobsLimit
+		f.Limit = job.DefaultLimit
 	}
-	f.Limit = min(f.Limit, MaxJobsLimit)
+	f.Limit = min(f.Limit, job.MaxLimit)
 	var where []string
 	var args []any
 	if f.Status != "" {
-		if f.Status == StatusQueued {
+		if f.Status == job.StatusQueued {
 			where = append(where, `(q.status = 'QUEUED' OR q.status IS NULL)`)
 		} else {
 			where = append(where, `q.status = ?`)
@@ -137,73 +97,62 @@ func (db *DB) JobsList(ctx context.Context, f JobFilter) (JobsPage, error) {
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
-	var page JobsPage
+	var page job.Page
 	if err := db.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM cf_processing_queue q`+cond, args...).Scan(&page.Total); err != nil {
-		return JobsPage{}, fmt.Errorf("list jobs: %w", err)
+		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
 	rows, err := db.reader.QueryContext(ctx, jobInfoSelect+cond+` ORDER BY q.id DESC LIMIT ? OFFSET ?`,
 		append(args, f.Limit, f.Offset)...)
 	if err != nil {
-		return JobsPage{}, fmt.Errorf("list jobs: %w", err)
+		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		j, err := scanJobInfo(rows)
 		if err != nil {
-			return JobsPage{}, fmt.Errorf("list jobs: %w", err)
+			return job.Page{}, fmt.Errorf("list jobs: %w", err)
 		}
 		page.Jobs = append(page.Jobs, j)
 	}
 	if err := rows.Err(); err != nil {
-		return JobsPage{}, fmt.Errorf("list jobs: %w", err)
+		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
 	return page, nil
 }
 
-// JobShow returns one job with its file path, or ErrNotFound.
-func (db *DB) JobShow(ctx context.Context, id int64) (JobInfo, error) {
+// JobShow returns one job with its file path, or job.ErrNotFound.
+func (db *DB) JobShow(ctx context.Context, id int64) (job.Info, error) {
 	j, err := scanJobInfo(db.reader.QueryRowContext(ctx, jobInfoSelect+` WHERE q.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return JobInfo{}, fmt.Errorf("job %d: %w", id, ErrNotFound)
+		return job.Info{}, fmt.Errorf("job %d: %w", id, job.ErrNotFound)
 	}
 	if err != nil {
-		return JobInfo{}, fmt.Errorf("job %d: %w", id, err)
+		return job.Info{}, fmt.Errorf("job %d: %w", id, err)
 	}
 	return j, nil
 }
 
-// JobSubmission is a job an operator asks for. The file is named either by
-// its version id or by its path under an active source root (its current
-// version is used).
-type JobSubmission struct {
-	FileVersionID   int64
-	FilePath        string
-	Plugin          string
-	Priority        int64
-	ConfigOverrides string // JSON {topic: sink | [sinks]}; "" = none
-}
-
 // JobSubmit validates s and inserts a QUEUED job, returning its id. An
-// unknown file is ErrNotFound; bad input (no or both file references, no
-// plugin, config_overrides a dispatch could not use) is ErrInvalid, so the
+// unknown file is job.ErrNotFound; bad input (no or both file references, no
+// plugin, config_overrides a dispatch could not use) is job.ErrInvalid, so the
 // operator hears about it now rather than when the job fails at dispatch.
 // A plugin without an ACTIVE manifest is accepted: it may be deployed later.
-func (db *DB) JobSubmit(ctx context.Context, s JobSubmission) (int64, error) {
+func (db *DB) JobSubmit(ctx context.Context, s job.Submission) (int64, error) {
 	switch {
 	case strings.TrimSpace(s.Plugin) == "":
-		return 0, fmt.Errorf("submit job: plugin is required: %w", ErrInvalid)
+		return 0, fmt.Errorf("submit job: plugin is required: %w", job.ErrInvalid)
 	case s.FileVersionID == 0 && s.FilePath == "":
-		return 0, fmt.Errorf("submit job: give file_version_id or file_path: %w", ErrInvalid)
+		return 0, fmt.Errorf("submit job: give file_version_id or file_path: %w", job.ErrInvalid)
 	case s.FileVersionID != 0 && s.FilePath != "":
-		return 0, fmt.Errorf("submit job: give file_version_id or file_path, not both: %w", ErrInvalid)
+		return 0, fmt.Errorf("submit job: give file_version_id or file_path, not both: %w", job.ErrInvalid)
 	case s.FileVersionID < 0:
-		return 0, fmt.Errorf("submit job: file_version_id must be positive: %w", ErrInvalid)
+		return 0, fmt.Errorf("submit job: file_version_id must be positive: %w", job.ErrInvalid)
 	case s.FilePath != "" && !filepath.IsAbs(s.FilePath):
-		return 0, fmt.Errorf("submit job: file_path %q must be absolute: %w", s.FilePath, ErrInvalid)
+		return 0, fmt.Errorf("submit job: file_path %q must be absolute: %w", s.FilePath, job.ErrInvalid)
 	}
 	overridden, err := parseOverrides(s.ConfigOverrides)
 	if err != nil {
-		return 0, fmt.Errorf("submit job: %v: %w", err, ErrInvalid)
+		return 0, fmt.Errorf("submit job: %v: %w", err, job.ErrInvalid)
 	}
 	for _, sinks := range overridden {
 		if err := db.checkSinks(sinks); err != nil {
@@ -226,7 +175,7 @@ func (db *DB) JobSubmit(ctx context.Context, s JobSubmission) (int64, error) {
 			var one int
 			err := tx.QueryRowContext(ctx, `SELECT 1 FROM cf_file_version WHERE id = ?`, fv).Scan(&one)
 			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("file version %d: %w", fv, ErrNotFound)
+				return fmt.Errorf("file version %d: %w", fv, job.ErrNotFound)
 			}
 			if err != nil {
 				return err
@@ -279,13 +228,13 @@ func versionAtPath(ctx context.Context, tx *sql.Tx, abs string) (int64, error) {
 		return 0, err
 	}
 	if best < 0 {
-		return 0, fmt.Errorf("file %q is under no active source root: %w", abs, ErrNotFound)
+		return 0, fmt.Errorf("file %q is under no active source root: %w", abs, job.ErrNotFound)
 	}
 	var fv sql.NullInt64
 	err = tx.QueryRowContext(ctx, `SELECT current_version_id FROM cf_file_location
 		WHERE source_root_id = ? AND rel_path = ? ORDER BY id LIMIT 1`, rootID, rel).Scan(&fv)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !fv.Valid) {
-		return 0, fmt.Errorf("file %q has no recorded version (not scanned yet?): %w", abs, ErrNotFound)
+		return 0, fmt.Errorf("file %q has no recorded version (not scanned yet?): %w", abs, job.ErrNotFound)
 	}
 	if err != nil {
 		return 0, err
@@ -293,61 +242,49 @@ func versionAtPath(ctx context.Context, tx *sql.Tx, abs string) (int64, error) {
 	return fv.Int64, nil
 }
 
-// CancelResult is what JobCancel did.
-type CancelResult struct {
-	// Previous is the status the job had.
-	Previous JobStatus
-	// Status is the job's status now: SKIPPED, or RUNNING when its worker
-	// must be told to ABORT (the job becomes SKIPPED when it concludes
-	// ABORTED or would be requeued).
-	Status JobStatus
-	// Claim is the claim of a RUNNING job, naming the worker to abort.
-	Claim ClaimRef
-}
-
 // JobCancel cancels a job: QUEUED or PENDING becomes SKIPPED at once; RUNNING
 // is marked cancel-requested (so it can never be requeued) and reported with
 // its claim so the caller can send ABORT. Cancelling a SKIPPED job again is
-// a no-op; a COMPLETED or FAILED job is ErrConflict.
-func (db *DB) JobCancel(ctx context.Context, now time.Time, id int64) (CancelResult, error) {
-	var out CancelResult
+// a no-op; a COMPLETED or FAILED job is job.ErrConflict.
+func (db *DB) JobCancel(ctx context.Context, now time.Time, id int64) (job.CancelResult, error) {
+	var out job.CancelResult
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		var status, by sql.NullString
 		var attempt sql.NullInt64
 		err := tx.QueryRowContext(ctx, `SELECT status, claimed_by, attempt FROM cf_processing_queue WHERE id = ?`, id).
 			Scan(&status, &by, &attempt)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("job %d: %w", id, ErrNotFound)
+			return fmt.Errorf("job %d: %w", id, job.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
-		out.Previous = JobStatus(orDefault(status.String, string(StatusQueued)))
+		out.Previous = job.Status(orDefault(status.String, string(job.StatusQueued)))
 		ts := formatTime(now)
 		switch out.Previous {
-		case StatusQueued, StatusPending:
+		case job.StatusQueued, job.StatusPending:
 			_, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
 				status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL,
 				claimed_by = NULL, updated_at = ?
 			WHERE id = ? AND COALESCE(status, 'QUEUED') IN ('QUEUED', 'PENDING')`, cancelledMessage, ts, ts, id)
-			out.Status = StatusSkipped
+			out.Status = job.StatusSkipped
 			return err
-		case StatusRunning:
+		case job.StatusRunning:
 			_, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
 				cancel_requested_at = COALESCE(cancel_requested_at, ?), updated_at = ?
 			WHERE id = ? AND status = 'RUNNING'`, ts, ts, id)
-			out.Status = StatusRunning
-			out.Claim = ClaimRef{JobID: id, Worker: by.String, Attempt: attempt.Int64}
+			out.Status = job.StatusRunning
+			out.Claim = job.Ref{JobID: id, Worker: by.String, Attempt: attempt.Int64}
 			return err
-		case StatusSkipped:
-			out.Status = StatusSkipped
+		case job.StatusSkipped:
+			out.Status = job.StatusSkipped
 			return nil
 		}
 		return fmt.Errorf("job %d is %s; only QUEUED, PENDING or RUNNING jobs can be cancelled: %w",
-			id, out.Previous, ErrConflict)
+			id, out.Previous, job.ErrConflict)
 	})
 	if err != nil {
-		return CancelResult{}, fmt.Errorf("cancel job: %w", err)
+		return job.CancelResult{}, fmt.Errorf("cancel job: %w", err)
 	}
 	return out, nil
 }
@@ -357,7 +294,7 @@ func (db *DB) JobCancel(ctx context.Context, now time.Time, id int64) (CancelRes
 // (otherwise a job that failed for exhausting its retries would fail again at
 // the first fault) and the previous error, receipt and cancel mark are
 // cleared. attempt is kept: it is the fencing token, and a receipt of an
-// earlier attempt must stay stale. Any other status is ErrConflict.
+// earlier attempt must stay stale. Any other status is job.ErrConflict.
 func (db *DB) JobRetry(ctx context.Context, now time.Time, id int64) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		ts := formatTime(now)
@@ -376,13 +313,13 @@ func (db *DB) JobRetry(ctx context.Context, now time.Time, id int64) error {
 		var status sql.NullString
 		err = tx.QueryRowContext(ctx, `SELECT status FROM cf_processing_queue WHERE id = ?`, id).Scan(&status)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("job %d: %w", id, ErrNotFound)
+			return fmt.Errorf("job %d: %w", id, job.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
 		return fmt.Errorf("job %d is %s; only FAILED jobs can be retried: %w",
-			id, orDefault(status.String, string(StatusQueued)), ErrConflict)
+			id, orDefault(status.String, string(job.StatusQueued)), job.ErrConflict)
 	})
 	if err != nil {
 		return fmt.Errorf("retry job: %w", err)
@@ -390,30 +327,14 @@ func (db *DB) JobRetry(ctx context.Context, now time.Time, id int64) error {
 	return nil
 }
 
-// Manifest is one cf_plugin_manifest row, without its source.
-type Manifest struct {
-	ID                                     int64
-	Version, Status, EnvHash, ArtifactHash string
-	CreatedAt, DeployedAt                  time.Time
-}
-
-// Plugin is a plugin as operators see it: its subscriptions, the manifest a
-// dispatch would use (the newest ACTIVE one), and every stored version.
-type Plugin struct {
-	Name             string
-	SubscriptionTags []string
-	Active           *Manifest  // nil: no ACTIVE manifest, its jobs cannot be dispatched
-	Versions         []Manifest // newest first
-}
-
 // PluginsList returns every plugin that has a configuration or a manifest,
 // by name.
-func (db *DB) PluginsList(ctx context.Context) ([]Plugin, error) {
-	byName := map[string]*Plugin{}
-	get := func(name string) *Plugin {
+func (db *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
+	byName := map[string]*job.Plugin{}
+	get := func(name string) *job.Plugin {
 		p, ok := byName[name]
 		if !ok {
-			p = &Plugin{Name: name}
+			p = &job.Plugin{Name: name}
 			byName[name] = p
 		}
 		return p
@@ -443,7 +364,7 @@ func (db *DB) PluginsList(ctx context.Context) ([]Plugin, error) {
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var m Manifest
+		var m job.Manifest
 		var name, version, status, env, artifact sql.NullString
 		var created, deployed nullTime
 		if err := rows.Scan(&m.ID, &name, &version, &status, &env, &artifact, &created, &deployed); err != nil {
@@ -462,7 +383,7 @@ func (db *DB) PluginsList(ctx context.Context) ([]Plugin, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list plugins: %w", err)
 	}
-	out := make([]Plugin, 0, len(byName))
+	out := make([]job.Plugin, 0, len(byName))
 	for _, p := range byName {
 		out = append(out, *p)
 	}
@@ -479,7 +400,7 @@ func (db *DB) PluginsList(ctx context.Context) ([]Plugin, error) {
 func (db *DB) PluginSubscribe(ctx context.Context, plugin string, tags []string) ([]string, error) {
 	plugin = strings.TrimSpace(plugin)
 	if plugin == "" {
-		return nil, fmt.Errorf("subscribe: plugin name is required: %w", ErrInvalid)
+		return nil, fmt.Errorf("subscribe: plugin name is required: %w", job.ErrInvalid)
 	}
 	if err := validTags(tags); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", plugin, err)
@@ -510,11 +431,11 @@ func (db *DB) PluginSubscribe(ctx context.Context, plugin string, tags []string)
 // validTags reports the first tag that cannot be stored in a comma list.
 func validTags(tags []string) error {
 	if len(tags) == 0 {
-		return fmt.Errorf("at least one tag is required: %w", ErrInvalid)
+		return fmt.Errorf("at least one tag is required: %w", job.ErrInvalid)
 	}
 	for _, t := range tags {
 		if t = strings.TrimSpace(t); t == "" || strings.Contains(t, ",") {
-			return fmt.Errorf("tag %q must be non-empty and contain no comma: %w", t, ErrInvalid)
+			return fmt.Errorf("tag %q must be non-empty and contain no comma: %w", t, job.ErrInvalid)
 		}
 	}
 	return nil
@@ -531,21 +452,12 @@ func splitTags(list string) []string {
 	return out
 }
 
-// RoutingRule is one cf_routing_rule row: files whose path matches Pattern
-// (gitignore-style) get Tag.
-type RoutingRule struct {
-	ID       int64
-	Pattern  string
-	Tag      string
-	Priority int64
-}
-
 // RoutingRuleAdd adds a routing rule and returns its id; adding a rule that
 // exists (same pattern and tag) returns the existing id.
 func (db *DB) RoutingRuleAdd(ctx context.Context, pattern, tag string, priority int64) (int64, error) {
 	pattern, tag = strings.TrimSpace(pattern), strings.TrimSpace(tag)
 	if pattern == "" {
-		return 0, fmt.Errorf("add routing rule: pattern is required: %w", ErrInvalid)
+		return 0, fmt.Errorf("add routing rule: pattern is required: %w", job.ErrInvalid)
 	}
 	if err := validTags([]string{tag}); err != nil {
 		return 0, fmt.Errorf("add routing rule: %w", err)
@@ -567,16 +479,16 @@ func (db *DB) RoutingRuleAdd(ctx context.Context, pattern, tag string, priority 
 }
 
 // RoutingRules returns every routing rule, highest priority first.
-func (db *DB) RoutingRules(ctx context.Context) ([]RoutingRule, error) {
+func (db *DB) RoutingRules(ctx context.Context) ([]job.RoutingRule, error) {
 	rows, err := db.reader.QueryContext(ctx, `SELECT id, pattern, tag, priority FROM cf_routing_rule
 		ORDER BY COALESCE(priority, 0) DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("routing rules: %w", err)
 	}
 	defer rows.Close()
-	var out []RoutingRule
+	var out []job.RoutingRule
 	for rows.Next() {
-		var r RoutingRule
+		var r job.RoutingRule
 		var pattern, tag sql.NullString
 		var prio sql.NullInt64
 		if err := rows.Scan(&r.ID, &pattern, &tag, &prio); err != nil {
@@ -591,21 +503,13 @@ func (db *DB) RoutingRules(ctx context.Context) ([]RoutingRule, error) {
 	return out, nil
 }
 
-// SourceRoot is one cf_source_root row.
-type SourceRoot struct {
-	ID     int64
-	Path   string
-	Type   string
-	Active bool
-}
-
 // SourceRootActivate adds the folder at an absolute path as an active source
 // root, or reactivates it, and returns it.
-func (db *DB) SourceRootActivate(ctx context.Context, rootPath string) (SourceRoot, error) {
+func (db *DB) SourceRootActivate(ctx context.Context, rootPath string) (job.SourceRoot, error) {
 	if !filepath.IsAbs(rootPath) {
-		return SourceRoot{}, fmt.Errorf("add source root: path %q must be absolute: %w", rootPath, ErrInvalid)
+		return job.SourceRoot{}, fmt.Errorf("add source root: path %q must be absolute: %w", rootPath, job.ErrInvalid)
 	}
-	r := SourceRoot{Path: filepath.Clean(rootPath), Active: true}
+	r := job.SourceRoot{Path: filepath.Clean(rootPath), Active: true}
 	var typ sql.NullString
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		return tx.QueryRowContext(ctx, `INSERT INTO cf_source_root (path, type, active)
@@ -614,7 +518,7 @@ func (db *DB) SourceRootActivate(ctx context.Context, rootPath string) (SourceRo
 			RETURNING id, type`, r.Path).Scan(&r.ID, &typ)
 	})
 	if err != nil {
-		return SourceRoot{}, fmt.Errorf("add source root %q: %w", rootPath, err)
+		return job.SourceRoot{}, fmt.Errorf("add source root %q: %w", rootPath, err)
 	}
 	r.Type = orDefault(typ.String, "local")
 	return r, nil
@@ -622,7 +526,7 @@ func (db *DB) SourceRootActivate(ctx context.Context, rootPath string) (SourceRo
 
 // SourceRoots returns the source roots by id; activeOnly leaves out the
 // inactive ones (NULL active counts as active, the column's default).
-func (db *DB) SourceRoots(ctx context.Context, activeOnly bool) ([]SourceRoot, error) {
+func (db *DB) SourceRoots(ctx context.Context, activeOnly bool) ([]job.SourceRoot, error) {
 	q := `SELECT id, path, type, COALESCE(active, 1) FROM cf_source_root`
 	if activeOnly {
 		q += ` WHERE COALESCE(active, 1) = 1`
@@ -632,9 +536,9 @@ func (db *DB) SourceRoots(ctx context.Context, activeOnly bool) ([]SourceRoot, e
 		return nil, fmt.Errorf("source roots: %w", err)
 	}
 	defer rows.Close()
-	var out []SourceRoot
+	var out []job.SourceRoot
 	for rows.Next() {
-		var r SourceRoot
+		var r job.SourceRoot
 		var path, typ sql.NullString
 		var active int64
 		if err := rows.Scan(&r.ID, &path, &typ, &active); err != nil {
@@ -650,7 +554,7 @@ func (db *DB) SourceRoots(ctx context.Context, activeOnly bool) ([]SourceRoot, e
 }
 
 // SourceRootsActive returns the roots a scan walks.
-func (db *DB) SourceRootsActive(ctx context.Context) ([]SourceRoot, error) {
+func (db *DB) SourceRootsActive(ctx context.Context) ([]job.SourceRoot, error) {
 	return db.SourceRoots(ctx, true)
 }
 
@@ -665,7 +569,7 @@ type IgnoreRule struct {
 // every root) and returns its id.
 func (db *DB) IgnoreRuleAdd(ctx context.Context, rootID int64, pattern string) (int64, error) {
 	if strings.TrimSpace(pattern) == "" {
-		return 0, fmt.Errorf("add ignore rule: pattern is required: %w", ErrInvalid)
+		return 0, fmt.Errorf("add ignore rule: pattern is required: %w", job.ErrInvalid)
 	}
 	var root any
 	if rootID != 0 {

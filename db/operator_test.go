@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
@@ -19,7 +21,7 @@ func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
 	claim(t, db, "w1", 1, "b") // b's highest priority job (ids[5]) is RUNNING
 	ctx := context.Background()
 
-	page, err := db.JobsList(ctx, JobFilter{})
+	page, err := db.JobsList(ctx, job.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +32,7 @@ func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
 		t.Errorf("file path = %q, want /data/in/a.csv", got)
 	}
 
-	page, err = db.JobsList(ctx, JobFilter{Plugin: "a", Limit: 2, Offset: 1})
+	page, err = db.JobsList(ctx, job.Filter{Plugin: "a", Limit: 2, Offset: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
 		t.Errorf("plugin a, page 2 of size 2: total %d, jobs %+v", page.Total, jobIDs(page.Jobs))
 	}
 
-	page, err = db.JobsList(ctx, JobFilter{Status: StatusRunning})
+	page, err = db.JobsList(ctx, job.Filter{Status: job.StatusRunning})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,23 +51,23 @@ func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
 	// A row another tool wrote with NULL status counts as QUEUED.
 	raw := rawOpen(t, db.Path())
 	rawExec(t, raw, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status) VALUES (1, 'a', NULL)`)
-	page, err = db.JobsList(ctx, JobFilter{Status: StatusQueued, Plugin: "a"})
+	page, err = db.JobsList(ctx, job.Filter{Status: job.StatusQueued, Plugin: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if page.Total != 5 || page.Jobs[0].Status != StatusQueued {
+	if page.Total != 5 || page.Jobs[0].Status != job.StatusQueued {
 		t.Errorf("queued a incl. NULL status: total %d, first %+v", page.Total, page.Jobs[0].Job)
 	}
 
-	if _, err := db.JobsList(ctx, JobFilter{Limit: -1}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("negative limit: %v, want ErrInvalid", err)
+	if _, err := db.JobsList(ctx, job.Filter{Limit: -1}); !errors.Is(err, job.ErrInvalid) {
+		t.Errorf("negative limit: %v, want job.ErrInvalid", err)
 	}
-	if page, err := db.JobsList(ctx, JobFilter{Limit: MaxJobsLimit * 10}); err != nil || len(page.Jobs) != 8 {
+	if page, err := db.JobsList(ctx, job.Filter{Limit: job.MaxLimit * 10}); err != nil || len(page.Jobs) != 8 {
 		t.Errorf("huge limit: %d jobs, %v", len(page.Jobs), err)
 	}
 }
 
-func jobIDs(js []JobInfo) []int64 {
+func jobIDs(js []job.Info) []int64 {
 	out := make([]int64, len(js))
 	for i, j := range js {
 		out[i] = j.ID
@@ -78,17 +80,17 @@ func TestJobShow_ReceiptAndNotFound(t *testing.T) {
 	s := seedBasics(t, db, "p")
 	enqueue(t, db, s.fv, "p", 0)
 	cl := claim(t, db, "w1", 1, "p")
-	conclude(t, db, Conclusion{Ref: cl[0].Ref, Kind: ConcludeComplete, Metrics: map[string]int64{"rows": 3},
+	conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeComplete, Metrics: map[string]int64{"rows": 3},
 		Artifacts: []map[string]string{{"topic": "output", "uri": "x"}}})
 	j, err := db.JobShow(context.Background(), cl[0].Ref.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.Status != StatusCompleted || j.Metrics["rows"] != 3 || j.Artifacts[0]["uri"] != "x" || j.UpdatedAt.IsZero() {
+	if j.Status != job.StatusCompleted || j.Metrics["rows"] != 3 || j.Artifacts[0]["uri"] != "x" || j.UpdatedAt.IsZero() {
 		t.Errorf("job = %+v", j)
 	}
-	if _, err := db.JobShow(context.Background(), 999); !errors.Is(err, ErrNotFound) {
-		t.Errorf("unknown job: %v, want ErrNotFound", err)
+	if _, err := db.JobShow(context.Background(), 999); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("unknown job: %v, want job.ErrNotFound", err)
 	}
 }
 
@@ -96,15 +98,15 @@ func TestJobSubmit_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()
-	id, err := db.JobSubmit(ctx, JobSubmission{FileVersionID: s.fv, Plugin: "p", Priority: 7,
+	id, err := db.JobSubmit(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 7,
 		ConfigOverrides: `{"output": {"uri": "parquet://x.parquet"}}`})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := getJob(t, db, id); j.Status != StatusQueued || j.Priority != 7 || j.FileVersionID != s.fv {
+	if j := getJob(t, db, id); j.Status != job.StatusQueued || j.Priority != 7 || j.FileVersionID != s.fv {
 		t.Errorf("by version: %+v", j)
 	}
-	id, err = db.JobSubmit(ctx, JobSubmission{FilePath: "/data/in/a.csv", Plugin: "p"})
+	id, err = db.JobSubmit(ctx, job.Submission{FilePath: "/data/in/a.csv", Plugin: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,20 +116,20 @@ func TestJobSubmit_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
 
 	cases := []struct {
 		name string
-		sub  JobSubmission
+		sub  job.Submission
 		want error
 		msg  string
 	}{
-		{"no plugin", JobSubmission{FileVersionID: s.fv}, ErrInvalid, "plugin"},
-		{"no file", JobSubmission{Plugin: "p"}, ErrInvalid, "file_version_id or file_path"},
-		{"both files", JobSubmission{FileVersionID: s.fv, FilePath: "/data/in/a.csv", Plugin: "p"}, ErrInvalid, "not both"},
-		{"relative path", JobSubmission{FilePath: "in/a.csv", Plugin: "p"}, ErrInvalid, "absolute"},
-		{"bad overrides", JobSubmission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: `{"output": 3}`}, ErrInvalid, "config_overrides"},
-		{"overrides not json", JobSubmission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: `{`}, ErrInvalid, "config_overrides"},
-		{"unknown version", JobSubmission{FileVersionID: 999, Plugin: "p"}, ErrNotFound, "999"},
-		{"path outside roots", JobSubmission{FilePath: "/elsewhere/a.csv", Plugin: "p"}, ErrNotFound, "no active source root"},
-		{"unscanned path", JobSubmission{FilePath: "/data/in/b.csv", Plugin: "p"}, ErrNotFound, "no recorded version"},
-		{"climbing path", JobSubmission{FilePath: "/data/../etc/passwd", Plugin: "p"}, ErrNotFound, "no active source root"},
+		{"no plugin", job.Submission{FileVersionID: s.fv}, job.ErrInvalid, "plugin"},
+		{"no file", job.Submission{Plugin: "p"}, job.ErrInvalid, "file_version_id or file_path"},
+		{"both files", job.Submission{FileVersionID: s.fv, FilePath: "/data/in/a.csv", Plugin: "p"}, job.ErrInvalid, "not both"},
+		{"relative path", job.Submission{FilePath: "in/a.csv", Plugin: "p"}, job.ErrInvalid, "absolute"},
+		{"bad overrides", job.Submission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: `{"output": 3}`}, job.ErrInvalid, "config_overrides"},
+		{"overrides not json", job.Submission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: `{`}, job.ErrInvalid, "config_overrides"},
+		{"unknown version", job.Submission{FileVersionID: 999, Plugin: "p"}, job.ErrNotFound, "999"},
+		{"path outside roots", job.Submission{FilePath: "/elsewhere/a.csv", Plugin: "p"}, job.ErrNotFound, "no active source root"},
+		{"unscanned path", job.Submission{FilePath: "/data/in/b.csv", Plugin: "p"}, job.ErrNotFound, "no recorded version"},
+		{"climbing path", job.Submission{FilePath: "/data/../etc/passwd", Plugin: "p"}, job.ErrNotFound, "no active source root"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,40 +153,40 @@ func TestJobCancel_QueuedSkipsRunningIsMarkedOthersConflict(t *testing.T) {
 	}
 
 	res, err := db.JobCancel(ctx, testNow, queued)
-	if err != nil || res.Previous != StatusQueued || res.Status != StatusSkipped {
+	if err != nil || res.Previous != job.StatusQueued || res.Status != job.StatusSkipped {
 		t.Fatalf("cancel queued = %+v, %v", res, err)
 	}
-	if j := getJob(t, db, queued); j.Status != StatusSkipped || j.ErrorMessage != "cancelled by operator" {
+	if j := getJob(t, db, queued); j.Status != job.StatusSkipped || j.ErrorMessage != "cancelled by operator" {
 		t.Errorf("cancelled queued job: %+v", j)
 	}
-	if again, err := db.JobCancel(ctx, testNow, queued); err != nil || again.Status != StatusSkipped {
+	if again, err := db.JobCancel(ctx, testNow, queued); err != nil || again.Status != job.StatusSkipped {
 		t.Errorf("cancelling twice = %+v, %v; want a no-op", again, err)
 	}
 
 	res, err = db.JobCancel(ctx, testNow, running)
-	if err != nil || res.Previous != StatusRunning || res.Status != StatusRunning || res.Claim != cl[0].Ref {
+	if err != nil || res.Previous != job.StatusRunning || res.Status != job.StatusRunning || res.Claim != cl[0].Ref {
 		t.Fatalf("cancel running = %+v, %v", res, err)
 	}
-	if j, _ := db.JobShow(ctx, running); j.Status != StatusRunning || !j.CancelRequested {
+	if j, _ := db.JobShow(ctx, running); j.Status != job.StatusRunning || !j.CancelRequested {
 		t.Errorf("running job after cancel: %s, cancel requested %v", j.Status, j.CancelRequested)
 	}
 
 	// The cancelled job can no longer be requeued, whatever the reason.
-	if out := conclude(t, db, Conclusion{Ref: cl[0].Ref, Kind: ConcludeRequeue, Message: "worker lost", MaxRetries: 5}); out[0] != OutcomeSkipped {
+	if out := conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeRequeue, Message: "worker lost", MaxRetries: 5}); out[0] != job.OutcomeSkipped {
 		t.Fatalf("requeue of a cancelled job = %v, want skipped", out[0])
 	}
-	if j := getJob(t, db, running); j.Status != StatusSkipped || j.ErrorMessage != "cancelled by operator (worker lost)" {
+	if j := getJob(t, db, running); j.Status != job.StatusSkipped || j.ErrorMessage != "cancelled by operator (worker lost)" {
 		t.Errorf("job = %s %q", j.Status, j.ErrorMessage)
 	}
 
-	if _, err := db.JobCancel(ctx, testNow, 999); !errors.Is(err, ErrNotFound) {
+	if _, err := db.JobCancel(ctx, testNow, 999); !errors.Is(err, job.ErrNotFound) {
 		t.Errorf("unknown job: %v", err)
 	}
 	done := enqueue(t, db, s.fv, "p", 0)
 	c := claim(t, db, "w1", 1, "p")
-	conclude(t, db, Conclusion{Ref: c[0].Ref, Kind: ConcludeComplete})
-	if _, err := db.JobCancel(ctx, testNow, done); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "COMPLETED") {
-		t.Errorf("cancel completed: %v, want ErrConflict naming the status", err)
+	conclude(t, db, job.Conclusion{Ref: c[0].Ref, Kind: job.ConcludeComplete})
+	if _, err := db.JobCancel(ctx, testNow, done); !errors.Is(err, job.ErrConflict) || !strings.Contains(err.Error(), "COMPLETED") {
+		t.Errorf("cancel completed: %v, want job.ErrConflict naming the status", err)
 	}
 }
 
@@ -198,22 +200,22 @@ func TestJobsConclude_AbortSkipsOnlyCancelledJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := conclude(t, db,
-		Conclusion{Ref: cl[0].Ref, Kind: ConcludeAbort, Message: "aborted: by request"},
-		Conclusion{Ref: cl[1].Ref, Kind: ConcludeAbort, Message: "aborted: worker shutting down"})
-	if out[0] != OutcomeSkipped || out[1] != OutcomeFailed {
+		job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeAbort, Message: "aborted: by request"},
+		job.Conclusion{Ref: cl[1].Ref, Kind: job.ConcludeAbort, Message: "aborted: worker shutting down"})
+	if out[0] != job.OutcomeSkipped || out[1] != job.OutcomeFailed {
 		t.Fatalf("outcomes = %v, want skipped, failed", out)
 	}
-	if j := getJob(t, db, a); j.Status != StatusSkipped {
+	if j := getJob(t, db, a); j.Status != job.StatusSkipped {
 		t.Errorf("cancelled job = %s", j.Status)
 	}
-	if j := getJob(t, db, b); j.Status != StatusFailed || j.ErrorMessage != "aborted: worker shutting down" {
+	if j := getJob(t, db, b); j.Status != job.StatusFailed || j.ErrorMessage != "aborted: worker shutting down" {
 		t.Errorf("uncancelled aborted job = %s %q", j.Status, j.ErrorMessage)
 	}
 	// A late abort of a finished job is stale, like any other receipt.
-	if out := conclude(t, db, Conclusion{Ref: cl[0].Ref, Kind: ConcludeAbort}); out[0] != OutcomeStale {
+	if out := conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeAbort}); out[0] != job.OutcomeStale {
 		t.Errorf("late abort = %v", out[0])
 	}
-	if ConcludeAbort.String() != "abort" || OutcomeSkipped.String() != "skipped" {
+	if job.ConcludeAbort.String() != "abort" || job.OutcomeSkipped.String() != "skipped" {
 		t.Error("names of the new kind and outcome")
 	}
 }
@@ -224,28 +226,28 @@ func TestJobRetry_FailedOnlyResetsRetriesKeepsAttempt(t *testing.T) {
 	ctx := context.Background()
 	id := enqueue(t, db, s.fv, "p", 0)
 	cl := claim(t, db, "w1", 1, "p")
-	conclude(t, db, Conclusion{Ref: cl[0].Ref, Kind: ConcludeRequeue, Message: "lost", MaxRetries: 0}) // gives up at once
-	if j := getJob(t, db, id); j.Status != StatusFailed {
+	conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeRequeue, Message: "lost", MaxRetries: 0}) // gives up at once
+	if j := getJob(t, db, id); j.Status != job.StatusFailed {
 		t.Fatalf("job = %s, want FAILED", j.Status)
 	}
 	if err := db.JobRetry(ctx, testNow, id); err != nil {
 		t.Fatal(err)
 	}
 	j := getJob(t, db, id)
-	if j.Status != StatusQueued || j.RetryCount != 0 || j.Attempt != 1 || j.ErrorMessage != "" || j.ClaimedBy != "" {
+	if j.Status != job.StatusQueued || j.RetryCount != 0 || j.Attempt != 1 || j.ErrorMessage != "" || j.ClaimedBy != "" {
 		t.Errorf("retried job = %+v", j)
 	}
 	// The old claim's receipt stays stale; the new claim gets attempt 2.
-	if out := conclude(t, db, Conclusion{Ref: cl[0].Ref, Kind: ConcludeComplete}); out[0] != OutcomeStale {
+	if out := conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeComplete}); out[0] != job.OutcomeStale {
 		t.Errorf("old receipt after retry = %v", out[0])
 	}
 	if again := claim(t, db, "w2", 1, "p"); len(again) != 1 || again[0].Ref.Attempt != 2 {
 		t.Errorf("re-claim = %+v", again)
 	}
-	if err := db.JobRetry(ctx, testNow, id); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "RUNNING") {
+	if err := db.JobRetry(ctx, testNow, id); !errors.Is(err, job.ErrConflict) || !strings.Contains(err.Error(), "RUNNING") {
 		t.Errorf("retry running: %v", err)
 	}
-	if err := db.JobRetry(ctx, testNow, 999); !errors.Is(err, ErrNotFound) {
+	if err := db.JobRetry(ctx, testNow, 999); !errors.Is(err, job.ErrNotFound) {
 		t.Errorf("retry unknown: %v", err)
 	}
 }
@@ -282,8 +284,8 @@ func TestPluginsList_ActiveManifestVersionsAndSubscriptions(t *testing.T) {
 		t.Errorf("q = %+v", q)
 	}
 	for _, bad := range [][]string{nil, {""}, {"a,b"}} {
-		if _, err := db.PluginSubscribe(ctx, "q", bad); !errors.Is(err, ErrInvalid) {
-			t.Errorf("subscribe %q: %v, want ErrInvalid", bad, err)
+		if _, err := db.PluginSubscribe(ctx, "q", bad); !errors.Is(err, job.ErrInvalid) {
+			t.Errorf("subscribe %q: %v, want job.ErrInvalid", bad, err)
 		}
 	}
 }
@@ -305,7 +307,7 @@ func TestRoutingRulesSourcesAndIgnoreRules(t *testing.T) {
 	if err != nil || len(rules) != 2 || rules[0].Tag != "raw" {
 		t.Errorf("rules = %+v, %v", rules, err)
 	}
-	if _, err := db.RoutingRuleAdd(ctx, "", "x", 0); !errors.Is(err, ErrInvalid) {
+	if _, err := db.RoutingRuleAdd(ctx, "", "x", 0); !errors.Is(err, job.ErrInvalid) {
 		t.Errorf("empty pattern: %v", err)
 	}
 
@@ -324,7 +326,7 @@ func TestRoutingRulesSourcesAndIgnoreRules(t *testing.T) {
 	if active, _ := db.SourceRootsActive(ctx); len(active) != 1 {
 		t.Errorf("reactivated root not active: %+v", active)
 	}
-	if _, err := db.SourceRootActivate(ctx, "relative"); !errors.Is(err, ErrInvalid) {
+	if _, err := db.SourceRootActivate(ctx, "relative"); !errors.Is(err, job.ErrInvalid) {
 		t.Errorf("relative root: %v", err)
 	}
 

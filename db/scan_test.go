@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
@@ -38,7 +40,7 @@ func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.Priority != 100 || j.FilePath != "/data/in/a.csv" || j.Status != StatusQueued {
+		if j.Priority != 100 || j.FilePath != "/data/in/a.csv" || j.Status != job.StatusQueued {
 			t.Errorf("fresh file job = %+v", j)
 		}
 	}
@@ -80,8 +82,8 @@ func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 	if rec[0].VersionID == 0 || rec[0].VersionID == recs[0].VersionID || len(rec[0].Jobs) != 2 {
 		t.Errorf("edited file = %+v", rec[0])
 	}
-	if c, _ := db.JobsCountByStatus(ctx); c[StatusQueued] != 6 {
-		t.Errorf("queued jobs = %d, want 6", c[StatusQueued])
+	if c, _ := db.JobsCountByStatus(ctx); c[job.StatusQueued] != 6 {
+		t.Errorf("queued jobs = %d, want 6", c[job.StatusQueued])
 	}
 }
 

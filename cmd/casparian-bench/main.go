@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -207,7 +208,7 @@ func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *
 	if err := seedMore(ctx, args.dbPath, 100); err != nil {
 		return old, err
 	}
-	queued, err := countStatus(ctx, args.dbPath, db.StatusQueued)
+	queued, err := countStatus(ctx, args.dbPath, job.StatusQueued)
 	if err != nil {
 		return old, err
 	}
@@ -232,7 +233,7 @@ func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *
 }
 
 // countStatus counts the rows with one status.
-func countStatus(ctx context.Context, dbPath string, status db.JobStatus) (int64, error) {
+func countStatus(ctx context.Context, dbPath string, status job.Status) (int64, error) {
 	store, err := db.Open(ctx, dbPath)
 	if err != nil {
 		return 0, err
@@ -251,7 +252,7 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	defer store.Close()
 	// Counting one status reads only its rows: cheap even beside a million
 	// QUEUED ones.
-	completed, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
+	completed, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
 	if err != nil {
 		return 0, err
 	}
@@ -284,7 +285,7 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	// The clock stops when SQLite says every row is COMPLETED, not when the
 	// last receipt was sent.
 	for {
-		n, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
+		n, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
 		if err != nil {
 			return 0, err
 		}

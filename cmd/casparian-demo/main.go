@@ -34,6 +34,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -175,8 +176,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "%6.2fs  QUEUED %3d  RUNNING %3d  COMPLETED %3d  FAILED %3d\n", time.Since(start).Seconds(),
-			counts[db.StatusQueued], counts[db.StatusRunning], counts[db.StatusCompleted], counts[db.StatusFailed])
-		if counts[db.StatusQueued]+counts[db.StatusRunning] == 0 {
+			counts[job.StatusQueued], counts[job.StatusRunning], counts[job.StatusCompleted], counts[job.StatusFailed])
+		if counts[job.StatusQueued]+counts[job.StatusRunning] == 0 {
 			break
 		}
 		select {

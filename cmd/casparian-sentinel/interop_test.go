@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 )
 
 // systemPython is the interpreter python3-zmq installs into; the python3
@@ -263,13 +264,13 @@ func (fx *interopFixture) checkAllCompleted(t *testing.T, identity string, w wor
 		if err != nil {
 			return false, err.Error()
 		}
-		return counts[db.StatusCompleted] == want, fmt.Sprint(counts)
+		return counts[job.StatusCompleted] == want, fmt.Sprint(counts)
 	})
 	counts, err := fx.store.JobsCountByStatus(ctx)
 	if err != nil {
 		t.Fatalf("JobsCountByStatus: %v", err)
 	}
-	if len(counts) != 1 || counts[db.StatusCompleted] != want {
+	if len(counts) != 1 || counts[job.StatusCompleted] != want {
 		t.Errorf("job counts = %v, want exactly %d COMPLETED", counts, want)
 	}
 
@@ -282,7 +283,7 @@ func (fx *interopFixture) checkAllCompleted(t *testing.T, identity string, w wor
 		if err != nil {
 			t.Fatalf("JobGet %d: %v", j.id, err)
 		}
-		if got.Status != db.StatusCompleted || got.PluginName != j.plugin || got.FileVersionID != j.file.version {
+		if got.Status != job.StatusCompleted || got.PluginName != j.plugin || got.FileVersionID != j.file.version {
 			t.Errorf("job %d: status %s plugin %q version %d, want COMPLETED %q %d",
 				j.id, got.Status, got.PluginName, got.FileVersionID, j.plugin, j.file.version)
 		}

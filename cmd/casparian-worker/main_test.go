@@ -23,6 +23,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -200,7 +201,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	running := func() []int64 {
 		var ids []int64
 		for _, id := range jobs {
-			if h.job(id).Status == db.StatusRunning {
+			if h.job(id).Status == job.StatusRunning {
 				ids = append(ids, id)
 			}
 		}
@@ -239,14 +240,14 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	for _, id := range jobs {
 		j := h.job(id)
 		switch {
-		case j.Status == db.StatusCompleted:
+		case j.Status == job.StatusCompleted:
 			completed++
 			if j.Metrics["rows"] != rows {
 				t.Errorf("job %d: %d rows, want %d", id, j.Metrics["rows"], rows)
 			}
 			t.Logf("job %d: %d rows csv→sqlite in %d ms (%.0f rows/s)", id, j.Metrics["rows"], j.Metrics["duration_ms"],
 				float64(j.Metrics["rows"])/(float64(j.Metrics["duration_ms"])/1000))
-		case j.Status == db.StatusQueued && j.Attempt == 0:
+		case j.Status == job.StatusQueued && j.Attempt == 0:
 		default:
 			t.Errorf("job %d: %s attempt %d %q, want COMPLETED, or QUEUED and never claimed", id, j.Status, j.Attempt, j.ErrorMessage)
 		}
@@ -350,7 +351,7 @@ func startSentinel(t *testing.T) *testSentinel {
 	return h
 }
 
-func (h *testSentinel) job(id int64) db.Job {
+func (h *testSentinel) job(id int64) job.Job {
 	h.t.Helper()
 	j, err := h.store.JobGet(context.Background(), id)
 	if err != nil {

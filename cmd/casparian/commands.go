@@ -17,7 +17,7 @@ import (
 
 // The documents of the Sentinel's /api/v1, as far as the CLI reads them.
 
-type job struct {
+type jobDoc struct {
 	ID              int64               `json:"id"`
 	Status          string              `json:"status"`
 	Plugin          string              `json:"plugin"`
@@ -39,10 +39,10 @@ type job struct {
 }
 
 type jobList struct {
-	Jobs   []job `json:"jobs"`
-	Total  int64 `json:"total"`
-	Limit  int   `json:"limit"`
-	Offset int   `json:"offset"`
+	Jobs   []jobDoc `json:"jobs"`
+	Total  int64    `json:"total"`
+	Limit  int      `json:"limit"`
+	Offset int      `json:"offset"`
 }
 
 type worker struct {
@@ -150,7 +150,7 @@ func jobsShow(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var j job
+	var j jobDoc
 	raw, err := c.api.get(ctx, fmt.Sprintf("/api/v1/jobs/%d", id), &j)
 	if err != nil {
 		return err
@@ -161,7 +161,7 @@ func jobsShow(ctx context.Context, c *cli, args []string) error {
 	return c.printJob(j)
 }
 
-func (c *cli) printJob(j job) error {
+func (c *cli) printJob(j jobDoc) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	line := func(k, v string) {
 		if v != "" {
@@ -246,7 +246,7 @@ func jobsEnqueue(ctx context.Context, c *cli, _ []string) error {
 		}
 		req["config_overrides"] = json.RawMessage(o)
 	}
-	var j job
+	var j jobDoc
 	raw, err := c.api.call(ctx, "POST", "/api/v1/jobs", req, &j)
 	if err != nil {
 		return err
@@ -264,7 +264,7 @@ func jobsCancel(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	var res struct {
-		Job            job    `json:"job"`
+		Job            jobDoc `json:"job"`
 		PreviousStatus string `json:"previous_status"`
 		AbortSent      bool   `json:"abort_sent"`
 	}
@@ -291,7 +291,7 @@ func jobsRetry(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var j job
+	var j jobDoc
 	raw, err := c.api.call(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/retry", id), nil, &j)
 	if err != nil {
 		return err
@@ -468,7 +468,7 @@ func status(ctx context.Context, c *cli, _ []string) error {
 	return c.printWorkers(st.Workers)
 }
 
-func fileOf(j job) string {
+func fileOf(j jobDoc) string {
 	if j.FilePath != "" {
 		return j.FilePath
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/job"
 )
 
 // maxBody bounds a request body; every document of the API is small.
@@ -44,8 +45,8 @@ func (srv *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 
 // jobFilter reads the query of GET /api/v1/jobs. Unknown parameters are an
 // error, so a typo does not silently list everything.
-func jobFilter(r *http.Request) (actors.JobFilter, error) {
-	f := actors.JobFilter{Limit: 50}
+func jobFilter(r *http.Request) (job.Filter, error) {
+	f := job.Filter{Limit: 50}
 	q := r.URL.Query()
 	for key := range q {
 		switch key {
@@ -72,8 +73,8 @@ func jobFilter(r *http.Request) (actors.JobFilter, error) {
 	return f, nil
 }
 
-func parseStatus(s string) (actors.JobStatus, bool) {
-	for _, st := range actors.JobStatuses {
+func parseStatus(s string) (job.Status, bool) {
+	for _, st := range job.Statuses {
 		if strings.EqualFold(s, string(st)) {
 			return st, true
 		}
@@ -82,8 +83,8 @@ func parseStatus(s string) (actors.JobStatus, bool) {
 }
 
 func statusNames() string {
-	names := make([]string, len(actors.JobStatuses))
-	for i, st := range actors.JobStatuses {
+	names := make([]string, len(job.Statuses))
+	for i, st := range job.Statuses {
 		names[i] = string(st)
 	}
 	return strings.Join(names, ", ")
@@ -141,7 +142,7 @@ func (srv *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := srv.ctx(r)
 	defer cancel()
-	id, err := srv.s.Enqueue(ctx, actors.JobSubmission{FileVersionID: req.FileVersionID, FilePath: req.FilePath,
+	id, err := srv.s.Enqueue(ctx, job.Submission{FileVersionID: req.FileVersionID, FilePath: req.FilePath,
 		Plugin: req.Plugin, Priority: req.Priority, ConfigOverrides: overrides})
 	if err != nil {
 		srv.fail(w, r, err)
@@ -199,7 +200,7 @@ func (srv *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, CancelResponse{Job: jobJSON(j), PreviousStatus: string(res.Previous),
-		AbortSent: res.Status == actors.StatusRunning})
+		AbortSent: res.Status == job.StatusRunning})
 }
 
 // POST /api/v1/jobs/{id}/retry
@@ -258,7 +259,7 @@ func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	out := Status{Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint(), Counts: map[string]int64{},
 		Workers: make([]Worker, len(workers))}
-	for _, st := range actors.JobStatuses {
+	for _, st := range job.Statuses {
 		out.Counts[string(st)] = counts[st]
 	}
 	for i, wi := range workers {
@@ -433,12 +434,12 @@ func (srv *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &re):
 		code = http.StatusBadRequest
-	case errors.Is(err, actors.ErrInvalid):
-		code, msg = http.StatusBadRequest, trimSentinel(msg, actors.ErrInvalid)
-	case errors.Is(err, actors.ErrNotFound):
-		code, msg = http.StatusNotFound, trimSentinel(msg, actors.ErrNotFound)
-	case errors.Is(err, actors.ErrConflict):
-		code, msg = http.StatusConflict, trimSentinel(msg, actors.ErrConflict)
+	case errors.Is(err, job.ErrInvalid):
+		code, msg = http.StatusBadRequest, trimSentinel(msg, job.ErrInvalid)
+	case errors.Is(err, job.ErrNotFound):
+		code, msg = http.StatusNotFound, trimSentinel(msg, job.ErrNotFound)
+	case errors.Is(err, job.ErrConflict):
+		code, msg = http.StatusConflict, trimSentinel(msg, job.ErrConflict)
 	case errors.Is(err, actors.ErrStopped), errors.Is(err, actors.ErrUnavailable):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
@@ -454,7 +455,7 @@ func (srv *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // message: "job 7: not found" reads better as "job 7" under a 404, but the
 // rest of the message is what says what is wrong.
 func trimSentinel(msg string, sentinel error) string {
-	if s := strings.TrimSuffix(msg, ": "+sentinel.Error()); s != "" && sentinel == actors.ErrNotFound {
+	if s := strings.TrimSuffix(msg, ": "+sentinel.Error()); s != "" && sentinel == job.ErrNotFound {
 		return s + " not found"
 	} else if s != "" {
 		return s

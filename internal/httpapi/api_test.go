@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -93,7 +93,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 
 	w := e.Worker(testworker.Options{Identity: "tw-api"})
 	sentineltest.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool {
-		return e.Job(byVersion.ID).Status == db.StatusCompleted && e.Job(byPath.ID).Status == db.StatusCompleted
+		return e.Job(byVersion.ID).Status == job.StatusCompleted && e.Job(byPath.ID).Status == job.StatusCompleted
 	})
 
 	var shown httpapi.Job
@@ -154,7 +154,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	if res.PreviousStatus != "RUNNING" || !res.AbortSent || !res.Job.CancelRequested {
 		t.Errorf("cancel running = %+v", res)
 	}
-	sentineltest.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(running).Status == db.StatusSkipped })
+	sentineltest.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(running).Status == job.StatusSkipped })
 	if j := e.Job(running); j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("cancelled job: retries %d, dispatched %d times", j.RetryCount, len(w.Received()))
 	}
@@ -170,7 +170,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 
 	// A FAILED job is retried: QUEUED, retry_count 0, runs again (and fails again).
 	failed := e.Enqueue(fv, "broken", 0)
-	sentineltest.Eventually(t, 5*time.Second, "job FAILED", func() bool { return e.Job(failed).Status == db.StatusFailed })
+	sentineltest.Eventually(t, 5*time.Second, "job FAILED", func() bool { return e.Job(failed).Status == job.StatusFailed })
 	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, failed), "", nil)
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "FAILED") {
 		t.Errorf("cancel failed job: %d %s", code, body)
@@ -184,7 +184,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	}
 	sentineltest.Eventually(t, 5*time.Second, "retried job ran again", func() bool {
 		j := e.Job(failed)
-		return j.Status == db.StatusFailed && j.Attempt == 2
+		return j.Status == job.StatusFailed && j.Attempt == 2
 	})
 	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/retry", e.URL, queued), "", nil)
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "only FAILED jobs can be retried") {
@@ -251,10 +251,10 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	fv := e.File("a.txt", "a\n")
-	job := e.Enqueue(fv, "p", 0)
+	queued := e.Enqueue(fv, "p", 0)
 	e.Worker(testworker.Options{Identity: "tw-busy", Capabilities: []string{"p"}, Slots: 3, Run: blockUntilAborted})
 	e.Worker(testworker.Options{Identity: "tw-idle", Capabilities: []string{"other"}})
-	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(queued).Status == job.StatusRunning })
 
 	// RUNNING in the database comes a moment before the worker actor holds
 	// the claim; the list shows what the worker actors hold.
@@ -264,7 +264,7 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 		return len(workers.Workers) == 2 && workers.Workers[0].Busy == 1
 	})
 	busy, idle := workers.Workers[0], workers.Workers[1]
-	if busy.ID != "tw-busy" || busy.Slots != 3 || busy.Busy != 1 || len(busy.RunningJobs) != 1 || busy.RunningJobs[0] != job ||
+	if busy.ID != "tw-busy" || busy.Slots != 3 || busy.Busy != 1 || len(busy.RunningJobs) != 1 || busy.RunningJobs[0] != queued ||
 		busy.Capabilities[0] != "p" || busy.Version != "testworker" || !busy.Ready || time.Since(busy.LastSeen) > 5*time.Second {
 		t.Errorf("busy worker = %+v", busy)
 	}
@@ -314,7 +314,7 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	e := sentineltest.Start(t, func(c *config.Config) { c.DrainTimeout = 3 * time.Second })
 	e.Plugin("p")
-	job := e.Enqueue(e.File("a.txt", "a\n"), "p", 0)
+	queued := e.Enqueue(e.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	e.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		select {
@@ -326,7 +326,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	if code, body := call(t, "GET", e.URL+"/healthz", "", nil); code != 200 || !strings.Contains(body, `"ok"`) {
 		t.Fatalf("healthz while serving: %d %s", code, body)
 	}
-	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+	sentineltest.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(queued).Status == job.StatusRunning })
 
 	stopped := make(chan struct{})
 	go func() {
@@ -340,7 +340,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 		return code == http.StatusServiceUnavailable
 	})
 	var j httpapi.Job
-	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, job), "", &j); code != 200 || j.Status != "RUNNING" {
+	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, queued), "", &j); code != 200 || j.Status != "RUNNING" {
 		t.Errorf("job during the drain: %d %s", code, body)
 	}
 	close(release)
@@ -349,7 +349,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(errorOf(t, body), "shutting down") {
 		t.Errorf("API after stop: %d %s", code, body)
 	}
-	if j := e.Job(job); j.Status != db.StatusCompleted {
+	if j := e.Job(queued); j.Status != job.StatusCompleted {
 		t.Errorf("drained job = %s, want COMPLETED", j.Status)
 	}
 }

@@ -16,9 +16,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/job"
 )
 
 // Tokens of the test token files: 32 characters each.
@@ -286,7 +286,7 @@ func TestGuard_CrossSiteAndNonJSONPostsWriteNothing(t *testing.T) {
 			if n := jobCount(t, e); n != 1 {
 				t.Errorf("%d jobs after the refused POSTs, want 1", n)
 			}
-			if j := e.Job(queued); j.Status != db.StatusQueued {
+			if j := e.Job(queued); j.Status != job.StatusQueued {
 				t.Errorf("job %d is %s after a refused cancel, want QUEUED", queued, j.Status)
 			}
 			roots, _ := e.Sentinel.Sources(context.Background())
@@ -331,7 +331,7 @@ func TestAPI_PostsWithoutParametersTakeAnEmptyBodyOrAnEmptyObject(t *testing.T) 
 			t.Errorf("cancel with body %q: %d %s, want 400", body, a.code, a.body)
 		}
 	}
-	if j := e.Job(id); j.Status != db.StatusQueued {
+	if j := e.Job(id); j.Status != job.StatusQueued {
 		t.Errorf("job cancelled by a refused request: %s", j.Status)
 	}
 }

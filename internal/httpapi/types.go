@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/job"
 )
 
 // The JSON documents of /api/v1. Field names are snake_case like the wire
@@ -164,7 +165,7 @@ type Error struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-func jobJSON(j actors.JobInfo) Job {
+func jobJSON(j job.Info) Job {
 	out := Job{
 		ID: j.ID, Status: string(j.Status), Plugin: j.PluginName, FileVersionID: j.FileVersionID,
 		FilePath: j.FilePath, Priority: j.Priority, RetryCount: j.RetryCount, Attempt: j.Attempt,
@@ -192,12 +193,12 @@ func workerJSON(w actors.WorkerInfo) Worker {
 		KeyFingerprint: w.KeyFingerprint}
 }
 
-func manifestJSON(m actors.Manifest) Manifest {
+func manifestJSON(m job.Manifest) Manifest {
 	return Manifest{ID: m.ID, Version: m.Version, Status: m.Status, EnvHash: m.EnvHash,
 		ArtifactHash: m.ArtifactHash, DeployedAt: timePtr(m.DeployedAt)}
 }
 
-func pluginJSON(p actors.Plugin) Plugin {
+func pluginJSON(p job.Plugin) Plugin {
 	out := Plugin{Name: p.Name, SubscriptionTags: p.SubscriptionTags, Versions: make([]Manifest, len(p.Versions))}
 	if out.SubscriptionTags == nil {
 		out.SubscriptionTags = []string{}
@@ -212,7 +213,7 @@ func pluginJSON(p actors.Plugin) Plugin {
 	return out
 }
 
-func sourceJSON(r actors.SourceRoot) Source {
+func sourceJSON(r job.SourceRoot) Source {
 	return Source{ID: r.ID, Path: r.Path, Type: r.Type, Active: r.Active}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -193,7 +194,7 @@ func (e *Env) Enqueue(fileVersionID int64, plugin string, priority int64) int64 
 }
 
 // Job reads a job from the database.
-func (e *Env) Job(id int64) db.Job {
+func (e *Env) Job(id int64) job.Job {
 	e.T.Helper()
 	j, err := e.Store.JobGet(context.Background(), id)
 	if err != nil {

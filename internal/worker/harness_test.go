@@ -19,6 +19,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -189,7 +190,7 @@ func (h *sentinel) enqueue(fv int64, plugin, overrides string) int64 {
 	return id
 }
 
-func (h *sentinel) job(id int64) db.Job {
+func (h *sentinel) job(id int64) job.Job {
 	h.t.Helper()
 	j, err := h.store.JobGet(context.Background(), id)
 	if err != nil {
@@ -199,9 +200,9 @@ func (h *sentinel) job(id int64) db.Job {
 }
 
 // waitJob waits until job id has one of the statuses and returns it.
-func (h *sentinel) waitJob(id int64, statuses ...db.JobStatus) db.Job {
+func (h *sentinel) waitJob(id int64, statuses ...job.Status) job.Job {
 	h.t.Helper()
-	var j db.Job
+	var j job.Job
 	eventually(h.t, within, fmt.Sprintf("job %d reaches %v", id, statuses), func() bool {
 		j = h.job(id)
 		for _, s := range statuses {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/job"
 )
 
@@ -36,7 +37,7 @@ func (srv *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := JobList{Jobs: make([]Job, len(page.Jobs)), Total: page.Total, Limit: f.Limit, Offset: f.Offset}
+	out := api.JobList{Jobs: make([]api.Job, len(page.Jobs)), Total: page.Total, Limit: f.Limit, Offset: f.Offset}
 	for i, j := range page.Jobs {
 		out.Jobs[i] = jobJSON(j)
 	}
@@ -130,7 +131,7 @@ func jobID(r *http.Request) (int64, error) {
 // POST /api/v1/jobs {"file_version_id": 3, "plugin": "p", "priority": 10}
 // or {"file_path": "/data/in/a.csv", "plugin": "p", "config_overrides": {...}}
 func (srv *Server) enqueue(w http.ResponseWriter, r *http.Request) {
-	var req EnqueueRequest
+	var req api.EnqueueRequest
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -199,7 +200,7 @@ func (srv *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, CancelResponse{Job: jobJSON(j), PreviousStatus: string(res.Previous),
+	writeJSON(w, http.StatusOK, api.CancelResponse{Job: jobJSON(j), PreviousStatus: string(res.Previous),
 		AbortSent: res.Status == job.StatusRunning})
 }
 
@@ -236,7 +237,7 @@ func (srv *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := WorkerList{Workers: make([]Worker, len(workers))}
+	out := api.WorkerList{Workers: make([]api.Worker, len(workers))}
 	for i, wi := range workers {
 		out.Workers[i] = workerJSON(wi)
 	}
@@ -257,8 +258,8 @@ func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := Status{Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint(), Counts: map[string]int64{},
-		Workers: make([]Worker, len(workers))}
+	out := api.Status{Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint(), Counts: map[string]int64{},
+		Workers: make([]api.Worker, len(workers))}
 	for _, st := range job.Statuses {
 		out.Counts[string(st)] = counts[st]
 	}
@@ -277,7 +278,7 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := PluginList{Plugins: make([]Plugin, len(plugins))}
+	out := api.PluginList{Plugins: make([]api.Plugin, len(plugins))}
 	for i, p := range plugins {
 		out.Plugins[i] = pluginJSON(p)
 	}
@@ -286,7 +287,7 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 
 // POST /api/v1/plugins/{name}/subscriptions {"tags": ["csv"]}
 func (srv *Server) subscribe(w http.ResponseWriter, r *http.Request) {
-	var req SubscribeRequest
+	var req api.SubscribeRequest
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -299,7 +300,7 @@ func (srv *Server) subscribe(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Subscription{Plugin: name, SubscriptionTags: tags})
+	writeJSON(w, http.StatusOK, api.Subscription{Plugin: name, SubscriptionTags: tags})
 }
 
 // GET /api/v1/sources
@@ -311,7 +312,7 @@ func (srv *Server) listSources(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := SourceList{Sources: make([]Source, len(roots))}
+	out := api.SourceList{Sources: make([]api.Source, len(roots))}
 	for i, root := range roots {
 		out.Sources[i] = sourceJSON(root)
 	}
@@ -320,7 +321,7 @@ func (srv *Server) listSources(w http.ResponseWriter, r *http.Request) {
 
 // POST /api/v1/sources {"path": "/data/inbox"}
 func (srv *Server) addSource(w http.ResponseWriter, r *http.Request) {
-	var req SourceRequest
+	var req api.SourceRequest
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -348,16 +349,16 @@ func (srv *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := RouteList{Routes: make([]Route, len(rules))}
+	out := api.RouteList{Routes: make([]api.Route, len(rules))}
 	for i, rule := range rules {
-		out.Routes[i] = Route{ID: rule.ID, Pattern: rule.Pattern, Tag: rule.Tag, Priority: rule.Priority}
+		out.Routes[i] = api.Route{ID: rule.ID, Pattern: rule.Pattern, Tag: rule.Tag, Priority: rule.Priority}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // POST /api/v1/routes {"pattern": "*.csv", "tag": "csv", "priority": 0}
 func (srv *Server) addRoute(w http.ResponseWriter, r *http.Request) {
-	var req Route
+	var req api.Route
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -448,7 +449,7 @@ func (srv *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if code >= 500 {
 		srv.log.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Int("status", code).Msg("request failed")
 	}
-	writeJSON(w, code, Error{Error: msg})
+	writeJSON(w, code, api.Error{Error: msg})
 }
 
 // trimSentinel drops the sentinel error's own text from the end of a

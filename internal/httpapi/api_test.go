@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/job"
@@ -55,7 +55,7 @@ func call(t *testing.T, method, url, body string, out any) (int, string) {
 // errorOf decodes an error body.
 func errorOf(t *testing.T, body string) string {
 	t.Helper()
-	var e httpapi.Error
+	var e api.Error
 	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
 		t.Fatalf("error body %q is not {\"error\": ...}: %v", body, err)
 	}
@@ -78,7 +78,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 	fv := e.File("in/a.csv", "a,b\n1,2\n")
 
 	// Enqueue by version and by path, then watch them complete.
-	var byVersion, byPath httpapi.Job
+	var byVersion, byPath api.Job
 	code, body := call(t, "POST", e.URL+"/api/v1/jobs",
 		fmt.Sprintf(`{"file_version_id": %d, "plugin": "p", "priority": 7, "config_overrides": {"output": {"uri": "parquet://x.parquet"}}}`, fv), &byVersion)
 	if code != http.StatusCreated || byVersion.ID == 0 || byVersion.Status != "QUEUED" || byVersion.Priority != 7 ||
@@ -96,7 +96,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 		return e.Job(byVersion.ID).Status == job.StatusCompleted && e.Job(byPath.ID).Status == job.StatusCompleted
 	})
 
-	var shown httpapi.Job
+	var shown api.Job
 	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, byPath.ID), "", &shown); code != 200 {
 		t.Fatalf("show: %d %s", code, body)
 	}
@@ -106,7 +106,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 	}
 
 	// Lists: all, filtered, paginated.
-	var list httpapi.JobList
+	var list api.JobList
 	call(t, "GET", e.URL+"/api/v1/jobs", "", &list)
 	if list.Total != 2 || len(list.Jobs) != 2 || list.Jobs[0].ID != byPath.ID {
 		t.Errorf("list = %+v", list)
@@ -130,7 +130,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	// A QUEUED job nobody can run is cancelled at once.
 	e.Plugin("nobody")
 	queued := e.Enqueue(fv, "nobody", 0)
-	var res httpapi.CancelResponse
+	var res api.CancelResponse
 	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, queued), "", &res); code != 200 {
 		t.Fatalf("cancel queued: %d %s", code, body)
 	}
@@ -175,7 +175,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "FAILED") {
 		t.Errorf("cancel failed job: %d %s", code, body)
 	}
-	var retried httpapi.Job
+	var retried api.Job
 	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/retry", e.URL, failed), "", &retried); code != 200 {
 		t.Fatalf("retry: %d %s", code, body)
 	}
@@ -258,7 +258,7 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 
 	// RUNNING in the database comes a moment before the worker actor holds
 	// the claim; the list shows what the worker actors hold.
-	var workers httpapi.WorkerList
+	var workers api.WorkerList
 	sentineltest.Eventually(t, 5*time.Second, "two workers listed, one busy", func() bool {
 		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
 		return len(workers.Workers) == 2 && workers.Workers[0].Busy == 1
@@ -272,39 +272,39 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 		t.Errorf("idle worker = %+v", idle)
 	}
 
-	var sub httpapi.Subscription
+	var sub api.Subscription
 	if code, body := call(t, "POST", e.URL+"/api/v1/plugins/p/subscriptions", `{"tags": ["csv", "raw"]}`, &sub); code != 200 {
 		t.Fatalf("subscribe: %d %s", code, body)
 	}
-	var plugins httpapi.PluginList
+	var plugins api.PluginList
 	call(t, "GET", e.URL+"/api/v1/plugins", "", &plugins)
 	if len(plugins.Plugins) != 1 || plugins.Plugins[0].Active == nil || plugins.Plugins[0].Active.Version != "1.0.0" ||
 		strings.Join(plugins.Plugins[0].SubscriptionTags, ",") != "csv,raw" || len(plugins.Plugins[0].Versions) != 1 {
 		t.Errorf("plugins = %+v", plugins)
 	}
 
-	var src httpapi.Source
+	var src api.Source
 	other := filepath.Join(e.Dir, "other") // under the allowed root; need not exist yet
 	if code, body := call(t, "POST", e.URL+"/api/v1/sources", fmt.Sprintf(`{"path": %q}`, other), &src); code != 201 {
 		t.Fatalf("add source: %d %s", code, body)
 	}
-	var sources httpapi.SourceList
+	var sources api.SourceList
 	call(t, "GET", e.URL+"/api/v1/sources", "", &sources)
 	if len(sources.Sources) != 2 || sources.Sources[1].Path != other || !sources.Sources[1].Active {
 		t.Errorf("sources = %+v", sources)
 	}
 
-	var route httpapi.Route
+	var route api.Route
 	if code, body := call(t, "POST", e.URL+"/api/v1/routes", `{"pattern": "*.csv", "tag": "csv", "priority": 3}`, &route); code != 201 || route.ID == 0 {
 		t.Fatalf("add route: %d %s", code, body)
 	}
-	var routes httpapi.RouteList
+	var routes api.RouteList
 	call(t, "GET", e.URL+"/api/v1/routes", "", &routes)
 	if len(routes.Routes) != 1 || routes.Routes[0] != route {
 		t.Errorf("routes = %+v, want [%+v]", routes, route)
 	}
 
-	var status httpapi.Status
+	var status api.Status
 	call(t, "GET", e.URL+"/api/v1/status", "", &status)
 	if !status.Ready || status.Counts["RUNNING"] != 1 || len(status.Workers) != 2 || status.Endpoint != e.Endpoint {
 		t.Errorf("status = %+v", status)
@@ -339,7 +339,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 		code, _ := call(t, "GET", e.URL+"/healthz", "", nil)
 		return code == http.StatusServiceUnavailable
 	})
-	var j httpapi.Job
+	var j api.Job
 	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, queued), "", &j); code != 200 || j.Status != "RUNNING" {
 		t.Errorf("job during the drain: %d %s", code, body)
 	}
@@ -373,7 +373,7 @@ func TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted(t *testing.T) {
 		c.AuthorizedWorkers = filepath.Join(dir, "worker.pub")
 	})
 	e.Worker(testworker.Options{Identity: "tw-curve", Curve: transport.NewCurveClient(serverPub, workerSec)})
-	var workers httpapi.WorkerList
+	var workers api.WorkerList
 	sentineltest.Eventually(t, 5*time.Second, "the CURVE worker listed", func() bool {
 		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
 		return len(workers.Workers) == 1

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/job"
@@ -86,7 +87,7 @@ func bearerOf(token string) string { return "Authorization: Bearer " + token }
 // reasonOf decodes the reason of a refusal.
 func reasonOf(t *testing.T, a answer) string {
 	t.Helper()
-	var e httpapi.Error
+	var e api.Error
 	if err := json.Unmarshal([]byte(a.body), &e); err != nil || e.Error == "" {
 		t.Fatalf("refusal body %q is not {\"error\": ..., \"reason\": ...}: %v", a.body, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/job"
 )
 
@@ -103,7 +104,7 @@ func (srv *Server) tokenPage(w http.ResponseWriter, code int, why string) {
 	d := pageData{Refresh: int(pageRefresh / time.Second), Tokens: true, Refused: why}
 	if err := renderPage(w, code, "token", &d); err != nil {
 		srv.log.Error().Err(err).Msg("render token page")
-		writeJSON(w, code, Error{Error: why})
+		writeJSON(w, code, api.Error{Error: why})
 	}
 }
 

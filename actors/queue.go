@@ -427,10 +427,10 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 	case *JobsQuery:
 		v, err = a.deps.db.JobsList(dctx, m.Filter)
 	case *JobQuery:
-		v, err = a.deps.db.JobShow(dctx, m.ID)
+		v, err = a.deps.db.JobGet(dctx, m.ID)
 	case *EnqueueJob:
 		var id int64
-		if id, err = a.deps.db.JobSubmit(dctx, m.Submission); err == nil {
+		if id, err = a.deps.db.JobEnqueue(dctx, m.Submission); err == nil {
 			a.deps.stats.JobsEnqueued.Add(1)
 			a.log.Info().Int64("job_id", id).Str("plugin", m.Submission.Plugin).Msg("job enqueued by operator")
 			ctx.Send(a.peers.dispatcher, &QueueChanged{})
@@ -457,7 +457,7 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 	case *SourcesQuery:
 		v, err = a.deps.db.SourceRoots(dctx, false)
 	case *AddSource:
-		v, err = a.deps.db.SourceRootActivate(dctx, m.Path)
+		v, err = a.deps.db.SourceRootAdd(dctx, m.Path)
 	case *RoutesQuery:
 		v, err = a.deps.db.RoutingRules(dctx)
 	case *AddRoute:

@@ -164,7 +164,7 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testing.T) {
 	h := scanHarness(t)
 	ctx := context.Background()
-	gone, err := h.store.SourceRootActivate(ctx, filepath.Join(filepath.Dir(h.root), "not-there"))
+	gone, err := h.store.SourceRootAdd(ctx, filepath.Join(filepath.Dir(h.root), "not-there"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 	roots := map[string]int64{}
 	for _, p := range []string{outside, filepath.Join(allowed, "linked-out"), allowed + "2",
 		filepath.Join(allowed, "nested"), filepath.Join(allowed, "alias")} {
-		r, err := h.store.SourceRootActivate(ctx, p) // as another tool would, unchecked
+		r, err := h.store.SourceRootAdd(ctx, p) // as another tool would, unchecked
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -243,7 +243,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	}
 	defer other.Close()
 	start := time.Now()
-	id, err := other.JobEnqueue(context.Background(), fv, "p", 0, "")
+	id, err := other.JobEnqueue(context.Background(), job.Submission{FileVersionID: fv, Plugin: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}

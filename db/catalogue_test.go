@@ -17,8 +17,8 @@ func TestSourceRootAdd_Upserts(t *testing.T) {
 	}
 	b, _ := db.SourceRootAdd(ctx, "/b")
 	again, err := db.SourceRootAdd(ctx, "/a")
-	if err != nil || again != a || b == a {
-		t.Errorf("ids a=%d b=%d again=%d err=%v", a, b, again, err)
+	if err != nil || again.ID != a.ID || b.ID == a.ID {
+		t.Errorf("ids a=%d b=%d again=%d err=%v", a.ID, b.ID, again.ID, err)
 	}
 	if _, err := db.SourceRootAdd(ctx, ""); err == nil {
 		t.Error("empty path accepted")
@@ -28,7 +28,8 @@ func TestSourceRootAdd_Upserts(t *testing.T) {
 func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
-	root, _ := db.SourceRootAdd(ctx, "/r")
+	r, _ := db.SourceRootAdd(ctx, "/r")
+	root := r.ID
 	mod := time.Date(2024, 2, 3, 4, 5, 6, 0, time.UTC)
 	v1, err := db.FileVersionAdd(ctx, root, "dir/f.csv", "h1", 10, mod, []string{"b", "a", "b", " "})
 	if err != nil {

@@ -12,25 +12,6 @@ import (
 	"time"
 )
 
-// SourceRootAdd returns the id of the source root with path, inserting it
-// (type local, active) if it is new.
-func (db *DB) SourceRootAdd(ctx context.Context, rootPath string) (int64, error) {
-	if rootPath == "" {
-		return 0, errors.New("add source root: empty path")
-	}
-	var id int64
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, `INSERT INTO cf_source_root (path, type, active)
-			VALUES (?, 'local', 1)
-			ON CONFLICT (path) DO UPDATE SET path = excluded.path
-			RETURNING id`, rootPath).Scan(&id)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("add source root %q: %w", rootPath, err)
-	}
-	return id, nil
-}
-
 // FileVersionAdd records a new version of the file at relPath under a source
 // root and returns the version's id: the content hash is registered if new,
 // the location is found or created (filename = base name) and points at the

@@ -628,51 +628,6 @@ func (db *DB) JobsRunning(ctx context.Context, worker string) ([]job.Running, er
 	return out, nil
 }
 
-// JobGet returns one queue row, or job.ErrNotFound. Malformed metrics or
-// artifacts JSON written by another tool reads as none rather than an error.
-func (db *DB) JobGet(ctx context.Context, id int64) (job.Job, error) {
-	var (
-		j                                         = job.Job{ID: id}
-		fv, prio, retries, attempt                sql.NullInt64
-		plugin, status, by, host, errMsg, summary sql.NullString
-		metrics, artifacts, overrides             sql.NullString
-		claimed, ended                            nullTime
-	)
-	err := db.reader.QueryRowContext(ctx, `SELECT
-		file_version_id, plugin_name, status, priority, retry_count, attempt,
-		claimed_by, worker_host, error_message, result_summary,
-		claim_time, end_time, metrics_json, artifacts_json, config_overrides
-	FROM cf_processing_queue WHERE id = ?`, id).Scan(
-		&fv, &plugin, &status, &prio, &retries, &attempt,
-		&by, &host, &errMsg, &summary,
-		&claimed, &ended, &metrics, &artifacts, &overrides)
-	if errors.Is(err, sql.ErrNoRows) {
-		return job.Job{}, fmt.Errorf("get job %d: %w", id, job.ErrNotFound)
-	}
-	if err != nil {
-		return job.Job{}, fmt.Errorf("get job %d: %w", id, err)
-	}
-	j.FileVersionID = fv.Int64
-	j.PluginName = plugin.String
-	j.Status = job.Status(orDefault(status.String, string(job.StatusQueued)))
-	j.Priority, j.RetryCount, j.Attempt = prio.Int64, retries.Int64, attempt.Int64
-	j.ClaimedBy, j.WorkerHost = by.String, host.String
-	j.ErrorMessage, j.ResultSummary = errMsg.String, summary.String
-	j.ClaimTime, j.EndTime = claimed.Time, ended.Time
-	j.ConfigOverrides = overrides.String
-	if metrics.Valid {
-		if json.Unmarshal([]byte(metrics.String), &j.Metrics) != nil {
-			j.Metrics = nil
-		}
-	}
-	if artifacts.Valid {
-		if json.Unmarshal([]byte(artifacts.String), &j.Artifacts) != nil {
-			j.Artifacts = nil
-		}
-	}
-	return j, nil
-}
-
 // JobsCountByStatus counts queue rows per status; NULL status counts as
 // QUEUED.
 func (db *DB) JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error) {
@@ -707,42 +662,6 @@ func (db *DB) JobsCountWithStatus(ctx context.Context, status job.Status) (int64
 		return 0, fmt.Errorf("count %s jobs: %w", status, err)
 	}
 	return n, nil
-}
-
-// JobEnqueue inserts a QUEUED job and returns its id; configOverrides ""
-// means NULL, anything else must be valid JSON.
-func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string, priority int64, configOverrides string) (int64, error) {
-	if plugin == "" {
-		return 0, errors.New("enqueue job: empty plugin name")
-	}
-	var overrides any
-	if configOverrides != "" {
-		if !json.Valid([]byte(configOverrides)) {
-			return 0, errors.New("enqueue job: config overrides are not valid JSON")
-		}
-		overrides = configOverrides
-	}
-	var id int64
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		now := formatTime(time.Now())
-		// The queue's plugin_name is a foreign key of cf_plugin_config.
-		if err := pluginConfigEnsure(ctx, tx, plugin, now); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO cf_processing_queue
-			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
-			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?)`,
-			fileVersionID, plugin, overrides, priority, now)
-		if err != nil {
-			return err
-		}
-		id, err = res.LastInsertId()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("enqueue job: %w", err)
-	}
-	return id, nil
 }
 
 // nextRunSQL finds the earliest future next_run_at. INDEXED BY: left to

@@ -195,10 +195,7 @@ func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
 	ctx := context.Background()
 	s := seedBasics(t, db, "p")
 	noManifest := enqueue(t, db, s.fv, "ghost", 0)
-	badJSON, err := db.JobEnqueue(ctx, s.fv, "p", 0, `{"output": 42}`)
-	if err != nil {
-		t.Fatal(err)
-	}
+	badJSON := insertJob(t, db, s.fv, "p", `{"output": 42}`)
 	good := enqueue(t, db, s.fv, "p", 0)
 	// Broken chains, written by a tool that does not enforce foreign keys.
 	// (A NULL file_version_id can no longer be written: the original's
@@ -283,7 +280,7 @@ func TestJobsClaim_AtomicUnderConcurrentCallers(t *testing.T) {
 	s := seedBasics(t, main, "p", "q")
 	ctx := context.Background()
 	for i := range jobs {
-		if _, err := main.JobEnqueue(ctx, s.fv, []string{"p", "q"}[i%2], int64(i%7), ""); err != nil {
+		if _, err := main.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: []string{"p", "q"}[i%2], Priority: int64(i % 7)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -572,17 +569,17 @@ func TestJobEnqueue_ValidatesInput(t *testing.T) {
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()
-	if _, err := db.JobEnqueue(ctx, s.fv, "p", 0, "{not json"); err == nil {
+	if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: "{not json"}); err == nil {
 		t.Error("invalid overrides accepted")
 	}
-	if _, err := db.JobEnqueue(ctx, s.fv, "", 0, ""); err == nil {
+	if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: ""}); err == nil {
 		t.Error("empty plugin accepted")
 	}
 	// foreign_keys=ON: a job must name an existing file version.
-	if _, err := db.JobEnqueue(ctx, 12345, "p", 0, ""); err == nil {
+	if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: 12345, Plugin: "p"}); err == nil {
 		t.Error("job for a missing file version accepted")
 	}
-	id, err := db.JobEnqueue(ctx, s.fv, "p", 3, `{"output": {"uri": "x://y"}}`)
+	id, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 3, ConfigOverrides: `{"output": {"uri": "x://y"}}`})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,8 +120,10 @@ func (db *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	return page, nil
 }
 
-// JobShow returns one job with its file path, or job.ErrNotFound.
-func (db *DB) JobShow(ctx context.Context, id int64) (job.Info, error) {
+// JobGet returns one job with its file path, or job.ErrNotFound. Malformed
+// metrics or artifacts JSON written by another tool reads as none rather
+// than an error.
+func (db *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
 	j, err := scanJobInfo(db.reader.QueryRowContext(ctx, jobInfoSelect+` WHERE q.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return job.Info{}, fmt.Errorf("job %d: %w", id, job.ErrNotFound)
@@ -132,12 +134,13 @@ func (db *DB) JobShow(ctx context.Context, id int64) (job.Info, error) {
 	return j, nil
 }
 
-// JobSubmit validates s and inserts a QUEUED job, returning its id. An
+// JobEnqueue validates s and inserts a QUEUED job, returning its id. An
 // unknown file is job.ErrNotFound; bad input (no or both file references, no
-// plugin, config_overrides a dispatch could not use) is job.ErrInvalid, so the
-// operator hears about it now rather than when the job fails at dispatch.
-// A plugin without an ACTIVE manifest is accepted: it may be deployed later.
-func (db *DB) JobSubmit(ctx context.Context, s job.Submission) (int64, error) {
+// plugin, config_overrides a dispatch could not use or with a sink naming the
+// database) is job.ErrInvalid, so the operator hears about it now rather than
+// when the job fails at dispatch. A plugin without an ACTIVE manifest is
+// accepted: it may be deployed later.
+func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 	switch {
 	case strings.TrimSpace(s.Plugin) == "":
 		return 0, fmt.Errorf("submit job: plugin is required: %w", job.ErrInvalid)
@@ -503,9 +506,10 @@ func (db *DB) RoutingRules(ctx context.Context) ([]job.RoutingRule, error) {
 	return out, nil
 }
 
-// SourceRootActivate adds the folder at an absolute path as an active source
-// root, or reactivates it, and returns it.
-func (db *DB) SourceRootActivate(ctx context.Context, rootPath string) (job.SourceRoot, error) {
+// SourceRootAdd adds the folder at an absolute path as an active source
+// root, or reactivates it, and returns it. The path is cleaned first, so
+// "/data/in/" and "/data/in" name one root.
+func (db *DB) SourceRootAdd(ctx context.Context, rootPath string) (job.SourceRoot, error) {
 	if !filepath.IsAbs(rootPath) {
 		return job.SourceRoot{}, fmt.Errorf("add source root: path %q must be absolute: %w", rootPath, job.ErrInvalid)
 	}

@@ -75,30 +75,30 @@ func jobIDs(js []job.Info) []int64 {
 	return out
 }
 
-func TestJobShow_ReceiptAndNotFound(t *testing.T) {
+func TestJobGet_ReceiptAndNotFound(t *testing.T) {
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	enqueue(t, db, s.fv, "p", 0)
 	cl := claim(t, db, "w1", 1, "p")
 	conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeComplete, Metrics: map[string]int64{"rows": 3},
 		Artifacts: []map[string]string{{"topic": "output", "uri": "x"}}})
-	j, err := db.JobShow(context.Background(), cl[0].Ref.JobID)
+	j, err := db.JobGet(context.Background(), cl[0].Ref.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if j.Status != job.StatusCompleted || j.Metrics["rows"] != 3 || j.Artifacts[0]["uri"] != "x" || j.UpdatedAt.IsZero() {
 		t.Errorf("job = %+v", j)
 	}
-	if _, err := db.JobShow(context.Background(), 999); !errors.Is(err, job.ErrNotFound) {
+	if _, err := db.JobGet(context.Background(), 999); !errors.Is(err, job.ErrNotFound) {
 		t.Errorf("unknown job: %v, want job.ErrNotFound", err)
 	}
 }
 
-func TestJobSubmit_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
+func TestJobEnqueue_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()
-	id, err := db.JobSubmit(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 7,
+	id, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 7,
 		ConfigOverrides: `{"output": {"uri": "parquet://x.parquet"}}`})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestJobSubmit_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
 	if j := getJob(t, db, id); j.Status != job.StatusQueued || j.Priority != 7 || j.FileVersionID != s.fv {
 		t.Errorf("by version: %+v", j)
 	}
-	id, err = db.JobSubmit(ctx, job.Submission{FilePath: "/data/in/a.csv", Plugin: "p"})
+	id, err = db.JobEnqueue(ctx, job.Submission{FilePath: "/data/in/a.csv", Plugin: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestJobSubmit_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := db.JobSubmit(ctx, tc.sub)
+			_, err := db.JobEnqueue(ctx, tc.sub)
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("err = %v, want %v mentioning %q", err, tc.want, tc.msg)
 			}
@@ -167,7 +167,7 @@ func TestJobCancel_QueuedSkipsRunningIsMarkedOthersConflict(t *testing.T) {
 	if err != nil || res.Previous != job.StatusRunning || res.Status != job.StatusRunning || res.Claim != cl[0].Ref {
 		t.Fatalf("cancel running = %+v, %v", res, err)
 	}
-	if j, _ := db.JobShow(ctx, running); j.Status != job.StatusRunning || !j.CancelRequested {
+	if j, _ := db.JobGet(ctx, running); j.Status != job.StatusRunning || !j.CancelRequested {
 		t.Errorf("running job after cancel: %s, cancel requested %v", j.Status, j.CancelRequested)
 	}
 
@@ -311,7 +311,7 @@ func TestRoutingRulesSourcesAndIgnoreRules(t *testing.T) {
 		t.Errorf("empty pattern: %v", err)
 	}
 
-	root, err := db.SourceRootActivate(ctx, "/data/in/")
+	root, err := db.SourceRootAdd(ctx, "/data/in/")
 	if err != nil || root.Path != "/data/in" || !root.Active {
 		t.Fatalf("root = %+v, %v", root, err)
 	}
@@ -320,13 +320,13 @@ func TestRoutingRulesSourcesAndIgnoreRules(t *testing.T) {
 	if active, _ := db.SourceRootsActive(ctx); len(active) != 0 {
 		t.Errorf("inactive root listed as active: %+v", active)
 	}
-	if again, err := db.SourceRootActivate(ctx, "/data/in"); err != nil || again.ID != root.ID {
+	if again, err := db.SourceRootAdd(ctx, "/data/in"); err != nil || again.ID != root.ID {
 		t.Errorf("reactivate = %+v, %v", again, err)
 	}
 	if active, _ := db.SourceRootsActive(ctx); len(active) != 1 {
 		t.Errorf("reactivated root not active: %+v", active)
 	}
-	if _, err := db.SourceRootActivate(ctx, "relative"); !errors.Is(err, job.ErrInvalid) {
+	if _, err := db.SourceRootAdd(ctx, "relative"); !errors.Is(err, job.ErrInvalid) {
 		t.Errorf("relative root: %v", err)
 	}
 

@@ -11,7 +11,7 @@ import (
 func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
-	root, err := db.SourceRootActivate(ctx, "/data")
+	root, err := db.SourceRootAdd(ctx, "/data")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 		t.Fatalf("records = %+v", recs)
 	}
 	for _, id := range recs[0].Jobs {
-		j, err := db.JobShow(ctx, id)
+		j, err := db.JobGet(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 func TestScanFinish_MarksMissingAndSeen(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
-	root, err := db.SourceRootActivate(ctx, "/data")
+	root, err := db.SourceRootAdd(ctx, "/data")
 	if err != nil {
 		t.Fatal(err)
 	}

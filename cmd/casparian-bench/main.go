@@ -313,11 +313,15 @@ func seed(ctx context.Context, dbPath string, o options) error {
 		return err
 	}
 	defer store.Close()
-	root, err := store.SourceRootAdd(ctx, filepath.Dir(dbPath))
+	dir, err := filepath.Abs(filepath.Dir(dbPath)) // --dir may be relative; a source root is not
 	if err != nil {
 		return err
 	}
-	fv, err := store.FileVersionAdd(ctx, root, "bench.db", "bench", 1, time.Now(), nil)
+	root, err := store.SourceRootAdd(ctx, dir)
+	if err != nil {
+		return err
+	}
+	fv, err := store.FileVersionAdd(ctx, root.ID, "bench.db", "bench", 1, time.Now(), nil)
 	if err != nil {
 		return err
 	}

@@ -130,7 +130,7 @@ func newInteropFixture(t *testing.T, nJobs int) *interopFixture {
 		}
 	})
 
-	rootID, err := store.SourceRootAdd(ctx, root)
+	sr, err := store.SourceRootAdd(ctx, root)
 	if err != nil {
 		t.Fatalf("SourceRootAdd: %v", err)
 	}
@@ -140,7 +140,7 @@ func newInteropFixture(t *testing.T, nJobs int) *interopFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.version, err = store.FileVersionAdd(ctx, rootID, f.rel, hex.EncodeToString(sum[:]),
+		f.version, err = store.FileVersionAdd(ctx, sr.ID, f.rel, hex.EncodeToString(sum[:]),
 			int64(len(f.content)), st.ModTime(), []string{"interop"})
 		if err != nil {
 			t.Fatalf("FileVersionAdd %s: %v", f.rel, err)
@@ -157,7 +157,7 @@ func newInteropFixture(t *testing.T, nJobs int) *interopFixture {
 	}
 	for i := 0; i < nJobs; i++ {
 		j := interopJob{plugin: interopPlugins[i%len(interopPlugins)], file: fx.files[i%len(fx.files)]}
-		j.id, err = store.JobEnqueue(ctx, j.file.version, j.plugin, int64(i%3)*10, "")
+		j.id, err = store.JobEnqueue(ctx, job.Submission{FileVersionID: j.file.version, Plugin: j.plugin, Priority: int64(i%3) * 10})
 		if err != nil {
 			t.Fatalf("JobEnqueue: %v", err)
 		}

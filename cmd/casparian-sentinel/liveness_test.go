@@ -131,7 +131,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 	}
 
 	// A job longer than --worker-timeout, run in the worker's only thread.
-	id, err := fx.store.JobEnqueue(ctx, fx.files[0].version, "line_count", 0, "")
+	id, err := fx.store.JobEnqueue(ctx, job.Submission{FileVersionID: fx.files[0].version, Plugin: "line_count"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 	eventually(t, 10*time.Second, "the victim registered", func() (bool, string) {
 		return strings.Contains(s.logs.String(), `"name":"`+victim+`"`), "not yet"
 	})
-	id, err = fx.store.JobEnqueue(ctx, fx.files[1].version, "byte_count", 0, "")
+	id, err = fx.store.JobEnqueue(ctx, job.Submission{FileVersionID: fx.files[1].version, Plugin: "byte_count"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestInterop_EnvErrWithoutJobIDIsRetriedAtOnce(t *testing.T) {
 			return strings.Contains(s.logs.String(), `"name":"`+name+`"`), "not yet"
 		})
 	}
-	id, err := fx.store.JobEnqueue(ctx, fx.files[0].version, "line_count", 0, "")
+	id, err := fx.store.JobEnqueue(ctx, job.Submission{FileVersionID: fx.files[0].version, Plugin: "line_count"})
 	if err != nil {
 		t.Fatal(err)
 	}

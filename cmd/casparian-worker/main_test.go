@@ -173,7 +173,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, err := h.store.JobEnqueue(t.Context(), fv, "csv", 0, "")
+		id, err := h.store.JobEnqueue(t.Context(), job.Submission{FileVersionID: fv, Plugin: "csv"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,9 +328,11 @@ func startSentinel(t *testing.T) *testSentinel {
 	}
 	t.Cleanup(func() { store.Close() })
 	h.store = store
-	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
+	sr, err := store.SourceRootAdd(context.Background(), h.root)
+	if err != nil {
 		t.Fatal(err)
 	}
+	h.rootID = sr.ID
 	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -357,7 +359,7 @@ func (h *testSentinel) job(id int64) job.Job {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return j
+	return j.Job
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {

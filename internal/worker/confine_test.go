@@ -231,7 +231,7 @@ func TestWorker_SinkNamingTheSentinelDatabaseFailsTheJob(t *testing.T) {
 		"WAL":     "parquet://" + dbPath + "-wal",
 	} {
 		t.Run(name, func(t *testing.T) {
-			id := h.enqueue(fv, "csv", fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
+			id := h.enqueueUnchecked(fv, "csv", fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
 			j := h.waitJob(id, job.StatusFailed, job.StatusCompleted)
 			if j.Status != job.StatusFailed || j.RetryCount != 0 ||
 				!strings.Contains(j.ErrorMessage, "sink "+uri+" names the Sentinel's database") {

@@ -324,9 +324,11 @@ func newCluster(t *testing.T) *cluster {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if c.rootID, err = store.SourceRootAdd(ctx, root); err != nil {
+	sr, err := store.SourceRootAdd(ctx, root)
+	if err != nil {
 		t.Fatalf("add source root: %v", err)
 	}
+	c.rootID = sr.ID
 	t.Cleanup(func() {
 		c.mu.Lock()
 		procs := append([]*proc(nil), c.procs...)
@@ -491,7 +493,7 @@ func (c *cluster) enqueue(pluginName string, n int) []int64 {
 	defer cancel()
 	ids := make([]int64, 0, n)
 	for i := range n {
-		id, err := c.store.JobEnqueue(ctx, fvs[i%len(fvs)], pluginName, 0, "")
+		id, err := c.store.JobEnqueue(ctx, job.Submission{FileVersionID: fvs[i%len(fvs)], Plugin: pluginName})
 		if err != nil {
 			c.t.Fatalf("enqueue: %v", err)
 		}
@@ -508,7 +510,7 @@ func (c *cluster) job(id int64) job.Job {
 	if err != nil {
 		c.t.Fatalf("get job: %v", err)
 	}
-	return j
+	return j.Job
 }
 
 func (c *cluster) counts() map[job.Status]int64 {

@@ -127,3 +127,56 @@ func TestScanFinish_MarksMissingAndSeen(t *testing.T) {
 		t.Errorf("finish with %d ids: %v", len(many), err)
 	}
 }
+
+func TestScanPriority_ByAge(t *testing.T) {
+	for age, want := range map[time.Duration]int64{time.Minute: 100, 30 * time.Hour: 50, 8 * 24 * time.Hour: 10} {
+		if got := ScanPriority(age); got != want {
+			t.Errorf("ScanPriority(%s) = %d, want %d", age, got, want)
+		}
+	}
+}
+
+func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	r, _ := db.SourceRootAdd(ctx, "/r")
+	root := r.ID
+	mod := time.Date(2024, 2, 3, 4, 5, 6, 0, time.UTC)
+	v1, err := db.FileVersionAdd(ctx, root, "dir/f.csv", "h1", 10, mod, []string{"b", "a", "b", " "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := db.FileVersionAdd(ctx, root, "dir/f.csv", "h2", 20, mod.Add(time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3, err := db.FileVersionAdd(ctx, root, "other.csv", "h1", 10, mod, []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var locs, hashes int
+	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_location`).Scan(&locs)
+	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_hash_registry`).Scan(&hashes)
+	if locs != 2 || hashes != 2 {
+		t.Errorf("locations=%d hashes=%d, want 2 and 2", locs, hashes)
+	}
+	var filename string
+	var current, size int64
+	if err := db.writer.QueryRow(`SELECT l.filename, l.current_version_id, l.last_known_size FROM cf_file_location l
+		JOIN cf_file_version v ON v.location_id = l.id WHERE v.id = ?`, v1).Scan(&filename, &current, &size); err != nil {
+		t.Fatal(err)
+	}
+	if filename != "f.csv" || current != v2 || size != 20 {
+		t.Errorf("location: filename=%q current=%d size=%d; want f.csv, %d, 20", filename, current, size, v2)
+	}
+	tags := map[int64]string{}
+	for _, v := range []int64{v1, v2, v3} {
+		var s string
+		db.writer.QueryRow(`SELECT applied_tags FROM cf_file_version WHERE id = ?`, v).Scan(&s)
+		tags[v] = s
+	}
+	if tags[v1] != "a,b" || tags[v2] != "" || tags[v3] != "x" {
+		t.Errorf("applied_tags = %v", tags)
+	}
+}

@@ -503,7 +503,7 @@ func (a *queueActor) scanState(m *ScanStateQuery) *ScanState {
 		a.log.Error().Err(err).Msg("reading scan state failed")
 		return &ScanState{Pass: m.Pass, Err: err}
 	}
-	roots, err := a.deps.db.SourceRootsActive(dctx)
+	roots, err := a.deps.db.SourceRoots(dctx, true)
 	if err != nil {
 		return fail(err)
 	}

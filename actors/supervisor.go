@@ -33,7 +33,7 @@ type supervisorActor struct {
 // deps are what the tree needs from outside; they outlive every restart.
 type deps struct {
 	cfg    config.Config
-	db     *db.DB
+	db     db.Store // only the queue actor calls it
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger

@@ -96,7 +96,7 @@ func TestBootstrapApply_SecondApplyChangesNothing(t *testing.T) {
 	if want := map[string]string{"csv": "[csv] builtin", "checksum": "[any] builtin"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("plugins %v, want %v", got, want)
 	}
-	roots, err := db.SourceRootsActive(ctx)
+	roots, err := db.SourceRoots(ctx, true)
 	if err != nil || len(roots) != 1 || roots[0].Path != "/data/inbox" {
 		t.Fatalf("active roots %+v, %v", roots, err)
 	}

@@ -114,11 +114,6 @@ func (db *DB) SourceRoots(ctx context.Context, activeOnly bool) ([]job.SourceRoo
 	return out, nil
 }
 
-// SourceRootsActive returns the roots a scan walks.
-func (db *DB) SourceRootsActive(ctx context.Context) ([]job.SourceRoot, error) {
-	return db.SourceRoots(ctx, true)
-}
-
 // IgnoreRule is one active cf_ignore_rule row; RootID 0 is a global rule.
 type IgnoreRule struct {
 	ID      int64

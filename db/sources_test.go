@@ -35,13 +35,13 @@ func TestRoutingRulesSourcesAndIgnoreRules(t *testing.T) {
 	}
 	raw := rawOpen(t, db.Path())
 	rawExec(t, raw, `UPDATE cf_source_root SET active = 0`)
-	if active, _ := db.SourceRootsActive(ctx); len(active) != 0 {
+	if active, _ := db.SourceRoots(ctx, true); len(active) != 0 {
 		t.Errorf("inactive root listed as active: %+v", active)
 	}
 	if again, err := db.SourceRootAdd(ctx, "/data/in"); err != nil || again.ID != root.ID {
 		t.Errorf("reactivate = %+v, %v", again, err)
 	}
-	if active, _ := db.SourceRootsActive(ctx); len(active) != 1 {
+	if active, _ := db.SourceRoots(ctx, true); len(active) != 1 {
 		t.Errorf("reactivated root not active: %+v", active)
 	}
 	if _, err := db.SourceRootAdd(ctx, "relative"); !errors.Is(err, job.ErrInvalid) {

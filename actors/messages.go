@@ -279,7 +279,8 @@ type WorkerInfo struct {
 // the type named in the request's comment.
 
 // OperatorReply answers every operator request. Err wraps job.ErrNotFound,
-// job.ErrInvalid or job.ErrConflict when the request, not the database, is at fault.
+// job.ErrInvalid or job.ErrConflict when the request, not the database, is
+// at fault.
 type OperatorReply struct {
 	Value any
 	Err   error
@@ -304,7 +305,7 @@ type RetryJob struct{ ID int64 }
 // CountsQuery counts jobs by status. Value: map[job.Status]int64.
 type CountsQuery struct{}
 
-// PluginsQuery lists the plugins. Value: []Plugin.
+// PluginsQuery lists the plugins. Value: []job.Plugin.
 type PluginsQuery struct{}
 
 // SubscribePlugin adds file tags to a plugin's subscriptions. Value:
@@ -314,13 +315,13 @@ type SubscribePlugin struct {
 	Tags   []string
 }
 
-// SourcesQuery lists the source roots. Value: []SourceRoot.
+// SourcesQuery lists the source roots. Value: []job.SourceRoot.
 type SourcesQuery struct{}
 
-// AddSource adds (or reactivates) a source root. Value: SourceRoot.
+// AddSource adds (or reactivates) a source root. Value: job.SourceRoot.
 type AddSource struct{ Path string }
 
-// RoutesQuery lists the routing rules. Value: []RoutingRule.
+// RoutesQuery lists the routing rules. Value: []job.RoutingRule.
 type RoutesQuery struct{}
 
 // AddRoute adds a routing rule. Value: int64, its id.

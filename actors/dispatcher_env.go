@@ -3,6 +3,8 @@ package actors
 import (
 	"sort"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // Environments, the dispatcher's side (SPEC C.7). The claim matches jobs by
@@ -48,8 +50,8 @@ func (a *dispatcherActor) learnEnv(plugin, env string) {
 }
 
 // request builds a worker's claim request for this round.
-func (a *dispatcherActor) request(key string, w *slotView, now time.Time) ClaimRequest {
-	req := ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free}
+func (a *dispatcherActor) request(key string, w *slotView, now time.Time) job.ClaimRequest {
+	req := job.ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free}
 	if len(a.envOf) == 0 || (len(w.env.ready) == 0 && len(w.env.avoid) == 0) {
 		return req
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -100,9 +101,11 @@ func newHarness(t testing.TB, tweak func(*config.Config)) *harness {
 	}
 	h.store = store
 	t.Cleanup(func() { store.Close() })
-	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
+	sr, err := store.SourceRootAdd(context.Background(), h.root)
+	if err != nil {
 		t.Fatal(err)
 	}
+	h.rootID = sr.ID
 	h.start()
 	return h
 }
@@ -167,23 +170,23 @@ func (h *harness) plugin(name string) {
 
 func (h *harness) enqueue(fileVersionID int64, plugin string, priority int64) int64 {
 	h.t.Helper()
-	id, err := h.store.JobEnqueue(context.Background(), fileVersionID, plugin, priority, "")
+	id, err := h.store.JobEnqueue(context.Background(), job.Submission{FileVersionID: fileVersionID, Plugin: plugin, Priority: priority})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	return id
 }
 
-func (h *harness) job(id int64) db.Job {
+func (h *harness) job(id int64) job.Job {
 	h.t.Helper()
 	j, err := h.store.JobGet(context.Background(), id)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return j
+	return j.Job
 }
 
-func (h *harness) counts() map[db.JobStatus]int64 {
+func (h *harness) counts() map[job.Status]int64 {
 	h.t.Helper()
 	c, err := h.store.JobsCountByStatus(context.Background())
 	if err != nil {

@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // TestHeartbeat_WorkersShareOneBeat: worker actors heartbeat on a common
@@ -71,5 +71,5 @@ func TestHeartbeat_PingsOnlyWorkersThatDoNotAnswer(t *testing.T) {
 	}
 	h.plugin("wc")
 	id := h.enqueue(h.file("a.txt", "x\n"), "wc", 0)
-	eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 5*time.Second, "job completed", func() bool { return h.job(id).Status == job.StatusCompleted })
 }

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -80,7 +80,7 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 		}
 	}
 
-	eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.counts()[db.StatusCompleted] == n })
+	eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.counts()[job.StatusCompleted] == n })
 	if len(good.Received()) != n {
 		t.Errorf("good worker got %d jobs, want %d", len(good.Received()), n)
 	}
@@ -94,7 +94,7 @@ func TestHostile_BinaryIdentityWorks(t *testing.T) {
 	h.plugin("p")
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	w := h.worker(testworker.Options{Identity: string([]byte{0xff, 0xfe, 0x00, 0x01, 'x'})})
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.ClaimedBy != "0xfffe000178" || len(w.Received()) != 1 {
 		t.Errorf("claimed_by %q, dispatches %d", j.ClaimedBy, len(w.Received()))
 	}
@@ -171,7 +171,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	})
 
 	good := h.worker(testworker.Options{Capabilities: []string{"small"}, Slots: 2, Run: testworker.Succeed})
-	eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == smallJobs })
+	eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.counts()[job.StatusCompleted] == smallJobs })
 	if h.s.Stats().ProtocolErrors.Load() == 0 {
 		t.Error("the 1 TiB frame was not counted as a protocol error")
 	}
@@ -181,7 +181,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	// The stuck worker's jobs go back to the queue once it times out.
 	eventually(t, 30*time.Second, "big jobs requeued", func() bool {
 		for _, id := range big {
-			if h.job(id).Status != db.StatusQueued {
+			if h.job(id).Status != job.StatusQueued {
 				return false
 			}
 		}

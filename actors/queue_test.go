@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // TestQueue_ReceiptsShareTheRefillingClaimsCommit: under load, a burst of
@@ -26,7 +26,7 @@ func TestQueue_ReceiptsShareTheRefillingClaimsCommit(t *testing.T) {
 		h.worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
 	}
 	eventually(t, 60*time.Second, "every job COMPLETED", func() bool {
-		return h.counts()[db.StatusCompleted] == jobs
+		return h.counts()[job.StatusCompleted] == jobs
 	})
 	claims := h.s.Stats().ClaimTime.Snapshot().Count
 	alone := h.s.Stats().ConcludeTime.Snapshot().Count

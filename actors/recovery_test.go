@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -38,12 +38,12 @@ func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	w := h.worker(testworker.Options{Run: blockingRun(release), HeartbeatInterval: 50 * time.Millisecond})
-	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == job.StatusRunning })
 
 	h.restart()
 	eventually(t, 5*time.Second, "worker re-identified", func() bool { return w.Identifies() >= 2 })
 	close(release)
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.Attempt != 1 || j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("job was not kept by its worker: attempt %d retries %d dispatches %d", j.Attempt, j.RetryCount, len(w.Received()))
 	}
@@ -54,12 +54,12 @@ func TestRecovery_JobsOfWorkersThatNeverComeBackAreRequeued(t *testing.T) {
 	h.plugin("p")
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	gone := h.worker(testworker.Options{Run: blockingRun(make(chan struct{}))})
-	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == job.StatusRunning })
 	gone.Close()
 
 	h.restart()
 	rescuer := h.worker(testworker.Options{Run: testworker.Succeed})
-	eventually(t, 10*time.Second, "job COMPLETED after the recovery grace", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED after the recovery grace", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 {
 		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
 	}
@@ -70,7 +70,7 @@ func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 	h.plugin("p")
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	first := h.worker(testworker.Options{Identity: "early", Run: blockingRun(make(chan struct{}))})
-	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == job.StatusRunning })
 	first.Close()
 	h.restart()
 
@@ -89,7 +89,7 @@ func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 	if err != nil || msg.Opcode != transport.OpErr {
 		t.Fatalf("want ERR unknown worker, got %s %v", msg.Opcode, err)
 	}
-	eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.Attempt != 1 || j.ClaimedBy != "early" {
 		t.Errorf("attempt %d claimed_by %q", j.Attempt, j.ClaimedBy)
 	}
@@ -107,7 +107,7 @@ func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d", j.RetryCount, j.Attempt, len(w.Received()))
 	}
@@ -131,13 +131,13 @@ func TestRecovery_AbortTheSentinelDidNotAskForIsRetried(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(retried).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.job(retried).Status == job.StatusCompleted })
 	if j := h.job(retried); j.RetryCount != 1 || j.Attempt != 2 {
 		t.Errorf("retry_count %d attempt %d, want 1 and 2", j.RetryCount, j.Attempt)
 	}
 
 	hopeless := h.enqueue(h.file("b.txt", "b\n"), "p", 0)
-	eventually(t, 20*time.Second, "always-aborted job FAILED", func() bool { return h.job(hopeless).Status == db.StatusFailed })
+	eventually(t, 20*time.Second, "always-aborted job FAILED", func() bool { return h.job(hopeless).Status == job.StatusFailed })
 	if j := h.job(hopeless); j.RetryCount != 2 || !strings.Contains(j.ErrorMessage, "aborted by the worker: always aborts (gave up after 2 retries)") {
 		t.Errorf("retry_count %d, message %q", j.RetryCount, j.ErrorMessage)
 	}
@@ -156,7 +156,7 @@ func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
 		time.Sleep(5 * time.Second) // the job's work; it never looks at ctx
 		return testworker.Succeed(ctx, j)
 	}, Slots: 4})
-	eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.job(id).Status == db.StatusFailed })
+	eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.job(id).Status == job.StatusFailed })
 	if j := h.job(id); j.RetryCount != 1 || j.ErrorMessage == "" {
 		t.Errorf("retry_count %d message %q", j.RetryCount, j.ErrorMessage)
 	}
@@ -193,7 +193,7 @@ func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
 	})
 	// More free slots than the forgetful peer, so the retry goes to it.
 	h.worker(testworker.Options{Capabilities: []string{"p"}, Run: testworker.Succeed, Slots: 4})
-	eventually(t, 10*time.Second, "job COMPLETED elsewhere", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED elsewhere", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.ClaimedBy == "forgetful" || j.RetryCount != 1 {
 		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/confine"
+	"github.com/casparian/sentinel/job"
 )
 
 // scannerActor is the scout: every --scan-interval it walks the active source
@@ -81,7 +82,7 @@ type scanPass struct {
 
 // rootScan is one root within a pass.
 type rootScan struct {
-	root    SourceRoot
+	root    job.SourceRoot
 	known   map[string]db.ScanLocation
 	ignore  []globPattern
 	listed  bool // listed without a root-level error: missing files can be marked

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // scanHarness is a harness whose scanner runs every 30 ms over h.root, with
@@ -61,7 +61,7 @@ func (h *harness) put(rel, content string, age time.Duration) {
 // jobsByFile lists the jobs as "plugin rel_path" strings, sorted.
 func (h *harness) jobsByFile() []string {
 	h.t.Helper()
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{Limit: db.MaxJobsLimit})
+	page, err := h.store.JobsList(context.Background(), job.Filter{Limit: job.MaxLimit})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 			st.FileVersions.Load(), st.FilesHashed.Load())
 	}
 	// Priority by age: 100 within a day, 50 within a week, else 10.
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{Plugin: "csv_reader"})
+	page, err := h.store.JobsList(context.Background(), job.Filter{Plugin: "csv_reader"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testing.T) {
 	h := scanHarness(t)
 	ctx := context.Background()
-	gone, err := h.store.SourceRootActivate(ctx, filepath.Join(filepath.Dir(h.root), "not-there"))
+	gone, err := h.store.SourceRootAdd(ctx, filepath.Join(filepath.Dir(h.root), "not-there"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,8 +232,8 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 	h.plugin("everything")
 	h.worker(testworker.Options{})
 	h.put("in/data.csv", "a\nb\nc\n", time.Hour)
-	eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 2 })
-	page, err := h.store.JobsList(context.Background(), db.JobFilter{})
+	eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.counts()[job.StatusCompleted] == 2 })
+	page, err := h.store.JobsList(context.Background(), job.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 	roots := map[string]int64{}
 	for _, p := range []string{outside, filepath.Join(allowed, "linked-out"), allowed + "2",
 		filepath.Join(allowed, "nested"), filepath.Join(allowed, "alias")} {
-		r, err := h.store.SourceRootActivate(ctx, p) // as another tool would, unchecked
+		r, err := h.store.SourceRootAdd(ctx, p) // as another tool would, unchecked
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -289,7 +289,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 
 	eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
 	h.passesAfter(3)
-	page, err := h.store.JobsList(ctx, db.JobFilter{Plugin: "csv_reader", Limit: db.MaxJobsLimit})
+	page, err := h.store.JobsList(ctx, job.Filter{Plugin: "csv_reader", Limit: job.MaxLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

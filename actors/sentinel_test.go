@@ -13,6 +13,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -40,7 +41,7 @@ func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 		workers[name] = h.worker(testworker.Options{Capabilities: c, Slots: len(name) + len(c)})
 	}
 
-	eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == 200 })
+	eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.counts()[job.StatusCompleted] == 200 })
 
 	seen := map[int64]int{}
 	for name, w := range workers {
@@ -56,16 +57,16 @@ func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 			t.Errorf("job %d (%s) dispatched %d times, want 1", id, plugin, seen[id])
 		}
 		j := h.job(id)
-		if j.Status != db.StatusCompleted || j.ResultSummary != "Success" || j.Metrics["rows"] < 1 {
+		if j.Status != job.StatusCompleted || j.ResultSummary != "Success" || j.Metrics["rows"] < 1 {
 			t.Errorf("job %d: status %s summary %q metrics %v", id, j.Status, j.ResultSummary, j.Metrics)
 		}
 	}
 	for id := range stuck {
-		if j := h.job(id); j.Status != db.StatusQueued || seen[id] != 0 {
+		if j := h.job(id); j.Status != job.StatusQueued || seen[id] != 0 {
 			t.Errorf("job %d for a plugin nobody runs: status %s, dispatched %d times", id, j.Status, seen[id])
 		}
 	}
-	if c := h.counts(); c[db.StatusRunning] != 0 || c[db.StatusFailed] != 0 {
+	if c := h.counts(); c[job.StatusRunning] != 0 || c[job.StatusFailed] != 0 {
 		t.Errorf("counts %v: want none RUNNING or FAILED", c)
 	}
 }
@@ -80,7 +81,7 @@ func TestSentinel_DispatchesInPriorityOrder(t *testing.T) {
 		ids[i] = h.enqueue(fv, "p", p)
 	}
 	w := h.worker(testworker.Options{Slots: 1, Run: testworker.Succeed})
-	eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == int64(len(ids)) })
+	eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.counts()[job.StatusCompleted] == int64(len(ids)) })
 
 	// Expected: priority descending, then id ascending.
 	order := slices.Clone(ids)
@@ -109,7 +110,7 @@ func TestSentinel_DispatchCarriesFileSinksAndArtifact(t *testing.T) {
 	fv := h.file("data.csv", "a\n1\n")
 	id := h.enqueue(fv, "csv", 0)
 	w := h.worker(testworker.Options{Capabilities: []string{"csv"}})
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 
 	d := w.Received()[0].Dispatch
 	if d.FilePath != filepath.Join(h.root, "data.csv") {
@@ -138,7 +139,7 @@ func TestSentinel_JobWithoutManifestFailsWithReason(t *testing.T) {
 	fv := h.file("a.txt", "a\n")
 	id := h.enqueue(fv, "undeployed", 0)
 	h.worker(testworker.Options{})
-	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
+	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == job.StatusFailed })
 	if msg := h.job(id).ErrorMessage; !strings.Contains(msg, "undeployed") {
 		t.Errorf("error_message %q does not name the plugin", msg)
 	}
@@ -151,7 +152,7 @@ func TestSentinel_FailedReceiptIsTerminal(t *testing.T) {
 	h.worker(testworker.Options{Run: func(context.Context, testworker.Job) transport.Conclude {
 		return transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "bad header on line 3"}
 	}})
-	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
+	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == job.StatusFailed })
 	j := h.job(id)
 	if j.ErrorMessage != "bad header on line 3" || j.RetryCount != 0 {
 		t.Errorf("failed job: message %q retries %d", j.ErrorMessage, j.RetryCount)
@@ -166,7 +167,7 @@ func TestSentinel_RejectedJobIsRequeuedThenFailsOverLimit(t *testing.T) {
 		return transport.Conclude{Status: transport.StatusRejected}
 	}
 	w := h.worker(testworker.Options{Run: reject})
-	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == db.StatusFailed })
+	eventually(t, 10*time.Second, "job FAILED", func() bool { return h.job(id).Status == job.StatusFailed })
 	j := h.job(id)
 	if len(w.Received()) != 4 || j.RetryCount != 3 || !strings.Contains(j.ErrorMessage, "gave up after 3 retries") {
 		t.Errorf("dispatched %d times, retry_count %d, message %q", len(w.Received()), j.RetryCount, j.ErrorMessage)
@@ -184,7 +185,7 @@ func TestSentinel_RejectedJobIsRetried(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d, want 1, 2, 2", j.RetryCount, j.Attempt, len(w.Received()))
 	}
@@ -207,19 +208,19 @@ func TestSentinel_ConcludeFromNonOwnerChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "spoofed receipt counted", func() bool { return h.s.Stats().StaleMessages.Load() > before })
-	if j := h.job(id); j.Status != db.StatusRunning || j.ClaimedBy != owner.Identity() {
+	if j := h.job(id); j.Status != job.StatusRunning || j.ClaimedBy != owner.Identity() {
 		t.Fatalf("after a spoofed CONCLUDE: status %s claimed_by %q", j.Status, j.ClaimedBy)
 	}
 
 	close(release)
-	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 	// A late duplicate from the owner cannot turn COMPLETED into FAILED.
 	stale := h.s.Stats().StaleMessages.Load()
 	if err := owner.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusFailed}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "duplicate counted", func() bool { return h.s.Stats().StaleMessages.Load() > stale })
-	if j := h.job(id); j.Status != db.StatusCompleted {
+	if j := h.job(id); j.Status != job.StatusCompleted {
 		t.Fatalf("duplicate receipt changed the job to %s", j.Status)
 	}
 }
@@ -242,7 +243,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	}
 	defer other.Close()
 	start := time.Now()
-	id, err := other.JobEnqueue(context.Background(), fv, "p", 0, "")
+	id, err := other.JobEnqueue(context.Background(), job.Submission{FileVersionID: fv, Plugin: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("external job took %s to dispatch, want < 1s", took)
 	}
-	eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 }
 
 func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
@@ -290,7 +291,7 @@ func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
 	doomed.Close() // vanishes without a receipt, like kill -9
 
 	rescuer := h.worker(testworker.Options{Run: testworker.Succeed})
-	eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.job(id).Status == job.StatusCompleted })
 	j := h.job(id)
 	if j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 || j.Attempt != 2 {
 		t.Errorf("claimed_by %q retry_count %d attempt %d", j.ClaimedBy, j.RetryCount, j.Attempt)
@@ -316,10 +317,10 @@ func TestSentinel_EmptyPluginSetsWakeUpWhenJobsArrive(t *testing.T) {
 		busy = append(busy, h.enqueue(fv, "busy", 0))
 	}
 	eventually(t, 10*time.Second, "busy jobs COMPLETED", func() bool {
-		return h.counts()[db.StatusCompleted] == int64(len(busy))
+		return h.counts()[job.StatusCompleted] == int64(len(busy))
 	})
 	rare := h.enqueue(fv, "rare", 0)
-	eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.job(rare).Status == db.StatusCompleted })
+	eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.job(rare).Status == job.StatusCompleted })
 	got := 0
 	for _, w := range idle {
 		got += len(w.Received())

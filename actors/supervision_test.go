@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -33,7 +33,7 @@ func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				workers = append(workers, h.worker(testworker.Options{Slots: 2, Run: slowSucceed, HeartbeatInterval: 50 * time.Millisecond}))
 			}
-			eventually(t, 10*time.Second, "a quarter done", func() bool { return h.counts()[db.StatusCompleted] >= n/4 })
+			eventually(t, 10*time.Second, "a quarter done", func() bool { return h.counts()[job.StatusCompleted] >= n/4 })
 
 			victim := target
 			if target == "worker" {
@@ -42,8 +42,8 @@ func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
 			h.s.InjectPanic(victim)
 			eventually(t, 5*time.Second, "a restart happened", func() bool { return h.s.Stats().ActorRestarts.Load() > 0 })
 
-			eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.counts()[db.StatusCompleted] == n })
-			if c := h.counts(); c[db.StatusRunning]+c[db.StatusQueued]+c[db.StatusFailed] != 0 {
+			eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.counts()[job.StatusCompleted] == n })
+			if c := h.counts(); c[job.StatusRunning]+c[job.StatusQueued]+c[job.StatusFailed] != 0 {
 				t.Fatalf("counts after the run: %v", c)
 			}
 		})
@@ -73,12 +73,12 @@ func TestSupervision_RestartedWorkerActorKeepsItsJobs(t *testing.T) {
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	w := h.worker(testworker.Options{Run: blockingRun(release)})
-	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == db.StatusRunning })
+	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == job.StatusRunning })
 
 	h.s.InjectPanic(w.Identity())
 	eventually(t, 5*time.Second, "worker actor restarted", func() bool { return h.s.Stats().ActorRestarts.Load() == 1 })
 	close(release)
-	eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == db.StatusCompleted })
+	eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.Attempt != 1 || h.s.Stats().StaleMessages.Load() != 0 {
 		t.Errorf("attempt %d stale %d: the restart was visible", j.Attempt, h.s.Stats().StaleMessages.Load())
 	}

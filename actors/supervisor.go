@@ -10,6 +10,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/deploy"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -33,7 +34,7 @@ type supervisorActor struct {
 // deps are what the tree needs from outside; they outlive every restart.
 type deps struct {
 	cfg    config.Config
-	db     *db.DB
+	db     db.Store // only the queue actor calls it
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger
@@ -209,10 +210,10 @@ func (a *supervisorActor) route(ctx actor.Context, from Peer, m any) {
 	var c *ConcludeJob
 	switch m := m.(type) {
 	case *ConcludeReceived:
-		c = receiptConclusion(JobRef{JobID: m.JobID, Worker: from.Key}, m.Receipt, 0, a.deps)
+		c = receiptConclusion(job.Ref{JobID: m.JobID, Worker: from.Key}, m.Receipt, 0, a.deps)
 	case *ErrReceived:
 		if m.JobID != 0 {
-			c = errConclusion(JobRef{JobID: m.JobID, Worker: from.Key}, m.Err)
+			c = errConclusion(job.Ref{JobID: m.JobID, Worker: from.Key}, m.Err)
 		}
 	}
 	if c != nil {

@@ -7,6 +7,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -49,7 +50,7 @@ type pendingCancel struct {
 
 // heldJob is a job this worker holds.
 type heldJob struct {
-	ref     JobRef
+	ref     job.Ref
 	retries int64     // retry_count at claim time, for backoff
 	since   time.Time // claimed (or dispatched) at
 	abortBy time.Time // set once ABORT was sent: requeue anyway after this
@@ -364,8 +365,8 @@ func (a *workerActor) release(ctx actor.Context, jobID int64) {
 }
 
 func (a *workerActor) requeue(ctx actor.Context, j *heldJob, reason string) {
-	ctx.Send(a.peers.queue, &ConcludeJob{Ref: j.ref, Kind: ConcludeRequeue, Message: reason,
-		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))})
+	ctx.Send(a.peers.queue, &ConcludeJob{Conclusion: job.Conclusion{Ref: j.ref, Kind: job.ConcludeRequeue, Message: reason,
+		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))}})
 }
 
 func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
@@ -468,26 +469,26 @@ func (a *workerActor) send(ctx actor.Context, op transport.Opcode, jobID int64, 
 // SKIPPED when an operator cancelled the job (conclude requeues the other
 // aborts first), REJECTED → requeued with backoff (FAILED over the retry
 // limit).
-func receiptConclusion(ref JobRef, r *transport.Conclude, retries int64, d deps) *ConcludeJob {
-	c := &ConcludeJob{Ref: ref}
+func receiptConclusion(ref job.Ref, r *transport.Conclude, retries int64, d deps) *ConcludeJob {
+	c := &ConcludeJob{Conclusion: job.Conclusion{Ref: ref}}
 	switch r.Status {
 	case transport.StatusSuccess:
-		c.Kind, c.Message, c.Metrics, c.Artifacts = ConcludeComplete, "Success", r.Metrics, r.Artifacts
+		c.Kind, c.Message, c.Metrics, c.Artifacts = job.ConcludeComplete, "Success", r.Metrics, r.Artifacts
 	case transport.StatusFailed:
-		c.Kind, c.Message = ConcludeFail, orDefault(r.ErrorMessage, "plugin failed (no message)")
+		c.Kind, c.Message = job.ConcludeFail, orDefault(r.ErrorMessage, "plugin failed (no message)")
 	case transport.StatusAborted:
 		// FAILED, or SKIPPED when an operator cancelled the job.
-		c.Kind, c.Message = ConcludeAbort, "aborted: "+orDefault(r.ErrorMessage, "no message")
+		c.Kind, c.Message = job.ConcludeAbort, "aborted: "+orDefault(r.ErrorMessage, "no message")
 	default: // transport.StatusRejected; the codec admits no other status
-		c.Kind, c.Message = ConcludeRequeue, "rejected by worker "+ref.Worker
+		c.Kind, c.Message = job.ConcludeRequeue, "rejected by worker "+ref.Worker
 		c.NextRunAt = time.Now().Add(Backoff(d.cfg.RetryBackoff, d.cfg.RetryBackoffMax, retries))
 	}
 	return c
 }
 
 // errConclusion maps an ERR about a job to FAILED with its message.
-func errConclusion(ref JobRef, e *transport.Err) *ConcludeJob {
-	return &ConcludeJob{Ref: ref, Kind: ConcludeFail, Message: "worker error: " + orDefault(e.Message, "no message")}
+func errConclusion(ref job.Ref, e *transport.Err) *ConcludeJob {
+	return &ConcludeJob{Conclusion: job.Conclusion{Ref: ref, Kind: job.ConcludeFail, Message: "worker error: " + orDefault(e.Message, "no message")}}
 }
 
 func orDefault(s, def string) string {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -73,7 +73,7 @@ func (a *workerActor) prepare(ctx actor.Context, m *Environment) {
 	}
 	if m.Err != nil {
 		reason := "environment " + m.Hash + ": " + m.Err.Error()
-		a.envFailed(ctx, m.Hash, reason, !errors.Is(m.Err, db.ErrNotFound))
+		a.envFailed(ctx, m.Hash, reason, !errors.Is(m.Err, job.ErrNotFound))
 		return
 	}
 	a.env.pending[m.Hash].sent = time.Now()

@@ -1,6 +1,22 @@
 // Package db is the Sentinel's SQLite database: the cf_* schema shared with
 // the Casparian tools, its migrations, and every SQL statement of the
 // project. No other package imports database/sql or the driver.
+//
+// Its files go by subject:
+//
+//   - jobs.go: the queue as operators read and write it (list, get, enqueue,
+//     cancel, retry, counts);
+//   - claims.go: claims and conclusions, batched in one transaction, and the
+//     RUNNING claims; dispatch.go assembles a claimed job's DISPATCH;
+//   - files.go and sources.go: file versions and what a scan records; source
+//     roots, ignore rules and routing rules;
+//   - plugins.go and deploy.go: plugin configurations, manifests, topics and
+//     subscriptions; verified deployments and their environments;
+//   - migrate.go and original_schema.go: the schema and its numbered
+//     migrations; bootstrap.go applies a bootstrap file;
+//   - db.go, stmts.go, checkpoint.go, time.go, guard.go, lease.go: the
+//     connections, prepared statements, WAL checkpoints, time columns, the
+//     sink guard and the Sentinel's lease.
 package db
 
 import (
@@ -34,14 +50,6 @@ const (
 	// timed out on the write lock (each try already waits busyTimeout).
 	beginRetryFor = 30 * time.Second
 )
-
-// ErrNotFound is returned when a row asked for by key does not exist.
-var ErrNotFound = errors.New("not found")
-
-// ErrStaleClaim is what callers report when a state change names a claim the
-// job no longer holds (see OutcomeStale); the database itself never changes
-// such a job.
-var ErrStaleClaim = errors.New("stale claim")
 
 // DB is the Sentinel's SQLite database. Its methods are safe for concurrent
 // use.

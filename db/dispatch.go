@@ -419,3 +419,18 @@ func mergeSinks(plugin string, configured []Sink, overrides map[string][]Sink) [
 		Mode:  SinkModeAppend,
 	})
 }
+
+// Sink is one output of a dispatch.
+type Sink struct {
+	Topic, URI, Mode, SchemaDef string
+}
+
+// Dispatch is everything a DISPATCH message carries.
+type Dispatch struct {
+	PluginName, FilePath string
+	Sinks                []Sink
+	FileVersionID        int64
+	EnvHash              string
+	SourceCode           string
+	ArtifactHash         string
+}

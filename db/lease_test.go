@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestLeaseAcquire_SecondOwnerIsRefusedWithTheHolder(t *testing.T) {
@@ -64,8 +66,8 @@ func TestLeaseAcquire_TakesOverAStaleRow(t *testing.T) {
 	if err := lease.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.LeaseHolder(ctx); !errors.Is(err, ErrNotFound) {
-		t.Errorf("holder after release: %v, want ErrNotFound", err)
+	if _, err := db.LeaseHolder(ctx); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("holder after release: %v, want job.ErrNotFound", err)
 	}
 	// Released: the next one takes it without a previous owner.
 	again, err := db.LeaseAcquire(ctx, LeaseOwner{Host: "alpha", PID: 2}, time.Minute)

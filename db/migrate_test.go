@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // cfTables is every table SPEC part B names.
@@ -173,7 +175,7 @@ func TestMigrate_AddsOnlyMissingColumns(t *testing.T) {
 			t.Errorf("cf_processing_queue.%s missing", c)
 		}
 	}
-	if j := getJob(t, db, 7); j.ClaimedBy != "old" || j.Status != StatusQueued {
+	if j := getJob(t, db, 7); j.ClaimedBy != "old" || j.Status != job.StatusQueued {
 		t.Errorf("existing row changed: %+v", j)
 	}
 }

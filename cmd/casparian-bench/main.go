@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -219,7 +220,7 @@ func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *
 	if err := seedMore(ctx, args.dbPath, 100); err != nil {
 		return old, err
 	}
-	queued, err := countStatus(ctx, args.dbPath, db.StatusQueued)
+	queued, err := countStatus(ctx, args.dbPath, job.StatusQueued)
 	if err != nil {
 		return old, err
 	}
@@ -244,7 +245,7 @@ func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *
 }
 
 // countStatus counts the rows with one status.
-func countStatus(ctx context.Context, dbPath string, status db.JobStatus) (int64, error) {
+func countStatus(ctx context.Context, dbPath string, status job.Status) (int64, error) {
 	store, err := db.Open(ctx, dbPath)
 	if err != nil {
 		return 0, err
@@ -263,7 +264,7 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	defer store.Close()
 	// Counting one status reads only its rows: cheap even beside a million
 	// QUEUED ones.
-	completed, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
+	completed, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
 	if err != nil {
 		return 0, err
 	}
@@ -296,7 +297,7 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	// The clock stops when SQLite says every row is COMPLETED, not when the
 	// last receipt was sent.
 	for {
-		n, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
+		n, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
 		if err != nil {
 			return 0, err
 		}
@@ -324,11 +325,15 @@ func seed(ctx context.Context, dbPath string, o options) error {
 		return err
 	}
 	defer store.Close()
-	root, err := store.SourceRootAdd(ctx, filepath.Dir(dbPath))
+	dir, err := filepath.Abs(filepath.Dir(dbPath)) // --dir may be relative; a source root is not
 	if err != nil {
 		return err
 	}
-	fv, err := store.FileVersionAdd(ctx, root, "bench.db", "bench", 1, time.Now(), nil)
+	root, err := store.SourceRootAdd(ctx, dir)
+	if err != nil {
+		return err
+	}
+	fv, err := store.FileVersionAdd(ctx, root.ID, "bench.db", "bench", 1, time.Now(), nil)
 	if err != nil {
 		return err
 	}

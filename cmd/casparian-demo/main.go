@@ -34,6 +34,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -175,8 +176,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "%6.2fs  QUEUED %3d  RUNNING %3d  COMPLETED %3d  FAILED %3d\n", time.Since(start).Seconds(),
-			counts[db.StatusQueued], counts[db.StatusRunning], counts[db.StatusCompleted], counts[db.StatusFailed])
-		if counts[db.StatusQueued]+counts[db.StatusRunning] == 0 {
+			counts[job.StatusQueued], counts[job.StatusRunning], counts[job.StatusCompleted], counts[job.StatusFailed])
+		if counts[job.StatusQueued]+counts[job.StatusRunning] == 0 {
 			break
 		}
 		select {
@@ -233,7 +234,7 @@ func demoKeys(dir string) (*transport.CurveServer, *transport.CurveClient, error
 // seed writes sample files and queues one job per file and plugin, with
 // priorities by file age as the original scout did (100/50/10).
 func seed(ctx context.Context, store *db.DB, root string, n int) (int, error) {
-	rootID, err := store.SourceRootAdd(ctx, root)
+	sr, err := store.SourceRootAdd(ctx, root)
 	if err != nil {
 		return 0, err
 	}
@@ -260,12 +261,12 @@ func seed(ctx context.Context, store *db.DB, root string, n int) (int, error) {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(b.String()), 0o644); err != nil {
 			return 0, err
 		}
-		fv, err := store.FileVersionAdd(ctx, rootID, name, fmt.Sprintf("demo-%03d", i), int64(b.Len()), time.Now(), []string{"csv"})
+		fv, err := store.FileVersionAdd(ctx, sr.ID, name, fmt.Sprintf("demo-%03d", i), int64(b.Len()), time.Now(), []string{"csv"})
 		if err != nil {
 			return 0, err
 		}
 		for _, p := range demoPlugins {
-			if _, err := store.JobEnqueue(ctx, fv, p, []int64{100, 50, 10}[i%3], ""); err != nil {
+			if _, err := store.JobEnqueue(ctx, job.Submission{FileVersionID: fv, Plugin: p, Priority: []int64{100, 50, 10}[i%3]}); err != nil {
 				return 0, err
 			}
 			jobs++

@@ -21,6 +21,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 	"github.com/rs/zerolog"
 )
@@ -240,7 +241,7 @@ func reload(log zerolog.Logger, steps []reloadStep) {
 func bootstrapForDB(b config.Bootstrap) db.Bootstrap {
 	out := db.Bootstrap{SourceRoots: b.SourceRoots}
 	for _, r := range b.Routes {
-		out.Routes = append(out.Routes, db.RoutingRule{Pattern: r.Pattern, Tag: r.Tag, Priority: r.Priority})
+		out.Routes = append(out.Routes, job.RoutingRule{Pattern: r.Pattern, Tag: r.Tag, Priority: r.Priority})
 	}
 	for _, p := range b.Plugins {
 		bp := db.BootstrapPlugin{Name: p.Name, Subscribe: p.Subscribe}

@@ -23,6 +23,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -172,7 +173,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, err := h.store.JobEnqueue(t.Context(), fv, "csv", 0, "")
+		id, err := h.store.JobEnqueue(t.Context(), job.Submission{FileVersionID: fv, Plugin: "csv"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +201,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	running := func() []int64 {
 		var ids []int64
 		for _, id := range jobs {
-			if h.job(id).Status == db.StatusRunning {
+			if h.job(id).Status == job.StatusRunning {
 				ids = append(ids, id)
 			}
 		}
@@ -239,14 +240,14 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	for _, id := range jobs {
 		j := h.job(id)
 		switch {
-		case j.Status == db.StatusCompleted:
+		case j.Status == job.StatusCompleted:
 			completed++
 			if j.Metrics["rows"] != rows {
 				t.Errorf("job %d: %d rows, want %d", id, j.Metrics["rows"], rows)
 			}
 			t.Logf("job %d: %d rows csv→sqlite in %d ms (%.0f rows/s)", id, j.Metrics["rows"], j.Metrics["duration_ms"],
 				float64(j.Metrics["rows"])/(float64(j.Metrics["duration_ms"])/1000))
-		case j.Status == db.StatusQueued && j.Attempt == 0:
+		case j.Status == job.StatusQueued && j.Attempt == 0:
 		default:
 			t.Errorf("job %d: %s attempt %d %q, want COMPLETED, or QUEUED and never claimed", id, j.Status, j.Attempt, j.ErrorMessage)
 		}
@@ -327,9 +328,11 @@ func startSentinel(t *testing.T) *testSentinel {
 	}
 	t.Cleanup(func() { store.Close() })
 	h.store = store
-	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
+	sr, err := store.SourceRootAdd(context.Background(), h.root)
+	if err != nil {
 		t.Fatal(err)
 	}
+	h.rootID = sr.ID
 	router, err := transport.ListenRouter(cfg.Bind, transport.RouterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -350,13 +353,13 @@ func startSentinel(t *testing.T) *testSentinel {
 	return h
 }
 
-func (h *testSentinel) job(id int64) db.Job {
+func (h *testSentinel) job(id int64) job.Job {
 	h.t.Helper()
 	j, err := h.store.JobGet(context.Background(), id)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return j
+	return j.Job
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {

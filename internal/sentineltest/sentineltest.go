@@ -20,6 +20,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -85,7 +86,7 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 	}
 	e.Store = store
 	t.Cleanup(func() { store.Close() })
-	root, err := store.SourceRootActivate(ctx, e.Root)
+	root, err := store.SourceRootAdd(ctx, e.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func (e *Env) Plugin(name string) {
 // Enqueue inserts a QUEUED job directly in the database.
 func (e *Env) Enqueue(fileVersionID int64, plugin string, priority int64) int64 {
 	e.T.Helper()
-	id, err := e.Store.JobEnqueue(context.Background(), fileVersionID, plugin, priority, "")
+	id, err := e.Store.JobEnqueue(context.Background(), job.Submission{FileVersionID: fileVersionID, Plugin: plugin, Priority: priority})
 	if err != nil {
 		e.T.Fatal(err)
 	}
@@ -193,13 +194,13 @@ func (e *Env) Enqueue(fileVersionID int64, plugin string, priority int64) int64 
 }
 
 // Job reads a job from the database.
-func (e *Env) Job(id int64) db.Job {
+func (e *Env) Job(id int64) job.Job {
 	e.T.Helper()
 	j, err := e.Store.JobGet(context.Background(), id)
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	return j
+	return j.Job
 }
 
 // Worker connects a test worker, closed when the test ends.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -75,9 +77,11 @@ func newSentinel(t *testing.T, tweak func(*config.Config)) *sentinel {
 	}
 	h.store = store
 	t.Cleanup(func() { store.Close() })
-	if h.rootID, err = store.SourceRootAdd(context.Background(), h.root); err != nil {
+	sr, err := store.SourceRootAdd(context.Background(), h.root)
+	if err != nil {
 		t.Fatal(err)
 	}
+	h.rootID = sr.ID
 	h.start()
 	t.Cleanup(h.stop)
 	return h
@@ -182,26 +186,26 @@ func (h *sentinel) topic(plugin, topic, uri, mode string) {
 // enqueue queues a job; overrides is config_overrides JSON or "".
 func (h *sentinel) enqueue(fv int64, plugin, overrides string) int64 {
 	h.t.Helper()
-	id, err := h.store.JobEnqueue(context.Background(), fv, plugin, 0, overrides)
+	id, err := h.store.JobEnqueue(context.Background(), job.Submission{FileVersionID: fv, Plugin: plugin, ConfigOverrides: overrides})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	return id
 }
 
-func (h *sentinel) job(id int64) db.Job {
+func (h *sentinel) job(id int64) job.Job {
 	h.t.Helper()
 	j, err := h.store.JobGet(context.Background(), id)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return j
+	return j.Job
 }
 
 // waitJob waits until job id has one of the statuses and returns it.
-func (h *sentinel) waitJob(id int64, statuses ...db.JobStatus) db.Job {
+func (h *sentinel) waitJob(id int64, statuses ...job.Status) job.Job {
 	h.t.Helper()
-	var j db.Job
+	var j job.Job
 	eventually(h.t, within, fmt.Sprintf("job %d reaches %v", id, statuses), func() bool {
 		j = h.job(id)
 		for _, s := range statuses {
@@ -328,6 +332,25 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// enqueueUnchecked inserts a QUEUED job as another tool would, without the
+// checks JobEnqueue makes, so that the Sentinel's refusal at dispatch can be
+// tested with sinks JobEnqueue refuses (one naming the database).
+func (h *sentinel) enqueueUnchecked(fv int64, plugin, overrides string) int64 {
+	h.t.Helper()
+	got := querySQLite(h.t, h.store.Path(), `INSERT INTO cf_processing_queue
+		(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
+		VALUES (?, ?, ?, 'QUEUED', 0, 0, ?) RETURNING id`,
+		fv, plugin, overrides, time.Now().UTC().Format("2006-01-02T15:04:05.000000000Z"))
+	if len(got) != 1 {
+		h.t.Fatalf("insert job: %q", got)
+	}
+	id, err := strconv.ParseInt(got[0], 10, 64)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return id
 }
 
 // querySQLite runs a query on an output database and returns the rows as

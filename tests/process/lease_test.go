@@ -15,7 +15,7 @@ import (
 
 	_ "modernc.org/sqlite" // the test holds a lock with a connection of its own
 
-	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 )
 
 // A second Sentinel on the same database is refused, naming the first; the
@@ -30,7 +30,7 @@ func TestProcess_SecondSentinelIsRefused(t *testing.T) {
 	c.startWorker("worker-1", 1, delay)
 	eventually(t, 10*time.Second, "the job to be RUNNING", func() (bool, string) {
 		j := c.job(ids[0])
-		return j.Status == db.StatusRunning, string(j.Status)
+		return j.Status == job.StatusRunning, string(j.Status)
 	})
 	claim := c.job(ids[0])
 
@@ -65,7 +65,7 @@ func TestProcess_SecondSentinelIsRefused(t *testing.T) {
 	if first.exited() {
 		t.Errorf("first Sentinel %s", first.status())
 	}
-	if j.Status != db.StatusCompleted || j.RetryCount != 0 || j.Attempt != claim.Attempt || j.ClaimedBy != claim.ClaimedBy {
+	if j.Status != job.StatusCompleted || j.RetryCount != 0 || j.Attempt != claim.Attempt || j.ClaimedBy != claim.ClaimedBy {
 		t.Errorf("job ended %s, retry_count %d, attempt %d by %s; want COMPLETED on its first claim (attempt %d by %s)",
 			j.Status, j.RetryCount, j.Attempt, j.ClaimedBy, claim.Attempt, claim.ClaimedBy)
 	}
@@ -167,7 +167,7 @@ func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
 			if tc.name == "Deleted" {
 				// The test's connections still see the deleted file.
 				for _, id := range queued {
-					if j := c.job(id); j.Status != db.StatusQueued || j.Attempt != 0 {
+					if j := c.job(id); j.Status != job.StatusQueued || j.Attempt != 0 {
 						t.Errorf("job %d %s attempt %d after the loss, want QUEUED and never claimed", id, j.Status, j.Attempt)
 					}
 				}

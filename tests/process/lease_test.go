@@ -370,6 +370,6 @@ func TestProcess_HealthzUnavailableWhileClaimsFail(t *testing.T) {
 	eventually(t, 15*time.Second, "the job COMPLETED and /healthz 200 once writes work", func() (bool, string) {
 		code, body := healthz(t, httpAddr)
 		j := c.job(ids[0])
-		return code == http.StatusOK && j.Status == db.StatusCompleted, fmt.Sprintf("%d %s, job %s", code, body, j.Status)
+		return code == http.StatusOK && j.Status == job.StatusCompleted, fmt.Sprintf("%d %s, job %s", code, body, j.Status)
 	})
 }

@@ -226,6 +226,15 @@ func (s *sqliteSink) commit() error {
 			return fmt.Errorf("create table %s: %w", s.spec.Target.Table, err)
 		}
 	}
+	if s.spec.Mode != ModeReplace && s.schema.index(JobColumn) >= 0 {
+		// The delete above looks up one job's rows at every promotion:
+		// without an index each job would scan every row earlier jobs
+		// appended. Tables made before the index existed get it here once.
+		index := quoteIdent(s.spec.Target.Table + "_" + JobColumn)
+		if _, err := tx.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS main.`+index+` ON `+table+` (`+quoteIdent(JobColumn)+`)`); err != nil {
+			return fmt.Errorf("index %s by job: %w", s.spec.Target.Table, err)
+		}
+	}
 	cols := make([]string, len(s.schema))
 	for i, c := range s.schema {
 		cols[i] = quoteIdent(c.Name)

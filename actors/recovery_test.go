@@ -2,6 +2,7 @@ package actors_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,8 +29,7 @@ func blockingRun(release <-chan struct{}) testworker.RunFunc {
 func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
 	// The grace only has to outlast the worker's reconnect, and the worker
 	// timeout the longest heartbeat gap; both are generous so that a loaded
-	// machine cannot turn the adoption into a requeue (with the harness's 1 s
-	// timeout, a starved worker was timed out and its job requeued: attempt 2).
+	// machine cannot turn the adoption into a requeue.
 	h := newHarness(t, func(c *config.Config) {
 		c.RecoveryGrace = 15 * time.Second
 		c.WorkerTimeout = 10 * time.Second
@@ -38,10 +38,22 @@ func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
 	id := h.enqueue(h.file("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	w := h.worker(testworker.Options{Run: blockingRun(release), HeartbeatInterval: 50 * time.Millisecond})
-	eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.job(id).Status == job.StatusRunning })
+	// RUNNING in the database is not enough: the claim commits before the
+	// DISPATCH is written, and a restart in between loses the DISPATCH; the
+	// new Sentinel then rightly requeues the job the worker never reports.
+	eventually(t, 5*time.Second, "job RUNNING on the worker", func() bool {
+		return h.job(id).Status == job.StatusRunning && len(w.Received()) == 1
+	})
 
 	h.restart()
-	eventually(t, 5*time.Second, "worker re-identified", func() bool { return w.Identifies() >= 2 })
+	// Released only once the new Sentinel has adopted the job: this test
+	// worker (unlike ours) does not re-send an IDENTIFY or a receipt that
+	// it wrote while it had no connection, so counting its IDENTIFYs is not
+	// enough.
+	eventually(t, 5*time.Second, "the new Sentinel adopted the job", func() bool {
+		ws, err := h.s.WorkersInfo(context.Background())
+		return err == nil && len(ws) == 1 && ws[0].Ready && slices.Equal(ws[0].Running, []int64{id})
+	})
 	close(release)
 	eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.job(id).Status == job.StatusCompleted })
 	if j := h.job(id); j.Attempt != 1 || j.RetryCount != 0 || len(w.Received()) != 1 {

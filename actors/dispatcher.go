@@ -167,7 +167,7 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	a.asked = nil
 	if m.Err != nil {
 		a.dirty = true
-		a.retry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(100*time.Millisecond, 5*time.Second, 1))
+		a.retry.arm(ctx.ActorSystem(), ctx.Self(), Jitter(200*time.Millisecond))
 		return
 	}
 	byWorker := map[string][]JobClaim{}

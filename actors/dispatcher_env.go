@@ -7,7 +7,8 @@ import (
 	"github.com/casparian/sentinel/job"
 )
 
-// Environments, the dispatcher's side (SPEC C.7). The claim matches jobs by
+// Environments, the dispatcher's side (docs/ARCHITECTURE.md, Environments;
+// the messages in docs/PROTOCOL.md §5.4). The claim matches jobs by
 // plugin; environments add two things to a worker's request:
 //
 //   - Prefer: the plugins whose environment the worker reported ready. The

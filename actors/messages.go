@@ -156,7 +156,7 @@ type JobClaim struct {
 // AssignJobs hands claimed jobs to the worker actor that must send them.
 type AssignJobs struct{ Claims []JobClaim }
 
-// --- worker actor / dispatcher → queue actor ---
+// --- worker actor / dispatcher / supervisor → queue actor ---
 
 // ConcludeJob records how one claimed job ended. The queue actor batches
 // these into one transaction.
@@ -222,7 +222,7 @@ func (*releasePID) IgnoreDeadLetterLogging() {}
 // batch.
 type writeBatch struct{}
 
-// --- cmd / tests → actors ---
+// --- Sentinel (cmd, tests, the database watch) → actors ---
 
 // StopDispatching makes the dispatcher claim nothing more (graceful stop).
 type StopDispatching struct{}

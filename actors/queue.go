@@ -244,7 +244,7 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 // retryLater arms the retry of a failed batch unless it is armed already.
 func (a *queueActor) retryLater(ctx actor.Context) {
 	if !a.flushRetry.armed() {
-		a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(200*time.Millisecond, 5*time.Second, 1))
+		a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Jitter(400*time.Millisecond))
 	}
 }
 

@@ -184,6 +184,9 @@ func (a *supervisorActor) identify(ctx actor.Context, m *IdentifyReceived) {
 		return
 	}
 	spec := &workerSpec{peer: m.From, hello: *m.Hello}
+	// The router's record alone decides the worker's silence (workerActor.seen);
+	// it is kept until the worker actor terminates (Forget, in childTerminated).
+	a.deps.router.Track(m.From.Identity)
 	pid := ctx.SpawnPrefix(newWorkerProps(a.deps, a.peers, spec), "worker-")
 	a.workers[m.From.Key] = pid
 	a.specs[m.From.Key] = spec

@@ -88,26 +88,21 @@ func (a *workerActor) Receive(ctx actor.Context) {
 	case *CapacityRequest:
 		a.announce(ctx)
 	case *IdentifyReceived:
-		a.lastSeen = time.Now()
 		a.spec.hello = *m.Hello
 		a.log.Info().Strs("capabilities", m.Hello.Capabilities).Int("slots", m.Hello.Slots()).Msg("worker re-identified")
 		a.announce(ctx)
 	case *HeartbeatReceived:
-		a.lastSeen = time.Now()
-		a.lastBeat = a.lastSeen
+		a.lastBeat = time.Now()
 		a.whenReady(m, func() { a.reconcile(ctx, m.Beat) })
 	case *OtherReceived:
-		a.lastSeen = time.Now()
+		// Nothing to do: the router has stamped it (see seen).
 	case *EnvReadyReceived:
-		a.lastSeen = time.Now()
 		a.envReady(ctx, m)
 	case *Environment:
 		a.prepare(ctx, m)
 	case *ConcludeReceived:
-		a.lastSeen = time.Now()
 		a.whenReady(m, func() { a.conclude(ctx, m) })
 	case *ErrReceived:
-		a.lastSeen = time.Now()
 		a.whenReady(m, func() { a.workerErr(ctx, m) })
 	case *DispatchFailed:
 		if j, ok := a.running[m.JobID]; ok {
@@ -191,12 +186,7 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 		return
 	}
 	now := time.Now()
-	// The router's record is taken at the socket, before any mailbox, so
-	// a backlog of job traffic in the actors never looks like silence.
-	if seen := a.deps.router.LastSeen(a.spec.peer.Identity); seen.After(a.lastSeen) {
-		a.lastSeen = seen
-	}
-	if silent := now.Sub(a.lastSeen); silent > a.deps.cfg.WorkerTimeout {
+	if silent := now.Sub(a.seen()); silent > a.deps.cfg.WorkerTimeout {
 		a.log.Warn().Dur("silent", silent).Int("running", len(a.running)).Msg("worker timed out")
 		ctx.Stop(ctx.Self()) // the supervisor requeues its jobs
 		return
@@ -208,6 +198,20 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 	a.send(ctx, transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
 	a.ping(now)
 	a.hb.arm(ctx.ActorSystem(), ctx.Self(), untilBeat(now, a.deps.cfg.HeartbeatInterval))
+}
+
+// seen is when the worker was last heard from. Only the router's record
+// counts: it is stamped at the socket for everything read (ZMTP PONGs
+// included), before any mailbox, so a backlog of job traffic in the actors
+// never looks like silence, and the router keeps it after a connection
+// closes (the supervisor tracks every worker's identity). lastSeen holds the
+// newest stamp read; it starts when this actor starts, so a worker that was
+// never heard from since still gets a whole timeout.
+func (a *workerActor) seen() time.Time {
+	if t := a.deps.router.LastSeen(a.spec.peer.Identity); t.After(a.lastSeen) {
+		a.lastSeen = t
+	}
+	return a.lastSeen
 }
 
 // ping keeps a worker that never answers HEARTBEAT alive from below the
@@ -455,7 +459,7 @@ func (a *workerActor) info() *WorkerInfo {
 		Capabilities:   append([]string(nil), h.Capabilities...),
 		Slots:          h.Slots(),
 		Running:        running,
-		LastSeen:       a.lastSeen,
+		LastSeen:       a.seen(),
 		Ready:          a.ready,
 	}
 }

@@ -12,7 +12,8 @@ import (
 	"github.com/casparian/sentinel/transport"
 )
 
-// Environments, the worker actor's side (SPEC C.7). A job whose manifest has
+// Environments, the worker actor's side (docs/ARCHITECTURE.md, Environments;
+// the messages in docs/PROTOCOL.md §5.4). A job whose manifest has
 // an env_hash other than "system" is dispatched to a worker only after that
 // worker reported the environment ready (ENV_READY) during this actor's life.
 // Until then the claim is held here, counted against the worker's slots like

@@ -97,8 +97,8 @@ func (db *DB) newAssembler(ctx context.Context, tx *sql.Tx) (*assembler, error) 
 	return a, nil
 }
 
-// dispatch assembles the Dispatch of one claimed job (SPEC B, "How a
-// DISPATCH is assembled"). A job that cannot be dispatched yields a reason
+// dispatch assembles the Dispatch of one claimed job (docs/PROTOCOL.md
+// §4.2 says where each field comes from). A job that cannot be dispatched yields a reason
 // for its error_message; err is only for database failures.
 func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, reason string, err error) {
 	plugin := row.plugin.String

@@ -12,7 +12,7 @@ import (
 	"github.com/casparian/sentinel/job"
 )
 
-// cfTables is every table SPEC part B names.
+// cfTables is every cf_* table of the original schema (db/original_schema.go).
 var cfTables = []string{
 	"cf_source_root", "cf_file_hash_registry", "cf_file_location", "cf_file_version",
 	"cf_processing_queue", "cf_plugin_config", "cf_topic_config", "cf_plugin_manifest",

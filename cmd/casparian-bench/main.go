@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
@@ -43,6 +44,10 @@ type options struct {
 	timeout                             time.Duration
 	extraFlags                          string
 }
+
+// version is set by release builds: -ldflags "-X main.version=..."; --version
+// prints it with the build information.
+var version string
 
 func main() {
 	var o options
@@ -68,7 +73,12 @@ func main() {
 	flag.StringVar(&o.extraFlags, "sentinel-flags", "", "extra flags for the Sentinel, space-separated")
 	flag.BoolVar(&o.curve, "curve", false, "connect the workers over CURVE: keys are made in the working folder, "+
 		"the Sentinel runs with --curve-secret-key and --authorized-workers (default: plaintext)")
+	showVersion := flag.Bool("version", false, "print the version and build information, then exit")
 	flag.Parse()
+	if *showVersion {
+		buildinfo.Print(os.Stdout, "casparian-bench", version)
+		return
+	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "casparian-bench:", err)
 		os.Exit(1)

@@ -32,11 +32,16 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
+
+// version is set by release builds: -ldflags "-X main.version=..."; --version
+// prints it with the build information.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -68,9 +73,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	delay := fs.Duration("job-delay", 50*time.Millisecond, "extra time each job waits before its plugin runs, so the queue can be watched")
 	logLevel := fs.String("log-level", "warn", "sentinel log level")
 	curve := fs.Bool("curve", true, "secure the workers' connections with fresh CURVE keys in <dir>/keys; --curve=false runs plaintext")
+	showVersion := fs.Bool("version", false, "print the version and build information, then exit")
 	fs.SetOutput(out)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		buildinfo.Print(out, "casparian-demo", version)
+		return nil
 	}
 	level, err := zerolog.ParseLevel(*logLevel)
 	if err != nil {

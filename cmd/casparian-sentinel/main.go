@@ -20,11 +20,16 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 	"github.com/rs/zerolog"
 )
+
+// version is set by release builds: -ldflags "-X main.version=..."
+// (docker/build.sh); --version prints it with the build information.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -51,6 +56,10 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		return healthcheck(ctx, args[1:], getenv, stdout)
 	}
 	cfg, err := config.Load(args, getenv, stdout)
+	if errors.Is(err, config.ErrVersion) {
+		buildinfo.Print(stdout, "casparian-sentinel", version)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

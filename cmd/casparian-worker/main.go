@@ -19,14 +19,16 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/internal/worker/wasm"
 	"github.com/casparian/sentinel/transport"
 )
 
-// version is announced in IDENTIFY; set with -ldflags "-X main.version=...".
-var version = "dev"
+// version is announced in IDENTIFY ("dev" when empty) and printed by
+// --version; release builds set it with -ldflags "-X main.version=...".
+var version string
 
 func main() {
 	sigs := make(chan os.Signal, 2)
@@ -81,6 +83,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		"wait this long at the start of every job (for demos and failure tests that need long jobs; 0 = off)")
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal, JSON otherwise)")
+	showVersion := fs.Bool("version", false, "print the version and build information, then exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: casparian-worker [flags]
 
@@ -105,6 +108,10 @@ Flags:
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		buildinfo.Print(stdout, "casparian-worker", version)
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -37,10 +37,21 @@ func TestRun_HelpExplainsEveryFlag(t *testing.T) {
 		"parquet://output/<plugin>.parquet", "-heartbeat-interval", "-drain-timeout", "-sentinel-timeout", "-log-level", "-log-format", "-identity",
 		"-wasm", "-wasm-memory-mb", "-wasm-time-limit", "-wasm-cache-modules", "-wasm-cache-dir", "-wasm-interpreter",
 		"-input-root", "CASPARIAN_INPUT_ROOT", "default the working directory",
-		"-sentinel-key", "CASPARIAN_SENTINEL_KEY", "-curve-secret-key", "CASPARIAN_CURVE_SECRET_KEY", "--authorized-workers"} {
+		"-sentinel-key", "CASPARIAN_SENTINEL_KEY", "-curve-secret-key", "CASPARIAN_CURVE_SECRET_KEY", "--authorized-workers",
+		"-version"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestRun_VersionExitsZero(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run([]string{"--version"}, func(string) string { return "" }, &out, &errOut, nil); err != nil {
+		t.Fatalf("run --version = %v, want nil (exit 0)", err)
+	}
+	if !strings.HasPrefix(out.String(), "casparian-worker ") || errOut.Len() != 0 {
+		t.Errorf("--version printed %q, stderr %q", out.String(), errOut.String())
 	}
 }
 

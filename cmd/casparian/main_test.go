@@ -299,6 +299,16 @@ func TestCLI_HelpMentionsTheTokenButNeverShowsIt(t *testing.T) {
 	}
 }
 
+func TestCLI_VersionExitsZero(t *testing.T) {
+	code, out, errOut := casparian(t, map[string]string{"CASPARIAN_SERVER": "http://127.0.0.1:1"}, "--version")
+	if code != exitOK || errOut != "" || !strings.HasPrefix(out, "casparian ") || !strings.Contains(out, "  go        go1.") {
+		t.Errorf("--version: exit %d, %q %q", code, out, errOut)
+	}
+	if _, usage, _ := casparian(t, nil, "--help"); !strings.Contains(usage, "casparian --version") {
+		t.Errorf("--help does not mention --version:\n%s", usage)
+	}
+}
+
 func TestCLI_TokenNewPrintsARandomToken(t *testing.T) {
 	seen := map[string]bool{}
 	for i := 0; i < 3; i++ {

@@ -634,7 +634,7 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		if serr := c.in.scan(p[:n]); serr != nil {
 			err := guardErr(serr)
 			c.shut(err, RejectFrameTooLarge)
-			c.readFailed(err)
+			_ = c.readFailed(err) // hands err back as it is: a guard error already
 			return 0, err
 		}
 	}

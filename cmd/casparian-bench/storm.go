@@ -325,7 +325,7 @@ func httpGet(ctx context.Context, url string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read to the end: nothing to lose
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return "", err

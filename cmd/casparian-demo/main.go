@@ -107,7 +107,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	// Deferred first, so it runs last: after the actors stopped and the
+	// queue actor wrote its last batch. Every row is committed by then.
+	defer func() { _ = store.Close() }()
 	jobs, err := seed(ctx, store, root, *files)
 	if err != nil {
 		return fmt.Errorf("seed demo queue: %w", err)
@@ -137,12 +139,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer router.Close()
+	// s.Stop closes the router and reports its error; this Close is for a
+	// failed start, which returns that failure instead.
+	defer func() { _ = router.Close() }()
 	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		return err
 	}
-	defer s.Stop(context.Background())
+	defer func() {
+		if err := s.Stop(context.Background()); err != nil {
+			log.Error().Err(err).Msg("stop")
+		}
+	}()
 	fmt.Fprintf(out, "sentinel listening on %s; starting %d workers with %d slots each\n", router.Endpoint(), *workers, *slots)
 
 	// The workers read only the inbox and write only under <dir>/output,

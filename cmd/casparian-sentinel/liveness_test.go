@@ -61,9 +61,9 @@ func startWorker(t *testing.T, endpoint, identity string, jobs int, extra ...str
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
-		<-p.done
+		exit := <-p.done // "signal: killed", unless it had exited already
 		if t.Failed() {
-			t.Logf("worker %s stdout:\n%s\nstderr:\n%s", identity, p.stdout, p.stderr)
+			t.Logf("worker %s (%v) stdout:\n%s\nstderr:\n%s", identity, exit, p.stdout, p.stderr)
 		}
 	})
 	return p

@@ -104,7 +104,11 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
-	defer store.Close()
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error().Err(err).Msg("close database")
+		}
+	}()
 
 	warnInsecure(cfg, log)
 	curve, err := loadCurve(cfg, log)
@@ -120,7 +124,14 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	defer router.Close()
+	// Once the actors run, their Stop closes the router and reports its
+	// error, and this second Close returns nil; before that, it is the
+	// only one.
+	defer func() {
+		if err := router.Close(); err != nil {
+			log.Error().Err(err).Msg("close router")
+		}
+	}()
 
 	// The HTTP port is taken before the actors start, so a port in use
 	// fails the start instead of leaving a Sentinel nobody can watch.
@@ -130,7 +141,10 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		if httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 			return fmt.Errorf("--http: %w", err)
 		}
-		defer httpLn.Close()
+		// Once served, api.Shutdown has closed it and this Close only
+		// returns net.ErrClosed; before, it lets go of a port the start
+		// is giving up on anyway.
+		defer func() { _ = httpLn.Close() }()
 		httpAddr = httpLn.Addr().String()
 	}
 

@@ -143,11 +143,13 @@ func readBack(t *testing.T, uri string) (rows []string, jobs []int64) {
 		}
 		for _, l := range lines {
 			rows = append(rows, l)
+			field := l[strings.LastIndexByte(l, ',')+1:]
+			if target.Kind != KindCSV {
+				field = l[strings.LastIndex(l, `"_job_id":`)+len(`"_job_id":`):]
+			}
 			var job int64
-			if target.Kind == KindCSV {
-				fmt.Sscan(l[strings.LastIndexByte(l, ',')+1:], &job)
-			} else {
-				fmt.Sscan(l[strings.LastIndex(l, `"_job_id":`)+len(`"_job_id":`):], &job)
+			if _, err := fmt.Sscan(field, &job); err != nil {
+				t.Fatalf("no job id at the end of row %q: %v", l, err)
 			}
 			jobs = append(jobs, job)
 		}

@@ -121,7 +121,9 @@ func (w *dbWatch) run() {
 		case <-w.stop:
 			if inFlight {
 				cancel()
-				<-renewed
+				if err := <-renewed; err != nil {
+					w.log.Debug().Err(err).Msg("lease renewal cancelled by the stop")
+				}
 			}
 			return
 		case err := <-renewed:

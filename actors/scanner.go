@@ -529,7 +529,7 @@ func hashFile(ctx context.Context, t hashTask) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	if fi, err := f.Stat(); err != nil {
 		return "", err
 	} else if fi.Size() != t.size || !fi.ModTime().Equal(t.mtime) {

@@ -137,13 +137,13 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 		return db.migrateTo(ctx, last)
 	})
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 
 	// The writer has the file open now: remember which file that is.
 	if db.opened, err = os.Stat(path); err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 
@@ -151,7 +151,7 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 	// before it is in WAL mode with the current schema.
 	reader, err := sql.Open(driverName, connString(path, "_pragma=query_only(1)"))
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	reader.SetMaxOpenConns(readerConns)
@@ -160,7 +160,7 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 
 	versionPool, err := sql.Open(driverName, connString(path, "_pragma=query_only(1)"))
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	versionPool.SetMaxOpenConns(1)
@@ -171,11 +171,11 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 		return err
 	})
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	if db.ckpt, err = startCheckpointer(path); err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	db.guard = newSinkGuard(path)
@@ -243,7 +243,7 @@ func (db *DB) DataVersion(ctx context.Context) (int64, error) {
 	if errors.Is(err, sql.ErrConnDone) {
 		// The connection broke; a fresh one has its own counter, which
 		// callers see as "changed" — the safe direction.
-		db.versionConn.Close()
+		_ = db.versionConn.Close() // broken already
 		if db.versionConn, err = db.versionPool.Conn(ctx); err != nil {
 			db.versionConn = nil
 			return 0, fmt.Errorf("data version: %w", err)

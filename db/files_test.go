@@ -156,8 +156,12 @@ func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
 	}
 
 	var locs, hashes int
-	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_location`).Scan(&locs)
-	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_hash_registry`).Scan(&hashes)
+	if err := db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_location`).Scan(&locs); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_hash_registry`).Scan(&hashes); err != nil {
+		t.Fatal(err)
+	}
 	if locs != 2 || hashes != 2 {
 		t.Errorf("locations=%d hashes=%d, want 2 and 2", locs, hashes)
 	}
@@ -173,7 +177,9 @@ func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
 	tags := map[int64]string{}
 	for _, v := range []int64{v1, v2, v3} {
 		var s string
-		db.writer.QueryRow(`SELECT applied_tags FROM cf_file_version WHERE id = ?`, v).Scan(&s)
+		if err := db.writer.QueryRow(`SELECT applied_tags FROM cf_file_version WHERE id = ?`, v).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
 		tags[v] = s
 	}
 	if tags[v1] != "a,b" || tags[v2] != "" || tags[v3] != "x" {

@@ -21,8 +21,8 @@ func TestPluginsList_ActiveManifestVersionsAndSubscriptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	tags, err := db.PluginSubscribe(ctx, "q", []string{"csv", " json "})
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || !reflect.DeepEqual(tags, []string{"csv", "json"}) {
+		t.Fatalf("tags = %v, %v", tags, err)
 	}
 	if tags, err = db.PluginSubscribe(ctx, "q", []string{"csv", "parquet"}); err != nil || !reflect.DeepEqual(tags, []string{"csv", "json", "parquet"}) {
 		t.Errorf("merged tags = %v, %v", tags, err)
@@ -100,7 +100,9 @@ func TestPluginManifestActivate_SupersedesAndReactivates(t *testing.T) {
 		t.Errorf("environment row: %q, %v", lock, err)
 	}
 	var configs int
-	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_plugin_config WHERE plugin_name IN ('p', 'q')`).Scan(&configs)
+	if err := db.writer.QueryRow(`SELECT COUNT(*) FROM cf_plugin_config WHERE plugin_name IN ('p', 'q')`).Scan(&configs); err != nil {
+		t.Fatal(err)
+	}
 	if configs != 2 {
 		t.Errorf("plugin configs = %d, want 2", configs)
 	}

@@ -100,7 +100,7 @@ func (c *client) do(ctx context.Context, method, path string, body any) ([]byte,
 	if err != nil {
 		return nil, &unreachableError{base: c.base, err: err}
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // read to the end or given up on
 	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
 		return nil, &unreachableError{base: c.base, err: err}

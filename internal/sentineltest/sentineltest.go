@@ -85,7 +85,7 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		t.Fatal(err)
 	}
 	e.Store = store
-	t.Cleanup(func() { store.Close() })
+	t.Cleanup(func() { _ = store.Close() })
 	root, err := store.SourceRootAdd(ctx, e.Root)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 	var tokens *httpapi.Tokens
 	if cfg.APITokens != "" {
 		if tokens, err = httpapi.LoadTokens(cfg.APITokens, log); err != nil {
-			e.router.Close()
+			_ = e.router.Close()
 			t.Fatal(err)
 		}
 	}
@@ -152,7 +152,7 @@ func (e *Env) Stop() {
 	if err := <-e.served; err != nil {
 		e.T.Errorf("serve http: %v", err)
 	}
-	e.router.Close()
+	_ = e.router.Close()
 	e.Sentinel = nil
 }
 

@@ -286,7 +286,7 @@ func startWorker(t *testing.T, h *sentinel, opts worker.Options) *runningWorker 
 		rw.err = w.Run(ctx)
 		close(rw.finished)
 	}()
-	t.Cleanup(func() { rw.stop(t) })
+	t.Cleanup(func() { _ = rw.stop(t) }) // tests that care call stop themselves and check it
 	return rw
 }
 

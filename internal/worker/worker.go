@@ -358,7 +358,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.wasm != nil {
 		// After the drain: every job has concluded (a module stops when its
 		// job's context ends, so none outlives it).
-		defer w.wasm.Close(context.Background())
+		defer func() { _ = w.wasm.Close(context.Background()) }() // in-memory runtime: nothing to lose
 		mem, limit := w.wasm.Limits()
 		w.log.Info().Int64("memory_limit_mib", mem>>20).Dur("time_limit", limit).Msg("deployed WebAssembly plugins enabled")
 	}

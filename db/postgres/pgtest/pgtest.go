@@ -141,8 +141,14 @@ func start() (*cluster, error) {
 	if os.Geteuid() == 0 {
 		c.asUser = "postgres"
 	}
-	c.dir, err = os.MkdirTemp("", "casparian-pgtest-")
+	c.reapOrphans()
+	c.dir, err = os.MkdirTemp("", dirPrefix)
 	if err != nil {
+		return nil, err
+	}
+	// Who started it, for reapOrphans.
+	if err := os.WriteFile(filepath.Join(c.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		os.RemoveAll(c.dir)
 		return nil, err
 	}
 	if c.asUser != "" {
@@ -198,6 +204,31 @@ func start() (*cluster, error) {
 	}
 	os.RemoveAll(c.dir)
 	return nil, fmt.Errorf("pg_ctl start: no free port")
+}
+
+const (
+	dirPrefix = "casparian-pgtest-"
+	ownerFile = "owner.pid"
+)
+
+// reapOrphans stops and removes the clusters of test binaries that died
+// without stopping theirs (a test timeout panics past TestMain's cleanup),
+// so that a machine running the tests over and over does not fill up with
+// servers.
+func (c *cluster) reapOrphans() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // not ours, or still being made
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || !processGone(pid) {
+			continue // its test binary still runs
+		}
+		orphan := &cluster{bin: c.bin, dir: dir, asUser: c.asUser}
+		_ = orphan.stop()
+	}
 }
 
 // stop stops the server at once (the data is thrown away) and removes the

@@ -320,6 +320,35 @@ func TestMigrate_OriginalDatabase(t *testing.T) {
 	})
 }
 
+// The original's status columns are PostgreSQL enums, which pgx does not
+// know: the Store must still read and write them as plain strings, as
+// parameters and as results.
+func TestEnumColumns_AreStringsToPgx(t *testing.T) {
+	_, url := openTest(t)
+	ctx := testContext(t)
+	conn := connect(t, url)
+	seedFile(t, ctx, conn)
+	for _, status := range []string{"QUEUED", "RUNNING", "COMPLETED", "SKIPPED"} {
+		t.Run(status, func(t *testing.T) {
+			var id int64
+			err := conn.QueryRow(ctx, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status)
+				VALUES (1, 'csv_parser', $1) RETURNING id`, status).Scan(&id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			if err := conn.QueryRow(ctx, `SELECT status FROM cf_processing_queue WHERE id = $1 AND status = $2`,
+				id, status).Scan(&got); err != nil || got != status {
+				t.Errorf("read back %q, %v; want %q", got, err, status)
+			}
+		})
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status)
+		VALUES (1, 'csv_parser', $1)`, "BOGUS"); err == nil {
+		t.Error("status BOGUS accepted")
+	}
+}
+
 // diff lists the lines only in a (-) and only in b (+).
 func diff(a, b []string) string {
 	in := func(xs []string) map[string]int {

@@ -152,3 +152,74 @@ func TestQueueNotify_OnInsert(t *testing.T) {
 		})
 	}
 }
+
+// waitDrain waits up to d for the listener to be ready and drains it.
+func waitDrain(t *testing.T, l *Listener, d time.Duration) ([]string, bool) {
+	t.Helper()
+	select {
+	case <-l.Ready():
+	case <-time.After(d):
+		t.Fatalf("listener not ready after %s", d)
+	}
+	return l.Drain()
+}
+
+func TestListener_DeliversAndResyncsAfterReconnect(t *testing.T) {
+	db, url := openTest(t)
+	ctx := testContext(t)
+	writer := connect(t, url)
+	seedFile(t, ctx, writer)
+	insert := func(plugin string) {
+		t.Helper()
+		if _, err := writer.Exec(ctx, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status)
+			VALUES (1, $1, 'QUEUED')`, plugin); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l := db.Listener()
+	l.Start(ctx)
+	defer l.Stop()
+	if plugins, resync := waitDrain(t, l, 5*time.Second); !resync || len(plugins) != 0 {
+		t.Fatalf("first Drain: %q, resync %v; want only resync", plugins, resync)
+	}
+
+	// Two plugins inserted quickly fold into one Drain (or arrive in
+	// two); either way each is reported and nothing else.
+	insert("csv_parser")
+	insert("xml_parser")
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		plugins, resync := waitDrain(t, l, time.Second)
+		if resync {
+			t.Errorf("resync without a reconnection")
+		}
+		for _, p := range plugins {
+			seen[p] = true
+		}
+	}
+	if !seen["csv_parser"] || !seen["xml_parser"] || len(seen) != 2 {
+		t.Errorf("plugins %v", seen)
+	}
+
+	// The session dies: the listener reconnects, reports resync (what
+	// was inserted meanwhile went unheard), and hears inserts again.
+	pid := l.pid.Load()
+	if _, err := connect(t, url).Exec(ctx, `SELECT pg_terminate_backend($1)`, int32(pid)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "reconnected", func() bool {
+		p := l.pid.Load()
+		return p != 0 && p != pid
+	})
+	if _, resync := waitDrain(t, l, time.Second); !resync {
+		t.Error("no resync after the reconnection")
+	}
+	if err := l.Err(); err != nil {
+		t.Errorf("Err while listening: %v", err)
+	}
+	insert("csv_parser")
+	if plugins, _ := waitDrain(t, l, time.Second); len(plugins) != 1 || plugins[0] != "csv_parser" {
+		t.Errorf("after reconnecting: %q", plugins)
+	}
+}

@@ -18,9 +18,10 @@ import (
 // campaigner to try takes it: leadership is handed over without any row to
 // clean up.
 //
-// Leader() may lag the truth by up to one check interval: a leader whose
-// session was cut learns it at its next check, while another Sentinel may
-// have taken the lock already. Work done as leader must therefore be safe
+// Leader() may lag the truth by up to one check interval, plus the check's
+// own timeout when the server does not answer: a leader whose session was
+// cut learns it at its next check, while another Sentinel may have taken
+// the lock already. Work done as leader must therefore be safe
 // to overlap for that long (guarded by expected states, as every state
 // change is).
 type Election struct {
@@ -41,6 +42,9 @@ type Election struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
+
+// minCheckTimeout bounds each check of an Election from below.
+const minCheckTimeout = 2 * time.Second
 
 // Election returns a campaign for leadership that, once started, checks
 // every interval (1 s if zero or less).
@@ -106,7 +110,9 @@ func (e *Election) campaign(ctx context.Context) {
 // session, so a query that succeeds on that same session proves the lock is
 // still held. Any failure drops the session, and with it the lock.
 func (e *Election) check(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, e.every)
+	// Not shorter than minCheckTimeout: on a loaded machine a leader must
+	// not lose its lock to one slow answer.
+	ctx, cancel := context.WithTimeout(ctx, max(e.every, minCheckTimeout))
 	defer cancel()
 	if e.conn == nil {
 		conn, err := e.db.connect(ctx, "leader election")

@@ -158,7 +158,9 @@ func (m migration) apply(ctx context.Context, conn *pgxpool.Conn) error {
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) // a no-op after Commit
+	// After Commit, Rollback does nothing; after a failure, the error
+	// that caused it is the one to report.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	// Without arguments pgx sends the file as one simple-protocol query,
 	// which may hold several statements.
 	if _, err := tx.Exec(ctx, string(body)); err != nil {

@@ -118,8 +118,10 @@ func admin(ctx context.Context, stmt string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
 	_, err = conn.Exec(ctx, stmt)
+	// The statement's error is the one that matters; a failed goodbye
+	// changes nothing on the server.
+	_ = conn.Close(context.Background())
 	return err
 }
 
@@ -148,19 +150,19 @@ func start() (*cluster, error) {
 	}
 	// Who started it, for reapOrphans.
 	if err := os.WriteFile(filepath.Join(c.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		os.RemoveAll(c.dir)
+		c.discard()
 		return nil, err
 	}
 	if c.asUser != "" {
 		u, err := user.Lookup(c.asUser)
 		if err != nil {
-			os.RemoveAll(c.dir)
+			c.discard()
 			return nil, fmt.Errorf("running as root needs the %s user (Debian's postgresql package creates it): %w", c.asUser, err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		if err := os.Chown(c.dir, uid, gid); err != nil {
-			os.RemoveAll(c.dir)
+			c.discard()
 			return nil, err
 		}
 	}
@@ -170,7 +172,7 @@ func start() (*cluster, error) {
 	// a power cut.
 	if out, err := c.run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
 		"--no-locale", "--no-sync"); err != nil {
-		os.RemoveAll(c.dir)
+		c.discard()
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	// A port found free may be taken before the server binds it: try a
@@ -198,11 +200,11 @@ func start() (*cluster, error) {
 		log, _ := os.ReadFile(filepath.Join(c.dir, "log"))
 		err = fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, log)
 		if !strings.Contains(string(log), "in use") {
-			os.RemoveAll(c.dir)
+			c.discard()
 			return nil, err
 		}
 	}
-	os.RemoveAll(c.dir)
+	c.discard()
 	return nil, fmt.Errorf("pg_ctl start: no free port")
 }
 
@@ -230,6 +232,11 @@ func (c *cluster) reapOrphans() {
 		_ = orphan.stop()
 	}
 }
+
+// discard removes the folder of a cluster that failed to start. Removing
+// it is best effort: a leftover folder in the temporary directory harms no
+// later run.
+func (c *cluster) discard() { _ = os.RemoveAll(c.dir) }
 
 // stop stops the server at once (the data is thrown away) and removes the
 // folder.
@@ -290,6 +297,6 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
 }

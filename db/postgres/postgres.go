@@ -12,7 +12,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -109,19 +108,23 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 // parseConfig turns the URL into a pool configuration with this package's
 // defaults wherever the URL is silent.
 func parseConfig(rawURL string) (*pgxpool.Config, error) {
+	rawURL = strings.TrimSpace(rawURL)
 	if !IsURL(rawURL) {
 		return nil, fmt.Errorf("parse database url: want postgres://… or postgresql://…")
 	}
-	u, err := url.Parse(strings.TrimSpace(rawURL))
+	// pgx parses the URL itself, hiding the password in its errors. It
+	// also takes several hosts (postgres://a:5432,b:5432/db), which
+	// net/url refuses, so only the query is read here, to know which
+	// settings the URL makes.
+	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
-		// url.Error quotes the whole URL, password included.
-		return nil, errors.New("parse database url: malformed url")
+		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	cfg, err := pgxpool.ParseConfig(u.String())
+	_, rawQuery, _ := strings.Cut(rawURL, "?")
+	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url %s: %w", redact(rawURL), err)
 	}
-	q := u.Query()
 	if !q.Has("pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
 	}
@@ -154,13 +157,28 @@ func parseConfig(rawURL string) (*pgxpool.Config, error) {
 	return cfg, nil
 }
 
-// redact returns the URL with its password replaced, for error messages.
+// redact returns the URL with its password, if any, replaced by "xxxxx",
+// for error messages and logs.
 func redact(rawURL string) string {
-	u, err := url.Parse(strings.TrimSpace(rawURL))
-	if err != nil {
-		return "(malformed url)"
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return rawURL
 	}
-	return u.Redacted()
+	// The user information ends at the last '@' before the path.
+	authority, path, hasPath := strings.Cut(rest, "/")
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return rawURL
+	}
+	user, _, hasPassword := strings.Cut(authority[:at], ":")
+	if !hasPassword {
+		return rawURL
+	}
+	out := scheme + "://" + user + ":xxxxx" + authority[at:]
+	if hasPath {
+		out += "/" + path
+	}
+	return out
 }
 
 // Ping checks that the server answers a query.

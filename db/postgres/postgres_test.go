@@ -109,6 +109,7 @@ func TestParseConfig_DefaultsAndOverrides(t *testing.T) {
 	}{
 		{"Defaults", "postgres://u@h/db", defaultMaxConns, "30s", defaultConnectTimeout},
 		{"URLWins", "postgres://u@h/db?pool_max_conns=3&statement_timeout=5s&connect_timeout=2", 3, "5s", 2 * time.Second},
+		{"SeveralHosts", "postgres://u:pw@a:5432,b:5433/db?target_session_attrs=read-write", defaultMaxConns, "30s", defaultConnectTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseConfig(tc.url)
@@ -129,12 +130,26 @@ func TestParseConfig_DefaultsAndOverrides(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"sqlite://x.db", "postgres://u:secret@h:notaport/db"} {
+	for _, bad := range []string{"sqlite://x.db", "postgres://u:secret@h:notaport/db", "postgres://u:secret@h/db?%zz"} {
 		_, err := parseConfig(bad)
 		if err == nil {
 			t.Errorf("parseConfig(%q): no error", bad)
 		} else if strings.Contains(err.Error(), "secret") {
 			t.Errorf("parseConfig(%q): error shows the password: %v", bad, err)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://u:secret@h:5432/db?sslmode=disable", "postgres://u:xxxxx@h:5432/db?sslmode=disable"},
+		{"postgres://u:p@ss@a:1,b:2/db", "postgres://u:xxxxx@a:1,b:2/db"},
+		{"postgres://u@h/db", "postgres://u@h/db"},
+		{"postgres://h/db", "postgres://h/db"},
+		{"postgres://u:secret@h", "postgres://u:xxxxx@h"},
+	} {
+		if got := redact(tc.in); got != tc.want {
+			t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/job"
@@ -231,5 +232,37 @@ func TestWorker_StartsOnTheNextSentinelWhenTheFirstIsDown(t *testing.T) {
 	id := b.enqueue(b.sample("orders.csv"), "csv", "")
 	if j := b.waitJob(id, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted {
 		t.Fatalf("job on B: %s %q", j.Status, j.ErrorMessage)
+	}
+}
+
+// Under CURVE with a key per Sentinel: the worker reaches B with B's key
+// after A stops.
+func TestWorker_FailsOverWithASentinelKeyPerEndpoint(t *testing.T) {
+	keys := t.TempDir()
+	aPub, _ := curveKeyPair(t, filepath.Join(keys, "a"))
+	bPub, _ := curveKeyPair(t, filepath.Join(keys, "b"))
+	_, workerSec := curveKeyPair(t, filepath.Join(keys, "worker"))
+	curveFor := func(name string) func(*config.Config) {
+		return func(c *config.Config) {
+			c.CurveSecretKey = filepath.Join(keys, name+".key")
+			c.AuthorizedWorkers = filepath.Join(keys, "worker.pub")
+		}
+	}
+	a, b := newSentinel(t, curveFor("a")), newSentinel(t, curveFor("b"))
+	w := startWorker(t, b, worker.Options{
+		Endpoint:        a.endpoint + "," + b.endpoint,
+		Curve:           transport.NewCurveClient(aPub, workerSec),
+		SentinelKeys:    []transport.CurveKey{aPub, bPub},
+		SentinelTimeout: time.Second,
+	})
+	a.waitWorkers(1)
+	start := time.Now()
+	a.stop()
+	t.Logf("on B %s after A stopped", waitFailover(t, w, b, start))
+	b.plugin("csv")
+	b.topic("csv", "output", "sqlite://"+filepath.Join(b.out, "b.db")+"/orders", "append")
+	id := b.enqueue(b.sample("orders.csv"), "csv", "")
+	if j := b.waitJob(id, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted {
+		t.Fatalf("job on B over CURVE: %s %q", j.Status, j.ErrorMessage)
 	}
 }

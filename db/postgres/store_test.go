@@ -726,3 +726,89 @@ func seedPostgres(t testing.TB, d *DB) fixture {
 	t.Helper()
 	return seedWith(t, d)
 }
+
+// TestPostgres_ClaimSkipsLockedRowsWithoutWaiting: a job another
+// transaction holds (another Sentinel concluding or claiming it) is passed
+// over at once, not waited for, and not claimed.
+func TestPostgres_ClaimSkipsLockedRowsWithoutWaiting(t *testing.T) {
+	d := openStore(t)
+	ctx := testContext(t)
+	fx := seedWith(t, d)
+	fx.activate("p")
+	top := fx.enqueue(t, "p", 9)
+	next := fx.enqueue(t, "p", 0)
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, `SELECT id FROM cf_processing_queue WHERE id = $1 FOR UPDATE`, top); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	res, err := d.JobsBatch(short, testNow, nil, []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 2}})
+	if err != nil {
+		t.Fatalf("claim beside a locked row: %v", err)
+	}
+	if got := claimIDs(res.Claims); !reflect.DeepEqual(got, []int64{next}) {
+		t.Errorf("claims = %v, want [%d] (job %d is locked)", got, next, top)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimIDs(fx.claim(t, testNow, "w", 2, "p")); !reflect.DeepEqual(got, []int64{top}) {
+		t.Errorf("claims after the lock went = %v, want [%d]", got, top)
+	}
+}
+
+// TestPostgres_ClaimStatementsUseIndexes: with a deep queue and no
+// statistics, every claim shape walks a partial claim index in claim order
+// and stops at its LIMIT: no sort of the queue.
+func TestPostgres_ClaimStatementsUseIndexes(t *testing.T) {
+	d := openStore(t)
+	ctx := testContext(t)
+	fx := seedWith(t, d)
+	fx.activate("p")
+	if err := d.JobsEnqueueBulk(ctx, fx.fv, "p", 0, 20000); err != nil {
+		t.Fatal(err)
+	}
+	base := []any{"w", testNow, testNow, nil, 64}
+	for _, tc := range []struct {
+		name, filter, index string
+		args                []any
+	}{
+		{"any", "", "ix_cf_queue_claimable_any", base},
+		{"one", ` AND plugin_name = $6`, "ix_cf_queue_claimable ", append(base[:5:5], "p")},
+		{"several", ` AND plugin_name = ANY($6::text[])`, "ix_cf_queue_claimable_any", append(base[:5:5], []string{"p", "q"})},
+		{"excluding", ` AND NOT (plugin_name = ANY($6::text[]))`, "ix_cf_queue_claimable_any", append(base[:5:5], []string{"q"})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tx, err := d.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = tx.Rollback(context.Background()) }()
+			if _, err := tx.Exec(ctx, claimSettingsSQL); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := tx.Query(ctx, "EXPLAIN "+claimSQL(tc.filter), tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var plan []string
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, line)
+			}
+			rows.Close()
+			text := strings.Join(plan, "\n")
+			if !strings.Contains(text, "Index Scan using "+tc.index) || strings.Contains(text, "Sort") {
+				t.Errorf("claim plan does not walk %s in order:\n%s", tc.index, text)
+			}
+		})
+	}
+}

@@ -812,3 +812,37 @@ func TestPostgres_ClaimStatementsUseIndexes(t *testing.T) {
 		})
 	}
 }
+
+// TestPostgres_CancelRacingARequeueAlwaysEndsSkipped: an operator's cancel
+// and the worker's requeue of the same job, at once from different
+// connections, end SKIPPED whichever comes first (cancel then requeue:
+// SKIPPED by the requeue; requeue then cancel: a QUEUED job cancelled). A
+// requeue that read "not cancelled" and then requeued a job cancelled in
+// between would leave it QUEUED with its cancel forgotten.
+func TestPostgres_CancelRacingARequeueAlwaysEndsSkipped(t *testing.T) {
+	d := openStore(t)
+	ctx := testContext(t)
+	fx := seedWith(t, d)
+	fx.activate("p")
+	for i := 0; i < 40; i++ {
+		id := fx.enqueue(t, "p", 0)
+		ref := fx.claim(t, testNow, "w", 1, "p")[0].Ref
+		errs := make(chan error, 2)
+		go func() {
+			_, err := d.JobsBatch(ctx, testNow, []job.Conclusion{{Ref: ref, Kind: job.ConcludeRequeue, MaxRetries: 5}}, nil)
+			errs <- err
+		}()
+		go func() {
+			_, err := d.JobCancel(ctx, testNow, id)
+			errs <- err
+		}()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if j := fx.get(t, id); j.Status != job.StatusSkipped {
+			t.Fatalf("round %d: job = %+v, want SKIPPED", i, j.Job)
+		}
+	}
+}

@@ -85,15 +85,8 @@ type BatchResult struct {
 // receipts and the claim that refills the freed slots with one commit. Jobs
 // the conclusions requeue can be claimed by the same call when they are due.
 func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, reqs []job.ClaimRequest) (BatchResult, error) {
-	for _, r := range reqs {
-		if r.Worker == "" {
-			return BatchResult{}, errors.New("claim jobs: empty worker identity")
-		}
-	}
-	for i, c := range cs {
-		if c.Kind < job.ConcludeComplete || c.Kind > job.ConcludeAbort {
-			return BatchResult{}, fmt.Errorf("conclude jobs: conclusion %d (job %d): unknown kind %d", i, c.Ref.JobID, int(c.Kind))
-		}
+	if err := CheckBatch(cs, reqs); err != nil {
+		return BatchResult{}, err
 	}
 	claiming := anyClaimable(reqs)
 	if len(cs) == 0 && !claiming {
@@ -153,31 +146,11 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 	if _, err := normalise.ExecContext(ctx); err != nil {
 		return nil, nil, fmt.Errorf("normalise nulls: %w", err)
 	}
-	rows, preferred, err := db.claimPreferred(ctx, tx, now, reqs)
+	rows, err := RunClaims(reqs, func(r job.ClaimRequest) ([]ClaimedJob, error) {
+		return db.claimFor(ctx, tx, now, r)
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	// Once a request comes back short, the queue holds nothing more for
-	// its plugins (the transaction holds the write lock), so other workers
-	// with the same plugins and exclusions are not asked again: a thousand
-	// idle workers cost one statement, not a thousand.
-	exhausted := map[string]bool{}
-	for i, r := range reqs {
-		if preferred != nil {
-			r.Limit -= preferred[i]
-		}
-		key := pluginSetKey(r.Plugins) + "\x01" + pluginSetKey(r.Exclude)
-		if r.Limit <= 0 || exhausted[key] {
-			continue
-		}
-		got, err := db.claimFor(ctx, tx, now, r)
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(got) < r.Limit {
-			exhausted[key] = true
-		}
-		rows = append(rows, got...)
 	}
 	if len(rows) == 0 {
 		return nil, nil, nil
@@ -193,46 +166,25 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 	var claims []Claim
 	var failures []ClaimFailure
 	for _, row := range rows {
-		d, reason, err := asm.dispatch(ctx, row)
+		d, reason, err := asm.Dispatch(ctx, row)
 		if err != nil {
 			return nil, nil, err
 		}
 		if reason != "" {
-			if err := claimFail(ctx, fail, now, row.ref, reason); err != nil {
+			if err := claimFail(ctx, fail, now, row.Ref, reason); err != nil {
 				return nil, nil, err
 			}
-			failures = append(failures, ClaimFailure{Ref: row.ref, Reason: reason})
+			failures = append(failures, ClaimFailure{Ref: row.Ref, Reason: reason})
 			continue
 		}
 		claims = append(claims, Claim{
-			Ref:        row.ref,
-			Priority:   row.priority.Int64,
-			RetryCount: row.retryCount.Int64,
+			Ref:        row.Ref,
+			Priority:   row.Priority,
+			RetryCount: row.RetryCount,
 			Dispatch:   d,
 		})
 	}
 	return claims, failures, nil
-}
-
-// claimPreferred runs the Prefer claims of every request, before any
-// ordinary claim, and returns how many each request got; preferred is nil
-// when no request prefers anything.
-func (db *DB) claimPreferred(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.ClaimRequest) (rows []claimedRow, preferred []int, err error) {
-	for i, r := range reqs {
-		if len(r.Prefer) == 0 || r.Limit <= 0 {
-			continue
-		}
-		got, err := db.claimFor(ctx, tx, now, job.ClaimRequest{Worker: r.Worker, Plugins: r.Prefer, Limit: r.Limit, Exclude: r.Exclude})
-		if err != nil {
-			return nil, nil, err
-		}
-		if preferred == nil {
-			preferred = make([]int, len(reqs))
-		}
-		preferred[i] = len(got)
-		rows = append(rows, got...)
-	}
-	return rows, preferred, nil
 }
 
 // anyClaimable reports whether some request can claim anything at all, so
@@ -247,7 +199,7 @@ func anyClaimable(reqs []job.ClaimRequest) bool {
 }
 
 // claimFor runs the claim statement for one request.
-func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.ClaimRequest) ([]claimedRow, error) {
+func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.ClaimRequest) ([]ClaimedJob, error) {
 	plugins, anyPlugin := pluginFilter(r.Plugins)
 	if r.Limit <= 0 || (!anyPlugin && len(plugins) == 0) {
 		return nil, nil
@@ -270,26 +222,37 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.Cla
 		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 	}
 	defer rows.Close()
-	var out []claimedRow
+	var out []ClaimedJob
 	for rows.Next() {
 		c := claimedRow{ref: job.Ref{Worker: r.Worker}}
 		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
 			&c.priority, &c.retryCount, &c.configOverrides, &c.location); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
-		out = append(out, c)
+		out = append(out, c.claimed())
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 	}
-	// RETURNING gives no order; hand jobs out in claim order.
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].priority.Int64 != out[j].priority.Int64 {
-			return out[i].priority.Int64 > out[j].priority.Int64
-		}
-		return out[i].ref.JobID < out[j].ref.JobID
-	})
+	SortClaimed(out)
 	return out, nil
+}
+
+// claimed converts the row to the assembler's input.
+func (c claimedRow) claimed() ClaimedJob {
+	root, rel, ok := strings.Cut(c.location.String, "\x00")
+	return ClaimedJob{
+		Ref:             c.ref,
+		FileVersionID:   c.fileVersionID.Int64,
+		HasFileVersion:  c.fileVersionID.Valid,
+		Plugin:          c.plugin.String,
+		Priority:        c.priority.Int64,
+		RetryCount:      c.retryCount.Int64,
+		ConfigOverrides: c.configOverrides.String,
+		RootPath:        root,
+		RelPath:         rel,
+		Located:         c.location.Valid && ok,
+	}
 }
 
 // claimSQL is the claim statement for a worker running nPlugins named
@@ -477,74 +440,55 @@ func (s *concludeStmts) bind(ctx context.Context, p **sql.Stmt, q string) (*sql.
 
 func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion) (job.Outcome, error) {
 	guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
-	switch c.Kind {
-	case job.ConcludeComplete:
+	// Abort and Requeue depend on whether an operator cancelled the job:
+	// read that and the retry count under the same guard (the transaction
+	// holds the write lock, so neither can change before the UPDATE).
+	var retries int64
+	var cancelled bool
+	if ConclusionNeedsState(c.Kind) {
+		st, err := s.bind(ctx, &s.retries, retriesSQL)
+		if err != nil {
+			return 0, err
+		}
+		switch err := st.QueryRowContext(ctx, guard...).Scan(&retries, &cancelled); {
+		case errors.Is(err, sql.ErrNoRows):
+			return job.OutcomeStale, nil
+		case err != nil:
+			return 0, err
+		}
+	}
+	step, err := PlanConclusion(c, retries, cancelled)
+	if err != nil {
+		return 0, err
+	}
+	switch step.Outcome {
+	case job.OutcomeCompleted:
 		st, err := s.bind(ctx, &s.complete, completeSQL)
 		if err != nil {
 			return 0, err
 		}
-		metrics, err := jsonOrNull(c.Metrics, c.Metrics == nil)
-		if err != nil {
-			return 0, fmt.Errorf("encode metrics: %w", err)
-		}
-		artifacts, err := jsonOrNull(c.Artifacts, c.Artifacts == nil)
-		if err != nil {
-			return 0, fmt.Errorf("encode artifacts: %w", err)
-		}
-		summary := orDefault(c.Message, defaultSuccessSummary)
-		res, err := st.ExecContext(ctx, append([]any{summary, ts, metrics, artifacts, ts}, guard...)...)
+		res, err := st.ExecContext(ctx, append([]any{step.Message, ts, step.Metrics, step.Artifacts, ts}, guard...)...)
 		return outcomeOf(res, err, job.OutcomeCompleted)
-
-	case job.ConcludeFail:
-		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, job.OutcomeFailed)
-	}
-
-	// Abort and Requeue depend on whether an operator cancelled the job:
-	// read that and the retry count under the same guard (the transaction
-	// holds the write lock, so neither can change before the UPDATE).
-	st, err := s.bind(ctx, &s.retries, retriesSQL)
-	if err != nil {
-		return 0, err
-	}
-	var retries int64
-	var cancelled bool
-	switch err := st.QueryRowContext(ctx, guard...).Scan(&retries, &cancelled); {
-	case errors.Is(err, sql.ErrNoRows):
-		return job.OutcomeStale, nil
-	case err != nil:
-		return 0, err
-	}
-	if cancelled {
+	case job.OutcomeSkipped:
 		st, err := s.bind(ctx, &s.skip, skipSQL)
 		if err != nil {
 			return 0, err
 		}
-		msg := cancelledMessage
-		if c.Message != "" {
-			msg += " (" + c.Message + ")"
-		}
-		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
+		res, err := st.ExecContext(ctx, append([]any{step.Message, ts, ts}, guard...)...)
 		return outcomeOf(res, err, job.OutcomeSkipped)
+	case job.OutcomeRequeued:
+		st, err := s.bind(ctx, &s.requeue, requeueSQL)
+		if err != nil {
+			return 0, err
+		}
+		var next any
+		if !step.NextRunAt.IsZero() {
+			next = unixMillis(step.NextRunAt)
+		}
+		res, err := st.ExecContext(ctx, append([]any{step.RetryCount, next, step.Message, ts}, guard...)...)
+		return outcomeOf(res, err, job.OutcomeRequeued)
 	}
-	if c.Kind == job.ConcludeAbort {
-		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, job.OutcomeFailed)
-	}
-
-	reason := orDefault(c.Message, defaultRequeueReason)
-	if retries+1 > int64(c.MaxRetries) {
-		msg := fmt.Sprintf("%s (gave up after %d retries)", reason, retries)
-		return s.failed(ctx, ts, msg, guard, job.OutcomeFailed)
-	}
-	st, err = s.bind(ctx, &s.requeue, requeueSQL)
-	if err != nil {
-		return 0, err
-	}
-	var next any
-	if !c.NextRunAt.IsZero() {
-		next = unixMillis(c.NextRunAt)
-	}
-	res, err := st.ExecContext(ctx, append([]any{retries + 1, next, reason, ts}, guard...)...)
-	return outcomeOf(res, err, job.OutcomeRequeued)
+	return s.failed(ctx, ts, step.Message, guard, job.OutcomeFailed)
 }
 
 // failed marks the claimed job FAILED with msg.

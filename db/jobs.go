@@ -47,25 +47,11 @@ func scanJobInfo(row interface{ Scan(...any) error }) (job.Info, error) {
 	j.ErrorMessage, j.ResultSummary = errMsg.String, summary.String
 	j.ClaimTime, j.EndTime, j.UpdatedAt = claimed.Time, ended.Time, updated.Time
 	j.ConfigOverrides = overrides.String
-	j.Metrics, j.Artifacts = decodeReceipt(metrics, artifacts)
+	j.Metrics, j.Artifacts = DecodeReceipt(metrics, artifacts)
 	if root.String != "" && rel.String != "" {
 		j.FilePath = filepath.Join(root.String, rel.String)
 	}
 	return j, nil
-}
-
-// decodeReceipt reads metrics_json and artifacts_json; malformed JSON written
-// by another tool reads as none.
-func decodeReceipt(metrics, artifacts sql.NullString) (map[string]int64, []map[string]string) {
-	var m map[string]int64
-	var a []map[string]string
-	if metrics.Valid && json.Unmarshal([]byte(metrics.String), &m) != nil {
-		m = nil
-	}
-	if artifacts.Valid && json.Unmarshal([]byte(artifacts.String), &a) != nil {
-		a = nil
-	}
-	return m, a
 }
 
 // JobsList returns one page of the jobs that match f, newest first, and the
@@ -140,21 +126,9 @@ func (db *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
 // when the job fails at dispatch. A plugin without an ACTIVE manifest is
 // accepted: it may be deployed later.
 func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
-	switch {
-	case strings.TrimSpace(s.Plugin) == "":
-		return 0, fmt.Errorf("submit job: plugin is required: %w", job.ErrInvalid)
-	case s.FileVersionID == 0 && s.FilePath == "":
-		return 0, fmt.Errorf("submit job: give file_version_id or file_path: %w", job.ErrInvalid)
-	case s.FileVersionID != 0 && s.FilePath != "":
-		return 0, fmt.Errorf("submit job: give file_version_id or file_path, not both: %w", job.ErrInvalid)
-	case s.FileVersionID < 0:
-		return 0, fmt.Errorf("submit job: file_version_id must be positive: %w", job.ErrInvalid)
-	case s.FilePath != "" && !filepath.IsAbs(s.FilePath):
-		return 0, fmt.Errorf("submit job: file_path %q must be absolute: %w", s.FilePath, job.ErrInvalid)
-	}
-	overridden, err := parseOverrides(s.ConfigOverrides)
+	overridden, err := CheckSubmission(s)
 	if err != nil {
-		return 0, fmt.Errorf("submit job: %v: %w", err, job.ErrInvalid)
+		return 0, err
 	}
 	for _, sinks := range overridden {
 		if err := db.checkSinks(sinks); err != nil {
@@ -202,35 +176,26 @@ func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 // versionAtPath returns the current version of the file at an absolute path,
 // looked up under the active source root that contains it most closely.
 func versionAtPath(ctx context.Context, tx *sql.Tx, abs string) (int64, error) {
-	abs = filepath.Clean(abs)
 	rows, err := tx.QueryContext(ctx, `SELECT id, path FROM cf_source_root WHERE COALESCE(active, 1) = 1`)
 	if err != nil {
 		return 0, err
 	}
-	var rootID int64
-	var rel string
-	best := -1
+	var roots []job.SourceRoot
 	for rows.Next() {
-		var id int64
-		var root string
-		if err := rows.Scan(&id, &root); err != nil {
+		var r job.SourceRoot
+		if err := rows.Scan(&r.ID, &r.Path); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		r, err := filepath.Rel(filepath.Clean(root), abs)
-		if err != nil || !filepath.IsLocal(r) {
-			continue
-		}
-		if len(root) > best {
-			best, rootID, rel = len(root), id, filepath.ToSlash(r)
-		}
+		roots = append(roots, r)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	if best < 0 {
-		return 0, fmt.Errorf("file %q is under no active source root: %w", abs, job.ErrNotFound)
+	rootID, rel, ok := SourceRootFor(roots, abs)
+	if !ok {
+		return 0, fmt.Errorf("file %q is under no active source root: %w", filepath.Clean(abs), job.ErrNotFound)
 	}
 	var fv sql.NullInt64
 	err = tx.QueryRowContext(ctx, `SELECT current_version_id FROM cf_file_location

@@ -70,6 +70,9 @@ type DB struct {
 	// advisory lock (leader election) or LISTEN belongs to one session,
 	// and the pool may close or hand out any of its connections.
 	connConfig *pgx.ConnConfig
+
+	// sentinelID is stored in sentinel_id by every claim (SetSentinelID).
+	sentinelID string
 }
 
 // IsURL reports whether a database setting names PostgreSQL

@@ -6,12 +6,14 @@
 // them without importing another (db and actors never meet outside the queue
 // actor, and the HTTP layer never imports db).
 //
-// It is a leaf: it imports only the standard library, and holds no behaviour
-// beyond naming values.
+// It is a leaf: it imports only the standard library, and holds little
+// behaviour beyond naming values: what a page of a listing is, so that every
+// backend agrees on it.
 package job
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -95,6 +97,20 @@ type Filter struct {
 	Plugin string // "" = any
 	Limit  int    // 0 = DefaultLimit; at most MaxLimit
 	Offset int
+}
+
+// Paged returns f with its page size settled (DefaultLimit for 0, at most
+// MaxLimit), or ErrInvalid for a negative limit or offset. Every backend
+// lists jobs through it, so they agree on what a page is.
+func (f Filter) Paged() (Filter, error) {
+	if f.Limit < 0 || f.Offset < 0 {
+		return f, fmt.Errorf("list jobs: limit and offset must not be negative: %w", ErrInvalid)
+	}
+	if f.Limit == 0 {
+		f.Limit = DefaultLimit
+	}
+	f.Limit = min(f.Limit, MaxLimit)
+	return f, nil
 }
 
 // Page is one page of jobs and how many jobs match the filter in all.

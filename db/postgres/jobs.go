@@ -84,13 +84,10 @@ func scanJobInfo(row pgx.Row) (job.Info, error) {
 // JobsList returns one page of the jobs that match f, newest first, and the
 // number that match in all.
 func (d *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
-	if f.Limit < 0 || f.Offset < 0 {
-		return job.Page{}, fmt.Errorf("list jobs: limit and offset must not be negative: %w", job.ErrInvalid)
+	f, err := f.Paged()
+	if err != nil {
+		return job.Page{}, err
 	}
-	if f.Limit == 0 {
-		f.Limit = job.DefaultLimit
-	}
-	f.Limit = min(f.Limit, job.MaxLimit)
 	var where []string
 	var args []any
 	if f.Status != "" {

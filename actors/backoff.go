@@ -16,6 +16,12 @@ func Backoff(base, max time.Duration, retries int64) time.Duration {
 	if d > max {
 		d = max
 	}
+	return Jitter(d)
+}
+
+// Jitter is a random delay in [d/2, d]: a fixed retry delay that several
+// actors failing at the same moment do not all take at the same moment.
+func Jitter(d time.Duration) time.Duration {
 	half := d / 2
 	if half <= 0 {
 		return d

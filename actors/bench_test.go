@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // BenchmarkSentinel_EndToEnd runs b.N jobs through an in-process Sentinel
@@ -29,7 +29,7 @@ func BenchmarkSentinel_EndToEnd(b *testing.B) {
 	for h.Sentinel.Stats().JobsCompleted.Load() < int64(b.N) {
 		time.Sleep(5 * time.Millisecond) // polling a counter, not synchronising
 	}
-	if n := h.Counts()[db.StatusCompleted]; n != int64(b.N) {
+	if n := h.Counts()[job.StatusCompleted]; n != int64(b.N) {
 		b.Fatalf("%d rows COMPLETED, want %d", n, b.N)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")

@@ -44,7 +44,7 @@ const (
 // where it serves workers. A second Sentinel gets an error naming the first
 // (a *db.LeaseHeldError). Taking over from a Sentinel that ended without
 // releasing is logged.
-func AcquireLease(ctx context.Context, store *db.DB, endpoint string, log zerolog.Logger) (*db.Lease, error) {
+func AcquireLease(ctx context.Context, store db.Store, endpoint string, log zerolog.Logger) (*db.Lease, error) {
 	host, err := os.Hostname()
 	if err != nil {
 		host = "unknown"
@@ -121,7 +121,9 @@ func (w *dbWatch) run() {
 		case <-w.stop:
 			if inFlight {
 				cancel()
-				<-renewed
+				if err := <-renewed; err != nil {
+					w.log.Debug().Err(err).Msg("lease renewal cancelled by the stop")
+				}
 			}
 			return
 		case err := <-renewed:

@@ -19,6 +19,7 @@ import (
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -180,7 +181,7 @@ func TestDeployer_PublishStoreSupersedeAndReload(t *testing.T) {
 		t.Fatalf("the idempotent redeploy broadcast RELOAD: %d reloads", n)
 	}
 	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	got := w.Received()
 	if len(got) != 1 || got[0].Dispatch.SourceCode != v2.SourceCode || got[0].Dispatch.ArtifactHash != v2.ArtifactHash ||
 		got[0].Dispatch.EnvHash != v2.EnvHash {
@@ -254,7 +255,7 @@ func TestDeployer_RefusesAndStoresNothing(t *testing.T) {
 	if rows := manifests(t, h, "wc"); len(rows) != 0 {
 		t.Fatalf("refused deploys stored %+v", rows)
 	}
-	if _, err := h.Store.EnvironmentLockfile(context.Background(), deploy.EnvHash("dep==1\n")); !errors.Is(err, db.ErrNotFound) {
+	if _, err := h.Store.EnvironmentLockfile(context.Background(), deploy.EnvHash("dep==1\n")); !errors.Is(err, job.ErrNotFound) {
 		t.Fatalf("a refused deploy stored its environment: %v", err)
 	}
 	if got := h.Sentinel.Stats().DeploysRejected.Load(); got < 5 {

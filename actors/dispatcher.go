@@ -8,6 +8,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // dispatcherActor matches free worker slots to queued jobs. It keeps a view of
@@ -33,7 +35,7 @@ type dispatcherActor struct {
 	envOf map[string]string
 
 	// asked is the claim in flight, request by request.
-	asked []ClaimRequest
+	asked []job.ClaimRequest
 	// empty holds the sets of plugins (with exclusions) whose last claim
 	// came back short: the queue had nothing more for them. Their workers
 	// are left out of claims until the queue changes, so a thousand idle
@@ -124,7 +126,7 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	if a.claiming || !a.dirty || a.stopped || a.retry.armed() {
 		return
 	}
-	var reqs []ClaimRequest
+	var reqs []job.ClaimRequest
 	total := 0
 	now := time.Now()
 	for key, w := range a.workers {
@@ -165,7 +167,7 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	a.asked = nil
 	if m.Err != nil {
 		a.dirty = true
-		a.retry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(100*time.Millisecond, 5*time.Second, 1))
+		a.retry.arm(ctx.ActorSystem(), ctx.Self(), Jitter(200*time.Millisecond))
 		return
 	}
 	byWorker := map[string][]JobClaim{}
@@ -188,8 +190,8 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 		if !ok {
 			// The worker left while the claim was in flight.
 			for _, c := range claims {
-				ctx.Send(a.peers.queue, &ConcludeJob{Ref: c.Ref, Kind: ConcludeRequeue,
-					Message: "worker left before dispatch"})
+				ctx.Send(a.peers.queue, &ConcludeJob{Conclusion: job.Conclusion{Ref: c.Ref, Kind: job.ConcludeRequeue,
+					Message: "worker left before dispatch"}})
 			}
 			continue
 		}
@@ -206,7 +208,7 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 
 // claimSetKey names what a request can claim: its plugins ("*" for any) and
 // its exclusions, each sorted. Preferences only order a claim within that.
-func claimSetKey(r ClaimRequest) string {
+func claimSetKey(r job.ClaimRequest) string {
 	set := func(names []string) string {
 		for _, n := range names {
 			if n == "*" {

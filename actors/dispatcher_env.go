@@ -3,9 +3,12 @@ package actors
 import (
 	"sort"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
-// Environments, the dispatcher's side (SPEC C.7). The claim matches jobs by
+// Environments, the dispatcher's side (docs/ARCHITECTURE.md, Environments;
+// the messages in docs/PROTOCOL.md §5.4). The claim matches jobs by
 // plugin; environments add two things to a worker's request:
 //
 //   - Prefer: the plugins whose environment the worker reported ready. The
@@ -48,8 +51,8 @@ func (a *dispatcherActor) learnEnv(plugin, env string) {
 }
 
 // request builds a worker's claim request for this round.
-func (a *dispatcherActor) request(key string, w *slotView, now time.Time) ClaimRequest {
-	req := ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free}
+func (a *dispatcherActor) request(key string, w *slotView, now time.Time) job.ClaimRequest {
+	req := job.ClaimRequest{Worker: key, Plugins: w.plugins, Limit: w.free}
 	if len(a.envOf) == 0 || (len(w.env.ready) == 0 && len(w.env.avoid) == 0) {
 		return req
 	}

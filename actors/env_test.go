@@ -12,6 +12,7 @@ import (
 	"github.com/casparian/sentinel/internal/deploy"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -63,7 +64,7 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 	fv := h.File("a.txt", "x\n")
 	first := h.Enqueue(fv, "wc", 0)
 	testwait.Eventually(t, 5*time.Second, "PREPARE_ENV received", func() bool { return prefixed(w.Events(), "prepare:") == 1 })
-	if j := h.Job(first); j.Status != db.StatusRunning || j.ClaimedBy != w.Identity() {
+	if j := h.Job(first); j.Status != job.StatusRunning || j.ClaimedBy != w.Identity() {
 		t.Fatalf("job while preparing: %s claimed by %q", j.Status, j.ClaimedBy)
 	}
 	// The worker has not answered: no DISPATCH. Heartbeats come and go
@@ -71,21 +72,21 @@ func TestEnv_DispatchOnlyAfterEnvReady(t *testing.T) {
 	// must survive their reconciliation (two misses requeue a dispatched one).
 	beats := w.Heartbeats()
 	testwait.Eventually(t, 5*time.Second, "four heartbeats while preparing", func() bool { return w.Heartbeats() >= beats+4 })
-	if j := h.Job(first); j.Status != db.StatusRunning || j.RetryCount != 0 {
+	if j := h.Job(first); j.Status != job.StatusRunning || j.RetryCount != 0 {
 		t.Fatalf("job while preparing: %s, %d retries", j.Status, j.RetryCount)
 	}
 	if n := prefixed(w.Events(), "dispatch:"); n != 0 {
 		t.Fatalf("DISPATCH sent before ENV_READY: %v", w.Events())
 	}
 	close(release)
-	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.Job(first).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.Job(first).Status == job.StatusCompleted })
 	if ev := w.Events(); ev[0] != "prepare:"+env || prepared[0] != "dep==1\n" {
 		t.Fatalf("events %v, lockfile %q", ev, prepared)
 	}
 
 	// Same environment again: no second PREPARE_ENV.
 	second := h.Enqueue(fv, "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "second job completed", func() bool { return h.Job(second).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "second job completed", func() bool { return h.Job(second).Status == job.StatusCompleted })
 	if n := prefixed(w.Events(), "prepare:"); n != 1 {
 		t.Fatalf("%d PREPARE_ENV for one environment: %v", n, w.Events())
 	}
@@ -103,7 +104,7 @@ func TestEnv_UnansweredPrepareGoesToAnotherWorker(t *testing.T) {
 	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
 	testwait.Eventually(t, 5*time.Second, "the silent worker was asked", func() bool { return prefixed(silent.Events(), "prepare:") == 1 })
 	good := h.Worker(testworker.Options{Identity: "tw-good"})
-	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	j := h.Job(id)
 	if j.ClaimedBy != good.Identity() || j.RetryCount != 1 || len(silent.Received()) != 0 || len(good.Received()) != 1 {
 		t.Fatalf("job %+v; silent got %d, good got %d", j, len(silent.Received()), len(good.Received()))
@@ -123,7 +124,7 @@ func TestEnv_EveryWorkerFailingFailsTheJobWithTheReason(t *testing.T) {
 	w := h.Worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error { return errors.New("no such package") }})
 	registered(t, h, 1)
 	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 15*time.Second, "job failed", func() bool { return h.Job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 15*time.Second, "job failed", func() bool { return h.Job(id).Status == job.StatusFailed })
 	j := h.Job(id)
 	if !strings.Contains(j.ErrorMessage, "could not prepare environment "+env) || !strings.Contains(j.ErrorMessage, "no such package") ||
 		!strings.Contains(j.ErrorMessage, "gave up") {
@@ -144,12 +145,12 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 	registered(t, h, 1)
 	fv := h.File("a.txt", "x\n")
 	first := h.Enqueue(fv, "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.Job(first).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "first job completed", func() bool { return h.Job(first).Status == job.StatusCompleted })
 	other := h.Worker(testworker.Options{Identity: "tw-a"})
 	registered(t, h, 2)
 	for i := 0; i < 3; i++ {
 		id := h.Enqueue(fv, "wc", 0)
-		testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
+		testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == job.StatusCompleted })
 		if j := h.Job(id); j.ClaimedBy != ready.Identity() {
 			t.Fatalf("job %d ran on %s, not on the worker with the environment ready", id, j.ClaimedBy)
 		}
@@ -160,7 +161,7 @@ func TestEnv_PrefersAWorkerWithTheEnvironmentReady(t *testing.T) {
 	// Built-in jobs still go anywhere (both workers run "*").
 	h.Plugin("builtin")
 	id := h.Enqueue(fv, "builtin", 0)
-	testwait.Eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "built-in job completed", func() bool { return h.Job(id).Status == job.StatusCompleted })
 }
 
 func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
@@ -179,7 +180,7 @@ func TestEnv_CancelWhilePreparingSkipsTheJob(t *testing.T) {
 	if _, err := h.Sentinel.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job skipped", func() bool { return h.Job(id).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "job skipped", func() bool { return h.Job(id).Status == job.StatusSkipped })
 	if len(w.Received()) != 0 || prefixed(w.Events(), "dispatch:") != 0 {
 		t.Fatalf("a cancelled job was dispatched: %v", w.Events())
 	}
@@ -207,11 +208,11 @@ func TestEnv_ErrWithoutTheEnvHashAnswersTheOldestPrepare(t *testing.T) {
 		t.Fatal(err)
 	}
 	testwait.Eventually(t, 5*time.Second, "the first environment's job requeued", func() bool { return h.Job(jobOf[first]).RetryCount == 1 })
-	if j := h.Job(jobOf[first]); j.Status != db.StatusQueued || !strings.Contains(j.ErrorMessage, msg) ||
+	if j := h.Job(jobOf[first]); j.Status != job.StatusQueued || !strings.Contains(j.ErrorMessage, msg) ||
 		!strings.Contains(j.ErrorMessage, first) {
 		t.Fatalf("first job: %s %q", j.Status, j.ErrorMessage)
 	}
-	if j := h.Job(jobOf[second]); j.Status != db.StatusRunning || j.RetryCount != 0 {
+	if j := h.Job(jobOf[second]); j.Status != job.StatusRunning || j.RetryCount != 0 {
 		t.Fatalf("second job after the first ERR: %s, %d retries", j.Status, j.RetryCount)
 	}
 	if err := w.Send(transport.OpErr, 0, &transport.Err{Message: "uv venv failed"}); err != nil {

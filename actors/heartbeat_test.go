@@ -5,9 +5,9 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // TestHeartbeat_WorkersShareOneBeat: worker actors heartbeat on a common
@@ -72,5 +72,5 @@ func TestHeartbeat_PingsOnlyWorkersThatDoNotAnswer(t *testing.T) {
 	}
 	h.Plugin("wc")
 	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job completed", func() bool { return h.Job(id).Status == job.StatusCompleted })
 }

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -82,7 +82,7 @@ func TestHostile_MalformedFramesChangeNothing(t *testing.T) {
 		}
 	}
 
-	testwait.Eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.Counts()[db.StatusCompleted] == n })
+	testwait.Eventually(t, 20*time.Second, "good worker completes every job", func() bool { return h.Counts()[job.StatusCompleted] == n })
 	if len(good.Received()) != n {
 		t.Errorf("good worker got %d jobs, want %d", len(good.Received()), n)
 	}
@@ -97,7 +97,7 @@ func TestHostile_BinaryIdentityWorks(t *testing.T) {
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	w := h.Worker(testworker.Options{Identity: string([]byte{0xff, 0xfe, 0x00, 0x01, 'x'})})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.ClaimedBy != "0xfffe000178" || len(w.Received()) != 1 {
 		t.Errorf("claimed_by %q, dispatches %d", j.ClaimedBy, len(w.Received()))
 	}
@@ -175,7 +175,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	})
 
 	good := h.Worker(testworker.Options{Capabilities: []string{"small"}, Slots: 2, Run: testworker.Succeed})
-	testwait.Eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == smallJobs })
+	testwait.Eventually(t, 30*time.Second, "every small job COMPLETED", func() bool { return h.Counts()[job.StatusCompleted] == smallJobs })
 	if h.Sentinel.Stats().ProtocolErrors.Load() == 0 {
 		t.Error("the 1 TiB frame was not counted as a protocol error")
 	}
@@ -185,7 +185,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 	// The stuck worker's jobs go back to the queue once it times out.
 	testwait.Eventually(t, 30*time.Second, "big jobs requeued", func() bool {
 		for _, id := range big {
-			if h.Job(id).Status != db.StatusQueued {
+			if h.Job(id).Status != job.StatusQueued {
 				return false
 			}
 		}

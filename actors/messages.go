@@ -6,6 +6,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -17,14 +18,6 @@ import (
 type Peer struct {
 	Key      string
 	Identity []byte
-}
-
-// JobRef names one claim of one job. A state change applies only while the
-// job is still RUNNING under this worker and attempt (fencing).
-type JobRef struct {
-	JobID   int64
-	Worker  string
-	Attempt int64
 }
 
 // --- router goroutine → socket actor ---
@@ -135,17 +128,8 @@ type CapacityRequest struct{}
 // ClaimJobs asks the queue actor to claim jobs for workers with free slots.
 // At is when the dispatcher asked; it starts the dispatch latency clock.
 type ClaimJobs struct {
-	Requests []ClaimRequest
+	Requests []job.ClaimRequest
 	At       time.Time
-}
-
-// ClaimRequest asks for up to Limit jobs that Worker can run.
-type ClaimRequest struct {
-	Worker  string
-	Plugins []string
-	Limit   int
-	Exclude []string // plugins not to claim for it (an environment failed there)
-	Prefer  []string // plugins to claim for it before anyone's ordinary claim (environment ready there)
 }
 
 // --- queue actor → dispatcher (response to ClaimJobs) ---
@@ -161,7 +145,7 @@ type JobsClaimed struct {
 // JobClaim is one claimed job with its DISPATCH payload ready to send.
 // RequestedAt is ClaimJobs.At, for the dispatch latency.
 type JobClaim struct {
-	Ref         JobRef
+	Ref         job.Ref
 	RetryCount  int64
 	Dispatch    *transport.Dispatch
 	RequestedAt time.Time
@@ -172,28 +156,15 @@ type JobClaim struct {
 // AssignJobs hands claimed jobs to the worker actor that must send them.
 type AssignJobs struct{ Claims []JobClaim }
 
-// --- worker actor / dispatcher → queue actor ---
-
-// ConclusionKind says what a conclusion does to a job.
-type ConclusionKind int
-
-// The kinds of conclusion.
-const (
-	ConcludeComplete ConclusionKind = iota + 1 // COMPLETED
-	ConcludeFail                               // FAILED, terminal
-	ConcludeRequeue                            // QUEUED again, or FAILED over the retry limit
-	ConcludeAbort                              // the worker aborted it: SKIPPED if an operator cancelled it, else FAILED
-)
+// --- worker actor / dispatcher / supervisor → queue actor ---
 
 // ConcludeJob records how one claimed job ended. The queue actor batches
 // these into one transaction.
+//
+// The queue actor sets MaxRetries from the configuration; senders leave it
+// zero.
 type ConcludeJob struct {
-	Ref       JobRef
-	Kind      ConclusionKind
-	Message   string
-	Metrics   map[string]int64
-	Artifacts []map[string]string
-	NextRunAt time.Time // Requeue only
+	job.Conclusion
 	// CurrentClaim: the receipt came from a worker not registered (yet), for
 	// example right after a Sentinel restart; apply it to whatever claim
 	// Ref.Worker holds on the job now, so the restart loses no receipt.
@@ -219,15 +190,8 @@ type RunningJobsQuery struct{ Worker string }
 
 // RunningJobs answers RunningJobsQuery.
 type RunningJobs struct {
-	Jobs []RunningJob
+	Jobs []job.Running
 	Err  error
-}
-
-// RunningJob is a RUNNING job as the database records it.
-type RunningJob struct {
-	Ref        JobRef
-	RetryCount int64
-	ClaimTime  time.Time
 }
 
 // --- queue actor → dispatcher ---
@@ -258,7 +222,7 @@ func (*releasePID) IgnoreDeadLetterLogging() {}
 // batch.
 type writeBatch struct{}
 
-// --- cmd / tests → actors ---
+// --- Sentinel (cmd, tests, the database watch) → actors ---
 
 // StopDispatching makes the dispatcher claim nothing more (graceful stop).
 type StopDispatching struct{}
@@ -290,7 +254,7 @@ type crash struct{ target string }
 // AbortJob tells the worker actor holding a RUNNING job that an operator
 // cancelled it: send ABORT. The job ends SKIPPED when the worker concludes
 // ABORTED, and can no longer be requeued (the database holds the cancel).
-type AbortJob struct{ Ref JobRef }
+type AbortJob struct{ Ref job.Ref }
 
 // --- Sentinel (HTTP handlers) → supervisor → worker actors ---
 
@@ -325,33 +289,34 @@ type WorkerInfo struct {
 // Each operator request is answered with an *OperatorReply whose Value has
 // the type named in the request's comment.
 
-// OperatorReply answers every operator request. Err wraps ErrNotFound,
-// ErrInvalid or ErrConflict when the request, not the database, is at fault.
+// OperatorReply answers every operator request. Err wraps job.ErrNotFound,
+// job.ErrInvalid or job.ErrConflict when the request, not the database, is
+// at fault.
 type OperatorReply struct {
 	Value any
 	Err   error
 }
 
-// JobsQuery asks for one page of jobs. Value: JobsPage.
-type JobsQuery struct{ Filter JobFilter }
+// JobsQuery asks for one page of jobs. Value: job.Page.
+type JobsQuery struct{ Filter job.Filter }
 
-// JobQuery asks for one job. Value: JobInfo.
+// JobQuery asks for one job. Value: job.Info.
 type JobQuery struct{ ID int64 }
 
 // EnqueueJob inserts a job. Value: int64, the new job's id.
-type EnqueueJob struct{ Submission JobSubmission }
+type EnqueueJob struct{ Submission job.Submission }
 
 // CancelJob cancels a job; a RUNNING one is aborted through its worker
-// actor. Value: CancelResult.
+// actor. Value: job.CancelResult.
 type CancelJob struct{ ID int64 }
 
 // RetryJob puts a FAILED job back to QUEUED. Value: nil.
 type RetryJob struct{ ID int64 }
 
-// CountsQuery counts jobs by status. Value: map[JobStatus]int64.
+// CountsQuery counts jobs by status. Value: map[job.Status]int64.
 type CountsQuery struct{}
 
-// PluginsQuery lists the plugins. Value: []Plugin.
+// PluginsQuery lists the plugins. Value: []job.Plugin.
 type PluginsQuery struct{}
 
 // SubscribePlugin adds file tags to a plugin's subscriptions. Value:
@@ -361,13 +326,13 @@ type SubscribePlugin struct {
 	Tags   []string
 }
 
-// SourcesQuery lists the source roots. Value: []SourceRoot.
+// SourcesQuery lists the source roots. Value: []job.SourceRoot.
 type SourcesQuery struct{}
 
-// AddSource adds (or reactivates) a source root. Value: SourceRoot.
+// AddSource adds (or reactivates) a source root. Value: job.SourceRoot.
 type AddSource struct{ Path string }
 
-// RoutesQuery lists the routing rules. Value: []RoutingRule.
+// RoutesQuery lists the routing rules. Value: []job.RoutingRule.
 type RoutesQuery struct{}
 
 // AddRoute adds a routing rule. Value: int64, its id.
@@ -390,13 +355,13 @@ type ScanState struct {
 	Pass   uint64
 	Roots  []ScanRoot
 	Ignore []db.IgnoreRule
-	Routes []db.RoutingRule
+	Routes []job.RoutingRule
 	Err    error
 }
 
 // ScanRoot is one active source root and the files the database knows in it.
 type ScanRoot struct {
-	Root  SourceRoot
+	Root  job.SourceRoot
 	Known map[string]db.ScanLocation // by rel_path
 }
 
@@ -451,7 +416,7 @@ type fileHashed struct {
 // StoreDeploy asks the queue actor to store a verified deployment.
 type StoreDeploy struct{ Deployment db.Deployment }
 
-// DeployStored answers StoreDeploy. Err wraps db.ErrConflict when the
+// DeployStored answers StoreDeploy. Err wraps job.ErrConflict when the
 // deployment clashes with what is stored (the message says how).
 type DeployStored struct {
 	Result db.DeployResult
@@ -477,7 +442,7 @@ type PluginDeployed struct {
 // EnvironmentQuery asks for the lockfile of an environment, for PREPARE_ENV.
 type EnvironmentQuery struct{ Hash string }
 
-// Environment answers EnvironmentQuery. Err wraps db.ErrNotFound when the
+// Environment answers EnvironmentQuery. Err wraps job.ErrNotFound when the
 // environment is not stored.
 type Environment struct {
 	Hash, Lockfile string

@@ -11,8 +11,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/confine"
+	"github.com/casparian/sentinel/job"
 )
 
 // The operator surface of a running Sentinel: what the HTTP API, the status
@@ -21,43 +21,9 @@ import (
 // workers), bounded by the caller's context and an upper timeout. Call them
 // from ordinary goroutines, never from inside an actor.
 
-// Types of the operator surface. They are the db package's rows, re-exported
-// so that the HTTP layer needs no import of db (all database access goes
-// through the queue actor).
-type (
-	JobStatus     = db.JobStatus
-	JobFilter     = db.JobFilter
-	JobInfo       = db.JobInfo
-	JobsPage      = db.JobsPage
-	JobSubmission = db.JobSubmission
-	CancelResult  = db.CancelResult
-	Plugin        = db.Plugin
-	Manifest      = db.Manifest
-	SourceRoot    = db.SourceRoot
-	RoutingRule   = db.RoutingRule
-)
-
-// Job statuses, re-exported with the types.
-const (
-	StatusPending   = db.StatusPending
-	StatusQueued    = db.StatusQueued
-	StatusRunning   = db.StatusRunning
-	StatusCompleted = db.StatusCompleted
-	StatusFailed    = db.StatusFailed
-	StatusSkipped   = db.StatusSkipped
-)
-
-// JobStatuses lists every status in the order a job moves through them.
-var JobStatuses = []JobStatus{StatusPending, StatusQueued, StatusRunning, StatusCompleted, StatusFailed, StatusSkipped}
-
-// Errors an operator request can end with; callers test them with errors.Is.
+// Errors an operator request can end with besides job.ErrNotFound,
+// job.ErrInvalid and job.ErrConflict; callers test them with errors.Is.
 var (
-	// ErrNotFound: the job, file or plugin asked for does not exist.
-	ErrNotFound = db.ErrNotFound
-	// ErrInvalid: the request's input is wrong; the message says how.
-	ErrInvalid = db.ErrInvalid
-	// ErrConflict: the job's state does not allow the operation.
-	ErrConflict = db.ErrConflict
 	// ErrStopped: the Sentinel is shutting down or stopped.
 	ErrStopped = errors.New("sentinel is shutting down")
 	// ErrUnavailable: the actor that owns the answer is not running (it
@@ -137,24 +103,24 @@ func (s *Sentinel) HealthCheck(ctx context.Context) HealthState {
 }
 
 // Jobs returns one page of jobs, newest first.
-func (s *Sentinel) Jobs(ctx context.Context, f JobFilter) (JobsPage, error) {
-	return askValue[JobsPage](ctx, s, &JobsQuery{Filter: f})
+func (s *Sentinel) Jobs(ctx context.Context, f job.Filter) (job.Page, error) {
+	return askValue[job.Page](ctx, s, &JobsQuery{Filter: f})
 }
 
-// Job returns one job with its receipt, or ErrNotFound.
-func (s *Sentinel) Job(ctx context.Context, id int64) (JobInfo, error) {
-	return askValue[JobInfo](ctx, s, &JobQuery{ID: id})
+// Job returns one job with its receipt, or job.ErrNotFound.
+func (s *Sentinel) Job(ctx context.Context, id int64) (job.Info, error) {
+	return askValue[job.Info](ctx, s, &JobQuery{ID: id})
 }
 
 // Enqueue inserts a QUEUED job and returns its id.
-func (s *Sentinel) Enqueue(ctx context.Context, sub JobSubmission) (int64, error) {
+func (s *Sentinel) Enqueue(ctx context.Context, sub job.Submission) (int64, error) {
 	return askValue[int64](ctx, s, &EnqueueJob{Submission: sub})
 }
 
 // Cancel cancels a job: QUEUED or PENDING becomes SKIPPED; a RUNNING job's
 // worker is sent ABORT and the job becomes SKIPPED when it concludes.
-func (s *Sentinel) Cancel(ctx context.Context, id int64) (CancelResult, error) {
-	return askValue[CancelResult](ctx, s, &CancelJob{ID: id})
+func (s *Sentinel) Cancel(ctx context.Context, id int64) (job.CancelResult, error) {
+	return askValue[job.CancelResult](ctx, s, &CancelJob{ID: id})
 }
 
 // Retry puts a FAILED job back to QUEUED.
@@ -164,13 +130,13 @@ func (s *Sentinel) Retry(ctx context.Context, id int64) error {
 }
 
 // Counts returns the number of jobs in each status.
-func (s *Sentinel) Counts(ctx context.Context) (map[JobStatus]int64, error) {
-	return askValue[map[JobStatus]int64](ctx, s, &CountsQuery{})
+func (s *Sentinel) Counts(ctx context.Context) (map[job.Status]int64, error) {
+	return askValue[map[job.Status]int64](ctx, s, &CountsQuery{})
 }
 
 // Plugins lists the plugins with their active manifest and versions.
-func (s *Sentinel) Plugins(ctx context.Context) ([]Plugin, error) {
-	return askValue[[]Plugin](ctx, s, &PluginsQuery{})
+func (s *Sentinel) Plugins(ctx context.Context) ([]job.Plugin, error) {
+	return askValue[[]job.Plugin](ctx, s, &PluginsQuery{})
 }
 
 // Subscribe adds file tags to a plugin's subscriptions and returns its tags.
@@ -179,24 +145,24 @@ func (s *Sentinel) Subscribe(ctx context.Context, plugin string, tags []string) 
 }
 
 // Sources lists the source roots.
-func (s *Sentinel) Sources(ctx context.Context) ([]SourceRoot, error) {
-	return askValue[[]SourceRoot](ctx, s, &SourcesQuery{})
+func (s *Sentinel) Sources(ctx context.Context) ([]job.SourceRoot, error) {
+	return askValue[[]job.SourceRoot](ctx, s, &SourcesQuery{})
 }
 
 // AddSource adds or reactivates a source root; the next scan walks it. A
 // folder that is not at or under one of --allowed-roots, once ".." and
-// symbolic links are resolved, is refused (ErrInvalid) with a message naming
+// symbolic links are resolved, is refused (job.ErrInvalid) with a message naming
 // it and the allowed roots. The check runs here, in the caller's goroutine,
 // because it reads the file system, which the queue actor's mailbox must not
 // wait on; the scanner checks every root again at each pass.
-func (s *Sentinel) AddSource(ctx context.Context, path string) (SourceRoot, error) {
+func (s *Sentinel) AddSource(ctx context.Context, path string) (job.SourceRoot, error) {
 	// A relative path is left to the database, which refuses it as such.
 	if filepath.IsAbs(path) {
 		if _, err := CheckSourceRoot(path, s.roots); err != nil {
-			return SourceRoot{}, fmt.Errorf("%w: %w", err, ErrInvalid)
+			return job.SourceRoot{}, fmt.Errorf("%w: %w", err, job.ErrInvalid)
 		}
 	}
-	return askValue[SourceRoot](ctx, s, &AddSource{Path: path})
+	return askValue[job.SourceRoot](ctx, s, &AddSource{Path: path})
 }
 
 // CheckSourceRoot returns where path resolves to, or an error naming path
@@ -213,8 +179,8 @@ func CheckSourceRoot(path string, allowed []string) (string, error) {
 }
 
 // Routes lists the routing rules.
-func (s *Sentinel) Routes(ctx context.Context) ([]RoutingRule, error) {
-	return askValue[[]RoutingRule](ctx, s, &RoutesQuery{})
+func (s *Sentinel) Routes(ctx context.Context) ([]job.RoutingRule, error) {
+	return askValue[[]job.RoutingRule](ctx, s, &RoutesQuery{})
 }
 
 // AddRoute adds a routing rule and returns its id.

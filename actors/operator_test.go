@@ -8,9 +8,9 @@ import (
 
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -34,10 +34,10 @@ func TestOperator_CancelNobodyConfirmsEndsSkippedAfterTheAbortGrace(t *testing.T
 	testwait.Eventually(t, 5*time.Second, "job running on the worker", func() bool { return len(w.Received()) == 1 })
 
 	res, err := h.Sentinel.Cancel(context.Background(), id)
-	if err != nil || res.Previous != db.StatusRunning || res.Claim.Worker != w.Identity() {
+	if err != nil || res.Previous != job.StatusRunning || res.Claim.Worker != w.Identity() {
 		t.Fatalf("cancel = %+v, %v", res, err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.Job(id).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.Job(id).Status == job.StatusSkipped })
 	if j := h.Job(id); j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("retries %d, dispatches %d: a cancelled job must not run again", j.RetryCount, len(w.Received()))
 	}
@@ -58,12 +58,12 @@ func TestOperator_CancelledJobOfALostWorkerIsNotRequeued(t *testing.T) {
 	if err := lost.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == job.StatusRunning })
 	if _, err := h.Sentinel.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
 	other := h.Worker(testworker.Options{})
-	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.Job(id).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "job SKIPPED", func() bool { return h.Job(id).Status == job.StatusSkipped })
 	if len(other.Received()) != 0 {
 		t.Errorf("the cancelled job was dispatched again")
 	}
@@ -77,28 +77,28 @@ func TestOperator_RequestsAnswerThroughTheActors(t *testing.T) {
 	ctx := context.Background()
 	h.Plugin("p")
 	fv := h.File("a.txt", "a\n")
-	id, err := h.Sentinel.Enqueue(ctx, actors.JobSubmission{FileVersionID: fv, Plugin: "p", Priority: 3})
+	id, err := h.Sentinel.Enqueue(ctx, job.Submission{FileVersionID: fv, Plugin: "p", Priority: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := h.Worker(testworker.Options{Capabilities: []string{"p"}, Slots: 2})
-	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 
 	j, err := h.Sentinel.Job(ctx, id)
 	if err != nil || j.Metrics["rows"] != 1 || j.ClaimedBy != w.Identity() {
 		t.Errorf("job = %+v, %v", j, err)
 	}
-	if _, err := h.Sentinel.Job(ctx, 999); !errors.Is(err, actors.ErrNotFound) {
+	if _, err := h.Sentinel.Job(ctx, 999); !errors.Is(err, job.ErrNotFound) {
 		t.Errorf("unknown job: %v", err)
 	}
-	if _, err := h.Sentinel.Enqueue(ctx, actors.JobSubmission{Plugin: "p"}); !errors.Is(err, actors.ErrInvalid) {
+	if _, err := h.Sentinel.Enqueue(ctx, job.Submission{Plugin: "p"}); !errors.Is(err, job.ErrInvalid) {
 		t.Errorf("enqueue without a file: %v", err)
 	}
-	if err := h.Sentinel.Retry(ctx, id); !errors.Is(err, actors.ErrConflict) {
+	if err := h.Sentinel.Retry(ctx, id); !errors.Is(err, job.ErrConflict) {
 		t.Errorf("retry of a completed job: %v", err)
 	}
 	counts, err := h.Sentinel.Counts(ctx)
-	if err != nil || counts[db.StatusCompleted] != 1 {
+	if err != nil || counts[job.StatusCompleted] != 1 {
 		t.Errorf("counts = %v, %v", counts, err)
 	}
 	workers, err := h.Sentinel.WorkersInfo(ctx)

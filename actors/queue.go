@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -85,9 +86,9 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		jobs, err := a.running("")
 		ctx.Respond(&RunningCount{N: int64(len(jobs)), Err: err})
 	case *RequeueWorkerJobs:
-		a.requeueWhere(ctx, m.Reason, func(ref JobRef) bool { return ref.Worker == m.Worker })
+		a.requeueWhere(ctx, m.Reason, func(ref job.Ref) bool { return ref.Worker == m.Worker })
 	case *RequeueOrphans:
-		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref JobRef) bool { return !m.Connected[ref.Worker] })
+		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
 	case *JobsQuery, *JobQuery, *EnqueueJob, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery:
 		ctx.Respond(a.operate(ctx, m))
@@ -195,24 +196,19 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 		return
 	}
 	a.pending = batch
-	cs := make([]db.Conclusion, len(batch))
+	cs := make([]job.Conclusion, len(batch))
 	for i, c := range batch {
-		cs[i] = db.Conclusion{
-			Ref:        db.ClaimRef{JobID: c.Ref.JobID, Worker: c.Ref.Worker, Attempt: c.Ref.Attempt},
-			Kind:       dbKind(c.Kind),
-			Message:    c.Message,
-			Metrics:    c.Metrics,
-			Artifacts:  c.Artifacts,
-			MaxRetries: a.deps.cfg.MaxRetries,
-			NextRunAt:  c.NextRunAt,
+		cs[i] = c.Conclusion
+		cs[i].MaxRetries = a.deps.cfg.MaxRetries
+		if cs[i].Kind < job.ConcludeComplete || cs[i].Kind > job.ConcludeAbort {
+			// Every sender names a kind; should one not, the job is
+			// requeued rather than the whole batch refused.
+			cs[i].Kind = job.ConcludeRequeue
 		}
 	}
-	var reqs []db.ClaimRequest
+	var reqs []job.ClaimRequest
 	if claim != nil {
-		reqs = make([]db.ClaimRequest, len(claim.req.Requests))
-		for i, r := range claim.req.Requests {
-			reqs[i] = db.ClaimRequest{Worker: r.Worker, Plugins: r.Plugins, Limit: r.Limit, Exclude: r.Exclude, Prefer: r.Prefer}
-		}
+		reqs = claim.req.Requests
 	}
 
 	dctx, cancel := a.dbctx()
@@ -248,7 +244,7 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 // retryLater arms the retry of a failed batch unless it is armed already.
 func (a *queueActor) retryLater(ctx actor.Context) {
 	if !a.flushRetry.armed() {
-		a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Backoff(200*time.Millisecond, 5*time.Second, 1))
+		a.flushRetry.arm(ctx.ActorSystem(), ctx.Self(), Jitter(400*time.Millisecond))
 	}
 }
 
@@ -272,7 +268,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 	out := &JobsClaimed{Requested: requested, Failed: len(res.Failures), Claims: make([]JobClaim, len(res.Claims))}
 	for i, c := range res.Claims {
 		out.Claims[i] = JobClaim{
-			Ref:         JobRef{JobID: c.Ref.JobID, Worker: c.Ref.Worker, Attempt: c.Ref.Attempt},
+			Ref:         c.Ref,
 			RetryCount:  c.RetryCount,
 			Dispatch:    wireDispatch(c.Dispatch),
 			RequestedAt: claim.req.At,
@@ -298,23 +294,23 @@ func wireDispatch(d db.Dispatch) *transport.Dispatch {
 }
 
 // recordOutcomes counts and logs what the conclusions of a batch did.
-func (a *queueActor) recordOutcomes(batch []*ConcludeJob, outcomes []db.Outcome) {
+func (a *queueActor) recordOutcomes(batch []*ConcludeJob, outcomes []job.Outcome) {
 	requeued := false
 	for i, o := range outcomes {
 		c := batch[i]
 		switch o {
-		case db.OutcomeCompleted:
+		case job.OutcomeCompleted:
 			a.deps.stats.JobsCompleted.Add(1)
-		case db.OutcomeFailed:
+		case job.OutcomeFailed:
 			a.deps.stats.JobsFailed.Add(1)
 			a.log.Info().Int64("job_id", c.Ref.JobID).Str("worker_id", c.Ref.Worker).Str("reason", c.Message).Msg("job failed")
-		case db.OutcomeRequeued:
+		case job.OutcomeRequeued:
 			a.deps.stats.JobsRequeued.Add(1)
 			requeued = true
-		case db.OutcomeSkipped:
+		case job.OutcomeSkipped:
 			a.deps.stats.JobsCancelled.Add(1)
 			a.log.Info().Int64("job_id", c.Ref.JobID).Str("worker_id", c.Ref.Worker).Msg("cancelled job ended SKIPPED")
-		case db.OutcomeStale:
+		case job.OutcomeStale:
 			a.deps.stats.StaleMessages.Add(1)
 			a.log.Warn().Int64("job_id", c.Ref.JobID).Str("worker_id", c.Ref.Worker).Int64("attempt", c.Ref.Attempt).Msg("ignored: job no longer held by this claim")
 		}
@@ -353,41 +349,20 @@ func (a *queueActor) resolveCurrentClaims(batch []*ConcludeJob) ([]*ConcludeJob,
 	return batch, nil
 }
 
-func dbKind(k ConclusionKind) db.ConclusionKind {
-	switch k {
-	case ConcludeComplete:
-		return db.ConcludeComplete
-	case ConcludeFail:
-		return db.ConcludeFail
-	case ConcludeAbort:
-		return db.ConcludeAbort
-	default:
-		return db.ConcludeRequeue
-	}
-}
-
-func (a *queueActor) running(worker string) ([]RunningJob, error) {
+func (a *queueActor) running(worker string) ([]job.Running, error) {
 	ctx, cancel := a.dbctx()
 	defer cancel()
-	rows, err := a.deps.db.JobsRunning(ctx, worker)
+	jobs, err := a.deps.db.JobsRunning(ctx, worker)
 	if err != nil {
 		a.deps.stats.DBErrors.Add(1)
 		return nil, err
 	}
-	out := make([]RunningJob, len(rows))
-	for i, r := range rows {
-		out[i] = RunningJob{
-			Ref:        JobRef{JobID: r.Ref.JobID, Worker: r.Ref.Worker, Attempt: r.Ref.Attempt},
-			RetryCount: r.RetryCount,
-			ClaimTime:  r.ClaimTime,
-		}
-	}
-	return out, nil
+	return jobs, nil
 }
 
 // requeueWhere requeues the RUNNING jobs that match. Pending conclusions are
 // written first, so a receipt that arrived before the worker was lost wins.
-func (a *queueActor) requeueWhere(ctx actor.Context, reason string, match func(JobRef) bool) {
+func (a *queueActor) requeueWhere(ctx actor.Context, reason string, match func(job.Ref) bool) {
 	a.flush(ctx)
 	jobs, err := a.running("")
 	if err != nil {
@@ -400,8 +375,8 @@ func (a *queueActor) requeueWhere(ctx actor.Context, reason string, match func(J
 			continue
 		}
 		n++
-		a.pending = append(a.pending, &ConcludeJob{Ref: j.Ref, Kind: ConcludeRequeue, Message: reason,
-			NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.RetryCount))})
+		a.pending = append(a.pending, &ConcludeJob{Conclusion: job.Conclusion{Ref: j.Ref, Kind: job.ConcludeRequeue, Message: reason,
+			NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.RetryCount))}})
 	}
 	if n > 0 {
 		a.log.Warn().Int("jobs", n).Str("reason", reason).Msg("requeueing running jobs")
@@ -459,10 +434,10 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 	case *JobsQuery:
 		v, err = a.deps.db.JobsList(dctx, m.Filter)
 	case *JobQuery:
-		v, err = a.deps.db.JobShow(dctx, m.ID)
+		v, err = a.deps.db.JobGet(dctx, m.ID)
 	case *EnqueueJob:
 		var id int64
-		if id, err = a.deps.db.JobSubmit(dctx, m.Submission); err == nil {
+		if id, err = a.deps.db.JobEnqueue(dctx, m.Submission); err == nil {
 			a.deps.stats.JobsEnqueued.Add(1)
 			a.log.Info().Int64("job_id", id).Str("plugin", m.Submission.Plugin).Msg("job enqueued by operator")
 			ctx.Send(a.peers.dispatcher, &QueueChanged{})
@@ -470,7 +445,7 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		v = id
 	case *CancelJob:
 		a.flush(ctx) // a receipt already here decides before the cancel does
-		var res db.CancelResult
+		var res job.CancelResult
 		if res, err = a.deps.db.JobCancel(dctx, time.Now(), m.ID); err == nil {
 			a.cancelled(ctx, m.ID, res)
 		}
@@ -489,7 +464,7 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 	case *SourcesQuery:
 		v, err = a.deps.db.SourceRoots(dctx, false)
 	case *AddSource:
-		v, err = a.deps.db.SourceRootActivate(dctx, m.Path)
+		v, err = a.deps.db.SourceRootAdd(dctx, m.Path)
 	case *RoutesQuery:
 		v, err = a.deps.db.RoutingRules(dctx)
 	case *AddRoute:
@@ -506,14 +481,14 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 
 // cancelled follows up a cancel: a RUNNING job's worker actor must send
 // ABORT (through the supervisor, which knows it by claimed_by).
-func (a *queueActor) cancelled(ctx actor.Context, id int64, res db.CancelResult) {
+func (a *queueActor) cancelled(ctx actor.Context, id int64, res job.CancelResult) {
 	switch {
-	case res.Status == db.StatusRunning:
+	case res.Status == job.StatusRunning:
 		a.log.Info().Int64("job_id", id).Str("worker_id", res.Claim.Worker).Msg("running job cancelled by operator; aborting it")
 		if res.Claim.Worker != "" {
-			ctx.Send(a.peers.supervisor, &AbortJob{Ref: JobRef{JobID: res.Claim.JobID, Worker: res.Claim.Worker, Attempt: res.Claim.Attempt}})
+			ctx.Send(a.peers.supervisor, &AbortJob{Ref: res.Claim})
 		}
-	case res.Previous != db.StatusSkipped:
+	case res.Previous != job.StatusSkipped:
 		a.deps.stats.JobsCancelled.Add(1)
 		a.log.Info().Int64("job_id", id).Str("was", string(res.Previous)).Msg("job cancelled by operator")
 	}
@@ -522,7 +497,7 @@ func (a *queueActor) cancelled(ctx actor.Context, id int64, res db.CancelResult)
 // requestFault reports whether err blames the request rather than the
 // database.
 func requestFault(err error) bool {
-	return errors.Is(err, db.ErrNotFound) || errors.Is(err, db.ErrInvalid) || errors.Is(err, db.ErrConflict)
+	return errors.Is(err, job.ErrNotFound) || errors.Is(err, job.ErrInvalid) || errors.Is(err, job.ErrConflict)
 }
 
 // scanState reads what a scan pass needs.
@@ -535,7 +510,7 @@ func (a *queueActor) scanState(m *ScanStateQuery) *ScanState {
 		a.log.Error().Err(err).Msg("reading scan state failed")
 		return &ScanState{Pass: m.Pass, Err: err}
 	}
-	roots, err := a.deps.db.SourceRootsActive(dctx)
+	roots, err := a.deps.db.SourceRoots(dctx, true)
 	if err != nil {
 		return fail(err)
 	}

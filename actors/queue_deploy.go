@@ -4,7 +4,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 )
 
 // The queue actor's handlers for deployments and environments. They live
@@ -28,7 +28,7 @@ func (a *queueActor) environment(m *EnvironmentQuery) *Environment {
 	dctx, cancel := a.dbctx()
 	defer cancel()
 	lock, err := a.deps.db.EnvironmentLockfile(dctx, m.Hash)
-	if err != nil && !errors.Is(err, db.ErrNotFound) {
+	if err != nil && !errors.Is(err, job.ErrNotFound) {
 		a.deps.stats.DBErrors.Add(1)
 		a.log.Error().Err(err).Str("env_hash", m.Hash).Msg("reading an environment failed")
 	}

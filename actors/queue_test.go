@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // TestQueue_ReceiptsShareTheRefillingClaimsCommit: under load, a burst of
@@ -31,7 +31,7 @@ func TestQueue_ReceiptsShareTheRefillingClaimsCommit(t *testing.T) {
 	testwait.Eventually(t, 60*time.Second, "every job COMPLETED", func() bool {
 		return h.Sentinel.Stats().JobsCompleted.Load() == jobs
 	})
-	if n := h.Counts()[db.StatusCompleted]; n != jobs {
+	if n := h.Counts()[job.StatusCompleted]; n != jobs {
 		t.Fatalf("%d jobs COMPLETED in the database, want %d", n, jobs)
 	}
 	claims := h.Sentinel.Stats().ClaimTime.Snapshot().Count

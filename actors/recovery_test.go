@@ -2,15 +2,16 @@ package actors_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -30,8 +31,7 @@ func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
 	t.Parallel()
 	// The grace only has to outlast the worker's reconnect, and the worker
 	// timeout the longest heartbeat gap; both are generous so that a loaded
-	// machine cannot turn the adoption into a requeue (with the harness's 1 s
-	// timeout, a starved worker was timed out and its job requeued: attempt 2).
+	// machine cannot turn the adoption into a requeue.
 	h := newHarness(t, func(c *config.Config) {
 		c.RecoveryGrace = 15 * time.Second
 		c.WorkerTimeout = 10 * time.Second
@@ -40,12 +40,24 @@ func TestRecovery_RestartKeepsJobsOfWorkersThatComeBack(t *testing.T) {
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	w := h.Worker(testworker.Options{Run: blockingRun(release), HeartbeatInterval: 50 * time.Millisecond})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
+	// RUNNING in the database is not enough: the claim commits before the
+	// DISPATCH is written, and a restart in between loses the DISPATCH; the
+	// new Sentinel then rightly requeues the job the worker never reports.
+	testwait.Eventually(t, 5*time.Second, "job RUNNING on the worker", func() bool {
+		return h.Job(id).Status == job.StatusRunning && len(w.Received()) == 1
+	})
 
 	h.Restart(nil)
-	testwait.Eventually(t, 5*time.Second, "worker re-identified", func() bool { return w.Identifies() >= 2 })
+	// Released only once the new Sentinel has adopted the job: this test
+	// worker (unlike ours) does not re-send an IDENTIFY or a receipt that
+	// it wrote while it had no connection, so counting its IDENTIFYs is not
+	// enough.
+	testwait.Eventually(t, 5*time.Second, "the new Sentinel adopted the job", func() bool {
+		ws, err := h.Sentinel.WorkersInfo(context.Background())
+		return err == nil && len(ws) == 1 && ws[0].Ready && slices.Equal(ws[0].Running, []int64{id})
+	})
 	close(release)
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.Attempt != 1 || j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("job was not kept by its worker: attempt %d retries %d dispatches %d", j.Attempt, j.RetryCount, len(w.Received()))
 	}
@@ -57,12 +69,12 @@ func TestRecovery_JobsOfWorkersThatNeverComeBackAreRequeued(t *testing.T) {
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	gone := h.Worker(testworker.Options{Run: blockingRun(make(chan struct{}))})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == job.StatusRunning })
 	gone.Close()
 
 	h.Restart(nil)
 	rescuer := h.Worker(testworker.Options{Run: testworker.Succeed})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED after the recovery grace", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED after the recovery grace", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 {
 		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
 	}
@@ -74,7 +86,7 @@ func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	first := h.Worker(testworker.Options{Identity: "early", Run: blockingRun(make(chan struct{}))})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == job.StatusRunning })
 	first.Close()
 	h.Restart(nil)
 
@@ -93,7 +105,7 @@ func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 	if err != nil || msg.Opcode != transport.OpErr {
 		t.Fatalf("want ERR unknown worker, got %s %v", msg.Opcode, err)
 	}
-	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.Attempt != 1 || j.ClaimedBy != "early" {
 		t.Errorf("attempt %d claimed_by %q", j.Attempt, j.ClaimedBy)
 	}
@@ -112,7 +124,7 @@ func TestRecovery_JobTimeoutAbortsAndRequeues(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d", j.RetryCount, j.Attempt, len(w.Received()))
 	}
@@ -137,13 +149,13 @@ func TestRecovery_AbortTheSentinelDidNotAskForIsRetried(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.Job(retried).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED on the second attempt", func() bool { return h.Job(retried).Status == job.StatusCompleted })
 	if j := h.Job(retried); j.RetryCount != 1 || j.Attempt != 2 {
 		t.Errorf("retry_count %d attempt %d, want 1 and 2", j.RetryCount, j.Attempt)
 	}
 
 	hopeless := h.Enqueue(h.File("b.txt", "b\n"), "p", 0)
-	testwait.Eventually(t, 20*time.Second, "always-aborted job FAILED", func() bool { return h.Job(hopeless).Status == db.StatusFailed })
+	testwait.Eventually(t, 20*time.Second, "always-aborted job FAILED", func() bool { return h.Job(hopeless).Status == job.StatusFailed })
 	if j := h.Job(hopeless); j.RetryCount != 2 || !strings.Contains(j.ErrorMessage, "aborted by the worker: always aborts (gave up after 2 retries)") {
 		t.Errorf("retry_count %d, message %q", j.RetryCount, j.ErrorMessage)
 	}
@@ -166,7 +178,7 @@ func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
 		return testworker.Succeed(ctx, j)
 	}, Slots: 4})
 	t.Cleanup(func() { close(testEnds) }) // before the worker's Close, which waits for its jobs
-	testwait.Eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.Job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 10*time.Second, "job FAILED after its retry", func() bool { return h.Job(id).Status == job.StatusFailed })
 	if j := h.Job(id); j.RetryCount != 1 || j.ErrorMessage == "" {
 		t.Errorf("retry_count %d message %q", j.RetryCount, j.ErrorMessage)
 	}
@@ -204,7 +216,7 @@ func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
 	})
 	// More free slots than the forgetful peer, so the retry goes to it.
 	h.Worker(testworker.Options{Capabilities: []string{"p"}, Run: testworker.Succeed, Slots: 4})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED elsewhere", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED elsewhere", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.ClaimedBy == "forgetful" || j.RetryCount != 1 {
 		t.Errorf("claimed_by %q retry_count %d", j.ClaimedBy, j.RetryCount)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/confine"
+	"github.com/casparian/sentinel/job"
 )
 
 // scannerActor is the scout: every --scan-interval it walks the active source
@@ -81,7 +82,7 @@ type scanPass struct {
 
 // rootScan is one root within a pass.
 type rootScan struct {
-	root    SourceRoot
+	root    job.SourceRoot
 	known   map[string]db.ScanLocation
 	ignore  []globPattern
 	listed  bool // listed without a root-level error: missing files can be marked
@@ -528,7 +529,7 @@ func hashFile(ctx context.Context, t hashTask) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	if fi, err := f.Stat(); err != nil {
 		return "", err
 	} else if fi.Size() != t.size || !fi.ModTime().Equal(t.mtime) {

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 )
 
 // scanHarness is a harness whose scanner runs every 30 ms over h.Root, with
@@ -62,7 +62,7 @@ func (h *harness) put(rel, content string, age time.Duration) {
 // jobsByFile lists the jobs as "plugin rel_path" strings, sorted.
 func (h *harness) jobsByFile() []string {
 	h.T.Helper()
-	page, err := h.Store.JobsList(context.Background(), db.JobFilter{Limit: db.MaxJobsLimit})
+	page, err := h.Store.JobsList(context.Background(), job.Filter{Limit: job.MaxLimit})
 	if err != nil {
 		h.T.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 			st.FileVersions.Load(), st.FilesHashed.Load())
 	}
 	// Priority by age: 100 within a day, 50 within a week, else 10.
-	page, err := h.Store.JobsList(context.Background(), db.JobFilter{Plugin: "csv_reader"})
+	page, err := h.Store.JobsList(context.Background(), job.Filter{Plugin: "csv_reader"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 	t.Parallel()
 	h := scanHarness(t)
 	ctx := context.Background()
-	gone, err := h.Store.SourceRootActivate(ctx, filepath.Join(filepath.Dir(h.Root), "not-there"))
+	gone, err := h.Store.SourceRootAdd(ctx, filepath.Join(filepath.Dir(h.Root), "not-there"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,8 +234,8 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 	h.Plugin("everything")
 	h.Worker(testworker.Options{})
 	h.put("in/data.csv", "a\nb\nc\n", time.Hour)
-	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == 2 })
-	page, err := h.Store.JobsList(context.Background(), db.JobFilter{})
+	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.Counts()[job.StatusCompleted] == 2 })
+	page, err := h.Store.JobsList(context.Background(), job.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 	roots := map[string]int64{}
 	for _, p := range []string{outside, filepath.Join(allowed, "linked-out"), allowed + "2",
 		filepath.Join(allowed, "nested"), filepath.Join(allowed, "alias")} {
-		r, err := h.Store.SourceRootActivate(ctx, p) // as another tool would, unchecked
+		r, err := h.Store.SourceRootAdd(ctx, p) // as another tool would, unchecked
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -292,7 +292,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 
 	testwait.Eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
 	h.passesAfter(3)
-	page, err := h.Store.JobsList(ctx, db.JobFilter{Plugin: "csv_reader", Limit: db.MaxJobsLimit})
+	page, err := h.Store.JobsList(ctx, job.Filter{Plugin: "csv_reader", Limit: job.MaxLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

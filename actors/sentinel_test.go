@@ -14,6 +14,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -42,7 +43,7 @@ func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 		workers[name] = h.Worker(testworker.Options{Capabilities: c, Slots: len(name) + len(c)})
 	}
 
-	testwait.Eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == 200 })
+	testwait.Eventually(t, 20*time.Second, "200 jobs COMPLETED", func() bool { return h.Counts()[job.StatusCompleted] == 200 })
 
 	seen := map[int64]int{}
 	for name, w := range workers {
@@ -58,16 +59,16 @@ func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 			t.Errorf("job %d (%s) dispatched %d times, want 1", id, plugin, seen[id])
 		}
 		j := h.Job(id)
-		if j.Status != db.StatusCompleted || j.ResultSummary != "Success" || j.Metrics["rows"] < 1 {
+		if j.Status != job.StatusCompleted || j.ResultSummary != "Success" || j.Metrics["rows"] < 1 {
 			t.Errorf("job %d: status %s summary %q metrics %v", id, j.Status, j.ResultSummary, j.Metrics)
 		}
 	}
 	for id := range stuck {
-		if j := h.Job(id); j.Status != db.StatusQueued || seen[id] != 0 {
+		if j := h.Job(id); j.Status != job.StatusQueued || seen[id] != 0 {
 			t.Errorf("job %d for a plugin nobody runs: status %s, dispatched %d times", id, j.Status, seen[id])
 		}
 	}
-	if c := h.Counts(); c[db.StatusRunning] != 0 || c[db.StatusFailed] != 0 {
+	if c := h.Counts(); c[job.StatusRunning] != 0 || c[job.StatusFailed] != 0 {
 		t.Errorf("counts %v: want none RUNNING or FAILED", c)
 	}
 }
@@ -83,7 +84,7 @@ func TestSentinel_DispatchesInPriorityOrder(t *testing.T) {
 		ids[i] = h.Enqueue(fv, "p", p)
 	}
 	w := h.Worker(testworker.Options{Slots: 1, Run: testworker.Succeed})
-	testwait.Eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == int64(len(ids)) })
+	testwait.Eventually(t, 10*time.Second, "all COMPLETED", func() bool { return h.Counts()[job.StatusCompleted] == int64(len(ids)) })
 
 	// Expected: priority descending, then id ascending.
 	order := slices.Clone(ids)
@@ -113,7 +114,7 @@ func TestSentinel_DispatchCarriesFileSinksAndArtifact(t *testing.T) {
 	fv := h.File("data.csv", "a\n1\n")
 	id := h.Enqueue(fv, "csv", 0)
 	w := h.Worker(testworker.Options{Capabilities: []string{"csv"}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 
 	d := w.Received()[0].Dispatch
 	if d.FilePath != filepath.Join(h.Root, "data.csv") {
@@ -143,7 +144,7 @@ func TestSentinel_JobWithoutManifestFailsWithReason(t *testing.T) {
 	fv := h.File("a.txt", "a\n")
 	id := h.Enqueue(fv, "undeployed", 0)
 	h.Worker(testworker.Options{})
-	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == job.StatusFailed })
 	if msg := h.Job(id).ErrorMessage; !strings.Contains(msg, "undeployed") {
 		t.Errorf("error_message %q does not name the plugin", msg)
 	}
@@ -157,7 +158,7 @@ func TestSentinel_FailedReceiptIsTerminal(t *testing.T) {
 	h.Worker(testworker.Options{Run: func(context.Context, testworker.Job) transport.Conclude {
 		return transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "bad header on line 3"}
 	}})
-	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == job.StatusFailed })
 	j := h.Job(id)
 	if j.ErrorMessage != "bad header on line 3" || j.RetryCount != 0 {
 		t.Errorf("failed job: message %q retries %d", j.ErrorMessage, j.RetryCount)
@@ -173,7 +174,7 @@ func TestSentinel_RejectedJobIsRequeuedThenFailsOverLimit(t *testing.T) {
 		return transport.Conclude{Status: transport.StatusRejected}
 	}
 	w := h.Worker(testworker.Options{Run: reject})
-	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == db.StatusFailed })
+	testwait.Eventually(t, 10*time.Second, "job FAILED", func() bool { return h.Job(id).Status == job.StatusFailed })
 	j := h.Job(id)
 	if len(w.Received()) != 4 || j.RetryCount != 3 || !strings.Contains(j.ErrorMessage, "gave up after 3 retries") {
 		t.Errorf("dispatched %d times, retry_count %d, message %q", len(w.Received()), j.RetryCount, j.ErrorMessage)
@@ -192,7 +193,7 @@ func TestSentinel_RejectedJobIsRetried(t *testing.T) {
 		}
 		return testworker.Succeed(ctx, j)
 	}})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.RetryCount != 1 || j.Attempt != 2 || len(w.Received()) != 2 {
 		t.Errorf("retry_count %d attempt %d dispatches %d, want 1, 2, 2", j.RetryCount, j.Attempt, len(w.Received()))
 	}
@@ -216,19 +217,19 @@ func TestSentinel_ConcludeFromNonOwnerChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	testwait.Eventually(t, 5*time.Second, "spoofed receipt counted", func() bool { return h.Sentinel.Stats().StaleMessages.Load() > before })
-	if j := h.Job(id); j.Status != db.StatusRunning || j.ClaimedBy != owner.Identity() {
+	if j := h.Job(id); j.Status != job.StatusRunning || j.ClaimedBy != owner.Identity() {
 		t.Fatalf("after a spoofed CONCLUDE: status %s claimed_by %q", j.Status, j.ClaimedBy)
 	}
 
 	close(release)
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	// A late duplicate from the owner cannot turn COMPLETED into FAILED.
 	stale := h.Sentinel.Stats().StaleMessages.Load()
 	if err := owner.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusFailed}); err != nil {
 		t.Fatal(err)
 	}
 	testwait.Eventually(t, 5*time.Second, "duplicate counted", func() bool { return h.Sentinel.Stats().StaleMessages.Load() > stale })
-	if j := h.Job(id); j.Status != db.StatusCompleted {
+	if j := h.Job(id); j.Status != job.StatusCompleted {
 		t.Fatalf("duplicate receipt changed the job to %s", j.Status)
 	}
 }
@@ -251,7 +252,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	}
 	defer other.Close()
 	start := time.Now()
-	id, err := other.JobEnqueue(context.Background(), fv, "p", 0, "")
+	id, err := other.JobEnqueue(context.Background(), job.Submission{FileVersionID: fv, Plugin: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +260,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("external job took %s to dispatch, want < 1s", took)
 	}
-	testwait.Eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "external job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 }
 
 func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
@@ -301,7 +302,7 @@ func TestSentinel_LostWorkerJobsAreRequeuedAndCompletedElsewhere(t *testing.T) {
 	doomed.Close() // vanishes without a receipt, like kill -9
 
 	rescuer := h.Worker(testworker.Options{Run: testworker.Succeed})
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED by the rescuer", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	j := h.Job(id)
 	if j.ClaimedBy != rescuer.Identity() || j.RetryCount != 1 || j.Attempt != 2 {
 		t.Errorf("claimed_by %q retry_count %d attempt %d", j.ClaimedBy, j.RetryCount, j.Attempt)
@@ -328,10 +329,10 @@ func TestSentinel_EmptyPluginSetsWakeUpWhenJobsArrive(t *testing.T) {
 		busy = append(busy, h.Enqueue(fv, "busy", 0))
 	}
 	testwait.Eventually(t, 10*time.Second, "busy jobs COMPLETED", func() bool {
-		return h.Counts()[db.StatusCompleted] == int64(len(busy))
+		return h.Counts()[job.StatusCompleted] == int64(len(busy))
 	})
 	rare := h.Enqueue(fv, "rare", 0)
-	testwait.Eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.Job(rare).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "the rare job COMPLETED", func() bool { return h.Job(rare).Status == job.StatusCompleted })
 	got := 0
 	for _, w := range idle {
 		got += len(w.Received())

@@ -122,7 +122,7 @@ func PeerKey(identity []byte) string {
 			break
 		}
 	}
-	if printable && !(len(identity) >= 2 && identity[0] == '0' && identity[1] == 'x') {
+	if printable && (len(identity) < 2 || identity[0] != '0' || identity[1] != 'x') {
 		return string(identity)
 	}
 	return "0x" + hex.EncodeToString(identity)

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -36,7 +36,7 @@ func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				workers = append(workers, h.Worker(testworker.Options{Slots: 2, Run: slowSucceed, HeartbeatInterval: 50 * time.Millisecond}))
 			}
-			testwait.Eventually(t, 10*time.Second, "a quarter done", func() bool { return h.Counts()[db.StatusCompleted] >= n/4 })
+			testwait.Eventually(t, 10*time.Second, "a quarter done", func() bool { return h.Counts()[job.StatusCompleted] >= n/4 })
 
 			victim := target
 			if target == "worker" {
@@ -45,8 +45,8 @@ func TestSupervision_PanicInEachActorLosesNoJob(t *testing.T) {
 			h.Sentinel.InjectPanic(victim)
 			testwait.Eventually(t, 5*time.Second, "a restart happened", func() bool { return h.Sentinel.Stats().ActorRestarts.Load() > 0 })
 
-			testwait.Eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.Counts()[db.StatusCompleted] == n })
-			if c := h.Counts(); c[db.StatusRunning]+c[db.StatusQueued]+c[db.StatusFailed] != 0 {
+			testwait.Eventually(t, 20*time.Second, "every job COMPLETED", func() bool { return h.Counts()[job.StatusCompleted] == n })
+			if c := h.Counts(); c[job.StatusRunning]+c[job.StatusQueued]+c[job.StatusFailed] != 0 {
 				t.Fatalf("counts after the run: %v", c)
 			}
 		})
@@ -78,12 +78,12 @@ func TestSupervision_RestartedWorkerActorKeepsItsJobs(t *testing.T) {
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	w := h.Worker(testworker.Options{Run: blockingRun(release)})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == job.StatusRunning })
 
 	h.Sentinel.InjectPanic(w.Identity())
 	testwait.Eventually(t, 5*time.Second, "worker actor restarted", func() bool { return h.Sentinel.Stats().ActorRestarts.Load() == 1 })
 	close(release)
-	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.Attempt != 1 || h.Sentinel.Stats().StaleMessages.Load() != 0 {
 		t.Errorf("attempt %d stale %d: the restart was visible", j.Attempt, h.Sentinel.Stats().StaleMessages.Load())
 	}

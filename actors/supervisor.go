@@ -10,6 +10,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/deploy"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -33,7 +34,7 @@ type supervisorActor struct {
 // deps are what the tree needs from outside; they outlive every restart.
 type deps struct {
 	cfg    config.Config
-	db     *db.DB
+	db     db.Store // only the queue actor calls it
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger
@@ -183,6 +184,9 @@ func (a *supervisorActor) identify(ctx actor.Context, m *IdentifyReceived) {
 		return
 	}
 	spec := &workerSpec{peer: m.From, hello: *m.Hello}
+	// The router's record alone decides the worker's silence (workerActor.seen);
+	// it is kept until the worker actor terminates (Forget, in childTerminated).
+	a.deps.router.Track(m.From.Identity)
 	pid := ctx.SpawnPrefix(newWorkerProps(a.deps, a.peers, spec), "worker-")
 	a.workers[m.From.Key] = pid
 	a.specs[m.From.Key] = spec
@@ -209,10 +213,10 @@ func (a *supervisorActor) route(ctx actor.Context, from Peer, m any) {
 	var c *ConcludeJob
 	switch m := m.(type) {
 	case *ConcludeReceived:
-		c = receiptConclusion(JobRef{JobID: m.JobID, Worker: from.Key}, m.Receipt, 0, a.deps)
+		c = receiptConclusion(job.Ref{JobID: m.JobID, Worker: from.Key}, m.Receipt, 0, a.deps)
 	case *ErrReceived:
 		if m.JobID != 0 {
-			c = errConclusion(JobRef{JobID: m.JobID, Worker: from.Key}, m.Err)
+			c = errConclusion(job.Ref{JobID: m.JobID, Worker: from.Key}, m.Err)
 		}
 	}
 	if c != nil {

@@ -7,6 +7,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -49,7 +50,7 @@ type pendingCancel struct {
 
 // heldJob is a job this worker holds.
 type heldJob struct {
-	ref     JobRef
+	ref     job.Ref
 	retries int64     // retry_count at claim time, for backoff
 	since   time.Time // claimed (or dispatched) at
 	abortBy time.Time // set once ABORT was sent: requeue anyway after this
@@ -87,26 +88,21 @@ func (a *workerActor) Receive(ctx actor.Context) {
 	case *CapacityRequest:
 		a.announce(ctx)
 	case *IdentifyReceived:
-		a.lastSeen = time.Now()
 		a.spec.hello = *m.Hello
 		a.log.Info().Strs("capabilities", m.Hello.Capabilities).Int("slots", m.Hello.Slots()).Msg("worker re-identified")
 		a.announce(ctx)
 	case *HeartbeatReceived:
-		a.lastSeen = time.Now()
-		a.lastBeat = a.lastSeen
+		a.lastBeat = time.Now()
 		a.whenReady(m, func() { a.reconcile(ctx, m.Beat) })
 	case *OtherReceived:
-		a.lastSeen = time.Now()
+		// Nothing to do: the router has stamped it (see seen).
 	case *EnvReadyReceived:
-		a.lastSeen = time.Now()
 		a.envReady(ctx, m)
 	case *Environment:
 		a.prepare(ctx, m)
 	case *ConcludeReceived:
-		a.lastSeen = time.Now()
 		a.whenReady(m, func() { a.conclude(ctx, m) })
 	case *ErrReceived:
-		a.lastSeen = time.Now()
 		a.whenReady(m, func() { a.workerErr(ctx, m) })
 	case *DispatchFailed:
 		if j, ok := a.running[m.JobID]; ok {
@@ -190,12 +186,7 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 		return
 	}
 	now := time.Now()
-	// The router's record is taken at the socket, before any mailbox, so
-	// a backlog of job traffic in the actors never looks like silence.
-	if seen := a.deps.router.LastSeen(a.spec.peer.Identity); seen.After(a.lastSeen) {
-		a.lastSeen = seen
-	}
-	if silent := now.Sub(a.lastSeen); silent > a.deps.cfg.WorkerTimeout {
+	if silent := now.Sub(a.seen()); silent > a.deps.cfg.WorkerTimeout {
 		a.log.Warn().Dur("silent", silent).Int("running", len(a.running)).Msg("worker timed out")
 		ctx.Stop(ctx.Self()) // the supervisor requeues its jobs
 		return
@@ -207,6 +198,20 @@ func (a *workerActor) heartbeat(ctx actor.Context, t *tick) {
 	a.send(ctx, transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
 	a.ping(now)
 	a.hb.arm(ctx.ActorSystem(), ctx.Self(), untilBeat(now, a.deps.cfg.HeartbeatInterval))
+}
+
+// seen is when the worker was last heard from. Only the router's record
+// counts: it is stamped at the socket for everything read (ZMTP PONGs
+// included), before any mailbox, so a backlog of job traffic in the actors
+// never looks like silence, and the router keeps it after a connection
+// closes (the supervisor tracks every worker's identity). lastSeen holds the
+// newest stamp read; it starts when this actor starts, so a worker that was
+// never heard from since still gets a whole timeout.
+func (a *workerActor) seen() time.Time {
+	if t := a.deps.router.LastSeen(a.spec.peer.Identity); t.After(a.lastSeen) {
+		a.lastSeen = t
+	}
+	return a.lastSeen
 }
 
 // ping keeps a worker that never answers HEARTBEAT alive from below the
@@ -364,8 +369,8 @@ func (a *workerActor) release(ctx actor.Context, jobID int64) {
 }
 
 func (a *workerActor) requeue(ctx actor.Context, j *heldJob, reason string) {
-	ctx.Send(a.peers.queue, &ConcludeJob{Ref: j.ref, Kind: ConcludeRequeue, Message: reason,
-		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))})
+	ctx.Send(a.peers.queue, &ConcludeJob{Conclusion: job.Conclusion{Ref: j.ref, Kind: job.ConcludeRequeue, Message: reason,
+		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))}})
 }
 
 func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
@@ -454,7 +459,7 @@ func (a *workerActor) info() *WorkerInfo {
 		Capabilities:   append([]string(nil), h.Capabilities...),
 		Slots:          h.Slots(),
 		Running:        running,
-		LastSeen:       a.lastSeen,
+		LastSeen:       a.seen(),
 		Ready:          a.ready,
 	}
 }
@@ -468,26 +473,26 @@ func (a *workerActor) send(ctx actor.Context, op transport.Opcode, jobID int64, 
 // SKIPPED when an operator cancelled the job (conclude requeues the other
 // aborts first), REJECTED → requeued with backoff (FAILED over the retry
 // limit).
-func receiptConclusion(ref JobRef, r *transport.Conclude, retries int64, d deps) *ConcludeJob {
-	c := &ConcludeJob{Ref: ref}
+func receiptConclusion(ref job.Ref, r *transport.Conclude, retries int64, d deps) *ConcludeJob {
+	c := &ConcludeJob{Conclusion: job.Conclusion{Ref: ref}}
 	switch r.Status {
 	case transport.StatusSuccess:
-		c.Kind, c.Message, c.Metrics, c.Artifacts = ConcludeComplete, "Success", r.Metrics, r.Artifacts
+		c.Kind, c.Message, c.Metrics, c.Artifacts = job.ConcludeComplete, "Success", r.Metrics, r.Artifacts
 	case transport.StatusFailed:
-		c.Kind, c.Message = ConcludeFail, orDefault(r.ErrorMessage, "plugin failed (no message)")
+		c.Kind, c.Message = job.ConcludeFail, orDefault(r.ErrorMessage, "plugin failed (no message)")
 	case transport.StatusAborted:
 		// FAILED, or SKIPPED when an operator cancelled the job.
-		c.Kind, c.Message = ConcludeAbort, "aborted: "+orDefault(r.ErrorMessage, "no message")
+		c.Kind, c.Message = job.ConcludeAbort, "aborted: "+orDefault(r.ErrorMessage, "no message")
 	default: // transport.StatusRejected; the codec admits no other status
-		c.Kind, c.Message = ConcludeRequeue, "rejected by worker "+ref.Worker
+		c.Kind, c.Message = job.ConcludeRequeue, "rejected by worker "+ref.Worker
 		c.NextRunAt = time.Now().Add(Backoff(d.cfg.RetryBackoff, d.cfg.RetryBackoffMax, retries))
 	}
 	return c
 }
 
 // errConclusion maps an ERR about a job to FAILED with its message.
-func errConclusion(ref JobRef, e *transport.Err) *ConcludeJob {
-	return &ConcludeJob{Ref: ref, Kind: ConcludeFail, Message: "worker error: " + orDefault(e.Message, "no message")}
+func errConclusion(ref job.Ref, e *transport.Err) *ConcludeJob {
+	return &ConcludeJob{Conclusion: job.Conclusion{Ref: ref, Kind: job.ConcludeFail, Message: "worker error: " + orDefault(e.Message, "no message")}}
 }
 
 func orDefault(s, def string) string {

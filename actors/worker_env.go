@@ -8,11 +8,12 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
-// Environments, the worker actor's side (SPEC C.7). A job whose manifest has
+// Environments, the worker actor's side (docs/ARCHITECTURE.md, Environments;
+// the messages in docs/PROTOCOL.md §5.4). A job whose manifest has
 // an env_hash other than "system" is dispatched to a worker only after that
 // worker reported the environment ready (ENV_READY) during this actor's life.
 // Until then the claim is held here, counted against the worker's slots like
@@ -73,7 +74,7 @@ func (a *workerActor) prepare(ctx actor.Context, m *Environment) {
 	}
 	if m.Err != nil {
 		reason := "environment " + m.Hash + ": " + m.Err.Error()
-		a.envFailed(ctx, m.Hash, reason, !errors.Is(m.Err, db.ErrNotFound))
+		a.envFailed(ctx, m.Hash, reason, !errors.Is(m.Err, job.ErrNotFound))
 		return
 	}
 	a.env.pending[m.Hash].sent = time.Now()

@@ -217,6 +217,11 @@ func (c Config) AllowedRootPaths() ([]string, error) {
 	return out, nil
 }
 
+// ErrVersion is what Load returns when --version is given. The caller prints
+// the version and exits 0: the build information lives with the binary, and
+// this package imports nothing of the module.
+var ErrVersion = errors.New("version requested")
+
 // EnvName returns the environment variable for a flag name: bind → CASPARIAN_BIND.
 func EnvName(flagName string) string {
 	return "CASPARIAN_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -225,11 +230,13 @@ func EnvName(flagName string) string {
 // Load builds the configuration from defaults, the file named by --config (or
 // CASPARIAN_CONFIG), the environment and the flags in args. getenv is
 // os.Getenv in production and a map lookup in tests. It returns flag.ErrHelp
-// after printing usage to out when -h or --help is given.
+// after printing usage to out when -h or --help is given, and ErrVersion when
+// --version is.
 func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	cfg := Default()
 	fs := flag.NewFlagSet("casparian-sentinel", flag.ContinueOnError)
 	configPath := fs.String("config", "", "optional JSON config file (keys are flag names with _ for -)")
+	showVersion := fs.Bool("version", false, "print the version and build information, then exit")
 	for _, s := range cfg.settings() {
 		switch {
 		case s.str != nil:
@@ -256,6 +263,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			return Config{}, err
 		}
 		return Config{}, fmt.Errorf("%w (see --help)", err)
+	}
+	if *showVersion {
+		return Config{}, ErrVersion
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags, see --help)", fs.Arg(0))

@@ -176,6 +176,20 @@ func TestLoad_Help(t *testing.T) {
 	}
 }
 
+func TestLoad_Version(t *testing.T) {
+	var out bytes.Buffer
+	_, err := Load([]string{"--bind", "tcp://127.0.0.1:0", "--version"}, envFrom(nil), &out)
+	if !errors.Is(err, ErrVersion) {
+		t.Fatalf("Load --version = %v, want ErrVersion", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("Load --version wrote %q; the caller prints the version", out.String())
+	}
+	if _, err := Load([]string{"-h"}, envFrom(nil), &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-version") {
+		t.Errorf("usage lacks --version:\n%s", out.String())
+	}
+}
+
 func TestLoad_Errors(t *testing.T) {
 	cases := []struct {
 		name string

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // TestJobsClaim_StatementsUseIndexes guards the claim path against a table
@@ -101,20 +103,20 @@ func BenchmarkJobsClaimConclude(b *testing.B) {
 	start := time.Now()
 	jobs := 0
 	for range b.N {
-		claims, failures, err := db.JobsClaim(ctx, now, []ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: batch}})
+		claims, failures, err := db.JobsClaim(ctx, now, []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: batch}})
 		if err != nil || len(failures) > 0 {
 			b.Fatal(err, failures)
 		}
-		cs := make([]Conclusion, len(claims))
+		cs := make([]job.Conclusion, len(claims))
 		for i, c := range claims {
-			cs[i] = Conclusion{Ref: c.Ref, Kind: ConcludeComplete, Metrics: metrics, Artifacts: artifacts}
+			cs[i] = job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete, Metrics: metrics, Artifacts: artifacts}
 		}
 		out, err := db.JobsConclude(ctx, now, cs)
 		if err != nil {
 			b.Fatal(err)
 		}
 		for _, o := range out {
-			if o != OutcomeCompleted {
+			if o != job.OutcomeCompleted {
 				b.Fatalf("outcome %v", o)
 			}
 		}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // Bootstrap is what a fresh database needs for files dropped into a source
@@ -17,7 +19,7 @@ import (
 // and per plugin an ACTIVE manifest, subscriptions and output sinks.
 type Bootstrap struct {
 	SourceRoots []string
-	Routes      []RoutingRule // ID is ignored
+	Routes      []job.RoutingRule // ID is ignored
 	Plugins     []BootstrapPlugin
 }
 
@@ -60,7 +62,7 @@ func (db *DB) BootstrapApply(ctx context.Context, b Bootstrap) (int, error) {
 		}
 		for _, root := range b.SourceRoots {
 			if !filepath.IsAbs(root) {
-				return fmt.Errorf("source root %q must be absolute: %w", root, ErrInvalid)
+				return fmt.Errorf("source root %q must be absolute: %w", root, job.ErrInvalid)
 			}
 			if err := count(tx.ExecContext(ctx, `INSERT INTO cf_source_root (path, type, active)
 				VALUES (?, 'local', 1) ON CONFLICT (path) DO NOTHING`, filepath.Clean(root))); err != nil {
@@ -94,7 +96,7 @@ func (db *DB) BootstrapApply(ctx context.Context, b Bootstrap) (int, error) {
 func bootstrapPlugin(ctx context.Context, tx *sql.Tx, p BootstrapPlugin, now string) (int, error) {
 	name := strings.TrimSpace(p.Name)
 	if name == "" {
-		return 0, fmt.Errorf("plugin name is required: %w", ErrInvalid)
+		return 0, fmt.Errorf("plugin name is required: %w", job.ErrInvalid)
 	}
 	changes := 0
 	res, err := tx.ExecContext(ctx, `INSERT INTO cf_plugin_config (plugin_name, subscription_tags, default_parameters, last_updated)
@@ -130,7 +132,7 @@ func bootstrapPlugin(ctx context.Context, tx *sql.Tx, p BootstrapPlugin, now str
 
 	for _, s := range p.Topics {
 		if s.Topic == "" || s.URI == "" {
-			return 0, fmt.Errorf("topic and uri are required: %w", ErrInvalid)
+			return 0, fmt.Errorf("topic and uri are required: %w", job.ErrInvalid)
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO cf_topic_config (plugin_name, topic_name, uri, mode)
 			SELECT ?, ?, ?, ? WHERE NOT EXISTS

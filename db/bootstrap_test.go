@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // snapshot reads every row a bootstrap may touch, as text, so that two
@@ -50,7 +52,7 @@ func snapshot(t *testing.T, db *DB) []string {
 func demoBootstrap() Bootstrap {
 	return Bootstrap{
 		SourceRoots: []string{"/data/inbox"},
-		Routes:      []RoutingRule{{Pattern: "*.csv", Tag: "csv"}, {Pattern: "*", Tag: "any", Priority: -1}},
+		Routes:      []job.RoutingRule{{Pattern: "*.csv", Tag: "csv"}, {Pattern: "*", Tag: "any", Priority: -1}},
 		Plugins: []BootstrapPlugin{
 			{Name: "csv", ManifestVersion: "builtin", ManifestSource: "builtin:csv", Subscribe: []string{"csv"},
 				Topics: []Sink{{Topic: "output", URI: "sqlite://output/casparian.db/{file_stem}", Mode: SinkModeReplace}}},
@@ -94,7 +96,7 @@ func TestBootstrapApply_SecondApplyChangesNothing(t *testing.T) {
 	if want := map[string]string{"csv": "[csv] builtin", "checksum": "[any] builtin"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("plugins %v, want %v", got, want)
 	}
-	roots, err := db.SourceRootsActive(ctx)
+	roots, err := db.SourceRoots(ctx, true)
 	if err != nil || len(roots) != 1 || roots[0].Path != "/data/inbox" {
 		t.Fatalf("active roots %+v, %v", roots, err)
 	}

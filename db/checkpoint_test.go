@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func fileSize(t *testing.T, path string) int64 {
@@ -55,7 +57,7 @@ func TestCheckpointer_WALStaysBoundedUnderSteadyWrites(t *testing.T) {
 	var peak int64
 	commits := 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); commits++ {
-		if _, err := db.JobEnqueue(ctx, s.fv, "p", int64(commits%7), ""); err != nil {
+		if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: int64(commits % 7)}); err != nil {
 			t.Fatal(err)
 		}
 		if commits%200 == 0 {

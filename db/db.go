@@ -1,6 +1,22 @@
 // Package db is the Sentinel's SQLite database: the cf_* schema shared with
 // the Casparian tools, its migrations, and every SQL statement of the
 // project. No other package imports database/sql or the driver.
+//
+// Its files go by subject:
+//
+//   - jobs.go: the queue as operators read and write it (list, get, enqueue,
+//     cancel, retry, counts);
+//   - claims.go: claims and conclusions, batched in one transaction, and the
+//     RUNNING claims; dispatch.go assembles a claimed job's DISPATCH;
+//   - files.go and sources.go: file versions and what a scan records; source
+//     roots, ignore rules and routing rules;
+//   - plugins.go and deploy.go: plugin configurations, manifests, topics and
+//     subscriptions; verified deployments and their environments;
+//   - migrate.go and original_schema.go: the schema and its numbered
+//     migrations; bootstrap.go applies a bootstrap file;
+//   - db.go, stmts.go, checkpoint.go, time.go, guard.go, lease.go: the
+//     connections, prepared statements, WAL checkpoints, time columns, the
+//     sink guard and the Sentinel's lease.
 package db
 
 import (
@@ -34,14 +50,6 @@ const (
 	// timed out on the write lock (each try already waits busyTimeout).
 	beginRetryFor = 30 * time.Second
 )
-
-// ErrNotFound is returned when a row asked for by key does not exist.
-var ErrNotFound = errors.New("not found")
-
-// ErrStaleClaim is what callers report when a state change names a claim the
-// job no longer holds (see OutcomeStale); the database itself never changes
-// such a job.
-var ErrStaleClaim = errors.New("stale claim")
 
 // DB is the Sentinel's SQLite database. Its methods are safe for concurrent
 // use.
@@ -129,13 +137,13 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 		return db.migrateTo(ctx, last)
 	})
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 
 	// The writer has the file open now: remember which file that is.
 	if db.opened, err = os.Stat(path); err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 
@@ -143,7 +151,7 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 	// before it is in WAL mode with the current schema.
 	reader, err := sql.Open(driverName, connString(path, "_pragma=query_only(1)"))
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	reader.SetMaxOpenConns(readerConns)
@@ -152,7 +160,7 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 
 	versionPool, err := sql.Open(driverName, connString(path, "_pragma=query_only(1)"))
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	versionPool.SetMaxOpenConns(1)
@@ -163,11 +171,11 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 		return err
 	})
 	if err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	if db.ckpt, err = startCheckpointer(path); err != nil {
-		db.Close()
+		_ = db.Close() // the open error is the one to report
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	db.guard = newSinkGuard(path)
@@ -235,7 +243,7 @@ func (db *DB) DataVersion(ctx context.Context) (int64, error) {
 	if errors.Is(err, sql.ErrConnDone) {
 		// The connection broke; a fresh one has its own counter, which
 		// callers see as "changed" — the safe direction.
-		db.versionConn.Close()
+		_ = db.versionConn.Close() // broken already
 		if db.versionConn, err = db.versionPool.Conn(ctx); err != nil {
 			db.versionConn = nil
 			return 0, fmt.Errorf("data version: %w", err)

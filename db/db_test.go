@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestParseDSN(t *testing.T) {
@@ -116,7 +118,7 @@ func TestDataVersion_ChangesAfterOtherConnectionCommits(t *testing.T) {
 	}
 
 	// Another process (here: another Open) inserts a job.
-	if _, err := other.JobEnqueue(ctx, s.fv, "p", 0, ""); err != nil {
+	if _, err := other.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p"}); err != nil {
 		t.Fatal(err)
 	}
 	v2, err := db.DataVersion(ctx)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // Deployment is a verified DEPLOY to store (the caller checked the hashes
@@ -25,13 +27,13 @@ type Deployment struct {
 }
 
 // DeployConflict is PluginDeploy's refusal of a deployment that clashes with
-// what is stored; Reason is meant for the publisher. It matches ErrConflict.
+// what is stored; Reason is meant for the publisher. It matches job.ErrConflict.
 type DeployConflict struct{ Reason string }
 
 func (e *DeployConflict) Error() string { return e.Reason }
 
-// Unwrap makes errors.Is(err, ErrConflict) hold.
-func (e *DeployConflict) Unwrap() error { return ErrConflict }
+// Unwrap makes errors.Is(err, job.ErrConflict) hold.
+func (e *DeployConflict) Unwrap() error { return job.ErrConflict }
 
 // DeployOutcome says what PluginDeploy did.
 type DeployOutcome int
@@ -67,11 +69,11 @@ type DeployResult struct {
 //   - the same plugin, version and artifact again is idempotent
 //     (DeployUnchanged while ACTIVE, DeployReactivated otherwise);
 //   - the same artifact under another plugin or version, or the same plugin
-//     and version with other content, is refused with ErrConflict: a version
+//     and version with other content, is refused with job.ErrConflict: a version
 //     names one content, and one stored artifact belongs to one version.
 func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (DeployResult, error) {
 	if d.Plugin == "" || d.Version == "" || d.ArtifactHash == "" || d.EnvHash == "" || d.PublisherName == "" {
-		return DeployResult{}, fmt.Errorf("deploy: plugin, version, hashes and publisher are required: %w", ErrInvalid)
+		return DeployResult{}, fmt.Errorf("deploy: plugin, version, hashes and publisher are required: %w", job.ErrInvalid)
 	}
 	var res DeployResult
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
@@ -203,14 +205,14 @@ func publisherUpsert(ctx context.Context, tx *sql.Tx, d Deployment, ts string) (
 }
 
 // EnvironmentLockfile returns the lockfile of environment hash, or
-// ErrNotFound.
+// job.ErrNotFound.
 func (db *DB) EnvironmentLockfile(ctx context.Context, hash string) (string, error) {
 	var lock sql.NullString
 	err := db.reader.QueryRowContext(ctx, `SELECT lockfile_content FROM cf_plugin_environment WHERE hash = ?`,
 		hash).Scan(&lock)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return "", fmt.Errorf("environment %s: %w", hash, ErrNotFound)
+		return "", fmt.Errorf("environment %s: %w", hash, job.ErrNotFound)
 	case err != nil:
 		return "", fmt.Errorf("environment %s: %w", hash, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func sha(s string) string {
@@ -95,8 +97,8 @@ func TestPluginDeploy_RefusesConflicts(t *testing.T) {
 	for name, d := range cases {
 		t.Run(name, func(t *testing.T) {
 			_, err := db.PluginDeploy(ctx, testNow, d)
-			if !errors.Is(err, ErrConflict) || strings.Contains(err.Error(), "UNIQUE") {
-				t.Fatalf("deploy = %v, want a clear ErrConflict", err)
+			if !errors.Is(err, job.ErrConflict) || strings.Contains(err.Error(), "UNIQUE") {
+				t.Fatalf("deploy = %v, want a clear job.ErrConflict", err)
 			}
 		})
 	}
@@ -135,7 +137,7 @@ func TestJobsClaim_ExcludeSkipsPlugins(t *testing.T) {
 	s := seedBasics(t, db, "a", "b")
 	ja := enqueue(t, db, s.fv, "a", 10)
 	jb := enqueue(t, db, s.fv, "b", 0)
-	claims, _, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Worker: "w", Plugins: []string{"*"}, Limit: 5, Exclude: []string{"a"}}})
+	claims, _, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{{Worker: "w", Plugins: []string{"*"}, Limit: 5, Exclude: []string{"a"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +148,7 @@ func TestJobsClaim_ExcludeSkipsPlugins(t *testing.T) {
 
 func TestEnvironmentLockfile_NotFound(t *testing.T) {
 	db := openTest(t)
-	if _, err := db.EnvironmentLockfile(context.Background(), "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := db.EnvironmentLockfile(context.Background(), "nope"); !errors.Is(err, job.ErrNotFound) {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -159,7 +161,7 @@ func TestJobsClaim_PreferredPluginsGoFirstWithinTheLimit(t *testing.T) {
 	env2 := enqueue(t, db, s.fv, "env", 0)
 	// "a" runs first and would take the highest-priority jobs, but "z" has
 	// the environment of "env" ready: it gets those first, "a" the rest.
-	claims, _, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{
+	claims, _, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{
 		{Worker: "a", Plugins: []string{"*"}, Limit: 2},
 		{Worker: "z", Plugins: []string{"*"}, Limit: 1, Prefer: []string{"env"}},
 	})

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // DefaultOutputURIFormat is the URI of the `output` sink a dispatch gets when
@@ -35,12 +37,6 @@ const outputTopic = "output"
 
 // systemEnvHash is the env_hash of a manifest without its own environment.
 const systemEnvHash = "system"
-
-// manifest is the part of the newest ACTIVE cf_plugin_manifest a dispatch
-// needs.
-type manifest struct {
-	sourceCode, envHash, artifactHash string
-}
 
 // The assembler's queries. filePathSQL uses LEFT JOINs so that a missing
 // link is reported precisely instead of as "no rows".
@@ -69,51 +65,113 @@ const manifestNewestFirst = `julianday(COALESCE(deployed_at, created_at)) DESC, 
 // assemblerQueries are prepared before a claim's transaction begins.
 var assemblerQueries = []string{filePathSQL, manifestSQL, topicSinksSQL}
 
-// assembler builds the Dispatch of each job claimed in one JobsClaim call.
-// Manifests and topic configs are looked up once per plugin per call.
-type assembler struct {
-	filePath, manifestOf, topicsOf *sql.Stmt
-	manifests                      map[string]*manifest // nil value: the plugin has no ACTIVE manifest
-	topics                         map[string][]Sink
-	guard                          sinkGuard
-	refusals                       map[string]string // sinkGuard's verdict by sink URI
+// ActiveManifest is the part of a plugin's newest ACTIVE cf_plugin_manifest
+// a dispatch needs, as stored (an empty EnvHash means systemEnvHash).
+type ActiveManifest struct {
+	SourceCode, EnvHash, ArtifactHash string
 }
 
-// newAssembler binds the assembler's statements (assemblerQueries, prepared
-// by the caller) to tx.
-func (db *DB) newAssembler(ctx context.Context, tx *sql.Tx) (*assembler, error) {
-	a := &assembler{manifests: make(map[string]*manifest), topics: make(map[string][]Sink),
-		guard: db.guard, refusals: make(map[string]string)}
+// FileLink is what following a file version to its source root found; the
+// LEFT JOINs of the lookup say which link is missing.
+type FileLink struct {
+	VersionFound         bool  // the version exists
+	LocationID, RootID   int64 // 0 when the link is missing
+	HasLocation, HasRoot bool
+	RootPath, RelPath    string
+}
+
+// ClaimedJob is one just-claimed job as a backend's claim statement returned
+// it: the input of Assembler.Dispatch.
+type ClaimedJob struct {
+	Ref             job.Ref
+	FileVersionID   int64
+	HasFileVersion  bool
+	Plugin          string
+	Priority        int64
+	RetryCount      int64
+	ConfigOverrides string
+	// RootPath and RelPath locate the file, read by the claim statement
+	// itself; Located is false when a link is missing (the assembler then
+	// asks its DispatchSource which, for the job's error message).
+	RootPath, RelPath string
+	Located           bool
+}
+
+// DispatchSource is what the assembler reads from a backend, inside the
+// claim's transaction. Each backend keeps its own SQL; the assembler keeps
+// the rules (docs/PROTOCOL.md §4.2), so that both backends dispatch alike.
+type DispatchSource interface {
+	// FileLink follows the version to its location and source root.
+	FileLink(ctx context.Context, versionID int64) (FileLink, error)
+	// ActiveManifest returns the plugin's newest ACTIVE manifest; ok is
+	// false when there is none.
+	ActiveManifest(ctx context.Context, plugin string) (m ActiveManifest, ok bool, err error)
+	// TopicSinks returns the plugin's cf_topic_config rows in id order, as
+	// stored (an empty Mode means append).
+	TopicSinks(ctx context.Context, plugin string) ([]Sink, error)
+}
+
+// Assembler builds the Dispatch of each job claimed in one claim call.
+// Manifests, topic configs and the sink guard's verdicts are looked up once
+// per call.
+type Assembler struct {
+	src       DispatchSource
+	refuse    func(uri string) string
+	manifests map[string]*ActiveManifest // nil value: the plugin has no ACTIVE manifest
+	topics    map[string][]Sink
+	refusals  map[string]string // refuse's verdict by sink URI
+}
+
+// NewAssembler returns an assembler reading from src. refuse says why a
+// sink URI must not be written ("" = allowed); nil allows every sink.
+func NewAssembler(src DispatchSource, refuse func(uri string) string) *Assembler {
+	return &Assembler{src: src, refuse: refuse, manifests: make(map[string]*ActiveManifest),
+		topics: make(map[string][]Sink), refusals: make(map[string]string)}
+}
+
+// sqliteSource is SQLite's DispatchSource: the assembler's statements
+// (assemblerQueries, prepared by the caller) bound to the claim's
+// transaction.
+type sqliteSource struct {
+	filePath, manifestOf, topicsOf *sql.Stmt
+}
+
+// newAssembler binds the assembler's statements to tx.
+func (db *DB) newAssembler(ctx context.Context, tx *sql.Tx) (*Assembler, error) {
+	src := &sqliteSource{}
 	for _, b := range []struct {
 		st **sql.Stmt
 		q  string
-	}{{&a.filePath, filePathSQL}, {&a.manifestOf, manifestSQL}, {&a.topicsOf, topicSinksSQL}} {
+	}{{&src.filePath, filePathSQL}, {&src.manifestOf, manifestSQL}, {&src.topicsOf, topicSinksSQL}} {
 		st, err := db.txStmt(ctx, tx, b.q)
 		if err != nil {
 			return nil, err
 		}
 		*b.st = st
 	}
-	return a, nil
+	return NewAssembler(src, db.guard.sinkNamesDatabase), nil
 }
 
-// dispatch assembles the Dispatch of one claimed job (SPEC B, "How a
-// DISPATCH is assembled"). A job that cannot be dispatched yields a reason
-// for its error_message; err is only for database failures.
-func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, reason string, err error) {
-	plugin := row.plugin.String
+// Dispatch assembles the Dispatch of one claimed job (docs/PROTOCOL.md
+// §4.2 says where each field comes from). A job that cannot be dispatched
+// yields a reason for its error_message; err is only for database failures.
+func (a *Assembler) Dispatch(ctx context.Context, row ClaimedJob) (d Dispatch, reason string, err error) {
+	plugin := row.Plugin
 	d.PluginName = plugin
-	d.FileVersionID = row.fileVersionID.Int64
+	d.FileVersionID = row.FileVersionID
 
-	if !row.fileVersionID.Valid {
+	if !row.HasFileVersion {
 		return d, "dispatch: job has no file_version_id", nil
 	}
-	if d.FilePath = locatedPath(row.location); d.FilePath == "" {
+	if d.FilePath = joinLocated(row.RootPath, row.RelPath, row.Located); d.FilePath == "" {
 		// A missing link or a path to refuse: find out which, for the
 		// job's error message.
-		d.FilePath, reason, err = a.path(ctx, row.fileVersionID.Int64)
-		if err != nil || reason != "" {
-			return d, reason, err
+		link, err := a.src.FileLink(ctx, row.FileVersionID)
+		if err != nil {
+			return d, "", fmt.Errorf("file path of version %d: %w", row.FileVersionID, err)
+		}
+		if d.FilePath, reason = link.path(row.FileVersionID); reason != "" {
+			return d, reason, nil
 		}
 	}
 
@@ -124,13 +182,13 @@ func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, r
 	if m == nil {
 		return d, fmt.Sprintf("dispatch: no ACTIVE manifest for plugin %q", plugin), nil
 	}
-	d.SourceCode, d.EnvHash, d.ArtifactHash = m.sourceCode, m.envHash, m.artifactHash
+	d.SourceCode, d.EnvHash, d.ArtifactHash = m.SourceCode, orDefault(m.EnvHash, systemEnvHash), m.ArtifactHash
 
 	sinks, err := a.topicSinks(ctx, plugin)
 	if err != nil {
 		return d, "", err
 	}
-	overrides, err := parseOverrides(row.configOverrides.String)
+	overrides, err := parseOverrides(row.ConfigOverrides)
 	if err != nil {
 		return d, "dispatch: " + err.Error(), nil
 	}
@@ -143,11 +201,14 @@ func (a *assembler) dispatch(ctx context.Context, row claimedRow) (d Dispatch, r
 	return d, "", nil
 }
 
-// refusal is the sink guard's verdict on uri, asked once per claim.
-func (a *assembler) refusal(uri string) string {
+// refusal is the guard's verdict on uri, asked once per claim.
+func (a *Assembler) refusal(uri string) string {
+	if a.refuse == nil {
+		return ""
+	}
 	r, ok := a.refusals[uri]
 	if !ok {
-		r = a.guard.sinkNamesDatabase(uri)
+		r = a.refuse(uri)
 		a.refusals[uri] = r
 	}
 	return r
@@ -200,45 +261,61 @@ func expandFilePlaceholders(sinks []Sink, path string) []Sink {
 func identifier(name string) string {
 	b := []byte(name)
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '_' {
 			b[i] = '_'
 		}
 	}
 	return string(b)
 }
 
-// path follows version -> location -> source root and joins the root's path
-// with the location's rel_path.
-func (a *assembler) path(ctx context.Context, versionID int64) (path, reason string, err error) {
+// FileLink follows version -> location -> source root.
+func (s *sqliteSource) FileLink(ctx context.Context, versionID int64) (FileLink, error) {
 	var locID, rootID sql.NullInt64
 	var root, rel sql.NullString
-	err = a.filePath.QueryRowContext(ctx, versionID).Scan(&locID, &rootID, &root, &rel)
+	err := s.filePath.QueryRowContext(ctx, versionID).Scan(&locID, &rootID, &root, &rel)
+	if errors.Is(err, sql.ErrNoRows) {
+		return FileLink{}, nil
+	}
+	if err != nil {
+		return FileLink{}, err
+	}
+	return FileLink{VersionFound: true, LocationID: locID.Int64, HasLocation: locID.Valid,
+		RootID: rootID.Int64, HasRoot: rootID.Valid, RootPath: root.String, RelPath: rel.String}, nil
+}
+
+// path joins the root's path with the location's rel_path, or says why it
+// cannot.
+func (l FileLink) path(versionID int64) (path, reason string) {
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return "", fmt.Sprintf("dispatch: file version %d not found", versionID), nil
-	case err != nil:
-		return "", "", fmt.Errorf("file path of version %d: %w", versionID, err)
-	case !locID.Valid:
-		return "", fmt.Sprintf("dispatch: file version %d has no file location", versionID), nil
-	case !rootID.Valid:
-		return "", fmt.Sprintf("dispatch: file location %d of version %d has no source root", locID.Int64, versionID), nil
-	case root.String == "" || rel.String == "":
-		return "", fmt.Sprintf("dispatch: file location %d has an empty root path or rel_path", locID.Int64), nil
+	case !l.VersionFound:
+		return "", fmt.Sprintf("dispatch: file version %d not found", versionID)
+	case !l.HasLocation:
+		return "", fmt.Sprintf("dispatch: file version %d has no file location", versionID)
+	case !l.HasRoot:
+		return "", fmt.Sprintf("dispatch: file location %d of version %d has no source root", l.LocationID, versionID)
+	case l.RootPath == "" || l.RelPath == "":
+		return "", fmt.Sprintf("dispatch: file location %d has an empty root path or rel_path", l.LocationID)
 	}
 	// A rel_path that climbs out of its root ("../../etc/passwd") would
 	// send a worker to read a file nobody registered.
-	if !filepath.IsLocal(strings.TrimLeft(rel.String, "/")) {
-		return "", fmt.Sprintf("dispatch: rel_path %q of file location %d leaves its source root", rel.String, locID.Int64), nil
+	if !filepath.IsLocal(strings.TrimLeft(l.RelPath, "/")) {
+		return "", fmt.Sprintf("dispatch: rel_path %q of file location %d leaves its source root", l.RelPath, l.LocationID)
 	}
-	return filepath.Join(root.String, rel.String), "", nil
+	return filepath.Join(l.RootPath, l.RelPath), ""
 }
 
-// locatedPath returns the file path from a claimed row's location (root and
-// rel_path joined by NUL), or "" when the location is missing or fails a
-// check of path (which then says why).
+// locatedPath returns the file path from SQLite's claimed location (root and
+// rel_path joined by a NUL byte), or "" when the location is missing or
+// fails a check of FileLink.path (which then says why).
 func locatedPath(location sql.NullString) string {
 	root, rel, ok := strings.Cut(location.String, "\x00")
-	if !location.Valid || !ok || root == "" || rel == "" || !filepath.IsLocal(strings.TrimLeft(rel, "/")) {
+	return joinLocated(root, rel, location.Valid && ok)
+}
+
+// joinLocated returns root joined with rel, or "" when the location is
+// missing, empty or leaves its root.
+func joinLocated(root, rel string, located bool) string {
+	if !located || root == "" || rel == "" || !filepath.IsLocal(strings.TrimLeft(rel, "/")) {
 		return ""
 	}
 	return filepath.Join(root, rel)
@@ -246,56 +323,68 @@ func locatedPath(location sql.NullString) string {
 
 // manifest returns the newest ACTIVE manifest of plugin, or nil if there is
 // none.
-func (a *assembler) manifest(ctx context.Context, plugin string) (*manifest, error) {
+func (a *Assembler) manifest(ctx context.Context, plugin string) (*ActiveManifest, error) {
 	if m, ok := a.manifests[plugin]; ok {
 		return m, nil
 	}
-	var src, env, artifact sql.NullString
-	err := a.manifestOf.QueryRowContext(ctx, plugin).Scan(&src, &env, &artifact)
-	var m *manifest
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
+	m, ok, err := a.src.ActiveManifest(ctx, plugin)
+	if err != nil {
 		return nil, fmt.Errorf("manifest of %q: %w", plugin, err)
-	default:
-		m = &manifest{
-			sourceCode:   src.String,
-			envHash:      orDefault(env.String, systemEnvHash),
-			artifactHash: artifact.String,
-		}
 	}
-	a.manifests[plugin] = m
-	return m, nil
+	var p *ActiveManifest
+	if ok {
+		p = &m
+	}
+	a.manifests[plugin] = p
+	return p, nil
 }
 
-// topicSinks returns the plugin's cf_topic_config rows as sinks, in id order.
-func (a *assembler) topicSinks(ctx context.Context, plugin string) ([]Sink, error) {
+// ActiveManifest reads the newest ACTIVE manifest of plugin.
+func (s *sqliteSource) ActiveManifest(ctx context.Context, plugin string) (ActiveManifest, bool, error) {
+	var src, env, artifact sql.NullString
+	err := s.manifestOf.QueryRowContext(ctx, plugin).Scan(&src, &env, &artifact)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ActiveManifest{}, false, nil
+	case err != nil:
+		return ActiveManifest{}, false, err
+	}
+	return ActiveManifest{SourceCode: src.String, EnvHash: env.String, ArtifactHash: artifact.String}, true, nil
+}
+
+// topicSinks returns the plugin's cf_topic_config rows as sinks, in id
+// order, with the default mode filled in.
+func (a *Assembler) topicSinks(ctx context.Context, plugin string) ([]Sink, error) {
 	if s, ok := a.topics[plugin]; ok {
 		return s, nil
 	}
-	rows, err := a.topicsOf.QueryContext(ctx, plugin)
+	sinks, err := a.src.TopicSinks(ctx, plugin)
 	if err != nil {
 		return nil, fmt.Errorf("topics of %q: %w", plugin, err)
+	}
+	for i := range sinks {
+		sinks[i].Mode = orDefault(sinks[i].Mode, SinkModeAppend)
+	}
+	a.topics[plugin] = sinks
+	return sinks, nil
+}
+
+// TopicSinks reads the plugin's cf_topic_config rows.
+func (s *sqliteSource) TopicSinks(ctx context.Context, plugin string) ([]Sink, error) {
+	rows, err := s.topicsOf.QueryContext(ctx, plugin)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var sinks []Sink
 	for rows.Next() {
 		var topic, uri, mode, schema sql.NullString
 		if err := rows.Scan(&topic, &uri, &mode, &schema); err != nil {
-			return nil, fmt.Errorf("topics of %q: %w", plugin, err)
+			return nil, err
 		}
-		sinks = append(sinks, Sink{
-			Topic:     topic.String,
-			URI:       uri.String,
-			Mode:      orDefault(mode.String, SinkModeAppend),
-			SchemaDef: schema.String,
-		})
+		sinks = append(sinks, Sink{Topic: topic.String, URI: uri.String, Mode: mode.String, SchemaDef: schema.String})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("topics of %q: %w", plugin, err)
-	}
-	a.topics[plugin] = sinks
-	return sinks, nil
+	return sinks, rows.Err()
 }
 
 // overrideSink is one sink object in config_overrides. The topic is the
@@ -418,4 +507,19 @@ func mergeSinks(plugin string, configured []Sink, overrides map[string][]Sink) [
 		URI:   fmt.Sprintf(DefaultOutputURIFormat, plugin),
 		Mode:  SinkModeAppend,
 	})
+}
+
+// Sink is one output of a dispatch.
+type Sink struct {
+	Topic, URI, Mode, SchemaDef string
+}
+
+// Dispatch is everything a DISPATCH message carries.
+type Dispatch struct {
+	PluginName, FilePath string
+	Sinks                []Sink
+	FileVersionID        int64
+	EnvHash              string
+	SourceCode           string
+	ArtifactHash         string
 }

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestParseOverrides(t *testing.T) {
@@ -99,7 +101,7 @@ func TestJobsClaim_AssemblesDispatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := enqueue(t, db, s.fv, "p", 2)
-	overridden, err := db.JobEnqueue(ctx, s.fv, "p", 1, `{"output": {"uri": "s3://o"}}`)
+	overridden, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 1, ConfigOverrides: `{"output": {"uri": "s3://o"}}`})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +173,7 @@ func TestJobsClaim_ExpandsFilePlaceholdersInSinkURIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := enqueue(t, db, s.fv, "p", 2)
-	overridden, err := db.JobEnqueue(ctx, s.fv, "p", 1, `{"output": {"uri": "parquet://o/{file_stem}-{file_stem}.parquet"}}`)
+	overridden, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 1, ConfigOverrides: `{"output": {"uri": "parquet://o/{file_stem}-{file_stem}.parquet"}}`})
 	if err != nil {
 		t.Fatal(err)
 	}

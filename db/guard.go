@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/casparian/sentinel/internal/confine"
+	"github.com/casparian/sentinel/job"
 )
 
 // sinkGuard knows the files no sink may name: the database and the -wal,
@@ -79,12 +80,12 @@ func (g sinkGuard) sinkNamesDatabase(uri string) string {
 	return ""
 }
 
-// checkSinks returns ErrInvalid, with the reason, for the first sink that
+// checkSinks returns job.ErrInvalid, with the reason, for the first sink that
 // names the database.
 func (db *DB) checkSinks(sinks []Sink) error {
 	for _, s := range sinks {
 		if reason := db.guard.sinkNamesDatabase(s.URI); reason != "" {
-			return fmt.Errorf("topic %q: %s: %w", s.Topic, reason, ErrInvalid)
+			return fmt.Errorf("topic %q: %s: %w", s.Topic, reason, job.ErrInvalid)
 		}
 	}
 	return nil

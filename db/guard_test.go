@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // TestJobsClaim_SinkNamingTheDatabaseFailsTheJob: a sink whose path leads
@@ -37,11 +39,8 @@ func TestJobsClaim_SinkNamingTheDatabaseFailsTheJob(t *testing.T) {
 	}
 	for name, uri := range refused {
 		t.Run(name, func(t *testing.T) {
-			id, err := db.JobEnqueue(ctx, s.fv, "p", 0, fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
-			if err != nil {
-				t.Fatal(err)
-			}
-			claims, failures, err := db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
+			id := insertJob(t, db, s.fv, "p", fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
+			claims, failures, err := db.JobsClaim(ctx, testNow, []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,14 +49,14 @@ func TestJobsClaim_SinkNamingTheDatabaseFailsTheJob(t *testing.T) {
 				t.Fatalf("claims %+v, failures %+v; want job %d failed for naming the database", claims, failures, id)
 			}
 			j := getJob(t, db, id)
-			if j.Status != StatusFailed || j.RetryCount != 0 || !strings.Contains(j.ErrorMessage, "names the Sentinel's database") {
+			if j.Status != job.StatusFailed || j.RetryCount != 0 || !strings.Contains(j.ErrorMessage, "names the Sentinel's database") {
 				t.Errorf("job after the refusal: %s, retries %d, %q; want FAILED at once", j.Status, j.RetryCount, j.ErrorMessage)
 			}
 		})
 	}
 	t.Run("OtherSinksDispatched", func(t *testing.T) {
 		for _, uri := range []string{"sqlite://" + dir + "/other.db/t", "parquet://output/p.parquet", "sqlite://" + dir + "/sentinel.db.bak/t"} {
-			id, err := db.JobEnqueue(ctx, s.fv, "p", 0, fmt.Sprintf(`{"output": {"uri": %q}}`, uri))
+			id, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: fmt.Sprintf(`{"output": {"uri": %q}}`, uri)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,18 +75,15 @@ func TestJobsClaim_RelativeSinkNamingTheDatabaseFromTheWorkingDirectory(t *testi
 	t.Chdir(dir)
 	db := openAt(t, "casparian_flow.db") // sqlite://casparian_flow.db, the default
 	s := seedBasics(t, db, "p")
-	id, err := db.JobEnqueue(context.Background(), s.fv, "p", 0, `{"output": {"uri": "sqlite://casparian_flow.db/cf_plugin_config"}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
+	id := insertJob(t, db, s.fv, "p", `{"output": {"uri": "sqlite://casparian_flow.db/cf_plugin_config"}}`)
+	_, failures, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: 1}})
 	if err != nil || len(failures) != 1 || failures[0].Ref.JobID != id || !strings.Contains(failures[0].Reason, "names the Sentinel's database") {
 		t.Fatalf("failures %+v, %v; want the relative sink refused", failures, err)
 	}
 }
 
 // Sinks naming the database are refused where they are added, too: the
-// API's config_overrides (JobSubmit), topic configs, the bootstrap file.
+// API's config_overrides (JobEnqueue), topic configs, the bootstrap file.
 func TestSinkGuard_RefusedWhereSinksAreAdded(t *testing.T) {
 	path := testPath(t)
 	db := openAt(t, path)
@@ -95,23 +91,23 @@ func TestSinkGuard_RefusedWhereSinksAreAdded(t *testing.T) {
 	s := seedBasics(t, db, "p")
 	uri := "sqlite://" + path + "/cf_plugin_config"
 
-	_, err := db.JobSubmit(ctx, JobSubmission{FileVersionID: s.fv, Plugin: "p",
+	_, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p",
 		ConfigOverrides: fmt.Sprintf(`{"output": [{"uri": "parquet://ok.parquet"}, {"uri": %q}]}`, uri)})
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "sink "+uri+" names the Sentinel's database") {
-		t.Errorf("JobSubmit = %v; want ErrInvalid naming the sink", err)
+	if !errors.Is(err, job.ErrInvalid) || !strings.Contains(err.Error(), "sink "+uri+" names the Sentinel's database") {
+		t.Errorf("JobEnqueue = %v; want job.ErrInvalid naming the sink", err)
 	}
-	if _, err := db.TopicConfigAdd(ctx, "p", "output", uri, "replace", ""); !errors.Is(err, ErrInvalid) {
-		t.Errorf("TopicConfigAdd = %v; want ErrInvalid", err)
+	if _, err := db.TopicConfigAdd(ctx, "p", "output", uri, "replace", ""); !errors.Is(err, job.ErrInvalid) {
+		t.Errorf("TopicConfigAdd = %v; want job.ErrInvalid", err)
 	}
 	_, err = db.BootstrapApply(ctx, Bootstrap{Plugins: []BootstrapPlugin{{Name: "q", Topics: []Sink{{Topic: "output", URI: uri}}}}})
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "names the Sentinel's database") {
-		t.Errorf("BootstrapApply = %v; want ErrInvalid", err)
+	if !errors.Is(err, job.ErrInvalid) || !strings.Contains(err.Error(), "names the Sentinel's database") {
+		t.Errorf("BootstrapApply = %v; want job.ErrInvalid", err)
 	}
 	if plugins, err := db.PluginsList(ctx); err != nil || len(plugins) != 1 {
 		t.Errorf("plugins after the refusals: %+v, %v; want only p", plugins, err)
 	}
-	if _, err := db.JobSubmit(ctx, JobSubmission{FileVersionID: s.fv, Plugin: "p",
+	if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p",
 		ConfigOverrides: `{"output": {"uri": "parquet://ok.parquet"}}`}); err != nil {
-		t.Errorf("JobSubmit with an ordinary sink: %v", err)
+		t.Errorf("JobEnqueue with an ordinary sink: %v", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestMain(m *testing.M) {
@@ -83,7 +85,7 @@ func seedBasics(t testing.TB, db *DB, plugins ...string) seed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fv, err := db.FileVersionAdd(ctx, root, "in/a.csv", "hash-a", 10, testNow.Add(-time.Hour), []string{"csv"})
+	fv, err := db.FileVersionAdd(ctx, root.ID, "in/a.csv", "hash-a", 10, testNow.Add(-time.Hour), []string{"csv"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,13 +94,35 @@ func seedBasics(t testing.TB, db *DB, plugins ...string) seed {
 			t.Fatal(err)
 		}
 	}
-	return seed{root: root, fv: fv}
+	return seed{root: root.ID, fv: fv}
 }
 
 // enqueue inserts a QUEUED job or fails the test.
 func enqueue(t testing.TB, db *DB, fv int64, plugin string, priority int64) int64 {
 	t.Helper()
-	id, err := db.JobEnqueue(context.Background(), fv, plugin, priority, "")
+	id, err := db.JobEnqueue(context.Background(), job.Submission{FileVersionID: fv, Plugin: plugin, Priority: priority})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// insertJob inserts a QUEUED job as another tool would, without the checks
+// JobEnqueue makes, so that tests can hand the claim rows JobEnqueue refuses
+// (config_overrides a dispatch cannot use, sinks naming the database).
+func insertJob(t testing.TB, db *DB, fv int64, plugin, overrides string) int64 {
+	t.Helper()
+	var id int64
+	ctx := context.Background()
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		now := formatTime(time.Now())
+		if err := pluginConfigEnsure(ctx, tx, plugin, now); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
+			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
+			VALUES (?, ?, ?, 'QUEUED', 0, 0, ?) RETURNING id`, fv, plugin, overrides, now).Scan(&id)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +132,7 @@ func enqueue(t testing.TB, db *DB, fv int64, plugin string, priority int64) int6
 // claim runs one JobsClaim request or fails the test.
 func claim(t testing.TB, db *DB, worker string, limit int, plugins ...string) []Claim {
 	t.Helper()
-	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Worker: worker, Plugins: plugins, Limit: limit}})
+	claims, failures, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{{Worker: worker, Plugins: plugins, Limit: limit}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,17 +152,17 @@ func claimIDs(cs []Claim) []int64 {
 }
 
 // getJob reads a job or fails the test.
-func getJob(t testing.TB, db *DB, id int64) Job {
+func getJob(t testing.TB, db *DB, id int64) job.Job {
 	t.Helper()
 	j, err := db.JobGet(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return j
+	return j.Job
 }
 
 // conclude applies conclusions or fails the test.
-func conclude(t testing.TB, db *DB, cs ...Conclusion) []Outcome {
+func conclude(t testing.TB, db *DB, cs ...job.Conclusion) []job.Outcome {
 	t.Helper()
 	out, err := db.JobsConclude(context.Background(), testNow, cs)
 	if err != nil {

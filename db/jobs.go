@@ -6,848 +6,333 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
-// JobStatus is the status column of cf_processing_queue.
-type JobStatus string
+// jobInfoSelect reads a job.Info; scanJobInfo scans its columns in order.
+const jobInfoSelect = `SELECT
+	q.id, q.file_version_id, q.plugin_name, q.status, q.priority, q.retry_count, q.attempt,
+	q.claimed_by, q.worker_host, q.error_message, q.result_summary,
+	q.claim_time, q.end_time, q.metrics_json, q.artifacts_json, q.config_overrides,
+	q.updated_at, q.cancel_requested_at IS NOT NULL, r.path, l.rel_path
+FROM cf_processing_queue q
+LEFT JOIN cf_file_version v ON v.id = q.file_version_id
+LEFT JOIN cf_file_location l ON l.id = v.location_id
+LEFT JOIN cf_source_root r ON r.id = l.source_root_id`
 
-// The statuses a queue row can have. NULL, written by other tools, reads as
-// StatusQueued.
-const (
-	// StatusPending is a job recorded but not yet released to run; the
-	// Sentinel never claims it.
-	StatusPending JobStatus = "PENDING"
-	// StatusQueued is a job waiting for a worker.
-	StatusQueued JobStatus = "QUEUED"
-	// StatusRunning is a job claimed by a worker (claimed_by, attempt).
-	StatusRunning JobStatus = "RUNNING"
-	// StatusCompleted is a job whose worker reported success.
-	StatusCompleted JobStatus = "COMPLETED"
-	// StatusFailed is a job that ended without success; error_message says
-	// why.
-	StatusFailed JobStatus = "FAILED"
-	// StatusSkipped is a job cancelled before it ran.
-	StatusSkipped JobStatus = "SKIPPED"
-)
-
-// ClaimRequest asks for up to Limit QUEUED jobs for one worker.
-type ClaimRequest struct {
-	Worker  string   // worker identity key, stored in claimed_by and worker_host
-	Plugins []string // plugin names the worker runs; containing "*" means any plugin
-	Limit   int
-	// Exclude names plugins not to claim for this worker even though it
-	// runs them (it failed to prepare their environment recently).
-	Exclude []string
-	// Prefer names plugins to claim for this worker before any request's
-	// ordinary claim (it has their environment ready); they count against
-	// Limit.
-	Prefer []string
-}
-
-// ClaimRef identifies one claim of one job: a state change applies only while
-// the job is RUNNING with this claimed_by and attempt.
-//
-// A RUNNING row written by an older Casparian Sentinel has no claimed_by and
-// no attempt; JobsRunning reports it with Worker "" and Attempt 0, and that
-// ref concludes it. JobsClaim never hands out such a ref.
-type ClaimRef struct {
-	JobID   int64
-	Worker  string
-	Attempt int64
-}
-
-// Sink is one output of a dispatch.
-type Sink struct {
-	Topic, URI, Mode, SchemaDef string
-}
-
-// Dispatch is everything a DISPATCH message carries.
-type Dispatch struct {
-	PluginName, FilePath string
-	Sinks                []Sink
-	FileVersionID        int64
-	EnvHash              string
-	SourceCode           string
-	ArtifactHash         string
-}
-
-// Claim is a job claimed for a worker, ready to send.
-type Claim struct {
-	Ref        ClaimRef
-	Priority   int64
-	RetryCount int64
-	Dispatch   Dispatch
-}
-
-// ClaimFailure is a job that was claimed but whose dispatch could not be
-// assembled; it is already FAILED with Reason.
-type ClaimFailure struct {
-	Ref    ClaimRef
-	Reason string
-}
-
-// claimedRow is what the claim statement returns for one job.
-type claimedRow struct {
-	ref             ClaimRef
-	fileVersionID   sql.NullInt64
-	plugin          sql.NullString
-	priority        sql.NullInt64
-	retryCount      sql.NullInt64
-	configOverrides sql.NullString
-	// location is the file's root path and rel_path joined by a NUL byte,
-	// read by the claim statement itself; NULL when a link is missing (the
-	// assembler then finds out which).
-	location sql.NullString
-}
-
-// normaliseNullsSQL gives rows other tools inserted with NULLs their
-// defaults. The WHERE clause is exactly that of the partial index
-// ix_cf_queue_nulls, so with nothing to fix it costs one empty index lookup.
-const normaliseNullsSQL = `UPDATE cf_processing_queue SET
-	status      = COALESCE(status, 'QUEUED'),
-	priority    = COALESCE(priority, 0),
-	retry_count = COALESCE(retry_count, 0)
-WHERE status IS NULL OR priority IS NULL OR retry_count IS NULL`
-
-// JobsClaim claims jobs for several workers in one transaction. For each
-// request one UPDATE … WHERE id IN (SELECT … ORDER BY priority DESC, id LIMIT ?)
-// RETURNING statement moves up to Limit QUEUED jobs that are due and whose
-// plugin the worker runs to RUNNING, bound to the worker with a new attempt
-// number. A plugin no request names is never selected, so it never blocks the
-// others. Later requests cannot take what earlier ones took. Requests with
-// Prefer first claim those plugins' jobs, all before any ordinary claim; the
-// ordinary claim then takes what is left of Limit.
-//
-// Each claimed job's Dispatch is then assembled in the same transaction; a
-// job whose dispatch cannot be assembled (no ACTIVE manifest, broken file
-// chain, invalid config_overrides) is set FAILED with the reason and returned
-// in the failures, never left RUNNING. Claims come back per request, highest
-// priority first, then oldest.
-func (db *DB) JobsClaim(ctx context.Context, now time.Time, reqs []ClaimRequest) ([]Claim, []ClaimFailure, error) {
-	res, err := db.JobsBatch(ctx, now, nil, reqs)
-	if err != nil {
-		return nil, nil, err
-	}
-	return res.Claims, res.Failures, nil
-}
-
-// BatchResult is what JobsBatch did: one Outcome per conclusion, in order,
-// then the claims and the claimed jobs that failed assembly.
-type BatchResult struct {
-	Outcomes []Outcome
-	Claims   []Claim
-	Failures []ClaimFailure
-}
-
-// JobsBatch applies conclusions (as JobsConclude) and then claims jobs (as
-// JobsClaim) in one transaction: under load the Sentinel writes each burst of
-// receipts and the claim that refills the freed slots with one commit. Jobs
-// the conclusions requeue can be claimed by the same call when they are due.
-func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []Conclusion, reqs []ClaimRequest) (BatchResult, error) {
-	for _, r := range reqs {
-		if r.Worker == "" {
-			return BatchResult{}, errors.New("claim jobs: empty worker identity")
-		}
-	}
-	for i, c := range cs {
-		if c.Kind < ConcludeComplete || c.Kind > ConcludeAbort {
-			return BatchResult{}, fmt.Errorf("conclude jobs: conclusion %d (job %d): unknown kind %d", i, c.Ref.JobID, int(c.Kind))
-		}
-	}
-	claiming := anyClaimable(reqs)
-	if len(cs) == 0 && !claiming {
-		return BatchResult{}, nil
-	}
-	var queries []string
-	if len(cs) > 0 {
-		queries = append(queries, concludeQueries...)
-	}
-	if claiming {
-		queries = append(queries, normaliseNullsSQL, claimFailSQL)
-		queries = append(queries, assemblerQueries...)
-		// One statement per shape (plugin and exclusion counts), however
-		// many workers share it.
-		shapes := map[[2]int]bool{}
-		for _, r := range reqs {
-			if plugins, anyPlugin := pluginFilter(r.Plugins); anyPlugin || len(plugins) > 0 {
-				shapes[[2]int{len(plugins), len(r.Exclude)}] = true
-			}
-			if prefer, _ := pluginFilter(r.Prefer); len(prefer) > 0 {
-				shapes[[2]int{len(prefer), len(r.Exclude)}] = true
-			}
-		}
-		for shape := range shapes {
-			queries = append(queries, claimSQL(shape[0], shape[1]))
-		}
-	}
-	if err := db.prepareWriter(ctx, queries...); err != nil {
-		return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
-	}
-	var res BatchResult
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		res = BatchResult{} // a retried transaction starts over
-		var err error
-		if res.Outcomes, err = db.conclude(ctx, tx, now, cs); err != nil {
-			return fmt.Errorf("conclude jobs: %w", err)
-		}
-		if claiming {
-			if res.Claims, res.Failures, err = db.claim(ctx, tx, now, reqs); err != nil {
-				return fmt.Errorf("claim jobs: %w", err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
-	}
-	return res, nil
-}
-
-// claim runs the claim statements and assembles the dispatches in tx.
-func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []ClaimRequest) ([]Claim, []ClaimFailure, error) {
-	normalise, err := db.txStmt(ctx, tx, normaliseNullsSQL)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := normalise.ExecContext(ctx); err != nil {
-		return nil, nil, fmt.Errorf("normalise nulls: %w", err)
-	}
-	rows, preferred, err := db.claimPreferred(ctx, tx, now, reqs)
-	if err != nil {
-		return nil, nil, err
-	}
-	// Once a request comes back short, the queue holds nothing more for
-	// its plugins (the transaction holds the write lock), so other workers
-	// with the same plugins and exclusions are not asked again: a thousand
-	// idle workers cost one statement, not a thousand.
-	exhausted := map[string]bool{}
-	for i, r := range reqs {
-		if preferred != nil {
-			r.Limit -= preferred[i]
-		}
-		key := pluginSetKey(r.Plugins) + "\x01" + pluginSetKey(r.Exclude)
-		if r.Limit <= 0 || exhausted[key] {
-			continue
-		}
-		got, err := db.claimFor(ctx, tx, now, r)
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(got) < r.Limit {
-			exhausted[key] = true
-		}
-		rows = append(rows, got...)
-	}
-	if len(rows) == 0 {
-		return nil, nil, nil
-	}
-	asm, err := db.newAssembler(ctx, tx)
-	if err != nil {
-		return nil, nil, err
-	}
-	fail, err := db.txStmt(ctx, tx, claimFailSQL)
-	if err != nil {
-		return nil, nil, err
-	}
-	var claims []Claim
-	var failures []ClaimFailure
-	for _, row := range rows {
-		d, reason, err := asm.dispatch(ctx, row)
-		if err != nil {
-			return nil, nil, err
-		}
-		if reason != "" {
-			if err := claimFail(ctx, fail, now, row.ref, reason); err != nil {
-				return nil, nil, err
-			}
-			failures = append(failures, ClaimFailure{Ref: row.ref, Reason: reason})
-			continue
-		}
-		claims = append(claims, Claim{
-			Ref:        row.ref,
-			Priority:   row.priority.Int64,
-			RetryCount: row.retryCount.Int64,
-			Dispatch:   d,
-		})
-	}
-	return claims, failures, nil
-}
-
-// claimPreferred runs the Prefer claims of every request, before any
-// ordinary claim, and returns how many each request got; preferred is nil
-// when no request prefers anything.
-func (db *DB) claimPreferred(ctx context.Context, tx *sql.Tx, now time.Time, reqs []ClaimRequest) (rows []claimedRow, preferred []int, err error) {
-	for i, r := range reqs {
-		if len(r.Prefer) == 0 || r.Limit <= 0 {
-			continue
-		}
-		got, err := db.claimFor(ctx, tx, now, ClaimRequest{Worker: r.Worker, Plugins: r.Prefer, Limit: r.Limit, Exclude: r.Exclude})
-		if err != nil {
-			return nil, nil, err
-		}
-		if preferred == nil {
-			preferred = make([]int, len(reqs))
-		}
-		preferred[i] = len(got)
-		rows = append(rows, got...)
-	}
-	return rows, preferred, nil
-}
-
-// anyClaimable reports whether some request can claim anything at all, so
-// that an idle dispatcher does not open write transactions for nothing.
-func anyClaimable(reqs []ClaimRequest) bool {
-	for _, r := range reqs {
-		if plugins, anyPlugin := pluginFilter(r.Plugins); r.Limit > 0 && (anyPlugin || len(plugins) > 0) {
-			return true
-		}
-	}
-	return false
-}
-
-// claimFor runs the claim statement for one request.
-func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r ClaimRequest) ([]claimedRow, error) {
-	plugins, anyPlugin := pluginFilter(r.Plugins)
-	if r.Limit <= 0 || (!anyPlugin && len(plugins) == 0) {
-		return nil, nil
-	}
-	ts := formatTime(now)
-	args := []any{r.Worker, r.Worker, ts, ts, unixMillis(now)}
-	for _, p := range plugins {
-		args = append(args, p)
-	}
-	for _, p := range r.Exclude {
-		args = append(args, p)
-	}
-	args = append(args, r.Limit)
-	st, err := db.txStmt(ctx, tx, claimSQL(len(plugins), len(r.Exclude)))
-	if err != nil {
-		return nil, err
-	}
-	rows, err := st.QueryContext(ctx, args...)
-	if err != nil {
-		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
-	}
-	defer rows.Close()
-	var out []claimedRow
-	for rows.Next() {
-		c := claimedRow{ref: ClaimRef{Worker: r.Worker}}
-		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
-			&c.priority, &c.retryCount, &c.configOverrides, &c.location); err != nil {
-			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
-	}
-	// RETURNING gives no order; hand jobs out in claim order.
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].priority.Int64 != out[j].priority.Int64 {
-			return out[i].priority.Int64 > out[j].priority.Int64
-		}
-		return out[i].ref.JobID < out[j].ref.JobID
-	})
-	return out, nil
-}
-
-// claimSQL is the claim statement for a worker running nPlugins named
-// plugins, or any plugin when nPlugins is 0, except nExclude plugins.
-// Arguments: worker (claimed_by), worker (worker_host), claim_time,
-// updated_at, now in unix ms, the plugin names, the excluded names, the limit.
-// It returns the claimed rows with their file's location (claimedRow): a
-// subquery in RETURNING saves the assembler a statement per job.
-func claimSQL(nPlugins, nExclude int) string {
-	// LIMIT ? + 0: SQLite reads a bare "LIMIT ?" at prepare time and then
-	// prepares the statement again whenever the bound limit changes, which
-	// it does on nearly every claim; an expression is left to run time.
-	//
-	// INDEXED BY: without statistics the planner prefers the original
-	// schema's (status, priority, id) index and then sorts every QUEUED row
-	// by id. The partial claim indexes hand rows out in claim order, so the
-	// LIMIT stops the scan early. One plugin seeks its own range; several
-	// (or any) walk the queue in order and filter.
-	index, filter := "ix_cf_queue_claimable_any", ""
-	switch {
-	case nPlugins == 1:
-		index, filter = "ix_cf_queue_claimable", " AND plugin_name = ?"
-	case nPlugins > 1:
-		filter = " AND plugin_name IN (?" + strings.Repeat(", ?", nPlugins-1) + ")"
-	}
-	if nExclude > 0 {
-		filter += " AND plugin_name NOT IN (?" + strings.Repeat(", ?", nExclude-1) + ")"
-	}
-	return `UPDATE cf_processing_queue SET
-		status = 'RUNNING', claimed_by = ?, worker_host = ?, claim_time = ?,
-		attempt = COALESCE(attempt, 0) + 1, updated_at = ?
-	WHERE id IN (
-		SELECT id FROM cf_processing_queue INDEXED BY ` + index + `
-		WHERE status = 'QUEUED' AND (next_run_at IS NULL OR next_run_at <= ?)` + filter + `
-		ORDER BY priority DESC, id
-		LIMIT ? + 0)
-	RETURNING id, attempt, file_version_id, plugin_name, priority, retry_count, config_overrides,
-		(SELECT r.path || char(0) || l.rel_path
-		FROM cf_file_version v
-		JOIN cf_file_location l ON l.id = v.location_id
-		JOIN cf_source_root r ON r.id = l.source_root_id
-		WHERE v.id = cf_processing_queue.file_version_id)`
-}
-
-// pluginSetKey names the set of plugins a request can run: "*" for any
-// plugin, else the sorted distinct names.
-func pluginSetKey(names []string) string {
-	plugins, anyPlugin := pluginFilter(names)
-	switch {
-	case anyPlugin:
-		return "*"
-	case len(plugins) == 1:
-		return plugins[0]
-	}
-	sort.Strings(plugins)
-	return strings.Join(plugins, "\x00")
-}
-
-// pluginFilter returns the distinct non-empty plugin names, or any=true when
-// the list contains "*". The result may be names itself: callers must not
-// modify it.
-func pluginFilter(names []string) (plugins []string, anyPlugin bool) {
-	if len(names) == 1 && names[0] != "*" && names[0] != "" {
-		return names, false // the common case, without allocating
-	}
-	seen := make(map[string]bool, len(names))
-	for _, n := range names {
-		if n == "*" {
-			return nil, true
-		}
-		if n != "" && !seen[n] {
-			seen[n] = true
-			plugins = append(plugins, n)
-		}
-	}
-	return plugins, false
-}
-
-// claimFailSQL fails a just-claimed job. Arguments: reason, end_time,
-// updated_at, then the claim (id, claimed_by, attempt).
-const claimFailSQL = `UPDATE cf_processing_queue SET
-		status = 'FAILED', error_message = ?, end_time = ?, updated_at = ?
-	WHERE id = ? AND status = 'RUNNING' AND claimed_by = ? AND attempt = ?`
-
-// claimFail marks a just-claimed job FAILED because its dispatch could not be
-// assembled; st is claimFailSQL bound to the claim's transaction.
-func claimFail(ctx context.Context, st *sql.Stmt, now time.Time, ref ClaimRef, reason string) error {
-	ts := formatTime(now)
-	_, err := st.ExecContext(ctx, reason, ts, ts, ref.JobID, ref.Worker, ref.Attempt)
-	if err != nil {
-		return fmt.Errorf("fail job %d: %w", ref.JobID, err)
-	}
-	return nil
-}
-
-// ConclusionKind says what a Conclusion does to its job.
-type ConclusionKind int
-
-// The kinds of Conclusion.
-const (
-	// ConcludeComplete marks the job COMPLETED.
-	ConcludeComplete ConclusionKind = iota + 1
-	// ConcludeFail marks the job FAILED for good.
-	ConcludeFail
-	// ConcludeRequeue puts the job back to QUEUED, or FAILED past
-	// MaxRetries. A job an operator cancelled (JobCancel) becomes SKIPPED
-	// instead: a cancel is terminal.
-	ConcludeRequeue
-	// ConcludeAbort records a worker's ABORTED receipt: SKIPPED when an
-	// operator cancelled the job, FAILED with the message otherwise.
-	ConcludeAbort
-)
-
-// String returns the kind's name for logs.
-func (k ConclusionKind) String() string {
-	switch k {
-	case ConcludeComplete:
-		return "complete"
-	case ConcludeFail:
-		return "fail"
-	case ConcludeRequeue:
-		return "requeue"
-	case ConcludeAbort:
-		return "abort"
-	}
-	return fmt.Sprintf("ConclusionKind(%d)", int(k))
-}
-
-// Conclusion is one outcome to apply to a claimed job.
-type Conclusion struct {
-	Ref  ClaimRef
-	Kind ConclusionKind
-	// Message is the result_summary for Complete (default "Success"), the
-	// error_message for Fail, and the reason kept in error_message for
-	// Requeue.
-	Message string
-	// Metrics is stored as metrics_json on Complete.
-	Metrics map[string]int64
-	// Artifacts is stored as artifacts_json on Complete.
-	Artifacts []map[string]string
-	// MaxRetries bounds Requeue: when retry_count+1 would exceed it the job
-	// becomes FAILED with "<reason> (gave up after N retries)" instead.
-	// Zero (or less) means the first requeue already gives up.
-	MaxRetries int
-	// NextRunAt is when a requeued job may be claimed again (zero = now).
-	NextRunAt time.Time
-}
-
-// Outcome is what a Conclusion did.
-type Outcome int
-
-// The outcomes of JobsConclude.
-const (
-	// OutcomeCompleted means the job is now COMPLETED.
-	OutcomeCompleted Outcome = iota + 1
-	// OutcomeFailed means the job is now FAILED (Fail, or Requeue over
-	// MaxRetries).
-	OutcomeFailed
-	// OutcomeRequeued means the job is QUEUED again.
-	OutcomeRequeued
-	// OutcomeStale means the claim no longer held; nothing changed.
-	OutcomeStale
-	// OutcomeSkipped means the job is now SKIPPED: an operator cancelled
-	// it while it ran, and it ended aborted or would have been requeued.
-	OutcomeSkipped
-)
-
-// String returns the outcome's name for logs and metrics.
-func (o Outcome) String() string {
-	switch o {
-	case OutcomeCompleted:
-		return "completed"
-	case OutcomeFailed:
-		return "failed"
-	case OutcomeRequeued:
-		return "requeued"
-	case OutcomeStale:
-		return "stale"
-	case OutcomeSkipped:
-		return "skipped"
-	}
-	return fmt.Sprintf("Outcome(%d)", int(o))
-}
-
-// Default messages for conclusions that carry none.
-const (
-	defaultSuccessSummary = "Success"
-	defaultFailureMessage = "failed (no reason given)"
-	defaultRequeueReason  = "requeued (no reason given)"
-	// cancelledMessage is the error_message of a job an operator cancelled.
-	cancelledMessage = "cancelled by operator"
-)
-
-// claimGuard is the WHERE clause every state change of a claimed job uses: the
-// job must still be RUNNING under the same worker and attempt. COALESCE lets
-// legacy RUNNING rows (NULL claimed_by and attempt) match Worker "" and
-// Attempt 0.
-const claimGuard = `id = ? AND status = 'RUNNING' AND COALESCE(claimed_by, '') = ? AND COALESCE(attempt, 0) = ?`
-
-// JobsConclude applies many conclusions in one transaction — one commit per
-// burst of receipts is the point. Every change is guarded (WHERE id = ? AND
-// status = 'RUNNING' AND claimed_by = ? AND attempt = ?): a conclusion whose claim no longer holds (late, duplicate, wrong worker or
-// attempt, job no longer RUNNING) yields OutcomeStale and changes nothing, so
-// a FAILED job can never become COMPLETED. It returns one Outcome per input,
-// in order.
-func (db *DB) JobsConclude(ctx context.Context, now time.Time, cs []Conclusion) ([]Outcome, error) {
-	res, err := db.JobsBatch(ctx, now, cs, nil)
-	if err != nil {
-		return nil, err
-	}
-	return res.Outcomes, nil
-}
-
-// conclude applies the conclusions in tx.
-func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []Conclusion) ([]Outcome, error) {
-	if len(cs) == 0 {
-		return nil, nil
-	}
-	out := make([]Outcome, len(cs))
-	st := &concludeStmts{db: db, tx: tx}
-	ts := formatTime(now)
-	for i, c := range cs {
-		o, err := st.apply(ctx, ts, c)
-		if err != nil {
-			return nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
-		}
-		out[i] = o
-	}
-	return out, nil
-}
-
-// The statements of JobsConclude. Each UPDATE's last three arguments are the
-// claim (claimGuard); so are the arguments of retriesSQL.
-const (
-	completeSQL = `UPDATE cf_processing_queue SET
-		status = 'COMPLETED', result_summary = ?, end_time = ?, metrics_json = ?,
-		artifacts_json = ?, next_run_at = NULL, updated_at = ?
-	WHERE ` + claimGuard
-	failSQL = `UPDATE cf_processing_queue SET
-		status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
-	WHERE ` + claimGuard
-	retriesSQL = `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL
-		FROM cf_processing_queue WHERE ` + claimGuard
-	skipSQL = `UPDATE cf_processing_queue SET
-		status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
-	WHERE ` + claimGuard
-	requeueSQL = `UPDATE cf_processing_queue SET
-		status = 'QUEUED', retry_count = ?, claimed_by = NULL, next_run_at = ?,
-		error_message = ?, end_time = NULL, updated_at = ?
-	WHERE ` + claimGuard
-)
-
-// concludeQueries are prepared before a JobsConclude transaction begins.
-var concludeQueries = []string{completeSQL, failSQL, retriesSQL, skipSQL, requeueSQL}
-
-// concludeStmts binds each statement of a JobsConclude batch to its
-// transaction once, on first use.
-type concludeStmts struct {
-	db                                     *DB
-	tx                                     *sql.Tx
-	complete, fail, retries, requeue, skip *sql.Stmt
-}
-
-func (s *concludeStmts) bind(ctx context.Context, p **sql.Stmt, q string) (*sql.Stmt, error) {
-	if *p == nil {
-		st, err := s.db.txStmt(ctx, s.tx, q)
-		if err != nil {
-			return nil, err
-		}
-		*p = st
-	}
-	return *p, nil
-}
-
-func (s *concludeStmts) apply(ctx context.Context, ts string, c Conclusion) (Outcome, error) {
-	guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
-	switch c.Kind {
-	case ConcludeComplete:
-		st, err := s.bind(ctx, &s.complete, completeSQL)
-		if err != nil {
-			return 0, err
-		}
-		metrics, err := jsonOrNull(c.Metrics, c.Metrics == nil)
-		if err != nil {
-			return 0, fmt.Errorf("encode metrics: %w", err)
-		}
-		artifacts, err := jsonOrNull(c.Artifacts, c.Artifacts == nil)
-		if err != nil {
-			return 0, fmt.Errorf("encode artifacts: %w", err)
-		}
-		summary := orDefault(c.Message, defaultSuccessSummary)
-		res, err := st.ExecContext(ctx, append([]any{summary, ts, metrics, artifacts, ts}, guard...)...)
-		return outcomeOf(res, err, OutcomeCompleted)
-
-	case ConcludeFail:
-		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, OutcomeFailed)
-	}
-
-	// Abort and Requeue depend on whether an operator cancelled the job:
-	// read that and the retry count under the same guard (the transaction
-	// holds the write lock, so neither can change before the UPDATE).
-	st, err := s.bind(ctx, &s.retries, retriesSQL)
-	if err != nil {
-		return 0, err
-	}
-	var retries int64
-	var cancelled bool
-	switch err := st.QueryRowContext(ctx, guard...).Scan(&retries, &cancelled); {
-	case errors.Is(err, sql.ErrNoRows):
-		return OutcomeStale, nil
-	case err != nil:
-		return 0, err
-	}
-	if cancelled {
-		st, err := s.bind(ctx, &s.skip, skipSQL)
-		if err != nil {
-			return 0, err
-		}
-		msg := cancelledMessage
-		if c.Message != "" {
-			msg += " (" + c.Message + ")"
-		}
-		res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
-		return outcomeOf(res, err, OutcomeSkipped)
-	}
-	if c.Kind == ConcludeAbort {
-		return s.failed(ctx, ts, orDefault(c.Message, defaultFailureMessage), guard, OutcomeFailed)
-	}
-
-	reason := orDefault(c.Message, defaultRequeueReason)
-	if retries+1 > int64(c.MaxRetries) {
-		msg := fmt.Sprintf("%s (gave up after %d retries)", reason, retries)
-		return s.failed(ctx, ts, msg, guard, OutcomeFailed)
-	}
-	st, err = s.bind(ctx, &s.requeue, requeueSQL)
-	if err != nil {
-		return 0, err
-	}
-	var next any
-	if !c.NextRunAt.IsZero() {
-		next = unixMillis(c.NextRunAt)
-	}
-	res, err := st.ExecContext(ctx, append([]any{retries + 1, next, reason, ts}, guard...)...)
-	return outcomeOf(res, err, OutcomeRequeued)
-}
-
-// failed marks the claimed job FAILED with msg.
-func (s *concludeStmts) failed(ctx context.Context, ts, msg string, guard []any, o Outcome) (Outcome, error) {
-	st, err := s.bind(ctx, &s.fail, failSQL)
-	if err != nil {
-		return 0, err
-	}
-	res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)
-	return outcomeOf(res, err, o)
-}
-
-// outcomeOf turns the result of a guarded UPDATE into its outcome: o when a
-// row changed, OutcomeStale when the guard matched nothing.
-func outcomeOf(res sql.Result, err error, o Outcome) (Outcome, error) {
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 {
-		return OutcomeStale, nil
-	}
-	return o, nil
-}
-
-// RunningJob is one RUNNING job's claim with what the Sentinel needs to
-// rebuild its state after a restart: the retry count (for backoff) and when it
-// was claimed (for the job timeout).
-type RunningJob struct {
-	Ref        ClaimRef
-	RetryCount int64
-	ClaimTime  time.Time
-}
-
-// JobsRunning returns the RUNNING jobs, oldest first; worker "" means all
-// workers. It is how the Sentinel rebuilds its picture of who runs what after
-// a restart.
-func (db *DB) JobsRunning(ctx context.Context, worker string) ([]RunningJob, error) {
-	q := `SELECT id, claimed_by, attempt, retry_count, claim_time FROM cf_processing_queue WHERE status = 'RUNNING'`
-	var args []any
-	if worker != "" {
-		q += ` AND claimed_by = ?`
-		args = append(args, worker)
-	}
-	q += ` ORDER BY id`
-	rows, err := db.reader.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("running jobs: %w", err)
-	}
-	defer rows.Close()
-	var out []RunningJob
-	for rows.Next() {
-		var (
-			id               int64
-			by               sql.NullString
-			attempt, retries sql.NullInt64
-			claimed          nullTime
-		)
-		if err := rows.Scan(&id, &by, &attempt, &retries, &claimed); err != nil {
-			return nil, fmt.Errorf("running jobs: %w", err)
-		}
-		out = append(out, RunningJob{
-			Ref:        ClaimRef{JobID: id, Worker: by.String, Attempt: attempt.Int64},
-			RetryCount: retries.Int64,
-			ClaimTime:  claimed.Time,
-		})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("running jobs: %w", err)
-	}
-	return out, nil
-}
-
-// Job is one queue row as operators see it. NULLs read as the column's
-// default: status QUEUED, numbers 0, text "", times zero.
-type Job struct {
-	ID, FileVersionID                                  int64
-	PluginName                                         string
-	Status                                             JobStatus
-	Priority, RetryCount, Attempt                      int64
-	ClaimedBy, WorkerHost, ErrorMessage, ResultSummary string
-	ClaimTime, EndTime                                 time.Time
-	Metrics                                            map[string]int64
-	Artifacts                                          []map[string]string
-	ConfigOverrides                                    string
-}
-
-// JobGet returns one queue row, or ErrNotFound. Malformed metrics or
-// artifacts JSON written by another tool reads as none rather than an error.
-func (db *DB) JobGet(ctx context.Context, id int64) (Job, error) {
+func scanJobInfo(row interface{ Scan(...any) error }) (job.Info, error) {
 	var (
-		j                                         = Job{ID: id}
+		j                                         job.Info
 		fv, prio, retries, attempt                sql.NullInt64
 		plugin, status, by, host, errMsg, summary sql.NullString
-		metrics, artifacts, overrides             sql.NullString
-		claimed, ended                            nullTime
+		metrics, artifacts, overrides, root, rel  sql.NullString
+		claimed, ended, updated                   nullTime
 	)
-	err := db.reader.QueryRowContext(ctx, `SELECT
-		file_version_id, plugin_name, status, priority, retry_count, attempt,
-		claimed_by, worker_host, error_message, result_summary,
-		claim_time, end_time, metrics_json, artifacts_json, config_overrides
-	FROM cf_processing_queue WHERE id = ?`, id).Scan(
-		&fv, &plugin, &status, &prio, &retries, &attempt,
+	err := row.Scan(&j.ID, &fv, &plugin, &status, &prio, &retries, &attempt,
 		&by, &host, &errMsg, &summary,
-		&claimed, &ended, &metrics, &artifacts, &overrides)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, fmt.Errorf("get job %d: %w", id, ErrNotFound)
-	}
+		&claimed, &ended, &metrics, &artifacts, &overrides,
+		&updated, &j.CancelRequested, &root, &rel)
 	if err != nil {
-		return Job{}, fmt.Errorf("get job %d: %w", id, err)
+		return job.Info{}, err
 	}
 	j.FileVersionID = fv.Int64
 	j.PluginName = plugin.String
-	j.Status = JobStatus(orDefault(status.String, string(StatusQueued)))
+	j.Status = job.Status(orDefault(status.String, string(job.StatusQueued)))
 	j.Priority, j.RetryCount, j.Attempt = prio.Int64, retries.Int64, attempt.Int64
 	j.ClaimedBy, j.WorkerHost = by.String, host.String
 	j.ErrorMessage, j.ResultSummary = errMsg.String, summary.String
-	j.ClaimTime, j.EndTime = claimed.Time, ended.Time
+	j.ClaimTime, j.EndTime, j.UpdatedAt = claimed.Time, ended.Time, updated.Time
 	j.ConfigOverrides = overrides.String
-	if metrics.Valid {
-		if json.Unmarshal([]byte(metrics.String), &j.Metrics) != nil {
-			j.Metrics = nil
-		}
-	}
-	if artifacts.Valid {
-		if json.Unmarshal([]byte(artifacts.String), &j.Artifacts) != nil {
-			j.Artifacts = nil
-		}
+	j.Metrics, j.Artifacts = DecodeReceipt(metrics, artifacts)
+	if root.String != "" && rel.String != "" {
+		j.FilePath = filepath.Join(root.String, rel.String)
 	}
 	return j, nil
 }
 
+// JobsList returns one page of the jobs that match f, newest first, and the
+// number that match in all.
+func (db *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
+	f, err := f.Paged()
+	if err != nil {
+		return job.Page{}, err
+	}
+	var where []string
+	var args []any
+	if f.Status != "" {
+		if f.Status == job.StatusQueued {
+			where = append(where, `(q.status = 'QUEUED' OR q.status IS NULL)`)
+		} else {
+			where = append(where, `q.status = ?`)
+			args = append(args, string(f.Status))
+		}
+	}
+	if f.Plugin != "" {
+		where = append(where, `q.plugin_name = ?`)
+		args = append(args, f.Plugin)
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " WHERE " + strings.Join(where, " AND ")
+	}
+	var page job.Page
+	if err := db.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM cf_processing_queue q`+cond, args...).Scan(&page.Total); err != nil {
+		return job.Page{}, fmt.Errorf("list jobs: %w", err)
+	}
+	rows, err := db.reader.QueryContext(ctx, jobInfoSelect+cond+` ORDER BY q.id DESC LIMIT ? OFFSET ?`,
+		append(args, f.Limit, f.Offset)...)
+	if err != nil {
+		return job.Page{}, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		j, err := scanJobInfo(rows)
+		if err != nil {
+			return job.Page{}, fmt.Errorf("list jobs: %w", err)
+		}
+		page.Jobs = append(page.Jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return job.Page{}, fmt.Errorf("list jobs: %w", err)
+	}
+	return page, nil
+}
+
+// JobGet returns one job with its file path, or job.ErrNotFound. Malformed
+// metrics or artifacts JSON written by another tool reads as none rather
+// than an error.
+func (db *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
+	j, err := scanJobInfo(db.reader.QueryRowContext(ctx, jobInfoSelect+` WHERE q.id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return job.Info{}, fmt.Errorf("job %d: %w", id, job.ErrNotFound)
+	}
+	if err != nil {
+		return job.Info{}, fmt.Errorf("job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// JobEnqueue validates s and inserts a QUEUED job, returning its id. An
+// unknown file is job.ErrNotFound; bad input (no or both file references, no
+// plugin, config_overrides a dispatch could not use or with a sink naming the
+// database) is job.ErrInvalid, so the operator hears about it now rather than
+// when the job fails at dispatch. A plugin without an ACTIVE manifest is
+// accepted: it may be deployed later.
+func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
+	overridden, err := CheckSubmission(s)
+	if err != nil {
+		return 0, err
+	}
+	for _, sinks := range overridden {
+		if err := db.checkSinks(sinks); err != nil {
+			return 0, fmt.Errorf("submit job: config_overrides: %w", err)
+		}
+	}
+	var overrides any
+	if strings.TrimSpace(s.ConfigOverrides) != "" {
+		overrides = s.ConfigOverrides
+	}
+	var id int64
+	err = db.writeTx(ctx, func(tx *sql.Tx) error {
+		fv := s.FileVersionID
+		if s.FilePath != "" {
+			var err error
+			if fv, err = versionAtPath(ctx, tx, s.FilePath); err != nil {
+				return err
+			}
+		} else {
+			var one int
+			err := tx.QueryRowContext(ctx, `SELECT 1 FROM cf_file_version WHERE id = ?`, fv).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("file version %d: %w", fv, job.ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		now := formatTime(time.Now())
+		// The queue's plugin_name is a foreign key of cf_plugin_config.
+		if err := pluginConfigEnsure(ctx, tx, strings.TrimSpace(s.Plugin), now); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
+			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
+			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?) RETURNING id`,
+			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, now).Scan(&id)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("submit job: %w", err)
+	}
+	return id, nil
+}
+
+// versionAtPath returns the current version of the file at an absolute path,
+// looked up under the active source root that contains it most closely.
+func versionAtPath(ctx context.Context, tx *sql.Tx, abs string) (int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, path FROM cf_source_root WHERE COALESCE(active, 1) = 1`)
+	if err != nil {
+		return 0, err
+	}
+	var roots []job.SourceRoot
+	for rows.Next() {
+		var r job.SourceRoot
+		if err := rows.Scan(&r.ID, &r.Path); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		roots = append(roots, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	rootID, rel, ok := SourceRootFor(roots, abs)
+	if !ok {
+		return 0, fmt.Errorf("file %q is under no active source root: %w", filepath.Clean(abs), job.ErrNotFound)
+	}
+	var fv sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT current_version_id FROM cf_file_location
+		WHERE source_root_id = ? AND rel_path = ? ORDER BY id LIMIT 1`, rootID, rel).Scan(&fv)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !fv.Valid) {
+		return 0, fmt.Errorf("file %q has no recorded version (not scanned yet?): %w", abs, job.ErrNotFound)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return fv.Int64, nil
+}
+
+// JobCancel cancels a job: QUEUED or PENDING becomes SKIPPED at once; RUNNING
+// is marked cancel-requested (so it can never be requeued) and reported with
+// its claim so the caller can send ABORT. Cancelling a SKIPPED job again is
+// a no-op; a COMPLETED or FAILED job is job.ErrConflict.
+func (db *DB) JobCancel(ctx context.Context, now time.Time, id int64) (job.CancelResult, error) {
+	var out job.CancelResult
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		var status, by sql.NullString
+		var attempt sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT status, claimed_by, attempt FROM cf_processing_queue WHERE id = ?`, id).
+			Scan(&status, &by, &attempt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("job %d: %w", id, job.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		out.Previous = job.Status(orDefault(status.String, string(job.StatusQueued)))
+		ts := formatTime(now)
+		switch out.Previous {
+		case job.StatusQueued, job.StatusPending:
+			_, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
+				status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL,
+				claimed_by = NULL, updated_at = ?
+			WHERE id = ? AND COALESCE(status, 'QUEUED') IN ('QUEUED', 'PENDING')`, cancelledMessage, ts, ts, id)
+			out.Status = job.StatusSkipped
+			return err
+		case job.StatusRunning:
+			_, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
+				cancel_requested_at = COALESCE(cancel_requested_at, ?), updated_at = ?
+			WHERE id = ? AND status = 'RUNNING'`, ts, ts, id)
+			out.Status = job.StatusRunning
+			out.Claim = job.Ref{JobID: id, Worker: by.String, Attempt: attempt.Int64}
+			return err
+		case job.StatusSkipped:
+			out.Status = job.StatusSkipped
+			return nil
+		}
+		return fmt.Errorf("job %d is %s; only QUEUED, PENDING or RUNNING jobs can be cancelled: %w",
+			id, out.Previous, job.ErrConflict)
+	})
+	if err != nil {
+		return job.CancelResult{}, fmt.Errorf("cancel job: %w", err)
+	}
+	return out, nil
+}
+
+// JobRetry puts a FAILED job back to QUEUED, to run as soon as a worker can.
+// It is a fresh start decided by an operator, so retry_count goes back to 0
+// (otherwise a job that failed for exhausting its retries would fail again at
+// the first fault) and the previous error, receipt and cancel mark are
+// cleared. attempt is kept: it is the fencing token, and a receipt of an
+// earlier attempt must stay stale. Any other status is job.ErrConflict.
+func (db *DB) JobRetry(ctx context.Context, now time.Time, id int64) error {
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		ts := formatTime(now)
+		res, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
+			status = 'QUEUED', retry_count = 0, claimed_by = NULL, worker_host = NULL,
+			claim_time = NULL, end_time = NULL, next_run_at = NULL, error_message = NULL,
+			result_summary = NULL, metrics_json = NULL, artifacts_json = NULL,
+			cancel_requested_at = NULL, updated_at = ?
+		WHERE id = ? AND status = 'FAILED'`, ts, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		var status sql.NullString
+		err = tx.QueryRowContext(ctx, `SELECT status FROM cf_processing_queue WHERE id = ?`, id).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("job %d: %w", id, job.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("job %d is %s; only FAILED jobs can be retried: %w",
+			id, orDefault(status.String, string(job.StatusQueued)), job.ErrConflict)
+	})
+	if err != nil {
+		return fmt.Errorf("retry job: %w", err)
+	}
+	return nil
+}
+
+// JobsEnqueueBulk inserts n QUEUED jobs for one file version and plugin in a
+// single transaction. Benchmarks and load tests use it to build deep queues
+// quickly; one commit per job would dominate the set-up time.
+func (db *DB) JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin string, priority int64, n int) error {
+	return db.writeTx(ctx, func(tx *sql.Tx) error {
+		ts := formatTime(time.Now())
+		if err := pluginConfigEnsure(ctx, tx, plugin, ts); err != nil {
+			return fmt.Errorf("bulk enqueue: %w", err)
+		}
+		st, err := tx.PrepareContext(ctx, `INSERT INTO cf_processing_queue
+			(file_version_id, plugin_name, status, priority, retry_count, updated_at)
+			VALUES (?, ?, 'QUEUED', ?, 0, ?)`)
+		if err != nil {
+			return fmt.Errorf("bulk enqueue: %w", err)
+		}
+		defer st.Close()
+		for i := 0; i < n; i++ {
+			if _, err := st.ExecContext(ctx, fileVersionID, plugin, priority, ts); err != nil {
+				return fmt.Errorf("bulk enqueue: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
 // JobsCountByStatus counts queue rows per status; NULL status counts as
 // QUEUED.
-func (db *DB) JobsCountByStatus(ctx context.Context) (map[JobStatus]int64, error) {
+func (db *DB) JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error) {
 	rows, err := db.reader.QueryContext(ctx,
 		`SELECT COALESCE(status, 'QUEUED'), COUNT(*) FROM cf_processing_queue GROUP BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
 	defer rows.Close()
-	counts := make(map[JobStatus]int64)
+	counts := make(map[job.Status]int64)
 	for rows.Next() {
 		var s string
 		var n int64
 		if err := rows.Scan(&s, &n); err != nil {
 			return nil, fmt.Errorf("count jobs: %w", err)
 		}
-		counts[JobStatus(s)] += n
+		counts[job.Status(s)] += n
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
@@ -857,7 +342,7 @@ func (db *DB) JobsCountByStatus(ctx context.Context) (map[JobStatus]int64, error
 
 // JobsCountWithStatus counts the rows with one status through the status
 // index, without reading the others; JobsCountByStatus reads every row.
-func (db *DB) JobsCountWithStatus(ctx context.Context, status JobStatus) (int64, error) {
+func (db *DB) JobsCountWithStatus(ctx context.Context, status job.Status) (int64, error) {
 	var n int64
 	err := db.reader.QueryRowContext(ctx,
 		`SELECT COUNT(*) FROM cf_processing_queue WHERE status = ?`, string(status)).Scan(&n)
@@ -865,42 +350,6 @@ func (db *DB) JobsCountWithStatus(ctx context.Context, status JobStatus) (int64,
 		return 0, fmt.Errorf("count %s jobs: %w", status, err)
 	}
 	return n, nil
-}
-
-// JobEnqueue inserts a QUEUED job and returns its id; configOverrides ""
-// means NULL, anything else must be valid JSON.
-func (db *DB) JobEnqueue(ctx context.Context, fileVersionID int64, plugin string, priority int64, configOverrides string) (int64, error) {
-	if plugin == "" {
-		return 0, errors.New("enqueue job: empty plugin name")
-	}
-	var overrides any
-	if configOverrides != "" {
-		if !json.Valid([]byte(configOverrides)) {
-			return 0, errors.New("enqueue job: config overrides are not valid JSON")
-		}
-		overrides = configOverrides
-	}
-	var id int64
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		now := formatTime(time.Now())
-		// The queue's plugin_name is a foreign key of cf_plugin_config.
-		if err := pluginConfigEnsure(ctx, tx, plugin, now); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO cf_processing_queue
-			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
-			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?)`,
-			fileVersionID, plugin, overrides, priority, now)
-		if err != nil {
-			return err
-		}
-		id, err = res.LastInsertId()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("enqueue job: %w", err)
-	}
-	return id, nil
 }
 
 // nextRunSQL finds the earliest future next_run_at. INDEXED BY: left to

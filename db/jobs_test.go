@@ -3,566 +3,16 @@ package db
 import (
 	"context"
 	"errors"
-	"fmt"
-	"reflect"
 	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/casparian/sentinel/job"
 )
-
-func TestJobsClaim_PriorityThenIDOrder(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	low := enqueue(t, db, s.fv, "p", 10)
-	highOld := enqueue(t, db, s.fv, "p", 100)
-	mid := enqueue(t, db, s.fv, "p", 50)
-	highNew := enqueue(t, db, s.fv, "p", 100)
-
-	got := claimIDs(claim(t, db, "w1", 10, "p"))
-	want := []int64{highOld, highNew, mid, low}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("claim order = %v, want %v", got, want)
-	}
-}
-
-func TestJobsClaim_RespectsLimit(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	var ids []int64
-	for range 5 {
-		ids = append(ids, enqueue(t, db, s.fv, "p", 0))
-	}
-	if got := claimIDs(claim(t, db, "w1", 2, "p")); !reflect.DeepEqual(got, ids[:2]) {
-		t.Errorf("first claim = %v, want %v", got, ids[:2])
-	}
-	if got := claimIDs(claim(t, db, "w1", 0, "p")); len(got) != 0 {
-		t.Errorf("limit 0 claimed %v", got)
-	}
-	if got := claimIDs(claim(t, db, "w2", 10, "p")); !reflect.DeepEqual(got, ids[2:]) {
-		t.Errorf("second claim = %v, want %v", got, ids[2:])
-	}
-	if got := claim(t, db, "w3", 10, "p"); len(got) != 0 {
-		t.Errorf("empty queue claimed %v", claimIDs(got))
-	}
-}
-
-func TestJobsClaim_PluginFilterAndWildcard(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "a", "b", "c")
-	ja := enqueue(t, db, s.fv, "a", 0)
-	jb := enqueue(t, db, s.fv, "b", 0)
-	jc := enqueue(t, db, s.fv, "c", 5)
-
-	if got := claimIDs(claim(t, db, "w1", 10, "b", "b", "")); !reflect.DeepEqual(got, []int64{jb}) {
-		t.Errorf("plugin b claimed %v, want [%d]", got, jb)
-	}
-	if got := claimIDs(claim(t, db, "w2", 10, "nothing")); len(got) != 0 {
-		t.Errorf("unknown plugin claimed %v", got)
-	}
-	if got := claimIDs(claim(t, db, "w3", 10)); len(got) != 0 {
-		t.Errorf("no plugins claimed %v", got)
-	}
-	if got := claimIDs(claim(t, db, "w4", 10, "x", "*")); !reflect.DeepEqual(got, []int64{jc, ja}) {
-		t.Errorf("wildcard claimed %v, want [%d %d]", got, jc, ja)
-	}
-}
-
-func TestJobsClaim_SkipsPluginsNobodyRuns(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "orphan", "p")
-	// The highest-priority, oldest job belongs to a plugin no worker runs.
-	orphan := enqueue(t, db, s.fv, "orphan", 1000)
-	j1 := enqueue(t, db, s.fv, "p", 1)
-	j2 := enqueue(t, db, s.fv, "p", 1)
-
-	got := claimIDs(claim(t, db, "w1", 10, "p"))
-	if !reflect.DeepEqual(got, []int64{j1, j2}) {
-		t.Errorf("claimed %v, want [%d %d]", got, j1, j2)
-	}
-	if j := getJob(t, db, orphan); j.Status != StatusQueued || j.ClaimedBy != "" {
-		t.Errorf("orphan job = %s claimed by %q, want QUEUED and unclaimed", j.Status, j.ClaimedBy)
-	}
-}
-
-func TestJobsClaim_SkipsJobsNotYetDue(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	later := enqueue(t, db, s.fv, "p", 100)
-	due := enqueue(t, db, s.fv, "p", 100)
-	now := enqueue(t, db, s.fv, "p", 0)
-	rawExec(t, db.writer,
-		fmt.Sprintf(`UPDATE cf_processing_queue SET next_run_at = %d WHERE id = %d`, testNow.Add(time.Minute).UnixMilli(), later),
-		fmt.Sprintf(`UPDATE cf_processing_queue SET next_run_at = %d WHERE id = %d`, testNow.UnixMilli(), due))
-
-	if got := claimIDs(claim(t, db, "w1", 10, "p")); !reflect.DeepEqual(got, []int64{due, now}) {
-		t.Errorf("claimed %v, want [%d %d]", got, due, now)
-	}
-	next, ok, err := db.JobsNextRunAt(context.Background(), testNow)
-	if err != nil || !ok || !next.Equal(testNow.Add(time.Minute)) {
-		t.Errorf("JobsNextRunAt = %v, %v, %v; want %v", next, ok, err, testNow.Add(time.Minute))
-	}
-	// Once due, it is claimable.
-	claims, _, err := db.JobsClaim(context.Background(), testNow.Add(time.Minute), []ClaimRequest{{Worker: "w1", Plugins: []string{"p"}, Limit: 10}})
-	if err != nil || !reflect.DeepEqual(claimIDs(claims), []int64{later}) {
-		t.Errorf("claim when due = %v, %v; want [%d]", claimIDs(claims), err, later)
-	}
-	if _, ok, err := db.JobsNextRunAt(context.Background(), testNow); ok || err != nil {
-		t.Errorf("JobsNextRunAt with nothing waiting = %v, %v", ok, err)
-	}
-}
-
-func TestJobsClaim_MarksRowsRunning(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	id := enqueue(t, db, s.fv, "p", 7)
-	claims := claim(t, db, "worker-A", 1, "p")
-	if len(claims) != 1 {
-		t.Fatalf("claimed %d jobs, want 1", len(claims))
-	}
-	c := claims[0]
-	if c.Ref != (ClaimRef{JobID: id, Worker: "worker-A", Attempt: 1}) || c.Priority != 7 || c.RetryCount != 0 {
-		t.Errorf("claim = %+v", c)
-	}
-	j := getJob(t, db, id)
-	if j.Status != StatusRunning || j.ClaimedBy != "worker-A" || j.WorkerHost != "worker-A" || j.Attempt != 1 || !j.ClaimTime.Equal(testNow) {
-		t.Errorf("job after claim = %+v", j)
-	}
-	running, err := db.JobsRunning(context.Background(), "worker-A")
-	want := []RunningJob{{Ref: c.Ref, RetryCount: 0, ClaimTime: testNow}}
-	if err != nil || len(running) != 1 || running[0].Ref != want[0].Ref || !running[0].ClaimTime.Equal(testNow) {
-		t.Errorf("JobsRunning = %v, %v; want %v", running, err, want)
-	}
-}
-
-func TestJobsClaim_ReclaimIncrementsAttempt(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	id := enqueue(t, db, s.fv, "p", 0)
-	first := claim(t, db, "w1", 1, "p")[0]
-	if out := conclude(t, db, Conclusion{Ref: first.Ref, Kind: ConcludeRequeue, Message: "worker gone", MaxRetries: 5}); out[0] != OutcomeRequeued {
-		t.Fatalf("requeue = %v", out[0])
-	}
-	second := claim(t, db, "w2", 1, "p")[0]
-	if second.Ref != (ClaimRef{JobID: id, Worker: "w2", Attempt: 2}) || second.RetryCount != 1 {
-		t.Errorf("second claim = %+v", second)
-	}
-	// The first claim is fenced off.
-	if out := conclude(t, db, Conclusion{Ref: first.Ref, Kind: ConcludeComplete}); out[0] != OutcomeStale {
-		t.Errorf("conclusion with old attempt = %v, want stale", out[0])
-	}
-}
-
-func TestJobsClaim_SeveralRequestsNeverShareAJob(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p", "q")
-	for i := range 6 {
-		enqueue(t, db, s.fv, []string{"p", "q"}[i%2], int64(i))
-	}
-	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{
-		{Worker: "w1", Plugins: []string{"*"}, Limit: 2},
-		{Worker: "w2", Plugins: []string{"p"}, Limit: 5},
-		{Worker: "w3", Plugins: []string{"q", "p"}, Limit: 5},
-	})
-	if err != nil || len(failures) != 0 {
-		t.Fatal(err, failures)
-	}
-	seen := make(map[int64]string)
-	perWorker := make(map[string]int)
-	for _, c := range claims {
-		if w, dup := seen[c.Ref.JobID]; dup {
-			t.Errorf("job %d claimed by %s and %s", c.Ref.JobID, w, c.Ref.Worker)
-		}
-		seen[c.Ref.JobID] = c.Ref.Worker
-		perWorker[c.Ref.Worker]++
-	}
-	if len(seen) != 6 || perWorker["w1"] != 2 || perWorker["w2"]+perWorker["w3"] != 4 {
-		t.Errorf("claims per worker = %v", perWorker)
-	}
-}
-
-func TestJobsClaim_RejectsEmptyWorker(t *testing.T) {
-	db := openTest(t)
-	if _, _, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{{Plugins: []string{"*"}, Limit: 1}}); err == nil {
-		t.Error("claim without a worker identity succeeded")
-	}
-}
-
-func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
-	db := openTest(t)
-	ctx := context.Background()
-	s := seedBasics(t, db, "p")
-	noManifest := enqueue(t, db, s.fv, "ghost", 0)
-	badJSON, err := db.JobEnqueue(ctx, s.fv, "p", 0, `{"output": 42}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := enqueue(t, db, s.fv, "p", 0)
-	// Broken chains, written by a tool that does not enforce foreign keys.
-	// (A NULL file_version_id can no longer be written: the original's
-	// NOT NULL holds since migration 0006.)
-	raw := rawOpen(t, db.Path())
-	rawExec(t, raw,
-		`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, priority, retry_count) VALUES
-			(100, 999, 'p', 'QUEUED', 0, 0),
-			(102, 50, 'p', 'QUEUED', 0, 0),
-			(103, 51, 'p', 'QUEUED', 0, 0)`,
-		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes, modified_time) VALUES (50, 777, 'hash-a', 1, '2024-01-01 00:00:00')`,
-		`INSERT INTO cf_file_location (id, source_root_id, rel_path, filename) VALUES (60, 888, 'x.csv', 'x.csv')`,
-		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes, modified_time) VALUES (51, 60, 'hash-a', 1, '2024-01-01 00:00:00')`,
-		`UPDATE cf_processing_queue SET config_overrides = 'not json' WHERE id = 100`)
-	rawExec(t, raw, `INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, config_overrides) VALUES (104, 1, 'p', 'QUEUED', '{"x": [')`,
-		fmt.Sprintf(`INSERT INTO cf_file_location (id, source_root_id, rel_path, filename) VALUES (61, %d, '../../etc/passwd', 'passwd')`, s.root),
-		`INSERT INTO cf_file_version (id, location_id, content_hash, size_bytes, modified_time) VALUES (52, 61, 'hash-a', 1, '2024-01-01 00:00:00')`,
-		`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status) VALUES (105, 52, 'p', 'QUEUED')`)
-
-	claims, failures, err := db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: "w1", Plugins: []string{"*"}, Limit: 100}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := claimIDs(claims); !reflect.DeepEqual(got, []int64{good}) {
-		t.Errorf("good claims = %v, want [%d]", got, good)
-	}
-	wantReasons := map[int64]string{
-		noManifest: `dispatch: no ACTIVE manifest for plugin "ghost"`,
-		badJSON:    `dispatch: invalid config_overrides topic "output"`,
-		100:        "dispatch: file version 999 not found",
-		102:        "dispatch: file version 50 has no file location",
-		103:        "dispatch: file location 60 of version 51 has no source root",
-		104:        "dispatch: invalid config_overrides",
-		105:        `dispatch: rel_path "../../etc/passwd" of file location 61 leaves its source root`,
-	}
-	if len(failures) != len(wantReasons) {
-		t.Errorf("got %d failures, want %d: %+v", len(failures), len(wantReasons), failures)
-	}
-	for _, f := range failures {
-		want, ok := wantReasons[f.Ref.JobID]
-		if !ok || !strings.HasPrefix(f.Reason, want) {
-			t.Errorf("failure of job %d = %q, want prefix %q", f.Ref.JobID, f.Reason, want)
-			continue
-		}
-		j := getJob(t, db, f.Ref.JobID)
-		if j.Status != StatusFailed || j.ErrorMessage != f.Reason || j.EndTime.IsZero() || f.Ref.Worker != "w1" || f.Ref.Attempt != 1 {
-			t.Errorf("job %d after failed dispatch = %+v (ref %+v)", f.Ref.JobID, j, f.Ref)
-		}
-	}
-	if refs, _ := runningRefs(db.JobsRunning(ctx, "")); len(refs) != 1 {
-		t.Errorf("RUNNING jobs = %v, want only %d", refs, good)
-	}
-}
-
-func TestJobsClaim_NormalisesNullsFromOtherTools(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	raw := rawOpen(t, db.Path())
-	rawExec(t, raw, fmt.Sprintf(`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, priority, retry_count)
-		VALUES (1, %[1]d, 'p', NULL, NULL, NULL), (2, %[1]d, 'p', 'QUEUED', 5, NULL), (3, %[1]d, 'p', 'QUEUED', NULL, 2)`, s.fv))
-	counts, err := db.JobsCountByStatus(context.Background())
-	if err != nil || counts[StatusQueued] != 3 {
-		t.Errorf("counts before claim = %v, %v; want 3 QUEUED", counts, err)
-	}
-	claims := claim(t, db, "w1", 10, "p")
-	if got := claimIDs(claims); !reflect.DeepEqual(got, []int64{2, 1, 3}) {
-		t.Errorf("claimed %v, want [2 1 3]", got)
-	}
-	if claims[2].RetryCount != 2 || claims[1].Priority != 0 || claims[1].RetryCount != 0 {
-		t.Errorf("claims = %+v", claims)
-	}
-}
-
-func TestJobsClaim_AtomicUnderConcurrentCallers(t *testing.T) {
-	const (
-		jobs       = 2000
-		separate   = 8 // own Open each, like separate processes
-		sharedGoes = 4 // goroutines sharing one DB
-	)
-	path := testPath(t)
-	main := openAt(t, path)
-	s := seedBasics(t, main, "p", "q")
-	ctx := context.Background()
-	for i := range jobs {
-		if _, err := main.JobEnqueue(ctx, s.fv, []string{"p", "q"}[i%2], int64(i%7), ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	type claimer struct {
-		db      *DB
-		worker  string
-		plugins []string
-	}
-	var claimers []claimer
-	for i := range separate {
-		claimers = append(claimers, claimer{openAt(t, path), fmt.Sprintf("proc-%d", i), [][]string{{"*"}, {"p"}, {"q", "p"}}[i%3]})
-	}
-	for i := range sharedGoes {
-		claimers = append(claimers, claimer{main, fmt.Sprintf("shared-%d", i), []string{"*"}})
-	}
-
-	var mu sync.Mutex
-	owner := make(map[int64]string, jobs)
-	var dups []string
-	errs := make(chan error, len(claimers))
-	var wg sync.WaitGroup
-	for n, c := range claimers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			limit := 1 + n%16
-			for {
-				claims, failures, err := c.db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: c.worker, Plugins: c.plugins, Limit: limit}})
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", c.worker, err)
-					return
-				}
-				if len(failures) > 0 {
-					errs <- fmt.Errorf("%s: failures %+v", c.worker, failures)
-					return
-				}
-				if len(claims) == 0 {
-					return
-				}
-				mu.Lock()
-				for _, cl := range claims {
-					if prev, ok := owner[cl.Ref.JobID]; ok {
-						dups = append(dups, fmt.Sprintf("job %d: %s and %s", cl.Ref.JobID, prev, c.worker))
-					}
-					owner[cl.Ref.JobID] = c.worker
-				}
-				mu.Unlock()
-				cs := make([]Conclusion, len(claims))
-				for i, cl := range claims {
-					cs[i] = Conclusion{Ref: cl.Ref, Kind: ConcludeComplete}
-				}
-				out, err := c.db.JobsConclude(ctx, testNow, cs)
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", c.worker, err)
-					return
-				}
-				for i, o := range out {
-					if o != OutcomeCompleted {
-						errs <- fmt.Errorf("%s: job %d concluded %v", c.worker, cs[i].Ref.JobID, o)
-						return
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if len(dups) > 0 {
-		t.Fatalf("%d jobs claimed twice, e.g. %s", len(dups), dups[0])
-	}
-	if len(owner) != jobs {
-		t.Errorf("claimed %d distinct jobs, want %d", len(owner), jobs)
-	}
-	counts, err := main.JobsCountByStatus(ctx)
-	if err != nil || counts[StatusCompleted] != jobs || len(counts) != 1 {
-		t.Errorf("counts = %v, %v; want %d COMPLETED", counts, err, jobs)
-	}
-}
-
-func TestJobsConclude_AppliesEachKind(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	for range 4 {
-		enqueue(t, db, s.fv, "p", 0)
-	}
-	cl := claim(t, db, "w1", 4, "p")
-	metrics := map[string]int64{"rows": 12, "size_bytes": 3456}
-	artifacts := []map[string]string{{"topic": "output", "uri": "parquet://out/a.parquet"}}
-	next := testNow.Add(30 * time.Second)
-	out := conclude(t, db,
-		Conclusion{Ref: cl[0].Ref, Kind: ConcludeComplete, Metrics: metrics, Artifacts: artifacts},
-		Conclusion{Ref: cl[1].Ref, Kind: ConcludeFail, Message: "boom"},
-		Conclusion{Ref: cl[2].Ref, Kind: ConcludeRequeue, Message: "worker rejected", MaxRetries: 5, NextRunAt: next},
-		Conclusion{Ref: cl[3].Ref, Kind: ConcludeComplete, Message: "wrote 12 rows"},
-	)
-	if want := []Outcome{OutcomeCompleted, OutcomeFailed, OutcomeRequeued, OutcomeCompleted}; !reflect.DeepEqual(out, want) {
-		t.Fatalf("outcomes = %v, want %v", out, want)
-	}
-
-	done := getJob(t, db, cl[0].Ref.JobID)
-	if done.Status != StatusCompleted || done.ResultSummary != "Success" || !done.EndTime.Equal(testNow) ||
-		!reflect.DeepEqual(done.Metrics, metrics) || !reflect.DeepEqual(done.Artifacts, artifacts) {
-		t.Errorf("completed job = %+v", done)
-	}
-	if j := getJob(t, db, cl[3].Ref.JobID); j.ResultSummary != "wrote 12 rows" || j.Metrics != nil || j.Artifacts != nil {
-		t.Errorf("completed job with message = %+v", j)
-	}
-	failed := getJob(t, db, cl[1].Ref.JobID)
-	if failed.Status != StatusFailed || failed.ErrorMessage != "boom" || !failed.EndTime.Equal(testNow) {
-		t.Errorf("failed job = %+v", failed)
-	}
-	requeued := getJob(t, db, cl[2].Ref.JobID)
-	if requeued.Status != StatusQueued || requeued.RetryCount != 1 || requeued.ClaimedBy != "" ||
-		requeued.ErrorMessage != "worker rejected" || requeued.Attempt != 1 {
-		t.Errorf("requeued job = %+v", requeued)
-	}
-	if at, ok, err := db.JobsNextRunAt(context.Background(), testNow); err != nil || !ok || !at.Equal(next) {
-		t.Errorf("JobsNextRunAt = %v, %v, %v; want %v", at, ok, err, next)
-	}
-	if refs, err := db.JobsRunning(context.Background(), ""); err != nil || len(refs) != 0 {
-		t.Errorf("still RUNNING: %v, %v", refs, err)
-	}
-}
-
-func TestJobsConclude_StaleClaimsChangeNothing(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	enqueue(t, db, s.fv, "p", 0)
-	enqueue(t, db, s.fv, "p", 0)
-	cl := claim(t, db, "w1", 2, "p")
-	running, failed := cl[0].Ref, cl[1].Ref
-	if out := conclude(t, db, Conclusion{Ref: failed, Kind: ConcludeFail, Message: "first word"}); out[0] != OutcomeFailed {
-		t.Fatalf("fail = %v", out[0])
-	}
-	beforeRunning, beforeFailed := getJob(t, db, running.JobID), getJob(t, db, failed.JobID)
-
-	wrongWorker, wrongAttempt, missing := running, running, running
-	wrongWorker.Worker = "w2"
-	wrongAttempt.Attempt = 2
-	missing.JobID = 9999
-	var cs []Conclusion
-	for _, ref := range []ClaimRef{wrongWorker, wrongAttempt, missing, failed} {
-		for _, kind := range []ConclusionKind{ConcludeComplete, ConcludeFail, ConcludeRequeue} {
-			cs = append(cs, Conclusion{Ref: ref, Kind: kind, Message: "late", MaxRetries: 5})
-		}
-	}
-	for i, o := range conclude(t, db, cs...) {
-		if o != OutcomeStale {
-			t.Errorf("conclusion %d (%+v) = %v, want stale", i, cs[i], o)
-		}
-	}
-	if got := getJob(t, db, running.JobID); !reflect.DeepEqual(got, beforeRunning) {
-		t.Errorf("RUNNING job changed:\n%+v\n%+v", beforeRunning, got)
-	}
-	if got := getJob(t, db, failed.JobID); !reflect.DeepEqual(got, beforeFailed) {
-		t.Errorf("FAILED job changed (must never become COMPLETED):\n%+v\n%+v", beforeFailed, got)
-	}
-
-	// A duplicate receipt in one batch: the first applies, the second is stale.
-	out := conclude(t, db, Conclusion{Ref: running, Kind: ConcludeComplete}, Conclusion{Ref: running, Kind: ConcludeFail})
-	if !reflect.DeepEqual(out, []Outcome{OutcomeCompleted, OutcomeStale}) {
-		t.Errorf("duplicate conclusions = %v", out)
-	}
-	if j := getJob(t, db, running.JobID); j.Status != StatusCompleted {
-		t.Errorf("job = %s, want COMPLETED", j.Status)
-	}
-}
-
-func TestJobsConclude_RequeueOverMaxRetriesFails(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	id := enqueue(t, db, s.fv, "p", 0)
-	const maxRetries = 3
-	for i := 1; ; i++ {
-		cl := claim(t, db, "w1", 1, "p")
-		if len(cl) != 1 {
-			t.Fatalf("round %d: claimed %d", i, len(cl))
-		}
-		out := conclude(t, db, Conclusion{Ref: cl[0].Ref, Kind: ConcludeRequeue, Message: "rejected", MaxRetries: maxRetries})
-		if i <= maxRetries {
-			if out[0] != OutcomeRequeued {
-				t.Fatalf("round %d: %v, want requeued", i, out[0])
-			}
-			continue
-		}
-		if out[0] != OutcomeFailed {
-			t.Fatalf("round %d: %v, want failed", i, out[0])
-		}
-		break
-	}
-	j := getJob(t, db, id)
-	if j.Status != StatusFailed || j.ErrorMessage != "rejected (gave up after 3 retries)" || j.RetryCount != maxRetries || j.Attempt != maxRetries+1 {
-		t.Errorf("job = %+v", j)
-	}
-}
-
-func TestJobsConclude_BatchOf500InOneCall(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	for range 500 {
-		enqueue(t, db, s.fv, "p", 0)
-	}
-	cl := claim(t, db, "w1", 500, "p")
-	if len(cl) != 500 {
-		t.Fatalf("claimed %d", len(cl))
-	}
-	cs := make([]Conclusion, len(cl))
-	for i, c := range cl {
-		cs[i] = Conclusion{Ref: c.Ref, Kind: []ConclusionKind{ConcludeComplete, ConcludeFail, ConcludeRequeue}[i%3], Message: "m", MaxRetries: 1}
-	}
-	out := conclude(t, db, cs...)
-	for i, o := range out {
-		want := []Outcome{OutcomeCompleted, OutcomeFailed, OutcomeRequeued}[i%3]
-		if o != want {
-			t.Fatalf("outcome %d = %v, want %v", i, o, want)
-		}
-	}
-	counts, err := db.JobsCountByStatus(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[JobStatus]int64{StatusCompleted: 167, StatusFailed: 167, StatusQueued: 166}
-	if !reflect.DeepEqual(counts, want) {
-		t.Errorf("counts = %v, want %v", counts, want)
-	}
-}
-
-func TestJobsConclude_RejectsUnknownKindBeforeWriting(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	enqueue(t, db, s.fv, "p", 0)
-	cl := claim(t, db, "w1", 1, "p")
-	_, err := db.JobsConclude(context.Background(), testNow, []Conclusion{{Ref: cl[0].Ref, Kind: ConcludeComplete}, {Ref: cl[0].Ref}})
-	if err == nil {
-		t.Fatal("unknown kind accepted")
-	}
-	if j := getJob(t, db, cl[0].Ref.JobID); j.Status != StatusRunning {
-		t.Errorf("job = %s, want still RUNNING", j.Status)
-	}
-	if out, err := db.JobsConclude(context.Background(), testNow, nil); err != nil || len(out) != 0 {
-		t.Errorf("empty batch = %v, %v", out, err)
-	}
-}
-
-func TestJobsRunning_FiltersByWorkerAndKeepsLegacyRows(t *testing.T) {
-	db := openTest(t)
-	s := seedBasics(t, db, "p")
-	for range 3 {
-		enqueue(t, db, s.fv, "p", 0)
-	}
-	a := claim(t, db, "a", 2, "p")
-	b := claim(t, db, "b", 1, "p")
-	// A RUNNING row left by the original Sentinel: no claimed_by, no attempt.
-	raw := rawOpen(t, db.Path())
-	rawExec(t, raw, fmt.Sprintf(`INSERT INTO cf_processing_queue (id, file_version_id, plugin_name, status, worker_host)
-		VALUES (500, %d, 'p', 'RUNNING', 'old-host')`, s.fv))
-	ctx := context.Background()
-
-	if refs, err := runningRefs(db.JobsRunning(ctx, "a")); err != nil || !reflect.DeepEqual(refs, []ClaimRef{a[0].Ref, a[1].Ref}) {
-		t.Errorf("JobsRunning(a) = %v, %v", refs, err)
-	}
-	all, err := runningRefs(db.JobsRunning(ctx, ""))
-	legacy := ClaimRef{JobID: 500}
-	if err != nil || !reflect.DeepEqual(all, []ClaimRef{a[0].Ref, a[1].Ref, b[0].Ref, legacy}) {
-		t.Errorf("JobsRunning() = %v, %v", all, err)
-	}
-	// The legacy row can be requeued through the ref JobsRunning gave.
-	out := conclude(t, db, Conclusion{Ref: legacy, Kind: ConcludeRequeue, Message: "orphaned by restart", MaxRetries: 5})
-	if out[0] != OutcomeRequeued {
-		t.Errorf("legacy requeue = %v", out[0])
-	}
-}
 
 func TestJobGet_NotFound(t *testing.T) {
 	db := openTest(t)
-	if _, err := db.JobGet(context.Background(), 42); !errors.Is(err, ErrNotFound) {
-		t.Errorf("err = %v, want ErrNotFound", err)
+	if _, err := db.JobGet(context.Background(), 42); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("err = %v, want job.ErrNotFound", err)
 	}
 }
 
@@ -570,116 +20,233 @@ func TestJobEnqueue_ValidatesInput(t *testing.T) {
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()
-	if _, err := db.JobEnqueue(ctx, s.fv, "p", 0, "{not json"); err == nil {
+	if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: "{not json"}); err == nil {
 		t.Error("invalid overrides accepted")
 	}
-	if _, err := db.JobEnqueue(ctx, s.fv, "", 0, ""); err == nil {
+	if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: ""}); err == nil {
 		t.Error("empty plugin accepted")
 	}
 	// foreign_keys=ON: a job must name an existing file version.
-	if _, err := db.JobEnqueue(ctx, 12345, "p", 0, ""); err == nil {
+	if _, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: 12345, Plugin: "p"}); err == nil {
 		t.Error("job for a missing file version accepted")
 	}
-	id, err := db.JobEnqueue(ctx, s.fv, "p", 3, `{"output": {"uri": "x://y"}}`)
+	id, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 3, ConfigOverrides: `{"output": {"uri": "x://y"}}`})
 	if err != nil {
 		t.Fatal(err)
 	}
 	j := getJob(t, db, id)
-	if j.Status != StatusQueued || j.Priority != 3 || j.PluginName != "p" || j.FileVersionID != s.fv || j.ConfigOverrides == "" {
+	if j.Status != job.StatusQueued || j.Priority != 3 || j.PluginName != "p" || j.FileVersionID != s.fv || j.ConfigOverrides == "" {
 		t.Errorf("job = %+v", j)
 	}
 }
 
-func TestOutcomeAndKind_String(t *testing.T) {
-	if OutcomeStale.String() != "stale" || ConcludeRequeue.String() != "requeue" || Outcome(0).String() != "Outcome(0)" {
-		t.Error("String methods")
-	}
-}
-
-// runningRefs keeps only the claims of JobsRunning's rows.
-func runningRefs(rows []RunningJob, err error) ([]ClaimRef, error) {
-	var refs []ClaimRef
-	for _, r := range rows {
-		refs = append(refs, r.Ref)
-	}
-	return refs, err
-}
-
-// TestJobsBatch_ConcludesThenClaimsInOneTransaction checks the order inside a
-// batch: the conclusions are applied first, so a job requeued (and due) is
-// claimable by the same call, a job just completed is not, and a failed batch
-// changes nothing at all.
-func TestJobsBatch_ConcludesThenClaimsInOneTransaction(t *testing.T) {
+func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
 	db := openTest(t)
+	s := seedBasics(t, db, "a", "b")
+	var ids []int64
+	for i := 0; i < 7; i++ {
+		ids = append(ids, enqueue(t, db, s.fv, []string{"a", "b"}[i%2], int64(i)))
+	}
+	claim(t, db, "w1", 1, "b") // b's highest priority job (ids[5]) is RUNNING
 	ctx := context.Background()
-	s := seedBasics(t, db, "p")
-	first := enqueue(t, db, s.fv, "p", 10)
-	second := enqueue(t, db, s.fv, "p", 10)
-	cl := claim(t, db, "w1", 2, "p")
-	waiting := enqueue(t, db, s.fv, "p", 0)
 
-	res, err := db.JobsBatch(ctx, testNow, []Conclusion{
-		{Ref: cl[0].Ref, Kind: ConcludeComplete},
-		{Ref: cl[1].Ref, Kind: ConcludeRequeue, Message: "worker lost", MaxRetries: 5},
-	}, []ClaimRequest{{Worker: "w2", Plugins: []string{"p"}, Limit: 5}})
+	page, err := db.JobsList(ctx, job.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Outcome{OutcomeCompleted, OutcomeRequeued}; !reflect.DeepEqual(res.Outcomes, want) {
-		t.Errorf("outcomes = %v, want %v", res.Outcomes, want)
+	if page.Total != 7 || len(page.Jobs) != 7 || page.Jobs[0].ID != ids[6] || page.Jobs[6].ID != ids[0] {
+		t.Fatalf("all jobs: total %d, got %d, first %d", page.Total, len(page.Jobs), page.Jobs[0].ID)
 	}
-	// The requeued job keeps its priority and so comes first.
-	if got, want := claimIDs(res.Claims), []int64{second, waiting}; !reflect.DeepEqual(got, want) {
-		t.Errorf("claimed %v, want %v", got, want)
-	}
-	if j := getJob(t, db, second); j.Status != StatusRunning || j.ClaimedBy != "w2" || j.Attempt != 2 || j.RetryCount != 1 {
-		t.Errorf("requeued then reclaimed job = %+v", j)
-	}
-	if j := getJob(t, db, first); j.Status != StatusCompleted {
-		t.Errorf("completed job = %+v", j)
+	if got := page.Jobs[0].FilePath; got != "/data/in/a.csv" {
+		t.Errorf("file path = %q, want /data/in/a.csv", got)
 	}
 
-	// An unknown kind fails the whole batch before anything is written.
-	if _, err := db.JobsBatch(ctx, testNow, []Conclusion{
-		{Ref: res.Claims[0].Ref, Kind: ConcludeComplete},
-		{Ref: res.Claims[1].Ref, Kind: ConclusionKind(99)},
-	}, []ClaimRequest{{Worker: "w3", Plugins: []string{"p"}, Limit: 5}}); err == nil {
-		t.Fatal("batch with an unknown kind succeeded")
+	page, err = db.JobsList(ctx, job.Filter{Plugin: "a", Limit: 2, Offset: 1})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if j := getJob(t, db, second); j.Status != StatusRunning || j.ClaimedBy != "w2" {
-		t.Errorf("job changed by a rejected batch: %+v", j)
+	if page.Total != 4 || len(page.Jobs) != 2 || page.Jobs[0].ID != ids[4] || page.Jobs[1].ID != ids[2] {
+		t.Errorf("plugin a, page 2 of size 2: total %d, jobs %+v", page.Total, jobIDs(page.Jobs))
+	}
+
+	page, err = db.JobsList(ctx, job.Filter{Status: job.StatusRunning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.Total != 1 || page.Jobs[0].ID != ids[5] || page.Jobs[0].ClaimedBy != "w1" {
+		t.Errorf("running: total %d, jobs %v", page.Total, jobIDs(page.Jobs))
+	}
+
+	// A row another tool wrote with NULL status counts as QUEUED.
+	raw := rawOpen(t, db.Path())
+	rawExec(t, raw, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status) VALUES (1, 'a', NULL)`)
+	page, err = db.JobsList(ctx, job.Filter{Status: job.StatusQueued, Plugin: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.Total != 5 || page.Jobs[0].Status != job.StatusQueued {
+		t.Errorf("queued a incl. NULL status: total %d, first %+v", page.Total, page.Jobs[0].Job)
+	}
+
+	if _, err := db.JobsList(ctx, job.Filter{Limit: -1}); !errors.Is(err, job.ErrInvalid) {
+		t.Errorf("negative limit: %v, want job.ErrInvalid", err)
+	}
+	if page, err := db.JobsList(ctx, job.Filter{Limit: job.MaxLimit * 10}); err != nil || len(page.Jobs) != 8 {
+		t.Errorf("huge limit: %d jobs, %v", len(page.Jobs), err)
 	}
 }
 
-// TestJobsClaim_ShortClaimSkipsSamePluginSet checks that skipping workers
-// whose plugin set came back short loses nothing: workers with another set,
-// or any plugin, still get what is theirs.
-func TestJobsClaim_ShortClaimSkipsSamePluginSet(t *testing.T) {
+func TestJobGet_ReceiptAndNotFound(t *testing.T) {
 	db := openTest(t)
-	s := seedBasics(t, db, "p", "q", "r")
-	var ps, qs []int64
-	for range 3 {
-		ps = append(ps, enqueue(t, db, s.fv, "p", 0))
+	s := seedBasics(t, db, "p")
+	enqueue(t, db, s.fv, "p", 0)
+	cl := claim(t, db, "w1", 1, "p")
+	conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeComplete, Metrics: map[string]int64{"rows": 3},
+		Artifacts: []map[string]string{{"topic": "output", "uri": "x"}}})
+	j, err := db.JobGet(context.Background(), cl[0].Ref.JobID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for range 2 {
-		qs = append(qs, enqueue(t, db, s.fv, "q", 0))
+	if j.Status != job.StatusCompleted || j.Metrics["rows"] != 3 || j.Artifacts[0]["uri"] != "x" || j.UpdatedAt.IsZero() {
+		t.Errorf("job = %+v", j)
 	}
-	rid := enqueue(t, db, s.fv, "r", 0)
-	claims, failures, err := db.JobsClaim(context.Background(), testNow, []ClaimRequest{
-		{Worker: "w1", Plugins: []string{"q", "p"}, Limit: 5},
-		{Worker: "w2", Plugins: []string{"p", "q", "p"}, Limit: 5},
-		{Worker: "w3", Plugins: []string{"p"}, Limit: 5},
-		{Worker: "w4", Plugins: []string{"*"}, Limit: 5},
-	})
-	if err != nil || len(failures) > 0 {
-		t.Fatal(err, failures)
+	if _, err := db.JobGet(context.Background(), 999); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("unknown job: %v, want job.ErrNotFound", err)
 	}
-	got := map[string][]int64{}
-	for _, c := range claims {
-		got[c.Ref.Worker] = append(got[c.Ref.Worker], c.Ref.JobID)
+}
+
+func TestJobEnqueue_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
+	db := openTest(t)
+	s := seedBasics(t, db, "p")
+	ctx := context.Background()
+	id, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: s.fv, Plugin: "p", Priority: 7,
+		ConfigOverrides: `{"output": {"uri": "parquet://x.parquet"}}`})
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := map[string][]int64{"w1": append(append([]int64{}, ps...), qs...), "w4": {rid}}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("claims by worker = %v, want %v", got, want)
+	if j := getJob(t, db, id); j.Status != job.StatusQueued || j.Priority != 7 || j.FileVersionID != s.fv {
+		t.Errorf("by version: %+v", j)
 	}
+	id, err = db.JobEnqueue(ctx, job.Submission{FilePath: "/data/in/a.csv", Plugin: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := getJob(t, db, id); j.FileVersionID != s.fv {
+		t.Errorf("by path: version %d, want %d", j.FileVersionID, s.fv)
+	}
+
+	cases := []struct {
+		name string
+		sub  job.Submission
+		want error
+		msg  string
+	}{
+		{"no plugin", job.Submission{FileVersionID: s.fv}, job.ErrInvalid, "plugin"},
+		{"no file", job.Submission{Plugin: "p"}, job.ErrInvalid, "file_version_id or file_path"},
+		{"both files", job.Submission{FileVersionID: s.fv, FilePath: "/data/in/a.csv", Plugin: "p"}, job.ErrInvalid, "not both"},
+		{"relative path", job.Submission{FilePath: "in/a.csv", Plugin: "p"}, job.ErrInvalid, "absolute"},
+		{"bad overrides", job.Submission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: `{"output": 3}`}, job.ErrInvalid, "config_overrides"},
+		{"overrides not json", job.Submission{FileVersionID: s.fv, Plugin: "p", ConfigOverrides: `{`}, job.ErrInvalid, "config_overrides"},
+		{"unknown version", job.Submission{FileVersionID: 999, Plugin: "p"}, job.ErrNotFound, "999"},
+		{"path outside roots", job.Submission{FilePath: "/elsewhere/a.csv", Plugin: "p"}, job.ErrNotFound, "no active source root"},
+		{"unscanned path", job.Submission{FilePath: "/data/in/b.csv", Plugin: "p"}, job.ErrNotFound, "no recorded version"},
+		{"climbing path", job.Submission{FilePath: "/data/../etc/passwd", Plugin: "p"}, job.ErrNotFound, "no active source root"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := db.JobEnqueue(ctx, tc.sub)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("err = %v, want %v mentioning %q", err, tc.want, tc.msg)
+			}
+		})
+	}
+}
+
+func TestJobCancel_QueuedSkipsRunningIsMarkedOthersConflict(t *testing.T) {
+	db := openTest(t)
+	s := seedBasics(t, db, "p")
+	ctx := context.Background()
+	queued := enqueue(t, db, s.fv, "p", 0)
+	running := enqueue(t, db, s.fv, "p", 10)
+	cl := claim(t, db, "w1", 1, "p")
+	if cl[0].Ref.JobID != running {
+		t.Fatalf("claimed %d, want %d", cl[0].Ref.JobID, running)
+	}
+
+	res, err := db.JobCancel(ctx, testNow, queued)
+	if err != nil || res.Previous != job.StatusQueued || res.Status != job.StatusSkipped {
+		t.Fatalf("cancel queued = %+v, %v", res, err)
+	}
+	if j := getJob(t, db, queued); j.Status != job.StatusSkipped || j.ErrorMessage != "cancelled by operator" {
+		t.Errorf("cancelled queued job: %+v", j)
+	}
+	if again, err := db.JobCancel(ctx, testNow, queued); err != nil || again.Status != job.StatusSkipped {
+		t.Errorf("cancelling twice = %+v, %v; want a no-op", again, err)
+	}
+
+	res, err = db.JobCancel(ctx, testNow, running)
+	if err != nil || res.Previous != job.StatusRunning || res.Status != job.StatusRunning || res.Claim != cl[0].Ref {
+		t.Fatalf("cancel running = %+v, %v", res, err)
+	}
+	if j, _ := db.JobGet(ctx, running); j.Status != job.StatusRunning || !j.CancelRequested {
+		t.Errorf("running job after cancel: %s, cancel requested %v", j.Status, j.CancelRequested)
+	}
+
+	// The cancelled job can no longer be requeued, whatever the reason.
+	if out := conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeRequeue, Message: "worker lost", MaxRetries: 5}); out[0] != job.OutcomeSkipped {
+		t.Fatalf("requeue of a cancelled job = %v, want skipped", out[0])
+	}
+	if j := getJob(t, db, running); j.Status != job.StatusSkipped || j.ErrorMessage != "cancelled by operator (worker lost)" {
+		t.Errorf("job = %s %q", j.Status, j.ErrorMessage)
+	}
+
+	if _, err := db.JobCancel(ctx, testNow, 999); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("unknown job: %v", err)
+	}
+	done := enqueue(t, db, s.fv, "p", 0)
+	c := claim(t, db, "w1", 1, "p")
+	conclude(t, db, job.Conclusion{Ref: c[0].Ref, Kind: job.ConcludeComplete})
+	if _, err := db.JobCancel(ctx, testNow, done); !errors.Is(err, job.ErrConflict) || !strings.Contains(err.Error(), "COMPLETED") {
+		t.Errorf("cancel completed: %v, want job.ErrConflict naming the status", err)
+	}
+}
+
+func TestJobRetry_FailedOnlyResetsRetriesKeepsAttempt(t *testing.T) {
+	db := openTest(t)
+	s := seedBasics(t, db, "p")
+	ctx := context.Background()
+	id := enqueue(t, db, s.fv, "p", 0)
+	cl := claim(t, db, "w1", 1, "p")
+	conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeRequeue, Message: "lost", MaxRetries: 0}) // gives up at once
+	if j := getJob(t, db, id); j.Status != job.StatusFailed {
+		t.Fatalf("job = %s, want FAILED", j.Status)
+	}
+	if err := db.JobRetry(ctx, testNow, id); err != nil {
+		t.Fatal(err)
+	}
+	j := getJob(t, db, id)
+	if j.Status != job.StatusQueued || j.RetryCount != 0 || j.Attempt != 1 || j.ErrorMessage != "" || j.ClaimedBy != "" {
+		t.Errorf("retried job = %+v", j)
+	}
+	// The old claim's receipt stays stale; the new claim gets attempt 2.
+	if out := conclude(t, db, job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeComplete}); out[0] != job.OutcomeStale {
+		t.Errorf("old receipt after retry = %v", out[0])
+	}
+	if again := claim(t, db, "w2", 1, "p"); len(again) != 1 || again[0].Ref.Attempt != 2 {
+		t.Errorf("re-claim = %+v", again)
+	}
+	if err := db.JobRetry(ctx, testNow, id); !errors.Is(err, job.ErrConflict) || !strings.Contains(err.Error(), "RUNNING") {
+		t.Errorf("retry running: %v", err)
+	}
+	if err := db.JobRetry(ctx, testNow, 999); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("retry unknown: %v", err)
+	}
+}
+
+func jobIDs(js []job.Info) []int64 {
+	out := make([]int64, len(js))
+	for i, j := range js {
+		out[i] = j.ID
+	}
+	return out
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // leaseName is the one lease a SQLite database has: the whole queue.
@@ -100,7 +102,7 @@ func (db *DB) LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duratio
 	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		prev, err := leaseRow(ctx, tx.QueryRowContext(ctx, leaseSelect, leaseName))
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, job.ErrNotFound):
 		case err != nil:
 			return err
 		default:
@@ -172,7 +174,7 @@ func leaseRow(ctx context.Context, row *sql.Row) (LeaseOwner, error) {
 	var started, beat, expires nullTime
 	err := row.Scan(&o.ID, &o.Host, &o.PID, &o.Endpoint, &started, &beat, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
-		return o, ErrNotFound
+		return o, job.ErrNotFound
 	}
 	if err != nil {
 		return o, fmt.Errorf("read lease: %w", err)
@@ -181,7 +183,7 @@ func leaseRow(ctx context.Context, row *sql.Row) (LeaseOwner, error) {
 	return o, nil
 }
 
-// LeaseHolder returns the row naming the database's owner, or ErrNotFound.
+// LeaseHolder returns the row naming the database's owner, or job.ErrNotFound.
 // The row of an owner that crashed stays until the next one takes over.
 func (db *DB) LeaseHolder(ctx context.Context) (LeaseOwner, error) {
 	return leaseRow(ctx, db.reader.QueryRowContext(ctx, leaseSelect, leaseName))

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestLeaseAcquire_SecondOwnerIsRefusedWithTheHolder(t *testing.T) {
@@ -17,7 +19,7 @@ func TestLeaseAcquire_SecondOwnerIsRefusedWithTheHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lease.Release(ctx)
+	defer func() { _ = lease.Release(ctx) }() // what the test checks is above
 	if _, ok := lease.Previous(); ok {
 		t.Error("a new database reports a previous owner")
 	}
@@ -64,15 +66,15 @@ func TestLeaseAcquire_TakesOverAStaleRow(t *testing.T) {
 	if err := lease.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.LeaseHolder(ctx); !errors.Is(err, ErrNotFound) {
-		t.Errorf("holder after release: %v, want ErrNotFound", err)
+	if _, err := db.LeaseHolder(ctx); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("holder after release: %v, want job.ErrNotFound", err)
 	}
 	// Released: the next one takes it without a previous owner.
 	again, err := db.LeaseAcquire(ctx, LeaseOwner{Host: "alpha", PID: 2}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer again.Release(ctx)
+	defer func() { _ = again.Release(ctx) }()
 	if _, ok := again.Previous(); ok {
 		t.Error("a released lease left a previous owner")
 	}
@@ -85,7 +87,7 @@ func TestLease_RenewFailsOnceTheRowNamesSomeoneElse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lease.Release(ctx)
+	defer func() { _ = lease.Release(ctx) }() // what the test checks is above
 	if _, err := db.writer.ExecContext(ctx, `UPDATE sentinel_lease SET owner_id = 'intruder'`); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +152,7 @@ func TestLease_RenewReportsBusyWhileAnotherConnectionHoldsTheLock(t *testing.T) 
 	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.ExecContext(ctx, "ROLLBACK")
+	defer func() { _, _ = conn.ExecContext(ctx, "ROLLBACK") }()
 	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if err := lease.Renew(rctx); !errors.Is(err, ErrBusy) {
@@ -164,6 +166,6 @@ func acquire(t *testing.T, db *DB) *Lease {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { lease.Release(context.Background()) })
+	t.Cleanup(func() { _ = lease.Release(context.Background()) })
 	return lease
 }

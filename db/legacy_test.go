@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // originalSchema lays out the cf_* tables the way the original Casparian
@@ -96,21 +98,21 @@ func TestOpen_OriginalCasparianSchema(t *testing.T) {
 
 	// Existing rows are intact and read with their NULLs as defaults.
 	done := getJob(t, db, 1)
-	if done.Status != StatusCompleted || done.ResultSummary != "Success" || done.Priority != 100 ||
+	if done.Status != job.StatusCompleted || done.ResultSummary != "Success" || done.Priority != 100 ||
 		!done.EndTime.Equal(time.Date(2024, 1, 2, 3, 6, 0, 250_000_000, time.UTC)) ||
 		!done.ClaimTime.Equal(time.Date(2024, 1, 2, 3, 5, 0, 0, time.UTC)) {
 		t.Errorf("completed legacy job = %+v", done)
 	}
 	counts, err := db.JobsCountByStatus(ctx)
-	want := map[JobStatus]int64{StatusCompleted: 1, StatusQueued: 4, StatusRunning: 1}
+	want := map[job.Status]int64{job.StatusCompleted: 1, job.StatusQueued: 4, job.StatusRunning: 1}
 	if err != nil || !reflect.DeepEqual(counts, want) {
 		t.Errorf("counts = %v, %v; want %v", counts, err, want)
 	}
-	if refs, err := runningRefs(db.JobsRunning(ctx, "")); err != nil || !reflect.DeepEqual(refs, []ClaimRef{{JobID: 5}}) {
+	if refs, err := runningRefs(db.JobsRunning(ctx, "")); err != nil || !reflect.DeepEqual(refs, []job.Ref{{JobID: 5}}) {
 		t.Errorf("legacy RUNNING = %v, %v", refs, err)
 	}
 
-	claims, failures, err := db.JobsClaim(ctx, testNow, []ClaimRequest{{Worker: "w-1", Plugins: []string{"csv", "env"}, Limit: 10}})
+	claims, failures, err := db.JobsClaim(ctx, testNow, []job.ClaimRequest{{Worker: "w-1", Plugins: []string{"csv", "env"}, Limit: 10}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,12 +154,12 @@ func TestOpen_OriginalCasparianSchema(t *testing.T) {
 	}
 
 	// Our writes land in DATETIME columns and read back.
-	out := conclude(t, db, Conclusion{Ref: claims[0].Ref, Kind: ConcludeComplete, Metrics: map[string]int64{"rows": 3}})
-	if out[0] != OutcomeCompleted {
+	out := conclude(t, db, job.Conclusion{Ref: claims[0].Ref, Kind: job.ConcludeComplete, Metrics: map[string]int64{"rows": 3}})
+	if out[0] != job.OutcomeCompleted {
 		t.Fatalf("conclude = %v", out[0])
 	}
 	j := getJob(t, db, 3)
-	if j.Status != StatusCompleted || !j.ClaimTime.Equal(testNow) || !j.EndTime.Equal(testNow) || j.Metrics["rows"] != 3 {
+	if j.Status != job.StatusCompleted || !j.ClaimTime.Equal(testNow) || !j.EndTime.Equal(testNow) || j.Metrics["rows"] != 3 {
 		t.Errorf("job 3 = %+v", j)
 	}
 	// The catalogue helpers work against the original tables too.

@@ -8,9 +8,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
-// cfTables is every table SPEC part B names.
+// cfTables is every cf_* table of the original schema (db/original_schema.go).
 var cfTables = []string{
 	"cf_source_root", "cf_file_hash_registry", "cf_file_location", "cf_file_version",
 	"cf_processing_queue", "cf_plugin_config", "cf_topic_config", "cf_plugin_manifest",
@@ -173,7 +175,7 @@ func TestMigrate_AddsOnlyMissingColumns(t *testing.T) {
 			t.Errorf("cf_processing_queue.%s missing", c)
 		}
 	}
-	if j := getJob(t, db, 7); j.ClaimedBy != "old" || j.Status != StatusQueued {
+	if j := getJob(t, db, 7); j.ClaimedBy != "old" || j.Status != job.StatusQueued {
 		t.Errorf("existing row changed: %+v", j)
 	}
 }

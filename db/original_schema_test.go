@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // ourExtraColumns are the only columns our tables may have beyond the
@@ -364,7 +366,7 @@ func TestMigrate_OriginalSchemaFromEachEarlierLevel(t *testing.T) {
 				t.Errorf("filled NOT NULLs = %q %d %v, %v", filename, size, mtime, err)
 			}
 			j := getJob(t, db, 1)
-			if j.Status != StatusQueued || j.Priority != 5 {
+			if j.Status != job.StatusQueued || j.Priority != 5 {
 				t.Errorf("job 1 = %+v", j)
 			}
 			if level >= 2 && (j.ClaimedBy != "w-old" || j.Attempt != 3) {

@@ -7,7 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 // PluginManifestActivate stores a plugin artifact as the plugin's ACTIVE
@@ -105,4 +109,129 @@ func pluginConfigEnsure(ctx context.Context, tx *sql.Tx, plugin, now string) err
 		return fmt.Errorf("ensure plugin config: %w", err)
 	}
 	return nil
+}
+
+// PluginsList returns every plugin that has a configuration or a manifest,
+// by name.
+func (db *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
+	byName := map[string]*job.Plugin{}
+	get := func(name string) *job.Plugin {
+		p, ok := byName[name]
+		if !ok {
+			p = &job.Plugin{Name: name}
+			byName[name] = p
+		}
+		return p
+	}
+	rows, err := db.reader.QueryContext(ctx, `SELECT plugin_name, subscription_tags FROM cf_plugin_config`)
+	if err != nil {
+		return nil, fmt.Errorf("list plugins: %w", err)
+	}
+	for rows.Next() {
+		var name, tags sql.NullString
+		if err := rows.Scan(&name, &tags); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list plugins: %w", err)
+		}
+		get(name.String).SubscriptionTags = splitTags(tags.String)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list plugins: %w", err)
+	}
+	// The same order the dispatch uses to pick the ACTIVE manifest.
+	rows, err = db.reader.QueryContext(ctx, `SELECT id, plugin_name, version, status, env_hash, artifact_hash,
+		created_at, deployed_at
+	FROM cf_plugin_manifest ORDER BY plugin_name, `+manifestNewestFirst)
+	if err != nil {
+		return nil, fmt.Errorf("list plugins: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m job.Manifest
+		var name, version, status, env, artifact sql.NullString
+		var created, deployed nullTime
+		if err := rows.Scan(&m.ID, &name, &version, &status, &env, &artifact, &created, &deployed); err != nil {
+			return nil, fmt.Errorf("list plugins: %w", err)
+		}
+		m.Version, m.Status, m.ArtifactHash = version.String, status.String, artifact.String
+		m.EnvHash = orDefault(env.String, systemEnvHash)
+		m.CreatedAt, m.DeployedAt = created.Time, deployed.Time
+		p := get(name.String)
+		p.Versions = append(p.Versions, m)
+		if p.Active == nil && m.Status == "ACTIVE" {
+			active := m
+			p.Active = &active
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list plugins: %w", err)
+	}
+	out := make([]job.Plugin, 0, len(byName))
+	for _, p := range byName {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// PluginSubscribe adds tags to a plugin's cf_plugin_config.subscription_tags
+// (creating the row if needed) and returns the plugin's tags after it. Files
+// the scanner records with any of these tags get a job for the plugin.
+//
+// cf_plugin_subscription is not touched: it subscribes a plugin to another
+// plugin's output topics, which is a different thing from file tags.
+func (db *DB) PluginSubscribe(ctx context.Context, plugin string, tags []string) ([]string, error) {
+	plugin = strings.TrimSpace(plugin)
+	if plugin == "" {
+		return nil, fmt.Errorf("subscribe: plugin name is required: %w", job.ErrInvalid)
+	}
+	if err := validTags(tags); err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", plugin, err)
+	}
+	var out []string
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		now := formatTime(time.Now())
+		if err := pluginConfigEnsure(ctx, tx, plugin, now); err != nil {
+			return err
+		}
+		var current sql.NullString
+		if err := tx.QueryRowContext(ctx, `SELECT subscription_tags FROM cf_plugin_config WHERE plugin_name = ?`,
+			plugin).Scan(&current); err != nil {
+			return err
+		}
+		merged := tagList(append(splitTags(current.String), tags...))
+		out = splitTags(merged)
+		_, err := tx.ExecContext(ctx, `UPDATE cf_plugin_config SET subscription_tags = ?, last_updated = ?
+			WHERE plugin_name = ?`, merged, now, plugin)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", plugin, err)
+	}
+	return out, nil
+}
+
+// validTags reports the first tag that cannot be stored in a comma list.
+func validTags(tags []string) error {
+	if len(tags) == 0 {
+		return fmt.Errorf("at least one tag is required: %w", job.ErrInvalid)
+	}
+	for _, t := range tags {
+		if t = strings.TrimSpace(t); t == "" || strings.Contains(t, ",") {
+			return fmt.Errorf("tag %q must be non-empty and contain no comma: %w", t, job.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// splitTags reads a comma list such as subscription_tags or applied_tags.
+func splitTags(list string) []string {
+	var out []string
+	for _, t := range strings.Split(list, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }

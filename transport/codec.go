@@ -1,4 +1,4 @@
-// Package transport speaks Casparian wire protocol v4 (SPEC part A).
+// Package transport speaks Casparian wire protocol v4 (docs/PROTOCOL.md).
 //
 // This file is the codec: pure functions over bytes that pack and unpack the
 // 16-byte header, check frames, and map opcodes to their JSON payloads. It
@@ -28,7 +28,7 @@ const HeaderSize = 16
 // (plugin source plus a lockfile) are far smaller.
 const DefaultMaxPayload = 16 << 20
 
-// Opcode names the kind of a message (SPEC A.3).
+// Opcode names the kind of a message (docs/PROTOCOL.md §3).
 type Opcode uint8
 
 // The opcodes of protocol v4. The numbers are the wire contract and must

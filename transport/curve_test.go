@@ -52,18 +52,6 @@ func (r *curveRefusals) add(_ net.Addr, err *transport.CurveError) {
 	r.got = append(r.got, err)
 }
 
-func (r *curveRefusals) count(reason string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.got {
-		if e.Reason == reason {
-			n++
-		}
-	}
-	return n
-}
-
 func (r *curveRefusals) last() *transport.CurveError {
 	r.mu.Lock()
 	defer r.mu.Unlock()

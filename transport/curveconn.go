@@ -540,10 +540,7 @@ func (c *curveConn) Write(p []byte) (int, error) {
 		data = c.pending
 	}
 	c.out = c.out[:0]
-	for {
-		if len(data) < 2 {
-			break
-		}
+	for len(data) >= 2 {
 		flags := data[0]
 		hdr, size := 2, uint64(data[1])
 		if flags&flagLong != 0 {

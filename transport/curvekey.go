@@ -118,7 +118,7 @@ func WriteCurveKeyPair(prefix string, public, secret CurveKey) (secretPath, publ
 			return err
 		}
 		if _, err := f.WriteString(body); err != nil {
-			f.Close()
+			_ = f.Close() // the write's error is the one to report
 			return err
 		}
 		return f.Close()

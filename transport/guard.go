@@ -123,6 +123,11 @@ type guardConfig struct {
 type peerConns struct {
 	mu sync.RWMutex
 	m  map[string]*guardConn
+	// last holds, for each identity a worker stands for (Router.Track),
+	// when its last closed connection last spoke (unix nanoseconds, 0 if
+	// never), until Router.Forget: the last word of a worker that hung up
+	// still counts when its silence is judged.
+	last map[string]int64
 	// open counts the listener's connections, from accept to close,
 	// handshaking ones included.
 	open atomic.Int64
@@ -149,13 +154,46 @@ func (p *peerConns) set(identity string, c *guardConn) {
 	p.m[identity] = c
 }
 
-// remove forgets c, unless identity has moved on to a newer connection.
+// remove forgets c, unless identity has moved on to a newer connection. A
+// tracked identity keeps when c last spoke.
 func (p *peerConns) remove(identity string, c *guardConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m[identity] == c {
 		delete(p.m, identity)
+		if last, ok := p.last[identity]; ok {
+			p.last[identity] = max(last, c.seen.Load())
+		}
 	}
+}
+
+// track keeps identity's last word after its connection closes.
+func (p *peerConns) track(identity string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.last[identity]; !ok {
+		p.last[identity] = 0
+	}
+}
+
+// forget drops what track kept.
+func (p *peerConns) forget(identity string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.last, identity)
+}
+
+// lastSeen is when identity last spoke (unix nanoseconds): on its open
+// connection, else on its last one if it is tracked; 0 if unknown.
+func (p *peerConns) lastSeen(identity string) int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if c := p.m[identity]; c != nil {
+		if t := c.seen.Load(); t != 0 {
+			return t
+		}
+	}
+	return p.last[identity]
 }
 
 func (c *guardConfig) reject(reason string) {
@@ -207,7 +245,7 @@ func newGuardConfig(opts RouterOptions) guardConfig {
 		handshakeTimeout: opts.HandshakeTimeout,
 		sendBuffer:       opts.SendBuffer,
 		onReject:         opts.OnReject,
-		peers:            &peerConns{m: make(map[string]*guardConn)},
+		peers:            &peerConns{m: make(map[string]*guardConn), last: make(map[string]int64)},
 		curve:            opts.Curve,
 		onCurveRefusal:   opts.OnCurveRefusal,
 	}
@@ -596,7 +634,7 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		if serr := c.in.scan(p[:n]); serr != nil {
 			err := guardErr(serr)
 			c.shut(err, RejectFrameTooLarge)
-			c.readFailed(err)
+			_ = c.readFailed(err) // hands err back as it is: a guard error already
 			return 0, err
 		}
 	}

@@ -5,14 +5,14 @@ import (
 	"fmt"
 )
 
-// The JSON payloads of protocol v4 (SPEC A.4). Field names are the wire
+// The JSON payloads of protocol v4 (docs/PROTOCOL.md §4). Field names are the wire
 // contract shared with the Python and Rust peers. Optional fields carry
 // omitempty so that old peers never see fields they do not know; required
 // fields never do, because pydantic peers refuse a message that lacks one.
 // Types whose required fields are slices or maps marshal nil as [] or {} for
 // the same reason.
 
-// Sink modes of a SinkConfig (SPEC A.4).
+// Sink modes of a SinkConfig (docs/PROTOCOL.md §4.2).
 const (
 	ModeAppend  = "append"
 	ModeReplace = "replace"

@@ -256,26 +256,42 @@ func (r *Router) touch(identity []byte) *guardConn {
 }
 
 // LastSeen is when anything last arrived from identity (zero if never, or
-// not tracked). On a guarded endpoint only connected identities are
-// tracked: a peer that hung up has its last word in its worker actor.
+// not tracked). On a guarded endpoint the record lives with the connection,
+// and outlives it only for identities given to Track.
 func (r *Router) LastSeen(identity []byte) time.Time {
+	var t int64
 	if r.peers != nil {
-		if c := r.peers.get(identity); c != nil {
-			if t := c.seen.Load(); t != 0 {
-				return time.Unix(0, t)
-			}
-		}
+		t = r.peers.lastSeen(string(identity))
+	} else if v, ok := r.lastSeen.Load(string(identity)); ok {
+		t = v.(*atomic.Int64).Load()
+	}
+	if t == 0 {
 		return time.Time{}
 	}
-	if v, ok := r.lastSeen.Load(string(identity)); ok {
-		return time.Unix(0, v.(*atomic.Int64).Load())
+	return time.Unix(0, t)
+}
+
+// Track keeps identity's liveness record until Forget, whatever else
+// happens: beyond the bound on the number of identities recorded, and on a
+// guarded endpoint after the connection closes. The Sentinel tracks the
+// identities its workers stand for, so that LastSeen alone decides their
+// silence, including the last word of a worker that hung up.
+func (r *Router) Track(identity []byte) {
+	if r.peers != nil {
+		r.peers.track(string(identity))
+		return
 	}
-	return time.Time{}
+	if _, loaded := r.lastSeen.LoadOrStore(string(identity), new(atomic.Int64)); !loaded {
+		r.tracked.Add(1)
+	}
 }
 
 // Forget drops identity's liveness record once its worker is gone (on a
-// guarded endpoint the record already went with the connection).
+// guarded endpoint the open connection keeps its own until it closes).
 func (r *Router) Forget(identity []byte) {
+	if r.peers != nil {
+		r.peers.forget(string(identity))
+	}
 	if _, loaded := r.lastSeen.LoadAndDelete(string(identity)); loaded {
 		r.tracked.Add(-1)
 	}

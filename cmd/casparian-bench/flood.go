@@ -66,7 +66,7 @@ func (f *flooder) run() {
 // reader drains what the Sentinel sends, so the flooder is never cut as a
 // peer that does not read.
 func (f *flooder) flood(conn net.Conn, batch []byte) {
-	defer conn.Close()
+	defer func() { _ = conn.Close() }() // the flood is over: the connection failed or the flooder stopped
 	gone := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(io.Discard, conn)
@@ -150,7 +150,7 @@ func scrapeCounter(ctx context.Context, addr, sample string) float64 {
 	if err != nil {
 		return 0
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read from, not written: nothing to lose
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {

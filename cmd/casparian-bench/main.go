@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/buildinfo"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -42,6 +44,10 @@ type options struct {
 	timeout                             time.Duration
 	extraFlags                          string
 }
+
+// version is set by release builds: -ldflags "-X main.version=..."; --version
+// prints it with the build information.
+var version string
 
 func main() {
 	var o options
@@ -67,7 +73,12 @@ func main() {
 	flag.StringVar(&o.extraFlags, "sentinel-flags", "", "extra flags for the Sentinel, space-separated")
 	flag.BoolVar(&o.curve, "curve", false, "connect the workers over CURVE: keys are made in the working folder, "+
 		"the Sentinel runs with --curve-secret-key and --authorized-workers (default: plaintext)")
+	showVersion := flag.Bool("version", false, "print the version and build information, then exit")
 	flag.Parse()
+	if *showVersion {
+		buildinfo.Print(os.Stdout, "casparian-bench", version)
+		return
+	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "casparian-bench:", err)
 		os.Exit(1)
@@ -83,7 +94,7 @@ func run(o options, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(d)
+		defer func() { _ = os.RemoveAll(d) }() // a leftover temp folder costs disk, not figures
 		dir = d
 	}
 	bin := o.sentinelBin
@@ -219,7 +230,7 @@ func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *
 	if err := seedMore(ctx, args.dbPath, 100); err != nil {
 		return old, err
 	}
-	queued, err := countStatus(ctx, args.dbPath, db.StatusQueued)
+	queued, err := countStatus(ctx, args.dbPath, job.StatusQueued)
 	if err != nil {
 		return old, err
 	}
@@ -244,12 +255,12 @@ func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *
 }
 
 // countStatus counts the rows with one status.
-func countStatus(ctx context.Context, dbPath string, status db.JobStatus) (int64, error) {
+func countStatus(ctx context.Context, dbPath string, status job.Status) (int64, error) {
 	store, err := db.Open(ctx, dbPath)
 	if err != nil {
 		return 0, err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }() // only read: Close loses nothing
 	return store.JobsCountWithStatus(ctx, status)
 }
 
@@ -260,10 +271,10 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	if err != nil {
 		return 0, err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }() // only read: Close loses nothing
 	// Counting one status reads only its rows: cheap even beside a million
 	// QUEUED ones.
-	completed, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
+	completed, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
 	if err != nil {
 		return 0, err
 	}
@@ -296,7 +307,7 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	// The clock stops when SQLite says every row is COMPLETED, not when the
 	// last receipt was sent.
 	for {
-		n, err := store.JobsCountWithStatus(ctx, db.StatusCompleted)
+		n, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
 		if err != nil {
 			return 0, err
 		}
@@ -323,12 +334,17 @@ func seed(ctx context.Context, dbPath string, o options) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	root, err := store.SourceRootAdd(ctx, filepath.Dir(dbPath))
+	// Every write has committed by the time Close runs.
+	defer func() { _ = store.Close() }()
+	dir, err := filepath.Abs(filepath.Dir(dbPath)) // --dir may be relative; a source root is not
 	if err != nil {
 		return err
 	}
-	fv, err := store.FileVersionAdd(ctx, root, "bench.db", "bench", 1, time.Now(), nil)
+	root, err := store.SourceRootAdd(ctx, dir)
+	if err != nil {
+		return err
+	}
+	fv, err := store.FileVersionAdd(ctx, root.ID, "bench.db", "bench", 1, time.Now(), nil)
 	if err != nil {
 		return err
 	}
@@ -352,7 +368,7 @@ func seedMore(ctx context.Context, dbPath string, n int) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }() // every write has committed by then
 	return store.JobsEnqueueBulk(ctx, 1, "noop", 10, n)
 }
 
@@ -613,7 +629,7 @@ func startSentinel(ctx context.Context, a sentinelArgs) (*sentinelProc, error) {
 	for {
 		c, err := net.DialTimeout("tcp", host, 100*time.Millisecond)
 		if err == nil {
-			c.Close()
+			_ = c.Close() // a probe: the connect was the answer
 			return s, nil
 		}
 		select {
@@ -702,7 +718,7 @@ func freeEndpoint() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }() // held only to learn a free port
 	return "tcp://" + l.Addr().String(), nil
 }
 

@@ -32,10 +32,16 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
+
+// version is set by release builds: -ldflags "-X main.version=..."; --version
+// prints it with the build information.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -67,9 +73,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	delay := fs.Duration("job-delay", 50*time.Millisecond, "extra time each job waits before its plugin runs, so the queue can be watched")
 	logLevel := fs.String("log-level", "warn", "sentinel log level")
 	curve := fs.Bool("curve", true, "secure the workers' connections with fresh CURVE keys in <dir>/keys; --curve=false runs plaintext")
+	showVersion := fs.Bool("version", false, "print the version and build information, then exit")
 	fs.SetOutput(out)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		buildinfo.Print(out, "casparian-demo", version)
+		return nil
 	}
 	level, err := zerolog.ParseLevel(*logLevel)
 	if err != nil {
@@ -96,7 +107,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	// Deferred first, so it runs last: after the actors stopped and the
+	// queue actor wrote its last batch. Every row is committed by then.
+	defer func() { _ = store.Close() }()
 	jobs, err := seed(ctx, store, root, *files)
 	if err != nil {
 		return fmt.Errorf("seed demo queue: %w", err)
@@ -126,12 +139,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer router.Close()
+	// s.Stop closes the router and reports its error; this Close is for a
+	// failed start, which returns that failure instead.
+	defer func() { _ = router.Close() }()
 	s, err := actors.Start(actors.Options{Config: cfg, DB: store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		return err
 	}
-	defer s.Stop(context.Background())
+	defer func() {
+		if err := s.Stop(context.Background()); err != nil {
+			log.Error().Err(err).Msg("stop")
+		}
+	}()
 	fmt.Fprintf(out, "sentinel listening on %s; starting %d workers with %d slots each\n", router.Endpoint(), *workers, *slots)
 
 	// The workers read only the inbox and write only under <dir>/output,
@@ -175,8 +194,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "%6.2fs  QUEUED %3d  RUNNING %3d  COMPLETED %3d  FAILED %3d\n", time.Since(start).Seconds(),
-			counts[db.StatusQueued], counts[db.StatusRunning], counts[db.StatusCompleted], counts[db.StatusFailed])
-		if counts[db.StatusQueued]+counts[db.StatusRunning] == 0 {
+			counts[job.StatusQueued], counts[job.StatusRunning], counts[job.StatusCompleted], counts[job.StatusFailed])
+		if counts[job.StatusQueued]+counts[job.StatusRunning] == 0 {
 			break
 		}
 		select {
@@ -233,7 +252,7 @@ func demoKeys(dir string) (*transport.CurveServer, *transport.CurveClient, error
 // seed writes sample files and queues one job per file and plugin, with
 // priorities by file age as the original scout did (100/50/10).
 func seed(ctx context.Context, store *db.DB, root string, n int) (int, error) {
-	rootID, err := store.SourceRootAdd(ctx, root)
+	sr, err := store.SourceRootAdd(ctx, root)
 	if err != nil {
 		return 0, err
 	}
@@ -260,12 +279,12 @@ func seed(ctx context.Context, store *db.DB, root string, n int) (int, error) {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(b.String()), 0o644); err != nil {
 			return 0, err
 		}
-		fv, err := store.FileVersionAdd(ctx, rootID, name, fmt.Sprintf("demo-%03d", i), int64(b.Len()), time.Now(), []string{"csv"})
+		fv, err := store.FileVersionAdd(ctx, sr.ID, name, fmt.Sprintf("demo-%03d", i), int64(b.Len()), time.Now(), []string{"csv"})
 		if err != nil {
 			return 0, err
 		}
 		for _, p := range demoPlugins {
-			if _, err := store.JobEnqueue(ctx, fv, p, []int64{100, 50, 10}[i%3], ""); err != nil {
+			if _, err := store.JobEnqueue(ctx, job.Submission{FileVersionID: fv, Plugin: p, Priority: []int64{100, 50, 10}[i%3]}); err != nil {
 				return 0, err
 			}
 			jobs++

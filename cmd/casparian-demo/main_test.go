@@ -12,6 +12,20 @@ import (
 	"github.com/casparian/sentinel/transport"
 )
 
+func TestDemo_VersionExitsZero(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"--dir", dir, "--version"}, &out); err != nil {
+		t.Fatalf("run --version = %v, want nil (exit 0)", err)
+	}
+	if !strings.HasPrefix(out.String(), "casparian-demo ") {
+		t.Errorf("--version printed %q", out.String())
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("--version made the demo folder: %v", err)
+	}
+}
+
 // TestDemo_DrainsTheQueue runs the README's first command small: every job
 // completes and the sample workers' rows are on disk, one Parquet file per
 // input for csv and one shared file for the checksums.

@@ -60,7 +60,7 @@ func healthcheck(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // read from, not written: nothing to lose
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("healthcheck: %s answered %s: %s", url, res.Status, body)

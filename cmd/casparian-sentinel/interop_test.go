@@ -21,6 +21,7 @@ import (
 
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
+	"github.com/casparian/sentinel/job"
 )
 
 // systemPython is the interpreter python3-zmq installs into; the python3
@@ -130,7 +131,7 @@ func newInteropFixture(t *testing.T, nJobs int) *interopFixture {
 		}
 	})
 
-	rootID, err := store.SourceRootAdd(ctx, root)
+	sr, err := store.SourceRootAdd(ctx, root)
 	if err != nil {
 		t.Fatalf("SourceRootAdd: %v", err)
 	}
@@ -140,7 +141,7 @@ func newInteropFixture(t *testing.T, nJobs int) *interopFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.version, err = store.FileVersionAdd(ctx, rootID, f.rel, hex.EncodeToString(sum[:]),
+		f.version, err = store.FileVersionAdd(ctx, sr.ID, f.rel, hex.EncodeToString(sum[:]),
 			int64(len(f.content)), st.ModTime(), []string{"interop"})
 		if err != nil {
 			t.Fatalf("FileVersionAdd %s: %v", f.rel, err)
@@ -157,7 +158,7 @@ func newInteropFixture(t *testing.T, nJobs int) *interopFixture {
 	}
 	for i := 0; i < nJobs; i++ {
 		j := interopJob{plugin: interopPlugins[i%len(interopPlugins)], file: fx.files[i%len(fx.files)]}
-		j.id, err = store.JobEnqueue(ctx, j.file.version, j.plugin, int64(i%3)*10, "")
+		j.id, err = store.JobEnqueue(ctx, job.Submission{FileVersionID: j.file.version, Plugin: j.plugin, Priority: int64(i%3) * 10})
 		if err != nil {
 			t.Fatalf("JobEnqueue: %v", err)
 		}
@@ -264,13 +265,13 @@ func (fx *interopFixture) checkAllCompleted(t *testing.T, identity string, w wor
 		if err != nil {
 			return false, err.Error()
 		}
-		return counts[db.StatusCompleted] == want, fmt.Sprint(counts)
+		return counts[job.StatusCompleted] == want, fmt.Sprint(counts)
 	})
 	counts, err := fx.store.JobsCountByStatus(ctx)
 	if err != nil {
 		t.Fatalf("JobsCountByStatus: %v", err)
 	}
-	if len(counts) != 1 || counts[db.StatusCompleted] != want {
+	if len(counts) != 1 || counts[job.StatusCompleted] != want {
 		t.Errorf("job counts = %v, want exactly %d COMPLETED", counts, want)
 	}
 
@@ -283,7 +284,7 @@ func (fx *interopFixture) checkAllCompleted(t *testing.T, identity string, w wor
 		if err != nil {
 			t.Fatalf("JobGet %d: %v", j.id, err)
 		}
-		if got.Status != db.StatusCompleted || got.PluginName != j.plugin || got.FileVersionID != j.file.version {
+		if got.Status != job.StatusCompleted || got.PluginName != j.plugin || got.FileVersionID != j.file.version {
 			t.Errorf("job %d: status %s plugin %q version %d, want COMPLETED %q %d",
 				j.id, got.Status, got.PluginName, got.FileVersionID, j.plugin, j.file.version)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
+	"github.com/casparian/sentinel/job"
 )
 
 const (
@@ -62,9 +63,9 @@ func startWorker(t *testing.T, endpoint, identity string, jobs int, extra ...str
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
-		<-p.done
+		exit := <-p.done // "signal: killed", unless it had exited already
 		if t.Failed() {
-			t.Logf("worker %s stdout:\n%s\nstderr:\n%s", identity, p.stdout, p.stderr)
+			t.Logf("worker %s (%v) stdout:\n%s\nstderr:\n%s", identity, exit, p.stdout, p.stderr)
 		}
 	})
 	return p
@@ -132,7 +133,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 	}
 
 	// A job longer than --worker-timeout, run in the worker's only thread.
-	id, err := fx.store.JobEnqueue(ctx, fx.files[0].version, "line_count", 0, "")
+	id, err := fx.store.JobEnqueue(ctx, job.Submission{FileVersionID: fx.files[0].version, Plugin: "line_count"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 	}
 	testwait.Eventually(t, 5*time.Second, "the job COMPLETED", func() (bool, string) {
 		j, err := fx.store.JobGet(ctx, id)
-		return err == nil && j.Status == db.StatusCompleted, fmt.Sprint(j.Status, err)
+		return err == nil && j.Status == job.StatusCompleted, fmt.Sprint(j.Status, err)
 	})
 	took := time.Since(start)
 	t.Logf("idle %s, then a %s job completed %s after it was enqueued", idle, jobLength, took.Round(time.Millisecond))
@@ -179,7 +180,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 	testwait.Eventually(t, 10*time.Second, "the victim registered", func() (bool, string) {
 		return strings.Contains(s.logs.String(), `"name":"`+victim+`"`), "not yet"
 	})
-	id, err = fx.store.JobEnqueue(ctx, fx.files[1].version, "byte_count", 0, "")
+	id, err = fx.store.JobEnqueue(ctx, job.Submission{FileVersionID: fx.files[1].version, Plugin: "byte_count"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 		return strings.Contains(v.stdout.String(), fmt.Sprintf("start %d\n", id)), "not yet"
 	})
 	time.Sleep(2 * livenessTimeout) // alive mid-job, on PONGs alone
-	if j, _ := fx.store.JobGet(ctx, id); j.Status != db.StatusRunning || j.RetryCount != 0 {
+	if j, _ := fx.store.JobGet(ctx, id); j.Status != job.StatusRunning || j.RetryCount != 0 {
 		t.Fatalf("before the kill: job %s, retry_count %d; want RUNNING", j.Status, j.RetryCount)
 	}
 	if err := v.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -237,14 +238,14 @@ func TestInterop_EnvErrWithoutJobIDIsRetriedAtOnce(t *testing.T) {
 			return strings.Contains(s.logs.String(), `"name":"`+name+`"`), "not yet"
 		})
 	}
-	id, err := fx.store.JobEnqueue(ctx, fx.files[0].version, "line_count", 0, "")
+	id, err := fx.store.JobEnqueue(ctx, job.Submission{FileVersionID: fx.files[0].version, Plugin: "line_count"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	testwait.Eventually(t, 10*time.Second, "the job FAILED", func() (bool, string) {
 		j, err := fx.store.JobGet(ctx, id)
-		return err == nil && j.Status == db.StatusFailed, fmt.Sprint(j.Status, j.RetryCount, err)
+		return err == nil && j.Status == job.StatusFailed, fmt.Sprint(j.Status, j.RetryCount, err)
 	})
 	t.Logf("%d PREPARE_ENV answered ERR(0): job FAILED %s after it was enqueued (--env-timeout 10m)",
 		maxRetries+1, time.Since(start).Round(time.Millisecond))

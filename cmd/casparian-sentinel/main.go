@@ -20,10 +20,16 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 	"github.com/rs/zerolog"
 )
+
+// version is set by release builds: -ldflags "-X main.version=..."
+// (docker/build.sh); --version prints it with the build information.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,6 +56,10 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		return healthcheck(ctx, args[1:], getenv, stdout)
 	}
 	cfg, err := config.Load(args, getenv, stdout)
+	if errors.Is(err, config.ErrVersion) {
+		buildinfo.Print(stdout, "casparian-sentinel", version)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -94,7 +104,11 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
-	defer store.Close()
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error().Err(err).Msg("close database")
+		}
+	}()
 
 	warnInsecure(cfg, log)
 	curve, err := loadCurve(cfg, log)
@@ -110,7 +124,14 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	defer router.Close()
+	// Once the actors run, their Stop closes the router and reports its
+	// error, and this second Close returns nil; before that, it is the
+	// only one.
+	defer func() {
+		if err := router.Close(); err != nil {
+			log.Error().Err(err).Msg("close router")
+		}
+	}()
 
 	// The HTTP port is taken before the actors start, so a port in use
 	// fails the start instead of leaving a Sentinel nobody can watch.
@@ -120,7 +141,10 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		if httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 			return fmt.Errorf("--http: %w", err)
 		}
-		defer httpLn.Close()
+		// Once served, api.Shutdown has closed it and this Close only
+		// returns net.ErrClosed; before, it lets go of a port the start
+		// is giving up on anyway.
+		defer func() { _ = httpLn.Close() }()
 		httpAddr = httpLn.Addr().String()
 	}
 
@@ -240,7 +264,7 @@ func reload(log zerolog.Logger, steps []reloadStep) {
 func bootstrapForDB(b config.Bootstrap) db.Bootstrap {
 	out := db.Bootstrap{SourceRoots: b.SourceRoots}
 	for _, r := range b.Routes {
-		out.Routes = append(out.Routes, db.RoutingRule{Pattern: r.Pattern, Tag: r.Tag, Priority: r.Priority})
+		out.Routes = append(out.Routes, job.RoutingRule{Pattern: r.Pattern, Tag: r.Tag, Priority: r.Priority})
 	}
 	for _, p := range b.Plugins {
 		bp := db.BootstrapPlugin{Name: p.Name, Subscribe: p.Subscribe}

@@ -23,7 +23,7 @@ import (
 
 // everyFlag is every setting the command line accepts.
 var everyFlag = []string{
-	"config", "bind", "database", "log-level", "log-format",
+	"config", "version", "bind", "database", "log-level", "log-format",
 	"heartbeat-interval", "worker-timeout", "recovery-grace", "max-retries",
 	"retry-backoff", "retry-backoff-max", "poll-interval", "max-message-size", "peer-rate", "peer-burst",
 	"db-timeout", "shutdown-timeout", "drain-timeout", "job-timeout", "abort-grace",
@@ -61,7 +61,9 @@ func startSentinel(t *testing.T, args []string, env map[string]string) *sentinel
 		s.done <- runWithReady(ctx, args, envFrom(env), s.stdout, s.logs, ready)
 	}()
 	t.Cleanup(func() {
-		s.stop()
+		// Tests that expect a clean stop call stopClean first (stop runs
+		// once and remembers its error); the others may end in an error.
+		_ = s.stop()
 		if t.Failed() {
 			t.Logf("sentinel stdout:\n%s\nsentinel log:\n%s", s.stdout, s.logs)
 		}
@@ -131,6 +133,24 @@ func TestRun_HelpListsEveryFlag(t *testing.T) {
 	}
 	if errOut.Len() != 0 {
 		t.Errorf("--help wrote to stderr: %q", errOut.String())
+	}
+}
+
+func TestRun_VersionPrintsAndOpensNothing(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "never-created.db")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"--database", dbPath, "--version"}, envFrom(nil), &out, &errOut)
+	if err != nil {
+		t.Fatalf("run --version = %v, want nil (exit 0)", err)
+	}
+	if !strings.HasPrefix(out.String(), "casparian-sentinel ") || !strings.Contains(out.String(), "  go        go1.") {
+		t.Errorf("--version printed:\n%s", out.String())
+	}
+	if errOut.Len() != 0 {
+		t.Errorf("--version wrote to stderr: %q", errOut.String())
+	}
+	if _, err := os.Stat(dbPath); !os.IsNotExist(err) {
+		t.Errorf("--version touched the database: %v", err)
 	}
 }
 

@@ -13,9 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/transport"
 )
+
+// version is set by release builds: -ldflags "-X main.version=..."; --version
+// prints it with the build information.
+var version string
 
 func main() {
 	endpoint := flag.String("endpoint", "tcp://127.0.0.1:5555", "Sentinel ROUTER endpoint")
@@ -27,7 +32,12 @@ func main() {
 	heartbeat := flag.Duration("heartbeat", time.Second, "unsolicited heartbeat interval (0 = only answer)")
 	sentinelKey := flag.String("sentinel-key", "", "the Sentinel's CURVE public key: its .pub file or the 40 Z85 characters (with --curve-secret-key)")
 	secretKey := flag.String("curve-secret-key", "", "file with this worker's CURVE secret key (with --sentinel-key); default: plaintext")
+	showVersion := flag.Bool("version", false, "print the version and build information, then exit")
 	flag.Parse()
+	if *showVersion {
+		buildinfo.Print(os.Stdout, "casparian-testworker", version)
+		return
+	}
 	curve, err := transport.LoadCurveClient(*sentinelKey, *secretKey)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "casparian-testworker:", err)

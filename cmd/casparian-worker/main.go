@@ -19,14 +19,16 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/internal/worker/wasm"
 	"github.com/casparian/sentinel/transport"
 )
 
-// version is announced in IDENTIFY; set with -ldflags "-X main.version=...".
-var version = "dev"
+// version is announced in IDENTIFY ("dev" when empty) and printed by
+// --version; release builds set it with -ldflags "-X main.version=...".
+var version string
 
 func main() {
 	sigs := make(chan os.Signal, 2)
@@ -48,10 +50,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	fs := flag.NewFlagSet("casparian-worker", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	endpoint := fs.String("endpoint", orDefault(getenv("CASPARIAN_ENDPOINT"), worker.DefaultEndpoint),
-		"Sentinel ROUTER endpoint to connect to (env CASPARIAN_ENDPOINT)")
+		"Sentinel ROUTER endpoint to connect to, tcp://host:port or ipc://path; several Sentinels' separated by commas, "+
+			"tried in order, the next one taken when the current one is silent for --sentinel-timeout (env CASPARIAN_ENDPOINT)")
 	sentinelKey := fs.String("sentinel-key", getenv("CASPARIAN_SENTINEL_KEY"),
 		"the Sentinel's CURVE public key: its .pub file or the 40 Z85 characters; with --curve-secret-key, "+
-			"for a Sentinel run with --curve-secret-key (env CASPARIAN_SENTINEL_KEY)")
+			"for a Sentinel run with --curve-secret-key. One key for every --endpoint, or one per endpoint, "+
+			"comma-separated in the same order (env CASPARIAN_SENTINEL_KEY)")
 	curveSecretKey := fs.String("curve-secret-key", getenv("CASPARIAN_CURVE_SECRET_KEY"),
 		"file with this worker's CURVE secret key, from casparian keygen --curve; its .pub must be in the Sentinel's "+
 			"--authorized-workers (env CASPARIAN_CURVE_SECRET_KEY; default: plaintext)")
@@ -70,7 +74,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	drain := fs.Duration("drain-timeout", worker.DefaultDrainTimeout,
 		"on SIGTERM/SIGINT, how long running jobs may finish before they are aborted (a second signal aborts at once)")
 	sentinelTimeout := fs.Duration("sentinel-timeout", worker.DefaultSentinelTimeout,
-		"replace the connection when nothing has come from the Sentinel for this long (0 = never)")
+		"replace the connection when nothing has come from the Sentinel for this long, with several --endpoint "+
+			"entries by one to the next (0 = never; not with several endpoints)")
 	wasmOn := fs.Bool("wasm", true, "run deployed WebAssembly plugins (advertises \"*\": any plugin); --wasm=false runs built-ins only")
 	wasmMemory := fs.Int("wasm-memory-mb", wasm.DefaultMemoryLimit>>20, "memory limit of one WebAssembly plugin run, in MiB")
 	wasmTime := fs.Duration("wasm-time-limit", wasm.DefaultTimeLimit, "time limit of one WebAssembly plugin run")
@@ -81,6 +86,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		"wait this long at the start of every job (for demos and failure tests that need long jobs; 0 = off)")
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "json, console, or auto (console on a terminal, JSON otherwise)")
+	showVersion := fs.Bool("version", false, "print the version and build information, then exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: casparian-worker [flags]
 
@@ -99,12 +105,22 @@ workers it lists: give --sentinel-key (its public key) and
 --curve-secret-key (this worker's key, made by casparian keygen --curve,
 whose .pub goes into the Sentinel's --authorized-workers).
 
+Sentinels that share one queue can all be given to --endpoint,
+comma-separated: the worker is on one at a time and, when it is silent for
+--sentinel-timeout, moves to the next, identifies there, re-sends its
+pending receipts and lists its running jobs. --sentinel-key then takes one
+key for all of them, or one per endpoint, comma-separated in the same order.
+
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		buildinfo.Print(stdout, "casparian-worker", version)
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -129,7 +145,14 @@ Flags:
 	if *sentinelTimeout < 0 {
 		return fmt.Errorf("--sentinel-timeout must not be negative, got %s", *sentinelTimeout)
 	}
+	endpoints, err := worker.ParseEndpoints(*endpoint)
+	if err != nil {
+		return fmt.Errorf("--endpoint: %w", err)
+	}
 	if *sentinelTimeout == 0 {
+		if len(endpoints) > 1 {
+			return errors.New("--sentinel-timeout 0 turns failover off: with several --endpoint entries it must be positive")
+		}
 		*sentinelTimeout = -1 // the option's "off"
 	}
 	var wasmOpts *wasm.Options
@@ -146,7 +169,7 @@ Flags:
 		wasmOpts = &wasm.Options{MemoryLimit: int64(*wasmMemory) << 20, TimeLimit: *wasmTime,
 			CacheModules: *wasmCache, CacheDir: *wasmCacheDir, Interpreter: *wasmInterp}
 	}
-	curve, err := transport.LoadCurveClient(*sentinelKey, *curveSecretKey)
+	curve, sentinelKeys, err := loadCurve(*sentinelKey, *curveSecretKey, len(endpoints))
 	if err != nil {
 		return err
 	}
@@ -156,8 +179,9 @@ Flags:
 	}
 
 	w, err := worker.New(worker.Options{
-		Endpoint:          *endpoint,
+		Endpoint:          strings.Join(endpoints, ","),
 		Curve:             curve,
+		SentinelKeys:      sentinelKeys,
 		Identity:          *identity,
 		Concurrency:       *concurrency,
 		Plugins:           selected,
@@ -196,6 +220,32 @@ Flags:
 		}
 	}()
 	return w.Run(ctx)
+}
+
+// loadCurve reads the CURVE keys: this worker's key pair, and the
+// Sentinel's public key, one for every endpoint, or a comma-separated list
+// of one per endpoint (returned as keys; nil with one key).
+func loadCurve(sentinelKey, secretKeyFile string, endpoints int) (*transport.CurveClient, []transport.CurveKey, error) {
+	list := strings.Split(sentinelKey, ",")
+	curve, err := transport.LoadCurveClient(strings.TrimSpace(list[0]), secretKeyFile)
+	if err != nil || len(list) == 1 {
+		return curve, nil, err
+	}
+	if len(list) != endpoints {
+		return nil, nil, fmt.Errorf("--sentinel-key: %d keys for %d --endpoint entries; give one key for all, or one per endpoint",
+			len(list), endpoints)
+	}
+	keys := make([]transport.CurveKey, len(list))
+	for i, k := range list {
+		k = strings.TrimSpace(k)
+		if k == "" {
+			return nil, nil, fmt.Errorf("--sentinel-key: entry %d is empty", i+1)
+		}
+		if keys[i], err = transport.ReadCurvePublicKey(k); err != nil {
+			return nil, nil, fmt.Errorf("--sentinel-key: entry %d: %w", i+1, err)
+		}
+	}
+	return curve, keys, nil
 }
 
 // selectPlugins picks built-in plugins by name.

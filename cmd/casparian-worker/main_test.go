@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -33,10 +33,21 @@ func TestRun_HelpExplainsEveryFlag(t *testing.T) {
 		"parquet://output/<plugin>.parquet", "-heartbeat-interval", "-drain-timeout", "-sentinel-timeout", "-log-level", "-log-format", "-identity",
 		"-wasm", "-wasm-memory-mb", "-wasm-time-limit", "-wasm-cache-modules", "-wasm-cache-dir", "-wasm-interpreter",
 		"-input-root", "CASPARIAN_INPUT_ROOT", "default the working directory",
-		"-sentinel-key", "CASPARIAN_SENTINEL_KEY", "-curve-secret-key", "CASPARIAN_CURVE_SECRET_KEY", "--authorized-workers"} {
+		"-sentinel-key", "CASPARIAN_SENTINEL_KEY", "-curve-secret-key", "CASPARIAN_CURVE_SECRET_KEY", "--authorized-workers",
+		"-version"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestRun_VersionExitsZero(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run([]string{"--version"}, func(string) string { return "" }, &out, &errOut, nil); err != nil {
+		t.Fatalf("run --version = %v, want nil (exit 0)", err)
+	}
+	if !strings.HasPrefix(out.String(), "casparian-worker ") || errOut.Len() != 0 {
+		t.Errorf("--version printed %q, stderr %q", out.String(), errOut.String())
 	}
 }
 
@@ -57,6 +68,12 @@ func TestRun_RejectsBadFlags(t *testing.T) {
 		"--sentinel-key=k.pub":     "--sentinel-key needs --curve-secret-key",
 		"--curve-secret-key=w.key": "--curve-secret-key needs --sentinel-key",
 		"--sentinel-key=/nonexistent/s.pub --curve-secret-key=/nonexistent/w.key": "--sentinel-key: open /nonexistent/s.pub",
+		"--endpoint=tcp://a:1,,tcp://b:1":                                         "--endpoint: entry 2",
+		"--endpoint=tcp://a:1,":                                                   "--endpoint: entry 2",
+		"--endpoint=tcp://a:1,tcp://a:1":                                          "--endpoint: tcp://a:1 is listed twice",
+		"--endpoint=tcp://a:1,http://b:1":                                         "--endpoint: http://b:1: want a tcp:// or ipc:// endpoint",
+		"--endpoint=a:1":                                                          "--endpoint: a:1: want a tcp:// or ipc:// endpoint",
+		"--endpoint=tcp://a:1,tcp://b:1 --sentinel-timeout=0":                     "--sentinel-timeout 0 turns failover off",
 	} {
 		var out bytes.Buffer
 		err := run(strings.Fields(args), func(string) string { return "" }, &out, &out, nil)
@@ -136,6 +153,54 @@ func TestRun_CurveKeysFromFlagsOrEnvironment(t *testing.T) {
 	}
 }
 
+// TestRun_SentinelKeyPerEndpoint: --sentinel-key takes one key for every
+// --endpoint entry, or a comma-separated list of one per entry, in order.
+func TestRun_SentinelKeyPerEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	apub, asec, _ := transport.GenerateCurveKeyPair()
+	bpub, _, _ := transport.GenerateCurveKeyPair()
+	_, wsec, _ := transport.GenerateCurveKeyPair()
+	if _, _, err := transport.WriteCurveKeyPair(filepath.Join(dir, "a"), apub, asec); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := transport.WriteCurveKeyPair(filepath.Join(dir, "worker"), apub, wsec); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "worker.key")
+	endpoints := "tcp://127.0.0.1:1,tcp://127.0.0.1:2"
+	run1 := func(args ...string) (string, error) {
+		var out sentineltest.Logs
+		signals := make(chan os.Signal, 1)
+		signals <- syscall.SIGTERM // stop at once: the endpoints answer nothing
+		args = append([]string{"--log-format", "json", "--wasm=false", "--curve-secret-key", secret}, args...)
+		err := run(args, func(string) string { return "" }, &out, &out, signals)
+		return out.String(), err
+	}
+	logs, err := run1("--endpoint", endpoints, "--sentinel-key", filepath.Join(dir, "a.pub")+", "+bpub.String())
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, logs)
+	}
+	line := logLine(t, logs, "connecting to the Sentinel")
+	prints, _ := line["sentinel_key_fingerprints"].([]any)
+	if line["endpoint"] != endpoints || len(prints) != 2 || prints[0] != apub.Fingerprint() || prints[1] != bpub.Fingerprint() {
+		t.Fatalf("connecting with %v; want endpoints %s with Sentinel keys %s, %s", line, endpoints, apub.Fingerprint(), bpub.Fingerprint())
+	}
+	logs, err = run1("--endpoint", endpoints, "--sentinel-key", bpub.String())
+	if line := logLine(t, logs, "connecting to the Sentinel"); err != nil || line["sentinel_key_fingerprint"] != bpub.Fingerprint() {
+		t.Fatalf("one key for two endpoints: %v, %v", err, line)
+	}
+	for _, tc := range []struct{ endpoints, keys, want string }{
+		{endpoints + ",tcp://127.0.0.1:3", apub.String() + "," + bpub.String(), "--sentinel-key: 2 keys for 3 --endpoint entries"},
+		{"tcp://127.0.0.1:1", apub.String() + "," + bpub.String(), "--sentinel-key: 2 keys for 1 --endpoint entries"},
+		{endpoints, apub.String() + ",", "--sentinel-key: entry 2 is empty"},
+		{endpoints, apub.String() + ",nonsense", "--sentinel-key: entry 2"},
+	} {
+		if _, err := run1("--endpoint", tc.endpoints, "--sentinel-key", tc.keys); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--endpoint %s --sentinel-key %s: %v, want an error containing %q", tc.endpoints, tc.keys, err, tc.want)
+		}
+	}
+}
+
 // TestWorkerProcess_SIGTERMDrainsAndExitsZero runs the real binary against
 // an in-process Sentinel: SIGTERM while jobs run must let them finish, take
 // no new ones, conclude them all and exit 0.
@@ -144,17 +209,9 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "casparian-worker")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildWorker(t, dir)
 
-	h := sentineltest.Start(t, func(c *config.Config) {
-		c.WorkerTimeout = 2 * time.Second
-		c.DrainTimeout = 0
-	})
+	h := startSentinel(t)
 	h.Plugin("csv")
 	out := filepath.Join(dir, "out", "orders.db")
 	h.Topic("csv", "output", "sqlite://"+out+"/orders", "append")
@@ -193,7 +250,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	running := func() []int64 {
 		var ids []int64
 		for _, id := range jobs {
-			if h.Job(id).Status == db.StatusRunning {
+			if h.Job(id).Status == job.StatusRunning {
 				ids = append(ids, id)
 			}
 		}
@@ -232,14 +289,14 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	for _, id := range jobs {
 		j := h.Job(id)
 		switch {
-		case j.Status == db.StatusCompleted:
+		case j.Status == job.StatusCompleted:
 			completed++
 			if j.Metrics["rows"] != rows {
 				t.Errorf("job %d: %d rows, want %d", id, j.Metrics["rows"], rows)
 			}
 			t.Logf("job %d: %d rows csv→sqlite in %d ms (%.0f rows/s)", id, j.Metrics["rows"], j.Metrics["duration_ms"],
 				float64(j.Metrics["rows"])/(float64(j.Metrics["duration_ms"])/1000))
-		case j.Status == db.StatusQueued && j.Attempt == 0:
+		case j.Status == job.StatusQueued && j.Attempt == 0:
 		default:
 			t.Errorf("job %d: %s attempt %d %q, want COMPLETED, or QUEUED and never claimed", id, j.Status, j.Attempt, j.ErrorMessage)
 		}
@@ -260,6 +317,97 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 		t.Errorf("%d rows in the output, want %d", n, completed*rows)
 	}
 	logLine(t, stderr.String(), "worker stopped")
+}
+
+// startSentinel runs an in-process Sentinel (internal/sentineltest) for the
+// binary: a worker may stay silent 2 s (it runs real jobs under the race
+// detector), and a stop does not wait for a drain. Its Stop is safe to call
+// twice.
+func startSentinel(t *testing.T) *sentineltest.Env {
+	t.Helper()
+	return sentineltest.Start(t, func(c *config.Config) {
+		c.WorkerTimeout = 2 * time.Second
+		c.DrainTimeout = 0
+	})
+}
+
+// buildWorker builds the binary into dir.
+func buildWorker(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "casparian-worker")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestWorkerProcess_FailsOverToTheNextSentinel runs the real binary with two
+// endpoints, A and B, two Sentinels with a database each: it connects to A;
+// A stops; it moves to B, says so, and runs a job enqueued there; SIGTERM
+// still drains and exits 0.
+func TestWorkerProcess_FailsOverToTheNextSentinel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	bin := buildWorker(t, dir)
+	a, b := startSentinel(t), startSentinel(t)
+	cmd := exec.Command(bin, "--endpoint", a.Endpoint+","+b.Endpoint, "--sentinel-timeout", "1s",
+		"--heartbeat-interval", "100ms", "--output-dir", dir, "--input-root", b.Root, "--wasm=false", "--log-format", "json")
+	var stderr sentineltest.Logs
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	on := func(msg, endpoint string) func() bool {
+		return func() bool {
+			for _, l := range strings.Split(stderr.String(), "\n") {
+				if strings.Contains(l, `"message":"`+msg+`"`) && strings.Contains(l, `"endpoint":"`+endpoint+`"`) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	testwait.Eventually(t, 20*time.Second, "connected to A", on("connected to the Sentinel", a.Endpoint))
+	a.Stop()
+	testwait.Eventually(t, 20*time.Second, "failed over to B", on("failed over to another Sentinel; identifying there", b.Endpoint))
+
+	b.Plugin("csv")
+	b.Topic("csv", "output", "sqlite://"+filepath.Join(dir, "out", "b.db")+"/orders", "append")
+	size := writeOrders(t, filepath.Join(b.Root, "orders.csv"), 100)
+	fv, err := b.Store.FileVersionAdd(t.Context(), b.RootID, "orders.csv", "hash-orders", size, time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := b.Enqueue(fv, "csv", 0)
+	testwait.Eventually(t, 20*time.Second, "the job on B completed", func() bool { return b.Job(id).Status == job.StatusCompleted })
+	if j := b.Job(id); j.Metrics["rows"] != 100 {
+		t.Fatalf("job on B: %+v", j)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("worker exited with %v; stderr:\n%s", waitErr, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("worker did not exit after SIGTERM; stderr:\n%s", stderr.String())
+	}
 }
 
 // logLine returns the first JSON log line whose message is msg.

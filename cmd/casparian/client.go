@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/casparian/sentinel/internal/api"
 )
 
 // client calls the Sentinel's HTTP API.
@@ -98,16 +100,13 @@ func (c *client) do(ctx context.Context, method, path string, body any) ([]byte,
 	if err != nil {
 		return nil, &unreachableError{base: c.base, err: err}
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // read to the end or given up on
 	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
 		return nil, &unreachableError{base: c.base, err: err}
 	}
 	if res.StatusCode >= 400 {
-		var e struct {
-			Error  string `json:"error"`
-			Reason string `json:"reason"`
-		}
+		var e api.Error
 		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(raw))
 			if e.Error == "" {

@@ -13,79 +13,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/casparian/sentinel/internal/api"
 )
-
-// The documents of the Sentinel's /api/v1, as far as the CLI reads them.
-
-type job struct {
-	ID              int64               `json:"id"`
-	Status          string              `json:"status"`
-	Plugin          string              `json:"plugin"`
-	FileVersionID   int64               `json:"file_version_id"`
-	FilePath        string              `json:"file_path"`
-	Priority        int64               `json:"priority"`
-	RetryCount      int64               `json:"retry_count"`
-	Attempt         int64               `json:"attempt"`
-	Worker          string              `json:"worker"`
-	ClaimTime       *time.Time          `json:"claim_time"`
-	EndTime         *time.Time          `json:"end_time"`
-	UpdatedAt       *time.Time          `json:"updated_at"`
-	ResultSummary   string              `json:"result_summary"`
-	ErrorMessage    string              `json:"error_message"`
-	Metrics         map[string]int64    `json:"metrics"`
-	Artifacts       []map[string]string `json:"artifacts"`
-	ConfigOverrides json.RawMessage     `json:"config_overrides"`
-	CancelRequested bool                `json:"cancel_requested"`
-}
-
-type jobList struct {
-	Jobs   []job `json:"jobs"`
-	Total  int64 `json:"total"`
-	Limit  int   `json:"limit"`
-	Offset int   `json:"offset"`
-}
-
-type worker struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	Version      string    `json:"version"`
-	Capabilities []string  `json:"capabilities"`
-	Slots        int       `json:"slots"`
-	Busy         int       `json:"busy"`
-	RunningJobs  []int64   `json:"running_jobs"`
-	LastSeen     time.Time `json:"last_seen"`
-	// KeyFingerprint is the CURVE key's fingerprint; empty for plaintext.
-	KeyFingerprint string `json:"key_fingerprint"`
-}
-
-type manifest struct {
-	ID         int64      `json:"id"`
-	Version    string     `json:"version"`
-	Status     string     `json:"status"`
-	EnvHash    string     `json:"env_hash"`
-	DeployedAt *time.Time `json:"deployed_at"`
-}
-
-type plugin struct {
-	Name             string     `json:"name"`
-	SubscriptionTags []string   `json:"subscription_tags"`
-	Active           *manifest  `json:"active"`
-	Versions         []manifest `json:"versions"`
-}
-
-type source struct {
-	ID     int64  `json:"id"`
-	Path   string `json:"path"`
-	Type   string `json:"type"`
-	Active bool   `json:"active"`
-}
-
-type route struct {
-	ID       int64  `json:"id"`
-	Pattern  string `json:"pattern"`
-	Tag      string `json:"tag"`
-	Priority int64  `json:"priority"`
-}
 
 // printJSON writes the API's answer as it came (the server indents it).
 func (c *cli) printJSON(raw []byte) error {
@@ -120,7 +50,7 @@ func jobsList(ctx context.Context, c *cli, _ []string) error {
 	}
 	q.Set("limit", strconv.FormatInt(*c.num["limit"], 10))
 	q.Set("offset", strconv.FormatInt(*c.num["offset"], 10))
-	var list jobList
+	var list api.JobList
 	raw, err := c.api.get(ctx, "/api/v1/jobs?"+q.Encode(), &list)
 	if err != nil {
 		return err
@@ -150,7 +80,7 @@ func jobsShow(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var j job
+	var j api.Job
 	raw, err := c.api.get(ctx, fmt.Sprintf("/api/v1/jobs/%d", id), &j)
 	if err != nil {
 		return err
@@ -161,7 +91,7 @@ func jobsShow(ctx context.Context, c *cli, args []string) error {
 	return c.printJob(j)
 }
 
-func (c *cli) printJob(j job) error {
+func (c *cli) printJob(j api.Job) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	line := func(k, v string) {
 		if v != "" {
@@ -216,12 +146,11 @@ func (c *cli) printJob(j job) error {
 }
 
 func jobsEnqueue(ctx context.Context, c *cli, _ []string) error {
-	req := map[string]any{}
 	plugin := *c.str["plugin"]
 	if plugin == "" {
 		return usagef("--plugin is required")
 	}
-	req["plugin"] = plugin
+	req := api.EnqueueRequest{Plugin: plugin}
 	file, version := *c.str["file"], *c.num["file-version"]
 	switch {
 	case file == "" && version == 0:
@@ -233,20 +162,18 @@ func jobsEnqueue(ctx context.Context, c *cli, _ []string) error {
 		if err != nil {
 			return err
 		}
-		req["file_path"] = abs
+		req.FilePath = abs
 	default:
-		req["file_version_id"] = version
+		req.FileVersionID = version
 	}
-	if p := *c.num["priority"]; p != 0 {
-		req["priority"] = p
-	}
+	req.Priority = *c.num["priority"]
 	if o := *c.str["config-overrides"]; o != "" {
 		if !json.Valid([]byte(o)) {
 			return usagef("--config-overrides is not valid JSON")
 		}
-		req["config_overrides"] = json.RawMessage(o)
+		req.ConfigOverrides = json.RawMessage(o)
 	}
-	var j job
+	var j api.Job
 	raw, err := c.api.call(ctx, "POST", "/api/v1/jobs", req, &j)
 	if err != nil {
 		return err
@@ -263,11 +190,7 @@ func jobsCancel(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var res struct {
-		Job            job    `json:"job"`
-		PreviousStatus string `json:"previous_status"`
-		AbortSent      bool   `json:"abort_sent"`
-	}
+	var res api.CancelResponse
 	raw, err := c.api.call(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/cancel", id), nil, &res)
 	if err != nil {
 		return err
@@ -291,7 +214,7 @@ func jobsRetry(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var j job
+	var j api.Job
 	raw, err := c.api.call(ctx, "POST", fmt.Sprintf("/api/v1/jobs/%d/retry", id), nil, &j)
 	if err != nil {
 		return err
@@ -304,9 +227,7 @@ func jobsRetry(ctx context.Context, c *cli, args []string) error {
 }
 
 func workersList(ctx context.Context, c *cli, _ []string) error {
-	var list struct {
-		Workers []worker `json:"workers"`
-	}
+	var list api.WorkerList
 	raw, err := c.api.get(ctx, "/api/v1/workers", &list)
 	if err != nil {
 		return err
@@ -317,7 +238,7 @@ func workersList(ctx context.Context, c *cli, _ []string) error {
 	return c.printWorkers(list.Workers)
 }
 
-func (c *cli) printWorkers(ws []worker) error {
+func (c *cli) printWorkers(ws []api.Worker) error {
 	now := time.Now()
 	rows := make([][]string, len(ws))
 	for i, w := range ws {
@@ -336,9 +257,7 @@ func (c *cli) printWorkers(ws []worker) error {
 }
 
 func pluginsList(ctx context.Context, c *cli, _ []string) error {
-	var list struct {
-		Plugins []plugin `json:"plugins"`
-	}
+	var list api.PluginList
 	raw, err := c.api.get(ctx, "/api/v1/plugins", &list)
 	if err != nil {
 		return err
@@ -358,26 +277,21 @@ func pluginsList(ctx context.Context, c *cli, _ []string) error {
 }
 
 func pluginsSubscribe(ctx context.Context, c *cli, args []string) error {
-	var res struct {
-		Plugin string   `json:"plugin"`
-		Tags   []string `json:"subscription_tags"`
-	}
+	var res api.Subscription
 	raw, err := c.api.call(ctx, "POST", "/api/v1/plugins/"+url.PathEscape(args[0])+"/subscriptions",
-		map[string]any{"tags": args[1:]}, &res)
+		api.SubscribeRequest{Tags: args[1:]}, &res)
 	if err != nil {
 		return err
 	}
 	if c.opts.json {
 		return c.printJSON(raw)
 	}
-	fmt.Fprintf(c.stdout, "plugin %s subscribes to: %s\n", res.Plugin, strings.Join(res.Tags, ", "))
+	fmt.Fprintf(c.stdout, "plugin %s subscribes to: %s\n", res.Plugin, strings.Join(res.SubscriptionTags, ", "))
 	return nil
 }
 
 func sourcesList(ctx context.Context, c *cli, _ []string) error {
-	var list struct {
-		Sources []source `json:"sources"`
-	}
+	var list api.SourceList
 	raw, err := c.api.get(ctx, "/api/v1/sources", &list)
 	if err != nil {
 		return err
@@ -397,8 +311,8 @@ func sourcesAdd(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var s source
-	raw, err := c.api.call(ctx, "POST", "/api/v1/sources", map[string]string{"path": abs}, &s)
+	var s api.Source
+	raw, err := c.api.call(ctx, "POST", "/api/v1/sources", api.SourceRequest{Path: abs}, &s)
 	if err != nil {
 		return err
 	}
@@ -410,9 +324,7 @@ func sourcesAdd(ctx context.Context, c *cli, args []string) error {
 }
 
 func routesList(ctx context.Context, c *cli, _ []string) error {
-	var list struct {
-		Routes []route `json:"routes"`
-	}
+	var list api.RouteList
 	raw, err := c.api.get(ctx, "/api/v1/routes", &list)
 	if err != nil {
 		return err
@@ -428,9 +340,9 @@ func routesList(ctx context.Context, c *cli, _ []string) error {
 }
 
 func routesAdd(ctx context.Context, c *cli, args []string) error {
-	var r route
+	var r api.Route
 	raw, err := c.api.call(ctx, "POST", "/api/v1/routes",
-		route{Pattern: args[0], Tag: args[1], Priority: *c.num["priority"]}, &r)
+		api.Route{Pattern: args[0], Tag: args[1], Priority: *c.num["priority"]}, &r)
 	if err != nil {
 		return err
 	}
@@ -442,12 +354,7 @@ func routesAdd(ctx context.Context, c *cli, args []string) error {
 }
 
 func status(ctx context.Context, c *cli, _ []string) error {
-	var st struct {
-		Ready    bool             `json:"ready"`
-		Endpoint string           `json:"endpoint"`
-		Counts   map[string]int64 `json:"counts"`
-		Workers  []worker         `json:"workers"`
-	}
+	var st api.Status
 	raw, err := c.api.get(ctx, "/api/v1/status", &st)
 	if err != nil {
 		return err
@@ -468,7 +375,7 @@ func status(ctx context.Context, c *cli, _ []string) error {
 	return c.printWorkers(st.Workers)
 }
 
-func fileOf(j job) string {
+func fileOf(j api.Job) string {
 	if j.FilePath != "" {
 		return j.FilePath
 	}

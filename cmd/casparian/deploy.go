@@ -259,7 +259,7 @@ func sendDeploy(ctx context.Context, endpoint string, d *transport.Deploy, curve
 	if err != nil {
 		return nil, &connectError{err: err}
 	}
-	defer dealer.Close()
+	defer func() { _ = dealer.Close() }() // the reply, or its absence, is the result
 	type result struct {
 		payload any
 		err     error
@@ -291,7 +291,7 @@ func sendDeploy(ctx context.Context, endpoint string, d *transport.Deploy, curve
 	case r := <-got:
 		return r.payload, r.err
 	case <-ctx.Done():
-		dealer.Close() // unblocks Recv; the goroutine's send lands in the buffer
+		_ = dealer.Close() // unblocks Recv; the goroutine's send lands in the buffer
 		<-got
 		return nil, ctx.Err()
 	}

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -81,7 +81,7 @@ func TestCLI_KeygenAndPublish(t *testing.T) {
 
 	// A job of the published plugin runs on a worker with the new code.
 	id := e.Enqueue(e.File("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return e.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return e.Job(id).Status == job.StatusCompleted })
 	if got := w.Received(); len(got) != 1 || got[0].Dispatch.SourceCode != rows[0].SourceCode {
 		t.Fatalf("dispatched %+v", got)
 	}
@@ -292,7 +292,7 @@ func TestCLI_PublishOverCurve(t *testing.T) {
 	}
 	w := e.Worker(testworker.Options{Curve: transport.NewCurveClient(sentinelKey, secret)})
 	id := e.Enqueue(e.File("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return e.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job completed", func() bool { return e.Job(id).Status == job.StatusCompleted })
 	if got := w.Received(); len(got) != 1 || got[0].Dispatch.SourceCode != rows[0].SourceCode {
 		t.Fatalf("dispatched %+v", got)
 	}

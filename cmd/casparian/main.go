@@ -16,6 +16,7 @@
 //	casparian token new
 //	casparian keygen [--curve] [--out PREFIX] [--force]
 //	casparian publish FILE --name N --version V --key K [--sentinel tcp://…] [--sentinel-key K --curve-secret-key F] [--lockfile F] [--publisher NAME] [--email E]
+//	casparian --version
 //
 // Every command that calls the API sends --token (or CASPARIAN_TOKEN) as
 // Authorization: Bearer, for a Sentinel started with --api-tokens.
@@ -37,6 +38,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/casparian/sentinel/internal/buildinfo"
 )
 
 // Exit codes.
@@ -49,6 +52,10 @@ const (
 // defaultServer is where the CLI looks for the Sentinel's HTTP API when
 // neither --server nor CASPARIAN_SERVER says otherwise.
 const defaultServer = "http://127.0.0.1:8080"
+
+// version is set by release builds: -ldflags "-X main.version=..."
+// (docker/build.sh); --version prints it with the build information.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -183,12 +190,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	global := flag.NewFlagSet("casparian", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
 	commonFlags(global, &opts)
+	// Only before the command: it is not an option of any command.
+	showVersion := global.Bool("version", false, "print the version and build information, then exit")
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stdout)
 			return exitOK
 		}
 		return failUsage(stderr, err)
+	}
+	if *showVersion {
+		buildinfo.Print(stdout, "casparian", version)
+		return exitOK
 	}
 	rest := global.Args()
 	if len(rest) == 0 || rest[0] == "help" {
@@ -321,6 +334,7 @@ func failUsage(w io.Writer, err error) int {
 
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: casparian [--server URL] [--token TOKEN] [--json] COMMAND [ARGS]
+       casparian --version   (print the version and build information)
 
 Operate a running Casparian Sentinel through its HTTP API
 (casparian-sentinel --http 127.0.0.1:8080).

@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -65,7 +65,7 @@ func TestCLI_AgainstARunningSentinel(t *testing.T) {
 	if _, err := fmt.Sscanf(out, "queued job %d:", &id); err != nil || !strings.Contains(out, "(priority 5)") {
 		t.Fatalf("enqueue said %q", out)
 	}
-	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return e.Job(id).Status == db.StatusCompleted })
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED", func() bool { return e.Job(id).Status == job.StatusCompleted })
 
 	out = ok(t, e.URL, "jobs", "ls")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -114,7 +114,7 @@ func TestCLI_AgainstARunningSentinel(t *testing.T) {
 	if !strings.Contains(out, "ABORT sent") {
 		t.Errorf("cancel running said %q", out)
 	}
-	testwait.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(slow).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(slow).Status == job.StatusSkipped })
 	code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "retry", fmt.Sprint(slow))
 	if code != exitError || !strings.Contains(errOut, "only FAILED jobs can be retried") || !strings.Contains(errOut, "HTTP 409") {
 		t.Errorf("retry of a skipped job: exit %d, %q", code, errOut)
@@ -235,7 +235,7 @@ func TestCLI_TokenFromFlagOrEnvironment(t *testing.T) {
 	e := sentineltest.Start(t, func(c *config.Config) { c.APITokens = path })
 	e.Plugin("nobody")
 	fv := e.File("a.csv", "a\n")
-	job := fmt.Sprint(e.Enqueue(fv, "nobody", 0))
+	queued := fmt.Sprint(e.Enqueue(fv, "nobody", 0))
 
 	refused := func(env map[string]string, args []string, want ...string) {
 		t.Helper()
@@ -256,10 +256,10 @@ func TestCLI_TokenFromFlagOrEnvironment(t *testing.T) {
 	}
 	refused(nil, []string{"jobs", "ls"}, "needs an API token", "HTTP 401")
 	refused(nil, []string{"jobs", "ls", "--token", "wrong-token-0123456789abcdefghij"}, "not valid", "HTTP 401")
-	refused(map[string]string{"CASPARIAN_TOKEN": readToken}, []string{"jobs", "cancel", job}, "needs an admin token", "HTTP 403")
+	refused(map[string]string{"CASPARIAN_TOKEN": readToken}, []string{"jobs", "cancel", queued}, "needs an admin token", "HTTP 403")
 	// The flag beats the environment, both ways.
-	refused(map[string]string{"CASPARIAN_TOKEN": adminToken}, []string{"--token", readToken, "jobs", "cancel", job}, "HTTP 403")
-	if j := e.Job(mustID(t, job)); j.Status != db.StatusQueued {
+	refused(map[string]string{"CASPARIAN_TOKEN": adminToken}, []string{"--token", readToken, "jobs", "cancel", queued}, "HTTP 403")
+	if j := e.Job(mustID(t, queued)); j.Status != job.StatusQueued {
 		t.Fatalf("a refused cancel changed the job: %s", j.Status)
 	}
 
@@ -267,7 +267,7 @@ func TestCLI_TokenFromFlagOrEnvironment(t *testing.T) {
 		!strings.Contains(out, "1 of 1 jobs") {
 		t.Errorf("jobs ls with CASPARIAN_TOKEN: exit %d\n%s%s", code, out, errOut)
 	}
-	code, out, errOut := casparian(t, map[string]string{"CASPARIAN_TOKEN": readToken}, "jobs", "cancel", job, "--server", e.URL, "--token", adminToken)
+	code, out, errOut := casparian(t, map[string]string{"CASPARIAN_TOKEN": readToken}, "jobs", "cancel", queued, "--server", e.URL, "--token", adminToken)
 	if code != exitOK || !strings.Contains(out, "SKIPPED") {
 		t.Errorf("cancel with --token admin over a read CASPARIAN_TOKEN: exit %d\n%s%s", code, out, errOut)
 	}
@@ -302,6 +302,16 @@ func TestCLI_HelpMentionsTheTokenButNeverShowsIt(t *testing.T) {
 		if strings.Contains(out+errOut, "secret-token") {
 			t.Errorf("%v shows the token:\n%s%s", args, out, errOut)
 		}
+	}
+}
+
+func TestCLI_VersionExitsZero(t *testing.T) {
+	code, out, errOut := casparian(t, map[string]string{"CASPARIAN_SERVER": "http://127.0.0.1:1"}, "--version")
+	if code != exitOK || errOut != "" || !strings.HasPrefix(out, "casparian ") || !strings.Contains(out, "  go        go1.") {
+		t.Errorf("--version: exit %d, %q %q", code, out, errOut)
+	}
+	if _, usage, _ := casparian(t, nil, "--help"); !strings.Contains(usage, "casparian --version") {
+		t.Errorf("--help does not mention --version:\n%s", usage)
 	}
 }
 

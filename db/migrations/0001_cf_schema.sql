@@ -1,4 +1,4 @@
--- 0001: the Casparian cf_* schema (SPEC part B).
+-- 0001: the Casparian cf_* schema (README.md, Database).
 --
 -- Every statement is IF NOT EXISTS: on an existing Casparian database this
 -- migration changes nothing and its tables and rows stay as they are. On an

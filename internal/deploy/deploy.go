@@ -1,4 +1,4 @@
-// Package deploy is the pure logic of plugin publishing (SPEC A.4 DEPLOY):
+// Package deploy is the pure logic of plugin publishing (docs/PROTOCOL.md §4.8):
 // the hashes, the Ed25519 signature, the publisher key files, and the checks
 // the Sentinel runs on a DEPLOY before anything is stored. It does no I/O
 // beyond reading key files, so the publish tool and the Sentinel share it.

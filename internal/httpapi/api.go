@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/internal/api"
+	"github.com/casparian/sentinel/job"
 )
 
 // maxBody bounds a request body; every document of the API is small.
@@ -35,7 +37,7 @@ func (srv *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := JobList{Jobs: make([]Job, len(page.Jobs)), Total: page.Total, Limit: f.Limit, Offset: f.Offset}
+	out := api.JobList{Jobs: make([]api.Job, len(page.Jobs)), Total: page.Total, Limit: f.Limit, Offset: f.Offset}
 	for i, j := range page.Jobs {
 		out.Jobs[i] = jobJSON(j)
 	}
@@ -44,8 +46,8 @@ func (srv *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 
 // jobFilter reads the query of GET /api/v1/jobs. Unknown parameters are an
 // error, so a typo does not silently list everything.
-func jobFilter(r *http.Request) (actors.JobFilter, error) {
-	f := actors.JobFilter{Limit: 50}
+func jobFilter(r *http.Request) (job.Filter, error) {
+	f := job.Filter{Limit: 50}
 	q := r.URL.Query()
 	for key := range q {
 		switch key {
@@ -72,8 +74,8 @@ func jobFilter(r *http.Request) (actors.JobFilter, error) {
 	return f, nil
 }
 
-func parseStatus(s string) (actors.JobStatus, bool) {
-	for _, st := range actors.JobStatuses {
+func parseStatus(s string) (job.Status, bool) {
+	for _, st := range job.Statuses {
 		if strings.EqualFold(s, string(st)) {
 			return st, true
 		}
@@ -82,8 +84,8 @@ func parseStatus(s string) (actors.JobStatus, bool) {
 }
 
 func statusNames() string {
-	names := make([]string, len(actors.JobStatuses))
-	for i, st := range actors.JobStatuses {
+	names := make([]string, len(job.Statuses))
+	for i, st := range job.Statuses {
 		names[i] = string(st)
 	}
 	return strings.Join(names, ", ")
@@ -129,7 +131,7 @@ func jobID(r *http.Request) (int64, error) {
 // POST /api/v1/jobs {"file_version_id": 3, "plugin": "p", "priority": 10}
 // or {"file_path": "/data/in/a.csv", "plugin": "p", "config_overrides": {...}}
 func (srv *Server) enqueue(w http.ResponseWriter, r *http.Request) {
-	var req EnqueueRequest
+	var req api.EnqueueRequest
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -141,7 +143,7 @@ func (srv *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := srv.ctx(r)
 	defer cancel()
-	id, err := srv.s.Enqueue(ctx, actors.JobSubmission{FileVersionID: req.FileVersionID, FilePath: req.FilePath,
+	id, err := srv.s.Enqueue(ctx, job.Submission{FileVersionID: req.FileVersionID, FilePath: req.FilePath,
 		Plugin: req.Plugin, Priority: req.Priority, ConfigOverrides: overrides})
 	if err != nil {
 		srv.fail(w, r, err)
@@ -198,8 +200,8 @@ func (srv *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, CancelResponse{Job: jobJSON(j), PreviousStatus: string(res.Previous),
-		AbortSent: res.Status == actors.StatusRunning})
+	writeJSON(w, http.StatusOK, api.CancelResponse{Job: jobJSON(j), PreviousStatus: string(res.Previous),
+		AbortSent: res.Status == job.StatusRunning})
 }
 
 // POST /api/v1/jobs/{id}/retry
@@ -235,7 +237,7 @@ func (srv *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := WorkerList{Workers: make([]Worker, len(workers))}
+	out := api.WorkerList{Workers: make([]api.Worker, len(workers))}
 	for i, wi := range workers {
 		out.Workers[i] = workerJSON(wi)
 	}
@@ -256,9 +258,9 @@ func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := Status{Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint(), Counts: map[string]int64{},
-		Workers: make([]Worker, len(workers))}
-	for _, st := range actors.JobStatuses {
+	out := api.Status{Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint(), Counts: map[string]int64{},
+		Workers: make([]api.Worker, len(workers))}
+	for _, st := range job.Statuses {
 		out.Counts[string(st)] = counts[st]
 	}
 	for i, wi := range workers {
@@ -276,7 +278,7 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := PluginList{Plugins: make([]Plugin, len(plugins))}
+	out := api.PluginList{Plugins: make([]api.Plugin, len(plugins))}
 	for i, p := range plugins {
 		out.Plugins[i] = pluginJSON(p)
 	}
@@ -285,7 +287,7 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 
 // POST /api/v1/plugins/{name}/subscriptions {"tags": ["csv"]}
 func (srv *Server) subscribe(w http.ResponseWriter, r *http.Request) {
-	var req SubscribeRequest
+	var req api.SubscribeRequest
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -298,7 +300,7 @@ func (srv *Server) subscribe(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Subscription{Plugin: name, SubscriptionTags: tags})
+	writeJSON(w, http.StatusOK, api.Subscription{Plugin: name, SubscriptionTags: tags})
 }
 
 // GET /api/v1/sources
@@ -310,7 +312,7 @@ func (srv *Server) listSources(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := SourceList{Sources: make([]Source, len(roots))}
+	out := api.SourceList{Sources: make([]api.Source, len(roots))}
 	for i, root := range roots {
 		out.Sources[i] = sourceJSON(root)
 	}
@@ -319,7 +321,7 @@ func (srv *Server) listSources(w http.ResponseWriter, r *http.Request) {
 
 // POST /api/v1/sources {"path": "/data/inbox"}
 func (srv *Server) addSource(w http.ResponseWriter, r *http.Request) {
-	var req SourceRequest
+	var req api.SourceRequest
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -347,16 +349,16 @@ func (srv *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := RouteList{Routes: make([]Route, len(rules))}
+	out := api.RouteList{Routes: make([]api.Route, len(rules))}
 	for i, rule := range rules {
-		out.Routes[i] = Route{ID: rule.ID, Pattern: rule.Pattern, Tag: rule.Tag, Priority: rule.Priority}
+		out.Routes[i] = api.Route{ID: rule.ID, Pattern: rule.Pattern, Tag: rule.Tag, Priority: rule.Priority}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // POST /api/v1/routes {"pattern": "*.csv", "tag": "csv", "priority": 0}
 func (srv *Server) addRoute(w http.ResponseWriter, r *http.Request) {
-	var req Route
+	var req api.Route
 	if err := readJSON(w, r, &req); err != nil {
 		srv.fail(w, r, err)
 		return
@@ -433,12 +435,12 @@ func (srv *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &re):
 		code = http.StatusBadRequest
-	case errors.Is(err, actors.ErrInvalid):
-		code, msg = http.StatusBadRequest, trimSentinel(msg, actors.ErrInvalid)
-	case errors.Is(err, actors.ErrNotFound):
-		code, msg = http.StatusNotFound, trimSentinel(msg, actors.ErrNotFound)
-	case errors.Is(err, actors.ErrConflict):
-		code, msg = http.StatusConflict, trimSentinel(msg, actors.ErrConflict)
+	case errors.Is(err, job.ErrInvalid):
+		code, msg = http.StatusBadRequest, trimSentinel(msg, job.ErrInvalid)
+	case errors.Is(err, job.ErrNotFound):
+		code, msg = http.StatusNotFound, trimSentinel(msg, job.ErrNotFound)
+	case errors.Is(err, job.ErrConflict):
+		code, msg = http.StatusConflict, trimSentinel(msg, job.ErrConflict)
 	case errors.Is(err, actors.ErrStopped), errors.Is(err, actors.ErrUnavailable):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
@@ -447,14 +449,14 @@ func (srv *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if code >= 500 {
 		srv.log.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Int("status", code).Msg("request failed")
 	}
-	writeJSON(w, code, Error{Error: msg})
+	writeJSON(w, code, api.Error{Error: msg})
 }
 
 // trimSentinel drops the sentinel error's own text from the end of a
 // message: "job 7: not found" reads better as "job 7" under a 404, but the
 // rest of the message is what says what is wrong.
 func trimSentinel(msg string, sentinel error) string {
-	if s := strings.TrimSuffix(msg, ": "+sentinel.Error()); s != "" && sentinel == actors.ErrNotFound {
+	if s := strings.TrimSuffix(msg, ": "+sentinel.Error()); s != "" && sentinel == job.ErrNotFound {
 		return s + " not found"
 	} else if s != "" {
 		return s

@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
-	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -56,7 +56,7 @@ func call(t *testing.T, method, url, body string, out any) (int, string) {
 // errorOf decodes an error body.
 func errorOf(t *testing.T, body string) string {
 	t.Helper()
-	var e httpapi.Error
+	var e api.Error
 	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
 		t.Fatalf("error body %q is not {\"error\": ...}: %v", body, err)
 	}
@@ -80,7 +80,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 	fv := e.File("in/a.csv", "a,b\n1,2\n")
 
 	// Enqueue by version and by path, then watch them complete.
-	var byVersion, byPath httpapi.Job
+	var byVersion, byPath api.Job
 	code, body := call(t, "POST", e.URL+"/api/v1/jobs",
 		fmt.Sprintf(`{"file_version_id": %d, "plugin": "p", "priority": 7, "config_overrides": {"output": {"uri": "parquet://x.parquet"}}}`, fv), &byVersion)
 	if code != http.StatusCreated || byVersion.ID == 0 || byVersion.Status != "QUEUED" || byVersion.Priority != 7 ||
@@ -95,10 +95,10 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 
 	w := e.Worker(testworker.Options{Identity: "tw-api"})
 	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool {
-		return e.Job(byVersion.ID).Status == db.StatusCompleted && e.Job(byPath.ID).Status == db.StatusCompleted
+		return e.Job(byVersion.ID).Status == job.StatusCompleted && e.Job(byPath.ID).Status == job.StatusCompleted
 	})
 
-	var shown httpapi.Job
+	var shown api.Job
 	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, byPath.ID), "", &shown); code != 200 {
 		t.Fatalf("show: %d %s", code, body)
 	}
@@ -108,7 +108,7 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 	}
 
 	// Lists: all, filtered, paginated.
-	var list httpapi.JobList
+	var list api.JobList
 	call(t, "GET", e.URL+"/api/v1/jobs", "", &list)
 	if list.Total != 2 || len(list.Jobs) != 2 || list.Jobs[0].ID != byPath.ID {
 		t.Errorf("list = %+v", list)
@@ -133,7 +133,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	// A QUEUED job nobody can run is cancelled at once.
 	e.Plugin("nobody")
 	queued := e.Enqueue(fv, "nobody", 0)
-	var res httpapi.CancelResponse
+	var res api.CancelResponse
 	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, queued), "", &res); code != 200 {
 		t.Fatalf("cancel queued: %d %s", code, body)
 	}
@@ -157,7 +157,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	if res.PreviousStatus != "RUNNING" || !res.AbortSent || !res.Job.CancelRequested {
 		t.Errorf("cancel running = %+v", res)
 	}
-	testwait.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(running).Status == db.StatusSkipped })
+	testwait.Eventually(t, 5*time.Second, "cancelled job SKIPPED", func() bool { return e.Job(running).Status == job.StatusSkipped })
 	if j := e.Job(running); j.RetryCount != 0 || len(w.Received()) != 1 {
 		t.Errorf("cancelled job: retries %d, dispatched %d times", j.RetryCount, len(w.Received()))
 	}
@@ -173,12 +173,12 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 
 	// A FAILED job is retried: QUEUED, retry_count 0, runs again (and fails again).
 	failed := e.Enqueue(fv, "broken", 0)
-	testwait.Eventually(t, 5*time.Second, "job FAILED", func() bool { return e.Job(failed).Status == db.StatusFailed })
+	testwait.Eventually(t, 5*time.Second, "job FAILED", func() bool { return e.Job(failed).Status == job.StatusFailed })
 	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/cancel", e.URL, failed), "", nil)
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "FAILED") {
 		t.Errorf("cancel failed job: %d %s", code, body)
 	}
-	var retried httpapi.Job
+	var retried api.Job
 	if code, body := call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/retry", e.URL, failed), "", &retried); code != 200 {
 		t.Fatalf("retry: %d %s", code, body)
 	}
@@ -187,7 +187,7 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 	}
 	testwait.Eventually(t, 5*time.Second, "retried job ran again", func() bool {
 		j := e.Job(failed)
-		return j.Status == db.StatusFailed && j.Attempt == 2
+		return j.Status == job.StatusFailed && j.Attempt == 2
 	})
 	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/retry", e.URL, queued), "", nil)
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "only FAILED jobs can be retried") {
@@ -256,20 +256,20 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 	e := sentineltest.Start(t, nil)
 	e.Plugin("p")
 	fv := e.File("a.txt", "a\n")
-	job := e.Enqueue(fv, "p", 0)
+	queued := e.Enqueue(fv, "p", 0)
 	e.Worker(testworker.Options{Identity: "tw-busy", Capabilities: []string{"p"}, Slots: 3, Run: blockUntilAborted})
 	e.Worker(testworker.Options{Identity: "tw-idle", Capabilities: []string{"other"}})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(queued).Status == job.StatusRunning })
 
 	// RUNNING in the database comes a moment before the worker actor holds
 	// the claim; the list shows what the worker actors hold.
-	var workers httpapi.WorkerList
+	var workers api.WorkerList
 	testwait.Eventually(t, 5*time.Second, "two workers listed, one busy", func() bool {
 		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
 		return len(workers.Workers) == 2 && workers.Workers[0].Busy == 1
 	})
 	busy, idle := workers.Workers[0], workers.Workers[1]
-	if busy.ID != "tw-busy" || busy.Slots != 3 || busy.Busy != 1 || len(busy.RunningJobs) != 1 || busy.RunningJobs[0] != job ||
+	if busy.ID != "tw-busy" || busy.Slots != 3 || busy.Busy != 1 || len(busy.RunningJobs) != 1 || busy.RunningJobs[0] != queued ||
 		busy.Capabilities[0] != "p" || busy.Version != "testworker" || !busy.Ready || time.Since(busy.LastSeen) > 5*time.Second {
 		t.Errorf("busy worker = %+v", busy)
 	}
@@ -277,39 +277,39 @@ func TestAPI_WorkersPluginsSourcesRoutes(t *testing.T) {
 		t.Errorf("idle worker = %+v", idle)
 	}
 
-	var sub httpapi.Subscription
+	var sub api.Subscription
 	if code, body := call(t, "POST", e.URL+"/api/v1/plugins/p/subscriptions", `{"tags": ["csv", "raw"]}`, &sub); code != 200 {
 		t.Fatalf("subscribe: %d %s", code, body)
 	}
-	var plugins httpapi.PluginList
+	var plugins api.PluginList
 	call(t, "GET", e.URL+"/api/v1/plugins", "", &plugins)
 	if len(plugins.Plugins) != 1 || plugins.Plugins[0].Active == nil || plugins.Plugins[0].Active.Version != "1.0.0" ||
 		strings.Join(plugins.Plugins[0].SubscriptionTags, ",") != "csv,raw" || len(plugins.Plugins[0].Versions) != 1 {
 		t.Errorf("plugins = %+v", plugins)
 	}
 
-	var src httpapi.Source
+	var src api.Source
 	other := filepath.Join(e.Dir, "other") // under the allowed root; need not exist yet
 	if code, body := call(t, "POST", e.URL+"/api/v1/sources", fmt.Sprintf(`{"path": %q}`, other), &src); code != 201 {
 		t.Fatalf("add source: %d %s", code, body)
 	}
-	var sources httpapi.SourceList
+	var sources api.SourceList
 	call(t, "GET", e.URL+"/api/v1/sources", "", &sources)
 	if len(sources.Sources) != 2 || sources.Sources[1].Path != other || !sources.Sources[1].Active {
 		t.Errorf("sources = %+v", sources)
 	}
 
-	var route httpapi.Route
+	var route api.Route
 	if code, body := call(t, "POST", e.URL+"/api/v1/routes", `{"pattern": "*.csv", "tag": "csv", "priority": 3}`, &route); code != 201 || route.ID == 0 {
 		t.Fatalf("add route: %d %s", code, body)
 	}
-	var routes httpapi.RouteList
+	var routes api.RouteList
 	call(t, "GET", e.URL+"/api/v1/routes", "", &routes)
 	if len(routes.Routes) != 1 || routes.Routes[0] != route {
 		t.Errorf("routes = %+v, want [%+v]", routes, route)
 	}
 
-	var status httpapi.Status
+	var status api.Status
 	call(t, "GET", e.URL+"/api/v1/status", "", &status)
 	if !status.Ready || status.Counts["RUNNING"] != 1 || len(status.Workers) != 2 || status.Endpoint != e.Endpoint {
 		t.Errorf("status = %+v", status)
@@ -320,7 +320,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	t.Parallel()
 	e := sentineltest.Start(t, func(c *config.Config) { c.DrainTimeout = 3 * time.Second })
 	e.Plugin("p")
-	job := e.Enqueue(e.File("a.txt", "a\n"), "p", 0)
+	queued := e.Enqueue(e.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	e.Worker(testworker.Options{Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
 		select {
@@ -332,12 +332,12 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	if code, body := call(t, "GET", e.URL+"/healthz", "", nil); code != 200 || !strings.Contains(body, `"ok"`) {
 		t.Fatalf("healthz while serving: %d %s", code, body)
 	}
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(job).Status == db.StatusRunning })
+	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return e.Job(queued).Status == job.StatusRunning })
 
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		e.Sentinel.Stop(context.Background())
+		_ = e.Sentinel.Stop(context.Background()) // the test watches how long it takes
 	}()
 	// While the Sentinel drains, health is 503 but the API still answers,
 	// so an operator can watch the drain.
@@ -345,8 +345,8 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 		code, _ := call(t, "GET", e.URL+"/healthz", "", nil)
 		return code == http.StatusServiceUnavailable
 	})
-	var j httpapi.Job
-	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, job), "", &j); code != 200 || j.Status != "RUNNING" {
+	var j api.Job
+	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, queued), "", &j); code != 200 || j.Status != "RUNNING" {
 		t.Errorf("job during the drain: %d %s", code, body)
 	}
 	close(release)
@@ -355,7 +355,7 @@ func TestHealthz_ReadyThenUnavailableWhileStopping(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(errorOf(t, body), "shutting down") {
 		t.Errorf("API after stop: %d %s", code, body)
 	}
-	if j := e.Job(job); j.Status != db.StatusCompleted {
+	if j := e.Job(queued); j.Status != job.StatusCompleted {
 		t.Errorf("drained job = %s, want COMPLETED", j.Status)
 	}
 }
@@ -380,7 +380,7 @@ func TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted(t *testing.T) {
 		c.AuthorizedWorkers = filepath.Join(dir, "worker.pub")
 	})
 	e.Worker(testworker.Options{Identity: "tw-curve", Curve: transport.NewCurveClient(serverPub, workerSec)})
-	var workers httpapi.WorkerList
+	var workers api.WorkerList
 	testwait.Eventually(t, 5*time.Second, "the CURVE worker listed", func() bool {
 		call(t, "GET", e.URL+"/api/v1/workers", "", &workers)
 		return len(workers.Workers) == 1

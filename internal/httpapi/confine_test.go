@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/internal/sentineltest"
 )
 
@@ -51,13 +51,13 @@ func TestAPI_SourcesConfinedToTheAllowedRoots(t *testing.T) {
 		"DotDotIn":   e.Dir + "/files/../real",
 	} {
 		t.Run("Allowed"+name, func(t *testing.T) {
-			var src httpapi.Source
+			var src api.Source
 			if code, body := call(t, "POST", e.URL+"/api/v1/sources", fmt.Sprintf(`{"path": %q}`, path), &src); code != 201 {
 				t.Fatalf("POST %s: %d %s", path, code, body)
 			}
 		})
 	}
-	var sources httpapi.SourceList
+	var sources api.SourceList
 	call(t, "GET", e.URL+"/api/v1/sources", "", &sources)
 	if len(sources.Sources) != 5 { // e.Root and the four allowed
 		t.Errorf("sources after the refusals: %+v", sources.Sources)
@@ -77,7 +77,7 @@ func TestAPI_EnqueueRefusesASinkNamingTheDatabase(t *testing.T) {
 	if msg := errorOf(t, body); code != 400 || !strings.Contains(msg, "sink "+uri+" names the Sentinel's database") {
 		t.Fatalf("enqueue: %d %q; want 400 saying the sink names the database", code, msg)
 	}
-	var list httpapi.JobList
+	var list api.JobList
 	call(t, "GET", e.URL+"/api/v1/jobs", "", &list)
 	if list.Total != 0 {
 		t.Errorf("a refused job was stored: %+v", list.Jobs)

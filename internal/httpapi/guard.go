@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/casparian/sentinel/internal/api"
 )
 
 // Access is what a route asks of a request.
@@ -134,7 +136,7 @@ func (srv *Server) refuse(w http.ResponseWriter, r *http.Request, rt Endpoint, c
 		srv.tokenPage(w, code, msg)
 		return
 	}
-	writeJSON(w, code, Error{Error: msg, Reason: reason})
+	writeJSON(w, code, api.Error{Error: msg, Reason: reason})
 }
 
 // bearer returns the token of an Authorization: Bearer header. A header of

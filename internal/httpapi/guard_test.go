@@ -16,9 +16,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/job"
 )
 
 // Tokens of the test token files: 32 characters each.
@@ -86,7 +87,7 @@ func bearerOf(token string) string { return "Authorization: Bearer " + token }
 // reasonOf decodes the reason of a refusal.
 func reasonOf(t *testing.T, a answer) string {
 	t.Helper()
-	var e httpapi.Error
+	var e api.Error
 	if err := json.Unmarshal([]byte(a.body), &e); err != nil || e.Error == "" {
 		t.Fatalf("refusal body %q is not {\"error\": ..., \"reason\": ...}: %v", a.body, err)
 	}
@@ -289,7 +290,7 @@ func TestGuard_CrossSiteAndNonJSONPostsWriteNothing(t *testing.T) {
 			if n := jobCount(t, e); n != 1 {
 				t.Errorf("%d jobs after the refused POSTs, want 1", n)
 			}
-			if j := e.Job(queued); j.Status != db.StatusQueued {
+			if j := e.Job(queued); j.Status != job.StatusQueued {
 				t.Errorf("job %d is %s after a refused cancel, want QUEUED", queued, j.Status)
 			}
 			roots, _ := e.Sentinel.Sources(context.Background())
@@ -335,7 +336,7 @@ func TestAPI_PostsWithoutParametersTakeAnEmptyBodyOrAnEmptyObject(t *testing.T) 
 			t.Errorf("cancel with body %q: %d %s, want 400", body, a.code, a.body)
 		}
 	}
-	if j := e.Job(id); j.Status != db.StatusQueued {
+	if j := e.Job(id); j.Status != job.StatusQueued {
 		t.Errorf("job cancelled by a refused request: %s", j.Status)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/job"
 )
 
 // metricsCollector exports a Sentinel's Stats to Prometheus at scrape time:
@@ -163,7 +164,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	if counts, err := c.s.Counts(ctx); err != nil {
 		c.log.Warn().Err(err).Msg("metrics: job counts not available")
 	} else {
-		for _, st := range actors.JobStatuses {
+		for _, st := range job.Statuses {
 			ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(counts[st]), string(st))
 		}
 	}

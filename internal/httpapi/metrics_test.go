@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -119,7 +119,7 @@ func TestMetrics_MoveAsJobsFlow(t *testing.T) {
 		c, _ := e.Store.JobsCountByStatus(context.Background())
 		// Dispatches are counted when the worker actor sends them, a moment
 		// after the claim made the job RUNNING.
-		return c[db.StatusCompleted] == ok && c[db.StatusFailed] == failing && e.Job(hold).Status == db.StatusRunning &&
+		return c[job.StatusCompleted] == ok && c[job.StatusFailed] == failing && e.Job(hold).Status == job.StatusRunning &&
 			e.Sentinel.Stats().JobsDispatched.Load() == ok+failing+1
 	})
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/internal/api"
+	"github.com/casparian/sentinel/job"
 )
 
 //go:embed status.html
@@ -27,7 +29,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"ago":  ago,
 	"join": strings.Join,
 	"ids":  ids,
-	"lower": func(s actors.JobStatus) string {
+	"lower": func(s job.Status) string {
 		return strings.ToLower(string(s))
 	},
 }).Parse(statusHTML))
@@ -51,11 +53,11 @@ type pageData struct {
 	Workers  []actors.WorkerInfo
 	Slots    int
 	Busy     int
-	Jobs     []actors.JobInfo
+	Jobs     []job.Info
 }
 
 type statusCount struct {
-	Status actors.JobStatus
+	Status job.Status
 	N      int64
 }
 
@@ -70,7 +72,7 @@ func (srv *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	if counts, err := srv.s.Counts(ctx); err != nil {
 		errs = append(errs, "job counts: "+err.Error())
 	} else {
-		for _, st := range actors.JobStatuses {
+		for _, st := range job.Statuses {
 			d.Counts = append(d.Counts, statusCount{Status: st, N: counts[st]})
 			d.Total += counts[st]
 		}
@@ -84,7 +86,7 @@ func (srv *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 			d.Busy += len(wi.Running)
 		}
 	}
-	if page, err := srv.s.Jobs(ctx, actors.JobFilter{Limit: recentJobs}); err != nil {
+	if page, err := srv.s.Jobs(ctx, job.Filter{Limit: recentJobs}); err != nil {
 		errs = append(errs, "recent jobs: "+err.Error())
 	} else {
 		d.Jobs = page.Jobs
@@ -102,7 +104,7 @@ func (srv *Server) tokenPage(w http.ResponseWriter, code int, why string) {
 	d := pageData{Refresh: int(pageRefresh / time.Second), Tokens: true, Refused: why}
 	if err := renderPage(w, code, "token", &d); err != nil {
 		srv.log.Error().Err(err).Msg("render token page")
-		writeJSON(w, code, Error{Error: why})
+		writeJSON(w, code, api.Error{Error: why})
 	}
 }
 

@@ -19,11 +19,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -115,7 +115,7 @@ func TestStatusPage_InChromiumShowsWorkersCountsAndJobs(t *testing.T) {
 	idle := e.Worker(testworker.Options{Identity: "tw-page-idle", Capabilities: []string{"other"}})
 	testwait.Eventually(t, 10*time.Second, "queue settled", func() bool {
 		c, _ := e.Store.JobsCountByStatus(context.Background())
-		return c[db.StatusCompleted] == 3 && c[db.StatusFailed] == 1 && c[db.StatusRunning] == 1
+		return c[job.StatusCompleted] == 3 && c[job.StatusFailed] == 1 && c[job.StatusRunning] == 1
 	})
 	// RUNNING in the database comes a moment before the worker actor holds
 	// the claim; the page shows what the worker actors hold.

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/internal/api"
 )
 
 // Options configure a Server.
@@ -108,7 +109,7 @@ func New(opts Options) *Server {
 		// guard, so that nothing is answered to a request the guard
 		// would refuse.
 		{Pattern: "/", Access: Read, handler: h(func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusNotFound, Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
+			writeJSON(w, http.StatusNotFound, api.Error{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 		})},
 	}
 	if opts.Pprof {

@@ -5,167 +5,14 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/actors"
+	"github.com/casparian/sentinel/internal/api"
+	"github.com/casparian/sentinel/job"
 )
 
-// The JSON documents of /api/v1. Field names are snake_case like the wire
-// protocol's; optional fields are omitted when empty. These types are the
-// API's contract: the casparian CLI decodes the same field names.
+// The Sentinel's answers as the API's documents (internal/api).
 
-// Job is one job.
-type Job struct {
-	ID              int64               `json:"id"`
-	Status          string              `json:"status"`
-	Plugin          string              `json:"plugin"`
-	FileVersionID   int64               `json:"file_version_id"`
-	FilePath        string              `json:"file_path,omitempty"`
-	Priority        int64               `json:"priority"`
-	RetryCount      int64               `json:"retry_count"`
-	Attempt         int64               `json:"attempt"`
-	Worker          string              `json:"worker,omitempty"` // claimed_by: the worker holding or last holding it
-	ClaimTime       *time.Time          `json:"claim_time,omitempty"`
-	EndTime         *time.Time          `json:"end_time,omitempty"`
-	UpdatedAt       *time.Time          `json:"updated_at,omitempty"`
-	ResultSummary   string              `json:"result_summary,omitempty"`
-	ErrorMessage    string              `json:"error_message,omitempty"`
-	Metrics         map[string]int64    `json:"metrics,omitempty"`
-	Artifacts       []map[string]string `json:"artifacts,omitempty"`
-	ConfigOverrides json.RawMessage     `json:"config_overrides,omitempty"`
-	CancelRequested bool                `json:"cancel_requested,omitempty"`
-}
-
-// JobList is a page of jobs, newest first.
-type JobList struct {
-	Jobs   []Job `json:"jobs"`
-	Total  int64 `json:"total"`
-	Limit  int   `json:"limit"`
-	Offset int   `json:"offset"`
-}
-
-// EnqueueRequest asks for a job: the file by file_version_id or by file_path
-// (absolute, under an active source root), the plugin, and optionally a
-// priority and config_overrides ({topic: sink | [sinks]}).
-type EnqueueRequest struct {
-	FileVersionID   int64           `json:"file_version_id,omitempty"`
-	FilePath        string          `json:"file_path,omitempty"`
-	Plugin          string          `json:"plugin"`
-	Priority        int64           `json:"priority,omitempty"`
-	ConfigOverrides json.RawMessage `json:"config_overrides,omitempty"`
-}
-
-// CancelResponse says what a cancel did.
-type CancelResponse struct {
-	Job            Job    `json:"job"`
-	PreviousStatus string `json:"previous_status"`
-	// AbortSent: the job was RUNNING; its worker was told to ABORT and the
-	// job becomes SKIPPED when the worker confirms.
-	AbortSent bool `json:"abort_sent"`
-}
-
-// Worker is one connected worker.
-type Worker struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name,omitempty"`
-	Version      string    `json:"version,omitempty"`
-	Capabilities []string  `json:"capabilities"`
-	Slots        int       `json:"slots"`
-	Busy         int       `json:"busy"`
-	RunningJobs  []int64   `json:"running_jobs"`
-	LastSeen     time.Time `json:"last_seen"`
-	Ready        bool      `json:"ready"`
-	// KeyFingerprint names the CURVE key the worker connected with; empty
-	// for a plaintext connection.
-	KeyFingerprint string `json:"key_fingerprint,omitempty"`
-}
-
-// WorkerList lists the connected workers.
-type WorkerList struct {
-	Workers []Worker `json:"workers"`
-}
-
-// Manifest is one stored version of a plugin.
-type Manifest struct {
-	ID           int64      `json:"id"`
-	Version      string     `json:"version"`
-	Status       string     `json:"status"`
-	EnvHash      string     `json:"env_hash"`
-	ArtifactHash string     `json:"artifact_hash,omitempty"`
-	DeployedAt   *time.Time `json:"deployed_at,omitempty"`
-}
-
-// Plugin is one plugin: the manifest a dispatch uses and every version.
-type Plugin struct {
-	Name             string     `json:"name"`
-	SubscriptionTags []string   `json:"subscription_tags"`
-	Active           *Manifest  `json:"active"`
-	Versions         []Manifest `json:"versions"`
-}
-
-// PluginList lists the plugins.
-type PluginList struct {
-	Plugins []Plugin `json:"plugins"`
-}
-
-// SubscribeRequest adds file tags to a plugin's subscriptions.
-type SubscribeRequest struct {
-	Tags []string `json:"tags"`
-}
-
-// Subscription is a plugin's tags after a subscribe.
-type Subscription struct {
-	Plugin           string   `json:"plugin"`
-	SubscriptionTags []string `json:"subscription_tags"`
-}
-
-// Source is one source root.
-type Source struct {
-	ID     int64  `json:"id"`
-	Path   string `json:"path"`
-	Type   string `json:"type"`
-	Active bool   `json:"active"`
-}
-
-// SourceList lists the source roots.
-type SourceList struct {
-	Sources []Source `json:"sources"`
-}
-
-// SourceRequest adds a source root.
-type SourceRequest struct {
-	Path string `json:"path"`
-}
-
-// Route is one routing rule: files matching the pattern get the tag.
-type Route struct {
-	ID       int64  `json:"id"`
-	Pattern  string `json:"pattern"`
-	Tag      string `json:"tag"`
-	Priority int64  `json:"priority"`
-}
-
-// RouteList lists the routing rules.
-type RouteList struct {
-	Routes []Route `json:"routes"`
-}
-
-// Status is the queue and the workers at a glance.
-type Status struct {
-	Ready    bool             `json:"ready"`
-	Endpoint string           `json:"endpoint"`
-	Counts   map[string]int64 `json:"counts"`
-	Workers  []Worker         `json:"workers"`
-}
-
-// Error is the body of every error response.
-type Error struct {
-	Error string `json:"error"`
-	// Reason is set when the request was refused before reaching the API:
-	// no_token, bad_token, forbidden, bad_content_type, cross_origin or
-	// bad_host (the label of casparian_http_refused_total).
-	Reason string `json:"reason,omitempty"`
-}
-
-func jobJSON(j actors.JobInfo) Job {
-	out := Job{
+func jobJSON(j job.Info) api.Job {
+	out := api.Job{
 		ID: j.ID, Status: string(j.Status), Plugin: j.PluginName, FileVersionID: j.FileVersionID,
 		FilePath: j.FilePath, Priority: j.Priority, RetryCount: j.RetryCount, Attempt: j.Attempt,
 		Worker: j.ClaimedBy, ClaimTime: timePtr(j.ClaimTime), EndTime: timePtr(j.EndTime),
@@ -178,7 +25,7 @@ func jobJSON(j actors.JobInfo) Job {
 	return out
 }
 
-func workerJSON(w actors.WorkerInfo) Worker {
+func workerJSON(w actors.WorkerInfo) api.Worker {
 	running := w.Running
 	if running == nil {
 		running = []int64{}
@@ -187,18 +34,18 @@ func workerJSON(w actors.WorkerInfo) Worker {
 	if caps == nil {
 		caps = []string{}
 	}
-	return Worker{ID: w.ID, Name: w.Name, Version: w.Version, Capabilities: caps, Slots: w.Slots,
+	return api.Worker{ID: w.ID, Name: w.Name, Version: w.Version, Capabilities: caps, Slots: w.Slots,
 		Busy: len(w.Running), RunningJobs: running, LastSeen: w.LastSeen.UTC(), Ready: w.Ready,
 		KeyFingerprint: w.KeyFingerprint}
 }
 
-func manifestJSON(m actors.Manifest) Manifest {
-	return Manifest{ID: m.ID, Version: m.Version, Status: m.Status, EnvHash: m.EnvHash,
+func manifestJSON(m job.Manifest) api.Manifest {
+	return api.Manifest{ID: m.ID, Version: m.Version, Status: m.Status, EnvHash: m.EnvHash,
 		ArtifactHash: m.ArtifactHash, DeployedAt: timePtr(m.DeployedAt)}
 }
 
-func pluginJSON(p actors.Plugin) Plugin {
-	out := Plugin{Name: p.Name, SubscriptionTags: p.SubscriptionTags, Versions: make([]Manifest, len(p.Versions))}
+func pluginJSON(p job.Plugin) api.Plugin {
+	out := api.Plugin{Name: p.Name, SubscriptionTags: p.SubscriptionTags, Versions: make([]api.Manifest, len(p.Versions))}
 	if out.SubscriptionTags == nil {
 		out.SubscriptionTags = []string{}
 	}
@@ -212,8 +59,8 @@ func pluginJSON(p actors.Plugin) Plugin {
 	return out
 }
 
-func sourceJSON(r actors.SourceRoot) Source {
-	return Source{ID: r.ID, Path: r.Path, Type: r.Type, Active: r.Active}
+func sourceJSON(r job.SourceRoot) api.Source {
+	return api.Source{ID: r.ID, Path: r.Path, Type: r.Type, Active: r.Active}
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -28,6 +28,7 @@ import (
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -107,8 +108,8 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		t.Fatal(err)
 	}
 	e.Store = store
-	t.Cleanup(func() { store.Close() })
-	root, err := store.SourceRootActivate(ctx, e.Root)
+	t.Cleanup(func() { _ = store.Close() })
+	root, err := store.SourceRootAdd(ctx, e.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,8 @@ func migratedDatabase() []byte {
 		if err != nil {
 			return
 		}
-		defer os.RemoveAll(dir)
+		// A temporary folder left behind costs disk space, not a result.
+		defer func() { _ = os.RemoveAll(dir) }()
 		path := filepath.Join(dir, "migrated.db")
 		store, err := db.Open(context.Background(), "sqlite://"+path)
 		if err != nil {
@@ -179,13 +181,13 @@ func (e *Env) start(httpAddr string) {
 	var tokens *httpapi.Tokens
 	if cfg.APITokens != "" {
 		if tokens, err = httpapi.LoadTokens(cfg.APITokens, log); err != nil {
-			router.Close()
+			_ = router.Close()
 			t.Fatal(err)
 		}
 	}
 	s, err := actors.Start(actors.Options{Config: cfg, DB: e.Store, Router: router, Logger: log, Stats: stats})
 	if err != nil {
-		router.Close()
+		_ = router.Close()
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", httpAddr)
@@ -193,7 +195,7 @@ func (e *Env) start(httpAddr string) {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		_ = s.Stop(stopCtx)
-		router.Close()
+		_ = router.Close()
 		t.Fatal(err)
 	}
 	e.router, e.Sentinel, e.Endpoint = router, s, router.Endpoint()
@@ -221,7 +223,7 @@ func (e *Env) Stop() {
 	if err := <-e.served; err != nil {
 		e.T.Errorf("serve http: %v", err)
 	}
-	e.router.Close()
+	_ = e.router.Close()
 	e.Sentinel = nil
 }
 
@@ -295,7 +297,7 @@ func (e *Env) EnqueueOverrides(fileVersionID int64, plugin, overrides string) in
 
 func (e *Env) enqueue(fileVersionID int64, plugin string, priority int64, overrides string) int64 {
 	e.T.Helper()
-	id, err := e.Store.JobEnqueue(context.Background(), fileVersionID, plugin, priority, overrides)
+	id, err := e.Store.JobEnqueue(context.Background(), job.Submission{FileVersionID: fileVersionID, Plugin: plugin, Priority: priority, ConfigOverrides: overrides})
 	if err != nil {
 		e.T.Fatal(err)
 	}
@@ -303,17 +305,17 @@ func (e *Env) enqueue(fileVersionID int64, plugin string, priority int64, overri
 }
 
 // Job reads a job from the database.
-func (e *Env) Job(id int64) db.Job {
+func (e *Env) Job(id int64) job.Job {
 	e.T.Helper()
 	j, err := e.Store.JobGet(context.Background(), id)
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	return j
+	return j.Job
 }
 
 // Counts reads how many jobs there are in each status.
-func (e *Env) Counts() map[db.JobStatus]int64 {
+func (e *Env) Counts() map[job.Status]int64 {
 	e.T.Helper()
 	c, err := e.Store.JobsCountByStatus(context.Background())
 	if err != nil {
@@ -323,9 +325,9 @@ func (e *Env) Counts() map[db.JobStatus]int64 {
 }
 
 // WaitJob waits until job id has one of the statuses, and returns it.
-func (e *Env) WaitJob(id int64, statuses ...db.JobStatus) db.Job {
+func (e *Env) WaitJob(id int64, statuses ...job.Status) job.Job {
 	e.T.Helper()
-	var j db.Job
+	var j job.Job
 	testwait.Eventually(e.T, Within, fmt.Sprintf("job %d reaches %v", id, statuses), func() (bool, string) {
 		j = e.Job(id)
 		for _, s := range statuses {

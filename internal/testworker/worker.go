@@ -92,7 +92,7 @@ func Start(ctx context.Context, opts Options) (*Worker, error) {
 	w := &Worker{opts: opts, dealer: d, active: map[int64]context.CancelFunc{}}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	if err := w.identify(); err != nil {
-		d.Close()
+		_ = d.Close() // the IDENTIFY's error is the one to report
 		return nil, err
 	}
 	w.wg.Add(1)
@@ -307,7 +307,7 @@ func FileStats(ctx context.Context, job Job) transport.Conclude {
 	if err != nil {
 		return transport.Conclude{Status: transport.StatusFailed, ErrorMessage: err.Error()}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: Close loses nothing
 	h := sha256.New()
 	buf := make([]byte, 32<<10)
 	var size, lines int64

@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -235,9 +235,9 @@ func TestWorker_SinkNamingTheSentinelDatabaseFailsTheJob(t *testing.T) {
 		"WAL":     "parquet://" + dbPath + "-wal",
 	} {
 		t.Run(name, func(t *testing.T) {
-			id := h.EnqueueOverrides(fv, "csv", fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
-			j := h.WaitJob(id, db.StatusFailed, db.StatusCompleted)
-			if j.Status != db.StatusFailed || j.RetryCount != 0 ||
+			id := h.enqueueUnchecked(fv, "csv", fmt.Sprintf(`{"output": {"uri": %q, "mode": "replace"}}`, uri))
+			j := h.WaitJob(id, job.StatusFailed, job.StatusCompleted)
+			if j.Status != job.StatusFailed || j.RetryCount != 0 ||
 				!strings.Contains(j.ErrorMessage, "sink "+uri+" names the Sentinel's database") {
 				t.Fatalf("job: %s after %d retries, %q; want FAILED at once naming the database", j.Status, j.RetryCount, j.ErrorMessage)
 			}
@@ -250,7 +250,7 @@ func TestWorker_SinkNamingTheSentinelDatabaseFailsTheJob(t *testing.T) {
 		t.Fatalf("cf_plugin_config changed:\n%q\nwant\n%q", after, before)
 	}
 	ok := h.EnqueueOverrides(fv, "csv", `{"output": {"uri": "sqlite://out/orders.db/orders"}}`)
-	if j := h.WaitJob(ok, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusCompleted {
+	if j := h.WaitJob(ok, job.StatusFailed, job.StatusCompleted); j.Status != job.StatusCompleted {
 		t.Fatalf("an ordinary job: %s %q", j.Status, j.ErrorMessage)
 	}
 }

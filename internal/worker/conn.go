@@ -45,6 +45,10 @@ type connection struct {
 	// lastInbound is when the Sentinel last spoke (unix nanoseconds):
 	// written by the receiver (and Run, before it), read by the watchdog.
 	lastInbound atomic.Int64
+	// at is 1 + the index in Worker.endpoints of the endpoint dealer was
+	// dialled to; 0 before the first connection. Written by Run (the first
+	// dial) and the receiver (redial), read by Stats.
+	at atomic.Int64
 	// dialCtx is cancelled when Run ends: it stops a redial. Set by Run
 	// before the receiver starts.
 	dialCtx  context.Context
@@ -56,6 +60,19 @@ func (c *connection) current() *transport.Dealer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dealer
+}
+
+// index is the index in Worker.endpoints of the endpoint of the current
+// connection (0 before the first).
+func (c *connection) index() int { return int(max(c.at.Load()-1, 0)) }
+
+// endpoint is the address of the current connection's endpoint, "" before
+// the first.
+func (c *connection) endpoint(eps []endpoint) string {
+	if at := c.at.Load(); at > 0 {
+		return eps[at-1].addr
+	}
+	return ""
 }
 
 // isClosing reports whether Run is closing the connection for good.
@@ -112,46 +129,76 @@ func (c *connection) heard() { c.lastInbound.Store(time.Now().UnixNano()) }
 // silence is how long the Sentinel has been silent.
 func (c *connection) silence() time.Duration { return time.Since(time.Unix(0, c.lastInbound.Load())) }
 
-// dial connects a DEALER, waiting while the Sentinel is unreachable (zmq4
-// retries every 250 ms) and backing off when a dial fails outright (the
-// ZMTP handshake failed). Over CURVE it logs every curveDialReport why it
-// is not connected yet (the last refusal's reason). It returns an error
-// only when ctx ends.
-func (w *Worker) dial(ctx context.Context) (*transport.Dealer, error) {
+// dial connects a DEALER to one of the endpoints, trying them in order
+// from endpoints[from], round-robin, and returns it with the index of the
+// endpoint it reached. It waits while a Sentinel is unreachable (zmq4
+// retries every 250 ms): with one endpoint, as long as it takes; with
+// several, failoverDialWindow, then it tries the next. It backs off when a
+// dial fails outright (the ZMTP handshake failed). Over CURVE it logs every
+// curveDialReport why it is not connected yet (the last refusal's reason).
+// It returns an error only when ctx ends.
+func (w *Worker) dial(ctx context.Context, from int) (*transport.Dealer, int, error) {
 	backoff := dialBackoffMin
-	for {
+	n := len(w.endpoints)
+	for i := from % n; ; i = (i + 1) % n {
+		ep := w.endpoints[i]
 		attempt, cancel := ctx, context.CancelFunc(func() {})
-		if w.opts.Curve != nil {
+		switch {
+		case n > 1:
+			attempt, cancel = context.WithTimeout(ctx, w.failoverDialWindow())
+		case ep.curve != nil:
 			// Safe to give up on: every CURVE handshake has a deadline, so
 			// the dialing goroutine DialDealer leaves behind ends soon.
 			attempt, cancel = context.WithTimeout(ctx, curveDialReport)
 		}
-		d, err := transport.DialDealer(attempt, w.opts.Endpoint, transport.DealerOptions{
+		d, err := transport.DialDealer(attempt, ep.addr, transport.DealerOptions{
 			Identity: []byte(w.opts.Identity),
 			Timeout:  w.opts.SendTimeout,
-			Curve:    w.opts.Curve,
+			Curve:    ep.curve,
 		})
 		cancel()
 		if err == nil {
-			return d, nil
+			return d, i, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
 		if attempt.Err() != nil {
 			// zmq4 was retrying all along: no backoff on top.
-			w.log.Warn().Err(err).Msg("not connected to the Sentinel yet; still trying")
+			ev := w.log.Warn().Err(err).Str("endpoint", ep.addr)
+			if n > 1 {
+				ev.Str("next", w.endpoints[(i+1)%n].addr).Msg("Sentinel not reachable; trying the next endpoint")
+			} else {
+				ev.Msg("not connected to the Sentinel yet; still trying")
+			}
 			continue
 		}
-		w.log.Warn().Err(err).Dur("retry_in", backoff).Msg("connect failed")
+		w.log.Warn().Err(err).Str("endpoint", ep.addr).Dur("retry_in", backoff).Msg("connect failed")
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		case <-t.C:
 		}
 		backoff = min(2*backoff, dialBackoffMax)
+	}
+}
+
+// connected records that the connection is now to endpoints[i], and logs
+// it; first is true for Run's first connection.
+func (w *Worker) connected(i int, first bool) {
+	prev := w.conn.at.Swap(int64(i) + 1)
+	addr := w.endpoints[i].addr
+	switch {
+	case first:
+		w.log.Info().Str("endpoint", addr).Msg("connected to the Sentinel")
+	case prev != int64(i)+1:
+		w.stats.failovers.Add(1)
+		w.log.Warn().Str("endpoint", addr).Str("previous", w.endpoints[prev-1].addr).
+			Msg("failed over to another Sentinel; identifying there")
+	default:
+		w.log.Info().Str("endpoint", addr).Msg("connection replaced")
 	}
 }
 
@@ -222,10 +269,17 @@ func (w *Worker) recvLoop() {
 	}
 }
 
-// redial replaces the connection the watchdog closed. It returns false when
-// the worker is stopping.
+// redial replaces the connection the watchdog closed: with several
+// endpoints, by one to the next endpoint (or the one after, round-robin,
+// if that one does not answer). It returns false when the worker is
+// stopping.
 func (w *Worker) redial() bool {
-	nd, err := w.dial(w.conn.dialCtx)
+	from := w.conn.index()
+	if len(w.endpoints) > 1 {
+		// The Sentinel there went silent: the next one first.
+		from++
+	}
+	nd, i, err := w.dial(w.conn.dialCtx, from)
 	if err != nil {
 		return false
 	}
@@ -234,7 +288,7 @@ func (w *Worker) redial() bool {
 		return false
 	}
 	w.conn.heard()
-	w.log.Info().Msg("connection replaced")
+	w.connected(i, false)
 	return true
 }
 

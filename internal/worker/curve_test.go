@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -32,7 +32,7 @@ func TestWorker_CurveRunsJobsOnlyForAuthorizedKeys(t *testing.T) {
 	w := startWorker(t, h, worker.Options{Identity: "curve-worker",
 		Curve: transport.NewCurveClient(sentinelPub, workerSec)})
 	id := h.EnqueueOverrides(h.sample("orders.csv"), "csv", "")
-	if j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted || j.Metrics["rows"] != 10 {
+	if j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted || j.Metrics["rows"] != 10 {
 		t.Fatalf("job over CURVE: %s %q, metrics %v", j.Status, j.ErrorMessage, j.Metrics)
 	}
 	infos, err := h.Sentinel.WorkersInfo(t.Context())
@@ -54,7 +54,7 @@ func TestWorker_CurveRunsJobsOnlyForAuthorizedKeys(t *testing.T) {
 		return strings.Contains(stranger.logs.String(), "is it in its --authorized-workers?") &&
 			strings.Contains(misled.logs.String(), "is --sentinel-key its public key?")
 	})
-	if j := h.Job(id); j.Status != db.StatusQueued || j.ClaimedBy != "" {
+	if j := h.Job(id); j.Status != job.StatusQueued || j.ClaimedBy != "" {
 		t.Fatalf("job %d: %s by %q; want QUEUED and never claimed", id, j.Status, j.ClaimedBy)
 	}
 	for _, rw := range []*runningWorker{stranger, misled} {

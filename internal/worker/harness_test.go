@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,7 +114,7 @@ func startWorker(t *testing.T, h *sentinel, opts worker.Options) *runningWorker 
 		rw.err = w.Run(ctx)
 		close(rw.finished)
 	}()
-	t.Cleanup(func() { rw.stop(t) })
+	t.Cleanup(func() { _ = rw.stop(t) }) // tests that care call stop themselves and check it
 	return rw
 }
 
@@ -130,9 +131,28 @@ func (rw *runningWorker) stop(t *testing.T) error {
 	}
 }
 
+// enqueueUnchecked inserts a QUEUED job as another tool would, without the
+// checks JobEnqueue makes, so that the Sentinel's refusal at dispatch can be
+// tested with sinks JobEnqueue refuses (one naming the database).
+func (h *sentinel) enqueueUnchecked(fv int64, plugin, overrides string) int64 {
+	h.T.Helper()
+	got := querySQLite(h.T, h.DBPath, `INSERT INTO cf_processing_queue
+		(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
+		VALUES (?, ?, ?, 'QUEUED', 0, 0, ?) RETURNING id`,
+		fv, plugin, overrides, time.Now().UTC().Format("2006-01-02T15:04:05.000000000Z"))
+	if len(got) != 1 {
+		h.T.Fatalf("insert job: %q", got)
+	}
+	id, err := strconv.ParseInt(got[0], 10, 64)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	return id
+}
+
 // querySQLite runs a query on an output database and returns the rows as
 // strings joined by "|".
-func querySQLite(t *testing.T, path, q string, args ...any) []string {
+func querySQLite(t testing.TB, path, q string, args ...any) []string {
 	t.Helper()
 	// A job may be committing to the same database: wait for its lock.
 	conn, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")

@@ -24,5 +24,5 @@ func TestMain(m *testing.M) {
 	}
 	wasmCacheDir = dir
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
-		goleak.Cleanup(func(int) { os.RemoveAll(dir) }))
+		goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
 }

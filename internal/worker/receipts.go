@@ -19,7 +19,7 @@ const maxPending = 4096
 // once the Sentinel has acknowledged it (see pendingReceipt). The
 // acknowledgement is only a sign (the protocol has none for CONCLUDE), and
 // the Sentinel ignores a receipt for a job that is no longer RUNNING under
-// this worker (SPEC C.3), so re-sending one too many is harmless. A
+// this worker (docs/PROTOCOL.md §4.4), so re-sending one too many is harmless. A
 // variable so that tests can shorten it.
 var replayWindow = 30 * time.Second
 

@@ -1,10 +1,10 @@
 package worker
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -34,7 +34,7 @@ func BuildTestModules(tb testing.TB) TestModules {
 			modulesErr = err
 			return
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		out := [2][]byte{}
 		for i, pkg := range []string{"../../plugins/wordcount", "./testdata/misbehave"} {
 			path := filepath.Join(dir, filepath.Base(pkg)+".wasm")
@@ -53,7 +53,7 @@ func BuildTestModules(tb testing.TB) TestModules {
 func buildWasm(pkg, out string) ([]byte, error) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return nil, fmt.Errorf("find the go command: %w", err)
 	}
 	cmd := exec.Command(gobin, "build", "-o", out, pkg)
 	// GOFLAGS is cleared: a -race in it would not build for wasip1.

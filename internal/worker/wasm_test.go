@@ -15,10 +15,10 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/wasm"
+	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 )
 
@@ -370,12 +370,12 @@ func TestWasm_EndToEndWithSentinel(t *testing.T) {
 	w := startWorker(t, h, worker.Options{Wasm: testWasm(0), Concurrency: 2})
 
 	for _, id := range ids {
-		var j db.Job
+		var j job.Job
 		testwait.Eventually(t, wasmWithin, fmt.Sprintf("job %d concludes", id), func() bool {
 			j = h.Job(id)
-			return j.Status == db.StatusCompleted || j.Status == db.StatusFailed
+			return j.Status == job.StatusCompleted || j.Status == job.StatusFailed
 		})
-		if j.Status != db.StatusCompleted {
+		if j.Status != job.StatusCompleted {
 			t.Fatalf("job %+v", j)
 		}
 	}

@@ -46,12 +46,26 @@ var (
 
 // Options configure a Worker. Zero values mean the defaults.
 type Options struct {
-	// Endpoint is the Sentinel's ROUTER. Default DefaultEndpoint.
+	// Endpoint is the Sentinel's ROUTER, tcp://host:port or ipc://path, or
+	// several Sentinels' separated by commas (see ParseEndpoints). With
+	// several, the worker connects to the first that answers, in order;
+	// when the watchdog gives up on the one it is on (SentinelTimeout of
+	// silence), it dials the next, round-robin, identifies there, re-sends
+	// its pending receipts and lists its running jobs, as after any
+	// reconnect. It does not move back when an earlier one returns.
+	// Default DefaultEndpoint.
 	Endpoint string
 	// Curve, when set, connects over CurveZMQ with these keys: the
 	// Sentinel's public key and this worker's key pair, whose public half
-	// must be in the Sentinel's authorized workers. Default nil: plaintext.
+	// must be in the Sentinel's authorized workers. Its Sentinel key
+	// applies to every endpoint unless SentinelKeys is set. Every endpoint
+	// must then be tcp://. Default nil: plaintext.
 	Curve *transport.CurveClient
+	// SentinelKeys, with Curve and several endpoints whose Sentinels have
+	// different keys, is each endpoint's Sentinel public key, in the order
+	// of Endpoint; it replaces Curve.ServerKey. Empty: Curve.ServerKey for
+	// all.
+	SentinelKeys []transport.CurveKey
 	// Identity is the ZeroMQ identity and worker_id. Default NewIdentity().
 	Identity string
 	// Concurrency is how many jobs run at once, announced as
@@ -110,13 +124,17 @@ type Stats struct {
 	JobsFailed       int64
 	JobsAborted      int64
 	ReceiptsReplayed int64 // receipts re-sent after a reconnect
-	WasmCompiles     int64 // WebAssembly modules compiled
-	WasmCacheHits    int64 // deployed-plugin runs that found their module compiled
-	WasmRunning      int64 // WebAssembly instances running now
+	// Endpoint is the Sentinel endpoint of the current connection (the
+	// last one dialled successfully; "" before the first).
+	Endpoint      string
+	Failovers     int64 // connections made to another endpoint than the last one
+	WasmCompiles  int64 // WebAssembly modules compiled
+	WasmCacheHits int64 // deployed-plugin runs that found their module compiled
+	WasmRunning   int64 // WebAssembly instances running now
 }
 
 type counters struct {
-	identifies, reconnects, started, rejected, succeeded, failed, aborted, replayed atomic.Int64
+	identifies, reconnects, started, rejected, succeeded, failed, aborted, replayed, failovers atomic.Int64
 }
 
 // Worker is one worker process's runtime. Create it with New and call Run
@@ -124,8 +142,9 @@ type counters struct {
 //
 // Its state is split by concern, a file each:
 //
-//   - conn (conn.go): the DEALER, which the watchdog may replace; dialling,
-//     the receiver, the watchdog, re-IDENTIFY;
+//   - conn (conn.go): the DEALER, which the watchdog may replace; dialling
+//     (round-robin over the endpoints, endpoints.go), the receiver, the
+//     watchdog, re-IDENTIFY;
 //   - the outbox (sender.go): the sender goroutine and what it writes;
 //   - slots (slots.go): the running jobs, capacity, the drain;
 //   - receipts (receipts.go): conclusions the Sentinel may not have yet,
@@ -139,7 +158,8 @@ type counters struct {
 //     is queued), the watchdog, then it closes the DEALER, which ends the
 //     receiver.
 //   - the receiver (recvLoop): Dealer.Recv; replacing conn.dealer after the
-//     watchdog closed it (redial); handling every message in order
+//     watchdog closed it (redial, to the next endpoint if there are
+//     several), and conn.at with it; handling every message in order
 //     (DISPATCH starts jobs, ABORT, PREPARE_ENV, re-IDENTIFY).
 //   - the sender (sendLoop): Dealer.Send, the heartbeat ticker, and
 //     reannounce, which nothing else touches.
@@ -163,7 +183,7 @@ type counters struct {
 // can deadlock on them. Keep them leaves; a path that ever needs two takes
 // them in that order.
 //
-// Without a lock: conn.lastInbound and the stats are atomics; started is
+// Without a lock: conn.lastInbound, conn.at and the stats are atomics; started is
 // an atomic for Run's only-once check; everything set in New (opts,
 // plugins, caps, …) is read-only afterwards. The rest is channels.
 type Worker struct {
@@ -173,8 +193,10 @@ type Worker struct {
 	builtins []string // names of plugins
 	caps     []string // builtins, and "*" with deployed plugins
 	exe      string
-	stats    counters
-	started  atomic.Bool
+	// endpoints are the Sentinels to connect to, in order (one, usually).
+	endpoints []endpoint
+	stats     counters
+	started   atomic.Bool
 
 	wasm *wasm.Runtime // nil: deployed plugins off
 	envs environments
@@ -253,6 +275,13 @@ func New(opts Options) (*Worker, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
+	endpoints, err := endpointsOf(opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(endpoints) > 1 && opts.SentinelTimeout < 0 {
+		return nil, errors.New("several endpoints need the Sentinel timeout: without it the worker never fails over")
+	}
 	plugins := make(map[string]plugin.Plugin, len(opts.Plugins))
 	for _, p := range opts.Plugins {
 		name := p.Name()
@@ -268,7 +297,6 @@ func New(opts Options) (*Worker, error) {
 	caps := builtins
 	var rt *wasm.Runtime
 	if opts.Wasm != nil {
-		var err error
 		if rt, err = wasm.New(context.Background(), *opts.Wasm); err != nil {
 			return nil, err
 		}
@@ -283,6 +311,7 @@ func New(opts Options) (*Worker, error) {
 		builtins:   builtins,
 		caps:       caps,
 		exe:        exe,
+		endpoints:  endpoints,
 		wasm:       rt,
 		envs:       environments{lockfiles: map[string]string{}, moduleKeys: map[string]string{}},
 		outbox:     make(chan outMsg, outboxSize),
@@ -333,6 +362,8 @@ func (w *Worker) Stats() Stats {
 		JobsFailed:       w.stats.failed.Load(),
 		JobsAborted:      w.stats.aborted.Load(),
 		ReceiptsReplayed: w.stats.replayed.Load(),
+		Endpoint:         w.conn.endpoint(w.endpoints),
+		Failovers:        w.stats.failovers.Load(),
 	}
 	if w.wasm != nil {
 		ws := w.wasm.Stats()
@@ -358,24 +389,37 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.wasm != nil {
 		// After the drain: every job has concluded (a module stops when its
 		// job's context ends, so none outlives it).
-		defer w.wasm.Close(context.Background())
+		defer func() { _ = w.wasm.Close(context.Background()) }() // in-memory runtime: nothing to lose
 		mem, limit := w.wasm.Limits()
 		w.log.Info().Int64("memory_limit_mib", mem>>20).Dur("time_limit", limit).Msg("deployed WebAssembly plugins enabled")
 	}
-	ev := w.log.Info().Str("endpoint", w.opts.Endpoint).Strs("plugins", w.caps).Int("concurrency", w.opts.Concurrency).
+	addrs := make([]string, len(w.endpoints))
+	for i, e := range w.endpoints {
+		addrs[i] = e.addr
+	}
+	ev := w.log.Info().Str("endpoint", strings.Join(addrs, ",")).Strs("plugins", w.caps).Int("concurrency", w.opts.Concurrency).
 		Str("output_dir", w.opts.OutputDir).Strs("input_roots", w.opts.InputRoots)
 	if c := w.opts.Curve; c != nil {
-		ev = ev.Str("security", "curve").Str("key_fingerprint", c.Public.Fingerprint()).
-			Str("sentinel_key_fingerprint", c.ServerKey.Fingerprint())
+		ev = ev.Str("security", "curve").Str("key_fingerprint", c.Public.Fingerprint())
+		if len(w.opts.SentinelKeys) == 0 {
+			ev = ev.Str("sentinel_key_fingerprint", c.ServerKey.Fingerprint())
+		} else {
+			prints := make([]string, len(w.endpoints))
+			for i, e := range w.endpoints {
+				prints[i] = e.curve.ServerKey.Fingerprint()
+			}
+			ev = ev.Strs("sentinel_key_fingerprints", prints)
+		}
 	} else {
 		ev = ev.Str("security", "plaintext")
 	}
 	ev.Msg("connecting to the Sentinel")
-	d, err := w.dial(ctx)
+	d, at, err := w.dial(ctx, 0)
 	if err != nil {
 		w.log.Info().Msg("stopped before the Sentinel was reachable")
 		return nil
 	}
+	w.connected(at, true)
 	w.conn.dealer = d
 	w.conn.heard()
 	w.conn.dialCtx, w.conn.stopDial = context.WithCancel(context.Background())

@@ -17,10 +17,10 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/casparian/sentinel/config"
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
+	"github.com/casparian/sentinel/job"
 )
 
 func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
@@ -37,8 +37,8 @@ func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
 		jobs[h.EnqueueOverrides(fv, "csv", "")] = fv
 	}
 	for id, fv := range jobs {
-		j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
-		if j.Status != db.StatusCompleted {
+		j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed)
+		if j.Status != job.StatusCompleted {
 			t.Fatalf("job %d: %s: %s", id, j.Status, j.ErrorMessage)
 		}
 		if j.Metrics["rows"] != int64(files[fv]) {
@@ -83,8 +83,8 @@ func TestWorker_DefaultParquetOutputReadBack(t *testing.T) {
 	w := startWorker(t, h, worker.Options{})
 	fv := h.sample("events.jsonl")
 	id := h.EnqueueOverrides(fv, "jsonl", "")
-	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusCompleted {
+	j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusCompleted {
 		t.Fatalf("job: %s: %s", j.Status, j.ErrorMessage)
 	}
 	// The Sentinel's default sink, parquet://output/jsonl.parquet, resolves
@@ -146,9 +146,9 @@ func TestWorker_SinkModes(t *testing.T) {
 	overrides := func(uri, mode string) string {
 		return fmt.Sprintf(`{"output": {"uri": %q, "mode": %q}}`, uri, mode)
 	}
-	run := func(uri, mode string) db.Job {
+	run := func(uri, mode string) job.Job {
 		t.Helper()
-		return h.WaitJob(h.EnqueueOverrides(fv, "csv", overrides(uri, mode)), db.StatusCompleted, db.StatusFailed)
+		return h.WaitJob(h.EnqueueOverrides(fv, "csv", overrides(uri, mode)), job.StatusCompleted, job.StatusFailed)
 	}
 	table := "sqlite://" + out + "/customers"
 	count := func() string {
@@ -157,7 +157,7 @@ func TestWorker_SinkModes(t *testing.T) {
 
 	t.Run("AppendAdds", func(t *testing.T) {
 		for range 2 {
-			if j := run(table, "append"); j.Status != db.StatusCompleted {
+			if j := run(table, "append"); j.Status != job.StatusCompleted {
 				t.Fatalf("append: %s %s", j.Status, j.ErrorMessage)
 			}
 		}
@@ -167,7 +167,7 @@ func TestWorker_SinkModes(t *testing.T) {
 	})
 	t.Run("ReplaceSwaps", func(t *testing.T) {
 		j := run(table, "replace")
-		if j.Status != db.StatusCompleted {
+		if j.Status != job.StatusCompleted {
 			t.Fatalf("replace: %s %s", j.Status, j.ErrorMessage)
 		}
 		if c := count(); c != "6|1" {
@@ -179,7 +179,7 @@ func TestWorker_SinkModes(t *testing.T) {
 	})
 	t.Run("ErrorRefusesFullTarget", func(t *testing.T) {
 		j := run(table, "error")
-		if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, "target exists and is not empty") {
+		if j.Status != job.StatusFailed || !strings.Contains(j.ErrorMessage, "target exists and is not empty") {
 			t.Fatalf("error mode on a full table: %s %q", j.Status, j.ErrorMessage)
 		}
 		if c := count(); c != "6|1" {
@@ -187,7 +187,7 @@ func TestWorker_SinkModes(t *testing.T) {
 		}
 		// ... but writes a target that does not exist yet.
 		fresh := "file://" + filepath.Join(dir, "fresh.jsonl")
-		if j := run(fresh, "error"); j.Status != db.StatusCompleted {
+		if j := run(fresh, "error"); j.Status != job.StatusCompleted {
 			t.Fatalf("error mode on a new file: %s %s", j.Status, j.ErrorMessage)
 		}
 		b, _ := os.ReadFile(filepath.Join(dir, "fresh.jsonl"))
@@ -222,8 +222,8 @@ func TestWorker_BadInputFailsWithClearMessage(t *testing.T) {
 		want string
 	}{h.EnqueueOverrides(gone, "checksum", ""), "no such file or directory"})
 	for _, c := range cases {
-		j := h.WaitJob(c.id, db.StatusCompleted, db.StatusFailed)
-		if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, c.want) {
+		j := h.WaitJob(c.id, job.StatusCompleted, job.StatusFailed)
+		if j.Status != job.StatusFailed || !strings.Contains(j.ErrorMessage, c.want) {
 			t.Errorf("job %d: %s %q, want FAILED with %q", c.id, j.Status, j.ErrorMessage, c.want)
 		}
 	}
@@ -234,8 +234,8 @@ func TestWorker_BadInputFailsWithClearMessage(t *testing.T) {
 	if left := stagingLeft(t, w.outputDir); len(left) > 0 {
 		t.Errorf("staging files left: %v", left)
 	}
-	ok := h.WaitJob(h.EnqueueOverrides(h.sample("orders.csv"), "csv", ""), db.StatusCompleted, db.StatusFailed)
-	if ok.Status != db.StatusCompleted {
+	ok := h.WaitJob(h.EnqueueOverrides(h.sample("orders.csv"), "csv", ""), job.StatusCompleted, job.StatusFailed)
+	if ok.Status != job.StatusCompleted {
 		t.Fatalf("good job after bad ones: %s %s", ok.Status, ok.ErrorMessage)
 	}
 }
@@ -258,8 +258,8 @@ func TestWorker_AbortMidJobLeavesNoPartialOutput(t *testing.T) {
 
 	g.waitStarted(t, 1) // 300 rows are staged and the run is waiting
 	testwait.Eventually(t, within, "ABORTED receipt sent", func() bool { return w.Stats().JobsAborted == 1 })
-	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusCompleted || j.Attempt != 2 {
+	j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusCompleted || j.Attempt != 2 {
 		t.Fatalf("job: %s attempt %d %q, want COMPLETED on attempt 2", j.Status, j.Attempt, j.ErrorMessage)
 	}
 	if got := querySQLite(t, out, `SELECT COUNT(*), COUNT(DISTINCT _job_id) FROM rows`)[0]; got != "300|1" {
@@ -286,11 +286,11 @@ func TestWorker_ConcurrencyLimit(t *testing.T) {
 	// announced max_concurrent_jobs=2.
 	testwait.Eventually(t, within, "2 RUNNING, 3 QUEUED", func() bool {
 		c, _ := h.Store.JobsCountByStatus(t.Context())
-		return c[db.StatusRunning] == 2 && c[db.StatusQueued] == 3
+		return c[job.StatusRunning] == 2 && c[job.StatusQueued] == 3
 	})
 	g.release()
 	for _, id := range ids {
-		if j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+		if j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted {
 			t.Fatalf("job %d: %s %s", id, j.Status, j.ErrorMessage)
 		}
 	}
@@ -329,8 +329,8 @@ func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
 		return s.Reconnects >= 1 && s.Identifies > identifies
 	})
 	h.WaitWorkers(1)
-	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusCompleted || j.Attempt != 1 {
+	j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusCompleted || j.Attempt != 1 {
 		st := h.Sentinel.Stats()
 		t.Fatalf("job: %s attempt %d %q, want COMPLETED on attempt 1; worker %+v; sentinel: received %d, stale %d, unknown-worker %d, registered %d",
 			j.Status, j.Attempt, j.ErrorMessage, w.Stats(), st.MessagesReceived.Load(), st.StaleMessages.Load(),
@@ -340,7 +340,7 @@ func TestWorker_ReconnectAndReidentifyAfterSentinelRestart(t *testing.T) {
 		t.Fatalf("%s rows, want 50 (written once)", got)
 	}
 	next := h.EnqueueOverrides(h.File("next.txt", "y\n"), "gate", "")
-	if j := h.WaitJob(next, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	if j := h.WaitJob(next, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted {
 		t.Fatalf("job after restart: %s %s", j.Status, j.ErrorMessage)
 	}
 }
@@ -361,13 +361,13 @@ func TestWorker_LongJobKeepsWorkerAlive(t *testing.T) {
 	// still hold it as RUNNING under the same worker.
 	deadline := time.Now().Add(1500 * time.Millisecond)
 	for time.Now().Before(deadline) {
-		if j := h.Job(id); j.Status != db.StatusRunning || j.Attempt != 1 {
+		if j := h.Job(id); j.Status != job.StatusRunning || j.Attempt != 1 {
 			t.Fatalf("job while running: %s attempt %d %q", j.Status, j.Attempt, j.ErrorMessage)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	g.release()
-	if j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted || j.Attempt != 1 {
+	if j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted || j.Attempt != 1 {
 		t.Fatalf("job: %s attempt %d %q", j.Status, j.Attempt, j.ErrorMessage)
 	}
 }
@@ -392,7 +392,7 @@ func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 	// once; after that the Sentinel knows the worker takes nothing. Without
 	// the IDENTIFY the job would bounce every retry backoff (20-200 ms).
 	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if j := h.Job(queued); j.Attempt > 1 || (j.Status != db.StatusQueued && j.Status != db.StatusRunning) {
+		if j := h.Job(queued); j.Attempt > 1 || (j.Status != job.StatusQueued && j.Status != job.StatusRunning) {
 			t.Fatalf("job queued during the drain: %s after %d claims, want QUEUED and claimed at most once", j.Status, j.Attempt)
 		}
 	}
@@ -413,7 +413,7 @@ func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 	case <-time.After(within):
 		t.Fatal("drain did not end")
 	}
-	if j := h.WaitJob(running, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	if j := h.WaitJob(running, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted {
 		t.Fatalf("running job: %s %s", j.Status, j.ErrorMessage)
 	}
 }
@@ -434,8 +434,8 @@ func TestWorker_DrainDeadlineAbortsAndConcludes(t *testing.T) {
 	if err := w.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	j := h.WaitJob(id, db.StatusFailed, db.StatusCompleted, db.StatusQueued)
-	if j.Status != db.StatusQueued || j.RetryCount != 1 || !strings.Contains(j.ErrorMessage, "drain deadline") {
+	j := h.WaitJob(id, job.StatusFailed, job.StatusCompleted, job.StatusQueued)
+	if j.Status != job.StatusQueued || j.RetryCount != 1 || !strings.Contains(j.ErrorMessage, "drain deadline") {
 		t.Fatalf("job: %s retry %d %q, want requeued by an ABORTED receipt naming the drain deadline", j.Status, j.RetryCount, j.ErrorMessage)
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
@@ -469,8 +469,8 @@ func TestWorker_TopicsRouteToTheirSinks(t *testing.T) {
 	h.Topic("split", "output", "file://"+filepath.Join(dir, "main.csv"), "append")
 	h.Topic("split", "notes", "sqlite://"+filepath.Join(dir, "n.db")+"/notes", "append")
 	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "notes"}}})
-	j := h.WaitJob(h.EnqueueOverrides(h.File("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusCompleted || j.Metrics["rows"] != 4 || len(j.Artifacts) != 2 {
+	j := h.WaitJob(h.EnqueueOverrides(h.File("in.txt", "x\n"), "split", ""), job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusCompleted || j.Metrics["rows"] != 4 || len(j.Artifacts) != 2 {
 		t.Fatalf("job: %s %q metrics %v artifacts %v", j.Status, j.ErrorMessage, j.Metrics, j.Artifacts)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "main.csv"))
@@ -487,8 +487,8 @@ func TestWorker_TopicWithoutSinkFails(t *testing.T) {
 	h := newSentinel(t, nil)
 	h.Plugin("split")
 	w := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{twoTopics{extra: "nowhere"}}})
-	j := h.WaitJob(h.EnqueueOverrides(h.File("in.txt", "x\n"), "split", ""), db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusFailed || !strings.Contains(j.ErrorMessage, `no sink is configured for topic "nowhere"`) {
+	j := h.WaitJob(h.EnqueueOverrides(h.File("in.txt", "x\n"), "split", ""), job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusFailed || !strings.Contains(j.ErrorMessage, `no sink is configured for topic "nowhere"`) {
 		t.Fatalf("job: %s %q", j.Status, j.ErrorMessage)
 	}
 	// The rows already emitted to "output" were staged, and discarded.
@@ -512,11 +512,11 @@ func TestWorker_PluginPanicFailsTheJobNotTheWorker(t *testing.T) {
 	h.Plugin("panicky", "checksum")
 	startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{panicky{}, plugin.Checksum{}}})
 	fv := h.sample("notes.txt")
-	j := h.WaitJob(h.EnqueueOverrides(fv, "panicky", ""), db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusFailed || j.ErrorMessage != "panicky: plugin panicked: boom" {
+	j := h.WaitJob(h.EnqueueOverrides(fv, "panicky", ""), job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusFailed || j.ErrorMessage != "panicky: plugin panicked: boom" {
 		t.Fatalf("job: %s %q", j.Status, j.ErrorMessage)
 	}
-	if j := h.WaitJob(h.EnqueueOverrides(fv, "checksum", ""), db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	if j := h.WaitJob(h.EnqueueOverrides(fv, "checksum", ""), job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted {
 		t.Fatalf("next job: %s %q", j.Status, j.ErrorMessage)
 	}
 }
@@ -535,8 +535,8 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 
 	delayed := startWorker(t, h, worker.Options{JobDelay: 700 * time.Millisecond})
 	id := h.EnqueueOverrides(fv, "checksum", "")
-	j := h.WaitJob(id, db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusCompleted || j.Metrics["duration_ms"] < 700 {
+	j := h.WaitJob(id, job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusCompleted || j.Metrics["duration_ms"] < 700 {
 		t.Fatalf("job: %s %q, duration_ms %d, want COMPLETED after at least 700 ms", j.Status, j.ErrorMessage, j.Metrics["duration_ms"])
 	}
 	if err := delayed.stop(t); err != nil {
@@ -555,7 +555,7 @@ func TestWorker_JobDelayHoldsJobsAndYieldsToAbort(t *testing.T) {
 	stuck := startWorker(t, h, worker.Options{JobDelay: time.Minute})
 	id = h.EnqueueOverrides(fv, "checksum", "")
 	testwait.Eventually(t, within, "ABORTED receipt sent", func() bool { return stuck.Stats().JobsAborted == 1 })
-	if j := h.WaitJob(id, db.StatusFailed, db.StatusCompleted); j.Status != db.StatusFailed {
+	if j := h.WaitJob(id, job.StatusFailed, job.StatusCompleted); j.Status != job.StatusFailed {
 		t.Fatalf("job: %s, want FAILED after its only attempt timed out", j.Status)
 	}
 }
@@ -586,7 +586,7 @@ func TestWorker_JobRunTwiceWritesItsRowsOnceInEverySink(t *testing.T) {
 	twice := h.EnqueueOverrides(h.File("twice.txt", "x\n"), "gate", "")
 	g.waitStarted(t, 1)
 	once := h.EnqueueOverrides(h.File("once.txt", "y\n"), "gate", "")
-	if j := h.WaitJob(once, db.StatusCompleted, db.StatusFailed); j.Status != db.StatusCompleted {
+	if j := h.WaitJob(once, job.StatusCompleted, job.StatusFailed); j.Status != job.StatusCompleted {
 		t.Fatalf("job %d: %s %s", once, j.Status, j.ErrorMessage)
 	}
 
@@ -598,8 +598,8 @@ func TestWorker_JobRunTwiceWritesItsRowsOnceInEverySink(t *testing.T) {
 		}
 	})
 	second := startWorker(t, h, worker.Options{Plugins: []plugin.Plugin{g}})
-	j := h.WaitJob(twice, db.StatusCompleted, db.StatusFailed)
-	if j.Status != db.StatusCompleted || j.Attempt != 2 || second.Stats().JobsSucceeded != 1 {
+	j := h.WaitJob(twice, job.StatusCompleted, job.StatusFailed)
+	if j.Status != job.StatusCompleted || j.Attempt != 2 || second.Stats().JobsSucceeded != 1 {
 		t.Fatalf("job %d: %s on attempt %d %q, second worker %+v; want COMPLETED by a second run",
 			twice, j.Status, j.Attempt, j.ErrorMessage, second.Stats())
 	}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference Casparian worker on real libzmq (pyzmq), protocol v4.
 
-It speaks the wire protocol of SPEC.md part A exactly as the original Python
+It speaks the wire protocol of docs/PROTOCOL.md exactly as the original Python
 worker did, so the Go Sentinel can be tested against an independent ZeroMQ
 implementation:
 
@@ -40,7 +40,7 @@ VERSION = 4
 HEADER = struct.Struct("!BBHQI")  # version, opcode, reserved, job_id, payload_len
 assert HEADER.size == 16
 
-# Opcodes (SPEC.md A.3).
+# Opcodes (docs/PROTOCOL.md §3).
 UNKNOWN, IDENTIFY, DISPATCH, ABORT, HEARTBEAT, CONCLUDE, ERR = range(7)
 RELOAD, PREPARE_ENV, ENV_READY, DEPLOY, ACK = range(7, 12)
 OPCODE_NAMES = {
@@ -51,7 +51,7 @@ OPCODE_NAMES = {
 
 UNKNOWN_WORKER = "unknown worker, send IDENTIFY"
 
-# Fields every DISPATCH must carry (SPEC.md A.4).
+# Fields every DISPATCH must carry (docs/PROTOCOL.md §4.2).
 DISPATCH_FIELDS = ("plugin_name", "file_path", "sinks", "file_version_id",
                    "env_hash", "source_code")
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/job"
 )
 
 // runCLI runs the casparian command line and returns its exit code and
@@ -93,7 +93,7 @@ func TestDeploy_PublishedWasmPluginRunsOnSampleWorkers(t *testing.T) {
 
 	ids := c.enqueue("wordcount", 6)
 	n := c.waitSettled(2*time.Minute, 0)
-	if n[db.StatusCompleted] != int64(len(ids)) {
+	if n[job.StatusCompleted] != int64(len(ids)) {
 		for _, id := range ids {
 			t.Logf("job %d: %+v", id, c.job(id))
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
+	"github.com/casparian/sentinel/job"
 )
 
 // Timings every test shares; tests that need something else say so.
@@ -63,7 +64,8 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "process tests: temp dir:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	// A temporary folder left behind costs disk space, not a result.
+	defer func() { _ = os.RemoveAll(dir) }()
 	sentinelBin = filepath.Join(dir, "casparian-sentinel")
 	workerBin = filepath.Join(dir, "casparian-testworker")
 	sampleWorkerBin = filepath.Join(dir, "casparian-worker")
@@ -305,9 +307,11 @@ func newCluster(t *testing.T) *cluster {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if c.rootID, err = store.SourceRootAdd(ctx, root); err != nil {
+	sr, err := store.SourceRootAdd(ctx, root)
+	if err != nil {
 		t.Fatalf("add source root: %v", err)
 	}
+	c.rootID = sr.ID
 	t.Cleanup(func() {
 		c.mu.Lock()
 		procs := append([]*proc(nil), c.procs...)
@@ -363,9 +367,9 @@ func (c *cluster) startSentinel(name string, o sentinelOpts) *proc {
 		if p.exited() {
 			c.t.Fatalf("%s %s before it started; stderr:\n%s", name, p.status(), p.stderr.tail(40))
 		}
-		for _, l := range p.logsWith("sentinel started") {
-			if l.str("bind") != c.endpoint {
-				c.t.Fatalf("%s bound %q, want %q", name, l.str("bind"), c.endpoint)
+		if started := p.logsWith("sentinel started"); len(started) > 0 {
+			if bind := started[0].str("bind"); bind != c.endpoint {
+				c.t.Fatalf("%s bound %q, want %q", name, bind, c.endpoint)
 			}
 			return true, ""
 		}
@@ -472,7 +476,7 @@ func (c *cluster) enqueue(pluginName string, n int) []int64 {
 	defer cancel()
 	ids := make([]int64, 0, n)
 	for i := range n {
-		id, err := c.store.JobEnqueue(ctx, fvs[i%len(fvs)], pluginName, 0, "")
+		id, err := c.store.JobEnqueue(ctx, job.Submission{FileVersionID: fvs[i%len(fvs)], Plugin: pluginName})
 		if err != nil {
 			c.t.Fatalf("enqueue: %v", err)
 		}
@@ -481,7 +485,7 @@ func (c *cluster) enqueue(pluginName string, n int) []int64 {
 	return ids
 }
 
-func (c *cluster) job(id int64) db.Job {
+func (c *cluster) job(id int64) job.Job {
 	c.t.Helper()
 	ctx, cancel := c.ctx()
 	defer cancel()
@@ -489,10 +493,10 @@ func (c *cluster) job(id int64) db.Job {
 	if err != nil {
 		c.t.Fatalf("get job: %v", err)
 	}
-	return j
+	return j.Job
 }
 
-func (c *cluster) counts() map[db.JobStatus]int64 {
+func (c *cluster) counts() map[job.Status]int64 {
 	c.t.Helper()
 	ctx, cancel := c.ctx()
 	defer cancel()
@@ -503,9 +507,9 @@ func (c *cluster) counts() map[db.JobStatus]int64 {
 	return n
 }
 
-func fmtCounts(n map[db.JobStatus]int64) string {
+func fmtCounts(n map[job.Status]int64) string {
 	var parts []string
-	for _, s := range []db.JobStatus{db.StatusQueued, db.StatusRunning, db.StatusCompleted, db.StatusFailed, db.StatusSkipped, db.StatusPending} {
+	for _, s := range []job.Status{job.StatusQueued, job.StatusRunning, job.StatusCompleted, job.StatusFailed, job.StatusSkipped, job.StatusPending} {
 		if n[s] > 0 {
 			parts = append(parts, fmt.Sprintf("%s=%d", s, n[s]))
 		}
@@ -514,12 +518,12 @@ func fmtCounts(n map[db.JobStatus]int64) string {
 }
 
 // waitSettled waits until no job is RUNNING or QUEUED (beyond wantQueued).
-func (c *cluster) waitSettled(timeout time.Duration, wantQueued int64) map[db.JobStatus]int64 {
+func (c *cluster) waitSettled(timeout time.Duration, wantQueued int64) map[job.Status]int64 {
 	c.t.Helper()
-	var last map[db.JobStatus]int64
+	var last map[job.Status]int64
 	testwait.Eventually(c.t, timeout, "every job to settle", func() (bool, string) {
 		last = c.counts()
-		return last[db.StatusRunning] == 0 && last[db.StatusQueued] == wantQueued, fmtCounts(last)
+		return last[job.StatusRunning] == 0 && last[job.StatusQueued] == wantQueued, fmtCounts(last)
 	})
 	return last
 }
@@ -537,18 +541,18 @@ type expect struct {
 // numbers consistent with the retries (each claim is one attempt, each retry
 // one more claim, so a finished job has attempt = retry_count + 1: a job
 // claimed or completed twice would break it). It returns the rows.
-func (c *cluster) checkFinal(ids []int64, want expect) []db.Job {
+func (c *cluster) checkFinal(ids []int64, want expect) []job.Job {
 	c.t.Helper()
 	n := c.counts()
-	if n[db.StatusRunning] != 0 {
-		c.t.Errorf("%d jobs left RUNNING (%s)", n[db.StatusRunning], fmtCounts(n))
+	if n[job.StatusRunning] != 0 {
+		c.t.Errorf("%d jobs left RUNNING (%s)", n[job.StatusRunning], fmtCounts(n))
 	}
-	if n[db.StatusQueued] != want.queued {
-		c.t.Errorf("%d jobs QUEUED, want %d (%s)", n[db.StatusQueued], want.queued, fmtCounts(n))
+	if n[job.StatusQueued] != want.queued {
+		c.t.Errorf("%d jobs QUEUED, want %d (%s)", n[job.StatusQueued], want.queued, fmtCounts(n))
 	}
-	if n[db.StatusCompleted] != want.completed || n[db.StatusFailed] != want.failed {
+	if n[job.StatusCompleted] != want.completed || n[job.StatusFailed] != want.failed {
 		c.t.Errorf("COMPLETED=%d FAILED=%d, want %d and %d (%s)",
-			n[db.StatusCompleted], n[db.StatusFailed], want.completed, want.failed, fmtCounts(n))
+			n[job.StatusCompleted], n[job.StatusFailed], want.completed, want.failed, fmtCounts(n))
 	}
 	var total int64
 	for _, v := range n {
@@ -557,7 +561,7 @@ func (c *cluster) checkFinal(ids []int64, want expect) []db.Job {
 	if total != int64(len(ids)) {
 		c.t.Errorf("%d rows in the queue, want the %d seeded", total, len(ids))
 	}
-	jobs := make([]db.Job, 0, len(ids))
+	jobs := make([]job.Job, 0, len(ids))
 	bad := 0
 	report := func(format string, args ...any) {
 		if bad++; bad <= 10 {
@@ -568,11 +572,11 @@ func (c *cluster) checkFinal(ids []int64, want expect) []db.Job {
 		j := c.job(id)
 		jobs = append(jobs, j)
 		switch j.Status {
-		case db.StatusFailed:
+		case job.StatusFailed:
 			if strings.TrimSpace(j.ErrorMessage) == "" {
 				report("job %d FAILED without an error_message", id)
 			}
-		case db.StatusCompleted:
+		case job.StatusCompleted:
 			f := c.files[j.FileVersionID]
 			if j.ResultSummary == "" {
 				report("job %d COMPLETED without a result_summary", id)
@@ -584,7 +588,7 @@ func (c *cluster) checkFinal(ids []int64, want expect) []db.Job {
 				report("job %d COMPLETED with no claimed_by", id)
 			}
 		}
-		if j.Status == db.StatusQueued {
+		if j.Status == job.StatusQueued {
 			if j.Attempt != 0 || j.RetryCount != 0 {
 				report("job %d QUEUED with attempt %d retry_count %d, want a job never run", id, j.Attempt, j.RetryCount)
 			}
@@ -602,7 +606,7 @@ func (c *cluster) checkFinal(ids []int64, want expect) []db.Job {
 }
 
 // retried counts the jobs with retry_count > 0.
-func retried(jobs []db.Job) int {
+func retried(jobs []job.Job) int {
 	n := 0
 	for _, j := range jobs {
 		if j.RetryCount > 0 {

@@ -15,8 +15,8 @@ import (
 
 	_ "modernc.org/sqlite" // the test holds a lock with a connection of its own
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
+	"github.com/casparian/sentinel/job"
 )
 
 // A second Sentinel on the same database is refused, naming the first; the
@@ -31,7 +31,7 @@ func TestProcess_SecondSentinelIsRefused(t *testing.T) {
 	c.startWorker("worker-1", 1, delay)
 	testwait.Eventually(t, 10*time.Second, "the job to be RUNNING", func() (bool, string) {
 		j := c.job(ids[0])
-		return j.Status == db.StatusRunning, string(j.Status)
+		return j.Status == job.StatusRunning, string(j.Status)
 	})
 	claim := c.job(ids[0])
 
@@ -66,7 +66,7 @@ func TestProcess_SecondSentinelIsRefused(t *testing.T) {
 	if first.exited() {
 		t.Errorf("first Sentinel %s", first.status())
 	}
-	if j.Status != db.StatusCompleted || j.RetryCount != 0 || j.Attempt != claim.Attempt || j.ClaimedBy != claim.ClaimedBy {
+	if j.Status != job.StatusCompleted || j.RetryCount != 0 || j.Attempt != claim.Attempt || j.ClaimedBy != claim.ClaimedBy {
 		t.Errorf("job ended %s, retry_count %d, attempt %d by %s; want COMPLETED on its first claim (attempt %d by %s)",
 			j.Status, j.RetryCount, j.Attempt, j.ClaimedBy, claim.Attempt, claim.ClaimedBy)
 	}
@@ -168,7 +168,7 @@ func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
 			if tc.name == "Deleted" {
 				// The test's connections still see the deleted file.
 				for _, id := range queued {
-					if j := c.job(id); j.Status != db.StatusQueued || j.Attempt != 0 {
+					if j := c.job(id); j.Status != job.StatusQueued || j.Attempt != 0 {
 						t.Errorf("job %d %s attempt %d after the loss, want QUEUED and never claimed", id, j.Status, j.Attempt)
 					}
 				}
@@ -371,6 +371,6 @@ func TestProcess_HealthzUnavailableWhileClaimsFail(t *testing.T) {
 	testwait.Eventually(t, 15*time.Second, "the job COMPLETED and /healthz 200 once writes work", func() (bool, string) {
 		code, body := healthz(t, httpAddr)
 		j := c.job(ids[0])
-		return code == http.StatusOK && j.Status == db.StatusCompleted, fmt.Sprintf("%d %s, job %s", code, body, j.Status)
+		return code == http.StatusOK && j.Status == job.StatusCompleted, fmt.Sprintf("%d %s, job %s", code, body, j.Status)
 	})
 }

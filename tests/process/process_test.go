@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/testwait"
+	"github.com/casparian/sentinel/job"
 )
 
 func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
@@ -31,7 +31,7 @@ func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
 		var seen []string
 		for _, id := range ids {
 			j := c.job(id)
-			if j.Status == db.StatusRunning && j.ClaimedBy == "worker-a" {
+			if j.Status == job.StatusRunning && j.ClaimedBy == "worker-a" {
 				victim = id
 				return true, ""
 			}
@@ -48,10 +48,10 @@ func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
 	limit := workerTimeout + heartbeatInterval + retryBackoffMax + 2*delay + 3*time.Second
 	testwait.Eventually(t, limit, fmt.Sprintf("job %d (killed on worker-a) to complete elsewhere", victim), func() (bool, string) {
 		j := c.job(victim)
-		if j.Status == db.StatusFailed {
+		if j.Status == job.StatusFailed {
 			t.Fatalf("job %d FAILED: %s", victim, j.ErrorMessage)
 		}
-		return j.Status == db.StatusCompleted, fmt.Sprintf("%s claimed_by=%s retry_count=%d", j.Status, j.ClaimedBy, j.RetryCount)
+		return j.Status == job.StatusCompleted, fmt.Sprintf("%s claimed_by=%s retry_count=%d", j.Status, j.ClaimedBy, j.RetryCount)
 	})
 	took := time.Since(killed)
 
@@ -103,7 +103,7 @@ func TestProcess_KilledSentinelLosesNothing(t *testing.T) {
 
 	testwait.Eventually(t, 20*time.Second, "30% of the jobs to complete", func() (bool, string) {
 		n := c.counts()
-		return n[db.StatusCompleted] >= total*3/10, fmtCounts(n)
+		return n[job.StatusCompleted] >= total*3/10, fmtCounts(n)
 	})
 	first.kill()
 	killed := time.Now()
@@ -135,7 +135,7 @@ func TestProcess_KilledSentinelLosesNothing(t *testing.T) {
 	var inFlightSettled time.Duration
 	testwait.Eventually(t, 20*time.Second, "the jobs in flight at the kill to settle", func() (bool, string) {
 		for _, r := range inFlight {
-			if j := c.job(r.Ref.JobID); j.Status == db.StatusRunning || j.Status == db.StatusQueued {
+			if j := c.job(r.Ref.JobID); j.Status == job.StatusRunning || j.Status == job.StatusQueued {
 				return false, fmt.Sprintf("job %d %s", j.ID, j.Status)
 			}
 		}
@@ -194,7 +194,7 @@ func TestProcess_KilledSentinelWorkersKeepRunningJobs(t *testing.T) {
 	}
 	testwait.Eventually(t, 10*time.Second, "every job to be RUNNING", func() (bool, string) {
 		n := c.counts()
-		return n[db.StatusRunning] == int64(len(ids)), fmtCounts(n)
+		return n[job.StatusRunning] == int64(len(ids)), fmtCounts(n)
 	})
 	claimedBy := map[int64]string{}
 	for _, id := range ids {
@@ -262,14 +262,14 @@ func TestProcess_PoisonPillFailsAfterRetryLimit(t *testing.T) {
 			t.Fatalf("sentinel %s", sentinel.status())
 		}
 		j := c.job(poison)
-		if j.Status == db.StatusCompleted {
+		if j.Status == job.StatusCompleted {
 			t.Fatalf("poison job %d COMPLETED", poison)
 		}
-		return j.Status == db.StatusFailed, fmt.Sprintf("%s retry_count=%d attempt=%d", j.Status, j.RetryCount, j.Attempt)
+		return j.Status == job.StatusFailed, fmt.Sprintf("%s retry_count=%d attempt=%d", j.Status, j.RetryCount, j.Attempt)
 	})
 	c.waitSettled(15*time.Second, 0)
 	for _, j := range c.checkFinal(ids, expect{completed: int64(len(ids) - 1), failed: 1}) {
-		if j.ID != poison && j.Status != db.StatusCompleted {
+		if j.ID != poison && j.Status != job.StatusCompleted {
 			t.Errorf("innocent job %d is %s after %d attempts: %q", j.ID, j.Status, j.Attempt, j.ErrorMessage)
 		}
 	}
@@ -362,20 +362,20 @@ func TestProcess_SigtermDrainsAndExitsZero(t *testing.T) {
 	}
 
 	for _, id := range running {
-		if j := c.job(id); j.Status != db.StatusCompleted {
+		if j := c.job(id); j.Status != job.StatusCompleted {
 			t.Errorf("job %d, RUNNING at SIGTERM, is %s (%s), want COMPLETED during the drain", id, j.Status, j.ErrorMessage)
 		}
 	}
 	// Jobs dispatched in the instant the signal arrived drain too; after
 	// that nothing new may be claimed. The rest stay QUEUED for the next run.
 	n := c.counts()
-	done := n[db.StatusCompleted]
+	done := n[job.StatusCompleted]
 	if done < workers {
 		t.Errorf("%d jobs COMPLETED, want at least the %d running at SIGTERM", done, workers)
 	}
 	final := c.checkFinal(ids, expect{completed: done, queued: int64(jobs) - done})
 	for _, j := range final {
-		if j.Status == db.StatusCompleted && !slices.Contains(running, j.ID) && j.ClaimTime.After(signalled.Add(250*time.Millisecond)) {
+		if j.Status == job.StatusCompleted && !slices.Contains(running, j.ID) && j.ClaimTime.After(signalled.Add(250*time.Millisecond)) {
 			t.Errorf("job %d was claimed %s after SIGTERM: the Sentinel kept dispatching while draining",
 				j.ID, j.ClaimTime.Sub(signalled).Round(time.Millisecond))
 		}

@@ -39,7 +39,7 @@ func (CSV) Run(ctx context.Context, in Input, emit Emitter) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: Close loses nothing
 	r := newCSVReader(f)
 	if _, err := r.Read(); err != nil {
 		return csvError(err, len(names))
@@ -74,7 +74,7 @@ func csvScan(ctx context.Context, in Input) ([]string, []kind, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: Close loses nothing
 	r := newCSVReader(f)
 	header, err := r.Read()
 	if errors.Is(err, io.EOF) {

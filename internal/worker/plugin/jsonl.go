@@ -160,7 +160,7 @@ func eachObject(ctx context.Context, in Input, fn func(line int, fields []jsonFi
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: Close loses nothing
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), maxJSONLine)
 	var members []ObjectMember

@@ -180,7 +180,7 @@ func (s *parquetSink) merge() error {
 	if err != nil {
 		return err
 	}
-	defer oldFile.Close()
+	defer func() { _ = oldFile.Close() }() // read only: Close loses nothing
 	if err := sameColumns(old.Schema(), s.pq); err != nil {
 		return fmt.Errorf("cannot append to %s: %w (use mode replace to change the columns)", s.spec.Target.Path, err)
 	}
@@ -188,7 +188,7 @@ func (s *parquetSink) merge() error {
 	if err != nil {
 		return err
 	}
-	defer stagedFile.Close()
+	defer func() { _ = stagedFile.Close() }() // read only: Close loses nothing
 
 	tmp := stagingName(s.spec.Target.Path, s.spec.JobID)
 	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -345,7 +345,7 @@ func (s *parquetSink) otherRows() (bool, error) {
 	if err != nil {
 		return true, nil
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: Close loses nothing
 	if pf.NumRows() == 0 {
 		return false, nil
 	}

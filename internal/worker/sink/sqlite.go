@@ -85,7 +85,9 @@ func (s *sqliteSink) Write(rows [][]any) error {
 	if err != nil {
 		return fmt.Errorf("stage rows: %w", err)
 	}
-	defer tx.Rollback()
+	// After Commit, Rollback only returns sql.ErrTxDone; before it, the
+	// error being returned already says what failed.
+	defer func() { _ = tx.Rollback() }()
 	var (
 		st   *sql.Stmt
 		args = make([]any, 0, sqliteRowsPerInsert*len(s.schema))
@@ -93,13 +95,15 @@ func (s *sqliteSink) Write(rows [][]any) error {
 	for len(rows) > 0 {
 		n := min(len(rows), sqliteRowsPerInsert)
 		if n < sqliteRowsPerInsert || st == nil {
+			// A statement's Close frees it; an error there changes no row,
+			// and the transaction reports its own at Commit.
 			if st != nil {
-				st.Close()
+				_ = st.Close()
 			}
 			if st, err = tx.Prepare(s.insertRows(n)); err != nil {
 				return fmt.Errorf("stage rows: %w", err)
 			}
-			defer st.Close()
+			defer func(st *sql.Stmt) { _ = st.Close() }(st)
 		}
 		args = args[:0]
 		for _, row := range rows[:n] {
@@ -156,24 +160,27 @@ func (s *sqliteSink) commit() error {
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	// The closes, the DETACH and the Rollback below run after the
+	// transaction committed or failed: the rows are in the file or not by
+	// then, and a failure to let go of the connection changes neither.
+	defer func() { _ = db.Close() }()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	// ATTACH cannot run inside a transaction, so it happens on the
 	// connection the transaction then uses.
 	if _, err := conn.ExecContext(ctx, `ATTACH DATABASE ? AS stage`, s.stage); err != nil {
 		return fmt.Errorf("attach staging database: %w", err)
 	}
-	defer conn.ExecContext(ctx, `DETACH DATABASE stage`)
+	defer func() { _, _ = conn.ExecContext(ctx, `DETACH DATABASE stage`) }()
 
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }() // sql.ErrTxDone after Commit
 	table := quoteIdent(s.spec.Target.Table)
 	existing, err := tableColumns(ctx, tx, s.spec.Target.Table)
 	if err != nil {
@@ -226,6 +233,15 @@ func (s *sqliteSink) commit() error {
 			return fmt.Errorf("create table %s: %w", s.spec.Target.Table, err)
 		}
 	}
+	if s.spec.Mode != ModeReplace && s.schema.index(JobColumn) >= 0 {
+		// The delete above looks up one job's rows at every promotion:
+		// without an index each job would scan every row earlier jobs
+		// appended. Tables made before the index existed get it here once.
+		index := quoteIdent(s.spec.Target.Table + "_" + JobColumn)
+		if _, err := tx.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS main.`+index+` ON `+table+` (`+quoteIdent(JobColumn)+`)`); err != nil {
+			return fmt.Errorf("index %s by job: %w", s.spec.Target.Table, err)
+		}
+	}
 	cols := make([]string, len(s.schema))
 	for i, c := range s.schema {
 		cols[i] = quoteIdent(c.Name)
@@ -257,13 +273,15 @@ func (s *sqliteSink) targetHasRows() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer db.Close()
+	// Read-only (mode=ro, a read-only transaction): closing and rolling
+	// back lose nothing.
+	defer func() { _ = db.Close() }()
 	ctx := context.Background()
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", s.spec.Target.Path, err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	cols, err := tableColumns(ctx, tx, s.spec.Target.Table)
 	if err != nil || cols == nil {
 		return false, err
@@ -291,7 +309,7 @@ func tableColumns(ctx context.Context, tx *sql.Tx, table string) ([]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("columns of %s: %w", table, err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err below reports what went wrong reading
 	var cols []string
 	for rows.Next() {
 		var c string

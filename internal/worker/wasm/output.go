@@ -82,7 +82,7 @@ func (w *rowWriter) Write(p []byte) (int, error) {
 func (w *rowWriter) finish() {
 	if w.err == nil && len(w.pending) > 0 {
 		if err := w.handle(w.pending); err != nil {
-			w.fail(err)
+			_ = w.fail(err) // fail keeps err in w.err, where the caller reads it
 		}
 		w.pending = nil
 	}

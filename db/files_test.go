@@ -4,12 +4,14 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
 func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
-	root, err := db.SourceRootActivate(ctx, "/data")
+	root, err := db.SourceRootAdd(ctx, "/data")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,11 +36,11 @@ func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 		t.Fatalf("records = %+v", recs)
 	}
 	for _, id := range recs[0].Jobs {
-		j, err := db.JobShow(ctx, id)
+		j, err := db.JobGet(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.Priority != 100 || j.FilePath != "/data/in/a.csv" || j.Status != StatusQueued {
+		if j.Priority != 100 || j.FilePath != "/data/in/a.csv" || j.Status != job.StatusQueued {
 			t.Errorf("fresh file job = %+v", j)
 		}
 	}
@@ -80,15 +82,15 @@ func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 	if rec[0].VersionID == 0 || rec[0].VersionID == recs[0].VersionID || len(rec[0].Jobs) != 2 {
 		t.Errorf("edited file = %+v", rec[0])
 	}
-	if c, _ := db.JobsCountByStatus(ctx); c[StatusQueued] != 6 {
-		t.Errorf("queued jobs = %d, want 6", c[StatusQueued])
+	if c, _ := db.JobsCountByStatus(ctx); c[job.StatusQueued] != 6 {
+		t.Errorf("queued jobs = %d, want 6", c[job.StatusQueued])
 	}
 }
 
 func TestScanFinish_MarksMissingAndSeen(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
-	root, err := db.SourceRootActivate(ctx, "/data")
+	root, err := db.SourceRootAdd(ctx, "/data")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,5 +125,64 @@ func TestScanFinish_MarksMissingAndSeen(t *testing.T) {
 	}
 	if err := db.ScanFinish(ctx, testNow, root.ID, many, many); err != nil {
 		t.Errorf("finish with %d ids: %v", len(many), err)
+	}
+}
+
+func TestScanPriority_ByAge(t *testing.T) {
+	for age, want := range map[time.Duration]int64{time.Minute: 100, 30 * time.Hour: 50, 8 * 24 * time.Hour: 10} {
+		if got := ScanPriority(age); got != want {
+			t.Errorf("ScanPriority(%s) = %d, want %d", age, got, want)
+		}
+	}
+}
+
+func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	r, _ := db.SourceRootAdd(ctx, "/r")
+	root := r.ID
+	mod := time.Date(2024, 2, 3, 4, 5, 6, 0, time.UTC)
+	v1, err := db.FileVersionAdd(ctx, root, "dir/f.csv", "h1", 10, mod, []string{"b", "a", "b", " "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := db.FileVersionAdd(ctx, root, "dir/f.csv", "h2", 20, mod.Add(time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3, err := db.FileVersionAdd(ctx, root, "other.csv", "h1", 10, mod, []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var locs, hashes int
+	if err := db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_location`).Scan(&locs); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_hash_registry`).Scan(&hashes); err != nil {
+		t.Fatal(err)
+	}
+	if locs != 2 || hashes != 2 {
+		t.Errorf("locations=%d hashes=%d, want 2 and 2", locs, hashes)
+	}
+	var filename string
+	var current, size int64
+	if err := db.writer.QueryRow(`SELECT l.filename, l.current_version_id, l.last_known_size FROM cf_file_location l
+		JOIN cf_file_version v ON v.location_id = l.id WHERE v.id = ?`, v1).Scan(&filename, &current, &size); err != nil {
+		t.Fatal(err)
+	}
+	if filename != "f.csv" || current != v2 || size != 20 {
+		t.Errorf("location: filename=%q current=%d size=%d; want f.csv, %d, 20", filename, current, size, v2)
+	}
+	tags := map[int64]string{}
+	for _, v := range []int64{v1, v2, v3} {
+		var s string
+		if err := db.writer.QueryRow(`SELECT applied_tags FROM cf_file_version WHERE id = ?`, v).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		tags[v] = s
+	}
+	if tags[v1] != "a,b" || tags[v2] != "" || tags[v3] != "x" {
+		t.Errorf("applied_tags = %v", tags)
 	}
 }

@@ -4,68 +4,48 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"reflect"
 	"testing"
-	"time"
+
+	"github.com/casparian/sentinel/job"
 )
 
-func TestSourceRootAdd_Upserts(t *testing.T) {
+func TestPluginsList_ActiveManifestVersionsAndSubscriptions(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
-	a, err := db.SourceRootAdd(ctx, "/a")
+	if _, err := db.PluginManifestActivate(ctx, "p", "1.0", "v1", "", "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginManifestActivate(ctx, "p", "2.0", "v2", "env", "a2"); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := db.PluginSubscribe(ctx, "q", []string{"csv", " json "})
+	if err != nil || !reflect.DeepEqual(tags, []string{"csv", "json"}) {
+		t.Fatalf("tags = %v, %v", tags, err)
+	}
+	if tags, err = db.PluginSubscribe(ctx, "q", []string{"csv", "parquet"}); err != nil || !reflect.DeepEqual(tags, []string{"csv", "json", "parquet"}) {
+		t.Errorf("merged tags = %v, %v", tags, err)
+	}
+	plugins, err := db.PluginsList(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := db.SourceRootAdd(ctx, "/b")
-	again, err := db.SourceRootAdd(ctx, "/a")
-	if err != nil || again != a || b == a {
-		t.Errorf("ids a=%d b=%d again=%d err=%v", a, b, again, err)
+	if len(plugins) != 2 || plugins[0].Name != "p" || plugins[1].Name != "q" {
+		t.Fatalf("plugins = %+v", plugins)
 	}
-	if _, err := db.SourceRootAdd(ctx, ""); err == nil {
-		t.Error("empty path accepted")
+	p := plugins[0]
+	if p.Active == nil || p.Active.Version != "2.0" || p.Active.EnvHash != "env" || len(p.Versions) != 2 ||
+		p.Versions[1].Status != "SUPERSEDED" || p.Versions[1].EnvHash != "system" {
+		t.Errorf("p = %+v", p)
 	}
-}
-
-func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
-	db := openTest(t)
-	ctx := context.Background()
-	root, _ := db.SourceRootAdd(ctx, "/r")
-	mod := time.Date(2024, 2, 3, 4, 5, 6, 0, time.UTC)
-	v1, err := db.FileVersionAdd(ctx, root, "dir/f.csv", "h1", 10, mod, []string{"b", "a", "b", " "})
-	if err != nil {
-		t.Fatal(err)
+	if q := plugins[1]; q.Active != nil || !reflect.DeepEqual(q.SubscriptionTags, []string{"csv", "json", "parquet"}) {
+		t.Errorf("q = %+v", q)
 	}
-	v2, err := db.FileVersionAdd(ctx, root, "dir/f.csv", "h2", 20, mod.Add(time.Hour), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v3, err := db.FileVersionAdd(ctx, root, "other.csv", "h1", 10, mod, []string{"x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	var locs, hashes int
-	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_location`).Scan(&locs)
-	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_file_hash_registry`).Scan(&hashes)
-	if locs != 2 || hashes != 2 {
-		t.Errorf("locations=%d hashes=%d, want 2 and 2", locs, hashes)
-	}
-	var filename string
-	var current, size int64
-	if err := db.writer.QueryRow(`SELECT l.filename, l.current_version_id, l.last_known_size FROM cf_file_location l
-		JOIN cf_file_version v ON v.location_id = l.id WHERE v.id = ?`, v1).Scan(&filename, &current, &size); err != nil {
-		t.Fatal(err)
-	}
-	if filename != "f.csv" || current != v2 || size != 20 {
-		t.Errorf("location: filename=%q current=%d size=%d; want f.csv, %d, 20", filename, current, size, v2)
-	}
-	tags := map[int64]string{}
-	for _, v := range []int64{v1, v2, v3} {
-		var s string
-		db.writer.QueryRow(`SELECT applied_tags FROM cf_file_version WHERE id = ?`, v).Scan(&s)
-		tags[v] = s
-	}
-	if tags[v1] != "a,b" || tags[v2] != "" || tags[v3] != "x" {
-		t.Errorf("applied_tags = %v", tags)
+	for _, bad := range [][]string{nil, {""}, {"a,b"}} {
+		if _, err := db.PluginSubscribe(ctx, "q", bad); !errors.Is(err, job.ErrInvalid) {
+			t.Errorf("subscribe %q: %v, want job.ErrInvalid", bad, err)
+		}
 	}
 }
 
@@ -120,7 +100,9 @@ func TestPluginManifestActivate_SupersedesAndReactivates(t *testing.T) {
 		t.Errorf("environment row: %q, %v", lock, err)
 	}
 	var configs int
-	db.writer.QueryRow(`SELECT COUNT(*) FROM cf_plugin_config WHERE plugin_name IN ('p', 'q')`).Scan(&configs)
+	if err := db.writer.QueryRow(`SELECT COUNT(*) FROM cf_plugin_config WHERE plugin_name IN ('p', 'q')`).Scan(&configs); err != nil {
+		t.Fatal(err)
+	}
 	if configs != 2 {
 		t.Errorf("plugin configs = %d, want 2", configs)
 	}

@@ -1,0 +1,302 @@
+// Package pgtest gives tests a real PostgreSQL: a throwaway cluster that a
+// test binary starts in TestMain and stops when its tests end, and an empty
+// database per test.
+//
+// With CASPARIAN_TEST_POSTGRES set to a URL (postgres://user@host:port/db)
+// the tests use that server instead, creating and dropping their databases
+// on it; its user needs CREATEDB.
+//
+// Otherwise the cluster is made from the binaries of Debian's postgresql
+// package (/usr/lib/postgresql/<version>/bin, newest version first, then
+// $PATH): initdb into a temporary folder, pg_ctl start on a free port of
+// 127.0.0.1 with its unix socket in the same folder. PostgreSQL refuses to
+// run as root, so when the tests run as root the folder is given to the
+// postgres user and both commands run as that user through runuser.
+//
+// Without PostgreSQL the tests that ask for a database are skipped, unless
+// the environment variable CI is set: in CI a missing PostgreSQL is a
+// failure.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EnvURL names the environment variable that points the tests at an
+// existing server.
+const EnvURL = "CASPARIAN_TEST_POSTGRES"
+
+var (
+	// adminURL reaches the server as a user that may create databases;
+	// "" when none is available, and then unavailable says why.
+	adminURL    string
+	unavailable error
+	running     *cluster
+	databases   atomic.Int64
+)
+
+// Main starts the server (or finds the one EnvURL names), runs the tests,
+// stops the server and returns m.Run's exit code:
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func Main(m *testing.M) int {
+	if u := os.Getenv(EnvURL); u != "" {
+		adminURL = u
+	} else {
+		c, err := start()
+		if err != nil {
+			unavailable = err
+			fmt.Fprintf(os.Stderr, "pgtest: no PostgreSQL: %v\n", err)
+		} else {
+			running = c
+			adminURL = c.url
+		}
+	}
+	code := m.Run()
+	if running != nil {
+		if err := running.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
+		}
+	}
+	return code
+}
+
+// Database creates an empty database for t, drops it when t ends, and
+// returns its URL. Without a server it skips t, or fails it when CI is set.
+func Database(t testing.TB) string {
+	t.Helper()
+	if adminURL == "" {
+		why := unavailable
+		if why == nil {
+			why = fmt.Errorf("pgtest.Main did not run (call it from TestMain)")
+		}
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL is required in CI: %v", why)
+		}
+		t.Skipf("no PostgreSQL (set %s or install Debian's postgresql): %v", EnvURL, why)
+	}
+	name := fmt.Sprintf("casparian_test_%d_%d", os.Getpid(), databases.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := admin(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		// FORCE ends sessions a failed test left open (PostgreSQL 13+).
+		if err := admin(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		t.Fatalf("parse %s: %v", EnvURL, err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// admin runs one statement on the server's admin connection.
+func admin(ctx context.Context, stmt string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, stmt)
+	// The statement's error is the one that matters; a failed goodbye
+	// changes nothing on the server.
+	_ = conn.Close(context.Background())
+	return err
+}
+
+// cluster is a PostgreSQL server this process started.
+type cluster struct {
+	bin    string // folder of initdb, pg_ctl and postgres
+	dir    string // temporary folder: data/, the socket and the log
+	asUser string // "postgres" when the commands run through runuser
+	url    string
+}
+
+// start makes and starts a cluster, or says why it cannot.
+func start() (*cluster, error) {
+	bin, err := findBin()
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{bin: bin}
+	if os.Geteuid() == 0 {
+		c.asUser = "postgres"
+	}
+	c.reapOrphans()
+	c.dir, err = os.MkdirTemp("", dirPrefix)
+	if err != nil {
+		return nil, err
+	}
+	// Who started it, for reapOrphans.
+	if err := os.WriteFile(filepath.Join(c.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		c.discard()
+		return nil, err
+	}
+	if c.asUser != "" {
+		u, err := user.Lookup(c.asUser)
+		if err != nil {
+			c.discard()
+			return nil, fmt.Errorf("running as root needs the %s user (Debian's postgresql package creates it): %w", c.asUser, err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(c.dir, uid, gid); err != nil {
+			c.discard()
+			return nil, err
+		}
+	}
+	data := filepath.Join(c.dir, "data")
+	// trust: only this machine's loopback and the socket in our own
+	// folder reach the server. --no-sync: a test cluster need not survive
+	// a power cut.
+	if out, err := c.run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+		"--no-locale", "--no-sync"); err != nil {
+		c.discard()
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	// A port found free may be taken before the server binds it: try a
+	// few.
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			break
+		}
+		opts := strings.Join([]string{
+			"-p", strconv.Itoa(port),
+			"-k", c.dir,
+			"-c", "listen_addresses=127.0.0.1",
+			"-c", "fsync=off",
+			"-c", "synchronous_commit=off",
+			"-c", "full_page_writes=off",
+			"-c", "max_connections=200",
+		}, " ")
+		out, err := c.run("pg_ctl", "-D", data, "-l", filepath.Join(c.dir, "log"),
+			"-o", opts, "-w", "-t", "60", "start")
+		if err == nil {
+			c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+			return c, nil
+		}
+		log, _ := os.ReadFile(filepath.Join(c.dir, "log"))
+		err = fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, log)
+		if !strings.Contains(string(log), "in use") {
+			c.discard()
+			return nil, err
+		}
+	}
+	c.discard()
+	return nil, fmt.Errorf("pg_ctl start: no free port")
+}
+
+const (
+	dirPrefix = "casparian-pgtest-"
+	ownerFile = "owner.pid"
+)
+
+// reapOrphans stops and removes the clusters of test binaries that died
+// without stopping theirs (a test timeout panics past TestMain's cleanup),
+// so that a machine running the tests over and over does not fill up with
+// servers.
+func (c *cluster) reapOrphans() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // not ours, or still being made
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || !processGone(pid) {
+			continue // its test binary still runs
+		}
+		orphan := &cluster{bin: c.bin, dir: dir, asUser: c.asUser}
+		_ = orphan.stop()
+	}
+}
+
+// discard removes the folder of a cluster that failed to start. Removing
+// it is best effort: a leftover folder in the temporary directory harms no
+// later run.
+func (c *cluster) discard() { _ = os.RemoveAll(c.dir) }
+
+// stop stops the server at once (the data is thrown away) and removes the
+// folder.
+func (c *cluster) stop() error {
+	out, err := c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "immediate", "-w", "stop")
+	rmErr := os.RemoveAll(c.dir)
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop: %w\n%s", err, out)
+	}
+	return rmErr
+}
+
+// run runs one of the cluster's binaries, as the postgres user when the
+// tests run as root. pg_ctl start hands the server's output to the log
+// file, so the command's own output ends when it does.
+func (c *cluster) run(name string, args ...string) ([]byte, error) {
+	path := filepath.Join(c.bin, name)
+	var cmd *exec.Cmd
+	if c.asUser != "" {
+		cmd = exec.Command("runuser", append([]string{"-u", c.asUser, "--", path}, args...)...)
+	} else {
+		cmd = exec.Command(path, args...)
+	}
+	cmd.Dir = c.dir
+	return cmd.CombinedOutput()
+}
+
+// findBin returns the folder holding initdb and pg_ctl: Debian's newest
+// version, else the one on $PATH.
+func findBin() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "pg_ctl")) {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", fmt.Errorf("no initdb in /usr/lib/postgresql/*/bin or on $PATH")
+}
+
+// version is the major version in /usr/lib/postgresql/<version>/bin.
+func version(binDir string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return v
+}
+
+func isExec(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// freePort returns a TCP port of 127.0.0.1 nobody listened on a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
+}

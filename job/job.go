@@ -1,0 +1,143 @@
+// Package job is the vocabulary the Sentinel's packages share: a job and its
+// status, a claim of a job by a worker, how a claim is concluded, the
+// catalogue a job is made from, and the errors a request can end with. db
+// stores these nouns, actors moves them between actors, and the HTTP API and
+// the CLI show them; declaring them once here lets each of those packages use
+// them without importing another (db and actors never meet outside the queue
+// actor, and the HTTP layer never imports db).
+//
+// It is a leaf: it imports only the standard library, and holds little
+// behaviour beyond naming values: what a page of a listing is, so that every
+// backend agrees on it.
+package job
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors a request can end with; callers test them with errors.Is. They
+// blame the request, not the database: the HTTP API answers them with 404,
+// 400 and 409.
+var (
+	// ErrNotFound is returned when a row asked for by key (a job, a file, a
+	// plugin, an environment) does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid marks a request whose input is wrong; the message says how.
+	ErrInvalid = errors.New("invalid request")
+	// ErrConflict marks an operation the row's current state does not
+	// allow, such as cancelling a COMPLETED job.
+	ErrConflict = errors.New("conflict")
+)
+
+// Status is a job's status: the status column of cf_processing_queue.
+type Status string
+
+// The statuses a job can have. NULL, written by other tools, reads as
+// StatusQueued.
+const (
+	// StatusPending is a job recorded but not yet released to run; the
+	// Sentinel never claims it.
+	StatusPending Status = "PENDING"
+	// StatusQueued is a job waiting for a worker.
+	StatusQueued Status = "QUEUED"
+	// StatusRunning is a job claimed by a worker (see Ref).
+	StatusRunning Status = "RUNNING"
+	// StatusCompleted is a job whose worker reported success.
+	StatusCompleted Status = "COMPLETED"
+	// StatusFailed is a job that ended without success; its error message
+	// says why.
+	StatusFailed Status = "FAILED"
+	// StatusSkipped is a job cancelled before it ran, or cancelled while it
+	// ran and then ended.
+	StatusSkipped Status = "SKIPPED"
+)
+
+// Statuses lists every status in the order a job moves through them.
+var Statuses = []Status{StatusPending, StatusQueued, StatusRunning, StatusCompleted, StatusFailed, StatusSkipped}
+
+// Job is one queue row as operators see it. NULLs read as the column's
+// default: status QUEUED, numbers 0, text "", times zero.
+type Job struct {
+	ID, FileVersionID                                  int64
+	PluginName                                         string
+	Status                                             Status
+	Priority, RetryCount, Attempt                      int64
+	ClaimedBy, WorkerHost, ErrorMessage, ResultSummary string
+	ClaimTime, EndTime                                 time.Time
+	Metrics                                            map[string]int64
+	Artifacts                                          []map[string]string
+	ConfigOverrides                                    string
+}
+
+// Info is a job as the operator API shows it: the row, where its file is,
+// and whether an operator cancelled it while it ran.
+type Info struct {
+	Job
+	// FilePath is the source root's path joined with the location's
+	// rel_path; "" when the chain from the version is broken.
+	FilePath        string
+	CancelRequested bool
+	UpdatedAt       time.Time
+}
+
+// Bounds of one page of jobs (Filter.Limit).
+const (
+	// DefaultLimit is the page size when the filter names none.
+	DefaultLimit = 50
+	// MaxLimit caps the page size, so one request cannot read the whole
+	// queue into memory.
+	MaxLimit = 1000
+)
+
+// Filter selects one page of jobs, newest first.
+type Filter struct {
+	Status Status // "" = any; QUEUED includes rows whose status is NULL
+	Plugin string // "" = any
+	Limit  int    // 0 = DefaultLimit; at most MaxLimit
+	Offset int
+}
+
+// Paged returns f with its page size settled (DefaultLimit for 0, at most
+// MaxLimit), or ErrInvalid for a negative limit or offset. Every backend
+// lists jobs through it, so they agree on what a page is.
+func (f Filter) Paged() (Filter, error) {
+	if f.Limit < 0 || f.Offset < 0 {
+		return f, fmt.Errorf("list jobs: limit and offset must not be negative: %w", ErrInvalid)
+	}
+	if f.Limit == 0 {
+		f.Limit = DefaultLimit
+	}
+	f.Limit = min(f.Limit, MaxLimit)
+	return f, nil
+}
+
+// Page is one page of jobs and how many jobs match the filter in all.
+type Page struct {
+	Jobs  []Info
+	Total int64
+}
+
+// Submission is a job to enqueue. The file is named either by its version
+// id or by its absolute path under an active source root (its current
+// version is used).
+type Submission struct {
+	FileVersionID   int64
+	FilePath        string
+	Plugin          string
+	Priority        int64
+	ConfigOverrides string // JSON {topic: sink | [sinks]}; "" = none
+}
+
+// CancelResult is what cancelling a job did.
+type CancelResult struct {
+	// Previous is the status the job had.
+	Previous Status
+	// Status is the job's status now: SKIPPED, or RUNNING when its worker
+	// must be told to ABORT (the job becomes SKIPPED when it concludes
+	// ABORTED or would be requeued).
+	Status Status
+	// Claim is the claim of a RUNNING job, naming the worker to abort.
+	Claim Ref
+}

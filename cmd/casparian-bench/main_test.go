@@ -136,7 +136,11 @@ func TestRun_StormLeavesNoMemory(t *testing.T) {
 		t.Fatalf("no storm figure:\n%s", out.String())
 	}
 	start, first, second := parseMB(t, m[1]), parseMB(t, m[2]), parseMB(t, m[3])
-	if second-first > 8 {
+	// 2.5–6 MB on a quiet machine, up to 8.4 MB beside the parallel suite
+	// (peaks of goroutines and GC timing). A stopped worker actor kept per
+	// departed peer, the leak this guards against, is about 3 KB each: 29 MB
+	// for the 9,650 identities of a round.
+	if second-first > 15 {
 		t.Errorf("the second storm kept %.1f MB more than the first: something is kept per departed peer", second-first)
 	}
 	if first-start > 40 {

@@ -17,7 +17,10 @@ import (
 
 // scanHarness is a harness whose scanner runs every 30 ms over h.Root, with
 // routing rules (*.csv → csv, *.txt → txt), ignore rules (tmp/, *.bak) and
-// two subscribed plugins: csv_reader (csv) and everything (csv, txt).
+// two subscribed plugins: csv_reader (csv) and everything (csv, txt). Its
+// tests wait up to 30 s for what a quiet machine sees in well under a
+// second: they run in parallel with each other and with the rest of the
+// suite, and a pass hashes files under the race detector.
 func scanHarness(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t, func(c *config.Config) { c.ScanInterval = 30 * time.Millisecond })
@@ -101,7 +104,7 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 		"csv_reader a.csv", "csv_reader deep/er/c.csv", "csv_reader old.csv",
 		"everything a.csv", "everything deep/er/c.csv", "everything notes.txt", "everything old.csv",
 	}
-	testwait.Eventually(t, 10*time.Second, "jobs for the routed files", func() bool { return len(h.jobsByFile()) >= len(want) })
+	testwait.Eventually(t, 30*time.Second, "jobs for the routed files", func() bool { return len(h.jobsByFile()) >= len(want) })
 	h.passesAfter(3)
 	if got := h.jobsByFile(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("jobs =\n%v\nwant\n%v", got, want)
@@ -137,14 +140,14 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 	h.put("a.csv", "1\n", time.Hour)
 	h.put("b.csv", "2\n", time.Hour)
 	h.put("c.csv", "3\n", time.Hour)
-	testwait.Eventually(t, 10*time.Second, "first jobs", func() bool { return len(h.jobsByFile()) == 6 })
+	testwait.Eventually(t, 30*time.Second, "first jobs", func() bool { return len(h.jobsByFile()) == 6 })
 	h.passesAfter(2)
 	st := h.Sentinel.Stats()
 	hashed, versions := st.FilesHashed.Load(), st.FileVersions.Load()
 
 	h.put("a.csv", "1 edited\n", 30*time.Minute) // new content
 	h.put("b.csv", "2\n", 20*time.Minute)        // same content, new mtime
-	testwait.Eventually(t, 10*time.Second, "edited file's jobs", func() bool { return len(h.jobsByFile()) == 8 })
+	testwait.Eventually(t, 30*time.Second, "edited file's jobs", func() bool { return len(h.jobsByFile()) == 8 })
 	h.passesAfter(3)
 
 	if got := st.FilesHashed.Load() - hashed; got != 2 {
@@ -170,7 +173,7 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 	}
 	h.put("keep.csv", "k\n", time.Hour)
 	h.put("drop.csv", "d\n", time.Hour)
-	testwait.Eventually(t, 10*time.Second, "jobs", func() bool { return len(h.jobsByFile()) == 4 })
+	testwait.Eventually(t, 30*time.Second, "jobs", func() bool { return len(h.jobsByFile()) == 4 })
 
 	if err := os.Remove(filepath.Join(h.Root, "drop.csv")); err != nil {
 		t.Fatal(err)
@@ -197,7 +200,7 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 	if err := os.Chtimes(filepath.Join(h.Root, "drop.csv"), at, at); err != nil {
 		t.Fatal(err)
 	}
-	testwait.Eventually(t, 10*time.Second, "file seen again", func() bool {
+	testwait.Eventually(t, 30*time.Second, "file seen again", func() bool {
 		l, _ := h.Store.ScanLocations(ctx, h.RootID)
 		return !l["drop.csv"].Missing
 	})
@@ -213,7 +216,7 @@ func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		h.put(fmt.Sprintf("f%02d.csv", i), fmt.Sprintf("%d\n", i), time.Hour)
 	}
-	testwait.Eventually(t, 10*time.Second, "40 jobs", func() bool { return len(h.jobsByFile()) == 40 })
+	testwait.Eventually(t, 30*time.Second, "40 jobs", func() bool { return len(h.jobsByFile()) == 40 })
 	h.Restart(nil)
 	h.passesAfter(3)
 	if n := h.Sentinel.Stats().FilesHashed.Load(); n != 0 {
@@ -234,7 +237,7 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 	h.Plugin("everything")
 	h.Worker(testworker.Options{})
 	h.put("in/data.csv", "a\nb\nc\n", time.Hour)
-	testwait.Eventually(t, 10*time.Second, "both jobs COMPLETED", func() bool { return h.Counts()[job.StatusCompleted] == 2 })
+	testwait.Eventually(t, 30*time.Second, "both jobs COMPLETED", func() bool { return h.Counts()[job.StatusCompleted] == 2 })
 	page, err := h.Store.JobsList(context.Background(), job.Filter{})
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +293,7 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 		roots[p] = r.ID
 	}
 
-	testwait.Eventually(t, 10*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
+	testwait.Eventually(t, 30*time.Second, "jobs for the allowed files", func() bool { return len(h.jobsByFile()) >= 6 })
 	h.passesAfter(3)
 	page, err := h.Store.JobsList(ctx, job.Filter{Plugin: "csv_reader", Limit: job.MaxLimit})
 	if err != nil {
@@ -340,7 +343,7 @@ func TestScanner_ManyFiles(t *testing.T) {
 	start := time.Now()
 	testwait.Eventually(t, 60*time.Second, "n versions", func() bool { return h.Sentinel.Stats().FileVersions.Load() == n })
 	first := time.Since(start)
-	testwait.Eventually(t, 10*time.Second, "first pass done", func() bool { return h.Sentinel.Stats().ScanPasses.Load() >= 1 })
+	testwait.Eventually(t, 30*time.Second, "first pass done", func() bool { return h.Sentinel.Stats().ScanPasses.Load() >= 1 })
 	h.Restart(nil)
 	start = time.Now()
 	testwait.Eventually(t, 30*time.Second, "rescan done", func() bool { return h.Sentinel.Stats().ScanPasses.Load() >= 1 })

@@ -19,8 +19,10 @@ import (
 // routing rules (*.csv → csv, *.txt → txt), ignore rules (tmp/, *.bak) and
 // two subscribed plugins: csv_reader (csv) and everything (csv, txt). Its
 // tests wait up to 30 s for what a quiet machine sees in well under a
-// second: they run in parallel with each other and with the rest of the
-// suite, and a pass hashes files under the race detector.
+// second, and they do not run in parallel: under a loaded machine two of
+// them, run in parallel, each once missed a 10 s and a 30 s deadline, which
+// they never did serially (five full suites under stress-ng). Why is not
+// understood yet.
 func scanHarness(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t, func(c *config.Config) { c.ScanInterval = 30 * time.Millisecond })
@@ -88,7 +90,6 @@ func (h *harness) passesAfter(n int64) {
 }
 
 func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
-	t.Parallel()
 	h := scanHarness(t)
 	h.put("a.csv", "x,y\n1,2\n", 0) // fresh: hashed once two passes saw it unchanged
 	h.put("notes.txt", "hello\n", time.Hour)
@@ -135,7 +136,6 @@ func TestScanner_NewFilesGetVersionsAndJobsExactlyOnce(t *testing.T) {
 }
 
 func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
-	t.Parallel()
 	h := scanHarness(t)
 	h.put("a.csv", "1\n", time.Hour)
 	h.put("b.csv", "2\n", time.Hour)
@@ -164,7 +164,6 @@ func TestScanner_EditedFileGetsANewVersionTouchedFileDoesNot(t *testing.T) {
 }
 
 func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testing.T) {
-	t.Parallel()
 	h := scanHarness(t)
 	ctx := context.Background()
 	gone, err := h.Store.SourceRootAdd(ctx, filepath.Join(filepath.Dir(h.Root), "not-there"))
@@ -211,7 +210,6 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 }
 
 func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
-	t.Parallel()
 	h := scanHarness(t)
 	for i := 0; i < 20; i++ {
 		h.put(fmt.Sprintf("f%02d.csv", i), fmt.Sprintf("%d\n", i), time.Hour)
@@ -231,7 +229,6 @@ func TestScanner_RestartHashesNothingUnchanged(t *testing.T) {
 }
 
 func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
-	t.Parallel()
 	h := scanHarness(t)
 	h.Plugin("csv_reader")
 	h.Plugin("everything")
@@ -255,7 +252,6 @@ func TestScanner_ScannedFilesRunOnWorkers(t *testing.T) {
 // nothing in them is recorded; links inside a root are not followed out of
 // it. Roots inside, nested or through a link that stays inside, are walked.
 func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
-	t.Parallel()
 	h := scanHarness(t)
 	ctx := context.Background()
 	allowed := filepath.Dir(h.Root)
@@ -326,7 +322,6 @@ func TestScanner_SkipsRootsOutsideTheAllowedRootsAndLinksOut(t *testing.T) {
 // TestScanner_ManyFiles prints how long the scanner takes to record a
 // thousand new files and to rescan them unchanged.
 func TestScanner_ManyFiles(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, nil) // scanner off while the files are written
 	if _, err := h.Store.RoutingRuleAdd(context.Background(), "*.csv", "csv", 0); err != nil {
 		t.Fatal(err)

@@ -17,18 +17,7 @@ import (
 // job.ErrNotFound, job.ErrInvalid or job.ErrConflict; anything else is the
 // database's.
 type Store interface {
-	// Jobs, as operators read and write them (jobs.go).
-	JobsList(ctx context.Context, f job.Filter) (job.Page, error)
-	JobGet(ctx context.Context, id int64) (job.Info, error)
-	JobEnqueue(ctx context.Context, s job.Submission) (int64, error)
-	JobCancel(ctx context.Context, now time.Time, id int64) (job.CancelResult, error)
-	JobRetry(ctx context.Context, now time.Time, id int64) error
-	JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error)
-	JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error)
-
-	// Claims and conclusions (claims.go).
-	JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, reqs []job.ClaimRequest) (BatchResult, error)
-	JobsRunning(ctx context.Context, worker job.WorkerKey) ([]job.Running, error)
+	JobStore
 
 	// Files and sources (files.go, sources.go).
 	SourceRoots(ctx context.Context, activeOnly bool) ([]job.SourceRoot, error)
@@ -55,3 +44,21 @@ type Store interface {
 }
 
 var _ Store = (*DB)(nil)
+
+// JobStore is the job path of Store: jobs as operators read and write them,
+// claims and conclusions. It is the part every backend implements first
+// (db/postgres has it), and the part the backends' shared tests run on.
+type JobStore interface {
+	// Jobs, as operators read and write them (jobs.go).
+	JobsList(ctx context.Context, f job.Filter) (job.Page, error)
+	JobGet(ctx context.Context, id int64) (job.Info, error)
+	JobEnqueue(ctx context.Context, s job.Submission) (int64, error)
+	JobCancel(ctx context.Context, now time.Time, id int64) (job.CancelResult, error)
+	JobRetry(ctx context.Context, now time.Time, id int64) error
+	JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error)
+	JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error)
+
+	// Claims and conclusions (claims.go).
+	JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, reqs []job.ClaimRequest) (BatchResult, error)
+	JobsRunning(ctx context.Context, worker job.WorkerKey) ([]job.Running, error)
+}

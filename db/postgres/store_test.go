@@ -19,17 +19,10 @@ import (
 // The job path of db.Store, tested the same way on both backends: SQLite
 // (package db) and PostgreSQL (this package, on a real throwaway server).
 
-// jobStore is the job path of db.Store, the part both backends implement.
+// jobStore is the job path of db.Store, the part both backends implement,
+// and the bulk enqueue the benchmarks seed with.
 type jobStore interface {
-	JobsList(ctx context.Context, f job.Filter) (job.Page, error)
-	JobGet(ctx context.Context, id int64) (job.Info, error)
-	JobEnqueue(ctx context.Context, s job.Submission) (int64, error)
-	JobCancel(ctx context.Context, now time.Time, id int64) (job.CancelResult, error)
-	JobRetry(ctx context.Context, now time.Time, id int64) error
-	JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error)
-	JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error)
-	JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, reqs []job.ClaimRequest) (db.BatchResult, error)
-	JobsRunning(ctx context.Context, worker job.WorkerKey) ([]job.Running, error)
+	db.JobStore
 	JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin string, priority int64, n int) error
 }
 

@@ -79,7 +79,9 @@ func bootstrapPlugin(ctx context.Context, tx pgx.Tx, p db.BootstrapPlugin, now t
 
 	if len(p.Subscribe) > 0 {
 		var current *string
-		if err := tx.QueryRow(ctx, `SELECT subscription_tags FROM cf_plugin_config WHERE plugin_name = $1`,
+		// FOR UPDATE: PluginSubscribe, which does not take the catalogue
+		// lock, must not merge its tags into a value this is replacing.
+		if err := tx.QueryRow(ctx, `SELECT subscription_tags FROM cf_plugin_config WHERE plugin_name = $1 FOR UPDATE`,
 			name).Scan(&current); err != nil {
 			return 0, fmt.Errorf("subscriptions: %w", err)
 		}

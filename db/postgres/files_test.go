@@ -200,3 +200,24 @@ func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
 		}
 	})
 }
+
+// A file of 2 GiB or more is recorded on both backends (PostgreSQL's
+// original INTEGER sizes are BIGINT since migration 0006).
+func TestScan_RecordsFilesOverTwoGiB(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, fx fixture) {
+		s, ctx := fx.cat(t), context.Background()
+		root := must(s.SourceRoots(ctx, true)).get(t)[0]
+		const size = 5 << 30
+		rec := must(s.ScanRecordFiles(ctx, testNow, []db.ScannedFile{{RootID: root.ID, RelPath: "big.bin", Hash: "hbig", Size: size, ModTime: testNow}})).get(t)[0]
+		if rec.VersionID == 0 {
+			t.Fatalf("big file = %+v", rec)
+		}
+		if l := must(s.ScanLocations(ctx, root.ID)).get(t)["big.bin"]; l.Size != size {
+			t.Errorf("big file's location = %+v", l)
+		}
+		v := must(s.FileVersionAdd(ctx, root.ID, "big.bin", "hbig2", size+1, testNow, nil)).get(t)
+		if v == 0 {
+			t.Error("no version for a bigger file")
+		}
+	})
+}

@@ -70,6 +70,9 @@ func (l *Lease) Check() error { return nil }
 // the scanner and the sweeps of jobs whose Sentinel died.
 func (l *Lease) Leading() bool { return l.election.Leader() }
 
+// Shared is true: several Sentinels serve a PostgreSQL database.
+func (l *Lease) Shared() bool { return true }
+
 // Renew moves the row's heartbeat and expiry forward. It fails with
 // ErrLeaseLost when the row is gone or has already expired: an expired row
 // is never revived, since by then the other Sentinels may have begun to

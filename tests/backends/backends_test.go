@@ -6,6 +6,7 @@ package backends
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -14,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/db/backend"
 	"github.com/casparian/sentinel/db/postgres/pgtest"
 	"github.com/casparian/sentinel/internal/sentineltest"
@@ -232,5 +235,38 @@ func TestPostgres_InsertedJobDispatchedWithoutPolling(t *testing.T) {
 	}
 	if n := len(w.Received()); n != samples {
 		t.Errorf("worker received %d jobs, want %d", n, samples)
+	}
+}
+
+// A Sentinel whose PostgreSQL lease expired (it was cut off longer than the
+// TTL; the others have taken its jobs) stops dispatching, answers 503, and
+// reports a fatal error so that its process exits and is started again
+// with a new lease.
+func TestPostgres_LostLeaseIsFatal(t *testing.T) {
+	url := pgtest.Database(t)
+	e := sentineltest.StartPostgres(t, url, nil)
+	other, err := backend.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	live, err := other.LeasesLive(context.Background())
+	if err != nil || len(live) != 1 || live[0].ID != e.Sentinel.Self().ID {
+		t.Fatalf("live Sentinels %v, %v; want the one started", live, err)
+	}
+	// What the other Sentinels see of one cut off for longer than the TTL.
+	if err := pgtest.Exec(t, url, `UPDATE sentinel_lease SET expires_at = now() - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-e.Sentinel.Fatal():
+		if !errors.Is(err, db.ErrLeaseLost) {
+			t.Errorf("fatal error %v, want one wrapping db.ErrLeaseLost", err)
+		}
+	case <-time.After(20 * time.Second): // the renewal runs every 5 s
+		t.Fatal("no fatal error 20 s after the lease expired")
+	}
+	if h := e.Sentinel.HealthCheck(context.Background()); h.Status != actors.HealthUnavailable {
+		t.Errorf("health %q after the lease was lost, want %q", h.Status, actors.HealthUnavailable)
 	}
 }

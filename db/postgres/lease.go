@@ -90,8 +90,22 @@ func (l *Lease) Renew(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("renew lease: %w", err)
 	}
+	if l.Leading() {
+		// The leader forgets Sentinels long gone whose jobs are all
+		// settled, so the table holds the live ones and the recent dead.
+		if _, err := l.db.pool.Exec(ctx, `DELETE FROM sentinel_lease s
+			WHERE expires_at < now() - $1::bigint * interval '1 microsecond'
+			AND NOT EXISTS (SELECT 1 FROM cf_processing_queue q WHERE q.status = 'RUNNING' AND q.sentinel_id = s.id)`,
+			forgetAfter.Microseconds()); err != nil {
+			return fmt.Errorf("renew lease: forget old leases: %w", err)
+		}
+	}
 	return nil
 }
+
+// forgetAfter is how long the row of a Sentinel that stopped or died stays
+// after its expiry, for operators to see, once none of its jobs is RUNNING.
+const forgetAfter = time.Hour
 
 // Release ends the campaign (handing leadership over) and expires the row
 // now. The row stays until the leader removes it: jobs still RUNNING under

@@ -375,13 +375,20 @@ func (s *Sentinel) drain(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.drainTimeout)
 	defer cancel()
 	queue := s.system.NewLocalPID(s.top.Id + "/queue")
+	// The count is asked every 200 ms and logged when it changed, at most
+	// once a second.
+	var lastLogged time.Time
+	lastN := int64(-1)
 	for {
 		res, err := s.system.Root.RequestFuture(queue, &RunningCountQuery{}, time.Second).Result()
 		if c, ok := res.(*RunningCount); err == nil && ok && c.Err == nil {
 			if c.N == 0 {
 				return
 			}
-			s.log.Info().Int64("running", c.N).Msg("draining: waiting for running jobs to conclude")
+			if c.N != lastN && time.Since(lastLogged) >= time.Second {
+				s.log.Info().Int64("running", c.N).Msg("draining: waiting for running jobs to conclude")
+				lastLogged, lastN = time.Now(), c.N
+			}
 		}
 		select {
 		case <-ctx.Done():

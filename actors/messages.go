@@ -309,8 +309,17 @@ type JobsQuery struct{ Filter job.Filter }
 // JobQuery asks for one job. Value: job.Info.
 type JobQuery struct{ ID int64 }
 
-// EnqueueJob inserts a job. Value: int64, the new job's id.
+// EnqueueJob inserts a job for a plugin with an ACTIVE manifest (else
+// job.ErrUnknownPlugin). Value: int64, the new job's id.
 type EnqueueJob struct{ Submission job.Submission }
+
+// AddBuiltin registers a built-in plugin of the sample worker: an ACTIVE
+// manifest (unless it has one) and the subscription tags. Value: int, the
+// rows changed (0: it was registered already).
+type AddBuiltin struct {
+	Name      string
+	Subscribe []string
+}
 
 // CancelJob cancels a job; a RUNNING one is aborted through its worker
 // actor. Value: job.CancelResult.

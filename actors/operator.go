@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -161,9 +163,46 @@ func (s *Sentinel) Job(ctx context.Context, id int64) (job.Info, error) {
 	return askValue[job.Info](ctx, s, &JobQuery{ID: id})
 }
 
-// Enqueue inserts a QUEUED job and returns its id.
-func (s *Sentinel) Enqueue(ctx context.Context, sub job.Submission) (int64, error) {
-	return askValue[int64](ctx, s, &EnqueueJob{Submission: sub})
+// Enqueued is what Enqueue did: the new job's id, and a warning when no
+// connected worker can run its plugin now (the job waits for one).
+type Enqueued struct {
+	ID      int64
+	Warning string
+}
+
+// Enqueue inserts a QUEUED job. A plugin without an ACTIVE manifest is
+// refused (job.ErrUnknownPlugin); one that no connected worker can run is
+// accepted with a warning, counted in JobsEnqueuedUnrunnable.
+func (s *Sentinel) Enqueue(ctx context.Context, sub job.Submission) (Enqueued, error) {
+	id, err := askValue[int64](ctx, s, &EnqueueJob{Submission: sub})
+	if err != nil {
+		return Enqueued{}, err
+	}
+	out := Enqueued{ID: id}
+	workers, err := s.WorkersInfo(ctx)
+	if err != nil {
+		return out, nil // the job is in; the warning is only advice
+	}
+	plugin := strings.TrimSpace(sub.Plugin)
+	for _, w := range workers {
+		if slices.ContainsFunc(w.Capabilities, func(c string) bool { return c == "*" || c == plugin }) {
+			return out, nil
+		}
+	}
+	s.stats.JobsEnqueuedUnrunnable.Add(1)
+	out.Warning = fmt.Sprintf("no connected worker can run plugin %q: the job waits until one that can connects", plugin)
+	return out, nil
+}
+
+// AddBuiltin registers a built-in plugin of the sample worker (one of
+// job.BuiltinPlugins): an ACTIVE manifest unless it has one, and the
+// subscription tags. It returns the rows it changed: 0 when all was there.
+func (s *Sentinel) AddBuiltin(ctx context.Context, name string, subscribe []string) (int, error) {
+	if !slices.Contains(job.BuiltinPlugins, name) {
+		return 0, fmt.Errorf("%q is not a built-in plugin (they are %s): %w",
+			name, strings.Join(job.BuiltinPlugins, ", "), job.ErrInvalid)
+	}
+	return askValue[int](ctx, s, &AddBuiltin{Name: name, Subscribe: subscribe})
 }
 
 // Cancel cancels a job: QUEUED or PENDING becomes SKIPPED; a RUNNING job's

@@ -3,6 +3,7 @@ package actors_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,9 +78,14 @@ func TestOperator_RequestsAnswerThroughTheActors(t *testing.T) {
 	ctx := context.Background()
 	h.Plugin("p")
 	fv := h.File("a.txt", "a\n")
-	id, err := h.Sentinel.Enqueue(ctx, job.Submission{FileVersionID: fv, Plugin: "p", Priority: 3})
+	res, err := h.Sentinel.Enqueue(ctx, job.Submission{FileVersionID: fv, Plugin: "p", Priority: 3})
 	if err != nil {
 		t.Fatal(err)
+	}
+	id := res.ID
+	if res.Warning == "" || h.Sentinel.Stats().JobsEnqueuedUnrunnable.Load() != 1 {
+		t.Errorf("enqueue with no worker connected: warning %q, counted %d; want a warning, counted once",
+			res.Warning, h.Sentinel.Stats().JobsEnqueuedUnrunnable.Load())
 	}
 	w := h.Worker(testworker.Options{Capabilities: []string{"p"}, Slots: 2})
 	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
@@ -93,6 +99,16 @@ func TestOperator_RequestsAnswerThroughTheActors(t *testing.T) {
 	}
 	if _, err := h.Sentinel.Enqueue(ctx, job.Submission{Plugin: "p"}); !errors.Is(err, job.ErrInvalid) {
 		t.Errorf("enqueue without a file: %v", err)
+	}
+	if res, err := h.Sentinel.Enqueue(ctx, job.Submission{FileVersionID: fv, Plugin: "p"}); err != nil || res.Warning != "" {
+		t.Errorf("enqueue with a worker that runs p: %+v, %v; want no warning", res, err)
+	}
+	if _, err := h.Sentinel.Enqueue(ctx, job.Submission{FileVersionID: fv, Plugin: "nobody"}); !errors.Is(err, job.ErrUnknownPlugin) {
+		t.Errorf("enqueue for a plugin without a manifest: %v, want job.ErrUnknownPlugin", err)
+	}
+	if _, err := h.Sentinel.Enqueue(ctx, job.Submission{FileVersionID: fv, Plugin: "csv"}); err == nil ||
+		!strings.Contains(err.Error(), "casparian plugins add-builtin csv") {
+		t.Errorf("enqueue for an unregistered built-in: %v, want the add-builtin hint", err)
 	}
 	if err := h.Sentinel.Retry(ctx, id); !errors.Is(err, job.ErrConflict) {
 		t.Errorf("retry of a completed job: %v", err)

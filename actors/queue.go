@@ -3,6 +3,9 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -89,7 +92,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.requeueWhere(ctx, m.Reason, func(ref job.Ref) bool { return ref.Worker == m.Worker })
 	case *RequeueOrphans:
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
-	case *JobsQuery, *JobQuery, *EnqueueJob, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
+	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
@@ -439,6 +442,9 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		v, err = a.deps.db.JobGet(dctx, m.ID)
 	case *EnqueueJob:
 		var id int64
+		if err = a.knownPlugin(dctx, m.Submission.Plugin); err != nil {
+			break
+		}
 		if id, err = a.deps.db.JobEnqueue(dctx, m.Submission); err == nil {
 			a.deps.stats.JobsEnqueued.Add(1)
 			a.log.Info().Int64("job_id", id).Str("plugin", m.Submission.Plugin).Msg("job enqueued by operator")
@@ -475,12 +481,43 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		_, err = a.deps.db.DataVersion(dctx)
 	case *SentinelsQuery:
 		v, err = a.deps.db.LeasesLive(dctx)
+	case *AddBuiltin:
+		var n int
+		if n, err = a.deps.db.BootstrapApply(dctx, db.Bootstrap{Plugins: []db.BootstrapPlugin{{Name: m.Name,
+			ManifestVersion: job.BuiltinVersion, ManifestSource: job.BuiltinSource(m.Name), Subscribe: m.Subscribe}}}); err == nil {
+			a.log.Info().Str("plugin", m.Name).Strs("subscribe", m.Subscribe).Int("changes", n).Msg("built-in plugin registered by operator")
+			ctx.Send(a.peers.dispatcher, &QueueChanged{})
+		}
+		v = n
 	}
 	if err != nil && !requestFault(err) {
 		a.deps.stats.DBErrors.Add(1)
 		a.log.Error().Err(err).Msgf("operator request %T failed", msg)
 	}
 	return &OperatorReply{Value: v, Err: err}
+}
+
+// knownPlugin refuses a submission for a plugin without an ACTIVE manifest:
+// no worker would be dispatched its jobs, which would wait or fail later.
+func (a *queueActor) knownPlugin(ctx context.Context, name string) error {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return nil // JobEnqueue says what is wrong
+	}
+	plugins, err := a.deps.db.PluginsList(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range plugins {
+		if p.Name == name && p.Active != nil {
+			return nil
+		}
+	}
+	hint := "deploy it (casparian publish)"
+	if slices.Contains(job.BuiltinPlugins, name) {
+		hint = "register the built-in (casparian plugins add-builtin " + name + ")"
+	}
+	return fmt.Errorf("plugin %q has no ACTIVE manifest: %s: %w", name, hint, job.ErrUnknownPlugin)
 }
 
 // cancelled follows up a cancel: a RUNNING job's worker actor must send

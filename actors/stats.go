@@ -44,6 +44,9 @@ type Stats struct {
 	// JobsEnqueued counts jobs inserted by the operator API and the scanner
 	// (jobs other processes insert are not seen here).
 	JobsEnqueued atomic.Int64
+	// JobsEnqueuedUnrunnable counts operator enqueues accepted for a
+	// plugin that no connected worker could run at the time.
+	JobsEnqueuedUnrunnable atomic.Int64
 	// ScanPasses counts completed scans of every active source root.
 	ScanPasses atomic.Int64
 	// FilesHashed counts files the scanner read and hashed.

@@ -33,6 +33,7 @@ type Store interface {
 	PluginsList(ctx context.Context) ([]job.Plugin, error)
 	PluginSubscribe(ctx context.Context, plugin string, tags []string) ([]string, error)
 	PluginDeploy(ctx context.Context, now time.Time, d Deployment) (DeployResult, error)
+	BootstrapApply(ctx context.Context, b Bootstrap) (int, error)
 	EnvironmentLockfile(ctx context.Context, hash string) (string, error)
 
 	// The database itself: whether another connection wrote (db.go), the

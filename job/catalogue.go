@@ -13,6 +13,18 @@ type Manifest struct {
 	CreatedAt, DeployedAt                  time.Time
 }
 
+// BuiltinPlugins are the plugins the sample worker (casparian-worker) has
+// built in, registered on a database by an ACTIVE manifest whose source is
+// BuiltinSource(name) and whose version is BuiltinVersion.
+var BuiltinPlugins = []string{"checksum", "csv", "jsonl", "text_stats"}
+
+// BuiltinVersion is the version of a built-in plugin's manifest.
+const BuiltinVersion = "builtin"
+
+// BuiltinSource is the source_code of a built-in plugin's manifest, which
+// the sample worker reads as "run your own plugin of this name".
+func BuiltinSource(name string) string { return "builtin:" + name }
+
 // Plugin is a plugin as operators see it: its subscriptions, the manifest a
 // dispatch would use (the newest ACTIVE one), and every stored version.
 type Plugin struct {

@@ -29,6 +29,9 @@ var (
 	// ErrConflict marks an operation the row's current state does not
 	// allow, such as cancelling a COMPLETED job.
 	ErrConflict = errors.New("conflict")
+	// ErrUnknownPlugin marks a job submitted for a plugin that has no
+	// ACTIVE manifest: nothing could run it (the HTTP API answers 422).
+	ErrUnknownPlugin = errors.New("unknown plugin")
 )
 
 // Status is a job's status: the status column of cf_processing_queue.

@@ -182,6 +182,9 @@ func jobsEnqueue(ctx context.Context, c *cli, _ []string) error {
 		return c.printJSON(raw)
 	}
 	fmt.Fprintf(c.stdout, "queued job %d: %s on %s (priority %d)\n", j.ID, j.Plugin, fileOf(j), j.Priority)
+	if j.Warning != "" {
+		fmt.Fprintf(c.stderr, "warning: %s\n", j.Warning)
+	}
 	return nil
 }
 
@@ -274,6 +277,31 @@ func pluginsList(ctx context.Context, c *cli, _ []string) error {
 		rows[i] = []string{p.Name, active, strconv.Itoa(len(p.Versions)), deployed, orDash(strings.Join(p.SubscriptionTags, ","))}
 	}
 	return c.table("PLUGIN\tACTIVE\tVERSIONS\tDEPLOYED\tSUBSCRIBED TAGS", rows)
+}
+
+func pluginsAddBuiltin(ctx context.Context, c *cli, args []string) error {
+	var res api.BuiltinAdded
+	raw, err := c.api.call(ctx, "POST", "/api/v1/plugins/builtin", api.BuiltinRequest{Name: args[0], Subscribe: args[1:]}, &res)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	state := "registered"
+	if res.Changes == 0 {
+		state = "already registered"
+	}
+	active := "-"
+	if res.Plugin.Active != nil {
+		active = res.Plugin.Active.Version
+	}
+	fmt.Fprintf(c.stdout, "built-in plugin %s %s (active version %s)", res.Plugin.Name, state, active)
+	if len(res.Plugin.SubscriptionTags) > 0 {
+		fmt.Fprintf(c.stdout, ", subscribed to: %s", strings.Join(res.Plugin.SubscriptionTags, ", "))
+	}
+	fmt.Fprintln(c.stdout)
+	return nil
 }
 
 func pluginsSubscribe(ctx context.Context, c *cli, args []string) error {

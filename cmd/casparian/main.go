@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/internal/buildinfo"
+	"github.com/casparian/sentinel/job"
 )
 
 // Exit codes.
@@ -122,7 +123,9 @@ var commands = map[string]map[string]*command{
 		"ls": {help: "list the connected workers", run: workersList},
 	},
 	"plugins": {
-		"ls":        {help: "list plugins: active version, subscriptions", run: pluginsList},
+		"ls": {help: "list plugins: active version, subscriptions", run: pluginsList},
+		"add-builtin": {usage: "NAME [TAG...]", help: "register a built-in plugin of casparian-worker (" + strings.Join(job.BuiltinPlugins, ", ") +
+			") so that its jobs run, subscribed to files tagged TAG", minArgs: 1, maxArgs: -1, run: pluginsAddBuiltin},
 		"subscribe": {usage: "NAME TAG...", help: "queue jobs of plugin NAME for files tagged TAG", minArgs: 2, maxArgs: -1, run: pluginsSubscribe},
 	},
 	"sources": {

@@ -342,3 +342,45 @@ func mkdir(t *testing.T, dir string) string {
 	}
 	return dir
 }
+
+// On a fresh database a built-in plugin is registered from the CLI, not by
+// hand-written JSON: until then its jobs are refused (422, with the hint),
+// afterwards accepted, with a warning while no worker can run them.
+func TestCLI_AddBuiltinThenEnqueue(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	e.File("in/a.csv", "x\ny\n")
+	file := filepath.Join(e.Root, "in/a.csv")
+
+	code, out, errOut := casparian(t, nil, "--server", e.URL, "jobs", "enqueue", "--plugin", "csv", "--file", file)
+	if code != exitError || out != "" || !strings.Contains(errOut, "422") || !strings.Contains(errOut, "casparian plugins add-builtin csv") {
+		t.Errorf("enqueue for an unregistered built-in: exit %d\n%s%s", code, out, errOut)
+	}
+	if c := e.Counts(); c[job.StatusQueued] != 0 {
+		t.Errorf("the refused enqueue left jobs: %v", c)
+	}
+	if out := ok(t, e.URL, "plugins", "add-builtin", "csv", "csv"); !strings.Contains(out, "built-in plugin csv registered (active version builtin), subscribed to: csv") {
+		t.Errorf("add-builtin said %q", out)
+	}
+	if out := ok(t, e.URL, "plugins", "add-builtin", "csv"); !strings.Contains(out, "already registered") {
+		t.Errorf("add-builtin again said %q", out)
+	}
+	if code, _, errOut := casparian(t, nil, "--server", e.URL, "plugins", "add-builtin", "sql"); code != exitError ||
+		!strings.Contains(errOut, `"sql" is not a built-in plugin`) {
+		t.Errorf("add-builtin of an unknown name: exit %d\n%s", code, errOut)
+	}
+	code, out, errOut = casparian(t, nil, "--server", e.URL, "jobs", "enqueue", "--plugin", "csv", "--file", file)
+	if code != exitOK || !strings.Contains(out, "queued job") || !strings.Contains(errOut, `warning: no connected worker can run plugin "csv"`) {
+		t.Errorf("enqueue after add-builtin, no worker: exit %d\n%s%s", code, out, errOut)
+	}
+	var added struct {
+		Changes int `json:"changes"`
+		Plugin  struct {
+			Active struct{ Version string } `json:"active"`
+		} `json:"plugin"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, e.URL, "--json", "plugins", "add-builtin", "csv")), &added); err != nil ||
+		added.Changes != 0 || added.Plugin.Active.Version != "builtin" {
+		t.Errorf("add-builtin --json: %+v, %v", added, err)
+	}
+}

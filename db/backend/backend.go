@@ -17,9 +17,6 @@ import (
 // starts, and what the command needs to name and close it.
 type Database interface {
 	db.Store
-	// BootstrapApply writes a --bootstrap file's settings and returns how
-	// many rows it changed (0 when the file was applied before).
-	BootstrapApply(ctx context.Context, b db.Bootstrap) (int, error)
 	// Describe names the database for logs and errors, without a password.
 	Describe() string
 	// Kind is "sqlite" or "postgres".

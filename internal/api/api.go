@@ -32,6 +32,9 @@ type Job struct {
 	Artifacts       []map[string]string `json:"artifacts,omitempty"`
 	ConfigOverrides json.RawMessage     `json:"config_overrides,omitempty"`
 	CancelRequested bool                `json:"cancel_requested,omitempty"`
+	// Warning is set on an enqueue's answer when no connected worker can
+	// run the plugin: the job is queued and waits for one.
+	Warning string `json:"warning,omitempty"`
 }
 
 // JobList is a page of jobs, newest first.
@@ -104,6 +107,20 @@ type Plugin struct {
 // PluginList lists the plugins.
 type PluginList struct {
 	Plugins []Plugin `json:"plugins"`
+}
+
+// BuiltinRequest registers a built-in plugin of the sample worker (csv,
+// jsonl, text_stats, checksum), optionally subscribed to file tags.
+type BuiltinRequest struct {
+	Name      string   `json:"name"`
+	Subscribe []string `json:"subscribe,omitempty"`
+}
+
+// BuiltinAdded answers a BuiltinRequest: the plugin as it is now, and how
+// many rows changed (0: it was registered already).
+type BuiltinAdded struct {
+	Plugin  Plugin `json:"plugin"`
+	Changes int    `json:"changes"`
 }
 
 // SubscribeRequest adds file tags to a plugin's subscriptions.

@@ -143,19 +143,21 @@ func (srv *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := srv.ctx(r)
 	defer cancel()
-	id, err := srv.s.Enqueue(ctx, job.Submission{FileVersionID: req.FileVersionID, FilePath: req.FilePath,
+	res, err := srv.s.Enqueue(ctx, job.Submission{FileVersionID: req.FileVersionID, FilePath: req.FilePath,
 		Plugin: req.Plugin, Priority: req.Priority, ConfigOverrides: overrides})
 	if err != nil {
 		srv.fail(w, r, err)
 		return
 	}
-	j, err := srv.s.Job(ctx, id)
+	j, err := srv.s.Job(ctx, res.ID)
 	if err != nil {
 		srv.fail(w, r, err)
 		return
 	}
-	w.Header().Set("Location", fmt.Sprintf("/api/v1/jobs/%d", id))
-	writeJSON(w, http.StatusCreated, jobJSON(j))
+	out := jobJSON(j)
+	out.Warning = res.Warning
+	w.Header().Set("Location", fmt.Sprintf("/api/v1/jobs/%d", res.ID))
+	writeJSON(w, http.StatusCreated, out)
 }
 
 // overridesText accepts config_overrides as a JSON object, or as a string
@@ -296,6 +298,34 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 		out.Plugins[i] = pluginJSON(p)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// POST /api/v1/plugins/builtin {"name": "csv", "subscribe": ["csv"]}
+func (srv *Server) addBuiltin(w http.ResponseWriter, r *http.Request) {
+	var req api.BuiltinRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	n, err := srv.s.AddBuiltin(ctx, req.Name, req.Subscribe)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	plugins, err := srv.s.Plugins(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	for _, p := range plugins {
+		if p.Name == req.Name {
+			writeJSON(w, http.StatusOK, api.BuiltinAdded{Plugin: pluginJSON(p), Changes: n})
+			return
+		}
+	}
+	srv.fail(w, r, fmt.Errorf("plugin %s registered but not listed", req.Name))
 }
 
 // POST /api/v1/plugins/{name}/subscriptions {"tags": ["csv"]}
@@ -454,6 +484,8 @@ func (srv *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = http.StatusNotFound, trimSentinel(msg, job.ErrNotFound)
 	case errors.Is(err, job.ErrConflict):
 		code, msg = http.StatusConflict, trimSentinel(msg, job.ErrConflict)
+	case errors.Is(err, job.ErrUnknownPlugin):
+		code, msg = http.StatusUnprocessableEntity, trimSentinel(msg, job.ErrUnknownPlugin)
 	case errors.Is(err, actors.ErrStopped), errors.Is(err, actors.ErrUnavailable):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -62,6 +62,8 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			counter("jobs_requeued", "Jobs put back to QUEUED after an infrastructure fault.", &st.JobsRequeued),
 			counter("jobs_cancelled", "Jobs that ended SKIPPED by an operator's cancel.", &st.JobsCancelled),
 			counter("jobs_enqueued", "Jobs inserted by the operator API and the scanner.", &st.JobsEnqueued),
+			counter("jobs_enqueued_unrunnable", "Jobs the operator API accepted for a plugin that no connected worker could run then.",
+				&st.JobsEnqueuedUnrunnable),
 			counter("workers_registered", "Workers that identified.", &st.WorkersRegistered),
 			counter("workers_removed", "Workers removed (silent, lost or over their restart limit).", &st.WorkersRemoved),
 			counter("messages_received", "Valid messages received from peers.", &st.MessagesReceived),

@@ -100,6 +100,7 @@ func New(opts Options) *Server {
 		{Pattern: "POST /api/v1/jobs/{id}/retry", Access: Admin, handler: h(srv.retry)},
 		{Pattern: "GET /api/v1/workers", Access: Read, handler: h(srv.listWorkers)},
 		{Pattern: "GET /api/v1/plugins", Access: Read, handler: h(srv.listPlugins)},
+		{Pattern: "POST /api/v1/plugins/builtin", Access: Admin, handler: h(srv.addBuiltin)},
 		{Pattern: "POST /api/v1/plugins/{name}/subscriptions", Access: Admin, handler: h(srv.subscribe)},
 		{Pattern: "GET /api/v1/sources", Access: Read, handler: h(srv.listSources)},
 		{Pattern: "POST /api/v1/sources", Access: Admin, handler: h(srv.addSource)},

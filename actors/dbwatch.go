@@ -44,7 +44,7 @@ const (
 // where it serves workers. A second Sentinel gets an error naming the first
 // (a *db.LeaseHeldError). Taking over from a Sentinel that ended without
 // releasing is logged.
-func AcquireLease(ctx context.Context, store db.Store, endpoint string, log zerolog.Logger) (*db.Lease, error) {
+func AcquireLease(ctx context.Context, store db.Store, endpoint string, log zerolog.Logger) (db.Lease, error) {
 	host, err := os.Hostname()
 	if err != nil {
 		host = "unknown"
@@ -83,7 +83,7 @@ func (b *batchWrites) record(err error) (changed bool) {
 // dbWatch renews the lease and checks the database file. What it finds is
 // read by Health.
 type dbWatch struct {
-	lease   *db.Lease
+	lease   db.Lease
 	log     zerolog.Logger
 	onLost  func()       // stops dispatching; called once
 	batches *batchWrites // the queue actor's writes
@@ -99,7 +99,7 @@ type dbWatch struct {
 	done chan struct{}
 }
 
-func startDBWatch(lease *db.Lease, batches *batchWrites, log zerolog.Logger, onLost func()) *dbWatch {
+func startDBWatch(lease db.Lease, batches *batchWrites, log zerolog.Logger, onLost func()) *dbWatch {
 	w := &dbWatch{lease: lease, log: log.With().Str("component", "dbwatch").Logger(), onLost: onLost,
 		batches: batches, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()

@@ -194,6 +194,12 @@ type RunningJobs struct {
 	Err  error
 }
 
+// --- database listener (notify.go) → queue actor ---
+
+// QueueNotified says the database heard of jobs inserted by some process
+// (PostgreSQL's NOTIFY): check the queue now rather than at the next poll.
+type QueueNotified struct{}
+
 // --- queue actor → dispatcher ---
 
 // QueueChanged says claimable jobs may exist that did not before: another
@@ -334,6 +340,10 @@ type AddSource struct{ Path string }
 
 // RoutesQuery lists the routing rules. Value: []job.RoutingRule.
 type RoutesQuery struct{}
+
+// SentinelsQuery lists the Sentinels whose lease is live. Value:
+// []db.LeaseOwner.
+type SentinelsQuery struct{}
 
 // AddRoute adds a routing rule. Value: int64, its id.
 type AddRoute struct {

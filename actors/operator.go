@@ -11,6 +11,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/confine"
 	"github.com/casparian/sentinel/job"
 )
@@ -100,6 +101,54 @@ func (s *Sentinel) HealthCheck(ctx context.Context) HealthState {
 		return HealthState{HealthDegraded, problem}
 	}
 	return HealthState{Status: HealthOK}
+}
+
+// SentinelInfo is a Sentinel serving the database, as its lease row says.
+type SentinelInfo struct {
+	ID          string
+	Host        string
+	PID         int
+	Endpoint    string
+	StartedAt   time.Time
+	HeartbeatAt time.Time
+	// Self: this is the Sentinel answering. Leader is known only for it.
+	Self, Leader bool
+}
+
+func sentinelInfo(o db.LeaseOwner) SentinelInfo {
+	return SentinelInfo{ID: o.ID, Host: o.Host, PID: o.PID, Endpoint: o.Endpoint,
+		StartedAt: o.StartedAt, HeartbeatAt: o.HeartbeatAt}
+}
+
+// Self is this Sentinel as its lease says, and whether it leads (runs the
+// scanner and the sweeps). On SQLite it is the database's one Sentinel.
+func (s *Sentinel) Self() SentinelInfo {
+	me := sentinelInfo(s.lease.Owner())
+	me.Self, me.Leader = true, s.lease.Leading()
+	return me
+}
+
+// Sentinels lists the Sentinels whose lease is live, this one marked Self,
+// oldest first. On PostgreSQL several serve one database.
+func (s *Sentinel) Sentinels(ctx context.Context) ([]SentinelInfo, error) {
+	owners, err := askValue[[]db.LeaseOwner](ctx, s, &SentinelsQuery{})
+	if err != nil {
+		return nil, err
+	}
+	me := s.Self()
+	out := make([]SentinelInfo, 0, len(owners))
+	found := false
+	for _, o := range owners {
+		if o.ID == me.ID {
+			out, found = append(out, me), true
+			continue
+		}
+		out = append(out, sentinelInfo(o))
+	}
+	if !found { // its row is being renewed, or the database lost it: still here
+		out = append(out, me)
+	}
+	return out, nil
 }
 
 // Jobs returns one page of jobs, newest first.

@@ -90,7 +90,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 	case *RequeueOrphans:
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
 	case *JobsQuery, *JobQuery, *EnqueueJob, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
-		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery:
+		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
 		ctx.Respond(a.scanState(m))
@@ -102,6 +102,8 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		ctx.Respond(a.storeDeploy(m))
 	case *EnvironmentQuery:
 		ctx.Respond(a.environment(m))
+	case *QueueNotified:
+		a.checkQueue(ctx)
 	case *tick:
 		switch {
 		case a.poll.current(m):
@@ -471,6 +473,8 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		v, err = a.deps.db.RoutingRuleAdd(dctx, m.Pattern, m.Tag, m.Priority)
 	case *HealthQuery:
 		_, err = a.deps.db.DataVersion(dctx)
+	case *SentinelsQuery:
+		v, err = a.deps.db.LeasesLive(dctx)
 	}
 	if err != nil && !requestFault(err) {
 		a.deps.stats.DBErrors.Add(1)

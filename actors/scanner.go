@@ -44,6 +44,8 @@ type scannerActor struct {
 	bg    context.Context
 	stop  context.CancelFunc // cancels this incarnation's goroutines
 	pass  *scanPass          // nil between passes
+	// following: another Sentinel leads and scans; this one waits.
+	following bool
 	// pending are new or changed files seen once, too recently modified to
 	// hash; the next pass hashes them if their size and mtime held.
 	pending map[fileKey]fileStat
@@ -184,6 +186,20 @@ func (a *scannerActor) tick(ctx actor.Context) {
 		}
 		a.timer.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.DBTimeout)
 		return
+	}
+	if !a.deps.lease.Leading() {
+		// Several Sentinels share the database: only the leader scans,
+		// and this one waits to become it.
+		if !a.following {
+			a.following = true
+			a.log.Info().Msg("not the leader: another Sentinel runs the scanner")
+		}
+		a.timer.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.ScanInterval)
+		return
+	}
+	if a.following {
+		a.following = false
+		a.log.Info().Msg("leader now: scanning")
 	}
 	a.pass = &scanPass{id: generations.Add(1), started: time.Now(), roots: map[int64]*rootScan{},
 		nextPending: map[fileKey]fileStat{}}

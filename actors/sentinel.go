@@ -22,7 +22,7 @@ import (
 // Options wires a Sentinel to the parts it does not own.
 type Options struct {
 	Config config.Config
-	DB     *db.DB
+	DB     db.Store
 	Router *transport.Router
 	Logger zerolog.Logger
 	// Stats, when set, are the counters to use; pass the ones given to
@@ -32,7 +32,7 @@ type Options struct {
 	// took it before writing anything (cmd/casparian-sentinel does, before
 	// its bootstrap). When nil, Start takes it. Either way the Sentinel
 	// renews it from then on and Stop releases it.
-	Lease *db.Lease
+	Lease db.Lease
 }
 
 // RouterOptions are the router settings that go with cfg: the payload limit
@@ -154,8 +154,11 @@ type Sentinel struct {
 	router *transport.Router
 	stats  *Stats
 	log    zerolog.Logger
-	lease  *db.Lease
+	lease  db.Lease
 	watch  *dbWatch
+	// notified forwards the database's news of inserted jobs to the queue
+	// actor (PostgreSQL's LISTEN); nil when the database has none.
+	notified *forwarder
 
 	// stopping is set when Stop begins (health turns 503); stopped once
 	// the drain is over and the actors go (operator requests are refused).
@@ -205,7 +208,7 @@ func Start(opts Options) (*Sentinel, error) {
 	return s, nil
 }
 
-func start(opts Options, lease *db.Lease) (*Sentinel, error) {
+func start(opts Options, lease db.Lease) (*Sentinel, error) {
 	keys, err := trustedKeys(opts.Config, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("start sentinel: %w", err)
@@ -229,7 +232,7 @@ func start(opts Options, lease *db.Lease) (*Sentinel, error) {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
 	}))
 	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys,
-		roots: roots, batches: &batchWrites{}}
+		roots: roots, batches: &batchWrites{}, lease: lease}
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))
@@ -250,6 +253,9 @@ func start(opts Options, lease *db.Lease) (*Sentinel, error) {
 		return nil, fmt.Errorf("start actor tree: %w", err)
 	}
 	s.watch = startDBWatch(lease, d.batches, opts.Logger, func() { root.Send(top, &StopDispatching{}) })
+	if n, ok := opts.DB.(db.QueueNotifier); ok {
+		s.notified = forwardQueueChanges(n.QueueChanges(), func() { root.Send(s.queue, &QueueNotified{}) })
+	}
 	s.router.Start(func(in transport.Inbound) { root.Send(socket, &FramesReceived{In: in}) })
 	return s, nil
 }
@@ -335,6 +341,9 @@ func (s *Sentinel) Stop(ctx context.Context) error {
 			err = fmt.Errorf("stop supervisor: %w", e)
 		}
 		s.system.Shutdown()
+		if s.notified != nil {
+			s.notified.close()
+		}
 		// Last, the lease: nothing writes the database any more.
 		s.watch.close()
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

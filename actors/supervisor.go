@@ -43,6 +43,9 @@ type deps struct {
 	roots  []string            // absolute folders source roots must lie in (--allowed-roots)
 	// batches tells health whether the queue actor's writes fail.
 	batches *batchWrites
+	// lease is this Sentinel's hold on the database; its Leading says
+	// whether this Sentinel runs the scanner (the dbwatch renews it).
+	lease db.Lease
 }
 
 // peers are the well-known children. Their PIDs are fixed by name, so a

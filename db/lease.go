@@ -66,12 +66,12 @@ func (e *LeaseHeldError) Error() string {
 // Is makes errors.Is(err, ErrLeaseHeld) true.
 func (e *LeaseHeldError) Is(target error) bool { return target == ErrLeaseHeld }
 
-// Lease is a Sentinel's ownership of the database: the flock on the sidecar
-// file "<db>.lock", which is what keeps a second Sentinel on this host out,
-// and the sentinel_lease row, which says who holds it and is renewed while
-// the owner runs. Only Sentinels take it: tools that open the database to
-// read or seed it do not, and are not kept out.
-type Lease struct {
+// fileLease is a Sentinel's ownership of a SQLite database: the flock on the
+// sidecar file "<db>.lock", which is what keeps a second Sentinel on this
+// host out, and the sentinel_lease row, which says who holds it and is
+// renewed while the owner runs. Only Sentinels take it: tools that open the
+// database to read or seed it do not, and are not kept out.
+type fileLease struct {
 	db       *DB
 	lock     *os.File
 	ttl      time.Duration
@@ -85,7 +85,7 @@ func lockPath(dbPath string) string { return dbPath + ".lock" }
 // *LeaseHeldError naming the process that is. A row left by an owner whose
 // lock is gone (it crashed) is taken over; Previous reports it. The row says
 // the lease expires ttl after each renewal.
-func (db *DB) LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duration) (*Lease, error) {
+func (db *DB) LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duration) (Lease, error) {
 	f, err := db.lockFile()
 	if errors.Is(err, errLocked) {
 		return nil, db.leaseHeld(ctx)
@@ -98,7 +98,7 @@ func (db *DB) LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duratio
 	now := time.Now().UTC()
 	who.ID = hex.EncodeToString(id)
 	who.StartedAt, who.HeartbeatAt, who.ExpiresAt = now, now, now.Add(ttl)
-	l := &Lease{db: db, lock: f, ttl: ttl, owner: who}
+	l := &fileLease{db: db, lock: f, ttl: ttl, owner: who}
 	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		prev, err := leaseRow(ctx, tx.QueryRowContext(ctx, leaseSelect, leaseName))
 		switch {
@@ -189,12 +189,16 @@ func (db *DB) LeaseHolder(ctx context.Context) (LeaseOwner, error) {
 	return leaseRow(ctx, db.reader.QueryRowContext(ctx, leaseSelect, leaseName))
 }
 
+// Leading is always true: the holder of a SQLite database is its only
+// Sentinel.
+func (l *fileLease) Leading() bool { return true }
+
 // Owner is this Sentinel's row as it wrote it when it took the lease.
-func (l *Lease) Owner() LeaseOwner { return l.owner }
+func (l *fileLease) Owner() LeaseOwner { return l.owner }
 
 // Previous is the owner whose row was taken over, if there was one: a
 // Sentinel that ended without releasing (killed, crashed, lost power).
-func (l *Lease) Previous() (LeaseOwner, bool) {
+func (l *fileLease) Previous() (LeaseOwner, bool) {
 	if l.previous == nil {
 		return LeaseOwner{}, false
 	}
@@ -205,7 +209,7 @@ func (l *Lease) Previous() (LeaseOwner, bool) {
 // Sentinel's write probe: an error wrapping ErrBusy means another connection
 // held the write lock throughout; ErrLeaseLost, that the row names someone
 // else; anything else, that the database cannot be written.
-func (l *Lease) Renew(ctx context.Context) error {
+func (l *fileLease) Renew(ctx context.Context) error {
 	now := time.Now().UTC()
 	var n int64
 	err := l.db.writeTx(ctx, func(tx *sql.Tx) error {
@@ -233,7 +237,7 @@ func (l *Lease) Renew(ctx context.Context) error {
 // ErrFileGone when the database was deleted or replaced, ErrLeaseLost when
 // the lock file was (a second Sentinel could then take a new one). It only
 // stats, so it is cheap and never waits on SQLite's locks.
-func (l *Lease) Check() error {
+func (l *fileLease) Check() error {
 	if err := l.db.FileCheck(); err != nil {
 		return err
 	}
@@ -252,7 +256,7 @@ func (l *Lease) Check() error {
 // Release deletes the row and drops the lock. The lock file stays: removing
 // it would let a Sentinel that opened it a moment ago lock a file nobody
 // else sees.
-func (l *Lease) Release(ctx context.Context) error {
+func (l *fileLease) Release(ctx context.Context) error {
 	_, err := l.db.writer.ExecContext(ctx, `DELETE FROM sentinel_lease WHERE name = ? AND owner_id = ?`,
 		leaseName, l.owner.ID)
 	if err != nil {
@@ -279,4 +283,20 @@ func (db *DB) FileCheck() error {
 		return fmt.Errorf("%w: %s was replaced by another file", ErrFileGone, db.path)
 	}
 	return nil
+}
+
+// LeasesLive lists the Sentinel that holds the database, if one does: a
+// SQLite database has at most one. A row left by a Sentinel that crashed is
+// listed until its expiry passes.
+func (db *DB) LeasesLive(ctx context.Context) ([]LeaseOwner, error) {
+	o, err := db.LeaseHolder(ctx)
+	switch {
+	case errors.Is(err, job.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("list live sentinels: %w", err)
+	case !o.ExpiresAt.IsZero() && time.Now().After(o.ExpiresAt):
+		return nil, nil
+	}
+	return []LeaseOwner{o}, nil
 }

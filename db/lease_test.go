@@ -160,7 +160,7 @@ func TestLease_RenewReportsBusyWhileAnotherConnectionHoldsTheLock(t *testing.T) 
 	}
 }
 
-func acquire(t *testing.T, db *DB) *Lease {
+func acquire(t *testing.T, db *DB) Lease {
 	t.Helper()
 	lease, err := db.LeaseAcquire(context.Background(), LeaseOwner{Host: "h", PID: 1}, time.Minute)
 	if err != nil {

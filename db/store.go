@@ -35,15 +35,47 @@ type Store interface {
 	PluginDeploy(ctx context.Context, now time.Time, d Deployment) (DeployResult, error)
 	EnvironmentLockfile(ctx context.Context, hash string) (string, error)
 
-	// The database itself: whether another connection wrote (db.go), and
-	// the lease that makes this process its one Sentinel (lease.go). The
-	// Lease is SQLite's (a flock and a row); a second backend makes it an
-	// interface of the calls the database watch makes on it.
+	// The database itself: whether another connection wrote (db.go), the
+	// lease that makes this process a Sentinel of it, and the Sentinels
+	// that hold one now (lease.go). SQLite has one Sentinel per database,
+	// PostgreSQL several.
 	DataVersion(ctx context.Context) (int64, error)
-	LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duration) (*Lease, error)
+	LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duration) (Lease, error)
+	LeasesLive(ctx context.Context) ([]LeaseOwner, error)
 }
 
 var _ Store = (*DB)(nil)
+
+// QueueNotifier is a Store that hears of jobs other processes insert
+// (PostgreSQL's LISTEN/NOTIFY): QueueChanges receives when the queue may
+// have changed, and DataVersion moves with it. A Store without it (SQLite)
+// is polled with DataVersion.
+type QueueNotifier interface {
+	QueueChanges() <-chan struct{}
+}
+
+// Lease is one Sentinel's hold on the database, taken by
+// Store.LeaseAcquire, renewed while the Sentinel runs and released when it
+// stops. The database watch is its only user.
+type Lease interface {
+	// Owner is the lease's row as this Sentinel last wrote it.
+	Owner() LeaseOwner
+	// Previous is the owner this lease took over from, if it took over: a
+	// Sentinel that ended without releasing.
+	Previous() (LeaseOwner, bool)
+	// Renew moves the expiry forward. ErrLeaseLost means the lease is gone
+	// for good; ErrBusy, that the write waited on a lock and gave up.
+	Renew(ctx context.Context) error
+	// Check reports, cheaply and without waiting on the database, whether
+	// what the lease stands on is still there (ErrFileGone, ErrLeaseLost).
+	Check() error
+	// Release gives the lease up.
+	Release(ctx context.Context) error
+	// Leading reports whether this Sentinel leads the ones sharing the
+	// database: the leader runs the scanner and the sweeps. A SQLite
+	// database has one Sentinel, which always leads.
+	Leading() bool
+}
 
 // JobStore is the job path of Store: jobs as operators read and write them,
 // claims and conclusions. It is the part every backend implements first

@@ -234,7 +234,7 @@ serve:
 
 // releaseLease gives the database up when the start fails after taking it
 // (actors.Start releases it itself once it has it).
-func releaseLease(lease *db.Lease, log zerolog.Logger) {
+func releaseLease(lease db.Lease, log zerolog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := lease.Release(ctx); err != nil {

@@ -378,14 +378,38 @@ func (d *DB) JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool,
 	return next.UTC(), true, nil
 }
 
-// JobsRunning returns the RUNNING jobs, oldest first; worker "" means all
-// workers.
+// JobsRunning returns RUNNING jobs, oldest first.
+//
+// For one worker, they are the jobs it holds, and this Sentinel adopts
+// them: the worker is talking to it (it identified here, or sent a
+// conclusion), so its jobs are claimed through this Sentinel's lease from
+// now on, and no leader requeues them when the Sentinel they were claimed
+// through dies.
+//
+// For worker "", they are the jobs this Sentinel answers for: those claimed
+// through its lease and, when it leads, those whose Sentinel is gone (its
+// lease expired more than a TTL ago, time for their workers to fail over
+// and be adopted) or unknown (claimed without a lease). Without a lease of
+// its own (a tool, a test) it lists them all.
 func (d *DB) JobsRunning(ctx context.Context, worker job.WorkerKey) ([]job.Running, error) {
-	q := `SELECT id, claimed_by, attempt, retry_count, claim_time FROM cf_processing_queue WHERE status = 'RUNNING'`
+	q := `SELECT id, claimed_by, attempt, retry_count, claim_time FROM cf_processing_queue q WHERE status = 'RUNNING'`
 	var args []any
-	if worker != "" {
+	switch {
+	case worker != "":
+		if d.sentinelID != "" {
+			if _, err := d.pool.Exec(ctx, `UPDATE cf_processing_queue SET sentinel_id = $2
+				WHERE status = 'RUNNING' AND claimed_by = $1 AND sentinel_id IS DISTINCT FROM $2`,
+				worker, d.sentinelID); err != nil {
+				return nil, fmt.Errorf("adopt running jobs of %s: %w", worker, err)
+			}
+		}
 		q += ` AND claimed_by = $1`
 		args = append(args, worker)
+	case d.sentinelID != "":
+		q += ` AND (sentinel_id = $1 OR ($2 AND (sentinel_id IS NULL OR NOT EXISTS (
+			SELECT 1 FROM sentinel_lease l WHERE l.id = q.sentinel_id
+			AND l.expires_at > now() - $3::bigint * interval '1 microsecond'))))`
+		args = append(args, d.sentinelID, d.leading.Load(), d.orphanGrace.Microseconds())
 	}
 	rows, err := d.pool.Query(ctx, q+` ORDER BY id`, args...)
 	if err != nil {

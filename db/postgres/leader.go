@@ -31,6 +31,8 @@ type Election struct {
 
 	leader  atomic.Bool
 	changed chan struct{}
+	// onChange, when set before Start, is told every change of Leader.
+	onChange func(leader bool)
 
 	// conn is the session holding (or trying for) the lock; only the
 	// campaign goroutine touches it.
@@ -150,6 +152,9 @@ func (e *Election) drop() {
 
 func (e *Election) set(leader bool) {
 	if e.leader.Swap(leader) != leader {
+		if e.onChange != nil {
+			e.onChange(leader)
+		}
 		select {
 		case e.changed <- struct{}{}:
 		default:

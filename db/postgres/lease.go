@@ -9,51 +9,36 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/casparian/sentinel/db"
 )
 
-// ErrLeaseLost is returned by Renew when the Sentinel's row is gone or has
-// expired. Another Sentinel's leader may then be requeueing the jobs
-// claimed through it, so it must stop dispatching and take a new lease.
-var ErrLeaseLost = errors.New("lease lost")
-
-// LeaseOwner is a Sentinel process as its lease row describes it. The times
-// are the database server's.
-type LeaseOwner struct {
-	ID          string // random per start; fences renewals
-	Host        string
-	PID         int
-	Endpoint    string // the ZeroMQ endpoint it bound
-	StartedAt   time.Time
-	HeartbeatAt time.Time
-	ExpiresAt   time.Time
-}
-
-// String names the owner for error messages and logs.
-func (o LeaseOwner) String() string {
-	return fmt.Sprintf("sentinel %s (host %s, pid %d, endpoint %s, since %s, last heartbeat %s)",
-		o.ID, o.Host, o.PID, o.Endpoint, o.StartedAt.Format(time.RFC3339), o.HeartbeatAt.Format(time.RFC3339))
-}
-
-// Lease is one Sentinel's row in sentinel_lease. Several Sentinels hold
-// leases on one database at once; each renews its own well within the TTL.
-// A row whose expiry has passed tells the others that its Sentinel is gone.
+// Lease is one Sentinel's row in sentinel_lease, and its campaign for
+// leadership. Several Sentinels hold leases on one database at once; each
+// renews its own well within the TTL. A row whose expiry has passed tells
+// the others that its Sentinel is gone.
 type Lease struct {
-	db    *DB
-	ttl   time.Duration
-	owner LeaseOwner
+	db       *DB
+	ttl      time.Duration
+	owner    db.LeaseOwner
+	election *Election
 }
+
+var _ db.Lease = (*Lease)(nil)
 
 // LeaseAcquire inserts a row for the calling Sentinel, under a fresh
 // random ID (who.ID is ignored), that expires ttl from now by the server's
-// clock unless renewed.
-func (db *DB) LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duration) (*Lease, error) {
+// clock unless renewed. From then on this DB claims jobs in the lease's
+// name (SetSentinelID), and campaigns for leadership (Leading) until
+// Release.
+func (d *DB) LeaseAcquire(ctx context.Context, who db.LeaseOwner, ttl time.Duration) (db.Lease, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("acquire lease: ttl %s is not positive", ttl)
 	}
 	id := make([]byte, 12)
 	_, _ = rand.Read(id)
 	who.ID = hex.EncodeToString(id)
-	err := db.pool.QueryRow(ctx, `INSERT INTO sentinel_lease
+	err := d.pool.QueryRow(ctx, `INSERT INTO sentinel_lease
 			(id, host, pid, endpoint, started_at, heartbeat_at, expires_at)
 		VALUES ($1, $2, $3, $4, now(), now(), now() + $5::bigint * interval '1 microsecond')
 		RETURNING started_at, heartbeat_at, expires_at`,
@@ -62,11 +47,28 @@ func (db *DB) LeaseAcquire(ctx context.Context, who LeaseOwner, ttl time.Duratio
 	if err != nil {
 		return nil, fmt.Errorf("acquire lease: %w", err)
 	}
-	return &Lease{db: db, ttl: ttl, owner: who}, nil
+	d.SetSentinelID(who.ID)
+	d.orphanGrace = ttl
+	l := &Lease{db: d, ttl: ttl, owner: who, election: d.Election(time.Second)}
+	l.election.onChange = d.leading.Store
+	l.election.Start(context.Background())
+	return l, nil
 }
 
 // Owner is this Sentinel's row as it was last written.
-func (l *Lease) Owner() LeaseOwner { return l.owner }
+func (l *Lease) Owner() db.LeaseOwner { return l.owner }
+
+// Previous reports no predecessor: on PostgreSQL a lease is never taken
+// over; the rows of Sentinels that died expire beside the live ones.
+func (l *Lease) Previous() (db.LeaseOwner, bool) { return db.LeaseOwner{}, false }
+
+// Check has nothing to look at without the server: the database is not a
+// file here, and Renew finds a lost lease.
+func (l *Lease) Check() error { return nil }
+
+// Leading reports whether this Sentinel is the leader, the one that runs
+// the scanner and the sweeps of jobs whose Sentinel died.
+func (l *Lease) Leading() bool { return l.election.Leader() }
 
 // Renew moves the row's heartbeat and expiry forward. It fails with
 // ErrLeaseLost when the row is gone or has already expired: an expired row
@@ -81,16 +83,20 @@ func (l *Lease) Renew(ctx context.Context) error {
 	).Scan(&l.owner.HeartbeatAt, &l.owner.ExpiresAt)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("renew lease: %w: the row of sentinel %s is gone or expired", ErrLeaseLost, l.owner.ID)
+		return fmt.Errorf("renew lease: %w: the row of sentinel %s is gone or expired", db.ErrLeaseLost, l.owner.ID)
 	case err != nil:
 		return fmt.Errorf("renew lease: %w", err)
 	}
 	return nil
 }
 
-// Release deletes the row: the Sentinel stopped cleanly and holds no jobs.
+// Release ends the campaign (handing leadership over) and expires the row
+// now. The row stays until the leader removes it: jobs still RUNNING under
+// it are the leader's to requeue once their workers had the recovery grace
+// to re-identify with another Sentinel.
 func (l *Lease) Release(ctx context.Context) error {
-	if _, err := l.db.pool.Exec(ctx, `DELETE FROM sentinel_lease WHERE id = $1`, l.owner.ID); err != nil {
+	l.election.Stop()
+	if _, err := l.db.pool.Exec(ctx, `UPDATE sentinel_lease SET expires_at = now() WHERE id = $1`, l.owner.ID); err != nil {
 		return fmt.Errorf("release lease: %w", err)
 	}
 	return nil
@@ -100,8 +106,8 @@ const leaseColumns = `id, host, pid, endpoint, started_at, heartbeat_at, expires
 
 // LeasesLive lists the Sentinels whose lease has not expired, by the
 // server's clock, oldest first.
-func (db *DB) LeasesLive(ctx context.Context) ([]LeaseOwner, error) {
-	owners, err := db.leases(ctx, `SELECT `+leaseColumns+` FROM sentinel_lease
+func (d *DB) LeasesLive(ctx context.Context) ([]db.LeaseOwner, error) {
+	owners, err := d.leases(ctx, `SELECT `+leaseColumns+` FROM sentinel_lease
 		WHERE expires_at > now() ORDER BY started_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list live sentinels: %w", err)
@@ -112,8 +118,8 @@ func (db *DB) LeasesLive(ctx context.Context) ([]LeaseOwner, error) {
 // LeasesExpired lists the rows whose expiry has passed, by the server's
 // clock: Sentinels that died or were cut off without releasing. Their
 // RUNNING jobs are orphans once the row is listed here.
-func (db *DB) LeasesExpired(ctx context.Context) ([]LeaseOwner, error) {
-	owners, err := db.leases(ctx, `SELECT `+leaseColumns+` FROM sentinel_lease
+func (d *DB) LeasesExpired(ctx context.Context) ([]db.LeaseOwner, error) {
+	owners, err := d.leases(ctx, `SELECT `+leaseColumns+` FROM sentinel_lease
 		WHERE expires_at <= now() ORDER BY expires_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list expired sentinels: %w", err)
@@ -123,21 +129,21 @@ func (db *DB) LeasesExpired(ctx context.Context) ([]LeaseOwner, error) {
 
 // LeaseRemoveExpired deletes the row of Sentinel id if it has expired, and
 // reports whether it did. A row its owner renewed in the meantime stays.
-func (db *DB) LeaseRemoveExpired(ctx context.Context, id string) (bool, error) {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM sentinel_lease WHERE id = $1 AND expires_at <= now()`, id)
+func (d *DB) LeaseRemoveExpired(ctx context.Context, id string) (bool, error) {
+	tag, err := d.pool.Exec(ctx, `DELETE FROM sentinel_lease WHERE id = $1 AND expires_at <= now()`, id)
 	if err != nil {
 		return false, fmt.Errorf("remove expired lease: %w", err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
 
-func (db *DB) leases(ctx context.Context, query string) ([]LeaseOwner, error) {
-	rows, err := db.pool.Query(ctx, query)
+func (d *DB) leases(ctx context.Context, query string) ([]db.LeaseOwner, error) {
+	rows, err := d.pool.Query(ctx, query)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (LeaseOwner, error) {
-		var o LeaseOwner
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (db.LeaseOwner, error) {
+		var o db.LeaseOwner
 		err := row.Scan(&o.ID, &o.Host, &o.PID, &o.Endpoint, &o.StartedAt, &o.HeartbeatAt, &o.ExpiresAt)
 		return o, err
 	})

@@ -1,12 +1,15 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/db"
 )
 
-func ids(owners []LeaseOwner) map[string]bool {
+func ids(owners []db.LeaseOwner) map[string]bool {
 	m := make(map[string]bool, len(owners))
 	for _, o := range owners {
 		m[o.ID] = true
@@ -17,7 +20,7 @@ func ids(owners []LeaseOwner) map[string]bool {
 // Several Sentinels on one database each hold a lease; none excludes
 // another.
 func TestLease_TwoCoexist(t *testing.T) {
-	db, url := openTest(t)
+	d, url := openTest(t)
 	ctx := testContext(t)
 	other, err := Open(ctx, url) // a second Sentinel's handle
 	if err != nil {
@@ -25,23 +28,25 @@ func TestLease_TwoCoexist(t *testing.T) {
 	}
 	defer other.Close()
 
-	a, err := db.LeaseAcquire(ctx, LeaseOwner{Host: "host-a", PID: 1, Endpoint: "tcp://a:5555"}, time.Minute)
+	a, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "host-a", PID: 1, Endpoint: "tcp://a:5555"}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := other.LeaseAcquire(ctx, LeaseOwner{Host: "host-b", PID: 2, Endpoint: "tcp://b:5555"}, time.Minute)
+	t.Cleanup(func() { _ = a.Release(context.Background()) })
+	b, err := other.LeaseAcquire(ctx, db.LeaseOwner{Host: "host-b", PID: 2, Endpoint: "tcp://b:5555"}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Release(context.Background()) })
 	if a.Owner().ID == b.Owner().ID || a.Owner().ID == "" {
 		t.Fatalf("lease ids %q and %q", a.Owner().ID, b.Owner().ID)
 	}
-	for _, l := range []*Lease{a, b} {
+	for _, l := range []db.Lease{a, b} {
 		if err := l.Renew(ctx); err != nil {
 			t.Errorf("renew %s: %v", l.Owner().Host, err)
 		}
 	}
-	live, err := db.LeasesLive(ctx)
+	live, err := d.LeasesLive(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,25 +64,26 @@ func TestLease_TwoCoexist(t *testing.T) {
 	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	live, err = db.LeasesLive(ctx)
+	live, err = d.LeasesLive(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(live) != 1 || live[0].ID != b.Owner().ID {
 		t.Errorf("after a's release: %v", live)
 	}
-	if err := a.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
-		t.Errorf("renew after release: %v, want ErrLeaseLost", err)
+	if err := a.Renew(ctx); !errors.Is(err, db.ErrLeaseLost) {
+		t.Errorf("renew after release: %v, want db.ErrLeaseLost", err)
 	}
 }
 
 func TestLease_RenewMovesExpiry(t *testing.T) {
-	db, _ := openTest(t)
+	d, _ := openTest(t)
 	ctx := testContext(t)
-	l, err := db.LeaseAcquire(ctx, LeaseOwner{Host: "h", PID: 1}, 2*time.Second)
+	l, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "h", PID: 1}, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = l.Release(context.Background()) })
 	first := l.Owner()
 	if d := first.ExpiresAt.Sub(first.HeartbeatAt); d != 2*time.Second {
 		t.Errorf("expiry %s after the heartbeat, want 2s", d)
@@ -95,30 +101,32 @@ func TestLease_RenewMovesExpiry(t *testing.T) {
 // once its lease expires, by the server's clock; the expired row is never
 // revived by a late renewal, and removing it spares live rows.
 func TestLease_ExpiredIsDetected(t *testing.T) {
-	db, _ := openTest(t)
+	d, _ := openTest(t)
 	ctx := testContext(t)
-	dead, err := db.LeaseAcquire(ctx, LeaseOwner{Host: "dead", PID: 1}, 300*time.Millisecond)
+	dead, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "dead", PID: 1}, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	alive, err := db.LeaseAcquire(ctx, LeaseOwner{Host: "alive", PID: 2}, time.Minute)
+	t.Cleanup(func() { _ = dead.Release(context.Background()) })
+	alive, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "alive", PID: 2}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = alive.Release(context.Background()) })
 
 	eventually(t, 5*time.Second, "expired", func() bool {
-		expired, err := db.LeasesExpired(ctx)
+		expired, err := d.LeasesExpired(ctx)
 		return err == nil && len(expired) == 1 && expired[0].ID == dead.Owner().ID
 	})
-	live, err := db.LeasesLive(ctx)
+	live, err := d.LeasesLive(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(live) != 1 || live[0].ID != alive.Owner().ID {
 		t.Errorf("live sentinels %v, want only alive", live)
 	}
-	if err := dead.Renew(ctx); !errors.Is(err, ErrLeaseLost) {
-		t.Errorf("late renewal: %v, want ErrLeaseLost", err)
+	if err := dead.Renew(ctx); !errors.Is(err, db.ErrLeaseLost) {
+		t.Errorf("late renewal: %v, want db.ErrLeaseLost", err)
 	}
 
 	for _, tc := range []struct {
@@ -132,7 +140,7 @@ func TestLease_ExpiredIsDetected(t *testing.T) {
 		{"Unknown", "nobody", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			removed, err := db.LeaseRemoveExpired(ctx, tc.id)
+			removed, err := d.LeaseRemoveExpired(ctx, tc.id)
 			if err != nil || removed != tc.want {
 				t.Errorf("LeaseRemoveExpired = %v, %v; want %v", removed, err, tc.want)
 			}
@@ -144,8 +152,8 @@ func TestLease_ExpiredIsDetected(t *testing.T) {
 }
 
 func TestLease_RefusesZeroTTL(t *testing.T) {
-	db, _ := openTest(t)
-	if _, err := db.LeaseAcquire(testContext(t), LeaseOwner{Host: "h", PID: 1}, 0); err == nil {
+	d, _ := openTest(t)
+	if _, err := d.LeaseAcquire(testContext(t), db.LeaseOwner{Host: "h", PID: 1}, 0); err == nil {
 		t.Error("LeaseAcquire with ttl 0: no error")
 	}
 }

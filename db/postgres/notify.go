@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -180,4 +181,35 @@ func (l *Listener) deliver(plugin string, resync bool) {
 	case l.ready <- struct{}{}:
 	default:
 	}
+}
+
+// QueueChanges starts the DB's queue listener on its first call and returns
+// a channel that receives when jobs were inserted by anyone, or when the
+// listener (re)connected and may have missed some: the queue may have
+// changed. Each such change also moves DataVersion.
+func (db *DB) QueueChanges() <-chan struct{} {
+	db.listenOnce.Do(func() {
+		l := db.Listener()
+		l.Start(context.Background())
+		db.listener.Store(l)
+	})
+	return db.listener.Load().Ready()
+}
+
+// DataVersion tells whether the queue may have changed since the last call,
+// as SQLite's does: only equality is meaningful. On PostgreSQL it counts
+// what the queue listener heard (QueueChanges); before the listener runs it
+// changes on every call, so a caller that polls it looks every time.
+func (db *DB) DataVersion(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("data version: %w", err)
+	}
+	l := db.listener.Load()
+	if l == nil {
+		return db.version.Add(1), nil
+	}
+	if plugins, resync := l.Drain(); len(plugins) > 0 || resync {
+		return db.version.Add(1), nil
+	}
+	return db.version.Load(), nil
 }

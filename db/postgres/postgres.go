@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -73,6 +75,18 @@ type DB struct {
 
 	// sentinelID is stored in sentinel_id by every claim (SetSentinelID).
 	sentinelID string
+	// leading is whether this DB's Sentinel leads (its lease's election):
+	// the leader's JobsRunning("") also lists the jobs of dead Sentinels.
+	leading atomic.Bool
+	// orphanGrace is how long after a Sentinel's lease expired its
+	// RUNNING jobs wait for their workers to fail over (the lease's TTL).
+	orphanGrace time.Duration
+
+	// The queue listener, started by the first QueueChanges (notify.go);
+	// version counts what it heard, for DataVersion.
+	listenOnce sync.Once
+	listener   atomic.Pointer[Listener]
+	version    atomic.Int64
 }
 
 // IsURL reports whether a database setting names PostgreSQL
@@ -196,6 +210,9 @@ func (db *DB) Ping(ctx context.Context) error {
 // returned. Elections and listeners hold their own connections and are
 // stopped by their own Stop.
 func (db *DB) Close() {
+	if l := db.listener.Load(); l != nil {
+		l.Stop()
+	}
 	db.pool.Close()
 }
 

@@ -154,6 +154,23 @@ type Status struct {
 	Endpoint string           `json:"endpoint"`
 	Counts   map[string]int64 `json:"counts"`
 	Workers  []Worker         `json:"workers"`
+	// Sentinel is the Sentinel that answered; Sentinels, every one whose
+	// lease on the database is live (several share a PostgreSQL queue).
+	Sentinel  Sentinel   `json:"sentinel"`
+	Sentinels []Sentinel `json:"sentinels"`
+}
+
+// Sentinel is one Sentinel serving the database, as its lease says.
+type Sentinel struct {
+	ID          string    `json:"id"`
+	Host        string    `json:"host"`
+	PID         int       `json:"pid"`
+	Endpoint    string    `json:"endpoint"`
+	StartedAt   time.Time `json:"started_at"`
+	HeartbeatAt time.Time `json:"heartbeat_at"`
+	// Self marks the Sentinel that answered; Leader is known only for it.
+	Self   bool `json:"self,omitempty"`
+	Leader bool `json:"leader,omitempty"`
 }
 
 // Error is the body of every error response.

@@ -258,8 +258,16 @@ func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
+	sentinels, err := srv.s.Sentinels(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
 	out := api.Status{Ready: srv.s.Ready(), Endpoint: srv.s.Endpoint(), Counts: map[string]int64{},
-		Workers: make([]api.Worker, len(workers))}
+		Workers: make([]api.Worker, len(workers)), Sentinel: sentinelJSON(srv.s.Self())}
+	for _, si := range sentinels {
+		out.Sentinels = append(out.Sentinels, sentinelJSON(si))
+	}
 	for _, st := range job.Statuses {
 		out.Counts[string(st)] = counts[st]
 	}
@@ -267,6 +275,11 @@ func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 		out.Workers[i] = workerJSON(wi)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func sentinelJSON(si actors.SentinelInfo) api.Sentinel {
+	return api.Sentinel{ID: si.ID, Host: si.Host, PID: si.PID, Endpoint: si.Endpoint,
+		StartedAt: si.StartedAt, HeartbeatAt: si.HeartbeatAt, Self: si.Self, Leader: si.Leader}
 }
 
 // GET /api/v1/plugins

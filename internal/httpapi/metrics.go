@@ -26,6 +26,7 @@ type metricsCollector struct {
 	up, workers, slots, jobs *prometheus.Desc
 	curveRefusals            *prometheus.Desc
 	messagesDropped          *prometheus.Desc
+	sentinel, sentinels      *prometheus.Desc
 }
 
 type counterMetric struct {
@@ -91,6 +92,12 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			{desc: dbBatch, h: st.ConcludeTime, label: []string{"conclude"}},
 			{desc: dbBatch, h: st.ScanWriteTime, label: []string{"scan"}},
 		},
+		sentinel: prometheus.NewDesc("casparian_sentinel_leader",
+			"This Sentinel, by its lease id and host: 1 when it leads the Sentinels sharing the database "+
+				"(runs the scanner and the sweeps), else 0. SQLite has one Sentinel, which leads.",
+			[]string{"sentinel_id", "host"}, nil),
+		sentinels: prometheus.NewDesc("casparian_sentinels_live",
+			"Sentinels whose lease on the database is live, this one included.", nil, nil),
 		up: prometheus.NewDesc("casparian_up",
 			"1 when the Sentinel is serving and its database answers, else 0.", nil, nil),
 		workers: prometheus.NewDesc("casparian_workers_connected", "Workers connected now.", nil, nil),
@@ -122,6 +129,8 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.jobs
 	ch <- c.curveRefusals
 	ch <- c.messagesDropped
+	ch <- c.sentinel
+	ch <- c.sentinels
 }
 
 // Collect implements prometheus.Collector.
@@ -139,6 +148,12 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range c.s.Stats().MessagesDropped.Snapshot() {
 		ch <- prometheus.MustNewConstMetric(c.messagesDropped, prometheus.CounterValue, float64(n), reason)
 	}
+	me := c.s.Self()
+	leader := 0.0
+	if me.Leader {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.sentinel, prometheus.GaugeValue, leader, me.ID, me.Host)
 	ctx, cancel := context.WithTimeout(context.Background(), gaugeTimeout)
 	defer cancel()
 	up := 1.0
@@ -167,5 +182,10 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, st := range job.Statuses {
 			ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(counts[st]), string(st))
 		}
+	}
+	if all, err := c.s.Sentinels(ctx); err != nil {
+		c.log.Warn().Err(err).Msg("metrics: the list of Sentinels is not available")
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.sentinels, prometheus.GaugeValue, float64(len(all)))
 	}
 }

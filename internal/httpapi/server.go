@@ -173,7 +173,8 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 }
 
 // healthz is 200 {"status":"ok"} when the Sentinel serves and its database
-// answers; 200 {"status":"degraded"} while it serves but the database is
+// answers, with "sentinel" (its lease id) and "leader" (whether it runs the
+// scanner and the sweeps); 200 {"status":"degraded"} while it serves but the database is
 // locked or slow (a reason says which); 503 {"status":"unavailable"} before
 // the tree is up, while it shuts down, when the database file was deleted or
 // replaced (dispatching has stopped), or while writes fail. It answers within
@@ -182,12 +183,18 @@ func (srv *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), min(srv.timeout, 5*time.Second))
 	defer cancel()
 	h := srv.s.HealthCheck(ctx)
+	// Which Sentinel answered, by its lease id only: the route is public,
+	// so hosts and endpoints are left to /api/v1/status.
+	me := srv.s.Self()
+	out := map[string]any{"status": h.Status, "sentinel": me.ID, "leader": me.Leader}
 	switch h.Status {
 	case actors.HealthOK:
-		writeJSON(w, http.StatusOK, map[string]string{"status": h.Status})
+		writeJSON(w, http.StatusOK, out)
 	case actors.HealthDegraded:
-		writeJSON(w, http.StatusOK, map[string]string{"status": h.Status, "reason": h.Err.Error()})
+		out["reason"] = h.Err.Error()
+		writeJSON(w, http.StatusOK, out)
 	default:
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": h.Status, "error": h.Err.Error()})
+		out["error"] = h.Err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, out)
 	}
 }

@@ -1,0 +1,32 @@
+package actors
+
+// forwarder is a goroutine of the Sentinel's lifecycle, not an actor: it
+// turns the database's news of inserted jobs (db.QueueNotifier) into
+// QueueNotified messages for the queue actor, so that a job another process
+// inserts is claimed within milliseconds instead of at the next poll. The
+// channel folds bursts into one signal, and so does the queue actor's check.
+type forwarder struct {
+	stop chan struct{}
+	done chan struct{}
+}
+
+func forwardQueueChanges(changes <-chan struct{}, send func()) *forwarder {
+	f := &forwarder{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for {
+			select {
+			case <-f.stop:
+				return
+			case <-changes:
+				send()
+			}
+		}
+	}()
+	return f
+}
+
+func (f *forwarder) close() {
+	close(f.stop)
+	<-f.done
+}

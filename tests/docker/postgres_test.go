@@ -77,6 +77,45 @@ func (p *pgStack) healthy(service string) {
 	})
 }
 
+// health is the answer of a Sentinel's /healthz.
+type health struct {
+	Status   string `json:"status"`
+	Sentinel string `json:"sentinel"`
+	Leader   bool   `json:"leader"`
+}
+
+// healthz asks one Sentinel's /healthz (open without a token).
+func (p *pgStack) healthz(service string) (health, error) {
+	prev := p.sentinelService
+	p.use(service)
+	defer p.use(prev)
+	var h health
+	err := p.getWith("/healthz", "", &h)
+	return h, err
+}
+
+// leader waits until exactly one Sentinel says it leads, and returns it.
+func (p *pgStack) leader() string {
+	p.t.Helper()
+	var leader string
+	p.eventually(upTimeout, "one leader", func() (bool, string) {
+		var leaders []string
+		seen := ""
+		for _, service := range []string{"sentinel-a", "sentinel-b"} {
+			h, err := p.healthz(service)
+			seen += fmt.Sprintf("%s: %+v %v; ", service, h, err)
+			if err == nil && h.Leader {
+				leaders = append(leaders, service)
+			}
+		}
+		if len(leaders) == 1 {
+			leader = leaders[0]
+		}
+		return len(leaders) == 1, seen
+	})
+	return leader
+}
+
 // up starts the stack and waits until PostgreSQL and both Sentinels are
 // healthy and each Sentinel has the two workers that start on it
 // (worker-a's on sentinel-a, worker-b's on sentinel-b). It returns the
@@ -152,10 +191,12 @@ func TestComposePostgres_KilledSentinelWorkersFinishOnTheOther(t *testing.T) {
 	start := time.Now()
 	p.copyIn(paths...)
 
-	// The victim is sentinel-a, the first to start and so the likely leader
-	// (the one that scans and recovers): its death hands over leadership
-	// as well as its workers.
-	victim, survivor := "sentinel-a", "sentinel-b"
+	// The victim is the leader (the one that scans, and requeues what dead
+	// Sentinels' workers never came back for): its death hands over the
+	// lead as well as its workers.
+	victim := p.leader()
+	survivor := map[string]string{"sentinel-a": "sentinel-b", "sentinel-b": "sentinel-a"}[victim]
+	p.use(victim)
 	victimWorkers := map[string]bool{}
 	for _, w := range before[victim] {
 		victimWorkers[w.ID] = true
@@ -207,6 +248,10 @@ func TestComposePostgres_KilledSentinelWorkersFinishOnTheOther(t *testing.T) {
 	t.Logf("killed %s after %s: %d of %d jobs COMPLETED, %d held by its workers %v",
 		victim, killedAt.Round(100*time.Millisecond), completed, len(expected), len(heldAtKill), keysOf(victimWorkers))
 
+	p.eventually(upTimeout, survivor+" takes the lead", func() (bool, string) {
+		h, err := p.healthz(survivor)
+		return err == nil && h.Leader, fmt.Sprintf("%+v %v", h, err)
+	})
 	// The victim's workers move over and identify under the same identity:
 	// the survivor ends with all four.
 	p.eventually(upTimeout, "all four workers on "+survivor, func() (bool, string) {
@@ -264,9 +309,8 @@ func TestComposePostgres_KilledSentinelWorkersFinishOnTheOther(t *testing.T) {
 	if st := p.docker("inspect", "-f", "{{.RestartCount}} {{.State.Health.Status}}", id); st != "0 healthy" {
 		t.Errorf("%s: restarts and health %q, want \"0 healthy\"", survivor, st)
 	}
-	var health string
-	if err := p.getWith("/healthz", "", &health); err != nil {
-		t.Errorf("%s /healthz: %v", survivor, err)
+	if h, err := p.healthz(survivor); err != nil || h.Status != "ok" || !h.Leader {
+		t.Errorf("%s /healthz: %+v %v, want ok and leader", survivor, h, err)
 	}
 	if st := p.docker("inspect", "-f", "{{.State.Running}}", victimID); st != "false" {
 		t.Errorf("%s running again after docker kill: %s", victim, st)

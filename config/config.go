@@ -23,7 +23,8 @@ import (
 type Config struct {
 	// Bind is the ZeroMQ endpoint the ROUTER socket binds. Default tcp://127.0.0.1:5555.
 	Bind string
-	// Database is the SQLite database: sqlite://relative.db, sqlite:///abs.db or a bare path. Default sqlite://casparian_flow.db.
+	// Database is the SQLite database (sqlite://relative.db, sqlite:///abs.db or a bare path) or a PostgreSQL
+	// one (postgres://user@host:5432/db?sslmode=…) that several Sentinels may share. Default sqlite://casparian_flow.db.
 	Database string
 	// LogLevel is one of debug, info, warn, error. Default info.
 	LogLevel string
@@ -155,7 +156,8 @@ type setting struct {
 func (c *Config) settings() []setting {
 	return []setting{
 		{name: "bind", usage: "ZeroMQ endpoint the ROUTER binds", str: &c.Bind},
-		{name: "database", usage: "SQLite database: sqlite://file.db, sqlite:///abs/file.db or a path", str: &c.Database},
+		{name: "database", usage: "SQLite database (sqlite://file.db, sqlite:///abs/file.db or a path), or PostgreSQL " +
+			"(postgres://user@host:5432/db; the password from ~/.pgpass, PGPASSFILE or passfile=…) that several Sentinels share", str: &c.Database},
 		{name: "log-level", usage: "log level: debug, info, warn, error", str: &c.LogLevel},
 		{name: "log-format", usage: "log format: json, console, or auto (console on a terminal)", str: &c.LogFormat},
 		{name: "heartbeat-interval", usage: "how often a HEARTBEAT is sent to each worker", dur: &c.HeartbeatInterval},
@@ -415,8 +417,13 @@ func (c Config) Validate() error {
 	}
 	if c.Database == "" {
 		bad("database", "must not be empty")
-	} else if i := strings.Index(c.Database, "://"); i >= 0 && c.Database[:i] != "sqlite" {
-		bad("database", "only sqlite:// databases are supported, got %q", c.Database)
+	} else if i := strings.Index(c.Database, "://"); i >= 0 {
+		// Only the scheme is quoted: a PostgreSQL URL may hold a password.
+		switch scheme := strings.ToLower(c.Database[:i]); scheme {
+		case "sqlite", "postgres", "postgresql":
+		default:
+			bad("database", "want sqlite://file.db, a path, or postgres://user@host/db; the scheme %q is not supported", scheme)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -2,9 +2,7 @@ package db
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -44,6 +42,9 @@ type BootstrapPlugin struct {
 //     PluginManifestActivate does);
 //   - a sink is added only for a topic the plugin has no sink for.
 func (db *DB) BootstrapApply(ctx context.Context, b Bootstrap) (int, error) {
+	if err := b.Check(); err != nil {
+		return 0, err
+	}
 	for _, p := range b.Plugins {
 		if err := db.checkSinks(p.Topics); err != nil {
 			return 0, fmt.Errorf("bootstrap: plugin %s: %w", p.Name, err)
@@ -61,9 +62,6 @@ func (db *DB) BootstrapApply(ctx context.Context, b Bootstrap) (int, error) {
 			return err
 		}
 		for _, root := range b.SourceRoots {
-			if !filepath.IsAbs(root) {
-				return fmt.Errorf("source root %q must be absolute: %w", root, job.ErrInvalid)
-			}
 			if err := count(tx.ExecContext(ctx, `INSERT INTO cf_source_root (path, type, active)
 				VALUES (?, 'local', 1) ON CONFLICT (path) DO NOTHING`, filepath.Clean(root))); err != nil {
 				return fmt.Errorf("source root %s: %w", root, err)
@@ -95,9 +93,6 @@ func (db *DB) BootstrapApply(ctx context.Context, b Bootstrap) (int, error) {
 // bootstrapPlugin fills what plugin p lacks and returns the rows changed.
 func bootstrapPlugin(ctx context.Context, tx *sql.Tx, p BootstrapPlugin, now string) (int, error) {
 	name := strings.TrimSpace(p.Name)
-	if name == "" {
-		return 0, fmt.Errorf("plugin name is required: %w", job.ErrInvalid)
-	}
 	changes := 0
 	res, err := tx.ExecContext(ctx, `INSERT INTO cf_plugin_config (plugin_name, subscription_tags, default_parameters, last_updated)
 		VALUES (?, '', '{}', ?) ON CONFLICT (plugin_name) DO NOTHING`, name, now)
@@ -113,7 +108,7 @@ func bootstrapPlugin(ctx context.Context, tx *sql.Tx, p BootstrapPlugin, now str
 			name).Scan(&current); err != nil {
 			return 0, fmt.Errorf("subscriptions: %w", err)
 		}
-		if merged := tagList(append(splitTags(current.String), p.Subscribe...)); merged != tagList(splitTags(current.String)) {
+		if merged, changed := MergeTags(current.String, p.Subscribe); changed {
 			if _, err := tx.ExecContext(ctx, `UPDATE cf_plugin_config SET subscription_tags = ?, last_updated = ?
 				WHERE plugin_name = ?`, merged, now, name); err != nil {
 				return 0, fmt.Errorf("subscriptions: %w", err)
@@ -131,9 +126,6 @@ func bootstrapPlugin(ctx context.Context, tx *sql.Tx, p BootstrapPlugin, now str
 	}
 
 	for _, s := range p.Topics {
-		if s.Topic == "" || s.URI == "" {
-			return 0, fmt.Errorf("topic and uri are required: %w", job.ErrInvalid)
-		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO cf_topic_config (plugin_name, topic_name, uri, mode)
 			SELECT ?, ?, ?, ? WHERE NOT EXISTS
 				(SELECT 1 FROM cf_topic_config WHERE plugin_name = ? AND topic_name = ?)`,
@@ -161,14 +153,13 @@ func bootstrapManifest(ctx context.Context, tx *sql.Tx, plugin, version, source,
 	}
 	// source_hash is UNIQUE across plugins: a row with this source is
 	// reactivated (and renamed, as PluginManifestActivate does).
-	sum := sha256.Sum256([]byte(source))
 	if _, err := tx.ExecContext(ctx, `INSERT INTO cf_plugin_manifest
 		(plugin_name, version, source_code, source_hash, status, created_at, deployed_at)
 		VALUES (?, ?, ?, ?, 'ACTIVE', ?, ?)
 		ON CONFLICT (source_hash) DO UPDATE SET
 			plugin_name = excluded.plugin_name, version = excluded.version, status = 'ACTIVE',
 			deployed_at = excluded.deployed_at, validation_error = NULL`,
-		plugin, version, source, hex.EncodeToString(sum[:]), now, now); err != nil {
+		plugin, version, source, SourceHash(source), now, now); err != nil {
 		return 0, fmt.Errorf("manifest: %w", err)
 	}
 	return 1, nil

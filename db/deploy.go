@@ -3,7 +3,6 @@ package db
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -72,8 +71,8 @@ type DeployResult struct {
 //     and version with other content, is refused with job.ErrConflict: a version
 //     names one content, and one stored artifact belongs to one version.
 func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (DeployResult, error) {
-	if d.Plugin == "" || d.Version == "" || d.ArtifactHash == "" || d.EnvHash == "" || d.PublisherName == "" {
-		return DeployResult{}, fmt.Errorf("deploy: plugin, version, hashes and publisher are required: %w", job.ErrInvalid)
+	if err := d.Check(); err != nil {
+		return DeployResult{}, err
 	}
 	var res DeployResult
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
@@ -86,12 +85,12 @@ func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (De
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
 			return fmt.Errorf("find artifact: %w", err)
-		case plugin.String != d.Plugin || version.String != d.Version:
-			return &DeployConflict{Reason: fmt.Sprintf("this artifact is already stored as %s v%s (manifest %d)",
-				plugin.String, version.String, id)}
-		case status.String == "ACTIVE":
-			res = DeployResult{ManifestID: id, Outcome: DeployUnchanged}
-			return nil
+		default:
+			r, done, err := DeployOver(d, StoredArtifact{ID: id, Plugin: plugin.String, Version: version.String, Status: status.String})
+			if err != nil || done {
+				res = r
+				return err
+			}
 		}
 		if id == 0 {
 			var other int64
@@ -102,8 +101,7 @@ func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (De
 			case err != nil:
 				return fmt.Errorf("find version: %w", err)
 			default:
-				return &DeployConflict{Reason: fmt.Sprintf("%s v%s is already stored with different content (manifest %d); publish it as a new version",
-					d.Plugin, d.Version, other)}
+				return DeployVersionTaken(d, other)
 			}
 		}
 		if err := pluginConfigEnsure(ctx, tx, d.Plugin, ts); err != nil {
@@ -119,16 +117,13 @@ func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (De
 			d.EnvHash, d.Lockfile, ts, ts); err != nil {
 			return fmt.Errorf("upsert environment: %w", err)
 		}
-		var sig, reqs any
+		var sig any
 		if d.Signature != "" {
 			sig = d.Signature
 		}
-		if d.SystemRequirements != nil {
-			raw, err := json.Marshal(d.SystemRequirements)
-			if err != nil {
-				return fmt.Errorf("system requirements: %w", err)
-			}
-			reqs = string(raw)
+		reqs, err := d.RequirementsJSON()
+		if err != nil {
+			return err
 		}
 		if id == 0 {
 			err = tx.QueryRowContext(ctx, `INSERT INTO cf_plugin_manifest

@@ -81,10 +81,8 @@ type ScanRecord struct {
 // Content equal to the current version only refreshes size and mtime, so
 // recording the same file twice never duplicates versions or jobs.
 func (db *DB) ScanRecordFiles(ctx context.Context, now time.Time, files []ScannedFile) ([]ScanRecord, error) {
-	for _, f := range files {
-		if f.RootID == 0 || f.RelPath == "" || f.Hash == "" {
-			return nil, errors.New("record scanned files: empty root, rel path or hash")
-		}
+	if err := CheckScannedFiles(files); err != nil {
+		return nil, err
 	}
 	if len(files) == 0 {
 		return nil, nil
@@ -111,37 +109,28 @@ func (db *DB) ScanRecordFiles(ctx context.Context, now time.Time, files []Scanne
 }
 
 // subscriptions returns each plugin's subscription tags, plugins by name.
-func subscriptions(ctx context.Context, tx *sql.Tx) ([]pluginTags, error) {
+func subscriptions(ctx context.Context, tx *sql.Tx) ([]Subscription, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT plugin_name, subscription_tags FROM cf_plugin_config
 		WHERE COALESCE(subscription_tags, '') <> '' ORDER BY plugin_name`)
 	if err != nil {
 		return nil, fmt.Errorf("subscriptions: %w", err)
 	}
 	defer rows.Close()
-	var out []pluginTags
+	var out []Subscription
 	for rows.Next() {
 		var name, tags sql.NullString
 		if err := rows.Scan(&name, &tags); err != nil {
 			return nil, fmt.Errorf("subscriptions: %w", err)
 		}
-		set := map[string]bool{}
-		for _, t := range splitTags(tags.String) {
-			set[t] = true
-		}
-		out = append(out, pluginTags{plugin: name.String, tags: set})
+		out = append(out, NewSubscription(name.String, tags.String))
 	}
 	return out, rows.Err()
 }
 
-type pluginTags struct {
-	plugin string
-	tags   map[string]bool
-}
-
-func recordFile(ctx context.Context, tx *sql.Tx, now time.Time, f ScannedFile, subs []pluginTags) (ScanRecord, error) {
+func recordFile(ctx context.Context, tx *sql.Tx, now time.Time, f ScannedFile, subs []Subscription) (ScanRecord, error) {
 	var rec ScanRecord
 	ts := formatTime(now)
-	mtime := float64(f.ModTime.UnixNano()) / 1e9
+	mtime := ScanMTime(f.ModTime)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO cf_file_hash_registry (content_hash, first_seen, size_bytes)
 		VALUES (?, ?, ?) ON CONFLICT (content_hash) DO NOTHING`, f.Hash, ts, f.Size); err != nil {
 		return rec, fmt.Errorf("register hash: %w", err)
@@ -186,15 +175,15 @@ func recordFile(ctx context.Context, tx *sql.Tx, now time.Time, f ScannedFile, s
 	}
 	priority := ScanPriority(now.Sub(f.ModTime))
 	for _, p := range subs {
-		if !intersects(p.tags, splitTags(tags)) {
+		if !p.Matches(tags) {
 			continue
 		}
 		var id int64
 		err := tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
 			(file_version_id, plugin_name, status, priority, retry_count, updated_at)
-			VALUES (?, ?, 'QUEUED', ?, 0, ?) RETURNING id`, rec.VersionID, p.plugin, priority, ts).Scan(&id)
+			VALUES (?, ?, 'QUEUED', ?, 0, ?) RETURNING id`, rec.VersionID, p.Plugin, priority, ts).Scan(&id)
 		if err != nil {
-			return rec, fmt.Errorf("queue job for %s: %w", p.plugin, err)
+			return rec, fmt.Errorf("queue job for %s: %w", p.Plugin, err)
 		}
 		rec.Jobs = append(rec.Jobs, id)
 	}
@@ -283,7 +272,7 @@ func (db *DB) FileVersionAdd(ctx context.Context, sourceRootID int64, relPath st
 		return 0, errors.New("add file version: empty rel path or content hash")
 	}
 	now := formatTime(time.Now())
-	mtime := float64(modTime.UnixNano()) / 1e9
+	mtime := ScanMTime(modTime)
 	var versionID int64
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO cf_file_hash_registry (content_hash, first_seen, size_bytes)

@@ -2,12 +2,9 @@ package db
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -26,8 +23,7 @@ func (db *DB) PluginManifestActivate(ctx context.Context, plugin, version, sourc
 	if plugin == "" {
 		return 0, errors.New("activate manifest: empty plugin name")
 	}
-	sum := sha256.Sum256([]byte(sourceCode))
-	sourceHash := hex.EncodeToString(sum[:])
+	sourceHash := SourceHash(sourceCode)
 	now := formatTime(time.Now())
 	var env, artifact any
 	if envHash != "" {
@@ -75,8 +71,8 @@ func (db *DB) PluginManifestActivate(ctx context.Context, plugin, version, sourc
 // its id; mode "" means append and schemaJSON "" stores NULL. The plugin's
 // cf_plugin_config row is created if missing.
 func (db *DB) TopicConfigAdd(ctx context.Context, plugin, topic, uri, mode, schemaJSON string) (int64, error) {
-	if plugin == "" || topic == "" || uri == "" {
-		return 0, errors.New("add topic config: empty plugin, topic or uri")
+	if err := CheckTopicConfig(plugin, topic, uri); err != nil {
+		return 0, err
 	}
 	if err := db.checkSinks([]Sink{{Topic: topic, URI: uri}}); err != nil {
 		return 0, fmt.Errorf("add topic config %s: %w", plugin, err)
@@ -114,15 +110,7 @@ func pluginConfigEnsure(ctx context.Context, tx *sql.Tx, plugin, now string) err
 // PluginsList returns every plugin that has a configuration or a manifest,
 // by name.
 func (db *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
-	byName := map[string]*job.Plugin{}
-	get := func(name string) *job.Plugin {
-		p, ok := byName[name]
-		if !ok {
-			p = &job.Plugin{Name: name}
-			byName[name] = p
-		}
-		return p
-	}
+	var cat PluginCatalogue
 	rows, err := db.reader.QueryContext(ctx, `SELECT plugin_name, subscription_tags FROM cf_plugin_config`)
 	if err != nil {
 		return nil, fmt.Errorf("list plugins: %w", err)
@@ -133,7 +121,7 @@ func (db *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
 			rows.Close()
 			return nil, fmt.Errorf("list plugins: %w", err)
 		}
-		get(name.String).SubscriptionTags = splitTags(tags.String)
+		cat.Config(name.String, tags.String)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -154,25 +142,14 @@ func (db *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
 		if err := rows.Scan(&m.ID, &name, &version, &status, &env, &artifact, &created, &deployed); err != nil {
 			return nil, fmt.Errorf("list plugins: %w", err)
 		}
-		m.Version, m.Status, m.ArtifactHash = version.String, status.String, artifact.String
-		m.EnvHash = orDefault(env.String, systemEnvHash)
+		m.Version, m.Status, m.ArtifactHash, m.EnvHash = version.String, status.String, artifact.String, env.String
 		m.CreatedAt, m.DeployedAt = created.Time, deployed.Time
-		p := get(name.String)
-		p.Versions = append(p.Versions, m)
-		if p.Active == nil && m.Status == "ACTIVE" {
-			active := m
-			p.Active = &active
-		}
+		cat.Manifest(name.String, m)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list plugins: %w", err)
 	}
-	out := make([]job.Plugin, 0, len(byName))
-	for _, p := range byName {
-		out = append(out, *p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return cat.Plugins(), nil
 }
 
 // PluginSubscribe adds tags to a plugin's cf_plugin_config.subscription_tags
@@ -182,15 +159,12 @@ func (db *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
 // cf_plugin_subscription is not touched: it subscribes a plugin to another
 // plugin's output topics, which is a different thing from file tags.
 func (db *DB) PluginSubscribe(ctx context.Context, plugin string, tags []string) ([]string, error) {
-	plugin = strings.TrimSpace(plugin)
-	if plugin == "" {
-		return nil, fmt.Errorf("subscribe: plugin name is required: %w", job.ErrInvalid)
-	}
-	if err := validTags(tags); err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", plugin, err)
+	plugin, err := CheckPluginSubscribe(plugin, tags)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		now := formatTime(time.Now())
 		if err := pluginConfigEnsure(ctx, tx, plugin, now); err != nil {
 			return err

@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/casparian/sentinel/job"
@@ -15,15 +13,12 @@ import (
 // RoutingRuleAdd adds a routing rule and returns its id; adding a rule that
 // exists (same pattern and tag) returns the existing id.
 func (db *DB) RoutingRuleAdd(ctx context.Context, pattern, tag string, priority int64) (int64, error) {
-	pattern, tag = strings.TrimSpace(pattern), strings.TrimSpace(tag)
-	if pattern == "" {
-		return 0, fmt.Errorf("add routing rule: pattern is required: %w", job.ErrInvalid)
-	}
-	if err := validTags([]string{tag}); err != nil {
-		return 0, fmt.Errorf("add routing rule: %w", err)
+	pattern, tag, err := CheckRoutingRule(pattern, tag)
+	if err != nil {
+		return 0, err
 	}
 	var id int64
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `SELECT id FROM cf_routing_rule WHERE pattern = ? AND tag = ? ORDER BY id LIMIT 1`,
 			pattern, tag).Scan(&id)
 		if !errors.Is(err, sql.ErrNoRows) {
@@ -67,12 +62,13 @@ func (db *DB) RoutingRules(ctx context.Context) ([]job.RoutingRule, error) {
 // root, or reactivates it, and returns it. The path is cleaned first, so
 // "/data/in/" and "/data/in" name one root.
 func (db *DB) SourceRootAdd(ctx context.Context, rootPath string) (job.SourceRoot, error) {
-	if !filepath.IsAbs(rootPath) {
-		return job.SourceRoot{}, fmt.Errorf("add source root: path %q must be absolute: %w", rootPath, job.ErrInvalid)
+	clean, err := CleanSourceRoot(rootPath)
+	if err != nil {
+		return job.SourceRoot{}, err
 	}
-	r := job.SourceRoot{Path: filepath.Clean(rootPath), Active: true}
+	r := job.SourceRoot{Path: clean, Active: true}
 	var typ sql.NullString
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		return tx.QueryRowContext(ctx, `INSERT INTO cf_source_root (path, type, active)
 			VALUES (?, 'local', 1)
 			ON CONFLICT (path) DO UPDATE SET active = 1
@@ -124,17 +120,18 @@ type IgnoreRule struct {
 // IgnoreRuleAdd adds an active ignore rule for one source root (rootID 0:
 // every root) and returns its id.
 func (db *DB) IgnoreRuleAdd(ctx context.Context, rootID int64, pattern string) (int64, error) {
-	if strings.TrimSpace(pattern) == "" {
-		return 0, fmt.Errorf("add ignore rule: pattern is required: %w", job.ErrInvalid)
+	trimmed, err := CheckIgnoreRule(pattern)
+	if err != nil {
+		return 0, err
 	}
 	var root any
 	if rootID != 0 {
 		root = rootID
 	}
 	var id int64
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		return tx.QueryRowContext(ctx, `INSERT INTO cf_ignore_rule (source_root_id, pattern, active, created_at)
-			VALUES (?, ?, 1, ?) RETURNING id`, root, strings.TrimSpace(pattern), formatTime(time.Now())).Scan(&id)
+			VALUES (?, ?, 1, ?) RETURNING id`, root, trimmed, formatTime(time.Now())).Scan(&id)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("add ignore rule %q: %w", pattern, err)

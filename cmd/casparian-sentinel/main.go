@@ -20,6 +20,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/db/backend"
 	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/job"
@@ -100,7 +101,7 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		}
 	}
 
-	store, err := db.Open(ctx, cfg.Database)
+	store, err := backend.Open(ctx, cfg.Database)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
@@ -148,9 +149,10 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 		httpAddr = httpLn.Addr().String()
 	}
 
-	// One Sentinel per database: a second one stops here, before it
-	// writes anything, with an error naming the first. The endpoint is
-	// bound by now, so the lease row can say where the owner serves.
+	// One Sentinel per SQLite database: a second one stops here, before
+	// it writes anything, with an error naming the first. On PostgreSQL
+	// each Sentinel adds its own lease row beside the others'. The
+	// endpoint is bound by now, so the row can say where it serves.
 	lease, err := actors.AcquireLease(ctx, store, router.Endpoint(), log)
 	if err != nil {
 		return err
@@ -187,7 +189,7 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	log.Info().Str("bind", router.Endpoint()).Str("database", store.Path()).Str("http", httpAddr).
+	log.Info().Str("bind", router.Endpoint()).Str("database", store.Describe()).Str("sentinel_id", s.Self().ID).Bool("leader", s.Self().Leader).Str("http", httpAddr).
 		Dur("heartbeat_interval", cfg.HeartbeatInterval).Dur("worker_timeout", cfg.WorkerTimeout).
 		Dur("scan_interval", cfg.ScanInterval).Msg("sentinel started")
 	if ready != nil {

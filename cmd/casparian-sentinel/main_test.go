@@ -164,6 +164,8 @@ func TestRun_BadInputNamesTheField(t *testing.T) {
 		args []string
 		env  map[string]string
 		want []string // substrings of the error
+		// notWant must not be in the error (a password).
+		notWant string
 	}{
 		{name: "zero heartbeat", args: []string{"--heartbeat-interval", "0s"},
 			want: []string{"--heartbeat-interval", "must be positive"}},
@@ -181,8 +183,8 @@ func TestRun_BadInputNamesTheField(t *testing.T) {
 			want: []string{"--max-message-size", "1024"}},
 		{name: "bind without scheme", args: []string{"--bind", "localhost:5555"},
 			want: []string{"--bind", `"localhost:5555"`}},
-		{name: "unsupported database scheme", args: []string{"--database", "postgres://x"},
-			want: []string{"database", "postgres", "sqlite://"}},
+		{name: "unsupported database scheme", args: []string{"--database", "mysql://root:hunter2@x/db"},
+			want: []string{"database", `"mysql"`, "sqlite://", "postgres://"}, notWant: "hunter2"},
 		{name: "malformed duration", args: []string{"--poll-interval", "soon"},
 			want: []string{"poll-interval", "soon"}},
 		{name: "unknown flag", args: []string{"--frobnicate"},
@@ -211,6 +213,9 @@ func TestRun_BadInputNamesTheField(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
+			}
+			if tc.notWant != "" && strings.Contains(err.Error(), tc.notWant) {
+				t.Errorf("error %q contains %q", err, tc.notWant)
 			}
 		})
 	}

@@ -372,6 +372,26 @@ func status(ctx context.Context, c *cli, _ []string) error {
 		parts = append(parts, fmt.Sprintf("%s %d", s, st.Counts[s]))
 	}
 	fmt.Fprintf(c.stdout, "Jobs: %s\n\n", strings.Join(parts, "  "))
+	if len(st.Sentinels) > 1 {
+		// Several Sentinels share the database: say which one answered.
+		now := time.Now()
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SENTINEL\tHOST\tPID\tENDPOINT\tHEARTBEAT\t")
+		for _, s := range st.Sentinels {
+			mark := ""
+			switch {
+			case s.Self && s.Leader:
+				mark = "this one, leader"
+			case s.Self:
+				mark = "this one"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, s.Host, s.PID, s.Endpoint, ago(now, &s.HeartbeatAt), mark)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "%d Sentinels\n\n", len(st.Sentinels))
+	}
 	return c.printWorkers(st.Workers)
 }
 

@@ -121,6 +121,9 @@ func TestMigrate_EmptyDatabase(t *testing.T) {
 		"column cf_processing_queue.id int4() nullable=NO default=nextval('cf_processing_queue_id_seq'::regclass)",
 		"column cf_file_version.modified_time timestamp() nullable=NO default=",
 		"column cf_plugin_config.last_updated timestamp() nullable=YES default=now()",
+		"column cf_file_hash_registry.size_bytes int8() nullable=NO default=",
+		"column cf_file_version.size_bytes int8() nullable=NO default=",
+		"column cf_file_location.last_known_size int8() nullable=YES default=",
 	} {
 		if !strings.Contains(lines, want) {
 			t.Errorf("schema lacks %q", want)
@@ -268,8 +271,9 @@ func TestMigrate_OriginalDatabase(t *testing.T) {
 			have[l] = true
 		}
 		for _, l := range origSchema {
-			// The one change: SUPERSEDED appended to pluginstatusenum.
-			if strings.HasPrefix(l, "enum pluginstatusenum ") {
+			// The changes: SUPERSEDED appended to pluginstatusenum (0003),
+			// the file sizes widened to BIGINT (0006).
+			if strings.HasPrefix(l, "enum pluginstatusenum ") || widenedToBigint(l) {
 				continue
 			}
 			if !have[l] {
@@ -318,6 +322,21 @@ func TestMigrate_OriginalDatabase(t *testing.T) {
 			t.Errorf("reopening changed the schema:\n%s", diff(before, after))
 		}
 	})
+}
+
+// widenedColumns are the original's INTEGER columns migration 0006 makes
+// BIGINT.
+var widenedColumns = []string{"cf_file_hash_registry.size_bytes", "cf_file_version.size_bytes", "cf_file_location.last_known_size"}
+
+// widenedToBigint reports whether a schema line is the original's INTEGER
+// type of one of widenedColumns.
+func widenedToBigint(line string) bool {
+	for _, c := range widenedColumns {
+		if strings.HasPrefix(line, "column "+c+" int4(") {
+			return true
+		}
+	}
+	return false
 }
 
 // The original's status columns are PostgreSQL enums, which pgx does not

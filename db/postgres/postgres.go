@@ -113,11 +113,11 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 	db := &DB{pool: pool, connConfig: cfg.ConnConfig}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("open database %s: %w", redact(rawURL), err)
+		return nil, fmt.Errorf("open database %s: %w", Redact(rawURL), err)
 	}
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("open database %s: %w", redact(rawURL), err)
+		return nil, fmt.Errorf("open database %s: %w", Redact(rawURL), err)
 	}
 	return db, nil
 }
@@ -140,7 +140,7 @@ func parseConfig(rawURL string) (*pgxpool.Config, error) {
 	_, rawQuery, _ := strings.Cut(rawURL, "?")
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("parse database url %s: %w", redact(rawURL), err)
+		return nil, fmt.Errorf("parse database url %s: %w", Redact(rawURL), err)
 	}
 	if !q.Has("pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
@@ -174,9 +174,9 @@ func parseConfig(rawURL string) (*pgxpool.Config, error) {
 	return cfg, nil
 }
 
-// redact returns the URL with its password, if any, replaced by "xxxxx",
+// Redact returns the URL with its password, if any, replaced by "xxxxx",
 // for error messages and logs.
-func redact(rawURL string) string {
+func Redact(rawURL string) string {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
 		return rawURL

@@ -148,8 +148,8 @@ func TestRedact(t *testing.T) {
 		{"postgres://h/db", "postgres://h/db"},
 		{"postgres://u:secret@h", "postgres://u:xxxxx@h"},
 	} {
-		if got := redact(tc.in); got != tc.want {
-			t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := Redact(tc.in); got != tc.want {
+			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

@@ -245,7 +245,7 @@ func TestComposePostgres_KilledSentinelWorkersFinishOnTheOther(t *testing.T) {
 			completed++
 		}
 	}
-	t.Logf("killed %s after %s: %d of %d jobs COMPLETED, %d held by its workers %v",
+	t.Logf("killed %s after %s: %d of %d jobs COMPLETED, %d held by its workers %v around the kill",
 		victim, killedAt.Round(100*time.Millisecond), completed, len(expected), len(heldAtKill), keysOf(victimWorkers))
 
 	p.eventually(upTimeout, survivor+" takes the lead", func() (bool, string) {

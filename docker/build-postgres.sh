@@ -71,8 +71,10 @@ if [ ! -s "$base" ]; then
     "$root"/usr/lib/x86_64-linux-gnu/perl "$root"/usr/share/perl "$root"/usr/lib/x86_64-linux-gnu/libperl.so* \
     "$root"/usr/share/postgresql/15/man
   rm -f "$cache"/postgres-rootfs-*.tar
-  tar --numeric-owner -C "$root" -cf "$base.tmp" .
-  mv "$base.tmp" "$base"
+  # Another build may be writing the same cache file: each writes its own
+  # and renames it into place.
+  tar --numeric-owner -C "$root" -cf "$base.$$.tmp" .
+  mv "$base.$$.tmp" "$base"
 fi
 
 # The entrypoint, appended to a copy of the cached root filesystem.
@@ -81,6 +83,7 @@ install -m 0755 docker/postgres-entrypoint.sh "$work/add/usr/local/bin/casparian
 cp "$base" "$work/rootfs.tar"
 tar --numeric-owner --owner=0 --group=0 -C "$work/add" -rf "$work/rootfs.tar" ./usr/local/bin/casparian-postgres-entrypoint
 
+old="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
 docker import \
   --change "LABEL $label=$recipe" \
   --change 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -92,4 +95,9 @@ docker import \
   --change 'ENTRYPOINT ["/usr/local/bin/casparian-postgres-entrypoint"]' \
   --change 'CMD []' \
   "$work/rootfs.tar" "$image" >/dev/null
+# The image this one replaces, unless a container still uses it.
+new="$(docker image inspect -f '{{.Id}}' "$image")"
+if [ -n "$old" ] && [ "$old" != "$new" ]; then
+  docker rmi "$old" >/dev/null 2>&1 || true
+fi
 echo "built $image (recipe $recipe, $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%d MB", $1/1e6}'))"

@@ -85,7 +85,7 @@ func (b *batchWrites) record(err error) (changed bool) {
 type dbWatch struct {
 	lease   db.Lease
 	log     zerolog.Logger
-	onLost  func()       // stops dispatching; called once
+	onLost  func(error)  // stops dispatching; called once, with why
 	batches *batchWrites // the queue actor's writes
 
 	lostOnce sync.Once
@@ -99,7 +99,7 @@ type dbWatch struct {
 	done chan struct{}
 }
 
-func startDBWatch(lease db.Lease, batches *batchWrites, log zerolog.Logger, onLost func()) *dbWatch {
+func startDBWatch(lease db.Lease, batches *batchWrites, log zerolog.Logger, onLost func(error)) *dbWatch {
 	w := &dbWatch{lease: lease, log: log.With().Str("component", "dbwatch").Logger(), onLost: onLost,
 		batches: batches, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
@@ -187,7 +187,7 @@ func (w *dbWatch) lose(err error) {
 	w.lostOnce.Do(func() {
 		w.lost.Store(&err)
 		w.log.Error().Err(err).Msg("the database is lost: dispatching stops and /healthz answers 503; restore the file and restart the Sentinel")
-		w.onLost()
+		w.onLost(err)
 	})
 }
 

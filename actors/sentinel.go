@@ -252,7 +252,14 @@ func start(opts Options, lease db.Lease) (*Sentinel, error) {
 		s.system.Shutdown()
 		return nil, fmt.Errorf("start actor tree: %w", err)
 	}
-	s.watch = startDBWatch(lease, d.batches, opts.Logger, func() { root.Send(top, &StopDispatching{}) })
+	s.watch = startDBWatch(lease, d.batches, opts.Logger, func(err error) {
+		root.Send(top, &StopDispatching{})
+		if lease.Shared() && errors.Is(err, db.ErrLeaseLost) {
+			// The other Sentinels treat this one as dead and take its
+			// jobs; a fresh start joins them again with a new lease.
+			s.fail(fmt.Errorf("%w: exiting, so that the service manager starts this Sentinel again with a new lease", err))
+		}
+	})
 	if n, ok := opts.DB.(db.QueueNotifier); ok {
 		s.notified = forwardQueueChanges(n.QueueChanges(), func() { root.Send(s.queue, &QueueNotified{}) })
 	}
@@ -290,9 +297,14 @@ func (s *Sentinel) Stats() *Stats { return s.stats }
 func (s *Sentinel) Fatal() <-chan error { return s.fatal }
 
 func (s *Sentinel) giveUp(reason any) {
+	s.fail(fmt.Errorf("actor tree gave up: %v", reason))
+}
+
+// fail reports the first fatal error on Fatal.
+func (s *Sentinel) fail(err error) {
 	s.fatalOnce.Do(func() {
-		s.log.Error().Interface("reason", reason).Msg("supervisor gave up: too many restarts")
-		s.fatal <- fmt.Errorf("actor tree gave up: %v", reason)
+		s.log.Error().Err(err).Msg("the Sentinel cannot go on")
+		s.fatal <- err
 	})
 }
 
@@ -363,13 +375,20 @@ func (s *Sentinel) drain(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.drainTimeout)
 	defer cancel()
 	queue := s.system.NewLocalPID(s.top.Id + "/queue")
+	// The count is asked every 200 ms and logged when it changed, at most
+	// once a second.
+	var lastLogged time.Time
+	lastN := int64(-1)
 	for {
 		res, err := s.system.Root.RequestFuture(queue, &RunningCountQuery{}, time.Second).Result()
 		if c, ok := res.(*RunningCount); err == nil && ok && c.Err == nil {
 			if c.N == 0 {
 				return
 			}
-			s.log.Info().Int64("running", c.N).Msg("draining: waiting for running jobs to conclude")
+			if c.N != lastN && time.Since(lastLogged) >= time.Second {
+				s.log.Info().Int64("running", c.N).Msg("draining: waiting for running jobs to conclude")
+				lastLogged, lastN = time.Now(), c.N
+			}
 		}
 		select {
 		case <-ctx.Done():

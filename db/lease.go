@@ -193,6 +193,9 @@ func (db *DB) LeaseHolder(ctx context.Context) (LeaseOwner, error) {
 // Sentinel.
 func (l *fileLease) Leading() bool { return true }
 
+// Shared is false: a SQLite database has one Sentinel.
+func (l *fileLease) Shared() bool { return false }
+
 // Owner is this Sentinel's row as it wrote it when it took the lease.
 func (l *fileLease) Owner() LeaseOwner { return l.owner }
 

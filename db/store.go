@@ -75,6 +75,10 @@ type Lease interface {
 	// database: the leader runs the scanner and the sweeps. A SQLite
 	// database has one Sentinel, which always leads.
 	Leading() bool
+	// Shared reports whether other Sentinels may serve the database
+	// (PostgreSQL). Then a lost lease means they take this one's jobs,
+	// and a restarted Sentinel joins them again with a new lease.
+	Shared() bool
 }
 
 // JobStore is the job path of Store: jobs as operators read and write them,

@@ -33,6 +33,7 @@ import (
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/buildinfo"
+	"github.com/casparian/sentinel/internal/logformat"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/job"
@@ -42,6 +43,9 @@ import (
 // version is set by release builds: -ldflags "-X main.version=..."; --version
 // prints it with the build information.
 var version string
+
+// Log lines carry millisecond timestamps and durations with their unit.
+func init() { logformat.Set() }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -23,6 +23,7 @@ import (
 	"github.com/casparian/sentinel/db/backend"
 	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/internal/httpapi"
+	"github.com/casparian/sentinel/internal/logformat"
 	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
 	"github.com/rs/zerolog"
@@ -31,6 +32,9 @@ import (
 // version is set by release builds: -ldflags "-X main.version=..."
 // (docker/build.sh); --version prints it with the build information.
 var version string
+
+// Log lines carry millisecond timestamps and durations with their unit.
+func init() { logformat.Set() }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

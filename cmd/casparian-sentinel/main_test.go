@@ -384,7 +384,7 @@ func TestRun_ConfigFileUnderEnvironment(t *testing.T) {
 		t.Errorf("the config file's database was created although the environment overrides it (stat: %v)", err)
 	}
 	// The file's worker_timeout reached the running Sentinel.
-	if !strings.Contains(s.logs.String(), `"worker_timeout":45000`) {
+	if !strings.Contains(s.logs.String(), `"worker_timeout":"45s"`) {
 		t.Errorf("start log does not show worker_timeout 45s from the file:\n%s", s.logs)
 	}
 }

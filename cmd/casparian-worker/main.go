@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/casparian/sentinel/internal/buildinfo"
+	"github.com/casparian/sentinel/internal/logformat"
 	"github.com/casparian/sentinel/internal/worker"
 	"github.com/casparian/sentinel/internal/worker/plugin"
 	"github.com/casparian/sentinel/internal/worker/wasm"
@@ -29,6 +30,9 @@ import (
 // version is announced in IDENTIFY ("dev" when empty) and printed by
 // --version; release builds set it with -ldflags "-X main.version=...".
 var version string
+
+// Log lines carry millisecond timestamps and durations with their unit.
+func init() { logformat.Set() }
 
 func main() {
 	sigs := make(chan os.Signal, 2)

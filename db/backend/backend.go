@@ -43,13 +43,18 @@ func Open(ctx context.Context, setting string) (Database, error) {
 	return sqlite{d}, nil
 }
 
+// SQLite is d as a Database, for a caller that opened it with db.Open
+// because it also uses calls only SQLite has.
+func SQLite(d *db.DB) Database { return sqlite{d} }
+
 // IsPostgres reports whether setting names a PostgreSQL database.
 func IsPostgres(setting string) bool { return postgres.IsURL(setting) }
 
 type sqlite struct{ *db.DB }
 
 func (s sqlite) Describe() string { return s.Path() }
-func (s sqlite) Kind() string     { return "sqlite" }
+
+func (s sqlite) Kind() string { return "sqlite" }
 
 type pg struct {
 	*postgres.DB

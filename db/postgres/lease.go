@@ -70,6 +70,9 @@ func (l *Lease) Check() error { return nil }
 // the scanner and the sweeps of jobs whose Sentinel died.
 func (l *Lease) Leading() bool { return l.election.Leader() }
 
+// Shared is true: several Sentinels serve a PostgreSQL database.
+func (l *Lease) Shared() bool { return true }
+
 // Renew moves the row's heartbeat and expiry forward. It fails with
 // ErrLeaseLost when the row is gone or has already expired: an expired row
 // is never revived, since by then the other Sentinels may have begun to
@@ -87,8 +90,22 @@ func (l *Lease) Renew(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("renew lease: %w", err)
 	}
+	if l.Leading() {
+		// The leader forgets Sentinels long gone whose jobs are all
+		// settled, so the table holds the live ones and the recent dead.
+		if _, err := l.db.pool.Exec(ctx, `DELETE FROM sentinel_lease s
+			WHERE expires_at < now() - $1::bigint * interval '1 microsecond'
+			AND NOT EXISTS (SELECT 1 FROM cf_processing_queue q WHERE q.status = 'RUNNING' AND q.sentinel_id = s.id)`,
+			forgetAfter.Microseconds()); err != nil {
+			return fmt.Errorf("renew lease: forget old leases: %w", err)
+		}
+	}
 	return nil
 }
+
+// forgetAfter is how long the row of a Sentinel that stopped or died stays
+// after its expiry, for operators to see, once none of its jobs is RUNNING.
+const forgetAfter = time.Hour
 
 // Release ends the campaign (handing leadership over) and expires the row
 // now. The row stays until the leader removes it: jobs still RUNNING under

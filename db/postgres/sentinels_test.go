@@ -159,3 +159,55 @@ func TestSentinels_ReleaseHandsTheLeadOver(t *testing.T) {
 		t.Errorf("live after the release: %v, %v", live, err)
 	}
 }
+
+// The leader's renewal forgets the rows of Sentinels gone for over an hour,
+// unless jobs are still RUNNING under them.
+func TestSentinels_LeaderForgetsOldLeases(t *testing.T) {
+	d := openStore(t)
+	ctx := testContext(t)
+	l, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "leader", PID: 1}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Release(context.Background()) })
+	eventually(t, 10*time.Second, "it leads", l.Leading)
+	fx := seedWith(t, d)
+	fx.activate("p")
+	fx.enqueue(t, "p", 0)
+	old := func(id string) {
+		if _, err := d.pool.Exec(ctx, `INSERT INTO sentinel_lease (id, host, pid, endpoint, started_at, heartbeat_at, expires_at)
+			VALUES ($1, 'gone', 9, '', now() - interval '3 hours', now() - interval '2 hours', now() - interval '2 hours')`, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old("settled")
+	old("busy")
+	d.SetSentinelID("busy")
+	if got := fx.claim(t, testNow, "w", 1, "p"); len(got) != 1 {
+		t.Fatalf("claimed %d jobs, want 1", len(got))
+	}
+	d.SetSentinelID(l.Owner().ID)
+	if err := l.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	rows, err := d.pool.Query(ctx, `SELECT id FROM sentinel_lease ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"busy", l.Owner().ID}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		t.Errorf("lease rows %v, want %v (the settled one forgotten)", ids, want)
+	}
+}

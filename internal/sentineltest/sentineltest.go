@@ -25,6 +25,7 @@ import (
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/db/backend"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
@@ -39,9 +40,13 @@ const Within = 15 * time.Second
 
 // Env is one running Sentinel and what a test needs to drive it.
 type Env struct {
-	T        testing.TB
-	Config   config.Config // what Start ran with; Restart runs with it again, changes included
-	Store    *db.DB        // for seeding and for checking; the Sentinel uses it too
+	T      testing.TB
+	Config config.Config // what Start ran with; Restart runs with it again, changes included
+	// DB is the database, either backend, for seeding and for checking;
+	// the Sentinel uses it too. Store is the same database when it is
+	// SQLite (Start), nil on PostgreSQL (StartPostgres).
+	DB       Store
+	Store    *db.DB
 	Sentinel *actors.Sentinel
 	Endpoint string // ZeroMQ endpoint workers connect to
 	URL      string // base URL of the HTTP server, http://127.0.0.1:port
@@ -108,14 +113,58 @@ func Start(t testing.TB, tweak func(*config.Config)) *Env {
 		t.Fatal(err)
 	}
 	e.Store = store
-	t.Cleanup(func() { _ = store.Close() })
-	root, err := store.SourceRootAdd(ctx, e.Root)
+	e.open(backend.SQLite(store).(Store))
+	return e
+}
+
+// Store is what the harness seeds and checks through: the Sentinel's
+// database, of either backend, with the seeding calls both have.
+type Store interface {
+	backend.Database
+	FileVersionAdd(ctx context.Context, sourceRootID int64, relPath string, contentHash string,
+		sizeBytes int64, modified time.Time, tags []string) (int64, error)
+	PluginManifestActivate(ctx context.Context, plugin, version, sourceCode, envHash, artifactHash string) (int64, error)
+	TopicConfigAdd(ctx context.Context, plugin, topic, uri, mode, schemaJSON string) (int64, error)
+}
+
+// StartPostgres runs a Sentinel as Start does, on the PostgreSQL database
+// at url (a fresh one, from db/postgres/pgtest). Env.Store is nil.
+func StartPostgres(t testing.TB, url string, tweak func(*config.Config)) *Env {
+	t.Helper()
+	cfg := FastConfig()
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	dir := t.TempDir()
+	if cfg.AllowedRoots == "" {
+		cfg.AllowedRoots = dir
+	}
+	cfg.Database = url
+	e := &Env{T: t, Config: cfg, Dir: dir, Root: filepath.Join(dir, "files"), Logs: &Logs{}}
+	if err := os.MkdirAll(e.Root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d, err := backend.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.open(d.(Store))
+	return e
+}
+
+// open takes d as the Env's database, adds the source root and starts the
+// Sentinel.
+func (e *Env) open(d Store) {
+	t := e.T
+	t.Helper()
+	e.DB = d
+	t.Cleanup(func() { _ = d.Close() })
+	root, err := d.SourceRootAdd(context.Background(), e.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.RootID = root.ID
 	e.start("127.0.0.1:0")
-	return e
 }
 
 // migrated is a database file that db.Open created and migrated, made once
@@ -185,7 +234,7 @@ func (e *Env) start(httpAddr string) {
 			t.Fatal(err)
 		}
 	}
-	s, err := actors.Start(actors.Options{Config: cfg, DB: e.Store, Router: router, Logger: log, Stats: stats})
+	s, err := actors.Start(actors.Options{Config: cfg, DB: e.DB, Router: router, Logger: log, Stats: stats})
 	if err != nil {
 		_ = router.Close()
 		t.Fatal(err)
@@ -254,7 +303,7 @@ func (e *Env) File(name, content string) int64 {
 		e.T.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte(content))
-	id, err := e.Store.FileVersionAdd(context.Background(), e.RootID, filepath.ToSlash(name),
+	id, err := e.DB.FileVersionAdd(context.Background(), e.RootID, filepath.ToSlash(name),
 		fmt.Sprintf("hash-%s-%s", name, hex.EncodeToString(sum[:8])), int64(len(content)), time.Now(), nil)
 	if err != nil {
 		e.T.Fatal(err)
@@ -268,7 +317,7 @@ func (e *Env) File(name, content string) int64 {
 func (e *Env) Plugin(names ...string) {
 	e.T.Helper()
 	for _, name := range names {
-		if _, err := e.Store.PluginManifestActivate(context.Background(), name, "1.0.0", "builtin:"+name, "", "art-"+name); err != nil {
+		if _, err := e.DB.PluginManifestActivate(context.Background(), name, "1.0.0", "builtin:"+name, "", "art-"+name); err != nil {
 			e.T.Fatal(err)
 		}
 	}
@@ -277,7 +326,7 @@ func (e *Env) Plugin(names ...string) {
 // Topic routes a plugin's topic to a sink URI.
 func (e *Env) Topic(plugin, topic, uri, mode string) {
 	e.T.Helper()
-	if _, err := e.Store.TopicConfigAdd(context.Background(), plugin, topic, uri, mode, ""); err != nil {
+	if _, err := e.DB.TopicConfigAdd(context.Background(), plugin, topic, uri, mode, ""); err != nil {
 		e.T.Fatal(err)
 	}
 }
@@ -297,7 +346,7 @@ func (e *Env) EnqueueOverrides(fileVersionID int64, plugin, overrides string) in
 
 func (e *Env) enqueue(fileVersionID int64, plugin string, priority int64, overrides string) int64 {
 	e.T.Helper()
-	id, err := e.Store.JobEnqueue(context.Background(), job.Submission{FileVersionID: fileVersionID, Plugin: plugin, Priority: priority, ConfigOverrides: overrides})
+	id, err := e.DB.JobEnqueue(context.Background(), job.Submission{FileVersionID: fileVersionID, Plugin: plugin, Priority: priority, ConfigOverrides: overrides})
 	if err != nil {
 		e.T.Fatal(err)
 	}
@@ -307,7 +356,7 @@ func (e *Env) enqueue(fileVersionID int64, plugin string, priority int64, overri
 // Job reads a job from the database.
 func (e *Env) Job(id int64) job.Job {
 	e.T.Helper()
-	j, err := e.Store.JobGet(context.Background(), id)
+	j, err := e.DB.JobGet(context.Background(), id)
 	if err != nil {
 		e.T.Fatal(err)
 	}
@@ -317,7 +366,7 @@ func (e *Env) Job(id int64) job.Job {
 // Counts reads how many jobs there are in each status.
 func (e *Env) Counts() map[job.Status]int64 {
 	e.T.Helper()
-	c, err := e.Store.JobsCountByStatus(context.Background())
+	c, err := e.DB.JobsCountByStatus(context.Background())
 	if err != nil {
 		e.T.Fatal(err)
 	}

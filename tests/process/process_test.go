@@ -382,8 +382,16 @@ func TestProcess_SigtermDrainsAndExitsZero(t *testing.T) {
 	}
 
 	msgs := map[string]bool{}
+	draining := 0
 	for _, l := range sentinel.logs() {
 		msgs[l.str("message")] = true
+		if l.str("message") == "draining: waiting for running jobs to conclude" {
+			draining++
+		}
+	}
+	// The drain's progress is logged at most once a second.
+	if most := int(took/time.Second) + 1; draining > most {
+		t.Errorf("the drain of %s logged its progress %d times, want at most %d", took.Round(time.Millisecond), draining, most)
 	}
 	for _, m := range []string{"shutting down", "sentinel stopped"} {
 		if !msgs[m] {

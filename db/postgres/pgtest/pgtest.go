@@ -112,6 +112,21 @@ func Database(t testing.TB) string {
 	return u.String()
 }
 
+// Exec runs statement on the database at url (one Database returned), for a
+// test that plays another process or a broken clock.
+func Exec(t testing.TB, url, statement string, args ...any) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	_, err = conn.Exec(ctx, statement, args...)
+	return err
+}
+
 // admin runs one statement on the server's admin connection.
 func admin(ctx context.Context, stmt string) error {
 	conn, err := pgx.Connect(ctx, adminURL)

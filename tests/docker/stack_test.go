@@ -107,19 +107,39 @@ type stack struct {
 	token string
 	// conclusions saved from containers that `down` removed.
 	saved []conclusion
+	// files are the project's Compose files; sentinelService is the
+	// Sentinel whose API the helpers ask and through whose container files
+	// are copied in and out; workerServices are the workers' services.
+	files           []string
+	sentinelService string
+	workerServices  []string
 }
 
-// newStack prepares a project named after the test, with free host ports
-// and jobDelay as the workers' --job-delay, and registers its removal.
+// newStack prepares a project of docker-compose.yml named after the test,
+// with free host ports and jobDelay as the workers' --job-delay, and
+// registers its removal.
 func newStack(t *testing.T, jobDelay time.Duration) *stack {
 	t.Helper()
-	sum := sha256.Sum256([]byte(t.Name()))
-	s := &stack{t: t, project: fmt.Sprintf("cstest%d%s", os.Getpid()%10000, hex.EncodeToString(sum[:3]))}
+	s := newProject(t, jobDelay,
+		[]string{"docker-compose.yml", filepath.Join("tests", "docker", "compose.test.yml")}, "sentinel", "worker")
 	s.httpPort = freePort(t)
-	s.env = append(os.Environ(),
-		"CASPARIAN_IMAGE="+image,
+	s.env = append(s.env,
 		"CASPARIAN_HTTP_PORT="+strconv.Itoa(s.httpPort),
 		"CASPARIAN_ZMQ_PORT="+strconv.Itoa(freePort(t)),
+	)
+	return s
+}
+
+// newProject prepares a project of the Compose files (relative to the
+// repository) named after the test, and registers its removal: the last
+// lines of every container's log if the test failed, then `down -v`.
+func newProject(t *testing.T, jobDelay time.Duration, files []string, sentinelService string, workerServices ...string) *stack {
+	t.Helper()
+	sum := sha256.Sum256([]byte(t.Name()))
+	s := &stack{t: t, project: fmt.Sprintf("cstest%d%s", os.Getpid()%10000, hex.EncodeToString(sum[:3])),
+		files: files, sentinelService: sentinelService, workerServices: workerServices}
+	s.env = append(os.Environ(),
+		"CASPARIAN_IMAGE="+image,
 		"CASPARIAN_TEST_JOB_DELAY="+jobDelay.String(),
 		"COMPOSE_PROJECT_NAME="+s.project,
 	)
@@ -147,9 +167,10 @@ func freePort(t *testing.T) int {
 
 // composeOut runs the Compose tool on the project and returns its output.
 func (s *stack) composeOut(args ...string) (string, error) {
-	full := append(append([]string{}, compose[1:]...), "-p", s.project,
-		"-f", filepath.Join(repoRoot, "docker-compose.yml"),
-		"-f", filepath.Join(repoRoot, "tests", "docker", "compose.test.yml"))
+	full := append(append([]string{}, compose[1:]...), "-p", s.project)
+	for _, f := range s.files {
+		full = append(full, "-f", filepath.Join(repoRoot, f))
+	}
 	full = append(full, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -194,12 +215,18 @@ func (s *stack) up(n int) []worker {
 	return ws
 }
 
-// sentinel is the Sentinel's container id.
+// sentinel is the Sentinel's container id (sentinelService's).
 func (s *stack) sentinel() string {
 	s.t.Helper()
-	ids := strings.Fields(s.compose("ps", "-q", "sentinel"))
+	return s.container(s.sentinelService)
+}
+
+// container is the id of a service's one container.
+func (s *stack) container(service string) string {
+	s.t.Helper()
+	ids := strings.Fields(s.compose("ps", "-q", service))
 	if len(ids) != 1 {
-		s.t.Fatalf("want one sentinel container, got %q", ids)
+		s.t.Fatalf("want one %s container, got %q", service, ids)
 	}
 	return ids[0]
 }
@@ -209,8 +236,10 @@ func (s *stack) sentinel() string {
 func (s *stack) workerContainers() map[string]string {
 	s.t.Helper()
 	out := map[string]string{}
-	for _, id := range strings.Fields(s.compose("ps", "-q", "worker")) {
-		out[s.docker("inspect", "-f", "{{.Config.Hostname}}", id)] = id
+	for _, service := range s.workerServices {
+		for _, id := range strings.Fields(s.compose("ps", "-q", service)) {
+			out[s.docker("inspect", "-f", "{{.Config.Hostname}}", id)] = id
+		}
 	}
 	return out
 }
@@ -272,9 +301,9 @@ func (s *stack) copyOutput() string {
 // README's Docker section tells a user to (docker cp of the file, as a tar
 // stream).
 func (s *stack) readToken() (string, error) {
-	ids := strings.Fields(s.compose("ps", "-q", "sentinel"))
+	ids := strings.Fields(s.compose("ps", "-q", s.sentinelService))
 	if len(ids) != 1 {
-		return "", fmt.Errorf("want one sentinel container, got %q", ids)
+		return "", fmt.Errorf("want one %s container, got %q", s.sentinelService, ids)
 	}
 	out, err := exec.Command("docker", "cp", ids[0]+":/keys/sentinel/api_tokens", "-").Output()
 	if err != nil {

@@ -268,6 +268,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 	}
 	for _, f := range res.Failures {
 		a.deps.stats.JobsFailed.Add(1)
+		a.deps.stats.Throughput.Add(time.Now(), 0, 1)
 		a.log.Warn().Int64("job_id", f.Ref.JobID).Str("reason", f.Reason).Msg("job failed: dispatch cannot be assembled")
 	}
 	out := &JobsClaimed{Requested: requested, Failed: len(res.Failures), Claims: make([]JobClaim, len(res.Claims))}
@@ -306,8 +307,10 @@ func (a *queueActor) recordOutcomes(batch []*ConcludeJob, outcomes []job.Outcome
 		switch o {
 		case job.OutcomeCompleted:
 			a.deps.stats.JobsCompleted.Add(1)
+			a.deps.stats.Throughput.Add(time.Now(), 1, 0)
 		case job.OutcomeFailed:
 			a.deps.stats.JobsFailed.Add(1)
+			a.deps.stats.Throughput.Add(time.Now(), 0, 1)
 			a.log.Info().Int64("job_id", c.Ref.JobID).Str("worker_id", c.Ref.Worker).Str("reason", c.Message).Msg("job failed")
 		case job.OutcomeRequeued:
 			a.deps.stats.JobsRequeued.Add(1)

@@ -75,6 +75,10 @@ type Stats struct {
 	// batch of conclusions alone, ScanWriteTime of one batch of scanned
 	// files.
 	ClaimTime, ConcludeTime, ScanWriteTime *Histogram
+
+	// Throughput counts JobsCompleted and JobsFailed again per minute,
+	// for the last hour (the console's rates).
+	Throughput *Throughput
 }
 
 // NewStats returns zeroed counters with their histograms.
@@ -87,6 +91,7 @@ func NewStats() *Stats {
 		ScanWriteTime:   NewHistogram(LatencyBuckets),
 		CurveRefusals:   &Counters{},
 		MessagesDropped: &Counters{},
+		Throughput:      &Throughput{},
 	}
 }
 

@@ -198,3 +198,30 @@ type Error struct {
 	// bad_host (the label of casparian_http_refused_total).
 	Reason string `json:"reason,omitempty"`
 }
+
+// StatusEvent is the data of each "status" event of GET /api/v1/events: the
+// queue, the workers and the last hour's throughput, sent on connect and
+// then about every second.
+type StatusEvent struct {
+	At       time.Time        `json:"at"`
+	Ready    bool             `json:"ready"`
+	Endpoint string           `json:"endpoint"`
+	Counts   map[string]int64 `json:"counts"`
+	Workers  []Worker         `json:"workers"`
+	// Slots and Busy add up the connected workers' slots and running jobs.
+	Slots int `json:"slots"`
+	Busy  int `json:"busy"`
+	// Throughput is the jobs that ended COMPLETED and FAILED in each of the
+	// last 60 minutes, oldest first, the current (partial) minute last.
+	Throughput []Minute `json:"throughput"`
+	// Error says which part could not be read this time (counts or
+	// workers); the other parts are still sent.
+	Error string `json:"error,omitempty"`
+}
+
+// Minute is what ended in one minute, Start being its first instant.
+type Minute struct {
+	Start     time.Time `json:"start"`
+	Completed int64     `json:"completed"`
+	Failed    int64     `json:"failed"`
+}

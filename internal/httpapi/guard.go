@@ -129,11 +129,13 @@ func (srv *Server) refuse(w http.ResponseWriter, r *http.Request, rt Endpoint, c
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
 	}
-	if rt.TokenInQuery && code == http.StatusUnauthorized && acceptsHTML(r) {
-		// A browser opening the status page without a token (or after a
-		// reload, the token being kept in the tab) gets a page that asks
-		// for one instead of a JSON error.
-		srv.tokenPage(w, code, msg)
+	if rt.page && code == http.StatusUnauthorized && acceptsHTML(r) {
+		// A browser opening the console without a token (or after a
+		// reload, the token being kept in the tab) gets the console, whose
+		// script uses the tab's token or asks for one, instead of a JSON
+		// error. The page holds no data: everything it shows it fetches
+		// with the token.
+		srv.renderConsole(w, code, msg)
 		return
 	}
 	writeJSON(w, code, api.Error{Error: msg, Reason: reason})

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -78,6 +79,19 @@ func send(t *testing.T, method, url, body string, headers ...string) answer {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer res.Body.Close()
+	if strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		// An event stream does not end: read up to its first event.
+		var first strings.Builder
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			if sc.Text() == "" && strings.Contains(first.String(), "event:") {
+				break
+			}
+			first.WriteString(sc.Text() + "\n")
+		}
+		return answer{code: res.StatusCode, header: res.Header, body: first.String()}
+	}
 	raw, _ := io.ReadAll(res.Body)
 	return answer{code: res.StatusCode, header: res.Header, body: string(raw)}
 }
@@ -204,18 +218,25 @@ func grepLines(text, word string) string {
 	return strings.Join(out, "\n")
 }
 
-func TestGuard_TokenOnlyInTheQueryOfTheStatusPage(t *testing.T) {
+func TestGuard_TokenInTheQueryOnlyOfTheConsoleAndTheEventStream(t *testing.T) {
 	t.Parallel()
 	e := sentineltest.Start(t, withTokens(t))
 	if a := send(t, "GET", e.URL+"/?token="+readToken, ""); a.code != http.StatusOK ||
 		!strings.Contains(a.body, "Casparian Sentinel") {
-		t.Errorf("status page with ?token=: %d %s", a.code, a.body)
+		t.Errorf("console with ?token=: %d %s", a.code, a.body)
+	}
+	if a := send(t, "GET", e.URL+"/api/v1/events?token="+readToken, ""); a.code != http.StatusOK ||
+		!strings.Contains(a.body, "event: status") {
+		t.Errorf("event stream with ?token=: %d %s", a.code, a.body)
 	}
 	if a := send(t, "GET", e.URL+"/api/v1/status?token="+readToken, ""); a.code != http.StatusUnauthorized {
 		t.Errorf("API with ?token=: %d, want 401", a.code)
 	}
 	if a := send(t, "GET", e.URL+"/?token="+wrongToken, ""); a.code != http.StatusUnauthorized {
-		t.Errorf("status page with a wrong ?token=: %d, want 401", a.code)
+		t.Errorf("console with a wrong ?token=: %d, want 401", a.code)
+	}
+	if a := send(t, "GET", e.URL+"/api/v1/events?token="+wrongToken, ""); a.code != http.StatusUnauthorized {
+		t.Errorf("event stream with a wrong ?token=: %d, want 401", a.code)
 	}
 }
 

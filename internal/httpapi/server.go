@@ -1,6 +1,6 @@
 // Package httpapi is the Sentinel's operator HTTP surface: the JSON API
-// under /api/v1, Prometheus metrics at /metrics, /healthz, and a status page
-// at /. Every answer comes from the actor tree through *actors.Sentinel's
+// under /api/v1 with its event stream, Prometheus metrics at /metrics,
+// /healthz, and the web console at /. Every answer comes from the actor tree through *actors.Sentinel's
 // methods; this package touches neither the database nor the sockets.
 package httpapi
 
@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +41,9 @@ type Options struct {
 	// operator chose --insecure to serve the API on a network address
 	// without tokens, where Hosts are not loopback names. Default false.
 	AnyHost bool
+	// MaxStreams caps the event streams (GET /api/v1/events) open at once;
+	// one more is answered 503. Default 32.
+	MaxStreams int
 }
 
 // Server serves the operator surface of one Sentinel. Start it with Serve and
@@ -53,6 +58,14 @@ type Server struct {
 	routes  []Endpoint
 	http    *http.Server
 	mux     *http.ServeMux
+
+	// The event streams: how many are open, their cap, the status they
+	// share, and closing, closed by Shutdown to end them.
+	streams    atomic.Int64
+	maxStreams int
+	shared     sharedStatus
+	closing    chan struct{}
+	closeOnce  sync.Once
 }
 
 // Endpoint is one route of the operator surface. The same table registers
@@ -62,16 +75,25 @@ type Endpoint struct {
 	// Pattern is the http.ServeMux pattern, with its method.
 	Pattern string
 	Access  Access
-	// TokenInQuery also accepts the token as ?token= (the status page
-	// only: a browser cannot put a header on a link it opens).
+	// TokenInQuery also accepts the token as ?token=: on the console's
+	// page, because a browser cannot put a header on a link it opens, and
+	// on the event stream, because EventSource cannot send headers at all.
+	// No other route reads it, so a token in an address reaches nothing
+	// else.
 	TokenInQuery bool
-	handler      http.Handler
+	// page marks the route of the console: a browser refused a token there
+	// gets the console's login box rather than JSON.
+	page    bool
+	handler http.Handler
 }
 
 // New builds the routes and the metrics registry.
 func New(opts Options) *Server {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 15 * time.Second
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = defaultMaxStreams
 	}
 	srv := &Server{
 		s:       opts.Sentinel,
@@ -81,6 +103,9 @@ func New(opts Options) *Server {
 		anyHost: opts.AnyHost,
 		refused: newRefusedCounter(),
 		mux:     http.NewServeMux(),
+
+		maxStreams: opts.MaxStreams,
+		closing:    make(chan struct{}),
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newMetricsCollector(srv.s, srv.log), srv.refused,
@@ -91,8 +116,9 @@ func New(opts Options) *Server {
 	srv.routes = []Endpoint{
 		{Pattern: "GET /healthz", Access: Public, handler: h(srv.healthz)},
 		{Pattern: "GET /metrics", Access: Read, handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
-		{Pattern: "GET /{$}", Access: Read, TokenInQuery: true, handler: h(srv.statusPage)},
+		{Pattern: "GET /{$}", Access: Read, TokenInQuery: true, page: true, handler: h(srv.consolePage)},
 		{Pattern: "GET /api/v1/status", Access: Read, handler: h(srv.status)},
+		{Pattern: "GET /api/v1/events", Access: Read, TokenInQuery: true, handler: h(srv.events)},
 		{Pattern: "GET /api/v1/jobs", Access: Read, handler: h(srv.listJobs)},
 		{Pattern: "POST /api/v1/jobs", Access: Admin, handler: h(srv.enqueue)},
 		{Pattern: "GET /api/v1/jobs/{id}", Access: Read, handler: h(srv.showJob)},
@@ -167,9 +193,12 @@ func (srv *Server) Serve(ln net.Listener) error {
 	return nil
 }
 
-// Shutdown stops accepting connections and waits (up to ctx) for requests in
-// progress to finish.
+// Shutdown stops accepting connections, ends the event streams, and waits
+// (up to ctx) for requests in progress to finish.
 func (srv *Server) Shutdown(ctx context.Context) error {
+	// http.Server.Shutdown waits for handlers but does not cancel their
+	// contexts: an event stream would hold it until ctx expires.
+	srv.closeOnce.Do(func() { close(srv.closing) })
 	return srv.http.Shutdown(ctx)
 }
 

@@ -1,0 +1,571 @@
+// The Sentinel's console: plain JavaScript over the JSON API (/api/v1) and
+// its event stream. The token lives in this tab's sessionStorage only (no
+// cookie): fetches send it as Authorization: Bearer; EventSource cannot send
+// headers, so the event stream alone gets it as ?token=, which the server
+// accepts on that route only.
+(function () {
+  "use strict";
+
+  var KEY = "casparian-sentinel-token";
+  var STATUSES = ["PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED"];
+  var PAGE = 25;
+  var body = document.body;
+  var tokens = body.dataset.tokens === "true";
+
+  var state = {
+    view: "overview",
+    status: "", plugin: "", offset: 0, total: 0,
+    jobId: null,     // the job whose detail is open
+    job: null,
+    last: null,      // the last status event
+    changes: "",     // what the last event's counts and running jobs were
+    stream: null,
+    retryTimer: null
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  // el("td", {className: "num"}, "3") builds an element; text is never
+  // parsed as markup.
+  function el(tag, props, text) {
+    var e = document.createElement(tag);
+    Object.keys(props || {}).forEach(function (k) {
+      if (k === "data") {
+        Object.keys(props.data).forEach(function (d) { e.dataset[d] = props.data[d]; });
+      } else {
+        e[k] = props[k];
+      }
+    });
+    if (text !== undefined && text !== null) {
+      e.textContent = String(text);
+    }
+    return e;
+  }
+
+  function row(cells, props) {
+    var tr = el("tr", props);
+    cells.forEach(function (c) { tr.appendChild(c instanceof Node ? c : el("td", {}, c)); });
+    return tr;
+  }
+
+  function fill(tbody, rows, empty, columns) {
+    tbody.replaceChildren();
+    if (rows.length === 0) {
+      tbody.appendChild(el("tr", {}).appendChild(el("td", {className: "empty", colSpan: columns}, empty)).parentNode);
+      return;
+    }
+    rows.forEach(function (r) { tbody.appendChild(r); });
+  }
+
+  function ago(iso) {
+    if (!iso) { return "–"; }
+    var s = Math.round((Date.now() - Date.parse(iso)) / 1000);
+    if (s < 1) { return "just now"; }
+    if (s < 60) { return s + "s ago"; }
+    if (s < 3600) { return Math.floor(s / 60) + "m ago"; }
+    if (s < 48 * 3600) { return Math.floor(s / 3600) + "h ago"; }
+    return Math.floor(s / 86400) + "d ago";
+  }
+
+  function timeCell(iso) {
+    return el("td", {title: iso || ""}, ago(iso));
+  }
+
+  function statusCell(status) {
+    return el("td", {className: "status " + status.toLowerCase()}, status);
+  }
+
+  // ---- messages and the token ----
+
+  function say(text, isError) {
+    var p = $("message");
+    p.textContent = text;
+    p.className = "message" + (isError ? " error" : "");
+    p.hidden = !text;
+  }
+
+  function token() { return sessionStorage.getItem(KEY) || ""; }
+
+  function askToken(why) {
+    stopStream();
+    $("main").hidden = true;
+    $("nav").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("login-why").textContent = why || "";
+    $("login-why").hidden = !why;
+    $("ready").textContent = "";
+    $("login-token").focus();
+  }
+
+  // ApiError carries the HTTP status of a refused or failed request.
+  function ApiError(status, message) {
+    this.status = status;
+    this.message = message;
+  }
+
+  // api calls the JSON API and resolves to the decoded answer. A 401 asks
+  // for a token; a 403 of an admin route says why.
+  function api(method, path, payload) {
+    var headers = {"Accept": "application/json"};
+    if (token()) { headers["Authorization"] = "Bearer " + token(); }
+    var init = {method: method, headers: headers, cache: "no-store", credentials: "omit"};
+    if (payload !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    return fetch(path, init).then(function (res) {
+      return res.text().then(function (text) {
+        var data = null;
+        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+        if (res.ok) { return data; }
+        var msg = (data && data.error) || ("HTTP " + res.status + " " + text);
+        if (res.status === 401 && tokens) {
+          askToken(msg);
+        } else if (res.status === 403 && data && data.reason === "forbidden") {
+          msg = "This needs an admin token; the token this tab has is read-only. " +
+            "Use “Forget token” and open the console with an admin token.";
+        }
+        throw new ApiError(res.status, msg);
+      });
+    });
+  }
+
+  function failed(what) {
+    return function (err) {
+      if (err instanceof ApiError && err.status === 401 && tokens) { return; } // the login box says it
+      say(what + ": " + err.message, true);
+    };
+  }
+
+  // ---- the event stream ----
+
+  function startStream() {
+    stopStream();
+    var url = "/api/v1/events";
+    if (token()) { url += "?token=" + encodeURIComponent(token()); }
+    var es = new EventSource(url);
+    state.stream = es;
+    es.addEventListener("open", function () { $("live").textContent = "● live"; $("live").className = "ok"; });
+    es.addEventListener("status", function (ev) { onStatus(JSON.parse(ev.data)); });
+    es.addEventListener("error", function () {
+      $("live").textContent = "○ live updates interrupted, reconnecting…";
+      $("live").className = "down";
+      if (es.readyState !== EventSource.CLOSED) { return; } // the browser reconnects by itself
+      // Refused (401, 503 over the cap) or the server went away: find out
+      // why with a plain request, then try again.
+      stopStream();
+      api("GET", "/api/v1/status").then(function () {
+        state.retryTimer = setTimeout(startStream, 3000);
+      }, function (err) {
+        if (err instanceof ApiError && err.status === 401) { return; }
+        state.retryTimer = setTimeout(startStream, 5000);
+      });
+    });
+  }
+
+  function stopStream() {
+    clearTimeout(state.retryTimer);
+    if (state.stream) { state.stream.close(); }
+    state.stream = null;
+  }
+
+  function onStatus(ev) {
+    state.last = ev;
+    $("ready").textContent = ev.ready ? "● serving" : "● shutting down";
+    $("ready").className = ev.ready ? "ok" : "down";
+    if (ev.error) {
+      say("Could not read " + ev.error, true);
+    }
+    showOverview(ev);
+    if (state.view === "workers") { showWorkers(ev.workers); }
+    // Counts or running jobs changed: a job moved, so what the open views
+    // show may be stale.
+    var changes = JSON.stringify([ev.counts, ev.workers.map(function (w) { return w.running_jobs; })]);
+    if (changes !== state.changes) {
+      var first = state.changes === "";
+      state.changes = changes;
+      if (!first) { refreshOpen(); }
+    }
+  }
+
+  function refreshOpen() {
+    if (state.view === "jobs") { loadJobs(); }
+    if (state.jobId !== null) { loadJob(state.jobId); }
+  }
+
+  // ---- overview ----
+
+  function showOverview(ev) {
+    if (Object.keys(ev.counts).length > 0) {
+      var total = 0;
+      var cards = STATUSES.map(function (st) {
+        var n = ev.counts[st] || 0;
+        total += n;
+        var card = el("button", {type: "button", className: "card", id: "count-" + st.toLowerCase(),
+          title: "List the " + st + " jobs", data: {status: st}});
+        card.appendChild(el("span", {className: "n"}, n));
+        card.appendChild(el("span", {className: "label status " + st.toLowerCase()}, st));
+        return card;
+      });
+      $("counts").replaceChildren.apply($("counts"), cards);
+      $("total").textContent = "(" + total + " jobs)";
+    }
+    var done = 0, fail = 0;
+    ev.throughput.forEach(function (m) { done += m.completed; fail += m.failed; });
+    var span = ev.throughput.length * 60;
+    $("rate-jobs").textContent = rate(done / span);
+    $("rate-failures").textContent = rate(fail / span);
+    var cur = ev.throughput[ev.throughput.length - 1] || {completed: 0, failed: 0};
+    $("rate-minute").textContent = cur.completed + cur.failed;
+    $("slots").textContent = ev.busy + " of " + ev.slots;
+    drawChart(ev.throughput);
+  }
+
+  // rate shows two significant digits, so that a few jobs an hour do not
+  // read as zero.
+  function rate(perSecond) {
+    if (perSecond === 0) { return "0"; }
+    return perSecond >= 100 ? perSecond.toFixed(0) : String(Number(perSecond.toPrecision(2)));
+  }
+
+  function drawChart(minutes) {
+    var svg = $("chart");
+    var ns = "http://www.w3.org/2000/svg";
+    var most = 1;
+    minutes.forEach(function (m) { most = Math.max(most, m.completed + m.failed); });
+    var w = 600 / Math.max(minutes.length, 1);
+    var bars = [];
+    minutes.forEach(function (m, i) {
+      [["done", m.completed, m.failed], ["fail", m.failed, 0]].forEach(function (b) {
+        if (b[1] === 0) { return; }
+        var r = document.createElementNS(ns, "rect");
+        var h = 78 * b[1] / most;
+        r.setAttribute("class", b[0]);
+        r.setAttribute("x", String(i * w + 1));
+        r.setAttribute("width", String(Math.max(w - 2, 1)));
+        r.setAttribute("y", String(80 - h - 78 * b[2] / most));
+        r.setAttribute("height", String(h));
+        var t = document.createElementNS(ns, "title");
+        t.textContent = new Date(m.start).toLocaleTimeString() + ": " + m.completed + " completed, " + m.failed + " failed";
+        r.appendChild(t);
+        bars.push(r);
+      });
+    });
+    svg.replaceChildren.apply(svg, bars);
+  }
+
+  // ---- jobs ----
+
+  function jobsQuery(extra) {
+    var q = new URLSearchParams();
+    if (state.status) { q.set("status", state.status); }
+    if (state.plugin) { q.set("plugin", state.plugin); }
+    Object.keys(extra || {}).forEach(function (k) { q.set(k, extra[k]); });
+    return q.toString();
+  }
+
+  function loadJobs() {
+    var wanted = jobsQuery({limit: PAGE, offset: state.offset});
+    return api("GET", "/api/v1/jobs?" + wanted).then(function (list) {
+      if (wanted !== jobsQuery({limit: PAGE, offset: state.offset})) { return; } // the filter changed meanwhile
+      state.total = list.total;
+      if (list.jobs.length === 0 && state.offset > 0 && list.total > 0) {
+        state.offset = Math.max(0, Math.floor((list.total - 1) / PAGE) * PAGE); // the page emptied: go to the last one
+        loadJobs();
+        return;
+      }
+      fill($("jobs-body"), list.jobs.map(function (j) {
+        return row([
+          el("td", {className: "num"}, j.id),
+          statusCell(j.status),
+          j.plugin,
+          el("td", {}).appendChild(el("code", {}, j.file_path || ("version " + j.file_version_id))).parentNode,
+          el("td", {className: "num"}, j.attempt),
+          el("td", {}).appendChild(el("code", {}, j.worker || "")).parentNode,
+          timeCell(j.updated_at),
+          j.error_message || j.result_summary || ""
+        ], {className: "job", data: {job: j.id, status: j.status}, tabIndex: 0,
+          ariaSelected: String(j.id === state.jobId)});
+      }), "No job matches.", 8);
+      var last = Math.min(state.offset + list.jobs.length, list.total);
+      $("page-info").textContent = list.total === 0 ? "0 jobs" :
+        (state.offset + 1) + "–" + last + " of " + list.total;
+      $("page-prev").disabled = state.offset === 0;
+      $("page-next").disabled = last >= list.total;
+    }, failed("Could not list the jobs"));
+  }
+
+  function loadPlugins() {
+    return api("GET", "/api/v1/plugins").then(function (list) {
+      var select = $("filter-plugin");
+      var names = list.plugins.map(function (p) { return p.name; });
+      if (state.plugin && names.indexOf(state.plugin) < 0) { names.push(state.plugin); }
+      var opts = [el("option", {value: ""}, "any")].concat(names.map(function (n) { return el("option", {value: n}, n); }));
+      select.replaceChildren.apply(select, opts);
+      select.value = state.plugin;
+      return list.plugins;
+    }, failed("Could not list the plugins"));
+  }
+
+  function loadJob(id) {
+    return api("GET", "/api/v1/jobs/" + id).then(function (j) {
+      if (state.jobId !== id) { return; }
+      showJob(j);
+    }, failed("Could not read job " + id));
+  }
+
+  function showJob(j) {
+    state.job = j;
+    $("detail").hidden = false;
+    $("detail").dataset.job = j.id;
+    $("detail-id").textContent = j.id;
+    $("detail-status").textContent = j.status;
+    $("detail-status").className = "status " + j.status.toLowerCase();
+    $("job-retry").disabled = j.status !== "FAILED";
+    $("job-cancel").disabled = ["PENDING", "QUEUED", "RUNNING"].indexOf(j.status) < 0 || !!j.cancel_requested;
+    var fields = [
+      ["Status", j.status + (j.cancel_requested ? " (cancel requested)" : "")],
+      ["Plugin", j.plugin],
+      ["File", j.file_path || ("version " + j.file_version_id)],
+      ["Priority", j.priority],
+      ["Attempts", j.attempt + (j.retry_count ? " (" + j.retry_count + " automatic retries)" : "")],
+      ["Worker", j.worker || "–"],
+      ["Claimed", j.claim_time ? ago(j.claim_time) + " · " + j.claim_time : "–"],
+      ["Ended", j.end_time ? ago(j.end_time) + " · " + j.end_time : "–"],
+      ["Updated", j.updated_at ? ago(j.updated_at) + " · " + j.updated_at : "–"],
+      ["Result", j.result_summary || "–"],
+      ["Error", j.error_message || "–"],
+      ["Metrics", j.metrics ? JSON.stringify(j.metrics, null, 1) : "–"],
+      ["Artifacts", j.artifacts ? JSON.stringify(j.artifacts, null, 1) : "–"],
+      ["Config overrides", j.config_overrides ? JSON.stringify(j.config_overrides, null, 1) : "–"]
+    ];
+    var dl = $("detail-fields");
+    dl.replaceChildren();
+    fields.forEach(function (f) {
+      dl.appendChild(el("dt", {}, f[0]));
+      var dd = el("dd", {data: {field: f[0].toLowerCase().replace(/ /g, "-")}});
+      dd.appendChild(/^[[{]/.test(String(f[1])) ? el("pre", {}, f[1]) : document.createTextNode(String(f[1])));
+      dl.appendChild(dd);
+    });
+    document.querySelectorAll("tr.job").forEach(function (tr) {
+      tr.ariaSelected = String(Number(tr.dataset.job) === j.id);
+    });
+  }
+
+  function openJob(id) {
+    state.jobId = id;
+    loadJob(id);
+  }
+
+  function closeJob() {
+    state.jobId = null;
+    state.job = null;
+    $("detail").hidden = true;
+    document.querySelectorAll("tr.job").forEach(function (tr) { tr.ariaSelected = "false"; });
+  }
+
+  function jobAction(action) {
+    var id = state.jobId;
+    if (id === null) { return; }
+    say("");
+    api("POST", "/api/v1/jobs/" + id + "/" + action, {}).then(function (res) {
+      showJob(action === "cancel" ? res.job : res);
+      say(action === "retry" ? "Job " + id + " is queued again." :
+        "Job " + id + (res.abort_sent ? ": its worker was told to abort it." : " is cancelled."));
+      loadJobs();
+    }, failed("Could not " + action + " job " + id));
+  }
+
+  // bulk asks the server how many jobs the filter matches (dry_run), asks
+  // the operator to confirm that count, then acts on them.
+  function bulk(action) {
+    var req = {action: action, status: state.status, plugin: state.plugin, dry_run: true};
+    var what = describeFilter();
+    say("");
+    api("POST", "/api/v1/jobs/bulk", req).then(function (res) {
+      if (res.matched === 0) {
+        say("No job to " + action + ": none matches " + what + ".");
+        return;
+      }
+      var verb = action === "retry" ? "Retry" : "Cancel";
+      confirmThen(verb + " " + res.matched + " job" + (res.matched === 1 ? "" : "s") + " matching " + what + "?",
+        verb + " " + res.matched, function () {
+          req.dry_run = false;
+          api("POST", "/api/v1/jobs/bulk", req).then(function (done) {
+            say(verb + ": " + done.changed + " of " + done.matched + " matching jobs changed.");
+            refreshOpen();
+          }, failed("Could not " + action + " the jobs"));
+        });
+    }, failed("Could not " + action + " the jobs"));
+  }
+
+  function describeFilter() {
+    var parts = [];
+    if (state.status) { parts.push("status " + state.status); }
+    if (state.plugin) { parts.push("plugin " + state.plugin); }
+    return parts.length ? parts.join(", ") : "any status and plugin";
+  }
+
+  function confirmThen(text, label, then) {
+    var dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    $("confirm-yes").textContent = label;
+    dialog.returnValue = "";
+    dialog.showModal();
+    dialog.addEventListener("close", function () {
+      if (dialog.returnValue === "yes") { then(); }
+    }, {once: true});
+  }
+
+  // ---- workers, plugins, sources ----
+
+  function showWorkers(workers) {
+    var slots = 0, busy = 0;
+    workers.forEach(function (w) { slots += w.slots; busy += w.busy; });
+    $("workers-summary").textContent = "(" + workers.length + " connected, " + busy + " of " + slots + " slots busy)";
+    fill($("workers-body"), workers.map(function (w) {
+      return row([
+        el("td", {}).appendChild(el("code", {}, w.id)).parentNode,
+        (w.name || "") + (w.version ? " " + w.version : ""),
+        w.capabilities.join(", "),
+        el("td", {className: "num"}, w.busy + "/" + w.slots),
+        w.running_jobs.join(", "),
+        el("td", {}).appendChild(el("code", {}, w.key_fingerprint || "–")).parentNode,
+        timeCell(w.last_seen)
+      ], {className: "worker", data: {worker: w.id}});
+    }), "No worker is connected.", 7);
+  }
+
+  function loadView() {
+    switch (state.view) {
+    case "jobs":
+      loadPlugins();
+      loadJobs();
+      if (state.jobId !== null) { loadJob(state.jobId); }
+      break;
+    case "workers":
+      api("GET", "/api/v1/workers").then(function (list) { showWorkers(list.workers); }, failed("Could not list the workers"));
+      break;
+    case "plugins":
+      loadPlugins().then(function (plugins) {
+        if (!plugins) { return; }
+        fill($("plugins-body"), plugins.map(function (p) {
+          var a = p.active || {};
+          return row([
+            el("td", {}).appendChild(el("code", {}, p.name)).parentNode,
+            a.version || "none active", a.status || "–", timeCell(a.deployed_at),
+            p.subscription_tags.join(", ") || "–",
+            p.versions.map(function (v) { return v.version + " (" + v.status + ")"; }).join(", ")
+          ], {data: {plugin: p.name}});
+        }), "No plugin is deployed.", 6);
+      });
+      break;
+    case "sources":
+      api("GET", "/api/v1/sources").then(function (list) {
+        fill($("sources-body"), list.sources.map(function (s) {
+          return row([el("td", {className: "num"}, s.id), el("td", {}).appendChild(el("code", {}, s.path)).parentNode,
+            s.type, s.active ? "yes" : "no"]);
+        }), "No source root.", 4);
+      }, failed("Could not list the sources"));
+      api("GET", "/api/v1/routes").then(function (list) {
+        fill($("routes-body"), list.routes.map(function (r) {
+          return row([el("td", {className: "num"}, r.id), el("td", {}).appendChild(el("code", {}, r.pattern)).parentNode,
+            r.tag, el("td", {className: "num"}, r.priority)]);
+        }), "No routing rule.", 4);
+      }, failed("Could not list the routes"));
+      break;
+    }
+  }
+
+  function show(view) {
+    state.view = view;
+    document.querySelectorAll(".view").forEach(function (s) { s.hidden = s.id !== "view-" + view; });
+    document.querySelectorAll("#nav button").forEach(function (b) {
+      if (b.dataset.view === view) { b.setAttribute("aria-current", "page"); } else { b.removeAttribute("aria-current"); }
+    });
+    say("");
+    loadView();
+  }
+
+  function start() {
+    $("login").hidden = true;
+    $("main").hidden = false;
+    $("nav").hidden = false;
+    $("logout").hidden = !tokens;
+    show(state.view);
+    startStream();
+  }
+
+  // ---- wiring: listeners only, no inline handlers (the page's CSP has none) ----
+
+  STATUSES.forEach(function (st) { $("filter-status").appendChild(el("option", {value: st}, st)); });
+
+  $("nav").addEventListener("click", function (ev) {
+    var b = ev.target.closest("button[data-view]");
+    if (b) { show(b.dataset.view); }
+  });
+  $("counts").addEventListener("click", function (ev) {
+    var card = ev.target.closest("[data-status]");
+    if (!card) { return; }
+    state.status = card.dataset.status;
+    state.offset = 0;
+    $("filter-status").value = state.status;
+    show("jobs");
+  });
+  $("filter-status").addEventListener("change", function (ev) {
+    state.status = ev.target.value;
+    state.offset = 0;
+    loadJobs();
+  });
+  $("filter-plugin").addEventListener("change", function (ev) {
+    state.plugin = ev.target.value;
+    state.offset = 0;
+    loadJobs();
+  });
+  $("page-prev").addEventListener("click", function () { state.offset = Math.max(0, state.offset - PAGE); loadJobs(); });
+  $("page-next").addEventListener("click", function () { state.offset += PAGE; loadJobs(); });
+  $("jobs-body").addEventListener("click", function (ev) {
+    var tr = ev.target.closest("tr.job");
+    if (tr) { openJob(Number(tr.dataset.job)); }
+  });
+  $("jobs-body").addEventListener("keydown", function (ev) {
+    var tr = ev.target.closest("tr.job");
+    if (tr && ev.key === "Enter") { openJob(Number(tr.dataset.job)); }
+  });
+  $("job-retry").addEventListener("click", function () { jobAction("retry"); });
+  $("job-cancel").addEventListener("click", function () { jobAction("cancel"); });
+  $("detail-close").addEventListener("click", closeJob);
+  $("bulk-retry").addEventListener("click", function () { bulk("retry"); });
+  $("bulk-cancel").addEventListener("click", function () { bulk("cancel"); });
+  $("confirm-yes").addEventListener("click", function () { $("confirm").close("yes"); });
+  $("confirm-no").addEventListener("click", function () { $("confirm").close("no"); });
+  $("login-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY, $("login-token").value.trim());
+    $("login-token").value = "";
+    start();
+  });
+  $("logout").addEventListener("click", function () {
+    sessionStorage.removeItem(KEY);
+    askToken("");
+  });
+
+  // Opened as /?token=TOKEN: keep the token in the tab and take it out of
+  // the address bar (and so out of the history).
+  var params = new URLSearchParams(location.search);
+  if (params.has("token")) {
+    sessionStorage.setItem(KEY, params.get("token"));
+    params.delete("token");
+    var rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  }
+  // The server refused the token this page was opened with, and the tab
+  // has none of its own: ask. (With one, try it: the page may have been
+  // reloaded, which sends no header.)
+  if (tokens && !token()) {
+    askToken(body.dataset.refused);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,313 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testworker"
+	"github.com/casparian/sentinel/job"
+	"github.com/casparian/sentinel/transport"
+)
+
+// chromium finds the headless browser (Debian package "chromium"). Without
+// it the test is skipped on a developer's machine and fails in CI, where
+// .ci/run installs it.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed (apt-get install chromium); CI must run the console's browser tests")
+	}
+	t.Skip("chromium is not installed (apt-get install chromium)")
+	return ""
+}
+
+func TestConsole_PageRunsOnlyItsOwnScriptAndSetsNoCookie(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, withTokens(t))
+	page := send(t, "GET", e.URL+"/", "", bearerOf(readToken))
+	if page.code != 200 || !strings.Contains(page.body, `id="view-jobs"`) {
+		t.Fatalf("console with a read token: %d %s", page.code, page.body)
+	}
+	csp := page.header.Get("Content-Security-Policy")
+	nonce := regexp.MustCompile(`script-src 'nonce-([^']+)'`).FindStringSubmatch(csp)
+	if nonce == nil || !strings.Contains(csp, "style-src 'nonce-"+nonce[1]+"'") ||
+		!strings.Contains(page.body, `<script nonce="`+nonce[1]+`">`) || !strings.Contains(page.body, `<style nonce="`+nonce[1]+`">`) ||
+		!strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "connect-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("Content-Security-Policy %q does not allow the page's script and style alone", csp)
+	}
+	// The policy has no 'unsafe-inline': an inline handler or style
+	// attribute would not run, so there must be none.
+	if m := regexp.MustCompile(`<[^>]+\s(on[a-z]+|style)=`).FindString(page.body); m != "" {
+		t.Errorf("the page has an inline handler or style attribute, which its policy blocks: %s", m)
+	}
+	if page.header.Get("Referrer-Policy") != "no-referrer" || page.header.Get("Set-Cookie") != "" ||
+		page.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("headers: %v", page.header)
+	}
+	if again := send(t, "GET", e.URL+"/", "", bearerOf(readToken)); again.header.Get("Content-Security-Policy") == csp {
+		t.Error("two answers have the same nonce")
+	}
+
+	// A browser without a token gets the console, which asks for one; other
+	// clients get JSON.
+	asked := send(t, "GET", e.URL+"/?token="+wrongToken, "", "Accept: text/html,application/xhtml+xml")
+	if asked.code != http.StatusUnauthorized || !strings.HasPrefix(asked.header.Get("WWW-Authenticate"), "Bearer") ||
+		!strings.Contains(asked.body, `id="login-form"`) || !strings.Contains(asked.body, `data-refused="the API token is not valid"`) ||
+		asked.header.Get("Content-Security-Policy") == "" {
+		t.Errorf("console with a wrong token, for a browser: %d %v\n%s", asked.code, asked.header, asked.body)
+	}
+	if a := send(t, "GET", e.URL+"/", ""); a.code != http.StatusUnauthorized || reasonOf(t, a) != "no_token" {
+		t.Errorf("console without a token, for curl: %d %s", a.code, a.body)
+	}
+	if a := send(t, "GET", e.URL+"/api/v1/status", "", "Accept: text/html"); a.code != http.StatusUnauthorized || reasonOf(t, a) != "no_token" {
+		t.Errorf("API without a token, Accept: text/html: %d %s", a.code, a.body)
+	}
+}
+
+// browserTab starts headless Chromium and returns the context of one tab,
+// closed when the test ends.
+func browserTab(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() {
+		cancelTab()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// artifacts is the folder for the test's screenshots: under
+// $CASPARIAN_TEST_ARTIFACTS when set (kept), else under t.TempDir().
+func artifacts(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("CASPARIAN_TEST_ARTIFACTS")
+	if base == "" {
+		base = t.TempDir()
+	}
+	dir := filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// page drives one tab of the console.
+type page struct {
+	t   *testing.T
+	ctx context.Context
+	dir string // screenshots
+}
+
+// do runs steps within 30 s.
+func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		p.t.Fatalf("%s: %v\n%s", what, err, p.text("document.body.innerText"))
+	}
+}
+
+// wait waits up to within for a JavaScript expression to be true.
+func (p *page) wait(within time.Duration, what, expr string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, within+5*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(within))); err != nil {
+		p.t.Fatalf("waiting for %s (%s): %v\nthe page shows:\n%s", what, expr, err, p.text("document.body.innerText"))
+	}
+}
+
+// text evaluates a JavaScript expression to a string.
+func (p *page) text(expr string) string {
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		return fmt.Sprintf("(%s: %v)", expr, err)
+	}
+	return s
+}
+
+// shot writes a screenshot of the viewport to the artifacts folder.
+func (p *page) shot(name string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		p.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(p.dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Logf("screenshot: %s", path)
+}
+
+// loadedOnce marks the page's window; a navigation or reload would lose it.
+const loadedOnce = `window.loadedOnce === "yes"`
+
+func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, withTokens(t))
+	e.Plugin("flaky", "nobody")
+	fv := e.File("in/report.csv", "a\nb\n")
+	var healed atomic.Bool
+	e.Worker(testworker.Options{Identity: "tw-console", Capabilities: []string{"flaky"}, Slots: 2,
+		Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+			if !healed.Load() {
+				return transport.Conclude{Status: transport.StatusFailed, ErrorMessage: "cannot parse <row 7>"}
+			}
+			return testworker.Succeed(ctx, j)
+		}})
+	failed := e.Enqueue(fv, "flaky", 0)
+	e.WaitJob(failed, job.StatusFailed)
+	healed.Store(true)
+	e.WaitJob(e.Enqueue(fv, "flaky", 0), job.StatusCompleted)
+	var queued []int64
+	for i := 0; i < 3; i++ {
+		queued = append(queued, e.Enqueue(fv, "nobody", 0))
+	}
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+
+	// Opened with ?token=: the console takes the token out of the address
+	// and shows the overview from the event stream.
+	p.do("open the console", chromedp.Navigate(e.URL+"/?token="+adminToken))
+	p.wait(10*time.Second, "the overview", `document.getElementById("ready").textContent === "● serving" &&
+		document.querySelector("#count-failed .n")?.textContent === "1" &&
+		document.querySelector("#count-queued .n")?.textContent === "3" &&
+		document.getElementById("slots").textContent === "0 of 2"`)
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+	if u := p.text("location.href"); strings.Contains(u, "token") {
+		t.Errorf("the token stays in the address: %s", u)
+	}
+	p.shot("1-overview")
+
+	// Filter to FAILED (the count card opens the jobs filtered) and open
+	// the job.
+	p.do("list the FAILED jobs", chromedp.Click(chromedp.ID("count-failed")))
+	p.wait(10*time.Second, "the FAILED job alone", fmt.Sprintf(`document.getElementById("filter-status").value === "FAILED" &&
+		document.querySelectorAll("#jobs-body tr.job").length === 1 &&
+		document.querySelector("#jobs-body tr.job[data-job='%d'][data-status='FAILED']") !== null`, failed))
+	p.do("open the job", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
+	p.wait(10*time.Second, "the job's detail", `document.getElementById("detail-status").textContent === "FAILED" &&
+		document.querySelector("#detail-fields [data-field='error']").textContent === "cannot parse <row 7>" &&
+		!document.getElementById("job-retry").disabled && document.getElementById("job-cancel").disabled`)
+	p.shot("2-failed-job")
+
+	// Retry: the detail follows the job to COMPLETED from the event stream,
+	// and the FAILED list empties, with no reload.
+	p.do("retry", chromedp.Click(chromedp.ID("job-retry")))
+	p.wait(15*time.Second, "the job COMPLETED", `document.getElementById("detail-status").textContent === "COMPLETED" &&
+		document.querySelector("#detail-fields [data-field='attempts']").textContent.startsWith("2") &&
+		document.querySelectorAll("#jobs-body tr.job").length === 0`)
+	if got := e.Job(failed); got.Status != job.StatusCompleted {
+		t.Errorf("job %d is %s in the database", failed, got.Status)
+	}
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+	p.shot("3-retried-job")
+
+	// Bulk cancel of the filter QUEUED + nobody, confirmed with its count.
+	p.do("filter QUEUED jobs of nobody", chromedp.Click(chromedp.ID("detail-close")), chromedp.Evaluate[chromedp.Void](`
+		for (const [id, v] of [["filter-status", "QUEUED"], ["filter-plugin", "nobody"]]) {
+			const s = document.getElementById(id);
+			s.value = v;
+			s.dispatchEvent(new Event("change"));
+		}`))
+	p.wait(10*time.Second, "the three QUEUED jobs", `document.querySelectorAll("#jobs-body tr.job[data-status='QUEUED']").length === 3 &&
+		document.getElementById("page-info").textContent === "1–3 of 3"`)
+	if bulkMissing(t, e) {
+		return
+	}
+	p.do("bulk cancel", chromedp.Click(chromedp.ID("bulk-cancel")))
+	p.wait(10*time.Second, "the confirmation", `document.getElementById("confirm").open`)
+	if q := p.text(`document.getElementById("confirm-text").textContent`); q != "Cancel 3 jobs matching status QUEUED, plugin nobody?" {
+		t.Errorf("confirmation asks %q", q)
+	}
+	p.shot("4-bulk-confirm")
+	p.do("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait(15*time.Second, "the jobs SKIPPED", `document.getElementById("message").textContent === "Cancel: 3 of 3 matching jobs changed." &&
+		document.querySelector("#count-skipped .n")?.textContent === "3" &&
+		document.querySelectorAll("#jobs-body tr.job").length === 0`)
+	for _, id := range queued {
+		if got := e.Job(id); got.Status != job.StatusSkipped {
+			t.Errorf("job %d is %s after the bulk cancel", id, got.Status)
+		}
+	}
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+	p.shot("5-bulk-cancelled")
+}
+
+// bulkMissing reports (and skips the rest of the test) when this Sentinel
+// has no POST /api/v1/jobs/bulk yet.
+func bulkMissing(t *testing.T, e *sentineltest.Env) bool {
+	t.Helper()
+	a := send(t, "POST", e.URL+"/api/v1/jobs/bulk", `{"action": "cancel", "status": "QUEUED", "plugin": "nobody", "dry_run": true}`,
+		"Content-Type: application/json", bearerOf(adminToken))
+	if a.code == http.StatusNotFound && strings.Contains(a.body, "no such endpoint") {
+		t.Skip("POST /api/v1/jobs/bulk is not served yet: the bulk cancel is not tested")
+		return true
+	}
+	return false
+}
+
+func TestConsole_InChromiumAsksForATokenAndSaysWhenItIsReadOnly(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, withTokens(t))
+	e.Plugin("broken")
+	fv := e.File("a.txt", "a\n")
+	e.Worker(testworker.Options{Capabilities: []string{"broken"}, Run: failing})
+	failed := e.Enqueue(fv, "broken", 0)
+	e.WaitJob(failed, job.StatusFailed)
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+
+	p.do("open the console without a token", chromedp.Navigate(e.URL+"/"))
+	p.wait(10*time.Second, "the login box", `!document.getElementById("login").hidden && document.getElementById("main").hidden`)
+	p.shot("1-login")
+	p.do("give a read token",
+		chromedp.SendKeys(chromedp.ID("login-token"), readToken),
+		chromedp.Click(chromedp.CSS("#login-form button[type=submit]")))
+	p.wait(10*time.Second, "the overview", `document.querySelector("#count-failed .n")?.textContent === "1"`)
+	p.do("open the failed job", chromedp.Click(chromedp.ID("count-failed")))
+	p.wait(10*time.Second, "the failed job listed", fmt.Sprintf(`document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
+	p.do("open it and retry", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
+	p.wait(10*time.Second, "the detail", `!document.getElementById("job-retry").disabled`)
+	p.do("retry", chromedp.Click(chromedp.ID("job-retry")))
+	p.wait(10*time.Second, "the refusal", `document.getElementById("message").classList.contains("error") &&
+		document.getElementById("message").textContent.includes("needs an admin token")`)
+	p.shot("2-read-only")
+	if got := e.Job(failed); got.Status != job.StatusFailed {
+		t.Errorf("a read token retried job %d: %s", failed, got.Status)
+	}
+}

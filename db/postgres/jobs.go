@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -433,6 +434,21 @@ func (d *DB) JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
 	return counts, nil
+}
+
+// JobsCountWithStatus counts the rows with one status through the status
+// index, as package db's does: NULL status is not counted, and a status
+// that is not one of job.Statuses counts 0 (the enum would refuse it).
+func (d *DB) JobsCountWithStatus(ctx context.Context, status job.Status) (int64, error) {
+	if !slices.Contains(job.Statuses, status) {
+		return 0, nil
+	}
+	var n int64
+	err := d.pool.QueryRow(ctx, `SELECT COUNT(*) FROM cf_processing_queue WHERE status = $1`, string(status)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count %s jobs: %w", status, err)
+	}
+	return n, nil
 }
 
 // JobsNextRunAt returns the earliest next_run_at after now among QUEUED jobs

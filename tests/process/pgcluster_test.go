@@ -185,14 +185,16 @@ func (c *pgCluster) startSentinel(name string) *pgSentinel {
 
 // startWorker starts a testworker with the given endpoints (the first is
 // where it connects first), failing over after pgSentinelTimeout and
-// logging its jobs, and waits until it has connected.
-func (c *pgCluster) startWorker(id string, slots int, endpoints ...string) *proc {
+// logging its jobs, each of which takes delay more, and waits until it has
+// connected.
+func (c *pgCluster) startWorker(id string, slots int, delay time.Duration, endpoints ...string) *proc {
 	c.t.Helper()
 	p, err := startProc("worker "+id, workerBin,
 		"--endpoint", strings.Join(endpoints, ","),
 		"--identity", id,
 		"--capabilities", "*",
 		"--slots", strconv.Itoa(slots),
+		"--job-delay", delay.String(),
 		"--heartbeat", pgWorkerHeartbeat.String(),
 		"--sentinel-timeout", pgSentinelTimeout.String(),
 		"--job-log",
@@ -268,6 +270,7 @@ type pgRow struct {
 	claimedBy, sentinelID  string
 	metrics                map[string]int64
 	hasSummary, hasMetrics bool
+	endTime                time.Time // when the Sentinel concluded it (its clock, UTC)
 }
 
 // rows reads every job's row.
@@ -281,7 +284,8 @@ func (c *pgCluster) rows() []pgRow {
 	}
 	defer func() { _ = conn.Close(context.Background()) }() // read only
 	rs, err := conn.Query(ctx, `SELECT id, file_version_id, status::text, COALESCE(attempt, 0), COALESCE(retry_count, 0),
-		COALESCE(claimed_by, ''), COALESCE(sentinel_id, ''), COALESCE(metrics_json, ''), result_summary IS NOT NULL AND result_summary <> ''
+		COALESCE(claimed_by, ''), COALESCE(sentinel_id, ''), COALESCE(metrics_json, ''), result_summary IS NOT NULL AND result_summary <> '',
+		COALESCE(end_time, 'epoch')
 		FROM cf_processing_queue ORDER BY id`)
 	if err != nil {
 		c.t.Fatalf("read jobs: %v", err)
@@ -291,7 +295,7 @@ func (c *pgCluster) rows() []pgRow {
 	for rs.Next() {
 		var r pgRow
 		var metrics string
-		if err := rs.Scan(&r.id, &r.fileVersion, &r.status, &r.attempt, &r.retries, &r.claimedBy, &r.sentinelID, &metrics, &r.hasSummary); err != nil {
+		if err := rs.Scan(&r.id, &r.fileVersion, &r.status, &r.attempt, &r.retries, &r.claimedBy, &r.sentinelID, &metrics, &r.hasSummary, &r.endTime); err != nil {
 			c.t.Fatalf("read jobs: %v", err)
 		}
 		if metrics != "" {

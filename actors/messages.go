@@ -313,6 +313,14 @@ type JobQuery struct{ ID int64 }
 // job.ErrUnknownPlugin). Value: int64, the new job's id.
 type EnqueueJob struct{ Submission job.Submission }
 
+// BulkJobs retries or cancels every job Filter selects (its paging is
+// ignored), or with DryRun counts them. Value: job.BulkResult.
+type BulkJobs struct {
+	Action job.BulkAction
+	Filter job.Filter
+	DryRun bool
+}
+
 // AddBuiltin registers a built-in plugin of the sample worker: an ACTIVE
 // manifest (unless it has one) and the subscription tags. Value: int, the
 // rows changed (0: it was registered already).

@@ -163,6 +163,12 @@ func (s *Sentinel) Job(ctx context.Context, id int64) (job.Info, error) {
 	return askValue[job.Info](ctx, s, &JobQuery{ID: id})
 }
 
+// Bulk retries or cancels every job f selects (its paging is ignored), or
+// with dryRun only counts them; see job.BulkAction.
+func (s *Sentinel) Bulk(ctx context.Context, action job.BulkAction, f job.Filter, dryRun bool) (job.BulkResult, error) {
+	return askValue[job.BulkResult](ctx, s, &BulkJobs{Action: action, Filter: f, DryRun: dryRun})
+}
+
 // Enqueued is what Enqueue did: the new job's id, and a warning when no
 // connected worker can run its plugin now (the job waits for one).
 type Enqueued struct {

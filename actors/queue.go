@@ -92,7 +92,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.requeueWhere(ctx, m.Reason, func(ref job.Ref) bool { return ref.Worker == m.Worker })
 	case *RequeueOrphans:
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
-	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
+	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
@@ -484,6 +484,15 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		_, err = a.deps.db.DataVersion(dctx)
 	case *SentinelsQuery:
 		v, err = a.deps.db.LeasesLive(dctx)
+	case *BulkJobs:
+		if !m.DryRun {
+			a.flush(ctx) // receipts already here decide before the bulk action does
+		}
+		var res job.BulkResult
+		if res, err = a.deps.db.JobsBulk(dctx, time.Now(), m.Action, m.Filter, m.DryRun); err == nil && !m.DryRun {
+			a.bulkDone(ctx, res)
+		}
+		v = res
 	case *AddBuiltin:
 		var n int
 		if n, err = a.deps.db.BootstrapApply(dctx, db.Bootstrap{Plugins: []db.BootstrapPlugin{{Name: m.Name,
@@ -535,6 +544,26 @@ func (a *queueActor) cancelled(ctx actor.Context, id int64, res job.CancelResult
 	case res.Previous != job.StatusSkipped:
 		a.deps.stats.JobsCancelled.Add(1)
 		a.log.Info().Int64("job_id", id).Str("was", string(res.Previous)).Msg("job cancelled by operator")
+	}
+}
+
+// bulkDone follows up a bulk action: the workers of cancelled RUNNING jobs
+// are told to abort; retried jobs are claimable at once.
+func (a *queueActor) bulkDone(ctx actor.Context, res job.BulkResult) {
+	a.log.Info().Str("action", string(res.Action)).Int64("changed", res.Changed).Int("running", len(res.Running)).
+		Msg("bulk action by operator")
+	switch res.Action {
+	case job.BulkCancel:
+		a.deps.stats.JobsCancelled.Add(res.Changed - int64(len(res.Running)))
+		for _, r := range res.Running {
+			if r.Claim.Worker != "" {
+				ctx.Send(a.peers.supervisor, &AbortJob{Ref: r.Claim})
+			}
+		}
+	case job.BulkRetry:
+		if res.Changed > 0 {
+			ctx.Send(a.peers.dispatcher, &QueueChanged{})
+		}
 	}
 }
 

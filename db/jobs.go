@@ -61,26 +61,16 @@ func (db *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	if err != nil {
 		return job.Page{}, err
 	}
-	var where []string
-	var args []any
-	if f.Status != "" {
-		if f.Status == job.StatusQueued {
-			where = append(where, `(q.status = 'QUEUED' OR q.status IS NULL)`)
-		} else {
-			where = append(where, `q.status = ?`)
-			args = append(args, string(f.Status))
-		}
+	cond, args := JobFilterSQL(f, func(int) string { return "?" }, "q.status")
+	if cond != "" {
+		cond = " WHERE " + cond
 	}
-	if f.Plugin != "" {
-		where = append(where, `q.plugin_name = ?`)
-		args = append(args, f.Plugin)
-	}
-	cond := ""
-	if len(where) > 0 {
-		cond = " WHERE " + strings.Join(where, " AND ")
+	from := `cf_processing_queue q`
+	if NeedsLocation(f) {
+		from += JobLocationJoins
 	}
 	var page job.Page
-	if err := db.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM cf_processing_queue q`+cond, args...).Scan(&page.Total); err != nil {
+	if err := db.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+from+cond, args...).Scan(&page.Total); err != nil {
 		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
 	rows, err := db.reader.QueryContext(ctx, jobInfoSelect+cond+` ORDER BY q.id DESC LIMIT ? OFFSET ?`,
@@ -249,6 +239,90 @@ func (db *DB) JobCancel(ctx context.Context, now time.Time, id int64) (job.Cance
 	})
 	if err != nil {
 		return job.CancelResult{}, fmt.Errorf("cancel job: %w", err)
+	}
+	return out, nil
+}
+
+// JobsBulk retries or cancels every job f selects (its Limit, Offset and
+// BeforeID are ignored: a bulk action covers the whole filter), or with
+// dryRun only counts them. A retry acts on the FAILED ones, as JobRetry; a
+// cancel skips the QUEUED and PENDING ones and marks the RUNNING ones, as
+// JobCancel, returning those so that their workers can be told to abort.
+func (db *DB) JobsBulk(ctx context.Context, now time.Time, action job.BulkAction, f job.Filter, dryRun bool) (job.BulkResult, error) {
+	if err := CheckBulk(action); err != nil {
+		return job.BulkResult{}, err
+	}
+	f.Limit, f.Offset, f.BeforeID = 0, 0, 0
+	cond, args := JobFilterSQL(f, func(int) string { return "?" }, "q.status")
+	if cond != "" {
+		cond = " AND " + cond
+	}
+	selected := `SELECT q.id FROM cf_processing_queue q` + JobLocationJoins + ` WHERE `
+	out := job.BulkResult{Action: action}
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		ts := formatTime(now)
+		if action == job.BulkRetry {
+			in := selected + `q.status = 'FAILED'` + cond
+			if dryRun {
+				return tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+in+`)`, args...).Scan(&out.Matched)
+			}
+			res, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
+				status = 'QUEUED', retry_count = 0, claimed_by = NULL, worker_host = NULL,
+				claim_time = NULL, end_time = NULL, next_run_at = NULL, error_message = NULL,
+				result_summary = NULL, metrics_json = NULL, artifacts_json = NULL,
+				cancel_requested_at = NULL, updated_at = ?
+			WHERE status = 'FAILED' AND id IN (`+in+`)`, append([]any{ts}, args...)...)
+			if err != nil {
+				return err
+			}
+			out.Changed, err = res.RowsAffected()
+			out.Matched = out.Changed
+			return err
+		}
+		waiting := selected + `COALESCE(q.status, 'QUEUED') IN ('QUEUED', 'PENDING')` + cond
+		running := selected + `q.status = 'RUNNING' AND q.cancel_requested_at IS NULL` + cond
+		if dryRun {
+			return tx.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM (`+waiting+`)) + (SELECT COUNT(*) FROM (`+running+`))`,
+				append(append([]any{}, args...), args...)...).Scan(&out.Matched)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE cf_processing_queue SET
+			status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL,
+			claimed_by = NULL, updated_at = ?
+		WHERE COALESCE(status, 'QUEUED') IN ('QUEUED', 'PENDING') AND id IN (`+waiting+`)`,
+			append([]any{cancelledMessage, ts, ts}, args...)...)
+		if err != nil {
+			return err
+		}
+		if out.Changed, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `UPDATE cf_processing_queue SET
+			cancel_requested_at = ?, updated_at = ?
+		WHERE status = 'RUNNING' AND cancel_requested_at IS NULL AND id IN (`+running+`)
+		RETURNING id, claimed_by, attempt`, append([]any{ts, ts}, args...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var by sql.NullString
+			var attempt sql.NullInt64
+			if err := rows.Scan(&id, &by, &attempt); err != nil {
+				return err
+			}
+			out.Running = append(out.Running, job.CancelResult{Previous: job.StatusRunning, Status: job.StatusRunning,
+				Claim: job.Ref{JobID: id, Worker: by.String, Attempt: attempt.Int64}})
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		out.Changed += int64(len(out.Running))
+		out.Matched = out.Changed
+		return nil
+	})
+	if err != nil {
+		return job.BulkResult{}, fmt.Errorf("bulk %s: %w", action, err)
 	}
 	return out, nil
 }

@@ -92,6 +92,7 @@ type JobStore interface {
 	JobEnqueue(ctx context.Context, s job.Submission) (int64, error)
 	JobCancel(ctx context.Context, now time.Time, id int64) (job.CancelResult, error)
 	JobRetry(ctx context.Context, now time.Time, id int64) error
+	JobsBulk(ctx context.Context, now time.Time, action job.BulkAction, f job.Filter, dryRun bool) (job.BulkResult, error)
 	JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error)
 	JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error)
 

@@ -98,15 +98,22 @@ const (
 type Filter struct {
 	Status Status // "" = any; QUEUED includes rows whose status is NULL
 	Plugin string // "" = any
-	Limit  int    // 0 = DefaultLimit; at most MaxLimit
-	Offset int
+	// Path and Error, when set, keep the jobs whose file path (source root
+	// and relative path) or error message contains them, ignoring case.
+	Path, Error string
+	// BeforeID, when set, keeps the jobs older than that id: the next page
+	// after a page whose last job it is (keyset paging, cheaper than Offset
+	// deep into a large queue).
+	BeforeID int64
+	Limit    int // 0 = DefaultLimit; at most MaxLimit
+	Offset   int
 }
 
 // Paged returns f with its page size settled (DefaultLimit for 0, at most
 // MaxLimit), or ErrInvalid for a negative limit or offset. Every backend
 // lists jobs through it, so they agree on what a page is.
 func (f Filter) Paged() (Filter, error) {
-	if f.Limit < 0 || f.Offset < 0 {
+	if f.Limit < 0 || f.Offset < 0 || f.BeforeID < 0 {
 		return f, fmt.Errorf("list jobs: limit and offset must not be negative: %w", ErrInvalid)
 	}
 	if f.Limit == 0 {
@@ -143,4 +150,27 @@ type CancelResult struct {
 	Status Status
 	// Claim is the claim of a RUNNING job, naming the worker to abort.
 	Claim Ref
+}
+
+// BulkAction is what a bulk request does to the jobs a filter selects.
+type BulkAction string
+
+const (
+	// BulkRetry puts the FAILED jobs back to QUEUED, as a retry of each.
+	BulkRetry BulkAction = "retry"
+	// BulkCancel cancels the jobs that are not finished: QUEUED and PENDING
+	// become SKIPPED at once; RUNNING ones are marked, their workers sent
+	// ABORT, and they become SKIPPED when they conclude.
+	BulkCancel BulkAction = "cancel"
+)
+
+// BulkResult is what a bulk action found and did: Matched jobs could be
+// acted on (FAILED for a retry; QUEUED, PENDING or RUNNING for a cancel),
+// Changed were (0 for a dry run). Running lists the RUNNING jobs a cancel
+// marked, whose workers the Sentinel must abort.
+type BulkResult struct {
+	Action  BulkAction
+	Matched int64
+	Changed int64
+	Running []CancelResult
 }

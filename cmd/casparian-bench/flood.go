@@ -163,15 +163,15 @@ func scrapeCounter(ctx context.Context, addr, sample string) float64 {
 
 // measureFlood runs a second measurement with one flooder connected and
 // prints how it compares with the run without.
-func measureFlood(ctx context.Context, out io.Writer, s *sentinelProc, a sentinelArgs, pool []*benchWorker, dbPath string, o options, full float64) error {
-	if err := identifyAll(pool, nil, 0); err != nil {
+func measureFlood(ctx context.Context, out io.Writer, r *rig, a sentinelArgs, o options, full float64) error {
+	if err := identifyAll(r.pool, nil, 0); err != nil {
 		return err
 	}
-	if err := seedMore(ctx, dbPath, o.jobs); err != nil {
+	if err := seedMore(ctx, r.database, o.jobs); err != nil {
 		return err
 	}
 	f := startFlooder(a.endpoint)
-	rate, err := measure(ctx, out, "with one flooding peer", s, pool, dbPath, o, 0)
+	rate, err := measure(ctx, out, "with one flooding peer", r, o, 0)
 	if err != nil {
 		f.close()
 		return err

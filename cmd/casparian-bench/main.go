@@ -1,9 +1,12 @@
 // Command casparian-bench measures the Sentinel end to end: it builds the
 // real casparian-sentinel binary, runs it as a child process on a fresh
-// SQLite file with N QUEUED jobs, connects W no-op workers with C slots each
-// over TCP loopback, and prints jobs/s (until every row is COMPLETED in
-// SQLite), dispatch latency percentiles, the Sentinel's CPU seconds per 1,000
-// jobs and its peak RSS. With --restart it then kills the Sentinel (SIGKILL)
+// SQLite file (or, with --database postgres://…, a fresh PostgreSQL database)
+// with N QUEUED jobs, connects W no-op workers with C slots each over TCP
+// loopback, and prints jobs/s (until every row is COMPLETED in the
+// database), dispatch latency percentiles, the Sentinel's CPU seconds per
+// 1,000 jobs and its peak RSS; on PostgreSQL also the server's CPU seconds
+// per 1,000 jobs, and with --sentinels 2 it runs two Sentinels on the one
+// database and splits the workers between them. With --restart it then kills the Sentinel (SIGKILL)
 // and times a new one from process start to the first DISPATCH. With --curve
 // the workers connect over CurveZMQ, with keys made for the run. It prints
 // figures; it never passes or fails on time.
@@ -27,7 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/db/backend"
 	"github.com/casparian/sentinel/internal/buildinfo"
 	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
@@ -40,7 +43,8 @@ type options struct {
 	stormChurn                          time.Duration
 	stormProfile                        string
 	idleFor, idleWarmup                 time.Duration
-	sentinelBin, dir                    string
+	sentinelBin, dir, database          string
+	sentinels                           int
 	timeout                             time.Duration
 	extraFlags                          string
 }
@@ -68,6 +72,9 @@ func main() {
 	flag.IntVar(&o.stormRounds, "storm-rounds", 2, "with --storm: storms in a row; memory a departed peer leaves behind grows with each round")
 	flag.StringVar(&o.stormProfile, "storm-profile", "", "with --storm: write the Sentinel's heap profile, taken after every peer left, to this file")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
+	flag.StringVar(&o.database, "database", "", "a postgres://user@host:port/db URL: run on a new database casparian_bench_<pid> made there "+
+		"(the user needs CREATEDB) and dropped at the end (default: a new SQLite file in --dir)")
+	flag.IntVar(&o.sentinels, "sentinels", 1, "Sentinels on the one database, the workers split between them (more than one: PostgreSQL only)")
 	flag.StringVar(&o.dir, "dir", "", "working folder (default: a temp folder, removed afterwards)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	flag.StringVar(&o.extraFlags, "sentinel-flags", "", "extra flags for the Sentinel, space-separated")
@@ -86,6 +93,12 @@ func main() {
 }
 
 func run(o options, out io.Writer) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	if o.sentinels == 0 {
+		o.sentinels = 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	dir := o.dir
@@ -107,7 +120,18 @@ func run(o options, out io.Writer) error {
 		}
 	}
 
-	sentinel := sentinelArgs{bin: bin, dbPath: filepath.Join(dir, "bench.db"), extra: strings.Fields(o.extraFlags)}
+	root, err := filepath.Abs(dir) // --dir may be relative; a source root is not
+	if err != nil {
+		return err
+	}
+	database := filepath.Join(root, "bench.db")
+	if o.database != "" {
+		if database, err = createDatabase(ctx, o.database); err != nil {
+			return err
+		}
+		defer dropDatabase(o.database)
+	}
+	sentinel := sentinelArgs{bin: bin, database: database, root: root, extra: strings.Fields(o.extraFlags)}
 	security := "plaintext"
 	if o.curve {
 		if err := sentinel.makeCurveKeys(filepath.Join(dir, "keys")); err != nil {
@@ -118,15 +142,17 @@ func run(o options, out io.Writer) error {
 	if o.stormPeers > 0 {
 		return storm(ctx, out, sentinel, o)
 	}
-	dbPath := sentinel.dbPath
 	t0 := time.Now()
-	if err := seed(ctx, dbPath, o); err != nil {
+	if err := seed(ctx, database, root, o); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "machine: %d CPUs; W=%d C=%d N=%d preload=%d idle-workers=%d security=%s (seeded in %.1fs)\n",
-		numCPU(), o.workers, o.slots, o.jobs, o.preload, o.idle, security, time.Since(t0).Seconds())
+	server, err := findServer(ctx, database)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "machine: %d CPUs; W=%d C=%d N=%d preload=%d idle-workers=%d security=%s database=%s sentinels=%d (seeded in %.1fs)\n",
+		numCPU(), o.workers, o.slots, o.jobs, o.preload, o.idle, security, server.kind(), o.sentinels, time.Since(t0).Seconds())
 
-	var err error
 	if sentinel.endpoint, err = freeEndpoint(); err != nil {
 		return err
 	}
@@ -147,6 +173,22 @@ func run(o options, out io.Writer) error {
 	// none redials into a Sentinel that is shutting down. measureRestart
 	// replaces sent.
 	defer func() { sent.stop() }()
+	// More Sentinels (--sentinels) on the same database, each on its own
+	// endpoint; the workers are dealt out among them in turn.
+	r := &rig{sents: []*sentinelProc{sent}, args: []sentinelArgs{sentinel}, database: database, server: server}
+	for range o.sentinels - 1 {
+		more := sentinel
+		if more.endpoint, err = freeEndpoint(); err != nil {
+			return err
+		}
+		s, err := startSentinel(ctx, more)
+		if err != nil {
+			return err
+		}
+		defer s.stop()
+		r.sents = append(r.sents, s)
+		r.args = append(r.args, more)
+	}
 
 	var idlers []*benchWorker
 	for i := 0; i < o.idle; i++ {
@@ -170,23 +212,26 @@ func run(o options, out io.Writer) error {
 	// One pool of workers serves every phase: a worker that disconnects
 	// keeps its slots in the Sentinel's view until --worker-timeout, which
 	// would stall the next phase.
-	var pool []*benchWorker
-	defer func() { closeAll(pool) }()
+	defer func() { closeAll(r.pool) }()
 	for i := 0; i < o.workers; i++ {
 		// Idle until a phase starts the clock and gives them the plugin.
-		w, err := dialWorker(ctx, sentinel, fmt.Sprintf("bench-%d", i), nil, 0)
+		w, err := dialWorker(ctx, r.args[i%len(r.args)], fmt.Sprintf("bench-%d", i), nil, 0)
 		if err != nil {
 			return err
 		}
-		pool = append(pool, w)
+		r.pool = append(r.pool, w)
 	}
+	pool := r.pool
 
-	full, err := measure(ctx, out, "full load", sent, pool, dbPath, o, 0)
+	full, err := measure(ctx, out, "full load", r, o, 0)
 	if err != nil {
 		return err
 	}
+	if err := printCounts(ctx, out, database); err != nil {
+		return err
+	}
 	if o.flood {
-		if err := measureFlood(ctx, out, sent, sentinel, pool, dbPath, o, full); err != nil {
+		if err := measureFlood(ctx, out, r, sentinel, o, full); err != nil {
 			return err
 		}
 	}
@@ -202,12 +247,12 @@ func run(o options, out io.Writer) error {
 		if err := identifyAll(pool, nil, 0); err != nil {
 			return err
 		}
-		if err := seedMore(ctx, dbPath, o.jobs/4); err != nil {
+		if err := seedMore(ctx, database, o.jobs/4); err != nil {
 			return err
 		}
 		ho := o
 		ho.jobs = o.jobs / 4
-		half, err := measure(ctx, out, fmt.Sprintf("half load (hold %s)", hold.Round(time.Microsecond)), sent, pool, dbPath, ho, hold)
+		half, err := measure(ctx, out, fmt.Sprintf("half load (hold %s)", hold.Round(time.Microsecond)), r, ho, hold)
 		if err != nil {
 			return err
 		}
@@ -220,6 +265,25 @@ func run(o options, out io.Writer) error {
 	return nil
 }
 
+// check refuses the combinations the bench cannot run.
+func (o options) check() error {
+	if o.database != "" && !backend.IsPostgres(o.database) {
+		return fmt.Errorf("--database takes a postgres:// URL (SQLite is the default: a new file in --dir)")
+	}
+	if o.sentinels < 0 {
+		return fmt.Errorf("--sentinels %d: want 1 or more", o.sentinels)
+	}
+	if o.sentinels > 1 {
+		if o.database == "" {
+			return fmt.Errorf("--sentinels %d needs --database postgres://…: a SQLite file serves one Sentinel", o.sentinels)
+		}
+		if o.restart || o.flood || o.stormPeers > 0 || o.idleFor > 0 {
+			return fmt.Errorf("--sentinels %d: --restart, --flood, --storm and --idle-measure measure one Sentinel", o.sentinels)
+		}
+	}
+	return nil
+}
+
 // measureRestart kills the Sentinel, queues a few more jobs and times a new
 // Sentinel on the same database and endpoint: from starting the process to
 // the first DISPATCH that one of the pool's workers, reconnecting on its own,
@@ -227,10 +291,10 @@ func run(o options, out io.Writer) error {
 // started), for the caller to stop.
 func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *sentinelProc, pool []*benchWorker) (*sentinelProc, error) {
 	old.kill()
-	if err := seedMore(ctx, args.dbPath, 100); err != nil {
+	if err := seedMore(ctx, args.database, 100); err != nil {
 		return old, err
 	}
-	queued, err := countStatus(ctx, args.dbPath, job.StatusQueued)
+	queued, err := countStatus(ctx, args.database, job.StatusQueued)
 	if err != nil {
 		return old, err
 	}
@@ -255,23 +319,53 @@ func measureRestart(ctx context.Context, out io.Writer, args sentinelArgs, old *
 }
 
 // countStatus counts the rows with one status.
-func countStatus(ctx context.Context, dbPath string, status job.Status) (int64, error) {
-	store, err := db.Open(ctx, dbPath)
+func countStatus(ctx context.Context, database string, status job.Status) (int64, error) {
+	store, done, err := openStore(ctx, database)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = store.Close() }() // only read: Close loses nothing
+	defer done() // only read: Close loses nothing
 	return store.JobsCountWithStatus(ctx, status)
+}
+
+// printCounts prints how many jobs the database holds in each status a
+// run leaves, so that a lost or doubled job shows.
+func printCounts(ctx context.Context, out io.Writer, database string) error {
+	store, closeStore, err := openStore(ctx, database)
+	if err != nil {
+		return err
+	}
+	defer closeStore() // only read
+	n := map[job.Status]int64{}
+	for _, st := range []job.Status{job.StatusCompleted, job.StatusQueued, job.StatusRunning, job.StatusFailed} {
+		if n[st], err = store.JobsCountWithStatus(ctx, st); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "jobs in the database: %d COMPLETED, %d QUEUED, %d RUNNING, %d FAILED\n",
+		n[job.StatusCompleted], n[job.StatusQueued], n[job.StatusRunning], n[job.StatusFailed])
+	return nil
+}
+
+// rig is what a measurement runs on: the Sentinels (one, or more with
+// --sentinels), the workers dealt out among them and the database.
+type rig struct {
+	sents    []*sentinelProc
+	args     []sentinelArgs // how each of sents was started
+	pool     []*benchWorker
+	database string  // the Sentinels' --database
+	server   *server // where the database's own CPU is read
 }
 
 // measure runs o.workers workers until o.jobs receipts are written as
 // COMPLETED, and prints the figures. It returns jobs/s.
-func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, pool []*benchWorker, dbPath string, o options, hold time.Duration) (float64, error) {
-	store, err := db.Open(ctx, dbPath)
+func measure(ctx context.Context, out io.Writer, label string, r *rig, o options, hold time.Duration) (float64, error) {
+	pool := r.pool
+	store, closeStore, err := openStore(ctx, r.database)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = store.Close() }() // only read: Close loses nothing
+	defer closeStore() // only read: Close loses nothing
 	// Counting one status reads only its rows: cheap even beside a million
 	// QUEUED ones.
 	completed, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
@@ -281,7 +375,8 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 	target := completed + int64(o.jobs)
 
 	ph := &phase{hold: hold, done: &atomic.Int64{}, lat: &latencies{}}
-	cpu0 := s.cpu()
+	cpu0 := cpuOf(r.sents)
+	pgCPU0 := r.server.cpu()
 	start := time.Now()
 	for _, w := range pool {
 		w.phase.Store(ph)
@@ -304,8 +399,8 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 		}
 		time.Sleep(5 * time.Millisecond) // polling a counter, not synchronising
 	}
-	// The clock stops when SQLite says every row is COMPLETED, not when the
-	// last receipt was sent.
+	// The clock stops when the database says every row is COMPLETED, not
+	// when the last receipt was sent.
 	for {
 		n, err := store.JobsCountWithStatus(ctx, job.StatusCompleted)
 		if err != nil {
@@ -320,26 +415,60 @@ func measure(ctx context.Context, out io.Writer, label string, s *sentinelProc, 
 		time.Sleep(5 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	cpu := s.cpu() - cpu0
+	cpu := cpuOf(r.sents)
+	pgCPU := r.server.cpu()
+	for i := range cpu {
+		cpu[i] -= cpu0[i]
+	}
 	rate := float64(o.jobs) / elapsed.Seconds()
 	p := lat.percentiles(50, 90, 99)
-	fmt.Fprintf(out, "%s: %d jobs in %.2fs = %.0f jobs/s | dispatch latency p50 %s p90 %s p99 %s | sentinel CPU %.3f s per 1,000 jobs | peak RSS %.1f MB | first receipt after %s | worker reconnects %d\n",
+	fmt.Fprintf(out, "%s: %d jobs in %.2fs = %.0f jobs/s | dispatch latency p50 %s p90 %s p99 %s | sentinel CPU %s per 1,000 jobs | peak RSS %s MB | first receipt after %s | worker reconnects %d%s\n",
 		label, o.jobs, elapsed.Seconds(), rate, p[0], p[1], p[2],
-		cpu.Seconds()*1000/float64(o.jobs), s.peakRSSMB(), first.Sub(start).Round(time.Millisecond), reconnects.Load())
+		perThousand(cpu, o.jobs), peakRSS(r.sents), first.Sub(start).Round(time.Millisecond), reconnects.Load(),
+		r.server.figure(pgCPU0, pgCPU, o.jobs))
 	return rate, nil
 }
 
-func seed(ctx context.Context, dbPath string, o options) error {
-	store, err := db.Open(ctx, dbPath)
+// perThousand formats CPU seconds per 1,000 jobs: the Sentinels' sum, and
+// with more than one each one's share, "0.210 s (0.105 + 0.105)".
+func perThousand(cpu []time.Duration, jobs int) string {
+	var sum time.Duration
+	each := make([]string, len(cpu))
+	for i, c := range cpu {
+		sum += c
+		each[i] = fmt.Sprintf("%.3f", c.Seconds()*1000/float64(jobs))
+	}
+	s := fmt.Sprintf("%.3f s", sum.Seconds()*1000/float64(jobs))
+	if len(cpu) > 1 {
+		s += " (" + strings.Join(each, " + ") + ")"
+	}
+	return s
+}
+
+// peakRSS formats the Sentinels' peak RSS in MB, "41.2" or "41.2 + 40.8".
+func peakRSS(sents []*sentinelProc) string {
+	each := make([]string, len(sents))
+	for i, s := range sents {
+		each[i] = fmt.Sprintf("%.1f", s.peakRSSMB())
+	}
+	return strings.Join(each, " + ")
+}
+
+func cpuOf(sents []*sentinelProc) []time.Duration {
+	out := make([]time.Duration, len(sents))
+	for i, s := range sents {
+		out[i] = s.cpu()
+	}
+	return out
+}
+
+func seed(ctx context.Context, database, dir string, o options) error {
+	store, done, err := openStore(ctx, database)
 	if err != nil {
 		return err
 	}
 	// Every write has committed by the time Close runs.
-	defer func() { _ = store.Close() }()
-	dir, err := filepath.Abs(filepath.Dir(dbPath)) // --dir may be relative; a source root is not
-	if err != nil {
-		return err
-	}
+	defer done()
 	root, err := store.SourceRootAdd(ctx, dir)
 	if err != nil {
 		return err
@@ -363,12 +492,12 @@ func seed(ctx context.Context, dbPath string, o options) error {
 	return store.JobsEnqueueBulk(ctx, fv, "noop", 10, o.jobs)
 }
 
-func seedMore(ctx context.Context, dbPath string, n int) error {
-	store, err := db.Open(ctx, dbPath)
+func seedMore(ctx context.Context, database string, n int) error {
+	store, done, err := openStore(ctx, database)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = store.Close() }() // every write has committed by then
+	defer done() // every write has committed by then
 	return store.JobsEnqueueBulk(ctx, 1, "noop", 10, n)
 }
 
@@ -556,10 +685,11 @@ func (l *latencies) percentiles(ps ...float64) []time.Duration {
 // sentinelArgs is how the Sentinel child is started, and how workers reach
 // it.
 type sentinelArgs struct {
-	bin, endpoint, dbPath string
-	http                  string                 // the operator HTTP server (--flood reads /metrics); "" off
-	extra                 []string               // --sentinel-flags, and the CURVE flags
-	curve                 *transport.CurveClient // the workers' keys; nil: plaintext
+	bin, endpoint, database string
+	root                    string                 // the seeded source root: the working folder
+	http                    string                 // the operator HTTP server (--flood reads /metrics); "" off
+	extra                   []string               // --sentinel-flags, and the CURVE flags
+	curve                   *transport.CurveClient // the workers' keys; nil: plaintext
 }
 
 // makeCurveKeys writes a key pair for the Sentinel and one that every
@@ -596,10 +726,10 @@ type sentinelProc struct {
 }
 
 func startSentinel(ctx context.Context, a sentinelArgs) (*sentinelProc, error) {
-	// The seeded source root is the database's folder (seed): allowed, so
-	// the Sentinel does not warn about it at every scan.
-	args := []string{"--bind", a.endpoint, "--database", a.dbPath, "--log-format", "json", "--log-level", "warn",
-		"--allowed-roots", filepath.Dir(a.dbPath)}
+	// The seeded source root (seed) is allowed, so the Sentinel does not
+	// warn about it at every scan.
+	args := []string{"--bind", a.endpoint, "--database", a.database, "--log-format", "json", "--log-level", "warn",
+		"--allowed-roots", a.root}
 	args = append(args, a.extra...)
 	cmd := exec.Command(a.bin, args...)
 	stderr, err := cmd.StderrPipe()
@@ -686,16 +816,11 @@ func (s *sentinelProc) kill() {
 
 // cpu is the child's user+system CPU time from /proc/<pid>/stat.
 func (s *sentinelProc) cpu() time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	st, err := readStat(s.cmd.Process.Pid)
 	if err != nil {
 		return 0
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	const clockTicks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / clockTicks
+	return st.cpu
 }
 
 // peakRSSMB is VmHWM from /proc/<pid>/status.

@@ -2,11 +2,19 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/casparian/sentinel/db/postgres/pgtest"
 )
+
+// TestMain starts a throwaway PostgreSQL for TestRun_Postgres (skipped
+// without one, unless CI is set).
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // TestRun_PrintsEveryFigure runs the benchmark briefly against the real
 // Sentinel binary, so that the command keeps working; it checks that every
@@ -35,6 +43,49 @@ func TestRun_PrintsEveryFigure(t *testing.T) {
 		if !regexp.MustCompile(want).Match(out.Bytes()) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestRun_Postgres runs the benchmark briefly on PostgreSQL, with one
+// Sentinel and with two on the same database: the figures are printed (the
+// server's CPU too, the server being on this host) and every job
+// completed exactly once.
+func TestRun_Postgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Sentinel")
+	}
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprintf("Sentinels%d", n), func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(options{workers: 4, slots: 2, jobs: 300, database: pgtest.Database(t), sentinels: n,
+				dir: t.TempDir(), timeout: 2 * time.Minute}, &out)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			t.Logf("\n%s", out.String())
+			cpu := `sentinel CPU [\d.]+ s per 1,000 jobs \| peak RSS [\d.]+ MB`
+			if n == 2 {
+				cpu = `sentinel CPU [\d.]+ s \([\d.]+ \+ [\d.]+\) per 1,000 jobs \| peak RSS [\d.]+ \+ [\d.]+ MB`
+			}
+			for _, want := range []string{
+				fmt.Sprintf(`machine: \d+ CPUs; W=4 C=2 N=300 preload=0 idle-workers=0 security=plaintext database=postgres sentinels=%d`, n),
+				`full load: 300 jobs in [\d.]+s = \d+ jobs/s \| dispatch latency p50 \S+ p90 \S+ p99 \S+ \| ` + cpu +
+					` \| first receipt after \S+ \| worker reconnects \d+ \| postgres CPU [\d.]+ s per 1,000 jobs\n`,
+				`jobs in the database: 300 COMPLETED, 0 QUEUED, 0 RUNNING, 0 FAILED`,
+			} {
+				if !regexp.MustCompile(want).Match(out.Bytes()) {
+					t.Errorf("output lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+}
+
+// TestRun_RefusesTwoSentinelsOnSQLite: a SQLite file serves one Sentinel.
+func TestRun_RefusesTwoSentinelsOnSQLite(t *testing.T) {
+	err := run(options{workers: 1, slots: 1, jobs: 1, sentinels: 2, dir: t.TempDir(), timeout: time.Minute}, &bytes.Buffer{})
+	if err == nil || !regexp.MustCompile(`--sentinels 2 needs --database postgres://`).MatchString(err.Error()) {
+		t.Errorf("run with two Sentinels on SQLite = %v", err)
 	}
 }
 

@@ -1,6 +1,12 @@
 // Command casparian-testworker runs the minimal protocol-v4 test worker as its
 // own process, so tests can kill it (or the Sentinel) with SIGKILL. Each job
 // reads its file (size, lines, SHA-256), optionally after a delay.
+//
+// With --job-log it prints a line to stdout when each job starts and ends,
+// so that a test can check no job ran on two workers at once:
+//
+//	job start <job_id> <endpoint> <unix_ns>
+//	job end <job_id> <endpoint> <unix_ns> <status>
 package main
 
 import (
@@ -23,7 +29,9 @@ import (
 var version string
 
 func main() {
-	endpoint := flag.String("endpoint", "tcp://127.0.0.1:5555", "Sentinel ROUTER endpoint")
+	endpoint := flag.String("endpoint", "tcp://127.0.0.1:5555", "Sentinel ROUTER endpoint, or a comma-separated list to fail over between (with --sentinel-timeout)")
+	sentinelTimeout := flag.Duration("sentinel-timeout", 0, "move to the next endpoint after this long without a message from the Sentinel (0 = never)")
+	jobLog := flag.Bool("job-log", false, "print a line to stdout when each job starts and ends")
 	identity := flag.String("identity", "", "ZeroMQ identity (default: random)")
 	caps := flag.String("capabilities", "*", "comma-separated plugin names, * for any")
 	slots := flag.Int("slots", 1, "max concurrent jobs")
@@ -49,24 +57,32 @@ func main() {
 			fmt.Fprintf(os.Stderr, "crashing on job %d (%s)\n", j.ID, *crashOn)
 			os.Exit(3)
 		}
+		if *jobLog {
+			fmt.Printf("job start %d %s %d\n", j.ID, j.Endpoint, time.Now().UnixNano())
+		}
+		receipt := transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "aborted"}
 		select {
 		case <-time.After(*delay):
+			receipt = testworker.FileStats(ctx, j)
 		case <-ctx.Done():
-			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "aborted"}
 		}
-		return testworker.FileStats(ctx, j)
+		if *jobLog {
+			fmt.Printf("job end %d %s %d %s\n", j.ID, j.Endpoint, time.Now().UnixNano(), receipt.Status)
+		}
+		return receipt
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w, err := testworker.Start(ctx, testworker.Options{
 		Endpoint: *endpoint, Identity: *identity, Capabilities: strings.Split(*caps, ","),
 		Slots: *slots, Run: run, HeartbeatInterval: *heartbeat, Curve: curve,
+		SentinelTimeout: *sentinelTimeout,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "casparian-testworker:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("worker %s connected to %s\n", w.Identity(), *endpoint)
+	fmt.Printf("worker %s connected to %s\n", w.Identity(), w.Endpoint())
 	<-ctx.Done()
 	w.Close()
 }

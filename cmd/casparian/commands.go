@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -40,16 +41,29 @@ func jobID(s string) (int64, error) {
 	return id, nil
 }
 
+// jobFilterFlags are the flags that select jobs (jobs ls, jobs bulk).
+func jobFilterFlags(fs *flag.FlagSet) {
+	fs.String("status", "", "only jobs with this status (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, SKIPPED)")
+	fs.String("plugin", "", "only jobs of this plugin")
+	fs.String("path", "", "only jobs whose file path contains this text (any case)")
+	fs.String("error", "", "only jobs whose error message contains this text (any case)")
+}
+
 func jobsList(ctx context.Context, c *cli, _ []string) error {
 	q := url.Values{}
 	if s := *c.str["status"]; s != "" {
 		q.Set("status", strings.ToUpper(s))
 	}
-	if p := *c.str["plugin"]; p != "" {
-		q.Set("plugin", p)
+	for _, name := range []string{"plugin", "path", "error"} {
+		if v := *c.str[name]; v != "" {
+			q.Set(name, v)
+		}
 	}
 	q.Set("limit", strconv.FormatInt(*c.num["limit"], 10))
 	q.Set("offset", strconv.FormatInt(*c.num["offset"], 10))
+	if b := *c.num["before"]; b != 0 {
+		q.Set("before_id", strconv.FormatInt(b, 10))
+	}
 	var list api.JobList
 	raw, err := c.api.get(ctx, "/api/v1/jobs?"+q.Encode(), &list)
 	if err != nil {
@@ -277,6 +291,30 @@ func pluginsList(ctx context.Context, c *cli, _ []string) error {
 		rows[i] = []string{p.Name, active, strconv.Itoa(len(p.Versions)), deployed, orDash(strings.Join(p.SubscriptionTags, ","))}
 	}
 	return c.table("PLUGIN\tACTIVE\tVERSIONS\tDEPLOYED\tSUBSCRIBED TAGS", rows)
+}
+
+func jobsBulk(ctx context.Context, c *cli, args []string) error {
+	action := args[0]
+	if action != "retry" && action != "cancel" {
+		return usagef("jobs bulk: want retry or cancel, got %q", action)
+	}
+	req := api.BulkRequest{Action: action, Status: strings.ToUpper(*c.str["status"]), Plugin: *c.str["plugin"],
+		Path: *c.str["path"], Error: *c.str["error"], DryRun: !*c.flag["yes"]}
+	var res api.BulkResult
+	raw, err := c.api.call(ctx, "POST", "/api/v1/jobs/bulk", req, &res)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	verb := map[string]string{"retry": "retried", "cancel": "cancelled"}[action]
+	if res.DryRun {
+		fmt.Fprintf(c.stdout, "%d jobs would be %s; run again with --yes to do it\n", res.Matched, verb)
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "%d jobs %s\n", res.Changed, verb)
+	return nil
 }
 
 func pluginsAddBuiltin(ctx context.Context, c *cli, args []string) error {

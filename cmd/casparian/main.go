@@ -2,7 +2,8 @@
 // Sentinel. It talks to the Sentinel's HTTP API (casparian-sentinel --http),
 // prints human tables by default and the API's JSON with --json.
 //
-//	casparian jobs ls [--status S] [--plugin P] [--limit N] [--offset N]
+//	casparian jobs ls [--status S] [--plugin P] [--path TEXT] [--error TEXT] [--limit N] [--offset N | --before ID]
+//	casparian jobs bulk retry|cancel [--status S] [--plugin P] [--path TEXT] [--error TEXT] [--yes]
 //	casparian jobs show ID
 //	casparian jobs enqueue --plugin P (--file PATH | --file-version ID) [--priority N] [--config-overrides JSON]
 //	casparian jobs cancel ID
@@ -10,6 +11,7 @@
 //	casparian workers ls
 //	casparian plugins ls
 //	casparian plugins subscribe NAME TAG...
+//	casparian plugins add-builtin NAME [TAG...]
 //	casparian sources ls | add PATH
 //	casparian routes ls | add PATTERN TAG [--priority N]
 //	casparian status
@@ -99,13 +101,20 @@ type cli struct {
 
 var commands = map[string]map[string]*command{
 	"jobs": {
-		"ls": {usage: "[--status S] [--plugin P] [--limit N] [--offset N]", help: "list jobs, newest first",
+		"ls": {usage: "[--status S] [--plugin P] [--path TEXT] [--error TEXT] [--limit N] [--offset N | --before ID]",
+			help: "list jobs, newest first",
 			flags: func(fs *flag.FlagSet) {
-				fs.String("status", "", "only jobs with this status (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, SKIPPED)")
-				fs.String("plugin", "", "only jobs of this plugin")
+				jobFilterFlags(fs)
 				fs.Int64("limit", 50, "jobs per page (1-1000)")
 				fs.Int64("offset", 0, "jobs to skip")
+				fs.Int64("before", 0, "only jobs older than job ID: the next page after a page that ends with it")
 			}, run: jobsList},
+		"bulk": {usage: "retry|cancel [--status S] [--plugin P] [--path TEXT] [--error TEXT] [--yes]",
+			help: "retry the FAILED jobs, or cancel the unfinished ones, of a filter (all pages); without --yes, only count them",
+			flags: func(fs *flag.FlagSet) {
+				jobFilterFlags(fs)
+				fs.Bool("yes", false, "act; without it the command only says how many jobs it would change")
+			}, minArgs: 1, maxArgs: 1, run: jobsBulk},
 		"show": {usage: "ID", help: "show one job with its receipt", minArgs: 1, maxArgs: 1, run: jobsShow},
 		"enqueue": {usage: "--plugin P (--file PATH | --file-version ID) [--priority N] [--config-overrides JSON]",
 			help: "queue a job for a file",

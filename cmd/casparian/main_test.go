@@ -384,3 +384,32 @@ func TestCLI_AddBuiltinThenEnqueue(t *testing.T) {
 		t.Errorf("add-builtin --json: %+v, %v", added, err)
 	}
 }
+
+// A bulk action counts first and acts only with --yes; ls filters by path.
+func TestCLI_BulkCancelThenList(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	fv := e.File("in/b.txt", "b\n")
+	for range 3 {
+		e.Enqueue(fv, "nobody", 0)
+	}
+	if out := ok(t, e.URL, "jobs", "bulk", "cancel", "--plugin", "nobody"); !strings.Contains(out, "3 jobs would be cancelled; run again with --yes") {
+		t.Errorf("bulk cancel without --yes said %q", out)
+	}
+	if c := e.Counts(); c[job.StatusQueued] != 3 {
+		t.Errorf("the count-only bulk cancel changed jobs: %v", c)
+	}
+	if out := ok(t, e.URL, "jobs", "bulk", "cancel", "--plugin", "nobody", "--yes"); !strings.Contains(out, "3 jobs cancelled") {
+		t.Errorf("bulk cancel --yes said %q", out)
+	}
+	if out := ok(t, e.URL, "jobs", "ls", "--status", "skipped", "--path", "IN/B"); !strings.Contains(out, "3 of 3 jobs") {
+		t.Errorf("jobs ls --path said %q", out)
+	}
+	if out := ok(t, e.URL, "jobs", "ls", "--path", "elsewhere"); !strings.Contains(out, "0 of 0 jobs") {
+		t.Errorf("jobs ls --path elsewhere said %q", out)
+	}
+	if code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "bulk", "delete"); code != exitUsage || !strings.Contains(errOut, "want retry or cancel") {
+		t.Errorf("bulk delete: exit %d %s", code, errOut)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,26 +89,16 @@ func (d *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	if err != nil {
 		return job.Page{}, err
 	}
-	var where []string
-	var args []any
-	if f.Status != "" {
-		if f.Status == job.StatusQueued {
-			where = append(where, `(q.status = 'QUEUED' OR q.status IS NULL)`)
-		} else {
-			args = append(args, string(f.Status))
-			where = append(where, fmt.Sprintf(`q.status::text = $%d`, len(args)))
-		}
+	cond, args := db.JobFilterSQL(f, placeholder, "q.status::text")
+	if cond != "" {
+		cond = " WHERE " + cond
 	}
-	if f.Plugin != "" {
-		args = append(args, f.Plugin)
-		where = append(where, fmt.Sprintf(`q.plugin_name = $%d`, len(args)))
-	}
-	cond := ""
-	if len(where) > 0 {
-		cond = " WHERE " + strings.Join(where, " AND ")
+	from := `cf_processing_queue q`
+	if db.NeedsLocation(f) {
+		from += db.JobLocationJoins
 	}
 	var page job.Page
-	if err := d.pool.QueryRow(ctx, `SELECT COUNT(*) FROM cf_processing_queue q`+cond, args...).Scan(&page.Total); err != nil {
+	if err := d.pool.QueryRow(ctx, `SELECT COUNT(*) FROM `+from+cond, args...).Scan(&page.Total); err != nil {
 		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
 	q := jobInfoSelect + cond + fmt.Sprintf(` ORDER BY q.id DESC LIMIT $%d OFFSET $%d`, len(args)+1, len(args)+2)
@@ -127,6 +118,88 @@ func (d *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
 	return page, nil
+}
+
+// placeholder is PostgreSQL's n-th argument.
+func placeholder(n int) string { return fmt.Sprintf("$%d", n) }
+
+// JobsBulk retries or cancels every job f selects, or with dryRun counts
+// them, as package db's JobsBulk.
+func (d *DB) JobsBulk(ctx context.Context, now time.Time, action job.BulkAction, f job.Filter, dryRun bool) (job.BulkResult, error) {
+	if err := db.CheckBulk(action); err != nil {
+		return job.BulkResult{}, err
+	}
+	f.Limit, f.Offset, f.BeforeID = 0, 0, 0
+	cond, args := db.JobFilterSQL(f, placeholder, "q.status::text")
+	if cond != "" {
+		cond = " AND " + cond
+	}
+	n := len(args)
+	selected := `SELECT q.id FROM cf_processing_queue q` + db.JobLocationJoins + ` WHERE `
+	out := job.BulkResult{Action: action}
+	err := d.inTx(ctx, func(tx pgx.Tx) error {
+		out = job.BulkResult{Action: action} // a retried transaction starts over
+		if action == job.BulkRetry {
+			in := selected + `q.status = 'FAILED'` + cond
+			if dryRun {
+				return tx.QueryRow(ctx, `SELECT COUNT(*) FROM (`+in+`) s`, args...).Scan(&out.Matched)
+			}
+			tag, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE cf_processing_queue SET
+				status = 'QUEUED', retry_count = 0, claimed_by = NULL, worker_host = NULL,
+				claim_time = NULL, end_time = NULL, next_run_at = NULL, error_message = NULL,
+				result_summary = NULL, metrics_json = NULL, artifacts_json = NULL,
+				cancel_requested_at = NULL, updated_at = $%d
+			WHERE status = 'FAILED' AND id IN (`+in+`)`, n+1), append(args, now)...)
+			if err != nil {
+				return err
+			}
+			out.Changed, out.Matched = tag.RowsAffected(), tag.RowsAffected()
+			return nil
+		}
+		waiting := selected + `COALESCE(q.status, 'QUEUED') IN ('QUEUED', 'PENDING')` + cond
+		running := selected + `q.status = 'RUNNING' AND q.cancel_requested_at IS NULL` + cond
+		if dryRun {
+			return tx.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM (`+waiting+`) w) + (SELECT COUNT(*) FROM (`+running+`) r)`,
+				args...).Scan(&out.Matched)
+		}
+		tag, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE cf_processing_queue SET
+			status = 'SKIPPED', error_message = $%d, end_time = $%d, next_run_at = NULL,
+			claimed_by = NULL, updated_at = $%d
+		WHERE COALESCE(status, 'QUEUED') IN ('QUEUED', 'PENDING') AND id IN (`+waiting+`)`, n+1, n+2, n+3),
+			append(args, db.CancelledMessage, now.UTC(), now)...)
+		if err != nil {
+			return err
+		}
+		out.Changed = tag.RowsAffected()
+		rows, err := tx.Query(ctx, fmt.Sprintf(`UPDATE cf_processing_queue SET
+			cancel_requested_at = $%d, updated_at = $%d
+		WHERE status = 'RUNNING' AND cancel_requested_at IS NULL AND id IN (`+running+`)
+		RETURNING id, claimed_by, attempt`, n+1, n+1), append(args, now)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var by *string
+			var attempt *int64
+			if err := rows.Scan(&id, &by, &attempt); err != nil {
+				return err
+			}
+			out.Running = append(out.Running, job.CancelResult{Previous: job.StatusRunning, Status: job.StatusRunning,
+				Claim: job.Ref{JobID: id, Worker: deref(by), Attempt: deref(attempt)}})
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		out.Changed += int64(len(out.Running))
+		out.Matched = out.Changed
+		return nil
+	})
+	if err != nil {
+		return job.BulkResult{}, fmt.Errorf("bulk %s: %w", action, err)
+	}
+	return out, nil
 }
 
 // JobGet returns one job with its file path, or job.ErrNotFound.
@@ -361,6 +434,21 @@ func (d *DB) JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
 	return counts, nil
+}
+
+// JobsCountWithStatus counts the rows with one status through the status
+// index, as package db's does: NULL status is not counted, and a status
+// that is not one of job.Statuses counts 0 (the enum would refuse it).
+func (d *DB) JobsCountWithStatus(ctx context.Context, status job.Status) (int64, error) {
+	if !slices.Contains(job.Statuses, status) {
+		return 0, nil
+	}
+	var n int64
+	err := d.pool.QueryRow(ctx, `SELECT COUNT(*) FROM cf_processing_queue WHERE status = $1`, string(status)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count %s jobs: %w", status, err)
+	}
+	return n, nil
 }
 
 // JobsNextRunAt returns the earliest next_run_at after now among QUEUED jobs

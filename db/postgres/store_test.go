@@ -24,6 +24,7 @@ import (
 type jobStore interface {
 	db.JobStore
 	JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin string, priority int64, n int) error
+	JobsCountWithStatus(ctx context.Context, status job.Status) (int64, error)
 }
 
 var (
@@ -552,6 +553,25 @@ func TestJobs_EnqueueListGet(t *testing.T) {
 		counts, err := fx.s.JobsCountByStatus(ctx)
 		if err != nil || counts[job.StatusQueued] != 15 {
 			t.Errorf("counts = %v, %v", counts, err)
+		}
+	})
+}
+
+func TestJobs_CountWithStatus(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, fx fixture) {
+		ctx := context.Background()
+		fx.activate("p")
+		if err := fx.s.JobsEnqueueBulk(ctx, fx.fv, "p", 0, 5); err != nil {
+			t.Fatal(err)
+		}
+		claimed := fx.claim(t, testNow, "w1", 3, "p")
+		fx.conclude(t, testNow, job.Conclusion{Ref: claimed[0].Ref, Kind: job.ConcludeComplete})
+		for status, want := range map[job.Status]int64{
+			job.StatusQueued: 2, job.StatusRunning: 2, job.StatusCompleted: 1, job.StatusFailed: 0, "NO-SUCH": 0,
+		} {
+			if n, err := fx.s.JobsCountWithStatus(ctx, status); err != nil || n != want {
+				t.Errorf("JobsCountWithStatus(%s) = %d, %v; want %d", status, n, err, want)
+			}
 		}
 	})
 }

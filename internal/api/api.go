@@ -109,6 +109,27 @@ type PluginList struct {
 	Plugins []Plugin `json:"plugins"`
 }
 
+// BulkRequest retries or cancels every job of a filter (GET /api/v1/jobs's,
+// all pages); DryRun only counts them.
+type BulkRequest struct {
+	Action string `json:"action"` // "retry" or "cancel"
+	Status string `json:"status,omitempty"`
+	Plugin string `json:"plugin,omitempty"`
+	Path   string `json:"path,omitempty"`
+	Error  string `json:"error,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// BulkResult answers a BulkRequest: the jobs it could act on (FAILED ones
+// for a retry; QUEUED, PENDING or RUNNING ones for a cancel) and how many
+// it changed (0 for a dry run; a RUNNING job is aborted and then SKIPPED).
+type BulkResult struct {
+	Action  string `json:"action"`
+	Matched int64  `json:"matched"`
+	Changed int64  `json:"changed"`
+	DryRun  bool   `json:"dry_run,omitempty"`
+}
+
 // BuiltinRequest registers a built-in plugin of the sample worker (csv,
 // jsonl, text_stats, checksum), optionally subscribed to file tags.
 type BuiltinRequest struct {

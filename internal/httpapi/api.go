@@ -51,9 +51,9 @@ func jobFilter(r *http.Request) (job.Filter, error) {
 	q := r.URL.Query()
 	for key := range q {
 		switch key {
-		case "status", "plugin", "limit", "offset":
+		case "status", "plugin", "path", "error", "before_id", "limit", "offset":
 		default:
-			return f, badRequest("unknown query parameter %q (want status, plugin, limit, offset)", key)
+			return f, badRequest("unknown query parameter %q (want status, plugin, path, error, before_id, limit, offset)", key)
 		}
 	}
 	if s := q.Get("status"); s != "" {
@@ -63,8 +63,13 @@ func jobFilter(r *http.Request) (job.Filter, error) {
 		}
 		f.Status = st
 	}
-	f.Plugin = q.Get("plugin")
+	f.Plugin, f.Path, f.Error = q.Get("plugin"), q.Get("path"), q.Get("error")
 	var err error
+	before, err := intParam(q.Get("before_id"), "before_id", 0, 1, 1<<62)
+	if err != nil {
+		return f, err
+	}
+	f.BeforeID = int64(before)
 	if f.Limit, err = intParam(q.Get("limit"), "limit", 50, 1, 1000); err != nil {
 		return f, err
 	}
@@ -178,6 +183,35 @@ func overridesText(raw json.RawMessage) (string, error) {
 		return "", badRequest("config_overrides must be an object {topic: sink | [sinks]}")
 	}
 	return string(raw), nil
+}
+
+// POST /api/v1/jobs/bulk {"action": "retry"|"cancel", "status": "FAILED", "plugin": "p",
+// "path": "…", "error": "…", "dry_run": true}: the filter of GET /api/v1/jobs,
+// all of its pages. A dry run answers how many jobs it matches and changes
+// nothing: the console confirms with that count.
+func (srv *Server) bulk(w http.ResponseWriter, r *http.Request) {
+	var req api.BulkRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	f := job.Filter{Plugin: req.Plugin, Path: req.Path, Error: req.Error}
+	if req.Status != "" {
+		st, ok := parseStatus(req.Status)
+		if !ok {
+			srv.fail(w, r, badRequest("unknown status %q (want one of %s)", req.Status, statusNames()))
+			return
+		}
+		f.Status = st
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	res, err := srv.s.Bulk(ctx, job.BulkAction(req.Action), f, req.DryRun)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.BulkResult{Action: string(res.Action), Matched: res.Matched, Changed: res.Changed, DryRun: req.DryRun})
 }
 
 // POST /api/v1/jobs/{id}/cancel

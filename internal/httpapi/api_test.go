@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -399,4 +400,82 @@ func TestAPI_CurveWorkersShowTheirKeyAndRefusalsAreCounted(t *testing.T) {
 		_, body := call(t, "GET", e.URL+"/metrics", "", nil)
 		return strings.Contains(body, `casparian_curve_refusals_total{reason="unauthorized_key"}`)
 	})
+}
+
+// Bulk actions over a filter: a dry run counts, the real one acts, a
+// cancelled RUNNING job's worker is aborted; the list filters by error text
+// and pages by keyset.
+func TestAPI_BulkRetryAndCancel(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	e.Plugin("broken", "blocked", "nobody")
+	fv := e.File("in/a.txt", "a\n")
+	var failed []int64
+	for range 3 {
+		failed = append(failed, e.Enqueue(fv, "broken", 0))
+	}
+	running := e.Enqueue(fv, "blocked", 0)
+	queued := []int64{e.Enqueue(fv, "nobody", 0), e.Enqueue(fv, "nobody", 0)}
+	w := e.Worker(testworker.Options{Capabilities: []string{"blocked", "broken"}, Slots: 4, Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+		if j.Dispatch.PluginName == "broken" {
+			return failing(ctx, j)
+		}
+		return blockUntilAborted(ctx, j)
+	}})
+	for _, id := range failed {
+		e.WaitJob(id, job.StatusFailed)
+	}
+	e.WaitJob(running, job.StatusRunning)
+
+	var list api.JobList
+	if code, body := call(t, "GET", e.URL+"/api/v1/jobs?error="+url.QueryEscape("BAD inp")+"&path=in/a", "", &list); code != 200 || list.Total != 3 {
+		t.Errorf("list by error text and path: %d %s (total %d, want 3)", code, body, list.Total)
+	}
+	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs?limit=2&before_id=%d", e.URL, failed[2]), "", &list); code != 200 ||
+		len(list.Jobs) != 2 || list.Jobs[0].ID != failed[1] || list.Jobs[1].ID != failed[0] {
+		t.Errorf("keyset page before %d: %d %s", failed[2], code, body)
+	}
+
+	var res api.BulkResult
+	if code, body := call(t, "POST", e.URL+"/api/v1/jobs/bulk", `{"action": "retry", "status": "failed", "dry_run": true}`, &res); code != 200 ||
+		res.Matched != 3 || res.Changed != 0 || !res.DryRun {
+		t.Fatalf("dry bulk retry: %d %s", code, body)
+	}
+	if code, body := call(t, "POST", e.URL+"/api/v1/jobs/bulk", `{"action": "cancel", "plugin": "nobody"}`, &res); code != 200 ||
+		res.Changed != 2 {
+		t.Fatalf("bulk cancel of nobody: %d %s", code, body)
+	}
+	for _, id := range queued {
+		if j := e.Job(id); j.Status != job.StatusSkipped {
+			t.Errorf("job %d after the bulk cancel: %s", id, j.Status)
+		}
+	}
+	if code, body := call(t, "POST", e.URL+"/api/v1/jobs/bulk", `{"action": "cancel", "status": "RUNNING"}`, &res); code != 200 ||
+		res.Changed != 1 {
+		t.Fatalf("bulk cancel of RUNNING: %d %s", code, body)
+	}
+	e.WaitJob(running, job.StatusSkipped) // its worker was sent ABORT
+	if code, body := call(t, "POST", e.URL+"/api/v1/jobs/bulk", `{"action": "retry", "plugin": "broken"}`, &res); code != 200 ||
+		res.Changed != 3 {
+		t.Fatalf("bulk retry: %d %s", code, body)
+	}
+	testwait.Eventually(t, 10*time.Second, "retried jobs ran again", func() bool {
+		for _, id := range failed {
+			if j := e.Job(id); j.Status != job.StatusFailed || j.Attempt != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if n := len(w.Received()); n != 7 {
+		t.Errorf("worker received %d dispatches, want 7 (3 failed twice, 1 blocked)", n)
+	}
+	for body, want := range map[string]string{
+		`{"action": "delete"}`:                    "want \"retry\" or \"cancel\"",
+		`{"action": "retry", "status": "broken"}`: "unknown status",
+	} {
+		if code, got := call(t, "POST", e.URL+"/api/v1/jobs/bulk", body, nil); code != http.StatusBadRequest || !strings.Contains(errorOf(t, got), want) {
+			t.Errorf("bulk %s: %d %s", body, code, got)
+		}
+	}
 }

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/casparian/sentinel/transport"
@@ -22,6 +24,8 @@ import (
 type Job struct {
 	ID       int64
 	Dispatch transport.Dispatch
+	// Endpoint is the Sentinel endpoint the DISPATCH came through.
+	Endpoint string
 }
 
 // RunFunc does a job's work and returns its receipt. ctx is cancelled on ABORT.
@@ -29,6 +33,8 @@ type RunFunc func(ctx context.Context, job Job) transport.Conclude
 
 // Options configure a Worker. Zero values mean the defaults.
 type Options struct {
+	// Endpoint is the Sentinel's ROUTER, or a comma-separated list of
+	// Sentinels to fail over between (see SentinelTimeout).
 	Endpoint     string
 	Identity     string   // default: random
 	Capabilities []string // default ["*"]
@@ -43,28 +49,67 @@ type Options struct {
 	// ENV_READY, ErrNoAnswer sends nothing, any other error sends ERR
 	// (job_id 0) naming the env_hash. Default: ENV_READY at once.
 	PrepareEnv func(p transport.PrepareEnv) error
+	// SentinelTimeout, when set, replaces a connection over which nothing
+	// arrived for this long by one to the next endpoint of Endpoint
+	// (round-robin), as cmd/casparian-worker's --sentinel-timeout does:
+	// the worker identifies there, re-sends the receipts of the last
+	// replayWindow before the old Sentinel went silent, and heartbeats its
+	// running jobs so that the new Sentinel adopts them. Default 0: never.
+	SentinelTimeout time.Duration
 }
+
+// Failover timings (see Options.SentinelTimeout).
+const (
+	// replayWindow: receipts sent this long before the Sentinel last spoke,
+	// or later, are re-sent after a failover. The old Sentinel may have read
+	// them and died before committing; one it did commit is stale at the
+	// new one and changes nothing.
+	replayWindow = 5 * time.Second
+	// minDialWindow is the least time one endpoint is given to answer a
+	// dial before the next is tried.
+	minDialWindow = time.Second
+	// dialPause is the wait before the next endpoint when a dial was
+	// refused outright, and before dialling again after a failover found
+	// none.
+	dialPause = 250 * time.Millisecond
+)
 
 // ErrNoAnswer makes a PrepareEnv hook leave a PREPARE_ENV unanswered.
 var ErrNoAnswer = errors.New("no answer")
 
 // Worker is a running test worker.
 type Worker struct {
-	opts   Options
-	dealer *transport.Dealer
-	sendMu sync.Mutex
+	opts      Options
+	endpoints []string
+	sendMu    sync.Mutex
+	dealer    *transport.Dealer // guarded by sendMu; replaced by a failover
+	at        int               // guarded by sendMu: index of dealer's endpoint
+
+	// lastHeard is when the Sentinel last spoke (unix ns); replacing is set
+	// while the watchdog's close of a silent connection is being handled.
+	lastHeard atomic.Int64
+	replacing atomic.Bool
 
 	mu       sync.Mutex
 	active   map[int64]context.CancelFunc
 	received []Job
 	rejected int
 	idents   int
-	events   []string // "prepare:<env_hash>", "dispatch:<job_id>", "reload", in arrival order
-	beats    int      // HEARTBEATs received from the Sentinel
+	events   []string      // "prepare:<env_hash>", "dispatch:<job_id>", "reload", in arrival order
+	beats    int           // HEARTBEATs received from the Sentinel
+	sent     []sentReceipt // receipts kept for a failover (SentinelTimeout > 0)
+	failover int           // connections replaced after a silence
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// sentReceipt is a CONCLUDE sent, kept to be re-sent after a failover.
+type sentReceipt struct {
+	jobID   int64
+	receipt transport.Conclude
+	at      time.Time
 }
 
 // Start connects, identifies, and serves jobs until Close.
@@ -83,13 +128,23 @@ func Start(ctx context.Context, opts Options) (*Worker, error) {
 		_, _ = rand.Read(b[:])
 		opts.Identity = "tw-" + hex.EncodeToString(b[:])
 	}
+	w := &Worker{opts: opts, active: map[int64]context.CancelFunc{}}
+	for _, e := range strings.Split(opts.Endpoint, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			w.endpoints = append(w.endpoints, e)
+		}
+	}
+	if len(w.endpoints) == 0 {
+		return nil, errors.New("no endpoint")
+	}
 	dialCtx, cancelDial := context.WithTimeout(ctx, 10*time.Second)
 	defer cancelDial()
-	d, err := transport.DialDealer(dialCtx, opts.Endpoint, transport.DealerOptions{Identity: []byte(opts.Identity), Curve: opts.Curve})
+	d, at, err := w.dial(dialCtx, 0)
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{opts: opts, dealer: d, active: map[int64]context.CancelFunc{}}
+	w.dealer, w.at = d, at
+	w.lastHeard.Store(time.Now().UnixNano())
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	if err := w.identify(); err != nil {
 		_ = d.Close() // the IDENTIFY's error is the one to report
@@ -101,7 +156,58 @@ func Start(ctx context.Context, opts Options) (*Worker, error) {
 		w.wg.Add(1)
 		go w.beat()
 	}
+	if opts.SentinelTimeout > 0 {
+		w.wg.Add(1)
+		go w.watchdog()
+	}
 	return w, nil
+}
+
+// dial connects to the first endpoint that answers, trying them in order
+// from endpoints[from], round-robin; with several, each gets
+// max(SentinelTimeout, minDialWindow) before the next is tried, and dial
+// returns an error only when ctx ends. With one, it returns DialDealer's.
+func (w *Worker) dial(ctx context.Context, from int) (*transport.Dealer, int, error) {
+	n := len(w.endpoints)
+	for i := from % n; ; i = (i + 1) % n {
+		attempt, cancel := ctx, context.CancelFunc(func() {})
+		if n > 1 {
+			attempt, cancel = context.WithTimeout(ctx, max(w.opts.SentinelTimeout, minDialWindow))
+		}
+		d, err := transport.DialDealer(attempt, w.endpoints[i],
+			transport.DealerOptions{Identity: []byte(w.opts.Identity), Curve: w.opts.Curve})
+		cancel()
+		if err == nil {
+			return d, i, nil
+		}
+		if ctx.Err() != nil || n == 1 {
+			return nil, 0, err
+		}
+		if attempt.Err() == nil {
+			// Refused outright (a failed handshake), not just unreachable:
+			// a pause, so as not to spin on two refusing endpoints.
+			select {
+			case <-ctx.Done():
+				return nil, 0, err
+			case <-time.After(dialPause):
+			}
+		}
+	}
+}
+
+// Endpoint is the endpoint of the current connection.
+func (w *Worker) Endpoint() string {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.endpoints[w.at]
+}
+
+// Failovers counts the connections replaced after SentinelTimeout of
+// silence.
+func (w *Worker) Failovers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failover
 }
 
 // Identity is the worker's ZeroMQ identity (its key in the Sentinel).
@@ -139,15 +245,24 @@ func (w *Worker) Send(op transport.Opcode, jobID uint64, v any) error {
 // the way a crashed worker would leave them.
 func (w *Worker) Close() {
 	w.cancel()
+	w.sendMu.Lock()
 	_ = w.dealer.Close()
+	w.sendMu.Unlock()
 	w.wg.Wait()
 }
 
 func (w *Worker) identify() error {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.identifyLocked()
+}
+
+// identifyLocked sends an IDENTIFY; sendMu is held.
+func (w *Worker) identifyLocked() error {
 	w.mu.Lock()
 	w.idents++
 	w.mu.Unlock()
-	return w.Send(transport.OpIdentify, 0, &transport.Identify{
+	return w.dealer.Send(transport.OpIdentify, 0, &transport.Identify{
 		Capabilities:      w.opts.Capabilities,
 		WorkerID:          w.opts.Identity,
 		MaxConcurrentJobs: w.opts.Slots,
@@ -155,27 +270,42 @@ func (w *Worker) identify() error {
 	})
 }
 
+// current returns the connection and its endpoint.
+func (w *Worker) current() (*transport.Dealer, string) {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.dealer, w.endpoints[w.at]
+}
+
 func (w *Worker) loop() {
 	defer w.wg.Done()
 	for {
-		msg, err := w.dealer.Recv()
+		d, endpoint := w.current()
+		msg, err := d.Recv()
+		if w.ctx.Err() != nil {
+			return
+		}
+		if err != nil && w.replacing.Load() {
+			if !w.failOver() {
+				return
+			}
+			continue
+		}
 		if errors.Is(err, transport.ErrReconnected) {
 			_ = w.identify()
 			continue
 		}
 		if err != nil {
-			if w.ctx.Err() != nil {
-				return
-			}
 			continue // a malformed message from the Sentinel: ignore it
 		}
+		w.lastHeard.Store(time.Now().UnixNano())
 		payload, err := transport.DecodePayload(msg.Opcode, msg.Payload)
 		if err != nil {
 			continue
 		}
 		switch msg.Opcode {
 		case transport.OpDispatch:
-			w.dispatch(int64(msg.JobID), payload.(*transport.Dispatch))
+			w.dispatch(int64(msg.JobID), payload.(*transport.Dispatch), endpoint)
 		case transport.OpPrepareEnv:
 			w.prepareEnv(*payload.(*transport.PrepareEnv))
 		case transport.OpReload:
@@ -197,6 +327,70 @@ func (w *Worker) loop() {
 			}
 		}
 	}
+}
+
+// watchdog closes the connection when the Sentinel has been silent for
+// SentinelTimeout; loop then fails over.
+func (w *Worker) watchdog() {
+	defer w.wg.Done()
+	limit := w.opts.SentinelTimeout
+	t := time.NewTicker(max(limit/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, w.lastHeard.Load())) < limit || w.replacing.Load() {
+			continue
+		}
+		w.replacing.Store(true)
+		d, _ := w.current()
+		_ = d.Close() // loop's Recv returns, and it fails over
+	}
+}
+
+// failOver replaces the connection the watchdog closed by one to the next
+// endpoint that answers, identifies there, re-sends the recent receipts
+// and heartbeats the running jobs, in that order (the Sentinel requeues a
+// job it holds for us that heartbeats leave out, so the receipts go
+// first). It returns false when the worker is closing.
+func (w *Worker) failOver() bool {
+	w.sendMu.Lock()
+	from := w.at + 1
+	w.sendMu.Unlock()
+	d, at, err := w.dial(w.ctx, from)
+	for err != nil { // one endpoint, which refused: again, until Close
+		select {
+		case <-w.ctx.Done():
+			return false
+		case <-time.After(dialPause):
+		}
+		d, at, err = w.dial(w.ctx, from)
+	}
+	w.sendMu.Lock()
+	if w.ctx.Err() != nil { // Close came first: it closed the old one
+		w.sendMu.Unlock()
+		_ = d.Close()
+		return false
+	}
+	w.dealer, w.at = d, at
+	w.lastHeard.Store(time.Now().UnixNano())
+	w.replacing.Store(false)
+	// Under sendMu: nothing reaches the new Sentinel before the IDENTIFY.
+	_ = w.identifyLocked()
+	w.sendMu.Unlock()
+
+	w.mu.Lock()
+	w.failover++
+	replay := append([]sentReceipt(nil), w.sent...)
+	w.mu.Unlock()
+	for _, r := range replay {
+		_ = w.Send(transport.OpConclude, uint64(r.jobID), &r.receipt)
+	}
+	_ = w.Send(transport.OpHeartbeat, 0, w.heartbeat())
+	return true
 }
 
 func (w *Worker) beat() {
@@ -268,10 +462,11 @@ func (w *Worker) prepareEnv(p transport.PrepareEnv) {
 	}()
 }
 
-func (w *Worker) dispatch(id int64, d *transport.Dispatch) {
+func (w *Worker) dispatch(id int64, d *transport.Dispatch, endpoint string) {
+	j := Job{ID: id, Dispatch: *d, Endpoint: endpoint}
 	w.mu.Lock()
 	w.events = append(w.events, fmt.Sprintf("dispatch:%d", id))
-	w.received = append(w.received, Job{ID: id, Dispatch: *d})
+	w.received = append(w.received, j)
 	if len(w.active) >= w.opts.Slots {
 		w.rejected++
 		w.mu.Unlock()
@@ -286,7 +481,7 @@ func (w *Worker) dispatch(id int64, d *transport.Dispatch) {
 	go func() {
 		defer w.wg.Done()
 		defer cancel()
-		receipt := w.opts.Run(ctx, Job{ID: id, Dispatch: *d})
+		receipt := w.opts.Run(ctx, j)
 		if w.ctx.Err() != nil {
 			return // closed: behave like a crashed worker, no receipt
 		}
@@ -295,9 +490,26 @@ func (w *Worker) dispatch(id int64, d *transport.Dispatch) {
 		}
 		w.mu.Lock()
 		delete(w.active, id)
+		w.keep(id, receipt)
 		w.mu.Unlock()
 		_ = w.Send(transport.OpConclude, uint64(id), &receipt)
 	}()
+}
+
+// keep remembers a receipt for a failover, and forgets those sent more than
+// replayWindow before the Sentinel last spoke; w.mu is held. Without a
+// SentinelTimeout there is no failover, and nothing is kept.
+func (w *Worker) keep(id int64, receipt transport.Conclude) {
+	if w.opts.SentinelTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	horizon := time.Unix(0, w.lastHeard.Load()).Add(-replayWindow)
+	i := 0
+	for i < len(w.sent) && w.sent[i].at.Before(horizon) {
+		i++
+	}
+	w.sent = append(w.sent[i:], sentReceipt{jobID: id, receipt: receipt, at: now})
 }
 
 // FileStats is real work: it reads the dispatched file and reports its size,

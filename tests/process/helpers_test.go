@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/casparian/sentinel/db"
+	"github.com/casparian/sentinel/db/postgres/pgtest"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/job"
 )
@@ -92,7 +93,7 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 	}
-	code := m.Run()
+	code := pgtest.Main(m)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "process tests: leaked goroutines:", err)

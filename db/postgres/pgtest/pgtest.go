@@ -80,16 +80,7 @@ func Main(m *testing.M) int {
 // returns its URL. Without a server it skips t, or fails it when CI is set.
 func Database(t testing.TB) string {
 	t.Helper()
-	if adminURL == "" {
-		why := unavailable
-		if why == nil {
-			why = fmt.Errorf("pgtest.Main did not run (call it from TestMain)")
-		}
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL is required in CI: %v", why)
-		}
-		t.Skipf("no PostgreSQL (set %s or install Debian's postgresql): %v", EnvURL, why)
-	}
+	requireServer(t)
 	name := fmt.Sprintf("casparian_test_%d_%d", os.Getpid(), databases.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -127,6 +118,22 @@ func Exec(t testing.TB, url, statement string, args ...any) error {
 	return err
 }
 
+// requireServer skips t without a server, or fails it when CI is set.
+func requireServer(t testing.TB) {
+	t.Helper()
+	if adminURL != "" {
+		return
+	}
+	why := unavailable
+	if why == nil {
+		why = fmt.Errorf("pgtest.Main did not run (call it from TestMain)")
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("PostgreSQL is required in CI: %v", why)
+	}
+	t.Skipf("no PostgreSQL (set %s or install Debian's postgresql): %v", EnvURL, why)
+}
+
 // admin runs one statement on the server's admin connection.
 func admin(ctx context.Context, stmt string) error {
 	conn, err := pgx.Connect(ctx, adminURL)
@@ -146,6 +153,7 @@ type cluster struct {
 	dir    string // temporary folder: data/, the socket and the log
 	asUser string // "postgres" when the commands run through runuser
 	url    string
+	opts   string // the server's options (pg_ctl -o), for a restart
 }
 
 // start makes and starts a cluster, or says why it cannot.
@@ -206,8 +214,8 @@ func start() (*cluster, error) {
 			"-c", "full_page_writes=off",
 			"-c", "max_connections=200",
 		}, " ")
-		out, err := c.run("pg_ctl", "-D", data, "-l", filepath.Join(c.dir, "log"),
-			"-o", opts, "-w", "-t", "60", "start")
+		c.opts = opts
+		out, err := c.start()
 		if err == nil {
 			c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 			return c, nil
@@ -221,6 +229,46 @@ func start() (*cluster, error) {
 	}
 	c.discard()
 	return nil, fmt.Errorf("pg_ctl start: no free port")
+}
+
+// start starts the server of an initialised cluster with its options.
+func (c *cluster) start() ([]byte, error) {
+	return c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-l", filepath.Join(c.dir, "log"),
+		"-o", c.opts, "-w", "-t", "60", "start")
+}
+
+// Stop stops the server pgtest started, as an operator's restart would
+// (pg_ctl stop -m fast: every session is ended, the data kept), so that a
+// test can watch its clients through an outage; Start starts it again on
+// the same port. A test that calls them must not run in parallel with
+// other tests of its binary that use the server. With EnvURL the server is
+// not pgtest's to stop: t is skipped.
+func Stop(t testing.TB) {
+	t.Helper()
+	c := restartable(t)
+	if out, err := c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "fast", "-w", "-t", "60", "stop"); err != nil {
+		t.Fatalf("pg_ctl stop: %v\n%s", err, out)
+	}
+}
+
+// Start starts the server Stop stopped.
+func Start(t testing.TB) {
+	t.Helper()
+	c := restartable(t)
+	if out, err := c.start(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.dir, "log"))
+		t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
+	}
+}
+
+// restartable returns the cluster pgtest started, or skips t.
+func restartable(t testing.TB) *cluster {
+	t.Helper()
+	requireServer(t)
+	if running == nil {
+		t.Skipf("the server is %s's, not pgtest's: it cannot be stopped", EnvURL)
+	}
+	return running
 }
 
 const (

@@ -58,7 +58,7 @@ type Config struct {
 	JobTimeout time.Duration
 	// AbortGrace is how long an aborted job may take to conclude ABORTED before it is requeued anyway. Default 30s.
 	AbortGrace time.Duration
-	// HTTP is the host:port of the operator HTTP server (API, /metrics, /healthz, status page); "" turns
+	// HTTP is the host:port of the operator HTTP server (API, /metrics, /healthz, web console); "" turns
 	// it off. Default "": off, so that several Sentinels (and test runs) on one host never compete for a
 	// port and nothing listens that the operator did not ask for; `--http 127.0.0.1:8080` matches the
 	// casparian CLI's default server.
@@ -175,7 +175,7 @@ func (c *Config) settings() []setting {
 		{name: "drain-timeout", usage: "on a graceful stop, how long running jobs may take to conclude", dur: &c.DrainTimeout},
 		{name: "job-timeout", usage: "abort and requeue jobs running longer than this (0 = off)", dur: &c.JobTimeout},
 		{name: "abort-grace", usage: "how long an aborted job may take to conclude before it is requeued anyway", dur: &c.AbortGrace},
-		{name: "http", usage: "host:port of the operator HTTP API, /metrics, /healthz and status page (\"\" = off)", str: &c.HTTP},
+		{name: "http", usage: "host:port of the operator HTTP API, /metrics, /healthz and web console (\"\" = off)", str: &c.HTTP},
 		{name: "scan-interval", usage: "pause between scans of the active source roots (0 = scanner off)", dur: &c.ScanInterval},
 		{name: "trusted-keys", usage: "PEM public key file or folder of *.pub/*.pem files of trusted plugin publishers", str: &c.TrustedKeys},
 		{name: "allow-unsigned", usage: "DEVELOPMENT ONLY: accept unsigned or unknown-key DEPLOYs (hashes still checked)", flag: &c.AllowUnsigned},

@@ -99,7 +99,7 @@ func TestRun_HTTPAndScannerServeFromTheBinary(t *testing.T) {
 			list.Jobs[0].Status == "QUEUED" && list.Jobs[0].Priority == 100, body
 	})
 	if code, body := request(t, "GET", base+"/", ""); code != 200 || !strings.Contains(body, "Casparian Sentinel") {
-		t.Errorf("status page: %d", code)
+		t.Errorf("web console: %d", code)
 	}
 
 	s.stopClean(t)

@@ -2,7 +2,7 @@
 // ZeroMQ ROUTER, registers workers, claims queued jobs from SQLite, dispatches
 // them and records what the workers conclude. It scans the source roots for
 // new files (--scan-interval) and serves the operator HTTP API, metrics and
-// status page (--http).
+// web console (--http).
 package main
 
 import (

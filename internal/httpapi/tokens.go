@@ -25,7 +25,7 @@ type Role int
 
 // The roles of the --api-tokens file, weakest first.
 const (
-	// RoleRead reads: the status page, the GETs of /api/v1, /metrics.
+	// RoleRead reads: the web console, the GETs of /api/v1, /metrics.
 	RoleRead Role = iota + 1
 	// RoleAdmin also changes state (every POST) and reads /debug/pprof.
 	RoleAdmin

@@ -14,7 +14,7 @@
 
   var state = {
     view: "overview",
-    status: "", plugin: "", offset: 0, total: 0,
+    status: "", plugin: "", path: "", error: "", offset: 0, total: 0,
     jobId: null,     // the job whose detail is open
     job: null,
     last: null,      // the last status event
@@ -261,6 +261,8 @@
     var q = new URLSearchParams();
     if (state.status) { q.set("status", state.status); }
     if (state.plugin) { q.set("plugin", state.plugin); }
+    if (state.path) { q.set("path", state.path); }
+    if (state.error) { q.set("error", state.error); }
     Object.keys(extra || {}).forEach(function (k) { q.set(k, extra[k]); });
     return q.toString();
   }
@@ -280,7 +282,7 @@
           el("td", {className: "num"}, j.id),
           statusCell(j.status),
           j.plugin,
-          el("td", {}).appendChild(el("code", {}, j.file_path || ("version " + j.file_version_id))).parentNode,
+          el("td", {className: "file"}).appendChild(el("code", {}, j.file_path || ("version " + j.file_version_id))).parentNode,
           el("td", {className: "num"}, j.attempt),
           el("td", {}).appendChild(el("code", {}, j.worker || "")).parentNode,
           timeCell(j.updated_at),
@@ -380,7 +382,7 @@
   // bulk asks the server how many jobs the filter matches (dry_run), asks
   // the operator to confirm that count, then acts on them.
   function bulk(action) {
-    var req = {action: action, status: state.status, plugin: state.plugin, dry_run: true};
+    var req = {action: action, status: state.status, plugin: state.plugin, path: state.path, error: state.error, dry_run: true};
     var what = describeFilter();
     say("");
     api("POST", "/api/v1/jobs/bulk", req).then(function (res) {
@@ -404,7 +406,9 @@
     var parts = [];
     if (state.status) { parts.push("status " + state.status); }
     if (state.plugin) { parts.push("plugin " + state.plugin); }
-    return parts.length ? parts.join(", ") : "any status and plugin";
+    if (state.path) { parts.push("file containing “" + state.path + "”"); }
+    if (state.error) { parts.push("error containing “" + state.error + "”"); }
+    return parts.length ? parts.join(", ") : "no filter (every job)";
   }
 
   function confirmThen(text, label, then) {
@@ -522,6 +526,14 @@
     state.plugin = ev.target.value;
     state.offset = 0;
     loadJobs();
+  });
+  // The text filters apply on Enter or when the field is left.
+  ["path", "error"].forEach(function (name) {
+    $("filter-" + name).addEventListener("change", function (ev) {
+      state[name] = ev.target.value.trim();
+      state.offset = 0;
+      loadJobs();
+    });
   });
   $("page-prev").addEventListener("click", function () { state.offset = Math.max(0, state.offset - PAGE); loadJobs(); });
   $("page-next").addEventListener("click", function () { state.offset += PAGE; loadJobs(); });

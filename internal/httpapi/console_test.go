@@ -203,7 +203,7 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 	// Opened with ?token=: the console takes the token out of the address
 	// and shows the overview from the event stream.
 	p.do("open the console", chromedp.Navigate(e.URL+"/?token="+adminToken))
-	p.wait(10*time.Second, "the overview", `document.getElementById("ready").textContent === "● serving" &&
+	p.wait(20*time.Second, "the overview", `document.getElementById("ready").textContent === "● serving" &&
 		document.querySelector("#count-failed .n")?.textContent === "1" &&
 		document.querySelector("#count-queued .n")?.textContent === "3" &&
 		document.getElementById("slots").textContent === "0 of 2"`)
@@ -216,24 +216,26 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 	// Filter to FAILED (the count card opens the jobs filtered) and open
 	// the job.
 	p.do("list the FAILED jobs", chromedp.Click(chromedp.ID("count-failed")))
-	p.wait(10*time.Second, "the FAILED job alone", fmt.Sprintf(`document.getElementById("filter-status").value === "FAILED" &&
+	p.wait(20*time.Second, "the FAILED job alone", fmt.Sprintf(`document.getElementById("filter-status").value === "FAILED" &&
 		document.querySelectorAll("#jobs-body tr.job").length === 1 &&
 		document.querySelector("#jobs-body tr.job[data-job='%d'][data-status='FAILED']") !== null`, failed))
 	// The error filter narrows it, in any case.
 	p.do("filter by error", chromedp.SendKeys(chromedp.ID("filter-error"), "ROW 7\n"))
-	p.wait(10*time.Second, "the job matched by its error", fmt.Sprintf(`document.getElementById("page-info").textContent === "1–1 of 1" &&
+	p.wait(20*time.Second, "the job matched by its error", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&error=ROW+7&limit=25&offset=0" &&
+		document.getElementById("page-info").textContent === "1–1 of 1" &&
 		document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
 	p.do("open the job", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
-	p.wait(10*time.Second, "the job's detail", `document.getElementById("detail-status").textContent === "FAILED" &&
+	p.wait(20*time.Second, "the job's detail", `document.getElementById("detail-status").textContent === "FAILED" &&
 		document.querySelector("#detail-fields [data-field='error']").textContent === "cannot parse <row 7>" &&
 		!document.getElementById("job-retry").disabled && document.getElementById("job-cancel").disabled`)
 	p.shot("2-failed-job")
 
 	// Retry: the detail follows the job to COMPLETED from the event stream,
-	// and the FAILED list empties, with no reload.
+	// and the FAILED list empties, with no reload. (Attempt 2, or more when
+	// a loaded machine misses heartbeats and the job is requeued.)
 	p.do("retry", chromedp.Click(chromedp.ID("job-retry")))
-	p.wait(15*time.Second, "the job COMPLETED", `document.getElementById("detail-status").textContent === "COMPLETED" &&
-		document.querySelector("#detail-fields [data-field='attempts']").textContent.startsWith("2") &&
+	p.wait(30*time.Second, "the job COMPLETED", `document.getElementById("detail-status").textContent === "COMPLETED" &&
+		parseInt(document.querySelector("#detail-fields [data-field='attempts']").textContent) >= 2 &&
 		document.querySelectorAll("#jobs-body tr.job").length === 0`)
 	if got := e.Job(failed); got.Status != job.StatusCompleted {
 		t.Errorf("job %d is %s in the database", failed, got.Status)
@@ -248,16 +250,16 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 			s.value = v;
 			s.dispatchEvent(new Event("change"));
 		}`))
-	p.wait(10*time.Second, "the three QUEUED jobs", `document.querySelectorAll("#jobs-body tr.job[data-status='QUEUED']").length === 3 &&
+	p.wait(20*time.Second, "the three QUEUED jobs", `document.querySelectorAll("#jobs-body tr.job[data-status='QUEUED']").length === 3 &&
 		document.getElementById("page-info").textContent === "1–3 of 3"`)
 	p.do("bulk cancel", chromedp.Click(chromedp.ID("bulk-cancel")))
-	p.wait(10*time.Second, "the confirmation", `document.getElementById("confirm").open`)
+	p.wait(20*time.Second, "the confirmation", `document.getElementById("confirm").open`)
 	if q := p.text(`document.getElementById("confirm-text").textContent`); q != "Cancel 3 jobs matching status QUEUED, plugin nobody?" {
 		t.Errorf("confirmation asks %q", q)
 	}
 	p.shot("4-bulk-confirm")
 	p.do("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
-	p.wait(15*time.Second, "the jobs SKIPPED", `document.getElementById("message").textContent === "Cancel: 3 of 3 matching jobs changed." &&
+	p.wait(30*time.Second, "the jobs SKIPPED", `document.getElementById("message").textContent === "Cancel: 3 of 3 matching jobs changed." &&
 		document.querySelector("#count-skipped .n")?.textContent === "3" &&
 		document.querySelectorAll("#jobs-body tr.job").length === 0`)
 	for _, id := range queued {
@@ -270,14 +272,14 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 
 	// The other views are tables of the API's lists.
 	p.do("workers", chromedp.Click(chromedp.CSS(`#nav button[data-view="workers"]`)))
-	p.wait(10*time.Second, "the worker", `document.querySelector("#workers-body tr[data-worker='tw-console']")?.textContent.includes("flaky") &&
+	p.wait(20*time.Second, "the worker", `document.querySelector("#workers-body tr[data-worker='tw-console']")?.textContent.includes("flaky") &&
 		document.getElementById("workers-summary").textContent === "(1 connected, 0 of 2 slots busy)"`)
 	p.shot("6-workers")
 	p.do("plugins", chromedp.Click(chromedp.CSS(`#nav button[data-view="plugins"]`)))
-	p.wait(10*time.Second, "the plugins", `document.querySelectorAll("#plugins-body tr[data-plugin]").length === 2 &&
+	p.wait(20*time.Second, "the plugins", `document.querySelectorAll("#plugins-body tr[data-plugin]").length === 2 &&
 		document.querySelector("#plugins-body tr[data-plugin='flaky']").textContent.includes("1.0.0")`)
 	p.do("sources", chromedp.Click(chromedp.CSS(`#nav button[data-view="sources"]`)))
-	p.wait(10*time.Second, "the source root", fmt.Sprintf(`document.getElementById("sources-body").textContent.includes(%q) &&
+	p.wait(20*time.Second, "the source root", fmt.Sprintf(`document.getElementById("sources-body").textContent.includes(%q) &&
 		document.getElementById("routes-body").textContent === "No routing rule."`, e.Root))
 	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 }
@@ -294,18 +296,19 @@ func TestConsole_InChromiumAsksForATokenAndSaysWhenItIsReadOnly(t *testing.T) {
 	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
 
 	p.do("open the console without a token", chromedp.Navigate(e.URL+"/"))
-	p.wait(10*time.Second, "the login box", `!document.getElementById("login").hidden && document.getElementById("main").hidden`)
+	p.wait(20*time.Second, "the login box", `!document.getElementById("login").hidden && document.getElementById("main").hidden`)
 	p.shot("1-login")
 	p.do("give a read token",
 		chromedp.SendKeys(chromedp.ID("login-token"), readToken),
 		chromedp.Click(chromedp.CSS("#login-form button[type=submit]")))
-	p.wait(10*time.Second, "the overview", `document.querySelector("#count-failed .n")?.textContent === "1"`)
+	p.wait(20*time.Second, "the overview", `document.querySelector("#count-failed .n")?.textContent === "1"`)
 	p.do("open the failed job", chromedp.Click(chromedp.ID("count-failed")))
-	p.wait(10*time.Second, "the failed job listed", fmt.Sprintf(`document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
+	p.wait(20*time.Second, "the failed job listed", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&limit=25&offset=0" &&
+		document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
 	p.do("open it and retry", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
-	p.wait(10*time.Second, "the detail", `!document.getElementById("job-retry").disabled`)
+	p.wait(20*time.Second, "the detail", `!document.getElementById("job-retry").disabled`)
 	p.do("retry", chromedp.Click(chromedp.ID("job-retry")))
-	p.wait(10*time.Second, "the refusal", `document.getElementById("message").classList.contains("error") &&
+	p.wait(20*time.Second, "the refusal", `document.getElementById("message").classList.contains("error") &&
 		document.getElementById("message").textContent.includes("needs an admin token")`)
 	p.shot("2-read-only")
 	if got := e.Job(failed); got.Status != job.StatusFailed {

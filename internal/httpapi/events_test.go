@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -226,4 +227,34 @@ func TestEvents_CapOpenStreams(t *testing.T) {
 		a := send(t, "GET", url+"/api/v1/events", "")
 		return a.code == http.StatusOK, a.body
 	})
+}
+
+func TestEvents_StreamsOutliveTheServersReadTimeout(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	// The routes under an http.Server of this test's own, with a short
+	// ReadTimeout (the Sentinel's is 30 s): net/http lifts the read
+	// deadline once the request is read, and the stream must not depend
+	// on that changing unnoticed.
+	hs := &http.Server{Handler: httpapi.New(httpapi.Options{Sentinel: e.Sentinel, Logger: zerolog.Nop()}).Handler(),
+		ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	st := openStream(t, "http://"+ln.Addr().String()+"/api/v1/events")
+	first := st.next(t).At
+	last := st.until(t, 10*time.Second, "an event 2 s after the first", func(ev api.StatusEvent) bool {
+		return ev.At.Sub(first) >= 2*time.Second
+	})
+	t.Logf("events from %s to %s on one stream", first.Format(time.StampMilli), last.At.Format(time.StampMilli))
+	st.close()
+	if err := hs.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("serve: %v", err)
+	}
 }

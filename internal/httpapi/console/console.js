@@ -179,9 +179,13 @@
     }
     showOverview(ev);
     if (state.view === "workers") { showWorkers(ev.workers); }
-    // Counts or running jobs changed: a job moved, so what the open views
-    // show may be stale.
-    var changes = JSON.stringify([ev.counts, ev.workers.map(function (w) { return w.running_jobs; })]);
+    // Counts, running jobs or the jobs ended this minute changed: a job
+    // moved, so what the open views show may be stale. (A job retried and
+    // failed again within a second leaves the counts as they were, but not
+    // the minute's failures.)
+    var minute = ev.throughput[ev.throughput.length - 1] || {};
+    var changes = JSON.stringify([ev.counts, ev.workers.map(function (w) { return w.running_jobs; }),
+      minute.start, minute.completed, minute.failed]);
     if (changes !== state.changes) {
       var first = state.changes === "";
       state.changes = changes;
@@ -290,6 +294,7 @@
         ], {className: "job", data: {job: j.id, status: j.status}, tabIndex: 0,
           ariaSelected: String(j.id === state.jobId)});
       }), "No job matches.", 8);
+      $("jobs-body").dataset.query = wanted; // what the rows show, for tests and the curious
       var last = Math.min(state.offset + list.jobs.length, list.total);
       $("page-info").textContent = list.total === 0 ? "0 jobs" :
         (state.offset + 1) + "–" + last + " of " + list.total;

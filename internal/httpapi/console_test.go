@@ -315,3 +315,17 @@ func TestConsole_InChromiumAsksForATokenAndSaysWhenItIsReadOnly(t *testing.T) {
 		t.Errorf("a read token retried job %d: %s", failed, got.Status)
 	}
 }
+
+func TestConsole_InChromiumWithoutTokensOpensAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	e.Enqueue(e.File("a.txt", "a\n"), "nobody", 0)
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/"))
+	p.wait(20*time.Second, "the overview without a login", `document.querySelector("#count-queued .n")?.textContent === "1" &&
+		document.getElementById("login").hidden && document.getElementById("logout").hidden &&
+		document.getElementById("live").textContent === "● live"`)
+	p.shot("1-overview")
+}

@@ -20,6 +20,7 @@
     last: null,      // the last status event
     changes: "",     // what the last event's counts and running jobs were
     stream: null,
+    streamError: false, // the message shown is the stream's error
     retryTimer: null
   };
 
@@ -176,6 +177,10 @@
     $("ready").className = ev.ready ? "ok" : "down";
     if (ev.error) {
       say("Could not read " + ev.error, true);
+      state.streamError = true;
+    } else if (state.streamError) {
+      say(""); // the server reads again what it could not
+      state.streamError = false;
     }
     showOverview(ev);
     if (state.view === "workers") { showWorkers(ev.workers); }
@@ -203,16 +208,21 @@
   function showOverview(ev) {
     if (Object.keys(ev.counts).length > 0) {
       var total = 0;
-      var cards = STATUSES.map(function (st) {
+      STATUSES.forEach(function (st) {
         var n = ev.counts[st] || 0;
         total += n;
-        var card = el("button", {type: "button", className: "card", id: "count-" + st.toLowerCase(),
-          title: "List the " + st + " jobs", data: {status: st}});
-        card.appendChild(el("span", {className: "n"}, n));
-        card.appendChild(el("span", {className: "label status " + st.toLowerCase()}, st));
-        return card;
+        // The cards are made once and their numbers updated, so that a
+        // card is not replaced under a pointer or the keyboard focus.
+        var card = $("count-" + st.toLowerCase());
+        if (!card) {
+          card = el("button", {type: "button", className: "card", id: "count-" + st.toLowerCase(),
+            title: "List the " + st + " jobs", data: {status: st}});
+          card.appendChild(el("span", {className: "n"}));
+          card.appendChild(el("span", {className: "label status " + st.toLowerCase()}, st));
+          $("counts").appendChild(card);
+        }
+        card.querySelector(".n").textContent = n;
       });
-      $("counts").replaceChildren.apply($("counts"), cards);
       $("total").textContent = "(" + total + " jobs)";
     }
     var done = 0, fail = 0;

@@ -76,7 +76,7 @@ func queueColumns(t *testing.T, db *DB) map[string]bool {
 }
 
 func TestMigrate_CreatesEveryTableOnEmptyFile(t *testing.T) {
-	db := openTest(t)
+	db := openAt(t, testPath(t)) // migrated here, not copied
 	objs := schemaObjects(t, db)
 	for _, name := range append(cfTables, "cf_schema_migrations") {
 		if _, ok := objs["table "+name]; !ok {

@@ -244,7 +244,7 @@ func countRows(t *testing.T, db *DB, table string) int {
 }
 
 func TestMigrate_OriginalSchemaFromEmptyFile(t *testing.T) {
-	db := openTest(t)
+	db := openAt(t, testPath(t)) // migrated here, not copied
 	assertOriginalShape(t, db)
 	assertSound(t, db)
 

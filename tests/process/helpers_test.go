@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -71,6 +72,10 @@ func runMain(m *testing.M) int {
 	sampleWorkerBin = filepath.Join(dir, "casparian-worker")
 	cliBin = filepath.Join(dir, "casparian")
 	wordcountWasm = filepath.Join(dir, "wordcount.wasm")
+	// The five builds run side by side: linking is most of each when the
+	// build cache is warm, and it uses one core.
+	var wg sync.WaitGroup
+	var failed atomic.Bool
 	for bin, pkg := range map[string]string{
 		sentinelBin:     "github.com/casparian/sentinel/cmd/casparian-sentinel",
 		workerBin:       "github.com/casparian/sentinel/cmd/casparian-testworker",
@@ -78,19 +83,28 @@ func runMain(m *testing.M) int {
 		cliBin:          "github.com/casparian/sentinel/cmd/casparian",
 		wordcountWasm:   "github.com/casparian/sentinel/plugins/wordcount",
 	} {
-		// The binaries are built without -race: only the test process runs
-		// under the race detector, which keeps the processes fast. GOFLAGS
-		// is cleared so that a -race there does not reach them either.
-		build := exec.Command("go", "build", "-o", bin, pkg)
-		build.Env = append(os.Environ(), "GOFLAGS=")
-		if bin == wordcountWasm {
-			build.Env = append(build.Env, "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-		}
-		out, err := build.CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "process tests: go build %s FAILED: %v\n%s\n", pkg, err, out)
-			return 1
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The binaries are built without -race: only the test process
+			// runs under the race detector, which keeps the processes fast.
+			// GOFLAGS is cleared so that a -race there does not reach them
+			// either.
+			build := exec.Command("go", "build", "-o", bin, pkg)
+			build.Env = append(os.Environ(), "GOFLAGS=")
+			if bin == wordcountWasm {
+				build.Env = append(build.Env, "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+			}
+			out, err := build.CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "process tests: go build %s FAILED: %v\n%s\n", pkg, err, out)
+				failed.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() {
+		return 1
 	}
 	code := m.Run()
 	if code == 0 {

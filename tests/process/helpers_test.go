@@ -265,19 +265,36 @@ func (p *proc) logsWith(msg string) []logLine {
 	return out
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago, and
+// that no other test of this binary was given: the tests run in parallel,
+// and the kernel may hand a port it gave one test to the next once the first
+// has closed its probe but before its Sentinel has bound the port.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if err := l.Close(); err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		givenPorts.Lock()
+		_, taken := givenPorts.m[port]
+		givenPorts.m[port] = struct{}{}
+		givenPorts.Unlock()
+		if !taken {
+			return port
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	return port
 }
+
+// givenPorts is every port freePort returned in this test binary.
+var givenPorts = struct {
+	sync.Mutex
+	m map[int]struct{}
+}{m: map[int]struct{}{}}
 
 // seededFile is what a job's file should produce: FileStats reports its size
 // and line count.

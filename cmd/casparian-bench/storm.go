@@ -25,10 +25,9 @@ import (
 // started. The peers speak ZMTP by hand, as the flooder does, so that five
 // thousand of them cost the bench little.
 
-// stormWorkerTimeout is the Sentinel's --worker-timeout in a storm: the held
-// peers heartbeat well within it, and the departed ones are forgotten soon
-// after it.
-const stormWorkerTimeout = 10 * time.Second
+// The Sentinel's --worker-timeout in a storm is --storm-worker-timeout: the
+// held peers heartbeat well within it (every second, from the moment each
+// has identified), and the departed ones are forgotten soon after it.
 
 // stormFigures is what a storm measured.
 type stormFigures struct {
@@ -166,6 +165,10 @@ func newStormPool(host string) *stormPool {
 }
 
 func (p *stormPool) connect(ctx context.Context, n int, prefix string) error {
+	// The first peers beat while the last ones connect: five thousand
+	// connections take seconds on a loaded machine.
+	p.wg.Add(1)
+	go p.heartbeat()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Pointer[error]
@@ -199,24 +202,17 @@ func (p *stormPool) connect(ctx context.Context, n int, prefix string) error {
 	if e := firstErr.Load(); e != nil {
 		return fmt.Errorf("connect storm peer: %w", *e)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	p.wg.Add(1)
-	go p.heartbeat()
-	return nil
+	return ctx.Err()
 }
 
 // heartbeat keeps the held peers alive: one HEARTBEAT each every second,
-// written by heartbeatShards goroutines so that a loaded machine still
-// reaches every peer well within the Sentinel's worker timeout.
+// to every peer connected by then, written by heartbeatShards goroutines so
+// that a loaded machine still reaches every peer well within the
+// Sentinel's worker timeout.
 func (p *stormPool) heartbeat() {
 	defer p.wg.Done()
 	frames, _ := transport.Encode(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
 	beat := appendMessage(nil, frames)
-	p.mu.Lock()
-	conns := p.conns
-	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for shard := range heartbeatShards {
 		wg.Add(1)
@@ -230,6 +226,9 @@ func (p *stormPool) heartbeat() {
 					return
 				case <-tick.C:
 				}
+				p.mu.Lock()
+				conns := p.conns // appended to, never changed below its length
+				p.mu.Unlock()
 				for i := shard; i < len(conns); i += heartbeatShards {
 					_ = conns[i].SetWriteDeadline(time.Now().Add(time.Second))
 					if _, err := conns[i].Write(beat); err != nil {
@@ -368,7 +367,10 @@ func storm(ctx context.Context, out io.Writer, a sentinelArgs, o options) error 
 		return err
 	}
 	a.http = strings.TrimPrefix(ep, "tcp://")
-	a.extra = append(a.extra, "--http", a.http, "--pprof", "--worker-timeout", stormWorkerTimeout.String(), "--heartbeat-interval", (stormWorkerTimeout / 2).String())
+	if o.stormTimeout <= 0 {
+		o.stormTimeout = 10 * time.Second
+	}
+	a.extra = append(a.extra, "--http", a.http, "--pprof", "--worker-timeout", o.stormTimeout.String(), "--heartbeat-interval", (o.stormTimeout / 2).String())
 	s, err := startSentinel(ctx, a)
 	if err != nil {
 		return err

@@ -37,7 +37,7 @@ type options struct {
 	workers, slots, jobs, preload, idle int
 	holdHalf, restart, curve, flood     bool
 	stormPeers, stormRate, stormRounds  int
-	stormChurn, stormTimeout            time.Duration
+	stormChurn                          time.Duration
 	stormProfile                        string
 	idleFor, idleWarmup                 time.Duration
 	sentinelBin, dir                    string
@@ -65,7 +65,6 @@ func main() {
 		"for --storm-churn, let them all leave, and report the Sentinel's live heap after GC and RSS before, during and after")
 	flag.DurationVar(&o.stormChurn, "storm-churn", 10*time.Second, "with --storm: how long peers connect, identify and hang up as fast as they can")
 	flag.IntVar(&o.stormRate, "storm-rate", 0, "with --storm: churn cycles per second at most (0 = as fast as they go)")
-	flag.DurationVar(&o.stormTimeout, "storm-worker-timeout", 10*time.Second, "with --storm: the Sentinel's --worker-timeout, after which a departed peer is forgotten (the held ones heartbeat every second)")
 	flag.IntVar(&o.stormRounds, "storm-rounds", 2, "with --storm: storms in a row; memory a departed peer leaves behind grows with each round")
 	flag.StringVar(&o.stormProfile, "storm-profile", "", "with --storm: write the Sentinel's heap profile, taken after every peer left, to this file")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")

@@ -125,10 +125,7 @@ func TestRun_StormLeavesNoMemory(t *testing.T) {
 		t.Skip("builds and runs the Sentinel")
 	}
 	var out bytes.Buffer
-	// A departed peer is forgotten after the worker timeout, which every
-	// round waits out: 4 s rather than the bench's 10 s. The held peers
-	// heartbeat every second from the moment each has identified.
-	err := run(options{stormPeers: 5000, stormRate: 930, stormChurn: 5 * time.Second, stormRounds: 2, stormTimeout: 4 * time.Second,
+	err := run(options{stormPeers: 5000, stormRate: 930, stormChurn: 5 * time.Second, stormRounds: 2,
 		dir: t.TempDir(), timeout: 4 * time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())

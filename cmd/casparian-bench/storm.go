@@ -25,9 +25,10 @@ import (
 // started. The peers speak ZMTP by hand, as the flooder does, so that five
 // thousand of them cost the bench little.
 
-// The Sentinel's --worker-timeout in a storm is --storm-worker-timeout: the
-// held peers heartbeat well within it (every second, from the moment each
-// has identified), and the departed ones are forgotten soon after it.
+// stormWorkerTimeout is the Sentinel's --worker-timeout in a storm: the held
+// peers heartbeat well within it (every second, from the moment each has
+// identified), and the departed ones are forgotten soon after it.
+const stormWorkerTimeout = 10 * time.Second
 
 // stormFigures is what a storm measured.
 type stormFigures struct {
@@ -367,10 +368,7 @@ func storm(ctx context.Context, out io.Writer, a sentinelArgs, o options) error 
 		return err
 	}
 	a.http = strings.TrimPrefix(ep, "tcp://")
-	if o.stormTimeout <= 0 {
-		o.stormTimeout = 10 * time.Second
-	}
-	a.extra = append(a.extra, "--http", a.http, "--pprof", "--worker-timeout", o.stormTimeout.String(), "--heartbeat-interval", (o.stormTimeout / 2).String())
+	a.extra = append(a.extra, "--http", a.http, "--pprof", "--worker-timeout", stormWorkerTimeout.String(), "--heartbeat-interval", (stormWorkerTimeout / 2).String())
 	s, err := startSentinel(ctx, a)
 	if err != nil {
 		return err

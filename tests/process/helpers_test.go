@@ -504,7 +504,9 @@ func (c *cluster) enqueue(pluginName string, n int) []int64 {
 	for i := 0; i < min(n, 100); i++ {
 		fvs = append(fvs, c.addFile(len(c.files)))
 	}
-	ctx, cancel := c.ctx()
+	// One commit per job: on a loaded machine a thousand take longer than
+	// c.ctx()'s ten seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+time.Duration(n)*50*time.Millisecond)
 	defer cancel()
 	ids := make([]int64, 0, n)
 	for i := range n {

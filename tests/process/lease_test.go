@@ -187,7 +187,8 @@ func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
 // /healthz answers within a second while another connection holds the
 // database's write lock: 200 "degraded", and 200 "ok" again after.
 func TestProcess_HealthzAnswersWhileDatabaseLocked(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it bounds /healthz's answer time, which the other
+	// process tests' load would stretch.
 	const held = 6 * time.Second
 	c := newCluster(t)
 	c.activatePlugin(plugin)

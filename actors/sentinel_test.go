@@ -20,7 +20,10 @@ import (
 
 func TestSentinel_MixedCapabilitiesCompleteEveryJobOnce(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	// Exactly once holds while no worker is timed out: on a loaded machine
+	// the harness's 1 s timeout removed workers (and requeued their jobs)
+	// that were only slow, which is not what this test is about.
+	h := newHarness(t, func(c *config.Config) { c.WorkerTimeout = 15 * time.Second })
 	for _, p := range []string{"alpha", "beta", "gamma", "nobody_runs_me"} {
 		h.Plugin(p)
 	}

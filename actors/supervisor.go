@@ -256,7 +256,9 @@ func (a *supervisorActor) childTerminated(ctx actor.Context, who *actor.PID) {
 	a.deps.stats.WorkersRemoved.Add(1)
 	ctx.Send(a.peers.dispatcher, &WorkerGone{Worker: key})
 	ctx.Send(a.peers.queue, &RequeueWorkerJobs{Worker: key, Reason: "worker lost"})
-	a.log.Warn().Str("worker_id", key).Msg("worker removed; its running jobs are requeued")
+	// INFO: a worker that left is routine (thousands in a storm); the
+	// queue actor warns when the removal requeues jobs.
+	a.log.Info().Str("worker_id", key).Msg("worker removed; its running jobs are requeued")
 }
 
 // sweepOrphans requeues RUNNING jobs that no connected worker holds. It runs

@@ -16,6 +16,7 @@ import (
 // scan of a partial index of QUEUED rows in claim order is fine: the LIMIT
 // ends it.
 func TestJobsClaim_StatementsUseIndexes(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	args := func(n int) []any {
 		a := []any{"w", "w", "t", "t", int64(0)}

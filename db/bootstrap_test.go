@@ -62,6 +62,7 @@ func demoBootstrap() Bootstrap {
 }
 
 func TestBootstrapApply_SecondApplyChangesNothing(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	n, err := db.BootstrapApply(ctx, demoBootstrap())
@@ -105,6 +106,7 @@ func TestBootstrapApply_SecondApplyChangesNothing(t *testing.T) {
 // An operator's changes after the first start survive the next starts: a
 // newer manifest stays ACTIVE, a replaced sink and extra tags are kept.
 func TestBootstrapApply_KeepsOperatorChanges(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	if _, err := db.BootstrapApply(ctx, demoBootstrap()); err != nil {
@@ -153,6 +155,7 @@ func TestBootstrapApply_KeepsOperatorChanges(t *testing.T) {
 }
 
 func TestBootstrapApply_RejectsRelativeRootAtomically(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	b := demoBootstrap()
 	b.SourceRoots = append(b.SourceRoots, "inbox")

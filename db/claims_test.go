@@ -13,6 +13,7 @@ import (
 )
 
 func TestJobsClaim_PriorityThenIDOrder(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	low := enqueue(t, db, s.fv, "p", 10)
@@ -28,6 +29,7 @@ func TestJobsClaim_PriorityThenIDOrder(t *testing.T) {
 }
 
 func TestJobsClaim_RespectsLimit(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	var ids []int64
@@ -49,6 +51,7 @@ func TestJobsClaim_RespectsLimit(t *testing.T) {
 }
 
 func TestJobsClaim_PluginFilterAndWildcard(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "a", "b", "c")
 	ja := enqueue(t, db, s.fv, "a", 0)
@@ -70,6 +73,7 @@ func TestJobsClaim_PluginFilterAndWildcard(t *testing.T) {
 }
 
 func TestJobsClaim_SkipsPluginsNobodyRuns(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "orphan", "p")
 	// The highest-priority, oldest job belongs to a plugin no worker runs.
@@ -87,6 +91,7 @@ func TestJobsClaim_SkipsPluginsNobodyRuns(t *testing.T) {
 }
 
 func TestJobsClaim_SkipsJobsNotYetDue(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	later := enqueue(t, db, s.fv, "p", 100)
@@ -114,6 +119,7 @@ func TestJobsClaim_SkipsJobsNotYetDue(t *testing.T) {
 }
 
 func TestJobsClaim_MarksRowsRunning(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	id := enqueue(t, db, s.fv, "p", 7)
@@ -137,6 +143,7 @@ func TestJobsClaim_MarksRowsRunning(t *testing.T) {
 }
 
 func TestJobsClaim_ReclaimIncrementsAttempt(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	id := enqueue(t, db, s.fv, "p", 0)
@@ -155,6 +162,7 @@ func TestJobsClaim_ReclaimIncrementsAttempt(t *testing.T) {
 }
 
 func TestJobsClaim_SeveralRequestsNeverShareAJob(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p", "q")
 	for i := range 6 {
@@ -183,6 +191,7 @@ func TestJobsClaim_SeveralRequestsNeverShareAJob(t *testing.T) {
 }
 
 func TestJobsClaim_RejectsEmptyWorker(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	if _, _, err := db.JobsClaim(context.Background(), testNow, []job.ClaimRequest{{Plugins: []string{"*"}, Limit: 1}}); err == nil {
 		t.Error("claim without a worker identity succeeded")
@@ -190,6 +199,7 @@ func TestJobsClaim_RejectsEmptyWorker(t *testing.T) {
 }
 
 func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	s := seedBasics(t, db, "p")
@@ -250,6 +260,7 @@ func TestJobsClaim_FailsJobsWhoseDispatchCannotBeAssembled(t *testing.T) {
 }
 
 func TestJobsClaim_NormalisesNullsFromOtherTools(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	raw := rawOpen(t, db.Path())
@@ -364,6 +375,7 @@ func TestJobsClaim_AtomicUnderConcurrentCallers(t *testing.T) {
 }
 
 func TestJobsConclude_AppliesEachKind(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	for range 4 {
@@ -409,6 +421,7 @@ func TestJobsConclude_AppliesEachKind(t *testing.T) {
 }
 
 func TestJobsConclude_StaleClaimsChangeNothing(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	enqueue(t, db, s.fv, "p", 0)
@@ -453,6 +466,7 @@ func TestJobsConclude_StaleClaimsChangeNothing(t *testing.T) {
 }
 
 func TestJobsConclude_RequeueOverMaxRetriesFails(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	id := enqueue(t, db, s.fv, "p", 0)
@@ -481,6 +495,7 @@ func TestJobsConclude_RequeueOverMaxRetriesFails(t *testing.T) {
 }
 
 func TestJobsConclude_BatchOf500InOneCall(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	for range 500 {
@@ -512,6 +527,7 @@ func TestJobsConclude_BatchOf500InOneCall(t *testing.T) {
 }
 
 func TestJobsConclude_RejectsUnknownKindBeforeWriting(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	enqueue(t, db, s.fv, "p", 0)
@@ -529,6 +545,7 @@ func TestJobsConclude_RejectsUnknownKindBeforeWriting(t *testing.T) {
 }
 
 func TestJobsRunning_FiltersByWorkerAndKeepsLegacyRows(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	for range 3 {
@@ -558,6 +575,7 @@ func TestJobsRunning_FiltersByWorkerAndKeepsLegacyRows(t *testing.T) {
 }
 
 func TestOutcomeAndKind_String(t *testing.T) {
+	t.Parallel()
 	if job.OutcomeStale.String() != "stale" || job.ConcludeRequeue.String() != "requeue" || job.Outcome(0).String() != "Outcome(0)" {
 		t.Error("String methods")
 	}
@@ -577,6 +595,7 @@ func runningRefs(rows []job.Running, err error) ([]job.Ref, error) {
 // claimable by the same call, a job just completed is not, and a failed batch
 // changes nothing at all.
 func TestJobsBatch_ConcludesThenClaimsInOneTransaction(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	s := seedBasics(t, db, "p")
@@ -622,6 +641,7 @@ func TestJobsBatch_ConcludesThenClaimsInOneTransaction(t *testing.T) {
 // whose plugin set came back short loses nothing: workers with another set,
 // or any plugin, still get what is theirs.
 func TestJobsClaim_ShortClaimSkipsSamePluginSet(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p", "q", "r")
 	var ps, qs []int64
@@ -652,6 +672,7 @@ func TestJobsClaim_ShortClaimSkipsSamePluginSet(t *testing.T) {
 }
 
 func TestJobsConclude_AbortSkipsOnlyCancelledJobs(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	a := enqueue(t, db, s.fv, "p", 10)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestParseDSN(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in, want string
 		wantErr  string
@@ -42,12 +43,14 @@ func TestParseDSN(t *testing.T) {
 }
 
 func TestOpen_RejectsOtherSchemes(t *testing.T) {
+	t.Parallel()
 	if _, err := Open(context.Background(), "postgres://localhost/x"); err == nil {
 		t.Fatal("Open accepted a postgres DSN")
 	}
 }
 
 func TestOpen_SetsPragmasOnEveryConnection(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	check := func(name string, conn interface {
@@ -82,6 +85,7 @@ func TestOpen_SetsPragmasOnEveryConnection(t *testing.T) {
 }
 
 func TestOpen_PathWithURICharacters(t *testing.T) {
+	t.Parallel()
 	path := t.TempDir() + "/odd?name#with%chars.db"
 	db := openAt(t, path)
 	if db.Path() != path {

@@ -37,6 +37,7 @@ func statuses(t *testing.T, db *DB, plugin string) []string {
 }
 
 func TestPluginDeploy_StoresSupersedesAndIsIdempotent(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	v1 := deployment("wc", "1", "src-1", "numpy==2\n")
@@ -84,6 +85,7 @@ func TestPluginDeploy_StoresSupersedesAndIsIdempotent(t *testing.T) {
 }
 
 func TestPluginDeploy_RefusesConflicts(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	if _, err := db.PluginDeploy(ctx, testNow, deployment("wc", "1", "src", "")); err != nil {
@@ -111,6 +113,7 @@ func TestPluginDeploy_RefusesConflicts(t *testing.T) {
 }
 
 func TestPluginDeploy_DispatchCarriesTheNewestArtifact(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	s := seedBasics(t, db)
@@ -133,6 +136,7 @@ func TestPluginDeploy_DispatchCarriesTheNewestArtifact(t *testing.T) {
 }
 
 func TestJobsClaim_ExcludeSkipsPlugins(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "a", "b")
 	ja := enqueue(t, db, s.fv, "a", 10)
@@ -147,6 +151,7 @@ func TestJobsClaim_ExcludeSkipsPlugins(t *testing.T) {
 }
 
 func TestEnvironmentLockfile_NotFound(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	if _, err := db.EnvironmentLockfile(context.Background(), "nope"); !errors.Is(err, job.ErrNotFound) {
 		t.Fatalf("err = %v", err)
@@ -154,6 +159,7 @@ func TestEnvironmentLockfile_NotFound(t *testing.T) {
 }
 
 func TestJobsClaim_PreferredPluginsGoFirstWithinTheLimit(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "env", "plain")
 	plain := enqueue(t, db, s.fv, "plain", 10)

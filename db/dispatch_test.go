@@ -11,6 +11,7 @@ import (
 )
 
 func TestParseOverrides(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, in string
 		want     map[string][]Sink
@@ -55,6 +56,7 @@ func TestParseOverrides(t *testing.T) {
 }
 
 func TestMergeSinks(t *testing.T) {
+	t.Parallel()
 	a1 := Sink{Topic: "a", URI: "a1", Mode: "append"}
 	a2 := Sink{Topic: "a", URI: "a2", Mode: "append"}
 	b := Sink{Topic: "b", URI: "b", Mode: "replace"}
@@ -85,6 +87,7 @@ func TestMergeSinks(t *testing.T) {
 }
 
 func TestJobsClaim_AssemblesDispatch(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	s := seedBasics(t, db)
@@ -125,6 +128,7 @@ func TestJobsClaim_AssemblesDispatch(t *testing.T) {
 }
 
 func TestJobsClaim_NewestActiveManifestWins(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db)
 	// Two ACTIVE rows, as a tool that does not supersede might leave them;
@@ -143,6 +147,7 @@ func TestJobsClaim_NewestActiveManifestWins(t *testing.T) {
 }
 
 func TestExpandFilePlaceholders(t *testing.T) {
+	t.Parallel()
 	uri := "sqlite://o.db/{file_stem}|{file_name}"
 	for in, want := range map[string]string{
 		"/data/inbox/orders.csv":              "sqlite://o.db/orders|orders_csv",
@@ -163,6 +168,7 @@ func TestExpandFilePlaceholders(t *testing.T) {
 }
 
 func TestJobsClaim_ExpandsFilePlaceholdersInSinkURIs(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	s := seedBasics(t, db)
@@ -204,6 +210,7 @@ func TestJobsClaim_ExpandsFilePlaceholdersInSinkURIs(t *testing.T) {
 // complete and stays inside its root; anything else goes to the assembler's
 // precise lookup ("" here).
 func TestLocatedPath(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		location sql.NullString
 		want     string

@@ -9,6 +9,7 @@ import (
 )
 
 func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	root, err := db.SourceRootAdd(ctx, "/data")
@@ -88,6 +89,7 @@ func TestScanRecordFiles_VersionsTagsAndJobsOnce(t *testing.T) {
 }
 
 func TestScanFinish_MarksMissingAndSeen(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	root, err := db.SourceRootAdd(ctx, "/data")
@@ -129,6 +131,7 @@ func TestScanFinish_MarksMissingAndSeen(t *testing.T) {
 }
 
 func TestScanPriority_ByAge(t *testing.T) {
+	t.Parallel()
 	for age, want := range map[time.Duration]int64{time.Minute: 100, 30 * time.Hour: 50, 8 * 24 * time.Hour: 10} {
 		if got := ScanPriority(age); got != want {
 			t.Errorf("ScanPriority(%s) = %d, want %d", age, got, want)
@@ -137,6 +140,7 @@ func TestScanPriority_ByAge(t *testing.T) {
 }
 
 func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	r, _ := db.SourceRootAdd(ctx, "/r")

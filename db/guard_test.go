@@ -17,6 +17,7 @@ import (
 // at dispatch (FAILED, not retried) with a reason saying so; other sinks
 // are dispatched.
 func TestJobsClaim_SinkNamingTheDatabaseFailsTheJob(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sentinel.db")
 	db := openAt(t, path)
@@ -85,6 +86,7 @@ func TestJobsClaim_RelativeSinkNamingTheDatabaseFromTheWorkingDirectory(t *testi
 // Sinks naming the database are refused where they are added, too: the
 // API's config_overrides (JobEnqueue), topic configs, the bootstrap file.
 func TestSinkGuard_RefusedWhereSinksAreAdded(t *testing.T) {
+	t.Parallel()
 	path := testPath(t)
 	db := openAt(t, path)
 	ctx := context.Background()

@@ -10,6 +10,7 @@ import (
 )
 
 func TestJobGet_NotFound(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	if _, err := db.JobGet(context.Background(), 42); !errors.Is(err, job.ErrNotFound) {
 		t.Errorf("err = %v, want job.ErrNotFound", err)
@@ -17,6 +18,7 @@ func TestJobGet_NotFound(t *testing.T) {
 }
 
 func TestJobEnqueue_ValidatesInput(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()
@@ -41,6 +43,7 @@ func TestJobEnqueue_ValidatesInput(t *testing.T) {
 }
 
 func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "a", "b")
 	var ids []int64
@@ -97,6 +100,7 @@ func TestJobsList_FiltersAndPaginatesNewestFirst(t *testing.T) {
 }
 
 func TestJobGet_ReceiptAndNotFound(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	enqueue(t, db, s.fv, "p", 0)
@@ -116,6 +120,7 @@ func TestJobGet_ReceiptAndNotFound(t *testing.T) {
 }
 
 func TestJobEnqueue_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()
@@ -163,6 +168,7 @@ func TestJobEnqueue_ByVersionOrPathAndRejectsBadInput(t *testing.T) {
 }
 
 func TestJobCancel_QueuedSkipsRunningIsMarkedOthersConflict(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()
@@ -212,6 +218,7 @@ func TestJobCancel_QueuedSkipsRunningIsMarkedOthersConflict(t *testing.T) {
 }
 
 func TestJobRetry_FailedOnlyResetsRetriesKeepsAttempt(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	s := seedBasics(t, db, "p")
 	ctx := context.Background()

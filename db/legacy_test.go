@@ -72,6 +72,7 @@ var originalRows = []string{
 }
 
 func TestOpen_OriginalCasparianSchema(t *testing.T) {
+	t.Parallel()
 	path := testPath(t)
 	raw := rawOpen(t, path)
 	rawExec(t, raw, originalSchema...)

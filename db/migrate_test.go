@@ -76,7 +76,8 @@ func queueColumns(t *testing.T, db *DB) map[string]bool {
 }
 
 func TestMigrate_CreatesEveryTableOnEmptyFile(t *testing.T) {
-	db := openTest(t)
+	t.Parallel()
+	db := openAt(t, testPath(t)) // migrated here, not copied
 	objs := schemaObjects(t, db)
 	for _, name := range append(cfTables, "cf_schema_migrations") {
 		if _, ok := objs["table "+name]; !ok {
@@ -106,6 +107,7 @@ func TestMigrate_CreatesEveryTableOnEmptyFile(t *testing.T) {
 }
 
 func TestMigrate_ReopenIsNoOp(t *testing.T) {
+	t.Parallel()
 	path := testPath(t)
 	first := openAt(t, path)
 	schema := schemaObjects(t, first)
@@ -129,6 +131,7 @@ func TestMigrate_ReopenIsNoOp(t *testing.T) {
 }
 
 func TestMigrate_EveryFileIsListedInOrder(t *testing.T) {
+	t.Parallel()
 	files, err := fs.Glob(migrationFiles, "migrations/*.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +158,7 @@ func TestMigrate_EveryFileIsListedInOrder(t *testing.T) {
 }
 
 func TestMigrate_AddsOnlyMissingColumns(t *testing.T) {
+	t.Parallel()
 	path := testPath(t)
 	raw := rawOpen(t, path)
 	// A queue table that already has two of the new columns, as if an
@@ -181,6 +185,7 @@ func TestMigrate_AddsOnlyMissingColumns(t *testing.T) {
 }
 
 func TestMigrate_ConcurrentOpensApplyOnce(t *testing.T) {
+	t.Parallel()
 	path := testPath(t)
 	const n = 6
 	dbs := make([]*DB, n)

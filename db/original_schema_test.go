@@ -244,7 +244,8 @@ func countRows(t *testing.T, db *DB, table string) int {
 }
 
 func TestMigrate_OriginalSchemaFromEmptyFile(t *testing.T) {
-	db := openTest(t)
+	t.Parallel()
+	db := openAt(t, testPath(t)) // migrated here, not copied
 	assertOriginalShape(t, db)
 	assertSound(t, db)
 
@@ -317,6 +318,7 @@ func seedLevel(t *testing.T, path string, level int) map[string]int {
 }
 
 func TestMigrate_OriginalSchemaFromEachEarlierLevel(t *testing.T) {
+	t.Parallel()
 	// Every level before 0006 (the rebuild) is migrated to the newest.
 	last := -1
 	for i, m := range migrations {
@@ -402,6 +404,7 @@ var originalRowsWithoutTimestamps = []string{
 }
 
 func TestOpen_OriginalSchemaWithDefaultedTimestamps(t *testing.T) {
+	t.Parallel()
 	path := testPath(t)
 	raw := loadOriginalSchema(t, path)
 	rawExec(t, raw, originalRowsWithoutTimestamps...)
@@ -433,6 +436,7 @@ func TestOpen_OriginalSchemaWithDefaultedTimestamps(t *testing.T) {
 }
 
 func TestMigrate_RebuildKeepsOtherToolsObjects(t *testing.T) {
+	t.Parallel()
 	path := testPath(t)
 	old, err := openTo(context.Background(), "sqlite://"+path, 5)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestPluginsList_ActiveManifestVersionsAndSubscriptions(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	if _, err := db.PluginManifestActivate(ctx, "p", "1.0", "v1", "", "a1"); err != nil {
@@ -50,6 +51,7 @@ func TestPluginsList_ActiveManifestVersionsAndSubscriptions(t *testing.T) {
 }
 
 func TestPluginManifestActivate_SupersedesAndReactivates(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	status := func(id int64) (st string, env *string) {
@@ -109,6 +111,7 @@ func TestPluginManifestActivate_SupersedesAndReactivates(t *testing.T) {
 }
 
 func TestTopicConfigAdd_DefaultsMode(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	id, err := db.TopicConfigAdd(ctx, "p", "t", "u", "", "")

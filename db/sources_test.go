@@ -9,6 +9,7 @@ import (
 )
 
 func TestRoutingRulesSourcesAndIgnoreRules(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	id, err := db.RoutingRuleAdd(ctx, "*.csv", "csv", 0)
@@ -62,6 +63,7 @@ func TestRoutingRulesSourcesAndIgnoreRules(t *testing.T) {
 }
 
 func TestSourceRootAdd_Upserts(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	ctx := context.Background()
 	a, err := db.SourceRootAdd(ctx, "/a")

@@ -7,6 +7,7 @@ import (
 )
 
 func TestParseTime_ReadsStoredForms(t *testing.T) {
+	t.Parallel()
 	want := time.Date(2024, 3, 5, 7, 8, 9, 0, time.UTC)
 	micro := want.Add(123456 * time.Microsecond)
 	tests := []struct {
@@ -45,6 +46,7 @@ func TestParseTime_ReadsStoredForms(t *testing.T) {
 }
 
 func TestFormatTime_RoundTripsAndSortsAsText(t *testing.T) {
+	t.Parallel()
 	base := time.Date(2024, 3, 5, 7, 8, 9, 0, time.FixedZone("x", 3600))
 	times := []time.Time{base, base.Add(100 * time.Millisecond), base.Add(time.Nanosecond), base.Add(time.Second)}
 	var texts []string
@@ -65,6 +67,7 @@ func TestFormatTime_RoundTripsAndSortsAsText(t *testing.T) {
 }
 
 func TestNullTime_ScansWhatToolsStore(t *testing.T) {
+	t.Parallel()
 	want := time.Date(2024, 3, 5, 7, 8, 9, 0, time.UTC)
 	tests := []struct {
 		name  string

@@ -141,7 +141,7 @@ func TestRun_FloodingPeerKeepsThroughput(t *testing.T) {
 		t.Skip("builds and runs the Sentinel")
 	}
 	var out bytes.Buffer
-	err := run(options{workers: 8, slots: 4, jobs: 10000, flood: true,
+	err := run(options{workers: 8, slots: 4, jobs: 5000, flood: true,
 		dir: t.TempDir(), timeout: 3 * time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())

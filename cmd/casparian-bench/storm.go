@@ -26,8 +26,8 @@ import (
 // thousand of them cost the bench little.
 
 // stormWorkerTimeout is the Sentinel's --worker-timeout in a storm: the held
-// peers heartbeat well within it, and the departed ones are forgotten soon
-// after it.
+// peers heartbeat well within it (every second, from the moment each has
+// identified), and the departed ones are forgotten soon after it.
 const stormWorkerTimeout = 10 * time.Second
 
 // stormFigures is what a storm measured.
@@ -166,6 +166,10 @@ func newStormPool(host string) *stormPool {
 }
 
 func (p *stormPool) connect(ctx context.Context, n int, prefix string) error {
+	// The first peers beat while the last ones connect: five thousand
+	// connections take seconds on a loaded machine.
+	p.wg.Add(1)
+	go p.heartbeat()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Pointer[error]
@@ -199,24 +203,17 @@ func (p *stormPool) connect(ctx context.Context, n int, prefix string) error {
 	if e := firstErr.Load(); e != nil {
 		return fmt.Errorf("connect storm peer: %w", *e)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	p.wg.Add(1)
-	go p.heartbeat()
-	return nil
+	return ctx.Err()
 }
 
 // heartbeat keeps the held peers alive: one HEARTBEAT each every second,
-// written by heartbeatShards goroutines so that a loaded machine still
-// reaches every peer well within the Sentinel's worker timeout.
+// to every peer connected by then, written by heartbeatShards goroutines so
+// that a loaded machine still reaches every peer well within the
+// Sentinel's worker timeout.
 func (p *stormPool) heartbeat() {
 	defer p.wg.Done()
 	frames, _ := transport.Encode(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatAlive})
 	beat := appendMessage(nil, frames)
-	p.mu.Lock()
-	conns := p.conns
-	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for shard := range heartbeatShards {
 		wg.Add(1)
@@ -230,6 +227,9 @@ func (p *stormPool) heartbeat() {
 					return
 				case <-tick.C:
 				}
+				p.mu.Lock()
+				conns := p.conns // appended to, never changed below its length
+				p.mu.Unlock()
 				for i := shard; i < len(conns); i += heartbeatShards {
 					_ = conns[i].SetWriteDeadline(time.Now().Add(time.Second))
 					if _, err := conns[i].Write(beat); err != nil {

@@ -44,6 +44,7 @@ func runCLI(t *testing.T, args ...string) (int, string) {
 // and write its rows. An unsigned publish is refused first and changes
 // nothing.
 func TestDeploy_PublishedWasmPluginRunsOnSampleWorkers(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	keys := filepath.Join(c.dir, "publisher")
 	if code, out := runCLI(t, "keygen", "--out", keys); code != 0 {

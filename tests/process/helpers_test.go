@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -72,6 +73,10 @@ func runMain(m *testing.M) int {
 	sampleWorkerBin = filepath.Join(dir, "casparian-worker")
 	cliBin = filepath.Join(dir, "casparian")
 	wordcountWasm = filepath.Join(dir, "wordcount.wasm")
+	// The five builds run side by side: linking is most of each when the
+	// build cache is warm, and it uses one core.
+	var wg sync.WaitGroup
+	var failed atomic.Bool
 	for bin, pkg := range map[string]string{
 		sentinelBin:     "github.com/casparian/sentinel/cmd/casparian-sentinel",
 		workerBin:       "github.com/casparian/sentinel/cmd/casparian-testworker",
@@ -79,19 +84,28 @@ func runMain(m *testing.M) int {
 		cliBin:          "github.com/casparian/sentinel/cmd/casparian",
 		wordcountWasm:   "github.com/casparian/sentinel/plugins/wordcount",
 	} {
-		// The binaries are built without -race: only the test process runs
-		// under the race detector, which keeps the processes fast. GOFLAGS
-		// is cleared so that a -race there does not reach them either.
-		build := exec.Command("go", "build", "-o", bin, pkg)
-		build.Env = append(os.Environ(), "GOFLAGS=")
-		if bin == wordcountWasm {
-			build.Env = append(build.Env, "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-		}
-		out, err := build.CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "process tests: go build %s FAILED: %v\n%s\n", pkg, err, out)
-			return 1
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The binaries are built without -race: only the test process
+			// runs under the race detector, which keeps the processes fast.
+			// GOFLAGS is cleared so that a -race there does not reach them
+			// either.
+			build := exec.Command("go", "build", "-o", bin, pkg)
+			build.Env = append(os.Environ(), "GOFLAGS=")
+			if bin == wordcountWasm {
+				build.Env = append(build.Env, "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+			}
+			out, err := build.CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "process tests: go build %s FAILED: %v\n%s\n", pkg, err, out)
+				failed.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() {
+		return 1
 	}
 	code := pgtest.Main(m)
 	if code == 0 {
@@ -252,19 +266,36 @@ func (p *proc) logsWith(msg string) []logLine {
 	return out
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago, and
+// that no other test of this binary was given: the tests run in parallel,
+// and the kernel may hand a port it gave one test to the next once the first
+// has closed its probe but before its Sentinel has bound the port.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if err := l.Close(); err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		givenPorts.Lock()
+		_, taken := givenPorts.m[port]
+		givenPorts.m[port] = struct{}{}
+		givenPorts.Unlock()
+		if !taken {
+			return port
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	return port
 }
+
+// givenPorts is every port freePort returned in this test binary.
+var givenPorts = struct {
+	sync.Mutex
+	m map[int]struct{}
+}{m: map[int]struct{}{}}
 
 // seededFile is what a job's file should produce: FileStats reports its size
 // and line count.
@@ -473,7 +504,9 @@ func (c *cluster) enqueue(pluginName string, n int) []int64 {
 	for i := 0; i < min(n, 100); i++ {
 		fvs = append(fvs, c.addFile(len(c.files)))
 	}
-	ctx, cancel := c.ctx()
+	// One commit per job: on a loaded machine a thousand take longer than
+	// c.ctx()'s ten seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+time.Duration(n)*50*time.Millisecond)
 	defer cancel()
 	ids := make([]int64, 0, n)
 	for i := range n {

@@ -23,6 +23,7 @@ import (
 // first keeps its running job. After the first is SIGKILLed, a new one takes
 // the stale lease over and says so.
 func TestProcess_SecondSentinelIsRefused(t *testing.T) {
+	t.Parallel()
 	const delay = 4 * time.Second
 	c := newCluster(t)
 	c.activatePlugin(plugin)
@@ -92,6 +93,7 @@ func TestProcess_SecondSentinelIsRefused(t *testing.T) {
 // Deleting or replacing the database file under a running Sentinel turns
 // /healthz 503 within a few seconds, logs an ERROR and stops dispatching.
 func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		tamper func(t *testing.T, path string)
@@ -185,6 +187,8 @@ func TestProcess_LostDatabaseStopsTheSentinel(t *testing.T) {
 // /healthz answers within a second while another connection holds the
 // database's write lock: 200 "degraded", and 200 "ok" again after.
 func TestProcess_HealthzAnswersWhileDatabaseLocked(t *testing.T) {
+	// Not parallel: it bounds /healthz's answer time, which the other
+	// process tests' load would stretch.
 	const held = 6 * time.Second
 	c := newCluster(t)
 	c.activatePlugin(plugin)
@@ -302,6 +306,7 @@ func dispatched(t *testing.T, addr string) int64 {
 // full disk is hard to make here: a trigger that fails every renewal of the
 // lease row stands in for it (the renewal is the Sentinel's write probe).
 func TestProcess_HealthzUnavailableWhileWritesFail(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	o := defaultSentinelOpts()
@@ -341,6 +346,7 @@ func TestProcess_HealthzUnavailableWhileWritesFail(t *testing.T) {
 // lease renewal's probe (which here keeps succeeding), and the job runs
 // once writes work again.
 func TestProcess_HealthzUnavailableWhileClaimsFail(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	o := defaultSentinelOpts()

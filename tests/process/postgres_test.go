@@ -68,7 +68,9 @@ func TestProcess_Postgres_SentinelKilledMidRun(t *testing.T) {
 	// under workers it cannot know are alive.
 	expiry := c.leaseExpiry(victim.id)
 
-	c.waitCompleted(90*time.Second, int64(n))
+	// About 45 s here when the machine is quiet; the deadline is only spent
+	// when the test fails or the host is loaded.
+	c.waitCompleted(4*time.Minute, int64(n))
 	took := time.Since(began)
 	after := c.waitSettled(10 * time.Second)
 	t.Logf("%d jobs COMPLETED in %s (%.0f jobs/s); %s", n, took.Round(time.Millisecond), float64(n)/took.Seconds(), fmtCounts(after))

@@ -17,6 +17,7 @@ import (
 )
 
 func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.activatePlugin(plugin)
 	ids := c.enqueue(plugin, 4)
@@ -88,6 +89,7 @@ func TestProcess_KilledWorkerJobCompletedElsewhere(t *testing.T) {
 }
 
 func TestProcess_KilledSentinelLosesNothing(t *testing.T) {
+	t.Parallel()
 	const total = 1000
 	const workers = 4
 	c := newCluster(t)
@@ -184,6 +186,7 @@ func TestProcess_KilledSentinelLosesNothing(t *testing.T) {
 // the next run when the worker re-identifies and reports it: it completes
 // once, on the same claim, without a retry.
 func TestProcess_KilledSentinelWorkersKeepRunningJobs(t *testing.T) {
+	t.Parallel()
 	const delay = 3 * time.Second
 	c := newCluster(t)
 	c.activatePlugin(plugin)
@@ -227,6 +230,7 @@ func TestProcess_KilledSentinelWorkersKeepRunningJobs(t *testing.T) {
 }
 
 func TestProcess_PoisonPillFailsAfterRetryLimit(t *testing.T) {
+	t.Parallel()
 	const maxRetries = 2
 	c := newCluster(t)
 	c.activatePlugin(plugin)
@@ -319,6 +323,7 @@ func TestProcess_PoisonPillFailsAfterRetryLimit(t *testing.T) {
 }
 
 func TestProcess_SigtermDrainsAndExitsZero(t *testing.T) {
+	t.Parallel()
 	const jobs, workers = 6, 3
 	const delay = 500 * time.Millisecond
 	c := newCluster(t)

@@ -75,7 +75,7 @@ type scanPass struct {
 	hashing     int        // hashers running
 	batch       []db.ScannedFile
 	outstanding int       // requests to the queue actor not answered yet
-	lastAsked   time.Time // when the latest of them was sent
+	lastHeard   time.Time // when the latest request was sent or answer came
 	finishing   bool
 	nextPending map[fileKey]fileStat
 
@@ -158,7 +158,7 @@ func (a *scannerActor) Receive(ctx actor.Context) {
 		a.recorded(ctx, m)
 	case *ScanFinished:
 		if a.current(m.Pass) {
-			a.pass.outstanding--
+			a.pass.answered()
 			a.maybeFinish(ctx)
 		}
 	case *crash:
@@ -176,10 +176,13 @@ func (a *scannerActor) current(pass uint64) bool { return a.pass != nil && a.pas
 // tick starts a pass, or during one checks that the queue actor still
 // answers: a request lost in a queue actor restart would stall the pass
 // forever, so after twice --db-timeout without an answer the pass is given up
-// and the next one starts after the interval.
+// and the next one starts after the interval. The silence counts from the
+// latest answer, not the latest request: the queue actor answers requests in
+// turn, each within --db-timeout, and a burst of them (a RecordScan per 200
+// hashed files) may take several times that in all.
 func (a *scannerActor) tick(ctx actor.Context) {
 	if p := a.pass; p != nil {
-		if p.outstanding > 0 && time.Since(p.lastAsked) > 2*a.deps.cfg.DBTimeout {
+		if p.outstanding > 0 && time.Since(p.lastHeard) > 2*a.deps.cfg.DBTimeout {
 			a.log.Warn().Msg("scan pass abandoned: the queue actor did not answer")
 			a.end(ctx, false)
 			return
@@ -209,8 +212,14 @@ func (a *scannerActor) tick(ctx actor.Context) {
 
 func (a *scannerActor) ask(ctx actor.Context, m any) {
 	a.pass.outstanding++
-	a.pass.lastAsked = time.Now()
+	a.pass.lastHeard = time.Now()
 	ctx.Request(a.peers.queue, m)
+}
+
+// answered counts an answer of the queue actor to this pass.
+func (p *scanPass) answered() {
+	p.outstanding--
+	p.lastHeard = time.Now()
 }
 
 // planned starts the walker over the roots the database lists.
@@ -219,7 +228,7 @@ func (a *scannerActor) planned(ctx actor.Context, m *ScanState) {
 		return
 	}
 	p := a.pass
-	p.outstanding--
+	p.answered()
 	if m.Err != nil {
 		a.end(ctx, false)
 		return
@@ -396,7 +405,7 @@ func (a *scannerActor) recorded(ctx actor.Context, m *ScanRecorded) {
 		return
 	}
 	p := a.pass
-	p.outstanding--
+	p.answered()
 	// On an error nothing was written; the files still look changed, so
 	// the next pass hashes and records them again.
 	for _, r := range m.Records {

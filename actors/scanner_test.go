@@ -19,10 +19,15 @@ import (
 // routing rules (*.csv → csv, *.txt → txt), ignore rules (tmp/, *.bak) and
 // two subscribed plugins: csv_reader (csv) and everything (csv, txt). Its
 // tests wait up to 30 s for what a quiet machine sees in well under a
-// second, and they do not run in parallel: under a loaded machine two of
-// them, run in parallel, each once missed a 10 s and a 30 s deadline, which
-// they never did serially (five full suites under stress-ng). Why is not
-// understood yet.
+// second, and they do not run in parallel.
+//
+// It returns once two passes ended after the rules were written: the
+// scanner's first pass starts with the Sentinel and reads the rules at once,
+// before they exist, and on a loaded machine its walker could list the files
+// a test writes next, record them untagged (or not ignored) and, as they
+// never change again, never queue their jobs: the test then waited its full
+// 30 s. The second of those passes started after the first ended, so it and
+// every later one read the rules.
 func scanHarness(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t, func(c *config.Config) { c.ScanInterval = 30 * time.Millisecond })
@@ -43,24 +48,43 @@ func scanHarness(t *testing.T) *harness {
 	if _, err := h.Store.PluginSubscribe(ctx, "everything", []string{"csv", "txt"}); err != nil {
 		t.Fatal(err)
 	}
+	h.passesAfter(2)
 	return h
 }
 
 // put writes a file under the root with an mtime age ago (age 0: now).
 func (h *harness) put(rel, content string, age time.Duration) {
 	h.T.Helper()
+	var at time.Time
+	if age > 0 {
+		at = time.Now().Add(-age)
+	}
+	h.putAt(rel, content, at)
+}
+
+// putAt writes a file under the root with the mtime given (zero: now), in one
+// step as the scanner sees it: written and dated under a dot-name, which the
+// scanner skips, then renamed into place. Written in place, a pass could
+// list it empty, or dated now rather than at, and two passes that saw it so
+// on a loaded machine took it as settled: a version of the empty file, then
+// a second one of the content, and twice the jobs the test waited for.
+func (h *harness) putAt(rel, content string, at time.Time) {
+	h.T.Helper()
 	p := filepath.Join(h.Root, filepath.FromSlash(rel))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		h.T.Fatal(err)
 	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+	tmp := filepath.Join(filepath.Dir(p), ".put-"+filepath.Base(p))
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
 		h.T.Fatal(err)
 	}
-	if age > 0 {
-		at := time.Now().Add(-age)
-		if err := os.Chtimes(p, at, at); err != nil {
+	if !at.IsZero() {
+		if err := os.Chtimes(tmp, at, at); err != nil {
 			h.T.Fatal(err)
 		}
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		h.T.Fatal(err)
 	}
 }
 
@@ -194,11 +218,7 @@ func TestScanner_DeletedFilesAreMarkedMissingAndUnreadableRootsSkipped(t *testin
 
 	// It comes back unchanged: seen again, not hashed again, no new job.
 	hashed := h.Sentinel.Stats().FilesHashed.Load()
-	h.put("drop.csv", "d\n", time.Hour)
-	at := time.Unix(0, int64(locs["drop.csv"].MTime*1e9))
-	if err := os.Chtimes(filepath.Join(h.Root, "drop.csv"), at, at); err != nil {
-		t.Fatal(err)
-	}
+	h.putAt("drop.csv", "d\n", time.Unix(0, int64(locs["drop.csv"].MTime*1e9)))
 	testwait.Eventually(t, 30*time.Second, "file seen again", func() bool {
 		l, _ := h.Store.ScanLocations(ctx, h.RootID)
 		return !l["drop.csv"].Missing

@@ -75,6 +75,8 @@ type Stats struct {
 	// batch of conclusions alone, ScanWriteTime of one batch of scanned
 	// files.
 	ClaimTime, ConcludeTime, ScanWriteTime *Histogram
+	// PruneTime is the database time of one batch of the retention sweep.
+	PruneTime *Histogram
 
 	// JobsPruned counts jobs the retention sweep and the operator's prune
 	// deleted.
@@ -91,6 +93,7 @@ func NewStats() *Stats {
 		ClaimTime:       NewHistogram(LatencyBuckets),
 		ConcludeTime:    NewHistogram(LatencyBuckets),
 		ScanWriteTime:   NewHistogram(LatencyBuckets),
+		PruneTime:       NewHistogram(LatencyBuckets),
 		CurveRefusals:   &Counters{},
 		MessagesDropped: &Counters{},
 		ByPlugin:        &PluginStats{},

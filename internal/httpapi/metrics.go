@@ -57,7 +57,8 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 	}
 	plugin := []string{"plugin"}
 	dbBatch := prometheus.NewDesc("casparian_db_batch_seconds",
-		"Database time of one batch: op=claim (a claim round), conclude (receipts), scan (scanned files).",
+		"Database time of one batch: op=claim (a claim round), conclude (receipts), scan (scanned files), "+
+			"prune (the retention sweep's deletes).",
 		[]string{"op"}, nil)
 	return &metricsCollector{
 		s:   s,
@@ -98,6 +99,7 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			{desc: dbBatch, h: st.ClaimTime, label: []string{"claim"}},
 			{desc: dbBatch, h: st.ConcludeTime, label: []string{"conclude"}},
 			{desc: dbBatch, h: st.ScanWriteTime, label: []string{"scan"}},
+			{desc: dbBatch, h: st.PruneTime, label: []string{"prune"}},
 		},
 		completed: prometheus.NewDesc("casparian_jobs_completed_total", "Jobs that ended COMPLETED, by plugin.", plugin, nil),
 		failed: prometheus.NewDesc("casparian_jobs_failed_total",

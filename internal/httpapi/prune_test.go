@@ -122,8 +122,10 @@ func TestSentinel_RetentionDeletesOldFinishedJobs(t *testing.T) {
 	if gone(t, e, queued) {
 		t.Error("the QUEUED job was pruned")
 	}
-	if got := e.Sentinel.Stats().JobsPruned.Load(); got != 5 {
-		t.Errorf("JobsPruned = %d, want 5", got)
+	m := scrape(t, e.URL)
+	if m["casparian_jobs_pruned_total"] != 5 || m[`casparian_db_batch_seconds_count{op="prune"}`] < 1 {
+		t.Errorf("casparian_jobs_pruned_total = %v, prune batches %v; want 5 and at least 1",
+			m["casparian_jobs_pruned_total"], m[`casparian_db_batch_seconds_count{op="prune"}`])
 	}
 }
 

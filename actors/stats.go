@@ -100,10 +100,10 @@ func NewStats() *Stats {
 	}
 }
 
-// MaxPluginLabels bounds the distinct plugin label values of the per-plugin
-// metrics: the first plugins seen get their own, later ones share
-// OtherPlugin, so a stream of one-off plugin names cannot grow the metrics
-// without end.
+// MaxPluginLabels bounds the plugin names among the label values of the
+// per-plugin metrics: the first plugins seen get their own, later ones share
+// OtherPlugin (UnknownPlugin comes on top), so a stream of one-off plugin
+// names cannot grow the metrics without end.
 const MaxPluginLabels = 50
 
 // The plugin labels that are not a plugin's name: OtherPlugin for plugins

@@ -303,3 +303,32 @@ func TestBackends_RetentionAndQueueMetrics(t *testing.T) {
 		})
 	})
 }
+
+// Two Sentinels share a PostgreSQL database, both with a retention: only
+// the leader prunes.
+func TestPostgres_OnlyTheLeaderPrunes(t *testing.T) {
+	url := pgtest.Database(t)
+	retain := func(c *config.Config) { c.RetainCompleted = 200 * time.Millisecond }
+	a := sentineltest.StartPostgres(t, url, retain)
+	b := sentineltest.StartPostgres(t, url, retain)
+	testwait.Eventually(t, 15*time.Second, "one leader", func() bool { return a.Sentinel.Self().Leader != b.Sentinel.Self().Leader })
+	leader, follower := a, b
+	if b.Sentinel.Self().Leader {
+		leader, follower = b, a
+	}
+	seeder, ok := a.DB.(interface {
+		JobsFinishedBulk(ctx context.Context, fileVersionID int64, plugin string, status job.Status, ended time.Time, n int) error
+	})
+	if !ok {
+		t.Fatalf("%T cannot seed finished jobs", a.DB)
+	}
+	a.Plugin("p")
+	const n = 300
+	if err := seeder.JobsFinishedBulk(context.Background(), a.File("old.txt", "old\n"), "p", job.StatusCompleted, time.Now().Add(-time.Hour), n); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, 15*time.Second, "the backlog pruned", func() bool { return a.Counts()[job.StatusCompleted] == 0 })
+	if got, other := leader.Sentinel.Stats().JobsPruned.Load(), follower.Sentinel.Stats().JobsPruned.Load(); got != n || other != 0 {
+		t.Errorf("pruned by the leader %d, by the follower %d; want %d and 0", got, other, n)
+	}
+}

@@ -190,8 +190,12 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 		if !ok {
 			// The worker left while the claim was in flight.
 			for _, c := range claims {
-				ctx.Send(a.peers.queue, &ConcludeJob{Conclusion: job.Conclusion{Ref: c.Ref, Kind: job.ConcludeRequeue,
-					Message: "worker left before dispatch"}})
+				cj := &ConcludeJob{Conclusion: job.Conclusion{Ref: c.Ref, Kind: job.ConcludeRequeue,
+					Message: "worker left before dispatch"}}
+				if c.Dispatch != nil {
+					cj.Plugin = c.Dispatch.PluginName
+				}
+				ctx.Send(a.peers.queue, cj)
 			}
 			continue
 		}

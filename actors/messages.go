@@ -169,6 +169,9 @@ type ConcludeJob struct {
 	// example right after a Sentinel restart; apply it to whatever claim
 	// Ref.Worker holds on the job now, so the restart loses no receipt.
 	CurrentClaim bool
+	// Plugin is the job's plugin, for the per-plugin metrics; "" when the
+	// sender does not know it (a job adopted after a restart).
+	Plugin string
 }
 
 // RequeueWorkerJobs requeues every RUNNING job claimed by Worker (it was
@@ -320,6 +323,18 @@ type BulkJobs struct {
 	Filter job.Filter
 	DryRun bool
 }
+
+// PruneJobs deletes the finished jobs Prune selects, at most Limit of them
+// (0: all), or with DryRun counts them all. Value: job.PruneResult.
+type PruneJobs struct {
+	Prune  job.Prune
+	Limit  int
+	DryRun bool
+}
+
+// QueueAgesQuery asks when the oldest due QUEUED job of each plugin was
+// enqueued. Value: []job.QueueAge.
+type QueueAgesQuery struct{}
 
 // AddBuiltin registers a built-in plugin of the sample worker: an ACTIVE
 // manifest (unless it has one) and the subscription tags. Value: int, the

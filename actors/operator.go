@@ -169,6 +169,31 @@ func (s *Sentinel) Bulk(ctx context.Context, action job.BulkAction, f job.Filter
 	return askValue[job.BulkResult](ctx, s, &BulkJobs{Action: action, Filter: f, DryRun: dryRun})
 }
 
+// Prune deletes the finished jobs p selects (see job.Prune), PruneBatch
+// at a time, each batch its own transaction and its own message to the queue
+// actor so that claims are handled in between; with dryRun it only counts
+// them. It returns what was deleted so far when ctx ends.
+func (s *Sentinel) Prune(ctx context.Context, p job.Prune, dryRun bool) (job.PruneResult, error) {
+	if dryRun {
+		return askValue[job.PruneResult](ctx, s, &PruneJobs{Prune: p, DryRun: true})
+	}
+	var total job.PruneResult
+	for {
+		res, err := askValue[job.PruneResult](ctx, s, &PruneJobs{Prune: p, Limit: PruneBatch})
+		total.Completed += res.Completed
+		total.Failed += res.Failed
+		if err != nil || res.Total() < PruneBatch {
+			return total, err
+		}
+	}
+}
+
+// QueueAges returns when the oldest due QUEUED job of each plugin was
+// enqueued (see db.Store's JobsOldestQueued).
+func (s *Sentinel) QueueAges(ctx context.Context) ([]job.QueueAge, error) {
+	return askValue[[]job.QueueAge](ctx, s, &QueueAgesQuery{})
+}
+
 // Enqueued is what Enqueue did: the new job's id, and a warning when no
 // connected worker can run its plugin now (the job waits for one).
 type Enqueued struct {

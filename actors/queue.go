@@ -38,6 +38,10 @@ type queueActor struct {
 	lastVersion  int64
 	nextDue      time.Time // earliest future next_run_at, zero if none
 	nextDueKnown bool
+
+	retention timer       // the next batch of the retention sweep (retention.go)
+	starts    []claimedAt // claims whose enqueue-to-start latency is not observed yet
+	startsDue timer
 }
 
 // errQueueRestarting answers the claim requests a crashed queue actor held.
@@ -61,6 +65,9 @@ func (a *queueActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.lastVersion = -1
 		a.poll.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.PollInterval)
+		if retaining(a.deps.cfg) {
+			a.retention.arm(ctx.ActorSystem(), ctx.Self(), retentionFirst)
+		}
 	case *ClaimJobs:
 		if ctx.Sender() == nil {
 			// Claimed jobs would be RUNNING with nobody told to send them.
@@ -93,7 +100,8 @@ func (a *queueActor) Receive(ctx actor.Context) {
 	case *RequeueOrphans:
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
 	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
-		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery:
+		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery,
+		*PruneJobs, *QueueAgesQuery:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
 		ctx.Respond(a.scanState(m))
@@ -118,6 +126,12 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		case a.hold.current(m):
 			a.hold.fired()
 			a.write(ctx, true)
+		case a.retention.current(m):
+			a.retention.fired()
+			a.sweep(ctx)
+		case a.startsDue.current(m):
+			a.startsDue.fired()
+			a.observeStarts()
 		}
 	case *crash:
 		panic("injected crash: queue")
@@ -125,6 +139,8 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.poll.stop()
 		a.hold.stop()
 		a.flushRetry.stop()
+		a.retention.stop()
+		a.startsDue.stop()
 		a.flush(ctx) // a graceful stop writes what it has
 	case *actor.Restarting:
 		// The old instance still holds the conclusions: write them before
@@ -133,6 +149,8 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.poll.stop()
 		a.hold.stop()
 		a.flushRetry.stop()
+		a.retention.stop()
+		a.startsDue.stop()
 		a.flush(ctx)
 		for i := range a.claims {
 			a.answerClaim(ctx, &a.claims[i], nil, errQueueRestarting)
@@ -268,6 +286,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 	}
 	for _, f := range res.Failures {
 		a.deps.stats.JobsFailed.Add(1)
+		a.deps.stats.ByPlugin.For("").Failed.Add(1)
 		a.deps.stats.Throughput.Add(time.Now(), 0, 1)
 		a.log.Warn().Int64("job_id", f.Ref.JobID).Str("reason", f.Reason).Msg("job failed: dispatch cannot be assembled")
 	}
@@ -281,6 +300,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 		}
 	}
 	ctx.Send(claim.replyTo, out)
+	a.claimed(ctx, res.Claims)
 }
 
 func wireDispatch(d db.Dispatch) *transport.Dispatch {
@@ -307,13 +327,16 @@ func (a *queueActor) recordOutcomes(batch []*ConcludeJob, outcomes []job.Outcome
 		switch o {
 		case job.OutcomeCompleted:
 			a.deps.stats.JobsCompleted.Add(1)
+			a.deps.stats.ByPlugin.For(c.Plugin).Completed.Add(1)
 			a.deps.stats.Throughput.Add(time.Now(), 1, 0)
 		case job.OutcomeFailed:
 			a.deps.stats.JobsFailed.Add(1)
+			a.deps.stats.ByPlugin.For(c.Plugin).Failed.Add(1)
 			a.deps.stats.Throughput.Add(time.Now(), 0, 1)
 			a.log.Info().Int64("job_id", c.Ref.JobID).Str("worker_id", c.Ref.Worker).Str("reason", c.Message).Msg("job failed")
 		case job.OutcomeRequeued:
 			a.deps.stats.JobsRequeued.Add(1)
+			a.deps.stats.ByPlugin.For(c.Plugin).Requeued.Add(1)
 			requeued = true
 		case job.OutcomeSkipped:
 			a.deps.stats.JobsCancelled.Add(1)
@@ -484,6 +507,14 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		_, err = a.deps.db.DataVersion(dctx)
 	case *SentinelsQuery:
 		v, err = a.deps.db.LeasesLive(dctx)
+	case *QueueAgesQuery:
+		v, err = a.deps.db.JobsOldestQueued(dctx, time.Now())
+	case *PruneJobs:
+		var res job.PruneResult
+		if res, err = a.deps.db.JobsPrune(dctx, m.Prune, m.Limit, m.DryRun); err == nil && !m.DryRun {
+			a.pruned(res, "operator")
+		}
+		v = res
 	case *BulkJobs:
 		if !m.DryRun {
 			a.flush(ctx) // receipts already here decide before the bulk action does

@@ -79,6 +79,14 @@ type Stats struct {
 	// Throughput counts JobsCompleted and JobsFailed again per minute,
 	// for the last hour (the console's rates).
 	Throughput *Throughput
+	// PruneTime is the database time of one batch of the retention sweep.
+	PruneTime *Histogram
+
+	// JobsPruned counts jobs the retention sweep and the operator's prune
+	// deleted.
+	JobsPruned atomic.Int64
+	// ByPlugin counts outcomes and observes durations per plugin.
+	ByPlugin *PluginStats
 }
 
 // NewStats returns zeroed counters with their histograms.
@@ -89,10 +97,82 @@ func NewStats() *Stats {
 		ClaimTime:       NewHistogram(LatencyBuckets),
 		ConcludeTime:    NewHistogram(LatencyBuckets),
 		ScanWriteTime:   NewHistogram(LatencyBuckets),
+		PruneTime:       NewHistogram(LatencyBuckets),
 		CurveRefusals:   &Counters{},
 		MessagesDropped: &Counters{},
 		Throughput:      &Throughput{},
+		ByPlugin:        &PluginStats{},
 	}
+}
+
+// MaxPluginLabels bounds the plugin names among the label values of the
+// per-plugin metrics: the first plugins seen get their own, later ones share
+// OtherPlugin (UnknownPlugin comes on top), so a stream of one-off plugin
+// names cannot grow the metrics without end.
+const MaxPluginLabels = 50
+
+// The plugin labels that are not a plugin's name: OtherPlugin for plugins
+// beyond MaxPluginLabels, UnknownPlugin for jobs whose plugin the Sentinel
+// did not learn (adopted after a restart, requeued from the database).
+const (
+	OtherPlugin   = "other"
+	UnknownPlugin = "unknown"
+)
+
+// PluginStats holds a PluginCounters per plugin label.
+type PluginStats struct {
+	mu sync.Mutex
+	m  map[string]*PluginCounters
+}
+
+// PluginCounters are one plugin label's counters and histograms.
+type PluginCounters struct {
+	Completed, Failed, Requeued atomic.Int64
+	// Duration is as Stats.JobDuration; EnqueueToStart is from the job's
+	// insert (or an operator's retry) to its first claim.
+	Duration, EnqueueToStart *Histogram
+}
+
+// For returns the counters of plugin's label, creating them at first use.
+func (p *PluginStats) For(plugin string) *PluginCounters {
+	label := PluginLabel(plugin)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = make(map[string]*PluginCounters)
+	}
+	if c, ok := p.m[label]; ok {
+		return c
+	}
+	if len(p.m) >= MaxPluginLabels && label != UnknownPlugin {
+		label = OtherPlugin
+		if c, ok := p.m[label]; ok {
+			return c
+		}
+	}
+	c := &PluginCounters{Duration: NewHistogram(DurationBuckets), EnqueueToStart: NewHistogram(DurationBuckets)}
+	p.m[label] = c
+	return c
+}
+
+// Snapshot returns the counters by label; they stay live.
+func (p *PluginStats) Snapshot() map[string]*PluginCounters {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]*PluginCounters, len(p.m))
+	for k, v := range p.m {
+		out[k] = v
+	}
+	return out
+}
+
+// PluginLabel is the label of a plugin name: the name, or UnknownPlugin
+// for none.
+func PluginLabel(plugin string) string {
+	if plugin == "" {
+		return UnknownPlugin
+	}
+	return plugin
 }
 
 // Counters counts events by a label, safe for concurrent use.

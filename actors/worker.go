@@ -51,6 +51,7 @@ type pendingCancel struct {
 // heldJob is a job this worker holds.
 type heldJob struct {
 	ref     job.Ref
+	plugin  string    // "" for a job adopted after a restart
 	retries int64     // retry_count at claim time, for backoff
 	since   time.Time // claimed (or dispatched) at
 	abortBy time.Time // set once ABORT was sent: requeue anyway after this
@@ -321,6 +322,9 @@ func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
 	now := time.Now()
 	for _, c := range m.Claims {
 		j := &heldJob{ref: c.Ref, retries: c.RetryCount, since: now}
+		if c.Dispatch != nil {
+			j.plugin = c.Dispatch.PluginName
+		}
 		if pc, ok := a.cancels[c.Ref.JobID]; ok && pc.attempt == c.Ref.Attempt {
 			// Cancelled while the claim was on its way: never dispatch it.
 			// The requeue ends it SKIPPED (the database holds the cancel).
@@ -370,7 +374,7 @@ func (a *workerActor) release(ctx actor.Context, jobID int64) {
 
 func (a *workerActor) requeue(ctx actor.Context, j *heldJob, reason string) {
 	ctx.Send(a.peers.queue, &ConcludeJob{Conclusion: job.Conclusion{Ref: j.ref, Kind: job.ConcludeRequeue, Message: reason,
-		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))}})
+		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))}, Plugin: j.plugin})
 }
 
 func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
@@ -378,7 +382,7 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 	if !ok {
 		return
 	}
-	a.deps.stats.JobDuration.Since(j.since)
+	a.observeDuration(j)
 	if m.Receipt.Status == transport.StatusAborted && !j.cancelled {
 		// An abort is never the plugin's verdict. Either we aborted it for
 		// running too long, or the worker stopped it on its own (it is
@@ -395,7 +399,9 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 	if m.Receipt.Status == transport.StatusRejected {
 		a.deps.stats.JobsRejected.Add(1)
 	}
-	ctx.Send(a.peers.queue, receiptConclusion(j.ref, m.Receipt, j.retries, a.deps))
+	c := receiptConclusion(j.ref, m.Receipt, j.retries, a.deps)
+	c.Plugin = j.plugin
+	ctx.Send(a.peers.queue, c)
 }
 
 func (a *workerActor) workerErr(ctx actor.Context, m *ErrReceived) {
@@ -409,8 +415,17 @@ func (a *workerActor) workerErr(ctx actor.Context, m *ErrReceived) {
 	if !ok {
 		return
 	}
-	a.deps.stats.JobDuration.Since(j.since)
-	ctx.Send(a.peers.queue, errConclusion(j.ref, m.Err))
+	a.observeDuration(j)
+	c := errConclusion(j.ref, m.Err)
+	c.Plugin = j.plugin
+	ctx.Send(a.peers.queue, c)
+}
+
+// observeDuration records how long j ran, in all and for its plugin.
+func (a *workerActor) observeDuration(j *heldJob) {
+	d := time.Since(j.since).Seconds()
+	a.deps.stats.JobDuration.Observe(d)
+	a.deps.stats.ByPlugin.For(j.plugin).Duration.Observe(d)
 }
 
 // cancel sends ABORT for a job an operator cancelled. The job then ends when

@@ -58,6 +58,12 @@ type Config struct {
 	JobTimeout time.Duration
 	// AbortGrace is how long an aborted job may take to conclude ABORTED before it is requeued anyway. Default 30s.
 	AbortGrace time.Duration
+	// RetainCompleted is how long COMPLETED jobs are kept after they end; older ones are deleted a small batch
+	// at a time by the leading Sentinel. Default 0: kept forever.
+	RetainCompleted time.Duration
+	// RetainFailed is the same for FAILED and SKIPPED (cancelled) jobs, which an operator may still want to
+	// look into or retry, so they have their own retention. Default 0: kept forever.
+	RetainFailed time.Duration
 	// HTTP is the host:port of the operator HTTP server (API, /metrics, /healthz, web console); "" turns
 	// it off. Default "": off, so that several Sentinels (and test runs) on one host never compete for a
 	// port and nothing listens that the operator did not ask for; `--http 127.0.0.1:8080` matches the
@@ -175,6 +181,8 @@ func (c *Config) settings() []setting {
 		{name: "drain-timeout", usage: "on a graceful stop, how long running jobs may take to conclude", dur: &c.DrainTimeout},
 		{name: "job-timeout", usage: "abort and requeue jobs running longer than this (0 = off)", dur: &c.JobTimeout},
 		{name: "abort-grace", usage: "how long an aborted job may take to conclude before it is requeued anyway", dur: &c.AbortGrace},
+		{name: "retain-completed", usage: "delete COMPLETED jobs this long after they end (0 = keep forever)", dur: &c.RetainCompleted},
+		{name: "retain-failed", usage: "delete FAILED and SKIPPED jobs this long after they end (0 = keep forever)", dur: &c.RetainFailed},
 		{name: "http", usage: "host:port of the operator HTTP API, /metrics, /healthz and web console (\"\" = off)", str: &c.HTTP},
 		{name: "scan-interval", usage: "pause between scans of the active source roots (0 = scanner off)", dur: &c.ScanInterval},
 		{name: "trusted-keys", usage: "PEM public key file or folder of *.pub/*.pem files of trusted plugin publishers", str: &c.TrustedKeys},
@@ -447,7 +455,8 @@ func (c Config) Validate() error {
 		}
 	}
 	nonNegative := map[string]time.Duration{"recovery-grace": c.RecoveryGrace, "drain-timeout": c.DrainTimeout,
-		"job-timeout": c.JobTimeout, "abort-grace": c.AbortGrace, "scan-interval": c.ScanInterval}
+		"job-timeout": c.JobTimeout, "abort-grace": c.AbortGrace, "scan-interval": c.ScanInterval,
+		"retain-completed": c.RetainCompleted, "retain-failed": c.RetainFailed}
 	for _, s := range c.settings() {
 		if d, ok := nonNegative[s.name]; ok && d < 0 {
 			bad(s.name, "must not be negative, got %s", d)

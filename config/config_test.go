@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -212,6 +213,8 @@ func TestLoad_Errors(t *testing.T) {
 			want: []string{"--log-level", `"loud"`}},
 		{name: "missing file", args: []string{"--config", "/nonexistent/sentinel.json"},
 			want: []string{"config file", "/nonexistent/sentinel.json"}},
+		{name: "negative retention", args: []string{"--retain-completed", "-1h"},
+			want: []string{"--retain-completed", "-1h"}},
 		{name: "bad env number", env: map[string]string{"CASPARIAN_MAX_RETRIES": "many"},
 			want: []string{"CASPARIAN_MAX_RETRIES", `"many"`}},
 		{name: "bad env duration", env: map[string]string{"CASPARIAN_POLL_INTERVAL": "often"},
@@ -410,5 +413,18 @@ func TestAllowedRootPaths_DefaultIsTheWorkingDirectory(t *testing.T) {
 		if err != nil || strings.Join(got, "|") != strings.Join(c.want, "|") {
 			t.Errorf("AllowedRootPaths(%q) = %q, %v; want %q", c.in, got, err, c.want)
 		}
+	}
+}
+
+func TestLoad_Retention(t *testing.T) {
+	c, err := Load([]string{"--retain-completed", "720h"}, envFrom(map[string]string{"CASPARIAN_RETAIN_FAILED": "2160h"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RetainCompleted != 720*time.Hour || c.RetainFailed != 2160*time.Hour {
+		t.Errorf("retention = %s completed, %s failed; want 720h, 2160h", c.RetainCompleted, c.RetainFailed)
+	}
+	if d := Default(); d.RetainCompleted != 0 || d.RetainFailed != 0 {
+		t.Errorf("default retention = %s, %s; want 0 (keep forever)", d.RetainCompleted, d.RetainFailed)
 	}
 }

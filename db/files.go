@@ -180,8 +180,8 @@ func recordFile(ctx context.Context, tx *sql.Tx, now time.Time, f ScannedFile, s
 		}
 		var id int64
 		err := tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
-			(file_version_id, plugin_name, status, priority, retry_count, updated_at)
-			VALUES (?, ?, 'QUEUED', ?, 0, ?) RETURNING id`, rec.VersionID, p.Plugin, priority, ts).Scan(&id)
+			(file_version_id, plugin_name, status, priority, retry_count, updated_at, enqueued_at)
+			VALUES (?, ?, 'QUEUED', ?, 0, ?, ?) RETURNING id`, rec.VersionID, p.Plugin, priority, ts, unixMillis(now)).Scan(&id)
 		if err != nil {
 			return rec, fmt.Errorf("queue job for %s: %w", p.Plugin, err)
 		}

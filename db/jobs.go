@@ -144,15 +144,16 @@ func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 				return err
 			}
 		}
-		now := formatTime(time.Now())
+		at := time.Now()
+		now := formatTime(at)
 		// The queue's plugin_name is a foreign key of cf_plugin_config.
 		if err := pluginConfigEnsure(ctx, tx, strings.TrimSpace(s.Plugin), now); err != nil {
 			return err
 		}
 		return tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
-			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
-			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?) RETURNING id`,
-			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, now).Scan(&id)
+			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at, enqueued_at)
+			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?, ?) RETURNING id`,
+			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, now, unixMillis(at)).Scan(&id)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("submit job: %w", err)
@@ -270,8 +271,8 @@ func (db *DB) JobsBulk(ctx context.Context, now time.Time, action job.BulkAction
 				status = 'QUEUED', retry_count = 0, claimed_by = NULL, worker_host = NULL,
 				claim_time = NULL, end_time = NULL, next_run_at = NULL, error_message = NULL,
 				result_summary = NULL, metrics_json = NULL, artifacts_json = NULL,
-				cancel_requested_at = NULL, updated_at = ?
-			WHERE status = 'FAILED' AND id IN (`+in+`)`, append([]any{ts}, args...)...)
+				cancel_requested_at = NULL, updated_at = ?, enqueued_at = ?
+			WHERE status = 'FAILED' AND id IN (`+in+`)`, append([]any{ts, unixMillis(now)}, args...)...)
 			if err != nil {
 				return err
 			}
@@ -340,8 +341,8 @@ func (db *DB) JobRetry(ctx context.Context, now time.Time, id int64) error {
 			status = 'QUEUED', retry_count = 0, claimed_by = NULL, worker_host = NULL,
 			claim_time = NULL, end_time = NULL, next_run_at = NULL, error_message = NULL,
 			result_summary = NULL, metrics_json = NULL, artifacts_json = NULL,
-			cancel_requested_at = NULL, updated_at = ?
-		WHERE id = ? AND status = 'FAILED'`, ts, id)
+			cancel_requested_at = NULL, updated_at = ?, enqueued_at = ?
+		WHERE id = ? AND status = 'FAILED'`, ts, unixMillis(now), id)
 		if err != nil {
 			return err
 		}
@@ -370,19 +371,20 @@ func (db *DB) JobRetry(ctx context.Context, now time.Time, id int64) error {
 // quickly; one commit per job would dominate the set-up time.
 func (db *DB) JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin string, priority int64, n int) error {
 	return db.writeTx(ctx, func(tx *sql.Tx) error {
-		ts := formatTime(time.Now())
+		at := time.Now()
+		ts := formatTime(at)
 		if err := pluginConfigEnsure(ctx, tx, plugin, ts); err != nil {
 			return fmt.Errorf("bulk enqueue: %w", err)
 		}
 		st, err := tx.PrepareContext(ctx, `INSERT INTO cf_processing_queue
-			(file_version_id, plugin_name, status, priority, retry_count, updated_at)
-			VALUES (?, ?, 'QUEUED', ?, 0, ?)`)
+			(file_version_id, plugin_name, status, priority, retry_count, updated_at, enqueued_at)
+			VALUES (?, ?, 'QUEUED', ?, 0, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("bulk enqueue: %w", err)
 		}
 		defer st.Close()
 		for i := 0; i < n; i++ {
-			if _, err := st.ExecContext(ctx, fileVersionID, plugin, priority, ts); err != nil {
+			if _, err := st.ExecContext(ctx, fileVersionID, plugin, priority, ts, unixMillis(at)); err != nil {
 				return fmt.Errorf("bulk enqueue: %w", err)
 			}
 		}
@@ -466,4 +468,29 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// JobsFinishedBulk inserts n jobs for one file version and plugin that
+// already ended with status (COMPLETED, FAILED or SKIPPED) at ended, in one
+// statement. Benchmarks and tests of retention use it to build a backlog of
+// old finished jobs quickly.
+func (db *DB) JobsFinishedBulk(ctx context.Context, fileVersionID int64, plugin string, status job.Status, ended time.Time, n int) error {
+	if !status.Finished() {
+		return fmt.Errorf("bulk finished jobs: status %s is not a finished one: %w", status, job.ErrInvalid)
+	}
+	return db.writeTx(ctx, func(tx *sql.Tx) error {
+		ts := formatTime(ended)
+		if err := pluginConfigEnsure(ctx, tx, plugin, ts); err != nil {
+			return fmt.Errorf("bulk finished jobs: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)
+			INSERT INTO cf_processing_queue
+			(file_version_id, plugin_name, status, priority, retry_count, attempt, claim_time, end_time, updated_at, enqueued_at)
+			SELECT ?, ?, ?, 0, 0, 1, ?, ?, ?, ? FROM c`,
+			n, fileVersionID, plugin, string(status), ts, ts, ts, unixMillis(ended))
+		if err != nil {
+			return fmt.Errorf("bulk finished jobs: %w", err)
+		}
+		return nil
+	})
 }

@@ -50,8 +50,14 @@ var operatorStateColumns = []column{
 	{"cf_file_location", "missing_since", "TEXT"},          // the last scan did not find the file; NULL while it is there
 }
 
-// extraColumns lists every column our migrations add to the cf_* tables;
-// they are all nullable and the original has none of them.
+// enqueuedAtColumns are migration 0008's columns. They are not among
+// extraColumns: migration 0006's rebuild runs before 0008 adds them.
+var enqueuedAtColumns = []column{
+	{"cf_processing_queue", "enqueued_at", "INTEGER"}, // unix ms the job was inserted (or retried by an operator)
+}
+
+// extraColumns lists every column our migrations up to 0006 add to the cf_*
+// tables; they are all nullable and the original has none of them.
 var extraColumns = append(append([]column(nil), claimStateColumns...), operatorStateColumns...)
 
 // migrations is the schema's history, in order. Never edit an applied entry:
@@ -109,6 +115,15 @@ var migrations = []migration{
 		version: 7,
 		name:    "sentinel_lease",
 		file:    "0007_sentinel_lease.sql",
+	},
+	{
+		// When each job was enqueued, for the queue's age and the
+		// enqueue-to-start latency (metrics), with a trigger for the
+		// rows other tools insert.
+		version: 8,
+		name:    "queue_enqueued_at",
+		columns: enqueuedAtColumns,
+		file:    "0008_queue_enqueued_at.sql",
 	},
 }
 

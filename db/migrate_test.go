@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/casparian/sentinel/job"
 )
@@ -211,5 +212,27 @@ func TestMigrate_ConcurrentOpensApplyOnce(t *testing.T) {
 	}
 	if got := appliedVersions(t, dbs[0]); len(got) != len(migrations) {
 		t.Errorf("applied versions = %v", got)
+	}
+}
+
+func TestMigrate_EnqueuedAtStampsOtherToolsInserts(t *testing.T) {
+	d := openTest(t)
+	ctx := context.Background()
+	s := seedBasics(t, d, "p")
+	before := time.Now().Add(-time.Second)
+	if _, err := d.writer.ExecContext(ctx, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status, priority, retry_count)
+		VALUES (?, 'p', 'QUEUED', 0, 0)`, s.fv); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	if err := d.reader.QueryRowContext(ctx, `SELECT MAX(id) FROM cf_processing_queue`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	at, err := d.JobsEnqueuedAt(ctx, []int64{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := at[id]; got.Before(before) || got.After(time.Now().Add(time.Second)) {
+		t.Errorf("a row inserted without enqueued_at reads enqueued at %v, want about now", got)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // ourExtraColumns are the only columns our tables may have beyond the
 // original's; each must be nullable and without a default.
 var ourExtraColumns = map[string][]string{
-	"cf_processing_queue": {"claimed_by", "attempt", "next_run_at", "metrics_json", "artifacts_json", "updated_at", "cancel_requested_at"},
+	"cf_processing_queue": {"claimed_by", "attempt", "next_run_at", "metrics_json", "artifacts_json", "updated_at", "cancel_requested_at", "enqueued_at"},
 	"cf_file_location":    {"missing_since"},
 }
 

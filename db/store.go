@@ -96,6 +96,11 @@ type JobStore interface {
 	JobsCountByStatus(ctx context.Context) (map[job.Status]int64, error)
 	JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error)
 
+	// Retention and the queue's metrics (prune.go, queueage.go).
+	JobsPrune(ctx context.Context, p job.Prune, limit int, dryRun bool) (job.PruneResult, error)
+	JobsOldestQueued(ctx context.Context, now time.Time) ([]job.QueueAge, error)
+	JobsEnqueuedAt(ctx context.Context, ids []int64) (map[int64]time.Time, error)
+
 	// Claims and conclusions (claims.go).
 	JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, reqs []job.ClaimRequest) (BatchResult, error)
 	JobsRunning(ctx context.Context, worker job.WorkerKey) ([]job.Running, error)

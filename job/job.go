@@ -60,6 +60,12 @@ const (
 // Statuses lists every status in the order a job moves through them.
 var Statuses = []Status{StatusPending, StatusQueued, StatusRunning, StatusCompleted, StatusFailed, StatusSkipped}
 
+// Finished reports whether s is a status a job ends in: COMPLETED, FAILED
+// or SKIPPED.
+func (s Status) Finished() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusSkipped
+}
+
 // Job is one queue row as operators see it. NULLs read as the column's
 // default: status QUEUED, numbers 0, text "", times zero.
 type Job struct {
@@ -173,4 +179,29 @@ type BulkResult struct {
 	Matched int64
 	Changed int64
 	Running []CancelResult
+}
+
+// Prune says which finished jobs a prune deletes: COMPLETED jobs that ended
+// before CompletedBefore, FAILED and SKIPPED ones (a failure or a cancel:
+// both are kept for the operator to look into, so they share one retention)
+// that ended before FailedBefore. A zero time deletes none of that kind. A
+// job without an end_time, and a job in any other status, is never pruned.
+type Prune struct {
+	CompletedBefore, FailedBefore time.Time
+}
+
+// PruneResult counts the jobs a prune deleted (or, for a dry run, would
+// delete): Completed the COMPLETED ones, Failed the FAILED and SKIPPED ones.
+type PruneResult struct {
+	Completed, Failed int64
+}
+
+// Total is the number of jobs of both kinds.
+func (r PruneResult) Total() int64 { return r.Completed + r.Failed }
+
+// QueueAge is the oldest QUEUED job of one plugin that is due (its
+// next_run_at, if any, has passed): when it was enqueued.
+type QueueAge struct {
+	Plugin     string
+	EnqueuedAt time.Time
 }

@@ -21,6 +21,7 @@ type store interface {
 	PluginManifestActivate(ctx context.Context, plugin, version, sourceCode, envHash, artifactHash string) (int64, error)
 	JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin string, priority int64, n int) error
 	JobsCountWithStatus(ctx context.Context, status job.Status) (int64, error)
+	JobsFinishedBulk(ctx context.Context, fileVersionID int64, plugin string, status job.Status, ended time.Time, n int) error
 }
 
 var (

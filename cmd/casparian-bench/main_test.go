@@ -46,6 +46,25 @@ func TestRun_PrintsEveryFigure(t *testing.T) {
 	}
 }
 
+// TestRun_CompletedBacklog seeds old COMPLETED jobs beside the run's and
+// lets the Sentinel prune them (--retain-completed) while it dispatches: the
+// run ends although the COMPLETED count shrinks meanwhile, and says how many
+// of the backlog are left.
+func TestRun_CompletedBacklog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Sentinel")
+	}
+	var out bytes.Buffer
+	err := run(options{workers: 2, slots: 2, jobs: 300, completedBacklog: 2000, extraFlags: "--retain-completed 24h",
+		dir: t.TempDir(), timeout: 2 * time.Minute}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if want := `completed backlog: 2000 seeded \(ended 48h ago\); \d+ of them left after the run`; !regexp.MustCompile(want).Match(out.Bytes()) {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
+	}
+}
+
 // TestRun_Postgres runs the benchmark briefly on PostgreSQL, with one
 // Sentinel and with two on the same database: the figures are printed (the
 // server's CPU too, the server being on this host) and every job

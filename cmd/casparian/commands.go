@@ -317,6 +317,29 @@ func jobsBulk(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
+func jobsPrune(ctx context.Context, c *cli, _ []string) error {
+	req := api.PruneRequest{CompletedOlderThan: *c.str["completed-older-than"], FailedOlderThan: *c.str["failed-older-than"],
+		DryRun: !*c.flag["yes"]}
+	if req.CompletedOlderThan == "" && req.FailedOlderThan == "" {
+		return usagef("jobs prune: give --completed-older-than or --failed-older-than")
+	}
+	var res api.PruneResult
+	raw, err := c.api.call(ctx, "POST", "/api/v1/jobs/prune", req, &res)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	if res.DryRun {
+		fmt.Fprintf(c.stdout, "%d COMPLETED and %d FAILED or SKIPPED jobs would be deleted; run again with --yes to do it\n",
+			res.Completed, res.Failed)
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "%d COMPLETED and %d FAILED or SKIPPED jobs deleted\n", res.Completed, res.Failed)
+	return nil
+}
+
 func pluginsAddBuiltin(ctx context.Context, c *cli, args []string) error {
 	var res api.BuiltinAdded
 	raw, err := c.api.call(ctx, "POST", "/api/v1/plugins/builtin", api.BuiltinRequest{Name: args[0], Subscribe: args[1:]}, &res)

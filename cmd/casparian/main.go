@@ -115,6 +115,13 @@ var commands = map[string]map[string]*command{
 				jobFilterFlags(fs)
 				fs.Bool("yes", false, "act; without it the command only says how many jobs it would change")
 			}, minArgs: 1, maxArgs: 1, run: jobsBulk},
+		"prune": {usage: "[--completed-older-than D] [--failed-older-than D] [--yes]",
+			help: "delete COMPLETED, or FAILED and SKIPPED, jobs that ended longer ago than D (e.g. 720h); without --yes, only count them",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("completed-older-than", "", "delete COMPLETED jobs that ended longer ago than this")
+				fs.String("failed-older-than", "", "delete FAILED and SKIPPED jobs that ended longer ago than this")
+				fs.Bool("yes", false, "delete; without it the command only says how many jobs it would delete")
+			}, run: jobsPrune},
 		"show": {usage: "ID", help: "show one job with its receipt", minArgs: 1, maxArgs: 1, run: jobsShow},
 		"enqueue": {usage: "--plugin P (--file PATH | --file-version ID) [--priority N] [--config-overrides JSON]",
 			help: "queue a job for a file",

@@ -413,3 +413,32 @@ func TestCLI_BulkCancelThenList(t *testing.T) {
 		t.Errorf("bulk delete: exit %d %s", code, errOut)
 	}
 }
+
+// A prune counts first and deletes only with --yes; cancelled (SKIPPED)
+// jobs go with the failed ones.
+func TestCLI_PruneCountsThenDeletes(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	fv := e.File("in/c.txt", "c\n")
+	for range 2 {
+		e.Enqueue(fv, "nobody", 0)
+	}
+	ok(t, e.URL, "jobs", "bulk", "cancel", "--plugin", "nobody", "--yes")
+	if out := ok(t, e.URL, "jobs", "prune", "--failed-older-than", "1ns"); !strings.Contains(out,
+		"0 COMPLETED and 2 FAILED or SKIPPED jobs would be deleted; run again with --yes") {
+		t.Errorf("prune without --yes said %q", out)
+	}
+	if c := e.Counts(); c[job.StatusSkipped] != 2 {
+		t.Errorf("the count-only prune changed jobs: %v", c)
+	}
+	if out := ok(t, e.URL, "jobs", "prune", "--failed-older-than", "1ns", "--yes"); !strings.Contains(out, "2 FAILED or SKIPPED jobs deleted") {
+		t.Errorf("prune --yes said %q", out)
+	}
+	if c := e.Counts(); c[job.StatusSkipped] != 0 {
+		t.Errorf("after prune --yes: %v", c)
+	}
+	if code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "prune"); code != exitUsage || !strings.Contains(errOut, "--completed-older-than") {
+		t.Errorf("prune without an age: exit %d %s", code, errOut)
+	}
+}

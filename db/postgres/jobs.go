@@ -148,8 +148,8 @@ func (d *DB) JobsBulk(ctx context.Context, now time.Time, action job.BulkAction,
 				status = 'QUEUED', retry_count = 0, claimed_by = NULL, worker_host = NULL,
 				claim_time = NULL, end_time = NULL, next_run_at = NULL, error_message = NULL,
 				result_summary = NULL, metrics_json = NULL, artifacts_json = NULL,
-				cancel_requested_at = NULL, updated_at = $%d
-			WHERE status = 'FAILED' AND id IN (`+in+`)`, n+1), append(args, now)...)
+				cancel_requested_at = NULL, updated_at = $%d, enqueued_at = $%d
+			WHERE status = 'FAILED' AND id IN (`+in+`)`, n+1, n+1), append(args, now)...)
 			if err != nil {
 				return err
 			}
@@ -387,7 +387,7 @@ func (d *DB) JobRetry(ctx context.Context, now time.Time, id int64) error {
 			status = 'QUEUED', retry_count = 0, claimed_by = NULL, worker_host = NULL,
 			claim_time = NULL, end_time = NULL, next_run_at = NULL, error_message = NULL,
 			result_summary = NULL, metrics_json = NULL, artifacts_json = NULL,
-			cancel_requested_at = NULL, updated_at = $2
+			cancel_requested_at = NULL, updated_at = $2, enqueued_at = $2
 		WHERE id = $1 AND status = 'FAILED'`, id, now)
 		if err != nil {
 			return err
@@ -550,4 +550,28 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// JobsFinishedBulk inserts n jobs for one file version and plugin that
+// already ended with status at ended, in one statement, for benchmarks and
+// tests of retention.
+func (d *DB) JobsFinishedBulk(ctx context.Context, fileVersionID int64, plugin string, status job.Status, ended time.Time, n int) error {
+	if !status.Finished() {
+		return fmt.Errorf("bulk finished jobs: status %s is not a finished one: %w", status, job.ErrInvalid)
+	}
+	err := d.inTx(ctx, func(tx pgx.Tx) error {
+		if err := pluginConfigEnsure(ctx, tx, plugin, ended); err != nil {
+			return err
+		}
+		end := ended.UTC() // end_time and claim_time are TIMESTAMP WITHOUT TIME ZONE
+		_, err := tx.Exec(ctx, `INSERT INTO cf_processing_queue
+			(file_version_id, plugin_name, status, priority, retry_count, attempt, claim_time, end_time, updated_at, enqueued_at)
+			SELECT $1, $2, $3, 0, 0, 1, $4, $4, $5, $5 FROM generate_series(1, $6::int)`,
+			fileVersionID, plugin, string(status), end, ended, n)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("bulk finished jobs: %w", err)
+	}
+	return nil
 }

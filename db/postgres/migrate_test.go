@@ -17,7 +17,7 @@ import (
 // ourColumns are the columns migration 0002 adds to the original's tables.
 var ourColumns = map[string][]string{
 	"cf_processing_queue": {"claimed_by", "attempt", "next_run_at", "metrics_json", "artifacts_json",
-		"updated_at", "cancel_requested_at", "sentinel_id"},
+		"updated_at", "cancel_requested_at", "sentinel_id", "enqueued_at"},
 	"cf_file_location": {"missing_since"},
 }
 

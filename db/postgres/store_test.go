@@ -25,6 +25,7 @@ type jobStore interface {
 	db.JobStore
 	JobsEnqueueBulk(ctx context.Context, fileVersionID int64, plugin string, priority int64, n int) error
 	JobsCountWithStatus(ctx context.Context, status job.Status) (int64, error)
+	JobsFinishedBulk(ctx context.Context, fileVersionID int64, plugin string, status job.Status, ended time.Time, n int) error
 }
 
 var (

@@ -130,6 +130,24 @@ type BulkResult struct {
 	DryRun  bool   `json:"dry_run,omitempty"`
 }
 
+// PruneRequest deletes finished jobs: COMPLETED ones that ended more than
+// CompletedOlderThan ago, FAILED and SKIPPED ones that ended more than
+// FailedOlderThan ago (Go durations such as "720h"; "" or "0" prunes none of
+// that kind; at least one must be given). DryRun only counts them.
+type PruneRequest struct {
+	CompletedOlderThan string `json:"completed_older_than,omitempty"`
+	FailedOlderThan    string `json:"failed_older_than,omitempty"`
+	DryRun             bool   `json:"dry_run,omitempty"`
+}
+
+// PruneResult answers a PruneRequest: the jobs deleted (for a dry run,
+// that would be), COMPLETED ones and FAILED or SKIPPED ones.
+type PruneResult struct {
+	Completed int64 `json:"completed"`
+	Failed    int64 `json:"failed"`
+	DryRun    bool  `json:"dry_run,omitempty"`
+}
+
 // BuiltinRequest registers a built-in plugin of the sample worker (csv,
 // jsonl, text_stats, checksum), optionally subscribed to file tags.
 type BuiltinRequest struct {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/casparian/sentinel/actors"
 	"github.com/casparian/sentinel/internal/api"
@@ -212,6 +213,58 @@ func (srv *Server) bulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.BulkResult{Action: string(res.Action), Matched: res.Matched, Changed: res.Changed, DryRun: req.DryRun})
+}
+
+// POST /api/v1/jobs/prune {"completed_older_than": "720h", "failed_older_than":
+// "2160h", "dry_run": true}: delete finished jobs older than that, in small
+// batches so that dispatch goes on meanwhile. A dry run answers how many
+// there are and deletes nothing: the CLI confirms with that count.
+func (srv *Server) prune(w http.ResponseWriter, r *http.Request) {
+	var req api.PruneRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	age := func(name, v string) (time.Duration, error) {
+		if v == "" {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return 0, badRequest("%s: want a duration such as 720h, got %q", name, v)
+		}
+		return d, nil
+	}
+	completed, err := age("completed_older_than", req.CompletedOlderThan)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	failed, err := age("failed_older_than", req.FailedOlderThan)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	if completed == 0 && failed == 0 {
+		srv.fail(w, r, badRequest("give completed_older_than or failed_older_than"))
+		return
+	}
+	now := time.Now()
+	var p job.Prune
+	if completed > 0 {
+		p.CompletedBefore = now.Add(-completed)
+	}
+	if failed > 0 {
+		p.FailedBefore = now.Add(-failed)
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	res, err := srv.s.Prune(ctx, p, req.DryRun)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.PruneResult{Completed: res.Completed, Failed: res.Failed, DryRun: req.DryRun})
 }
 
 // POST /api/v1/jobs/{id}/cancel

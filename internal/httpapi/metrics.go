@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +26,14 @@ type metricsCollector struct {
 
 	up, workers, slots, jobs *prometheus.Desc
 	curveRefusals            *prometheus.Desc
-	messagesDropped          *prometheus.Desc
-	sentinel, sentinels      *prometheus.Desc
+	// By plugin (actors.PluginStats, at most actors.MaxPluginLabels
+	// values): outcomes, durations, enqueue-to-start latencies, and the
+	// age of the oldest due QUEUED job.
+	completed, failed, requeued *prometheus.Desc
+	duration, enqueueToStart    *prometheus.Desc
+	oldestQueued                *prometheus.Desc
+	messagesDropped             *prometheus.Desc
+	sentinel, sentinels         *prometheus.Desc
 }
 
 type counterMetric struct {
@@ -48,18 +55,19 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 	counter := func(name, help string, v *atomic.Int64) counterMetric {
 		return counterMetric{desc: prometheus.NewDesc("casparian_"+name+"_total", help, nil, nil), v: v}
 	}
+	plugin := []string{"plugin"}
 	dbBatch := prometheus.NewDesc("casparian_db_batch_seconds",
-		"Database time of one batch: op=claim (a claim round), conclude (receipts), scan (scanned files).",
+		"Database time of one batch: op=claim (a claim round), conclude (receipts), scan (scanned files), "+
+			"prune (the retention sweep's deletes).",
 		[]string{"op"}, nil)
 	return &metricsCollector{
 		s:   s,
 		log: log,
 		counters: []counterMetric{
 			counter("jobs_dispatched", "DISPATCH messages sent to workers.", &st.JobsDispatched),
-			counter("jobs_completed", "Jobs that ended COMPLETED.", &st.JobsCompleted),
-			counter("jobs_failed", "Jobs that ended FAILED.", &st.JobsFailed),
 			counter("jobs_rejected", "REJECTED receipts (worker at capacity).", &st.JobsRejected),
-			counter("jobs_requeued", "Jobs put back to QUEUED after an infrastructure fault.", &st.JobsRequeued),
+			counter("jobs_pruned", "Finished jobs deleted by the retention sweep (--retain-completed, --retain-failed) "+
+				"and by the operator's prune.", &st.JobsPruned),
 			counter("jobs_cancelled", "Jobs that ended SKIPPED by an operator's cancel.", &st.JobsCancelled),
 			counter("jobs_enqueued", "Jobs inserted by the operator API and the scanner.", &st.JobsEnqueued),
 			counter("jobs_enqueued_unrunnable", "Jobs the operator API accepted for a plugin that no connected worker could run then.",
@@ -88,12 +96,24 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 		histograms: []histogramMetric{
 			{desc: prometheus.NewDesc("casparian_dispatch_latency_seconds",
 				"From a free slot asking for a claim to the DISPATCH being sent.", nil, nil), h: st.DispatchLatency},
-			{desc: prometheus.NewDesc("casparian_job_duration_seconds",
-				"From DISPATCH to the worker's receipt.", nil, nil), h: st.JobDuration},
 			{desc: dbBatch, h: st.ClaimTime, label: []string{"claim"}},
 			{desc: dbBatch, h: st.ConcludeTime, label: []string{"conclude"}},
 			{desc: dbBatch, h: st.ScanWriteTime, label: []string{"scan"}},
+			{desc: dbBatch, h: st.PruneTime, label: []string{"prune"}},
 		},
+		completed: prometheus.NewDesc("casparian_jobs_completed_total", "Jobs that ended COMPLETED, by plugin.", plugin, nil),
+		failed: prometheus.NewDesc("casparian_jobs_failed_total",
+			"Jobs that ended FAILED, by plugin (unknown: a dispatch that could not be assembled).", plugin, nil),
+		requeued: prometheus.NewDesc("casparian_jobs_requeued_total",
+			"Jobs put back to QUEUED after an infrastructure fault, by plugin.", plugin, nil),
+		duration: prometheus.NewDesc("casparian_job_duration_seconds",
+			"From DISPATCH to the worker's receipt, by plugin.", plugin, nil),
+		enqueueToStart: prometheus.NewDesc("casparian_job_enqueue_to_start_seconds",
+			"From a job's insert (or an operator's retry) to its first claim, by plugin; requeued jobs' later claims are not counted.",
+			plugin, nil),
+		oldestQueued: prometheus.NewDesc("casparian_queue_oldest_age_seconds",
+			"Age of the oldest QUEUED job that is due (next_run_at unset or passed), by plugin, since it was enqueued; "+
+				"a plugin with no such job has no series.", plugin, nil),
 		sentinel: prometheus.NewDesc("casparian_sentinel_leader",
 			"This Sentinel, by its lease id and host: 1 when it leads the Sentinels sharing the database "+
 				"(runs the scanner and the sweeps), else 0. SQLite has one Sentinel, which leads.",
@@ -133,6 +153,9 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.messagesDropped
 	ch <- c.sentinel
 	ch <- c.sentinels
+	for _, d := range []*prometheus.Desc{c.completed, c.failed, c.requeued, c.duration, c.enqueueToStart, c.oldestQueued} {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -143,6 +166,15 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.histograms {
 		s := m.h.Snapshot()
 		ch <- prometheus.MustNewConstHistogram(m.desc, s.Count, s.Sum, s.Buckets, m.label...)
+	}
+	for label, pc := range c.s.Stats().ByPlugin.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(c.completed, prometheus.CounterValue, float64(pc.Completed.Load()), label)
+		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(pc.Failed.Load()), label)
+		ch <- prometheus.MustNewConstMetric(c.requeued, prometheus.CounterValue, float64(pc.Requeued.Load()), label)
+		d := pc.Duration.Snapshot()
+		ch <- prometheus.MustNewConstHistogram(c.duration, d.Count, d.Sum, d.Buckets, label)
+		e := pc.EnqueueToStart.Snapshot()
+		ch <- prometheus.MustNewConstHistogram(c.enqueueToStart, e.Count, e.Sum, e.Buckets, label)
 	}
 	for reason, n := range c.s.Stats().CurveRefusals.Snapshot() {
 		ch <- prometheus.MustNewConstMetric(c.curveRefusals, prometheus.CounterValue, float64(n), reason)
@@ -185,9 +217,34 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(counts[st]), string(st))
 		}
 	}
+	if ages, err := c.s.QueueAges(ctx); err != nil {
+		c.log.Warn().Err(err).Msg("metrics: queue ages not available")
+	} else {
+		for label, age := range queueAges(ages, time.Now()) {
+			ch <- prometheus.MustNewConstMetric(c.oldestQueued, prometheus.GaugeValue, age, label)
+		}
+	}
 	if all, err := c.s.Sentinels(ctx); err != nil {
 		c.log.Warn().Err(err).Msg("metrics: the list of Sentinels is not available")
 	} else {
 		ch <- prometheus.MustNewConstMetric(c.sentinels, prometheus.GaugeValue, float64(len(all)))
 	}
+}
+
+// queueAges turns the oldest due QUEUED job of each plugin into ages in
+// seconds by plugin label: the actors.MaxPluginLabels oldest under their
+// names, any others under actors.OtherPlugin with the oldest of them.
+func queueAges(ages []job.QueueAge, now time.Time) map[string]float64 {
+	sort.Slice(ages, func(i, j int) bool { return ages[i].EnqueuedAt.Before(ages[j].EnqueuedAt) })
+	out := make(map[string]float64, min(len(ages), actors.MaxPluginLabels+1))
+	for i, a := range ages {
+		label := actors.PluginLabel(a.Plugin)
+		if i >= actors.MaxPluginLabels {
+			label = actors.OtherPlugin
+		}
+		if _, ok := out[label]; !ok { // the first of a label is its oldest
+			out[label] = max(now.Sub(a.EnqueuedAt).Seconds(), 0)
+		}
+	}
+	return out
 }

@@ -75,13 +75,13 @@ func TestMetrics_MoveAsJobsFlow(t *testing.T) {
 
 	before := scrape(t, e.URL)
 	for _, name := range []string{
-		"casparian_jobs_dispatched_total", "casparian_jobs_completed_total", "casparian_jobs_failed_total",
-		"casparian_jobs_rejected_total", "casparian_jobs_requeued_total", "casparian_workers_registered_total",
+		"casparian_jobs_dispatched_total",
+		"casparian_jobs_rejected_total", "casparian_jobs_pruned_total", "casparian_workers_registered_total",
 		"casparian_workers_removed_total", "casparian_messages_received_total", "casparian_messages_sent_total",
 		"casparian_protocol_errors_total", "casparian_db_errors_total", "casparian_stale_messages_total",
 		"casparian_workers_connected", `casparian_worker_slots{state="free"}`, `casparian_worker_slots{state="busy"}`,
 		`casparian_jobs{status="QUEUED"}`, "casparian_dispatch_latency_seconds_count",
-		"casparian_job_duration_seconds_count", `casparian_db_batch_seconds_count{op="claim"}`,
+		`casparian_db_batch_seconds_count{op="claim"}`,
 		`casparian_db_batch_seconds_count{op="conclude"}`, "casparian_up", "go_goroutines",
 	} {
 		if _, ok := before[name]; !ok {
@@ -125,19 +125,23 @@ func TestMetrics_MoveAsJobsFlow(t *testing.T) {
 
 	during := scrape(t, e.URL)
 	want := map[string]float64{
-		"casparian_jobs_dispatched_total":          ok + failing + 1,
-		"casparian_jobs_completed_total":           ok,
-		"casparian_jobs_failed_total":              failing,
-		"casparian_workers_registered_total":       1,
-		"casparian_workers_connected":              1,
-		`casparian_worker_slots{state="busy"}`:     1,
-		`casparian_worker_slots{state="free"}`:     1,
-		`casparian_jobs{status="COMPLETED"}`:       ok,
-		`casparian_jobs{status="FAILED"}`:          failing,
-		`casparian_jobs{status="RUNNING"}`:         1,
-		`casparian_jobs{status="QUEUED"}`:          0,
-		"casparian_dispatch_latency_seconds_count": ok + failing + 1,
-		"casparian_job_duration_seconds_count":     ok + failing,
+		"casparian_jobs_dispatched_total":                    ok + failing + 1,
+		`casparian_jobs_completed_total{plugin="p"}`:         ok,
+		`casparian_jobs_completed_total{plugin="bad"}`:       0,
+		`casparian_jobs_failed_total{plugin="bad"}`:          failing,
+		`casparian_jobs_failed_total{plugin="p"}`:            0,
+		`casparian_jobs_requeued_total{plugin="p"}`:          0,
+		"casparian_workers_registered_total":                 1,
+		"casparian_workers_connected":                        1,
+		`casparian_worker_slots{state="busy"}`:               1,
+		`casparian_worker_slots{state="free"}`:               1,
+		`casparian_jobs{status="COMPLETED"}`:                 ok,
+		`casparian_jobs{status="FAILED"}`:                    failing,
+		`casparian_jobs{status="RUNNING"}`:                   1,
+		`casparian_jobs{status="QUEUED"}`:                    0,
+		"casparian_dispatch_latency_seconds_count":           ok + failing + 1,
+		`casparian_job_duration_seconds_count{plugin="p"}`:   ok,
+		`casparian_job_duration_seconds_count{plugin="bad"}`: failing,
 	}
 	for name, v := range want {
 		if during[name] != v {
@@ -153,7 +157,7 @@ func TestMetrics_MoveAsJobsFlow(t *testing.T) {
 	// need only be exported.
 	_, concludeExported := during[`casparian_db_batch_seconds_count{op="conclude"}`]
 	if !concludeExported || during[`casparian_db_batch_seconds_count{op="claim"}`] < 1 ||
-		during["casparian_job_duration_seconds_sum"] <= 0 {
+		during[`casparian_job_duration_seconds_sum{plugin="p"}`] <= 0 {
 		t.Errorf("histograms did not move: %v", during)
 	}
 	// Cumulative buckets: the +Inf bucket equals the count.
@@ -173,6 +177,24 @@ func TestMetrics_MoveAsJobsFlow(t *testing.T) {
 	})
 	close(release)
 	testwait.Eventually(t, 5*time.Second, "held job completed", func() bool {
-		return scrape(t, e.URL)["casparian_jobs_completed_total"] == ok+1
+		return scrape(t, e.URL)[`casparian_jobs_completed_total{plugin="hold"}`] == 1
 	})
+	// Every job's first claim has its enqueue-to-start latency, read
+	// shortly after the claim.
+	testwait.Eventually(t, 5*time.Second, "enqueue-to-start latencies observed", func() bool {
+		m := scrape(t, e.URL)
+		return m[`casparian_job_enqueue_to_start_seconds_count{plugin="p"}`] == ok &&
+			m[`casparian_job_enqueue_to_start_seconds_count{plugin="bad"}`] == failing &&
+			m[`casparian_job_enqueue_to_start_seconds_count{plugin="hold"}`] == 1
+	})
+	after := scrape(t, e.URL)
+	if s := after[`casparian_job_enqueue_to_start_seconds_sum{plugin="hold"}`]; s <= 0 || s > 10 {
+		t.Errorf("hold's enqueue-to-start = %vs, want the moments it waited for a worker", s)
+	}
+	// Nothing waits in the queue: no age series.
+	for name := range after {
+		if strings.HasPrefix(name, "casparian_queue_oldest_age_seconds") {
+			t.Errorf("%s = %v with an empty queue", name, after[name])
+		}
+	}
 }

@@ -122,6 +122,7 @@ func New(opts Options) *Server {
 		{Pattern: "GET /api/v1/jobs", Access: Read, handler: h(srv.listJobs)},
 		{Pattern: "POST /api/v1/jobs", Access: Admin, handler: h(srv.enqueue)},
 		{Pattern: "POST /api/v1/jobs/bulk", Access: Admin, handler: h(srv.bulk)},
+		{Pattern: "POST /api/v1/jobs/prune", Access: Admin, handler: h(srv.prune)},
 		{Pattern: "GET /api/v1/jobs/{id}", Access: Read, handler: h(srv.showJob)},
 		{Pattern: "POST /api/v1/jobs/{id}/cancel", Access: Admin, handler: h(srv.cancel)},
 		{Pattern: "POST /api/v1/jobs/{id}/retry", Access: Admin, handler: h(srv.retry)},

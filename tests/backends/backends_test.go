@@ -270,3 +270,65 @@ func TestPostgres_LostLeaseIsFatal(t *testing.T) {
 		t.Errorf("health %q after the lease was lost, want %q", h.Status, actors.HealthUnavailable)
 	}
 }
+
+// With --retain-completed the Sentinel deletes COMPLETED jobs once they are
+// that old, on either backend, and leaves the waiting ones; the queue's age
+// and the enqueue-to-start latencies are read from the same database.
+func TestBackends_RetentionAndQueueMetrics(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, start start) {
+		e := start(t, func(c *config.Config) { c.RetainCompleted = 300 * time.Millisecond })
+		e.Plugin("stats", "nobody")
+		e.Worker(testworker.Options{Slots: 2, Capabilities: []string{"stats"}})
+		e.WaitWorkers(1)
+		fvs := files(e, 6)
+		var done []int64
+		for _, fv := range fvs {
+			done = append(done, e.Enqueue(fv, "stats", 0))
+		}
+		waiting := e.Enqueue(fvs[0], "nobody", 0)
+		ctx := context.Background()
+		testwait.Eventually(t, 15*time.Second, "completed jobs pruned", func() (bool, string) {
+			c, pruned := e.Counts(), e.Sentinel.Stats().JobsPruned.Load()
+			return c[job.StatusCompleted] == 0 && pruned == int64(len(done)), fmt.Sprintf("counts %v, pruned %d", c, pruned)
+		})
+		if j := e.Job(waiting); j.Status != job.StatusQueued {
+			t.Errorf("the waiting job is %s, want QUEUED", j.Status)
+		}
+		ages, err := e.Sentinel.QueueAges(ctx)
+		if err != nil || len(ages) != 1 || ages[0].Plugin != "nobody" || time.Since(ages[0].EnqueuedAt) < 0 {
+			t.Errorf("queue ages = %+v, %v; want nobody's one job", ages, err)
+		}
+		testwait.Eventually(t, 5*time.Second, "enqueue-to-start observed", func() bool {
+			return e.Sentinel.Stats().ByPlugin.For("stats").EnqueueToStart.Snapshot().Count == uint64(len(done))
+		})
+	})
+}
+
+// Two Sentinels share a PostgreSQL database, both with a retention: only
+// the leader prunes.
+func TestPostgres_OnlyTheLeaderPrunes(t *testing.T) {
+	url := pgtest.Database(t)
+	retain := func(c *config.Config) { c.RetainCompleted = 200 * time.Millisecond }
+	a := sentineltest.StartPostgres(t, url, retain)
+	b := sentineltest.StartPostgres(t, url, retain)
+	testwait.Eventually(t, 15*time.Second, "one leader", func() bool { return a.Sentinel.Self().Leader != b.Sentinel.Self().Leader })
+	leader, follower := a, b
+	if b.Sentinel.Self().Leader {
+		leader, follower = b, a
+	}
+	seeder, ok := a.DB.(interface {
+		JobsFinishedBulk(ctx context.Context, fileVersionID int64, plugin string, status job.Status, ended time.Time, n int) error
+	})
+	if !ok {
+		t.Fatalf("%T cannot seed finished jobs", a.DB)
+	}
+	a.Plugin("p")
+	const n = 300
+	if err := seeder.JobsFinishedBulk(context.Background(), a.File("old.txt", "old\n"), "p", job.StatusCompleted, time.Now().Add(-time.Hour), n); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, 15*time.Second, "the backlog pruned", func() bool { return a.Counts()[job.StatusCompleted] == 0 })
+	if got, other := leader.Sentinel.Stats().JobsPruned.Load(), follower.Sentinel.Stats().JobsPruned.Load(); got != n || other != 0 {
+		t.Errorf("pruned by the leader %d, by the follower %d; want %d and 0", got, other, n)
+	}
+}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestPluginPause_SkipsClaimsUntilResumed(t *testing.T) {
 			{"Several", []string{"p", "q"}, []int64{jq}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				if got := claimIDs(fx.claim(t, testNow, "w-"+tc.name, 10, tc.plugins...)); !equalIDs(got, tc.want) {
+				if got := claimIDs(fx.claim(t, testNow, "w-"+tc.name, 10, tc.plugins...)); !slices.Equal(got, tc.want) {
 					t.Errorf("claimed %v, want %v", got, tc.want)
 				}
 			})
@@ -89,7 +90,7 @@ func TestPluginPause_SkipsClaimsUntilResumed(t *testing.T) {
 		if resumed.Paused() {
 			t.Fatalf("after resume: %+v", resumed)
 		}
-		if got := claimIDs(fx.claim(t, testNow, "w-any", 10, "*")); !equalIDs(got, []int64{jp}) {
+		if got := claimIDs(fx.claim(t, testNow, "w-any", 10, "*")); !slices.Equal(got, []int64{jp}) {
 			t.Errorf("after resume claimed %v, want [%d]", got, jp)
 		}
 
@@ -98,18 +99,6 @@ func TestPluginPause_SkipsClaimsUntilResumed(t *testing.T) {
 		_, err = s.PluginPause(ctx, testNow, " ", true)
 		wantErr(t, "pause no plugin", err, job.ErrInvalid)
 	})
-}
-
-func equalIDs(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestPluginSettings_TimeoutAndRetriesReachClaimsAndConclusions(t *testing.T) {
@@ -251,4 +240,37 @@ func TestPluginRerun_QueuesJobsCompletedBeforeTheActiveDeployOnce(t *testing.T) 
 			t.Errorf("jobs after the rerun = %+v; want the COMPLETED job %d kept and one new QUEUED with its priority", page.Jobs, id)
 		}
 	})
+}
+
+// Resuming a plugin notifies casparian_queue with its name, so that every
+// Sentinel of the database claims its jobs at once; pausing does not.
+func TestPluginPause_ResumeNotifiesEverySentinel(t *testing.T) {
+	d, url := openTest(t)
+	ctx := testContext(t)
+	seedFile(t, ctx, connect(t, url)) // plugins csv_parser and xml_parser
+	listener := connect(t, url)
+	if _, err := listener.Exec(ctx, "LISTEN "+QueueChannel); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		pause bool
+		want  []string
+	}{
+		{"Pause", true, nil},
+		{"Resume", false, []string{"csv_parser"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := d.PluginPause(ctx, time.Now(), "csv_parser", tc.pause); err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := notifications(ctx, listener, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("notifications %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

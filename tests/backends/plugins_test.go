@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
@@ -128,5 +129,29 @@ func waitCompleted(t *testing.T, e *sentineltest.Env, n int64) {
 	testwait.Eventually(t, sentineltest.Within, "jobs complete", func() (bool, string) {
 		c := e.Counts()
 		return c[job.StatusCompleted] == n, ""
+	})
+}
+
+// A plugin's own job timeout aborts its job though the global
+// --job-timeout is off; with its max retries 0 the job then fails.
+func TestBackends_PluginJobTimeoutAbortsItsJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, start start) {
+		ctx := context.Background()
+		e := start(t, nil) // --job-timeout 0: off
+		e.Plugin("stuck")
+		timeout, zero := 300*time.Millisecond, 0
+		if _, err := e.Sentinel.SetPluginSettings(ctx, "stuck", job.PluginSettingsUpdate{JobTimeout: &timeout, MaxRetries: &zero}); err != nil {
+			t.Fatal(err)
+		}
+		e.Worker(testworker.Options{Run: func(ctx context.Context, _ testworker.Job) transport.Conclude {
+			<-ctx.Done() // until the Sentinel's ABORT
+			return transport.Conclude{Status: transport.StatusAborted, ErrorMessage: "aborted"}
+		}})
+		e.WaitWorkers(1)
+		id := e.Enqueue(e.File("in/a.txt", "a\n"), "stuck", 0)
+		j := e.WaitJob(id, job.StatusFailed)
+		if !strings.Contains(j.ErrorMessage, "job timeout after 300ms") {
+			t.Errorf("error message %q, want the plugin's timeout", j.ErrorMessage)
+		}
 	})
 }

@@ -94,6 +94,17 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 	if err := CheckBatch(cs, reqs); err != nil {
 		return BatchResult{}, err
 	}
+	if len(reqs) > 0 {
+		// Read before the transaction, on a reader: the claim statements
+		// must be prepared before it begins, and their shapes depend on
+		// the requests. A pause committed meanwhile is still honoured by
+		// the statements themselves (pausedFilter).
+		paused, err := db.pausedPlugins(ctx)
+		if err != nil {
+			return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
+		}
+		reqs = WithoutPaused(reqs, paused)
+	}
 	claiming := anyClaimable(reqs)
 	if len(cs) == 0 && !claiming {
 		return BatchResult{}, nil

@@ -158,3 +158,38 @@ func SortedVersions(m map[int64]int64) []int64 {
 	slices.Sort(out)
 	return out
 }
+
+// PausedPluginsSQL lists the paused plugins (both backends).
+const PausedPluginsSQL = `SELECT plugin_name FROM sentinel_plugin_settings WHERE paused_at IS NOT NULL`
+
+// WithoutPaused drops paused plugins from the named plugins (Plugins and
+// Prefer) of claim requests, so that a worker that runs only paused
+// plugins claims nothing without its claim statement walking their
+// backlog row by row only to skip every row. A request for any plugin
+// ("*") is left as it is: the claim statement's own test skips the paused
+// plugins' jobs, and stays the guarantee when a pause commits between the
+// read of paused and the claim. reqs is returned unchanged when nothing is
+// paused.
+func WithoutPaused(reqs []job.ClaimRequest, paused map[string]bool) []job.ClaimRequest {
+	if len(paused) == 0 {
+		return reqs
+	}
+	keep := func(names []string) []string {
+		var out []string
+		for _, n := range names {
+			if !paused[n] {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	out := make([]job.ClaimRequest, len(reqs))
+	for i, r := range reqs {
+		if _, anyPlugin := pluginFilter(r.Plugins); !anyPlugin {
+			r.Plugins = keep(r.Plugins)
+		}
+		r.Prefer = keep(r.Prefer)
+		out[i] = r
+	}
+	return out
+}

@@ -20,6 +20,27 @@ import (
 const pausedFilter = ` AND NOT EXISTS (SELECT 1 FROM sentinel_plugin_settings s
 			WHERE s.plugin_name = cf_processing_queue.plugin_name AND s.paused_at IS NOT NULL)`
 
+// pausedPlugins returns the paused plugins, nil when there are none.
+func (db *DB) pausedPlugins(ctx context.Context) (map[string]bool, error) {
+	rows, err := db.reader.QueryContext(ctx, PausedPluginsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("paused plugins: %w", err)
+	}
+	defer rows.Close()
+	var out map[string]bool
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("paused plugins: %w", err)
+		}
+		if out == nil {
+			out = map[string]bool{}
+		}
+		out[name] = true
+	}
+	return out, rows.Err()
+}
+
 // pluginSettingsInto adds every settings row to cat.
 func (db *DB) pluginSettingsInto(ctx context.Context, cat *PluginCatalogue) error {
 	rows, err := db.reader.QueryContext(ctx, `SELECT plugin_name, paused_at, job_timeout_ms, max_retries, updated_at

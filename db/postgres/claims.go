@@ -79,11 +79,12 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 	err := d.inTx(ctx, func(tx pgx.Tx) error {
 		res = db.BatchResult{} // a retried transaction starts over
 		var err error
-		if res.Outcomes, err = conclude(ctx, tx, now, cs, claiming); err != nil {
+		var paused map[string]bool
+		if res.Outcomes, paused, err = conclude(ctx, tx, now, cs, claiming); err != nil {
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {
-			if res.Claims, res.Failures, err = d.claim(ctx, tx, now, reqs); err != nil {
+			if res.Claims, res.Failures, err = d.claim(ctx, tx, now, db.WithoutPaused(reqs, paused)); err != nil {
 				return fmt.Errorf("claim jobs: %w", err)
 			}
 		}
@@ -101,8 +102,9 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 // checks the guard again, so a conclusion repeated in one batch is stale
 // the second time, as on SQLite. When the batch goes on to claim, the
 // second pipeline also carries what the claim needs first
-// (claimSettingsSQL, normaliseNullsSQL), saving it round trips.
-func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion, claiming bool) ([]job.Outcome, error) {
+// (claimSettingsSQL, normaliseNullsSQL, and the paused plugins it returns
+// for db.WithoutPaused), saving it round trips.
+func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion, claiming bool) ([]job.Outcome, map[string]bool, error) {
 	type state struct {
 		retries    int64
 		cancelled  bool
@@ -126,7 +128,7 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 	}
 	if reads.Len() > 0 {
 		if err := tx.SendBatch(ctx, &reads).Close(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
@@ -140,7 +142,7 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 		}
 		step, err := db.PlanConclusion(db.WithPluginRetries(c, states[i].maxRetries), states[i].retries, states[i].cancelled)
 		if err != nil {
-			return nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
+			return nil, nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
 		}
 		guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
 		var q *pgx.QueuedQuery
@@ -168,19 +170,33 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 			return nil
 		})
 	}
+	var paused map[string]bool
 	if claiming {
 		writes.Queue(claimSettingsSQL)
 		writes.Queue(normaliseNullsSQL)
+		writes.Queue(db.PausedPluginsSQL).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var name string
+				if err := rows.Scan(&name); err != nil {
+					return err
+				}
+				if paused == nil {
+					paused = map[string]bool{}
+				}
+				paused[name] = true
+			}
+			return rows.Err()
+		})
 	}
 	if writes.Len() > 0 {
 		if err := tx.SendBatch(ctx, &writes).Close(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if len(cs) == 0 {
-		return nil, nil
+		return nil, paused, nil
 	}
-	return out, nil
+	return out, paused, nil
 }
 
 // claimSettingsSQL steers the claim statements' plans for the rest of the

@@ -149,6 +149,9 @@ type JobClaim struct {
 	RetryCount  int64
 	Dispatch    *transport.Dispatch
 	RequestedAt time.Time
+	// JobTimeout is the plugin's job timeout (db.Claim.JobTimeout): 0 for
+	// --job-timeout, negative for none.
+	JobTimeout time.Duration
 }
 
 // --- dispatcher → worker actor ---
@@ -385,6 +388,43 @@ type AddRoute struct {
 
 // HealthQuery asks the queue actor to touch the database. Value: nil.
 type HealthQuery struct{}
+
+// PausePlugin pauses (Pause) or resumes a plugin; resuming tells the
+// dispatcher the queue changed. Value: job.PluginSettings.
+type PausePlugin struct {
+	Plugin string
+	Pause  bool
+}
+
+// SetPluginSettings changes a plugin's job timeout and max retries. Value:
+// job.PluginSettings.
+type SetPluginSettings struct {
+	Plugin string
+	Update job.PluginSettingsUpdate
+}
+
+// BackfillPlugin queues a job of Plugin for every current file version its
+// subscriptions match (by applied_tags and the routing rules' tags now)
+// that has none, or with DryRun counts them. Value: job.BackfillResult.
+type BackfillPlugin struct {
+	Plugin string
+	DryRun bool
+}
+
+// RerunPlugin queues again the Plugin's jobs that completed before its
+// ACTIVE manifest was deployed, or with DryRun counts them. Value:
+// job.BackfillResult.
+type RerunPlugin struct {
+	Plugin string
+	DryRun bool
+}
+
+// --- Sentinel (operator) → scanner ---
+
+// RescanSources asks the scanner to start a pass now, or right after the
+// one in progress. Only the leader scans; the Sentinel refuses the request
+// on the others.
+type RescanSources struct{}
 
 // --- scanner ⇄ queue actor (requests and answers) ---
 

@@ -263,6 +263,53 @@ func (s *Sentinel) Subscribe(ctx context.Context, plugin string, tags []string) 
 	return askValue[[]string](ctx, s, &SubscribePlugin{Plugin: plugin, Tags: tags})
 }
 
+// PausePlugin pauses a plugin (pause true) or resumes it, and returns its
+// settings. A paused plugin's QUEUED jobs are not claimed, by any Sentinel
+// of the database; its RUNNING ones finish. Resuming makes its jobs
+// claimable at once. An unknown plugin is job.ErrNotFound.
+func (s *Sentinel) PausePlugin(ctx context.Context, plugin string, pause bool) (job.PluginSettings, error) {
+	return askValue[job.PluginSettings](ctx, s, &PausePlugin{Plugin: plugin, Pause: pause})
+}
+
+// SetPluginSettings changes a plugin's job timeout and max retries, which
+// override --job-timeout and --max-retries for its jobs (claimed from then
+// on, for the timeout; requeued from then on, for the retries).
+func (s *Sentinel) SetPluginSettings(ctx context.Context, plugin string, u job.PluginSettingsUpdate) (job.PluginSettings, error) {
+	return askValue[job.PluginSettings](ctx, s, &SetPluginSettings{Plugin: plugin, Update: u})
+}
+
+// Backfill queues a job of the plugin for every current file version its
+// subscriptions match that has no job of it yet, or with dryRun counts
+// them. A second backfill queues nothing the first did.
+func (s *Sentinel) Backfill(ctx context.Context, plugin string, dryRun bool) (job.BackfillResult, error) {
+	return askValue[job.BackfillResult](ctx, s, &BackfillPlugin{Plugin: plugin, DryRun: dryRun})
+}
+
+// Rerun queues again, once per file, the plugin's jobs that COMPLETED
+// before its ACTIVE manifest was deployed (the queue records no manifest
+// per job, so that is what "ran under an earlier version" means), or with
+// dryRun counts them.
+func (s *Sentinel) Rerun(ctx context.Context, plugin string, dryRun bool) (job.BackfillResult, error) {
+	return askValue[job.BackfillResult](ctx, s, &RerunPlugin{Plugin: plugin, DryRun: dryRun})
+}
+
+// Rescan asks the scanner to run a pass now (or right after the one in
+// progress). Only the leader scans: on another Sentinel of a shared
+// database, or with the scanner off, it is job.ErrConflict, naming why.
+func (s *Sentinel) Rescan(ctx context.Context) error {
+	if _, err := s.wait(ctx); err != nil {
+		return err
+	}
+	if !s.scanning {
+		return fmt.Errorf("the scanner is off (--scan-interval 0): %w", job.ErrConflict)
+	}
+	if !s.lease.Leading() {
+		return fmt.Errorf("this Sentinel does not lead the database: the leader scans; ask it: %w", job.ErrConflict)
+	}
+	s.system.Root.Send(s.system.NewLocalPID(s.top.Id+"/scanner"), &RescanSources{})
+	return nil
+}
+
 // Sources lists the source roots.
 func (s *Sentinel) Sources(ctx context.Context) ([]job.SourceRoot, error) {
 	return askValue[[]job.SourceRoot](ctx, s, &SourcesQuery{})

@@ -101,7 +101,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
 	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery,
-		*PruneJobs, *QueueAgesQuery:
+		*PruneJobs, *QueueAgesQuery, *PausePlugin, *SetPluginSettings, *BackfillPlugin, *RerunPlugin:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
 		ctx.Respond(a.scanState(m))
@@ -297,6 +297,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 			RetryCount:  c.RetryCount,
 			Dispatch:    wireDispatch(c.Dispatch),
 			RequestedAt: claim.req.At,
+			JobTimeout:  c.JobTimeout,
 		}
 	}
 	ctx.Send(claim.replyTo, out)
@@ -522,6 +523,26 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		var res job.BulkResult
 		if res, err = a.deps.db.JobsBulk(dctx, time.Now(), m.Action, m.Filter, m.DryRun); err == nil && !m.DryRun {
 			a.bulkDone(ctx, res)
+		}
+		v = res
+	case *PausePlugin:
+		var s job.PluginSettings
+		if s, err = a.deps.db.PluginPause(dctx, time.Now(), m.Plugin, m.Pause); err == nil {
+			a.log.Info().Str("plugin", m.Plugin).Bool("paused", m.Pause).Msg("plugin paused or resumed by operator")
+			if !m.Pause {
+				ctx.Send(a.peers.dispatcher, &QueueChanged{})
+			}
+		}
+		v = s
+	case *SetPluginSettings:
+		v, err = a.deps.db.PluginSettingsSet(dctx, time.Now(), m.Plugin, m.Update)
+	case *BackfillPlugin:
+		v, err = a.backfill(ctx, dctx, m)
+	case *RerunPlugin:
+		var res job.BackfillResult
+		if res, err = a.deps.db.PluginRerun(dctx, time.Now(), m.Plugin, m.DryRun); err == nil && res.Queued > 0 {
+			a.log.Info().Str("plugin", m.Plugin).Int64("queued", res.Queued).Msg("plugin's earlier jobs queued again by operator")
+			ctx.Send(a.peers.dispatcher, &QueueChanged{})
 		}
 		v = res
 	case *AddBuiltin:

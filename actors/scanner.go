@@ -46,6 +46,9 @@ type scannerActor struct {
 	pass  *scanPass          // nil between passes
 	// following: another Sentinel leads and scans; this one waits.
 	following bool
+	// again: an operator asked for a pass during this one (RescanSources);
+	// the next starts as soon as it ends.
+	again bool
 	// pending are new or changed files seen once, too recently modified to
 	// hash; the next pass hashes them if their size and mtime held.
 	pending map[fileKey]fileStat
@@ -161,6 +164,8 @@ func (a *scannerActor) Receive(ctx actor.Context) {
 			a.pass.answered()
 			a.maybeFinish(ctx)
 		}
+	case *RescanSources:
+		a.rescan(ctx)
 	case *crash:
 		panic("injected crash: scanner")
 	case *actor.Stopping, *actor.Restarting:
@@ -233,11 +238,7 @@ func (a *scannerActor) planned(ctx actor.Context, m *ScanState) {
 		a.end(ctx, false)
 		return
 	}
-	for _, r := range m.Routes {
-		if g, ok := compileGlob(r.Pattern); ok && r.Tag != "" {
-			p.routes = append(p.routes, route{glob: g, tag: r.Tag})
-		}
-	}
+	p.routes = compileRoutes(m.Routes)
 	jobs := make([]*rootScan, 0, len(m.Roots))
 	for _, r := range m.Roots {
 		rs := &rootScan{root: r.Root, known: r.Known}
@@ -337,15 +338,7 @@ func (a *scannerActor) walked(ctx actor.Context, m *rootWalked) {
 }
 
 // tags are the tags of every routing rule the path matches.
-func (p *scanPass) tags(rel string) []string {
-	var out []string
-	for _, r := range p.routes {
-		if r.glob.matchFile(rel) {
-			out = append(out, r.tag)
-		}
-	}
-	return out
-}
+func (p *scanPass) tags(rel string) []string { return routeTags(p.routes, rel) }
 
 // pump starts hashers while the pool has room.
 func (a *scannerActor) pump(ctx actor.Context) {
@@ -460,7 +453,21 @@ func (a *scannerActor) end(ctx actor.Context, ok bool) {
 			Int("versions", p.recorded).Int("jobs", p.jobs).Int("missing", p.missing).
 			Int("waiting_to_settle", len(p.nextPending)).Msg("scan pass done")
 	}
-	a.timer.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.ScanInterval)
+	next := a.deps.cfg.ScanInterval
+	if a.again {
+		a.again, next = false, 0
+	}
+	a.timer.arm(ctx.ActorSystem(), ctx.Self(), next)
+}
+
+// rescan starts a pass now, or right after the one in progress (whose walk
+// may have passed the files the operator means).
+func (a *scannerActor) rescan(ctx actor.Context) {
+	if a.pass != nil {
+		a.again = true
+		return
+	}
+	a.timer.arm(ctx.ActorSystem(), ctx.Self(), 0)
 }
 
 // sameMTime compares a stored last_known_mtime (float seconds) with a file's

@@ -170,6 +170,8 @@ type Sentinel struct {
 	drainTimeout time.Duration
 	// roots are the folders source roots must lie in (--allowed-roots).
 	roots []string
+	// scanning: the scanner runs (--scan-interval is not 0).
+	scanning bool
 
 	fatal     chan error
 	fatalOnce sync.Once
@@ -226,6 +228,7 @@ func start(opts Options, lease db.Lease) (*Sentinel, error) {
 		fatal:  make(chan error, 1),
 		roots:  roots,
 
+		scanning:     opts.Config.ScanInterval > 0,
 		drainTimeout: opts.Config.DrainTimeout,
 	}
 	s.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {

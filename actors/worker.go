@@ -62,6 +62,21 @@ type heldJob struct {
 	// awaitingEnv: claimed but not dispatched yet, waiting for ENV_READY of
 	// this env_hash (worker_env.go). The worker does not know the job yet.
 	awaitingEnv string
+	// timeout is the plugin's job timeout from the claim: 0 for
+	// --job-timeout, negative for none. A job adopted after a restart has
+	// 0: the global timeout holds until it ends.
+	timeout time.Duration
+}
+
+// limit is the job's timeout given the global one; 0 means none.
+func (j *heldJob) limit(global time.Duration) time.Duration {
+	switch {
+	case j.timeout < 0:
+		return 0
+	case j.timeout > 0:
+		return j.timeout
+	}
+	return global
 }
 
 func newWorkerProps(d deps, p peers, spec *workerSpec) *actor.Props {
@@ -258,8 +273,8 @@ func untilBeat(now time.Time, interval time.Duration) time.Duration {
 // confirms ends the job (SKIPPED, since the database holds the cancel) even
 // with the job timeout off.
 func (a *workerActor) enforceJobTimeout(ctx actor.Context, now time.Time) {
-	limit := a.deps.cfg.JobTimeout
 	for id, j := range a.running {
+		limit := j.limit(a.deps.cfg.JobTimeout)
 		switch {
 		case j.awaitingEnv != "":
 			// Not dispatched yet: --env-timeout bounds the wait.
@@ -321,7 +336,7 @@ func (a *workerActor) reconcile(ctx actor.Context, beat *transport.Heartbeat) {
 func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
 	now := time.Now()
 	for _, c := range m.Claims {
-		j := &heldJob{ref: c.Ref, retries: c.RetryCount, since: now}
+		j := &heldJob{ref: c.Ref, retries: c.RetryCount, since: now, timeout: c.JobTimeout}
 		if c.Dispatch != nil {
 			j.plugin = c.Dispatch.PluginName
 		}
@@ -389,7 +404,7 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 		// shutting down, or it acted on an ABORT meant for an earlier
 		// claim of the same job: ABORT names only the job). Both are
 		// infrastructure faults: retry, within --max-retries.
-		reason := "job timeout after " + a.deps.cfg.JobTimeout.String()
+		reason := "job timeout after " + j.limit(a.deps.cfg.JobTimeout).String()
 		if j.abortBy.IsZero() {
 			reason = "aborted by the worker: " + orDefault(m.Receipt.ErrorMessage, "no message")
 		}

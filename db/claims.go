@@ -18,6 +18,10 @@ type Claim struct {
 	Priority   int64
 	RetryCount int64
 	Dispatch   Dispatch
+	// JobTimeout overrides --job-timeout for this job: the plugin's
+	// setting (sentinel_plugin_settings.job_timeout_ms) when the job was
+	// claimed. 0 means the global one; negative, no timeout.
+	JobTimeout time.Duration
 }
 
 // ClaimFailure is a job that was claimed but whose dispatch could not be
@@ -39,6 +43,8 @@ type claimedRow struct {
 	// read by the claim statement itself; NULL when a link is missing (the
 	// assembler then finds out which).
 	location sql.NullString
+	// timeoutMS is the plugin's job_timeout_ms.
+	timeoutMS sql.NullInt64
 }
 
 // normaliseNullsSQL gives rows other tools inserted with NULLs their
@@ -87,6 +93,17 @@ type BatchResult struct {
 func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, reqs []job.ClaimRequest) (BatchResult, error) {
 	if err := CheckBatch(cs, reqs); err != nil {
 		return BatchResult{}, err
+	}
+	if len(reqs) > 0 {
+		// Read before the transaction, on a reader: the claim statements
+		// must be prepared before it begins, and their shapes depend on
+		// the requests. A pause committed meanwhile is still honoured by
+		// the statements themselves (pausedFilter).
+		paused, err := db.pausedPlugins(ctx)
+		if err != nil {
+			return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
+		}
+		reqs = WithoutPaused(reqs, paused)
 	}
 	claiming := anyClaimable(reqs)
 	if len(cs) == 0 && !claiming {
@@ -182,6 +199,7 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 			Priority:   row.Priority,
 			RetryCount: row.RetryCount,
 			Dispatch:   d,
+			JobTimeout: row.JobTimeout,
 		})
 	}
 	return claims, failures, nil
@@ -226,7 +244,7 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.Cla
 	for rows.Next() {
 		c := claimedRow{ref: job.Ref{Worker: r.Worker}}
 		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
-			&c.priority, &c.retryCount, &c.configOverrides, &c.location); err != nil {
+			&c.priority, &c.retryCount, &c.configOverrides, &c.location, &c.timeoutMS); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
 		out = append(out, c.claimed())
@@ -252,6 +270,7 @@ func (c claimedRow) claimed() ClaimedJob {
 		RootPath:        root,
 		RelPath:         rel,
 		Located:         c.location.Valid && ok,
+		JobTimeout:      ClaimTimeout(nullInt(c.timeoutMS)),
 	}
 }
 
@@ -259,8 +278,9 @@ func (c claimedRow) claimed() ClaimedJob {
 // plugins, or any plugin when nPlugins is 0, except nExclude plugins.
 // Arguments: worker (claimed_by), worker (worker_host), claim_time,
 // updated_at, now in unix ms, the plugin names, the excluded names, the limit.
-// It returns the claimed rows with their file's location (claimedRow): a
-// subquery in RETURNING saves the assembler a statement per job.
+// It returns the claimed rows with their file's location and their plugin's
+// job timeout (claimedRow): subqueries in RETURNING save the assembler a
+// statement per job. Jobs of paused plugins are skipped (pausedFilter).
 func claimSQL(nPlugins, nExclude int) string {
 	// LIMIT ? + 0: SQLite reads a bare "LIMIT ?" at prepare time and then
 	// prepares the statement again whenever the bound limit changes, which
@@ -281,6 +301,7 @@ func claimSQL(nPlugins, nExclude int) string {
 	if nExclude > 0 {
 		filter += " AND plugin_name NOT IN (?" + strings.Repeat(", ?", nExclude-1) + ")"
 	}
+	filter += pausedFilter
 	return `UPDATE cf_processing_queue SET
 		status = 'RUNNING', claimed_by = ?, worker_host = ?, claim_time = ?,
 		attempt = COALESCE(attempt, 0) + 1, updated_at = ?
@@ -294,7 +315,8 @@ func claimSQL(nPlugins, nExclude int) string {
 		FROM cf_file_version v
 		JOIN cf_file_location l ON l.id = v.location_id
 		JOIN cf_source_root r ON r.id = l.source_root_id
-		WHERE v.id = cf_processing_queue.file_version_id)`
+		WHERE v.id = cf_processing_queue.file_version_id),
+		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name)`
 }
 
 // pluginSetKey names the set of plugins a request can run: "*" for any
@@ -405,7 +427,8 @@ const (
 	failSQL = `UPDATE cf_processing_queue SET
 		status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
 	WHERE ` + claimGuard
-	retriesSQL = `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL
+	retriesSQL = `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL,
+		(SELECT s.max_retries FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name)
 		FROM cf_processing_queue WHERE ` + claimGuard
 	skipSQL = `UPDATE cf_processing_queue SET
 		status = 'SKIPPED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
@@ -445,19 +468,20 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion) 
 	// holds the write lock, so neither can change before the UPDATE).
 	var retries int64
 	var cancelled bool
+	var maxRetries sql.NullInt64 // the plugin's, overriding c.MaxRetries
 	if ConclusionNeedsState(c.Kind) {
 		st, err := s.bind(ctx, &s.retries, retriesSQL)
 		if err != nil {
 			return 0, err
 		}
-		switch err := st.QueryRowContext(ctx, guard...).Scan(&retries, &cancelled); {
+		switch err := st.QueryRowContext(ctx, guard...).Scan(&retries, &cancelled, &maxRetries); {
 		case errors.Is(err, sql.ErrNoRows):
 			return job.OutcomeStale, nil
 		case err != nil:
 			return 0, err
 		}
 	}
-	step, err := PlanConclusion(c, retries, cancelled)
+	step, err := PlanConclusion(WithPluginRetries(c, nullInt(maxRetries)), retries, cancelled)
 	if err != nil {
 		return 0, err
 	}

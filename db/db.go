@@ -105,7 +105,7 @@ func ParseDSN(dsn string) (string, error) {
 // foreign_keys=ON and a busy timeout. Existing rows that violate foreign keys
 // do not stop Open: SQLite only checks constraints on rows that change.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	return openTo(ctx, dsn, len(migrations))
+	return openTo(ctx, dsn, migrations[len(migrations)-1].version)
 }
 
 // openTo is Open with the schema brought only up to migration version last;

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/casparian/sentinel/job"
 )
@@ -95,6 +96,9 @@ type ClaimedJob struct {
 	// asks its DispatchSource which, for the job's error message).
 	RootPath, RelPath string
 	Located           bool
+	// JobTimeout is the plugin's job timeout (ClaimTimeout): 0 for the
+	// global one, negative for none.
+	JobTimeout time.Duration
 }
 
 // DispatchSource is what the assembler reads from a backend, inside the

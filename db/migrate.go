@@ -125,6 +125,15 @@ var migrations = []migration{
 		columns: enqueuedAtColumns,
 		file:    "0008_queue_enqueued_at.sql",
 	},
+	{
+		// Per-plugin settings (pause, job timeout, max retries) in a
+		// table of our own. 9, not 8: a parallel branch adds 8 at the
+		// same time; versions are applied by what is recorded, so a
+		// later 8 still runs on a database that has 9.
+		version: 9,
+		name:    "plugin_settings",
+		file:    "0009_plugin_settings.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

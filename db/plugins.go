@@ -149,6 +149,9 @@ func (db *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list plugins: %w", err)
 	}
+	if err := db.pluginSettingsInto(ctx, &cat); err != nil {
+		return nil, fmt.Errorf("list plugins: %w", err)
+	}
 	return cat.Plugins(), nil
 }
 

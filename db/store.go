@@ -36,6 +36,13 @@ type Store interface {
 	BootstrapApply(ctx context.Context, b Bootstrap) (int, error)
 	EnvironmentLockfile(ctx context.Context, hash string) (string, error)
 
+	// Per-plugin settings, backfills and reruns (pluginsettings.go).
+	PluginPause(ctx context.Context, now time.Time, plugin string, pause bool) (job.PluginSettings, error)
+	PluginSettingsSet(ctx context.Context, now time.Time, plugin string, u job.PluginSettingsUpdate) (job.PluginSettings, error)
+	PluginBackfillFiles(ctx context.Context, plugin string) ([]BackfillFile, error)
+	PluginBackfill(ctx context.Context, now time.Time, plugin string, files []BackfillFile) (int64, error)
+	PluginRerun(ctx context.Context, now time.Time, plugin string, dryRun bool) (job.BackfillResult, error)
+
 	// The database itself: whether another connection wrote (db.go), the
 	// lease that makes this process a Sentinel of it, and the Sentinels
 	// that hold one now (lease.go). SQLite has one Sentinel per database,

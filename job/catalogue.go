@@ -32,6 +32,41 @@ type Plugin struct {
 	SubscriptionTags []string
 	Active           *Manifest  // nil: no ACTIVE manifest, its jobs cannot be dispatched
 	Versions         []Manifest // newest first
+	Settings         PluginSettings
+}
+
+// PluginSettings are an operator's per-plugin settings (a
+// sentinel_plugin_settings row); the zero value is a plugin without one.
+type PluginSettings struct {
+	// PausedAt is when the plugin was paused; zero while it runs. The
+	// QUEUED jobs of a paused plugin are not claimed; RUNNING ones finish.
+	PausedAt time.Time
+	// JobTimeout overrides --job-timeout for the plugin's jobs: nil keeps
+	// the global one, 0 turns the timeout off.
+	JobTimeout *time.Duration
+	// MaxRetries overrides --max-retries: nil keeps the global one.
+	MaxRetries *int
+	UpdatedAt  time.Time
+}
+
+// Paused reports whether the plugin is paused.
+func (s PluginSettings) Paused() bool { return !s.PausedAt.IsZero() }
+
+// PluginSettingsUpdate changes a plugin's job timeout and max retries. A
+// nil field is left as it is; a negative one returns to the global setting.
+type PluginSettingsUpdate struct {
+	JobTimeout *time.Duration
+	MaxRetries *int
+}
+
+// BackfillResult is what a backfill or a rerun of a plugin did, or with
+// DryRun would do: Queued jobs (or Matched files, for a dry run).
+type BackfillResult struct {
+	Plugin string
+	DryRun bool
+	// Matched is how many file versions qualify; Queued how many jobs were
+	// inserted (0 on a dry run).
+	Matched, Queued int64
 }
 
 // SourceRoot is a folder whose files the scanner records (a cf_source_root

@@ -288,9 +288,15 @@ func pluginsList(ctx context.Context, c *cli, _ []string) error {
 		if p.Active != nil {
 			active, deployed = p.Active.Version, stamp(p.Active.DeployedAt)
 		}
-		rows[i] = []string{p.Name, active, strconv.Itoa(len(p.Versions)), deployed, orDash(strings.Join(p.SubscriptionTags, ","))}
+		state := "running"
+		if p.Settings.Paused {
+			state = "paused"
+		}
+		timeout, retries := settingsText(p.Settings)
+		rows[i] = []string{p.Name, active, strconv.Itoa(len(p.Versions)), deployed, orDash(strings.Join(p.SubscriptionTags, ",")),
+			state, timeout, retries}
 	}
-	return c.table("PLUGIN\tACTIVE\tVERSIONS\tDEPLOYED\tSUBSCRIBED TAGS", rows)
+	return c.table("PLUGIN\tACTIVE\tVERSIONS\tDEPLOYED\tSUBSCRIBED TAGS\tSTATE\tJOB TIMEOUT\tMAX RETRIES", rows)
 }
 
 func jobsBulk(ctx context.Context, c *cli, args []string) error {
@@ -376,6 +382,7 @@ func pluginsSubscribe(ctx context.Context, c *cli, args []string) error {
 		return c.printJSON(raw)
 	}
 	fmt.Fprintf(c.stdout, "plugin %s subscribes to: %s\n", res.Plugin, strings.Join(res.SubscriptionTags, ", "))
+	backfillHints(ctx, c, []string{res.Plugin}, "")
 	return nil
 }
 
@@ -439,6 +446,7 @@ func routesAdd(ctx context.Context, c *cli, args []string) error {
 		return c.printJSON(raw)
 	}
 	fmt.Fprintf(c.stdout, "routing rule %d: %s → %s\n", r.ID, r.Pattern, r.Tag)
+	backfillHints(ctx, c, nil, r.Tag)
 	return nil
 }
 

@@ -12,7 +12,10 @@
 //	casparian plugins ls
 //	casparian plugins subscribe NAME TAG...
 //	casparian plugins add-builtin NAME [TAG...]
-//	casparian sources ls | add PATH
+//	casparian plugins pause NAME | resume NAME
+//	casparian plugins set NAME [--job-timeout D|default] [--max-retries N]
+//	casparian plugins backfill NAME [--yes] | rerun NAME [--yes]
+//	casparian sources ls | add PATH | rescan
 //	casparian routes ls | add PATTERN TAG [--priority N]
 //	casparian status
 //	casparian token new
@@ -143,10 +146,29 @@ var commands = map[string]map[string]*command{
 		"add-builtin": {usage: "NAME [TAG...]", help: "register a built-in plugin of casparian-worker (" + strings.Join(job.BuiltinPlugins, ", ") +
 			") so that its jobs run, subscribed to files tagged TAG", minArgs: 1, maxArgs: -1, run: pluginsAddBuiltin},
 		"subscribe": {usage: "NAME TAG...", help: "queue jobs of plugin NAME for files tagged TAG", minArgs: 2, maxArgs: -1, run: pluginsSubscribe},
+		"pause": {usage: "NAME", help: "stop dispatching plugin NAME's queued jobs (running ones finish)", minArgs: 1, maxArgs: 1,
+			run: func(ctx context.Context, c *cli, args []string) error { return pluginsPause(ctx, c, args, true) }},
+		"resume": {usage: "NAME", help: "dispatch plugin NAME's queued jobs again", minArgs: 1, maxArgs: 1,
+			run: func(ctx context.Context, c *cli, args []string) error { return pluginsPause(ctx, c, args, false) }},
+		"set": {usage: "NAME [--job-timeout D|default] [--max-retries N]",
+			help: "set plugin NAME's own job timeout (0: none) and max retries (-1: the Sentinel's)",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("job-timeout", "", "abort and requeue its jobs running longer than this (5m; 0: none; default: --job-timeout)")
+				fs.Int64("max-retries", -2, "requeues after infrastructure faults before its job is FAILED (-1: --max-retries)")
+			}, minArgs: 1, maxArgs: 1, run: pluginsSet},
+		"backfill": {usage: "NAME [--yes]", help: "queue jobs of plugin NAME for the existing files it subscribes to and has not run on; without --yes, only count them",
+			flags: func(fs *flag.FlagSet) {
+				fs.Bool("yes", false, "queue them; without it the command only says how many")
+			}, minArgs: 1, maxArgs: 1, run: pluginsBackfill},
+		"rerun": {usage: "NAME [--yes]", help: "queue again plugin NAME's jobs that completed before its active version was deployed; without --yes, only count them",
+			flags: func(fs *flag.FlagSet) {
+				fs.Bool("yes", false, "queue them; without it the command only says how many")
+			}, minArgs: 1, maxArgs: 1, run: pluginsRerun},
 	},
 	"sources": {
-		"ls":  {help: "list the source roots the scanner walks", run: sourcesList},
-		"add": {usage: "PATH", help: "scan the folder PATH (made absolute)", minArgs: 1, maxArgs: 1, run: sourcesAdd},
+		"ls":     {help: "list the source roots the scanner walks", run: sourcesList},
+		"add":    {usage: "PATH", help: "scan the folder PATH (made absolute)", minArgs: 1, maxArgs: 1, run: sourcesAdd},
+		"rescan": {help: "ask the Sentinel to scan the source roots now", run: sourcesRescan},
 	},
 	"routes": {
 		"ls": {help: "list the routing rules", run: routesList},

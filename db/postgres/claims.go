@@ -56,8 +56,9 @@ const (
 		status = 'QUEUED', retry_count = $4, claimed_by = NULL, next_run_at = $5,
 		error_message = $6, end_time = NULL, updated_at = $7
 	WHERE ` + claimGuard
-	retriesSQL = `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL
-		FROM cf_processing_queue WHERE ` + claimGuard + ` FOR UPDATE`
+	retriesSQL = `SELECT COALESCE(retry_count, 0), cancel_requested_at IS NOT NULL,
+		(SELECT s.max_retries FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name)
+		FROM cf_processing_queue WHERE ` + claimGuard + ` FOR UPDATE OF cf_processing_queue`
 )
 
 // JobsBatch applies conclusions and then claims jobs in one transaction,
@@ -78,11 +79,12 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 	err := d.inTx(ctx, func(tx pgx.Tx) error {
 		res = db.BatchResult{} // a retried transaction starts over
 		var err error
-		if res.Outcomes, err = conclude(ctx, tx, now, cs, claiming); err != nil {
+		var paused map[string]bool
+		if res.Outcomes, paused, err = conclude(ctx, tx, now, cs, claiming); err != nil {
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {
-			if res.Claims, res.Failures, err = d.claim(ctx, tx, now, reqs); err != nil {
+			if res.Claims, res.Failures, err = d.claim(ctx, tx, now, db.WithoutPaused(reqs, paused)); err != nil {
 				return fmt.Errorf("claim jobs: %w", err)
 			}
 		}
@@ -100,12 +102,14 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 // checks the guard again, so a conclusion repeated in one batch is stale
 // the second time, as on SQLite. When the batch goes on to claim, the
 // second pipeline also carries what the claim needs first
-// (claimSettingsSQL, normaliseNullsSQL), saving it round trips.
-func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion, claiming bool) ([]job.Outcome, error) {
+// (claimSettingsSQL, normaliseNullsSQL, and the paused plugins it returns
+// for db.WithoutPaused), saving it round trips.
+func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion, claiming bool) ([]job.Outcome, map[string]bool, error) {
 	type state struct {
-		retries   int64
-		cancelled bool
-		found     bool
+		retries    int64
+		cancelled  bool
+		found      bool
+		maxRetries *int64 // the plugin's, overriding the conclusion's
 	}
 	states := make([]state, len(cs))
 	var reads pgx.Batch
@@ -114,7 +118,7 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 			continue
 		}
 		reads.Queue(retriesSQL, c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&states[i].retries, &states[i].cancelled)
+			err := row.Scan(&states[i].retries, &states[i].cancelled, &states[i].maxRetries)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
 			}
@@ -124,7 +128,7 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 	}
 	if reads.Len() > 0 {
 		if err := tx.SendBatch(ctx, &reads).Close(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
@@ -136,9 +140,9 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 			out[i] = job.OutcomeStale
 			continue
 		}
-		step, err := db.PlanConclusion(c, states[i].retries, states[i].cancelled)
+		step, err := db.PlanConclusion(db.WithPluginRetries(c, states[i].maxRetries), states[i].retries, states[i].cancelled)
 		if err != nil {
-			return nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
+			return nil, nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
 		}
 		guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
 		var q *pgx.QueuedQuery
@@ -166,19 +170,33 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 			return nil
 		})
 	}
+	var paused map[string]bool
 	if claiming {
 		writes.Queue(claimSettingsSQL)
 		writes.Queue(normaliseNullsSQL)
+		writes.Queue(db.PausedPluginsSQL).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var name string
+				if err := rows.Scan(&name); err != nil {
+					return err
+				}
+				if paused == nil {
+					paused = map[string]bool{}
+				}
+				paused[name] = true
+			}
+			return rows.Err()
+		})
 	}
 	if writes.Len() > 0 {
 		if err := tx.SendBatch(ctx, &writes).Close(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if len(cs) == 0 {
-		return nil, nil
+		return nil, paused, nil
 	}
-	return out, nil
+	return out, paused, nil
 }
 
 // claimSettingsSQL steers the claim statements' plans for the rest of the
@@ -241,7 +259,8 @@ func (d *DB) claim(ctx context.Context, tx pgx.Tx, now time.Time, reqs []job.Cla
 			failures = append(failures, db.ClaimFailure{Ref: row.Ref, Reason: reason})
 			continue
 		}
-		claims = append(claims, db.Claim{Ref: row.Ref, Priority: row.Priority, RetryCount: row.RetryCount, Dispatch: disp})
+		claims = append(claims, db.Claim{Ref: row.Ref, Priority: row.Priority, RetryCount: row.RetryCount, Dispatch: disp,
+			JobTimeout: row.JobTimeout})
 	}
 	return claims, failures, nil
 }
@@ -281,13 +300,15 @@ func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.Claim
 			fv, prio, retries *int64
 			plugin, overrides *string
 			location          []*string
+			timeoutMS         *int64
 		)
-		if err := rows.Scan(&c.Ref.JobID, &c.Ref.Attempt, &fv, &plugin, &prio, &retries, &overrides, &location); err != nil {
+		if err := rows.Scan(&c.Ref.JobID, &c.Ref.Attempt, &fv, &plugin, &prio, &retries, &overrides, &location, &timeoutMS); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
 		c.FileVersionID, c.HasFileVersion = deref(fv), fv != nil
 		c.Plugin, c.Priority, c.RetryCount = deref(plugin), deref(prio), deref(retries)
 		c.ConfigOverrides = deref(overrides)
+		c.JobTimeout = db.ClaimTimeout(timeoutMS)
 		if len(location) == 2 && location[0] != nil && location[1] != nil {
 			c.RootPath, c.RelPath, c.Located = *location[0], *location[1], true
 		}
@@ -307,16 +328,17 @@ func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.Claim
 // limit, then the filter's. The inner SELECT walks a partial claim index
 // (ix_cf_queue_claimable for one plugin, ix_cf_queue_claimable_any
 // otherwise) in claim order, skipping rows other transactions hold, and
-// stops at the limit. RETURNING carries the file's root path and rel_path
-// (NULL when a link is missing), which saves the assembler a statement per
-// job.
+// stops at the limit; jobs of paused plugins are skipped (pausedFilter).
+// RETURNING carries the file's root path and rel_path (NULL when a link is
+// missing), which saves the assembler a statement per job, and the
+// plugin's job timeout.
 func claimSQL(filter string) string {
 	return `UPDATE cf_processing_queue SET
 		status = 'RUNNING', claimed_by = $1::text, worker_host = left($1::text, 100), claim_time = $2,
 		attempt = COALESCE(attempt, 0) + 1, updated_at = $3, sentinel_id = $4
 	WHERE id IN (
 		SELECT id FROM cf_processing_queue
-		WHERE status = 'QUEUED' AND COALESCE(next_run_at, '-infinity') <= $3` + filter + `
+		WHERE status = 'QUEUED' AND COALESCE(next_run_at, '-infinity') <= $3` + filter + pausedFilter + `
 		ORDER BY priority DESC, id
 		LIMIT $5
 		FOR UPDATE SKIP LOCKED)
@@ -325,7 +347,8 @@ func claimSQL(filter string) string {
 		FROM cf_file_version v
 		JOIN cf_file_location l ON l.id = v.location_id
 		JOIN cf_source_root r ON r.id = l.source_root_id
-		WHERE v.id = cf_processing_queue.file_version_id)`
+		WHERE v.id = cf_processing_queue.file_version_id),
+		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name)`
 }
 
 // pgSource is the assembler's DispatchSource inside a claim's transaction.

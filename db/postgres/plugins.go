@@ -154,6 +154,21 @@ func (d *DB) PluginsList(ctx context.Context) ([]job.Plugin, error) {
 				m.CreatedAt, m.DeployedAt = utc(created), utc(deployed)
 				cat.Manifest(deref(name), m)
 			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			rows.Close()
+			rows, err = tx.Query(ctx, `SELECT `+settingsColumns+` FROM sentinel_plugin_settings`)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				name, s, err := scanSettings(rows)
+				if err != nil {
+					return err
+				}
+				cat.Settings(name, s)
+			}
 			return rows.Err()
 		})
 	if err != nil {

@@ -9,6 +9,8 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -98,10 +100,61 @@ type Manifest struct {
 
 // Plugin is one plugin: the manifest a dispatch uses and every version.
 type Plugin struct {
-	Name             string     `json:"name"`
-	SubscriptionTags []string   `json:"subscription_tags"`
-	Active           *Manifest  `json:"active"`
-	Versions         []Manifest `json:"versions"`
+	Name             string         `json:"name"`
+	SubscriptionTags []string       `json:"subscription_tags"`
+	Active           *Manifest      `json:"active"`
+	Versions         []Manifest     `json:"versions"`
+	Settings         PluginSettings `json:"settings"`
+}
+
+// PluginSettings are a plugin's own settings. A paused plugin's QUEUED jobs
+// are not dispatched; its RUNNING ones finish.
+type PluginSettings struct {
+	Paused   bool       `json:"paused"`
+	PausedAt *time.Time `json:"paused_at,omitempty"`
+	// JobTimeout overrides --job-timeout ("5m"; "0s": none); absent, the
+	// global one holds.
+	JobTimeout string `json:"job_timeout,omitempty"`
+	// MaxRetries overrides --max-retries; absent, the global one holds.
+	MaxRetries *int `json:"max_retries,omitempty"`
+}
+
+// PluginSettingsRequest changes a plugin's settings; an absent field is
+// left as it is.
+type PluginSettingsRequest struct {
+	// JobTimeout is a duration ("5m"; "0" for none), or "default" for
+	// --job-timeout.
+	JobTimeout *string `json:"job_timeout,omitempty"`
+	// MaxRetries is a count, or -1 for --max-retries.
+	MaxRetries *int `json:"max_retries,omitempty"`
+}
+
+// PluginSettingsResult answers a pause, resume or settings change.
+type PluginSettingsResult struct {
+	Plugin   string         `json:"plugin"`
+	Settings PluginSettings `json:"settings"`
+}
+
+// BackfillRequest asks for a backfill or a rerun; DryRun only counts.
+// Version is refused: the queue records no manifest per job (a rerun
+// re-runs the jobs completed before the ACTIVE manifest's deployment).
+type BackfillRequest struct {
+	DryRun  bool   `json:"dry_run,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
+// BackfillResult answers a BackfillRequest: the files that qualify and the
+// jobs queued for them (0 for a dry run).
+type BackfillResult struct {
+	Plugin  string `json:"plugin"`
+	Matched int64  `json:"matched"`
+	Queued  int64  `json:"queued"`
+	DryRun  bool   `json:"dry_run,omitempty"`
+}
+
+// RescanResult answers POST /api/v1/sources/rescan.
+type RescanResult struct {
+	Started bool `json:"started"`
 }
 
 // PluginList lists the plugins.
@@ -263,4 +316,23 @@ type Minute struct {
 	Start     time.Time `json:"start"`
 	Completed int64     `json:"completed"`
 	Failed    int64     `json:"failed"`
+}
+
+// ParseJobTimeout reads a per-plugin job timeout as the API and the CLI
+// take it: a Go duration ("5m", "0" for none), or "default" for
+// --job-timeout, which it returns as a negative duration
+// (job.PluginSettingsUpdate's "back to the global setting").
+func ParseJobTimeout(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	switch s {
+	case "default":
+		return -1, nil
+	case "0":
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("want a duration such as 5m, 0 for none, or default; got %q", s)
+	}
+	return d, nil
 }

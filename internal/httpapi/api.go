@@ -383,6 +383,7 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 	out := api.PluginList{Plugins: make([]api.Plugin, len(plugins))}
 	for i, p := range plugins {
 		out.Plugins[i] = pluginJSON(p)
+		out.Plugins[i].Settings = pluginSettingsJSON(p.Settings)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -506,6 +507,131 @@ func (srv *Server) addRoute(w http.ResponseWriter, r *http.Request) {
 	}
 	req.ID = id
 	writeJSON(w, http.StatusCreated, req)
+}
+
+// POST /api/v1/plugins/{name}/pause: its QUEUED jobs wait; RUNNING ones finish.
+func (srv *Server) pausePlugin(w http.ResponseWriter, r *http.Request) {
+	srv.pause(w, r, true)
+}
+
+// POST /api/v1/plugins/{name}/resume: its QUEUED jobs are dispatched again.
+func (srv *Server) resumePlugin(w http.ResponseWriter, r *http.Request) {
+	srv.pause(w, r, false)
+}
+
+func (srv *Server) pause(w http.ResponseWriter, r *http.Request, pause bool) {
+	if err := readNoParams(w, r); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	s, err := srv.s.PausePlugin(ctx, name, pause)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.PluginSettingsResult{Plugin: name, Settings: pluginSettingsJSON(s)})
+}
+
+// POST /api/v1/plugins/{name}/settings {"job_timeout": "5m", "max_retries": 3}
+// ("default" and -1 return to --job-timeout and --max-retries). POST, not
+// PUT: the guard's cross-origin and content-type checks are written for
+// POST, the API's one writing method.
+func (srv *Server) pluginSettings(w http.ResponseWriter, r *http.Request) {
+	var req api.PluginSettingsRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	var u job.PluginSettingsUpdate
+	if req.JobTimeout != nil {
+		d, err := api.ParseJobTimeout(*req.JobTimeout)
+		if err != nil {
+			srv.fail(w, r, badRequest("job_timeout: %v", err))
+			return
+		}
+		u.JobTimeout = &d
+	}
+	if req.MaxRetries != nil {
+		if *req.MaxRetries < -1 {
+			srv.fail(w, r, badRequest("max_retries must be a count, or -1 for --max-retries, got %d", *req.MaxRetries))
+			return
+		}
+		u.MaxRetries = req.MaxRetries
+	}
+	if u.JobTimeout == nil && u.MaxRetries == nil {
+		srv.fail(w, r, badRequest("nothing to change: give job_timeout or max_retries"))
+		return
+	}
+	name := r.PathValue("name")
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	s, err := srv.s.SetPluginSettings(ctx, name, u)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.PluginSettingsResult{Plugin: name, Settings: pluginSettingsJSON(s)})
+}
+
+// POST /api/v1/plugins/{name}/backfill {"dry_run": true}: a job for every
+// current file the plugin's subscriptions match that has none of it yet.
+func (srv *Server) backfill(w http.ResponseWriter, r *http.Request) {
+	srv.backfillOrRerun(w, r, srv.s.Backfill)
+}
+
+// POST /api/v1/plugins/{name}/rerun {"dry_run": true}: again, the jobs that
+// completed before the ACTIVE manifest was deployed.
+func (srv *Server) rerun(w http.ResponseWriter, r *http.Request) {
+	srv.backfillOrRerun(w, r, srv.s.Rerun)
+}
+
+func (srv *Server) backfillOrRerun(w http.ResponseWriter, r *http.Request,
+	do func(context.Context, string, bool) (job.BackfillResult, error)) {
+	var req api.BackfillRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	if req.Version != "" {
+		srv.fail(w, r, badRequest("version is not supported: the queue records no manifest per job; "+
+			"a rerun queues again the jobs that completed before the ACTIVE manifest was deployed"))
+		return
+	}
+	name := r.PathValue("name")
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	res, err := do(ctx, name, req.DryRun)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.BackfillResult{Plugin: name, Matched: res.Matched, Queued: res.Queued, DryRun: req.DryRun})
+}
+
+// POST /api/v1/sources/rescan: a scan pass now (the leading Sentinel only).
+func (srv *Server) rescan(w http.ResponseWriter, r *http.Request) {
+	if err := readNoParams(w, r); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	if err := srv.s.Rescan(ctx); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, api.RescanResult{Started: true})
+}
+
+func pluginSettingsJSON(s job.PluginSettings) api.PluginSettings {
+	out := api.PluginSettings{Paused: s.Paused(), PausedAt: timePtr(s.PausedAt), MaxRetries: s.MaxRetries}
+	if s.JobTimeout != nil {
+		out.JobTimeout = s.JobTimeout.String()
+	}
+	return out
 }
 
 // readJSON decodes a request body into v, refusing unknown fields, trailing

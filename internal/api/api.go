@@ -157,6 +157,18 @@ type RescanResult struct {
 	Started bool `json:"started"`
 }
 
+// QueueAges answers GET /api/v1/queue/ages: for each plugin with a due
+// QUEUED job, how long the oldest has waited, oldest first.
+type QueueAges struct {
+	Plugins []QueueAge `json:"plugins"`
+}
+
+// QueueAge is how long the oldest due QUEUED job of one plugin has waited.
+type QueueAge struct {
+	Plugin           string  `json:"plugin"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+}
+
 // PluginList lists the plugins.
 type PluginList struct {
 	Plugins []Plugin `json:"plugins"`

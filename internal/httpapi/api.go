@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -369,6 +370,30 @@ func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 func sentinelJSON(si actors.SentinelInfo) api.Sentinel {
 	return api.Sentinel{ID: si.ID, Host: si.Host, PID: si.PID, Endpoint: si.Endpoint,
 		StartedAt: si.StartedAt, HeartbeatAt: si.HeartbeatAt, Self: si.Self, Leader: si.Leader}
+}
+
+// GET /api/v1/queue/ages: how long the oldest due QUEUED job of each
+// plugin has waited, oldest first (the gauge of /metrics, unlabelled).
+func (srv *Server) queueAges(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	ages, err := srv.s.QueueAges(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	sort.Slice(ages, func(i, j int) bool {
+		if !ages[i].EnqueuedAt.Equal(ages[j].EnqueuedAt) {
+			return ages[i].EnqueuedAt.Before(ages[j].EnqueuedAt)
+		}
+		return ages[i].Plugin < ages[j].Plugin
+	})
+	now := time.Now()
+	out := api.QueueAges{Plugins: make([]api.QueueAge, len(ages))}
+	for i, a := range ages {
+		out.Plugins[i] = api.QueueAge{Plugin: a.Plugin, OldestAgeSeconds: max(now.Sub(a.EnqueuedAt).Seconds(), 0)}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // GET /api/v1/plugins

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -145,4 +146,31 @@ func TestAPI_RescanRunsAPassNow(t *testing.T) {
 		c := e.Counts()
 		return c[job.StatusQueued] == 1, fmt.Sprint(c)
 	})
+}
+
+func TestAPI_QueueAges(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, withTokens(t))
+	e.Plugin("a", "b")
+	url := e.URL + "/api/v1/queue/ages"
+	var ages api.QueueAges
+	if a := send(t, "GET", url, "", bearerOf(readToken)); a.code != http.StatusOK || strings.Join(strings.Fields(a.body), "") != `{"plugins":[]}` {
+		t.Fatalf("queue ages of an empty queue: %d %s", a.code, a.body)
+	}
+	fv := e.File("a.txt", "a\n")
+	e.Enqueue(fv, "a", 0)
+	e.Enqueue(fv, "b", 0)
+	e.Enqueue(fv, "b", 0)
+	testwait.Eventually(t, 10*time.Second, "both plugins' oldest job a second old", func() (bool, string) {
+		a := send(t, "GET", url, "", bearerOf(readToken))
+		ages = api.QueueAges{}
+		if a.code != http.StatusOK || json.Unmarshal([]byte(a.body), &ages) != nil {
+			return false, fmt.Sprint(a.code, " ", a.body)
+		}
+		return len(ages.Plugins) == 2 && ages.Plugins[1].OldestAgeSeconds >= 1, a.body
+	})
+	if ages.Plugins[0].Plugin != "a" || ages.Plugins[1].Plugin != "b" ||
+		ages.Plugins[0].OldestAgeSeconds < ages.Plugins[1].OldestAgeSeconds || ages.Plugins[0].OldestAgeSeconds > 60 {
+		t.Errorf("queue ages %+v: want a then b, oldest first, under a minute", ages.Plugins)
+	}
 }

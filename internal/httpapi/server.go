@@ -126,6 +126,7 @@ func New(opts Options) *Server {
 		{Pattern: "GET /api/v1/jobs/{id}", Access: Read, handler: h(srv.showJob)},
 		{Pattern: "POST /api/v1/jobs/{id}/cancel", Access: Admin, handler: h(srv.cancel)},
 		{Pattern: "POST /api/v1/jobs/{id}/retry", Access: Admin, handler: h(srv.retry)},
+		{Pattern: "GET /api/v1/queue/ages", Access: Read, handler: h(srv.queueAges)},
 		{Pattern: "GET /api/v1/workers", Access: Read, handler: h(srv.listWorkers)},
 		{Pattern: "GET /api/v1/plugins", Access: Read, handler: h(srv.listPlugins)},
 		{Pattern: "POST /api/v1/plugins/builtin", Access: Admin, handler: h(srv.addBuiltin)},

@@ -15,7 +15,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/internal/testworker"
 	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
@@ -314,6 +316,16 @@ func TestConsole_InChromiumAsksForATokenAndSaysWhenItIsReadOnly(t *testing.T) {
 	if got := e.Job(failed); got.Status != job.StatusFailed {
 		t.Errorf("a read token retried job %d: %s", failed, got.Status)
 	}
+
+	// A plugin's pause is refused the same way.
+	p.do("plugins", chromedp.Click(chromedp.CSS(`#nav button[data-view="plugins"]`)))
+	p.wait(20*time.Second, "the plugin", `document.querySelector("#plugins-body tr[data-plugin='broken'] button[data-action='pause']") !== null`)
+	p.do("pause", chromedp.Click(chromedp.CSS(`#plugins-body tr[data-plugin='broken'] button[data-action='pause']`)))
+	p.wait(20*time.Second, "the refusal", `document.getElementById("message").classList.contains("error") &&
+		document.getElementById("message").textContent.startsWith("Could not pause plugin broken: This needs an admin token")`)
+	if ps, err := e.Sentinel.Plugins(context.Background()); err != nil || len(ps) != 1 || ps[0].Settings.Paused() {
+		t.Errorf("a read token paused the plugin: %+v %v", ps, err)
+	}
 }
 
 func TestConsole_InChromiumWithoutTokensOpensAtOnce(t *testing.T) {
@@ -328,4 +340,114 @@ func TestConsole_InChromiumWithoutTokensOpensAtOnce(t *testing.T) {
 		document.getElementById("login").hidden && document.getElementById("logout").hidden &&
 		document.getElementById("live").textContent === "● live"`)
 	p.shot("1-overview")
+}
+
+// The Plugins view pauses a plugin: its job stays QUEUED while a worker
+// that can run it waits, and the overview says how long; resumed from the
+// console, the job completes and the counts follow from the event stream,
+// with no reload. Then its settings, a backfill confirmed with its count,
+// and a rescan of the sources.
+func TestConsole_InChromiumPausesResumesAndBackfillsAPlugin(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, func(c *config.Config) {
+		withTokens(t)(c)
+		c.ScanInterval = time.Hour
+	})
+	e.Plugin("slow", "later")
+	e.Worker(testworker.Options{Identity: "tw-slow", Capabilities: []string{"slow"}, Slots: 1, Run: testworker.Succeed})
+	testwait.Eventually(t, sentineltest.Within, "the first scan pass", func() bool { return e.Sentinel.Stats().ScanPasses.Load() >= 1 })
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+
+	p.do("open the console", chromedp.Navigate(e.URL+"/?token="+adminToken))
+	p.wait(20*time.Second, "the overview", `document.getElementById("ready").textContent === "● serving" &&
+		document.getElementById("slots").textContent === "0 of 1" && document.getElementById("queue-age").textContent === "none"`)
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+
+	const slow = `#plugins-body tr[data-plugin='slow']`
+	p.do("plugins", chromedp.Click(chromedp.CSS(`#nav button[data-view="plugins"]`)))
+	p.wait(20*time.Second, "slow active", `document.querySelector("`+slow+` [data-field='dispatch']")?.textContent === "active" &&
+		document.querySelector("`+slow+` [data-field='job-timeout']").textContent === "default" &&
+		document.querySelector("`+slow+` [data-field='max-retries']").textContent === "default"`)
+	p.do("pause slow", chromedp.Click(chromedp.CSS(slow+` button[data-action='pause']`)))
+	p.wait(20*time.Second, "slow paused", `document.querySelector("`+slow+`")?.dataset.paused === "true" &&
+		document.querySelector("`+slow+` [data-field='dispatch']").textContent === "paused" &&
+		document.querySelector("`+slow+` button[data-action='resume']") !== null &&
+		document.getElementById("message").textContent.startsWith("Plugin slow is paused")`)
+	p.shot("1-paused")
+
+	// A job of the paused plugin waits though tw-slow is connected and idle:
+	// the overview shows it QUEUED, and for longer and longer.
+	waiting := e.Enqueue(e.File("in/a.txt", "a\n"), "slow", 0)
+	p.do("overview", chromedp.Click(chromedp.CSS(`#nav button[data-view="overview"]`)))
+	p.wait(20*time.Second, "the job QUEUED for 2 s", `document.querySelector("#count-queued .n")?.textContent === "1" &&
+		document.getElementById("slots").textContent === "0 of 1" &&
+		/^[0-9]+s$/.test(document.getElementById("queue-age").textContent) &&
+		parseInt(document.getElementById("queue-age").textContent) >= 2`)
+	if got := e.Job(waiting); got.Status != job.StatusQueued {
+		t.Fatalf("job %d of the paused plugin is %s", waiting, got.Status)
+	}
+	p.shot("2-queued-while-paused")
+
+	// Resumed: the job completes, and the overview follows live.
+	p.do("plugins", chromedp.Click(chromedp.CSS(`#nav button[data-view="plugins"]`)))
+	p.wait(20*time.Second, "the resume button", `document.querySelector("`+slow+` button[data-action='resume']") !== null`)
+	p.do("resume slow", chromedp.Click(chromedp.CSS(slow+` button[data-action='resume']`)))
+	p.wait(30*time.Second, "the job COMPLETED", `document.querySelector("`+slow+`")?.dataset.paused === "false" &&
+		document.querySelector("#count-completed .n")?.textContent === "1" &&
+		document.querySelector("#count-queued .n")?.textContent === "0" &&
+		document.getElementById("queue-age").textContent === "none"`)
+	if got := e.Job(waiting); got.Status != job.StatusCompleted {
+		t.Errorf("job %d is %s after the resume", waiting, got.Status)
+	}
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+	p.shot("3-resumed")
+
+	// Settings: a 400 is shown, then a valid change is.
+	setSettings := func(timeout, retries string) {
+		p.do("settings "+timeout+" "+retries, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`
+			document.querySelector("%[1]s input[name='job_timeout']").value = %[2]q;
+			document.querySelector("%[1]s input[name='max_retries']").value = %[3]q;`, slow, timeout, retries)),
+			chromedp.Click(chromedp.CSS(slow+` form.settings button[type=submit]`)))
+	}
+	setSettings("soon", "2")
+	p.wait(20*time.Second, "the 400", `document.getElementById("message").classList.contains("error") &&
+		document.getElementById("message").textContent.startsWith("Could not save the settings of slow: job_timeout:")`)
+	setSettings("5m", "2")
+	p.wait(20*time.Second, "the settings", `document.querySelector("`+slow+` [data-field='job-timeout']")?.textContent === "5m0s" &&
+		document.querySelector("`+slow+` [data-field='max-retries']").textContent === "2" &&
+		document.getElementById("message").textContent === "Plugin slow: job timeout 5m0s, max retries 2."`)
+	p.shot("4-settings")
+
+	// Backfill: a file routed to a tag later subscribes to, after the fact.
+	for _, req := range [][2]string{{"/api/v1/routes", `{"pattern": "*.csv", "tag": "csv"}`},
+		{"/api/v1/plugins/later/subscriptions", `{"tags": ["csv"]}`}} {
+		if a := send(t, "POST", e.URL+req[0], req[1], "Content-Type: application/json", bearerOf(adminToken)); a.code/100 != 2 {
+			t.Fatalf("POST %s: %d %s", req[0], a.code, a.body)
+		}
+	}
+	e.File("in/b.csv", "b\n")
+	const later = `#plugins-body tr[data-plugin='later']`
+	p.do("backfill later", chromedp.Click(chromedp.CSS(later+` button[data-action='backfill']`)))
+	p.wait(20*time.Second, "the confirmation", `document.getElementById("confirm").open`)
+	if q := p.text(`document.getElementById("confirm-text").textContent`); q != "Backfill later: queue a job for 1 file its subscriptions match that have none of it?" {
+		t.Errorf("confirmation asks %q", q)
+	}
+	p.shot("5-backfill-confirm")
+	p.do("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait(20*time.Second, "the backfill", `document.getElementById("message").textContent === "Backfill of later: 1 job queued for 1 matching file."`)
+	testwait.Eventually(t, sentineltest.Within, "later's job queued", func() (bool, string) {
+		c := e.Counts()
+		return c[job.StatusQueued] == 1, fmt.Sprint(c)
+	})
+
+	// Rescan: 202, said so.
+	passes := e.Sentinel.Stats().ScanPasses.Load()
+	p.do("sources", chromedp.Click(chromedp.CSS(`#nav button[data-view="sources"]`)))
+	p.do("rescan", chromedp.Click(chromedp.ID("rescan")))
+	p.wait(20*time.Second, "the scan started", `!document.getElementById("message").classList.contains("error") &&
+		document.getElementById("message").textContent.startsWith("Scan started")`)
+	testwait.Eventually(t, sentineltest.Within, "a scan pass", func() bool { return e.Sentinel.Stats().ScanPasses.Load() > passes })
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+	p.shot("6-rescan")
 }

@@ -21,7 +21,8 @@
     changes: "",     // what the last event's counts and running jobs were
     stream: null,
     streamError: false, // the message shown is the stream's error
-    retryTimer: null
+    retryTimer: null,
+    ages: null       // GET /api/v1/queue/ages's plugins, and when it answered (at)
   };
 
   function $(id) { return document.getElementById(id); }
@@ -194,6 +195,7 @@
     if (changes !== state.changes) {
       var first = state.changes === "";
       state.changes = changes;
+      loadQueueAges();
       if (!first) { refreshOpen(); }
     }
   }
@@ -233,7 +235,46 @@
     var cur = ev.throughput[ev.throughput.length - 1] || {completed: 0, failed: 0};
     $("rate-minute").textContent = cur.completed + cur.failed;
     $("slots").textContent = ev.busy + " of " + ev.slots;
+    showQueueAges();
     drawChart(ev.throughput);
+  }
+
+  // loadQueueAges reads how long each plugin's oldest due QUEUED job has
+  // waited: when the counts change, not every second; in between, the ages
+  // shown grow with the clock.
+  function loadQueueAges() {
+    api("GET", "/api/v1/queue/ages").then(function (res) {
+      state.ages = {at: Date.now(), plugins: res.plugins};
+      showQueueAges();
+    }, failed("Could not read the queue's ages"));
+  }
+
+  function showQueueAges() {
+    if (!state.ages) { return; }
+    var since = (Date.now() - state.ages.at) / 1000;
+    var plugins = state.ages.plugins; // oldest first
+    $("queue-age").textContent = plugins.length ? duration(plugins[0].oldest_age_seconds + since) : "none";
+    $("queue-age").title = plugins.length ? "plugin " + plugins[0].plugin : "no QUEUED job is due";
+    var list = $("queue-ages");
+    // A short list by plugin; a long one would drown the overview (the
+    // oldest is on the card, the rest in /metrics).
+    list.hidden = plugins.length < 2 || plugins.length > 8;
+    if (list.hidden) { return; }
+    list.replaceChildren.apply(list, plugins.map(function (a) {
+      var li = el("li", {data: {plugin: a.plugin}});
+      li.appendChild(el("code", {}, a.plugin));
+      li.appendChild(document.createTextNode(": oldest QUEUED job waiting " + duration(a.oldest_age_seconds + since)));
+      return li;
+    }));
+  }
+
+  // duration shows seconds as "45s", "3m 20s", "2h 5m" or "3d 4h".
+  function duration(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    if (s < 60) { return s + "s"; }
+    if (s < 3600) { return Math.floor(s / 60) + "m " + (s % 60) + "s"; }
+    if (s < 86400) { return Math.floor(s / 3600) + "h " + Math.floor(s % 3600 / 60) + "m"; }
+    return Math.floor(s / 86400) + "d " + Math.floor(s % 86400 / 3600) + "h";
   }
 
   // rate shows two significant digits, so that a few jobs an hour do not
@@ -426,10 +467,11 @@
     return parts.length ? parts.join(", ") : "no filter (every job)";
   }
 
-  function confirmThen(text, label, then) {
+  function confirmThen(text, label, then, noLabel) {
     var dialog = $("confirm");
     $("confirm-text").textContent = text;
     $("confirm-yes").textContent = label;
+    $("confirm-no").textContent = noLabel || "Keep them";
     dialog.returnValue = "";
     dialog.showModal();
     dialog.addEventListener("close", function () {
@@ -456,6 +498,96 @@
     }), "No worker is connected.", 7);
   }
 
+  function pluginRow(p) {
+    var a = p.active || {};
+    var s = p.settings || {};
+    var hasRetries = s.max_retries !== undefined && s.max_retries !== null;
+    var actions = el("td", {className: "plugin-actions"});
+    actions.appendChild(el("button", {type: "button", data: {action: s.paused ? "resume" : "pause"}},
+      s.paused ? "Resume" : "Pause"));
+    actions.appendChild(document.createTextNode(" "));
+    actions.appendChild(el("button", {type: "button", data: {action: "backfill"},
+      title: "Queue a job for every current file the plugin's subscriptions match that has none of it"}, "Backfill…"));
+    // The settings form: empty fields return to --job-timeout and
+    // --max-retries.
+    var form = el("form", {className: "settings"});
+    form.appendChild(el("input", {name: "job_timeout", value: s.job_timeout || "", placeholder: "default",
+      title: "Job timeout: a duration (5m, 1h30m), 0 for none, empty for --job-timeout", ariaLabel: "job timeout"}));
+    form.appendChild(el("input", {name: "max_retries", value: hasRetries ? String(s.max_retries) : "", placeholder: "default",
+      title: "Max retries: a count, empty for --max-retries", ariaLabel: "max retries", inputMode: "numeric"}));
+    form.appendChild(el("button", {type: "submit"}, "Save"));
+    actions.appendChild(form);
+    return row([
+      el("td", {}).appendChild(el("code", {}, p.name)).parentNode,
+      a.version || "none active", a.status || "–", timeCell(a.deployed_at),
+      p.subscription_tags.join(", ") || "–",
+      p.versions.map(function (v) { return v.version + " (" + v.status + ")"; }).join(", "),
+      el("td", {className: s.paused ? "paused" : "", data: {field: "dispatch"},
+        title: s.paused_at ? "paused " + s.paused_at : ""}, s.paused ? "paused" : "active"),
+      el("td", {data: {field: "job-timeout"}}, s.job_timeout || "default"),
+      el("td", {data: {field: "max-retries"}}, hasRetries ? s.max_retries : "default"),
+      actions
+    ], {data: {plugin: p.name, paused: String(!!s.paused)}});
+  }
+
+  function pluginPath(name, action) {
+    return "/api/v1/plugins/" + encodeURIComponent(name) + "/" + action;
+  }
+
+  // pauseOrResume stops or restarts the dispatch of a plugin's QUEUED jobs.
+  function pauseOrResume(name, action) {
+    say("");
+    api("POST", pluginPath(name, action), {}).then(function () {
+      say("Plugin " + name + (action === "pause" ? " is paused: its QUEUED jobs wait; running ones finish." :
+        " is active again: its QUEUED jobs are dispatched."));
+      loadView();
+    }, failed("Could not " + action + " plugin " + name));
+  }
+
+  function saveSettings(name, form) {
+    var timeout = form.elements.job_timeout.value.trim();
+    var retries = form.elements.max_retries.value.trim();
+    if (retries !== "" && !/^\d+$/.test(retries)) {
+      say("Max retries of " + name + " must be a count (0, 1, 2…), or empty for the default.", true);
+      return;
+    }
+    say("");
+    api("POST", pluginPath(name, "settings"), {job_timeout: timeout || "default",
+      max_retries: retries === "" ? -1 : Number(retries)}).then(function (res) {
+      var s = res.settings;
+      say("Plugin " + name + ": job timeout " + (s.job_timeout || "default") + ", max retries " +
+        (s.max_retries === undefined || s.max_retries === null ? "default" : s.max_retries) + ".");
+      loadView();
+    }, failed("Could not save the settings of " + name));
+  }
+
+  // backfill asks how many files qualify (dry_run), confirms that count,
+  // then queues their jobs.
+  function backfill(name) {
+    say("");
+    api("POST", pluginPath(name, "backfill"), {dry_run: true}).then(function (res) {
+      if (res.matched === 0) {
+        say("Nothing to backfill for " + name + ": every file its subscriptions match has a job of it.");
+        return;
+      }
+      var n = res.matched + " file" + (res.matched === 1 ? "" : "s");
+      confirmThen("Backfill " + name + ": queue a job for " + n + " its subscriptions match that have none of it?",
+        "Queue " + res.matched + " job" + (res.matched === 1 ? "" : "s"), function () {
+          api("POST", pluginPath(name, "backfill"), {}).then(function (done) {
+            say("Backfill of " + name + ": " + done.queued + " job" + (done.queued === 1 ? "" : "s") + " queued for " +
+              done.matched + " matching file" + (done.matched === 1 ? "" : "s") + ".");
+          }, failed("Could not backfill " + name));
+        }, "Do not queue");
+    }, failed("Could not backfill " + name));
+  }
+
+  function rescan() {
+    say("");
+    api("POST", "/api/v1/sources/rescan", {}).then(function () {
+      say("Scan started: new and changed files under the source roots are picked up in a moment.");
+    }, failed("Could not rescan"));
+  }
+
   function loadView() {
     switch (state.view) {
     case "jobs":
@@ -469,15 +601,7 @@
     case "plugins":
       loadPlugins().then(function (plugins) {
         if (!plugins) { return; }
-        fill($("plugins-body"), plugins.map(function (p) {
-          var a = p.active || {};
-          return row([
-            el("td", {}).appendChild(el("code", {}, p.name)).parentNode,
-            a.version || "none active", a.status || "–", timeCell(a.deployed_at),
-            p.subscription_tags.join(", ") || "–",
-            p.versions.map(function (v) { return v.version + " (" + v.status + ")"; }).join(", ")
-          ], {data: {plugin: p.name}});
-        }), "No plugin is deployed.", 6);
+        fill($("plugins-body"), plugins.map(pluginRow), "No plugin is deployed.", 10);
       });
       break;
     case "sources":
@@ -565,6 +689,22 @@
   $("detail-close").addEventListener("click", closeJob);
   $("bulk-retry").addEventListener("click", function () { bulk("retry"); });
   $("bulk-cancel").addEventListener("click", function () { bulk("cancel"); });
+  $("plugins-body").addEventListener("click", function (ev) {
+    var b = ev.target.closest("button[data-action]");
+    var tr = ev.target.closest("tr[data-plugin]");
+    if (!b || !tr) { return; }
+    if (b.dataset.action === "backfill") {
+      backfill(tr.dataset.plugin);
+    } else {
+      pauseOrResume(tr.dataset.plugin, b.dataset.action);
+    }
+  });
+  $("plugins-body").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var tr = ev.target.closest("tr[data-plugin]");
+    if (tr) { saveSettings(tr.dataset.plugin, ev.target); }
+  });
+  $("rescan").addEventListener("click", rescan);
   $("confirm-yes").addEventListener("click", function () { $("confirm").close("yes"); });
   $("confirm-no").addEventListener("click", function () { $("confirm").close("no"); });
   $("login-form").addEventListener("submit", function (ev) {

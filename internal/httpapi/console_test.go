@@ -340,6 +340,14 @@ func TestConsole_InChromiumWithoutTokensOpensAtOnce(t *testing.T) {
 		document.getElementById("login").hidden && document.getElementById("logout").hidden &&
 		document.getElementById("live").textContent === "● live"`)
 	p.shot("1-overview")
+
+	// This Sentinel runs no scanner: a rescan is refused with the reason.
+	p.do("sources", chromedp.Click(chromedp.CSS(`#nav button[data-view="sources"]`)))
+	p.do("rescan", chromedp.Click(chromedp.ID("rescan")))
+	p.wait(20*time.Second, "the 409's reason", `document.getElementById("message").classList.contains("error") &&
+		document.getElementById("message").textContent.startsWith("Could not rescan: ") &&
+		document.getElementById("message").textContent.includes("scanner is off")`)
+	p.shot("2-rescan-refused")
 }
 
 // The Plugins view pauses a plugin: its job stays QUEUED while a worker
@@ -378,12 +386,19 @@ func TestConsole_InChromiumPausesResumesAndBackfillsAPlugin(t *testing.T) {
 
 	// A job of the paused plugin waits though tw-slow is connected and idle:
 	// the overview shows it QUEUED, and for longer and longer.
-	waiting := e.Enqueue(e.File("in/a.txt", "a\n"), "slow", 0)
+	// (A job of later, which no worker runs, makes two plugins: the
+	// overview lists them.)
+	fv := e.File("in/a.txt", "a\n")
+	waiting := e.Enqueue(fv, "slow", 0)
+	e.Enqueue(fv, "later", 0)
 	p.do("overview", chromedp.Click(chromedp.CSS(`#nav button[data-view="overview"]`)))
-	p.wait(20*time.Second, "the job QUEUED for 2 s", `document.querySelector("#count-queued .n")?.textContent === "1" &&
+	p.wait(20*time.Second, "the job QUEUED for 2 s", `document.querySelector("#count-queued .n")?.textContent === "2" &&
 		document.getElementById("slots").textContent === "0 of 1" &&
 		/^[0-9]+s$/.test(document.getElementById("queue-age").textContent) &&
-		parseInt(document.getElementById("queue-age").textContent) >= 2`)
+		parseInt(document.getElementById("queue-age").textContent) >= 2 &&
+		!document.getElementById("queue-ages").hidden &&
+		/^slow: oldest QUEUED job waiting [0-9]+s$/.test(document.querySelector("#queue-ages li[data-plugin='slow']")?.textContent) &&
+		document.querySelector("#queue-ages li[data-plugin='later']") !== null`)
 	if got := e.Job(waiting); got.Status != job.StatusQueued {
 		t.Fatalf("job %d of the paused plugin is %s", waiting, got.Status)
 	}
@@ -395,8 +410,8 @@ func TestConsole_InChromiumPausesResumesAndBackfillsAPlugin(t *testing.T) {
 	p.do("resume slow", chromedp.Click(chromedp.CSS(slow+` button[data-action='resume']`)))
 	p.wait(30*time.Second, "the job COMPLETED", `document.querySelector("`+slow+`")?.dataset.paused === "false" &&
 		document.querySelector("#count-completed .n")?.textContent === "1" &&
-		document.querySelector("#count-queued .n")?.textContent === "0" &&
-		document.getElementById("queue-age").textContent === "none"`)
+		document.querySelector("#count-queued .n")?.textContent === "1" &&
+		document.getElementById("queue-age").title === "plugin later" && document.getElementById("queue-ages").hidden`)
 	if got := e.Job(waiting); got.Status != job.StatusCompleted {
 		t.Errorf("job %d is %s after the resume", waiting, got.Status)
 	}
@@ -438,7 +453,7 @@ func TestConsole_InChromiumPausesResumesAndBackfillsAPlugin(t *testing.T) {
 	p.wait(20*time.Second, "the backfill", `document.getElementById("message").textContent === "Backfill of later: 1 job queued for 1 matching file."`)
 	testwait.Eventually(t, sentineltest.Within, "later's job queued", func() (bool, string) {
 		c := e.Counts()
-		return c[job.StatusQueued] == 1, fmt.Sprint(c)
+		return c[job.StatusQueued] == 2, fmt.Sprint(c)
 	})
 
 	// Rescan: 202, said so.

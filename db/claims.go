@@ -407,7 +407,16 @@ func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []job.
 	out := make([]job.Outcome, len(cs))
 	st := &concludeStmts{db: db, tx: tx}
 	ts := formatTime(now)
+	many := manyCompletable(cs)
+	if many != nil {
+		if err := st.applyComplete(ctx, ts, cs, many, out); err != nil {
+			return nil, err
+		}
+	}
 	for i, c := range cs {
+		if out[i] != 0 {
+			continue // completed above
+		}
 		o, err := st.apply(ctx, ts, c)
 		if err != nil {
 			return nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
@@ -440,7 +449,8 @@ const (
 )
 
 // concludeQueries are prepared before a JobsConclude transaction begins.
-var concludeQueries = []string{completeSQL, failSQL, retriesSQL, skipSQL, requeueSQL}
+var concludeQueries = []string{completeSQL, completeManySQL(completeChunks[0]), completeManySQL(completeChunks[1]),
+	failSQL, retriesSQL, skipSQL, requeueSQL}
 
 // concludeStmts binds each statement of a JobsConclude batch to its
 // transaction once, on first use.

@@ -701,3 +701,76 @@ func TestJobsConclude_AbortSkipsOnlyCancelledJobs(t *testing.T) {
 		t.Error("names of the new kind and outcome")
 	}
 }
+
+// TestJobsConclude_ManyCompletionsMatchOneByOne checks the statement that
+// completes a chunk of jobs at once against the one-job statement: the same
+// columns, and the same guard (a wrong worker, a wrong attempt, a job no
+// longer RUNNING and a missing job are stale, inside a chunk).
+func TestJobsConclude_ManyCompletionsMatchOneByOne(t *testing.T) {
+	t.Parallel()
+	db := openTest(t)
+	s := seedBasics(t, db, "p")
+	const n = 75 // one chunk of 64, one of 8, three one by one
+	for range n + 1 {
+		enqueue(t, db, s.fv, "p", 0)
+	}
+	cl := claim(t, db, "w1", n+1, "p")
+	if len(cl) != n+1 {
+		t.Fatalf("claimed %d", len(cl))
+	}
+	// The last job is completed alone: the reference row.
+	ref := cl[n].Ref
+	metrics := map[string]int64{"rows": 7}
+	artifacts := []map[string]string{{"topic": "t", "uri": "parquet://x"}}
+	if out := conclude(t, db, job.Conclusion{Ref: ref, Kind: job.ConcludeComplete, Message: "ok", Metrics: metrics, Artifacts: artifacts}); out[0] != job.OutcomeCompleted {
+		t.Fatalf("single completion = %v", out[0])
+	}
+	failedRef := cl[5].Ref
+	if out := conclude(t, db, job.Conclusion{Ref: failedRef, Kind: job.ConcludeFail, Message: "x"}); out[0] != job.OutcomeFailed {
+		t.Fatalf("fail = %v", out[0])
+	}
+	cs := make([]job.Conclusion, n)
+	stale := map[int]bool{3: true, 5: true, 40: true, 66: true, 73: true}
+	for i := range n {
+		c := job.Conclusion{Ref: cl[i].Ref, Kind: job.ConcludeComplete, Message: "ok", Metrics: metrics, Artifacts: artifacts}
+		switch i {
+		case 3:
+			c.Ref.Worker = "w2"
+		case 40:
+			c.Ref.Attempt++
+		case 66:
+			c.Ref.JobID = 1 << 40 // no such job
+		case 73:
+			c.Ref.Attempt = 0
+		}
+		cs[i] = c
+	}
+	out := conclude(t, db, cs...)
+	want := getJob(t, db, ref.JobID)
+	for i, o := range out {
+		if stale[i] {
+			if o != job.OutcomeStale {
+				t.Errorf("conclusion %d = %v, want stale", i, o)
+			}
+			continue
+		}
+		if o != job.OutcomeCompleted {
+			t.Errorf("conclusion %d = %v, want completed", i, o)
+			continue
+		}
+		got := getJob(t, db, cs[i].Ref.JobID)
+		if got.Status != job.StatusCompleted || got.ResultSummary != want.ResultSummary ||
+			!reflect.DeepEqual(got.Metrics, want.Metrics) || !reflect.DeepEqual(got.Artifacts, want.Artifacts) ||
+			!got.EndTime.Equal(want.EndTime) && got.EndTime.IsZero() {
+			t.Errorf("job %d = %+v\nwant like %+v", cs[i].Ref.JobID, got, want)
+		}
+	}
+	for _, i := range []int{3, 40, 73} {
+		if j := getJob(t, db, cl[i].Ref.JobID); j.Status != job.StatusRunning {
+			t.Errorf("job %d with a stale completion is %s, want RUNNING", cl[i].Ref.JobID, j.Status)
+		}
+	}
+	if j := getJob(t, db, failedRef.JobID); j.Status != job.StatusFailed {
+		t.Errorf("FAILED job became %s", j.Status)
+	}
+}

@@ -71,9 +71,10 @@ type DB struct {
 	versionPool *sql.DB
 	versionConn *sql.Conn
 
-	stmts stmtCache     // hot statements prepared on writer
-	guard sinkGuard     // the files no sink may name (guard.go)
-	ckpt  *checkpointer // copies the WAL into the file (checkpoint.go)
+	stmts  stmtCache     // hot statements prepared on writer
+	paused pausedCache   // the paused plugins, for the claim's request shapes
+	guard  sinkGuard     // the files no sink may name (guard.go)
+	ckpt   *checkpointer // copies the WAL into the file (checkpoint.go)
 }
 
 // ParseDSN turns a database setting into a file path: "sqlite://rel.db" is
@@ -120,7 +121,7 @@ func openTo(ctx context.Context, dsn string, last int) (*DB, error) {
 	}
 
 	// The writer never checkpoints on its own; the checkpointer does.
-	writer, err := sql.Open(driverName, connString(path, "_txlock=immediate", "_pragma=wal_autocheckpoint(0)"))
+	writer, err := sql.Open(driverName, connString(path, "_txlock=immediate", "_pragma=wal_autocheckpoint(0)", "_pragma=temp_store(MEMORY)"))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}

@@ -433,7 +433,7 @@ func (db *DB) JobsCountWithStatus(ctx context.Context, status job.Status) (int64
 // the partial index answers in one seek.
 const nextRunSQL = `SELECT MIN(next_run_at)
 	FROM cf_processing_queue INDEXED BY ix_cf_queue_next_run
-	WHERE status = 'QUEUED' AND next_run_at > ?`
+	WHERE status = 'QUEUED' AND next_run_at IS NOT NULL AND next_run_at > ?`
 
 // JobsNextRunAt returns the earliest next_run_at after now among QUEUED jobs
 // (ok=false if none), so the dispatcher can sleep until a backed-off job is

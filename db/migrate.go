@@ -134,6 +134,13 @@ var migrations = []migration{
 		name:    "plugin_settings",
 		file:    "0009_plugin_settings.sql",
 	},
+	{
+		// Two partial indexes that every claim and conclusion wrote and
+		// almost nothing read: fewer B-tree changes per job.
+		version: 10,
+		name:    "queue_leaner_indexes",
+		file:    "0010_queue_leaner_indexes.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

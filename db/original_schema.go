@@ -248,13 +248,13 @@ var originalTables = []originalTable{
 			"CREATE INDEX ix_cf_processing_queue_status ON cf_processing_queue (status)",
 		},
 		// The claim path's indexes (see jobs.go); their reasons are in
-		// migrations 0002, 0003, 0004 and 0005.
+		// migrations 0002, 0003, 0004, 0005 and 0010.
 		ours: []string{
-			"CREATE INDEX ix_cf_queue_claimed_by ON cf_processing_queue (claimed_by) WHERE status = 'RUNNING'",
 			"CREATE INDEX ix_cf_queue_nulls ON cf_processing_queue (id) " +
 				"WHERE status IS NULL OR priority IS NULL OR retry_count IS NULL",
 			"CREATE INDEX ix_cf_queue_plugin ON cf_processing_queue (plugin_name, id)",
-			"CREATE INDEX ix_cf_queue_next_run ON cf_processing_queue (next_run_at) WHERE status = 'QUEUED'",
+			"CREATE INDEX ix_cf_queue_next_run ON cf_processing_queue (next_run_at) " +
+				"WHERE status = 'QUEUED' AND next_run_at IS NOT NULL",
 			"CREATE INDEX ix_cf_queue_claimable ON cf_processing_queue (plugin_name, priority DESC, id) WHERE status = 'QUEUED'",
 			"CREATE INDEX ix_cf_queue_claimable_any ON cf_processing_queue (priority DESC, id) WHERE status = 'QUEUED'",
 		},

@@ -23,7 +23,7 @@ var ourExtraColumns = map[string][]string{
 // ourExtraIndexes are the only indexes our tables may have beyond the
 // original's (the claim path's, see jobs.go).
 var ourExtraIndexes = map[string][]string{
-	"cf_processing_queue": {"ix_cf_queue_claimed_by", "ix_cf_queue_nulls", "ix_cf_queue_plugin",
+	"cf_processing_queue": {"ix_cf_queue_nulls", "ix_cf_queue_plugin",
 		"ix_cf_queue_next_run", "ix_cf_queue_claimable", "ix_cf_queue_claimable_any"},
 }
 

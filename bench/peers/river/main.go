@@ -45,6 +45,7 @@ type options struct {
 	jobs, rounds     int
 	riverWorkers     int
 	riverConns       int
+	riverCooldown    time.Duration
 	workers, slots   int
 	oursDatabase     string
 	repo             string
@@ -76,6 +77,8 @@ Flags:
 	flag.IntVar(&o.rounds, "rounds", 3, "R: rounds, each a River run then a Sentinel run")
 	flag.IntVar(&o.riverWorkers, "river-workers", 2000, "River's MaxWorkers for its one queue (River's own examples use 100)")
 	flag.IntVar(&o.riverConns, "river-conns", 0, "River's pgx pool size (0: pgxpool's default, max(4, CPUs))")
+	flag.DurationVar(&o.riverCooldown, "river-fetch-cooldown", 0, "River's FetchCooldown, the least time between two fetches of jobs "+
+		"(0: River's default, 100ms; at most MaxWorkers jobs are fetched at a time, so the default caps River near MaxWorkers×10 jobs/s)")
 	flag.IntVar(&o.workers, "workers", 8, "W: casparian-bench's workers (each a DEALER connection to the Sentinel)")
 	flag.IntVar(&o.slots, "slots", 64, "C: slots (max_concurrent_jobs) per casparian-bench worker")
 	flag.StringVar(&o.oursDatabase, "ours-database", "sqlite", "the Sentinel's database: sqlite (a new file each run) or postgres (a new database on the same cluster)")
@@ -109,6 +112,9 @@ func (o options) check() error {
 	}
 	if o.riverWorkers < 1 {
 		errs = append(errs, fmt.Errorf("--river-workers %d: want 1 or more", o.riverWorkers))
+	}
+	if o.riverCooldown < 0 {
+		errs = append(errs, fmt.Errorf("--river-fetch-cooldown %s: want 0 (River's default) or more", o.riverCooldown))
 	}
 	if o.riverConns < 0 {
 		errs = append(errs, fmt.Errorf("--river-conns %d: want 0 (the default) or more", o.riverConns))
@@ -274,17 +280,26 @@ func mediansOf(runs []result, system string) medians {
 func summary(runs []result, o options) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "summary: medians over the rounds, N=%d; CPU seconds per 1,000 jobs\n", o.jobs)
-	fmt.Fprintf(&sb, "%-34s %5s %10s %8s %8s %8s\n", "system", "runs", "jobs/s", "store", "workers", "total")
 	river := mediansOf(runs, "river")
 	us := mediansOf(runs, "ours")
-	row := func(name string, m medians) {
-		fmt.Fprintf(&sb, "%-34s %5d %10.0f %8.3f %8.3f %8.3f\n", name, m.runs, m.rate, m.store, m.workers, m.total)
+	type row struct {
+		name string
+		m    medians
 	}
+	var rows []row
 	if river.runs > 0 {
-		row(fmt.Sprintf("River (MaxWorkers=%d)", o.riverWorkers), river)
+		rows = append(rows, row{"River (" + riverSettings(o) + ")", river})
 	}
 	if us.runs > 0 {
-		row(fmt.Sprintf("Sentinel (W=%d C=%d, %s)", o.workers, o.slots, o.oursDatabase), us)
+		rows = append(rows, row{fmt.Sprintf("Sentinel (W=%d C=%d, %s)", o.workers, o.slots, o.oursDatabase), us})
+	}
+	width := len("system")
+	for _, r := range rows {
+		width = max(width, len(r.name))
+	}
+	fmt.Fprintf(&sb, "%-*s %5s %10s %8s %8s %8s\n", width, "system", "runs", "jobs/s", "store", "workers", "total")
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "%-*s %5d %10.0f %8.3f %8.3f %8.3f\n", width, r.name, r.m.runs, r.m.rate, r.m.store, r.m.workers, r.m.total)
 	}
 	if river.runs > 0 && us.runs > 0 {
 		ratio := func(a, b float64) string {

@@ -84,3 +84,23 @@ func TestCheck(t *testing.T) {
 		t.Errorf("check = %v, want both mistakes named", err)
 	}
 }
+
+func TestSummary(t *testing.T) {
+	o := options{jobs: 1000, riverWorkers: 2000, workers: 8, slots: 64, oursDatabase: "sqlite"}
+	runs := []result{
+		{system: "river", jobs: 1000, rate: 1000, store: 100e6, workers: 100e6},
+		{system: "ours", jobs: 1000, rate: 2000, store: 50e6, workers: 100e6},
+		{system: "ours", jobs: 1000, rate: 4000, store: 50e6, workers: 100e6},
+	}
+	// Compared word by word: the column widths are the table's business.
+	got := strings.Join(strings.Fields(summary(runs, o)), " ")
+	for _, want := range []string{
+		"River (MaxWorkers=2000) 1 1000 0.100 0.100 0.200",
+		"Sentinel (W=8 C=64, sqlite) 2 3000 0.050 0.100 0.150",
+		"ours/River: throughput 3.00×; CPU per job: store 0.50×, workers 1.00×, total 0.75×",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary lacks %q:\n%s", want, got)
+		}
+	}
+}

@@ -79,9 +79,10 @@ func runRiver(ctx context.Context, c *cluster, o options, round int) (result, er
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &noopWorker{done: &done})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.riverWorkers}},
-		Workers: workers,
+		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Queues:        map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.riverWorkers}},
+		Workers:       workers,
+		FetchCooldown: o.riverCooldown, // 0 is River's default
 	})
 	if err != nil {
 		return result{}, fmt.Errorf("river: client: %w", err)
@@ -167,7 +168,7 @@ func runRiver(ctx context.Context, c *cluster, o options, round int) (result, er
 		elapsed: elapsed,
 		store:   store1 - store0,
 		workers: self,
-		note:    fmt.Sprintf("MaxWorkers=%d, seeded in %.1fs", o.riverWorkers, seeded.Seconds()),
+		note:    fmt.Sprintf("%s, seeded in %.1fs", riverSettings(o), seeded.Seconds()),
 	}, nil
 }
 
@@ -182,4 +183,16 @@ func adminExec(ctx context.Context, c *cluster, stmt string) error {
 	// changes nothing on the server.
 	_ = conn.Close(context.Background())
 	return err
+}
+
+// riverSettings names how River was configured, for the figures.
+func riverSettings(o options) string {
+	s := fmt.Sprintf("MaxWorkers=%d", o.riverWorkers)
+	if o.riverCooldown > 0 {
+		s += fmt.Sprintf(" FetchCooldown=%s", o.riverCooldown)
+	}
+	if o.riverConns > 0 {
+		s += fmt.Sprintf(" pool=%d", o.riverConns)
+	}
+	return s
 }

@@ -32,7 +32,7 @@ func TestRun_PrintsEveryFigure(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	figures := `\d+ jobs in [\d.]+s = \d+ jobs/s \| dispatch latency p50 \S+ p90 \S+ p99 \S+ \| sentinel CPU [\d.]+ s per 1,000 jobs \| peak RSS [\d.]+ MB`
+	figures := `\d+ jobs in [\d.]+s = \d+ jobs/s \| dispatch latency p50 \S+ p90 \S+ p99 \S+ \| sentinel CPU [\d.]+ s per 1,000 jobs \| peak RSS [\d.]+ MB .* \| workers CPU [\d.]+ s per 1,000 jobs\n`
 	for _, want := range []string{
 		`machine: \d+ CPUs; W=2 C=2 N=300 preload=1000 idle-workers=20 security=plaintext`,
 		`full load: ` + figures,
@@ -89,7 +89,7 @@ func TestRun_Postgres(t *testing.T) {
 			for _, want := range []string{
 				fmt.Sprintf(`machine: \d+ CPUs; W=4 C=2 N=300 preload=0 idle-workers=0 security=plaintext database=postgres sentinels=%d`, n),
 				`full load: 300 jobs in [\d.]+s = \d+ jobs/s \| dispatch latency p50 \S+ p90 \S+ p99 \S+ \| ` + cpu +
-					` \| first receipt after \S+ \| worker reconnects \d+ \| postgres CPU [\d.]+ s per 1,000 jobs\n`,
+					` \| first receipt after \S+ \| worker reconnects \d+ \| postgres CPU [\d.]+ s per 1,000 jobs \| workers CPU [\d.]+ s per 1,000 jobs\n`,
 				`jobs in the database: 300 COMPLETED, 0 QUEUED, 0 RUNNING, 0 FAILED`,
 			} {
 				if !regexp.MustCompile(want).Match(out.Bytes()) {

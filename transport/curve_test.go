@@ -462,10 +462,14 @@ def dealer(identity, pub, sec):
     s.curve_publickey = pub.encode()
     s.curve_secretkey = sec.encode()
     s.setsockopt(zmq.HEARTBEAT_IVL, 50)
-    s.setsockopt(zmq.RCVTIMEO, 5000)
+    # libzmq drops the connection when no PONG comes within this (by
+    # default the interval itself: 50 ms, too short on a loaded machine).
+    s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10000)
+    s.setsockopt(zmq.RCVTIMEO, rcvtimeo)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(endpoint)
     return s
+rcvtimeo = 20000
 s = dealer(b"py-curve", client_pub, client_sec)
 time.sleep(0.2)  # heartbeats cross as encrypted PINGs
 header = bytes([4, 4, 0, 0]) + (9).to_bytes(8, "big") + (1 << 20).to_bytes(4, "big")
@@ -477,6 +481,7 @@ for i in range(100):
     s.send_multipart([h, b"small"])
     assert s.recv_multipart() == [h, b"small"]
 s.close()
+rcvtimeo = 2000  # the stranger must get nothing: how long to wait for it
 stranger_pub, stranger_sec = zmq.curve_keypair()
 x = dealer(b"py-stranger", stranger_pub.decode(), stranger_sec.decode())
 x.send_multipart([header, b"intruder"])

@@ -33,9 +33,10 @@ func TestJobsClaim_StatementsUseIndexes(t *testing.T) {
 		args []any
 	}{
 		{"Normalise", normaliseNullsSQL, nil},
-		{"ClaimAny", claimSQL(0, 0), args(0)},
-		{"ClaimOne", claimSQL(1, 0), args(1)},
-		{"ClaimThree", claimSQL(3, 0), args(3)},
+		{"ClaimAny", claimSQL(0, 0, true), args(0)},
+		{"ClaimOne", claimSQL(1, 0, true), args(1)},
+		{"ClaimThree", claimSQL(3, 0, true), args(3)},
+		{"ClaimOneUnpaused", claimSQL(1, 0, false), args(1)},
 		{"NextRunAt", nextRunSQL, []any{int64(0)}},
 	} {
 		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+tc.sql, tc.args...)

@@ -94,16 +94,23 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 	if err := CheckBatch(cs, reqs); err != nil {
 		return BatchResult{}, err
 	}
+	filterPaused := false
 	if len(reqs) > 0 {
 		// Read before the transaction, on a reader: the claim statements
 		// must be prepared before it begins, and their shapes depend on
-		// the requests. A pause committed meanwhile is still honoured by
-		// the statements themselves (pausedFilter).
+		// the requests. While some plugin is paused, a pause committed
+		// meanwhile is still honoured by the statements themselves
+		// (pausedFilter). While none is, the statements leave the test out
+		// (a lookup per claimed job): pauses are written by this process's
+		// queue actor, the one caller of JobsBatch, which forgets the cache
+		// when it writes one; another process's pause counts within
+		// pausedFresh.
 		paused, err := db.pausedPlugins(ctx)
 		if err != nil {
 			return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
 		}
 		reqs = WithoutPaused(reqs, paused)
+		filterPaused = len(paused) > 0
 	}
 	claiming := anyClaimable(reqs)
 	if len(cs) == 0 && !claiming {
@@ -128,7 +135,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 			}
 		}
 		for shape := range shapes {
-			queries = append(queries, claimSQL(shape[0], shape[1]))
+			queries = append(queries, claimSQL(shape[0], shape[1], filterPaused))
 		}
 	}
 	if err := db.prepareWriter(ctx, queries...); err != nil {
@@ -142,7 +149,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {
-			if res.Claims, res.Failures, err = db.claim(ctx, tx, now, reqs); err != nil {
+			if res.Claims, res.Failures, err = db.claim(ctx, tx, now, reqs, filterPaused); err != nil {
 				return fmt.Errorf("claim jobs: %w", err)
 			}
 		}
@@ -155,7 +162,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 }
 
 // claim runs the claim statements and assembles the dispatches in tx.
-func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.ClaimRequest) ([]Claim, []ClaimFailure, error) {
+func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.ClaimRequest, filterPaused bool) ([]Claim, []ClaimFailure, error) {
 	normalise, err := db.txStmt(ctx, tx, normaliseNullsSQL)
 	if err != nil {
 		return nil, nil, err
@@ -164,7 +171,7 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 		return nil, nil, fmt.Errorf("normalise nulls: %w", err)
 	}
 	rows, err := RunClaims(reqs, func(r job.ClaimRequest) ([]ClaimedJob, error) {
-		return db.claimFor(ctx, tx, now, r)
+		return db.claimFor(ctx, tx, now, r, filterPaused)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -217,7 +224,7 @@ func anyClaimable(reqs []job.ClaimRequest) bool {
 }
 
 // claimFor runs the claim statement for one request.
-func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.ClaimRequest) ([]ClaimedJob, error) {
+func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.ClaimRequest, filterPaused bool) ([]ClaimedJob, error) {
 	plugins, anyPlugin := pluginFilter(r.Plugins)
 	if r.Limit <= 0 || (!anyPlugin && len(plugins) == 0) {
 		return nil, nil
@@ -231,7 +238,7 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.Cla
 		args = append(args, p)
 	}
 	args = append(args, r.Limit)
-	st, err := db.txStmt(ctx, tx, claimSQL(len(plugins), len(r.Exclude)))
+	st, err := db.txStmt(ctx, tx, claimSQL(len(plugins), len(r.Exclude), filterPaused))
 	if err != nil {
 		return nil, err
 	}
@@ -280,8 +287,9 @@ func (c claimedRow) claimed() ClaimedJob {
 // updated_at, now in unix ms, the plugin names, the excluded names, the limit.
 // It returns the claimed rows with their file's location and their plugin's
 // job timeout (claimedRow): subqueries in RETURNING save the assembler a
-// statement per job. Jobs of paused plugins are skipped (pausedFilter).
-func claimSQL(nPlugins, nExclude int) string {
+// statement per job. With filterPaused, jobs of paused plugins are skipped
+// (pausedFilter).
+func claimSQL(nPlugins, nExclude int, filterPaused bool) string {
 	// LIMIT ? + 0: SQLite reads a bare "LIMIT ?" at prepare time and then
 	// prepares the statement again whenever the bound limit changes, which
 	// it does on nearly every claim; an expression is left to run time.
@@ -301,7 +309,9 @@ func claimSQL(nPlugins, nExclude int) string {
 	if nExclude > 0 {
 		filter += " AND plugin_name NOT IN (?" + strings.Repeat(", ?", nExclude-1) + ")"
 	}
-	filter += pausedFilter
+	if filterPaused {
+		filter += pausedFilter
+	}
 	return `UPDATE cf_processing_queue SET
 		status = 'RUNNING', claimed_by = ?, worker_host = ?, claim_time = ?,
 		attempt = COALESCE(attempt, 0) + 1, updated_at = ?

@@ -774,3 +774,40 @@ func TestJobsConclude_ManyCompletionsMatchOneByOne(t *testing.T) {
 		t.Errorf("FAILED job became %s", j.Status)
 	}
 }
+
+// TestJobsClaim_PausedPluginsAreNotClaimed pauses and resumes a plugin
+// between claims: a pause takes effect at the next claim although the
+// claim before it cached "nothing paused", and so does a resume.
+func TestJobsClaim_PausedPluginsAreNotClaimed(t *testing.T) {
+	t.Parallel()
+	db := openTest(t)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p", "q")
+	for range 3 {
+		enqueue(t, db, s.fv, "p", 0)
+		enqueue(t, db, s.fv, "q", 0)
+	}
+	if got := claim(t, db, "w1", 1, "p", "q"); len(got) != 1 {
+		t.Fatalf("first claim: %d jobs", len(got))
+	}
+	if _, err := db.PluginPause(ctx, time.Now(), "p", true); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range claim(t, db, "w1", 10, "p", "q") {
+		if j := getJob(t, db, c.Ref.JobID); j.PluginName != "q" {
+			t.Errorf("claimed job %d of paused plugin %s", c.Ref.JobID, j.PluginName)
+		}
+	}
+	if _, err := db.PluginPause(ctx, time.Now(), "p", false); err != nil {
+		t.Fatal(err)
+	}
+	got := claim(t, db, "w1", 10, "p", "q")
+	if len(got) == 0 {
+		t.Fatal("nothing claimed after resume")
+	}
+	for _, c := range got {
+		if j := getJob(t, db, c.Ref.JobID); j.PluginName != "p" {
+			t.Errorf("after resume claimed job %d of %s, want p's", c.Ref.JobID, j.PluginName)
+		}
+	}
+}

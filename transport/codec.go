@@ -241,9 +241,15 @@ func Encode(op Opcode, jobID uint64, v any) ([][]byte, error) {
 			return nil, fmt.Errorf("encode %s: %w", op, err)
 		}
 	}
-	payload, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", op, err)
+	var payload []byte
+	switch d := v.(type) {
+	case *Dispatch: // every job's message: without encoding/json's detour
+		payload = d.appendJSON(make([]byte, 0, 256+len(d.SourceCode)))
+	default:
+		var err error
+		if payload, err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("encode %s: %w", op, err)
+		}
 	}
 	if uint64(len(payload)) > math.MaxUint32 {
 		return nil, fmt.Errorf("encode %s: %d bytes: %w", op, len(payload), ErrTooLarge)

@@ -141,14 +141,10 @@ type Dispatch struct {
 	ArtifactHash  string       `json:"artifact_hash,omitempty"`
 }
 
-type dispatchJSON Dispatch
-
-// MarshalJSON always writes sinks, as [] when there are none.
+// MarshalJSON always writes sinks, as [] when there are none (see
+// appendJSON).
 func (m Dispatch) MarshalJSON() ([]byte, error) {
-	if m.Sinks == nil {
-		m.Sinks = []SinkConfig{}
-	}
-	return json.Marshal(dispatchJSON(m))
+	return m.appendJSON(nil), nil
 }
 
 func (m Dispatch) validate() error {

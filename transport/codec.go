@@ -243,8 +243,10 @@ func Encode(op Opcode, jobID uint64, v any) ([][]byte, error) {
 	}
 	var payload []byte
 	switch d := v.(type) {
-	case *Dispatch: // every job's message: without encoding/json's detour
+	case *Dispatch: // every job's messages: without encoding/json's detour
 		payload = d.appendJSON(make([]byte, 0, 256+len(d.SourceCode)))
+	case *Conclude:
+		payload = d.appendJSON(make([]byte, 0, 128))
 	default:
 		var err error
 		if payload, err = json.Marshal(v); err != nil {

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -45,6 +46,60 @@ func (m *Dispatch) appendJSON(b []byte) []byte {
 	if m.ArtifactHash != "" {
 		b = append(b, `,"artifact_hash":`...)
 		b = appendJSONString(b, m.ArtifactHash)
+	}
+	return append(b, '}')
+}
+
+// appendJSON appends the CONCLUDE payload as JSON, byte for byte what
+// encoding/json writes (metrics and artifacts as {} and [] when empty, map
+// keys sorted, error_message left out when empty). Every job's receipt is
+// one; the worker encodes it and the Sentinel's tests compare.
+func (m *Conclude) appendJSON(b []byte) []byte {
+	b = append(b, `{"status":`...)
+	b = appendJSONString(b, m.Status)
+	b = append(b, `,"metrics":{`...)
+	keys := make([]string, 0, len(m.Metrics))
+	for k := range m.Metrics {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, m.Metrics[k], 10)
+	}
+	b = append(b, `},"artifacts":[`...)
+	for i, a := range m.Artifacts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if a == nil {
+			b = append(b, "null"...)
+			continue
+		}
+		keys = keys[:0]
+		for k := range a {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for j, k := range keys {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, a[k])
+		}
+		b = append(b, '}')
+	}
+	b = append(b, ']')
+	if m.ErrorMessage != "" {
+		b = append(b, `,"error_message":`...)
+		b = appendJSONString(b, m.ErrorMessage)
 	}
 	return append(b, '}')
 }

@@ -91,3 +91,62 @@ func BenchmarkDispatchEncode(b *testing.B) {
 		}
 	}
 }
+
+// referenceConclude is Conclude as encoding/json writes it.
+type referenceConclude struct {
+	Status       string              `json:"status"`
+	Metrics      map[string]int64    `json:"metrics"`
+	Artifacts    []map[string]string `json:"artifacts"`
+	ErrorMessage string              `json:"error_message,omitempty"`
+}
+
+func checkConcludeJSON(t testing.TB, c Conclude) {
+	t.Helper()
+	got := c.appendJSON(nil)
+	ref := referenceConclude(c)
+	if ref.Metrics == nil {
+		ref.Metrics = map[string]int64{}
+	}
+	if ref.Artifacts == nil {
+		ref.Artifacts = []map[string]string{}
+	}
+	want, err := json.Marshal(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("appendJSON:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestConcludeJSON_MatchesEncodingJSON(t *testing.T) {
+	checkConcludeJSON(t, Conclude{})
+	checkConcludeJSON(t, Conclude{Status: StatusSuccess, Metrics: map[string]int64{"rows": 3, "bytes": -1, "a\"<": 1 << 62},
+		Artifacts: []map[string]string{{"topic": "t", "uri": "parquet://x"}, nil, {}, {"z": "\xff\u2028", "a": ""}}, ErrorMessage: "bad\n"})
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []string{"a", "b", "0", "\"", "\\", "<", "&", "\x01", "\b", "é", "🙂", "\u2029", "\xff"}
+	str := func() string {
+		var b []byte
+		for range rng.IntN(6) {
+			b = append(b, alphabet[rng.IntN(len(alphabet))]...)
+		}
+		return string(b)
+	}
+	for range 2000 {
+		c := Conclude{Status: str(), ErrorMessage: str()}
+		if rng.IntN(4) > 0 {
+			c.Metrics = map[string]int64{}
+			for range rng.IntN(5) {
+				c.Metrics[str()] = rng.Int64() - rng.Int64()
+			}
+		}
+		for range rng.IntN(3) {
+			a := map[string]string{}
+			for range rng.IntN(4) {
+				a[str()] = str()
+			}
+			c.Artifacts = append(c.Artifacts, a)
+		}
+		checkConcludeJSON(t, c)
+	}
+}

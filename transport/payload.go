@@ -195,17 +195,10 @@ type Conclude struct {
 	ErrorMessage string              `json:"error_message,omitempty"`
 }
 
-type concludeJSON Conclude
-
-// MarshalJSON always writes metrics and artifacts, as {} and [] when empty.
+// MarshalJSON always writes metrics and artifacts, as {} and [] when empty
+// (see appendJSON).
 func (m Conclude) MarshalJSON() ([]byte, error) {
-	if m.Metrics == nil {
-		m.Metrics = map[string]int64{}
-	}
-	if m.Artifacts == nil {
-		m.Artifacts = []map[string]string{}
-	}
-	return json.Marshal(concludeJSON(m))
+	return m.appendJSON(nil), nil
 }
 
 func (m Conclude) validate() error {

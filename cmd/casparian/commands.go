@@ -59,6 +59,11 @@ func jobsList(ctx context.Context, c *cli, _ []string) error {
 			q.Set(name, v)
 		}
 	}
+	for _, name := range []string{"sort", "order", "after"} {
+		if v := *c.str[name]; v != "" {
+			q.Set(name, v)
+		}
+	}
 	q.Set("limit", strconv.FormatInt(*c.num["limit"], 10))
 	q.Set("offset", strconv.FormatInt(*c.num["offset"], 10))
 	if b := *c.num["before"]; b != 0 {
@@ -76,16 +81,22 @@ func jobsList(ctx context.Context, c *cli, _ []string) error {
 	now := time.Now()
 	for i, j := range list.Jobs {
 		rows[i] = []string{strconv.FormatInt(j.ID, 10), j.Status, j.Plugin, fileOf(j), strconv.FormatInt(j.Priority, 10),
-			orDash(j.Worker), ago(now, j.UpdatedAt), clip(orDefault(j.ErrorMessage, j.ResultSummary), 60)}
+			orDash(j.Worker), ago(now, j.UpdatedAt), ago(now, j.EndTime), clip(orDefault(j.ErrorMessage, j.ResultSummary), 60)}
 	}
-	if err := c.table("ID\tSTATUS\tPLUGIN\tFILE\tPRIORITY\tWORKER\tUPDATED\tRESULT", rows); err != nil {
+	if err := c.table("ID\tSTATUS\tPLUGIN\tFILE\tPRIORITY\tWORKER\tUPDATED\tENDED\tRESULT", rows); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%d of %d jobs", len(list.Jobs), list.Total)
 	if list.Offset > 0 || int64(list.Offset+len(list.Jobs)) < list.Total {
 		fmt.Fprintf(c.stdout, " (from offset %d)", list.Offset)
 	}
+	if list.Sort != "" && (list.Sort != "id" || list.Order != "desc") {
+		fmt.Fprintf(c.stdout, ", by %s %s", list.Sort, list.Order)
+	}
 	fmt.Fprintln(c.stdout)
+	if list.NextCursor != "" {
+		fmt.Fprintf(c.stdout, "next page: --after %s\n", list.NextCursor)
+	}
 	return nil
 }
 

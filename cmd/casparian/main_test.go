@@ -414,6 +414,52 @@ func TestCLI_BulkCancelThenList(t *testing.T) {
 	}
 }
 
+// jobs ls (or list) sorts and pages by the cursor it prints; a bad sort is
+// the server's 400.
+func TestCLI_JobsListSortsAndPagesByCursor(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	fv := e.File("in/b.txt", "b\n")
+	var ids []int64
+	for _, p := range []int64{1, 9, 5} {
+		ids = append(ids, e.Enqueue(fv, "nobody", p))
+	}
+	firstIDs := func(out string) []string {
+		var got []string
+		for _, line := range strings.Split(out, "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == "nobody" {
+				got = append(got, f[0])
+			}
+		}
+		return got
+	}
+	out := ok(t, e.URL, "jobs", "list", "--sort", "priority", "--limit", "2")
+	m := regexp.MustCompile(`next page: --after (\S+)`).FindStringSubmatch(out)
+	if got := firstIDs(out); fmt.Sprint(got) != fmt.Sprint([]int64{ids[1], ids[2]}) || m == nil ||
+		!strings.Contains(out, "2 of 3 jobs (from offset 0), by priority desc") {
+		t.Fatalf("jobs list --sort priority:\n%s", out)
+	}
+	out = ok(t, e.URL, "jobs", "ls", "--limit", "2", "--after", m[1])
+	if got := firstIDs(out); fmt.Sprint(got) != fmt.Sprint([]int64{ids[0]}) || strings.Contains(out, "next page") {
+		t.Errorf("jobs ls --after %s:\n%s", m[1], out)
+	}
+	out = ok(t, e.URL, "--json", "jobs", "ls", "--sort", "priority", "--order", "asc", "--limit", "1")
+	var list struct {
+		Jobs []struct {
+			ID int64 `json:"id"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Jobs) != 1 || list.Jobs[0].ID != ids[0] ||
+		!strings.Contains(out, `"next_cursor": "priority.a.1.`) || !strings.Contains(out, `"order": "asc"`) {
+		t.Errorf("--json jobs ls --order asc: %v\n%s", err, out)
+	}
+	if code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "ls", "--sort", "size"); code != exitError ||
+		!strings.Contains(errOut, `unknown sort "size"`) {
+		t.Errorf("--sort size: exit %d %s", code, errOut)
+	}
+}
+
 // A prune counts first and deletes only with --yes; cancelled (SKIPPED)
 // jobs go with the failed ones.
 func TestCLI_PruneCountsThenDeletes(t *testing.T) {

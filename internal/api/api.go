@@ -39,12 +39,18 @@ type Job struct {
 	Warning string `json:"warning,omitempty"`
 }
 
-// JobList is a page of jobs, newest first.
+// JobList is a page of jobs in the order asked for (newest first by
+// default). Total counts the jobs that match, from the cursor (after, or
+// before_id) on when one was given. NextCursor, set when more jobs follow,
+// is the after of the next page.
 type JobList struct {
-	Jobs   []Job `json:"jobs"`
-	Total  int64 `json:"total"`
-	Limit  int   `json:"limit"`
-	Offset int   `json:"offset"`
+	Jobs       []Job  `json:"jobs"`
+	Total      int64  `json:"total"`
+	Limit      int    `json:"limit"`
+	Offset     int    `json:"offset"`
+	Sort       string `json:"sort"`  // id, priority, updated or ended
+	Order      string `json:"order"` // asc or desc
+	NextCursor string `json:"next_cursor,omitempty"`
 }
 
 // EnqueueRequest asks for a job: the file by file_version_id or by file_path

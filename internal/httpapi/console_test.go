@@ -223,7 +223,7 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 		document.querySelector("#jobs-body tr.job[data-job='%d'][data-status='FAILED']") !== null`, failed))
 	// The error filter narrows it, in any case.
 	p.do("filter by error", chromedp.SendKeys(chromedp.ID("filter-error"), "ROW 7\n"))
-	p.wait(20*time.Second, "the job matched by its error", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&error=ROW+7&limit=25&offset=0" &&
+	p.wait(20*time.Second, "the job matched by its error", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&error=ROW+7&limit=25" &&
 		document.getElementById("page-info").textContent === "1–1 of 1" &&
 		document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
 	p.do("open the job", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
@@ -305,7 +305,7 @@ func TestConsole_InChromiumAsksForATokenAndSaysWhenItIsReadOnly(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#login-form button[type=submit]")))
 	p.wait(20*time.Second, "the overview", `document.querySelector("#count-failed .n")?.textContent === "1"`)
 	p.do("open the failed job", chromedp.Click(chromedp.ID("count-failed")))
-	p.wait(20*time.Second, "the failed job listed", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&limit=25&offset=0" &&
+	p.wait(20*time.Second, "the failed job listed", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&limit=25" &&
 		document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
 	p.do("open it and retry", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
 	p.wait(20*time.Second, "the detail", `!document.getElementById("job-retry").disabled`)
@@ -465,4 +465,53 @@ func TestConsole_InChromiumPausesResumesAndBackfillsAPlugin(t *testing.T) {
 	testwait.Eventually(t, sentineltest.Within, "a scan pass", func() bool { return e.Sentinel.Stats().ScanPasses.Load() > passes })
 	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 	p.shot("6-rescan")
+}
+
+// The jobs' column headers sort the list, either way, and the pages follow
+// the order by cursor: 27 jobs of priorities 0-8, a page of 25.
+func TestConsole_InChromiumSortsTheJobsByColumn(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	fv := e.File("in/a.txt", "a\n")
+	var ids []int64
+	for i := range 27 {
+		ids = append(ids, e.Enqueue(fv, "nobody", int64(i%9)))
+	}
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/"))
+	p.do("jobs", chromedp.Click(chromedp.CSS(`#nav button[data-view="jobs"]`)))
+	firstRow := `document.querySelector("#jobs-body tr.job")?.dataset.job`
+	p.wait(20*time.Second, "the newest job first", fmt.Sprintf(`%s === "%d" &&
+		document.querySelector("#jobs-head th[data-sort='id']").getAttribute("aria-sort") === "descending" &&
+		document.getElementById("page-info").textContent === "1–25 of 27"`, firstRow, ids[26]))
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+
+	// Priority, highest first: of the three jobs of priority 8, the newest.
+	p.do("sort by priority", chromedp.Click(chromedp.CSS(`#jobs-head th[data-sort='priority'] button`)))
+	p.wait(20*time.Second, "the highest priority first", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "sort=priority&limit=25" &&
+		%s === "%d" && document.querySelector("#jobs-head th[data-sort='priority']").getAttribute("aria-sort") === "descending" &&
+		!document.querySelector("#jobs-head th[data-sort='id']").hasAttribute("aria-sort")`, firstRow, ids[26]))
+	// Again: lowest first, the oldest of priority 0 on top; the next page
+	// holds the last two, highest priority (8) last.
+	p.do("sort by priority, ascending", chromedp.Click(chromedp.CSS(`#jobs-head th[data-sort='priority'] button`)))
+	p.wait(20*time.Second, "the lowest priority first", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "sort=priority&order=asc&limit=25" &&
+		%s === "%d" && document.querySelector("#jobs-head th[data-sort='priority']").getAttribute("aria-sort") === "ascending" &&
+		document.querySelector("#jobs-head th[data-sort='priority'] .arrow").textContent === "▲"`, firstRow, ids[0]))
+	p.shot("1-by-priority-ascending")
+	p.do("next page", chromedp.Click(chromedp.ID("page-next")))
+	p.wait(20*time.Second, "the last two", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query.startsWith("sort=priority&order=asc&limit=25&after=priority.a.8.") &&
+		document.getElementById("page-info").textContent === "26–27 of 27" &&
+		Array.from(document.querySelectorAll("#jobs-body tr.job")).map(r => r.dataset.job).join(",") === "%d,%d" &&
+		document.getElementById("page-next").disabled && !document.getElementById("page-prev").disabled`, ids[17], ids[26]))
+	p.shot("2-second-page")
+	p.do("previous page", chromedp.Click(chromedp.ID("page-prev")))
+	p.wait(20*time.Second, "the first page again", fmt.Sprintf(`document.getElementById("page-info").textContent === "1–25 of 27" && %s === "%d"`,
+		firstRow, ids[0]))
+	// Ended: none has ended, so by id, newest first, and the column says so.
+	p.do("sort by end time", chromedp.Click(chromedp.CSS(`#jobs-head th[data-sort='ended'] button`)))
+	p.wait(20*time.Second, "by end time", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "sort=ended&limit=25" && %s === "%d"`,
+		firstRow, ids[26]))
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 }

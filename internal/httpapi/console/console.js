@@ -14,7 +14,12 @@
 
   var state = {
     view: "overview",
-    status: "", plugin: "", path: "", error: "", offset: 0, total: 0,
+    status: "", plugin: "", path: "", error: "", total: 0,
+    sort: "id", asc: false, // the list's order (the column headers)
+    // Keyset paging: the cursor (after) of each page from the first to
+    // the one shown ("" for the first), how many jobs come before each,
+    // and the next page's cursor.
+    pages: [""], starts: [0], next: "",
     jobId: null,     // the job whose detail is open
     job: null,
     last: null,      // the last status event
@@ -312,45 +317,82 @@
 
   // ---- jobs ----
 
-  function jobsQuery(extra) {
+  function jobsQuery() {
     var q = new URLSearchParams();
     if (state.status) { q.set("status", state.status); }
     if (state.plugin) { q.set("plugin", state.plugin); }
     if (state.path) { q.set("path", state.path); }
     if (state.error) { q.set("error", state.error); }
-    Object.keys(extra || {}).forEach(function (k) { q.set(k, extra[k]); });
+    if (state.sort !== "id") { q.set("sort", state.sort); }
+    if (state.asc) { q.set("order", "asc"); }
+    q.set("limit", PAGE);
+    var after = state.pages[state.pages.length - 1];
+    if (after) { q.set("after", after); }
     return q.toString();
   }
 
+  // firstPage goes back to the first page: the filter or the order changed.
+  function firstPage() {
+    state.pages = [""];
+    state.starts = [0];
+  }
+
+  function showOrder() {
+    document.querySelectorAll("#jobs-head th[data-sort]").forEach(function (th) {
+      var on = th.dataset.sort === state.sort;
+      if (on) { th.setAttribute("aria-sort", state.asc ? "ascending" : "descending"); } else { th.removeAttribute("aria-sort"); }
+      th.querySelector(".arrow").textContent = on ? (state.asc ? "▲" : "▼") : "";
+    });
+  }
+
+  // sortBy orders the list by a column: a new column sorts descending
+  // (newest, highest, latest first), the same column again flips it.
+  function sortBy(key) {
+    if (state.sort === key) {
+      state.asc = !state.asc;
+    } else {
+      state.sort = key;
+      state.asc = false;
+    }
+    firstPage();
+    showOrder();
+    loadJobs();
+  }
+
   function loadJobs() {
-    var wanted = jobsQuery({limit: PAGE, offset: state.offset});
+    var wanted = jobsQuery();
     return api("GET", "/api/v1/jobs?" + wanted).then(function (list) {
-      if (wanted !== jobsQuery({limit: PAGE, offset: state.offset})) { return; } // the filter changed meanwhile
-      state.total = list.total;
-      if (list.jobs.length === 0 && state.offset > 0 && list.total > 0) {
-        state.offset = Math.max(0, Math.floor((list.total - 1) / PAGE) * PAGE); // the page emptied: go to the last one
+      if (wanted !== jobsQuery()) { return; } // the filter, order or page changed meanwhile
+      // The total counts the jobs from this page's cursor on.
+      var start = state.starts[state.starts.length - 1];
+      state.total = start + list.total;
+      if (list.jobs.length === 0 && state.pages.length > 1) {
+        state.pages.pop(); // the page emptied: go back one
+        state.starts.pop();
         loadJobs();
         return;
       }
+      state.next = list.next_cursor || "";
       fill($("jobs-body"), list.jobs.map(function (j) {
         return row([
           el("td", {className: "num"}, j.id),
           statusCell(j.status),
           j.plugin,
           el("td", {className: "file"}).appendChild(el("code", {}, j.file_path || ("version " + j.file_version_id))).parentNode,
+          el("td", {className: "num"}, j.priority),
           el("td", {className: "num"}, j.attempt),
           el("td", {}).appendChild(el("code", {}, j.worker || "")).parentNode,
           timeCell(j.updated_at),
+          timeCell(j.end_time),
           j.error_message || j.result_summary || ""
         ], {className: "job", data: {job: j.id, status: j.status}, tabIndex: 0,
           ariaSelected: String(j.id === state.jobId)});
-      }), "No job matches.", 8);
+      }), "No job matches.", 10);
       $("jobs-body").dataset.query = wanted; // what the rows show, for tests and the curious
-      var last = Math.min(state.offset + list.jobs.length, list.total);
-      $("page-info").textContent = list.total === 0 ? "0 jobs" :
-        (state.offset + 1) + "–" + last + " of " + list.total;
-      $("page-prev").disabled = state.offset === 0;
-      $("page-next").disabled = last >= list.total;
+      $("page-info").textContent = state.total === 0 ? "0 jobs" :
+        (start + 1) + "–" + (start + list.jobs.length) + " of " + state.total;
+      $("page-prev").disabled = state.pages.length === 1;
+      $("page-next").disabled = !state.next;
     }, failed("Could not list the jobs"));
   }
 
@@ -643,6 +685,7 @@
   // ---- wiring: listeners only, no inline handlers (the page's CSP has none) ----
 
   STATUSES.forEach(function (st) { $("filter-status").appendChild(el("option", {value: st}, st)); });
+  showOrder();
 
   $("nav").addEventListener("click", function (ev) {
     var b = ev.target.closest("button[data-view]");
@@ -652,30 +695,46 @@
     var card = ev.target.closest("[data-status]");
     if (!card) { return; }
     state.status = card.dataset.status;
-    state.offset = 0;
+    firstPage();
     $("filter-status").value = state.status;
     show("jobs");
   });
   $("filter-status").addEventListener("change", function (ev) {
     state.status = ev.target.value;
-    state.offset = 0;
+    firstPage();
     loadJobs();
   });
   $("filter-plugin").addEventListener("change", function (ev) {
     state.plugin = ev.target.value;
-    state.offset = 0;
+    firstPage();
     loadJobs();
   });
   // The text filters apply on Enter or when the field is left.
   ["path", "error"].forEach(function (name) {
     $("filter-" + name).addEventListener("change", function (ev) {
       state[name] = ev.target.value.trim();
-      state.offset = 0;
+      firstPage();
       loadJobs();
     });
   });
-  $("page-prev").addEventListener("click", function () { state.offset = Math.max(0, state.offset - PAGE); loadJobs(); });
-  $("page-next").addEventListener("click", function () { state.offset += PAGE; loadJobs(); });
+  $("page-prev").addEventListener("click", function () {
+    if (state.pages.length > 1) {
+      state.pages.pop();
+      state.starts.pop();
+    }
+    loadJobs();
+  });
+  $("page-next").addEventListener("click", function () {
+    if (!state.next) { return; }
+    state.starts.push(state.starts[state.starts.length - 1] + document.querySelectorAll("#jobs-body tr.job").length);
+    state.pages.push(state.next);
+    state.next = "";
+    loadJobs();
+  });
+  $("jobs-head").addEventListener("click", function (ev) {
+    var th = ev.target.closest("th[data-sort]");
+    if (th) { sortBy(th.dataset.sort); }
+  });
   $("jobs-body").addEventListener("click", function (ev) {
     var tr = ev.target.closest("tr.job");
     if (tr) { openJob(Number(tr.dataset.job)); }

@@ -274,13 +274,38 @@ func (c *cli) printWorkers(ws []api.Worker) error {
 		for n, id := range w.RunningJobs {
 			running[n] = strconv.FormatInt(id, 10)
 		}
+		state := "active"
+		if w.Draining {
+			state = "draining"
+		}
 		rows[i] = []string{w.ID, orDash(w.Name), strings.Join(w.Capabilities, ","), fmt.Sprintf("%d/%d", w.Busy, w.Slots),
-			orDash(strings.Join(running, ",")), ago(now, &w.LastSeen), orDash(w.KeyFingerprint)}
+			orDash(strings.Join(running, ",")), state, ago(now, &w.LastSeen), orDash(w.KeyFingerprint)}
 	}
-	if err := c.table("ID\tNAME\tCAPABILITIES\tBUSY\tRUNNING\tLAST SEEN\tKEY", rows); err != nil {
+	if err := c.table("ID\tNAME\tCAPABILITIES\tBUSY\tRUNNING\tSTATE\tLAST SEEN\tKEY", rows); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%d workers\n", len(ws))
+	return nil
+}
+
+// workersAction drains, undrains or disconnects worker args[0].
+func workersAction(ctx context.Context, c *cli, args []string, action string) error {
+	var res api.WorkerActionResult
+	raw, err := c.api.call(ctx, "POST", "/api/v1/workers/"+url.PathEscape(args[0])+"/"+action, nil, &res)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	switch action {
+	case "drain":
+		fmt.Fprintf(c.stdout, "worker %s draining: it gets no new jobs; its running jobs finish (undrain to resume)\n", res.Worker)
+	case "undrain":
+		fmt.Fprintf(c.stdout, "worker %s gets jobs again\n", res.Worker)
+	default:
+		fmt.Fprintf(c.stdout, "worker %s disconnected: its running jobs are queued again; it was told to identify again\n", res.Worker)
+	}
 	return nil
 }
 

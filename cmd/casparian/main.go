@@ -9,6 +9,7 @@
 //	casparian jobs cancel ID
 //	casparian jobs retry ID
 //	casparian workers ls
+//	casparian workers drain ID | undrain ID | disconnect ID
 //	casparian plugins ls
 //	casparian plugins subscribe NAME TAG...
 //	casparian plugins add-builtin NAME [TAG...]
@@ -143,6 +144,14 @@ var commands = map[string]map[string]*command{
 	},
 	"workers": {
 		"ls": {help: "list the connected workers", run: workersList},
+		"drain": {usage: "ID", help: "give worker ID no new jobs; its running jobs finish (it stays drained across reconnects until undrain)",
+			minArgs: 1, maxArgs: 1, run: func(ctx context.Context, c *cli, args []string) error { return workersAction(ctx, c, args, "drain") }},
+		"undrain": {usage: "ID", help: "give a drained worker jobs again", minArgs: 1, maxArgs: 1,
+			run: func(ctx context.Context, c *cli, args []string) error { return workersAction(ctx, c, args, "undrain") }},
+		"disconnect": {usage: "ID", help: "forget worker ID now: its running jobs are queued again and it is told to identify again",
+			minArgs: 1, maxArgs: 1, run: func(ctx context.Context, c *cli, args []string) error {
+				return workersAction(ctx, c, args, "disconnect")
+			}},
 	},
 	"plugins": {
 		"ls": {help: "list plugins: active version, subscriptions", run: pluginsList},

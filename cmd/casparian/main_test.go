@@ -488,3 +488,38 @@ func TestCLI_PruneCountsThenDeletes(t *testing.T) {
 		t.Errorf("prune without an age: exit %d %s", code, errOut)
 	}
 }
+
+// workers drain shows in workers ls; undrain and disconnect say what they
+// did; an unknown worker is the server's 404; --json prints the answer.
+func TestCLI_WorkersDrainUndrainDisconnect(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	w := e.Worker(testworker.Options{Identity: "tw-ops"})
+	e.WaitWorkers(1)
+	if out := ok(t, e.URL, "workers", "drain", "tw-ops"); !strings.Contains(out, "worker tw-ops draining") {
+		t.Errorf("drain said %q", out)
+	}
+	out := ok(t, e.URL, "workers", "list")
+	if !regexp.MustCompile(`tw-ops .* draining `).MatchString(out) || !strings.Contains(out, "STATE") {
+		t.Errorf("workers ls after the drain:\n%s", out)
+	}
+	if out := ok(t, e.URL, "--json", "workers", "undrain", "tw-ops"); !strings.Contains(out, `"action": "undrain"`) ||
+		!strings.Contains(out, `"draining": false`) {
+		t.Errorf("--json undrain said %q", out)
+	}
+	if out := ok(t, e.URL, "workers", "ls"); !regexp.MustCompile(`tw-ops .* active `).MatchString(out) {
+		t.Errorf("workers ls after the undrain:\n%s", out)
+	}
+	n := w.Identifies()
+	if out := ok(t, e.URL, "workers", "disconnect", "tw-ops"); !strings.Contains(out, "worker tw-ops disconnected") {
+		t.Errorf("disconnect said %q", out)
+	}
+	testwait.Eventually(t, sentineltest.Within, "tw-ops identified again", func() bool { return w.Identifies() > n })
+	code, _, errOut := casparian(t, nil, "--server", e.URL, "workers", "drain", "nobody")
+	if code != exitError || !strings.Contains(errOut, "worker nobody is not connected") || !strings.Contains(errOut, "HTTP 404") {
+		t.Errorf("drain nobody: exit %d %q", code, errOut)
+	}
+	if code, _, _ := casparian(t, nil, "--server", e.URL, "workers", "drain"); code != exitUsage {
+		t.Errorf("drain without an id: exit %d", code)
+	}
+}

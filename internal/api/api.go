@@ -87,11 +87,25 @@ type Worker struct {
 	// KeyFingerprint names the CURVE key the worker connected with; empty
 	// for a plaintext connection.
 	KeyFingerprint string `json:"key_fingerprint,omitempty"`
+	// Draining: an operator drained the worker; it gets no new jobs and
+	// its running ones finish.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // WorkerList lists the connected workers.
 type WorkerList struct {
 	Workers []Worker `json:"workers"`
+}
+
+// WorkerActionResult answers POST /api/v1/workers/{id}/drain, /undrain and
+// /disconnect: the worker and what it is now.
+type WorkerActionResult struct {
+	Worker string `json:"worker"`
+	Action string `json:"action"` // drain, undrain or disconnect
+	// Draining is set by drain and undrain: whether the worker is drained
+	// now. A disconnect leaves a drain as it was.
+	Draining     *bool `json:"draining,omitempty"`
+	Disconnected bool  `json:"disconnected,omitempty"`
 }
 
 // Manifest is one stored version of a plugin.

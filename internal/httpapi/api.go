@@ -386,6 +386,47 @@ func (srv *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// POST /api/v1/workers/{id}/drain: no new jobs for the worker; its running
+// ones finish. It stays drained, across reconnects, until undrained.
+func (srv *Server) drainWorker(w http.ResponseWriter, r *http.Request) {
+	srv.workerAction(w, r, "drain", func(ctx context.Context, id string) error { return srv.s.DrainWorker(ctx, id, true) })
+}
+
+// POST /api/v1/workers/{id}/undrain: the worker gets jobs again.
+func (srv *Server) undrainWorker(w http.ResponseWriter, r *http.Request) {
+	srv.workerAction(w, r, "undrain", func(ctx context.Context, id string) error { return srv.s.DrainWorker(ctx, id, false) })
+}
+
+// POST /api/v1/workers/{id}/disconnect: the Sentinel forgets the worker now;
+// its RUNNING jobs are requeued and it is told to IDENTIFY again.
+func (srv *Server) disconnectWorker(w http.ResponseWriter, r *http.Request) {
+	srv.workerAction(w, r, "disconnect", srv.s.DisconnectWorker)
+}
+
+func (srv *Server) workerAction(w http.ResponseWriter, r *http.Request, action string, do func(context.Context, string) error) {
+	if err := readNoParams(w, r); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	if id == "" {
+		srv.fail(w, r, badRequest("worker id is required"))
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	if err := do(ctx, id); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := api.WorkerActionResult{Worker: id, Action: action, Disconnected: action == "disconnect"}
+	if action != "disconnect" {
+		draining := action == "drain"
+		out.Draining = &draining
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // GET /api/v1/status
 func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := srv.ctx(r)

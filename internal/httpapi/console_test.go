@@ -515,3 +515,68 @@ func TestConsole_InChromiumSortsTheJobsByColumn(t *testing.T) {
 		firstRow, ids[26]))
 	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 }
+
+// The Workers view drains a worker (confirmed), which then gets no new job
+// while another does, and disconnects it (confirmed): its RUNNING job is
+// requeued and completed by the other worker, and the drained worker comes
+// back, still draining, until undrained. All live, without a reload.
+func TestConsole_InChromiumDrainsAndDisconnectsAWorker(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, withTokens(t))
+	e.Plugin("slow")
+	fv := e.File("in/a.txt", "a\n")
+	stuck := e.Worker(testworker.Options{Identity: "tw-stuck", Capabilities: []string{"slow"}, Slots: 2, Run: blockUntilAborted})
+	e.WaitWorkers(1)
+	held := e.Enqueue(fv, "slow", 0)
+	e.WaitJob(held, job.StatusRunning)
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+
+	const row = `#workers-body tr[data-worker='tw-stuck']`
+	p.do("open the console", chromedp.Navigate(e.URL+"/?token="+adminToken))
+	p.do("workers", chromedp.Click(chromedp.CSS(`#nav button[data-view="workers"]`)))
+	p.wait(20*time.Second, "tw-stuck active with its job", fmt.Sprintf(`document.querySelector("%s [data-field='state']")?.textContent === "active" &&
+		document.querySelector("%s").textContent.includes("%d") && document.querySelector("%s").textContent.includes("1/2")`, row, row, held, row))
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+
+	p.do("drain", chromedp.Click(chromedp.CSS(row+` button[data-action='drain']`)))
+	p.wait(20*time.Second, "the confirmation", `document.getElementById("confirm").open`)
+	if q := p.text(`document.getElementById("confirm-text").textContent`); q != "Drain worker tw-stuck? It gets no new jobs and finishes the 1 running job it has. It stays drained until undrained." {
+		t.Errorf("drain confirmation asks %q", q)
+	}
+	p.shot("1-drain-confirm")
+	p.do("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait(20*time.Second, "tw-stuck draining", `document.querySelector("`+row+`")?.dataset.draining === "true" &&
+		document.querySelector("`+row+` [data-field='state']").textContent === "draining" &&
+		document.querySelector("`+row+` button[data-action='undrain']") !== null &&
+		document.getElementById("message").textContent.startsWith("Worker tw-stuck is draining")`)
+	// With a free slot, tw-stuck gets no new job: the other worker does.
+	e.Worker(testworker.Options{Identity: "tw-rescuer", Capabilities: []string{"slow"}})
+	other := e.Enqueue(fv, "slow", 0)
+	if j := e.WaitJob(other, job.StatusCompleted); j.ClaimedBy != "tw-rescuer" {
+		t.Errorf("job %d ran on %s while tw-stuck was draining", other, j.ClaimedBy)
+	}
+	p.shot("2-draining")
+
+	n := stuck.Identifies()
+	p.do("disconnect", chromedp.Click(chromedp.CSS(row+` button[data-action='disconnect']`)))
+	p.wait(20*time.Second, "the confirmation", `document.getElementById("confirm").open`)
+	if q := p.text(`document.getElementById("confirm-text").textContent`); q != "Disconnect worker tw-stuck? The Sentinel forgets it now: the 1 running job it has goes back to the queue. A live worker identifies again." {
+		t.Errorf("disconnect confirmation asks %q", q)
+	}
+	p.shot("3-disconnect-confirm")
+	p.do("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	if j := e.WaitJob(held, job.StatusCompleted); j.ClaimedBy != "tw-rescuer" {
+		t.Errorf("job %d after the disconnect ran on %s", held, j.ClaimedBy)
+	}
+	testwait.Eventually(t, sentineltest.Within, "tw-stuck identified again", func() bool { return stuck.Identifies() > n })
+	p.wait(20*time.Second, "tw-stuck back, draining, with no job", `document.getElementById("message").textContent.startsWith("Worker tw-stuck is disconnected") &&
+		document.querySelector("`+row+`")?.dataset.draining === "true" && document.querySelector("`+row+`").textContent.includes("0/2") &&
+		document.getElementById("workers-summary").textContent.startsWith("(2 connected")`)
+	p.shot("4-disconnected")
+
+	p.do("undrain", chromedp.Click(chromedp.CSS(row+` button[data-action='undrain']`)))
+	p.wait(20*time.Second, "tw-stuck active", `document.querySelector("`+row+`")?.dataset.draining === "false" &&
+		document.getElementById("message").textContent === "Worker tw-stuck gets jobs again."`)
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+}

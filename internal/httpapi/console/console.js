@@ -534,10 +534,50 @@
         w.capabilities.join(", "),
         el("td", {className: "num"}, w.busy + "/" + w.slots),
         w.running_jobs.join(", "),
-        el("td", {}).appendChild(el("code", {}, w.key_fingerprint || "–")).parentNode,
-        timeCell(w.last_seen)
-      ], {className: "worker", data: {worker: w.id}});
-    }), "No worker is connected.", 7);
+        el("td", {className: w.draining ? "paused" : "", data: {field: "state"}}, w.draining ? "draining" : "active"),
+        el("td", {title: w.key_fingerprint ? "fingerprint of the worker's CURVE public key" : "plaintext connection"})
+          .appendChild(el("code", {}, w.key_fingerprint || "–")).parentNode,
+        timeCell(w.last_seen),
+        workerActions(w)
+      ], {className: "worker", data: {worker: w.id, draining: String(!!w.draining)}});
+    }), "No worker is connected.", 9);
+  }
+
+  function workerActions(w) {
+    var td = el("td", {className: "plugin-actions"});
+    td.appendChild(el("button", {type: "button", data: {action: w.draining ? "undrain" : "drain"},
+      title: w.draining ? "Give this worker jobs again" : "Give this worker no new jobs; its running jobs finish"},
+    w.draining ? "Undrain" : "Drain…"));
+    td.appendChild(document.createTextNode(" "));
+    td.appendChild(el("button", {type: "button", className: "danger", data: {action: "disconnect"},
+      title: "Forget this worker now: its running jobs are queued again"}, "Disconnect…"));
+    return td;
+  }
+
+  // workerAction drains, undrains or disconnects a worker; drain and
+  // disconnect are confirmed first.
+  function workerAction(id, action) {
+    var w = ((state.last && state.last.workers) || []).filter(function (x) { return x.id === id; })[0];
+    var running = w ? w.running_jobs.length : 0;
+    var jobs = "the " + running + " running job" + (running === 1 ? "" : "s") + " it has";
+    var act = function () {
+      say("");
+      api("POST", "/api/v1/workers/" + encodeURIComponent(id) + "/" + action, {}).then(function () {
+        say(action === "drain" ? "Worker " + id + " is draining: it gets no new jobs; its running jobs finish." :
+          action === "undrain" ? "Worker " + id + " gets jobs again." :
+            "Worker " + id + " is disconnected: its running jobs are queued again, and it was told to identify again.");
+        loadView();
+      }, failed("Could not " + action + " worker " + id));
+    };
+    if (action === "undrain") { act(); return; }
+    if (action === "drain") {
+      confirmThen("Drain worker " + id + "? It gets no new jobs and finishes " + jobs + ". It stays drained until undrained.",
+        "Drain", act, "Keep it");
+      return;
+    }
+    confirmThen("Disconnect worker " + id + "? The Sentinel forgets it now: " + jobs + (running === 1 ? " goes" : " go") +
+      " back to the queue. A live worker identifies again.",
+      "Disconnect", act, "Keep it");
   }
 
   function pluginRow(p) {
@@ -764,6 +804,11 @@
     if (tr) { saveSettings(tr.dataset.plugin, ev.target); }
   });
   $("rescan").addEventListener("click", rescan);
+  $("workers-body").addEventListener("click", function (ev) {
+    var b = ev.target.closest("button[data-action]");
+    var tr = ev.target.closest("tr[data-worker]");
+    if (b && tr) { workerAction(tr.dataset.worker, b.dataset.action); }
+  });
   $("confirm-yes").addEventListener("click", function () { $("confirm").close("yes"); });
   $("confirm-no").addEventListener("click", function () { $("confirm").close("no"); });
   $("login-form").addEventListener("submit", function (ev) {

@@ -396,6 +396,10 @@ type CountsQuery struct{}
 // PluginsQuery lists the plugins. Value: []job.Plugin.
 type PluginsQuery struct{}
 
+// EnvironmentsQuery lists the plugin environments with the manifests that
+// name them. Value: []job.Environment.
+type EnvironmentsQuery struct{}
+
 // SubscribePlugin adds file tags to a plugin's subscriptions. Value:
 // []string, the plugin's tags after it.
 type SubscribePlugin struct {

@@ -388,6 +388,12 @@ func (s *Sentinel) WorkersInfo(ctx context.Context) ([]WorkerInfo, error) {
 	return out, nil
 }
 
+// Environments lists the plugin environments, the most recently used
+// first, with the manifests that name them.
+func (s *Sentinel) Environments(ctx context.Context) ([]job.Environment, error) {
+	return askValue[[]job.Environment](ctx, s, &EnvironmentsQuery{})
+}
+
 // DrainWorker drains a connected worker (drain) or undrains it: a drained
 // worker gets no new jobs and its running ones finish. The drain holds by
 // the worker's key while this Sentinel runs, across reconnects, until

@@ -309,6 +309,39 @@ func workersAction(ctx context.Context, c *cli, args []string, action string) er
 	return nil
 }
 
+func environmentsList(ctx context.Context, c *cli, _ []string) error {
+	var list api.EnvironmentList
+	raw, err := c.api.get(ctx, "/api/v1/environments", &list)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	now := time.Now()
+	rows := make([][]string, len(list.Environments))
+	for i, e := range list.Environments {
+		size := "-"
+		if e.SizeMB > 0 {
+			size = strconv.FormatFloat(e.SizeMB, 'f', 1, 64) + " MB"
+		}
+		users := make([]string, len(e.Plugins))
+		for n, u := range e.Plugins {
+			users[n] = u.Plugin + " " + u.Version
+			if u.Status != "ACTIVE" {
+				users[n] += " (" + strings.ToLower(u.Status) + ")"
+			}
+		}
+		rows[i] = []string{e.Hash, size, strconv.FormatInt(e.LockfileBytes, 10), ago(now, e.LastUsed), ago(now, e.CreatedAt),
+			orDash(strings.Join(users, ", "))}
+	}
+	if err := c.table("HASH\tSIZE\tLOCKFILE BYTES\tLAST USED\tCREATED\tPLUGINS", rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%d environments\n", len(list.Environments))
+	return nil
+}
+
 func pluginsList(ctx context.Context, c *cli, _ []string) error {
 	var list api.PluginList
 	raw, err := c.api.get(ctx, "/api/v1/plugins", &list)

@@ -11,6 +11,7 @@
 //	casparian workers ls
 //	casparian workers drain ID | undrain ID | disconnect ID
 //	casparian plugins ls
+//	casparian environments ls
 //	casparian plugins subscribe NAME TAG...
 //	casparian plugins add-builtin NAME [TAG...]
 //	casparian plugins pause NAME | resume NAME
@@ -176,6 +177,9 @@ var commands = map[string]map[string]*command{
 			flags: func(fs *flag.FlagSet) {
 				fs.Bool("yes", false, "queue them; without it the command only says how many")
 			}, minArgs: 1, maxArgs: 1, run: pluginsRerun},
+	},
+	"environments": {
+		"ls": {help: "list the plugin environments: hash, size, last used, the plugin versions that use each", run: environmentsList},
 	},
 	"sources": {
 		"ls":     {help: "list the source roots the scanner walks", run: sourcesList},

@@ -523,3 +523,26 @@ func TestCLI_WorkersDrainUndrainDisconnect(t *testing.T) {
 		t.Errorf("drain without an id: exit %d", code)
 	}
 }
+
+// environments ls (or list) shows each environment with the plugin
+// versions that use it; --json prints the API's list.
+func TestCLI_EnvironmentsList(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	if out := ok(t, e.URL, "environments", "ls"); !strings.Contains(out, "0 environments") {
+		t.Errorf("no environment: %q", out)
+	}
+	for _, m := range [][2]string{{"1.0", "env-a"}, {"2.0", "env-b"}} {
+		if _, err := e.DB.PluginManifestActivate(context.Background(), "wasm", m[0], "src-"+m[0], m[1], "art-"+m[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := ok(t, e.URL, "environments", "list")
+	if !regexp.MustCompile(`(?m)^env-a .* wasm 1\.0 \(superseded\)\s*$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^env-b .* wasm 2\.0\s*$`).MatchString(out) || !strings.Contains(out, "2 environments") {
+		t.Errorf("environments ls:\n%s", out)
+	}
+	if out := ok(t, e.URL, "--json", "environments", "ls"); !strings.Contains(out, `"hash": "env-b"`) || !strings.Contains(out, `"active_plugins": 1`) {
+		t.Errorf("--json environments ls:\n%s", out)
+	}
+}

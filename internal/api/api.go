@@ -189,6 +189,34 @@ type QueueAge struct {
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 }
 
+// Environment is one plugin environment (cf_plugin_environment): its hash,
+// the size its builder recorded (omitted when none did), its lockfile's
+// length, when it was created and when a deploy last named it, and the
+// plugin versions whose manifests name it (ActivePlugins: how many of them
+// are ACTIVE).
+type Environment struct {
+	Hash          string            `json:"hash"`
+	SizeMB        float64           `json:"size_mb,omitempty"`
+	LockfileBytes int64             `json:"lockfile_bytes"`
+	CreatedAt     *time.Time        `json:"created_at,omitempty"`
+	LastUsed      *time.Time        `json:"last_used,omitempty"`
+	ActivePlugins int               `json:"active_plugins"`
+	Plugins       []EnvironmentUser `json:"plugins"`
+}
+
+// EnvironmentUser is a plugin version that uses an environment.
+type EnvironmentUser struct {
+	Plugin  string `json:"plugin"`
+	Version string `json:"version"`
+	Status  string `json:"status"`
+}
+
+// EnvironmentList answers GET /api/v1/environments, the most recently used
+// first.
+type EnvironmentList struct {
+	Environments []Environment `json:"environments"`
+}
+
 // PluginList lists the plugins.
 type PluginList struct {
 	Plugins []Plugin `json:"plugins"`

@@ -506,6 +506,32 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// GET /api/v1/environments: the plugin environments, the most recently
+// used first, with the plugin versions that name them.
+func (srv *Server) listEnvironments(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		srv.fail(w, r, badRequest("this endpoint takes no query parameters"))
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	envs, err := srv.s.Environments(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := api.EnvironmentList{Environments: make([]api.Environment, len(envs))}
+	for i, e := range envs {
+		users := make([]api.EnvironmentUser, len(e.Manifests))
+		for n, u := range e.Manifests {
+			users[n] = api.EnvironmentUser{Plugin: u.Plugin, Version: u.Version, Status: u.Status}
+		}
+		out.Environments[i] = api.Environment{Hash: e.Hash, SizeMB: e.SizeMB, LockfileBytes: e.LockfileBytes,
+			CreatedAt: timePtr(e.CreatedAt), LastUsed: timePtr(e.LastUsed), ActivePlugins: e.ActivePluginCount, Plugins: users}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // POST /api/v1/plugins/builtin {"name": "csv", "subscribe": ["csv"]}
 func (srv *Server) addBuiltin(w http.ResponseWriter, r *http.Request) {
 	var req api.BuiltinRequest

@@ -580,3 +580,26 @@ func TestConsole_InChromiumDrainsAndDisconnectsAWorker(t *testing.T) {
 		document.getElementById("message").textContent === "Worker tw-stuck gets jobs again."`)
 	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 }
+
+// The Environments view lists each environment with the plugin versions
+// that use it, the newest deploy first.
+func TestConsole_InChromiumListsTheEnvironments(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, nil)
+	e.Plugin("builtin")
+	for _, m := range [][3]string{{"wasm", "1.0", "0123456789abcdef0123456789abcdef"}, {"wasm", "2.0", "env-b"}} {
+		if _, err := e.DB.PluginManifestActivate(context.Background(), m[0], m[1], "src-"+m[1], m[2], "art-"+m[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/"))
+	p.do("environments", chromedp.Click(chromedp.CSS(`#nav button[data-view="environments"]`)))
+	p.wait(20*time.Second, "both environments", `document.querySelectorAll("#environments-body tr[data-env]").length === 2 &&
+		document.getElementById("environments-summary").textContent === "(2, 1 used by an active plugin)" &&
+		document.querySelector("#environments-body tr[data-env='env-b'] [data-field='plugins']").textContent === "wasm 2.0" &&
+		document.querySelector("#environments-body tr[data-env='0123456789abcdef0123456789abcdef']").textContent.includes("0123456789abcdef…") &&
+		document.querySelector("#environments-body tr[data-env='0123456789abcdef0123456789abcdef'] [data-field='plugins']").textContent === "wasm 1.0 (superseded)"`)
+	p.shot("1-environments")
+}

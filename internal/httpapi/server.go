@@ -133,6 +133,7 @@ func New(opts Options) *Server {
 		{Pattern: "POST /api/v1/workers/{id}/disconnect", Access: Admin, handler: h(srv.disconnectWorker)},
 		{Pattern: "GET /api/v1/plugins", Access: Read, handler: h(srv.listPlugins)},
 		{Pattern: "POST /api/v1/plugins/builtin", Access: Admin, handler: h(srv.addBuiltin)},
+		{Pattern: "GET /api/v1/environments", Access: Read, handler: h(srv.listEnvironments)},
 		{Pattern: "POST /api/v1/plugins/{name}/subscriptions", Access: Admin, handler: h(srv.subscribe)},
 		{Pattern: "POST /api/v1/plugins/{name}/pause", Access: Admin, handler: h(srv.pausePlugin)},
 		{Pattern: "POST /api/v1/plugins/{name}/resume", Access: Admin, handler: h(srv.resumePlugin)},

@@ -612,6 +612,24 @@
     ], {data: {plugin: p.name, paused: String(!!s.paused)}});
   }
 
+  function environmentRow(env) {
+    var users = el("td", {data: {field: "plugins"}});
+    env.plugins.forEach(function (u, i) {
+      if (i > 0) { users.appendChild(document.createTextNode(", ")); }
+      users.appendChild(el("code", {className: u.status === "ACTIVE" ? "" : "meta"},
+        u.plugin + " " + u.version + (u.status === "ACTIVE" ? "" : " (" + u.status.toLowerCase() + ")")));
+    });
+    if (env.plugins.length === 0) { users.textContent = "–"; }
+    return row([
+      el("td", {title: env.hash}).appendChild(el("code", {}, env.hash.length > 16 ? env.hash.slice(0, 16) + "…" : env.hash)).parentNode,
+      el("td", {className: "num"}, env.size_mb ? env.size_mb.toFixed(1) + " MB" : "–"),
+      el("td", {className: "num"}, env.lockfile_bytes + " B"),
+      timeCell(env.last_used),
+      timeCell(env.created_at),
+      users
+    ], {data: {env: env.hash, active: String(env.active_plugins)}});
+  }
+
   function pluginPath(name, action) {
     return "/api/v1/plugins/" + encodeURIComponent(name) + "/" + action;
   }
@@ -685,6 +703,14 @@
         if (!plugins) { return; }
         fill($("plugins-body"), plugins.map(pluginRow), "No plugin is deployed.", 10);
       });
+      break;
+    case "environments":
+      api("GET", "/api/v1/environments").then(function (list) {
+        var active = 0;
+        list.environments.forEach(function (env) { if (env.active_plugins > 0) { active++; } });
+        $("environments-summary").textContent = "(" + list.environments.length + ", " + active + " used by an active plugin)";
+        fill($("environments-body"), list.environments.map(environmentRow), "No plugin environment: built-in plugins need none.", 6);
+      }, failed("Could not list the environments"));
       break;
     case "sources":
       api("GET", "/api/v1/sources").then(function (list) {

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"os"
@@ -602,4 +603,36 @@ func TestConsole_InChromiumListsTheEnvironments(t *testing.T) {
 		document.querySelector("#environments-body tr[data-env='0123456789abcdef0123456789abcdef']").textContent.includes("0123456789abcdef…") &&
 		document.querySelector("#environments-body tr[data-env='0123456789abcdef0123456789abcdef'] [data-field='plugins']").textContent === "wasm 1.0 (superseded)"`)
 	p.shot("1-environments")
+}
+
+// The overview re-reads the oldest QUEUED job's age by itself, not only
+// when the counts change: here another process moves the job's enqueue
+// time two hours back, and no count moves.
+func TestConsole_InChromiumRereadsTheQueueAgeByItself(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	id := e.Enqueue(e.File("in/a.txt", "a\n"), "nobody", 0)
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/"))
+	p.wait(20*time.Second, "the job's wait in seconds", `document.querySelector("#count-queued .n")?.textContent === "1" &&
+		/^[0-9]+s$/.test(document.getElementById("queue-age").textContent)`)
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+
+	conn, err := sql.Open("sqlite", e.DBPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Exec(`PRAGMA busy_timeout = 5000`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(`UPDATE cf_processing_queue SET enqueued_at = enqueued_at - 7200000 WHERE id = ?`, id); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(20*time.Second, "the wait two hours longer", `document.getElementById("queue-age").textContent.startsWith("2h ") &&
+		document.querySelector("#count-queued .n").textContent === "1"`)
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+	p.shot("1-queue-age-reread")
 }

@@ -9,6 +9,10 @@
   var KEY = "casparian-sentinel-token";
   var STATUSES = ["PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED"];
   var PAGE = 25;
+  // AGES_EVERY is how often the overview re-reads the queue's ages while
+  // nothing else moves: a job whose retry backoff ends becomes due without
+  // any count changing.
+  var AGES_EVERY = 5000;
   var body = document.body;
   var tokens = body.dataset.tokens === "true";
 
@@ -27,7 +31,9 @@
     stream: null,
     streamError: false, // the message shown is the stream's error
     retryTimer: null,
-    ages: null       // GET /api/v1/queue/ages's plugins, and when it answered (at)
+    ages: null,      // GET /api/v1/queue/ages's plugins, and when it answered (at)
+    agesAsked: 0,    // when the last queue ages request went out; 0: none in flight
+    agesNext: 0      // when the overview reads the ages again by itself
   };
 
   function $(id) { return document.getElementById(id); }
@@ -202,6 +208,8 @@
       state.changes = changes;
       loadQueueAges();
       if (!first) { refreshOpen(); }
+    } else if (!document.hidden && Date.now() >= state.agesNext) {
+      loadQueueAges();
     }
   }
 
@@ -245,13 +253,25 @@
   }
 
   // loadQueueAges reads how long each plugin's oldest due QUEUED job has
-  // waited: when the counts change, not every second; in between, the ages
-  // shown grow with the clock.
+  // waited: when the counts change, and every AGES_EVERY while the tab is
+  // shown, not every second; in between, the ages shown grow with the
+  // clock. One request at a time (a slow answer is not asked again until it
+  // comes or 30 s pass).
   function loadQueueAges() {
+    if (state.agesAsked && Date.now() - state.agesAsked < 30000) { return; }
+    state.agesAsked = Date.now();
+    var answered = function () {
+      state.agesAsked = 0;
+      state.agesNext = Date.now() + AGES_EVERY;
+    };
     api("GET", "/api/v1/queue/ages").then(function (res) {
+      answered();
       state.ages = {at: Date.now(), plugins: res.plugins};
       showQueueAges();
-    }, failed("Could not read the queue's ages"));
+    }, function (err) {
+      answered();
+      failed("Could not read the queue's ages")(err);
+    });
   }
 
   function showQueueAges() {

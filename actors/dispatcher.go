@@ -24,9 +24,10 @@ type dispatcherActor struct {
 	log   zerolog.Logger
 
 	workers  map[string]*slotView
-	size     highWater // of workers
-	claiming bool      // a ClaimJobs is in flight
-	dirty    bool      // jobs may be claimable that were not at the last claim
+	size     highWater       // of workers
+	drained  map[string]bool // workers an operator drained: no claims for them
+	claiming bool            // a ClaimJobs is in flight
+	dirty    bool            // jobs may be claimable that were not at the last claim
 	stopped  bool
 	retry    timer // after a failed claim
 	lost     timer // a claim answer that never came
@@ -61,6 +62,7 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.workers = map[string]*slotView{}
+		a.drained = map[string]bool{}
 		a.envOf = map[string]string{}
 		a.empty = map[string]bool{}
 		a.dirty = true
@@ -74,6 +76,16 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 	case *SlotsFreed:
 		if w, ok := a.workers[m.Worker]; ok {
 			w.free += m.N
+			a.dirty = true
+			a.claim(ctx)
+		}
+	case *WorkerDraining:
+		// Kept by key, not in the slot view: a drained worker that
+		// reconnects stays drained.
+		if m.Draining {
+			a.drained[m.Worker] = true
+		} else if a.drained[m.Worker] {
+			delete(a.drained, m.Worker)
 			a.dirty = true
 			a.claim(ctx)
 		}
@@ -130,7 +142,7 @@ func (a *dispatcherActor) claim(ctx actor.Context) {
 	total := 0
 	now := time.Now()
 	for key, w := range a.workers {
-		if w.free > 0 {
+		if w.free > 0 && !a.drained[key] {
 			r := a.request(key, w, now)
 			if a.empty[claimSetKey(r)] {
 				continue

@@ -117,6 +117,15 @@ type SlotsFreed struct {
 // WorkerGone removes a worker from dispatching.
 type WorkerGone struct{ Worker string }
 
+// WorkerDraining says whether an operator drained a worker: the dispatcher
+// claims nothing for a draining worker, whose running jobs finish. The
+// supervisor sends it on every change and again after a CapacityRequest,
+// so that a restarted dispatcher learns it anew.
+type WorkerDraining struct {
+	Worker   string
+	Draining bool
+}
+
 // --- dispatcher → supervisor → every worker actor ---
 
 // CapacityRequest asks every worker actor to send WorkerAvailable again; a
@@ -274,8 +283,12 @@ type AbortJob struct{ Ref job.Ref }
 // caller can ask each for its WorkerInfo.
 type WorkerPIDsQuery struct{}
 
-// WorkerPIDs answers WorkerPIDsQuery, by worker key.
-type WorkerPIDs struct{ ByKey map[string]*actor.PID }
+// WorkerPIDs answers WorkerPIDsQuery, by worker key, with the keys an
+// operator drained.
+type WorkerPIDs struct {
+	ByKey    map[string]*actor.PID
+	Draining map[string]bool
+}
 
 // WorkerInfoQuery asks one worker actor to describe its worker.
 type WorkerInfoQuery struct{}
@@ -294,7 +307,30 @@ type WorkerInfo struct {
 	// KeyFingerprint names the CURVE key the worker connected with; "" for
 	// a plaintext connection.
 	KeyFingerprint string
+	// Draining: an operator drained the worker; it gets no new jobs. Set by
+	// Sentinel.WorkersInfo from the supervisor's answer.
+	Draining bool
 }
+
+// --- Sentinel (HTTP handlers) → supervisor (request) ---
+
+// DrainWorker drains (Drain) or undrains a worker: a draining worker gets no
+// new jobs and its running ones finish. The drain is kept by the worker's
+// key while this Sentinel runs, so a drained worker that reconnects under
+// the same identity stays drained until it is undrained. Draining a worker
+// that is not connected is job.ErrNotFound; undraining one that is not
+// drained changes nothing. Answered with an *OperatorReply (no Value).
+type DrainWorker struct {
+	Worker string
+	Drain  bool
+}
+
+// DisconnectWorker makes the Sentinel forget a connected worker now, as if
+// it had timed out: its worker actor stops, its RUNNING jobs are requeued,
+// and the worker is sent ERR "unknown worker, send IDENTIFY", so that a
+// live worker identifies again (with no jobs). An unknown worker is
+// job.ErrNotFound. Answered with an *OperatorReply (no Value).
+type DisconnectWorker struct{ Worker string }
 
 // --- Sentinel (HTTP handlers) → queue actor (request) ---
 //
@@ -359,6 +395,10 @@ type CountsQuery struct{}
 
 // PluginsQuery lists the plugins. Value: []job.Plugin.
 type PluginsQuery struct{}
+
+// EnvironmentsQuery lists the plugin environments with the manifests that
+// name them. Value: []job.Environment.
+type EnvironmentsQuery struct{}
 
 // SubscribePlugin adds file tags to a plugin's subscriptions. Value:
 // []string, the plugin's tags after it.

@@ -366,7 +366,7 @@ func (s *Sentinel) WorkersInfo(ctx context.Context) ([]WorkerInfo, error) {
 	if err != nil {
 		return nil, s.requestErr(err)
 	}
-	pids := res.(*WorkerPIDs).ByKey
+	pids, draining := res.(*WorkerPIDs).ByKey, res.(*WorkerPIDs).Draining
 	out := make([]WorkerInfo, 0, len(pids))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -376,6 +376,7 @@ func (s *Sentinel) WorkersInfo(ctx context.Context) ([]WorkerInfo, error) {
 			defer wg.Done()
 			res, err := s.system.Root.RequestFuture(pid, &WorkerInfoQuery{}, wait).Result()
 			if info, ok := res.(*WorkerInfo); err == nil && ok {
+				info.Draining = draining[info.ID]
 				mu.Lock()
 				out = append(out, *info)
 				mu.Unlock()
@@ -387,13 +388,46 @@ func (s *Sentinel) WorkersInfo(ctx context.Context) ([]WorkerInfo, error) {
 	return out, nil
 }
 
+// Environments lists the plugin environments, the most recently used
+// first, with the manifests that name them.
+func (s *Sentinel) Environments(ctx context.Context) ([]job.Environment, error) {
+	return askValue[[]job.Environment](ctx, s, &EnvironmentsQuery{})
+}
+
+// DrainWorker drains a connected worker (drain) or undrains it: a drained
+// worker gets no new jobs and its running ones finish. The drain holds by
+// the worker's key while this Sentinel runs, across reconnects, until
+// undrained. An unknown worker is job.ErrNotFound.
+func (s *Sentinel) DrainWorker(ctx context.Context, worker string, drain bool) error {
+	_, err := s.askSupervisor(ctx, &DrainWorker{Worker: worker, Drain: drain})
+	return err
+}
+
+// DisconnectWorker forgets a connected worker now: its RUNNING jobs are
+// requeued, as after a timeout, and it is told to IDENTIFY again. An
+// unknown worker is job.ErrNotFound.
+func (s *Sentinel) DisconnectWorker(ctx context.Context, worker string) error {
+	_, err := s.askSupervisor(ctx, &DisconnectWorker{Worker: worker})
+	return err
+}
+
+// askSupervisor sends an operator request to the supervisor and waits for
+// its reply.
+func (s *Sentinel) askSupervisor(ctx context.Context, msg any) (any, error) {
+	return s.askActor(ctx, s.top, msg)
+}
+
 // ask sends an operator request to the queue actor and waits for its reply.
 func (s *Sentinel) ask(ctx context.Context, msg any) (any, error) {
+	return s.askActor(ctx, s.queue, msg)
+}
+
+func (s *Sentinel) askActor(ctx context.Context, pid *actor.PID, msg any) (any, error) {
 	wait, err := s.wait(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.system.Root.RequestFuture(s.queue, msg, wait).Result()
+	res, err := s.system.Root.RequestFuture(pid, msg, wait).Result()
 	if err != nil {
 		return nil, s.requestErr(err)
 	}

@@ -99,7 +99,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.requeueWhere(ctx, m.Reason, func(ref job.Ref) bool { return ref.Worker == m.Worker })
 	case *RequeueOrphans:
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
-	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery,
+	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery, *EnvironmentsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery,
 		*PruneJobs, *QueueAgesQuery, *PausePlugin, *SetPluginSettings, *BackfillPlugin, *RerunPlugin:
 		ctx.Respond(a.operate(ctx, m))
@@ -494,6 +494,8 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		v, err = a.deps.db.JobsCountByStatus(dctx)
 	case *PluginsQuery:
 		v, err = a.deps.db.PluginsList(dctx)
+	case *EnvironmentsQuery:
+		v, err = a.deps.db.EnvironmentsList(dctx)
 	case *SubscribePlugin:
 		v, err = a.deps.db.PluginSubscribe(dctx, m.Plugin, m.Tags)
 	case *SourcesQuery:

@@ -235,7 +235,7 @@ func start(opts Options, lease db.Lease) (*Sentinel, error) {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
 	}))
 	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys,
-		roots: roots, batches: &batchWrites{}, lease: lease}
+		roots: roots, batches: &batchWrites{}, lease: lease, drained: newKeySet()}
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))

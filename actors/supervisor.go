@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -26,6 +27,9 @@ type supervisorActor struct {
 	specs   map[string]*workerSpec
 	byPID   map[string]string // PID.Id → key, to clean up on Terminated
 	size    highWater         // of workers, specs and byPID
+	// dropped holds the worker actors an operator disconnected, by PID.Id:
+	// forgotten at once, so their Terminated only frees the PID.
+	dropped map[string]bool
 	peers   peers
 	timer   timer
 	stopped bool
@@ -46,6 +50,45 @@ type deps struct {
 	// lease is this Sentinel's hold on the database; its Leading says
 	// whether this Sentinel runs the scanner (the dbwatch renews it).
 	lease db.Lease
+	// drained are the workers an operator drained, by key: outside the
+	// supervisor instance, so that a restart of the tree keeps them.
+	drained *keySet
+}
+
+// keySet is a set of worker keys that outlives actor restarts. Only the
+// supervisor uses it; the lock orders its uses by one instance and the next,
+// which protoactor may run on different goroutines.
+type keySet struct {
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func newKeySet() *keySet { return &keySet{keys: map[string]bool{}} }
+
+func (s *keySet) set(key string, in bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in {
+		s.keys[key] = true
+	} else {
+		delete(s.keys, key)
+	}
+}
+
+func (s *keySet) has(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[key]
+}
+
+func (s *keySet) all() map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]bool, len(s.keys))
+	for k := range s.keys {
+		out[k] = true
+	}
+	return out
 }
 
 // peers are the well-known children. Their PIDs are fixed by name, so a
@@ -106,6 +149,14 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 		for _, pid := range a.workers {
 			ctx.Send(pid, m)
 		}
+		// A restarted dispatcher has forgotten the drains too.
+		for key := range a.deps.drained.all() {
+			ctx.Send(a.peers.dispatcher, &WorkerDraining{Worker: key, Draining: true})
+		}
+	case *DrainWorker:
+		a.drain(ctx, m)
+	case *DisconnectWorker:
+		a.disconnect(ctx, m)
 	case *WorkersQuery:
 		list := make([]string, 0, len(a.workers))
 		for k := range a.workers {
@@ -117,7 +168,7 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 		for k, pid := range a.workers {
 			byKey[k] = pid
 		}
-		ctx.Respond(&WorkerPIDs{ByKey: byKey})
+		ctx.Respond(&WorkerPIDs{ByKey: byKey, Draining: a.deps.drained.all()})
 	case *AbortJob:
 		if pid, ok := a.workers[m.Ref.Worker]; ok {
 			ctx.Send(pid, m)
@@ -149,6 +200,7 @@ func (a *supervisorActor) start(ctx actor.Context) {
 	a.workers = map[string]*actor.PID{}
 	a.specs = map[string]*workerSpec{}
 	a.byPID = map[string]string{}
+	a.dropped = map[string]bool{}
 	sys := ctx.ActorSystem()
 	self := ctx.Self()
 	a.peers = peers{
@@ -228,7 +280,50 @@ func (a *supervisorActor) route(ctx actor.Context, from Peer, m any) {
 	}
 }
 
+// drain marks a worker drained or not and tells the dispatcher.
+func (a *supervisorActor) drain(ctx actor.Context, m *DrainWorker) {
+	if _, ok := a.workers[m.Worker]; !ok && (m.Drain || !a.deps.drained.has(m.Worker)) {
+		ctx.Respond(&OperatorReply{Err: fmt.Errorf("worker %s is not connected: %w", m.Worker, job.ErrNotFound)})
+		return
+	}
+	a.deps.drained.set(m.Worker, m.Drain)
+	ctx.Send(a.peers.dispatcher, &WorkerDraining{Worker: m.Worker, Draining: m.Drain})
+	a.log.Info().Str("worker_id", m.Worker).Bool("draining", m.Drain).Msg("worker drain changed by operator")
+	ctx.Respond(&OperatorReply{})
+}
+
+// disconnect forgets a worker now, the way a timeout does (childTerminated),
+// but before its actor has stopped: a worker that answers the ERR with a new
+// IDENTIFY gets a new worker actor, and the requeue reaches the queue actor
+// before that actor asks which jobs its worker holds.
+func (a *supervisorActor) disconnect(ctx actor.Context, m *DisconnectWorker) {
+	pid, ok := a.workers[m.Worker]
+	if !ok {
+		ctx.Respond(&OperatorReply{Err: fmt.Errorf("worker %s is not connected: %w", m.Worker, job.ErrNotFound)})
+		return
+	}
+	spec := a.specs[m.Worker]
+	delete(a.workers, m.Worker)
+	delete(a.specs, m.Worker)
+	delete(a.byPID, pid.Id)
+	a.dropped[pid.Id] = true
+	a.deps.router.Forget(spec.peer.Identity)
+	ctx.Stop(pid)
+	a.deps.stats.WorkersRemoved.Add(1)
+	ctx.Send(a.peers.dispatcher, &WorkerGone{Worker: m.Worker})
+	ctx.Send(a.peers.queue, &RequeueWorkerJobs{Worker: m.Worker, Reason: "worker disconnected by an operator"})
+	ctx.Send(a.peers.socket, &SendMessage{To: spec.peer, Op: transport.OpErr,
+		Payload: &transport.Err{Message: transport.UnknownWorkerMessage}})
+	a.log.Warn().Str("worker_id", m.Worker).Msg("worker disconnected by operator; its running jobs are requeued")
+	ctx.Respond(&OperatorReply{})
+}
+
 func (a *supervisorActor) childTerminated(ctx actor.Context, who *actor.PID) {
+	if a.dropped[who.Id] {
+		delete(a.dropped, who.Id) // disconnect did the rest
+		ctx.Send(who, &releasePID{})
+		return
+	}
 	key, ok := a.byPID[who.Id]
 	if !ok {
 		if !a.stopped {

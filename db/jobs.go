@@ -54,14 +54,15 @@ func scanJobInfo(row interface{ Scan(...any) error }) (job.Info, error) {
 	return j, nil
 }
 
-// JobsList returns one page of the jobs that match f, newest first, and the
-// number that match in all.
+// JobsList returns one page of the jobs that match f, in f's order (newest
+// first by default), and the number that match in all (from f's cursor on,
+// when it has one).
 func (db *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	f, err := f.Paged()
 	if err != nil {
 		return job.Page{}, err
 	}
-	cond, args := JobFilterSQL(f, func(int) string { return "?" }, "q.status")
+	cond, args := JobFilterSQL(f, SQLite)
 	if cond != "" {
 		cond = " WHERE " + cond
 	}
@@ -73,7 +74,7 @@ func (db *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	if err := db.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+from+cond, args...).Scan(&page.Total); err != nil {
 		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
-	rows, err := db.reader.QueryContext(ctx, jobInfoSelect+cond+` ORDER BY q.id DESC LIMIT ? OFFSET ?`,
+	rows, err := db.reader.QueryContext(ctx, jobInfoSelect+cond+JobOrderSQL(f)+` LIMIT ? OFFSET ?`,
 		append(args, f.Limit, f.Offset)...)
 	if err != nil {
 		return job.Page{}, fmt.Errorf("list jobs: %w", err)
@@ -253,8 +254,8 @@ func (db *DB) JobsBulk(ctx context.Context, now time.Time, action job.BulkAction
 	if err := CheckBulk(action); err != nil {
 		return job.BulkResult{}, err
 	}
-	f.Limit, f.Offset, f.BeforeID = 0, 0, 0
-	cond, args := JobFilterSQL(f, func(int) string { return "?" }, "q.status")
+	f.Limit, f.Offset, f.BeforeID, f.After = 0, 0, 0, nil
+	cond, args := JobFilterSQL(f, SQLite)
 	if cond != "" {
 		cond = " AND " + cond
 	}

@@ -35,6 +35,7 @@ type Store interface {
 	PluginDeploy(ctx context.Context, now time.Time, d Deployment) (DeployResult, error)
 	BootstrapApply(ctx context.Context, b Bootstrap) (int, error)
 	EnvironmentLockfile(ctx context.Context, hash string) (string, error)
+	EnvironmentsList(ctx context.Context) ([]job.Environment, error)
 
 	// Per-plugin settings, backfills and reruns (pluginsettings.go).
 	PluginPause(ctx context.Context, now time.Time, plugin string, pause bool) (job.PluginSettings, error)

@@ -86,3 +86,36 @@ type RoutingRule struct {
 	Tag      string
 	Priority int64
 }
+
+// Environment is one cf_plugin_environment row and the manifests that name
+// it. LastUsed is when a deploy last named it (the Sentinel does not write
+// it at dispatch); SizeMB is what the tool that built it recorded, 0 when
+// none did.
+type Environment struct {
+	Hash              string
+	SizeMB            float64
+	LockfileBytes     int64
+	CreatedAt         time.Time
+	LastUsed          time.Time
+	Manifests         []EnvironmentUser
+	ActivePluginCount int
+}
+
+// EnvironmentUser is a manifest whose env_hash names an environment.
+type EnvironmentUser struct {
+	Plugin, Version, Status string
+}
+
+// AttachUsers sets each environment's Manifests from users (env_hash →
+// manifests) and counts the ACTIVE ones: the plugins that use it now.
+func AttachUsers(envs []Environment, users map[string][]EnvironmentUser) {
+	for i := range envs {
+		envs[i].Manifests = users[envs[i].Hash]
+		envs[i].ActivePluginCount = 0
+		for _, u := range envs[i].Manifests {
+			if u.Status == "ACTIVE" {
+				envs[i].ActivePluginCount++
+			}
+		}
+	}
+}

@@ -100,7 +100,7 @@ const (
 	MaxLimit = 1000
 )
 
-// Filter selects one page of jobs, newest first.
+// Filter selects one page of jobs, newest first unless Sort says otherwise.
 type Filter struct {
 	Status Status // "" = any; QUEUED includes rows whose status is NULL
 	Plugin string // "" = any
@@ -111,17 +111,29 @@ type Filter struct {
 	// after a page whose last job it is (keyset paging, cheaper than Offset
 	// deep into a large queue).
 	BeforeID int64
-	Limit    int // 0 = DefaultLimit; at most MaxLimit
-	Offset   int
+	// Sort orders the page ("" = SortID), descending (newest, highest,
+	// latest first) unless Ascending.
+	Sort      Sort
+	Ascending bool
+	// After, when set, keeps the jobs after that cursor in the order of
+	// Sort (whose it must be): the next page after the page it ends.
+	After  *Cursor
+	Limit  int // 0 = DefaultLimit; at most MaxLimit
+	Offset int
 }
 
-// Paged returns f with its page size settled (DefaultLimit for 0, at most
-// MaxLimit), or ErrInvalid for a negative limit or offset. Every backend
-// lists jobs through it, so they agree on what a page is.
+// Paged returns f with its page size and order settled (DefaultLimit for
+// 0, at most MaxLimit; SortID for no sort), or ErrInvalid for a negative
+// limit or offset, an unknown sort, or a cursor of another order. Every
+// backend lists jobs through it, so they agree on what a page is.
 func (f Filter) Paged() (Filter, error) {
 	if f.Limit < 0 || f.Offset < 0 || f.BeforeID < 0 {
 		return f, fmt.Errorf("list jobs: limit and offset must not be negative: %w", ErrInvalid)
 	}
+	if err := f.checkOrder(); err != nil {
+		return f, err
+	}
+	f.Sort = f.sort()
 	if f.Limit == 0 {
 		f.Limit = DefaultLimit
 	}

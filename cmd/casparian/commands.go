@@ -59,6 +59,11 @@ func jobsList(ctx context.Context, c *cli, _ []string) error {
 			q.Set(name, v)
 		}
 	}
+	for _, name := range []string{"sort", "order", "after"} {
+		if v := *c.str[name]; v != "" {
+			q.Set(name, v)
+		}
+	}
 	q.Set("limit", strconv.FormatInt(*c.num["limit"], 10))
 	q.Set("offset", strconv.FormatInt(*c.num["offset"], 10))
 	if b := *c.num["before"]; b != 0 {
@@ -76,16 +81,22 @@ func jobsList(ctx context.Context, c *cli, _ []string) error {
 	now := time.Now()
 	for i, j := range list.Jobs {
 		rows[i] = []string{strconv.FormatInt(j.ID, 10), j.Status, j.Plugin, fileOf(j), strconv.FormatInt(j.Priority, 10),
-			orDash(j.Worker), ago(now, j.UpdatedAt), clip(orDefault(j.ErrorMessage, j.ResultSummary), 60)}
+			orDash(j.Worker), ago(now, j.UpdatedAt), ago(now, j.EndTime), clip(orDefault(j.ErrorMessage, j.ResultSummary), 60)}
 	}
-	if err := c.table("ID\tSTATUS\tPLUGIN\tFILE\tPRIORITY\tWORKER\tUPDATED\tRESULT", rows); err != nil {
+	if err := c.table("ID\tSTATUS\tPLUGIN\tFILE\tPRIORITY\tWORKER\tUPDATED\tENDED\tRESULT", rows); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%d of %d jobs", len(list.Jobs), list.Total)
 	if list.Offset > 0 || int64(list.Offset+len(list.Jobs)) < list.Total {
 		fmt.Fprintf(c.stdout, " (from offset %d)", list.Offset)
 	}
+	if list.Sort != "" && (list.Sort != "id" || list.Order != "desc") {
+		fmt.Fprintf(c.stdout, ", by %s %s", list.Sort, list.Order)
+	}
 	fmt.Fprintln(c.stdout)
+	if list.NextCursor != "" {
+		fmt.Fprintf(c.stdout, "next page: --after %s\n", list.NextCursor)
+	}
 	return nil
 }
 
@@ -263,13 +274,71 @@ func (c *cli) printWorkers(ws []api.Worker) error {
 		for n, id := range w.RunningJobs {
 			running[n] = strconv.FormatInt(id, 10)
 		}
+		state := "active"
+		if w.Draining {
+			state = "draining"
+		}
 		rows[i] = []string{w.ID, orDash(w.Name), strings.Join(w.Capabilities, ","), fmt.Sprintf("%d/%d", w.Busy, w.Slots),
-			orDash(strings.Join(running, ",")), ago(now, &w.LastSeen), orDash(w.KeyFingerprint)}
+			orDash(strings.Join(running, ",")), state, ago(now, &w.LastSeen), orDash(w.KeyFingerprint)}
 	}
-	if err := c.table("ID\tNAME\tCAPABILITIES\tBUSY\tRUNNING\tLAST SEEN\tKEY", rows); err != nil {
+	if err := c.table("ID\tNAME\tCAPABILITIES\tBUSY\tRUNNING\tSTATE\tLAST SEEN\tKEY", rows); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%d workers\n", len(ws))
+	return nil
+}
+
+// workersAction drains, undrains or disconnects worker args[0].
+func workersAction(ctx context.Context, c *cli, args []string, action string) error {
+	var res api.WorkerActionResult
+	raw, err := c.api.call(ctx, "POST", "/api/v1/workers/"+url.PathEscape(args[0])+"/"+action, nil, &res)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	switch action {
+	case "drain":
+		fmt.Fprintf(c.stdout, "worker %s draining: it gets no new jobs; its running jobs finish (undrain to resume)\n", res.Worker)
+	case "undrain":
+		fmt.Fprintf(c.stdout, "worker %s gets jobs again\n", res.Worker)
+	default:
+		fmt.Fprintf(c.stdout, "worker %s disconnected: its running jobs are queued again; it was told to identify again\n", res.Worker)
+	}
+	return nil
+}
+
+func environmentsList(ctx context.Context, c *cli, _ []string) error {
+	var list api.EnvironmentList
+	raw, err := c.api.get(ctx, "/api/v1/environments", &list)
+	if err != nil {
+		return err
+	}
+	if c.opts.json {
+		return c.printJSON(raw)
+	}
+	now := time.Now()
+	rows := make([][]string, len(list.Environments))
+	for i, e := range list.Environments {
+		size := "-"
+		if e.SizeMB > 0 {
+			size = strconv.FormatFloat(e.SizeMB, 'f', 1, 64) + " MB"
+		}
+		users := make([]string, len(e.Plugins))
+		for n, u := range e.Plugins {
+			users[n] = u.Plugin + " " + u.Version
+			if u.Status != "ACTIVE" {
+				users[n] += " (" + strings.ToLower(u.Status) + ")"
+			}
+		}
+		rows[i] = []string{e.Hash, size, strconv.FormatInt(e.LockfileBytes, 10), ago(now, e.LastUsed), ago(now, e.CreatedAt),
+			orDash(strings.Join(users, ", "))}
+	}
+	if err := c.table("HASH\tSIZE\tLOCKFILE BYTES\tLAST USED\tCREATED\tPLUGINS", rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%d environments\n", len(list.Environments))
 	return nil
 }
 

@@ -2,14 +2,16 @@
 // Sentinel. It talks to the Sentinel's HTTP API (casparian-sentinel --http),
 // prints human tables by default and the API's JSON with --json.
 //
-//	casparian jobs ls [--status S] [--plugin P] [--path TEXT] [--error TEXT] [--limit N] [--offset N | --before ID]
+//	casparian jobs ls [--status S] [--plugin P] [--path TEXT] [--error TEXT] [--sort id|priority|updated|ended] [--order asc|desc] [--limit N] [--after CURSOR | --offset N | --before ID]
 //	casparian jobs bulk retry|cancel [--status S] [--plugin P] [--path TEXT] [--error TEXT] [--yes]
 //	casparian jobs show ID
 //	casparian jobs enqueue --plugin P (--file PATH | --file-version ID) [--priority N] [--config-overrides JSON]
 //	casparian jobs cancel ID
 //	casparian jobs retry ID
 //	casparian workers ls
+//	casparian workers drain ID | undrain ID | disconnect ID
 //	casparian plugins ls
+//	casparian environments ls
 //	casparian plugins subscribe NAME TAG...
 //	casparian plugins add-builtin NAME [TAG...]
 //	casparian plugins pause NAME | resume NAME
@@ -104,13 +106,16 @@ type cli struct {
 
 var commands = map[string]map[string]*command{
 	"jobs": {
-		"ls": {usage: "[--status S] [--plugin P] [--path TEXT] [--error TEXT] [--limit N] [--offset N | --before ID]",
-			help: "list jobs, newest first",
+		"ls": {usage: "[--status S] [--plugin P] [--path TEXT] [--error TEXT] [--sort KEY] [--order asc|desc] [--limit N] [--after CURSOR | --offset N | --before ID]",
+			help: "list jobs, newest first, or sorted by priority, update or end time",
 			flags: func(fs *flag.FlagSet) {
 				jobFilterFlags(fs)
+				fs.String("sort", "", "order by id (default), priority, updated or ended (jobs without an end time last)")
+				fs.String("order", "", "desc (default: newest, highest, latest first) or asc")
+				fs.String("after", "", "the next page after the page that printed this cursor (its sort and order go with it)")
 				fs.Int64("limit", 50, "jobs per page (1-1000)")
 				fs.Int64("offset", 0, "jobs to skip")
-				fs.Int64("before", 0, "only jobs older than job ID: the next page after a page that ends with it")
+				fs.Int64("before", 0, "only jobs older than job ID: the next page after a page that ends with it (default order only)")
 			}, run: jobsList},
 		"bulk": {usage: "retry|cancel [--status S] [--plugin P] [--path TEXT] [--error TEXT] [--yes]",
 			help: "retry the FAILED jobs, or cancel the unfinished ones, of a filter (all pages); without --yes, only count them",
@@ -140,6 +145,14 @@ var commands = map[string]map[string]*command{
 	},
 	"workers": {
 		"ls": {help: "list the connected workers", run: workersList},
+		"drain": {usage: "ID", help: "give worker ID no new jobs; its running jobs finish (it stays drained across reconnects until undrain)",
+			minArgs: 1, maxArgs: 1, run: func(ctx context.Context, c *cli, args []string) error { return workersAction(ctx, c, args, "drain") }},
+		"undrain": {usage: "ID", help: "give a drained worker jobs again", minArgs: 1, maxArgs: 1,
+			run: func(ctx context.Context, c *cli, args []string) error { return workersAction(ctx, c, args, "undrain") }},
+		"disconnect": {usage: "ID", help: "forget worker ID now: its running jobs are queued again and it is told to identify again",
+			minArgs: 1, maxArgs: 1, run: func(ctx context.Context, c *cli, args []string) error {
+				return workersAction(ctx, c, args, "disconnect")
+			}},
 	},
 	"plugins": {
 		"ls": {help: "list plugins: active version, subscriptions", run: pluginsList},
@@ -164,6 +177,9 @@ var commands = map[string]map[string]*command{
 			flags: func(fs *flag.FlagSet) {
 				fs.Bool("yes", false, "queue them; without it the command only says how many")
 			}, minArgs: 1, maxArgs: 1, run: pluginsRerun},
+	},
+	"environments": {
+		"ls": {help: "list the plugin environments: hash, size, last used, the plugin versions that use each", run: environmentsList},
 	},
 	"sources": {
 		"ls":     {help: "list the source roots the scanner walks", run: sourcesList},
@@ -263,6 +279,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return failUsage(stderr, usagef("%s needs a subcommand: %s", args0(global, args), verbs(group)))
 		}
 		verb, rest = rest[0], rest[1:]
+		if _, has := group[verb]; !has && verb == "list" {
+			verb = "ls" // every "ls" answers to "list" too
+		}
 		if cmd, ok = group[verb]; !ok {
 			return failUsage(stderr, usagef("unknown subcommand %q of %s (want %s)", verb, args0(global, args), verbs(group)))
 		}

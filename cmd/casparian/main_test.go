@@ -414,6 +414,52 @@ func TestCLI_BulkCancelThenList(t *testing.T) {
 	}
 }
 
+// jobs ls (or list) sorts and pages by the cursor it prints; a bad sort is
+// the server's 400.
+func TestCLI_JobsListSortsAndPagesByCursor(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	fv := e.File("in/b.txt", "b\n")
+	var ids []int64
+	for _, p := range []int64{1, 9, 5} {
+		ids = append(ids, e.Enqueue(fv, "nobody", p))
+	}
+	firstIDs := func(out string) []string {
+		var got []string
+		for _, line := range strings.Split(out, "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == "nobody" {
+				got = append(got, f[0])
+			}
+		}
+		return got
+	}
+	out := ok(t, e.URL, "jobs", "list", "--sort", "priority", "--limit", "2")
+	m := regexp.MustCompile(`next page: --after (\S+)`).FindStringSubmatch(out)
+	if got := firstIDs(out); fmt.Sprint(got) != fmt.Sprint([]int64{ids[1], ids[2]}) || m == nil ||
+		!strings.Contains(out, "2 of 3 jobs (from offset 0), by priority desc") {
+		t.Fatalf("jobs list --sort priority:\n%s", out)
+	}
+	out = ok(t, e.URL, "jobs", "ls", "--limit", "2", "--after", m[1])
+	if got := firstIDs(out); fmt.Sprint(got) != fmt.Sprint([]int64{ids[0]}) || strings.Contains(out, "next page") {
+		t.Errorf("jobs ls --after %s:\n%s", m[1], out)
+	}
+	out = ok(t, e.URL, "--json", "jobs", "ls", "--sort", "priority", "--order", "asc", "--limit", "1")
+	var list struct {
+		Jobs []struct {
+			ID int64 `json:"id"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Jobs) != 1 || list.Jobs[0].ID != ids[0] ||
+		!strings.Contains(out, `"next_cursor": "priority.a.1.`) || !strings.Contains(out, `"order": "asc"`) {
+		t.Errorf("--json jobs ls --order asc: %v\n%s", err, out)
+	}
+	if code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "ls", "--sort", "size"); code != exitError ||
+		!strings.Contains(errOut, `unknown sort "size"`) {
+		t.Errorf("--sort size: exit %d %s", code, errOut)
+	}
+}
+
 // A prune counts first and deletes only with --yes; cancelled (SKIPPED)
 // jobs go with the failed ones.
 func TestCLI_PruneCountsThenDeletes(t *testing.T) {
@@ -440,5 +486,63 @@ func TestCLI_PruneCountsThenDeletes(t *testing.T) {
 	}
 	if code, _, errOut := casparian(t, nil, "--server", e.URL, "jobs", "prune"); code != exitUsage || !strings.Contains(errOut, "--completed-older-than") {
 		t.Errorf("prune without an age: exit %d %s", code, errOut)
+	}
+}
+
+// workers drain shows in workers ls; undrain and disconnect say what they
+// did; an unknown worker is the server's 404; --json prints the answer.
+func TestCLI_WorkersDrainUndrainDisconnect(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	w := e.Worker(testworker.Options{Identity: "tw-ops"})
+	e.WaitWorkers(1)
+	if out := ok(t, e.URL, "workers", "drain", "tw-ops"); !strings.Contains(out, "worker tw-ops draining") {
+		t.Errorf("drain said %q", out)
+	}
+	out := ok(t, e.URL, "workers", "list")
+	if !regexp.MustCompile(`tw-ops .* draining `).MatchString(out) || !strings.Contains(out, "STATE") {
+		t.Errorf("workers ls after the drain:\n%s", out)
+	}
+	if out := ok(t, e.URL, "--json", "workers", "undrain", "tw-ops"); !strings.Contains(out, `"action": "undrain"`) ||
+		!strings.Contains(out, `"draining": false`) {
+		t.Errorf("--json undrain said %q", out)
+	}
+	if out := ok(t, e.URL, "workers", "ls"); !regexp.MustCompile(`tw-ops .* active `).MatchString(out) {
+		t.Errorf("workers ls after the undrain:\n%s", out)
+	}
+	n := w.Identifies()
+	if out := ok(t, e.URL, "workers", "disconnect", "tw-ops"); !strings.Contains(out, "worker tw-ops disconnected") {
+		t.Errorf("disconnect said %q", out)
+	}
+	testwait.Eventually(t, sentineltest.Within, "tw-ops identified again", func() bool { return w.Identifies() > n })
+	code, _, errOut := casparian(t, nil, "--server", e.URL, "workers", "drain", "nobody")
+	if code != exitError || !strings.Contains(errOut, "worker nobody is not connected") || !strings.Contains(errOut, "HTTP 404") {
+		t.Errorf("drain nobody: exit %d %q", code, errOut)
+	}
+	if code, _, _ := casparian(t, nil, "--server", e.URL, "workers", "drain"); code != exitUsage {
+		t.Errorf("drain without an id: exit %d", code)
+	}
+}
+
+// environments ls (or list) shows each environment with the plugin
+// versions that use it; --json prints the API's list.
+func TestCLI_EnvironmentsList(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	if out := ok(t, e.URL, "environments", "ls"); !strings.Contains(out, "0 environments") {
+		t.Errorf("no environment: %q", out)
+	}
+	for _, m := range [][2]string{{"1.0", "env-a"}, {"2.0", "env-b"}} {
+		if _, err := e.DB.PluginManifestActivate(context.Background(), "wasm", m[0], "src-"+m[0], m[1], "art-"+m[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := ok(t, e.URL, "environments", "list")
+	if !regexp.MustCompile(`(?m)^env-a .* wasm 1\.0 \(superseded\)\s*$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^env-b .* wasm 2\.0\s*$`).MatchString(out) || !strings.Contains(out, "2 environments") {
+		t.Errorf("environments ls:\n%s", out)
+	}
+	if out := ok(t, e.URL, "--json", "environments", "ls"); !strings.Contains(out, `"hash": "env-b"`) || !strings.Contains(out, `"active_plugins": 1`) {
+		t.Errorf("--json environments ls:\n%s", out)
 	}
 }

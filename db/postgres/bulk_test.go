@@ -3,8 +3,10 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/job"
@@ -131,6 +133,100 @@ func TestJobs_BulkRetryAndCancel(t *testing.T) {
 		}
 		if _, err := fx.s.JobsBulk(ctx, testNow, "delete", job.Filter{}, true); !errors.Is(err, job.ErrInvalid) {
 			t.Errorf("unknown action: %v", err)
+		}
+	})
+}
+
+// Every order of the job list, on both backends: the whole list in order,
+// then the same list in pages of two, each page after the previous page's
+// last job (its cursor). Ties go by id in the list's direction; jobs
+// without the time come last in both directions.
+func TestJobs_ListSortsAndPagesByCursor(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, fx fixture) {
+		fx.activate("p")
+		prio := []int64{5, 1, 5, 3, 1, 2}
+		ids := make([]int64, len(prio))
+		for i, p := range prio {
+			ids[i] = fx.enqueue(t, "p", p)
+		}
+		claims := fx.claim(t, testNow, "w", 10, "p")
+		ref := map[int64]job.Ref{}
+		for _, c := range claims {
+			ref[c.Ref.JobID] = c.Ref
+		}
+		// Ends: job 5 first, jobs 1 and 2 together, then job 0; 3 and 4
+		// stay RUNNING, without an end time.
+		end := func(at time.Duration, i ...int) {
+			var cs []job.Conclusion
+			for _, n := range i {
+				cs = append(cs, job.Conclusion{Ref: ref[ids[n]], Kind: job.ConcludeComplete})
+			}
+			fx.conclude(t, testNow.Add(at), cs...)
+		}
+		end(time.Second, 5)
+		end(2*time.Second, 1, 2)
+		end(3*time.Second, 0)
+		at := func(ns ...int) []int64 {
+			out := make([]int64, len(ns))
+			for i, n := range ns {
+				out[i] = ids[n]
+			}
+			return out
+		}
+		for _, c := range []struct {
+			sort job.Sort
+			asc  bool
+			want []int64
+		}{
+			{job.SortID, false, at(5, 4, 3, 2, 1, 0)},
+			{job.SortID, true, at(0, 1, 2, 3, 4, 5)},
+			{job.SortPriority, false, at(2, 0, 3, 5, 4, 1)},
+			{job.SortPriority, true, at(1, 4, 5, 3, 0, 2)},
+			{job.SortEnded, false, at(0, 2, 1, 5, 4, 3)},
+			{job.SortEnded, true, at(5, 1, 2, 0, 3, 4)},
+			{job.SortUpdated, false, at(0, 2, 1, 5, 4, 3)},
+		} {
+			name := fmt.Sprintf("%s asc=%v", c.sort, c.asc)
+			f := job.Filter{Sort: c.sort, Ascending: c.asc}
+			if got := listIDs(t, fx, f); !slices.Equal(got, c.want) {
+				t.Errorf("%s: %v, want %v", name, got, c.want)
+				continue
+			}
+			var paged []int64
+			f.Limit = 2
+			for range 5 {
+				page, err := fx.s.JobsList(context.Background(), f)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if want := int64(len(c.want) - len(paged)); page.Total != want {
+					t.Errorf("%s: total from the cursor on %d, want %d", name, page.Total, want)
+				}
+				for _, j := range page.Jobs {
+					paged = append(paged, j.ID)
+				}
+				if len(page.Jobs) < f.Limit {
+					break
+				}
+				cur := job.CursorOf(f, page.Jobs[len(page.Jobs)-1])
+				// Through its text, as the API hands it out.
+				back, err := job.ParseCursor(cur.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.After = &back
+			}
+			if !slices.Equal(paged, c.want) {
+				t.Errorf("%s in pages of 2: %v, want %v", name, paged, c.want)
+			}
+		}
+		// Filters hold with a sort and a cursor.
+		f := job.Filter{Sort: job.SortPriority, Status: job.StatusRunning}
+		if got := listIDs(t, fx, f); !slices.Equal(got, at(3, 4)) {
+			t.Errorf("RUNNING by priority: %v", got)
+		}
+		if _, err := fx.s.JobsList(context.Background(), job.Filter{Sort: "size"}); !errors.Is(err, job.ErrInvalid) {
+			t.Errorf("unknown sort: %v, want ErrInvalid", err)
 		}
 	})
 }

@@ -32,6 +32,7 @@ type storeSansLease interface {
 	PluginSubscribe(ctx context.Context, plugin string, tags []string) ([]string, error)
 	PluginDeploy(ctx context.Context, now time.Time, d db.Deployment) (db.DeployResult, error)
 	EnvironmentLockfile(ctx context.Context, hash string) (string, error)
+	EnvironmentsList(ctx context.Context) ([]job.Environment, error)
 }
 
 // catalogueStore is storeSansLease plus the bootstrap and the seeding

@@ -82,14 +82,14 @@ func scanJobInfo(row pgx.Row) (job.Info, error) {
 	return j, nil
 }
 
-// JobsList returns one page of the jobs that match f, newest first, and the
-// number that match in all.
+// JobsList returns one page of the jobs that match f, in f's order, and the
+// number that match in all (from f's cursor on), as package db's JobsList.
 func (d *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	f, err := f.Paged()
 	if err != nil {
 		return job.Page{}, err
 	}
-	cond, args := db.JobFilterSQL(f, placeholder, "q.status::text")
+	cond, args := db.JobFilterSQL(f, dialect)
 	if cond != "" {
 		cond = " WHERE " + cond
 	}
@@ -101,7 +101,7 @@ func (d *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	if err := d.pool.QueryRow(ctx, `SELECT COUNT(*) FROM `+from+cond, args...).Scan(&page.Total); err != nil {
 		return job.Page{}, fmt.Errorf("list jobs: %w", err)
 	}
-	q := jobInfoSelect + cond + fmt.Sprintf(` ORDER BY q.id DESC LIMIT $%d OFFSET $%d`, len(args)+1, len(args)+2)
+	q := jobInfoSelect + cond + db.JobOrderSQL(f) + fmt.Sprintf(` LIMIT $%d OFFSET $%d`, len(args)+1, len(args)+2)
 	rows, err := d.pool.Query(ctx, q, append(args, f.Limit, f.Offset)...)
 	if err != nil {
 		return job.Page{}, fmt.Errorf("list jobs: %w", err)
@@ -123,14 +123,19 @@ func (d *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 // placeholder is PostgreSQL's n-th argument.
 func placeholder(n int) string { return fmt.Sprintf("$%d", n) }
 
+// dialect is PostgreSQL's db.Dialect: timestamptz columns compare with
+// time.Time arguments.
+var dialect = db.Dialect{Placeholder: placeholder, StatusText: "q.status::text",
+	Time: func(t time.Time) any { return t }}
+
 // JobsBulk retries or cancels every job f selects, or with dryRun counts
 // them, as package db's JobsBulk.
 func (d *DB) JobsBulk(ctx context.Context, now time.Time, action job.BulkAction, f job.Filter, dryRun bool) (job.BulkResult, error) {
 	if err := db.CheckBulk(action); err != nil {
 		return job.BulkResult{}, err
 	}
-	f.Limit, f.Offset, f.BeforeID = 0, 0, 0
-	cond, args := db.JobFilterSQL(f, placeholder, "q.status::text")
+	f.Limit, f.Offset, f.BeforeID, f.After = 0, 0, 0, nil
+	cond, args := db.JobFilterSQL(f, dialect)
 	if cond != "" {
 		cond = " AND " + cond
 	}

@@ -264,3 +264,36 @@ func TestPluginDeploy_DispatchCarriesTheNewestArtifact(t *testing.T) {
 		}
 	})
 }
+
+// The environments list, on both backends: the most recently used first
+// (a deploy naming an environment uses it), each with the plugin versions
+// whose manifests name it, and how many of those are ACTIVE.
+func TestEnvironments_ListWithThePluginsThatUseThem(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, fx fixture) {
+		s, ctx := fx.cat(t), context.Background()
+		if got := must(s.EnvironmentsList(ctx)).get(t); len(got) != 0 {
+			t.Fatalf("fresh environments = %+v", got)
+		}
+		must(s.PluginDeploy(ctx, testNow, deployment("wc", "1", "src-1", "numpy==2\n"))).get(t)
+		must(s.PluginDeploy(ctx, testNow.Add(time.Minute), deployment("wc", "2", "src-2", "pandas\n"))).get(t)
+		must(s.PluginDeploy(ctx, testNow.Add(2*time.Minute), deployment("q", "1", "src-q", "numpy==2\n"))).get(t)
+		got := must(s.EnvironmentsList(ctx)).get(t)
+		want := []job.Environment{
+			{Hash: db.SourceHash("numpy==2\n"), LockfileBytes: 9, CreatedAt: testNow, LastUsed: testNow.Add(2 * time.Minute),
+				ActivePluginCount: 1, Manifests: []job.EnvironmentUser{
+					{Plugin: "q", Version: "1", Status: "ACTIVE"}, {Plugin: "wc", Version: "1", Status: "SUPERSEDED"}}},
+			{Hash: db.SourceHash("pandas\n"), LockfileBytes: 7, CreatedAt: testNow.Add(time.Minute), LastUsed: testNow.Add(time.Minute),
+				ActivePluginCount: 1, Manifests: []job.EnvironmentUser{{Plugin: "wc", Version: "2", Status: "ACTIVE"}}},
+		}
+		if len(got) != len(want) {
+			t.Fatalf("environments = %+v", got)
+		}
+		for i := range want {
+			g, w := got[i], want[i]
+			if g.Hash != w.Hash || g.LockfileBytes != w.LockfileBytes || !g.CreatedAt.Equal(w.CreatedAt) || !g.LastUsed.Equal(w.LastUsed) ||
+				g.ActivePluginCount != w.ActivePluginCount || !reflect.DeepEqual(g.Manifests, w.Manifests) || g.SizeMB != 0 {
+				t.Errorf("environment %d = %+v, want %+v", i, g, w)
+			}
+		}
+	})
+}

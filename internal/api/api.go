@@ -39,12 +39,18 @@ type Job struct {
 	Warning string `json:"warning,omitempty"`
 }
 
-// JobList is a page of jobs, newest first.
+// JobList is a page of jobs in the order asked for (newest first by
+// default). Total counts the jobs that match, from the cursor (after, or
+// before_id) on when one was given. NextCursor, set when more jobs follow,
+// is the after of the next page.
 type JobList struct {
-	Jobs   []Job `json:"jobs"`
-	Total  int64 `json:"total"`
-	Limit  int   `json:"limit"`
-	Offset int   `json:"offset"`
+	Jobs       []Job  `json:"jobs"`
+	Total      int64  `json:"total"`
+	Limit      int    `json:"limit"`
+	Offset     int    `json:"offset"`
+	Sort       string `json:"sort"`  // id, priority, updated or ended
+	Order      string `json:"order"` // asc or desc
+	NextCursor string `json:"next_cursor,omitempty"`
 }
 
 // EnqueueRequest asks for a job: the file by file_version_id or by file_path
@@ -81,11 +87,25 @@ type Worker struct {
 	// KeyFingerprint names the CURVE key the worker connected with; empty
 	// for a plaintext connection.
 	KeyFingerprint string `json:"key_fingerprint,omitempty"`
+	// Draining: an operator drained the worker; it gets no new jobs and
+	// its running ones finish.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // WorkerList lists the connected workers.
 type WorkerList struct {
 	Workers []Worker `json:"workers"`
+}
+
+// WorkerActionResult answers POST /api/v1/workers/{id}/drain, /undrain and
+// /disconnect: the worker and what it is now.
+type WorkerActionResult struct {
+	Worker string `json:"worker"`
+	Action string `json:"action"` // drain, undrain or disconnect
+	// Draining is set by drain and undrain: whether the worker is drained
+	// now. A disconnect leaves a drain as it was.
+	Draining     *bool `json:"draining,omitempty"`
+	Disconnected bool  `json:"disconnected,omitempty"`
 }
 
 // Manifest is one stored version of a plugin.
@@ -167,6 +187,34 @@ type QueueAges struct {
 type QueueAge struct {
 	Plugin           string  `json:"plugin"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+}
+
+// Environment is one plugin environment (cf_plugin_environment): its hash,
+// the size its builder recorded (omitted when none did), its lockfile's
+// length, when it was created and when a deploy last named it, and the
+// plugin versions whose manifests name it (ActivePlugins: how many of them
+// are ACTIVE).
+type Environment struct {
+	Hash          string            `json:"hash"`
+	SizeMB        float64           `json:"size_mb,omitempty"`
+	LockfileBytes int64             `json:"lockfile_bytes"`
+	CreatedAt     *time.Time        `json:"created_at,omitempty"`
+	LastUsed      *time.Time        `json:"last_used,omitempty"`
+	ActivePlugins int               `json:"active_plugins"`
+	Plugins       []EnvironmentUser `json:"plugins"`
+}
+
+// EnvironmentUser is a plugin version that uses an environment.
+type EnvironmentUser struct {
+	Plugin  string `json:"plugin"`
+	Version string `json:"version"`
+	Status  string `json:"status"`
+}
+
+// EnvironmentList answers GET /api/v1/environments, the most recently used
+// first.
+type EnvironmentList struct {
+	Environments []Environment `json:"environments"`
 }
 
 // PluginList lists the plugins.

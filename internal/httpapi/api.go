@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,7 +26,7 @@ func (srv *Server) ctx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), srv.timeout)
 }
 
-// GET /api/v1/jobs?status=FAILED&plugin=p&limit=50&offset=0
+// GET /api/v1/jobs?status=FAILED&plugin=p&sort=priority&order=asc&limit=50&after=CURSOR
 func (srv *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	f, err := jobFilter(r)
 	if err != nil {
@@ -39,11 +40,24 @@ func (srv *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		srv.fail(w, r, err)
 		return
 	}
-	out := api.JobList{Jobs: make([]api.Job, len(page.Jobs)), Total: page.Total, Limit: f.Limit, Offset: f.Offset}
+	out := api.JobList{Jobs: make([]api.Job, len(page.Jobs)), Total: page.Total, Limit: f.Limit, Offset: f.Offset,
+		Sort: string(f.Sort), Order: order(f.Ascending)}
 	for i, j := range page.Jobs {
 		out.Jobs[i] = jobJSON(j)
 	}
+	// Total counts from the cursor on: more jobs follow this page when it
+	// ends before them.
+	if n := len(page.Jobs); n > 0 && int64(f.Offset+n) < page.Total {
+		out.NextCursor = job.CursorOf(f, page.Jobs[n-1]).String()
+	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func order(asc bool) string {
+	if asc {
+		return "asc"
+	}
+	return "desc"
 }
 
 // jobFilter reads the query of GET /api/v1/jobs. Unknown parameters are an
@@ -53,10 +67,13 @@ func jobFilter(r *http.Request) (job.Filter, error) {
 	q := r.URL.Query()
 	for key := range q {
 		switch key {
-		case "status", "plugin", "path", "error", "before_id", "limit", "offset":
+		case "status", "plugin", "path", "error", "sort", "order", "after", "before_id", "limit", "offset":
 		default:
-			return f, badRequest("unknown query parameter %q (want status, plugin, path, error, before_id, limit, offset)", key)
+			return f, badRequest("unknown query parameter %q (want status, plugin, path, error, sort, order, after, before_id, limit, offset)", key)
 		}
+	}
+	if err := jobOrder(q, &f); err != nil {
+		return f, err
 	}
 	if s := q.Get("status"); s != "" {
 		st, ok := parseStatus(s)
@@ -72,6 +89,9 @@ func jobFilter(r *http.Request) (job.Filter, error) {
 		return f, err
 	}
 	f.BeforeID = int64(before)
+	if f.BeforeID > 0 && (f.Sort != job.SortID || f.Ascending) {
+		return f, badRequest("before_id pages the default order (sort=id, order=desc); with sort or order, page with after=next_cursor")
+	}
 	if f.Limit, err = intParam(q.Get("limit"), "limit", 50, 1, 1000); err != nil {
 		return f, err
 	}
@@ -79,6 +99,38 @@ func jobFilter(r *http.Request) (job.Filter, error) {
 		return f, err
 	}
 	return f, nil
+}
+
+// jobOrder reads sort, order and after. A cursor alone implies its order;
+// with sort or order, they must be the cursor's.
+func jobOrder(q url.Values, f *job.Filter) error {
+	sortName, dir, after := q.Get("sort"), strings.ToLower(q.Get("order")), q.Get("after")
+	var err error
+	if f.Sort, err = job.ParseSort(sortName); err != nil {
+		return badRequest("sort: %s", trimSentinel(err.Error(), job.ErrInvalid))
+	}
+	switch dir {
+	case "", "desc":
+	case "asc":
+		f.Ascending = true
+	default:
+		return badRequest("order must be asc or desc, got %q", q.Get("order"))
+	}
+	if after == "" {
+		return nil
+	}
+	c, err := job.ParseCursor(after)
+	if err != nil {
+		return badRequest("after: %s", trimSentinel(err.Error(), job.ErrInvalid))
+	}
+	if sortName == "" && dir == "" {
+		f.Sort, f.Ascending = c.Sort, c.Ascending
+	} else if c.Sort != f.Sort || c.Ascending != f.Ascending {
+		return badRequest("after: the cursor was made for sort=%s order=%s, not sort=%s order=%s",
+			c.Sort, order(c.Ascending), f.Sort, order(f.Ascending))
+	}
+	f.After = &c
+	return nil
 }
 
 func parseStatus(s string) (job.Status, bool) {
@@ -334,6 +386,47 @@ func (srv *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// POST /api/v1/workers/{id}/drain: no new jobs for the worker; its running
+// ones finish. It stays drained, across reconnects, until undrained.
+func (srv *Server) drainWorker(w http.ResponseWriter, r *http.Request) {
+	srv.workerAction(w, r, "drain", func(ctx context.Context, id string) error { return srv.s.DrainWorker(ctx, id, true) })
+}
+
+// POST /api/v1/workers/{id}/undrain: the worker gets jobs again.
+func (srv *Server) undrainWorker(w http.ResponseWriter, r *http.Request) {
+	srv.workerAction(w, r, "undrain", func(ctx context.Context, id string) error { return srv.s.DrainWorker(ctx, id, false) })
+}
+
+// POST /api/v1/workers/{id}/disconnect: the Sentinel forgets the worker now;
+// its RUNNING jobs are requeued and it is told to IDENTIFY again.
+func (srv *Server) disconnectWorker(w http.ResponseWriter, r *http.Request) {
+	srv.workerAction(w, r, "disconnect", srv.s.DisconnectWorker)
+}
+
+func (srv *Server) workerAction(w http.ResponseWriter, r *http.Request, action string, do func(context.Context, string) error) {
+	if err := readNoParams(w, r); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	if id == "" {
+		srv.fail(w, r, badRequest("worker id is required"))
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	if err := do(ctx, id); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := api.WorkerActionResult{Worker: id, Action: action, Disconnected: action == "disconnect"}
+	if action != "disconnect" {
+		draining := action == "drain"
+		out.Draining = &draining
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // GET /api/v1/status
 func (srv *Server) status(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := srv.ctx(r)
@@ -409,6 +502,32 @@ func (srv *Server) listPlugins(w http.ResponseWriter, r *http.Request) {
 	for i, p := range plugins {
 		out.Plugins[i] = pluginJSON(p)
 		out.Plugins[i].Settings = pluginSettingsJSON(p.Settings)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// GET /api/v1/environments: the plugin environments, the most recently
+// used first, with the plugin versions that name them.
+func (srv *Server) listEnvironments(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		srv.fail(w, r, badRequest("this endpoint takes no query parameters"))
+		return
+	}
+	ctx, cancel := srv.ctx(r)
+	defer cancel()
+	envs, err := srv.s.Environments(ctx)
+	if err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	out := api.EnvironmentList{Environments: make([]api.Environment, len(envs))}
+	for i, e := range envs {
+		users := make([]api.EnvironmentUser, len(e.Manifests))
+		for n, u := range e.Manifests {
+			users[n] = api.EnvironmentUser{Plugin: u.Plugin, Version: u.Version, Status: u.Status}
+		}
+		out.Environments[i] = api.Environment{Hash: e.Hash, SizeMB: e.SizeMB, LockfileBytes: e.LockfileBytes,
+			CreatedAt: timePtr(e.CreatedAt), LastUsed: timePtr(e.LastUsed), ActivePlugins: e.ActivePluginCount, Plugins: users}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

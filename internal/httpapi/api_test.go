@@ -124,6 +124,80 @@ func TestAPI_JobsRoundTrip(t *testing.T) {
 	}
 }
 
+// The list sorts by priority, updated and end time, either way, and pages
+// by the cursor each page hands out.
+func TestAPI_JobsSortAndPageByCursor(t *testing.T) {
+	t.Parallel()
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	fv := e.File("in/a.csv", "a\n")
+	prio := []int64{5, 1, 5, 3, 1}
+	ids := make([]int64, len(prio))
+	for i, p := range prio {
+		ids[i] = e.Enqueue(fv, "nobody", p)
+	}
+	pages := func(query string) (got []int64, lists []api.JobList) {
+		t.Helper()
+		for next := query; ; {
+			var list api.JobList
+			if code, body := call(t, "GET", e.URL+"/api/v1/jobs?"+next, "", &list); code != 200 {
+				t.Fatalf("GET /api/v1/jobs?%s: %d %s", next, code, body)
+			}
+			lists = append(lists, list)
+			for _, j := range list.Jobs {
+				got = append(got, j.ID)
+			}
+			if list.NextCursor == "" || len(lists) > 5 {
+				return got, lists
+			}
+			// The cursor alone names the order.
+			next = "limit=2&after=" + url.QueryEscape(list.NextCursor)
+		}
+	}
+	at := func(ns ...int) []int64 {
+		out := make([]int64, len(ns))
+		for i, n := range ns {
+			out[i] = ids[n]
+		}
+		return out
+	}
+	got, lists := pages("sort=priority&limit=2")
+	if want := at(2, 0, 3, 4, 1); fmt.Sprint(got) != fmt.Sprint(want) || len(lists) != 3 ||
+		lists[0].Sort != "priority" || lists[0].Order != "desc" || lists[0].Total != 5 || lists[1].Total != 3 ||
+		lists[2].Sort != "priority" || lists[2].NextCursor != "" {
+		t.Errorf("by priority, highest first: %v, want %v; pages %+v", got, want, lists)
+	}
+	got, lists = pages("sort=PRIORITY&order=asc&limit=2")
+	if want := at(1, 4, 3, 0, 2); fmt.Sprint(got) != fmt.Sprint(want) || lists[1].Order != "asc" {
+		t.Errorf("by priority, lowest first: %v, want %v", got, want)
+	}
+	got, _ = pages("order=asc&limit=2")
+	if want := at(0, 1, 2, 3, 4); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("by id, oldest first: %v, want %v", got, want)
+	}
+	// Jobs that have not ended come last either way: here, all of them.
+	got, _ = pages("sort=ended&order=asc&limit=2")
+	if want := at(0, 1, 2, 3, 4); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("by end time, none ended: %v, want %v", got, want)
+	}
+	got, _ = pages("sort=updated&limit=2")
+	if want := at(4, 3, 2, 1, 0); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("by update, latest first: %v, want %v", got, want)
+	}
+	// A cursor with its own sort and order repeated is fine; with others, 400.
+	var first api.JobList
+	call(t, "GET", e.URL+"/api/v1/jobs?sort=priority&limit=2", "", &first)
+	var second api.JobList
+	if code, body := call(t, "GET", e.URL+"/api/v1/jobs?sort=priority&order=desc&limit=2&after="+url.QueryEscape(first.NextCursor), "", &second); code != 200 ||
+		len(second.Jobs) != 2 || second.Jobs[0].ID != ids[3] {
+		t.Errorf("second page with the sort repeated: %d %s", code, body)
+	}
+	if code, body := call(t, "GET", e.URL+"/api/v1/jobs?sort=priority&order=asc&after="+url.QueryEscape(first.NextCursor), "", nil); code != 400 ||
+		!strings.Contains(errorOf(t, body), "the cursor was made for sort=priority order=desc, not sort=priority order=asc") {
+		t.Errorf("a cursor of another order: %d %s", code, body)
+	}
+}
+
 func TestAPI_CancelAndRetry(t *testing.T) {
 	t.Parallel()
 	e := sentineltest.Start(t, nil)
@@ -210,6 +284,11 @@ func TestAPI_BadRequestsSayWhatIsWrong(t *testing.T) {
 		{"GET", "/api/v1/jobs?limit=0", "", 400, "limit must be a whole number from 1 to 1000"},
 		{"GET", "/api/v1/jobs?offset=-1", "", 400, "offset"},
 		{"GET", "/api/v1/jobs?stauts=FAILED", "", 400, `unknown query parameter "stauts"`},
+		{"GET", "/api/v1/jobs?sort=size", "", 400, `sort: unknown sort "size" (want one of id, priority, updated, ended)`},
+		{"GET", "/api/v1/jobs?order=up", "", 400, `order must be asc or desc, got "up"`},
+		{"GET", "/api/v1/jobs?after=7", "", 400, `after: cursor "7" is not one this server wrote`},
+		{"GET", "/api/v1/jobs?sort=priority&after=id.d.-.7", "", 400, "after: the cursor was made for sort=id order=desc, not sort=priority order=desc"},
+		{"GET", "/api/v1/jobs?sort=priority&before_id=7", "", 400, "before_id pages the default order"},
 		{"GET", "/api/v1/jobs/abc", "", 400, `job id must be a positive whole number, got "abc"`},
 		{"GET", "/api/v1/jobs/999", "", 404, "job 999 not found"},
 		{"POST", "/api/v1/jobs/999/cancel", "", 404, "job 999 not found"},

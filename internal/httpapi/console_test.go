@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"os"
@@ -223,7 +224,7 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 		document.querySelector("#jobs-body tr.job[data-job='%d'][data-status='FAILED']") !== null`, failed))
 	// The error filter narrows it, in any case.
 	p.do("filter by error", chromedp.SendKeys(chromedp.ID("filter-error"), "ROW 7\n"))
-	p.wait(20*time.Second, "the job matched by its error", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&error=ROW+7&limit=25&offset=0" &&
+	p.wait(20*time.Second, "the job matched by its error", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&error=ROW+7&limit=25" &&
 		document.getElementById("page-info").textContent === "1–1 of 1" &&
 		document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
 	p.do("open the job", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
@@ -305,7 +306,7 @@ func TestConsole_InChromiumAsksForATokenAndSaysWhenItIsReadOnly(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#login-form button[type=submit]")))
 	p.wait(20*time.Second, "the overview", `document.querySelector("#count-failed .n")?.textContent === "1"`)
 	p.do("open the failed job", chromedp.Click(chromedp.ID("count-failed")))
-	p.wait(20*time.Second, "the failed job listed", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&limit=25&offset=0" &&
+	p.wait(20*time.Second, "the failed job listed", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "status=FAILED&limit=25" &&
 		document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, failed))
 	p.do("open it and retry", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
 	p.wait(20*time.Second, "the detail", `!document.getElementById("job-retry").disabled`)
@@ -465,4 +466,173 @@ func TestConsole_InChromiumPausesResumesAndBackfillsAPlugin(t *testing.T) {
 	testwait.Eventually(t, sentineltest.Within, "a scan pass", func() bool { return e.Sentinel.Stats().ScanPasses.Load() > passes })
 	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 	p.shot("6-rescan")
+}
+
+// The jobs' column headers sort the list, either way, and the pages follow
+// the order by cursor: 27 jobs of priorities 0-8, a page of 25.
+func TestConsole_InChromiumSortsTheJobsByColumn(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	fv := e.File("in/a.txt", "a\n")
+	var ids []int64
+	for i := range 27 {
+		ids = append(ids, e.Enqueue(fv, "nobody", int64(i%9)))
+	}
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/"))
+	p.do("jobs", chromedp.Click(chromedp.CSS(`#nav button[data-view="jobs"]`)))
+	firstRow := `document.querySelector("#jobs-body tr.job")?.dataset.job`
+	p.wait(20*time.Second, "the newest job first", fmt.Sprintf(`%s === "%d" &&
+		document.querySelector("#jobs-head th[data-sort='id']").getAttribute("aria-sort") === "descending" &&
+		document.getElementById("page-info").textContent === "1–25 of 27"`, firstRow, ids[26]))
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+
+	// Priority, highest first: of the three jobs of priority 8, the newest.
+	p.do("sort by priority", chromedp.Click(chromedp.CSS(`#jobs-head th[data-sort='priority'] button`)))
+	p.wait(20*time.Second, "the highest priority first", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "sort=priority&limit=25" &&
+		%s === "%d" && document.querySelector("#jobs-head th[data-sort='priority']").getAttribute("aria-sort") === "descending" &&
+		!document.querySelector("#jobs-head th[data-sort='id']").hasAttribute("aria-sort")`, firstRow, ids[26]))
+	// Again: lowest first, the oldest of priority 0 on top; the next page
+	// holds the last two, highest priority (8) last.
+	p.do("sort by priority, ascending", chromedp.Click(chromedp.CSS(`#jobs-head th[data-sort='priority'] button`)))
+	p.wait(20*time.Second, "the lowest priority first", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "sort=priority&order=asc&limit=25" &&
+		%s === "%d" && document.querySelector("#jobs-head th[data-sort='priority']").getAttribute("aria-sort") === "ascending" &&
+		document.querySelector("#jobs-head th[data-sort='priority'] .arrow").textContent === "▲"`, firstRow, ids[0]))
+	p.shot("1-by-priority-ascending")
+	p.do("next page", chromedp.Click(chromedp.ID("page-next")))
+	p.wait(20*time.Second, "the last two", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query.startsWith("sort=priority&order=asc&limit=25&after=priority.a.8.") &&
+		document.getElementById("page-info").textContent === "26–27 of 27" &&
+		Array.from(document.querySelectorAll("#jobs-body tr.job")).map(r => r.dataset.job).join(",") === "%d,%d" &&
+		document.getElementById("page-next").disabled && !document.getElementById("page-prev").disabled`, ids[17], ids[26]))
+	p.shot("2-second-page")
+	p.do("previous page", chromedp.Click(chromedp.ID("page-prev")))
+	p.wait(20*time.Second, "the first page again", fmt.Sprintf(`document.getElementById("page-info").textContent === "1–25 of 27" && %s === "%d"`,
+		firstRow, ids[0]))
+	// Ended: none has ended, so by id, newest first, and the column says so.
+	p.do("sort by end time", chromedp.Click(chromedp.CSS(`#jobs-head th[data-sort='ended'] button`)))
+	p.wait(20*time.Second, "by end time", fmt.Sprintf(`document.getElementById("jobs-body").dataset.query === "sort=ended&limit=25" && %s === "%d"`,
+		firstRow, ids[26]))
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+}
+
+// The Workers view drains a worker (confirmed), which then gets no new job
+// while another does, and disconnects it (confirmed): its RUNNING job is
+// requeued and completed by the other worker, and the drained worker comes
+// back, still draining, until undrained. All live, without a reload.
+func TestConsole_InChromiumDrainsAndDisconnectsAWorker(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, withTokens(t))
+	e.Plugin("slow")
+	fv := e.File("in/a.txt", "a\n")
+	stuck := e.Worker(testworker.Options{Identity: "tw-stuck", Capabilities: []string{"slow"}, Slots: 2, Run: blockUntilAborted})
+	e.WaitWorkers(1)
+	held := e.Enqueue(fv, "slow", 0)
+	e.WaitJob(held, job.StatusRunning)
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+
+	const row = `#workers-body tr[data-worker='tw-stuck']`
+	p.do("open the console", chromedp.Navigate(e.URL+"/?token="+adminToken))
+	p.do("workers", chromedp.Click(chromedp.CSS(`#nav button[data-view="workers"]`)))
+	p.wait(20*time.Second, "tw-stuck active with its job", fmt.Sprintf(`document.querySelector("%s [data-field='state']")?.textContent === "active" &&
+		document.querySelector("%s").textContent.includes("%d") && document.querySelector("%s").textContent.includes("1/2")`, row, row, held, row))
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+
+	p.do("drain", chromedp.Click(chromedp.CSS(row+` button[data-action='drain']`)))
+	p.wait(20*time.Second, "the confirmation", `document.getElementById("confirm").open`)
+	if q := p.text(`document.getElementById("confirm-text").textContent`); q != "Drain worker tw-stuck? It gets no new jobs and finishes the 1 running job it has. It stays drained until undrained." {
+		t.Errorf("drain confirmation asks %q", q)
+	}
+	p.shot("1-drain-confirm")
+	p.do("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	p.wait(20*time.Second, "tw-stuck draining", `document.querySelector("`+row+`")?.dataset.draining === "true" &&
+		document.querySelector("`+row+` [data-field='state']").textContent === "draining" &&
+		document.querySelector("`+row+` button[data-action='undrain']") !== null &&
+		document.getElementById("message").textContent.startsWith("Worker tw-stuck is draining")`)
+	// With a free slot, tw-stuck gets no new job: the other worker does.
+	e.Worker(testworker.Options{Identity: "tw-rescuer", Capabilities: []string{"slow"}})
+	other := e.Enqueue(fv, "slow", 0)
+	if j := e.WaitJob(other, job.StatusCompleted); j.ClaimedBy != "tw-rescuer" {
+		t.Errorf("job %d ran on %s while tw-stuck was draining", other, j.ClaimedBy)
+	}
+	p.shot("2-draining")
+
+	n := stuck.Identifies()
+	p.do("disconnect", chromedp.Click(chromedp.CSS(row+` button[data-action='disconnect']`)))
+	p.wait(20*time.Second, "the confirmation", `document.getElementById("confirm").open`)
+	if q := p.text(`document.getElementById("confirm-text").textContent`); q != "Disconnect worker tw-stuck? The Sentinel forgets it now: the 1 running job it has goes back to the queue. A live worker identifies again." {
+		t.Errorf("disconnect confirmation asks %q", q)
+	}
+	p.shot("3-disconnect-confirm")
+	p.do("confirm", chromedp.Click(chromedp.ID("confirm-yes")))
+	if j := e.WaitJob(held, job.StatusCompleted); j.ClaimedBy != "tw-rescuer" {
+		t.Errorf("job %d after the disconnect ran on %s", held, j.ClaimedBy)
+	}
+	testwait.Eventually(t, sentineltest.Within, "tw-stuck identified again", func() bool { return stuck.Identifies() > n })
+	p.wait(20*time.Second, "tw-stuck back, draining, with no job", `document.getElementById("message").textContent.startsWith("Worker tw-stuck is disconnected") &&
+		document.querySelector("`+row+`")?.dataset.draining === "true" && document.querySelector("`+row+`").textContent.includes("0/2") &&
+		document.getElementById("workers-summary").textContent.startsWith("(2 connected")`)
+	p.shot("4-disconnected")
+
+	p.do("undrain", chromedp.Click(chromedp.CSS(row+` button[data-action='undrain']`)))
+	p.wait(20*time.Second, "tw-stuck active", `document.querySelector("`+row+`")?.dataset.draining === "false" &&
+		document.getElementById("message").textContent === "Worker tw-stuck gets jobs again."`)
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+}
+
+// The Environments view lists each environment with the plugin versions
+// that use it, the newest deploy first.
+func TestConsole_InChromiumListsTheEnvironments(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, nil)
+	e.Plugin("builtin")
+	for _, m := range [][3]string{{"wasm", "1.0", "0123456789abcdef0123456789abcdef"}, {"wasm", "2.0", "env-b"}} {
+		if _, err := e.DB.PluginManifestActivate(context.Background(), m[0], m[1], "src-"+m[1], m[2], "art-"+m[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/"))
+	p.do("environments", chromedp.Click(chromedp.CSS(`#nav button[data-view="environments"]`)))
+	p.wait(20*time.Second, "both environments", `document.querySelectorAll("#environments-body tr[data-env]").length === 2 &&
+		document.getElementById("environments-summary").textContent === "(2, 1 used by an active plugin)" &&
+		document.querySelector("#environments-body tr[data-env='env-b'] [data-field='plugins']").textContent === "wasm 2.0" &&
+		document.querySelector("#environments-body tr[data-env='0123456789abcdef0123456789abcdef']").textContent.includes("0123456789abcdef…") &&
+		document.querySelector("#environments-body tr[data-env='0123456789abcdef0123456789abcdef'] [data-field='plugins']").textContent === "wasm 1.0 (superseded)"`)
+	p.shot("1-environments")
+}
+
+// The overview re-reads the oldest QUEUED job's age by itself, not only
+// when the counts change: here another process moves the job's enqueue
+// time two hours back, and no count moves.
+func TestConsole_InChromiumRereadsTheQueueAgeByItself(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	e := sentineltest.Start(t, nil)
+	e.Plugin("nobody")
+	id := e.Enqueue(e.File("in/a.txt", "a\n"), "nobody", 0)
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/"))
+	p.wait(20*time.Second, "the job's wait in seconds", `document.querySelector("#count-queued .n")?.textContent === "1" &&
+		/^[0-9]+s$/.test(document.getElementById("queue-age").textContent)`)
+	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.loadedOnce = "yes"`))
+
+	conn, err := sql.Open("sqlite", e.DBPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Exec(`PRAGMA busy_timeout = 5000`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(`UPDATE cf_processing_queue SET enqueued_at = enqueued_at - 7200000 WHERE id = ?`, id); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(20*time.Second, "the wait two hours longer", `document.getElementById("queue-age").textContent.startsWith("2h ") &&
+		document.querySelector("#count-queued .n").textContent === "1"`)
+	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
+	p.shot("1-queue-age-reread")
 }

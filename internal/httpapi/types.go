@@ -36,7 +36,7 @@ func workerJSON(w actors.WorkerInfo) api.Worker {
 	}
 	return api.Worker{ID: w.ID, Name: w.Name, Version: w.Version, Capabilities: caps, Slots: w.Slots,
 		Busy: len(w.Running), RunningJobs: running, LastSeen: w.LastSeen.UTC(), Ready: w.Ready,
-		KeyFingerprint: w.KeyFingerprint}
+		KeyFingerprint: w.KeyFingerprint, Draining: w.Draining}
 }
 
 func manifestJSON(m job.Manifest) api.Manifest {

@@ -9,12 +9,21 @@
   var KEY = "casparian-sentinel-token";
   var STATUSES = ["PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED"];
   var PAGE = 25;
+  // AGES_EVERY is how often the overview re-reads the queue's ages while
+  // nothing else moves: a job whose retry backoff ends becomes due without
+  // any count changing.
+  var AGES_EVERY = 5000;
   var body = document.body;
   var tokens = body.dataset.tokens === "true";
 
   var state = {
     view: "overview",
-    status: "", plugin: "", path: "", error: "", offset: 0, total: 0,
+    status: "", plugin: "", path: "", error: "", total: 0,
+    sort: "id", asc: false, // the list's order (the column headers)
+    // Keyset paging: the cursor (after) of each page from the first to
+    // the one shown ("" for the first), how many jobs come before each,
+    // and the next page's cursor.
+    pages: [""], starts: [0], next: "",
     jobId: null,     // the job whose detail is open
     job: null,
     last: null,      // the last status event
@@ -22,7 +31,9 @@
     stream: null,
     streamError: false, // the message shown is the stream's error
     retryTimer: null,
-    ages: null       // GET /api/v1/queue/ages's plugins, and when it answered (at)
+    ages: null,      // GET /api/v1/queue/ages's plugins, and when it answered (at)
+    agesAsked: 0,    // when the last queue ages request went out; 0: none in flight
+    agesNext: 0      // when the overview reads the ages again by itself
   };
 
   function $(id) { return document.getElementById(id); }
@@ -197,6 +208,8 @@
       state.changes = changes;
       loadQueueAges();
       if (!first) { refreshOpen(); }
+    } else if (!document.hidden && Date.now() >= state.agesNext) {
+      loadQueueAges();
     }
   }
 
@@ -240,13 +253,25 @@
   }
 
   // loadQueueAges reads how long each plugin's oldest due QUEUED job has
-  // waited: when the counts change, not every second; in between, the ages
-  // shown grow with the clock.
+  // waited: when the counts change, and every AGES_EVERY while the tab is
+  // shown, not every second; in between, the ages shown grow with the
+  // clock. One request at a time (a slow answer is not asked again until it
+  // comes or 30 s pass).
   function loadQueueAges() {
+    if (state.agesAsked && Date.now() - state.agesAsked < 30000) { return; }
+    state.agesAsked = Date.now();
+    var answered = function () {
+      state.agesAsked = 0;
+      state.agesNext = Date.now() + AGES_EVERY;
+    };
     api("GET", "/api/v1/queue/ages").then(function (res) {
+      answered();
       state.ages = {at: Date.now(), plugins: res.plugins};
       showQueueAges();
-    }, failed("Could not read the queue's ages"));
+    }, function (err) {
+      answered();
+      failed("Could not read the queue's ages")(err);
+    });
   }
 
   function showQueueAges() {
@@ -312,45 +337,82 @@
 
   // ---- jobs ----
 
-  function jobsQuery(extra) {
+  function jobsQuery() {
     var q = new URLSearchParams();
     if (state.status) { q.set("status", state.status); }
     if (state.plugin) { q.set("plugin", state.plugin); }
     if (state.path) { q.set("path", state.path); }
     if (state.error) { q.set("error", state.error); }
-    Object.keys(extra || {}).forEach(function (k) { q.set(k, extra[k]); });
+    if (state.sort !== "id") { q.set("sort", state.sort); }
+    if (state.asc) { q.set("order", "asc"); }
+    q.set("limit", PAGE);
+    var after = state.pages[state.pages.length - 1];
+    if (after) { q.set("after", after); }
     return q.toString();
   }
 
+  // firstPage goes back to the first page: the filter or the order changed.
+  function firstPage() {
+    state.pages = [""];
+    state.starts = [0];
+  }
+
+  function showOrder() {
+    document.querySelectorAll("#jobs-head th[data-sort]").forEach(function (th) {
+      var on = th.dataset.sort === state.sort;
+      if (on) { th.setAttribute("aria-sort", state.asc ? "ascending" : "descending"); } else { th.removeAttribute("aria-sort"); }
+      th.querySelector(".arrow").textContent = on ? (state.asc ? "▲" : "▼") : "";
+    });
+  }
+
+  // sortBy orders the list by a column: a new column sorts descending
+  // (newest, highest, latest first), the same column again flips it.
+  function sortBy(key) {
+    if (state.sort === key) {
+      state.asc = !state.asc;
+    } else {
+      state.sort = key;
+      state.asc = false;
+    }
+    firstPage();
+    showOrder();
+    loadJobs();
+  }
+
   function loadJobs() {
-    var wanted = jobsQuery({limit: PAGE, offset: state.offset});
+    var wanted = jobsQuery();
     return api("GET", "/api/v1/jobs?" + wanted).then(function (list) {
-      if (wanted !== jobsQuery({limit: PAGE, offset: state.offset})) { return; } // the filter changed meanwhile
-      state.total = list.total;
-      if (list.jobs.length === 0 && state.offset > 0 && list.total > 0) {
-        state.offset = Math.max(0, Math.floor((list.total - 1) / PAGE) * PAGE); // the page emptied: go to the last one
+      if (wanted !== jobsQuery()) { return; } // the filter, order or page changed meanwhile
+      // The total counts the jobs from this page's cursor on.
+      var start = state.starts[state.starts.length - 1];
+      state.total = start + list.total;
+      if (list.jobs.length === 0 && state.pages.length > 1) {
+        state.pages.pop(); // the page emptied: go back one
+        state.starts.pop();
         loadJobs();
         return;
       }
+      state.next = list.next_cursor || "";
       fill($("jobs-body"), list.jobs.map(function (j) {
         return row([
           el("td", {className: "num"}, j.id),
           statusCell(j.status),
           j.plugin,
           el("td", {className: "file"}).appendChild(el("code", {}, j.file_path || ("version " + j.file_version_id))).parentNode,
+          el("td", {className: "num"}, j.priority),
           el("td", {className: "num"}, j.attempt),
           el("td", {}).appendChild(el("code", {}, j.worker || "")).parentNode,
           timeCell(j.updated_at),
+          timeCell(j.end_time),
           j.error_message || j.result_summary || ""
         ], {className: "job", data: {job: j.id, status: j.status}, tabIndex: 0,
           ariaSelected: String(j.id === state.jobId)});
-      }), "No job matches.", 8);
+      }), "No job matches.", 10);
       $("jobs-body").dataset.query = wanted; // what the rows show, for tests and the curious
-      var last = Math.min(state.offset + list.jobs.length, list.total);
-      $("page-info").textContent = list.total === 0 ? "0 jobs" :
-        (state.offset + 1) + "–" + last + " of " + list.total;
-      $("page-prev").disabled = state.offset === 0;
-      $("page-next").disabled = last >= list.total;
+      $("page-info").textContent = state.total === 0 ? "0 jobs" :
+        (start + 1) + "–" + (start + list.jobs.length) + " of " + state.total;
+      $("page-prev").disabled = state.pages.length === 1;
+      $("page-next").disabled = !state.next;
     }, failed("Could not list the jobs"));
   }
 
@@ -492,10 +554,50 @@
         w.capabilities.join(", "),
         el("td", {className: "num"}, w.busy + "/" + w.slots),
         w.running_jobs.join(", "),
-        el("td", {}).appendChild(el("code", {}, w.key_fingerprint || "–")).parentNode,
-        timeCell(w.last_seen)
-      ], {className: "worker", data: {worker: w.id}});
-    }), "No worker is connected.", 7);
+        el("td", {className: w.draining ? "paused" : "", data: {field: "state"}}, w.draining ? "draining" : "active"),
+        el("td", {title: w.key_fingerprint ? "fingerprint of the worker's CURVE public key" : "plaintext connection"})
+          .appendChild(el("code", {}, w.key_fingerprint || "–")).parentNode,
+        timeCell(w.last_seen),
+        workerActions(w)
+      ], {className: "worker", data: {worker: w.id, draining: String(!!w.draining)}});
+    }), "No worker is connected.", 9);
+  }
+
+  function workerActions(w) {
+    var td = el("td", {className: "plugin-actions"});
+    td.appendChild(el("button", {type: "button", data: {action: w.draining ? "undrain" : "drain"},
+      title: w.draining ? "Give this worker jobs again" : "Give this worker no new jobs; its running jobs finish"},
+    w.draining ? "Undrain" : "Drain…"));
+    td.appendChild(document.createTextNode(" "));
+    td.appendChild(el("button", {type: "button", className: "danger", data: {action: "disconnect"},
+      title: "Forget this worker now: its running jobs are queued again"}, "Disconnect…"));
+    return td;
+  }
+
+  // workerAction drains, undrains or disconnects a worker; drain and
+  // disconnect are confirmed first.
+  function workerAction(id, action) {
+    var w = ((state.last && state.last.workers) || []).filter(function (x) { return x.id === id; })[0];
+    var running = w ? w.running_jobs.length : 0;
+    var jobs = "the " + running + " running job" + (running === 1 ? "" : "s") + " it has";
+    var act = function () {
+      say("");
+      api("POST", "/api/v1/workers/" + encodeURIComponent(id) + "/" + action, {}).then(function () {
+        say(action === "drain" ? "Worker " + id + " is draining: it gets no new jobs; its running jobs finish." :
+          action === "undrain" ? "Worker " + id + " gets jobs again." :
+            "Worker " + id + " is disconnected: its running jobs are queued again, and it was told to identify again.");
+        loadView();
+      }, failed("Could not " + action + " worker " + id));
+    };
+    if (action === "undrain") { act(); return; }
+    if (action === "drain") {
+      confirmThen("Drain worker " + id + "? It gets no new jobs and finishes " + jobs + ". It stays drained until undrained.",
+        "Drain", act, "Keep it");
+      return;
+    }
+    confirmThen("Disconnect worker " + id + "? The Sentinel forgets it now: " + jobs + (running === 1 ? " goes" : " go") +
+      " back to the queue. A live worker identifies again.",
+      "Disconnect", act, "Keep it");
   }
 
   function pluginRow(p) {
@@ -528,6 +630,24 @@
       el("td", {data: {field: "max-retries"}}, hasRetries ? s.max_retries : "default"),
       actions
     ], {data: {plugin: p.name, paused: String(!!s.paused)}});
+  }
+
+  function environmentRow(env) {
+    var users = el("td", {data: {field: "plugins"}});
+    env.plugins.forEach(function (u, i) {
+      if (i > 0) { users.appendChild(document.createTextNode(", ")); }
+      users.appendChild(el("code", {className: u.status === "ACTIVE" ? "" : "meta"},
+        u.plugin + " " + u.version + (u.status === "ACTIVE" ? "" : " (" + u.status.toLowerCase() + ")")));
+    });
+    if (env.plugins.length === 0) { users.textContent = "–"; }
+    return row([
+      el("td", {title: env.hash}).appendChild(el("code", {}, env.hash.length > 16 ? env.hash.slice(0, 16) + "…" : env.hash)).parentNode,
+      el("td", {className: "num"}, env.size_mb ? env.size_mb.toFixed(1) + " MB" : "–"),
+      el("td", {className: "num"}, env.lockfile_bytes + " B"),
+      timeCell(env.last_used),
+      timeCell(env.created_at),
+      users
+    ], {data: {env: env.hash, active: String(env.active_plugins)}});
   }
 
   function pluginPath(name, action) {
@@ -604,6 +724,14 @@
         fill($("plugins-body"), plugins.map(pluginRow), "No plugin is deployed.", 10);
       });
       break;
+    case "environments":
+      api("GET", "/api/v1/environments").then(function (list) {
+        var active = 0;
+        list.environments.forEach(function (env) { if (env.active_plugins > 0) { active++; } });
+        $("environments-summary").textContent = "(" + list.environments.length + ", " + active + " used by an active plugin)";
+        fill($("environments-body"), list.environments.map(environmentRow), "No plugin environment: built-in plugins need none.", 6);
+      }, failed("Could not list the environments"));
+      break;
     case "sources":
       api("GET", "/api/v1/sources").then(function (list) {
         fill($("sources-body"), list.sources.map(function (s) {
@@ -643,6 +771,7 @@
   // ---- wiring: listeners only, no inline handlers (the page's CSP has none) ----
 
   STATUSES.forEach(function (st) { $("filter-status").appendChild(el("option", {value: st}, st)); });
+  showOrder();
 
   $("nav").addEventListener("click", function (ev) {
     var b = ev.target.closest("button[data-view]");
@@ -652,30 +781,46 @@
     var card = ev.target.closest("[data-status]");
     if (!card) { return; }
     state.status = card.dataset.status;
-    state.offset = 0;
+    firstPage();
     $("filter-status").value = state.status;
     show("jobs");
   });
   $("filter-status").addEventListener("change", function (ev) {
     state.status = ev.target.value;
-    state.offset = 0;
+    firstPage();
     loadJobs();
   });
   $("filter-plugin").addEventListener("change", function (ev) {
     state.plugin = ev.target.value;
-    state.offset = 0;
+    firstPage();
     loadJobs();
   });
   // The text filters apply on Enter or when the field is left.
   ["path", "error"].forEach(function (name) {
     $("filter-" + name).addEventListener("change", function (ev) {
       state[name] = ev.target.value.trim();
-      state.offset = 0;
+      firstPage();
       loadJobs();
     });
   });
-  $("page-prev").addEventListener("click", function () { state.offset = Math.max(0, state.offset - PAGE); loadJobs(); });
-  $("page-next").addEventListener("click", function () { state.offset += PAGE; loadJobs(); });
+  $("page-prev").addEventListener("click", function () {
+    if (state.pages.length > 1) {
+      state.pages.pop();
+      state.starts.pop();
+    }
+    loadJobs();
+  });
+  $("page-next").addEventListener("click", function () {
+    if (!state.next) { return; }
+    state.starts.push(state.starts[state.starts.length - 1] + document.querySelectorAll("#jobs-body tr.job").length);
+    state.pages.push(state.next);
+    state.next = "";
+    loadJobs();
+  });
+  $("jobs-head").addEventListener("click", function (ev) {
+    var th = ev.target.closest("th[data-sort]");
+    if (th) { sortBy(th.dataset.sort); }
+  });
   $("jobs-body").addEventListener("click", function (ev) {
     var tr = ev.target.closest("tr.job");
     if (tr) { openJob(Number(tr.dataset.job)); }
@@ -705,6 +850,11 @@
     if (tr) { saveSettings(tr.dataset.plugin, ev.target); }
   });
   $("rescan").addEventListener("click", rescan);
+  $("workers-body").addEventListener("click", function (ev) {
+    var b = ev.target.closest("button[data-action]");
+    var tr = ev.target.closest("tr[data-worker]");
+    if (b && tr) { workerAction(tr.dataset.worker, b.dataset.action); }
+  });
   $("confirm-yes").addEventListener("click", function () { $("confirm").close("yes"); });
   $("confirm-no").addEventListener("click", function () { $("confirm").close("no"); });
   $("login-form").addEventListener("submit", function (ev) {

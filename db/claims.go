@@ -460,7 +460,7 @@ const (
 
 // concludeQueries are prepared before a JobsConclude transaction begins.
 var concludeQueries = []string{completeSQL, completeManySQL(completeChunks[0]), completeManySQL(completeChunks[1]),
-	failSQL, retriesSQL, skipSQL, requeueSQL}
+	failSQL, retriesSQL, skipSQL, requeueSQL, recordAttemptSQL}
 
 // concludeStmts binds each statement of a JobsConclude batch to its
 // transaction once, on first use.
@@ -468,6 +468,7 @@ type concludeStmts struct {
 	db                                     *DB
 	tx                                     *sql.Tx
 	complete, fail, retries, requeue, skip *sql.Stmt
+	attempt                                *sql.Stmt // recordAttemptSQL
 }
 
 func (s *concludeStmts) bind(ctx context.Context, p **sql.Stmt, q string) (*sql.Stmt, error) {
@@ -518,11 +519,17 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion) 
 		if err != nil {
 			return 0, err
 		}
+		if err := s.recordAttempt(ctx, ts, step.Outcome, step.Message, guard); err != nil {
+			return 0, err
+		}
 		res, err := st.ExecContext(ctx, append([]any{step.Message, ts, ts}, guard...)...)
 		return outcomeOf(res, err, job.OutcomeSkipped)
 	case job.OutcomeRequeued:
 		st, err := s.bind(ctx, &s.requeue, requeueSQL)
 		if err != nil {
+			return 0, err
+		}
+		if err := s.recordAttempt(ctx, ts, step.Outcome, step.Message, guard); err != nil {
 			return 0, err
 		}
 		var next any
@@ -539,6 +546,9 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion) 
 func (s *concludeStmts) failed(ctx context.Context, ts, msg string, guard []any, o job.Outcome) (job.Outcome, error) {
 	st, err := s.bind(ctx, &s.fail, failSQL)
 	if err != nil {
+		return 0, err
+	}
+	if err := s.recordAttempt(ctx, ts, o, msg, guard); err != nil {
 		return 0, err
 	}
 	res, err := st.ExecContext(ctx, append([]any{msg, ts, ts}, guard...)...)

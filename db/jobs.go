@@ -104,6 +104,11 @@ func (db *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
 	if err != nil {
 		return job.Info{}, fmt.Errorf("job %d: %w", id, err)
 	}
+	recorded, err := db.jobAttempts(ctx, id)
+	if err != nil {
+		return job.Info{}, err
+	}
+	j.Attempts = job.WithLatestAttempt(recorded, j.Job)
 	return j, nil
 }
 

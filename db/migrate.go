@@ -141,6 +141,12 @@ var migrations = []migration{
 		name:    "queue_leaner_indexes",
 		file:    "0010_queue_leaner_indexes.sql",
 	},
+	{
+		// Attempts that ended without completing, for a job's history.
+		version: 12,
+		name:    "job_attempts",
+		file:    "0012_job_attempts.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

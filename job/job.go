@@ -89,6 +89,53 @@ type Info struct {
 	FilePath        string
 	CancelRequested bool
 	UpdatedAt       time.Time
+	// Attempts is the job's history, oldest first: every attempt that
+	// ended FAILED, REQUEUED or SKIPPED, then the latest one as the row
+	// holds it (RUNNING, or how it ended) unless that is already listed.
+	// Only a single job's read (JobGet) fills it.
+	Attempts []Attempt
+}
+
+// Attempt is one claim of a job by a worker and how it ended.
+type Attempt struct {
+	Attempt   int64
+	Worker    string
+	ClaimTime time.Time
+	EndTime   time.Time // zero while it runs
+	// Outcome is the status the attempt left the job in: RUNNING (not
+	// ended), COMPLETED, FAILED, SKIPPED, or REQUEUED (QUEUED again for
+	// another attempt).
+	Outcome string
+	// Message is the result summary of a completion, else the reason.
+	Message string
+}
+
+// OutcomeRequeuedName is Attempt.Outcome for an attempt whose job was
+// queued again.
+const OutcomeRequeuedName = "REQUEUED"
+
+// WithLatestAttempt returns the recorded attempts with the latest one, as
+// the job's row holds it, appended unless the records already have it or
+// the job was never claimed (or is QUEUED again: its last attempt is then
+// in the records).
+func WithLatestAttempt(recorded []Attempt, j Job) []Attempt {
+	if j.Attempt <= 0 || j.Status == StatusQueued || j.Status == StatusPending {
+		return recorded
+	}
+	for _, a := range recorded {
+		if a.Attempt == j.Attempt {
+			return recorded
+		}
+	}
+	latest := Attempt{Attempt: j.Attempt, Worker: j.ClaimedBy, ClaimTime: j.ClaimTime, Outcome: string(j.Status)}
+	switch j.Status {
+	case StatusRunning:
+	case StatusCompleted:
+		latest.EndTime, latest.Message = j.EndTime, j.ResultSummary
+	default:
+		latest.EndTime, latest.Message = j.EndTime, j.ErrorMessage
+	}
+	return append(recorded, latest)
 }
 
 // Bounds of one page of jobs (Filter.Limit).

@@ -167,6 +167,22 @@ func (c *cli) printJob(j api.Job) error {
 		}
 		line(fmt.Sprintf("Artifact %d", i+1), strings.Join(parts, " "))
 	}
+	for _, a := range j.Attempts {
+		desc := a.Outcome
+		if a.Worker != "" {
+			desc += " on " + a.Worker
+		}
+		if a.ClaimTime != nil {
+			desc += ", claimed " + stamp(a.ClaimTime)
+		}
+		if a.EndTime != nil {
+			desc += ", ended " + stamp(a.EndTime)
+		}
+		if a.Message != "" {
+			desc += ": " + a.Message
+		}
+		line(fmt.Sprintf("Attempt %d", a.Attempt), desc)
+	}
 	return tw.Flush()
 }
 

@@ -40,6 +40,26 @@ func (d *DB) SetSentinelID(id string) { d.sentinelID = id }
 // (NULL claimed_by and attempt) match Worker "" and Attempt 0.
 const claimGuard = `id = $1 AND status = 'RUNNING' AND COALESCE(claimed_by, '') = $2 AND COALESCE(attempt, 0) = $3`
 
+// recordAttemptSQL keeps an attempt that ended without completing
+// (sentinel_job_attempts, migration 0012); $4–$6 are end_time, outcome and
+// message. See db's recordAttemptSQL.
+const recordAttemptSQL = `INSERT INTO sentinel_job_attempts (job_id, attempt, worker, claim_time, end_time, outcome, message)
+	SELECT id, COALESCE(attempt, 0), claimed_by, claim_time, $4, $5, $6
+	FROM cf_processing_queue WHERE ` + claimGuard + `
+	ON CONFLICT (job_id, attempt) DO UPDATE SET worker = excluded.worker, claim_time = excluded.claim_time,
+		end_time = excluded.end_time, outcome = excluded.outcome, message = excluded.message`
+
+// attemptOutcome names how an attempt ended, for sentinel_job_attempts.
+func attemptOutcome(o job.Outcome) string {
+	switch o {
+	case job.OutcomeRequeued:
+		return job.OutcomeRequeuedName
+	case job.OutcomeSkipped:
+		return string(job.StatusSkipped)
+	}
+	return string(job.StatusFailed)
+}
+
 // The statements of a conclusion; $1–$3 are the claim (claimGuard).
 const (
 	completeSQL = `UPDATE cf_processing_queue SET
@@ -145,6 +165,11 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 			return nil, nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
 		}
 		guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
+		if step.Outcome != job.OutcomeCompleted {
+			// Before the UPDATE, under its guard: it records exactly the
+			// attempts the UPDATE ends.
+			writes.Queue(recordAttemptSQL, append(guard, end, attemptOutcome(step.Outcome), step.Message)...)
+		}
 		var q *pgx.QueuedQuery
 		switch step.Outcome {
 		case job.OutcomeCompleted:

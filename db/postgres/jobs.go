@@ -216,7 +216,47 @@ func (d *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
 	if err != nil {
 		return job.Info{}, fmt.Errorf("job %d: %w", id, err)
 	}
+	recorded, err := d.jobAttempts(ctx, id)
+	if err != nil {
+		return job.Info{}, err
+	}
+	j.Attempts = job.WithLatestAttempt(recorded, j.Job)
 	return j, nil
+}
+
+// jobAttempts reads a job's recorded attempts, oldest first.
+func (d *DB) jobAttempts(ctx context.Context, id int64) ([]job.Attempt, error) {
+	rows, err := d.pool.Query(ctx, `SELECT attempt, worker, claim_time, end_time, outcome, message
+		FROM sentinel_job_attempts WHERE job_id = $1 ORDER BY attempt`, id)
+	if err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	defer rows.Close()
+	var out []job.Attempt
+	for rows.Next() {
+		var (
+			a           job.Attempt
+			worker, msg *string
+			claimed     *time.Time
+		)
+		if err := rows.Scan(&a.Attempt, &worker, &claimed, &a.EndTime, &a.Outcome, &msg); err != nil {
+			return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+		}
+		if worker != nil {
+			a.Worker = *worker
+		}
+		if msg != nil {
+			a.Message = *msg
+		}
+		if claimed != nil {
+			a.ClaimTime = *claimed
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	return out, nil
 }
 
 // JobEnqueue validates s (db.CheckSubmission) and inserts a QUEUED job,

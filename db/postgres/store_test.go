@@ -860,3 +860,39 @@ func TestPostgres_CancelRacingARequeueAlwaysEndsSkipped(t *testing.T) {
 		}
 	}
 }
+
+// TestJobs_AttemptsHistory: a job requeued, then failed, then retried by an
+// operator and completed lists its four attempts, with their workers,
+// outcomes, reasons and times, on both backends.
+func TestJobs_AttemptsHistory(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, fx fixture) {
+		fx.activate("p")
+		id := fx.enqueue(t, "p", 0)
+		at := testNow
+		step := func() time.Time { at = at.Add(time.Second); return at }
+		cl := fx.claim(t, step(), "w1", 1, "p")
+		fx.conclude(t, step(), job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeRequeue, Message: "worker lost", MaxRetries: 5})
+		cl = fx.claim(t, step(), "w2", 1, "p")
+		fx.conclude(t, step(), job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeFail, Message: "bad row 7"})
+		if err := fx.s.JobRetry(context.Background(), step(), id); err != nil {
+			t.Fatal(err)
+		}
+		cl = fx.claim(t, step(), "w3", 1, "p")
+		if got := fx.get(t, id).Attempts; len(got) != 3 || got[2].Outcome != "RUNNING" || got[2].Worker != "w3" {
+			t.Fatalf("while attempt 3 runs: %+v", got)
+		}
+		fx.conclude(t, step(), job.Conclusion{Ref: cl[0].Ref, Kind: job.ConcludeComplete, Message: "done"})
+		got := fx.get(t, id).Attempts
+		want := []struct{ worker, outcome, msg string }{{"w1", "REQUEUED", "worker lost"}, {"w2", "FAILED", "bad row 7"}, {"w3", "COMPLETED", "done"}}
+		if len(got) != len(want) {
+			t.Fatalf("attempts = %+v", got)
+		}
+		for i, w := range want {
+			a := got[i]
+			if a.Attempt != int64(i+1) || a.Worker != w.worker || a.Outcome != w.outcome || a.Message != w.msg ||
+				a.ClaimTime.IsZero() || !a.EndTime.After(a.ClaimTime) {
+				t.Errorf("attempt %d = %+v, want %+v", i+1, a, w)
+			}
+		}
+	})
+}

@@ -34,9 +34,23 @@ type Job struct {
 	Artifacts       []map[string]string `json:"artifacts,omitempty"`
 	ConfigOverrides json.RawMessage     `json:"config_overrides,omitempty"`
 	CancelRequested bool                `json:"cancel_requested,omitempty"`
+	// Attempts is the job's history, oldest first (GET /api/v1/jobs/{id}
+	// only): every attempt that ended without completing, then the latest.
+	Attempts []Attempt `json:"attempts,omitempty"`
 	// Warning is set on an enqueue's answer when no connected worker can
 	// run the plugin: the job is queued and waits for one.
 	Warning string `json:"warning,omitempty"`
+}
+
+// Attempt is one claim of a job and how it ended: outcome RUNNING (not
+// ended), COMPLETED, FAILED, SKIPPED or REQUEUED.
+type Attempt struct {
+	Attempt   int64      `json:"attempt"`
+	Worker    string     `json:"worker,omitempty"`
+	ClaimTime *time.Time `json:"claim_time,omitempty"`
+	EndTime   *time.Time `json:"end_time,omitempty"`
+	Outcome   string     `json:"outcome"`
+	Message   string     `json:"message,omitempty"`
 }
 
 // JobList is a page of jobs in the order asked for (newest first by

@@ -264,6 +264,16 @@ func TestAPI_CancelAndRetry(t *testing.T) {
 		j := e.Job(failed)
 		return j.Status == job.StatusFailed && j.Attempt == 2
 	})
+	// Its detail lists both attempts, each FAILED.
+	var detail api.Job
+	if code, body := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", e.URL, failed), "", &detail); code != 200 {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	if len(detail.Attempts) != 2 || detail.Attempts[0].Attempt != 1 || detail.Attempts[1].Attempt != 2 ||
+		detail.Attempts[0].Outcome != "FAILED" || detail.Attempts[1].Outcome != "FAILED" ||
+		detail.Attempts[0].Worker == "" || detail.Attempts[0].EndTime == nil || detail.Attempts[0].Message == "" {
+		t.Errorf("attempts = %+v", detail.Attempts)
+	}
 	code, body = call(t, "POST", fmt.Sprintf("%s/api/v1/jobs/%d/retry", e.URL, queued), "", nil)
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body), "only FAILED jobs can be retried") {
 		t.Errorf("retry skipped job: %d %s", code, body)

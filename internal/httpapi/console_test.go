@@ -243,6 +243,15 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 	if got := e.Job(failed); got.Status != job.StatusCompleted {
 		t.Errorf("job %d is %s in the database", failed, got.Status)
 	}
+	// The history: the failed attempt with its reason first, the completion
+	// last, one row per attempt.
+	p.wait(20*time.Second, "the attempts", `(() => {
+		const rows = document.querySelectorAll("#detail-attempts tr.attempt");
+		const n = parseInt(document.querySelector("#detail-fields [data-field='attempts']").textContent);
+		return rows.length === n && rows[0].dataset.attempt === "1" &&
+			rows[0].textContent.includes("FAILED") && rows[0].textContent.includes("cannot parse <row 7>") &&
+			rows[0].textContent.includes("tw-console") && rows[n-1].textContent.includes("COMPLETED");
+	})()`)
 	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 	p.shot("3-retried-job")
 

@@ -22,6 +22,10 @@ func jobJSON(j job.Info) api.Job {
 	if j.ConfigOverrides != "" && json.Valid([]byte(j.ConfigOverrides)) {
 		out.ConfigOverrides = json.RawMessage(j.ConfigOverrides)
 	}
+	for _, a := range j.Attempts {
+		out.Attempts = append(out.Attempts, api.Attempt{Attempt: a.Attempt, Worker: a.Worker, ClaimTime: timePtr(a.ClaimTime),
+			EndTime: timePtr(a.EndTime), Outcome: a.Outcome, Message: a.Message})
+	}
 	return out
 }
 

@@ -468,8 +468,26 @@
       dd.appendChild(/^[[{]/.test(String(f[1])) ? el("pre", {}, f[1]) : document.createTextNode(String(f[1])));
       dl.appendChild(dd);
     });
+    showAttempts(j.attempts || []);
     document.querySelectorAll("tr.job").forEach(function (tr) {
       tr.ariaSelected = String(Number(tr.dataset.job) === j.id);
+    });
+  }
+
+  // showAttempts lists the job's attempts, oldest first: each claim, its
+  // worker and times, and how it ended.
+  function showAttempts(attempts) {
+    var body = $("detail-attempts").tBodies[0];
+    body.replaceChildren();
+    if (attempts.length === 0) {
+      body.appendChild(row([el("td", {colSpan: 6}, "Never claimed.")]));
+      return;
+    }
+    attempts.forEach(function (a) {
+      var outcome = el("td", {}, "");
+      outcome.appendChild(el("span", {className: "status " + a.outcome.toLowerCase()}, a.outcome));
+      body.appendChild(row([String(a.attempt), outcome, a.worker || "–", a.claim_time ? ago(a.claim_time) : "–",
+        a.end_time ? ago(a.end_time) : "–", a.message || ""], {className: "attempt", data: {attempt: a.attempt}}));
     });
   }
 

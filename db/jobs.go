@@ -109,6 +109,9 @@ func (db *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
 		return job.Info{}, err
 	}
 	j.Attempts = job.WithLatestAttempt(recorded, j.Job)
+	if j.Dispatch, err = db.jobDispatch(ctx, j.Job); err != nil {
+		return job.Info{}, err
+	}
 	return j, nil
 }
 

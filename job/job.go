@@ -94,6 +94,29 @@ type Info struct {
 	// holds it (RUNNING, or how it ended) unless that is already listed.
 	// Only a single job's read (JobGet) fills it.
 	Attempts []Attempt
+	// Dispatch is the DISPATCH this job gets, assembled from the rows as
+	// they are now (the plugin's ACTIVE manifest, its topics, the job's
+	// overrides): what was sent, unless those changed since the claim.
+	// Only JobGet fills it.
+	Dispatch *DispatchView
+}
+
+// DispatchView is a job's DISPATCH as an operator reads it: every field but
+// the plugin's source, of which only the size is given. Reason, when set,
+// says why the job cannot be dispatched now; the other fields are then
+// what could be assembled.
+type DispatchView struct {
+	PluginName, FilePath  string
+	FileVersionID         int64
+	EnvHash, ArtifactHash string
+	SourceBytes           int
+	Sinks                 []DispatchSink
+	Reason                string
+}
+
+// DispatchSink is one output of a DISPATCH: where a topic's rows go.
+type DispatchSink struct {
+	Topic, URI, Mode, SchemaDef string
 }
 
 // Attempt is one claim of a job by a worker and how it ended.

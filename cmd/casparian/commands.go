@@ -167,6 +167,16 @@ func (c *cli) printJob(j api.Job) error {
 		}
 		line(fmt.Sprintf("Artifact %d", i+1), strings.Join(parts, " "))
 	}
+	if d := j.Dispatch; d != nil {
+		desc := fmt.Sprintf("%s on %s, env %s, %d bytes of source", d.PluginName, d.FilePath, d.EnvHash, d.SourceBytes)
+		if d.Reason != "" {
+			desc = "cannot be sent now: " + d.Reason
+		}
+		line("DISPATCH", desc)
+		for _, s := range d.Sinks {
+			line("  sink "+s.Topic, s.URI+" ("+s.Mode+")")
+		}
+	}
 	for _, a := range j.Attempts {
 		desc := a.Outcome
 		if a.Worker != "" {

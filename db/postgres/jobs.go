@@ -221,7 +221,20 @@ func (d *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
 		return job.Info{}, err
 	}
 	j.Attempts = job.WithLatestAttempt(recorded, j.Job)
+	if j.Dispatch, err = d.jobDispatch(ctx, j.Job); err != nil {
+		return job.Info{}, err
+	}
 	return j, nil
+}
+
+// jobDispatch assembles job j's DISPATCH in a read-only transaction.
+func (d *DB) jobDispatch(ctx context.Context, j job.Job) (*job.DispatchView, error) {
+	tx, err := d.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // read only: nothing to keep
+	return db.DispatchView(ctx, db.NewAssembler(pgSource{tx}, nil), j)
 }
 
 // jobAttempts reads a job's recorded attempts, oldest first.

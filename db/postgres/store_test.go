@@ -273,6 +273,15 @@ func TestJobs_DispatchAssembly(t *testing.T) {
 		if !reflect.DeepEqual(cs[0].Dispatch, want) {
 			t.Errorf("dispatch =\n%+v\nwant\n%+v", cs[0].Dispatch, want)
 		}
+		// The job's detail shows the same DISPATCH, without the source.
+		view := &job.DispatchView{PluginName: "p", FilePath: "/data/in/a.csv", FileVersionID: fx.fv, EnvHash: "system",
+			ArtifactHash: "art-p", SourceBytes: len("print('p')")}
+		for _, s := range want.Sinks {
+			view.Sinks = append(view.Sinks, job.DispatchSink{Topic: s.Topic, URI: s.URI, Mode: s.Mode})
+		}
+		if got := fx.get(t, id).Dispatch; !reflect.DeepEqual(got, view) {
+			t.Errorf("detail's dispatch =\n%+v\nwant\n%+v", got, view)
+		}
 
 		// No ACTIVE manifest: claimed, then FAILED with the reason.
 		ghost := fx.enqueue(t, "ghost", 0)
@@ -284,8 +293,9 @@ func TestJobs_DispatchAssembly(t *testing.T) {
 			res.Failures[0].Reason != `dispatch: no ACTIVE manifest for plugin "ghost"` {
 			t.Errorf("claim of a job without manifest = %+v", res)
 		}
-		if j := fx.get(t, ghost); j.Status != job.StatusFailed || j.ErrorMessage != res.Failures[0].Reason || j.EndTime.IsZero() {
-			t.Errorf("job without manifest = %+v", j.Job)
+		if j := fx.get(t, ghost); j.Status != job.StatusFailed || j.ErrorMessage != res.Failures[0].Reason || j.EndTime.IsZero() ||
+			j.Dispatch == nil || j.Dispatch.Reason != res.Failures[0].Reason {
+			t.Errorf("job without manifest = %+v (dispatch %+v)", j.Job, j.Dispatch)
 		}
 	})
 }

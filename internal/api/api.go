@@ -37,9 +37,35 @@ type Job struct {
 	// Attempts is the job's history, oldest first (GET /api/v1/jobs/{id}
 	// only): every attempt that ended without completing, then the latest.
 	Attempts []Attempt `json:"attempts,omitempty"`
+	// Dispatch is the DISPATCH this job gets, assembled from the rows as
+	// they are now: what was sent unless the plugin's manifest, its topics
+	// or the job's overrides changed since the claim (GET /api/v1/jobs/{id}
+	// only). The plugin's source is left out; source_bytes is its size.
+	Dispatch *Dispatch `json:"dispatch,omitempty"`
 	// Warning is set on an enqueue's answer when no connected worker can
 	// run the plugin: the job is queued and waits for one.
 	Warning string `json:"warning,omitempty"`
+}
+
+// Dispatch is a job's DISPATCH without the plugin's source. Reason, when
+// set, says why the job cannot be dispatched now.
+type Dispatch struct {
+	PluginName    string         `json:"plugin_name"`
+	FilePath      string         `json:"file_path"`
+	FileVersionID int64          `json:"file_version_id"`
+	EnvHash       string         `json:"env_hash"`
+	ArtifactHash  string         `json:"artifact_hash,omitempty"`
+	SourceBytes   int            `json:"source_bytes"`
+	Sinks         []DispatchSink `json:"sinks"`
+	Reason        string         `json:"reason,omitempty"`
+}
+
+// DispatchSink is where one topic's rows go.
+type DispatchSink struct {
+	Topic     string `json:"topic"`
+	URI       string `json:"uri"`
+	Mode      string `json:"mode"`
+	SchemaDef string `json:"schema_def,omitempty"`
 }
 
 // Attempt is one claim of a job and how it ended: outcome RUNNING (not

@@ -230,6 +230,8 @@ func TestConsole_InChromiumRetriesAJobAndBulkCancelsLive(t *testing.T) {
 	p.do("open the job", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", failed))))
 	p.wait(20*time.Second, "the job's detail", `document.getElementById("detail-status").textContent === "FAILED" &&
 		document.querySelector("#detail-fields [data-field='error']").textContent === "cannot parse <row 7>" &&
+		document.querySelector("#detail-fields [data-field='dispatch']").textContent.includes('"plugin_name": "flaky"') &&
+		document.querySelector("#detail-fields [data-field='dispatch']").textContent.includes('report.csv') &&
 		!document.getElementById("job-retry").disabled && document.getElementById("job-cancel").disabled`)
 	p.shot("2-failed-job")
 

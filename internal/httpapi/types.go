@@ -22,6 +22,14 @@ func jobJSON(j job.Info) api.Job {
 	if j.ConfigOverrides != "" && json.Valid([]byte(j.ConfigOverrides)) {
 		out.ConfigOverrides = json.RawMessage(j.ConfigOverrides)
 	}
+	if d := j.Dispatch; d != nil {
+		out.Dispatch = &api.Dispatch{PluginName: d.PluginName, FilePath: d.FilePath, FileVersionID: d.FileVersionID,
+			EnvHash: d.EnvHash, ArtifactHash: d.ArtifactHash, SourceBytes: d.SourceBytes, Sinks: []api.DispatchSink{},
+			Reason: d.Reason}
+		for _, s := range d.Sinks {
+			out.Dispatch.Sinks = append(out.Dispatch.Sinks, api.DispatchSink{Topic: s.Topic, URI: s.URI, Mode: s.Mode, SchemaDef: s.SchemaDef})
+		}
+	}
 	for _, a := range j.Attempts {
 		out.Attempts = append(out.Attempts, api.Attempt{Attempt: a.Attempt, Worker: a.Worker, ClaimTime: timePtr(a.ClaimTime),
 			EndTime: timePtr(a.EndTime), Outcome: a.Outcome, Message: a.Message})

@@ -458,7 +458,10 @@
       ["Error", j.error_message || "–"],
       ["Metrics", j.metrics ? JSON.stringify(j.metrics, null, 1) : "–"],
       ["Artifacts", j.artifacts ? JSON.stringify(j.artifacts, null, 1) : "–"],
-      ["Config overrides", j.config_overrides ? JSON.stringify(j.config_overrides, null, 1) : "–"]
+      ["Config overrides", j.config_overrides ? JSON.stringify(j.config_overrides, null, 1) : "–"],
+      // Assembled from the rows as they are now: what was sent unless the
+      // plugin's manifest or topics changed since the claim.
+      ["DISPATCH", j.dispatch ? JSON.stringify(j.dispatch, null, 1) : "–"]
     ];
     var dl = $("detail-fields");
     dl.replaceChildren();

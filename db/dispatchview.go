@@ -1,0 +1,54 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/casparian/sentinel/job"
+)
+
+// DispatchView assembles the DISPATCH of the job j with a (the rules of the
+// claim, docs/PROTOCOL.md §4.2) and returns it as operators read it.
+func DispatchView(ctx context.Context, a *Assembler, j job.Job) (*job.DispatchView, error) {
+	d, reason, err := a.Dispatch(ctx, ClaimedJob{
+		Ref:             job.Ref{JobID: j.ID},
+		FileVersionID:   j.FileVersionID,
+		HasFileVersion:  j.FileVersionID != 0,
+		Plugin:          j.PluginName,
+		Priority:        j.Priority,
+		RetryCount:      j.RetryCount,
+		ConfigOverrides: j.ConfigOverrides,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
+	}
+	v := &job.DispatchView{PluginName: d.PluginName, FilePath: d.FilePath, FileVersionID: d.FileVersionID,
+		EnvHash: d.EnvHash, ArtifactHash: d.ArtifactHash, SourceBytes: len(d.SourceCode), Reason: reason}
+	for _, s := range d.Sinks {
+		v.Sinks = append(v.Sinks, job.DispatchSink{Topic: s.Topic, URI: s.URI, Mode: s.Mode, SchemaDef: s.SchemaDef})
+	}
+	return v, nil
+}
+
+// jobDispatch assembles job j's DISPATCH in a read transaction.
+func (db *DB) jobDispatch(ctx context.Context, j job.Job) (*job.DispatchView, error) {
+	tx, err := db.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read only: nothing to keep
+	src := &sqliteSource{}
+	for _, b := range []struct {
+		st **sql.Stmt
+		q  string
+	}{{&src.filePath, filePathSQL}, {&src.manifestOf, manifestSQL}, {&src.topicsOf, topicSinksSQL}} {
+		st, err := tx.PrepareContext(ctx, b.q)
+		if err != nil {
+			return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
+		}
+		defer st.Close() //nolint:errcheck // closed with the transaction anyway
+		*b.st = st
+	}
+	return DispatchView(ctx, NewAssembler(src, db.guard.sinkNamesDatabase), j)
+}

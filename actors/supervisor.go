@@ -46,6 +46,10 @@ type deps struct {
 	// lease is this Sentinel's hold on the database; its Leading says
 	// whether this Sentinel runs the scanner (the dbwatch renews it).
 	lease db.Lease
+	// notified says the database tells of other processes' inserts
+	// (db.QueueNotifier works): the queue actor's poll is only a safety
+	// net then (--notified-poll-interval instead of --poll-interval).
+	notified bool
 }
 
 // peers are the well-known children. Their PIDs are fixed by name, so a

@@ -103,8 +103,9 @@ func (a *dispatcherActor) Receive(ctx actor.Context) {
 		a.learnEnv(m.Plugin, m.EnvHash)
 		clear(a.empty)
 	case *QueueChanged:
-		// The queue actor says so at the first poll after any commit, its
-		// own included: no set stays skipped longer than --poll-interval.
+		// The queue actor says so at the first check after any commit, its
+		// own included (the database's notification, or at the latest the
+		// poll): no set stays skipped longer than the poll interval.
 		clear(a.empty)
 		a.dirty = true
 		a.claim(ctx)

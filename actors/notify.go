@@ -1,5 +1,29 @@
 package actors
 
+import (
+	"github.com/rs/zerolog"
+
+	"github.com/casparian/sentinel/config"
+	"github.com/casparian/sentinel/db"
+)
+
+// queueChanges returns the channel on which store tells of other
+// processes' inserts, or nil when it cannot: then it says why, once, and
+// the queue actor polls every --poll-interval.
+func queueChanges(store db.Store, cfg config.Config, log zerolog.Logger) <-chan struct{} {
+	n, ok := store.(db.QueueNotifier)
+	if !ok {
+		return nil
+	}
+	changes, err := n.QueueChanges()
+	if err != nil {
+		log.Warn().Err(err).Dur("poll_interval", cfg.PollInterval).
+			Msg("the database cannot tell of other processes' inserts; polling for them instead")
+		return nil
+	}
+	return changes
+}
+
 // forwarder is a goroutine of the Sentinel's lifecycle, not an actor: it
 // turns the database's news of inserted jobs (db.QueueNotifier) into
 // QueueNotified messages for the queue actor, so that a job another process

@@ -20,10 +20,12 @@ import (
 // the first of a burst queues a writeBatch marker behind itself, and every
 // conclusion and claim request that arrived before the marker is written in
 // one transaction — the conclusions first, then the claim that refills the
-// slots they freed — so a busy Sentinel commits once per burst. It also polls PRAGMA data_version so that jobs inserted by
-// other processes are noticed without scanning the table, answers the
-// operator's requests (the Sentinel's methods behind the HTTP API), and
-// records what the scanner finds.
+// slots they freed — so a busy Sentinel commits once per burst. It also
+// checks PRAGMA data_version when the database tells of a write
+// (QueueNotified) and on a poll, so that jobs inserted by other processes are
+// noticed without scanning the table; answers the operator's requests (the
+// Sentinel's methods behind the HTTP API); and records what the scanner
+// finds.
 type queueActor struct {
 	deps  deps
 	peers peers
@@ -35,6 +37,7 @@ type queueActor struct {
 	hold         timer // a batch of conclusions waiting for the next claim
 	flushRetry   timer
 	poll         timer
+	pollAt       time.Time // when poll fires, while it is armed
 	lastVersion  int64
 	nextDue      time.Time // earliest future next_run_at, zero if none
 	nextDueKnown bool
@@ -64,7 +67,9 @@ func (a *queueActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.lastVersion = -1
-		a.poll.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.PollInterval)
+		// The first look comes soon either way: it learns the data version
+		// and when the earliest backoff expires.
+		a.armPollIn(ctx, min(a.deps.cfg.PollInterval, a.pollEvery()))
 		if retaining(a.deps.cfg) {
 			a.retention.arm(ctx.ActorSystem(), ctx.Self(), retentionFirst)
 		}
@@ -118,8 +123,8 @@ func (a *queueActor) Receive(ctx actor.Context) {
 	case *tick:
 		switch {
 		case a.poll.current(m):
+			a.poll.fired()
 			a.checkQueue(ctx)
-			a.poll.arm(ctx.ActorSystem(), ctx.Self(), a.deps.cfg.PollInterval)
 		case a.flushRetry.current(m):
 			a.flushRetry.fired()
 			a.write(ctx, true)
@@ -262,6 +267,14 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 	a.pending = nil
 	a.recordOutcomes(batch, res.Outcomes)
 	a.answerClaim(ctx, claim, &res, nil)
+	if !a.nextDueKnown {
+		// Requeued with a backoff: learn when it is due, so that the poll
+		// is armed for then and not a whole poll interval later.
+		dctx, cancel := a.dbctx()
+		a.readNextDue(dctx, time.Now())
+		cancel()
+		a.armPoll(ctx)
+	}
 }
 
 // retryLater arms the retry of a failed batch unless it is armed already.
@@ -348,7 +361,7 @@ func (a *queueActor) recordOutcomes(batch []*ConcludeJob, outcomes []job.Outcome
 		}
 	}
 	if requeued {
-		a.nextDueKnown = false // recompute at the next poll
+		a.nextDueKnown = false // write reads it again
 	}
 }
 
@@ -418,8 +431,10 @@ func (a *queueActor) requeueWhere(ctx actor.Context, reason string, match func(j
 
 // checkQueue tells the dispatcher when claimable jobs may have appeared:
 // another connection committed (data_version moved), or a job's backoff
-// expired.
+// expired. The poll runs it, and so does every QueueNotified: the database's
+// notifications are only hints, and data_version decides.
 func (a *queueActor) checkQueue(ctx actor.Context) {
+	defer a.armPoll(ctx)
 	dctx, cancel := a.dbctx()
 	defer cancel()
 	changed := false
@@ -440,18 +455,57 @@ func (a *queueActor) checkQueue(ctx actor.Context) {
 		a.nextDueKnown = false
 	}
 	if !a.nextDueKnown {
-		t, ok, err := a.deps.db.JobsNextRunAt(dctx, now)
-		if err == nil {
-			a.nextDueKnown = true
-			a.nextDue = time.Time{}
-			if ok {
-				a.nextDue = t
-			}
-		}
+		a.readNextDue(dctx, now)
 	}
 	if changed {
 		ctx.Send(a.peers.dispatcher, &QueueChanged{})
 	}
+}
+
+// readNextDue learns when the earliest backoff expires; on an error it
+// stays unknown and the next check asks again.
+func (a *queueActor) readNextDue(ctx context.Context, now time.Time) {
+	t, ok, err := a.deps.db.JobsNextRunAt(ctx, now)
+	if err != nil {
+		return
+	}
+	a.nextDueKnown = true
+	a.nextDue = time.Time{}
+	if ok {
+		a.nextDue = t
+	}
+}
+
+// pollEvery is how often the queue is checked without being told to: a
+// safety net when the database tells of other processes' inserts, the only
+// way to notice them otherwise.
+func (a *queueActor) pollEvery() time.Duration {
+	if a.deps.notified {
+		return a.deps.cfg.NotifiedPollInterval
+	}
+	return a.deps.cfg.PollInterval
+}
+
+// armPoll arms the next check for a poll interval from now, or for when the
+// earliest backoff expires if that is sooner (so a due retry waits for no
+// poll, however long), unless the check armed already comes sooner.
+func (a *queueActor) armPoll(ctx actor.Context) {
+	d := a.pollEvery()
+	if a.nextDueKnown && !a.nextDue.IsZero() {
+		// One millisecond late: next_run_at is compared in whole ones.
+		d = min(d, time.Until(a.nextDue)+time.Millisecond)
+	}
+	a.armPollIn(ctx, d)
+}
+
+func (a *queueActor) armPollIn(ctx actor.Context, d time.Duration) {
+	d = max(d, 0)
+	at := time.Now().Add(d)
+	if a.poll.armed() && !at.Before(a.pollAt) {
+		return
+	}
+	a.pollAt = at
+	a.poll.arm(ctx.ActorSystem(), ctx.Self(), d)
 }
 
 // operate answers one operator request (see OperatorReply). Writes that can

@@ -157,7 +157,8 @@ type Sentinel struct {
 	lease  db.Lease
 	watch  *dbWatch
 	// notified forwards the database's news of inserted jobs to the queue
-	// actor (PostgreSQL's LISTEN); nil when the database has none.
+	// actor (SQLite's file watch, PostgreSQL's LISTEN); nil when the
+	// database has none.
 	notified *forwarder
 
 	// stopping is set when Stop begins (health turns 503); stopped once
@@ -234,8 +235,9 @@ func start(opts Options, lease db.Lease) (*Sentinel, error) {
 	s.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(renameMessageAttr{zerolog.NewSlogHandler(opts.Logger.With().Str("component", "protoactor").Logger())})
 	}))
+	changes := queueChanges(opts.DB, opts.Config, opts.Logger)
 	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys,
-		roots: roots, batches: &batchWrites{}, lease: lease, drained: newKeySet()}
+		roots: roots, batches: &batchWrites{}, lease: lease, drained: newKeySet(), notified: changes != nil}
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))
@@ -263,8 +265,8 @@ func start(opts Options, lease db.Lease) (*Sentinel, error) {
 			s.fail(fmt.Errorf("%w: exiting, so that the service manager starts this Sentinel again with a new lease", err))
 		}
 	})
-	if n, ok := opts.DB.(db.QueueNotifier); ok {
-		s.notified = forwardQueueChanges(n.QueueChanges(), func() { root.Send(s.queue, &QueueNotified{}) })
+	if changes != nil {
+		s.notified = forwardQueueChanges(changes, func() { root.Send(s.queue, &QueueNotified{}) })
 	}
 	s.router.Start(func(in transport.Inbound) { root.Send(socket, &FramesReceived{In: in}) })
 	return s, nil

@@ -53,6 +53,10 @@ type deps struct {
 	// drained are the workers an operator drained, by key: outside the
 	// supervisor instance, so that a restart of the tree keeps them.
 	drained *keySet
+	// notified says the database tells of other processes' inserts
+	// (db.QueueNotifier works): the queue actor's poll is only a safety
+	// net then (--notified-poll-interval instead of --poll-interval).
+	notified bool
 }
 
 // keySet is a set of worker keys that outlives actor restarts. Only the

@@ -42,8 +42,13 @@ type Config struct {
 	RetryBackoff time.Duration
 	// RetryBackoffMax caps the retry delay. Default 5m.
 	RetryBackoffMax time.Duration
-	// PollInterval is how often the database is checked for jobs written by other processes. Default 250ms.
+	// PollInterval is how often the database is checked for jobs written by other processes when it cannot tell
+	// of them itself. Default 250ms.
 	PollInterval time.Duration
+	// NotifiedPollInterval is how often the database is checked anyway when it tells of other processes'
+	// writes (SQLite on Linux: inotify on its files; PostgreSQL: LISTEN/NOTIFY): a safety net. Due retries are
+	// checked when due, whichever applies. Default 2s.
+	NotifiedPollInterval time.Duration
 	// MaxMessageSize is the largest payload frame accepted, in bytes. Default 16 MiB.
 	MaxMessageSize int
 	// DBTimeout bounds every database call. Default 10s.
@@ -125,26 +130,27 @@ type Config struct {
 // Default returns the configuration used when nothing else is given.
 func Default() Config {
 	return Config{
-		Bind:              "tcp://127.0.0.1:5555",
-		Database:          "sqlite://casparian_flow.db",
-		LogLevel:          "info",
-		LogFormat:         "auto",
-		HeartbeatInterval: 5 * time.Second,
-		WorkerTimeout:     30 * time.Second,
-		RecoveryGrace:     30 * time.Second,
-		MaxRetries:        5,
-		RetryBackoff:      time.Second,
-		RetryBackoffMax:   5 * time.Minute,
-		PollInterval:      250 * time.Millisecond,
-		MaxMessageSize:    16 << 20,
-		DBTimeout:         10 * time.Second,
-		ShutdownTimeout:   30 * time.Second,
-		DrainTimeout:      20 * time.Second,
-		AbortGrace:        30 * time.Second,
-		ScanInterval:      10 * time.Second,
-		EnvTimeout:        10 * time.Minute,
-		PeerRate:          5000,
-		PeerBurst:         10000,
+		Bind:                 "tcp://127.0.0.1:5555",
+		Database:             "sqlite://casparian_flow.db",
+		LogLevel:             "info",
+		LogFormat:            "auto",
+		HeartbeatInterval:    5 * time.Second,
+		WorkerTimeout:        30 * time.Second,
+		RecoveryGrace:        30 * time.Second,
+		MaxRetries:           5,
+		RetryBackoff:         time.Second,
+		RetryBackoffMax:      5 * time.Minute,
+		PollInterval:         250 * time.Millisecond,
+		NotifiedPollInterval: 2 * time.Second,
+		MaxMessageSize:       16 << 20,
+		DBTimeout:            10 * time.Second,
+		ShutdownTimeout:      30 * time.Second,
+		DrainTimeout:         20 * time.Second,
+		AbortGrace:           30 * time.Second,
+		ScanInterval:         10 * time.Second,
+		EnvTimeout:           10 * time.Minute,
+		PeerRate:             5000,
+		PeerBurst:            10000,
 	}
 }
 
@@ -172,7 +178,10 @@ func (c *Config) settings() []setting {
 		{name: "max-retries", usage: "requeues after infrastructure faults before a job is FAILED", num: &c.MaxRetries},
 		{name: "retry-backoff", usage: "first retry delay (doubles per retry, with jitter)", dur: &c.RetryBackoff},
 		{name: "retry-backoff-max", usage: "largest retry delay", dur: &c.RetryBackoffMax},
-		{name: "poll-interval", usage: "how often the database is checked for jobs inserted by other processes", dur: &c.PollInterval},
+		{name: "poll-interval", usage: "how often the database is checked for jobs inserted by other processes, when it cannot tell of them " +
+			"(SQLite where inotify is missing or refused)", dur: &c.PollInterval},
+		{name: "notified-poll-interval", usage: "how often the database is checked anyway when it tells of other processes' inserts " +
+			"(SQLite on Linux watches its files with inotify; PostgreSQL LISTENs): a safety net; a retry is checked when its backoff expires either way", dur: &c.NotifiedPollInterval},
 		{name: "max-message-size", usage: "largest accepted payload frame in bytes", num: &c.MaxMessageSize},
 		{name: "peer-rate", usage: "inbound messages per second one connection may send; the excess is dropped, a sustained excess disconnects (0 = no limit)", num: &c.PeerRate},
 		{name: "peer-burst", usage: "messages one connection may send at once above --peer-rate", num: &c.PeerBurst},
@@ -446,7 +455,7 @@ func (c Config) Validate() error {
 	positive := map[string]time.Duration{
 		"heartbeat-interval": c.HeartbeatInterval, "worker-timeout": c.WorkerTimeout,
 		"retry-backoff": c.RetryBackoff, "retry-backoff-max": c.RetryBackoffMax,
-		"poll-interval": c.PollInterval, "db-timeout": c.DBTimeout, "shutdown-timeout": c.ShutdownTimeout,
+		"poll-interval": c.PollInterval, "notified-poll-interval": c.NotifiedPollInterval, "db-timeout": c.DBTimeout, "shutdown-timeout": c.ShutdownTimeout,
 		"env-timeout": c.EnvTimeout,
 	}
 	for _, s := range c.settings() {

@@ -75,6 +75,12 @@ type DB struct {
 	paused pausedCache   // the paused plugins, for the claim's request shapes
 	guard  sinkGuard     // the files no sink may name (guard.go)
 	ckpt   *checkpointer // copies the WAL into the file (checkpoint.go)
+
+	// The queue watch (queuewatch.go), started by the first QueueChanges.
+	watchMu     sync.Mutex
+	watch       *queueWatch
+	watchErr    error
+	watchClosed bool
 }
 
 // ParseDSN turns a database setting into a file path: "sqlite://rel.db" is
@@ -202,7 +208,7 @@ func connString(path string, extra ...string) string {
 
 // Close closes every connection of the DB.
 func (db *DB) Close() error {
-	var errs []error
+	errs := []error{db.closeWatch()}
 	if db.ckpt != nil {
 		errs = append(errs, db.ckpt.close())
 		db.ckpt = nil
@@ -232,7 +238,8 @@ func (db *DB) Path() string { return db.path }
 // for the DB's life. The value changes whenever any other connection — another
 // process or this DB's own writer — commits, so a caller that remembers it can
 // tell cheaply whether anything may have changed (for example jobs inserted by
-// a scout) without polling tables. Only equality is meaningful.
+// a scout) without polling tables. Only equality is meaningful. QueueChanges
+// says when to ask.
 func (db *DB) DataVersion(ctx context.Context) (int64, error) {
 	db.versionMu.Lock()
 	defer db.versionMu.Unlock()

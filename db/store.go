@@ -55,13 +55,17 @@ type Store interface {
 
 var _ Store = (*DB)(nil)
 
-// QueueNotifier is a Store that hears of jobs other processes insert
-// (PostgreSQL's LISTEN/NOTIFY): QueueChanges receives when the queue may
-// have changed, and DataVersion moves with it. A Store without it (SQLite)
-// is polled with DataVersion.
+// QueueNotifier is a Store that hears of jobs other processes insert:
+// QueueChanges receives when the queue may have changed, and DataVersion
+// then tells whether it did. SQLite watches its files (inotify, on Linux),
+// PostgreSQL LISTENs. When the store cannot hear (SQLite elsewhere, or
+// inotify refused), QueueChanges returns an error saying why, and the
+// caller polls DataVersion, as it does a Store without it.
 type QueueNotifier interface {
-	QueueChanges() <-chan struct{}
+	QueueChanges() (<-chan struct{}, error)
 }
+
+var _ QueueNotifier = (*DB)(nil)
 
 // Lease is one Sentinel's hold on the database, taken by
 // Store.LeaseAcquire, renewed while the Sentinel runs and released when it

@@ -25,7 +25,7 @@ import (
 var everyFlag = []string{
 	"config", "version", "bind", "database", "log-level", "log-format",
 	"heartbeat-interval", "worker-timeout", "recovery-grace", "max-retries",
-	"retry-backoff", "retry-backoff-max", "poll-interval", "max-message-size", "peer-rate", "peer-burst",
+	"retry-backoff", "retry-backoff-max", "poll-interval", "notified-poll-interval", "max-message-size", "peer-rate", "peer-burst",
 	"db-timeout", "shutdown-timeout", "drain-timeout", "job-timeout", "abort-grace",
 	"http", "scan-interval", "bootstrap", "api-tokens", "pprof", "insecure", "allowed-roots",
 	"curve-secret-key", "authorized-workers", "init-secrets", "env-timeout", "trusted-keys", "allow-unsigned",

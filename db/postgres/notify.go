@@ -186,14 +186,15 @@ func (l *Listener) deliver(plugin string, resync bool) {
 // QueueChanges starts the DB's queue listener on its first call and returns
 // a channel that receives when jobs were inserted by anyone, or when the
 // listener (re)connected and may have missed some: the queue may have
-// changed. Each such change also moves DataVersion.
-func (db *DB) QueueChanges() <-chan struct{} {
+// changed. Each such change also moves DataVersion. It never fails: the
+// listener connects, and reconnects, in the background.
+func (db *DB) QueueChanges() (<-chan struct{}, error) {
 	db.listenOnce.Do(func() {
 		l := db.Listener()
 		l.Start(context.Background())
 		db.listener.Store(l)
 	})
-	return db.listener.Load().Ready()
+	return db.listener.Load().Ready(), nil
 }
 
 // DataVersion tells whether the queue may have changed since the last call,

@@ -236,6 +236,9 @@ func start(opts Options, lease db.Lease) (*Sentinel, error) {
 	}))
 	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys,
 		roots: roots, batches: &batchWrites{}, lease: lease}
+	// Jobs the database links to an earlier result at enqueue time are
+	// counted here (casparian_jobs_reused_total).
+	opts.DB.OnReuse(func(plugin string) { s.stats.ByPlugin.For(plugin).Reused.Add(1) })
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))

@@ -75,6 +75,7 @@ type DB struct {
 	paused pausedCache   // the paused plugins, for the claim's request shapes
 	guard  sinkGuard     // the files no sink may name (guard.go)
 	ckpt   *checkpointer // copies the WAL into the file (checkpoint.go)
+	reuse  ReuseReporter // reused jobs, for the metrics (reuse.go)
 }
 
 // ParseDSN turns a database setting into a file path: "sqlite://rel.db" is

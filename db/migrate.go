@@ -141,6 +141,13 @@ var migrations = []migration{
 		name:    "queue_leaner_indexes",
 		file:    "0010_queue_leaner_indexes.sql",
 	},
+	{
+		// Lineage of file outputs (sentinel_outputs, issue #20) and the
+		// per-plugin reuse setting.
+		version: 11,
+		name:    "sentinel_outputs",
+		file:    "0011_sentinel_outputs.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

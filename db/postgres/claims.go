@@ -170,6 +170,7 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 			return nil
 		})
 	}
+	queueOutputs(&writes, cs, now) // lineage (outputs.go), after the completions
 	var paused map[string]bool
 	if claiming {
 		writes.Queue(claimSettingsSQL)

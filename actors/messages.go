@@ -459,6 +459,24 @@ type RerunPlugin struct {
 	DryRun bool
 }
 
+// OutputsQuery asks for lineage (issue #20): the outputs of FileVersionID,
+// or where URI's outputs came from, or with Stale the stale outputs of
+// Plugin ("" all). Value: []job.Output.
+type OutputsQuery struct {
+	FileVersionID int64
+	URI           string
+	Stale         bool
+	Plugin        string
+}
+
+// RerunStale queues a job per current file version × plugin whose newest
+// output is stale (Plugin "" for all), or with DryRun counts them. Value:
+// job.RerunStaleResult.
+type RerunStale struct {
+	Plugin string
+	DryRun bool
+}
+
 // --- Sentinel (operator) → scanner ---
 
 // RescanSources asks the scanner to start a pass now, or right after the

@@ -293,6 +293,30 @@ func (s *Sentinel) Rerun(ctx context.Context, plugin string, dryRun bool) (job.B
 	return askValue[job.BackfillResult](ctx, s, &RerunPlugin{Plugin: plugin, DryRun: dryRun})
 }
 
+// FileLineage returns what was made from a file version, by which job,
+// attempt and manifest (issue #20).
+func (s *Sentinel) FileLineage(ctx context.Context, versionID int64) ([]job.Output, error) {
+	return askValue[[]job.Output](ctx, s, &OutputsQuery{FileVersionID: versionID})
+}
+
+// OutputProvenance returns where the outputs written to uri came from,
+// newest first.
+func (s *Sentinel) OutputProvenance(ctx context.Context, uri string) ([]job.Output, error) {
+	return askValue[[]job.Output](ctx, s, &OutputsQuery{URI: uri})
+}
+
+// StaleOutputs returns the outputs a newer file version or a newer ACTIVE
+// manifest made stale, of plugin ("" for all).
+func (s *Sentinel) StaleOutputs(ctx context.Context, plugin string) ([]job.Output, error) {
+	return askValue[[]job.Output](ctx, s, &OutputsQuery{Stale: true, Plugin: plugin})
+}
+
+// RerunStale queues a job per stale current file version × plugin, or with
+// dryRun counts them.
+func (s *Sentinel) RerunStale(ctx context.Context, plugin string, dryRun bool) (job.RerunStaleResult, error) {
+	return askValue[job.RerunStaleResult](ctx, s, &RerunStale{Plugin: plugin, DryRun: dryRun})
+}
+
 // Rescan asks the scanner to run a pass now (or right after the one in
 // progress). Only the leader scans: on another Sentinel of a shared
 // database, or with the scanner off, it is job.ErrConflict, naming why.

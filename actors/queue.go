@@ -106,7 +106,8 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.requeueWhere(ctx, "orphaned: its worker is gone", func(ref job.Ref) bool { return !m.Connected[ref.Worker] })
 	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery, *EnvironmentsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery,
-		*PruneJobs, *QueueAgesQuery, *PausePlugin, *SetPluginSettings, *BackfillPlugin, *RerunPlugin:
+		*PruneJobs, *QueueAgesQuery, *PausePlugin, *SetPluginSettings, *BackfillPlugin, *RerunPlugin,
+		*OutputsQuery, *RerunStale:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
 		ctx.Respond(a.scanState(m))
@@ -598,6 +599,16 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		var res job.BackfillResult
 		if res, err = a.deps.db.PluginRerun(dctx, time.Now(), m.Plugin, m.DryRun); err == nil && res.Queued > 0 {
 			a.log.Info().Str("plugin", m.Plugin).Int64("queued", res.Queued).Msg("plugin's earlier jobs queued again by operator")
+			ctx.Send(a.peers.dispatcher, &QueueChanged{})
+		}
+		v = res
+	case *OutputsQuery:
+		v, err = a.outputs(dctx, m)
+	case *RerunStale:
+		var res job.RerunStaleResult
+		if res, err = a.deps.db.OutputsRerunStale(dctx, time.Now(), m.Plugin, m.DryRun); err == nil && res.Queued > res.Reused {
+			a.log.Info().Str("plugin", m.Plugin).Int64("queued", res.Queued).Int64("reused", res.Reused).
+				Msg("stale outputs queued again by operator")
 			ctx.Send(a.peers.dispatcher, &QueueChanged{})
 		}
 		v = res

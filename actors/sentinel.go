@@ -238,6 +238,10 @@ func start(opts Options, lease db.Lease) (*Sentinel, error) {
 	changes := queueChanges(opts.DB, opts.Config, opts.Logger)
 	d := deps{cfg: opts.Config, db: opts.DB, router: opts.Router, stats: s.stats, log: opts.Logger, bg: s.bg, keys: keys,
 		roots: roots, batches: &batchWrites{}, lease: lease, drained: newKeySet(), notified: changes != nil}
+	// Jobs the database links to an earlier result at enqueue time are
+	// counted here (casparian_jobs_reused_total).
+	opts.DB.OnReuse(func(plugin string) { s.stats.ByPlugin.For(plugin).Reused.Add(1) })
+	opts.DB.SetLineage(opts.Config.Lineage)
 	props := newSupervisorProps(d).Configure(actor.WithGuardian(&topStrategy{
 		max: 3, window: time.Minute, stats: s.stats, onGiveUp: s.giveUp,
 	}))

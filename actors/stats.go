@@ -128,6 +128,8 @@ type PluginStats struct {
 // PluginCounters are one plugin label's counters and histograms.
 type PluginCounters struct {
 	Completed, Failed, Requeued atomic.Int64
+	// Reused counts jobs linked to an earlier result instead of run.
+	Reused atomic.Int64
 	// Duration is as Stats.JobDuration; EnqueueToStart is from the job's
 	// insert (or an operator's retry) to its first claim.
 	Duration, EnqueueToStart *Histogram

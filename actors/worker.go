@@ -66,6 +66,11 @@ type heldJob struct {
 	// --job-timeout, negative for none. A job adopted after a restart has
 	// 0: the global timeout holds until it ends.
 	timeout time.Duration
+	// artifactHash and sinks are the DISPATCH's manifest and resolved
+	// sinks, for the lineage of a completion (empty for a job adopted
+	// after a restart: the lineage then records the ACTIVE manifest).
+	artifactHash string
+	sinks        []transport.SinkConfig
 }
 
 // limit is the job's timeout given the global one; 0 means none.
@@ -339,6 +344,7 @@ func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
 		j := &heldJob{ref: c.Ref, retries: c.RetryCount, since: now, timeout: c.JobTimeout}
 		if c.Dispatch != nil {
 			j.plugin = c.Dispatch.PluginName
+			j.artifactHash, j.sinks = c.Dispatch.ArtifactHash, c.Dispatch.Sinks
 		}
 		if pc, ok := a.cancels[c.Ref.JobID]; ok && pc.attempt == c.Ref.Attempt {
 			// Cancelled while the claim was on its way: never dispatch it.
@@ -416,6 +422,9 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 	}
 	c := receiptConclusion(j.ref, m.Receipt, j.retries, a.deps)
 	c.Plugin = j.plugin
+	if c.Kind == job.ConcludeComplete {
+		c.ArtifactHash, c.SinksHash = lineageOf(j)
+	}
 	ctx.Send(a.peers.queue, c)
 }
 

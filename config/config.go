@@ -117,6 +117,11 @@ type Config struct {
 	// Insecure allows binding the ROUTER on a non-loopback address without CURVE, or the HTTP server on a
 	// non-loopback address without API tokens. Logged as a warning at start. Default false.
 	Insecure bool
+	// Lineage records each completed job's outputs (sentinel_outputs: file version, job, plugin manifest, sink)
+	// and links a new file version whose content was already processed by the same plugin manifest and sinks
+	// to that result instead of running it again (issue #20). Off by default: it adds a quarter to a half to
+	// the database's CPU per job.
+	Lineage bool
 	// InitSecrets is a folder for the workers' CURVE files. When set, a start that finds
 	// --curve-secret-key, --authorized-workers or --api-tokens missing creates them (an existing file
 	// is never changed), and writes a worker key pair (worker.key, worker.pub) and the Sentinel's public
@@ -205,6 +210,8 @@ func (c *Config) settings() []setting {
 		{name: "api-tokens", usage: "file of \"read|admin TOKEN [name]\" lines for the HTTP API (reloaded on SIGHUP)", str: &c.APITokens},
 		{name: "init-secrets", usage: "folder for worker keys: create missing --curve-secret-key, --authorized-workers and --api-tokens files at start (compose stack)", str: &c.InitSecrets},
 		{name: "pprof", usage: "serve /debug/pprof/ on the HTTP server, to admin tokens only", flag: &c.Pprof},
+		{name: "lineage", usage: "record the outputs of each completed job (lineage, stale outputs) and reuse earlier results for files " +
+			"whose content the same plugin version already processed (costs a quarter to a half more database CPU per job)", flag: &c.Lineage},
 		{name: "insecure", usage: "allow a non-loopback --bind without CURVE or a non-loopback --http without --api-tokens (logged as a warning)", flag: &c.Insecure},
 		{name: "allowed-roots", usage: "comma-separated folders under which source roots may be added (\"\" = the working directory)", str: &c.AllowedRoots},
 	}

@@ -173,13 +173,17 @@ func BenchmarkJobsBatch_Steady(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			sinksHash := SinksHash(res.Claims[0].Dispatch.Sinks)
 			b.ResetTimer()
 			cpu0 := cpuNow()
 			start := time.Now()
 			for range b.N {
 				cs := make([]job.Conclusion, len(res.Claims))
 				for i, c := range res.Claims {
-					cs[i] = job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete, Metrics: metrics, Artifacts: artifacts}
+					// The hashes the worker actor takes from the DISPATCH
+					// (lineage, issue #20).
+					cs[i] = job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete, Metrics: metrics, Artifacts: artifacts,
+						ArtifactHash: c.Dispatch.ArtifactHash, SinksHash: sinksHash}
 				}
 				res, err = db.JobsBatch(ctx, now, cs, req)
 				if err != nil {

@@ -433,6 +433,10 @@ func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []job.
 		}
 		out[i] = o
 	}
+	// Lineage (outputs.go): one statement for the batch's completions.
+	if err := st.recordOutputs(ctx, ts, cs, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -460,7 +464,7 @@ const (
 
 // concludeQueries are prepared before a JobsConclude transaction begins.
 var concludeQueries = []string{completeSQL, completeManySQL(completeChunks[0]), completeManySQL(completeChunks[1]),
-	failSQL, retriesSQL, skipSQL, requeueSQL, recordAttemptSQL}
+	failSQL, retriesSQL, skipSQL, requeueSQL, recordAttemptSQL, recordOutputsSQL}
 
 // concludeStmts binds each statement of a JobsConclude batch to its
 // transaction once, on first use.

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -75,6 +76,10 @@ type DB struct {
 	paused pausedCache   // the paused plugins, for the claim's request shapes
 	guard  sinkGuard     // the files no sink may name (guard.go)
 	ckpt   *checkpointer // copies the WAL into the file (checkpoint.go)
+	reuse  ReuseReporter // reused jobs, for the metrics (reuse.go)
+	// lineage: record outputs with completions and reuse earlier results
+	// (SetLineage).
+	lineage atomic.Bool
 
 	// The queue watch (queuewatch.go), started by the first QueueChanges.
 	watchMu     sync.Mutex

@@ -88,23 +88,28 @@ func (db *DB) ScanRecordFiles(ctx context.Context, now time.Time, files []Scanne
 		return nil, nil
 	}
 	out := make([]ScanRecord, len(files))
+	var reused []string
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		subs, err := subscriptions(ctx, tx)
 		if err != nil {
 			return err
 		}
+		var ids []int64
 		for i, f := range files {
 			rec, err := recordFile(ctx, tx, now, f, subs)
 			if err != nil {
 				return fmt.Errorf("%s: %w", f.RelPath, err)
 			}
 			out[i] = rec
+			ids = append(ids, rec.Jobs...)
 		}
-		return nil
+		reused, err = db.reuseJobs(ctx, tx, now, ids) // reuse.go
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record scanned files: %w", err)
 	}
+	db.reuse.Report(reused)
 	return out, nil
 }
 

@@ -136,6 +136,7 @@ func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 		overrides = s.ConfigOverrides
 	}
 	var id int64
+	var reused []string
 	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		fv := s.FileVersionID
 		if s.FilePath != "" {
@@ -159,14 +160,19 @@ func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 		if err := pluginConfigEnsure(ctx, tx, strings.TrimSpace(s.Plugin), now); err != nil {
 			return err
 		}
-		return tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
+		if err := tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
 			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at, enqueued_at)
 			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?, ?) RETURNING id`,
-			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, now, unixMillis(at)).Scan(&id)
+			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, now, unixMillis(at)).Scan(&id); err != nil {
+			return err
+		}
+		reused, err = db.reuseJobs(ctx, tx, at, []int64{id})
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("submit job: %w", err)
 	}
+	db.reuse.Report(reused)
 	return id, nil
 }
 

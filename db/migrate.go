@@ -142,6 +142,13 @@ var migrations = []migration{
 		file:    "0010_queue_leaner_indexes.sql",
 	},
 	{
+		// Lineage of file outputs (sentinel_outputs, issue #20) and the
+		// per-plugin reuse setting.
+		version: 11,
+		name:    "sentinel_outputs",
+		file:    "0011_sentinel_outputs.sql",
+	},
+	{
 		// Attempts that ended without completing, for a job's history.
 		version: 12,
 		name:    "job_attempts",

@@ -32,6 +32,7 @@ func CheckPluginName(plugin string) (string, error) {
 type SettingsColumns struct {
 	JobTimeoutMS *int64
 	MaxRetries   *int64
+	Reuse        *bool // migration 0011
 }
 
 // Apply returns the columns after the update u, or job.ErrInvalid for a
@@ -46,6 +47,17 @@ func (c SettingsColumns) Apply(u job.PluginSettingsUpdate) (SettingsColumns, err
 		default:
 			ms := d.Milliseconds()
 			c.JobTimeoutMS = &ms
+		}
+	}
+	if u.Reuse != nil {
+		switch n := *u.Reuse; {
+		case n < 0:
+			c.Reuse = nil
+		case n > 1:
+			return c, fmt.Errorf("reuse %d: want 1 (on), 0 (off) or -1 (default): %w", n, job.ErrInvalid)
+		default:
+			b := n == 1
+			c.Reuse = &b
 		}
 	}
 	if u.MaxRetries != nil {
@@ -65,7 +77,7 @@ func (c SettingsColumns) Apply(u job.PluginSettingsUpdate) (SettingsColumns, err
 // PluginSettingsOf builds job.PluginSettings from a row's columns; paused
 // and updated are zero when NULL.
 func PluginSettingsOf(paused time.Time, c SettingsColumns, updated time.Time) job.PluginSettings {
-	s := job.PluginSettings{PausedAt: paused, UpdatedAt: updated}
+	s := job.PluginSettings{PausedAt: paused, UpdatedAt: updated, Reuse: c.Reuse}
 	if c.JobTimeoutMS != nil {
 		d := time.Duration(*c.JobTimeoutMS) * time.Millisecond
 		s.JobTimeout = &d

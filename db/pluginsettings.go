@@ -82,7 +82,7 @@ func (db *DB) readPaused(ctx context.Context) (map[string]bool, error) {
 
 // pluginSettingsInto adds every settings row to cat.
 func (db *DB) pluginSettingsInto(ctx context.Context, cat *PluginCatalogue) error {
-	rows, err := db.reader.QueryContext(ctx, `SELECT plugin_name, paused_at, job_timeout_ms, max_retries, updated_at
+	rows, err := db.reader.QueryContext(ctx, `SELECT plugin_name, paused_at, job_timeout_ms, max_retries, reuse, updated_at
 		FROM sentinel_plugin_settings`)
 	if err != nil {
 		return err
@@ -102,10 +102,19 @@ func scanSettings(row interface{ Scan(...any) error }) (string, job.PluginSettin
 	var name string
 	var paused, updated nullTime
 	var timeout, retries sql.NullInt64
-	if err := row.Scan(&name, &paused, &timeout, &retries, &updated); err != nil {
+	var reuse sql.NullBool
+	if err := row.Scan(&name, &paused, &timeout, &retries, &reuse, &updated); err != nil {
 		return "", job.PluginSettings{}, err
 	}
-	return name, PluginSettingsOf(paused.Time, SettingsColumns{JobTimeoutMS: nullInt(timeout), MaxRetries: nullInt(retries)}, updated.Time), nil
+	return name, PluginSettingsOf(paused.Time, SettingsColumns{JobTimeoutMS: nullInt(timeout), MaxRetries: nullInt(retries),
+		Reuse: nullBool(reuse)}, updated.Time), nil
+}
+
+func nullBool(b sql.NullBool) *bool {
+	if !b.Valid {
+		return nil
+	}
+	return &b.Bool
 }
 
 func nullInt(n sql.NullInt64) *int64 {
@@ -152,7 +161,7 @@ func (db *DB) PluginPause(ctx context.Context, now time.Time, plugin string, pau
 			ON CONFLICT (plugin_name) DO UPDATE SET
 				paused_at = CASE WHEN excluded.paused_at IS NULL THEN NULL ELSE COALESCE(paused_at, excluded.paused_at) END,
 				updated_at = excluded.updated_at
-			RETURNING plugin_name, paused_at, job_timeout_ms, max_retries, updated_at`, plugin, paused, ts)
+			RETURNING plugin_name, paused_at, job_timeout_ms, max_retries, reuse, updated_at`, plugin, paused, ts)
 		_, out, err = scanSettings(row)
 		return err
 	})
@@ -177,22 +186,24 @@ func (db *DB) PluginSettingsSet(ctx context.Context, now time.Time, plugin strin
 		}
 		var cur SettingsColumns
 		var timeout, retries sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT job_timeout_ms, max_retries FROM sentinel_plugin_settings
-			WHERE plugin_name = ?`, plugin).Scan(&timeout, &retries)
+		var reuse sql.NullBool
+		err := tx.QueryRowContext(ctx, `SELECT job_timeout_ms, max_retries, reuse FROM sentinel_plugin_settings
+			WHERE plugin_name = ?`, plugin).Scan(&timeout, &retries, &reuse)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		cur.JobTimeoutMS, cur.MaxRetries = nullInt(timeout), nullInt(retries)
+		cur.JobTimeoutMS, cur.MaxRetries, cur.Reuse = nullInt(timeout), nullInt(retries), nullBool(reuse)
 		next, err := cur.Apply(u)
 		if err != nil {
 			return err
 		}
-		row := tx.QueryRowContext(ctx, `INSERT INTO sentinel_plugin_settings (plugin_name, job_timeout_ms, max_retries, updated_at)
-			VALUES (?, ?, ?, ?)
+		row := tx.QueryRowContext(ctx, `INSERT INTO sentinel_plugin_settings (plugin_name, job_timeout_ms, max_retries, reuse, updated_at)
+			VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (plugin_name) DO UPDATE SET
-				job_timeout_ms = excluded.job_timeout_ms, max_retries = excluded.max_retries, updated_at = excluded.updated_at
-			RETURNING plugin_name, paused_at, job_timeout_ms, max_retries, updated_at`,
-			plugin, next.JobTimeoutMS, next.MaxRetries, formatTime(now))
+				job_timeout_ms = excluded.job_timeout_ms, max_retries = excluded.max_retries, reuse = excluded.reuse,
+				updated_at = excluded.updated_at
+			RETURNING plugin_name, paused_at, job_timeout_ms, max_retries, reuse, updated_at`,
+			plugin, next.JobTimeoutMS, next.MaxRetries, next.Reuse, formatTime(now))
 		_, out, err = scanSettings(row)
 		return err
 	})
@@ -248,8 +259,10 @@ func (db *DB) PluginBackfill(ctx context.Context, now time.Time, plugin string, 
 	}
 	ts := formatTime(now)
 	var n int64
+	var reused []string
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		n = 0
+		var ids []int64
 		have, err := versionsWithJobs(ctx, tx, plugin)
 		if err != nil {
 			return err
@@ -259,18 +272,22 @@ func (db *DB) PluginBackfill(ctx context.Context, now time.Time, plugin string, 
 				continue
 			}
 			have[f.VersionID] = true
-			if _, err := tx.ExecContext(ctx, `INSERT INTO cf_processing_queue
+			var id int64
+			if err := tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
 				(file_version_id, plugin_name, status, priority, retry_count, updated_at)
-				VALUES (?, ?, 'QUEUED', ?, 0, ?)`, f.VersionID, plugin, ScanPriority(now.Sub(f.ModTime)), ts); err != nil {
+				VALUES (?, ?, 'QUEUED', ?, 0, ?) RETURNING id`, f.VersionID, plugin, ScanPriority(now.Sub(f.ModTime)), ts).Scan(&id); err != nil {
 				return fmt.Errorf("queue version %d: %w", f.VersionID, err)
 			}
+			ids = append(ids, id)
 			n++
 		}
-		return nil
+		reused, err = db.reuseJobs(ctx, tx, now, ids)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("backfill %s: %w", plugin, err)
 	}
+	db.reuse.Report(reused)
 	return n, nil
 }
 

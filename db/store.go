@@ -44,6 +44,16 @@ type Store interface {
 	PluginBackfill(ctx context.Context, now time.Time, plugin string, files []BackfillFile) (int64, error)
 	PluginRerun(ctx context.Context, now time.Time, plugin string, dryRun bool) (job.BackfillResult, error)
 
+	// Lineage, stale outputs and reuse (outputs.go, reuse.go).
+	OutputsOfVersion(ctx context.Context, versionID int64) ([]job.Output, error)
+	OutputProvenance(ctx context.Context, uri string, limit int) ([]job.Output, error)
+	OutputsStale(ctx context.Context, plugin string) ([]job.Output, error)
+	OutputsRerunStale(ctx context.Context, now time.Time, plugin string, dryRun bool) (job.RerunStaleResult, error)
+	OnReuse(f func(plugin string))
+	// SetLineage turns on recording outputs with each completion and
+	// reusing earlier results at enqueue (off until called; --lineage).
+	SetLineage(on bool)
+
 	// The database itself: whether another connection wrote (db.go), the
 	// lease that makes this process a Sentinel of it, and the Sentinels
 	// that hold one now (lease.go). SQLite has one Sentinel per database,

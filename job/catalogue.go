@@ -46,7 +46,11 @@ type PluginSettings struct {
 	JobTimeout *time.Duration
 	// MaxRetries overrides --max-retries: nil keeps the global one.
 	MaxRetries *int
-	UpdatedAt  time.Time
+	// Reuse turns reuse of earlier results (issue #20) on or off for the
+	// plugin's new jobs: nil follows the default (on for deterministic
+	// plugins: built-ins and WebAssembly).
+	Reuse     *bool
+	UpdatedAt time.Time
 }
 
 // Paused reports whether the plugin is paused.
@@ -57,6 +61,8 @@ func (s PluginSettings) Paused() bool { return !s.PausedAt.IsZero() }
 type PluginSettingsUpdate struct {
 	JobTimeout *time.Duration
 	MaxRetries *int
+	// Reuse: 1 on, 0 off, negative back to the default.
+	Reuse *int
 }
 
 // BackfillResult is what a backfill or a rerun of a plugin did, or with

@@ -99,6 +99,16 @@ type Conclusion struct {
 	MaxRetries int
 	// NextRunAt is when a requeued job may be claimed again (zero = now).
 	NextRunAt time.Time
+	// ArtifactHash is the artifact_hash of the manifest the DISPATCH
+	// carried, recorded with a completion's lineage (sentinel_outputs).
+	// Empty when the sender does not know it (a receipt from a worker not
+	// registered yet): the lineage then records the plugin's ACTIVE
+	// manifest's hash at the time of the conclusion.
+	ArtifactHash string
+	// SinksHash is the hash of the DISPATCH's resolved sinks (db.SinksHash),
+	// the third part of a result's reuse key. Empty when unknown: such a
+	// result is never reused.
+	SinksHash string
 }
 
 // Outcome is what a Conclusion did.

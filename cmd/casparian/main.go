@@ -163,11 +163,13 @@ var commands = map[string]map[string]*command{
 			run: func(ctx context.Context, c *cli, args []string) error { return pluginsPause(ctx, c, args, true) }},
 		"resume": {usage: "NAME", help: "dispatch plugin NAME's queued jobs again", minArgs: 1, maxArgs: 1,
 			run: func(ctx context.Context, c *cli, args []string) error { return pluginsPause(ctx, c, args, false) }},
-		"set": {usage: "NAME [--job-timeout D|default] [--max-retries N]",
-			help: "set plugin NAME's own job timeout (0: none) and max retries (-1: the Sentinel's)",
+		"set": {usage: "NAME [--job-timeout D|default] [--max-retries N] [--reuse on|off|default]",
+			help: "set plugin NAME's own job timeout (0: none), max retries (-1: the Sentinel's) and reuse of earlier results",
 			flags: func(fs *flag.FlagSet) {
 				fs.String("job-timeout", "", "abort and requeue its jobs running longer than this (5m; 0: none; default: --job-timeout)")
 				fs.Int64("max-retries", -2, "requeues after infrastructure faults before its job is FAILED (-1: --max-retries)")
+				fs.String("reuse", "", "link a copy, rename or revert of a processed file to the earlier result instead of running it "+
+					"(on, off; default: on for built-ins and WebAssembly)")
 			}, minArgs: 1, maxArgs: 1, run: pluginsSet},
 		"backfill": {usage: "NAME [--yes]", help: "queue jobs of plugin NAME for the existing files it subscribes to and has not run on; without --yes, only count them",
 			flags: func(fs *flag.FlagSet) {
@@ -180,6 +182,22 @@ var commands = map[string]map[string]*command{
 	},
 	"environments": {
 		"ls": {help: "list the plugin environments: hash, size, last used, the plugin versions that use each", run: environmentsList},
+	},
+	"files": {
+		"lineage": {usage: "VERSION_ID", help: "what was made from a file version: each output, by which job and plugin manifest",
+			minArgs: 1, maxArgs: 1, run: filesLineage},
+	},
+	"outputs": {
+		"provenance": {usage: "URI", help: "where the outputs written to a sink URI came from", minArgs: 1, maxArgs: 1, run: outputsProvenance},
+		"stale": {usage: "[--plugin P]", help: "outputs a newer file version or a newer plugin version made stale",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("plugin", "", "only this plugin's outputs")
+			}, run: outputsStale},
+		"rerun-stale": {usage: "[--plugin P] [--dry-run]", help: "queue a job per stale file and plugin (not already queued or running)",
+			flags: func(fs *flag.FlagSet) {
+				fs.String("plugin", "", "only this plugin's outputs")
+				fs.Bool("dry-run", false, "only count them")
+			}, run: outputsRerunStale},
 	},
 	"sources": {
 		"ls":     {help: "list the source roots the scanner walks", run: sourcesList},

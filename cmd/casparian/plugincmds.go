@@ -46,8 +46,14 @@ func pluginsSet(ctx context.Context, c *cli, args []string) error {
 		m := int(n)
 		req.MaxRetries = &m
 	}
-	if req.JobTimeout == nil && req.MaxRetries == nil {
-		return usagef("plugins set: give --job-timeout or --max-retries")
+	if s := *c.str["reuse"]; s != "" {
+		if s != "on" && s != "off" && s != "default" {
+			return usagef("plugins set: --reuse must be on, off or default")
+		}
+		req.Reuse = &s
+	}
+	if req.JobTimeout == nil && req.MaxRetries == nil && req.Reuse == nil {
+		return usagef("plugins set: give --job-timeout, --max-retries or --reuse")
 	}
 	var res api.PluginSettingsResult
 	raw, err := c.api.call(ctx, "POST", "/api/v1/plugins/"+url.PathEscape(args[0])+"/settings", req, &res)
@@ -58,7 +64,11 @@ func pluginsSet(ctx context.Context, c *cli, args []string) error {
 		return c.printJSON(raw)
 	}
 	timeout, retries := settingsText(res.Settings)
-	fmt.Fprintf(c.stdout, "plugin %s: job timeout %s, max retries %s\n", res.Plugin, timeout, retries)
+	reuse := "default"
+	if r := res.Settings.Reuse; r != nil {
+		reuse = map[bool]string{true: "on", false: "off"}[*r]
+	}
+	fmt.Fprintf(c.stdout, "plugin %s: job timeout %s, max retries %s, reuse %s\n", res.Plugin, timeout, retries, reuse)
 	return nil
 }
 

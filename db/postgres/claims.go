@@ -100,7 +100,7 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 		res = db.BatchResult{} // a retried transaction starts over
 		var err error
 		var paused map[string]bool
-		if res.Outcomes, paused, err = conclude(ctx, tx, now, cs, claiming); err != nil {
+		if res.Outcomes, paused, err = conclude(ctx, tx, now, cs, claiming, d.lineage.Load()); err != nil {
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {
@@ -124,7 +124,7 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 // second pipeline also carries what the claim needs first
 // (claimSettingsSQL, normaliseNullsSQL, and the paused plugins it returns
 // for db.WithoutPaused), saving it round trips.
-func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion, claiming bool) ([]job.Outcome, map[string]bool, error) {
+func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion, claiming, lineage bool) ([]job.Outcome, map[string]bool, error) {
 	type state struct {
 		retries    int64
 		cancelled  bool
@@ -194,6 +194,9 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 			}
 			return nil
 		})
+	}
+	if lineage {
+		queueOutputs(&writes, cs, now) // lineage (outputs.go), after the completions
 	}
 	var paused map[string]bool
 	if claiming {

@@ -60,8 +60,10 @@ func (d *DB) ScanRecordFiles(ctx context.Context, now time.Time, files []db.Scan
 		return nil, nil
 	}
 	var out []db.ScanRecord
+	var reused []string
 	err := d.inTx(ctx, func(tx pgx.Tx) error {
 		out = make([]db.ScanRecord, len(files))
+		var ids []int64
 		if err := lockCatalogue(ctx, tx); err != nil {
 			return err
 		}
@@ -75,12 +77,15 @@ func (d *DB) ScanRecordFiles(ctx context.Context, now time.Time, files []db.Scan
 				return fmt.Errorf("%s: %w", f.RelPath, err)
 			}
 			out[i] = rec
+			ids = append(ids, rec.Jobs...)
 		}
-		return nil
+		reused, err = d.reuseJobs(ctx, tx, now, ids) // outputs.go
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record scanned files: %w", blameInput(err))
 	}
+	d.reuse.Report(reused)
 	return out, nil
 }
 

@@ -287,6 +287,7 @@ func (d *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 	}
 	plugin := strings.TrimSpace(s.Plugin)
 	var id int64
+	var reused []string
 	err := d.inTx(ctx, func(tx pgx.Tx) error {
 		fv := s.FileVersionID
 		if s.FilePath != "" {
@@ -308,14 +309,20 @@ func (d *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 		if err := pluginConfigEnsure(ctx, tx, plugin, now); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, `INSERT INTO cf_processing_queue
+		if err := tx.QueryRow(ctx, `INSERT INTO cf_processing_queue
 			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at)
 			VALUES ($1, $2, $3, 'QUEUED', $4, 0, $5) RETURNING id`,
-			fv, plugin, overrides, s.Priority, now).Scan(&id)
+			fv, plugin, overrides, s.Priority, now).Scan(&id); err != nil {
+			return err
+		}
+		var err error
+		reused, err = d.reuseJobs(ctx, tx, now, []int64{id}) // outputs.go
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("submit job: %w", err)
 	}
+	d.reuse.Report(reused)
 	return id, nil
 }
 

@@ -22,13 +22,13 @@ import (
 const pausedFilter = ` AND NOT EXISTS (SELECT 1 FROM sentinel_plugin_settings s
 			WHERE s.plugin_name = cf_processing_queue.plugin_name AND s.paused_at IS NOT NULL)`
 
-const settingsColumns = `plugin_name, paused_at, job_timeout_ms, max_retries, updated_at`
+const settingsColumns = `plugin_name, paused_at, job_timeout_ms, max_retries, reuse, updated_at`
 
 func scanSettings(row pgx.Row) (string, job.PluginSettings, error) {
 	var name string
 	var paused, updated *time.Time
 	var c db.SettingsColumns
-	if err := row.Scan(&name, &paused, &c.JobTimeoutMS, &c.MaxRetries, &updated); err != nil {
+	if err := row.Scan(&name, &paused, &c.JobTimeoutMS, &c.MaxRetries, &c.Reuse, &updated); err != nil {
 		return "", job.PluginSettings{}, err
 	}
 	return name, db.PluginSettingsOf(utc(paused), c, utc(updated)), nil
@@ -99,8 +99,8 @@ func (d *DB) PluginSettingsSet(ctx context.Context, now time.Time, plugin string
 			return err
 		}
 		var cur db.SettingsColumns
-		err := tx.QueryRow(ctx, `SELECT job_timeout_ms, max_retries FROM sentinel_plugin_settings
-			WHERE plugin_name = $1 FOR UPDATE`, plugin).Scan(&cur.JobTimeoutMS, &cur.MaxRetries)
+		err := tx.QueryRow(ctx, `SELECT job_timeout_ms, max_retries, reuse FROM sentinel_plugin_settings
+			WHERE plugin_name = $1 FOR UPDATE`, plugin).Scan(&cur.JobTimeoutMS, &cur.MaxRetries, &cur.Reuse)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -108,11 +108,12 @@ func (d *DB) PluginSettingsSet(ctx context.Context, now time.Time, plugin string
 		if err != nil {
 			return err
 		}
-		row := tx.QueryRow(ctx, `INSERT INTO sentinel_plugin_settings (plugin_name, job_timeout_ms, max_retries, updated_at)
-			VALUES ($1, $2, $3, $4)
+		row := tx.QueryRow(ctx, `INSERT INTO sentinel_plugin_settings (plugin_name, job_timeout_ms, max_retries, reuse, updated_at)
+			VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (plugin_name) DO UPDATE SET
-				job_timeout_ms = excluded.job_timeout_ms, max_retries = excluded.max_retries, updated_at = excluded.updated_at
-			RETURNING `+settingsColumns, plugin, next.JobTimeoutMS, next.MaxRetries, now)
+				job_timeout_ms = excluded.job_timeout_ms, max_retries = excluded.max_retries, reuse = excluded.reuse,
+				updated_at = excluded.updated_at
+			RETURNING `+settingsColumns, plugin, next.JobTimeoutMS, next.MaxRetries, next.Reuse, now)
 		_, out, err = scanSettings(row)
 		return err
 	})
@@ -186,6 +187,7 @@ func (d *DB) PluginBackfill(ctx context.Context, now time.Time, plugin string, f
 		return 0, nil
 	}
 	var n int64
+	var reused []string
 	err := d.inTx(ctx, func(tx pgx.Tx) error {
 		n = 0
 		if err := lockPluginQueue(ctx, tx, plugin); err != nil {
@@ -204,13 +206,22 @@ func (d *DB) PluginBackfill(ctx context.Context, now time.Time, plugin string, f
 			ids = append(ids, f.VersionID)
 			prios = append(prios, db.ScanPriority(now.Sub(f.ModTime)))
 		}
-		tag, err := tx.Exec(ctx, insertJobsSQL, ids, prios, plugin, now)
-		n = tag.RowsAffected()
+		rows, err := tx.Query(ctx, insertJobsSQL+` RETURNING id`, ids, prios, plugin, now)
+		if err != nil {
+			return err
+		}
+		jobs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		n = int64(len(jobs))
+		reused, err = d.reuseJobs(ctx, tx, now, jobs) // outputs.go
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("backfill %s: %w", plugin, err)
 	}
+	d.reuse.Report(reused)
 	return n, nil
 }
 

@@ -21,6 +21,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/casparian/sentinel/db"
 )
 
 // Pool and session defaults. Each applies only where the URL does not set
@@ -87,6 +89,11 @@ type DB struct {
 	listenOnce sync.Once
 	listener   atomic.Pointer[Listener]
 	version    atomic.Int64
+
+	reuse db.ReuseReporter // reused jobs, for the metrics (outputs.go)
+	// lineage: record outputs with completions and reuse earlier results
+	// (SetLineage).
+	lineage atomic.Bool
 }
 
 // IsURL reports whether a database setting names PostgreSQL

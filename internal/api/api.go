@@ -177,6 +177,9 @@ type PluginSettings struct {
 	JobTimeout string `json:"job_timeout,omitempty"`
 	// MaxRetries overrides --max-retries; absent, the global one holds.
 	MaxRetries *int `json:"max_retries,omitempty"`
+	// Reuse turns reuse of earlier results on or off; absent, the
+	// default (on for built-ins and WebAssembly).
+	Reuse *bool `json:"reuse,omitempty"`
 }
 
 // PluginSettingsRequest changes a plugin's settings; an absent field is
@@ -187,6 +190,8 @@ type PluginSettingsRequest struct {
 	JobTimeout *string `json:"job_timeout,omitempty"`
 	// MaxRetries is a count, or -1 for --max-retries.
 	MaxRetries *int `json:"max_retries,omitempty"`
+	// Reuse is "on", "off" or "default".
+	Reuse *string `json:"reuse,omitempty"`
 }
 
 // PluginSettingsResult answers a pause, resume or settings change.
@@ -435,4 +440,52 @@ func ParseJobTimeout(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("want a duration such as 5m, 0 for none, or default; got %q", s)
 	}
 	return d, nil
+}
+
+// Output is one artifact of a COMPLETED attempt and where it came from
+// (lineage, issue #20).
+type Output struct {
+	JobID         int64  `json:"job_id"`
+	Attempt       int64  `json:"attempt"`
+	FileVersionID int64  `json:"file_version_id"`
+	FilePath      string `json:"file_path,omitempty"`
+	ContentHash   string `json:"content_hash,omitempty"`
+	Plugin        string `json:"plugin"`
+	// ArtifactHash is the manifest that ran.
+	ArtifactHash string `json:"artifact_hash"`
+	Topic        string `json:"topic,omitempty"`
+	// URI is the sink the worker reported; empty when it reported none.
+	URI   string `json:"uri,omitempty"`
+	Rows  *int64 `json:"rows,omitempty"`
+	Bytes *int64 `json:"bytes,omitempty"`
+	// ReusedFromJob: this job was linked to that job's result, not run.
+	ReusedFromJob int64     `json:"reused_from_job,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	Stale         bool      `json:"stale"`
+	StaleReason   string    `json:"stale_reason,omitempty"`
+}
+
+// Outputs answers GET /api/v1/files/{id}/lineage,
+// /api/v1/artifacts/provenance and /api/v1/outputs/stale.
+type Outputs struct {
+	FileVersionID int64    `json:"file_version_id,omitempty"`
+	URI           string   `json:"uri,omitempty"`
+	Outputs       []Output `json:"outputs"`
+}
+
+// RerunStaleRequest asks for POST /api/v1/outputs/stale/rerun; Plugin ""
+// means every plugin, DryRun only counts.
+type RerunStaleRequest struct {
+	Plugin string `json:"plugin,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// RerunStaleResult answers POST /api/v1/outputs/stale/rerun: Matched stale
+// file × plugin pairs, Queued jobs, Reused of them linked at once.
+type RerunStaleResult struct {
+	Plugin  string `json:"plugin,omitempty"`
+	Matched int64  `json:"matched"`
+	Queued  int64  `json:"queued"`
+	Reused  int64  `json:"reused"`
+	DryRun  bool   `json:"dry_run,omitempty"`
 }

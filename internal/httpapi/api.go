@@ -705,8 +705,16 @@ func (srv *Server) pluginSettings(w http.ResponseWriter, r *http.Request) {
 		}
 		u.MaxRetries = req.MaxRetries
 	}
-	if u.JobTimeout == nil && u.MaxRetries == nil {
-		srv.fail(w, r, badRequest("nothing to change: give job_timeout or max_retries"))
+	if req.Reuse != nil {
+		n, ok := map[string]int{"on": 1, "off": 0, "default": -1}[*req.Reuse]
+		if !ok {
+			srv.fail(w, r, badRequest(`reuse must be "on", "off" or "default", got %q`, *req.Reuse))
+			return
+		}
+		u.Reuse = &n
+	}
+	if u.JobTimeout == nil && u.MaxRetries == nil && u.Reuse == nil {
+		srv.fail(w, r, badRequest("nothing to change: give job_timeout, max_retries or reuse"))
 		return
 	}
 	name := r.PathValue("name")
@@ -771,7 +779,7 @@ func (srv *Server) rescan(w http.ResponseWriter, r *http.Request) {
 }
 
 func pluginSettingsJSON(s job.PluginSettings) api.PluginSettings {
-	out := api.PluginSettings{Paused: s.Paused(), PausedAt: timePtr(s.PausedAt), MaxRetries: s.MaxRetries}
+	out := api.PluginSettings{Paused: s.Paused(), PausedAt: timePtr(s.PausedAt), MaxRetries: s.MaxRetries, Reuse: s.Reuse}
 	if s.JobTimeout != nil {
 		out.JobTimeout = s.JobTimeout.String()
 	}

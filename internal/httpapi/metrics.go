@@ -29,11 +29,11 @@ type metricsCollector struct {
 	// By plugin (actors.PluginStats, at most actors.MaxPluginLabels
 	// values): outcomes, durations, enqueue-to-start latencies, and the
 	// age of the oldest due QUEUED job.
-	completed, failed, requeued *prometheus.Desc
-	duration, enqueueToStart    *prometheus.Desc
-	oldestQueued                *prometheus.Desc
-	messagesDropped             *prometheus.Desc
-	sentinel, sentinels         *prometheus.Desc
+	completed, failed, requeued, reused *prometheus.Desc
+	duration, enqueueToStart            *prometheus.Desc
+	oldestQueued                        *prometheus.Desc
+	messagesDropped                     *prometheus.Desc
+	sentinel, sentinels                 *prometheus.Desc
 }
 
 type counterMetric struct {
@@ -102,6 +102,8 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			{desc: dbBatch, h: st.PruneTime, label: []string{"prune"}},
 		},
 		completed: prometheus.NewDesc("casparian_jobs_completed_total", "Jobs that ended COMPLETED, by plugin.", plugin, nil),
+		reused: prometheus.NewDesc("casparian_jobs_reused_total",
+			"Jobs linked at enqueue time to an earlier result of the same content, manifest and sinks instead of run, by plugin.", plugin, nil),
 		failed: prometheus.NewDesc("casparian_jobs_failed_total",
 			"Jobs that ended FAILED, by plugin (unknown: a dispatch that could not be assembled).", plugin, nil),
 		requeued: prometheus.NewDesc("casparian_jobs_requeued_total",
@@ -153,7 +155,7 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.messagesDropped
 	ch <- c.sentinel
 	ch <- c.sentinels
-	for _, d := range []*prometheus.Desc{c.completed, c.failed, c.requeued, c.duration, c.enqueueToStart, c.oldestQueued} {
+	for _, d := range []*prometheus.Desc{c.completed, c.failed, c.requeued, c.reused, c.duration, c.enqueueToStart, c.oldestQueued} {
 		ch <- d
 	}
 }
@@ -171,6 +173,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.completed, prometheus.CounterValue, float64(pc.Completed.Load()), label)
 		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(pc.Failed.Load()), label)
 		ch <- prometheus.MustNewConstMetric(c.requeued, prometheus.CounterValue, float64(pc.Requeued.Load()), label)
+		ch <- prometheus.MustNewConstMetric(c.reused, prometheus.CounterValue, float64(pc.Reused.Load()), label)
 		d := pc.Duration.Snapshot()
 		ch <- prometheus.MustNewConstHistogram(c.duration, d.Count, d.Sum, d.Buckets, label)
 		e := pc.EnqueueToStart.Snapshot()

@@ -1,0 +1,309 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/job"
+)
+
+// runJob claims the job of plugin (the only one QUEUED) and completes it as
+// the worker actor would, with the DISPATCH's artifact and sinks hashes.
+func runJob(t *testing.T, db *DB, plugin string, artifacts []map[string]string, metrics map[string]int64) Claim {
+	t.Helper()
+	cs := claim(t, db, "w1", 1, plugin)
+	if len(cs) != 1 {
+		t.Fatalf("claimed %d jobs, want 1", len(cs))
+	}
+	c := cs[0]
+	out := conclude(t, db, job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete, Artifacts: artifacts, Metrics: metrics,
+		ArtifactHash: c.Dispatch.ArtifactHash, SinksHash: SinksHash(c.Dispatch.Sinks)})
+	if out[0] != job.OutcomeCompleted {
+		t.Fatalf("outcome %v", out[0])
+	}
+	return c
+}
+
+func TestOutputs_RecordedWithTheCompletion(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p")
+	enqueue(t, db, s.fv, "p", 0)
+	c := runJob(t, db, "p", []map[string]string{
+		{"topic": "output", "uri": "parquet://output/p.parquet", "rows": "7"},
+		{"topic": "errors", "uri": "sqlite://output/e.db/errors"},
+	}, map[string]int64{"rows": 9, "bytes": 100})
+
+	got, err := db.OutputsOfVersion(ctx, s.fv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("lineage = %+v, want 2 outputs", got)
+	}
+	o := got[0]
+	if o.JobID != c.Ref.JobID || o.Attempt != 1 || o.Plugin != "p" || o.ArtifactHash != "art-p" || o.ContentHash != "hash-a" ||
+		o.URI != "parquet://output/p.parquet" || o.Topic != "output" || o.Rows == nil || *o.Rows != 7 || o.Bytes != nil ||
+		o.FilePath != "/data/in/a.csv" || o.Stale {
+		t.Errorf("first output = %+v", o)
+	}
+	// Two artifacts: the job's metrics are not split between them.
+	if got[1].Rows != nil || got[1].URI != "sqlite://output/e.db/errors" {
+		t.Errorf("second output = %+v", got[1])
+	}
+
+	prov, err := db.OutputProvenance(ctx, "parquet://output/p.parquet", 10)
+	if err != nil || len(prov) != 1 || prov[0].FileVersionID != s.fv {
+		t.Fatalf("provenance = %+v, %v", prov, err)
+	}
+	if _, err := db.OutputProvenance(ctx, "parquet://output/none.parquet", 10); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("unknown uri: %v, want ErrNotFound", err)
+	}
+	if _, err := db.OutputProvenance(ctx, "no-scheme", 10); !errors.Is(err, job.ErrInvalid) {
+		t.Errorf("bad uri: %v, want ErrInvalid", err)
+	}
+	if _, err := db.OutputsOfVersion(ctx, 999); !errors.Is(err, job.ErrNotFound) {
+		t.Errorf("unknown version: %v, want ErrNotFound", err)
+	}
+}
+
+func TestOutputs_BatchOfCompletionsOneRowEachFailuresNone(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p")
+	const n = 75 // a chunk of 64, one of 8, three one by one
+	for range n + 1 {
+		enqueue(t, db, s.fv, "p", 0)
+	}
+	cs := claim(t, db, "w1", n+1, "p")
+	var concl []job.Conclusion
+	for i, c := range cs {
+		k := job.ConcludeComplete
+		if i == n {
+			k = job.ConcludeFail
+		}
+		// No ArtifactHash: the lineage records the ACTIVE manifest's.
+		concl = append(concl, job.Conclusion{Ref: c.Ref, Kind: k, Metrics: map[string]int64{"rows": int64(i)},
+			Artifacts: []map[string]string{{"topic": "output", "uri": fmt.Sprintf("parquet://output/%d.parquet", i)}}})
+	}
+	conclude(t, db, concl...)
+	got, err := db.OutputsOfVersion(ctx, s.fv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("%d outputs, want %d (the failed job has none)", len(got), n)
+	}
+	for _, o := range got {
+		if o.ArtifactHash != "art-p" || o.Rows == nil || o.URI != fmt.Sprintf("parquet://output/%d.parquet", *o.Rows) {
+			t.Fatalf("output %+v", o)
+		}
+	}
+}
+
+func TestOutputs_StaleByFileOrManifestAndRerunSupersedes(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p")
+	enqueue(t, db, s.fv, "p", 0)
+	runJob(t, db, "p", []map[string]string{{"topic": "output", "uri": "parquet://output/p.parquet"}}, nil)
+	if stale, err := db.OutputsStale(ctx, ""); err != nil || len(stale) != 0 {
+		t.Fatalf("stale before any change = %+v, %v", stale, err)
+	}
+
+	// The file is edited: a new version of the same location.
+	v2, err := db.FileVersionAdd(ctx, s.root, "in/a.csv", "hash-b", 11, testNow, []string{"csv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := db.OutputsStale(ctx, "p")
+	if err != nil || len(stale) != 1 || stale[0].StaleReason != job.StaleNewerFile || stale[0].FileVersionID != s.fv {
+		t.Fatalf("stale after edit = %+v, %v", stale, err)
+	}
+	res, err := db.OutputsRerunStale(ctx, testNow, "", true)
+	if err != nil || res.Matched != 1 || res.Queued != 0 {
+		t.Fatalf("dry run = %+v, %v", res, err)
+	}
+	res, err = db.OutputsRerunStale(ctx, testNow, "", false)
+	if err != nil || res.Queued != 1 {
+		t.Fatalf("rerun = %+v, %v", res, err)
+	}
+	// Already queued: a second rerun queues nothing.
+	if res, err := db.OutputsRerunStale(ctx, testNow, "", false); err != nil || res.Queued != 0 {
+		t.Fatalf("second rerun = %+v, %v", res, err)
+	}
+	c := runJob(t, db, "p", []map[string]string{{"topic": "output", "uri": "parquet://output/p.parquet"}}, nil)
+	if c.Dispatch.FileVersionID != v2 {
+		t.Fatalf("rerun ran version %d, want %d", c.Dispatch.FileVersionID, v2)
+	}
+	if stale, err := db.OutputsStale(ctx, ""); err != nil || len(stale) != 0 {
+		t.Fatalf("stale after rerun = %+v, %v", stale, err)
+	}
+	// The old output stays as history, marked stale.
+	old, err := db.OutputsOfVersion(ctx, s.fv)
+	if err != nil || len(old) != 1 || !old[0].Stale {
+		t.Fatalf("history = %+v, %v", old, err)
+	}
+
+	// A new ACTIVE manifest: the newest output is stale by manifest.
+	if _, err := db.PluginManifestActivate(ctx, "p", "2.0", "print('p2')", "", "art-p2"); err != nil {
+		t.Fatal(err)
+	}
+	stale, err = db.OutputsStale(ctx, "")
+	if err != nil || len(stale) != 1 || stale[0].StaleReason != job.StaleNewerManifest {
+		t.Fatalf("stale after deploy = %+v, %v", stale, err)
+	}
+	if stale, _ := db.OutputsStale(ctx, "other"); len(stale) != 0 {
+		t.Errorf("stale of another plugin = %+v", stale)
+	}
+}
+
+func TestReuse_CopyIsLinkedToTheEarlierResult(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db)
+	if _, err := db.PluginManifestActivate(ctx, "csv", job.BuiltinVersion, job.BuiltinSource("csv"), "", "art-csv"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginManifestActivate(ctx, "py", "1", "print(1)", "", "art-py"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reported []string
+	db.OnReuse(func(p string) { mu.Lock(); reported = append(reported, p); mu.Unlock() })
+
+	first := enqueue(t, db, s.fv, "csv", 0)
+	runJob(t, db, "csv", []map[string]string{{"topic": "output", "uri": "parquet://output/csv.parquet"}}, map[string]int64{"rows": 3})
+	enqueue(t, db, s.fv, "py", 0)
+	runJob(t, db, "py", nil, nil)
+
+	// A copy elsewhere, same content: reused for csv (built-in), run for
+	// py (not deterministic).
+	copyV, err := db.FileVersionAdd(ctx, s.root, "other/a.csv", "hash-a", 10, testNow, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reusedID := enqueue(t, db, copyV, "csv", 0)
+	j := getJob(t, db, reusedID)
+	if j.Status != job.StatusCompleted || j.ResultSummary != fmt.Sprintf("reused from job %d", first) {
+		t.Fatalf("copy's job = %+v", j)
+	}
+	lin, err := db.OutputsOfVersion(ctx, copyV)
+	if err != nil || len(lin) != 1 || lin[0].ReusedFromJob != first || lin[0].URI != "parquet://output/csv.parquet" ||
+		lin[0].JobID != reusedID || lin[0].Rows == nil || *lin[0].Rows != 3 {
+		t.Fatalf("copy's lineage = %+v, %v", lin, err)
+	}
+	if pyID := enqueue(t, db, copyV, "py", 0); getJob(t, db, pyID).Status != job.StatusQueued {
+		t.Errorf("non-deterministic plugin reused")
+	}
+	// The same version queued again runs: that is an explicit re-run.
+	if again := enqueue(t, db, s.fv, "csv", 0); getJob(t, db, again).Status != job.StatusQueued {
+		t.Errorf("same version reused")
+	}
+	mu.Lock()
+	if strings.Join(reported, ",") != "csv" {
+		t.Errorf("reported reuses = %v, want [csv]", reported)
+	}
+	mu.Unlock()
+
+	// Reuse off for csv: a third copy runs; default again: reused.
+	off, def := 0, -1
+	if _, err := db.PluginSettingsSet(ctx, testNow, "csv", job.PluginSettingsUpdate{Reuse: &off}); err != nil {
+		t.Fatal(err)
+	}
+	third, err := db.FileVersionAdd(ctx, s.root, "third/a.csv", "hash-a", 10, testNow, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := enqueue(t, db, third, "csv", 0); getJob(t, db, id).Status != job.StatusQueued {
+		t.Errorf("reused with reuse off")
+	}
+	set, err := db.PluginSettingsSet(ctx, testNow, "csv", job.PluginSettingsUpdate{Reuse: &def})
+	if err != nil || set.Reuse != nil {
+		t.Fatalf("settings = %+v, %v", set, err)
+	}
+	fourth, err := db.FileVersionAdd(ctx, s.root, "fourth/a.csv", "hash-a", 10, testNow, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := enqueue(t, db, fourth, "csv", 0); getJob(t, db, id).Status != job.StatusCompleted {
+		t.Errorf("not reused with reuse back to default")
+	}
+	// Other sinks (an override): not the same result.
+	fifth, err := db.FileVersionAdd(ctx, s.root, "fifth/a.csv", "hash-a", 10, testNow, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := db.JobEnqueue(ctx, job.Submission{FileVersionID: fifth, Plugin: "csv",
+		ConfigOverrides: `{"output": {"uri": "parquet://output/elsewhere.parquet"}}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if getJob(t, db, id).Status != job.StatusQueued {
+		t.Errorf("reused with other sinks")
+	}
+}
+
+func TestReuse_ScannerRevertIsLinked(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	root, err := db.SourceRootAdd(ctx, "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginManifestActivate(ctx, "csv", job.BuiltinVersion, job.BuiltinSource("csv"), "", "art-csv"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PluginSubscribe(ctx, "csv", []string{"csv"}); err != nil {
+		t.Fatal(err)
+	}
+	scan := func(hash string) ScanRecord {
+		recs, err := db.ScanRecordFiles(ctx, testNow, []ScannedFile{{RootID: root.ID, RelPath: "a.csv", Hash: hash, Size: 1,
+			ModTime: testNow.Add(-time.Hour), Tags: []string{"csv"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs[0]
+	}
+	v1 := scan("h1")
+	runJob(t, db, "csv", nil, nil)
+	scan("h2")
+	runJob(t, db, "csv", nil, nil)
+	v3 := scan("h1") // reverted
+	if len(v3.Jobs) != 1 || getJob(t, db, v3.Jobs[0]).Status != job.StatusCompleted {
+		t.Fatalf("revert's jobs %v not reused", v3.Jobs)
+	}
+	if want := fmt.Sprintf("reused from job %d", v1.Jobs[0]); getJob(t, db, v3.Jobs[0]).ResultSummary != want {
+		t.Errorf("summary %q, want %q", getJob(t, db, v3.Jobs[0]).ResultSummary, want)
+	}
+	if stale, err := db.OutputsStale(ctx, ""); err != nil || len(stale) != 0 {
+		t.Errorf("stale after revert = %+v, %v", stale, err)
+	}
+}
+
+// TestOutputs_NothingRecordedWhileLineageIsOff: with lineage off (the
+// default) a completion records no output.
+func TestOutputs_NothingRecordedWhileLineageIsOff(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p")
+	enqueue(t, db, s.fv, "p", 0)
+	runJob(t, db, "p", []map[string]string{{"topic": "output", "uri": "parquet://output/p.parquet"}}, nil)
+	var n int
+	if err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM sentinel_outputs`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d outputs recorded with lineage off", n)
+	}
+}

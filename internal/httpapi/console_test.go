@@ -647,3 +647,32 @@ func TestConsole_InChromiumRereadsTheQueueAgeByItself(t *testing.T) {
 	p.wait(time.Second, "the same page (no navigation)", loadedOnce)
 	p.shot("1-queue-age-reread")
 }
+
+// TestConsole_InChromiumShowsAJobsOutputs: with --lineage, a completed job's
+// detail lists the outputs its worker reported (topic, sink, rows).
+func TestConsole_InChromiumShowsAJobsOutputs(t *testing.T) {
+	t.Parallel()
+	ctx := browserTab(t)
+	tokens := withTokens(t)
+	e := sentineltest.Start(t, func(c *config.Config) { tokens(c); c.Lineage = true })
+	e.Plugin("report")
+	fv := e.File("in/report.csv", "a\nb\nc\n")
+	e.Worker(testworker.Options{Capabilities: []string{"report"},
+		Run: func(ctx context.Context, j testworker.Job) transport.Conclude {
+			return transport.Conclude{Status: transport.StatusSuccess,
+				Artifacts: []map[string]string{{"topic": "output", "uri": "parquet://out/report.parquet", "rows": "3"}}}
+		}})
+	id := e.Enqueue(fv, "report", 0)
+	e.WaitJob(id, job.StatusCompleted)
+	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.do("open the console", chromedp.Navigate(e.URL+"/?token="+adminToken))
+	p.do("list the jobs", chromedp.Click(chromedp.CSS(`#nav button[data-view="jobs"]`)))
+	p.wait(20*time.Second, "the job", fmt.Sprintf(`document.querySelector("#jobs-body tr.job[data-job='%d']") !== null`, id))
+	p.do("open the job", chromedp.Click(chromedp.CSS(fmt.Sprintf("#jobs-body tr.job[data-job='%d']", id))))
+	p.wait(20*time.Second, "its output", `(() => {
+		const rows = document.querySelectorAll("#detail-outputs tr.output");
+		return rows.length === 1 && rows[0].dataset.uri === "parquet://out/report.parquet" &&
+			rows[0].textContent.includes("output") && rows[0].textContent.includes("3");
+	})()`)
+	p.shot("job-outputs")
+}

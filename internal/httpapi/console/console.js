@@ -472,8 +472,34 @@
       dl.appendChild(dd);
     });
     showAttempts(j.attempts || []);
+    loadOutputs(j);
     document.querySelectorAll("tr.job").forEach(function (tr) {
       tr.ariaSelected = String(Number(tr.dataset.job) === j.id);
+    });
+  }
+
+  // loadOutputs lists what the job made, from its file version's lineage
+  // (recorded when the Sentinel runs with --lineage).
+  function loadOutputs(j) {
+    var body = $("detail-outputs").tBodies[0];
+    body.replaceChildren(row([el("td", {colSpan: 5}, j.status === "COMPLETED" ? "…" : "None: the job has not completed.")]));
+    if (j.status !== "COMPLETED") { return; }
+    api("GET", "/api/v1/files/" + j.file_version_id + "/lineage").then(function (res) {
+      if (state.jobId !== j.id) { return; }
+      var mine = (res.outputs || []).filter(function (o) { return o.job_id === j.id; });
+      body.replaceChildren();
+      if (mine.length === 0) {
+        body.appendChild(row([el("td", {colSpan: 5}, "None recorded (lineage is recorded when the Sentinel runs with --lineage).")]));
+        return;
+      }
+      mine.forEach(function (o) {
+        var note = o.reused_from_job ? "reused from job " + o.reused_from_job : "";
+        if (o.stale) { note = (note ? note + "; " : "") + "stale: " + (o.stale_reason || "superseded"); }
+        body.appendChild(row([o.topic || "–", o.uri || "–", o.rows === undefined ? "–" : String(o.rows),
+          (o.artifact_hash || "").slice(0, 12) || "–", note], {className: "output", data: {uri: o.uri || ""}}));
+      });
+    }, function () {
+      body.replaceChildren(row([el("td", {colSpan: 5}, "Could not read the file's lineage.")]));
     });
   }
 

@@ -2,6 +2,7 @@ package actors_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,10 +11,17 @@ import (
 )
 
 // BenchmarkSentinel_EndToEnd runs b.N jobs through an in-process Sentinel
-// with 8 workers × 4 slots over TCP loopback and reports jobs/s until every
-// row is COMPLETED. cmd/casparian-bench measures the same against the real
-// binary; this one exists so the path can be profiled with -cpuprofile.
+// with 8 workers × 4 and × 64 slots over TCP loopback and reports jobs/s
+// until every row is COMPLETED. cmd/casparian-bench measures the same against
+// the real binary; this one exists so the path can be profiled with
+// -cpuprofile.
 func BenchmarkSentinel_EndToEnd(b *testing.B) {
+	for _, slots := range []int{4, 64} {
+		b.Run(fmt.Sprintf("8x%d", slots), func(b *testing.B) { benchEndToEnd(b, slots) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, slots int) {
 	h := newHarness(b, nil)
 	h.Plugin("noop")
 	fv := h.File("a.txt", "a\n")
@@ -23,7 +31,7 @@ func BenchmarkSentinel_EndToEnd(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < 8; i++ {
-		h.Worker(testworker.Options{Slots: 4, Run: testworker.Succeed})
+		h.Worker(testworker.Options{Slots: slots, Run: testworker.Succeed})
 	}
 	// Poll the in-memory counter (cheap), then confirm in SQLite once.
 	for h.Sentinel.Stats().JobsCompleted.Load() < int64(b.N) {

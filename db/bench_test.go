@@ -140,64 +140,73 @@ func BenchmarkJobsClaimConclude(b *testing.B) {
 // checkpointer included), which varies less than the rate on a shared
 // machine.
 func BenchmarkJobsBatch_Steady(b *testing.B) {
-	for _, batch := range []int{8, 64, 256} {
-		b.Run(fmt.Sprint(batch), func(b *testing.B) {
-			db := openTest(b)
-			ctx := context.Background()
-			s := seedBasics(b, db, "p")
-			if _, err := db.TopicConfigAdd(ctx, "p", "output", "parquet://out/p.parquet", "", ""); err != nil {
-				b.Fatal(err)
+	for _, lineage := range []bool{false, true} {
+		for _, batch := range []int{8, 64, 256} {
+			name := fmt.Sprint(batch)
+			if lineage {
+				name += "/lineage"
 			}
-			n := (b.N + 1) * batch
-			err := db.writeTx(ctx, func(tx *sql.Tx) error {
-				st, err := tx.PrepareContext(ctx, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status, priority, retry_count) VALUES (?, 'p', 'QUEUED', 0, 0)`)
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				for range n {
-					if _, err := st.ExecContext(ctx, s.fv); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			metrics := map[string]int64{"rows": 1000, "size_bytes": 65536}
-			artifacts := []map[string]string{{"topic": "output", "uri": "parquet://out/p.parquet"}}
-			now := time.Now()
-			req := []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: batch}}
-			res, err := db.JobsBatch(ctx, now, nil, req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			sinksHash := SinksHash(res.Claims[0].Dispatch.Sinks)
-			b.ResetTimer()
-			cpu0 := cpuNow()
-			start := time.Now()
-			for range b.N {
-				cs := make([]job.Conclusion, len(res.Claims))
-				for i, c := range res.Claims {
-					// The hashes the worker actor takes from the DISPATCH
-					// (lineage, issue #20).
-					cs[i] = job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete, Metrics: metrics, Artifacts: artifacts,
-						ArtifactHash: c.Dispatch.ArtifactHash, SinksHash: sinksHash}
-				}
-				res, err = db.JobsBatch(ctx, now, cs, req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(res.Claims) != batch {
-					b.Fatalf("claimed %d", len(res.Claims))
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "jobs/s")
-			b.ReportMetric(float64((cpuNow()-cpu0).Microseconds())/float64(b.N*batch), "cpu-µs/job")
-		})
+			b.Run(name, func(b *testing.B) { benchSteady(b, batch, lineage) })
+		}
 	}
+}
+
+func benchSteady(b *testing.B, batch int, lineage bool) {
+	db := openTest(b)
+	db.SetLineage(lineage)
+	ctx := context.Background()
+	s := seedBasics(b, db, "p")
+	if _, err := db.TopicConfigAdd(ctx, "p", "output", "parquet://out/p.parquet", "", ""); err != nil {
+		b.Fatal(err)
+	}
+	n := (b.N + 1) * batch
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO cf_processing_queue (file_version_id, plugin_name, status, priority, retry_count) VALUES (?, 'p', 'QUEUED', 0, 0)`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for range n {
+			if _, err := st.ExecContext(ctx, s.fv); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	metrics := map[string]int64{"rows": 1000, "size_bytes": 65536}
+	artifacts := []map[string]string{{"topic": "output", "uri": "parquet://out/p.parquet"}}
+	now := time.Now()
+	req := []job.ClaimRequest{{Worker: "w", Plugins: []string{"p"}, Limit: batch}}
+	res, err := db.JobsBatch(ctx, now, nil, req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sinksHash := SinksHash(res.Claims[0].Dispatch.Sinks)
+	b.ResetTimer()
+	cpu0 := cpuNow()
+	start := time.Now()
+	for range b.N {
+		cs := make([]job.Conclusion, len(res.Claims))
+		for i, c := range res.Claims {
+			// The hashes the worker actor takes from the DISPATCH
+			// (lineage, issue #20).
+			cs[i] = job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete, Metrics: metrics, Artifacts: artifacts,
+				ArtifactHash: c.Dispatch.ArtifactHash, SinksHash: sinksHash}
+		}
+		res, err = db.JobsBatch(ctx, now, cs, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res.Claims) != batch {
+			b.Fatalf("claimed %d", len(res.Claims))
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "jobs/s")
+	b.ReportMetric(float64((cpuNow()-cpu0).Microseconds())/float64(b.N*batch), "cpu-µs/job")
 }
 
 // cpuNow is the CPU time this process has used.

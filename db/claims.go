@@ -464,7 +464,8 @@ const (
 
 // concludeQueries are prepared before a JobsConclude transaction begins.
 var concludeQueries = []string{completeSQL, completeManySQL(completeChunks[0]), completeManySQL(completeChunks[1]),
-	failSQL, retriesSQL, skipSQL, requeueSQL, recordAttemptSQL, recordOutputsSQL}
+	failSQL, retriesSQL, skipSQL, requeueSQL, recordAttemptSQL,
+	recordOutputsSQL(outputChunks[0]), recordOutputsSQL(outputChunks[1]), recordOutputsSQL(outputChunks[2])}
 
 // concludeStmts binds each statement of a JobsConclude batch to its
 // transaction once, on first use.

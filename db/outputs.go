@@ -3,9 +3,10 @@ package db
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/casparian/sentinel/job"
@@ -14,29 +15,85 @@ import (
 // Lineage of file outputs, stale outputs and reuse (issue #20), in
 // sentinel_outputs (migration 0011). The shared rules are in lineagepath.go.
 
-// recordOutputsSQL writes the lineage of the jobs a batch completed, one row
-// per artifact (a job without artifacts gets one row with a NULL uri), in
-// one statement for the whole batch. Arguments: the time, then OutputsArg. It reads the
-// rest from the rows the batch has just written (artifacts_json,
-// metrics_json) and from the input's version (content hash, location), so
-// the conclusion binds nothing twice. An empty artifact_hash (a receipt
-// from a worker not registered yet) records the ACTIVE manifest's. Rows and
-// bytes come from the artifact's own "rows"/"bytes" fields, else from the
-// job's metrics when the job has at most one artifact.
-const recordOutputsSQL = `INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
+// recordOutputsSQL writes the lineage of n outputs of the jobs a batch
+// completed in one statement. Arguments: the time, then per output the job,
+// its index in the receipt's artifacts (-1: the job reported none), the
+// manifest's artifact_hash and the sinks hash from the DISPATCH, topic, URI,
+// rows and bytes (outputRows). The rest comes from the rows the batch has
+// just written and from the input's version (content hash). An empty
+// artifact_hash (a receipt from a worker not registered yet) records the
+// ACTIVE manifest's. The values are bound, not parsed out of JSON in the
+// statement: modernc's SQLite spent as much on the JSON functions as on the
+// rows.
+func recordOutputsSQL(n int) string {
+	return `WITH c(job_id, artifact_index, artifact_hash, sinks_hash, topic, uri, row_count, byte_count) AS
+		(VALUES (?2, ?, ?, ?, ?, ?, ?, ?)` + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?)", n-1) + `)
+	INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
 		artifact_hash, content_hash, sinks_hash, topic, uri, row_count, byte_count, created_at)
-	SELECT q.file_version_id, q.id, COALESCE(q.attempt, 0), COALESCE(a.key, -1), COALESCE(q.plugin_name, ''),
-		COALESCE(NULLIF(c.value ->> 1, ''), (SELECT m.artifact_hash FROM cf_plugin_manifest m
+	SELECT q.file_version_id, q.id, COALESCE(q.attempt, 0), c.artifact_index, COALESCE(q.plugin_name, ''),
+		COALESCE(NULLIF(c.artifact_hash, ''), (SELECT m.artifact_hash FROM cf_plugin_manifest m
 			WHERE m.plugin_name = q.plugin_name AND m.status = 'ACTIVE' ORDER BY ` + manifestNewestFirst + ` LIMIT 1), ''),
-		COALESCE(v.content_hash, ''), COALESCE(c.value ->> 2, ''), a.value ->> 'topic', a.value ->> 'uri',
-		COALESCE(CAST(a.value ->> 'rows' AS INTEGER), CASE WHEN c.value ->> 3 THEN q.metrics_json ->> 'rows' END),
-		COALESCE(CAST(a.value ->> 'bytes' AS INTEGER), CASE WHEN c.value ->> 3 THEN q.metrics_json ->> 'bytes' END),
-		?1
-	FROM json_each(?2) c
-	JOIN cf_processing_queue q ON q.id = c.value ->> 0
+		COALESCE(v.content_hash, ''), c.sinks_hash, c.topic, c.uri, c.row_count, c.byte_count, ?1
+	FROM c
+	JOIN cf_processing_queue q ON q.id = c.job_id
 	LEFT JOIN cf_file_version v ON v.id = q.file_version_id
-	LEFT JOIN json_each(q.artifacts_json) a
 	WHERE q.file_version_id IS NOT NULL`
+}
+
+// outputChunks are the sizes recordOutputsSQL is prepared for; the outputs
+// of a batch go in the largest chunks that fit, the rest one by one.
+var outputChunks = []int{64, 8, 1}
+
+// outputRow is one output of a completed job, as recordOutputsSQL binds it.
+type outputRow struct {
+	jobID, index            int64
+	artifactHash, sinksHash string
+	topic, uri              any // string, or nil
+	rowCount, byteCount     any // int64, or nil
+}
+
+// outputRows lists the outputs of the conclusions whose outcome is
+// job.OutcomeCompleted: one per artifact of the receipt (none reported: one
+// with index -1). Rows and bytes are the artifact's own "rows" and "bytes"
+// when they are whole numbers, else the job's metrics when the job has at
+// most one artifact.
+func outputRows(cs []job.Conclusion, out []job.Outcome) []outputRow {
+	var rows []outputRow
+	for i, c := range cs {
+		if out[i] != job.OutcomeCompleted {
+			continue
+		}
+		metric := func(name string) any {
+			if v, ok := c.Metrics[name]; ok && len(c.Artifacts) <= 1 {
+				return v
+			}
+			return nil
+		}
+		if len(c.Artifacts) == 0 {
+			rows = append(rows, outputRow{jobID: c.Ref.JobID, index: -1, artifactHash: c.ArtifactHash, sinksHash: c.SinksHash,
+				rowCount: metric("rows"), byteCount: metric("bytes")})
+			continue
+		}
+		for n, a := range c.Artifacts {
+			r := outputRow{jobID: c.Ref.JobID, index: int64(n), artifactHash: c.ArtifactHash, sinksHash: c.SinksHash,
+				rowCount: metric("rows"), byteCount: metric("bytes")}
+			if v, ok := a["topic"]; ok {
+				r.topic = v
+			}
+			if v, ok := a["uri"]; ok {
+				r.uri = v
+			}
+			if v, err := strconv.ParseInt(a["rows"], 10, 64); err == nil {
+				r.rowCount = v
+			}
+			if v, err := strconv.ParseInt(a["bytes"], 10, 64); err == nil {
+				r.byteCount = v
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows
+}
 
 // recordOutputs writes the lineage of the conclusions whose outcome is
 // job.OutcomeCompleted, in the conclusions' transaction.
@@ -44,35 +101,25 @@ func (s *concludeStmts) recordOutputs(ctx context.Context, ts string, cs []job.C
 	if !s.db.lineage.Load() {
 		return nil
 	}
-	arg, n := OutputsArg(cs, out)
-	if n == 0 {
-		return nil
-	}
-	st, err := s.db.txStmt(ctx, s.tx, recordOutputsSQL)
-	if err != nil {
-		return err
-	}
-	if _, err := st.ExecContext(ctx, ts, arg); err != nil {
-		return fmt.Errorf("record outputs of %d jobs: %w", n, err)
-	}
-	return nil
-}
-
-// OutputsArg is the JSON array [[job id, artifact_hash, sinks_hash, whether
-// the job's metrics count for its artifact (at most one)], …] of the
-// completed conclusions, and how many there are.
-func OutputsArg(cs []job.Conclusion, out []job.Outcome) (string, int) {
-	rows := make([][4]any, 0, len(cs))
-	for i, c := range cs {
-		if out[i] == job.OutcomeCompleted {
-			rows = append(rows, [4]any{c.Ref.JobID, c.ArtifactHash, c.SinksHash, len(c.Artifacts) <= 1})
+	rows := outputRows(cs, out)
+	for _, size := range outputChunks {
+		for len(rows) >= size {
+			args := make([]any, 0, 1+8*size)
+			args = append(args, ts)
+			for _, r := range rows[:size] {
+				args = append(args, r.jobID, r.index, r.artifactHash, r.sinksHash, r.topic, r.uri, r.rowCount, r.byteCount)
+			}
+			st, err := s.db.txStmt(ctx, s.tx, recordOutputsSQL(size))
+			if err != nil {
+				return err
+			}
+			if _, err := st.ExecContext(ctx, args...); err != nil {
+				return fmt.Errorf("record %d outputs: %w", size, err)
+			}
+			rows = rows[size:]
 		}
 	}
-	if len(rows) == 0 {
-		return "", 0
-	}
-	b, _ := json.Marshal(rows) // numbers and strings: cannot fail
-	return string(b), len(rows)
+	return nil
 }
 
 // outputColumns are the columns scanOutput reads from a sentinel_outputs

@@ -114,17 +114,29 @@ func TestEnv_UnansweredPrepareGoesToAnotherWorker(t *testing.T) {
 	}
 }
 
+// TestEnv_EveryWorkerFailingFailsTheJobWithTheReason: a worker that
+// answers every PREPARE_ENV with an error is asked once per attempt, and
+// the job FAILS with that error once the retries run out.
+//
+// --env-timeout is both how long an answer may take and how long the
+// dispatcher then avoids the worker for that environment. At 300 ms a
+// loaded machine delayed the worker's answer past it: the Sentinel gave up
+// on the PREPARE_ENV itself, and the job failed with "did not prepare
+// environment … within 300ms" instead of the worker's reason. At 2 s (two
+// avoid windows: some 4 s of wall time, no CPU) the answer is in well
+// before; a Sentinel that dropped the reason, or asked more or fewer
+// times, still fails the test.
 func TestEnv_EveryWorkerFailingFailsTheJobWithTheReason(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, func(c *config.Config) {
-		c.EnvTimeout = 300 * time.Millisecond
+		c.EnvTimeout = 2 * time.Second
 		c.MaxRetries = 2
 	})
 	env := deployEnvPlugin(t, h, "wc", "dep==broken\n")
 	w := h.Worker(testworker.Options{PrepareEnv: func(transport.PrepareEnv) error { return errors.New("no such package") }})
 	registered(t, h, 1)
 	id := h.Enqueue(h.File("a.txt", "x\n"), "wc", 0)
-	testwait.Eventually(t, 15*time.Second, "job failed", func() bool { return h.Job(id).Status == job.StatusFailed })
+	testwait.Eventually(t, 45*time.Second, "job failed", func() bool { return h.Job(id).Status == job.StatusFailed })
 	j := h.Job(id)
 	if !strings.Contains(j.ErrorMessage, "could not prepare environment "+env) || !strings.Contains(j.ErrorMessage, "no such package") ||
 		!strings.Contains(j.ErrorMessage, "gave up") {

@@ -71,19 +71,32 @@ func TestSupervision_TopLevelGivesUpAfterRepeatedPanics(t *testing.T) {
 	}
 }
 
+// TestSupervision_RestartedWorkerActorKeepsItsJobs: a worker actor that
+// panics is restarted with the worker's running job, which then completes
+// in its first attempt with no stale message.
+//
+// The harness's 1 s worker timeout is for tests about dead workers; here a
+// loaded machine that kept the worker's answers away that long made the
+// Sentinel drop the worker and requeue its job (attempt 2), which read as
+// "the restart was visible". The timeout is 30 s, and the deadlines, only
+// spent when the test fails, 20 s: a restart that loses the job still
+// leaves it RUNNING or in a second attempt, or counts stale messages.
 func TestSupervision_RestartedWorkerActorKeepsItsJobs(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *config.Config) { c.RecoveryGrace = time.Minute })
+	h := newHarness(t, func(c *config.Config) {
+		c.RecoveryGrace = time.Minute
+		c.WorkerTimeout = 30 * time.Second
+	})
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	release := make(chan struct{})
 	w := h.Worker(testworker.Options{Run: blockingRun(release)})
-	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == job.StatusRunning })
+	testwait.Eventually(t, 20*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == job.StatusRunning })
 
 	h.Sentinel.InjectPanic(w.Identity())
-	testwait.Eventually(t, 5*time.Second, "worker actor restarted", func() bool { return h.Sentinel.Stats().ActorRestarts.Load() == 1 })
+	testwait.Eventually(t, 20*time.Second, "worker actor restarted", func() bool { return h.Sentinel.Stats().ActorRestarts.Load() == 1 })
 	close(release)
-	testwait.Eventually(t, 5*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
+	testwait.Eventually(t, 20*time.Second, "job COMPLETED", func() bool { return h.Job(id).Status == job.StatusCompleted })
 	if j := h.Job(id); j.Attempt != 1 || h.Sentinel.Stats().StaleMessages.Load() != 0 {
 		t.Errorf("attempt %d stale %d: the restart was visible", j.Attempt, h.Sentinel.Stats().StaleMessages.Load())
 	}

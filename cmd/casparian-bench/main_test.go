@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,8 +16,49 @@ import (
 )
 
 // TestMain starts a throwaway PostgreSQL for TestRun_Postgres (skipped
-// without one, unless CI is set).
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+// without one, unless CI is set), and removes the Sentinel binary that
+// sentinelBinary built.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "casparian-bench-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "temp dir:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := pgtest.Main(m)
+	_ = os.RemoveAll(dir) // a leftover temp folder costs disk space, not a result
+	os.Exit(code)
+}
+
+// The Sentinel binary the tests run, built once per test binary: run
+// builds one per call without --sentinel-bin, the same `go build` each
+// time, and a link is seconds of CPU. TestRun_IdleMeasure leaves
+// sentinelBin empty, so run's own build stays tested.
+var (
+	binDir      string
+	sentinelBld sync.Once
+	sentinelBin string
+	sentinelErr error
+)
+
+// sentinelBinary builds cmd/casparian-sentinel as run does, once, and
+// returns its path.
+func sentinelBinary(t *testing.T) string {
+	t.Helper()
+	sentinelBld.Do(func() {
+		bin := filepath.Join(binDir, "casparian-sentinel")
+		build := exec.Command("go", "build", "-o", bin, "github.com/casparian/sentinel/cmd/casparian-sentinel")
+		if out, err := build.CombinedOutput(); err != nil {
+			sentinelErr = fmt.Errorf("build sentinel: %v\n%s", err, out)
+			return
+		}
+		sentinelBin = bin
+	})
+	if sentinelErr != nil {
+		t.Fatal(sentinelErr)
+	}
+	return sentinelBin
+}
 
 // TestRun_PrintsEveryFigure runs the benchmark briefly against the real
 // Sentinel binary, so that the command keeps working; it checks that every
@@ -23,11 +67,12 @@ func TestRun_PrintsEveryFigure(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Sentinel")
 	}
+	t.Parallel()
 	var out bytes.Buffer
 	err := run(options{
 		workers: 2, slots: 2, jobs: 300, preload: 1000, idle: 20,
 		holdHalf: true, restart: true,
-		dir: t.TempDir(), timeout: 2 * time.Minute,
+		dir: t.TempDir(), sentinelBin: sentinelBinary(t), timeout: 2 * time.Minute,
 	}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -54,9 +99,10 @@ func TestRun_CompletedBacklog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Sentinel")
 	}
+	t.Parallel()
 	var out bytes.Buffer
 	err := run(options{workers: 2, slots: 2, jobs: 300, completedBacklog: 2000, extraFlags: "--retain-completed 24h",
-		dir: t.TempDir(), timeout: 2 * time.Minute}, &out)
+		dir: t.TempDir(), sentinelBin: sentinelBinary(t), timeout: 2 * time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -73,11 +119,12 @@ func TestRun_Postgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Sentinel")
 	}
+	t.Parallel()
 	for _, n := range []int{1, 2} {
 		t.Run(fmt.Sprintf("Sentinels%d", n), func(t *testing.T) {
 			var out bytes.Buffer
 			err := run(options{workers: 4, slots: 2, jobs: 300, database: pgtest.Database(t), sentinels: n,
-				dir: t.TempDir(), timeout: 2 * time.Minute}, &out)
+				dir: t.TempDir(), sentinelBin: sentinelBinary(t), timeout: 2 * time.Minute}, &out)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out.String())
 			}
@@ -102,6 +149,7 @@ func TestRun_Postgres(t *testing.T) {
 
 // TestRun_RefusesTwoSentinelsOnSQLite: a SQLite file serves one Sentinel.
 func TestRun_RefusesTwoSentinelsOnSQLite(t *testing.T) {
+	t.Parallel()
 	err := run(options{workers: 1, slots: 1, jobs: 1, sentinels: 2, dir: t.TempDir(), timeout: time.Minute}, &bytes.Buffer{})
 	if err == nil || !regexp.MustCompile(`--sentinels 2 needs --database postgres://`).MatchString(err.Error()) {
 		t.Errorf("run with two Sentinels on SQLite = %v", err)
@@ -115,9 +163,10 @@ func TestRun_Curve(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Sentinel")
 	}
+	t.Parallel()
 	var out bytes.Buffer
 	err := run(options{workers: 2, slots: 2, jobs: 200, idle: 3, restart: true, curve: true,
-		dir: t.TempDir(), timeout: 2 * time.Minute}, &out)
+		dir: t.TempDir(), sentinelBin: sentinelBinary(t), timeout: 2 * time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -132,14 +181,17 @@ func TestRun_Curve(t *testing.T) {
 	}
 }
 
-// TestRun_IdleMeasure checks the idle-workers mode.
+// TestRun_IdleMeasure checks the idle-workers mode. It is the one test
+// that lets run build the Sentinel itself (no sentinelBin), so that path
+// stays tested; its deadline leaves a loaded machine time for the link.
 func TestRun_IdleMeasure(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Sentinel")
 	}
+	t.Parallel()
 	var out bytes.Buffer
 	err := run(options{workers: 1, slots: 1, jobs: 1, idle: 50, idleFor: time.Second, idleWarmup: 100 * time.Millisecond,
-		dir: t.TempDir(), timeout: time.Minute}, &out)
+		dir: t.TempDir(), timeout: 2 * time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -155,13 +207,46 @@ func TestRun_IdleMeasure(t *testing.T) {
 // cut). Throughput with the flooder must stay at 80 % or more of the run
 // without it; the flooder's excess is dropped and counted, and the
 // Sentinel disconnects it.
+//
+// The share is a ratio of two wall-clock rates measured one after the
+// other, so anything else on the machine that runs during the second and
+// not the first lowers it. A run whose share falls under the floor is
+// therefore measured again, up to floodAttempts runs in all: the flooder
+// taking the throughput fails every run, another package's burst of CPU
+// rarely more than one. Every other check holds for every run. It is the
+// package's one test not marked parallel, so it runs before the others
+// start rather than beside them.
 func TestRun_FloodingPeerKeepsThroughput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Sentinel")
 	}
+	const floodAttempts = 3
+	var shares []int
+	for attempt := 1; attempt <= floodAttempts; attempt++ {
+		share := floodShare(t)
+		if share >= 30 {
+			return
+		}
+		shares = append(shares, share)
+		t.Logf("run %d of %d: throughput with the flooder %d %% of the run without it", attempt, floodAttempts, share)
+	}
+	// The figure itself (80 % or more on a quiet machine: README,
+	// Performance) is the benchmark's to print; a test shares the two
+	// cores with other packages' tests. The floor still fails without
+	// the budget, where the run with a flooder does not finish at all.
+	t.Errorf("throughput with the flooder %v %% of the run without it in %d runs, want at least 30 %% in one (80 %% on a quiet machine)", shares, floodAttempts)
+}
+
+// floodShare runs the flood benchmark once, checks what does not depend on
+// the machine's load, and returns the throughput share it printed.
+func floodShare(t *testing.T) int {
+	t.Helper()
 	var out bytes.Buffer
+	// The deadline is for the whole run, a seeding and two measurements of
+	// 5,000 jobs: some 15 s alone at load 15, up to 3 min beside the
+	// suite's other packages on a loaded machine.
 	err := run(options{workers: 8, slots: 4, jobs: 5000, flood: true,
-		dir: t.TempDir(), timeout: 3 * time.Minute}, &out)
+		dir: t.TempDir(), sentinelBin: sentinelBinary(t), timeout: 6 * time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -173,13 +258,8 @@ func TestRun_FloodingPeerKeepsThroughput(t *testing.T) {
 	if dropped, _ := strconv.Atoi(m[2]); dropped == 0 {
 		t.Errorf("the Sentinel counted no dropped message")
 	}
-	// The figure itself (80 % or more on a quiet machine: README,
-	// Performance) is the benchmark's to print; a test shares the two
-	// cores with other packages' tests. The floor still fails without
-	// the budget, where the run with a flooder does not finish at all.
-	if share, _ := strconv.Atoi(m[4]); share < 30 {
-		t.Errorf("throughput with the flooder %d %% of the run without it, want at least 30 %% here (80 %% on a quiet machine)", share)
-	}
+	share, _ := strconv.Atoi(m[4])
+	return share
 }
 
 // TestRun_StormLeavesNoMemory is issue #15's connection storm against the
@@ -194,9 +274,10 @@ func TestRun_StormLeavesNoMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Sentinel")
 	}
+	t.Parallel()
 	var out bytes.Buffer
 	err := run(options{stormPeers: 5000, stormRate: 930, stormChurn: 5 * time.Second, stormRounds: 2,
-		dir: t.TempDir(), timeout: 4 * time.Minute}, &out)
+		dir: t.TempDir(), sentinelBin: sentinelBinary(t), timeout: 4 * time.Minute}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}

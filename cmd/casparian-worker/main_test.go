@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -208,18 +209,26 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
+	t.Parallel()
 	dir := t.TempDir()
-	bin := buildWorker(t, dir)
+	bin := buildWorker(t)
 
 	h := startSentinel(t)
 	h.Plugin("csv")
 	out := filepath.Join(dir, "out", "orders.db")
 	h.Topic("csv", "output", "sqlite://"+out+"/orders", "append")
-	// Big enough that both slots are still busy when SIGTERM arrives, which
-	// is within milliseconds of their "job started": a job of 100,000 rows
-	// takes the binary about 0.7 s on a quiet machine (the test fails, and
-	// says so, if the drain begins with nothing running).
-	const rows = 100_000
+	// Both slots must still be busy when SIGTERM arrives, which is within
+	// milliseconds of their "job started": --job-delay holds every job
+	// jobDelay before its plugin runs, so the whole run of the plugin and
+	// its sink commit happen during the drain (the test fails, and says
+	// so, if the drain begins with nothing running). Files of 100,000 rows
+	// once did the holding, at some 3 s of CPU; the delay holds for
+	// certain at none, and a drain that cancelled its jobs would fail
+	// them in the delay just as in the plugin.
+	const (
+		rows     = 5_000
+		jobDelay = "3s"
+	)
 	var jobs []int64
 	for i := range 4 {
 		name := fmt.Sprintf("orders-%d.csv", i)
@@ -233,7 +242,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 	}
 
 	cmd := exec.Command(bin, "--endpoint", h.Endpoint, "--concurrency", "2", "--output-dir", dir, "--input-root", h.Root,
-		"--heartbeat-interval", "100ms", "--drain-timeout", "60s", "--log-format", "json")
+		"--heartbeat-interval", "100ms", "--drain-timeout", "60s", "--job-delay", jobDelay, "--log-format", "json")
 	var stderr sentineltest.Logs
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -297,8 +306,7 @@ func TestWorkerProcess_SIGTERMDrainsAndExitsZero(t *testing.T) {
 			if j.Metrics["rows"] != rows {
 				t.Errorf("job %d: %d rows, want %d", id, j.Metrics["rows"], rows)
 			}
-			t.Logf("job %d: %d rows csv→sqlite in %d ms (%.0f rows/s)", id, j.Metrics["rows"], j.Metrics["duration_ms"],
-				float64(j.Metrics["rows"])/(float64(j.Metrics["duration_ms"])/1000))
+			t.Logf("job %d: %d rows csv→sqlite in %d ms, %s of them --job-delay", id, j.Metrics["rows"], j.Metrics["duration_ms"], jobDelay)
 		case j.Status == job.StatusQueued && j.Attempt == 0:
 		default:
 			t.Errorf("job %d: %s attempt %d %q, want COMPLETED, or QUEUED and never claimed", id, j.Status, j.Attempt, j.ErrorMessage)
@@ -334,16 +342,47 @@ func startSentinel(t *testing.T) *sentineltest.Env {
 	})
 }
 
-// buildWorker builds the binary into dir.
-func buildWorker(t *testing.T, dir string) string {
+// Once per test binary, buildWorker builds the binary that the process
+// tests run (each a process of its own, so they share it).
+var (
+	workerBuild    sync.Once
+	workerBin      string
+	workerBuildErr error
+)
+
+// buildWorker builds the binary, once, into a folder removed by TestMain,
+// and returns its path.
+func buildWorker(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(dir, "casparian-worker")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	workerBuild.Do(func() {
+		bin := filepath.Join(workerBinDir, "casparian-worker")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			workerBuildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		workerBin = bin
+	})
+	if workerBuildErr != nil {
+		t.Fatal(workerBuildErr)
 	}
-	return bin
+	return workerBin
+}
+
+// workerBinDir holds the binary buildWorker builds.
+var workerBinDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "casparian-worker-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "temp dir:", err)
+		os.Exit(1)
+	}
+	workerBinDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir) // a leftover temp folder costs disk space, not a result
+	os.Exit(code)
 }
 
 // TestWorkerProcess_FailsOverToTheNextSentinel runs the real binary with two
@@ -354,8 +393,9 @@ func TestWorkerProcess_FailsOverToTheNextSentinel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
+	t.Parallel()
 	dir := t.TempDir()
-	bin := buildWorker(t, dir)
+	bin := buildWorker(t)
 	a, b := startSentinel(t), startSentinel(t)
 	cmd := exec.Command(bin, "--endpoint", a.Endpoint+","+b.Endpoint, "--sentinel-timeout", "1s",
 		"--heartbeat-interval", "100ms", "--output-dir", dir, "--input-root", b.Root, "--wasm=false", "--log-format", "json")

@@ -109,7 +109,10 @@ func TestBinaries_VersionFlag(t *testing.T) {
 	bin := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, gobin, "build", "-ldflags", "-X main.version="+injected, "-o", bin+string(filepath.Separator), "./cmd/...")
+	// The flags are docker/build.sh's: -s -w also spare the linker the
+	// symbol table and DWARF, a good part of each link; --version reads
+	// the build information, which neither strips.
+	build := exec.CommandContext(ctx, gobin, "build", "-ldflags", "-s -w -X main.version="+injected, "-o", bin+string(filepath.Separator), "./cmd/...")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

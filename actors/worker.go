@@ -422,7 +422,7 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 	}
 	c := receiptConclusion(j.ref, m.Receipt, j.retries, a.deps)
 	c.Plugin = j.plugin
-	if c.Kind == job.ConcludeComplete {
+	if c.Kind == job.ConcludeComplete && a.deps.cfg.Lineage {
 		c.ArtifactHash, c.SinksHash = lineageOf(j)
 	}
 	ctx.Send(a.peers.queue, c)

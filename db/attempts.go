@@ -17,8 +17,9 @@ const recordAttemptSQL = `INSERT OR REPLACE INTO sentinel_job_attempts
 	SELECT id, COALESCE(attempt, 0), claimed_by, claim_time, ?, ?, ?
 	FROM cf_processing_queue WHERE ` + claimGuard
 
-// attemptOutcome names how an attempt ended, for sentinel_job_attempts.
-func attemptOutcome(o job.Outcome) string {
+// AttemptOutcome names how an attempt ended, for sentinel_job_attempts (both
+// backends).
+func AttemptOutcome(o job.Outcome) string {
 	switch o {
 	case job.OutcomeRequeued:
 		return job.OutcomeRequeuedName
@@ -34,7 +35,7 @@ func (s *concludeStmts) recordAttempt(ctx context.Context, ts string, o job.Outc
 	if err != nil {
 		return err
 	}
-	if _, err := st.ExecContext(ctx, append([]any{ts, attemptOutcome(o), msg}, guard...)...); err != nil {
+	if _, err := st.ExecContext(ctx, append([]any{ts, AttemptOutcome(o), msg}, guard...)...); err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
 	return nil

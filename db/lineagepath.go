@@ -153,3 +153,15 @@ func (r *ReuseReporter) Report(plugins []string) {
 type ReuseNotifier interface {
 	OnReuse(f func(plugin string))
 }
+
+// StaleOnly keeps the outputs marked stale, in order (both backends'
+// OutputsStale).
+func StaleOnly(all []job.Output) []job.Output {
+	out := all[:0]
+	for _, o := range all {
+		if o.Stale {
+			out = append(out, o)
+		}
+	}
+	return out
+}

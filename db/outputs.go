@@ -226,13 +226,7 @@ func (db *DB) OutputsStale(ctx context.Context, plugin string) ([]job.Output, er
 	if err != nil {
 		return nil, fmt.Errorf("stale outputs: %w", err)
 	}
-	out := all[:0]
-	for _, o := range all {
-		if o.Stale {
-			out = append(out, o)
-		}
-	}
-	return out, nil
+	return StaleOnly(all), nil
 }
 
 // staleRerunSQL lists what OutputsRerunStale queues: the current version

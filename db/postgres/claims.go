@@ -49,17 +49,6 @@ const recordAttemptSQL = `INSERT INTO sentinel_job_attempts (job_id, attempt, wo
 	ON CONFLICT (job_id, attempt) DO UPDATE SET worker = excluded.worker, claim_time = excluded.claim_time,
 		end_time = excluded.end_time, outcome = excluded.outcome, message = excluded.message`
 
-// attemptOutcome names how an attempt ended, for sentinel_job_attempts.
-func attemptOutcome(o job.Outcome) string {
-	switch o {
-	case job.OutcomeRequeued:
-		return job.OutcomeRequeuedName
-	case job.OutcomeSkipped:
-		return string(job.StatusSkipped)
-	}
-	return string(job.StatusFailed)
-}
-
 // The statements of a conclusion; $1–$3 are the claim (claimGuard).
 const (
 	completeSQL = `UPDATE cf_processing_queue SET
@@ -168,7 +157,7 @@ func conclude(ctx context.Context, tx pgx.Tx, now time.Time, cs []job.Conclusion
 		if step.Outcome != job.OutcomeCompleted {
 			// Before the UPDATE, under its guard: it records exactly the
 			// attempts the UPDATE ends.
-			writes.Queue(recordAttemptSQL, append(guard, end, attemptOutcome(step.Outcome), step.Message)...)
+			writes.Queue(recordAttemptSQL, append(guard, end, db.AttemptOutcome(step.Outcome), step.Message)...)
 		}
 		var q *pgx.QueuedQuery
 		switch step.Outcome {

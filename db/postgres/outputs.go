@@ -154,13 +154,7 @@ func (d *DB) OutputsStale(ctx context.Context, plugin string) ([]job.Output, err
 	if err != nil {
 		return nil, fmt.Errorf("stale outputs: %w", err)
 	}
-	out := all[:0]
-	for _, o := range all {
-		if o.Stale {
-			out = append(out, o)
-		}
-	}
-	return out, nil
+	return db.StaleOnly(all), nil
 }
 
 // staleRerunSQL lists what OutputsRerunStale queues, as SQLite's.

@@ -40,6 +40,8 @@ type workerActor struct {
 	// the AbortJob overtook the AssignJobs carrying the claim.
 	cancels map[int64]pendingCancel
 	env     envState // see worker_env.go
+	// sinksHash memoises the last completion's sinks hash (lineage).
+	sinksHash sinksHashMemo
 }
 
 // pendingCancel is a cancel waiting for its claim (same job, same attempt).
@@ -423,7 +425,7 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 	c := receiptConclusion(j.ref, m.Receipt, j.retries, a.deps)
 	c.Plugin = j.plugin
 	if c.Kind == job.ConcludeComplete && a.deps.cfg.Lineage {
-		c.ArtifactHash, c.SinksHash = lineageOf(j)
+		c.ArtifactHash, c.SinksHash = lineageOf(j, &a.sinksHash)
 	}
 	ctx.Send(a.peers.queue, c)
 }

@@ -154,6 +154,13 @@ var migrations = []migration{
 		name:    "job_attempts",
 		file:    "0012_job_attempts.sql",
 	},
+	{
+		// A narrower lineage row: the input's content hash is read
+		// through its version instead of copied onto every output.
+		version: 15,
+		name:    "outputs_narrower",
+		file:    "0015_outputs_narrower.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

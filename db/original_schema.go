@@ -15,7 +15,7 @@ type originalTable struct {
 	columns     []string // the original's column definitions, in order
 	constraints []string // its table constraints
 	indexes     []string // its CREATE INDEX statements
-	ours        []string // our own indexes on the table (migrations 0002–0005)
+	ours        []string // our own indexes on the table (migrations 0002–0005, 0015)
 
 	// fill replaces a copied column by an expression over the old row, for
 	// original NOT NULL columns our layout left nullable.
@@ -118,6 +118,8 @@ var originalTables = []originalTable{
 			"FOREIGN KEY(content_hash) REFERENCES cf_file_hash_registry (content_hash)",
 		},
 		indexes: []string{"CREATE INDEX ix_file_version_lookup ON cf_file_version (location_id, content_hash)"},
+		// Reuse's lookup of the versions with the same content (0015).
+		ours: []string{"CREATE INDEX ix_cf_file_version_content ON cf_file_version (content_hash)"},
 		fill: map[string]string{
 			"size_bytes": "COALESCE(size_bytes, (SELECT r.size_bytes FROM cf_file_hash_registry r " +
 				"WHERE r.content_hash = cf_file_version.content_hash), 0)",

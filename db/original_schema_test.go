@@ -25,6 +25,7 @@ var ourExtraColumns = map[string][]string{
 var ourExtraIndexes = map[string][]string{
 	"cf_processing_queue": {"ix_cf_queue_nulls", "ix_cf_queue_plugin",
 		"ix_cf_queue_next_run", "ix_cf_queue_claimable", "ix_cf_queue_claimable_any"},
+	"cf_file_version": {"ix_cf_file_version_content"},
 }
 
 // tableShape is what PRAGMA table_info, index_list, index_info and

@@ -20,23 +20,23 @@ import (
 // its index in the receipt's artifacts (-1: the job reported none), the
 // manifest's artifact_hash and the sinks hash from the DISPATCH, topic, URI,
 // rows and bytes (outputRows). The rest comes from the rows the batch has
-// just written and from the input's version (content hash). An empty
+// just written. An empty
 // artifact_hash (a receipt from a worker not registered yet) records the
 // ACTIVE manifest's. The values are bound, not parsed out of JSON in the
 // statement: modernc's SQLite spent as much on the JSON functions as on the
-// rows.
+// rows. The input's content hash is not copied onto the row (migration
+// 0015): it is its version's, read through file_version_id.
 func recordOutputsSQL(n int) string {
 	return `WITH c(job_id, artifact_index, artifact_hash, sinks_hash, topic, uri, row_count, byte_count) AS
 		(VALUES (?2, ?, ?, ?, ?, ?, ?, ?)` + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?)", n-1) + `)
 	INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
-		artifact_hash, content_hash, sinks_hash, topic, uri, row_count, byte_count, created_at)
+		artifact_hash, sinks_hash, topic, uri, row_count, byte_count, created_at)
 	SELECT q.file_version_id, q.id, COALESCE(q.attempt, 0), c.artifact_index, COALESCE(q.plugin_name, ''),
 		COALESCE(NULLIF(c.artifact_hash, ''), (SELECT m.artifact_hash FROM cf_plugin_manifest m
 			WHERE m.plugin_name = q.plugin_name AND m.status = 'ACTIVE' ORDER BY ` + manifestNewestFirst + ` LIMIT 1), ''),
-		COALESCE(v.content_hash, ''), c.sinks_hash, c.topic, c.uri, c.row_count, c.byte_count, ?1
+		c.sinks_hash, c.topic, c.uri, c.row_count, c.byte_count, ?1
 	FROM c
 	JOIN cf_processing_queue q ON q.id = c.job_id
-	LEFT JOIN cf_file_version v ON v.id = q.file_version_id
 	WHERE q.file_version_id IS NOT NULL`
 }
 
@@ -83,16 +83,27 @@ func outputRows(cs []job.Conclusion, out []job.Outcome) []outputRow {
 			if v, ok := a["uri"]; ok {
 				r.uri = v
 			}
-			if v, err := strconv.ParseInt(a["rows"], 10, 64); err == nil {
+			if v, ok := wholeNumber(a, "rows"); ok {
 				r.rowCount = v
 			}
-			if v, err := strconv.ParseInt(a["bytes"], 10, 64); err == nil {
+			if v, ok := wholeNumber(a, "bytes"); ok {
 				r.byteCount = v
 			}
 			rows = append(rows, r)
 		}
 	}
 	return rows
+}
+
+// wholeNumber reads an artifact's key as a whole number. An absent key is
+// not parsed: ParseInt's error allocates, and most artifacts carry no rows.
+func wholeNumber(a map[string]string, key string) (int64, bool) {
+	text, ok := a[key]
+	if !ok || text == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(text, 10, 64)
+	return v, err == nil
 }
 
 // recordOutputs writes the lineage of the conclusions whose outcome is
@@ -126,7 +137,8 @@ func (s *concludeStmts) recordOutputs(ctx context.Context, ts string, cs []job.C
 // row o: the row, the input's path, its location's current version and the
 // plugin's ACTIVE artifact_hash (for MarkStale).
 const outputColumns = `o.job_id, o.attempt, o.file_version_id, o.plugin_name, o.artifact_hash,
-		o.content_hash, COALESCE(o.topic, ''), COALESCE(o.uri, ''), o.row_count, o.byte_count,
+		COALESCE((SELECT v.content_hash FROM cf_file_version v WHERE v.id = o.file_version_id), ''),
+		COALESCE(o.topic, ''), COALESCE(o.uri, ''), o.row_count, o.byte_count,
 		COALESCE(o.reused_from_job, 0), o.created_at,
 		(SELECT r.path || char(0) || l.rel_path FROM cf_file_version v
 			JOIN cf_file_location l ON l.id = v.location_id

@@ -30,8 +30,9 @@ const (
 	// reuseCandidateSQL reads, in one statement for all the jobs just
 	// inserted (a JSON array of ids), what the reuse key of each needs: its
 	// plugin and overrides, its input's content hash and path; only for
-	// jobs whose content has some output already (ix_sentinel_outputs_content),
-	// so that new content, the scanner's usual case, costs nothing more.
+	// jobs whose content another version has some output of already
+	// (ix_cf_file_version_content, then sentinel_outputs' primary key), so
+	// that new content, the scanner's usual case, costs nothing more.
 	reuseCandidateSQL = `SELECT q.id, COALESCE(q.plugin_name, ''), COALESCE(q.config_overrides, ''), v.id, v.content_hash,
 		r.path || char(0) || l.rel_path
 		FROM cf_processing_queue q
@@ -39,8 +40,8 @@ const (
 		LEFT JOIN cf_file_location l ON l.id = v.location_id
 		LEFT JOIN cf_source_root r ON r.id = l.source_root_id
 		WHERE q.id IN (SELECT value FROM json_each(?)) AND q.status = 'QUEUED'
-		  AND EXISTS (SELECT 1 FROM sentinel_outputs o
-			WHERE substr(o.content_hash, 1, 16) = substr(v.content_hash, 1, 16) AND o.content_hash = v.content_hash)
+		  AND EXISTS (SELECT 1 FROM cf_file_version w JOIN sentinel_outputs o ON o.file_version_id = w.id
+			WHERE w.content_hash = v.content_hash AND w.id <> v.id)
 		ORDER BY q.id`
 	// reusePluginSQL reads a plugin's ACTIVE manifest and reuse setting.
 	reusePluginSQL = `SELECT m.artifact_hash, m.source_code,
@@ -48,13 +49,13 @@ const (
 		FROM cf_plugin_manifest m WHERE m.plugin_name = ? AND m.status = 'ACTIVE'
 		ORDER BY ` + manifestNewestFirst + ` LIMIT 1`
 	// reuseSourceSQL finds the newest result with the same key from
-	// another file version (ix_sentinel_outputs_reuse).
-	// reuseSourceSQL finds the newest result with the same key from
-	// another file version (ix_sentinel_outputs_content).
-	reuseSourceSQL = `SELECT job_id, COALESCE(reused_from_job, job_id), file_version_id FROM sentinel_outputs
-		WHERE substr(content_hash, 1, 16) = substr(?1, 1, 16) AND content_hash = ?1
-		  AND artifact_hash = ?2 AND sinks_hash = ?3 AND plugin_name = ?4 AND file_version_id <> ?5
-		ORDER BY job_id DESC LIMIT 1`
+	// another file version (ix_cf_file_version_content, then the outputs'
+	// primary key).
+	reuseSourceSQL = `SELECT o.job_id, COALESCE(o.reused_from_job, o.job_id), o.file_version_id
+		FROM cf_file_version w JOIN sentinel_outputs o ON o.file_version_id = w.id
+		WHERE w.content_hash = ?1 AND w.id <> ?5
+		  AND o.artifact_hash = ?2 AND o.sinks_hash = ?3 AND o.plugin_name = ?4
+		ORDER BY o.job_id DESC LIMIT 1`
 	// reuseOwnSQL tells whether the version itself already has a result of
 	// the plugin's manifest: queueing it again is an explicit re-run.
 	reuseOwnSQL = `SELECT EXISTS (SELECT 1 FROM sentinel_outputs
@@ -68,8 +69,8 @@ const (
 	// reuseCopySQL links the reused job to the earlier outputs: copies of
 	// the earlier job's rows under the new job and version.
 	reuseCopySQL = `INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
-		artifact_hash, content_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
-		SELECT ?, ?, 0, artifact_index, plugin_name, artifact_hash, content_hash, sinks_hash, topic, uri,
+		artifact_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
+		SELECT ?, ?, 0, artifact_index, plugin_name, artifact_hash, sinks_hash, topic, uri,
 			row_count, byte_count, ?, ?
 		FROM sentinel_outputs WHERE file_version_id = ? AND job_id = ?`
 )

@@ -29,10 +29,10 @@ func activeHashOf(plugin string) string {
 // updated_at ($4): a stale or repeated receipt completed nothing now.
 // Arguments: job ids, artifact hashes and sinks hashes (arrays), the time.
 var recordOutputsSQL = `INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
-		artifact_hash, content_hash, sinks_hash, topic, uri, row_count, byte_count, created_at)
+		artifact_hash, sinks_hash, topic, uri, row_count, byte_count, created_at)
 	SELECT q.file_version_id, q.id, COALESCE(q.attempt, 0), COALESCE(a.ord - 1, -1), q.plugin_name,
 		COALESCE(NULLIF(c.artifact_hash, ''), ` + activeHashOf("q.plugin_name") + `, ''),
-		COALESCE(v.content_hash, ''), c.sinks_hash, a.value ->> 'topic', a.value ->> 'uri',
+		c.sinks_hash, a.value ->> 'topic', a.value ->> 'uri',
 		COALESCE(CASE WHEN a.value ->> 'rows' ~ '^[0-9]{1,18}$' THEN (a.value ->> 'rows')::bigint END,
 			CASE WHEN COALESCE(jsonb_array_length(q.artifacts_json::jsonb), 0) <= 1 THEN (q.metrics_json::jsonb ->> 'rows')::bigint END),
 		COALESCE(CASE WHEN a.value ->> 'bytes' ~ '^[0-9]{1,18}$' THEN (a.value ->> 'bytes')::bigint END,
@@ -41,7 +41,6 @@ var recordOutputsSQL = `INSERT INTO sentinel_outputs (file_version_id, job_id, a
 	FROM unnest($1::bigint[], $2::text[], $3::text[]) AS c(id, artifact_hash, sinks_hash)
 	JOIN cf_processing_queue q ON q.id = c.id AND q.status = 'COMPLETED' AND q.updated_at = $4
 		AND q.file_version_id IS NOT NULL
-	LEFT JOIN cf_file_version v ON v.id = q.file_version_id
 	LEFT JOIN LATERAL jsonb_array_elements(COALESCE(q.artifacts_json::jsonb, '[]'::jsonb)) WITH ORDINALITY AS a(value, ord) ON true`
 
 // queueOutputs adds the lineage statement for the completions among cs to
@@ -64,7 +63,8 @@ func queueOutputs(b *pgx.Batch, cs []job.Conclusion, now time.Time) {
 
 // outputColumns are what scanOutput reads of a sentinel_outputs row o.
 var outputColumns = `o.job_id, o.attempt, o.file_version_id, o.plugin_name, o.artifact_hash,
-		o.content_hash, COALESCE(o.topic, ''), COALESCE(o.uri, ''), o.row_count, o.byte_count,
+		COALESCE((SELECT v.content_hash FROM cf_file_version v WHERE v.id = o.file_version_id), ''),
+		COALESCE(o.topic, ''), COALESCE(o.uri, ''), o.row_count, o.byte_count,
 		COALESCE(o.reused_from_job, 0), o.created_at,
 		(SELECT r.path || '/' || l.rel_path FROM cf_file_version v JOIN cf_file_location l ON l.id = v.location_id
 			JOIN cf_source_root r ON r.id = l.source_root_id WHERE v.id = o.file_version_id),
@@ -303,10 +303,11 @@ func reuseJobsIn(ctx context.Context, tx pgx.Tx, now time.Time, ids []int64) ([]
 			continue
 		}
 		var srcJob, origin, srcVersion int64
-		err = tx.QueryRow(ctx, `SELECT job_id, COALESCE(reused_from_job, job_id), file_version_id FROM sentinel_outputs
-			WHERE left(content_hash, 16) = left($1, 16) AND content_hash = $1
-			  AND artifact_hash = $2 AND sinks_hash = $3 AND plugin_name = $4 AND file_version_id <> $5
-			ORDER BY job_id DESC LIMIT 1`, content, p.hash, db.SinksHash(sinks), plugin, version).Scan(&srcJob, &origin, &srcVersion)
+		err = tx.QueryRow(ctx, `SELECT o.job_id, COALESCE(o.reused_from_job, o.job_id), o.file_version_id
+			FROM cf_file_version w JOIN sentinel_outputs o ON o.file_version_id = w.id
+			WHERE w.content_hash = $1 AND w.id <> $5
+			  AND o.artifact_hash = $2 AND o.sinks_hash = $3 AND o.plugin_name = $4
+			ORDER BY o.job_id DESC LIMIT 1`, content, p.hash, db.SinksHash(sinks), plugin, version).Scan(&srcJob, &origin, &srcVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
@@ -326,8 +327,8 @@ func reuseJobsIn(ctx context.Context, tx pgx.Tx, now time.Time, ids []int64) ([]
 			continue
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
-			artifact_hash, content_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
-			SELECT $1, $2, 0, artifact_index, plugin_name, artifact_hash, content_hash, sinks_hash, topic, uri,
+			artifact_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
+			SELECT $1, $2, 0, artifact_index, plugin_name, artifact_hash, sinks_hash, topic, uri,
 				row_count, byte_count, $3, $4
 			FROM sentinel_outputs WHERE file_version_id = $5 AND job_id = $6`,
 			version, id, origin, now, srcVersion, srcJob); err != nil {

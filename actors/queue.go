@@ -42,9 +42,7 @@ type queueActor struct {
 	nextDue      time.Time // earliest future next_run_at, zero if none
 	nextDueKnown bool
 
-	retention timer       // the next batch of the retention sweep (retention.go)
-	starts    []claimedAt // claims whose enqueue-to-start latency is not observed yet
-	startsDue timer
+	retention timer // the next batch of the retention sweep (retention.go)
 }
 
 // errQueueRestarting answers the claim requests a crashed queue actor held.
@@ -135,9 +133,6 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		case a.retention.current(m):
 			a.retention.fired()
 			a.sweep(ctx)
-		case a.startsDue.current(m):
-			a.startsDue.fired()
-			a.observeStarts()
 		}
 	case *crash:
 		panic("injected crash: queue")
@@ -146,7 +141,6 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.hold.stop()
 		a.flushRetry.stop()
 		a.retention.stop()
-		a.startsDue.stop()
 		a.flush(ctx) // a graceful stop writes what it has
 	case *actor.Restarting:
 		// The old instance still holds the conclusions: write them before
@@ -156,7 +150,6 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.hold.stop()
 		a.flushRetry.stop()
 		a.retention.stop()
-		a.startsDue.stop()
 		a.flush(ctx)
 		for i := range a.claims {
 			a.answerClaim(ctx, &a.claims[i], nil, errQueueRestarting)
@@ -315,7 +308,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 		}
 	}
 	ctx.Send(claim.replyTo, out)
-	a.claimed(ctx, res.Claims)
+	a.claimed(res.Claims)
 }
 
 func wireDispatch(d db.Dispatch) *transport.Dispatch {

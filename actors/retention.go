@@ -37,10 +37,6 @@ const (
 	pruneShare = 10
 	// retentionIdleMax bounds the pause once nothing is left to delete.
 	retentionIdleMax = time.Minute
-	// startsDelay is how long claims wait before their enqueue times are
-	// read, in one query for all of them; maxStarts bounds how many wait.
-	startsDelay = 250 * time.Millisecond
-	maxStarts   = 10000
 )
 
 // retaining reports whether any retention is set.
@@ -110,50 +106,17 @@ func (a *queueActor) pruned(res job.PruneResult, by string) {
 	a.log.Debug().Str("by", by).Int64("completed", res.Completed).Int64("failed", res.Failed).Msg("old jobs deleted")
 }
 
-// claimedAt is a claimed job waiting for its enqueue-to-start latency.
-type claimedAt struct {
-	id     int64
-	plugin string
-	at     time.Time
-}
-
-// claimed notes the first runs among claims (retry_count 0: a new job or an
-// operator's retry; a requeued job's wait includes its earlier run) for
-// observeStarts. The claim statement does not return enqueued_at, so it is
-// read afterwards, off the claim path.
-func (a *queueActor) claimed(ctx actor.Context, claims []db.Claim) {
+// claimed observes the enqueue-to-start latency of the first runs among
+// claims (retry_count 0: a new job or an operator's retry; a requeued job's
+// wait includes its earlier run). The claim statement returns enqueued_at;
+// a job without one (inserted by another tool before migration 0008) is
+// left out.
+func (a *queueActor) claimed(claims []db.Claim) {
 	now := time.Now()
 	for _, c := range claims {
-		if c.RetryCount != 0 || len(a.starts) >= maxStarts {
+		if c.RetryCount != 0 || c.EnqueuedAt.IsZero() {
 			continue
 		}
-		a.starts = append(a.starts, claimedAt{id: c.Ref.JobID, plugin: c.Dispatch.PluginName, at: now})
-	}
-	if len(a.starts) > 0 && !a.startsDue.armed() {
-		a.startsDue.arm(ctx.ActorSystem(), ctx.Self(), startsDelay)
-	}
-}
-
-// observeStarts reads the enqueue times of the noted claims and observes
-// each one's wait. Jobs gone meanwhile, or without enqueued_at, are left out.
-func (a *queueActor) observeStarts() {
-	starts := a.starts
-	a.starts = nil
-	ids := make([]int64, len(starts))
-	for i, s := range starts {
-		ids[i] = s.id
-	}
-	dctx, cancel := a.dbctx()
-	defer cancel()
-	at, err := a.deps.db.JobsEnqueuedAt(dctx, ids)
-	if err != nil {
-		a.deps.stats.DBErrors.Add(1)
-		a.log.Warn().Err(err).Msg("reading enqueue times failed; their latencies are not recorded")
-		return
-	}
-	for _, s := range starts {
-		if t, ok := at[s.id]; ok {
-			a.deps.stats.ByPlugin.For(s.plugin).EnqueueToStart.Observe(max(s.at.Sub(t).Seconds(), 0))
-		}
+		a.deps.stats.ByPlugin.For(c.Dispatch.PluginName).EnqueueToStart.Observe(max(now.Sub(c.EnqueuedAt).Seconds(), 0))
 	}
 }

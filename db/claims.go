@@ -22,6 +22,10 @@ type Claim struct {
 	// setting (sentinel_plugin_settings.job_timeout_ms) when the job was
 	// claimed. 0 means the global one; negative, no timeout.
 	JobTimeout time.Duration
+	// EnqueuedAt is when the job was enqueued (or retried by an operator),
+	// for the enqueue-to-start latency; zero when unknown (a row another
+	// tool inserted before migration 0008).
+	EnqueuedAt time.Time
 }
 
 // ClaimFailure is a job that was claimed but whose dispatch could not be
@@ -45,6 +49,8 @@ type claimedRow struct {
 	location sql.NullString
 	// timeoutMS is the plugin's job_timeout_ms.
 	timeoutMS sql.NullInt64
+	// enqueuedMS is enqueued_at, unix ms.
+	enqueuedMS sql.NullInt64
 }
 
 // normaliseNullsSQL gives rows other tools inserted with NULLs their
@@ -207,6 +213,7 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 			RetryCount: row.RetryCount,
 			Dispatch:   d,
 			JobTimeout: row.JobTimeout,
+			EnqueuedAt: row.EnqueuedAt,
 		})
 	}
 	return claims, failures, nil
@@ -251,7 +258,7 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.Cla
 	for rows.Next() {
 		c := claimedRow{ref: job.Ref{Worker: r.Worker}}
 		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
-			&c.priority, &c.retryCount, &c.configOverrides, &c.location, &c.timeoutMS); err != nil {
+			&c.priority, &c.retryCount, &c.configOverrides, &c.location, &c.timeoutMS, &c.enqueuedMS); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
 		out = append(out, c.claimed())
@@ -278,16 +285,25 @@ func (c claimedRow) claimed() ClaimedJob {
 		RelPath:         rel,
 		Located:         c.location.Valid && ok,
 		JobTimeout:      ClaimTimeout(nullInt(c.timeoutMS)),
+		EnqueuedAt:      unixMillisTime(c.enqueuedMS),
 	}
+}
+
+// unixMillisTime is a nullable unix-ms column as a time; zero when NULL.
+func unixMillisTime(ms sql.NullInt64) time.Time {
+	if !ms.Valid {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms.Int64).UTC()
 }
 
 // claimSQL is the claim statement for a worker running nPlugins named
 // plugins, or any plugin when nPlugins is 0, except nExclude plugins.
 // Arguments: worker (claimed_by), worker (worker_host), claim_time,
 // updated_at, now in unix ms, the plugin names, the excluded names, the limit.
-// It returns the claimed rows with their file's location and their plugin's
-// job timeout (claimedRow): subqueries in RETURNING save the assembler a
-// statement per job. With filterPaused, jobs of paused plugins are skipped
+// It returns the claimed rows with their file's location, their plugin's
+// job timeout and enqueued_at (claimedRow): subqueries in RETURNING save the
+// assembler a statement per job, and the enqueue time a read afterwards. With filterPaused, jobs of paused plugins are skipped
 // (pausedFilter).
 func claimSQL(nPlugins, nExclude int, filterPaused bool) string {
 	// LIMIT ? + 0: SQLite reads a bare "LIMIT ?" at prepare time and then
@@ -326,7 +342,8 @@ func claimSQL(nPlugins, nExclude int, filterPaused bool) string {
 		JOIN cf_file_location l ON l.id = v.location_id
 		JOIN cf_source_root r ON r.id = l.source_root_id
 		WHERE v.id = cf_processing_queue.file_version_id),
-		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name)`
+		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name),
+		enqueued_at`
 }
 
 // pluginSetKey names the set of plugins a request can run: "*" for any

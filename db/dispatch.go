@@ -99,6 +99,8 @@ type ClaimedJob struct {
 	// JobTimeout is the plugin's job timeout (ClaimTimeout): 0 for the
 	// global one, negative for none.
 	JobTimeout time.Duration
+	// EnqueuedAt is the row's enqueued_at; zero when NULL.
+	EnqueuedAt time.Time
 }
 
 // DispatchSource is what the assembler reads from a backend, inside the

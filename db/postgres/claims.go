@@ -277,7 +277,7 @@ func (d *DB) claim(ctx context.Context, tx pgx.Tx, now time.Time, reqs []job.Cla
 			continue
 		}
 		claims = append(claims, db.Claim{Ref: row.Ref, Priority: row.Priority, RetryCount: row.RetryCount, Dispatch: disp,
-			JobTimeout: row.JobTimeout})
+			JobTimeout: row.JobTimeout, EnqueuedAt: row.EnqueuedAt})
 	}
 	return claims, failures, nil
 }
@@ -318,14 +318,18 @@ func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.Claim
 			plugin, overrides *string
 			location          []*string
 			timeoutMS         *int64
+			enqueued          *time.Time
 		)
-		if err := rows.Scan(&c.Ref.JobID, &c.Ref.Attempt, &fv, &plugin, &prio, &retries, &overrides, &location, &timeoutMS); err != nil {
+		if err := rows.Scan(&c.Ref.JobID, &c.Ref.Attempt, &fv, &plugin, &prio, &retries, &overrides, &location, &timeoutMS, &enqueued); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
 		c.FileVersionID, c.HasFileVersion = deref(fv), fv != nil
 		c.Plugin, c.Priority, c.RetryCount = deref(plugin), deref(prio), deref(retries)
 		c.ConfigOverrides = deref(overrides)
 		c.JobTimeout = db.ClaimTimeout(timeoutMS)
+		if enqueued != nil {
+			c.EnqueuedAt = enqueued.UTC()
+		}
 		if len(location) == 2 && location[0] != nil && location[1] != nil {
 			c.RootPath, c.RelPath, c.Located = *location[0], *location[1], true
 		}
@@ -348,7 +352,7 @@ func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.Claim
 // stops at the limit; jobs of paused plugins are skipped (pausedFilter).
 // RETURNING carries the file's root path and rel_path (NULL when a link is
 // missing), which saves the assembler a statement per job, and the
-// plugin's job timeout.
+// plugin's job timeout and enqueued_at (the enqueue-to-start latency).
 func claimSQL(filter string) string {
 	return `UPDATE cf_processing_queue SET
 		status = 'RUNNING', claimed_by = $1::text, worker_host = left($1::text, 100), claim_time = $2,
@@ -365,7 +369,8 @@ func claimSQL(filter string) string {
 		JOIN cf_file_location l ON l.id = v.location_id
 		JOIN cf_source_root r ON r.id = l.source_root_id
 		WHERE v.id = cf_processing_queue.file_version_id),
-		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name)`
+		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name),
+		enqueued_at`
 }
 
 // pgSource is the assembler's DispatchSource inside a claim's transaction.

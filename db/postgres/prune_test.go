@@ -158,6 +158,10 @@ func TestJobs_OldestQueuedAndEnqueueTimes(t *testing.T) {
 		if len(claims) != 1 || claims[0].Ref.JobID != backedOff {
 			t.Fatalf("claims = %+v, want job %d", claims, backedOff)
 		}
+		// The claim returns the enqueue time (the enqueue-to-start metric).
+		if !claims[0].EnqueuedAt.Equal(at[backedOff]) {
+			t.Errorf("claim's enqueue time = %v, want %v", claims[0].EnqueuedAt, at[backedOff])
+		}
 		fx.conclude(t, now, job.Conclusion{Ref: claims[0].Ref, Kind: job.ConcludeRequeue, MaxRetries: 3, NextRunAt: now.Add(time.Hour)})
 		ages := func(now time.Time) map[string]time.Time {
 			got, err := fx.s.JobsOldestQueued(ctx, now)
@@ -187,6 +191,9 @@ func TestJobs_OldestQueuedAndEnqueueTimes(t *testing.T) {
 		}
 		if at, err = fx.s.JobsEnqueuedAt(ctx, []int64{q1}); err != nil || !at[q1].Equal(retryAt) {
 			t.Errorf("retried job enqueued at %v (%v), want %v", at[q1], err, retryAt)
+		}
+		if qc = fx.claim(t, now, "w", 1, "q"); len(qc) != 1 || !qc[0].EnqueuedAt.Equal(retryAt) {
+			t.Errorf("claim of the retried job = %+v, want it enqueued at %v", qc, retryAt)
 		}
 	})
 }

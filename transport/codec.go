@@ -310,7 +310,13 @@ func DecodePayload(op Opcode, payload []byte) (any, error) {
 	if t := bytes.TrimLeft(payload, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, fmt.Errorf("decode %s: payload is not a JSON object: %w", op, ErrPayload)
 	}
-	if err := json.Unmarshal(payload, v); err != nil {
+	if op == OpConclude {
+		if c, ok := decodeConclude(payload); ok {
+			v = c
+		} else if err := json.Unmarshal(payload, v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w: %w", op, ErrPayload, err)
+		}
+	} else if err := json.Unmarshal(payload, v); err != nil {
 		return nil, fmt.Errorf("decode %s: %w: %w", op, ErrPayload, err)
 	}
 	if err := v.validate(); err != nil {

@@ -154,6 +154,13 @@ var migrations = []migration{
 		name:    "job_attempts",
 		file:    "0012_job_attempts.sql",
 	},
+	{
+		// Chaining by topic (issue #20 part 4): artifacts waiting for
+		// the chain step, and the versions made from artifacts.
+		version: 13,
+		name:    "chains",
+		file:    "0013_chains.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

@@ -161,7 +161,7 @@ var commands = map[string]map[string]*command{
 			") so that its jobs run, subscribed to files tagged TAG", minArgs: 1, maxArgs: -1, run: pluginsAddBuiltin},
 		"subscribe": {usage: "NAME TAG... | NAME PLUGIN:TOPIC", help: "queue jobs of plugin NAME for files tagged TAG, or for every artifact " +
 			"plugin PLUGIN reports on TOPIC (chaining; e.g. csv:output)", minArgs: 2, maxArgs: -1, run: pluginsSubscribe},
-		"unsubscribe": {usage: "NAME PLUGIN:TOPIC", help: "stop chaining plugin NAME on PLUGIN's TOPIC", minArgs: 2, maxArgs: 2, run: pluginsUnsubscribe},
+		"unsubscribe":   {usage: "NAME PLUGIN:TOPIC", help: "stop chaining plugin NAME on PLUGIN's TOPIC", minArgs: 2, maxArgs: 2, run: pluginsUnsubscribe},
 		"subscriptions": {usage: "NAME", help: "plugin NAME's subscriptions to other plugins' topics", minArgs: 1, maxArgs: 1, run: pluginsSubscriptions},
 		"pause": {usage: "NAME", help: "stop dispatching plugin NAME's queued jobs (running ones finish)", minArgs: 1, maxArgs: 1,
 			run: func(ctx context.Context, c *cli, args []string) error { return pluginsPause(ctx, c, args, true) }},

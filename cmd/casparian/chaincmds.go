@@ -39,8 +39,8 @@ func pluginsSubscribeTopic(ctx context.Context, c *cli, args []string) error {
 
 func pluginsUnsubscribe(ctx context.Context, c *cli, args []string) error {
 	var res api.TopicSubscriptions
-	raw, err := c.api.call(ctx, "DELETE", "/api/v1/plugins/"+url.PathEscape(args[0])+"/subscriptions/"+url.PathEscape(args[1]),
-		nil, &res)
+	raw, err := c.api.call(ctx, "POST", "/api/v1/plugins/"+url.PathEscape(args[0])+"/subscriptions/remove",
+		api.SubscribeRequest{Topic: args[1]}, &res)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/casparian/sentinel/internal/api"
@@ -25,11 +26,20 @@ func (srv *Server) topicSubscriptions(w http.ResponseWriter, r *http.Request) {
 	srv.topicAnswer(w, r, res, err)
 }
 
-// DELETE /api/v1/plugins/{name}/subscriptions/{topic}
+// POST /api/v1/plugins/{name}/subscriptions/remove {"topic": "PRODUCER:TOPIC"}
 func (srv *Server) unsubscribeTopic(w http.ResponseWriter, r *http.Request) {
+	var req api.SubscribeRequest
+	if err := readJSON(w, r, &req); err != nil {
+		srv.fail(w, r, err)
+		return
+	}
+	if len(req.Tags) > 0 {
+		srv.fail(w, r, fmt.Errorf("only topic subscriptions can be removed, not tags: %w", job.ErrInvalid))
+		return
+	}
 	ctx, cancel := srv.ctx(r)
 	defer cancel()
-	res, err := srv.s.UnsubscribeTopic(ctx, r.PathValue("name"), r.PathValue("topic"))
+	res, err := srv.s.UnsubscribeTopic(ctx, r.PathValue("name"), req.Topic)
 	srv.topicAnswer(w, r, res, err)
 }
 

@@ -136,7 +136,7 @@ func New(opts Options) *Server {
 		{Pattern: "GET /api/v1/environments", Access: Read, handler: h(srv.listEnvironments)},
 		{Pattern: "GET /api/v1/plugins/{name}/subscriptions", Access: Read, handler: h(srv.topicSubscriptions)},
 		{Pattern: "POST /api/v1/plugins/{name}/subscriptions", Access: Admin, handler: h(srv.subscribe)},
-		{Pattern: "DELETE /api/v1/plugins/{name}/subscriptions/{topic}", Access: Admin, handler: h(srv.unsubscribeTopic)},
+		{Pattern: "POST /api/v1/plugins/{name}/subscriptions/remove", Access: Admin, handler: h(srv.unsubscribeTopic)},
 		{Pattern: "POST /api/v1/plugins/{name}/pause", Access: Admin, handler: h(srv.pausePlugin)},
 		{Pattern: "POST /api/v1/plugins/{name}/resume", Access: Admin, handler: h(srv.resumePlugin)},
 		{Pattern: "POST /api/v1/plugins/{name}/settings", Access: Admin, handler: h(srv.pluginSettings)},

@@ -570,7 +570,7 @@ func (srv *Server) subscribe(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	ctx, cancel := srv.ctx(r)
 	defer cancel()
-	if req.Topic != "" || len(req.Tags) == 0 {
+	if req.Topic != "" {
 		if len(req.Tags) > 0 {
 			srv.fail(w, r, fmt.Errorf("give tags or a topic, not both: %w", job.ErrInvalid))
 			return

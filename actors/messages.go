@@ -243,6 +243,17 @@ func (*releasePID) IgnoreDeadLetterLogging() {}
 // batch.
 type writeBatch struct{}
 
+// chainStep is sent by the queue actor to itself: look for artifacts
+// waiting to be chained (queue_chain.go).
+type chainStep struct{}
+
+// chainsLooked is sent by the chain step's goroutine to the queue actor:
+// the pending artifacts, each checked against the source roots and hashed,
+// or refused.
+type chainsLooked struct {
+	Inputs []job.ChainInput
+}
+
 // --- Sentinel (cmd, tests, the database watch) → actors ---
 
 // StopDispatching makes the dispatcher claim nothing more (graceful stop).
@@ -475,6 +486,19 @@ type OutputsQuery struct {
 type RerunStale struct {
 	Plugin string
 	DryRun bool
+}
+
+// TopicSubscriptionsQuery asks for a plugin's topic subscriptions
+// (chaining, issue #20). Value: job.TopicSubscriptions.
+type TopicSubscriptionsQuery struct {
+	Plugin string
+}
+
+// SubscribeTopic subscribes Plugin to Topic ("PRODUCER:TOPIC"), refusing a
+// cycle, or with Remove unsubscribes it. Value: job.TopicSubscriptions.
+type SubscribeTopic struct {
+	Plugin, Topic string
+	Remove        bool
 }
 
 // --- Sentinel (operator) → scanner ---

@@ -263,6 +263,25 @@ func (s *Sentinel) Subscribe(ctx context.Context, plugin string, tags []string) 
 	return askValue[[]string](ctx, s, &SubscribePlugin{Plugin: plugin, Tags: tags})
 }
 
+// TopicSubscriptions lists a plugin's topic subscriptions (chaining). An
+// unknown plugin is job.ErrNotFound.
+func (s *Sentinel) TopicSubscriptions(ctx context.Context, plugin string) (job.TopicSubscriptions, error) {
+	return askValue[job.TopicSubscriptions](ctx, s, &TopicSubscriptionsQuery{Plugin: plugin})
+}
+
+// SubscribeTopic subscribes a plugin to another plugin's topic, topic
+// being "PRODUCER:TOPIC": each artifact of that topic gets a job of the
+// plugin. A subscription that would make a cycle is job.ErrInvalid naming
+// it, and nothing is written.
+func (s *Sentinel) SubscribeTopic(ctx context.Context, plugin, topic string) (job.TopicSubscriptions, error) {
+	return askValue[job.TopicSubscriptions](ctx, s, &SubscribeTopic{Plugin: plugin, Topic: topic})
+}
+
+// UnsubscribeTopic removes a plugin's subscription to topic.
+func (s *Sentinel) UnsubscribeTopic(ctx context.Context, plugin, topic string) (job.TopicSubscriptions, error) {
+	return askValue[job.TopicSubscriptions](ctx, s, &SubscribeTopic{Plugin: plugin, Topic: topic, Remove: true})
+}
+
 // PausePlugin pauses a plugin (pause true) or resumes it, and returns its
 // settings. A paused plugin's QUEUED jobs are not claimed, by any Sentinel
 // of the database; its RUNNING ones finish. Resuming makes its jobs

@@ -42,6 +42,11 @@ type queueActor struct {
 	nextDue      time.Time // earliest future next_run_at, zero if none
 	nextDueKnown bool
 
+	// The chain step (queue_chain.go): a goroutine is looking at
+	// artifacts, another step is due after it, the retry after an error.
+	chainBusy, chainAgain bool
+	chainRetry            timer
+
 	retention timer // the next batch of the retention sweep (retention.go)
 }
 
@@ -71,6 +76,11 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		if retaining(a.deps.cfg) {
 			a.retention.arm(ctx.ActorSystem(), ctx.Self(), retentionFirst)
 		}
+		a.chainSoon(ctx) // artifacts marked before a crash or stop
+	case *chainStep:
+		a.chainStart(ctx)
+	case *chainsLooked:
+		a.chainRecord(ctx, m)
 	case *ClaimJobs:
 		if ctx.Sender() == nil {
 			// Claimed jobs would be RUNNING with nobody told to send them.
@@ -105,7 +115,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery, *EnvironmentsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery,
 		*PruneJobs, *QueueAgesQuery, *PausePlugin, *SetPluginSettings, *BackfillPlugin, *RerunPlugin,
-		*OutputsQuery, *RerunStale:
+		*OutputsQuery, *RerunStale, *TopicSubscriptionsQuery, *SubscribeTopic:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
 		ctx.Respond(a.scanState(m))
@@ -133,6 +143,9 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		case a.retention.current(m):
 			a.retention.fired()
 			a.sweep(ctx)
+		case a.chainRetry.current(m):
+			a.chainRetry.fired()
+			a.chainSoon(ctx)
 		}
 	case *crash:
 		panic("injected crash: queue")
@@ -141,6 +154,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.hold.stop()
 		a.flushRetry.stop()
 		a.retention.stop()
+		a.chainRetry.stop()
 		a.flush(ctx) // a graceful stop writes what it has
 	case *actor.Restarting:
 		// The old instance still holds the conclusions: write them before
@@ -150,6 +164,7 @@ func (a *queueActor) Receive(ctx actor.Context) {
 		a.hold.stop()
 		a.flushRetry.stop()
 		a.retention.stop()
+		a.chainRetry.stop()
 		a.flush(ctx)
 		for i := range a.claims {
 			a.answerClaim(ctx, &a.claims[i], nil, errQueueRestarting)
@@ -259,6 +274,9 @@ func (a *queueActor) write(ctx actor.Context, withClaims bool) {
 		return
 	}
 	a.pending = nil
+	if res.Chained {
+		a.chainSoon(ctx) // queue_chain.go
+	}
 	a.recordOutcomes(batch, res.Outcomes)
 	a.answerClaim(ctx, claim, &res, nil)
 	if !a.nextDueKnown {
@@ -546,6 +564,22 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		v, err = a.deps.db.EnvironmentsList(dctx)
 	case *SubscribePlugin:
 		v, err = a.deps.db.PluginSubscribe(dctx, m.Plugin, m.Tags)
+	case *TopicSubscriptionsQuery:
+		v, err = a.deps.db.PluginTopicSubscriptions(dctx, m.Plugin)
+	case *SubscribeTopic:
+		var res job.TopicSubscriptions
+		if m.Remove {
+			res, err = a.deps.db.PluginTopicUnsubscribe(dctx, m.Plugin, m.Topic)
+		} else {
+			res, err = a.deps.db.PluginTopicSubscribe(dctx, m.Plugin, m.Topic)
+		}
+		switch {
+		case err == nil && res.Changed:
+			a.log.Info().Str("plugin", m.Plugin).Str("topic", m.Topic).Bool("removed", m.Remove).Msg("topic subscription changed by operator")
+		case errors.Is(err, job.ErrInvalid), errors.Is(err, job.ErrNotFound):
+			a.log.Warn().Err(err).Str("plugin", m.Plugin).Str("topic", m.Topic).Msg("topic subscription refused")
+		}
+		v = res
 	case *SourcesQuery:
 		v, err = a.deps.db.SourceRoots(dctx, false)
 	case *AddSource:

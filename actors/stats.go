@@ -87,6 +87,12 @@ type Stats struct {
 	JobsPruned atomic.Int64
 	// ByPlugin counts outcomes and observes durations per plugin.
 	ByPlugin *PluginStats
+
+	// JobsChained counts jobs queued on upstream artifacts (chaining by
+	// topic); ChainRefused the artifacts not chained, by reason
+	// (job.ChainOutsideRoots, ChainNotAFile, ChainUnreadable).
+	JobsChained  atomic.Int64
+	ChainRefused *Counters
 }
 
 // NewStats returns zeroed counters with their histograms.
@@ -100,6 +106,7 @@ func NewStats() *Stats {
 		PruneTime:       NewHistogram(LatencyBuckets),
 		CurveRefusals:   &Counters{},
 		MessagesDropped: &Counters{},
+		ChainRefused:    &Counters{},
 		Throughput:      &Throughput{},
 		ByPlugin:        &PluginStats{},
 	}

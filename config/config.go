@@ -220,7 +220,8 @@ func (c *Config) settings() []setting {
 		{name: "init-secrets", usage: "folder for worker keys: create missing --curve-secret-key, --authorized-workers and --api-tokens files at start (compose stack)", str: &c.InitSecrets},
 		{name: "pprof", usage: "serve /debug/pprof/ on the HTTP server, to admin tokens only", flag: &c.Pprof},
 		{name: "lineage", usage: "record the outputs of each completed job (lineage, stale outputs) and reuse earlier results for files " +
-			"whose content the same plugin version already processed (costs a quarter to a half more database CPU per job)", flag: &c.Lineage},
+			"whose content the same plugin version already processed (costs a quarter to a half more database CPU per job); " +
+			"chained jobs (plugins subscribe NAME PLUGIN:TOPIC) run without it, but only with it does a file's lineage list them", flag: &c.Lineage},
 		{name: "insecure", usage: "allow a non-loopback --bind without CURVE or a non-loopback --http without --api-tokens (logged as a warning)", flag: &c.Insecure},
 		{name: "allowed-roots", usage: "comma-separated folders under which source roots may be added (\"\" = the working directory)", str: &c.AllowedRoots},
 	}

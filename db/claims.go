@@ -90,6 +90,9 @@ type BatchResult struct {
 	Outcomes []job.Outcome
 	Claims   []Claim
 	Failures []ClaimFailure
+	// Chained: some completion's artifacts wait for the chain step
+	// (sentinel_chain_pending).
+	Chained bool
 }
 
 // JobsBatch applies conclusions (as JobsConclude) and then claims jobs (as
@@ -122,6 +125,15 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 	if len(cs) == 0 && !claiming {
 		return BatchResult{}, nil
 	}
+	// The subscribed topics (chain.go), cached like the paused plugins:
+	// without a subscription a completion runs no statement for chaining.
+	var topics map[string]bool
+	if len(cs) > 0 {
+		var err error
+		if topics, err = db.chainTopics(ctx); err != nil {
+			return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
+		}
+	}
 	var queries []string
 	if len(cs) > 0 {
 		queries = append(queries, concludeQueries...)
@@ -152,6 +164,9 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 		res = BatchResult{} // a retried transaction starts over
 		var err error
 		if res.Outcomes, err = db.conclude(ctx, tx, now, cs); err != nil {
+			return fmt.Errorf("conclude jobs: %w", err)
+		}
+		if res.Chained, err = db.markChains(ctx, tx, formatTime(now), cs, res.Outcomes, topics); err != nil {
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {

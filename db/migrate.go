@@ -155,6 +155,13 @@ var migrations = []migration{
 		file:    "0012_job_attempts.sql",
 	},
 	{
+		// Chaining by topic (issue #20 part 4): artifacts waiting for
+		// the chain step, and the versions made from artifacts.
+		version: 13,
+		name:    "chains",
+		file:    "0013_chains.sql",
+	},
+	{
 		// A narrower lineage row: the input's content hash is read
 		// through its version instead of copied onto every output.
 		version: 15,

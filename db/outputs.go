@@ -190,12 +190,16 @@ func (db *DB) OutputsOfVersion(ctx context.Context, versionID int64) ([]job.Outp
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
+	// With the outputs of the versions chained from it (chain.go).
 	rows, err := db.reader.QueryContext(ctx, `SELECT `+outputColumns+` FROM sentinel_outputs o
-		WHERE o.file_version_id = ? ORDER BY o.job_id, o.artifact_index`, versionID)
+		WHERE o.file_version_id IN (`+chainVersionsSQL+`) ORDER BY o.job_id, o.artifact_index`, versionID)
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
 	out, err := scanOutputs(rows)
+	if err == nil {
+		err = db.chainOrigins(ctx, out)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
@@ -217,6 +221,9 @@ func (db *DB) OutputProvenance(ctx context.Context, uri string, limit int) ([]jo
 		return nil, fmt.Errorf("provenance of %s: %w", uri, err)
 	}
 	out, err := scanOutputs(rows)
+	if err == nil {
+		err = db.chainOrigins(ctx, out) // chain.go
+	}
 	if err != nil {
 		return nil, fmt.Errorf("provenance of %s: %w", uri, err)
 	}

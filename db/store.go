@@ -50,6 +50,15 @@ type Store interface {
 	OutputsStale(ctx context.Context, plugin string) ([]job.Output, error)
 	OutputsRerunStale(ctx context.Context, now time.Time, plugin string, dryRun bool) (job.RerunStaleResult, error)
 	OnReuse(f func(plugin string))
+
+	// Chaining by topic (chain.go): plugins subscribed to other plugins'
+	// topics, and the chain step that queues their jobs on the artifacts
+	// the completions marked.
+	PluginTopicSubscriptions(ctx context.Context, plugin string) (job.TopicSubscriptions, error)
+	PluginTopicSubscribe(ctx context.Context, plugin, ref string) (job.TopicSubscriptions, error)
+	PluginTopicUnsubscribe(ctx context.Context, plugin, ref string) (job.TopicSubscriptions, error)
+	ChainsPending(ctx context.Context, limit int) (job.ChainWork, error)
+	ChainsRecord(ctx context.Context, now time.Time, in []job.ChainInput) (job.ChainResult, error)
 	// SetLineage turns on recording outputs with each completion and
 	// reusing earlier results at enqueue (off until called; --lineage).
 	SetLineage(on bool)

@@ -30,6 +30,9 @@ type Output struct {
 	Stale bool
 	// StaleReason says which, when Stale.
 	StaleReason string
+	// Chain, for an output of a chained job, says where its input (an
+	// artifact of another job) came from; nil otherwise.
+	Chain *ChainOrigin
 }
 
 // Stale reasons.

@@ -467,6 +467,9 @@ func pluginsAddBuiltin(ctx context.Context, c *cli, args []string) error {
 }
 
 func pluginsSubscribe(ctx context.Context, c *cli, args []string) error {
+	if isTopicRef(args[1:]) {
+		return pluginsSubscribeTopic(ctx, c, args) // chaincmds.go
+	}
 	var res api.Subscription
 	raw, err := c.api.call(ctx, "POST", "/api/v1/plugins/"+url.PathEscape(args[0])+"/subscriptions",
 		api.SubscribeRequest{Tags: args[1:]}, &res)

@@ -12,7 +12,8 @@
 //	casparian workers drain ID | undrain ID | disconnect ID
 //	casparian plugins ls
 //	casparian environments ls
-//	casparian plugins subscribe NAME TAG...
+//	casparian plugins subscribe NAME TAG... | NAME PLUGIN:TOPIC
+//	casparian plugins unsubscribe NAME PLUGIN:TOPIC | subscriptions NAME
 //	casparian plugins add-builtin NAME [TAG...]
 //	casparian plugins pause NAME | resume NAME
 //	casparian plugins set NAME [--job-timeout D|default] [--max-retries N]
@@ -158,7 +159,10 @@ var commands = map[string]map[string]*command{
 		"ls": {help: "list plugins: active version, subscriptions", run: pluginsList},
 		"add-builtin": {usage: "NAME [TAG...]", help: "register a built-in plugin of casparian-worker (" + strings.Join(job.BuiltinPlugins, ", ") +
 			") so that its jobs run, subscribed to files tagged TAG", minArgs: 1, maxArgs: -1, run: pluginsAddBuiltin},
-		"subscribe": {usage: "NAME TAG...", help: "queue jobs of plugin NAME for files tagged TAG", minArgs: 2, maxArgs: -1, run: pluginsSubscribe},
+		"subscribe": {usage: "NAME TAG... | NAME PLUGIN:TOPIC", help: "queue jobs of plugin NAME for files tagged TAG, or for every artifact " +
+			"plugin PLUGIN reports on TOPIC (chaining; e.g. csv:output)", minArgs: 2, maxArgs: -1, run: pluginsSubscribe},
+		"unsubscribe":   {usage: "NAME PLUGIN:TOPIC", help: "stop chaining plugin NAME on PLUGIN's TOPIC", minArgs: 2, maxArgs: 2, run: pluginsUnsubscribe},
+		"subscriptions": {usage: "NAME", help: "plugin NAME's subscriptions to other plugins' topics", minArgs: 1, maxArgs: 1, run: pluginsSubscriptions},
 		"pause": {usage: "NAME", help: "stop dispatching plugin NAME's queued jobs (running ones finish)", minArgs: 1, maxArgs: 1,
 			run: func(ctx context.Context, c *cli, args []string) error { return pluginsPause(ctx, c, args, true) }},
 		"resume": {usage: "NAME", help: "dispatch plugin NAME's queued jobs again", minArgs: 1, maxArgs: 1,

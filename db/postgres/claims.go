@@ -84,12 +84,24 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 	if len(cs) == 0 && !claiming {
 		return db.BatchResult{}, nil
 	}
+	// The subscribed topics (chain.go), cached: without a subscription a
+	// completion sends nothing for chaining.
+	var topics map[string]bool
+	if len(cs) > 0 {
+		var err error
+		if topics, err = d.chainTopics(ctx); err != nil {
+			return db.BatchResult{}, fmt.Errorf("jobs batch: %w", err)
+		}
+	}
 	var res db.BatchResult
 	err := d.inTx(ctx, func(tx pgx.Tx) error {
 		res = db.BatchResult{} // a retried transaction starts over
 		var err error
 		var paused map[string]bool
 		if res.Outcomes, paused, err = conclude(ctx, tx, now, cs, claiming, d.lineage.Load()); err != nil {
+			return fmt.Errorf("conclude jobs: %w", err)
+		}
+		if res.Chained, err = markChains(ctx, tx, now, cs, res.Outcomes, topics); err != nil {
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {

@@ -108,12 +108,16 @@ func (d *DB) OutputsOfVersion(ctx context.Context, versionID int64) ([]job.Outpu
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
+	// With the outputs of the versions chained from it (chain.go).
 	rows, err := d.pool.Query(ctx, `SELECT `+outputColumns+` FROM sentinel_outputs o
-		WHERE o.file_version_id = $1 ORDER BY o.job_id, o.artifact_index`, versionID)
+		WHERE o.file_version_id IN (`+chainVersionsSQL+`) ORDER BY o.job_id, o.artifact_index`, versionID)
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
 	out, err := scanOutputs(rows)
+	if err == nil {
+		err = d.chainOrigins(ctx, out)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
@@ -133,6 +137,9 @@ func (d *DB) OutputProvenance(ctx context.Context, uri string, limit int) ([]job
 		return nil, fmt.Errorf("provenance of %s: %w", uri, err)
 	}
 	out, err := scanOutputs(rows)
+	if err == nil {
+		err = d.chainOrigins(ctx, out) // chain.go
+	}
 	if err != nil {
 		return nil, fmt.Errorf("provenance of %s: %w", uri, err)
 	}

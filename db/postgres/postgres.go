@@ -91,6 +91,7 @@ type DB struct {
 	version    atomic.Int64
 
 	reuse db.ReuseReporter // reused jobs, for the metrics (outputs.go)
+	chain db.ChainCache    // the subscribed topics, for the completions (chain.go)
 	// lineage: record outputs with completions and reuse earlier results
 	// (SetLineage).
 	lineage atomic.Bool

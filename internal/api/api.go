@@ -320,9 +320,33 @@ type BuiltinAdded struct {
 	Changes int    `json:"changes"`
 }
 
-// SubscribeRequest adds file tags to a plugin's subscriptions.
+// SubscribeRequest adds file tags to a plugin's subscriptions, or (Topic)
+// subscribes it to another plugin's topic, "PRODUCER:TOPIC" (chaining).
+// One of the two, not both.
 type SubscribeRequest struct {
-	Tags []string `json:"tags"`
+	Tags  []string `json:"tags,omitempty"`
+	Topic string   `json:"topic,omitempty"`
+}
+
+// TopicSubscription is a plugin's subscription to another plugin's topic:
+// each artifact Producer reports on ProducerTopic gets a job of the plugin.
+type TopicSubscription struct {
+	Topic         string `json:"topic"` // "PRODUCER:TOPIC", as stored
+	Producer      string `json:"producer,omitempty"`
+	ProducerTopic string `json:"producer_topic,omitempty"`
+	Active        bool   `json:"active"`
+}
+
+// TopicSubscriptions answers GET /api/v1/plugins/{name}/subscriptions and
+// a topic subscribe or unsubscribe. Changed is false when the request
+// found it done already. Lineage says whether the Sentinel records
+// lineage (--lineage); Warning says what is missing without it.
+type TopicSubscriptions struct {
+	Plugin        string              `json:"plugin"`
+	Subscriptions []TopicSubscription `json:"topic_subscriptions"`
+	Changed       bool                `json:"changed"`
+	Lineage       bool                `json:"lineage"`
+	Warning       string              `json:"warning,omitempty"`
 }
 
 // Subscription is a plugin's tags after a subscribe.
@@ -463,6 +487,22 @@ type Output struct {
 	CreatedAt     time.Time `json:"created_at"`
 	Stale         bool      `json:"stale"`
 	StaleReason   string    `json:"stale_reason,omitempty"`
+	// Chain: the input was an artifact of another job (chaining by topic).
+	Chain *ChainOrigin `json:"chain,omitempty"`
+}
+
+// ChainOrigin is where a chained job's input came from: artifact
+// ArtifactIndex of job UpstreamJobID (Producer, Topic), made from file
+// version UpstreamVersionID, going back to OriginalVersionID.
+type ChainOrigin struct {
+	UpstreamJobID     int64  `json:"upstream_job_id"`
+	UpstreamAttempt   int64  `json:"upstream_attempt"`
+	ArtifactIndex     int64  `json:"artifact_index"`
+	Producer          string `json:"producer"`
+	Topic             string `json:"topic"`
+	UpstreamVersionID int64  `json:"upstream_file_version_id"`
+	OriginalVersionID int64  `json:"original_file_version_id"`
+	OriginalPath      string `json:"original_path,omitempty"`
 }
 
 // Outputs answers GET /api/v1/files/{id}/lineage,

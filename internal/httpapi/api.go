@@ -570,6 +570,15 @@ func (srv *Server) subscribe(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	ctx, cancel := srv.ctx(r)
 	defer cancel()
+	if req.Topic != "" {
+		if len(req.Tags) > 0 {
+			srv.fail(w, r, fmt.Errorf("give tags or a topic, not both: %w", job.ErrInvalid))
+			return
+		}
+		res, err := srv.s.SubscribeTopic(ctx, name, req.Topic) // chain.go
+		srv.topicAnswer(w, r, res, err)
+		return
+	}
 	tags, err := srv.s.Subscribe(ctx, name, req.Tags)
 	if err != nil {
 		srv.fail(w, r, err)

@@ -33,6 +33,7 @@ type metricsCollector struct {
 	duration, enqueueToStart            *prometheus.Desc
 	oldestQueued                        *prometheus.Desc
 	messagesDropped                     *prometheus.Desc
+	chainRefused                        *prometheus.Desc
 	sentinel, sentinels                 *prometheus.Desc
 }
 
@@ -69,6 +70,7 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 			counter("jobs_pruned", "Finished jobs deleted by the retention sweep (--retain-completed, --retain-failed) "+
 				"and by the operator's prune.", &st.JobsPruned),
 			counter("jobs_cancelled", "Jobs that ended SKIPPED by an operator's cancel.", &st.JobsCancelled),
+			counter("jobs_chained", "Jobs queued on an artifact of another job, for plugins subscribed to its topic.", &st.JobsChained),
 			counter("jobs_enqueued", "Jobs inserted by the operator API and the scanner.", &st.JobsEnqueued),
 			counter("jobs_enqueued_unrunnable", "Jobs the operator API accepted for a plugin that no connected worker could run then.",
 				&st.JobsEnqueuedUnrunnable),
@@ -131,6 +133,10 @@ func newMetricsCollector(s *actors.Sentinel, log zerolog.Logger) *metricsCollect
 		curveRefusals: prometheus.NewDesc("casparian_curve_refusals_total",
 			"Worker connections refused during the CURVE handshake, by reason "+
 				"(unauthorized_key, identity_taken, not_curve, bad_handshake, handshake_timeout).", []string{"reason"}, nil),
+		chainRefused: prometheus.NewDesc("casparian_chain_refused_total",
+			"Artifacts of completed jobs that plugins subscribe to and that were not chained, by reason "+
+				"(outside_roots: in no active source root; not_a_file: a sqlite:// table or no file URI; unreadable).",
+			[]string{"reason"}, nil),
 		messagesDropped: prometheus.NewDesc("casparian_messages_dropped_total",
 			"Inbound messages dropped before any actor saw them, by reason (rate: over the connection's --peer-rate budget).",
 			[]string{"reason"}, nil),
@@ -153,6 +159,7 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.jobs
 	ch <- c.curveRefusals
 	ch <- c.messagesDropped
+	ch <- c.chainRefused
 	ch <- c.sentinel
 	ch <- c.sentinels
 	for _, d := range []*prometheus.Desc{c.completed, c.failed, c.requeued, c.reused, c.duration, c.enqueueToStart, c.oldestQueued} {
@@ -184,6 +191,9 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range c.s.Stats().MessagesDropped.Snapshot() {
 		ch <- prometheus.MustNewConstMetric(c.messagesDropped, prometheus.CounterValue, float64(n), reason)
+	}
+	for reason, n := range c.s.Stats().ChainRefused.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(c.chainRefused, prometheus.CounterValue, float64(n), reason)
 	}
 	me := c.s.Self()
 	leader := 0.0

@@ -113,6 +113,11 @@ func outputsJSON(outs []job.Output) []api.Output {
 			ContentHash: o.ContentHash, Plugin: o.Plugin, ArtifactHash: o.ArtifactHash, Topic: o.Topic, URI: o.URI,
 			Rows: o.Rows, Bytes: o.Bytes, ReusedFromJob: o.ReusedFromJob, CreatedAt: o.CreatedAt, Stale: o.Stale,
 			StaleReason: o.StaleReason}
+		if c := o.Chain; c != nil {
+			out[i].Chain = &api.ChainOrigin{UpstreamJobID: c.UpstreamJobID, UpstreamAttempt: c.UpstreamAttempt,
+				ArtifactIndex: c.ArtifactIndex, Producer: c.Producer, Topic: c.Topic, UpstreamVersionID: c.UpstreamVersionID,
+				OriginalVersionID: c.OriginalVersionID, OriginalPath: c.OriginalPath}
+		}
 	}
 	return out
 }

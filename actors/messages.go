@@ -477,6 +477,21 @@ type RerunStale struct {
 	DryRun bool
 }
 
+// ShadowRunsQuery asks for the shadow runs of Plugin ("" all), newest
+// first (issue #20 part 5). Value: []job.ShadowRun.
+type ShadowRunsQuery struct{ Plugin string }
+
+// CompareShadow asks for the comparison of Plugin's shadow run of Version
+// over BaseVersion. Value: job.ShadowComparison.
+type CompareShadow struct{ Plugin, BaseVersion, Version string }
+
+// EndShadow promotes (Promote) or discards Plugin's RUNNING shadow run of
+// Version. Value: job.ShadowEnd.
+type EndShadow struct {
+	Plugin, Version string
+	Promote         bool
+}
+
 // --- Sentinel (operator) → scanner ---
 
 // RescanSources asks the scanner to start a pass now, or right after the

@@ -38,7 +38,7 @@ func (db *DB) jobDispatch(ctx context.Context, j job.Job) (*job.DispatchView, er
 		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read only: nothing to keep
-	src := &sqliteSource{}
+	src := &sqliteSource{tx: tx}
 	for _, b := range []struct {
 		st **sql.Stmt
 		q  string

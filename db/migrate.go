@@ -154,6 +154,13 @@ var migrations = []migration{
 		name:    "job_attempts",
 		file:    "0012_job_attempts.sql",
 	},
+	{
+		// Shadow runs of a new plugin version (issue #20 part 5). 14,
+		// not 13: a parallel branch adds 13.
+		version: 14,
+		name:    "shadow_runs",
+		file:    "0014_shadow_runs.sql",
+	},
 }
 
 // migrateTo applies the pending migrations up to and including version last.

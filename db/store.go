@@ -50,6 +50,12 @@ type Store interface {
 	OutputsStale(ctx context.Context, plugin string) ([]job.Output, error)
 	OutputsRerunStale(ctx context.Context, now time.Time, plugin string, dryRun bool) (job.RerunStaleResult, error)
 	OnReuse(f func(plugin string))
+
+	// Shadow runs of a new plugin version (shadow.go; PluginDeploy with
+	// Deployment.Shadow begins one).
+	ShadowRuns(ctx context.Context, plugin string) ([]job.ShadowRun, error)
+	ShadowCompare(ctx context.Context, plugin, baseVersion, version string) (job.ShadowComparison, error)
+	ShadowEnd(ctx context.Context, now time.Time, plugin, version string, promote bool) (job.ShadowEnd, error)
 	// SetLineage turns on recording outputs with each completion and
 	// reusing earlier results at enqueue (off until called; --lineage).
 	SetLineage(on bool)

@@ -91,6 +91,9 @@ type DB struct {
 	version    atomic.Int64
 
 	reuse db.ReuseReporter // reused jobs, for the metrics (outputs.go)
+	// shadow: whether a shadow run is RUNNING, for the claim's statement
+	// (shadow.go); another Sentinel's run is seen within db.ShadowFresh.
+	shadow db.ShadowFlag
 	// lineage: record outputs with completions and reuse earlier results
 	// (SetLineage).
 	lineage atomic.Bool

@@ -161,6 +161,9 @@ type JobClaim struct {
 	// JobTimeout is the plugin's job timeout (db.Claim.JobTimeout): 0 for
 	// --job-timeout, negative for none.
 	JobTimeout time.Duration
+	// Shadow: a shadow run's job (db.Claim.Shadow); its completion
+	// records no lineage.
+	Shadow bool
 }
 
 // --- dispatcher → worker actor ---

@@ -312,6 +312,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 			Dispatch:    wireDispatch(c.Dispatch),
 			RequestedAt: claim.req.At,
 			JobTimeout:  c.JobTimeout,
+			Shadow:      c.Shadow,
 		}
 	}
 	ctx.Send(claim.replyTo, out)

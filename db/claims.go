@@ -22,6 +22,8 @@ type Claim struct {
 	// setting (sentinel_plugin_settings.job_timeout_ms) when the job was
 	// claimed. 0 means the global one; negative, no timeout.
 	JobTimeout time.Duration
+	// Shadow: a shadow job, running its shadow manifest (shadow.go).
+	Shadow bool
 }
 
 // ClaimFailure is a job that was claimed but whose dispatch could not be
@@ -216,6 +218,7 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 			RetryCount: row.RetryCount,
 			Dispatch:   d,
 			JobTimeout: row.JobTimeout,
+			Shadow:     row.ManifestID != 0,
 		})
 	}
 	return claims, failures, nil

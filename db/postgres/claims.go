@@ -286,7 +286,7 @@ func (d *DB) claim(ctx context.Context, tx pgx.Tx, now time.Time, reqs []job.Cla
 			continue
 		}
 		claims = append(claims, db.Claim{Ref: row.Ref, Priority: row.Priority, RetryCount: row.RetryCount, Dispatch: disp,
-			JobTimeout: row.JobTimeout})
+			JobTimeout: row.JobTimeout, Shadow: row.ManifestID != 0})
 	}
 	return claims, failures, nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/internal/sentineltest"
 	"github.com/casparian/sentinel/internal/testwait"
@@ -67,7 +68,8 @@ func shadowDeploy(t *testing.T, e *sentineltest.Env, version, code string) (db.D
 func TestShadow_RunComparesPromotesAndDiscards(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, start start) {
 		ctx := context.Background()
-		e := start(t, nil)
+		// With lineage on: shadow jobs must record none.
+		e := start(t, func(c *config.Config) { c.Lineage = true })
 		if _, err := e.DB.PluginManifestActivate(ctx, "counter", "1.0.0", "rows 2", "", sha("rows 2")); err != nil {
 			t.Fatal(err)
 		}
@@ -130,6 +132,10 @@ func TestShadow_RunComparesPromotesAndDiscards(t *testing.T) {
 			}
 			if j := e.Job(f.ShadowJobID); j.Priority != db.ShadowPriority {
 				t.Errorf("shadow job priority %d", j.Priority)
+			}
+			outs, err := e.DB.OutputsOfVersion(ctx, f.FileVersionID)
+			if err != nil || len(outs) != 1 || outs[0].JobID != f.BaseJobID {
+				t.Errorf("lineage of file %d: %+v, %v; want v1's job's output only", f.FileVersionID, outs, err)
 			}
 		}
 		// v1's outputs are untouched: its jobs ran once, into the real sink.

@@ -36,10 +36,9 @@ func TestShadow_ChangedPluginReportsDifferingRowCount(t *testing.T) {
 	}
 	dbPath := filepath.Join(h.out, "csv.db")
 	h.Topic("csv", "output", "sqlite://"+dbPath+"/{file_stem}", transport.ModeReplace)
-	var fvs, base []int64
+	var base []int64
 	for i := range 2 {
 		fv := h.File(fmt.Sprintf("in/f%d.csv", i), "rows 3\na\nb\n")
-		fvs = append(fvs, fv)
 		base = append(base, h.EnqueueOverrides(fv, "csv", ""))
 	}
 	startWorker(t, h, worker.Options{Wasm: testWasm(0), Concurrency: 2})

@@ -19,10 +19,10 @@ import (
 // TestShadow_ChangedPluginReportsDifferingRowCount is issue #20 part 5's
 // test with every part real: a Sentinel on SQLite, this package's worker,
 // its sinks. Plugin "csv" runs the built-in CSV parser (v1), which finds a
-// header and no row in a file "rows 3"; v2, deployed with Shadow, is the
-// misbehave WebAssembly module, which writes 3 rows for it. The shadow jobs
-// write into shadow sinks, v1's table keeps its rows, and compare reports
-// the row counts 0 → 3.
+// header and two rows in the file "rows 3\na\nb"; v2, deployed with Shadow,
+// is the misbehave WebAssembly module, which writes 3 rows for it (its first
+// line says so). The shadow jobs write into shadow sinks, v1's tables keep
+// their rows, and compare reports the row counts 2 → 3.
 func TestShadow_ChangedPluginReportsDifferingRowCount(t *testing.T) {
 	t.Parallel()
 	mods := worker.BuildTestModules(t)

@@ -133,6 +133,12 @@ func TestShadow_RunComparesPromotesAndDiscards(t *testing.T) {
 			if j := e.Job(f.ShadowJobID); j.Priority != db.ShadowPriority {
 				t.Errorf("shadow job priority %d", j.Priority)
 			}
+			// The job's detail shows the DISPATCH it got: v2, shadow sink.
+			info, err := e.Sentinel.Job(ctx, f.ShadowJobID)
+			if err != nil || info.Dispatch == nil || info.Dispatch.ArtifactHash != sha("rows 3") ||
+				len(info.Dispatch.Sinks) != 1 || !strings.Contains(info.Dispatch.Sinks[0].URI, "/_shadow/run-") {
+				t.Errorf("shadow job %d detail: %+v, %v", f.ShadowJobID, info.Dispatch, err)
+			}
 			outs, err := e.DB.OutputsOfVersion(ctx, f.FileVersionID)
 			if err != nil || len(outs) != 1 || outs[0].JobID != f.BaseJobID {
 				t.Errorf("lineage of file %d: %+v, %v; want v1's job's output only", f.FileVersionID, outs, err)

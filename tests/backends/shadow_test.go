@@ -163,6 +163,25 @@ func TestShadow_RunComparesPromotesAndDiscards(t *testing.T) {
 		if code, _ := w.of(after); code != "rows 3" {
 			t.Errorf("job after promote ran %q, want v2", code)
 		}
+		// A rerun for v2 queues the files v1 ran (3 + the ordinary one),
+		// at their jobs' priority: shadow jobs are not among them.
+		rerun, err := e.Sentinel.Rerun(ctx, "counter", false)
+		if err != nil || rerun.Queued != 4 {
+			t.Fatalf("rerun after promote: %+v, %v", rerun, err)
+		}
+		page, err := e.Sentinel.Jobs(ctx, job.Filter{Plugin: "counter", Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shadows := 0
+		for _, j := range page.Jobs {
+			if j.Priority == db.ShadowPriority {
+				shadows++
+			}
+		}
+		if shadows != 3 {
+			t.Errorf("%d jobs at the shadow priority, want the run's 3", shadows)
+		}
 
 		// A run discarded before its jobs are due: they are cancelled, v2
 		// stays ACTIVE, and compare says there are no results.

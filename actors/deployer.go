@@ -61,6 +61,7 @@ func (a *deployerActor) receive(ctx actor.Context, m *DeployReceived) {
 		EnvHash: d.EnvHash, ArtifactHash: d.ArtifactHash, Signature: d.Signature,
 		PublisherName: d.PublisherName, PublisherEmail: d.PublisherEmail, AzureOID: d.AzureOID,
 		SystemRequirements: d.SystemRequirements,
+		Shadow:             d.Shadow, ShadowFiles: d.ShadowFiles,
 	}}
 	f := ctx.RequestFuture(a.peers.queue, store, 2*a.deps.cfg.DBTimeout)
 	ctx.ReenterAfter(f, func(res any, err error) {
@@ -96,6 +97,11 @@ func (a *deployerActor) stored(ctx actor.Context, m *DeployReceived, v deploy.Ve
 		msg = fmt.Sprintf("%s v%s is already deployed; nothing changed", d.PluginName, d.Version)
 	case db.DeployReactivated:
 		msg = fmt.Sprintf("Reactivated %s v%s", d.PluginName, d.Version)
+	case db.DeployShadowed:
+		run := r.Shadow
+		msg = fmt.Sprintf("Shadow-deployed %s v%s (shadow run %d): %d jobs over the files v%s completed; v%s stays ACTIVE. "+
+			"Compare with `casparian plugins compare %s %s %s`, then promote or discard",
+			d.PluginName, d.Version, run.ID, run.Jobs, run.BaseVersion, run.BaseVersion, d.PluginName, run.BaseVersion, d.Version)
 	default:
 		msg = fmt.Sprintf("Deployed %s v%s", d.PluginName, d.Version)
 	}
@@ -103,6 +109,13 @@ func (a *deployerActor) stored(ctx actor.Context, m *DeployReceived, v deploy.Ve
 		Str("artifact_hash", d.ArtifactHash).Str("env_hash", d.EnvHash).Msg(msg)
 	a.reply(ctx, m.From, &id, msg)
 	if r.Outcome == db.DeployUnchanged {
+		return
+	}
+	if r.Outcome == db.DeployShadowed {
+		// The ACTIVE manifest, and so the plugin's environment, is
+		// unchanged; the shadow jobs become due later (db.ShadowDelay) and
+		// the queue actor's poll finds them.
+		ctx.Send(a.peers.supervisor, &BroadcastReload{})
 		return
 	}
 	// DISPATCH assembly reads the manifest and topic configs in each claim

@@ -161,6 +161,9 @@ type JobClaim struct {
 	// JobTimeout is the plugin's job timeout (db.Claim.JobTimeout): 0 for
 	// --job-timeout, negative for none.
 	JobTimeout time.Duration
+	// Shadow: a shadow run's job (db.Claim.Shadow); its completion
+	// records no lineage.
+	Shadow bool
 }
 
 // --- dispatcher → worker actor ---
@@ -499,6 +502,21 @@ type TopicSubscriptionsQuery struct {
 type SubscribeTopic struct {
 	Plugin, Topic string
 	Remove        bool
+}
+
+// ShadowRunsQuery asks for the shadow runs of Plugin ("" all), newest
+// first (issue #20 part 5). Value: []job.ShadowRun.
+type ShadowRunsQuery struct{ Plugin string }
+
+// CompareShadow asks for the comparison of Plugin's shadow run of Version
+// over BaseVersion. Value: job.ShadowComparison.
+type CompareShadow struct{ Plugin, BaseVersion, Version string }
+
+// EndShadow promotes (Promote) or discards Plugin's RUNNING shadow run of
+// Version. Value: job.ShadowEnd.
+type EndShadow struct {
+	Plugin, Version string
+	Promote         bool
 }
 
 // --- Sentinel (operator) → scanner ---

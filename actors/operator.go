@@ -330,6 +330,23 @@ func (s *Sentinel) StaleOutputs(ctx context.Context, plugin string) ([]job.Outpu
 	return askValue[[]job.Output](ctx, s, &OutputsQuery{Stale: true, Plugin: plugin})
 }
 
+// ShadowRuns lists the shadow runs of plugin ("" for all), newest first.
+func (s *Sentinel) ShadowRuns(ctx context.Context, plugin string) ([]job.ShadowRun, error) {
+	return askValue[[]job.ShadowRun](ctx, s, &ShadowRunsQuery{Plugin: plugin})
+}
+
+// ShadowCompare compares plugin's shadow run of version over baseVersion
+// with what baseVersion wrote, per file version.
+func (s *Sentinel) ShadowCompare(ctx context.Context, plugin, baseVersion, version string) (job.ShadowComparison, error) {
+	return askValue[job.ShadowComparison](ctx, s, &CompareShadow{Plugin: plugin, BaseVersion: baseVersion, Version: version})
+}
+
+// ShadowEnd promotes (promote) or discards plugin's RUNNING shadow run of
+// version.
+func (s *Sentinel) ShadowEnd(ctx context.Context, plugin, version string, promote bool) (job.ShadowEnd, error) {
+	return askValue[job.ShadowEnd](ctx, s, &EndShadow{Plugin: plugin, Version: version, Promote: promote})
+}
+
 // RerunStale queues a job per stale current file version × plugin, or with
 // dryRun counts them.
 func (s *Sentinel) RerunStale(ctx context.Context, plugin string, dryRun bool) (job.RerunStaleResult, error) {

@@ -115,7 +115,8 @@ func (a *queueActor) Receive(ctx actor.Context) {
 	case *JobsQuery, *JobQuery, *EnqueueJob, *AddBuiltin, *BulkJobs, *CancelJob, *RetryJob, *CountsQuery, *PluginsQuery, *EnvironmentsQuery,
 		*SubscribePlugin, *SourcesQuery, *AddSource, *RoutesQuery, *AddRoute, *HealthQuery, *SentinelsQuery,
 		*PruneJobs, *QueueAgesQuery, *PausePlugin, *SetPluginSettings, *BackfillPlugin, *RerunPlugin,
-		*OutputsQuery, *RerunStale, *TopicSubscriptionsQuery, *SubscribeTopic:
+		*OutputsQuery, *RerunStale, *TopicSubscriptionsQuery, *SubscribeTopic,
+		*ShadowRunsQuery, *CompareShadow, *EndShadow:
 		ctx.Respond(a.operate(ctx, m))
 	case *ScanStateQuery:
 		ctx.Respond(a.scanState(m))
@@ -323,6 +324,7 @@ func (a *queueActor) answerClaim(ctx actor.Context, claim *pendingClaim, res *db
 			Dispatch:    wireDispatch(c.Dispatch),
 			RequestedAt: claim.req.At,
 			JobTimeout:  c.JobTimeout,
+			Shadow:      c.Shadow,
 		}
 	}
 	ctx.Send(claim.replyTo, out)
@@ -631,6 +633,8 @@ func (a *queueActor) operate(ctx actor.Context, msg any) *OperatorReply {
 		v = res
 	case *OutputsQuery:
 		v, err = a.outputs(dctx, m)
+	case *ShadowRunsQuery, *CompareShadow, *EndShadow:
+		v, err = a.shadow(ctx, dctx, m)
 	case *RerunStale:
 		var res job.RerunStaleResult
 		if res, err = a.deps.db.OutputsRerunStale(dctx, time.Now(), m.Plugin, m.DryRun); err == nil && res.Queued > res.Reused {

@@ -53,6 +53,7 @@ type pendingCancel struct {
 // heldJob is a job this worker holds.
 type heldJob struct {
 	ref     job.Ref
+	shadow  bool      // a shadow run's job: no lineage (JobClaim.Shadow)
 	plugin  string    // "" for a job adopted after a restart
 	retries int64     // retry_count at claim time, for backoff
 	since   time.Time // claimed (or dispatched) at
@@ -343,7 +344,7 @@ func (a *workerActor) reconcile(ctx actor.Context, beat *transport.Heartbeat) {
 func (a *workerActor) assign(ctx actor.Context, m *AssignJobs) {
 	now := time.Now()
 	for _, c := range m.Claims {
-		j := &heldJob{ref: c.Ref, retries: c.RetryCount, since: now, timeout: c.JobTimeout}
+		j := &heldJob{ref: c.Ref, retries: c.RetryCount, since: now, timeout: c.JobTimeout, shadow: c.Shadow}
 		if c.Dispatch != nil {
 			j.plugin = c.Dispatch.PluginName
 			j.artifactHash, j.sinks = c.Dispatch.ArtifactHash, c.Dispatch.Sinks
@@ -423,7 +424,7 @@ func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {
 		a.deps.stats.JobsRejected.Add(1)
 	}
 	c := receiptConclusion(j.ref, m.Receipt, j.retries, a.deps)
-	c.Plugin = j.plugin
+	c.Plugin, c.Shadow = j.plugin, j.shadow
 	if c.Kind == job.ConcludeComplete && a.deps.cfg.Lineage {
 		c.ArtifactHash, c.SinksHash = lineageOf(j, &a.sinksHash)
 	}

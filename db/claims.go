@@ -26,6 +26,8 @@ type Claim struct {
 	// for the enqueue-to-start latency; zero when unknown (a row another
 	// tool inserted before migration 0008).
 	EnqueuedAt time.Time
+	// Shadow: a shadow job, running its shadow manifest (shadow.go).
+	Shadow bool
 }
 
 // ClaimFailure is a job that was claimed but whose dispatch could not be
@@ -51,6 +53,9 @@ type claimedRow struct {
 	timeoutMS sql.NullInt64
 	// enqueuedMS is enqueued_at, unix ms.
 	enqueuedMS sql.NullInt64
+	// manifestID is the manifest a shadow job runs (read only while a
+	// shadow run is RUNNING); NULL for every other job.
+	manifestID sql.NullInt64
 }
 
 // normaliseNullsSQL gives rows other tools inserted with NULLs their
@@ -103,7 +108,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 	if err := CheckBatch(cs, reqs); err != nil {
 		return BatchResult{}, err
 	}
-	filterPaused := false
+	filterPaused, shadow := false, false
 	if len(reqs) > 0 {
 		// Read before the transaction, on a reader: the claim statements
 		// must be prepared before it begins, and their shapes depend on
@@ -120,6 +125,12 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 		}
 		reqs = WithoutPaused(reqs, paused)
 		filterPaused = len(paused) > 0
+		// While a shadow run is RUNNING, the claim statement also returns
+		// the manifest each shadow job runs (shadow.go); else it is the
+		// plain one.
+		if shadow, err = db.shadow.Active(ctx, db.readShadowActive); err != nil {
+			return BatchResult{}, fmt.Errorf("jobs batch: %w", err)
+		}
 	}
 	claiming := anyClaimable(reqs)
 	if len(cs) == 0 && !claiming {
@@ -153,7 +164,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 			}
 		}
 		for shape := range shapes {
-			queries = append(queries, claimSQL(shape[0], shape[1], filterPaused))
+			queries = append(queries, claimSQLFor(shape[0], shape[1], filterPaused, shadow))
 		}
 	}
 	if err := db.prepareWriter(ctx, queries...); err != nil {
@@ -170,7 +181,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {
-			if res.Claims, res.Failures, err = db.claim(ctx, tx, now, reqs, filterPaused); err != nil {
+			if res.Claims, res.Failures, err = db.claim(ctx, tx, now, reqs, filterPaused, shadow); err != nil {
 				return fmt.Errorf("claim jobs: %w", err)
 			}
 		}
@@ -183,7 +194,7 @@ func (db *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion,
 }
 
 // claim runs the claim statements and assembles the dispatches in tx.
-func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.ClaimRequest, filterPaused bool) ([]Claim, []ClaimFailure, error) {
+func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.ClaimRequest, filterPaused, shadow bool) ([]Claim, []ClaimFailure, error) {
 	normalise, err := db.txStmt(ctx, tx, normaliseNullsSQL)
 	if err != nil {
 		return nil, nil, err
@@ -192,7 +203,7 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 		return nil, nil, fmt.Errorf("normalise nulls: %w", err)
 	}
 	rows, err := RunClaims(reqs, func(r job.ClaimRequest) ([]ClaimedJob, error) {
-		return db.claimFor(ctx, tx, now, r, filterPaused)
+		return db.claimFor(ctx, tx, now, r, filterPaused, shadow)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -229,6 +240,7 @@ func (db *DB) claim(ctx context.Context, tx *sql.Tx, now time.Time, reqs []job.C
 			Dispatch:   d,
 			JobTimeout: row.JobTimeout,
 			EnqueuedAt: row.EnqueuedAt,
+			Shadow:     row.ManifestID != 0,
 		})
 	}
 	return claims, failures, nil
@@ -246,7 +258,7 @@ func anyClaimable(reqs []job.ClaimRequest) bool {
 }
 
 // claimFor runs the claim statement for one request.
-func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.ClaimRequest, filterPaused bool) ([]ClaimedJob, error) {
+func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.ClaimRequest, filterPaused, shadow bool) ([]ClaimedJob, error) {
 	plugins, anyPlugin := pluginFilter(r.Plugins)
 	if r.Limit <= 0 || (!anyPlugin && len(plugins) == 0) {
 		return nil, nil
@@ -260,7 +272,7 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.Cla
 		args = append(args, p)
 	}
 	args = append(args, r.Limit)
-	st, err := db.txStmt(ctx, tx, claimSQL(len(plugins), len(r.Exclude), filterPaused))
+	st, err := db.txStmt(ctx, tx, claimSQLFor(len(plugins), len(r.Exclude), filterPaused, shadow))
 	if err != nil {
 		return nil, err
 	}
@@ -272,8 +284,12 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.Cla
 	var out []ClaimedJob
 	for rows.Next() {
 		c := claimedRow{ref: job.Ref{Worker: r.Worker}}
-		if err := rows.Scan(&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
-			&c.priority, &c.retryCount, &c.configOverrides, &c.location, &c.timeoutMS, &c.enqueuedMS); err != nil {
+		dest := []any{&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
+			&c.priority, &c.retryCount, &c.configOverrides, &c.location, &c.timeoutMS, &c.enqueuedMS}
+		if shadow {
+			dest = append(dest, &c.manifestID)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
 		out = append(out, c.claimed())
@@ -301,6 +317,7 @@ func (c claimedRow) claimed() ClaimedJob {
 		Located:         c.location.Valid && ok,
 		JobTimeout:      ClaimTimeout(nullInt(c.timeoutMS)),
 		EnqueuedAt:      unixMillisTime(c.enqueuedMS),
+		ManifestID:      c.manifestID.Int64,
 	}
 }
 
@@ -318,9 +335,19 @@ func unixMillisTime(ms sql.NullInt64) time.Time {
 // updated_at, now in unix ms, the plugin names, the excluded names, the limit.
 // It returns the claimed rows with their file's location, their plugin's
 // job timeout and enqueued_at (claimedRow): subqueries in RETURNING save the
-// assembler a statement per job, and the enqueue time a read afterwards. With filterPaused, jobs of paused plugins are skipped
-// (pausedFilter).
+// assembler a statement per job, and the enqueue time a read afterwards.
+// With filterPaused, jobs of paused plugins are skipped (pausedFilter).
 func claimSQL(nPlugins, nExclude int, filterPaused bool) string {
+	return claimSQLFor(nPlugins, nExclude, filterPaused, false)
+}
+
+// claimSQLFor is claimSQL, with shadow the claimed rows' last column is
+// the manifest a shadow job runs (sentinel_shadow_jobs; NULL for others).
+func claimSQLFor(nPlugins, nExclude int, filterPaused, shadow bool) string {
+	returning := ""
+	if shadow {
+		returning = shadowManifestColumn
+	}
 	// LIMIT ? + 0: SQLite reads a bare "LIMIT ?" at prepare time and then
 	// prepares the statement again whenever the bound limit changes, which
 	// it does on nearly every claim; an expression is left to run time.
@@ -358,8 +385,13 @@ func claimSQL(nPlugins, nExclude int, filterPaused bool) string {
 		JOIN cf_source_root r ON r.id = l.source_root_id
 		WHERE v.id = cf_processing_queue.file_version_id),
 		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name),
-		enqueued_at`
+		enqueued_at` + returning
 }
+
+// shadowManifestColumn is the claim statement's extra column while a shadow
+// run is RUNNING.
+const shadowManifestColumn = `,
+		(SELECT j.manifest_id FROM sentinel_shadow_jobs j WHERE j.job_id = cf_processing_queue.id)`
 
 // pluginSetKey names the set of plugins a request can run: "*" for any
 // plugin, else the sorted distinct names.

@@ -75,6 +75,7 @@ type DB struct {
 	stmts  stmtCache     // hot statements prepared on writer
 	paused pausedCache   // the paused plugins, for the claim's request shapes
 	chain  ChainCache    // the subscribed topics, for the completions (chain.go)
+	shadow ShadowFlag    // whether a shadow run is RUNNING, for the claim's statement (shadow.go)
 	guard  sinkGuard     // the files no sink may name (guard.go)
 	ckpt   *checkpointer // copies the WAL into the file (checkpoint.go)
 	reuse  ReuseReporter // reused jobs, for the metrics (reuse.go)

@@ -23,6 +23,11 @@ type Deployment struct {
 	PublisherEmail     string // optional
 	AzureOID           string // optional; identifies the publisher when given
 	SystemRequirements []string
+	// Shadow stores the deployment as a SHADOW manifest and begins a
+	// shadow run (shadow.go) instead of making it ACTIVE; ShadowFiles
+	// bounds its file versions (0: ShadowFilesDefault).
+	Shadow      bool
+	ShadowFiles int
 }
 
 // DeployConflict is PluginDeploy's refusal of a deployment that clashes with
@@ -47,6 +52,8 @@ const (
 	// DeployReactivated made a stored, no longer ACTIVE manifest of the same
 	// plugin, version and artifact ACTIVE again (a rollback).
 	DeployReactivated
+	// DeployShadowed stored a SHADOW manifest and began its shadow run.
+	DeployShadowed
 )
 
 // DeployResult is what PluginDeploy did.
@@ -54,6 +61,8 @@ type DeployResult struct {
 	ManifestID int64
 	Outcome    DeployOutcome
 	Superseded int64 // earlier ACTIVE manifests of the plugin now SUPERSEDED
+	// Shadow is the shadow run a DeployShadowed began.
+	Shadow *job.ShadowRun
 }
 
 // PluginDeploy stores a verified deployment in one transaction: the publisher
@@ -73,6 +82,9 @@ type DeployResult struct {
 func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (DeployResult, error) {
 	if err := d.Check(); err != nil {
 		return DeployResult{}, err
+	}
+	if d.Shadow {
+		return db.pluginDeployShadow(ctx, now, d)
 	}
 	var res DeployResult
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {

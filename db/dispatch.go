@@ -101,6 +101,9 @@ type ClaimedJob struct {
 	JobTimeout time.Duration
 	// EnqueuedAt is the row's enqueued_at; zero when NULL.
 	EnqueuedAt time.Time
+	// ManifestID is the manifest a shadow job runs instead of the ACTIVE
+	// one (shadow.go); 0 for every other job.
+	ManifestID int64
 }
 
 // DispatchSource is what the assembler reads from a backend, inside the
@@ -115,6 +118,9 @@ type DispatchSource interface {
 	// TopicSinks returns the plugin's cf_topic_config rows in id order, as
 	// stored (an empty Mode means append).
 	TopicSinks(ctx context.Context, plugin string) ([]Sink, error)
+	// Manifest returns the manifest with that id, whatever its status (a
+	// shadow job's); ok is false when there is none.
+	Manifest(ctx context.Context, id int64) (m ActiveManifest, ok bool, err error)
 }
 
 // Assembler builds the Dispatch of each job claimed in one claim call.
@@ -124,6 +130,7 @@ type Assembler struct {
 	src       DispatchSource
 	refuse    func(uri string) string
 	manifests map[string]*ActiveManifest // nil value: the plugin has no ACTIVE manifest
+	byID      map[int64]*ActiveManifest  // shadow jobs' manifests; nil value: none with that id
 	topics    map[string][]Sink
 	refusals  map[string]string // refuse's verdict by sink URI
 }
@@ -140,11 +147,12 @@ func NewAssembler(src DispatchSource, refuse func(uri string) string) *Assembler
 // transaction.
 type sqliteSource struct {
 	filePath, manifestOf, topicsOf *sql.Stmt
+	tx                             *sql.Tx // for Manifest, which only shadow jobs need
 }
 
 // newAssembler binds the assembler's statements to tx.
 func (db *DB) newAssembler(ctx context.Context, tx *sql.Tx) (*Assembler, error) {
-	src := &sqliteSource{}
+	src := &sqliteSource{tx: tx}
 	for _, b := range []struct {
 		st **sql.Stmt
 		q  string
@@ -181,8 +189,15 @@ func (a *Assembler) Dispatch(ctx context.Context, row ClaimedJob) (d Dispatch, r
 		}
 	}
 
-	m, err := a.manifest(ctx, plugin)
-	if err != nil {
+	var m *ActiveManifest
+	if row.ManifestID != 0 {
+		if m, err = a.manifestByID(ctx, row.ManifestID); err != nil {
+			return d, "", err
+		}
+		if m == nil {
+			return d, fmt.Sprintf("dispatch: shadow manifest %d of plugin %q not found", row.ManifestID, plugin), nil
+		}
+	} else if m, err = a.manifest(ctx, plugin); err != nil {
 		return d, "", err
 	}
 	if m == nil {
@@ -343,6 +358,41 @@ func (a *Assembler) manifest(ctx context.Context, plugin string) (*ActiveManifes
 	}
 	a.manifests[plugin] = p
 	return p, nil
+}
+
+// manifestByID returns the manifest with id, or nil if there is none.
+func (a *Assembler) manifestByID(ctx context.Context, id int64) (*ActiveManifest, error) {
+	if m, ok := a.byID[id]; ok {
+		return m, nil
+	}
+	m, ok, err := a.src.Manifest(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %d: %w", id, err)
+	}
+	var p *ActiveManifest
+	if ok {
+		p = &m
+	}
+	if a.byID == nil {
+		a.byID = map[int64]*ActiveManifest{}
+	}
+	a.byID[id] = p
+	return p, nil
+}
+
+// Manifest reads the manifest with id, whatever its status. Only shadow
+// jobs ask, so it is not prepared with the claim's statements.
+func (s *sqliteSource) Manifest(ctx context.Context, id int64) (ActiveManifest, bool, error) {
+	var src, env, artifact sql.NullString
+	err := s.tx.QueryRowContext(ctx, `SELECT source_code, env_hash, artifact_hash FROM cf_plugin_manifest WHERE id = ?`,
+		id).Scan(&src, &env, &artifact)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ActiveManifest{}, false, nil
+	case err != nil:
+		return ActiveManifest{}, false, err
+	}
+	return ActiveManifest{SourceCode: src.String, EnvHash: env.String, ArtifactHash: artifact.String}, true, nil
 }
 
 // ActiveManifest reads the newest ACTIVE manifest of plugin.

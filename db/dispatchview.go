@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/casparian/sentinel/job"
@@ -10,7 +11,8 @@ import (
 
 // DispatchView assembles the DISPATCH of the job j with a (the rules of the
 // claim, docs/PROTOCOL.md §4.2) and returns it as operators read it.
-func DispatchView(ctx context.Context, a *Assembler, j job.Job) (*job.DispatchView, error) {
+// manifestID is the manifest a shadow job runs (0 for other jobs).
+func DispatchView(ctx context.Context, a *Assembler, j job.Job, manifestID int64) (*job.DispatchView, error) {
 	d, reason, err := a.Dispatch(ctx, ClaimedJob{
 		Ref:             job.Ref{JobID: j.ID},
 		FileVersionID:   j.FileVersionID,
@@ -19,6 +21,7 @@ func DispatchView(ctx context.Context, a *Assembler, j job.Job) (*job.DispatchVi
 		Priority:        j.Priority,
 		RetryCount:      j.RetryCount,
 		ConfigOverrides: j.ConfigOverrides,
+		ManifestID:      manifestID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
@@ -38,7 +41,7 @@ func (db *DB) jobDispatch(ctx context.Context, j job.Job) (*job.DispatchView, er
 		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read only: nothing to keep
-	src := &sqliteSource{}
+	src := &sqliteSource{tx: tx}
 	for _, b := range []struct {
 		st **sql.Stmt
 		q  string
@@ -50,5 +53,12 @@ func (db *DB) jobDispatch(ctx context.Context, j job.Job) (*job.DispatchView, er
 		defer st.Close() //nolint:errcheck // closed with the transaction anyway
 		*b.st = st
 	}
-	return DispatchView(ctx, NewAssembler(src, db.guard.sinkNamesDatabase), j)
+	// A shadow job's manifest (shadow.go); read here only, never per claim
+	// unless a shadow run is RUNNING.
+	var manifestID sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT manifest_id FROM sentinel_shadow_jobs WHERE job_id = ?`, j.ID).
+		Scan(&manifestID); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
+	}
+	return DispatchView(ctx, NewAssembler(src, db.guard.sinkNamesDatabase), j, manifestID.Int64)
 }

@@ -162,6 +162,13 @@ var migrations = []migration{
 		file:    "0013_chains.sql",
 	},
 	{
+		// Shadow runs of a new plugin version (issue #20 part 5). 14,
+		// not 13: a parallel branch adds 13.
+		version: 14,
+		name:    "shadow_runs",
+		file:    "0014_shadow_runs.sql",
+	},
+	{
 		// A narrower lineage row: the input's content hash is read
 		// through its version instead of copied onto every output.
 		version: 15,

@@ -60,7 +60,7 @@ type outputRow struct {
 func outputRows(cs []job.Conclusion, out []job.Outcome) []outputRow {
 	var rows []outputRow
 	for i, c := range cs {
-		if out[i] != job.OutcomeCompleted {
+		if out[i] != job.OutcomeCompleted || c.Shadow {
 			continue
 		}
 		metric := func(name string) any {

@@ -338,7 +338,9 @@ func (db *DB) PluginRerun(ctx context.Context, now time.Time, plugin string, dry
 			return nil // no deployment time: nothing is known to predate it
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT file_version_id, COALESCE(status, 'QUEUED'), COALESCE(priority, 0), end_time
-			FROM cf_processing_queue WHERE plugin_name = ? AND file_version_id IS NOT NULL ORDER BY id`, plugin)
+			FROM cf_processing_queue q WHERE plugin_name = ? AND file_version_id IS NOT NULL
+			  AND NOT EXISTS (SELECT 1 FROM sentinel_shadow_jobs s WHERE s.job_id = q.id) -- a shadow run's (shadow.go)
+			ORDER BY id`, plugin)
 		if err != nil {
 			return err
 		}

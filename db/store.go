@@ -59,6 +59,11 @@ type Store interface {
 	PluginTopicUnsubscribe(ctx context.Context, plugin, ref string) (job.TopicSubscriptions, error)
 	ChainsPending(ctx context.Context, limit int) (job.ChainWork, error)
 	ChainsRecord(ctx context.Context, now time.Time, in []job.ChainInput) (job.ChainResult, error)
+	// Shadow runs of a new plugin version (shadow.go; PluginDeploy with
+	// Deployment.Shadow begins one).
+	ShadowRuns(ctx context.Context, plugin string) ([]job.ShadowRun, error)
+	ShadowCompare(ctx context.Context, plugin, baseVersion, version string) (job.ShadowComparison, error)
+	ShadowEnd(ctx context.Context, now time.Time, plugin, version string, promote bool) (job.ShadowEnd, error)
 	// SetLineage turns on recording outputs with each completion and
 	// reusing earlier results at enqueue (off until called; --lineage).
 	SetLineage(on bool)

@@ -109,6 +109,10 @@ type Conclusion struct {
 	// the third part of a result's reuse key. Empty when unknown: such a
 	// result is never reused.
 	SinksHash string
+	// Shadow marks a shadow job's completion (a shadow run's, issue #20
+	// part 5): it records no lineage, so its outputs never stand for the
+	// file's current result (staleness, reuse, rerun-stale).
+	Shadow bool
 }
 
 // Outcome is what a Conclusion did.

@@ -252,6 +252,14 @@ type Deploy struct {
 	PublisherEmail     string   `json:"publisher_email,omitempty"`
 	AzureOID           string   `json:"azure_oid,omitempty"`
 	SystemRequirements []string `json:"system_requirements,omitempty"`
+	// Shadow (an extension; absent means false) asks for a shadow deploy:
+	// the version is stored without becoming ACTIVE and runs at a low
+	// priority over what the ACTIVE version processed, into shadow sinks.
+	// ShadowFiles bounds how many file versions (0: the Sentinel's
+	// default). Neither is covered by the signature, which names the
+	// artifact: they choose how a verified artifact is rolled out.
+	Shadow      bool `json:"shadow,omitempty"`
+	ShadowFiles int  `json:"shadow_files,omitempty"`
 }
 
 // validate requires a name and version: without them the manifest cannot

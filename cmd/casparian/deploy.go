@@ -158,6 +158,13 @@ func publish(ctx context.Context, c *cli, args []string) error {
 	}
 	d := deploy.NewDeploy(deploy.Artifact{Plugin: name, Version: version, Source: source, Lockfile: lockfile,
 		Publisher: publisher, Email: *c.str["email"]}, priv)
+	d.Shadow = *c.flag["shadow"]
+	if n := *c.num["shadow-files"]; n != 0 {
+		if n < 0 || !d.Shadow {
+			return usagef("--shadow-files takes a positive number, with --shadow")
+		}
+		d.ShadowFiles = int(n)
+	}
 	if n := len(d.SourceCode) + len(d.LockfileContent); n > transport.DefaultMaxPayload-64<<10 {
 		// The Sentinel drops an oversized frame with the connection, before
 		// it could answer; say so now rather than after the timeout.

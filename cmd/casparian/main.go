@@ -183,6 +183,12 @@ var commands = map[string]map[string]*command{
 			flags: func(fs *flag.FlagSet) {
 				fs.Bool("yes", false, "queue them; without it the command only says how many")
 			}, minArgs: 1, maxArgs: 1, run: pluginsRerun},
+		"compare": {usage: "NAME V1 V2", help: "compare the shadow run of version V2 (publish --shadow) with V1's results: rows, schema, content per file",
+			minArgs: 3, maxArgs: 3, run: pluginsCompare},
+		"promote": {usage: "NAME V2", help: "make the shadow version V2 ACTIVE (the others SUPERSEDED) and end its shadow run",
+			minArgs: 2, maxArgs: 2, run: func(ctx context.Context, c *cli, args []string) error { return pluginsShadowEnd(ctx, c, args, true) }},
+		"discard": {usage: "NAME V2", help: "end the shadow run of V2: its queued shadow jobs are cancelled, the ACTIVE version stays",
+			minArgs: 2, maxArgs: 2, run: func(ctx context.Context, c *cli, args []string) error { return pluginsShadowEnd(ctx, c, args, false) }},
 	},
 	"environments": {
 		"ls": {help: "list the plugin environments: hash, size, last used, the plugin versions that use each", run: environmentsList},
@@ -232,7 +238,7 @@ var commands = map[string]map[string]*command{
 			}, run: keygen},
 	},
 	"publish": {
-		"": {usage: "FILE --name N --version V --key K [--sentinel tcp://…] [--sentinel-key K --curve-secret-key F] [--lockfile F] [--publisher NAME] [--email E]",
+		"": {usage: "FILE --name N --version V --key K [--sentinel tcp://…] [--sentinel-key K --curve-secret-key F] [--lockfile F] [--publisher NAME] [--email E] [--shadow [--shadow-files N]]",
 			help: "sign and DEPLOY a plugin (a .wasm is sent base64) to the Sentinel; prints the ACK or the ERR",
 			flags: func(fs *flag.FlagSet) {
 				fs.String("name", "", "plugin name (required)")
@@ -247,6 +253,9 @@ var commands = map[string]map[string]*command{
 				fs.String("publisher", "", "publisher name (default: $USER)")
 				fs.String("email", "", "publisher email")
 				fs.Bool("unsigned", false, "send without a signature (only a Sentinel with --allow-unsigned accepts it)")
+				fs.Bool("shadow", false, "store this version without making it ACTIVE and run it over what the ACTIVE version "+
+					"processed into shadow sinks; then plugins compare, promote or discard")
+				fs.Int64("shadow-files", 0, "with --shadow, how many of the newest processed file versions (default 1000)")
 			}, minArgs: 1, maxArgs: 1, run: publish},
 	},
 }

@@ -93,6 +93,15 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 			return db.BatchResult{}, fmt.Errorf("jobs batch: %w", err)
 		}
 	}
+	shadow := false
+	if claiming {
+		// While a shadow run is RUNNING, the claim statement also returns
+		// the manifest each shadow job runs (db/shadowpath.go).
+		var err error
+		if shadow, err = d.shadow.Active(ctx, d.readShadowActive); err != nil {
+			return db.BatchResult{}, fmt.Errorf("jobs batch: %w", err)
+		}
+	}
 	var res db.BatchResult
 	err := d.inTx(ctx, func(tx pgx.Tx) error {
 		res = db.BatchResult{} // a retried transaction starts over
@@ -105,7 +114,7 @@ func (d *DB) JobsBatch(ctx context.Context, now time.Time, cs []job.Conclusion, 
 			return fmt.Errorf("conclude jobs: %w", err)
 		}
 		if claiming {
-			if res.Claims, res.Failures, err = d.claim(ctx, tx, now, db.WithoutPaused(reqs, paused)); err != nil {
+			if res.Claims, res.Failures, err = d.claim(ctx, tx, now, db.WithoutPaused(reqs, paused), shadow); err != nil {
 				return fmt.Errorf("claim jobs: %w", err)
 			}
 		}
@@ -265,9 +274,9 @@ const claimFailSQL = `UPDATE cf_processing_queue SET
 
 // claim runs the claim statements (in db.RunClaims's order) and assembles
 // the dispatches in tx; conclude has normalised the NULLs.
-func (d *DB) claim(ctx context.Context, tx pgx.Tx, now time.Time, reqs []job.ClaimRequest) ([]db.Claim, []db.ClaimFailure, error) {
+func (d *DB) claim(ctx context.Context, tx pgx.Tx, now time.Time, reqs []job.ClaimRequest, shadow bool) ([]db.Claim, []db.ClaimFailure, error) {
 	rows, err := db.RunClaims(reqs, func(r job.ClaimRequest) ([]db.ClaimedJob, error) {
-		return d.claimFor(ctx, tx, now, r)
+		return d.claimFor(ctx, tx, now, r, shadow)
 	})
 	if err != nil || len(rows) == 0 {
 		return nil, nil, err
@@ -289,14 +298,14 @@ func (d *DB) claim(ctx context.Context, tx pgx.Tx, now time.Time, reqs []job.Cla
 			continue
 		}
 		claims = append(claims, db.Claim{Ref: row.Ref, Priority: row.Priority, RetryCount: row.RetryCount, Dispatch: disp,
-			JobTimeout: row.JobTimeout, EnqueuedAt: row.EnqueuedAt})
+			JobTimeout: row.JobTimeout, EnqueuedAt: row.EnqueuedAt, Shadow: row.ManifestID != 0})
 	}
 	return claims, failures, nil
 }
 
 // claimFor runs the claim statement for one request (db.RunClaims never
 // passes one that cannot claim).
-func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.ClaimRequest) ([]db.ClaimedJob, error) {
+func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.ClaimRequest, shadow bool) ([]db.ClaimedJob, error) {
 	plugins, anyPlugin := db.PluginFilter(r.Plugins)
 	var sentinel *string
 	if d.sentinelID != "" {
@@ -317,7 +326,11 @@ func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.Claim
 		args = append(args, r.Exclude)
 		filter += fmt.Sprintf(` AND NOT (plugin_name = ANY($%d::text[]))`, len(args))
 	}
-	rows, err := tx.Query(ctx, claimSQL(filter), args...)
+	q := claimSQL(filter)
+	if shadow {
+		q += shadowManifestColumn
+	}
+	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 	}
@@ -331,8 +344,13 @@ func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.Claim
 			location          []*string
 			timeoutMS         *int64
 			enqueued          *time.Time
+			manifestID        *int64
 		)
-		if err := rows.Scan(&c.Ref.JobID, &c.Ref.Attempt, &fv, &plugin, &prio, &retries, &overrides, &location, &timeoutMS, &enqueued); err != nil {
+		dest := []any{&c.Ref.JobID, &c.Ref.Attempt, &fv, &plugin, &prio, &retries, &overrides, &location, &timeoutMS, &enqueued}
+		if shadow {
+			dest = append(dest, &manifestID)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
 		c.FileVersionID, c.HasFileVersion = deref(fv), fv != nil
@@ -342,6 +360,7 @@ func (d *DB) claimFor(ctx context.Context, tx pgx.Tx, now time.Time, r job.Claim
 		if enqueued != nil {
 			c.EnqueuedAt = enqueued.UTC()
 		}
+		c.ManifestID = deref(manifestID)
 		if len(location) == 2 && location[0] != nil && location[1] != nil {
 			c.RootPath, c.RelPath, c.Located = *location[0], *location[1], true
 		}
@@ -384,6 +403,11 @@ func claimSQL(filter string) string {
 		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name),
 		enqueued_at`
 }
+
+// shadowManifestColumn ends the claim statement's RETURNING while a shadow
+// run is RUNNING: the manifest a shadow job runs (NULL for other jobs).
+const shadowManifestColumn = `,
+		(SELECT j.manifest_id FROM sentinel_shadow_jobs j WHERE j.job_id = cf_processing_queue.id)`
 
 // pgSource is the assembler's DispatchSource inside a claim's transaction.
 type pgSource struct{ tx pgx.Tx }

@@ -29,6 +29,9 @@ func (d *DB) PluginDeploy(ctx context.Context, now time.Time, dep db.Deployment)
 	if err := dep.Check(); err != nil {
 		return db.DeployResult{}, err
 	}
+	if dep.Shadow {
+		return d.pluginDeployShadow(ctx, now, dep)
+	}
 	reqs, err := dep.RequirementsJSON()
 	if err != nil {
 		return db.DeployResult{}, fmt.Errorf("deploy %s v%s: %w", dep.Plugin, dep.Version, err)

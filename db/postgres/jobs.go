@@ -234,7 +234,13 @@ func (d *DB) jobDispatch(ctx context.Context, j job.Job) (*job.DispatchView, err
 		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read only: nothing to keep
-	return db.DispatchView(ctx, db.NewAssembler(pgSource{tx}, nil), j)
+	// A shadow job's manifest (shadow.go).
+	var manifestID int64
+	if err := tx.QueryRow(ctx, `SELECT manifest_id FROM sentinel_shadow_jobs WHERE job_id = $1`, j.ID).
+		Scan(&manifestID); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
+	}
+	return db.DispatchView(ctx, db.NewAssembler(pgSource{tx}, nil), j, manifestID)
 }
 
 // jobAttempts reads a job's recorded attempts, oldest first.

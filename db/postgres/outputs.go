@@ -50,7 +50,7 @@ func queueOutputs(b *pgx.Batch, cs []job.Conclusion, now time.Time) {
 	var arts, sinks []string
 	seen := map[int64]bool{}
 	for _, c := range cs {
-		if c.Kind != job.ConcludeComplete || seen[c.Ref.JobID] {
+		if c.Kind != job.ConcludeComplete || c.Shadow || seen[c.Ref.JobID] {
 			continue
 		}
 		seen[c.Ref.JobID] = true

@@ -92,6 +92,9 @@ type DB struct {
 
 	reuse db.ReuseReporter // reused jobs, for the metrics (outputs.go)
 	chain db.ChainCache    // the subscribed topics, for the completions (chain.go)
+	// shadow: whether a shadow run is RUNNING, for the claim's statement
+	// (shadow.go); another Sentinel's run is seen within db.ShadowFresh.
+	shadow db.ShadowFlag
 	// lineage: record outputs with completions and reuse earlier results
 	// (SetLineage).
 	lineage atomic.Bool

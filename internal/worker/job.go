@@ -2,8 +2,11 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -202,6 +205,10 @@ type topicWriter struct {
 	schema  sink.Schema // nil until fixed; without the lineage columns
 	sinks   []sink.Sink
 	batch   [][]any
+	// rows and content describe what the topic wrote, for the receipt's
+	// artifacts: a shadow run's comparison reads them (artifactFacts).
+	rows    int64
+	content hash.Hash // SHA-256 of the rows' values, without the lineage columns
 }
 
 func (e *emitter) Emit(topic string, row plugin.Row) error {
@@ -293,6 +300,7 @@ func (e *emitter) add(tw *topicWriter, values []any) error {
 		}
 		values[i] = cv
 	}
+	tw.hashRow(values)
 	tw.batch = append(tw.batch, append(values, e.jobID, e.fileVersionID))
 	if len(tw.batch) >= batchRows {
 		return tw.flush()
@@ -368,15 +376,57 @@ func (e *emitter) abort() {
 	}
 }
 
-// artifacts lists the committed outputs: one {topic, uri} per sink.
+// artifacts lists the committed outputs: one per sink, with its topic and
+// URI, and what the topic wrote (docs/PROTOCOL.md): "rows", "schema" (the
+// columns as name:type, without the lineage columns) and "content_hash"
+// (SHA-256 of the rows' values in order, without the lineage columns, so
+// that two runs over the same file that wrote the same rows match).
 func (e *emitter) artifacts() []map[string]string {
 	var out []map[string]string
 	for _, tw := range e.order {
+		schema := make([]string, len(tw.schema))
+		for i, c := range tw.schema {
+			schema[i] = c.Name + ":" + c.Type.String()
+		}
+		var sum string
+		if tw.content != nil {
+			sum = hex.EncodeToString(tw.content.Sum(nil))
+		}
 		for _, s := range tw.sinks {
-			out = append(out, map[string]string{"topic": tw.name, "uri": s.URI()})
+			out = append(out, map[string]string{"topic": tw.name, "uri": s.URI(),
+				"rows": strconv.FormatInt(tw.rows, 10), "schema": strings.Join(schema, ","), "content_hash": sum})
 		}
 	}
 	return out
+}
+
+// hashRow counts a row and adds its values to the topic's content hash:
+// each value as a type byte and its text, NUL-terminated.
+func (tw *topicWriter) hashRow(values []any) {
+	if tw.content == nil {
+		tw.content = sha256.New()
+	}
+	tw.rows++
+	var buf []byte
+	for _, v := range values {
+		switch v := v.(type) {
+		case nil:
+			buf = append(buf, 'n')
+		case string:
+			buf = append(append(buf, 's'), v...)
+		case bool:
+			buf = strconv.AppendBool(append(buf, 'b'), v)
+		case int64:
+			buf = strconv.AppendInt(append(buf, 'i'), v, 10)
+		case float64:
+			buf = strconv.AppendFloat(append(buf, 'f'), v, 'g', -1, 64)
+		default:
+			buf = fmt.Appendf(append(buf, '?'), "%v", v)
+		}
+		buf = append(buf, 0)
+	}
+	buf = append(buf, '\n')
+	tw.content.Write(buf)
 }
 
 func checkColumns(cols []string) error {

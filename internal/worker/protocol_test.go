@@ -213,7 +213,8 @@ func TestWorker_ProtocolWithScriptedSentinel(t *testing.T) {
 	m := conclude()
 	r := m.payload.(*transport.Conclude)
 	if m.msg.JobID != 2 || r.Status != transport.StatusSuccess || r.Metrics["rows"] != 5 ||
-		fmt.Sprint(r.Artifacts) != fmt.Sprint([]map[string]string{{"topic": "output", "uri": uri}}) {
+		fmt.Sprint(placed(r.Artifacts)) != fmt.Sprint([]map[string]string{{"topic": "output", "uri": uri}}) ||
+		r.Artifacts[0]["rows"] != "5" || r.Artifacts[0]["schema"] != "n:int64,label:string" || len(r.Artifacts[0]["content_hash"]) != 64 {
 		t.Fatalf("job 2: %d %+v", m.msg.JobID, r)
 	}
 	idle := s.next(transport.OpHeartbeat).payload.(*transport.Heartbeat)

@@ -52,8 +52,8 @@ func TestWorker_CSVToSQLiteWithLineage(t *testing.T) {
 			t.Errorf("job %d: no duration_ms in %v", id, j.Metrics)
 		}
 		want := []map[string]string{{"topic": "output", "uri": "sqlite://" + out + "/orders"}}
-		if fmt.Sprint(j.Artifacts) != fmt.Sprint(want) {
-			t.Errorf("job %d: artifacts %v, want %v", id, j.Artifacts, want)
+		if fmt.Sprint(placed(j.Artifacts)) != fmt.Sprint(want) || j.Artifacts[0]["rows"] != fmt.Sprint(files[fv]) {
+			t.Errorf("job %d: artifacts %v, want %v with %d rows", id, j.Artifacts, want, files[fv])
 		}
 		got := querySQLite(t, out, `SELECT COUNT(*), MIN(_file_version_id), MAX(_file_version_id) FROM orders WHERE _job_id = ?`, id)
 		if w := fmt.Sprintf("%d|%d|%d", files[fv], fv, fv); got[0] != w {
@@ -90,7 +90,7 @@ func TestWorker_DefaultParquetOutputReadBack(t *testing.T) {
 	// The Sentinel's default sink, parquet://output/jsonl.parquet, resolves
 	// against the worker's output directory.
 	path := filepath.Join(w.outputDir, "output", "jsonl.parquet")
-	if fmt.Sprint(j.Artifacts) != fmt.Sprint([]map[string]string{{"topic": "output", "uri": "parquet://" + path}}) {
+	if fmt.Sprint(placed(j.Artifacts)) != fmt.Sprint([]map[string]string{{"topic": "output", "uri": "parquet://" + path}}) {
 		t.Fatalf("artifacts %v", j.Artifacts)
 	}
 	f, err := os.Open(path)

@@ -122,12 +122,6 @@ type Config struct {
 	// to that result instead of running it again (issue #20). Off by default: it adds a quarter to a half to
 	// the database's CPU per job.
 	Lineage bool
-	// GCHeapTargetMiB lets the garbage collector wait until the heap reaches this many MiB while the live
-	// heap is small (GOGC between 100 and 400, following the live heap; internal/gctune): less collector
-	// CPU under load, and a large live heap is collected as with Go's default. 0 keeps Go's default
-	// (GOGC=100); so does a GOGC or GOMEMLIMIT in the environment, which the Go runtime applies itself.
-	// Default 64.
-	GCHeapTargetMiB int
 	// InitSecrets is a folder for the workers' CURVE files. When set, a start that finds
 	// --curve-secret-key, --authorized-workers or --api-tokens missing creates them (an existing file
 	// is never changed), and writes a worker key pair (worker.key, worker.pub) and the Sentinel's public
@@ -149,7 +143,6 @@ func Default() Config {
 		WorkerTimeout:        30 * time.Second,
 		RecoveryGrace:        30 * time.Second,
 		MaxRetries:           5,
-		GCHeapTargetMiB:      64,
 		RetryBackoff:         time.Second,
 		RetryBackoffMax:      5 * time.Minute,
 		PollInterval:         250 * time.Millisecond,
@@ -187,8 +180,6 @@ func (c *Config) settings() []setting {
 		{name: "heartbeat-interval", usage: "how often a HEARTBEAT is sent to each worker", dur: &c.HeartbeatInterval},
 		{name: "worker-timeout", usage: "a worker silent this long is removed and its jobs requeued", dur: &c.WorkerTimeout},
 		{name: "recovery-grace", usage: "after a restart, how long RUNNING jobs wait for their worker to re-identify", dur: &c.RecoveryGrace},
-		{name: "gc-heap-target-mib", usage: "heap size (MiB) the garbage collector lets a small live heap grow to before collecting " +
-			"(GOGC 100–400, following the live heap); 0, or GOGC/GOMEMLIMIT in the environment, keeps Go's default", num: &c.GCHeapTargetMiB},
 		{name: "max-retries", usage: "requeues after infrastructure faults before a job is FAILED", num: &c.MaxRetries},
 		{name: "retry-backoff", usage: "first retry delay (doubles per retry, with jitter)", dur: &c.RetryBackoff},
 		{name: "retry-backoff-max", usage: "largest retry delay", dur: &c.RetryBackoffMax},
@@ -493,9 +484,6 @@ func (c Config) Validate() error {
 	}
 	if c.WorkerTimeout > 0 && c.HeartbeatInterval >= c.WorkerTimeout {
 		bad("heartbeat-interval", "must be shorter than --worker-timeout (%s), got %s", c.WorkerTimeout, c.HeartbeatInterval)
-	}
-	if c.GCHeapTargetMiB < 0 {
-		bad("gc-heap-target-mib", "must not be negative, got %d", c.GCHeapTargetMiB)
 	}
 	if c.MaxRetries < 0 {
 		bad("max-retries", "must not be negative, got %d", c.MaxRetries)

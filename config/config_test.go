@@ -142,7 +142,6 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		"--env-timeout", "90s",
 		"--peer-rate", "0",
 		"--peer-burst", "50",
-		"--gc-heap-target-mib", "0",
 	}, nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -158,7 +157,7 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		DrainTimeout: time.Second, JobTimeout: time.Minute, AbortGrace: 5 * time.Second,
 		HTTP: "127.0.0.1:0", ScanInterval: 0,
 		TrustedKeys: "/etc/casparian/publishers", AllowUnsigned: true, EnvTimeout: 90 * time.Second,
-		PeerRate: 0, PeerBurst: 50, GCHeapTargetMiB: 0,
+		PeerRate: 0, PeerBurst: 50,
 	}
 	if cfg != want {
 		t.Errorf("Load = %+v\nwant   %+v", cfg, want)

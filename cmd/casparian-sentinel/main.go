@@ -22,7 +22,6 @@ import (
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/db/backend"
 	"github.com/casparian/sentinel/internal/buildinfo"
-	"github.com/casparian/sentinel/internal/gctune"
 	"github.com/casparian/sentinel/internal/httpapi"
 	"github.com/casparian/sentinel/internal/logformat"
 	"github.com/casparian/sentinel/job"
@@ -73,8 +72,6 @@ func runWithReady(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	stopTuner := tuneGC(ctx, cfg, getenv, log)
-	defer stopTuner()
 	// A bad bootstrap file fails the start before anything is opened.
 	var boot *config.Bootstrap
 	if cfg.Bootstrap != "" {
@@ -306,29 +303,4 @@ func newLogger(cfg config.Config, w io.Writer) (zerolog.Logger, error) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
-}
-
-// tuneGC runs internal/gctune for the Sentinel's lifetime unless
-// --gc-heap-target-mib is 0 or the environment sets GOGC or GOMEMLIMIT (the
-// runtime then follows those). The returned function stops it and waits.
-func tuneGC(ctx context.Context, cfg config.Config, getenv func(string) string, log zerolog.Logger) (stop func()) {
-	if cfg.GCHeapTargetMiB == 0 || getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
-		return func() {}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	target := uint64(cfg.GCHeapTargetMiB) << 20
-	log.Info().Int("heap_target_mib", cfg.GCHeapTargetMiB).
-		Msgf("garbage collector: GOGC follows the live heap (%d–%d) so that a small heap grows to the target before a collection",
-			gctune.MinPercent, gctune.MaxPercent)
-	go func() {
-		defer close(done)
-		gctune.Run(ctx, target, time.Second, func(percent int, live uint64) {
-			log.Debug().Int("gogc", percent).Uint64("live_heap_bytes", live).Msg("garbage collector tuned")
-		})
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
 }

@@ -147,34 +147,7 @@ func (d *plainJSON) int() (int64, bool) {
 
 // metrics reads an object of integers, as encoding/json fills a
 // map[string]int64: a new map, a repeated key keeping its last value.
-func (d *plainJSON) metrics() (map[string]int64, bool) {
-	if !d.byte('{') {
-		return nil, false
-	}
-	out := make(map[string]int64)
-	if d.peek() == '}' {
-		d.i++
-		return out, true
-	}
-	for {
-		key, ok := d.str()
-		if !ok || !d.byte(':') {
-			return nil, false
-		}
-		v, ok := d.int()
-		if !ok {
-			return nil, false
-		}
-		out[key] = v
-		switch d.next() {
-		case ',':
-		case '}':
-			return out, true
-		default:
-			return nil, false
-		}
-	}
-}
+func (d *plainJSON) metrics() (map[string]int64, bool) { return object(d, d.int) }
 
 // artifacts reads an array of objects of strings, as encoding/json fills a
 // []map[string]string.
@@ -204,11 +177,15 @@ func (d *plainJSON) artifacts() ([]map[string]string, bool) {
 }
 
 // stringObject reads an object of strings into a new map.
-func (d *plainJSON) stringObject() (map[string]string, bool) {
+func (d *plainJSON) stringObject() (map[string]string, bool) { return object(d, d.str) }
+
+// object reads a JSON object whose values value reads into a new map, a
+// repeated key keeping its last value (as encoding/json fills a map).
+func object[V any](d *plainJSON, value func() (V, bool)) (map[string]V, bool) {
 	if !d.byte('{') {
 		return nil, false
 	}
-	out := make(map[string]string)
+	out := make(map[string]V)
 	if d.peek() == '}' {
 		d.i++
 		return out, true
@@ -218,7 +195,7 @@ func (d *plainJSON) stringObject() (map[string]string, bool) {
 		if !ok || !d.byte(':') {
 			return nil, false
 		}
-		v, ok := d.str()
+		v, ok := value()
 		if !ok {
 			return nil, false
 		}

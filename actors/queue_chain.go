@@ -155,6 +155,13 @@ func lookAtArtifact(p job.PendingChain, roots []job.SourceRoot) job.ChainInput {
 // hashArtifact returns a regular file's SHA-256 (hex), size and modification
 // time, as the scanner records them.
 func hashArtifact(path string) (string, int64, time.Time, error) {
+	// Checked before opening too: opening a FIFO for reading waits for a
+	// writer, which would hold the chain step.
+	if st, err := os.Stat(path); err != nil {
+		return "", 0, time.Time{}, err
+	} else if !st.Mode().IsRegular() {
+		return "", 0, time.Time{}, fmt.Errorf("%s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, time.Time{}, err

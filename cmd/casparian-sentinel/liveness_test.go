@@ -95,13 +95,16 @@ var originalLike = []string{"--no-heartbeat", "--zmq-heartbeat-ms", "0"}
 // mid-job still requeues its job within about --worker-timeout. Plaintext
 // and over CURVE.
 func TestInterop_WorkerWithoutHeartbeatStaysConnected(t *testing.T) {
+	t.Parallel()
 	requirePyZMQ(t)
 	t.Run("Plaintext", func(t *testing.T) {
+		t.Parallel()
 		fx := newInteropFixture(t, 0)
 		s := startSentinel(t, fx.livenessArgs(), nil)
 		checkStaysConnected(t, fx, s, nil)
 	})
 	t.Run("Curve", func(t *testing.T) {
+		t.Parallel()
 		fx := newInteropFixture(t, 0)
 		cs := newCurveSetup(t, "orig-1", "orig-2")
 		s := startSentinel(t, fx.livenessArgs(cs.sentinelArgs()...), nil)
@@ -212,6 +215,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 // after --env-timeout, until it is FAILED with the worker's message after
 // --max-retries.
 func TestInterop_EnvErrWithoutJobIDIsRetriedAtOnce(t *testing.T) {
+	t.Parallel()
 	requirePyZMQ(t)
 	ctx := context.Background()
 	fx := newInteropFixture(t, 0)

@@ -16,6 +16,7 @@ import (
 // naming the Sentinel's database, fails the start with the reason; a root
 // nested under an allowed one starts.
 func TestRun_BootstrapConfinedToTheAllowedRoots(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	outside := t.TempDir()
 	if err := os.Symlink(outside, filepath.Join(dir, "link-out")); err != nil {

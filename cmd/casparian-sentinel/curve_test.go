@@ -75,6 +75,7 @@ func (cs *curveSetup) workerArgs(t *testing.T, name string) []string {
 // every job over CURVE; the same worker without a listed key, or in
 // plaintext, gets none, and each refusal is logged with its reason.
 func TestInterop_PythonWorkerOverCurve(t *testing.T) {
+	t.Parallel()
 	requirePyZMQ(t)
 	const nJobs = 20
 	fx := newInteropFixture(t, nJobs)
@@ -115,6 +116,7 @@ func TestInterop_PythonWorkerOverCurve(t *testing.T) {
 // a connected worker's identity is refused during the handshake, and the
 // real worker completes every job.
 func TestInterop_StolenIdentityIsRefused(t *testing.T) {
+	t.Parallel()
 	requirePyZMQ(t)
 	const nJobs = 40
 	fx := newInteropFixture(t, nJobs)
@@ -149,7 +151,9 @@ func TestInterop_StolenIdentityIsRefused(t *testing.T) {
 
 // TestRun_SIGHUPReloadsTheAuthorizedWorkers: a key added to the file gets in
 // after SIGHUP, a key removed no longer does, and a file that no longer
-// reads keeps the keys in force.
+// reads keeps the keys in force. Not parallel: the SIGHUP goes to the whole
+// test process, and every Sentinel running in it would reload (the
+// parallel tests of the package wait until the serial ones have ended).
 func TestRun_SIGHUPReloadsTheAuthorizedWorkers(t *testing.T) {
 	cs := newCurveSetup(t, "first")
 	s := startSentinel(t, append([]string{"--bind", "tcp://127.0.0.1:0", "--database", "sqlite://" + filepath.Join(t.TempDir(), "s.db"),
@@ -205,6 +209,7 @@ func TestRun_SIGHUPReloadsTheAuthorizedWorkers(t *testing.T) {
 // Sentinel's and the workers' keys and the tokens; the worker key gets in
 // and the admin token works; a second start keeps every file as it was.
 func TestRun_InitSecretsCreatesWhatIsMissingOnce(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	secrets, workerDir := filepath.Join(dir, "sentinel"), filepath.Join(dir, "workers")
 	if err := os.MkdirAll(secrets, 0o700); err != nil {

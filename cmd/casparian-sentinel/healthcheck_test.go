@@ -15,6 +15,7 @@ import (
 )
 
 func TestHealthcheck_AgainstARealSentinel(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := startSentinel(t, []string{
 		"--bind", "tcp://127.0.0.1:0", "--database", filepath.Join(dir, "sentinel.db"), "--log-format", "json",
@@ -48,6 +49,7 @@ func TestHealthcheck_AgainstARealSentinel(t *testing.T) {
 }
 
 func TestHealthcheck_FailsOnEveryOtherAnswer(t *testing.T) {
+	t.Parallel()
 	unhealthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "stopping", http.StatusServiceUnavailable)
 	}))
@@ -76,6 +78,7 @@ func TestHealthcheck_FailsOnEveryOtherAnswer(t *testing.T) {
 // database: the file's plugins become dispatchable at once, and a restart
 // with the same file changes nothing.
 func TestRun_BootstrapAppliesOnceAndIsIdempotent(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	inbox := filepath.Join(dir, "inbox")
 	boot := filepath.Join(dir, "bootstrap.json")

@@ -53,6 +53,7 @@ func request(t *testing.T, method, url, body string) (int, string) {
 }
 
 func TestRun_HTTPAndScannerServeFromTheBinary(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	root := filepath.Join(dir, "inbox")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -109,6 +110,7 @@ func TestRun_HTTPAndScannerServeFromTheBinary(t *testing.T) {
 }
 
 func TestRun_HTTPPortInUseFailsTheStart(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +163,7 @@ func requestAs(t *testing.T, token, method, url, body string) (int, string) {
 }
 
 func TestRun_APITokensGuardTheHTTPServer(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	tokens := writeTokens(t, filepath.Join(dir, "tokens"), "read "+readToken+"\nadmin "+adminToken+" ops\n")
 	s := startSentinel(t, []string{
@@ -203,6 +206,7 @@ func TestRun_APITokensGuardTheHTTPServer(t *testing.T) {
 }
 
 func TestRun_WithoutTokensWarnsAndHasNoPprof(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := startSentinel(t, []string{
 		"--bind", "tcp://127.0.0.1:0", "--database", filepath.Join(dir, "sentinel.db"), "--log-format", "json",
@@ -236,6 +240,7 @@ func TestRun_WithoutTokensWarnsAndHasNoPprof(t *testing.T) {
 }
 
 func TestRun_BadTokenFileFailsTheStartNamingTheLine(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, c := range []struct {
 		name, content string
@@ -266,6 +271,8 @@ func TestRun_BadTokenFileFailsTheStartNamingTheLine(t *testing.T) {
 	}
 }
 
+// TestRun_SIGHUPReloadsTheTokens is not parallel: the SIGHUP goes to the
+// whole test process (see TestRun_SIGHUPReloadsTheAuthorizedWorkers).
 func TestRun_SIGHUPReloadsTheTokens(t *testing.T) {
 	dir := t.TempDir()
 	path := writeTokens(t, filepath.Join(dir, "tokens"), "admin "+adminToken+"\n")

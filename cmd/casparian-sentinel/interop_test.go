@@ -331,6 +331,7 @@ func (fx *interopFixture) checkAllCompleted(t *testing.T, identity string, w wor
 }
 
 func TestInterop_PythonWorkerCompletesJobs(t *testing.T) {
+	t.Parallel()
 	requirePyZMQ(t)
 	const nJobs = 20
 	fx := newInteropFixture(t, nJobs)
@@ -399,6 +400,7 @@ func summaryValue(t *testing.T, stdout, key string) int {
 }
 
 func TestInterop_PythonWorkerReidentifiesAfterUnknownWorkerErr(t *testing.T) {
+	t.Parallel()
 	requirePyZMQ(t)
 	const nJobs = 4
 	fx := newInteropFixture(t, nJobs)

@@ -94,6 +94,9 @@ var originalLike = []string{"--no-heartbeat", "--zmq-heartbeat-ms", "0"}
 // receive thread and completes it exactly once; kill -9 of such a worker
 // mid-job still requeues its job within about --worker-timeout. Plaintext
 // and over CURVE.
+//
+// Not parallel, nor are its subtests: the kill -9 to requeue bound (about
+// 2 s) is a timing that another test's CPU beside it pushed over.
 func TestInterop_WorkerWithoutHeartbeatStaysConnected(t *testing.T) {
 	requirePyZMQ(t)
 	t.Run("Plaintext", func(t *testing.T) {
@@ -212,6 +215,7 @@ func checkStaysConnected(t *testing.T, fx *interopFixture, s *sentinel, cs *curv
 // after --env-timeout, until it is FAILED with the worker's message after
 // --max-retries.
 func TestInterop_EnvErrWithoutJobIDIsRetriedAtOnce(t *testing.T) {
+	t.Parallel()
 	requirePyZMQ(t)
 	ctx := context.Background()
 	fx := newInteropFixture(t, 0)

@@ -103,6 +103,7 @@ func (s *sentinel) stopClean(t *testing.T) {
 }
 
 func TestRun_HelpListsEveryFlag(t *testing.T) {
+	t.Parallel()
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"--help"}, envFrom(nil), &out, &errOut)
 	if !errors.Is(err, flag.ErrHelp) {
@@ -137,6 +138,7 @@ func TestRun_HelpListsEveryFlag(t *testing.T) {
 }
 
 func TestRun_VersionPrintsAndOpensNothing(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "never-created.db")
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"--database", dbPath, "--version"}, envFrom(nil), &out, &errOut)
@@ -155,6 +157,7 @@ func TestRun_VersionPrintsAndOpensNothing(t *testing.T) {
 }
 
 func TestRun_BadInputNamesTheField(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "never-created.db")
 	// Every case binds port 0 on a temp database, so an input that is wrongly
 	// accepted shows up as a run that does not fail, not as a clash on :5555.
@@ -225,6 +228,7 @@ func TestRun_BadInputNamesTheField(t *testing.T) {
 }
 
 func TestRun_BindsServesAndStopsCleanly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "sentinel.db")
 	// Everything from the environment: the flags are the only layer missing.
@@ -342,6 +346,7 @@ func sqliteTables(t *testing.T, path string) map[string]bool {
 }
 
 func TestRun_FlagBeatsEnvironment(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "sentinel.db")
 	// The environment's bind is invalid: the run only starts if the flag
 	// replaces it before validation.
@@ -366,6 +371,7 @@ func TestRun_FlagBeatsEnvironment(t *testing.T) {
 }
 
 func TestRun_ConfigFileUnderEnvironment(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "sentinel.json")
 	fileDB := filepath.Join(dir, "from-file.db")

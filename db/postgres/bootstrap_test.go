@@ -41,6 +41,7 @@ func catalogue(t *testing.T, s catalogueStore) string {
 }
 
 func TestBootstrapApply_SecondApplyChangesNothing(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		n := must(s.BootstrapApply(ctx, demoBootstrap())).get(t)
@@ -92,6 +93,7 @@ func TestBootstrapApply_SecondApplyChangesNothing(t *testing.T) {
 // An operator's changes after the first start survive the next starts: a
 // newer manifest stays ACTIVE, extra tags are kept.
 func TestBootstrapApply_KeepsOperatorChanges(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		must(s.BootstrapApply(ctx, demoBootstrap())).get(t)
@@ -123,6 +125,7 @@ func TestBootstrapApply_KeepsOperatorChanges(t *testing.T) {
 }
 
 func TestBootstrapApply_RefusesInvalidAtomically(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		before := catalogue(t, s)

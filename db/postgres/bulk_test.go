@@ -56,6 +56,7 @@ func listIDs(t *testing.T, fx fixture, f job.Filter) []int64 {
 }
 
 func TestJobs_ListFiltersByPathErrorAndKeyset(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ids := bulkFixture(t, fx)
 		// Error text, ignoring case, on both backends.
@@ -85,6 +86,7 @@ func TestJobs_ListFiltersByPathErrorAndKeyset(t *testing.T) {
 }
 
 func TestJobs_BulkRetryAndCancel(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		ids := bulkFixture(t, fx)
@@ -142,6 +144,7 @@ func TestJobs_BulkRetryAndCancel(t *testing.T) {
 // last job (its cursor). Ties go by id in the list's direction; jobs
 // without the time come last in both directions.
 func TestJobs_ListSortsAndPagesByCursor(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		fx.activate("p")
 		prio := []int64{5, 1, 5, 3, 1, 2}

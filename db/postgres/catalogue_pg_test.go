@@ -14,6 +14,7 @@ import (
 // read-then-write methods, which SQLite's one writer makes atomic, must
 // come out the same when they race.
 func TestPostgres_CatalogueWritesRacingEndAsOne(t *testing.T) {
+	t.Parallel()
 	d := openStore(t)
 	ctx := context.Background()
 	const n = 6
@@ -69,6 +70,7 @@ func TestPostgres_CatalogueWritesRacingEndAsOne(t *testing.T) {
 // PostgreSQL enforces the original's VARCHAR(n) lengths, which SQLite does
 // not: a value too long blames the request.
 func TestPostgres_TooLongValuesAreInvalid(t *testing.T) {
+	t.Parallel()
 	d := openStore(t)
 	ctx := context.Background()
 	long := strings.Repeat("x", 51) // tag is VARCHAR(50)

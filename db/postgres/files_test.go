@@ -11,6 +11,7 @@ import (
 )
 
 func TestScan_RecordVersionsTagsAndJobsOnce(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		root := must(s.SourceRoots(ctx, true)).get(t)[0]
@@ -118,6 +119,7 @@ func TestScan_RecordVersionsTagsAndJobsOnce(t *testing.T) {
 }
 
 func TestScan_FinishMarksMissingAndSeen(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		root := must(s.SourceRoots(ctx, true)).get(t)[0]
@@ -172,6 +174,7 @@ func TestScan_FinishMarksMissingAndSeen(t *testing.T) {
 }
 
 func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		root := must(s.SourceRootAdd(ctx, "/r")).get(t).ID
@@ -204,6 +207,7 @@ func TestFileVersionAdd_UpsertsHashAndLocation(t *testing.T) {
 // A file of 2 GiB or more is recorded on both backends (PostgreSQL's
 // original INTEGER sizes are BIGINT since migration 0006).
 func TestScan_RecordsFilesOverTwoGiB(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		root := must(s.SourceRoots(ctx, true)).get(t)[0]

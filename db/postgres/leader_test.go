@@ -17,6 +17,7 @@ func leaders(es ...*Election) int {
 }
 
 func TestElection_OneLeaderHandedOverWhenItsSessionDies(t *testing.T) {
+	t.Parallel()
 	_, url := openTest(t)
 	ctx := testContext(t)
 
@@ -96,6 +97,7 @@ func TestElection_OneLeaderHandedOverWhenItsSessionDies(t *testing.T) {
 }
 
 func TestElection_StopWithoutStart(t *testing.T) {
+	t.Parallel()
 	db, _ := openTest(t)
 	e := db.Election(0)
 	e.Stop()

@@ -20,6 +20,7 @@ func ids(owners []db.LeaseOwner) map[string]bool {
 // Several Sentinels on one database each hold a lease; none excludes
 // another.
 func TestLease_TwoCoexist(t *testing.T) {
+	t.Parallel()
 	d, url := openTest(t)
 	ctx := testContext(t)
 	other, err := Open(ctx, url) // a second Sentinel's handle
@@ -77,6 +78,7 @@ func TestLease_TwoCoexist(t *testing.T) {
 }
 
 func TestLease_RenewMovesExpiry(t *testing.T) {
+	t.Parallel()
 	d, _ := openTest(t)
 	ctx := testContext(t)
 	l, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "h", PID: 1}, 2*time.Second)
@@ -101,6 +103,7 @@ func TestLease_RenewMovesExpiry(t *testing.T) {
 // once its lease expires, by the server's clock; the expired row is never
 // revived by a late renewal, and removing it spares live rows.
 func TestLease_ExpiredIsDetected(t *testing.T) {
+	t.Parallel()
 	d, _ := openTest(t)
 	ctx := testContext(t)
 	dead, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "dead", PID: 1}, 300*time.Millisecond)
@@ -152,6 +155,7 @@ func TestLease_ExpiredIsDetected(t *testing.T) {
 }
 
 func TestLease_RefusesZeroTTL(t *testing.T) {
+	t.Parallel()
 	d, _ := openTest(t)
 	if _, err := d.LeaseAcquire(testContext(t), db.LeaseOwner{Host: "h", PID: 1}, 0); err == nil {
 		t.Error("LeaseAcquire with ttl 0: no error")

@@ -31,6 +31,7 @@ var originalTables = []string{
 }
 
 func TestMigrations_NumberedWithoutRepeats(t *testing.T) {
+	t.Parallel()
 	ms, err := migrations()
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +94,8 @@ func versions(t *testing.T, ctx context.Context, conn *pgx.Conn) []int {
 }
 
 func TestMigrate_EmptyDatabase(t *testing.T) {
-	_, url := openTest(t)
+	t.Parallel()
+	_, url := openMigrating(t)
 	ctx := testContext(t)
 	conn := connect(t, url)
 	ms, _ := migrations()
@@ -132,7 +134,8 @@ func TestMigrate_EmptyDatabase(t *testing.T) {
 }
 
 func TestMigrate_Idempotent(t *testing.T) {
-	_, url := openTest(t)
+	t.Parallel()
+	_, url := openMigrating(t)
 	ctx := testContext(t)
 	conn := connect(t, url)
 	before := schema(t, ctx, conn)
@@ -157,6 +160,7 @@ func TestMigrate_Idempotent(t *testing.T) {
 // Without the lock, concurrent CREATE TYPE/CREATE TABLE IF NOT EXISTS
 // collide on PostgreSQL's catalogue and fail.
 func TestMigrate_ConcurrentOpens(t *testing.T) {
+	t.Parallel()
 	url := pgtest.Database(t)
 	ctx := testContext(t)
 	const n = 4
@@ -188,6 +192,7 @@ func TestMigrate_ConcurrentOpens(t *testing.T) {
 // A migration that fails leaves its transaction undone and nothing
 // recorded, and the next Open applies it.
 func TestMigrate_StopsHalfWayAndResumes(t *testing.T) {
+	t.Parallel()
 	url := pgtest.Database(t)
 	ctx := testContext(t)
 	pool, err := pgxpool.New(ctx, url)
@@ -239,6 +244,7 @@ func rowsOf(t *testing.T, ctx context.Context, conn *pgx.Conn) map[string][]stri
 // table, row, type, index and sequence of the original stays, and ours are
 // added beside them.
 func TestMigrate_OriginalDatabase(t *testing.T) {
+	t.Parallel()
 	url := pgtest.Database(t)
 	ctx := testContext(t)
 	execFile(t, url, "original_schema_postgres.sql")
@@ -343,6 +349,7 @@ func widenedToBigint(line string) bool {
 // know: the Store must still read and write them as plain strings, as
 // parameters and as results.
 func TestEnumColumns_AreStringsToPgx(t *testing.T) {
+	t.Parallel()
 	_, url := openTest(t)
 	ctx := testContext(t)
 	conn := connect(t, url)

@@ -51,6 +51,7 @@ func notifications(ctx context.Context, conn *pgx.Conn, d time.Duration) ([]stri
 }
 
 func TestQueueNotify_OnInsert(t *testing.T) {
+	t.Parallel()
 	_, url := openTest(t)
 	ctx := testContext(t)
 	writer := connect(t, url)
@@ -165,6 +166,7 @@ func waitDrain(t *testing.T, l *Listener, d time.Duration) ([]string, bool) {
 }
 
 func TestListener_DeliversAndResyncsAfterReconnect(t *testing.T) {
+	t.Parallel()
 	db, url := openTest(t)
 	ctx := testContext(t)
 	writer := connect(t, url)

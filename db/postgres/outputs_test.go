@@ -14,6 +14,7 @@ import (
 // newer file version and a newer manifest, a rerun that supersedes, and a
 // copy linked to the earlier result.
 func TestOutputs_LineageStaleRerunAndReuse(t *testing.T) {
+	t.Parallel()
 	d, _ := openTest(t)
 	d.SetLineage(true)
 	ctx := testContext(t)

@@ -14,6 +14,7 @@ import (
 )
 
 func TestPlugins_ListActiveManifestVersionsAndSubscriptions(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		if got := must(s.PluginsList(ctx)).get(t); len(got) != 0 {
@@ -56,6 +57,7 @@ func TestPlugins_ListActiveManifestVersionsAndSubscriptions(t *testing.T) {
 }
 
 func TestPluginManifestActivate_SupersedesAndReactivates(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		statuses := func(plugin string) string {
@@ -97,6 +99,7 @@ func TestPluginManifestActivate_SupersedesAndReactivates(t *testing.T) {
 }
 
 func TestTopicConfigAdd_RefusesEmptyFields(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		a := must(s.TopicConfigAdd(ctx, "p", "t", "memory://p/t", "", "")).get(t)
@@ -146,6 +149,7 @@ func versionsOf(t *testing.T, s catalogueStore, plugin string) string {
 }
 
 func TestPluginDeploy_StoresSupersedesAndIsIdempotent(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		v1 := deployment("wc", "1", "src-1", "numpy==2\n")
@@ -212,6 +216,7 @@ func TestPluginDeploy_StoresSupersedesAndIsIdempotent(t *testing.T) {
 }
 
 func TestPluginDeploy_RefusesConflictsAndInvalid(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		must(s.PluginDeploy(ctx, testNow, deployment("wc", "1", "src", ""))).get(t)
@@ -249,6 +254,7 @@ func TestPluginDeploy_RefusesConflictsAndInvalid(t *testing.T) {
 }
 
 func TestPluginDeploy_DispatchCarriesTheNewestArtifact(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		must(s.PluginDeploy(ctx, testNow, deployment("wc", "1", "src-1", "lock"))).get(t)
@@ -269,6 +275,7 @@ func TestPluginDeploy_DispatchCarriesTheNewestArtifact(t *testing.T) {
 // (a deploy naming an environment uses it), each with the plugin versions
 // whose manifests name it, and how many of those are ACTIVE.
 func TestEnvironments_ListWithThePluginsThatUseThem(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		if got := must(s.EnvironmentsList(ctx)).get(t); len(got) != 0 {

@@ -49,6 +49,7 @@ func settingsOf(t testing.TB, s pluginStore, plugin string) job.PluginSettings {
 }
 
 func TestPluginPause_SkipsClaimsUntilResumed(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		s := fx.plugins(t)
@@ -102,6 +103,7 @@ func TestPluginPause_SkipsClaimsUntilResumed(t *testing.T) {
 }
 
 func TestPluginSettings_TimeoutAndRetriesReachClaimsAndConclusions(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		s := fx.plugins(t)
@@ -157,6 +159,7 @@ func TestPluginSettings_TimeoutAndRetriesReachClaimsAndConclusions(t *testing.T)
 }
 
 func TestPluginBackfill_QueuesEachCurrentVersionOnce(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		s := fx.plugins(t)
@@ -207,6 +210,7 @@ func TestPluginBackfill_QueuesEachCurrentVersionOnce(t *testing.T) {
 }
 
 func TestPluginRerun_QueuesJobsCompletedBeforeTheActiveDeployOnce(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		s := fx.plugins(t)
@@ -245,6 +249,7 @@ func TestPluginRerun_QueuesJobsCompletedBeforeTheActiveDeployOnce(t *testing.T) 
 // Resuming a plugin notifies casparian_queue with its name, so that every
 // Sentinel of the database claims its jobs at once; pausing does not.
 func TestPluginPause_ResumeNotifiesEverySentinel(t *testing.T) {
+	t.Parallel()
 	d, url := openTest(t)
 	ctx := testContext(t)
 	seedFile(t, ctx, connect(t, url)) // plugins csv_parser and xml_parser

@@ -34,8 +34,21 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// openTest opens (migrating) a new empty database.
+// openTest opens a new database with every migration applied.
 func openTest(t *testing.T) (*DB, string) {
+	t.Helper()
+	url := migratedDatabase(t)
+	db, err := Open(testContext(t), url)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(db.Close)
+	return db, url
+}
+
+// openMigrating opens a new empty database, migrating it: for the tests
+// of migrating itself.
+func openMigrating(t *testing.T) (*DB, string) {
 	t.Helper()
 	url := pgtest.Database(t)
 	db, err := Open(testContext(t), url)
@@ -44,6 +57,20 @@ func openTest(t *testing.T) (*DB, string) {
 	}
 	t.Cleanup(db.Close)
 	return db, url
+}
+
+// migratedDatabase returns a new database with every migration applied: a
+// copy of one that Open migrated once per test binary (pgtest.Copy).
+func migratedDatabase(t testing.TB) string {
+	t.Helper()
+	return pgtest.Copy(t, "migrated", func(ctx context.Context, url string) error {
+		db, err := Open(ctx, url)
+		if err != nil {
+			return err
+		}
+		db.Close()
+		return nil
+	})
 }
 
 // connect opens a plain connection to url, closed when t ends.
@@ -82,6 +109,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 func TestIsURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		dsn  string
 		want bool
@@ -100,6 +128,7 @@ func TestIsURL(t *testing.T) {
 }
 
 func TestParseConfig_DefaultsAndOverrides(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name          string
 		url           string
@@ -141,6 +170,7 @@ func TestParseConfig_DefaultsAndOverrides(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"postgres://u:secret@h:5432/db?sslmode=disable", "postgres://u:xxxxx@h:5432/db?sslmode=disable"},
 		{"postgres://u:p@ss@a:1,b:2/db", "postgres://u:xxxxx@a:1,b:2/db"},
@@ -155,6 +185,7 @@ func TestRedact(t *testing.T) {
 }
 
 func TestOpen_SessionsHaveTimeouts(t *testing.T) {
+	t.Parallel()
 	db, _ := openTest(t)
 	ctx := testContext(t)
 	for name, want := range map[string]string{

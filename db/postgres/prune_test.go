@@ -25,6 +25,7 @@ func pruneFixture(t *testing.T, fx fixture) map[string]int64 {
 }
 
 func TestJobs_PruneDeletesOnlyFinishedJobsOlderThanTheirRetention(t *testing.T) {
+	t.Parallel()
 	after, before := testNow.Add(time.Second), testNow.Add(-time.Second)
 	all := []string{"failDisk", "failHeader", "qFail", "running", "done", "queued1", "queued2", "skipped"}
 	cases := []struct {
@@ -97,6 +98,7 @@ func TestJobs_PruneDeletesOnlyFinishedJobsOlderThanTheirRetention(t *testing.T) 
 }
 
 func TestJobs_PruneInBatchesEndsWithNothingLeft(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		pruneFixture(t, fx)
@@ -130,6 +132,7 @@ func TestJobs_PruneInBatchesEndsWithNothingLeft(t *testing.T) {
 }
 
 func TestJobs_OldestQueuedAndEnqueueTimes(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		fx.activate("p")
@@ -201,6 +204,7 @@ func TestJobs_OldestQueuedAndEnqueueTimes(t *testing.T) {
 // A backlog of old finished jobs (the bench's) prunes a batch at a time,
 // each kind by its own cutoff, and only up to the cutoff.
 func TestJobs_FinishedBacklogPrunesByKind(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		old, recent := testNow.Add(-48*time.Hour), testNow.Add(-time.Hour)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db"
-	"github.com/casparian/sentinel/db/postgres/pgtest"
 )
 
 // runningIDs is what d answers for: its JobsRunning("").
@@ -29,7 +28,8 @@ func runningIDs(t *testing.T, ctx context.Context, d *DB) []int64 {
 // its jobs there (adoption); and when a Sentinel goes, the leader takes its
 // jobs only after the grace its workers have to fail over.
 func TestSentinels_RecoveryTouchesOnlyDeadSentinelsJobs(t *testing.T) {
-	url := pgtest.Database(t)
+	t.Parallel()
+	url := migratedDatabase(t)
 	ctx := testContext(t)
 	open := func() *DB {
 		d, err := Open(ctx, url)
@@ -122,7 +122,8 @@ func TestSentinels_RecoveryTouchesOnlyDeadSentinelsJobs(t *testing.T) {
 // Leadership follows the lease: the first Sentinel leads, and its release
 // hands the lead to the next.
 func TestSentinels_ReleaseHandsTheLeadOver(t *testing.T) {
-	url := pgtest.Database(t)
+	t.Parallel()
+	url := migratedDatabase(t)
 	ctx := testContext(t)
 	var ds []*DB
 	var ls []db.Lease
@@ -163,6 +164,7 @@ func TestSentinels_ReleaseHandsTheLeadOver(t *testing.T) {
 // The leader's renewal forgets the rows of Sentinels gone for over an hour,
 // unless jobs are still RUNNING under them.
 func TestSentinels_LeaderForgetsOldLeases(t *testing.T) {
+	t.Parallel()
 	d := openStore(t)
 	ctx := testContext(t)
 	l, err := d.LeaseAcquire(ctx, db.LeaseOwner{Host: "leader", PID: 1}, time.Minute)

@@ -11,6 +11,7 @@ import (
 )
 
 func TestDatabaseCreateAndDrop(t *testing.T) {
+	t.Parallel()
 	ctx := testContext(t)
 	server := pgtest.Database(t)
 	name := fmt.Sprintf("casparian_created_%d", os.Getpid())
@@ -40,6 +41,7 @@ func TestDatabaseCreateAndDrop(t *testing.T) {
 }
 
 func TestBackend_ReportsAServerProcess(t *testing.T) {
+	t.Parallel()
 	d, _ := openTest(t)
 	b, err := d.Backend(testContext(t))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 )
 
 func TestSources_RootsAddListAndRefuse(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		before := must(s.SourceRoots(ctx, false)).get(t)
@@ -38,6 +39,7 @@ func TestSources_RootsAddListAndRefuse(t *testing.T) {
 }
 
 func TestSources_RoutingRulesDeduplicatedByPatternAndTag(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		csv := must(s.RoutingRuleAdd(ctx, " *.csv ", " csv ", 0)).get(t)
@@ -67,6 +69,7 @@ func TestSources_RoutingRulesDeduplicatedByPatternAndTag(t *testing.T) {
 }
 
 func TestSources_IgnoreRules(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		s, ctx := fx.cat(t), context.Background()
 		root := must(s.SourceRoots(ctx, true)).get(t)[0]

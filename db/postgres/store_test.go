@@ -4,15 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/casparian/sentinel/db"
-	"github.com/casparian/sentinel/db/postgres/pgtest"
 	"github.com/casparian/sentinel/job"
 )
 
@@ -55,7 +56,11 @@ var backends = []backend{{"sqlite", openSQLite}, {"postgres", openPostgres}}
 func openSQLite(t testing.TB) fixture {
 	t.Helper()
 	ctx := context.Background()
-	s, err := db.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "sentinel.db"))
+	path := filepath.Join(t.TempDir(), "sentinel.db")
+	if err := os.WriteFile(path, migratedSQLite(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := db.Open(ctx, "sqlite://"+path)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -84,6 +89,50 @@ func openSQLite(t testing.TB) fixture {
 			}
 		},
 	}
+}
+
+// sqliteTemplate is a SQLite file that db.Open created and migrated, made
+// once per test binary, as package db's own tests do: under the race
+// detector migrating a new file costs about 400 ms of CPU, opening a copy a
+// few ms, and these tests open some hundred (the migrations of SQLite have
+// their tests in package db).
+var sqliteTemplate struct {
+	once sync.Once
+	file []byte
+	err  error
+}
+
+// migratedSQLite returns the bytes of the migrated file.
+func migratedSQLite(t testing.TB) []byte {
+	t.Helper()
+	sqliteTemplate.once.Do(func() {
+		dir, err := os.MkdirTemp("", "postgres-test-sqlite-")
+		if err != nil {
+			sqliteTemplate.err = err
+			return
+		}
+		defer func() { _ = os.RemoveAll(dir) }() // a leftover folder costs disk, not a result
+		path := filepath.Join(dir, "migrated.db")
+		s, err := db.Open(context.Background(), "sqlite://"+path)
+		if err != nil {
+			sqliteTemplate.err = err
+			return
+		}
+		if sqliteTemplate.err = s.Close(); sqliteTemplate.err != nil {
+			return
+		}
+		// The last connection's close checkpoints the WAL into the file
+		// and removes it; a WAL left behind would hold part of the schema.
+		if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() > 0 {
+			sqliteTemplate.err = fmt.Errorf("%s-wal left behind (%d bytes)", path, fi.Size())
+			return
+		}
+		sqliteTemplate.file, sqliteTemplate.err = os.ReadFile(path)
+	})
+	if sqliteTemplate.err != nil {
+		t.Fatalf("migrated SQLite template: %v", sqliteTemplate.err)
+	}
+	return sqliteTemplate.file
 }
 
 func openPostgres(t testing.TB) fixture {
@@ -128,13 +177,13 @@ func seedWith(t testing.TB, d *DB) fixture {
 	}
 }
 
-// openStore opens a new empty PostgreSQL database for any test or
-// benchmark.
+// openStore opens a new PostgreSQL database, migrated and otherwise empty,
+// for any test or benchmark.
 func openStore(t testing.TB) *DB {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	d, err := Open(ctx, pgtest.Database(t))
+	d, err := Open(ctx, migratedDatabase(t))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -198,6 +247,7 @@ func claimIDs(cs []db.Claim) []int64 {
 }
 
 func TestJobs_ClaimOrderLimitAndPluginFilter(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		fx.activate("p")
 		fx.activate("q")
@@ -227,6 +277,7 @@ func TestJobs_ClaimOrderLimitAndPluginFilter(t *testing.T) {
 }
 
 func TestJobs_PreferAndExclude(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		for _, p := range []string{"a", "b", "c"} {
 			fx.activate(p)
@@ -248,6 +299,7 @@ func TestJobs_PreferAndExclude(t *testing.T) {
 }
 
 func TestJobs_DispatchAssembly(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		fx.activate("p")
 		fx.topic("p", "output", "parquet://out/{file_stem}.parquet", "")
@@ -304,6 +356,7 @@ func TestJobs_DispatchAssembly(t *testing.T) {
 // duplicate, another worker's, another attempt's) is stale and changes
 // nothing.
 func TestJobs_ConclusionFencing(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		fx.activate("p")
 		id := fx.enqueue(t, "p", 0)
@@ -352,6 +405,7 @@ func TestJobs_ConclusionFencing(t *testing.T) {
 }
 
 func TestJobs_CompleteStoresReceipt(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		fx.activate("p")
 		id := fx.enqueue(t, "p", 0)
@@ -377,6 +431,7 @@ func TestJobs_CompleteStoresReceipt(t *testing.T) {
 // TestJobs_RetriesAndBackoff: a requeue counts a retry and waits until
 // NextRunAt; past MaxRetries the job fails.
 func TestJobs_RetriesAndBackoff(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		fx.activate("p")
@@ -442,6 +497,7 @@ func TestJobs_RetriesAndBackoff(t *testing.T) {
 // SKIPPED when it is aborted or would be requeued; a finished job is a
 // conflict.
 func TestJobs_Cancel(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		fx.activate("p")
@@ -497,6 +553,7 @@ func TestJobs_Cancel(t *testing.T) {
 // TestJobs_BatchConcludesThenClaims: a requeue due now is claimed back by
 // the same call.
 func TestJobs_BatchConcludesThenClaims(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		fx.activate("p")
 		id := fx.enqueue(t, "p", 0)
@@ -517,6 +574,7 @@ func TestJobs_BatchConcludesThenClaims(t *testing.T) {
 }
 
 func TestJobs_EnqueueListGet(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		fx.activate("p")
@@ -569,6 +627,7 @@ func TestJobs_EnqueueListGet(t *testing.T) {
 }
 
 func TestJobs_CountWithStatus(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		ctx := context.Background()
 		fx.activate("p")
@@ -591,7 +650,8 @@ func TestJobs_CountWithStatus(t *testing.T) {
 // conclude from the same queue at once, each through its own pool; every job
 // is claimed exactly once (SKIP LOCKED) and nobody waits for anybody's locks.
 func TestPostgres_ClaimersNeverShareAJob(t *testing.T) {
-	url := pgtest.Database(t)
+	t.Parallel()
+	url := migratedDatabase(t)
 	ctx := testContext(t)
 	const sentinels, jobs = 4, 2000
 	var stores []*DB
@@ -690,6 +750,7 @@ func TestPostgres_ClaimersNeverShareAJob(t *testing.T) {
 // (NULL status, priority and retry_count; unusable config_overrides; a
 // rel_path leaving its root) are claimed as on SQLite.
 func TestPostgres_ClaimNormalisesNullsAndFailsBadRows(t *testing.T) {
+	t.Parallel()
 	d := openStore(t)
 	ctx := testContext(t)
 	fx := seedPostgres(t, d)
@@ -755,6 +816,7 @@ func seedPostgres(t testing.TB, d *DB) fixture {
 // transaction holds (another Sentinel concluding or claiming it) is passed
 // over at once, not waited for, and not claimed.
 func TestPostgres_ClaimSkipsLockedRowsWithoutWaiting(t *testing.T) {
+	t.Parallel()
 	d := openStore(t)
 	ctx := testContext(t)
 	fx := seedWith(t, d)
@@ -790,6 +852,7 @@ func TestPostgres_ClaimSkipsLockedRowsWithoutWaiting(t *testing.T) {
 // statistics, every claim shape walks a partial claim index in claim order
 // and stops at its LIMIT: no sort of the queue.
 func TestPostgres_ClaimStatementsUseIndexes(t *testing.T) {
+	t.Parallel()
 	d := openStore(t)
 	ctx := testContext(t)
 	fx := seedWith(t, d)
@@ -844,6 +907,7 @@ func TestPostgres_ClaimStatementsUseIndexes(t *testing.T) {
 // requeue that read "not cancelled" and then requeued a job cancelled in
 // between would leave it QUEUED with its cancel forgotten.
 func TestPostgres_CancelRacingARequeueAlwaysEndsSkipped(t *testing.T) {
+	t.Parallel()
 	d := openStore(t)
 	ctx := testContext(t)
 	fx := seedWith(t, d)
@@ -875,6 +939,7 @@ func TestPostgres_CancelRacingARequeueAlwaysEndsSkipped(t *testing.T) {
 // operator and completed lists its four attempts, with their workers,
 // outcomes, reasons and times, on both backends.
 func TestJobs_AttemptsHistory(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, fx fixture) {
 		fx.activate("p")
 		id := fx.enqueue(t, "p", 0)

@@ -65,3 +65,24 @@ func TestEventually_FailsNamingWhatAndTheLastSeen(t *testing.T) {
 		t.Errorf("condition with what it saw: %q (%d calls)", msg, n)
 	}
 }
+
+// A long wait checks less often than a short one: the pause doubles from a
+// millisecond up to Poll, so 300 ms of waiting take a handful of checks
+// after the first quick ones, not one every few milliseconds.
+func TestEventually_PausesGrowUpToPoll(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	calls := 0
+	testwait.Eventually(t, 5*time.Second, "300 ms passed", func() bool {
+		calls++
+		return time.Since(start) >= 300*time.Millisecond
+	})
+	// 1+2+4+8+16 ms, then 25 ms pauses: about 17 checks; a sleep that
+	// overshoots on a loaded machine only makes fewer.
+	if limit := 5 + int(300*time.Millisecond/testwait.Poll) + 2; calls > limit {
+		t.Errorf("%d checks in 300 ms, want at most %d", calls, limit)
+	}
+	if calls < 3 {
+		t.Errorf("%d checks in 300 ms: it did not poll", calls)
+	}
+}

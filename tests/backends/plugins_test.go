@@ -18,6 +18,7 @@ import (
 // A paused plugin's job waits while another plugin's job runs, and is
 // dispatched once the plugin is resumed.
 func TestBackends_PausedPluginsJobWaitsForResume(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, start start) {
 		ctx := context.Background()
 		e := start(t, nil)
@@ -49,6 +50,7 @@ func TestBackends_PausedPluginsJobWaitsForResume(t *testing.T) {
 // A plugin's own max retries of 0 fails its job on the first fault that
 // would otherwise requeue it (the global --max-retries is 5).
 func TestBackends_PluginMaxRetriesZeroFailsOnFirstFault(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, start start) {
 		ctx := context.Background()
 		e := start(t, nil)
@@ -78,6 +80,7 @@ func TestBackends_PluginMaxRetriesZeroFailsOnFirstFault(t *testing.T) {
 // now (through a route added after the files were recorded), and a second
 // backfill queues none.
 func TestBackends_BackfillQueuesMatchingFilesOnce(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, start start) {
 		ctx := context.Background()
 		e := start(t, nil)
@@ -135,6 +138,7 @@ func waitCompleted(t *testing.T, e *sentineltest.Env, n int64) {
 // A plugin's own job timeout aborts its job though the global
 // --job-timeout is off; with its max retries 0 the job then fails.
 func TestBackends_PluginJobTimeoutAbortsItsJob(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, start start) {
 		ctx := context.Background()
 		e := start(t, nil) // --job-timeout 0: off

@@ -17,6 +17,7 @@ import (
 // is requeued and completed by the other worker; the worker identifies
 // again, with nothing, still drained. On both databases.
 func TestBackends_DrainThenDisconnectMovesTheJobElsewhere(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, func(t *testing.T, start start) {
 		e := start(t, nil)
 		e.Plugin("stats")

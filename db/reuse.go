@@ -23,7 +23,7 @@ func (db *DB) OnReuse(f func(plugin string)) { db.reuse.Set(f) }
 
 // SetLineage turns recording outputs (sentinel_outputs) with each completion
 // and reusing earlier results at enqueue on or off; off by default: in
-// BenchmarkJobsBatch_Steady it adds 25–60 % to the database's CPU per job.
+// casparian-bench (W=8, C=256) it costs about 15 % of the throughput.
 func (db *DB) SetLineage(on bool) { db.lineage.Store(on) }
 
 const (

@@ -116,46 +116,13 @@ func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (De
 				return DeployVersionTaken(d, other)
 			}
 		}
-		if err := pluginConfigEnsure(ctx, tx, d.Plugin, ts); err != nil {
-			return err
-		}
-		publisher, err := publisherUpsert(ctx, tx, d, ts)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO cf_plugin_environment (hash, lockfile_content, created_at, last_used)
-			VALUES (?, ?, ?, ?)
-			ON CONFLICT (hash) DO UPDATE SET lockfile_content = excluded.lockfile_content, last_used = excluded.last_used`,
-			d.EnvHash, d.Lockfile, ts, ts); err != nil {
-			return fmt.Errorf("upsert environment: %w", err)
-		}
-		var sig any
-		if d.Signature != "" {
-			sig = d.Signature
-		}
-		reqs, err := d.RequirementsJSON()
-		if err != nil {
-			return err
-		}
 		if id == 0 {
-			err = tx.QueryRowContext(ctx, `INSERT INTO cf_plugin_manifest
-				(plugin_name, version, source_code, source_hash, status, signature, created_at, deployed_at,
-				 env_hash, artifact_hash, publisher_id, system_requirements)
-				VALUES (?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-				d.Plugin, d.Version, d.SourceCode, d.ArtifactHash, sig, ts, ts,
-				d.EnvHash, d.ArtifactHash, publisher, reqs).Scan(&id)
-			if err != nil {
-				return fmt.Errorf("insert manifest: %w", err)
-			}
 			res.Outcome = DeployCreated
 		} else {
-			if _, err := tx.ExecContext(ctx, `UPDATE cf_plugin_manifest SET status = 'ACTIVE', deployed_at = ?,
-				signature = ?, publisher_id = ?, env_hash = ?, artifact_hash = ?, system_requirements = ?,
-				validation_error = NULL WHERE id = ?`,
-				ts, sig, publisher, d.EnvHash, d.ArtifactHash, reqs, id); err != nil {
-				return fmt.Errorf("reactivate manifest %d: %w", id, err)
-			}
 			res.Outcome = DeployReactivated
+		}
+		if id, err = storeManifest(ctx, tx, d, id, "ACTIVE", ts); err != nil {
+			return err
 		}
 		res.ManifestID = id
 		r, err := tx.ExecContext(ctx, `UPDATE cf_plugin_manifest SET status = 'SUPERSEDED'
@@ -170,6 +137,56 @@ func (db *DB) PluginDeploy(ctx context.Context, now time.Time, d Deployment) (De
 		return DeployResult{}, fmt.Errorf("deploy %s v%s: %w", d.Plugin, d.Version, err)
 	}
 	return res, nil
+}
+
+// storeManifest stores d as manifest id with status (ACTIVE, deployed now,
+// or SHADOW, not deployed), inserting it when id is 0, after the plugin's
+// config row, its publisher and its environment; it returns the id.
+func storeManifest(ctx context.Context, tx *sql.Tx, d Deployment, id int64, status, ts string) (int64, error) {
+	if err := pluginConfigEnsure(ctx, tx, d.Plugin, ts); err != nil {
+		return 0, err
+	}
+	publisher, err := publisherUpsert(ctx, tx, d, ts)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO cf_plugin_environment (hash, lockfile_content, created_at, last_used)
+		VALUES (?, ?, ?, ?)
+		ON CONFLICT (hash) DO UPDATE SET lockfile_content = excluded.lockfile_content, last_used = excluded.last_used`,
+		d.EnvHash, d.Lockfile, ts, ts); err != nil {
+		return 0, fmt.Errorf("upsert environment: %w", err)
+	}
+	var sig any
+	if d.Signature != "" {
+		sig = d.Signature
+	}
+	reqs, err := d.RequirementsJSON()
+	if err != nil {
+		return 0, err
+	}
+	var deployed any // a SHADOW manifest is not deployed yet
+	if status == "ACTIVE" {
+		deployed = ts
+	}
+	if id == 0 {
+		err = tx.QueryRowContext(ctx, `INSERT INTO cf_plugin_manifest
+			(plugin_name, version, source_code, source_hash, status, signature, created_at, deployed_at,
+			 env_hash, artifact_hash, publisher_id, system_requirements)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			d.Plugin, d.Version, d.SourceCode, d.ArtifactHash, status, sig, ts, deployed,
+			d.EnvHash, d.ArtifactHash, publisher, reqs).Scan(&id)
+		if err != nil {
+			return 0, fmt.Errorf("insert manifest: %w", err)
+		}
+		return id, nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE cf_plugin_manifest SET status = ?, deployed_at = COALESCE(?, deployed_at),
+		signature = ?, publisher_id = ?, env_hash = ?, artifact_hash = ?, system_requirements = ?,
+		validation_error = NULL WHERE id = ?`,
+		status, deployed, sig, publisher, d.EnvHash, d.ArtifactHash, reqs, id); err != nil {
+		return 0, fmt.Errorf("store manifest %d as %s: %w", id, status, err)
+	}
+	return id, nil
 }
 
 // publisherUpsert finds or creates the publisher of d and records its

@@ -91,41 +91,8 @@ func (db *DB) pluginDeployShadow(ctx context.Context, now time.Time, d Deploymen
 				return err
 			}
 		}
-		if err := pluginConfigEnsure(ctx, tx, d.Plugin, ts); err != nil {
+		if id, err = storeManifest(ctx, tx, d, id, "SHADOW", ts); err != nil {
 			return err
-		}
-		publisher, err := publisherUpsert(ctx, tx, d, ts)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO cf_plugin_environment (hash, lockfile_content, created_at, last_used)
-			VALUES (?, ?, ?, ?)
-			ON CONFLICT (hash) DO UPDATE SET lockfile_content = excluded.lockfile_content, last_used = excluded.last_used`,
-			d.EnvHash, d.Lockfile, ts, ts); err != nil {
-			return fmt.Errorf("upsert environment: %w", err)
-		}
-		var sig any
-		if d.Signature != "" {
-			sig = d.Signature
-		}
-		reqs, err := d.RequirementsJSON()
-		if err != nil {
-			return err
-		}
-		if id == 0 {
-			err = tx.QueryRowContext(ctx, `INSERT INTO cf_plugin_manifest
-				(plugin_name, version, source_code, source_hash, status, signature, created_at,
-				 env_hash, artifact_hash, publisher_id, system_requirements)
-				VALUES (?, ?, ?, ?, 'SHADOW', ?, ?, ?, ?, ?, ?) RETURNING id`,
-				d.Plugin, d.Version, d.SourceCode, d.ArtifactHash, sig, ts,
-				d.EnvHash, d.ArtifactHash, publisher, reqs).Scan(&id)
-			if err != nil {
-				return fmt.Errorf("insert manifest: %w", err)
-			}
-		} else if _, err := tx.ExecContext(ctx, `UPDATE cf_plugin_manifest SET status = 'SHADOW', signature = ?,
-				publisher_id = ?, env_hash = ?, artifact_hash = ?, system_requirements = ?, validation_error = NULL
-				WHERE id = ?`, sig, publisher, d.EnvHash, d.ArtifactHash, reqs, id); err != nil {
-			return fmt.Errorf("store shadow manifest %d: %w", id, err)
 		}
 		run := job.ShadowRun{Plugin: d.Plugin, Version: d.Version, ManifestID: id, BaseVersion: baseVersion,
 			BaseManifestID: baseID, State: job.ShadowRunning, CreatedAt: now}

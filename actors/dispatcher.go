@@ -200,11 +200,17 @@ func (a *dispatcherActor) claimed(ctx actor.Context, m *JobsClaimed) {
 	}
 	for key, claims := range byWorker {
 		w, ok := a.workers[key]
-		if !ok {
-			// The worker left while the claim was in flight.
+		if !ok || a.drained[key] {
+			// The worker left, or an operator drained it, while the claim
+			// was in flight (a restarted dispatcher also gets the answer
+			// to its former self's request): the jobs go back.
+			reason := "worker left before dispatch"
+			if ok {
+				reason = "worker drained before dispatch"
+			}
 			for _, c := range claims {
 				cj := &ConcludeJob{Conclusion: job.Conclusion{Ref: c.Ref, Kind: job.ConcludeRequeue,
-					Message: "worker left before dispatch"}}
+					Message: reason}}
 				if c.Dispatch != nil {
 					cj.Plugin = c.Dispatch.PluginName
 				}

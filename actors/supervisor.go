@@ -150,12 +150,15 @@ func (a *supervisorActor) Receive(ctx actor.Context) {
 			ctx.Send(pid, m)
 		} // else the worker is gone and its jobs are requeued with it
 	case *CapacityRequest:
-		for _, pid := range a.workers {
-			ctx.Send(pid, m)
-		}
-		// A restarted dispatcher has forgotten the drains too.
+		// A restarted dispatcher has forgotten the drains too. They go
+		// first: a worker's answer (WorkerAvailable) comes after this
+		// message reached it, so the dispatcher knows a worker is drained
+		// before it can offer that worker's slots a claim.
 		for key := range a.deps.drained.all() {
 			ctx.Send(a.peers.dispatcher, &WorkerDraining{Worker: key, Draining: true})
+		}
+		for _, pid := range a.workers {
+			ctx.Send(pid, m)
 		}
 	case *DrainWorker:
 		a.drain(ctx, m)

@@ -131,15 +131,10 @@ func (db *DB) PluginTopicSubscriptions(ctx context.Context, plugin string) (job.
 // own topic included) is refused with the loop named (job.ErrInvalid),
 // and nothing is written. An inactive row is made active again.
 func (db *DB) PluginTopicSubscribe(ctx context.Context, plugin, ref string) (job.TopicSubscriptions, error) {
-	plugin, err := CheckPluginName(plugin)
+	plugin, producer, ref, err := CheckSubscription(plugin, ref)
 	if err != nil {
 		return job.TopicSubscriptions{}, err
 	}
-	producer, topic, err := ParseTopicRef(ref)
-	if err != nil {
-		return job.TopicSubscriptions{}, err
-	}
-	ref = TopicRef(producer, topic)
 	changed := false
 	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		changed = false
@@ -187,15 +182,10 @@ func (db *DB) PluginTopicSubscribe(ctx context.Context, plugin, ref string) (job
 // already marked are still chained to the plugins subscribed when the
 // chain step runs.
 func (db *DB) PluginTopicUnsubscribe(ctx context.Context, plugin, ref string) (job.TopicSubscriptions, error) {
-	plugin, err := CheckPluginName(plugin)
+	plugin, _, ref, err := CheckSubscription(plugin, ref)
 	if err != nil {
 		return job.TopicSubscriptions{}, err
 	}
-	producer, topic, err := ParseTopicRef(ref)
-	if err != nil {
-		return job.TopicSubscriptions{}, err
-	}
-	ref = TopicRef(producer, topic)
 	var n int64
 	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM cf_plugin_subscription WHERE plugin_name = ? AND topic_name = ?`, plugin, ref)

@@ -39,6 +39,20 @@ func ParseTopicRef(ref string) (producer, topic string, err error) {
 	return p, t, nil
 }
 
+// CheckSubscription checks a subscription request of plugin to ref
+// ("PRODUCER:TOPIC") and returns the plugin's name, the producer and ref in
+// its canonical form.
+func CheckSubscription(plugin, ref string) (name, producer, canonical string, err error) {
+	if name, err = CheckPluginName(plugin); err != nil {
+		return "", "", "", err
+	}
+	producer, topic, err := ParseTopicRef(ref)
+	if err != nil {
+		return "", "", "", err
+	}
+	return name, producer, TopicRef(producer, topic), nil
+}
+
 // TopicRef is the topic_name a subscription to producer's topic stores.
 func TopicRef(producer, topic string) string { return producer + ":" + topic }
 

@@ -110,15 +110,10 @@ func (d *DB) PluginTopicSubscriptions(ctx context.Context, plugin string) (job.T
 // PluginTopicSubscribe subscribes plugin to ref ("PRODUCER:TOPIC"),
 // refusing a loop, as package db's.
 func (d *DB) PluginTopicSubscribe(ctx context.Context, plugin, ref string) (job.TopicSubscriptions, error) {
-	plugin, err := db.CheckPluginName(plugin)
+	plugin, producer, ref, err := db.CheckSubscription(plugin, ref)
 	if err != nil {
 		return job.TopicSubscriptions{}, err
 	}
-	producer, topic, err := db.ParseTopicRef(ref)
-	if err != nil {
-		return job.TopicSubscriptions{}, err
-	}
-	ref = db.TopicRef(producer, topic)
 	changed := false
 	err = d.inTx(ctx, func(tx pgx.Tx) error {
 		changed = false
@@ -164,15 +159,10 @@ func (d *DB) PluginTopicSubscribe(ctx context.Context, plugin, ref string) (job.
 // PluginTopicUnsubscribe removes plugin's subscription to ref, as package
 // db's.
 func (d *DB) PluginTopicUnsubscribe(ctx context.Context, plugin, ref string) (job.TopicSubscriptions, error) {
-	plugin, err := db.CheckPluginName(plugin)
+	plugin, _, ref, err := db.CheckSubscription(plugin, ref)
 	if err != nil {
 		return job.TopicSubscriptions{}, err
 	}
-	producer, topic, err := db.ParseTopicRef(ref)
-	if err != nil {
-		return job.TopicSubscriptions{}, err
-	}
-	ref = db.TopicRef(producer, topic)
 	var n int64
 	err = d.inTx(ctx, func(tx pgx.Tx) error {
 		if err := lockCatalogue(ctx, tx); err != nil {

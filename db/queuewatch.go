@@ -32,10 +32,16 @@ const (
 
 	// watchSettle is when the watch signals once more after the last
 	// event. A writer updates the WAL index (shared memory, which makes
-	// no event) just after the write that made the event; a reader
-	// quick enough to look in between sees no change, and this second
-	// look finds it.
-	watchSettle = 2 * time.Millisecond
+	// no event) after the write that made the event, and the commit is
+	// visible only then; a reader quick enough to look in between sees no
+	// change. Usually the index follows within microseconds, but a writer
+	// with synchronous=FULL (Python's default) fsyncs the WAL in between,
+	// and on a busy disk that took seconds (CI: a commit seen 3.7 s late).
+	// So the looks go on with doubling gaps, watchSettle, 2×, 4×, … up to
+	// watchSettleMax, about 2×watchSettleMax after the last event in all:
+	// a dozen cheap data_version reads per quiet spell, none while idle.
+	watchSettle    = 2 * time.Millisecond
+	watchSettleMax = 4 * time.Second
 )
 
 // errWatchClosed is QueueChanges' answer once the DB is closed.

@@ -88,13 +88,20 @@ func (w *queueWatch) run() {
 	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
 	gap := watchGapMin
 	var last time.Time // the last signal for an event
+	settle := watchSettle
 	for {
 		n, err := w.file.Read(buf)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// Quiet for watchSettle since the last signal: look once more.
+			// Quiet for settle since the last look: look once more, and
+			// again after twice as long, until watchSettleMax.
 			w.signal()
-			_ = w.file.SetReadDeadline(time.Time{})
 			gap = watchGapMin
+			if settle >= watchSettleMax {
+				_ = w.file.SetReadDeadline(time.Time{})
+				continue
+			}
+			settle = min(2*settle, watchSettleMax)
+			_ = w.file.SetReadDeadline(time.Now().Add(settle))
 			continue
 		}
 		if err != nil {
@@ -125,7 +132,8 @@ func (w *queueWatch) run() {
 		time.Sleep(gap)
 		// Set after the gap, or a gap longer than watchSettle would end
 		// the next read at once.
-		_ = w.file.SetReadDeadline(time.Now().Add(watchSettle))
+		settle = watchSettle
+		_ = w.file.SetReadDeadline(time.Now().Add(settle))
 	}
 }
 

@@ -249,3 +249,40 @@ func TestQueueWatch_ScanFiltersByName(t *testing.T) {
 		})
 	}
 }
+
+// After one write the watch looks again with doubling gaps: a commit that
+// becomes visible late (its writer fsyncs the WAL between the write and the
+// index update) is still seen, and a quiet file costs few looks.
+func TestQueueWatch_LooksAgainWithGrowingGaps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flow.db")
+	w, err := startQueueWatch(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.close() }()
+	if err := os.WriteFile(path+"-wal", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const window = 500 * time.Millisecond
+	start := time.Now()
+	var at []time.Duration
+	timeout := time.After(window)
+collect:
+	for {
+		select {
+		case <-w.ready:
+			at = append(at, time.Since(start))
+		case <-timeout:
+			break collect
+		}
+	}
+	t.Logf("signals after one write, within %s: %v", window, at)
+	// 2, 4, 8, … ms apart: about 8 in the window. Every 2 ms would be 250;
+	// a single look after the write (the old watch) would be 2.
+	if len(at) < 5 || len(at) > 12 {
+		t.Fatalf("%d signals within %s after one write, want 5 to 12 (looks with doubling gaps)", len(at), window)
+	}
+	if last := at[len(at)-1] - at[len(at)-2]; last < 16*time.Millisecond {
+		t.Errorf("the last gap between looks is %s, want it grown to 16ms or more", last)
+	}
+}

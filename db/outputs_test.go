@@ -307,3 +307,64 @@ func TestOutputs_NothingRecordedWhileLineageIsOff(t *testing.T) {
 		t.Errorf("%d outputs recorded with lineage off", n)
 	}
 }
+
+// A batch's completions are recorded alike whether the worker actor gave
+// the DISPATCH's hashes or not (a receipt before registration: the ACTIVE
+// manifest's hash, no sinks hash), mixed in one batch large enough for the
+// batch statement; the sinks hash is the reuse key.
+func TestOutputs_BatchWithAndWithoutHashesRecordsTheSame(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p")
+	const n = 80
+	for range n {
+		enqueue(t, db, s.fv, "p", 0)
+	}
+	cs := claim(t, db, "w1", n, "p")
+	if len(cs) != n {
+		t.Fatalf("claimed %d", len(cs))
+	}
+	var concl []job.Conclusion
+	for i, c := range cs {
+		cn := job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete, Metrics: map[string]int64{"rows": int64(i)},
+			Artifacts: []map[string]string{{"topic": "output", "uri": fmt.Sprintf("parquet://output/%d.parquet", i)}}}
+		if i%3 != 0 {
+			cn.ArtifactHash, cn.SinksHash = c.Dispatch.ArtifactHash, fmt.Sprintf("sinks-%d", i)
+		}
+		concl = append(concl, cn)
+	}
+	for i, o := range conclude(t, db, concl...) {
+		if o != job.OutcomeCompleted {
+			t.Fatalf("job %d: outcome %v", cs[i].Ref.JobID, o)
+		}
+	}
+	got, err := db.OutputsOfVersion(ctx, s.fv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("%d outputs, want %d", len(got), n)
+	}
+	byJob := map[int64]int{}
+	for i, c := range cs {
+		byJob[c.Ref.JobID] = i
+	}
+	for _, o := range got {
+		i, ok := byJob[o.JobID]
+		if !ok || o.Attempt != cs[i].Ref.Attempt || o.Plugin != "p" || o.ArtifactHash != "art-p" || o.ContentHash != "hash-a" ||
+			o.Rows == nil || *o.Rows != int64(i) || o.URI != fmt.Sprintf("parquet://output/%d.parquet", i) || o.Topic != "output" {
+			t.Errorf("output of job %d (conclusion %d) = %+v", o.JobID, i, o)
+		}
+	}
+	// The sinks hash is not in job.Output: read it where reuse reads it.
+	for i, c := range cs {
+		var sinks string
+		if err := db.reader.QueryRowContext(ctx, `SELECT sinks_hash FROM sentinel_outputs WHERE job_id = ?`, c.Ref.JobID).Scan(&sinks); err != nil {
+			t.Fatal(err)
+		}
+		if want := concl[i].SinksHash; sinks != want {
+			t.Errorf("job %d: sinks_hash %q, want %q", c.Ref.JobID, sinks, want)
+		}
+	}
+}

@@ -184,6 +184,65 @@ func TestRecovery_UnconfirmedAbortIsRequeuedAfterGrace(t *testing.T) {
 	}
 }
 
+// A worker that sends its heartbeats from another goroutine than the one
+// that reads DISPATCHes can report, for a while, without a job it was just
+// sent: that is not a lost job. Here a raw peer leaves the job out of its
+// reports for 600 ms after the DISPATCH (six heartbeat intervals of the
+// harness), as a worker starved on a loaded machine did, and then runs it.
+func TestRecovery_JobReportedLateIsNotRequeued(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.Plugin("p")
+	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
+
+	slow, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("slow")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if err := slow.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
+		t.Fatal(err)
+	}
+	dispatched := make(chan uint64, 1)
+	go func() {
+		for {
+			msg, err := slow.Recv()
+			if err != nil && err != transport.ErrReconnected {
+				return
+			}
+			if msg.Opcode == transport.OpDispatch {
+				dispatched <- msg.JobID
+				return
+			}
+		}
+	}()
+	var jobID uint64
+	select {
+	case jobID = <-dispatched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DISPATCH")
+	}
+	// Reports without the job, every 50 ms for 600 ms; then with it.
+	until := time.Now().Add(600 * time.Millisecond)
+	for time.Now().Before(until) {
+		if err := slow.Send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatIdle, ActiveJobIDs: []int64{}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // the pace of the reports, not a wait for an outcome
+	}
+	if err := slow.Send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatBusy, ActiveJobCount: 1,
+		ActiveJobIDs: []int64{int64(jobID)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Send(transport.OpConclude, jobID, &transport.Conclude{Status: transport.StatusSuccess}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, 10*time.Second, "job COMPLETED by the slow worker", func() bool { return h.Job(id).Status == job.StatusCompleted })
+	if j := h.Job(id); j.ClaimedBy != "slow" || j.RetryCount != 0 {
+		t.Errorf("claimed_by %q retry_count %d; want the slow worker's first attempt", j.ClaimedBy, j.RetryCount)
+	}
+}
+
 func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)

@@ -306,6 +306,15 @@ func (a *workerActor) enforceJobTimeout(ctx actor.Context, now time.Time) {
 	}
 }
 
+// reconcileSettle is the least time a held job must have been dispatched
+// before a report that lacks it counts (otherwise two heartbeat intervals).
+// A worker may send its heartbeats from another goroutine than the one that
+// takes in DISPATCHes; with short intervals (tests use 100 ms) a worker
+// starved for a few hundred milliseconds on a loaded machine sent two
+// reports before it had read a DISPATCH, and lost its job (seen with the
+// race detector at load 15+).
+const reconcileSettle = time.Second
+
 // reconcile compares the jobs the worker reports with the jobs it holds. A
 // held job missing from two reports in a row, dispatched long enough ago that
 // the DISPATCH cannot still be on its way, was lost: it is requeued. A
@@ -325,7 +334,7 @@ func (a *workerActor) reconcile(ctx actor.Context, beat *transport.Heartbeat) {
 			a.send(ctx, transport.OpAbort, id, nil)
 		}
 	}
-	settled := time.Now().Add(-2 * a.deps.cfg.HeartbeatInterval)
+	settled := time.Now().Add(-max(2*a.deps.cfg.HeartbeatInterval, reconcileSettle))
 	for id, j := range a.running {
 		if reported[id] {
 			j.missed = 0

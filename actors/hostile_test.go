@@ -162,14 +162,7 @@ func TestHostile_HostilePeersDoNotStopOthers(t *testing.T) {
 
 	// A worker that takes 64 big jobs (~56 MiB of DISPATCH) and never reads
 	// its socket: its send buffer fills and it is dropped.
-	stuck, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("stuck")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stuck.Close()
-	if err := stuck.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"big"}, MaxConcurrentJobs: bigJobs}); err != nil {
-		t.Fatal(err)
-	}
+	h.rawPeer(t, "stuck", &transport.Identify{Capabilities: []string{"big"}, MaxConcurrentJobs: bigJobs})
 	testwait.Eventually(t, 30*time.Second, "the stuck worker is dropped as a slow peer", func() bool {
 		return h.Sentinel.Stats().SendFailures.Load() > 0
 	})

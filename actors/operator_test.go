@@ -51,14 +51,7 @@ func TestOperator_CancelledJobOfALostWorkerIsNotRequeued(t *testing.T) {
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 	// A bare DEALER takes the job and then says nothing more, not even to
 	// ABORT: after --worker-timeout it is removed and its jobs requeued.
-	lost, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("lost")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lost.Close()
-	if err := lost.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
-		t.Fatal(err)
-	}
+	h.rawPeer(t, "lost", &transport.Identify{Capabilities: []string{"p"}})
 	testwait.Eventually(t, 5*time.Second, "job RUNNING", func() bool { return h.Job(id).Status == job.StatusRunning })
 	if _, err := h.Sentinel.Cancel(context.Background(), id); err != nil {
 		t.Fatal(err)

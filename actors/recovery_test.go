@@ -93,11 +93,7 @@ func TestRecovery_ReceiptBeforeReidentifyStillCounts(t *testing.T) {
 	// The same worker, reconnected, sends its CONCLUDE before any IDENTIFY:
 	// it is applied to the claim the worker holds, and the worker is told to
 	// identify.
-	d, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("early")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := h.rawPeer(t, "early", nil)
 	if err := d.Send(transport.OpConclude, uint64(id), &transport.Conclude{Status: transport.StatusSuccess}); err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +191,7 @@ func TestRecovery_JobReportedLateIsNotRequeued(t *testing.T) {
 	h.Plugin("p")
 	id := h.Enqueue(h.File("a.txt", "a\n"), "p", 0)
 
-	slow, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("slow")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	if err := slow.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
-		t.Fatal(err)
-	}
+	slow := h.rawPeer(t, "slow", &transport.Identify{Capabilities: []string{"p"}})
 	dispatched := make(chan uint64, 1)
 	go func() {
 		for {
@@ -251,14 +240,7 @@ func TestRecovery_JobTheWorkerStopsReportingIsRequeued(t *testing.T) {
 
 	// A raw peer that takes the DISPATCH, forgets it, and keeps answering
 	// heartbeats with an empty active_job_ids.
-	forgetful, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("forgetful")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer forgetful.Close()
-	if err := forgetful.Send(transport.OpIdentify, 0, &transport.Identify{Capabilities: []string{"p"}}); err != nil {
-		t.Fatal(err)
-	}
+	forgetful := h.rawPeer(t, "forgetful", &transport.Identify{Capabilities: []string{"p"}})
 	go func() {
 		for {
 			msg, err := forgetful.Recv()

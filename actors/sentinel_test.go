@@ -269,11 +269,7 @@ func TestSentinel_PicksUpJobsInsertedByAnotherProcess(t *testing.T) {
 func TestSentinel_UnknownWorkerIsToldToIdentify(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	d, err := transport.DialDealer(context.Background(), h.Endpoint, transport.DealerOptions{Identity: []byte("stranger")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := h.rawPeer(t, "stranger", nil)
 	if err := d.Send(transport.OpHeartbeat, 0, &transport.Heartbeat{Status: transport.HeartbeatIdle}); err != nil {
 		t.Fatal(err)
 	}

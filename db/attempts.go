@@ -41,10 +41,17 @@ func (s *concludeStmts) recordAttempt(ctx context.Context, ts string, o job.Outc
 	return nil
 }
 
+// jobAttemptsSQL reads a job's attempts; JobGet runs it with jobGetSQL.
+const jobAttemptsSQL = `SELECT attempt, worker, claim_time, end_time, outcome, message
+	FROM sentinel_job_attempts WHERE job_id = ? ORDER BY attempt`
+
 // jobAttempts reads a job's recorded attempts, oldest first.
 func (db *DB) jobAttempts(ctx context.Context, id int64) ([]job.Attempt, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT attempt, worker, claim_time, end_time, outcome, message
-		FROM sentinel_job_attempts WHERE job_id = ? ORDER BY attempt`, id)
+	st, err := db.readerStmt(ctx, jobAttemptsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	rows, err := st.QueryContext(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
 	}

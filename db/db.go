@@ -73,6 +73,7 @@ type DB struct {
 	versionConn *sql.Conn
 
 	stmts  stmtCache     // hot statements prepared on writer
+	rstmts stmtCache     // frequent read-only statements prepared on reader (readerStmt)
 	paused pausedCache   // the paused plugins, for the claim's request shapes
 	chain  ChainCache    // the subscribed topics, for the completions (chain.go)
 	shadow ShadowFlag    // whether a shadow run is RUNNING, for the claim's statement (shadow.go)

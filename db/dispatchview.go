@@ -34,30 +34,38 @@ func DispatchView(ctx context.Context, a *Assembler, j job.Job, manifestID int64
 	return v, nil
 }
 
-// jobDispatch assembles job j's DISPATCH in a read transaction.
+// shadowJobSQL reads a shadow job's manifest (shadow.go).
+const shadowJobSQL = `SELECT manifest_id FROM sentinel_shadow_jobs WHERE job_id = ?`
+
+// jobDispatch assembles job j's DISPATCH in a read transaction. Its
+// statements are prepared on the reader pool once (readerStmt), before the
+// transaction, and bound to it: every claimed job runs them.
 func (db *DB) jobDispatch(ctx context.Context, j job.Job) (*job.DispatchView, error) {
+	src := &sqliteSource{}
+	var shadowJob *sql.Stmt
+	for _, b := range []struct {
+		st **sql.Stmt
+		q  string
+	}{{&src.filePath, filePathSQL}, {&src.manifestOf, manifestSQL}, {&src.topicsOf, topicSinksSQL}, {&shadowJob, shadowJobSQL}} {
+		st, err := db.readerStmt(ctx, b.q)
+		if err != nil {
+			return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
+		}
+		*b.st = st
+	}
 	tx, err := db.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read only: nothing to keep
-	src := &sqliteSource{tx: tx}
-	for _, b := range []struct {
-		st **sql.Stmt
-		q  string
-	}{{&src.filePath, filePathSQL}, {&src.manifestOf, manifestSQL}, {&src.topicsOf, topicSinksSQL}} {
-		st, err := tx.PrepareContext(ctx, b.q)
-		if err != nil {
-			return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
-		}
-		defer st.Close() //nolint:errcheck // closed with the transaction anyway
-		*b.st = st
+	src.tx = tx
+	for _, st := range []**sql.Stmt{&src.filePath, &src.manifestOf, &src.topicsOf, &shadowJob} {
+		*st = tx.StmtContext(ctx, *st) // closed with the transaction
 	}
 	// A shadow job's manifest (shadow.go); read here only, never per claim
 	// unless a shadow run is RUNNING.
 	var manifestID sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT manifest_id FROM sentinel_shadow_jobs WHERE job_id = ?`, j.ID).
-		Scan(&manifestID); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := shadowJob.QueryRowContext(ctx, j.ID).Scan(&manifestID); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("dispatch of job %d: %w", j.ID, err)
 	}
 	return DispatchView(ctx, NewAssembler(src, db.guard.sinkNamesDatabase), j, manifestID.Int64)

@@ -87,6 +87,11 @@ func (db *DB) ScanRecordFiles(ctx context.Context, now time.Time, files []Scanne
 	if len(files) == 0 {
 		return nil, nil
 	}
+	// A scan records many files, each with the same few statements:
+	// prepared once on the writer, they are not parsed again per file.
+	if err := db.prepareWriter(ctx, recordFileSQL[:]...); err != nil {
+		return nil, fmt.Errorf("record scanned files: %w", err)
+	}
 	out := make([]ScanRecord, len(files))
 	var reused []string
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
@@ -94,9 +99,15 @@ func (db *DB) ScanRecordFiles(ctx context.Context, now time.Time, files []Scanne
 		if err != nil {
 			return err
 		}
+		var st recordStmts
+		for i, q := range recordFileSQL {
+			if st[i], err = db.txStmt(ctx, tx, q); err != nil {
+				return err
+			}
+		}
 		var ids []int64
 		for i, f := range files {
-			rec, err := recordFile(ctx, tx, now, f, subs)
+			rec, err := recordFile(ctx, &st, now, f, subs)
 			if err != nil {
 				return fmt.Errorf("%s: %w", f.RelPath, err)
 			}
@@ -132,23 +143,57 @@ func subscriptions(ctx context.Context, tx *sql.Tx) ([]Subscription, error) {
 	return out, rows.Err()
 }
 
-func recordFile(ctx context.Context, tx *sql.Tx, now time.Time, f ScannedFile, subs []Subscription) (ScanRecord, error) {
+// recordFileSQL are recordFile's statements, in the order of recordStmts.
+var recordFileSQL = [...]string{
+	`INSERT INTO cf_file_hash_registry (content_hash, first_seen, size_bytes)
+		VALUES (?, ?, ?) ON CONFLICT (content_hash) DO NOTHING`,
+	`SELECT l.id, v.content_hash FROM cf_file_location l
+		LEFT JOIN cf_file_version v ON v.id = l.current_version_id
+		WHERE l.source_root_id = ? AND l.rel_path = ? ORDER BY l.id LIMIT 1`,
+	`INSERT INTO cf_file_location
+		(source_root_id, rel_path, filename, last_known_mtime, last_known_size, discovered_time, last_seen_time)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+	`UPDATE cf_file_location SET
+		last_known_mtime = ?, last_known_size = ?, last_seen_time = ?, missing_since = NULL
+		WHERE id = ?`,
+	`INSERT INTO cf_file_version
+		(location_id, content_hash, size_bytes, modified_time, detected_at, applied_tags)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+	`UPDATE cf_file_location SET
+		current_version_id = ?, last_known_mtime = ?, last_known_size = ?, last_seen_time = ?, missing_since = NULL
+		WHERE id = ?`,
+	`INSERT INTO cf_processing_queue
+		(file_version_id, plugin_name, status, priority, retry_count, updated_at, enqueued_at)
+		VALUES (?, ?, 'QUEUED', ?, 0, ?, ?) RETURNING id`,
+}
+
+// recordStmts are recordFileSQL's statements bound to the scan's
+// transaction.
+type recordStmts [len(recordFileSQL)]*sql.Stmt
+
+// The statements of recordStmts by name.
+const (
+	stRegisterHash = iota
+	stFindLocation
+	stInsertLocation
+	stRefreshLocation
+	stInsertVersion
+	stUpdateLocation
+	stQueueJob
+)
+
+func recordFile(ctx context.Context, st *recordStmts, now time.Time, f ScannedFile, subs []Subscription) (ScanRecord, error) {
 	var rec ScanRecord
 	ts := formatTime(now)
 	mtime := ScanMTime(f.ModTime)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO cf_file_hash_registry (content_hash, first_seen, size_bytes)
-		VALUES (?, ?, ?) ON CONFLICT (content_hash) DO NOTHING`, f.Hash, ts, f.Size); err != nil {
+	if _, err := st[stRegisterHash].ExecContext(ctx, f.Hash, ts, f.Size); err != nil {
 		return rec, fmt.Errorf("register hash: %w", err)
 	}
 	var current sql.NullString
-	err := tx.QueryRowContext(ctx, `SELECT l.id, v.content_hash FROM cf_file_location l
-		LEFT JOIN cf_file_version v ON v.id = l.current_version_id
-		WHERE l.source_root_id = ? AND l.rel_path = ? ORDER BY l.id LIMIT 1`, f.RootID, f.RelPath).Scan(&rec.LocationID, &current)
+	err := st[stFindLocation].QueryRowContext(ctx, f.RootID, f.RelPath).Scan(&rec.LocationID, &current)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		err = tx.QueryRowContext(ctx, `INSERT INTO cf_file_location
-			(source_root_id, rel_path, filename, last_known_mtime, last_known_size, discovered_time, last_seen_time)
-			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		err = st[stInsertLocation].QueryRowContext(ctx,
 			f.RootID, f.RelPath, path.Base(f.RelPath), mtime, f.Size, ts, ts).Scan(&rec.LocationID)
 		if err != nil {
 			return rec, fmt.Errorf("insert location: %w", err)
@@ -157,25 +202,19 @@ func recordFile(ctx context.Context, tx *sql.Tx, now time.Time, f ScannedFile, s
 		return rec, fmt.Errorf("find location: %w", err)
 	}
 	if current.Valid && current.String == f.Hash {
-		_, err := tx.ExecContext(ctx, `UPDATE cf_file_location SET
-			last_known_mtime = ?, last_known_size = ?, last_seen_time = ?, missing_since = NULL
-			WHERE id = ?`, mtime, f.Size, ts, rec.LocationID)
+		_, err := st[stRefreshLocation].ExecContext(ctx, mtime, f.Size, ts, rec.LocationID)
 		if err != nil {
 			return rec, fmt.Errorf("refresh location: %w", err)
 		}
 		return rec, nil
 	}
 	tags := tagList(f.Tags)
-	err = tx.QueryRowContext(ctx, `INSERT INTO cf_file_version
-		(location_id, content_hash, size_bytes, modified_time, detected_at, applied_tags)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+	err = st[stInsertVersion].QueryRowContext(ctx,
 		rec.LocationID, f.Hash, f.Size, formatTime(f.ModTime), ts, tags).Scan(&rec.VersionID)
 	if err != nil {
 		return rec, fmt.Errorf("insert version: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE cf_file_location SET
-		current_version_id = ?, last_known_mtime = ?, last_known_size = ?, last_seen_time = ?, missing_since = NULL
-		WHERE id = ?`, rec.VersionID, mtime, f.Size, ts, rec.LocationID); err != nil {
+	if _, err := st[stUpdateLocation].ExecContext(ctx, rec.VersionID, mtime, f.Size, ts, rec.LocationID); err != nil {
 		return rec, fmt.Errorf("update location: %w", err)
 	}
 	priority := ScanPriority(now.Sub(f.ModTime))
@@ -184,9 +223,7 @@ func recordFile(ctx context.Context, tx *sql.Tx, now time.Time, f ScannedFile, s
 			continue
 		}
 		var id int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
-			(file_version_id, plugin_name, status, priority, retry_count, updated_at, enqueued_at)
-			VALUES (?, ?, 'QUEUED', ?, 0, ?, ?) RETURNING id`, rec.VersionID, p.Plugin, priority, ts, unixMillis(now)).Scan(&id)
+		err := st[stQueueJob].QueryRowContext(ctx, rec.VersionID, p.Plugin, priority, ts, unixMillis(now)).Scan(&id)
 		if err != nil {
 			return rec, fmt.Errorf("queue job for %s: %w", p.Plugin, err)
 		}

@@ -93,11 +93,19 @@ func (db *DB) JobsList(ctx context.Context, f job.Filter) (job.Page, error) {
 	return page, nil
 }
 
+// jobGetSQL reads one job: JobGet runs it often (the API, the tests'
+// waits), so it is prepared once (readerStmt).
+const jobGetSQL = jobInfoSelect + ` WHERE q.id = ?`
+
 // JobGet returns one job with its file path, or job.ErrNotFound. Malformed
 // metrics or artifacts JSON written by another tool reads as none rather
 // than an error.
 func (db *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
-	j, err := scanJobInfo(db.reader.QueryRowContext(ctx, jobInfoSelect+` WHERE q.id = ?`, id))
+	st, err := db.readerStmt(ctx, jobGetSQL)
+	if err != nil {
+		return job.Info{}, fmt.Errorf("job %d: %w", id, err)
+	}
+	j, err := scanJobInfo(st.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return job.Info{}, fmt.Errorf("job %d: %w", id, job.ErrNotFound)
 	}
@@ -114,6 +122,14 @@ func (db *DB) JobGet(ctx context.Context, id int64) (job.Info, error) {
 	}
 	return j, nil
 }
+
+// JobEnqueue's statements (prepareWriter).
+const (
+	versionExistsSQL = `SELECT 1 FROM cf_file_version WHERE id = ?`
+	jobEnqueueSQL    = `INSERT INTO cf_processing_queue
+		(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at, enqueued_at)
+		VALUES (?, ?, ?, 'QUEUED', ?, 0, ?, ?) RETURNING id`
+)
 
 // JobEnqueue validates s and inserts a QUEUED job, returning its id. An
 // unknown file is job.ErrNotFound; bad input (no or both file references, no
@@ -135,6 +151,12 @@ func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 	if strings.TrimSpace(s.ConfigOverrides) != "" {
 		overrides = s.ConfigOverrides
 	}
+	// Jobs are often enqueued one after another (the API, scripts, the
+	// tests' seeding): prepared once on the writer, these statements are
+	// not parsed again for each.
+	if err := db.prepareWriter(ctx, versionExistsSQL, jobEnqueueSQL); err != nil {
+		return 0, fmt.Errorf("submit job: %w", err)
+	}
 	var id int64
 	var reused []string
 	err = db.writeTx(ctx, func(tx *sql.Tx) error {
@@ -145,8 +167,12 @@ func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 				return err
 			}
 		} else {
+			exists, err := db.txStmt(ctx, tx, versionExistsSQL)
+			if err != nil {
+				return err
+			}
 			var one int
-			err := tx.QueryRowContext(ctx, `SELECT 1 FROM cf_file_version WHERE id = ?`, fv).Scan(&one)
+			err = exists.QueryRowContext(ctx, fv).Scan(&one)
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("file version %d: %w", fv, job.ErrNotFound)
 			}
@@ -160,9 +186,11 @@ func (db *DB) JobEnqueue(ctx context.Context, s job.Submission) (int64, error) {
 		if err := pluginConfigEnsure(ctx, tx, strings.TrimSpace(s.Plugin), now); err != nil {
 			return err
 		}
-		if err := tx.QueryRowContext(ctx, `INSERT INTO cf_processing_queue
-			(file_version_id, plugin_name, config_overrides, status, priority, retry_count, updated_at, enqueued_at)
-			VALUES (?, ?, ?, 'QUEUED', ?, 0, ?, ?) RETURNING id`,
+		insert, err := db.txStmt(ctx, tx, jobEnqueueSQL)
+		if err != nil {
+			return err
+		}
+		if err := insert.QueryRowContext(ctx,
 			fv, strings.TrimSpace(s.Plugin), overrides, s.Priority, now, unixMillis(at)).Scan(&id); err != nil {
 			return err
 		}
@@ -455,7 +483,10 @@ const nextRunSQL = `SELECT MIN(next_run_at)
 // due instead of polling.
 func (db *DB) JobsNextRunAt(ctx context.Context, now time.Time) (time.Time, bool, error) {
 	var next sql.NullInt64
-	err := db.reader.QueryRowContext(ctx, nextRunSQL, unixMillis(now)).Scan(&next)
+	st, err := db.readerStmt(ctx, nextRunSQL)
+	if err == nil {
+		err = st.QueryRowContext(ctx, unixMillis(now)).Scan(&next)
+	}
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next run at: %w", err)
 	}

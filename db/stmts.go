@@ -64,16 +64,54 @@ func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, erro
 	return tx.StmtContext(ctx, st), nil
 }
 
-// closeStmts closes every cached statement.
+// readerStmt returns q prepared on the reader pool, preparing it the first
+// time. database/sql prepares a pool's statement on each connection the
+// first time it runs there and keeps it, so with readerConns connections q
+// is parsed at most that many times, not at every call: the frequent
+// read-only queries (a job by id, the next due job, a dispatch's catalogue)
+// cost a parse of their SQL each time otherwise, which under the race
+// detector was a fifth of the actors tests' CPU. Only fixed query strings
+// belong here, never one assembled per call: the cache keeps every string
+// it is given until Close. It must not be called inside a read
+// transaction (preparing may wait for a free connection): prepare first,
+// then bind with tx.StmtContext.
+func (db *DB) readerStmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	db.rstmts.mu.Lock()
+	st, ok := db.rstmts.m[q]
+	db.rstmts.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	// Not under the lock: preparing waits for a connection.
+	st, err := db.reader.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	db.rstmts.mu.Lock()
+	defer db.rstmts.mu.Unlock()
+	if prev, dup := db.rstmts.m[q]; dup {
+		st.Close()
+		return prev, nil
+	}
+	if db.rstmts.m == nil {
+		db.rstmts.m = make(map[string]*sql.Stmt)
+	}
+	db.rstmts.m[q] = st
+	return st, nil
+}
+
+// closeStmts closes every cached statement, the writer's and the readers'.
 func (db *DB) closeStmts() error {
-	db.stmts.mu.Lock()
-	defer db.stmts.mu.Unlock()
 	var first error
-	for q, st := range db.stmts.m {
-		if err := st.Close(); err != nil && first == nil {
-			first = err
+	for _, c := range []*stmtCache{&db.stmts, &db.rstmts} {
+		c.mu.Lock()
+		for q, st := range c.m {
+			if err := st.Close(); err != nil && first == nil {
+				first = err
+			}
+			delete(c.m, q)
 		}
-		delete(db.stmts.m, q)
+		c.mu.Unlock()
 	}
 	return first
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/casparian/sentinel/db/postgres/pgtest"
+	"github.com/casparian/sentinel/internal/testbin"
 )
 
 // TestMain starts a throwaway PostgreSQL for TestRun_Postgres (skipped
@@ -32,8 +31,10 @@ func TestMain(m *testing.M) {
 
 // The Sentinel binary the tests run, built once per test binary: run
 // builds one per call without --sentinel-bin, the same `go build` each
-// time, and a link is seconds of CPU. TestRun_IdleMeasure leaves
-// sentinelBin empty, so run's own build stays tested.
+// time, and a link is seconds of CPU. internal/testbin keeps the linked
+// binary in the build cache, so the other packages' tests and the next run
+// share it. TestRun_IdleMeasure leaves sentinelBin empty, so run's own
+// build stays tested.
 var (
 	binDir      string
 	sentinelBld sync.Once
@@ -41,18 +42,11 @@ var (
 	sentinelErr error
 )
 
-// sentinelBinary builds cmd/casparian-sentinel as run does, once, and
-// returns its path.
+// sentinelBinary builds cmd/casparian-sentinel, once, and returns its path.
 func sentinelBinary(t *testing.T) string {
 	t.Helper()
 	sentinelBld.Do(func() {
-		bin := filepath.Join(binDir, "casparian-sentinel")
-		build := exec.Command("go", "build", "-o", bin, "github.com/casparian/sentinel/cmd/casparian-sentinel")
-		if out, err := build.CombinedOutput(); err != nil {
-			sentinelErr = fmt.Errorf("build sentinel: %v\n%s", err, out)
-			return
-		}
-		sentinelBin = bin
+		sentinelBin, sentinelErr = testbin.Build(binDir, "casparian-sentinel", "github.com/casparian/sentinel/cmd/casparian-sentinel")
 	})
 	if sentinelErr != nil {
 		t.Fatal(sentinelErr)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/internal/sentineltest"
+	"github.com/casparian/sentinel/internal/testbin"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/job"
 	"github.com/casparian/sentinel/transport"
@@ -343,7 +344,9 @@ func startSentinel(t *testing.T) *sentineltest.Env {
 }
 
 // Once per test binary, buildWorker builds the binary that the process
-// tests run (each a process of its own, so they share it).
+// tests run (each a process of its own, so they share it). internal/testbin
+// keeps the linked binary in the build cache, shared with tests/process and
+// the next run.
 var (
 	workerBuild    sync.Once
 	workerBin      string
@@ -355,14 +358,7 @@ var (
 func buildWorker(t *testing.T) string {
 	t.Helper()
 	workerBuild.Do(func() {
-		bin := filepath.Join(workerBinDir, "casparian-worker")
-		build := exec.Command("go", "build", "-o", bin, ".")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			workerBuildErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		workerBin = bin
+		workerBin, workerBuildErr = testbin.Build(workerBinDir, "casparian-worker", "github.com/casparian/sentinel/cmd/casparian-worker")
 	})
 	if workerBuildErr != nil {
 		t.Fatal(workerBuildErr)

@@ -1,12 +1,12 @@
 package worker
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/casparian/sentinel/internal/testbin"
 )
 
 // TestModules are the WebAssembly modules the tests run, built from source
@@ -50,25 +50,13 @@ func BuildTestModules(tb testing.TB) TestModules {
 	return modules
 }
 
+// buildWasm builds pkg for wasip1 with internal/testbin, which keeps the
+// module in the build cache (shared with tests/process, which runs
+// wordcount too, and with the next run), and reads it.
 func buildWasm(pkg, out string) ([]byte, error) {
-	gobin, err := exec.LookPath("go")
+	path, err := testbin.Build(filepath.Dir(out), filepath.Base(out), pkg, "GOOS=wasip1", "GOARCH=wasm")
 	if err != nil {
-		return nil, fmt.Errorf("find the go command: %w", err)
+		return nil, err
 	}
-	cmd := exec.Command(gobin, "build", "-o", out, pkg)
-	// GOFLAGS is cleared: a -race in it would not build for wasip1.
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS=")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, &buildError{pkg: pkg, err: err, output: string(b)}
-	}
-	return os.ReadFile(out)
-}
-
-type buildError struct {
-	pkg, output string
-	err         error
-}
-
-func (e *buildError) Error() string {
-	return "go build " + e.pkg + ": " + e.err.Error() + "\n" + e.output
+	return os.ReadFile(path)
 }

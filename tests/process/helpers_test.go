@@ -24,6 +24,7 @@ import (
 
 	"github.com/casparian/sentinel/db"
 	"github.com/casparian/sentinel/db/postgres/pgtest"
+	"github.com/casparian/sentinel/internal/testbin"
 	"github.com/casparian/sentinel/internal/testwait"
 	"github.com/casparian/sentinel/job"
 )
@@ -68,39 +69,35 @@ func runMain(m *testing.M) int {
 	}
 	// A temporary folder left behind costs disk space, not a result.
 	defer func() { _ = os.RemoveAll(dir) }()
-	sentinelBin = filepath.Join(dir, "casparian-sentinel")
-	workerBin = filepath.Join(dir, "casparian-testworker")
-	sampleWorkerBin = filepath.Join(dir, "casparian-worker")
-	cliBin = filepath.Join(dir, "casparian")
-	wordcountWasm = filepath.Join(dir, "wordcount.wasm")
 	// The five builds run side by side: linking is most of each when the
-	// build cache is warm, and it uses one core.
+	// build cache is warm, and it uses one core. internal/testbin builds
+	// them without -race (only the test process runs under the race
+	// detector, which keeps the processes fast) and keeps each linked
+	// binary in the build cache, which the other packages' tests share.
 	var wg sync.WaitGroup
 	var failed atomic.Bool
-	for bin, pkg := range map[string]string{
-		sentinelBin:     "github.com/casparian/sentinel/cmd/casparian-sentinel",
-		workerBin:       "github.com/casparian/sentinel/cmd/casparian-testworker",
-		sampleWorkerBin: "github.com/casparian/sentinel/cmd/casparian-worker",
-		cliBin:          "github.com/casparian/sentinel/cmd/casparian",
-		wordcountWasm:   "github.com/casparian/sentinel/plugins/wordcount",
+	for _, b := range []struct {
+		bin      *string
+		name     string
+		pkg      string
+		crossEnv []string
+	}{
+		{&sentinelBin, "casparian-sentinel", "github.com/casparian/sentinel/cmd/casparian-sentinel", nil},
+		{&workerBin, "casparian-testworker", "github.com/casparian/sentinel/cmd/casparian-testworker", nil},
+		{&sampleWorkerBin, "casparian-worker", "github.com/casparian/sentinel/cmd/casparian-worker", nil},
+		{&cliBin, "casparian", "github.com/casparian/sentinel/cmd/casparian", nil},
+		{&wordcountWasm, "wordcount.wasm", "github.com/casparian/sentinel/plugins/wordcount", []string{"GOOS=wasip1", "GOARCH=wasm"}},
 	} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// The binaries are built without -race: only the test process
-			// runs under the race detector, which keeps the processes fast.
-			// GOFLAGS is cleared so that a -race there does not reach them
-			// either.
-			build := exec.Command("go", "build", "-o", bin, pkg)
-			build.Env = append(os.Environ(), "GOFLAGS=")
-			if bin == wordcountWasm {
-				build.Env = append(build.Env, "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-			}
-			out, err := build.CombinedOutput()
+			path, err := testbin.Build(dir, b.name, b.pkg, b.crossEnv...)
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "process tests: go build %s FAILED: %v\n%s\n", pkg, err, out)
+				fmt.Fprintf(os.Stderr, "process tests: %v\n", err)
 				failed.Store(true)
+				return
 			}
+			*b.bin = path
 		}()
 	}
 	wg.Wait()

@@ -22,9 +22,14 @@ import (
 )
 
 // TestMain checks that the guard's goroutines (accept loop, handshakes, one
-// writer per connection) and zmq4's end with the sockets.
+// writer per connection) and zmq4's end with the sockets, but one: zmq4
+// v0.17.0's ROUTER reader goroutine (routerQReader.listen) sends each inbound
+// message on a 10-slot queue without watching the socket's context, so a
+// ROUTER closed while peers still send and nobody reads stays blocked there
+// for ever (seen once, under load). Blocked anywhere else, it is still
+// reported.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/go-zeromq/zmq4.(*routerQReader).listen"))
 }
 
 func TestGuard_RejectsHugeFrameBeforeAllocating(t *testing.T) {

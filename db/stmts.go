@@ -19,33 +19,41 @@ type stmtCache struct {
 	m  map[string]*sql.Stmt
 }
 
+// prepared returns q prepared on pool, preparing it the first time.
+func (c *stmtCache) prepared(ctx context.Context, pool *sql.DB, q string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	st, ok := c.m[q]
+	c.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	// Not under the lock: preparing waits for the connection, and a
+	// transaction that holds it may be waiting for the lock in txStmt.
+	st, err := pool.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev, dup := c.m[q]; dup {
+		st.Close()
+		return prev, nil
+	}
+	if c.m == nil {
+		c.m = make(map[string]*sql.Stmt)
+	}
+	c.m[q] = st
+	return st, nil
+}
+
 // prepareWriter makes sure every query is prepared on the writer connection.
 // It must be called before writeTx, never inside it: the writer's only
 // connection is busy for the whole transaction.
 func (db *DB) prepareWriter(ctx context.Context, queries ...string) error {
 	for _, q := range queries {
-		db.stmts.mu.Lock()
-		_, ok := db.stmts.m[q]
-		db.stmts.mu.Unlock()
-		if ok {
-			continue
+		if _, err := db.stmts.prepared(ctx, db.writer, q); err != nil {
+			return err
 		}
-		// Not under the lock: preparing waits for the connection, and a
-		// transaction that holds it may be waiting for the lock in txStmt.
-		st, err := db.writer.PrepareContext(ctx, q)
-		if err != nil {
-			return fmt.Errorf("prepare: %w", err)
-		}
-		db.stmts.mu.Lock()
-		if _, dup := db.stmts.m[q]; dup {
-			st.Close()
-		} else {
-			if db.stmts.m == nil {
-				db.stmts.m = make(map[string]*sql.Stmt)
-			}
-			db.stmts.m[q] = st
-		}
-		db.stmts.mu.Unlock()
 	}
 	return nil
 }
@@ -76,28 +84,7 @@ func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, erro
 // transaction (preparing may wait for a free connection): prepare first,
 // then bind with tx.StmtContext.
 func (db *DB) readerStmt(ctx context.Context, q string) (*sql.Stmt, error) {
-	db.rstmts.mu.Lock()
-	st, ok := db.rstmts.m[q]
-	db.rstmts.mu.Unlock()
-	if ok {
-		return st, nil
-	}
-	// Not under the lock: preparing waits for a connection.
-	st, err := db.reader.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("prepare: %w", err)
-	}
-	db.rstmts.mu.Lock()
-	defer db.rstmts.mu.Unlock()
-	if prev, dup := db.rstmts.m[q]; dup {
-		st.Close()
-		return prev, nil
-	}
-	if db.rstmts.m == nil {
-		db.rstmts.m = make(map[string]*sql.Stmt)
-	}
-	db.rstmts.m[q] = st
-	return st, nil
+	return db.rstmts.prepared(ctx, db.reader, q)
 }
 
 // closeStmts closes every cached statement, the writer's and the readers'.

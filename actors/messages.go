@@ -184,9 +184,6 @@ type ConcludeJob struct {
 	// example right after a Sentinel restart; apply it to whatever claim
 	// Ref.Worker holds on the job now, so the restart loses no receipt.
 	CurrentClaim bool
-	// Plugin is the job's plugin, for the per-plugin metrics; "" when the
-	// sender does not know it (a job adopted after a restart).
-	Plugin string
 }
 
 // RequeueWorkerJobs requeues every RUNNING job claimed by Worker (it was

@@ -407,7 +407,7 @@ func (a *workerActor) release(ctx actor.Context, jobID int64) {
 
 func (a *workerActor) requeue(ctx actor.Context, j *heldJob, reason string) {
 	ctx.Send(a.peers.queue, &ConcludeJob{Conclusion: job.Conclusion{Ref: j.ref, Kind: job.ConcludeRequeue, Message: reason,
-		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries))}, Plugin: j.plugin})
+		NextRunAt: time.Now().Add(Backoff(a.deps.cfg.RetryBackoff, a.deps.cfg.RetryBackoffMax, j.retries)), Plugin: j.plugin}})
 }
 
 func (a *workerActor) conclude(ctx actor.Context, m *ConcludeReceived) {

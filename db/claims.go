@@ -56,6 +56,9 @@ type claimedRow struct {
 	// manifestID is the manifest a shadow job runs (read only while a
 	// shadow run is RUNNING); NULL for every other job.
 	manifestID sql.NullInt64
+	// hasOutputs: the row still held the outputs of an earlier completion
+	// (another tool set it QUEUED again); the claim keeps them.
+	hasOutputs bool
 }
 
 // normaliseNullsSQL gives rows other tools inserted with NULLs their
@@ -282,19 +285,26 @@ func (db *DB) claimFor(ctx context.Context, tx *sql.Tx, now time.Time, r job.Cla
 	}
 	defer rows.Close()
 	var out []ClaimedJob
+	var rerun []job.Ref // rows that held an earlier completion's outputs
 	for rows.Next() {
 		c := claimedRow{ref: job.Ref{Worker: r.Worker}}
 		dest := []any{&c.ref.JobID, &c.ref.Attempt, &c.fileVersionID, &c.plugin,
-			&c.priority, &c.retryCount, &c.configOverrides, &c.location, &c.timeoutMS, &c.enqueuedMS}
+			&c.priority, &c.retryCount, &c.configOverrides, &c.location, &c.timeoutMS, &c.enqueuedMS, &c.hasOutputs}
 		if shadow {
 			dest = append(dest, &c.manifestID)
 		}
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 		}
+		if c.hasOutputs {
+			rerun = append(rerun, c.ref)
+		}
 		out = append(out, c.claimed())
 	}
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
+	}
+	if err := keepOutputsOfRerun(ctx, tx, rerun); err != nil {
 		return nil, fmt.Errorf("claim for %s: %w", r.Worker, err)
 	}
 	SortClaimed(out)
@@ -385,7 +395,7 @@ func claimSQLFor(nPlugins, nExclude int, filterPaused, shadow bool) string {
 		JOIN cf_source_root r ON r.id = l.source_root_id
 		WHERE v.id = cf_processing_queue.file_version_id),
 		(SELECT s.job_timeout_ms FROM sentinel_plugin_settings s WHERE s.plugin_name = cf_processing_queue.plugin_name),
-		enqueued_at` + returning
+		enqueued_at, output_key IS NOT NULL` + returning
 }
 
 // shadowManifestColumn is the claim statement's extra column while a shadow
@@ -481,9 +491,14 @@ func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []job.
 	out := make([]job.Outcome, len(cs))
 	st := &concludeStmts{db: db, tx: tx}
 	ts := formatTime(now)
+	// Lineage (outputs.go): the key each completion stores.
+	keys, err := st.outputKeys(ctx, cs)
+	if err != nil {
+		return nil, err
+	}
 	many := manyCompletable(cs)
 	if many != nil {
-		if err := st.applyComplete(ctx, ts, cs, many, out); err != nil {
+		if err := st.applyComplete(ctx, ts, cs, keys, many, out); err != nil {
 			return nil, err
 		}
 	}
@@ -491,15 +506,11 @@ func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []job.
 		if out[i] != 0 {
 			continue // completed above
 		}
-		o, err := st.apply(ctx, ts, c)
+		o, err := st.apply(ctx, ts, c, keyAt(keys, i))
 		if err != nil {
 			return nil, fmt.Errorf("job %d: %w", c.Ref.JobID, err)
 		}
 		out[i] = o
-	}
-	// Lineage (outputs.go): one statement for the batch's completions.
-	if err := st.recordOutputs(ctx, ts, cs, out); err != nil {
-		return nil, err
 	}
 	return out, nil
 }
@@ -509,7 +520,7 @@ func (db *DB) conclude(ctx context.Context, tx *sql.Tx, now time.Time, cs []job.
 const (
 	completeSQL = `UPDATE cf_processing_queue SET
 		status = 'COMPLETED', result_summary = ?, end_time = ?, metrics_json = ?,
-		artifacts_json = ?, next_run_at = NULL, updated_at = ?
+		artifacts_json = ?, output_key = ?, next_run_at = NULL, updated_at = ?
 	WHERE ` + claimGuard
 	failSQL = `UPDATE cf_processing_queue SET
 		status = 'FAILED', error_message = ?, end_time = ?, next_run_at = NULL, updated_at = ?
@@ -529,7 +540,7 @@ const (
 // concludeQueries are prepared before a JobsConclude transaction begins.
 var concludeQueries = []string{completeSQL, completeManySQL(completeChunks[0]), completeManySQL(completeChunks[1]),
 	failSQL, retriesSQL, skipSQL, requeueSQL, recordAttemptSQL,
-	recordOutputsSQL(outputChunks[0]), recordOutputsSQL(outputChunks[1]), recordOutputsSQL(outputChunks[2])}
+	outputKeySQL, outputKeyAddSQL, activeHashSQL, activeHashOfJobsSQL}
 
 // concludeStmts binds each statement of a JobsConclude batch to its
 // transaction once, on first use.
@@ -551,7 +562,8 @@ func (s *concludeStmts) bind(ctx context.Context, p **sql.Stmt, q string) (*sql.
 	return *p, nil
 }
 
-func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion) (job.Outcome, error) {
+// apply applies c; a completion stores outputKey (outputKeys).
+func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion, outputKey any) (job.Outcome, error) {
 	guard := []any{c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt}
 	// Abort and Requeue depend on whether an operator cancelled the job:
 	// read that and the retry count under the same guard (the transaction
@@ -581,7 +593,7 @@ func (s *concludeStmts) apply(ctx context.Context, ts string, c job.Conclusion) 
 		if err != nil {
 			return 0, err
 		}
-		res, err := st.ExecContext(ctx, append([]any{step.Message, ts, step.Metrics, step.Artifacts, ts}, guard...)...)
+		res, err := st.ExecContext(ctx, append([]any{step.Message, ts, step.Metrics, step.Artifacts, outputKey, ts}, guard...)...)
 		return outcomeOf(res, err, job.OutcomeCompleted)
 	case job.OutcomeSkipped:
 		st, err := s.bind(ctx, &s.skip, skipSQL)

@@ -10,18 +10,19 @@ import (
 
 // completeManySQL completes n claims in one statement. Arguments: the time
 // (end_time and updated_at), then per claim its id, worker, attempt,
-// summary, metrics and artifacts (JSON text or NULL). The guard is
+// summary, metrics and artifacts (JSON text or NULL) and output key
+// (outputKeys: NULL when nothing is recorded). The guard is
 // claimGuard's; RETURNING names the jobs it changed, and the others are
 // stale. One statement instead of one per job saves the per-statement work
 // of database/sql and the driver (binding, stepping, resetting). The unary
 // + keeps the planner off the status indexes, so it looks each job up by
 // its id.
 func completeManySQL(n int) string {
-	return `WITH c(id, worker, attempt, summary, metrics, artifacts) AS (VALUES (?2, ?, ?, ?, ?, ?)` +
-		strings.Repeat(", (?, ?, ?, ?, ?, ?)", n-1) + `)
+	return `WITH c(id, worker, attempt, summary, metrics, artifacts, okey) AS (VALUES (?2, ?, ?, ?, ?, ?, ?)` +
+		strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", n-1) + `)
 	UPDATE cf_processing_queue SET
 		status = 'COMPLETED', result_summary = c.summary, end_time = ?1,
-		metrics_json = c.metrics, artifacts_json = c.artifacts, next_run_at = NULL, updated_at = ?1
+		metrics_json = c.metrics, artifacts_json = c.artifacts, output_key = c.okey, next_run_at = NULL, updated_at = ?1
 	FROM c
 	WHERE cf_processing_queue.id = c.id AND +cf_processing_queue.status = 'RUNNING'
 		AND COALESCE(cf_processing_queue.claimed_by, '') = c.worker AND COALESCE(cf_processing_queue.attempt, 0) = c.attempt
@@ -68,10 +69,10 @@ func manyCompletable(cs []job.Conclusion) []int {
 // applyComplete applies the completions cs[i] for i in idx with
 // completeManySQL, in chunks, and records each outcome in out; completions
 // left over (fewer than the smallest chunk) are left for apply.
-func (s *concludeStmts) applyComplete(ctx context.Context, ts string, cs []job.Conclusion, idx []int, out []job.Outcome) error {
+func (s *concludeStmts) applyComplete(ctx context.Context, ts string, cs []job.Conclusion, keys []any, idx []int, out []job.Outcome) error {
 	for _, size := range completeChunks {
 		for len(idx) >= size {
-			if err := s.completeChunk(ctx, ts, cs, idx[:size], out); err != nil {
+			if err := s.completeChunk(ctx, ts, cs, keys, idx[:size], out); err != nil {
 				return err
 			}
 			idx = idx[size:]
@@ -80,9 +81,18 @@ func (s *concludeStmts) applyComplete(ctx context.Context, ts string, cs []job.C
 	return nil
 }
 
+// keyAt is the output key of conclusion i (keys is nil while lineage is
+// off).
+func keyAt(keys []any, i int) any {
+	if keys == nil {
+		return nil
+	}
+	return keys[i]
+}
+
 // completeChunk completes cs[i] for i in idx with one statement.
-func (s *concludeStmts) completeChunk(ctx context.Context, ts string, cs []job.Conclusion, idx []int, out []job.Outcome) error {
-	args := make([]any, 0, 1+6*len(idx))
+func (s *concludeStmts) completeChunk(ctx context.Context, ts string, cs []job.Conclusion, keys []any, idx []int, out []job.Outcome) error {
+	args := make([]any, 0, 1+7*len(idx))
 	args = append(args, ts)
 	for _, i := range idx {
 		c := cs[i]
@@ -90,7 +100,7 @@ func (s *concludeStmts) completeChunk(ctx context.Context, ts string, cs []job.C
 		if err != nil {
 			return fmt.Errorf("job %d: %w", c.Ref.JobID, err)
 		}
-		args = append(args, c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt, step.Message, step.Metrics, step.Artifacts)
+		args = append(args, c.Ref.JobID, c.Ref.Worker, c.Ref.Attempt, step.Message, step.Metrics, step.Artifacts, keyAt(keys, i))
 	}
 	st, err := s.db.txStmt(ctx, s.tx, completeManySQL(len(idx)))
 	if err != nil {

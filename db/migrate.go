@@ -56,6 +56,11 @@ var enqueuedAtColumns = []column{
 	{"cf_processing_queue", "enqueued_at", "INTEGER"}, // unix ms the job was inserted (or retried by an operator)
 }
 
+// outputKeyColumns are migration 0016's columns.
+var outputKeyColumns = []column{
+	{"cf_processing_queue", "output_key", "INTEGER"}, // sentinel_output_keys.id of a COMPLETED job's outputs
+}
+
 // extraColumns lists every column our migrations up to 0006 add to the cf_*
 // tables; they are all nullable and the original has none of them.
 var extraColumns = append(append([]column(nil), claimStateColumns...), operatorStateColumns...)
@@ -174,6 +179,15 @@ var migrations = []migration{
 		version: 15,
 		name:    "outputs_narrower",
 		file:    "0015_outputs_narrower.sql",
+	},
+	{
+		// Lineage kept on the COMPLETED job row (a key into the pairs
+		// of hashes) instead of a row per output per completion; the
+		// table keeps reused jobs' outputs and the history.
+		version: 16,
+		name:    "outputs_on_the_job_row",
+		columns: outputKeyColumns,
+		file:    "0016_outputs_on_the_job_row.sql",
 	},
 }
 

@@ -16,7 +16,7 @@ import (
 // ourExtraColumns are the only columns our tables may have beyond the
 // original's; each must be nullable and without a default.
 var ourExtraColumns = map[string][]string{
-	"cf_processing_queue": {"claimed_by", "attempt", "next_run_at", "metrics_json", "artifacts_json", "updated_at", "cancel_requested_at", "enqueued_at"},
+	"cf_processing_queue": {"claimed_by", "attempt", "next_run_at", "metrics_json", "artifacts_json", "updated_at", "cancel_requested_at", "enqueued_at", "output_key"},
 	"cf_file_location":    {"missing_since"},
 }
 
@@ -24,7 +24,7 @@ var ourExtraColumns = map[string][]string{
 // original's (the claim path's, see jobs.go).
 var ourExtraIndexes = map[string][]string{
 	"cf_processing_queue": {"ix_cf_queue_nulls", "ix_cf_queue_plugin",
-		"ix_cf_queue_next_run", "ix_cf_queue_claimable", "ix_cf_queue_claimable_any"},
+		"ix_cf_queue_next_run", "ix_cf_queue_claimable", "ix_cf_queue_claimable_any", "ix_cf_queue_output_version"},
 	"cf_file_version": {"ix_cf_file_version_content"},
 }
 

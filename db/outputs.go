@@ -3,10 +3,9 @@ package db
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/casparian/sentinel/job"
@@ -15,125 +14,156 @@ import (
 // Lineage of file outputs, stale outputs and reuse (issue #20), in
 // sentinel_outputs (migration 0011). The shared rules are in lineagepath.go.
 
-// recordOutputsSQL writes the lineage of n outputs of the jobs a batch
-// completed in one statement. Arguments: the time, then per output the job,
-// its index in the receipt's artifacts (-1: the job reported none), the
-// manifest's artifact_hash and the sinks hash from the DISPATCH, topic, URI,
-// rows and bytes (outputRows). The rest comes from the rows the batch has
-// just written. An empty
-// artifact_hash (a receipt from a worker not registered yet) records the
-// ACTIVE manifest's. The values are bound, not parsed out of JSON in the
-// statement: modernc's SQLite spent as much on the JSON functions as on the
-// rows. The input's content hash is not copied onto the row (migration
-// 0015): it is its version's, read through file_version_id.
-func recordOutputsSQL(n int) string {
-	return `WITH c(job_id, artifact_index, artifact_hash, sinks_hash, topic, uri, row_count, byte_count) AS
-		(VALUES (?2, ?, ?, ?, ?, ?, ?, ?)` + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?)", n-1) + `)
-	INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
-		artifact_hash, sinks_hash, topic, uri, row_count, byte_count, created_at)
-	SELECT q.file_version_id, q.id, COALESCE(q.attempt, 0), c.artifact_index, COALESCE(q.plugin_name, ''),
-		COALESCE(NULLIF(c.artifact_hash, ''), (SELECT m.artifact_hash FROM cf_plugin_manifest m
-			WHERE m.plugin_name = q.plugin_name AND m.status = 'ACTIVE' ORDER BY ` + manifestNewestFirst + ` LIMIT 1), ''),
-		c.sinks_hash, c.topic, c.uri, c.row_count, c.byte_count, ?1
-	FROM c
-	JOIN cf_processing_queue q ON q.id = c.job_id
-	WHERE q.file_version_id IS NOT NULL`
-}
+// Lineage is recorded by the completion itself (migration 0016): the
+// completing UPDATE stores output_key, the id of the (artifact_hash,
+// sinks_hash) pair in sentinel_output_keys, on the job row, whose
+// metrics_json and artifacts_json already hold the rest. sentinel_lineage
+// reads those rows and the kept ones in sentinel_outputs as one table.
 
-// outputChunks are the sizes recordOutputsSQL is prepared for; the outputs
-// of a batch go in the largest chunks that fit, the rest one by one.
-var outputChunks = []int{64, 8, 1}
+const (
+	// outputKeySQL and outputKeyAddSQL find or add a pair's key.
+	outputKeySQL    = `SELECT id FROM sentinel_output_keys WHERE artifact_hash = ? AND sinks_hash = ?`
+	outputKeyAddSQL = `INSERT INTO sentinel_output_keys (artifact_hash, sinks_hash) VALUES (?, ?) RETURNING id`
+	// activeHashSQL reads a plugin's ACTIVE manifest's artifact_hash:
+	// what a receipt without one (a plugin with no manifest, a worker not
+	// registered yet) records; activeHashOfJobsSQL reads it by job (a
+	// JSON array of ids), for conclusions that do not name their plugin.
+	activeHashSQL = `SELECT COALESCE(m.artifact_hash, '') FROM cf_plugin_manifest m
+		WHERE m.plugin_name = ? AND m.status = 'ACTIVE' ORDER BY ` + manifestNewestFirst + ` LIMIT 1`
+	activeHashOfJobsSQL = `SELECT q.id, COALESCE((SELECT m.artifact_hash FROM cf_plugin_manifest m
+		WHERE m.plugin_name = q.plugin_name AND m.status = 'ACTIVE' ORDER BY ` + manifestNewestFirst + ` LIMIT 1), '')
+		FROM cf_processing_queue q WHERE q.id IN (SELECT value FROM json_each(?))`
+)
 
-// outputRow is one output of a completed job, as recordOutputsSQL binds it.
-type outputRow struct {
-	jobID, index            int64
-	artifactHash, sinksHash string
-	topic, uri              any // string, or nil
-	rowCount, byteCount     any // int64, or nil
-}
+// outputPair is the part of a result's reuse key a completion knows.
+type outputPair struct{ artifactHash, sinksHash string }
 
-// outputRows lists the outputs of the conclusions whose outcome is
-// job.OutcomeCompleted: one per artifact of the receipt (none reported: one
-// with index -1). Rows and bytes are the artifact's own "rows" and "bytes"
-// when they are whole numbers, else the job's metrics when the job has at
-// most one artifact.
-func outputRows(cs []job.Conclusion, out []job.Outcome) []outputRow {
-	var rows []outputRow
-	for i, c := range cs {
-		if out[i] != job.OutcomeCompleted || c.Shadow {
-			continue
-		}
-		metric := func(name string) any {
-			if v, ok := c.Metrics[name]; ok && len(c.Artifacts) <= 1 {
-				return v
-			}
-			return nil
-		}
-		if len(c.Artifacts) == 0 {
-			rows = append(rows, outputRow{jobID: c.Ref.JobID, index: -1, artifactHash: c.ArtifactHash, sinksHash: c.SinksHash,
-				rowCount: metric("rows"), byteCount: metric("bytes")})
-			continue
-		}
-		for n, a := range c.Artifacts {
-			r := outputRow{jobID: c.Ref.JobID, index: int64(n), artifactHash: c.ArtifactHash, sinksHash: c.SinksHash,
-				rowCount: metric("rows"), byteCount: metric("bytes")}
-			if v, ok := a["topic"]; ok {
-				r.topic = v
-			}
-			if v, ok := a["uri"]; ok {
-				r.uri = v
-			}
-			if v, ok := wholeNumber(a, "rows"); ok {
-				r.rowCount = v
-			}
-			if v, ok := wholeNumber(a, "bytes"); ok {
-				r.byteCount = v
-			}
-			rows = append(rows, r)
-		}
-	}
-	return rows
-}
-
-// wholeNumber reads an artifact's key as a whole number. An absent key is
-// not parsed: ParseInt's error allocates, and most artifacts carry no rows.
-func wholeNumber(a map[string]string, key string) (int64, bool) {
-	text, ok := a[key]
-	if !ok || text == "" {
-		return 0, false
-	}
-	v, err := strconv.ParseInt(text, 10, 64)
-	return v, err == nil
-}
-
-// recordOutputs writes the lineage of the conclusions whose outcome is
-// job.OutcomeCompleted, in the conclusions' transaction.
-func (s *concludeStmts) recordOutputs(ctx context.Context, ts string, cs []job.Conclusion, out []job.Outcome) error {
+// outputKeys returns the output_key each conclusion's completion stores:
+// the key of its pair of hashes for a completion, nil for the rest, for
+// shadow runs (whose outputs are not the plugin's) and for all while
+// lineage is off (then the result is nil). A pair seen for the first time
+// is added in the conclusions' transaction, so a batch rolled back takes
+// its new keys with it.
+func (s *concludeStmts) outputKeys(ctx context.Context, cs []job.Conclusion) ([]any, error) {
 	if !s.db.lineage.Load() {
-		return nil
+		return nil, nil
 	}
-	rows := outputRows(cs, out)
-	for _, size := range outputChunks {
-		for len(rows) >= size {
-			args := make([]any, 0, 1+8*size)
-			args = append(args, ts)
-			for _, r := range rows[:size] {
-				args = append(args, r.jobID, r.index, r.artifactHash, r.sinksHash, r.topic, r.uri, r.rowCount, r.byteCount)
+	keys := make([]any, len(cs))
+	byJob, err := s.activeHashes(ctx, cs)
+	if err != nil {
+		return nil, err
+	}
+	byPlugin := map[string]string{}
+	ids := map[outputPair]int64{}
+	for i, c := range cs {
+		if c.Kind != job.ConcludeComplete || c.Shadow {
+			continue
+		}
+		pair := outputPair{c.ArtifactHash, c.SinksHash}
+		if pair.artifactHash == "" && c.Plugin != "" {
+			h, ok := byPlugin[c.Plugin]
+			if !ok {
+				if err := s.queryRow(ctx, activeHashSQL, &h, c.Plugin); err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return nil, fmt.Errorf("manifest of %s: %w", c.Plugin, err)
+				}
+				byPlugin[c.Plugin] = h
 			}
-			st, err := s.db.txStmt(ctx, s.tx, recordOutputsSQL(size))
+			pair.artifactHash = h
+		} else if pair.artifactHash == "" {
+			pair.artifactHash = byJob[c.Ref.JobID]
+		}
+		id, ok := ids[pair]
+		if !ok {
+			err := s.queryRow(ctx, outputKeySQL, &id, pair.artifactHash, pair.sinksHash)
+			if errors.Is(err, sql.ErrNoRows) {
+				err = s.queryRow(ctx, outputKeyAddSQL, &id, pair.artifactHash, pair.sinksHash)
+			}
 			if err != nil {
-				return err
+				return nil, fmt.Errorf("key of outputs: %w", err)
 			}
-			if _, err := st.ExecContext(ctx, args...); err != nil {
-				return fmt.Errorf("record %d outputs: %w", size, err)
-			}
-			rows = rows[size:]
+			ids[pair] = id
+		}
+		keys[i] = id
+	}
+	return keys, nil
+}
+
+// activeHashes reads, in one statement, the ACTIVE manifest's hash of the
+// plugin of each completion that carries neither an artifact hash nor its
+// plugin's name, by job.
+func (s *concludeStmts) activeHashes(ctx context.Context, cs []job.Conclusion) (map[int64]string, error) {
+	var need []int64
+	for _, c := range cs {
+		if c.Kind == job.ConcludeComplete && !c.Shadow && c.ArtifactHash == "" && c.Plugin == "" {
+			need = append(need, c.Ref.JobID)
+		}
+	}
+	if len(need) == 0 {
+		return nil, nil
+	}
+	arg, _ := json.Marshal(need) // numbers: cannot fail
+	st, err := s.db.txStmt(ctx, s.tx, activeHashOfJobsSQL)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, string(arg))
+	if err != nil {
+		return nil, fmt.Errorf("manifests of outputs: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[int64]string, len(need))
+	for rows.Next() {
+		var id int64
+		var hash string
+		if err := rows.Scan(&id, &hash); err != nil {
+			return nil, fmt.Errorf("manifests of outputs: %w", err)
+		}
+		out[id] = hash
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("manifests of outputs: %w", err)
+	}
+	return out, nil
+}
+
+// keepOutputsSQL copies the outputs a job row holds to sentinel_outputs as
+// those of the attempt before the claim that just took it, and
+// clearOutputKeySQL clears its key: the claim's new attempt has none yet.
+const (
+	keepOutputsSQL = `INSERT OR IGNORE INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index,
+		plugin_name, artifact_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
+	SELECT file_version_id, job_id, ?, artifact_index, plugin_name, artifact_hash, sinks_hash,
+		topic, uri, row_count, byte_count, reused_from_job, COALESCE(created_at, '')
+	FROM sentinel_job_outputs WHERE job_id = ? AND file_version_id IS NOT NULL`
+	clearOutputKeySQL = `UPDATE cf_processing_queue SET output_key = NULL WHERE id = ?`
+)
+
+// keepOutputsOfRerun keeps the outputs of the claimed jobs refs whose rows
+// still held those of an earlier completion: another tool set a COMPLETED
+// job QUEUED again (our conclusions never do). Rare, so not prepared.
+func keepOutputsOfRerun(ctx context.Context, tx *sql.Tx, refs []job.Ref) error {
+	for _, r := range refs {
+		if _, err := tx.ExecContext(ctx, keepOutputsSQL, r.Attempt-1, r.JobID); err != nil {
+			return fmt.Errorf("keep outputs of job %d: %w", r.JobID, err)
+		}
+		if _, err := tx.ExecContext(ctx, clearOutputKeySQL, r.JobID); err != nil {
+			return fmt.Errorf("keep outputs of job %d: %w", r.JobID, err)
 		}
 	}
 	return nil
 }
 
-// outputColumns are the columns scanOutput reads from a sentinel_outputs
+// queryRow runs the prepared query q in the conclusions' transaction and
+// scans its one row into dest.
+func (s *concludeStmts) queryRow(ctx context.Context, q string, dest any, args ...any) error {
+	st, err := s.db.txStmt(ctx, s.tx, q)
+	if err != nil {
+		return err
+	}
+	return st.QueryRowContext(ctx, args...).Scan(dest)
+}
+
+// outputColumns are the columns scanOutput reads from a sentinel_lineage
 // row o: the row, the input's path, its location's current version and the
 // plugin's ACTIVE artifact_hash (for MarkStale).
 const outputColumns = `o.job_id, o.attempt, o.file_version_id, o.plugin_name, o.artifact_hash,
@@ -148,14 +178,14 @@ const outputColumns = `o.job_id, o.attempt, o.file_version_id, o.plugin_name, o.
 		(SELECT m.artifact_hash FROM cf_plugin_manifest m
 			WHERE m.plugin_name = o.plugin_name AND m.status = 'ACTIVE' ORDER BY ` + manifestNewestFirst + ` LIMIT 1)`
 
-// latestOutputs is sentinel_outputs with, per row, its file (loc) and the
+// latestOutputs is sentinel_lineage with, per row, its file (loc) and the
 // newest job of the same file and plugin: an output a later job of its file
 // and plugin superseded is history, never stale. A window, not an index:
 // staleness is read by operators, and every index is written by every
 // completion.
 const latestOutputs = `(SELECT o.*, v.location_id AS loc,
 			MAX(o.job_id) OVER (PARTITION BY v.location_id, o.plugin_name) AS newest
-		FROM sentinel_outputs o JOIN cf_file_version v ON v.id = o.file_version_id
+		FROM sentinel_lineage o JOIN cf_file_version v ON v.id = o.file_version_id
 		WHERE v.location_id IS NOT NULL AND (?1 = '' OR o.plugin_name = ?1))`
 
 func scanOutputs(rows *sql.Rows) ([]job.Output, error) {
@@ -191,8 +221,8 @@ func (db *DB) OutputsOfVersion(ctx context.Context, versionID int64) ([]job.Outp
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
 	// With the outputs of the versions chained from it (chain.go).
-	rows, err := db.reader.QueryContext(ctx, `SELECT `+outputColumns+` FROM sentinel_outputs o
-		WHERE o.file_version_id IN (`+chainVersionsSQL+`) ORDER BY o.job_id, o.artifact_index`, versionID)
+	rows, err := db.reader.QueryContext(ctx, `SELECT `+outputColumns+` FROM sentinel_lineage o
+		WHERE o.file_version_id IN (`+chainVersionsSQL+`) ORDER BY o.job_id, o.attempt, o.artifact_index`, versionID)
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
@@ -215,8 +245,8 @@ func (db *DB) OutputProvenance(ctx context.Context, uri string, limit int) ([]jo
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.reader.QueryContext(ctx, `SELECT `+outputColumns+` FROM sentinel_outputs o
-		WHERE o.uri = ? ORDER BY o.job_id DESC, o.artifact_index LIMIT ?`, uri, limit)
+	rows, err := db.reader.QueryContext(ctx, `SELECT `+outputColumns+` FROM sentinel_lineage o
+		WHERE o.uri = ? ORDER BY o.job_id DESC, o.attempt DESC, o.artifact_index LIMIT ?`, uri, limit)
 	if err != nil {
 		return nil, fmt.Errorf("provenance of %s: %w", uri, err)
 	}
@@ -237,7 +267,7 @@ func (db *DB) OutputProvenance(ctx context.Context, uri string, limit int) ([]jo
 // the same file and plugin superseded, of plugin ("" for all), by job.
 func (db *DB) OutputsStale(ctx context.Context, plugin string) ([]job.Output, error) {
 	rows, err := db.reader.QueryContext(ctx, `SELECT `+outputColumns+` FROM `+latestOutputs+` o
-		WHERE o.job_id = o.newest ORDER BY o.job_id, o.artifact_index`, plugin)
+		WHERE o.job_id = o.newest ORDER BY o.job_id, o.attempt, o.artifact_index`, plugin)
 	if err != nil {
 		return nil, fmt.Errorf("stale outputs: %w", err)
 	}

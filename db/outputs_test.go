@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -300,7 +301,7 @@ func TestOutputs_NothingRecordedWhileLineageIsOff(t *testing.T) {
 	enqueue(t, db, s.fv, "p", 0)
 	runJob(t, db, "p", []map[string]string{{"topic": "output", "uri": "parquet://output/p.parquet"}}, nil)
 	var n int
-	if err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM sentinel_outputs`).Scan(&n); err != nil {
+	if err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM sentinel_lineage`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 0 {
@@ -310,8 +311,9 @@ func TestOutputs_NothingRecordedWhileLineageIsOff(t *testing.T) {
 
 // A batch's completions are recorded alike whether the worker actor gave
 // the DISPATCH's hashes or not (a receipt before registration: the ACTIVE
-// manifest's hash, no sinks hash), mixed in one batch large enough for the
-// batch statement; the sinks hash is the reuse key.
+// manifest's hash, no sinks hash), with or without the job's plugin, mixed
+// in one batch large enough for the batch statement; the sinks hash is the
+// reuse key.
 func TestOutputs_BatchWithAndWithoutHashesRecordsTheSame(t *testing.T) {
 	db := openTest(t)
 	db.SetLineage(true)
@@ -331,6 +333,8 @@ func TestOutputs_BatchWithAndWithoutHashesRecordsTheSame(t *testing.T) {
 			Artifacts: []map[string]string{{"topic": "output", "uri": fmt.Sprintf("parquet://output/%d.parquet", i)}}}
 		if i%3 != 0 {
 			cn.ArtifactHash, cn.SinksHash = c.Dispatch.ArtifactHash, fmt.Sprintf("sinks-%d", i)
+		} else if i%2 == 0 {
+			cn.Plugin = "p" // the manifest is looked up by plugin, else by job
 		}
 		concl = append(concl, cn)
 	}
@@ -360,11 +364,197 @@ func TestOutputs_BatchWithAndWithoutHashesRecordsTheSame(t *testing.T) {
 	// The sinks hash is not in job.Output: read it where reuse reads it.
 	for i, c := range cs {
 		var sinks string
-		if err := db.reader.QueryRowContext(ctx, `SELECT sinks_hash FROM sentinel_outputs WHERE job_id = ?`, c.Ref.JobID).Scan(&sinks); err != nil {
+		if err := db.reader.QueryRowContext(ctx, `SELECT sinks_hash FROM sentinel_lineage WHERE job_id = ?`, c.Ref.JobID).Scan(&sinks); err != nil {
 			t.Fatal(err)
 		}
 		if want := concl[i].SinksHash; sinks != want {
 			t.Errorf("job %d: sinks_hash %q, want %q", c.Ref.JobID, sinks, want)
+		}
+	}
+}
+
+// lineageRows reads what sentinel_outputs (the kept history) holds and the
+// whole lineage (sentinel_lineage: with the COMPLETED job rows' outputs),
+// as comparable strings.
+func lineageRows(t *testing.T, db *DB) (kept, all []string) {
+	t.Helper()
+	read := func(from string) []string {
+		rows, err := db.reader.Query(`SELECT file_version_id, job_id, attempt, artifact_index, plugin_name, artifact_hash,
+			sinks_hash, COALESCE(topic, '-'), COALESCE(uri, '-'), COALESCE(row_count, -9), COALESCE(byte_count, -9), created_at
+			FROM ` + from + ` ORDER BY job_id, attempt, artifact_index`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var fv, job, attempt, index, rowCount, byteCount int64
+			var plugin, art, sinks, topic, uri string
+			var created nullTime // end_time is DATETIME: the driver reads it as a time
+			if err := rows.Scan(&fv, &job, &attempt, &index, &plugin, &art, &sinks, &topic, &uri, &rowCount, &byteCount, &created); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("v%d j%d a%d #%d %s %s %.8s %s %s rows=%d bytes=%d %s",
+				fv, job, attempt, index, plugin, art, sinks, topic, uri, rowCount, byteCount, created.Time.Format(time.RFC3339Nano)))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	return read("sentinel_outputs"), read("sentinel_lineage")
+}
+
+// The outputs of a COMPLETED job are read from its row (migration 0016);
+// they outlive the row: pruning it, or another tool setting it QUEUED to
+// run it again, keeps them, unchanged, in sentinel_outputs, and the next
+// attempt's outputs join them.
+func TestOutputs_KeptWhenTheJobIsPrunedOrRunAgain(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db, "p")
+	enqueue(t, db, s.fv, "p", 0)
+	enqueue(t, db, s.fv, "p", 0)
+	first := runJob(t, db, "p", []map[string]string{
+		{"topic": "output", "uri": "parquet://output/a.parquet", "rows": "12", "bytes": "-3"},
+		{"topic": "errors", "uri": "parquet://output/e.parquet", "rows": "1x", "bytes": "0042"},
+	}, map[string]int64{"rows": 99, "bytes": 5})
+	runJob(t, db, "p", nil, map[string]int64{"rows": 4})
+
+	kept, live := lineageRows(t, db)
+	if len(kept) != 0 || len(live) != 3 {
+		t.Fatalf("before: kept %q, live %q; want none kept, 3 live", kept, live)
+	}
+	// The rules of rows and bytes: the artifact's own whole number, else the
+	// job's metric only when it has at most one artifact; none reported: one
+	// row, index -1, with the metrics.
+	for i, want := range []string{"#0 p art-p", "rows=12 bytes=-9", "#1 p art-p", "rows=-9 bytes=42", "#-1 p art-p", "- - rows=4 bytes=-9"} {
+		if row := live[i/2]; !strings.Contains(row, want) {
+			t.Errorf("live[%d] = %q, want it to hold %q", i/2, row, want)
+		}
+	}
+	before, err := db.OutputsOfVersion(ctx, s.fv)
+	if err != nil || len(before) != 3 {
+		t.Fatalf("lineage before = %+v, %v", before, err)
+	}
+
+	// Another tool sets the first job QUEUED, COMPLETED and QUEUED again:
+	// its row still holds attempt 1's outputs, shown once.
+	for _, status := range []string{"QUEUED", "COMPLETED", "QUEUED"} {
+		if _, err := db.writer.Exec(`UPDATE cf_processing_queue SET status = ? WHERE id = ?`, status, first.Ref.JobID); err != nil {
+			t.Fatal(err)
+		}
+		kept2, all2 := lineageRows(t, db)
+		if len(kept2) != 0 || !slicesEqual(all2, live) {
+			t.Fatalf("%s: kept %q, lineage %q; want none kept, lineage %q", status, kept2, all2, live)
+		}
+	}
+	// The claim that runs it again keeps attempt 1's outputs and clears the
+	// row's key; the completion records attempt 2's.
+	cs := claim(t, db, "w1", 1, "p")
+	if len(cs) != 1 || cs[0].Ref.JobID != first.Ref.JobID || cs[0].Ref.Attempt != 2 {
+		t.Fatalf("claimed %+v, want job %d attempt 2", cs, first.Ref.JobID)
+	}
+	var key sql.NullInt64
+	if err := db.reader.QueryRow(`SELECT output_key FROM cf_processing_queue WHERE id = ?`, first.Ref.JobID).Scan(&key); err != nil || key.Valid {
+		t.Fatalf("output_key after the claim = %v, %v; want NULL", key, err)
+	}
+	kept2, all2 := lineageRows(t, db)
+	if !slicesEqual(kept2, live[:2]) || !slicesEqual(all2, live) {
+		t.Fatalf("after the claim: kept %q, lineage %q; want kept %q, lineage %q", kept2, all2, live[:2], live)
+	}
+	out := conclude(t, db, job.Conclusion{Ref: cs[0].Ref, Kind: job.ConcludeComplete, Plugin: "p",
+		Artifacts: []map[string]string{{"topic": "output", "uri": "parquet://output/a.parquet"}}})
+	if out[0] != job.OutcomeCompleted {
+		t.Fatalf("outcome %v", out[0])
+	}
+	prov, err := db.OutputProvenance(ctx, "parquet://output/a.parquet", 10)
+	if err != nil || len(prov) != 2 || prov[0].Attempt != 2 || prov[1].Attempt != 1 {
+		t.Fatalf("provenance after the second run = %+v, %v; want attempts 2 and 1", prov, err)
+	}
+
+	// Prune both jobs: nothing of the lineage is lost.
+	_, liveBefore := lineageRows(t, db)
+	res, err := db.JobsPrune(ctx, job.Prune{CompletedBefore: time.Now().Add(time.Hour)}, 100, false)
+	if err != nil || res.Completed != 2 {
+		t.Fatalf("prune = %+v, %v", res, err)
+	}
+	kept3, all3 := lineageRows(t, db)
+	if len(kept3) != 4 || !slicesEqual(all3, kept3) {
+		t.Fatalf("after prune: kept %q, lineage %q; want 4 kept, and nothing else", kept3, all3)
+	}
+	if len(liveBefore) != 4 {
+		t.Fatalf("before prune: lineage %q, want 4 outputs", liveBefore)
+	}
+	for _, row := range liveBefore {
+		if !slicesContain(kept3, row) {
+			t.Errorf("pruned output %q not kept as it was (kept: %q)", row, kept3)
+		}
+	}
+	after, err := db.OutputsOfVersion(ctx, s.fv)
+	if err != nil || len(after) != 4 {
+		t.Fatalf("lineage after prune = %+v, %v; want 4 outputs", after, err)
+	}
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func slicesContain(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// A plugin whose ACTIVE manifest has no artifact_hash (a built-in
+// registered without one) still completes its jobs with lineage on, by
+// plugin and by job: the lineage records an unknown manifest (an empty hash).
+func TestOutputs_ManifestWithoutHashRecordsUnknown(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db, "q")
+	if _, err := db.writer.Exec(`UPDATE cf_plugin_manifest SET artifact_hash = NULL WHERE plugin_name = 'q'`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for range n {
+		enqueue(t, db, s.fv, "q", 0)
+	}
+	cs := claim(t, db, "w1", n, "q")
+	var concl []job.Conclusion
+	for i, c := range cs {
+		cn := job.Conclusion{Ref: c.Ref, Kind: job.ConcludeComplete}
+		if i%2 == 0 {
+			cn.Plugin = "q"
+		}
+		concl = append(concl, cn)
+	}
+	for i, o := range conclude(t, db, concl...) {
+		if o != job.OutcomeCompleted {
+			t.Fatalf("job %d: outcome %v", cs[i].Ref.JobID, o)
+		}
+	}
+	got, err := db.OutputsOfVersion(ctx, s.fv)
+	if err != nil || len(got) != n {
+		t.Fatalf("lineage = %d outputs, %v; want %d", len(got), err, n)
+	}
+	for _, o := range got {
+		if o.ArtifactHash != "" || o.Plugin != "q" {
+			t.Errorf("output %+v, want plugin q and no artifact hash", o)
 		}
 	}
 }

@@ -31,8 +31,11 @@ const (
 	// inserted (a JSON array of ids), what the reuse key of each needs: its
 	// plugin and overrides, its input's content hash and path; only for
 	// jobs whose content another version has some output of already
-	// (ix_cf_file_version_content, then sentinel_outputs' primary key), so
-	// that new content, the scanner's usual case, costs nothing more.
+	// (ix_cf_file_version_content, then sentinel_outputs' primary key and
+	// ix_cf_queue_output_version), so that new content, the scanner's
+	// usual case, costs nothing more. The two halves of sentinel_lineage
+	// are named apart: SQLite does not push a correlated term into the
+	// view, and would read all of it.
 	reuseCandidateSQL = `SELECT q.id, COALESCE(q.plugin_name, ''), COALESCE(q.config_overrides, ''), v.id, v.content_hash,
 		r.path || char(0) || l.rel_path
 		FROM cf_processing_queue q
@@ -40,8 +43,10 @@ const (
 		LEFT JOIN cf_file_location l ON l.id = v.location_id
 		LEFT JOIN cf_source_root r ON r.id = l.source_root_id
 		WHERE q.id IN (SELECT value FROM json_each(?)) AND q.status = 'QUEUED'
-		  AND EXISTS (SELECT 1 FROM cf_file_version w JOIN sentinel_outputs o ON o.file_version_id = w.id
-			WHERE w.content_hash = v.content_hash AND w.id <> v.id)
+		  AND EXISTS (SELECT 1 FROM cf_file_version w WHERE w.content_hash = v.content_hash AND w.id <> v.id
+			AND (EXISTS (SELECT 1 FROM sentinel_outputs o WHERE o.file_version_id = w.id)
+			  OR EXISTS (SELECT 1 FROM cf_processing_queue d WHERE d.file_version_id = w.id
+				AND d.output_key IS NOT NULL AND +d.status = 'COMPLETED')))
 		ORDER BY q.id`
 	// reusePluginSQL reads a plugin's ACTIVE manifest and reuse setting.
 	reusePluginSQL = `SELECT m.artifact_hash, m.source_code,
@@ -52,16 +57,16 @@ const (
 	// another file version (ix_cf_file_version_content, then the outputs'
 	// primary key).
 	reuseSourceSQL = `SELECT o.job_id, COALESCE(o.reused_from_job, o.job_id), o.file_version_id
-		FROM cf_file_version w JOIN sentinel_outputs o ON o.file_version_id = w.id
-		WHERE w.content_hash = ?1 AND w.id <> ?5
+		FROM sentinel_lineage o
+		WHERE o.file_version_id IN (SELECT w.id FROM cf_file_version w WHERE w.content_hash = ?1 AND w.id <> ?5)
 		  AND o.artifact_hash = ?2 AND o.sinks_hash = ?3 AND o.plugin_name = ?4
 		ORDER BY o.job_id DESC LIMIT 1`
 	// reuseOwnSQL tells whether the version itself already has a result of
 	// the plugin's manifest: queueing it again is an explicit re-run.
-	reuseOwnSQL = `SELECT EXISTS (SELECT 1 FROM sentinel_outputs
+	reuseOwnSQL = `SELECT EXISTS (SELECT 1 FROM sentinel_lineage
 		WHERE file_version_id = ? AND plugin_name = ? AND artifact_hash = ?)`
 	reuseCompleteSQL = `UPDATE cf_processing_queue SET
-		status = 'COMPLETED', result_summary = ?, end_time = ?, next_run_at = NULL,
+		status = 'COMPLETED', result_summary = ?, end_time = ?, next_run_at = NULL, output_key = NULL,
 		metrics_json = (SELECT s.metrics_json FROM cf_processing_queue s WHERE s.id = ?),
 		artifacts_json = (SELECT s.artifacts_json FROM cf_processing_queue s WHERE s.id = ?),
 		updated_at = ?
@@ -72,7 +77,7 @@ const (
 		artifact_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
 		SELECT ?, ?, 0, artifact_index, plugin_name, artifact_hash, sinks_hash, topic, uri,
 			row_count, byte_count, ?, ?
-		FROM sentinel_outputs WHERE file_version_id = ? AND job_id = ?`
+		FROM sentinel_lineage WHERE file_version_id = ? AND job_id = ?`
 )
 
 // reusePlugin is what reuseJobs knows of a plugin.

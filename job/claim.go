@@ -99,6 +99,10 @@ type Conclusion struct {
 	MaxRetries int
 	// NextRunAt is when a requeued job may be claimed again (zero = now).
 	NextRunAt time.Time
+	// Plugin is the job's plugin, for the per-plugin metrics and the
+	// lineage's manifest; "" when the sender does not know it (a job
+	// adopted after a restart).
+	Plugin string
 	// ArtifactHash is the artifact_hash of the manifest the DISPATCH
 	// carried, recorded with a completion's lineage (sentinel_outputs).
 	// Empty when the sender does not know it (a receipt from a worker not

@@ -110,7 +110,7 @@ func (d *DB) OutputsOfVersion(ctx context.Context, versionID int64) ([]job.Outpu
 	}
 	// With the outputs of the versions chained from it (chain.go).
 	rows, err := d.pool.Query(ctx, `SELECT `+outputColumns+` FROM sentinel_outputs o
-		WHERE o.file_version_id IN (`+chainVersionsSQL+`) ORDER BY o.job_id, o.artifact_index`, versionID)
+		WHERE o.file_version_id IN (`+chainVersionsSQL+`) ORDER BY o.job_id, o.attempt, o.artifact_index`, versionID)
 	if err != nil {
 		return nil, fmt.Errorf("lineage of version %d: %w", versionID, err)
 	}
@@ -132,7 +132,7 @@ func (d *DB) OutputProvenance(ctx context.Context, uri string, limit int) ([]job
 		return nil, err
 	}
 	rows, err := d.pool.Query(ctx, `SELECT `+outputColumns+` FROM sentinel_outputs o
-		WHERE o.uri = $1 ORDER BY o.job_id DESC, o.artifact_index LIMIT $2`, uri, limit)
+		WHERE o.uri = $1 ORDER BY o.job_id DESC, o.attempt DESC, o.artifact_index LIMIT $2`, uri, limit)
 	if err != nil {
 		return nil, fmt.Errorf("provenance of %s: %w", uri, err)
 	}
@@ -153,7 +153,7 @@ func (d *DB) OutputProvenance(ctx context.Context, uri string, limit int) ([]job
 // package db's.
 func (d *DB) OutputsStale(ctx context.Context, plugin string) ([]job.Output, error) {
 	rows, err := d.pool.Query(ctx, `SELECT `+outputColumns+` FROM `+latestOutputs+` o
-		WHERE o.job_id = o.newest ORDER BY o.job_id, o.artifact_index`, plugin)
+		WHERE o.job_id = o.newest ORDER BY o.job_id, o.attempt, o.artifact_index`, plugin)
 	if err != nil {
 		return nil, fmt.Errorf("stale outputs: %w", err)
 	}

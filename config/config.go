@@ -117,10 +117,10 @@ type Config struct {
 	// Insecure allows binding the ROUTER on a non-loopback address without CURVE, or the HTTP server on a
 	// non-loopback address without API tokens. Logged as a warning at start. Default false.
 	Insecure bool
-	// Lineage records each completed job's outputs (sentinel_outputs: file version, job, plugin manifest, sink)
-	// and links a new file version whose content was already processed by the same plugin manifest and sinks
-	// to that result instead of running it again (issue #20). Off by default: it costs about 15 % of the
-	// throughput at full load (casparian-bench, W=8, C=256).
+	// Lineage records each completed job's outputs (file version, job, plugin manifest, sink; kept on the job
+	// row and in sentinel_outputs) and links a new file version whose content was already processed by the
+	// same plugin manifest and sinks to that result instead of running it again (issue #20). Default true:
+	// since migration 0016 it costs no measurable throughput (casparian-bench, W=8, C=256).
 	Lineage bool
 	// InitSecrets is a folder for the workers' CURVE files. When set, a start that finds
 	// --curve-secret-key, --authorized-workers or --api-tokens missing creates them (an existing file
@@ -156,6 +156,7 @@ func Default() Config {
 		EnvTimeout:           10 * time.Minute,
 		PeerRate:             5000,
 		PeerBurst:            10000,
+		Lineage:              true,
 	}
 }
 
@@ -211,8 +212,8 @@ func (c *Config) settings() []setting {
 		{name: "init-secrets", usage: "folder for worker keys: create missing --curve-secret-key, --authorized-workers and --api-tokens files at start (compose stack)", str: &c.InitSecrets},
 		{name: "pprof", usage: "serve /debug/pprof/ on the HTTP server, to admin tokens only", flag: &c.Pprof},
 		{name: "lineage", usage: "record the outputs of each completed job (lineage, stale outputs) and reuse earlier results for files " +
-			"whose content the same plugin version already processed (costs about 15 % of the throughput at full load); " +
-			"chained jobs (plugins subscribe NAME PLUGIN:TOPIC) run without it, but only with it does a file's lineage list them", flag: &c.Lineage},
+			"whose content the same plugin version already processed; --lineage=false turns both off. " +
+			"Chained jobs (plugins subscribe NAME PLUGIN:TOPIC) run without it, but only with it does a file's lineage list them", flag: &c.Lineage},
 		{name: "insecure", usage: "allow a non-loopback --bind without CURVE or a non-loopback --http without --api-tokens (logged as a warning)", flag: &c.Insecure},
 		{name: "allowed-roots", usage: "comma-separated folders under which source roots may be added (\"\" = the working directory)", str: &c.AllowedRoots},
 	}

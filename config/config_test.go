@@ -142,6 +142,7 @@ func TestLoad_FlagsParseEveryKind(t *testing.T) {
 		"--env-timeout", "90s",
 		"--peer-rate", "0",
 		"--peer-burst", "50",
+		"--lineage=false", // on by default
 	}, nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)

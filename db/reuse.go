@@ -21,9 +21,9 @@ import (
 // OnReuse sets the function told of each reused job's plugin, after commit.
 func (db *DB) OnReuse(f func(plugin string)) { db.reuse.Set(f) }
 
-// SetLineage turns recording outputs (sentinel_outputs) with each completion
-// and reusing earlier results at enqueue on or off; off by default: in
-// casparian-bench (W=8, C=256) it costs about 15 % of the throughput.
+// SetLineage turns recording outputs with each completion (output_key on
+// the job row, outputs.go) and reusing earlier results at enqueue on or
+// off. Off until set; the Sentinel sets it from --lineage (on by default).
 func (db *DB) SetLineage(on bool) { db.lineage.Store(on) }
 
 const (

@@ -4,12 +4,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/internal/sentineltest"
 )
 
 func TestCLI_TopicSubscribeCycleAndUnsubscribe(t *testing.T) {
 	t.Parallel()
-	e := sentineltest.Start(t, nil) // without --lineage: the answers warn
+	e := sentineltest.Start(t, func(c *config.Config) { c.Lineage = false }) // --lineage=false: the answers warn
 	e.Plugin("csv", "checksum")
 
 	code, out, errOut := casparian(t, nil, "--server", e.URL, "plugins", "subscribe", "checksum", "csv:output")

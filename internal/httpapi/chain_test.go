@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/casparian/sentinel/config"
 	"github.com/casparian/sentinel/internal/api"
 	"github.com/casparian/sentinel/internal/sentineltest"
 )
@@ -14,7 +15,7 @@ import (
 // remove; without --lineage the answer warns.
 func TestAPI_TopicSubscriptions(t *testing.T) {
 	t.Parallel()
-	e := sentineltest.Start(t, nil) // without --lineage
+	e := sentineltest.Start(t, func(c *config.Config) { c.Lineage = false }) // --lineage=false: the answer warns
 	e.Plugin("csv", "checksum")
 	base := e.URL + "/api/v1/plugins/"
 

@@ -23,7 +23,7 @@ func TestLineage_LookupsByVersionUseIndexes(t *testing.T) {
 		{"ReuseCandidate", reuseCandidateSQL, []any{"[1,2]"}},
 		{"ReuseSource", reuseSourceSQL, []any{"h", "a", "s", "p", int64(1)}},
 		{"ReuseOwn", reuseOwnSQL, []any{int64(1), "p", "a"}},
-		{"ReuseCopy", `SELECT * FROM sentinel_lineage WHERE file_version_id = ? AND job_id = ?`, []any{int64(1), int64(2)}},
+		{"ReuseCopy", `SELECT * FROM sentinel_lineage WHERE file_version_id = ? AND job_id = ? AND attempt = ?`, []any{int64(1), int64(2), int64(1)}},
 	} {
 		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+tc.sql, tc.args...)
 		if err != nil {

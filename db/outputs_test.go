@@ -558,3 +558,38 @@ func TestOutputs_ManifestWithoutHashRecordsUnknown(t *testing.T) {
 		}
 	}
 }
+
+// A result whose job ran twice (another tool set it QUEUED after it
+// completed) has the outputs of both attempts; a copy reuses those of the
+// newest attempt only.
+func TestReuse_SourceRunTwiceLinksItsNewestAttempt(t *testing.T) {
+	db := openTest(t)
+	db.SetLineage(true)
+	ctx := context.Background()
+	s := seedBasics(t, db)
+	if _, err := db.PluginManifestActivate(ctx, "csv", job.BuiltinVersion, job.BuiltinSource("csv"), "", "art-csv"); err != nil {
+		t.Fatal(err)
+	}
+	first := enqueue(t, db, s.fv, "csv", 0)
+	runJob(t, db, "csv", []map[string]string{{"topic": "output", "uri": "parquet://output/one.parquet"}}, nil)
+	if _, err := db.writer.Exec(`UPDATE cf_processing_queue SET status = 'QUEUED' WHERE id = ?`, first); err != nil {
+		t.Fatal(err)
+	}
+	runJob(t, db, "csv", []map[string]string{{"topic": "output", "uri": "parquet://output/two.parquet"}}, nil)
+	if lin, err := db.OutputsOfVersion(ctx, s.fv); err != nil || len(lin) != 2 {
+		t.Fatalf("source's lineage = %+v, %v; want both attempts", lin, err)
+	}
+
+	copyV, err := db.FileVersionAdd(ctx, s.root, "other/a.csv", "hash-a", 10, testNow, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reusedID := enqueue(t, db, copyV, "csv", 0)
+	if j := getJob(t, db, reusedID); j.Status != job.StatusCompleted {
+		t.Fatalf("copy's job = %+v, want it reused", j)
+	}
+	lin, err := db.OutputsOfVersion(ctx, copyV)
+	if err != nil || len(lin) != 1 || lin[0].URI != "parquet://output/two.parquet" || lin[0].ReusedFromJob != first {
+		t.Fatalf("copy's lineage = %+v, %v; want attempt 2's output", lin, err)
+	}
+}

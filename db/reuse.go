@@ -56,11 +56,11 @@ const (
 	// reuseSourceSQL finds the newest result with the same key from
 	// another file version (ix_cf_file_version_content, then the outputs'
 	// primary key).
-	reuseSourceSQL = `SELECT o.job_id, COALESCE(o.reused_from_job, o.job_id), o.file_version_id
+	reuseSourceSQL = `SELECT o.job_id, o.attempt, COALESCE(o.reused_from_job, o.job_id), o.file_version_id
 		FROM sentinel_lineage o
 		WHERE o.file_version_id IN (SELECT w.id FROM cf_file_version w WHERE w.content_hash = ?1 AND w.id <> ?5)
 		  AND o.artifact_hash = ?2 AND o.sinks_hash = ?3 AND o.plugin_name = ?4
-		ORDER BY o.job_id DESC LIMIT 1`
+		ORDER BY o.job_id DESC, o.attempt DESC LIMIT 1`
 	// reuseOwnSQL tells whether the version itself already has a result of
 	// the plugin's manifest: queueing it again is an explicit re-run.
 	reuseOwnSQL = `SELECT EXISTS (SELECT 1 FROM sentinel_lineage
@@ -72,12 +72,13 @@ const (
 		updated_at = ?
 		WHERE id = ? AND status = 'QUEUED'`
 	// reuseCopySQL links the reused job to the earlier outputs: copies of
-	// the earlier job's rows under the new job and version.
+	// the earlier attempt's rows under the new job and version (one
+	// attempt: a job run again has the outputs of each).
 	reuseCopySQL = `INSERT INTO sentinel_outputs (file_version_id, job_id, attempt, artifact_index, plugin_name,
 		artifact_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
 		SELECT ?, ?, 0, artifact_index, plugin_name, artifact_hash, sinks_hash, topic, uri,
 			row_count, byte_count, ?, ?
-		FROM sentinel_lineage WHERE file_version_id = ? AND job_id = ?`
+		FROM sentinel_lineage WHERE file_version_id = ? AND job_id = ? AND attempt = ?`
 )
 
 // reusePlugin is what reuseJobs knows of a plugin.
@@ -144,9 +145,9 @@ func (db *DB) reuseJobs(ctx context.Context, tx *sql.Tx, now time.Time, ids []in
 		if own {
 			continue
 		}
-		var srcJob, origin, srcVersion int64
+		var srcJob, srcAttempt, origin, srcVersion int64
 		err = tx.QueryRowContext(ctx, reuseSourceSQL, content, p.artifactHash, SinksHash(sinks), plugin, version).
-			Scan(&srcJob, &origin, &srcVersion)
+			Scan(&srcJob, &srcAttempt, &origin, &srcVersion)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -160,7 +161,7 @@ func (db *DB) reuseJobs(ctx context.Context, tx *sql.Tx, now time.Time, ids []in
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, reuseCopySQL, version, id, origin, ts, srcVersion, srcJob); err != nil {
+		if _, err := tx.ExecContext(ctx, reuseCopySQL, version, id, origin, ts, srcVersion, srcJob, srcAttempt); err != nil {
 			return nil, fmt.Errorf("reuse job %d: link outputs of job %d: %w", id, srcJob, err)
 		}
 		reused = append(reused, plugin)

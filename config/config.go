@@ -119,8 +119,9 @@ type Config struct {
 	Insecure bool
 	// Lineage records each completed job's outputs (file version, job, plugin manifest, sink; kept on the job
 	// row and in sentinel_outputs) and links a new file version whose content was already processed by the
-	// same plugin manifest and sinks to that result instead of running it again (issue #20). Default true:
-	// since migration 0016 it costs no measurable throughput (casparian-bench, W=8, C=256).
+	// same plugin manifest and sinks to that result instead of running it again (issue #20). Default true on
+	// SQLite, where since migration 0016 it costs no measurable throughput (casparian-bench, W=8, C=256);
+	// false on PostgreSQL unless set (Load), which still writes a row per output with each completion.
 	Lineage bool
 	// InitSecrets is a folder for the workers' CURVE files. When set, a start that finds
 	// --curve-secret-key, --authorized-workers or --api-tokens missing creates them (an existing file
@@ -213,6 +214,7 @@ func (c *Config) settings() []setting {
 		{name: "pprof", usage: "serve /debug/pprof/ on the HTTP server, to admin tokens only", flag: &c.Pprof},
 		{name: "lineage", usage: "record the outputs of each completed job (lineage, stale outputs) and reuse earlier results for files " +
 			"whose content the same plugin version already processed; --lineage=false turns both off. " +
+			"On by default with SQLite; with PostgreSQL only when given (it costs throughput there). " +
 			"Chained jobs (plugins subscribe NAME PLUGIN:TOPIC) run without it, but only with it does a file's lineage list them", flag: &c.Lineage},
 		{name: "insecure", usage: "allow a non-loopback --bind without CURVE or a non-loopback --http without --api-tokens (logged as a warning)", flag: &c.Insecure},
 		{name: "allowed-roots", usage: "comma-separated folders under which source roots may be added (\"\" = the working directory)", str: &c.AllowedRoots},
@@ -249,6 +251,13 @@ func (c Config) AllowedRootPaths() ([]string, error) {
 // the version and exits 0: the build information lives with the binary, and
 // this package imports nothing of the module.
 var ErrVersion = errors.New("version requested")
+
+// databaseIsPostgres reports whether a --database setting names
+// PostgreSQL (postgres:// or postgresql://).
+func databaseIsPostgres(setting string) bool {
+	scheme, _, ok := strings.Cut(strings.TrimSpace(setting), "://")
+	return ok && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql"))
+}
 
 // EnvName returns the environment variable for a flag name: bind → CASPARIAN_BIND.
 func EnvName(flagName string) string {
@@ -338,6 +347,12 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		case s.flag != nil:
 			*s.flag = *f.flag
 		}
+	}
+	if !given["lineage"] && databaseIsPostgres(base.Database) {
+		// PostgreSQL still writes a row per output with each completion
+		// (SQLite keeps a key on the job row: migration 0016), which costs
+		// throughput there: lineage is on only when asked for.
+		base.Lineage = false
 	}
 	if !given["drain-timeout"] && base.ShutdownTimeout > 0 && base.DrainTimeout >= base.ShutdownTimeout {
 		// The default drain must fit in a shorter shutdown timeout; only a

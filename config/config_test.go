@@ -430,3 +430,29 @@ func TestLoad_Retention(t *testing.T) {
 		t.Errorf("default retention = %s, %s; want 0 (keep forever)", d.RetainCompleted, d.RetainFailed)
 	}
 }
+
+// --lineage is on by default with SQLite and off with PostgreSQL, unless
+// some layer sets it.
+func TestLoad_LineageDefaultFollowsTheDatabase(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{nil, nil, true},
+		{[]string{"--database", "sqlite://x.db"}, nil, true},
+		{[]string{"--database", "postgres://u@h/db"}, nil, false},
+		{[]string{"--database", "PostgreSQL://u@h/db"}, nil, false},
+		{[]string{"--database", "postgres://u@h/db", "--lineage"}, nil, true},
+		{[]string{"--database", "postgres://u@h/db"}, map[string]string{"CASPARIAN_LINEAGE": "true"}, true},
+		{[]string{"--lineage=false"}, nil, false},
+	} {
+		cfg, err := Load(tc.args, envFrom(tc.env), nil)
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.args, tc.env, err)
+		}
+		if cfg.Lineage != tc.want {
+			t.Errorf("%v %v: Lineage = %v, want %v", tc.args, tc.env, cfg.Lineage, tc.want)
+		}
+	}
+}

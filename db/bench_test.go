@@ -39,20 +39,7 @@ func TestJobsClaim_StatementsUseIndexes(t *testing.T) {
 		{"ClaimOneUnpaused", claimSQL(1, 0, false), args(1)},
 		{"NextRunAt", nextRunSQL, []any{int64(0)}},
 	} {
-		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+tc.sql, tc.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := queryPlan(t, db, tc.name, tc.sql, tc.args...)
 		for _, line := range plan {
 			if strings.HasPrefix(line, "SCAN cf_processing_queue") &&
 				!strings.Contains(line, "USING INDEX ix_cf_queue_nulls") &&

@@ -225,3 +225,26 @@ func conclude(t testing.TB, db *DB, cs ...job.Conclusion) []job.Outcome {
 	}
 	return out
 }
+
+// queryPlan returns the details of EXPLAIN QUERY PLAN for q, one per line.
+func queryPlan(t *testing.T, db *DB, name, q string, args ...any) []string {
+	t.Helper()
+	rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return plan
+}

@@ -25,20 +25,7 @@ func TestLineage_LookupsByVersionUseIndexes(t *testing.T) {
 		{"ReuseOwn", reuseOwnSQL, []any{int64(1), "p", "a"}},
 		{"ReuseCopy", `SELECT * FROM sentinel_lineage WHERE file_version_id = ? AND job_id = ? AND attempt = ?`, []any{int64(1), int64(2), int64(1)}},
 	} {
-		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+tc.sql, tc.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := queryPlan(t, db, tc.name, tc.sql, tc.args...)
 		for _, line := range plan {
 			// SCAN of the views' co-routines reads what the searches
 			// below them found; json_each reads one job's artifacts.

@@ -11,8 +11,9 @@ import (
 	"github.com/casparian/sentinel/job"
 )
 
-// Lineage of file outputs, stale outputs and reuse (issue #20), in
-// sentinel_outputs (migration 0011). The shared rules are in lineagepath.go.
+// Lineage of file outputs, stale outputs and reuse (issue #20), read from
+// sentinel_lineage (migration 0016: the job rows and sentinel_outputs). The
+// shared rules are in lineagepath.go.
 
 // Lineage is recorded by the completion itself (migration 0016): the
 // completing UPDATE stores output_key, the id of the (artifact_hash,

@@ -46,7 +46,7 @@ const (
 		  AND EXISTS (SELECT 1 FROM cf_file_version w WHERE w.content_hash = v.content_hash AND w.id <> v.id
 			AND (EXISTS (SELECT 1 FROM sentinel_outputs o WHERE o.file_version_id = w.id)
 			  OR EXISTS (SELECT 1 FROM cf_processing_queue d WHERE d.file_version_id = w.id
-				AND d.output_key IS NOT NULL AND +d.status = 'COMPLETED')))
+				AND d.output_key IS NOT NULL)))
 		ORDER BY q.id`
 	// reusePluginSQL reads a plugin's ACTIVE manifest and reuse setting.
 	reusePluginSQL = `SELECT m.artifact_hash, m.source_code,

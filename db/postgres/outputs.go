@@ -309,12 +309,13 @@ func reuseJobsIn(ctx context.Context, tx pgx.Tx, now time.Time, ids []int64) ([]
 		if own {
 			continue
 		}
-		var srcJob, origin, srcVersion int64
-		err = tx.QueryRow(ctx, `SELECT o.job_id, COALESCE(o.reused_from_job, o.job_id), o.file_version_id
+		var srcJob, srcAttempt, origin, srcVersion int64
+		err = tx.QueryRow(ctx, `SELECT o.job_id, o.attempt, COALESCE(o.reused_from_job, o.job_id), o.file_version_id
 			FROM cf_file_version w JOIN sentinel_outputs o ON o.file_version_id = w.id
 			WHERE w.content_hash = $1 AND w.id <> $5
 			  AND o.artifact_hash = $2 AND o.sinks_hash = $3 AND o.plugin_name = $4
-			ORDER BY o.job_id DESC LIMIT 1`, content, p.hash, db.SinksHash(sinks), plugin, version).Scan(&srcJob, &origin, &srcVersion)
+			ORDER BY o.job_id DESC, o.attempt DESC LIMIT 1`, content, p.hash, db.SinksHash(sinks), plugin, version).
+			Scan(&srcJob, &srcAttempt, &origin, &srcVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
@@ -337,8 +338,8 @@ func reuseJobsIn(ctx context.Context, tx pgx.Tx, now time.Time, ids []int64) ([]
 			artifact_hash, sinks_hash, topic, uri, row_count, byte_count, reused_from_job, created_at)
 			SELECT $1, $2, 0, artifact_index, plugin_name, artifact_hash, sinks_hash, topic, uri,
 				row_count, byte_count, $3, $4
-			FROM sentinel_outputs WHERE file_version_id = $5 AND job_id = $6`,
-			version, id, origin, now, srcVersion, srcJob); err != nil {
+			FROM sentinel_outputs WHERE file_version_id = $5 AND job_id = $6 AND attempt = $7`,
+			version, id, origin, now, srcVersion, srcJob, srcAttempt); err != nil {
 			return nil, fmt.Errorf("reuse job %d: link outputs of job %d: %w", id, srcJob, err)
 		}
 		reused = append(reused, plugin)

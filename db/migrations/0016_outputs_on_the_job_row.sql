@@ -1,4 +1,4 @@
--- 0016: lineage kept on the job row while the job is COMPLETED (issue #20's
+-- 0016: lineage kept on the job row that completed (issue #20's
 -- 10 % budget). Until now every completion also wrote a sentinel_outputs row
 -- per artifact: one more statement with eight bound values per job and a
 -- second B-tree in every commit. The job row already holds all of it except

@@ -44,6 +44,7 @@ type options struct {
 	workers, slots, jobs, preload, idle int
 	completedBacklog                    int
 	holdHalf, restart, curve, flood     bool
+	counters                            bool
 	stormPeers, stormRate, stormRounds  int
 	stormChurn                          time.Duration
 	stormProfile                        string
@@ -78,6 +79,8 @@ func main() {
 	flag.IntVar(&o.stormRate, "storm-rate", 0, "with --storm: churn cycles per second at most (0 = as fast as they go)")
 	flag.IntVar(&o.stormRounds, "storm-rounds", 2, "with --storm: storms in a row; memory a departed peer leaves behind grows with each round")
 	flag.StringVar(&o.stormProfile, "storm-profile", "", "with --storm: write the Sentinel's heap profile, taken after every peer left, to this file")
+	flag.BoolVar(&o.counters, "counters", false, "also print the Sentinel's syscalls, context switches, claim rounds and conclude batches per 1,000 jobs "+
+		"(turns its HTTP server on, read before and after each measurement)")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
 	flag.StringVar(&o.database, "database", "", "a postgres://user@host:port/db URL: run on a new database casparian_bench_<pid> made there "+
 		"(the user needs CREATEDB) and dropped at the end (default: a new SQLite file in --dir)")
@@ -163,8 +166,8 @@ func run(o options, out io.Writer) error {
 	if sentinel.endpoint, err = freeEndpoint(); err != nil {
 		return err
 	}
-	if o.flood {
-		// The dropped messages are read from /metrics.
+	if o.flood || o.counters {
+		// The dropped messages and the database rounds are read from /metrics.
 		ep, err := freeEndpoint()
 		if err != nil {
 			return err
@@ -407,6 +410,7 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 
 	ph := &phase{hold: hold, done: &atomic.Int64{}, lat: &latencies{}}
 	cpu0 := cpuOf(r.sents)
+	counters0 := readCounters(ctx, r.sents[0], r.args[0].http)
 	pgCPU0 := r.server.cpu()
 	self0 := selfCPU()
 	start := time.Now()
@@ -451,6 +455,7 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 	elapsed := time.Since(start)
 	self := selfCPU() - self0
 	cpu := cpuOf(r.sents)
+	counters1 := readCounters(ctx, r.sents[0], r.args[0].http)
 	pgCPU := r.server.cpu()
 	for i := range cpu {
 		cpu[i] -= cpu0[i]
@@ -461,6 +466,9 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 		label, o.jobs, elapsed.Seconds(), rate, p[0], p[1], p[2],
 		perThousand(cpu, o.jobs), peakRSS(r.sents), first.Sub(start).Round(time.Millisecond), reconnects.Load(),
 		r.server.figure(pgCPU0, pgCPU, o.jobs), self.Seconds()*1000/float64(o.jobs))
+	if o.counters {
+		printCounters(out, counters0, counters1, o.jobs, r.args[0].http != "")
+	}
 	return rate, nil
 }
 

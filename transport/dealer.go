@@ -85,6 +85,12 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 		curve = &curveDial{client: opts.Curve, metadata: curveMetadata(props...), timeout: opts.HandshakeTimeout, maxFrame: maxFrame}
 		sockCtx, dialAt = context.WithValue(sockCtx, curveDialKey{}, curve), curveScheme+"://"+rest
 	}
+	if rest, ok := strings.CutPrefix(endpoint, "tcp://"); ok && opts.Curve == nil {
+		if err := registerPlain(); err != nil {
+			return nil, fmt.Errorf("register plain transport: %w", err)
+		}
+		dialAt = plainScheme + "://" + rest
+	}
 	sock := zmq4.NewDealer(sockCtx, zopts...)
 	dialed := make(chan error, 1)
 	go func() { dialed <- sock.Dial(dialAt) }()

@@ -27,8 +27,19 @@ type counters struct {
 // readCounters reads them for one Sentinel; http "" leaves the database
 // rounds at zero.
 func readCounters(ctx context.Context, s *sentinelProc, http string) counters {
+	c := readProcCounters(s.cmd.Process.Pid)
+	if http != "" {
+		c.claims = scrapeCounter(ctx, http, `casparian_db_batch_seconds_count{op="claim"}`)
+		c.concludes = scrapeCounter(ctx, http, `casparian_db_batch_seconds_count{op="conclude"}`)
+		c.messagesSent = scrapeCounter(ctx, http, "casparian_messages_sent_total")
+		c.messagesArrived = scrapeCounter(ctx, http, "casparian_messages_received_total")
+	}
+	return c
+}
+
+// readProcCounters reads the syscalls and context switches of process pid.
+func readProcCounters(pid int) counters {
 	var c counters
-	pid := s.cmd.Process.Pid
 	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
 		c.syscalls = procField(string(raw), "syscr:") + procField(string(raw), "syscw:")
 	}
@@ -42,12 +53,6 @@ func readCounters(ctx context.Context, s *sentinelProc, http string) counters {
 			c.voluntary += procField(string(raw), "voluntary_ctxt_switches:")
 			c.involuntary += procField(string(raw), "nonvoluntary_ctxt_switches:")
 		}
-	}
-	if http != "" {
-		c.claims = scrapeCounter(ctx, http, `casparian_db_batch_seconds_count{op="claim"}`)
-		c.concludes = scrapeCounter(ctx, http, `casparian_db_batch_seconds_count{op="conclude"}`)
-		c.messagesSent = scrapeCounter(ctx, http, "casparian_messages_sent_total")
-		c.messagesArrived = scrapeCounter(ctx, http, "casparian_messages_received_total")
 	}
 	return c
 }
@@ -66,7 +71,7 @@ func procField(text, name string) float64 {
 // printCounters prints what changed between two readings, per 1,000 jobs.
 // Threads that ended between the readings take their context switches with
 // them: that count is a lower bound.
-func printCounters(out io.Writer, before, after counters, jobs int, withRounds bool) {
+func printCounters(out io.Writer, before, after, workers0, workers1 counters, jobs int, withRounds bool) {
 	k := 1000 / float64(jobs)
 	fmt.Fprintf(out, "  sentinel per 1,000 jobs: %.0f syscalls (read+write), %.0f context switches (%.0f involuntary)",
 		(after.syscalls-before.syscalls)*k, (after.voluntary+after.involuntary-before.voluntary-before.involuntary)*k,
@@ -77,5 +82,7 @@ func printCounters(out io.Writer, before, after counters, jobs int, withRounds b
 			claims*k, concludes*k, float64(jobs)/max(claims, 1),
 			(after.messagesArrived-before.messagesArrived)*k, (after.messagesSent-before.messagesSent)*k)
 	}
-	fmt.Fprintln(out)
+	fmt.Fprintf(out, "\n  workers (this process) per 1,000 jobs: %.0f syscalls (read+write), %.0f context switches (%.0f involuntary)\n",
+		(workers1.syscalls-workers0.syscalls)*k, (workers1.voluntary+workers1.involuntary-workers0.voluntary-workers0.involuntary)*k,
+		(workers1.involuntary-workers0.involuntary)*k)
 }

@@ -411,6 +411,7 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 	ph := &phase{hold: hold, done: &atomic.Int64{}, lat: &latencies{}}
 	cpu0 := cpuOf(r.sents)
 	counters0 := readCounters(ctx, r.sents[0], r.args[0].http)
+	workers0 := readProcCounters(os.Getpid())
 	pgCPU0 := r.server.cpu()
 	self0 := selfCPU()
 	start := time.Now()
@@ -455,6 +456,7 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 	elapsed := time.Since(start)
 	self := selfCPU() - self0
 	cpu := cpuOf(r.sents)
+	workers1 := readProcCounters(os.Getpid())
 	counters1 := readCounters(ctx, r.sents[0], r.args[0].http)
 	pgCPU := r.server.cpu()
 	for i := range cpu {
@@ -467,7 +469,7 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 		perThousand(cpu, o.jobs), peakRSS(r.sents), first.Sub(start).Round(time.Millisecond), reconnects.Load(),
 		r.server.figure(pgCPU0, pgCPU, o.jobs), self.Seconds()*1000/float64(o.jobs))
 	if o.counters {
-		printCounters(out, counters0, counters1, o.jobs, r.args[0].http != "")
+		printCounters(out, counters0, counters1, workers0, workers1, o.jobs, r.args[0].http != "")
 	}
 	return rate, nil
 }

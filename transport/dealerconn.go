@@ -1,0 +1,158 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/go-zeromq/zmq4"
+	zmqtransport "github.com/go-zeromq/zmq4/transport"
+)
+
+// plainScheme is the zmq4 transport a plaintext DEALER dials tcp://
+// endpoints through: TCP whose reads go through a buffer and whose writes
+// leave a message at a time.
+//
+// zmq4 reads every frame with two unbuffered reads (its header, then its
+// body), so a two-frame message costs a worker four read system calls.
+// Through the buffer one read takes in whatever the Sentinel has sent, often
+// many messages. Once a connection is wrapped, zmq4 can no longer write a
+// message with one writev (net.Buffers does that only for the net package's
+// own connections) and writes each header and body on its own, so the
+// wrapper gathers them and writes each message whole (frameWriter).
+const plainScheme = "casparian-dealer-tcp"
+
+// dealerReadBuffer is the read buffer of a plaintext DEALER connection. A
+// larger frame is read straight into its own slice, as without a buffer.
+const dealerReadBuffer = 16 << 10
+
+var registerPlain = sync.OnceValue(func() error {
+	return zmq4.RegisterTransport(plainScheme, plainTransport{})
+})
+
+// plainTransport dials TCP and buffers the connection's reads.
+type plainTransport struct{}
+
+func (plainTransport) Dial(ctx context.Context, d zmqtransport.Dialer, addr string) (net.Conn, error) {
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return newReadBufferedConn(c), nil
+}
+
+func (plainTransport) Listen(ctx context.Context, addr string) (net.Listener, error) {
+	return nil, errors.New("plain transport: a Router listens through the guard")
+}
+
+func (plainTransport) Addr(ep string) (string, error) {
+	return zmqtransport.New("tcp").Addr(ep)
+}
+
+// readBufferedConn is a connection whose reads go through r and whose
+// writes go through w; the rest is the connection's own. zmq4 reads a
+// connection from one goroutine only, so r needs no lock.
+type readBufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+
+	mu sync.Mutex
+	w  frameWriter
+}
+
+func newReadBufferedConn(c net.Conn) *readBufferedConn {
+	return &readBufferedConn{Conn: c, r: bufio.NewReaderSize(c, dealerReadBuffer), w: frameWriter{out: c, greeting: zmtpGreetingSize}}
+}
+
+func (c *readBufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *readBufferedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w.Write(p)
+}
+
+// zmtpGreetingSize is the length of the ZMTP 3 greeting, the one part of
+// the stream that is not frames.
+const zmtpGreetingSize = 64
+
+// frameWriter passes the greeting through, then holds ZMTP frames until
+// one ends a message (its MORE flag clear; every command frame does) and
+// writes everything held in one call. A write of part of a frame is held
+// too: zmq4 writes a frame's header and body separately.
+//
+// An error of the underlying write is returned by the Write that completed
+// the message; the bytes of earlier Writes were accepted without error.
+// zmq4 treats any write error as the end of the connection.
+type frameWriter struct {
+	out      io.Writer
+	greeting int    // bytes of the greeting still to pass through
+	held     []byte // frames not yet written
+	complete int    // held[:complete] are whole frames
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if w.greeting > 0 {
+		k := min(len(p), w.greeting)
+		if _, err := w.out.Write(p[:k]); err != nil {
+			return 0, err
+		}
+		w.greeting -= k
+		p = p[k:]
+	}
+	w.held = append(w.held, p...)
+	for {
+		size, ok := nextFrame(w.held[w.complete:])
+		if !ok {
+			return n, nil
+		}
+		more := w.held[w.complete]&zmtpFlagMore != 0
+		w.complete += size
+		if more {
+			continue
+		}
+		_, err := w.out.Write(w.held[:w.complete])
+		rest := copy(w.held, w.held[w.complete:])
+		w.held, w.complete = w.held[:rest], 0
+		if cap(w.held) > maxHeldCapacity {
+			w.held = append([]byte(nil), w.held...) // let one large message's buffer go
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// maxHeldCapacity is the largest buffer a frameWriter keeps between
+// messages.
+const maxHeldCapacity = 64 << 10
+
+// ZMTP frame flags (RFC 23/ZMTP, section "Framing").
+const (
+	zmtpFlagMore = 0x01
+	zmtpFlagLong = 0x02
+)
+
+// nextFrame returns the length of the whole frame at the start of b,
+// header included, and false while b holds only part of it.
+func nextFrame(b []byte) (int, bool) {
+	if len(b) < 2 {
+		return 0, false
+	}
+	hdr, size := 2, uint64(b[1])
+	if b[0]&zmtpFlagLong != 0 {
+		if len(b) < 9 {
+			return 0, false
+		}
+		hdr, size = 9, binary.BigEndian.Uint64(b[1:9])
+	}
+	if uint64(len(b)-hdr) < size {
+		return 0, false
+	}
+	return hdr + int(size), true
+}

@@ -1,0 +1,150 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"testing"
+)
+
+// recordingWriter keeps each Write it is given, as its own slice.
+type recordingWriter struct {
+	writes [][]byte
+	err    error
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.writes = append(w.writes, append([]byte(nil), p...))
+	if w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+// zmtpFrame is one frame as ZMTP puts it on the wire: flags, size, body.
+func zmtpFrame(flags byte, body []byte) []byte {
+	if len(body) > 255 {
+		hdr := make([]byte, 9)
+		hdr[0] = flags | zmtpFlagLong
+		binary.BigEndian.PutUint64(hdr[1:], uint64(len(body)))
+		return append(hdr, body...)
+	}
+	return append([]byte{flags, byte(len(body))}, body...)
+}
+
+// TestFrameWriter_WritesEachMessageWhole follows zmq4's writes on a
+// connection: the greeting (here in two parts), the READY command as header
+// then body, then messages whose frames come header and body apart. Each
+// message must leave in one write, and nothing before its last frame is
+// complete.
+func TestFrameWriter_WritesEachMessageWhole(t *testing.T) {
+	out := &recordingWriter{}
+	w := &frameWriter{out: out, greeting: zmtpGreetingSize}
+	greeting := bytes.Repeat([]byte{0xff}, zmtpGreetingSize)
+	ready := zmtpFrame(0x04, []byte("\x05READY"))
+	header := zmtpFrame(zmtpFlagMore, bytes.Repeat([]byte{4}, 16))
+	long := zmtpFrame(0, bytes.Repeat([]byte("p"), 300))
+	empty := zmtpFrame(0, nil)
+
+	steps := []struct {
+		write  []byte
+		writes int // out's writes after this one
+	}{
+		{greeting[:10], 1}, // the greeting passes through as it comes
+		{greeting[10:], 2},
+		{ready[:2], 2}, // a command's header alone is held
+		{ready[2:], 3}, // its body completes it: written
+		{header[:2], 3},
+		{header[2:], 3}, // a whole frame with MORE set is held
+		{long[:5], 3},   // part of a long frame's header
+		{long[5:9], 3},
+		{long[9:], 4}, // the message's last frame: header and long body in one write
+		{header, 4},
+		{empty[:2], 5}, // a last frame with no body ends the message at its header
+	}
+	for i, s := range steps {
+		n, err := w.Write(s.write)
+		if err != nil || n != len(s.write) {
+			t.Fatalf("step %d: Write = %d, %v; want %d, nil", i, n, err, len(s.write))
+		}
+		if len(out.writes) != s.writes {
+			t.Fatalf("step %d: %d writes out, want %d", i, len(out.writes), s.writes)
+		}
+	}
+	want := [][]byte{greeting[:10], greeting[10:], ready, append(append([]byte(nil), header...), long...),
+		append(append([]byte(nil), header...), empty...)}
+	for i := range want {
+		if !bytes.Equal(out.writes[i], want[i]) {
+			t.Errorf("write %d = %d bytes %q, want %d bytes %q", i, len(out.writes[i]), clip(out.writes[i]), len(want[i]), clip(want[i]))
+		}
+	}
+	if len(w.held) != 0 || w.complete != 0 {
+		t.Errorf("%d bytes still held after the last message", len(w.held))
+	}
+}
+
+func clip(b []byte) []byte { return b[:min(len(b), 24)] }
+
+// TestFrameWriter_AnySplitKeepsTheStream cuts random frame streams at
+// random places: what comes out is the stream unchanged, and every write
+// out is the greeting's or ends exactly where a message ends.
+func TestFrameWriter_AnySplitKeepsTheStream(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		var stream []byte
+		ends := map[int]bool{} // offsets where a message ends
+		greeting := bytes.Repeat([]byte{byte(round)}, zmtpGreetingSize)
+		stream = append(stream, greeting...)
+		for range 1 + r.IntN(20) {
+			frames := 1 + r.IntN(3)
+			for f := range frames {
+				flags := byte(0)
+				if f < frames-1 {
+					flags = zmtpFlagMore
+				}
+				size := []int{0, 1, 16, 255, 256, 1000, 70 << 10}[r.IntN(7)]
+				stream = append(stream, zmtpFrame(flags, bytes.Repeat([]byte{byte(f)}, size))...)
+			}
+			ends[len(stream)] = true
+		}
+		out := &recordingWriter{}
+		w := &frameWriter{out: out, greeting: zmtpGreetingSize}
+		for rest := stream; len(rest) > 0; {
+			k := min(len(rest), 1+r.IntN(600))
+			if _, err := w.Write(rest[:k]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[k:]
+		}
+		got, at := []byte(nil), 0
+		for _, wr := range out.writes {
+			got = append(got, wr...)
+			at += len(wr)
+			if at > zmtpGreetingSize && !ends[at] {
+				t.Fatalf("round %d: a write ends at byte %d, inside a message", round, at)
+			}
+		}
+		if !bytes.Equal(got, stream) {
+			t.Fatalf("round %d: %d bytes out, want the %d bytes in unchanged", round, len(got), len(stream))
+		}
+		if cap(w.held) > maxHeldCapacity {
+			t.Fatalf("round %d: keeps a %d-byte buffer between messages", round, cap(w.held))
+		}
+	}
+}
+
+// TestFrameWriter_ReturnsTheErrorOfItsWrite: a failed write out is the
+// error of the Write that completed the message.
+func TestFrameWriter_ReturnsTheErrorOfItsWrite(t *testing.T) {
+	broken := errors.New("connection reset")
+	out := &recordingWriter{err: broken}
+	w := &frameWriter{out: out}
+	msg := zmtpFrame(0, []byte("payload"))
+	if _, err := w.Write(msg[:2]); err != nil {
+		t.Fatalf("held header: %v", err)
+	}
+	if _, err := w.Write(msg[2:]); !errors.Is(err, broken) {
+		t.Fatalf("Write completing the message = %v, want %v", err, broken)
+	}
+}

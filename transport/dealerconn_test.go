@@ -1,0 +1,122 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casparian/sentinel/transport"
+)
+
+// burstSizes are payload sizes of a burst: small ones that share a read of
+// the plaintext DEALER's 16 KiB buffer, and larger ones that span several
+// reads or bypass it.
+var burstSizes = []int{0, 7, 100, 1000, 16 << 10, 40 << 10, 300 << 10}
+
+// sendBurst sends n messages back to back, job i with a payload of
+// burstSizes[i%len] bytes of byte(i), then reads the n echoes: each must come
+// back whole and in order.
+func sendBurst(t *testing.T, d *transport.Dealer, n int, budget time.Duration) {
+	t.Helper()
+	payload := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, burstSizes[i%len(burstSizes)]) }
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := d.SendFrames(transport.EncodeFrames(transport.OpHeartbeat, uint64(i+1), payload(i))); err != nil {
+				sent <- fmt.Errorf("send %d: %w", i+1, err)
+				return
+			}
+		}
+		sent <- nil
+	}()
+	got := make(chan error, 1)
+	go func() {
+		for i := range n {
+			msg, err := d.Recv()
+			if err != nil {
+				got <- fmt.Errorf("echo %d: %w", i+1, err)
+				return
+			}
+			if msg.JobID != uint64(i+1) || !bytes.Equal(msg.Payload, payload(i)) {
+				got <- fmt.Errorf("echo %d: job %d with %d bytes, want job %d with %d bytes",
+					i+1, msg.JobID, len(msg.Payload), i+1, len(payload(i)))
+				return
+			}
+		}
+		got <- nil
+	}()
+	deadline := time.After(budget)
+	for range 2 {
+		select {
+		case err := <-sent:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatalf("the burst of %d messages did not come back within %v", n, budget)
+		}
+	}
+}
+
+// TestDealer_PlaintextBurstComesBackWhole: a plaintext DEALER reads through
+// a buffer and gathers each message's frames into one write. A burst of
+// messages of mixed sizes, sent without waiting, crosses our Router and
+// comes back whole and in order.
+func TestDealer_PlaintextBurstComesBackWhole(t *testing.T) {
+	t.Parallel()
+	r, _ := startEchoRouter(t, transport.RouterOptions{})
+	d := dialDealer(t, r.Endpoint(), "burst")
+	sendBurst(t, d, 350, 30*time.Second)
+}
+
+// TestDealer_PlaintextWithLibzmqRouter: the same burst through a libzmq
+// ROUTER, which writes its frames as it likes (not as our guard's writer
+// does), in two rounds on the one connection.
+func TestDealer_PlaintextWithLibzmqRouter(t *testing.T) {
+	needPyzmqCurve(t)
+	script := `
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.ROUTER)
+s.setsockopt(zmq.RCVTIMEO, 40000)
+s.setsockopt(zmq.LINGER, 0)
+port = s.bind_to_random_port("tcp://127.0.0.1")
+print(port, flush=True)
+for _ in range(int(sys.argv[1])):
+    s.send_multipart(s.recv_multipart())
+print("done", flush=True)
+`
+	const first, second = 140, 70
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", script, fmt.Sprint(first+second))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var port int
+	if _, err := fmt.Fscan(stdout, &port); err != nil {
+		t.Fatalf("libzmq router did not start: %v\n%s", err, stderr.String())
+	}
+	d := dialDealer(t, fmt.Sprintf("tcp://127.0.0.1:%d", port), "go-plain")
+	sendBurst(t, d, first, 30*time.Second)
+	sendBurst(t, d, second, 30*time.Second)
+	var done string
+	if _, err := fmt.Fscan(stdout, &done); err != nil || done != "done" {
+		t.Fatalf("libzmq router: %q %v\n%s", done, err, stderr.String())
+	}
+}

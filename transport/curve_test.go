@@ -534,24 +534,8 @@ for _ in range(2):
     s.send_multipart(frames)
 print("done", flush=True)
 `
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "-c", script, k.serverSec.String())
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	var port int
-	if _, err := fmt.Fscan(stdout, &port); err != nil {
-		t.Fatalf("libzmq router did not start: %v\n%s", err, stderr.String())
-	}
-	d, err := dialCurveDealer(t, fmt.Sprintf("tcp://127.0.0.1:%d", port), "go-curve", k.client(), 10*time.Second)
+	router := startLibzmqRouter(t, script, k.serverSec.String())
+	d, err := dialCurveDealer(t, router.endpoint, "go-curve", k.client(), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,8 +543,47 @@ print("done", flush=True)
 	// a core beside the whole suite (late or lost was not told apart).
 	roundTripWithin(t, d, 1, []byte("hello libzmq"), 20*time.Second)
 	roundTripWithin(t, d, 2, bytes.Repeat([]byte("z"), 300<<10), 20*time.Second)
+	router.waitDone(t)
+}
+
+// libzmqRouter is a python3-zmq script that binds a ROUTER on a free port,
+// prints the port, serves, and prints "done" when it has finished.
+type libzmqRouter struct {
+	endpoint string
+	stdout   io.Reader
+	stderr   *bytes.Buffer
+}
+
+// startLibzmqRouter starts script with args; it is killed when the test ends.
+func startLibzmqRouter(t *testing.T, script string, args ...string) *libzmqRouter {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	cmd := exec.CommandContext(ctx, python, append([]string{"-c", script}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	r := &libzmqRouter{stdout: stdout, stderr: &bytes.Buffer{}}
+	cmd.Stderr = r.stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	var port int
+	if _, err := fmt.Fscan(stdout, &port); err != nil {
+		t.Fatalf("libzmq router did not start: %v\n%s", err, r.stderr.String())
+	}
+	r.endpoint = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	return r
+}
+
+// waitDone waits for the script to say it served everything.
+func (r *libzmqRouter) waitDone(t *testing.T) {
+	t.Helper()
 	var done string
-	if _, err := fmt.Fscan(stdout, &done); err != nil || done != "done" {
-		t.Fatalf("libzmq router: %q %v\n%s", done, err, stderr.String())
+	if _, err := fmt.Fscan(r.stdout, &done); err != nil || done != "done" {
+		t.Fatalf("libzmq router: %q %v\n%s", done, err, r.stderr.String())
 	}
 }

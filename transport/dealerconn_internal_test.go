@@ -91,7 +91,7 @@ func clip(b []byte) []byte { return b[:min(len(b), 24)] }
 // out is the greeting's or ends exactly where a message ends.
 func TestFrameWriter_AnySplitKeepsTheStream(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for round := range 200 {
+	for round := range 60 {
 		var stream []byte
 		ends := map[int]bool{} // offsets where a message ends
 		greeting := bytes.Repeat([]byte{byte(round)}, zmtpGreetingSize)

@@ -2,10 +2,7 @@ package transport_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -95,28 +92,9 @@ for _ in range(int(sys.argv[1])):
 print("done", flush=True)
 `
 	const first, second = 140, 70
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "-c", script, fmt.Sprint(first+second))
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	var port int
-	if _, err := fmt.Fscan(stdout, &port); err != nil {
-		t.Fatalf("libzmq router did not start: %v\n%s", err, stderr.String())
-	}
-	d := dialDealer(t, fmt.Sprintf("tcp://127.0.0.1:%d", port), "go-plain")
+	router := startLibzmqRouter(t, script, fmt.Sprint(first+second))
+	d := dialDealer(t, router.endpoint, "go-plain")
 	sendBurst(t, d, first, 30*time.Second)
 	sendBurst(t, d, second, 30*time.Second)
-	var done string
-	if _, err := fmt.Fscan(stdout, &done); err != nil || done != "done" {
-		t.Fatalf("libzmq router: %q %v\n%s", done, err, stderr.String())
-	}
+	router.waitDone(t)
 }

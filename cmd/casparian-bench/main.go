@@ -79,8 +79,8 @@ func main() {
 	flag.IntVar(&o.stormRate, "storm-rate", 0, "with --storm: churn cycles per second at most (0 = as fast as they go)")
 	flag.IntVar(&o.stormRounds, "storm-rounds", 2, "with --storm: storms in a row; memory a departed peer leaves behind grows with each round")
 	flag.StringVar(&o.stormProfile, "storm-profile", "", "with --storm: write the Sentinel's heap profile, taken after every peer left, to this file")
-	flag.BoolVar(&o.counters, "counters", false, "also print the Sentinel's syscalls, context switches, claim rounds and conclude batches per 1,000 jobs "+
-		"(turns its HTTP server on, read before and after each measurement)")
+	flag.BoolVar(&o.counters, "counters", false, "also print, per 1,000 jobs, the workers' and the (first) Sentinel's system calls and context switches, "+
+		"and its claim rounds and conclude batches (turns its HTTP server on; read before and after each measurement)")
 	flag.StringVar(&o.sentinelBin, "sentinel-bin", "", "casparian-sentinel binary (default: go build it)")
 	flag.StringVar(&o.database, "database", "", "a postgres://user@host:port/db URL: run on a new database casparian_bench_<pid> made there "+
 		"(the user needs CREATEDB) and dropped at the end (default: a new SQLite file in --dir)")
@@ -409,9 +409,12 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 	target := completed + int64(o.jobs)
 
 	ph := &phase{hold: hold, done: &atomic.Int64{}, lat: &latencies{}}
+	// Read before the Sentinel's CPU: scraping /metrics costs it some.
+	var counters0, workers0 counters
+	if o.counters {
+		counters0, workers0 = readCounters(ctx, r.sents[0], r.args[0].http), readProcCounters(os.Getpid())
+	}
 	cpu0 := cpuOf(r.sents)
-	counters0 := readCounters(ctx, r.sents[0], r.args[0].http)
-	workers0 := readProcCounters(os.Getpid())
 	pgCPU0 := r.server.cpu()
 	self0 := selfCPU()
 	start := time.Now()
@@ -456,8 +459,6 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 	elapsed := time.Since(start)
 	self := selfCPU() - self0
 	cpu := cpuOf(r.sents)
-	workers1 := readProcCounters(os.Getpid())
-	counters1 := readCounters(ctx, r.sents[0], r.args[0].http)
 	pgCPU := r.server.cpu()
 	for i := range cpu {
 		cpu[i] -= cpu0[i]
@@ -469,6 +470,7 @@ func measure(ctx context.Context, out io.Writer, label string, r *rig, o options
 		perThousand(cpu, o.jobs), peakRSS(r.sents), first.Sub(start).Round(time.Millisecond), reconnects.Load(),
 		r.server.figure(pgCPU0, pgCPU, o.jobs), self.Seconds()*1000/float64(o.jobs))
 	if o.counters {
+		workers1, counters1 := readProcCounters(os.Getpid()), readCounters(ctx, r.sents[0], r.args[0].http)
 		printCounters(out, counters0, counters1, workers0, workers1, o.jobs, r.args[0].http != "")
 	}
 	return rate, nil

@@ -130,12 +130,24 @@ type page struct {
 }
 
 // do runs steps within 30 s.
+//
+// The console redraws its tables when fresh data arrives. A redraw between
+// finding a button and clicking it removes the node the click was aimed at
+// (CDP: "Could not find node with given id"); the steps, which then did
+// nothing, run again.
 func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		p.t.Fatalf("%s: %v\n%s", what, err, p.text("document.body.innerText"))
+	for {
+		err := chromedp.Do(ctx, steps...)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "Could not find node with given id") || ctx.Err() != nil {
+			p.t.Fatalf("%s: %v\n%s", what, err, p.text("document.body.innerText"))
+		}
+		p.t.Logf("%s: the node went away with a redraw; again", what)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 	zmqtransport "github.com/go-zeromq/zmq4/transport"
@@ -54,18 +55,22 @@ func (plainTransport) Addr(ep string) (string, error) {
 }
 
 // readBufferedConn is a connection whose reads go through r and whose
-// writes go through w; the rest is the connection's own. zmq4 reads a
-// connection from one goroutine only, so r needs no lock.
+// writes go through w, then q; the rest is the connection's own. zmq4 reads
+// a connection from one goroutine only, so r needs no lock.
 type readBufferedConn struct {
 	net.Conn
 	r *bufio.Reader
 
-	mu sync.Mutex
-	w  frameWriter
+	mu        sync.Mutex
+	w         frameWriter
+	q         *writeQueue
+	closeOnce sync.Once
+	closeErr  error
 }
 
 func newReadBufferedConn(c net.Conn) *readBufferedConn {
-	return &readBufferedConn{Conn: c, r: bufio.NewReaderSize(c, dealerReadBuffer), w: frameWriter{out: c, greeting: zmtpGreetingSize}}
+	q := newWriteQueue(c)
+	return &readBufferedConn{Conn: c, r: bufio.NewReaderSize(c, dealerReadBuffer), q: q, w: frameWriter{out: q, greeting: zmtpGreetingSize}}
 }
 
 func (c *readBufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
@@ -74,6 +79,115 @@ func (c *readBufferedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.w.Write(p)
+}
+
+// Close writes what is queued (for at most closeFlush) and closes the
+// connection. zmq4 may close a connection more than once.
+func (c *readBufferedConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.q.close(closeFlush)
+		c.closeErr = c.Conn.Close()
+	})
+	return c.closeErr
+}
+
+// closeFlush bounds how long closing a connection waits for its queued
+// messages to be written: a peer that stopped reading must not hold up a
+// reconnect or a worker's shutdown.
+const closeFlush = 250 * time.Millisecond
+
+// maxQueued is how many bytes may wait in a writeQueue before Write waits
+// for the writer; a single larger message is always taken.
+const maxQueued = 1 << 20
+
+// writeQueue takes whole messages from frameWriter and writes them to the
+// connection from a goroutine of its own, so a message goes out together
+// with whatever was queued while the previous write ran: a worker answering
+// a burst of DISPATCHes writes its receipts in a few system calls, and the
+// goroutine that sends does not wait for the kernel. Write waits only when
+// maxQueued bytes are queued (a peer that stopped reading), as it waited for
+// a full socket buffer before.
+//
+// The writer goroutine runs only while there is something to write, so a
+// connection zmq4 drops without closing it leaves no goroutine behind.
+//
+// A failed write closes the connection, which zmq4 sees as a lost peer; it
+// is the error of every later Write.
+type writeQueue struct {
+	conn net.Conn
+
+	mu      sync.Mutex
+	cond    *sync.Cond // broadcast when the writer took queued, wrote, or stopped
+	queued  []byte
+	spare   []byte // the buffer of the last write, for reuse
+	writing bool   // the writer goroutine runs
+	err     error
+	closed  bool
+}
+
+func newWriteQueue(conn net.Conn) *writeQueue {
+	q := &writeQueue{conn: conn}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *writeQueue) Write(p []byte) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.err == nil && !q.closed && len(q.queued) > 0 && len(q.queued)+len(p) > maxQueued {
+		q.cond.Wait()
+	}
+	if q.err != nil {
+		return 0, q.err
+	}
+	if q.closed {
+		return 0, net.ErrClosed
+	}
+	q.queued = append(q.queued, p...)
+	if !q.writing {
+		q.writing = true
+		go q.run()
+	}
+	return len(p), nil
+}
+
+// run writes what is queued until nothing is, then ends.
+func (q *writeQueue) run() {
+	q.mu.Lock()
+	var err error
+	for len(q.queued) > 0 && err == nil {
+		buf := q.queued
+		q.queued, q.spare = q.spare[:0], nil
+		q.mu.Unlock()
+		_, err = q.conn.Write(buf)
+		q.mu.Lock()
+		if cap(buf) <= maxHeldCapacity {
+			q.spare = buf[:0]
+		}
+		if err != nil && q.err == nil {
+			q.err = err
+		}
+		q.cond.Broadcast()
+	}
+	q.writing = false
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	if err != nil {
+		_ = q.conn.Close() // the reader sees it and zmq4 reconnects
+	}
+}
+
+// close refuses further writes and waits for the writer to write what is
+// queued, which may take at most flush.
+func (q *writeQueue) close(flush time.Duration) {
+	_ = q.conn.SetWriteDeadline(time.Now().Add(flush))
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.cond.Broadcast()
+	for q.writing {
+		q.cond.Wait()
+	}
 }
 
 // zmtpGreetingSize is the length of the ZMTP 3 greeting, the one part of

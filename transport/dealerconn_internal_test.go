@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net"
 	"testing"
+	"time"
 )
 
 // recordingWriter keeps each Write it is given, as its own slice.
@@ -146,5 +149,117 @@ func TestFrameWriter_ReturnsTheErrorOfItsWrite(t *testing.T) {
 	}
 	if _, err := w.Write(msg[2:]); !errors.Is(err, broken) {
 		t.Fatalf("Write completing the message = %v, want %v", err, broken)
+	}
+}
+
+// readAll reads n bytes from c, failing the test after 10 s.
+func readAll(t *testing.T, c net.Conn, n int) []byte {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+	return buf
+}
+
+// TestWriteQueue_WritesWhatQueuedMeanwhileInOneWrite: while the writer is
+// stuck in a write (net.Pipe: a write waits for its reader), Write returns at
+// once, and what was queued meanwhile goes out in the next single write.
+func TestWriteQueue_WritesWhatQueuedMeanwhileInOneWrite(t *testing.T) {
+	ours, peer := net.Pipe()
+	defer func() { _ = peer.Close() }()
+	q := newWriteQueue(ours)
+	defer q.close(time.Second)
+	if _, err := q.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	// The writer now waits in its write of "first" until peer reads.
+	for _, m := range []string{"two", "three", "four"} {
+		if _, err := q.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := string(readAll(t, peer, 5)); got != "first" {
+		t.Fatalf("first write %q", got)
+	}
+	// net.Pipe hands a write over in one piece only to a read big enough.
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := peer.Read(buf)
+	if err != nil || string(buf[:n]) != "twothreefour" {
+		t.Fatalf("next read = %q, %v; want the three queued messages in one write", buf[:n], err)
+	}
+}
+
+// TestWriteQueue_CloseWritesWhatIsQueued: a receipt queued just before the
+// connection closes still goes out.
+func TestWriteQueue_CloseWritesWhatIsQueued(t *testing.T) {
+	ours, peer := net.Pipe()
+	defer func() { _ = peer.Close() }()
+	q := newWriteQueue(ours)
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(peer); got <- b }()
+	for _, m := range []string{"a", "b", "c"} {
+		if _, err := q.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.close(5 * time.Second)
+	_ = ours.Close()
+	if b := <-got; string(b) != "abc" {
+		t.Fatalf("peer read %q, want %q", b, "abc")
+	}
+	if _, err := q.Write([]byte("late")); err == nil {
+		t.Fatal("Write after close succeeded")
+	}
+}
+
+// TestWriteQueue_WaitsWhenFullAndFailsAfterAWriteError: with maxQueued bytes
+// waiting behind a stuck write, Write waits; when the write fails (the peer
+// went away) the waiting Write and every later one return the error, and the
+// connection is closed.
+func TestWriteQueue_WaitsWhenFullAndFailsAfterAWriteError(t *testing.T) {
+	ours, peer := net.Pipe()
+	q := newWriteQueue(ours)
+	defer q.close(time.Second)
+	if _, err := q.Write([]byte("stuck")); err != nil { // the writer takes it and waits
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queued) == 0 })
+	if _, err := q.Write(make([]byte, maxQueued)); err != nil { // fills the queue
+		t.Fatal(err)
+	}
+	blocked := make(chan error, 1)
+	go func() { _, err := q.Write([]byte("one more")); blocked <- err }()
+	select {
+	case err := <-blocked:
+		t.Fatalf("Write over maxQueued returned (%v) while the writer was stuck", err)
+	case <-time.After(100 * time.Millisecond): // it waits, as it should
+	}
+	_ = peer.Close() // the stuck write fails
+	select {
+	case err := <-blocked:
+		if err == nil {
+			t.Fatal("the waiting Write succeeded after the write error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting Write never returned after the write error")
+	}
+	if _, err := q.Write([]byte("later")); err == nil {
+		t.Fatal("a Write after the write error succeeded")
+	}
+	if _, err := ours.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the connection is still open after the write error")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10 s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -31,7 +31,7 @@ const (
 	// The gap stays at its maximum while writes come at least that often,
 	// and a trickle of the Sentinel's own commits (a job finishing every
 	// 15 ms) is enough. Another process's insert then waits up to a whole
-	// gap: at 16 ms, the median pickup was 7–10 ms. At 4 ms it is 2–3 ms,
+	// gap: at 16 ms, the median pickup was 6–11 ms. At 4 ms it is 2–3 ms,
 	// and full-load throughput did not change measurably (session 11).
 	watchGapMin = time.Millisecond
 	watchGapMax = 4 * time.Millisecond

@@ -60,6 +60,12 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 	// The socket lives until Close, not until ctx ends: ctx only bounds
 	// the first dial, which with unlimited retries waits for the Sentinel.
 	sockCtx, dialAt := context.Background(), endpoint
+	maxPayload := opts.MaxPayload
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	// As the guard bounds what a worker sends, plus the same slack.
+	maxFrame := uint64(max(maxPayload, 64<<10) + 1<<10)
 	var curve *curveDial
 	if opts.Curve != nil {
 		rest, ok := strings.CutPrefix(endpoint, "tcp://")
@@ -76,12 +82,6 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 		if len(opts.Identity) > 0 {
 			props = append(props, [2]string{"Identity", string(opts.Identity)})
 		}
-		maxPayload := opts.MaxPayload
-		if maxPayload <= 0 {
-			maxPayload = DefaultMaxPayload
-		}
-		// As the guard bounds what a worker sends, plus the same slack.
-		maxFrame := uint64(max(maxPayload, 64<<10) + 1<<10)
 		curve = &curveDial{client: opts.Curve, metadata: curveMetadata(props...), timeout: opts.HandshakeTimeout, maxFrame: maxFrame}
 		sockCtx, dialAt = context.WithValue(sockCtx, curveDialKey{}, curve), curveScheme+"://"+rest
 	}
@@ -89,7 +89,7 @@ func DialDealer(ctx context.Context, endpoint string, opts DealerOptions) (*Deal
 		if err := registerPlain(); err != nil {
 			return nil, fmt.Errorf("register plain transport: %w", err)
 		}
-		dialAt = plainScheme + "://" + rest
+		sockCtx, dialAt = context.WithValue(sockCtx, plainMaxFrameKey{}, maxFrame), plainScheme+"://"+rest
 	}
 	sock := zmq4.NewDealer(sockCtx, zopts...)
 	dialed := make(chan error, 1)

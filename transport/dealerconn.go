@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -38,12 +39,20 @@ var registerPlain = sync.OnceValue(func() error {
 // plainTransport dials TCP and buffers the connection's reads.
 type plainTransport struct{}
 
+// plainMaxFrameKey carries a DEALER's frame limit from DialDealer to
+// plainTransport.Dial through the socket's context.
+type plainMaxFrameKey struct{}
+
 func (plainTransport) Dial(ctx context.Context, d zmqtransport.Dialer, addr string) (net.Conn, error) {
+	maxFrame, ok := ctx.Value(plainMaxFrameKey{}).(uint64)
+	if !ok {
+		return nil, errors.New("plain transport: dialed without a frame limit")
+	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return newReadBufferedConn(c), nil
+	return newReadBufferedConn(c, maxFrame), nil
 }
 
 func (plainTransport) Listen(ctx context.Context, addr string) (net.Listener, error) {
@@ -59,7 +68,7 @@ func (plainTransport) Addr(ep string) (string, error) {
 // a connection from one goroutine only, so r needs no lock.
 type readBufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r frameReader
 
 	mu        sync.Mutex
 	w         frameWriter
@@ -68,9 +77,14 @@ type readBufferedConn struct {
 	closeErr  error
 }
 
-func newReadBufferedConn(c net.Conn) *readBufferedConn {
+func newReadBufferedConn(c net.Conn, maxFrame uint64) *readBufferedConn {
 	q := newWriteQueue(c)
-	return &readBufferedConn{Conn: c, r: bufio.NewReaderSize(c, dealerReadBuffer), q: q, w: frameWriter{out: q, greeting: zmtpGreetingSize}}
+	return &readBufferedConn{
+		Conn: c,
+		r:    frameReader{r: bufio.NewReaderSize(c, dealerReadBuffer), maxFrame: maxFrame, greeting: zmtpGreetingSize},
+		q:    q,
+		w:    frameWriter{out: q, greeting: zmtpGreetingSize},
+	}
 }
 
 func (c *readBufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
@@ -188,6 +202,47 @@ func (q *writeQueue) close(flush time.Duration) {
 	for q.writing {
 		q.cond.Wait()
 	}
+}
+
+// frameReader reads a ZMTP stream through r and refuses a frame whose
+// declared size is over maxFrame before zmq4 sees its header: zmq4
+// allocates a frame's declared size before reading it, so a peer could
+// otherwise make the worker allocate any amount (the guard does the same
+// for the Sentinel, and the CURVE connection for CURVE DEALERs). The error
+// ends the connection; zmq4 reconnects.
+type frameReader struct {
+	r        *bufio.Reader
+	maxFrame uint64
+	greeting int    // bytes of the greeting still to pass
+	left     uint64 // bytes of the current frame, header included, still to pass
+}
+
+func (f *frameReader) Read(p []byte) (int, error) {
+	if f.greeting > 0 {
+		n, err := f.r.Read(p[:min(len(p), f.greeting)])
+		f.greeting -= n
+		return n, err
+	}
+	if f.left == 0 {
+		hdr, err := f.r.Peek(2)
+		if err != nil {
+			return 0, err
+		}
+		size, hlen := uint64(hdr[1]), uint64(2)
+		if hdr[0]&zmtpFlagLong != 0 {
+			if hdr, err = f.r.Peek(9); err != nil {
+				return 0, err
+			}
+			size, hlen = binary.BigEndian.Uint64(hdr[1:9]), 9
+		}
+		if size > f.maxFrame {
+			return 0, fmt.Errorf("%w: the peer declared %d bytes, limit %d", errFrameTooLarge, size, f.maxFrame)
+		}
+		f.left = hlen + size
+	}
+	n, err := f.r.Read(p[:min(uint64(len(p)), f.left)])
+	f.left -= uint64(n)
+	return n, err
 }
 
 // zmtpGreetingSize is the length of the ZMTP 3 greeting, the one part of

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -261,5 +262,49 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestFrameReader_PassesFramesAndRefusesAnOversizedOne: the greeting and
+// frames up to the limit come through unchanged, read as zmq4 reads them
+// (header, then body); a frame declaring more than the limit is refused at
+// its header, before its body is read or allocated.
+func TestFrameReader_PassesFramesAndRefusesAnOversizedOne(t *testing.T) {
+	const limit = 1000
+	greeting := bytes.Repeat([]byte{0xee}, zmtpGreetingSize)
+	ok := [][]byte{zmtpFrame(0x04, []byte("\x05READY")), zmtpFrame(zmtpFlagMore, bytes.Repeat([]byte{4}, 16)),
+		zmtpFrame(0, bytes.Repeat([]byte("b"), limit)), zmtpFrame(0, nil)}
+	stream := append([]byte(nil), greeting...)
+	for _, f := range ok {
+		stream = append(stream, f...)
+	}
+	huge := []byte{zmtpFlagLong, 0, 0, 0, 0x40, 0, 0, 0, 0} // 256 GiB declared, no body follows
+	stream = append(stream, huge...)
+
+	f := &frameReader{r: bufio.NewReaderSize(bytes.NewReader(stream), 64), maxFrame: limit, greeting: zmtpGreetingSize}
+	got := make([]byte, zmtpGreetingSize)
+	if _, err := io.ReadFull(f, got); err != nil || !bytes.Equal(got, greeting) {
+		t.Fatalf("greeting: %v", err)
+	}
+	for i, want := range ok {
+		hlen := 2
+		if want[0]&zmtpFlagLong != 0 {
+			hlen = 9
+		}
+		hdr := make([]byte, hlen)
+		if _, err := io.ReadFull(f, hdr); err != nil {
+			t.Fatalf("frame %d header: %v", i, err)
+		}
+		body := make([]byte, len(want)-hlen)
+		if _, err := io.ReadFull(f, body); err != nil {
+			t.Fatalf("frame %d body: %v", i, err)
+		}
+		if !bytes.Equal(append(hdr, body...), want) {
+			t.Fatalf("frame %d came through changed", i)
+		}
+	}
+	n, err := f.Read(make([]byte, 2))
+	if !errors.Is(err, errFrameTooLarge) || n != 0 {
+		t.Fatalf("oversized frame: Read = %d, %v; want 0 and %v", n, err, errFrameTooLarge)
 	}
 }

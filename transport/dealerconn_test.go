@@ -2,7 +2,11 @@ package transport_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -97,4 +101,64 @@ print("done", flush=True)
 	sendBurst(t, d, first, 30*time.Second)
 	sendBurst(t, d, second, 30*time.Second)
 	router.waitDone(t)
+}
+
+// TestDealer_PlaintextRefusesAnOversizedFrame: a peer posing as the Sentinel
+// completes the handshake and then declares a 1 GiB frame. The DEALER
+// refuses it at its header and drops the connection; before, zmq4 allocated
+// whatever a frame declared.
+func TestDealer_PlaintextRefusesAnOversizedFrame(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	accepted := make(chan net.Conn, 4) // zmq4 dials again after the refusal
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	// DialDealer returns once the handshake is done: dial beside the
+	// server's side below.
+	dialed := make(chan *transport.Dealer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		d, err := transport.DialDealer(ctx, "tcp://"+ln.Addr().String(), transport.DealerOptions{Identity: []byte("go-plain")})
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- d
+	}()
+	t.Cleanup(func() {
+		if d := <-dialed; d != nil {
+			_ = d.Close()
+		}
+	})
+	var c net.Conn
+	select {
+	case c = <-accepted:
+		t.Cleanup(func() { _ = c.Close() })
+	case <-time.After(10 * time.Second):
+		t.Fatal("the DEALER did not connect")
+	}
+	if _, err := c.Write(append(zmtpGreeting(), zmtpReady("ROUTER", "")...)); err != nil {
+		t.Fatal(err)
+	}
+	// Its greeting and READY.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 64)); err != nil {
+		t.Fatalf("the DEALER's greeting: %v", err)
+	}
+	huge := binary.BigEndian.AppendUint64([]byte{0x02}, 1<<30) // LONG, 1 GiB, no body follows
+	if _, err := c.Write(huge); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c)
 }

@@ -532,6 +532,10 @@ print(port, flush=True)
 for _ in range(2):
     frames = s.recv_multipart()
     s.send_multipart(frames)
+# LINGER 0 would drop an echo still queued when the script ends.
+s.setsockopt(zmq.LINGER, 5000)
+s.close()
+ctx.term()
 print("done", flush=True)
 `
 	router := startLibzmqRouter(t, script, k.serverSec.String())

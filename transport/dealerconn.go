@@ -16,8 +16,9 @@ import (
 )
 
 // plainScheme is the zmq4 transport a plaintext DEALER dials tcp://
-// endpoints through: TCP whose reads go through a buffer and whose writes
-// leave a message at a time.
+// endpoints through: TCP whose reads go through a buffer and a frame-size
+// check (frameReader), and whose writes leave whole messages, several at a
+// time under load (frameWriter, writeQueue).
 //
 // zmq4 reads every frame with two unbuffered reads (its header, then its
 // body), so a two-frame message costs a worker four read system calls.
@@ -36,7 +37,7 @@ var registerPlain = sync.OnceValue(func() error {
 	return zmq4.RegisterTransport(plainScheme, plainTransport{})
 })
 
-// plainTransport dials TCP and buffers the connection's reads.
+// plainTransport dials TCP and wraps the connection in a dealerConn.
 type plainTransport struct{}
 
 // plainMaxFrameKey carries a DEALER's frame limit from DialDealer to
@@ -52,7 +53,7 @@ func (plainTransport) Dial(ctx context.Context, d zmqtransport.Dialer, addr stri
 	if err != nil {
 		return nil, err
 	}
-	return newReadBufferedConn(c, maxFrame), nil
+	return newDealerConn(c, maxFrame), nil
 }
 
 func (plainTransport) Listen(ctx context.Context, addr string) (net.Listener, error) {
@@ -63,10 +64,11 @@ func (plainTransport) Addr(ep string) (string, error) {
 	return zmqtransport.New("tcp").Addr(ep)
 }
 
-// readBufferedConn is a connection whose reads go through r and whose
-// writes go through w, then q; the rest is the connection's own. zmq4 reads
-// a connection from one goroutine only, so r needs no lock.
-type readBufferedConn struct {
+// dealerConn is a plaintext DEALER's connection: reads go through r, writes
+// through w and then q; the rest is the connection's own. zmq4 reads a
+// connection from one goroutine only, so r needs no lock. mu orders the
+// writes into w; q has its own lock, taken inside mu.
+type dealerConn struct {
 	net.Conn
 	r frameReader
 
@@ -77,9 +79,9 @@ type readBufferedConn struct {
 	closeErr  error
 }
 
-func newReadBufferedConn(c net.Conn, maxFrame uint64) *readBufferedConn {
+func newDealerConn(c net.Conn, maxFrame uint64) *dealerConn {
 	q := newWriteQueue(c)
-	return &readBufferedConn{
+	return &dealerConn{
 		Conn: c,
 		r:    frameReader{r: bufio.NewReaderSize(c, dealerReadBuffer), maxFrame: maxFrame, greeting: zmtpGreetingSize},
 		q:    q,
@@ -87,9 +89,9 @@ func newReadBufferedConn(c net.Conn, maxFrame uint64) *readBufferedConn {
 	}
 }
 
-func (c *readBufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *dealerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-func (c *readBufferedConn) Write(p []byte) (int, error) {
+func (c *dealerConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.w.Write(p)
@@ -97,7 +99,7 @@ func (c *readBufferedConn) Write(p []byte) (int, error) {
 
 // Close writes what is queued (for at most closeFlush) and closes the
 // connection. zmq4 may close a connection more than once.
-func (c *readBufferedConn) Close() error {
+func (c *dealerConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.q.close(closeFlush)
 		c.closeErr = c.Conn.Close()

@@ -93,6 +93,10 @@ port = s.bind_to_random_port("tcp://127.0.0.1")
 print(port, flush=True)
 for _ in range(int(sys.argv[1])):
     s.send_multipart(s.recv_multipart())
+# LINGER 0 would drop an echo still queued when the script ends.
+s.setsockopt(zmq.LINGER, 5000)
+s.close()
+ctx.term()
 print("done", flush=True)
 `
 	const first, second = 140, 70
@@ -121,7 +125,11 @@ func TestDealer_PlaintextRefusesAnOversizedFrame(t *testing.T) {
 			if err != nil {
 				return
 			}
-			accepted <- c
+			select {
+			case accepted <- c:
+			default: // zmq4 redialing after the test looked: not needed
+				_ = c.Close()
+			}
 		}
 	}()
 	// DialDealer returns once the handshake is done: dial beside the
@@ -151,7 +159,7 @@ func TestDealer_PlaintextRefusesAnOversizedFrame(t *testing.T) {
 	if _, err := c.Write(append(zmtpGreeting(), zmtpReady("ROUTER", "")...)); err != nil {
 		t.Fatal(err)
 	}
-	// Its greeting and READY.
+	// Its greeting; its READY follows and is left unread.
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(c, make([]byte, 64)); err != nil {
 		t.Fatalf("the DEALER's greeting: %v", err)
